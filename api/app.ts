@@ -1,0 +1,41 @@
+// createApp(deps) builds the Koa application; it starts nothing and has no side effects, so tests
+// and `paddock serve` put the parts together the same way.
+import Router from '@koa/router';
+import Koa from 'koa';
+import { authenticate, type Tokens } from './auth.js';
+import { errorMiddleware, type Logger } from './errors.js';
+import { agentRoutes } from './routes/agent.js';
+import { openApiDocument, RouteTable } from './routes/define.js';
+import { machineRoutes } from './routes/machines.js';
+import { reservationRoutes } from './routes/reservations.js';
+import { tokenRoutes } from './routes/tokens.js';
+import type { Scheduler } from './scheduler/service.js';
+
+export const version = '0.1.0';
+
+export interface AppDeps {
+  scheduler: Scheduler;
+  tokens: Tokens;
+  log: Logger;
+}
+
+export function createApp({ scheduler, tokens, log }: AppDeps): { app: Koa; table: RouteTable } {
+  const app = new Koa();
+  app.proxy = false;
+  const router = new Router();
+  const table = new RouteTable(router, authenticate(tokens));
+  table.define({ method: 'get', path: '/healthz', summary: 'Liveness: answers without a token', auth: false }, (ctx) => {
+    ctx.body = { ok: true, version };
+  });
+  table.define({ method: 'get', path: '/v1/openapi.json', summary: 'This document' }, (ctx) => {
+    ctx.body = openApiDocument(table.routes, version);
+  });
+  tokenRoutes(table, tokens);
+  machineRoutes(table, scheduler);
+  reservationRoutes(table, scheduler);
+  agentRoutes(table, scheduler);
+  app.use(errorMiddleware(log));
+  app.use(router.routes());
+  app.use(router.allowedMethods({ throw: true }));
+  return { app, table };
+}

@@ -1,0 +1,40 @@
+// Reads a JSON request body with a size limit, and validates it against the route's schema.
+import type Koa from 'koa';
+import type { z } from 'zod';
+import { ApiError } from './errors.js';
+import { validationError } from './scheduler/requests.js';
+
+export const maxBodyBytes = 1024 * 1024;
+
+export async function readJson(ctx: Koa.Context): Promise<unknown> {
+  const length = Number(ctx.get('content-length') || 0);
+  if (length > maxBodyBytes) throw tooLarge();
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of ctx.req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > maxBodyBytes) throw tooLarge();
+    chunks.push(chunk);
+  }
+  const text = Buffer.concat(chunks).toString('utf8');
+  if (text.trim() === '') return {};
+  const type = ctx.get('content-type');
+  if (type && !/^application\/(.+\+)?json\b/i.test(type)) {
+    throw new ApiError(415, 'unsupported_media_type', `send JSON (Content-Type: application/json), not ${type.split(';')[0]}`);
+  }
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw new ApiError(400, 'invalid_json', `the body is not valid JSON: ${(error as Error).message}`);
+  }
+}
+
+export async function readBody<T extends z.ZodType>(ctx: Koa.Context, schema: T, what: string): Promise<z.infer<T>> {
+  const parsed = schema.safeParse(await readJson(ctx));
+  if (!parsed.success) throw validationError(parsed.error, what);
+  return parsed.data;
+}
+
+function tooLarge(): ApiError {
+  return new ApiError(413, 'payload_too_large', `the body is larger than ${maxBodyBytes} bytes`, { limit: maxBodyBytes });
+}

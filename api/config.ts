@@ -1,0 +1,147 @@
+// The server's configuration file (YAML): where it listens, where it keeps data, lease and queue
+// policy, and the machine inventory. Validated once at load; every error names the file, the line,
+// the path inside the document and the problem. Unknown keys are rejected everywhere.
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { parseDocument, LineCounter, isNode } from 'yaml';
+import { z } from 'zod';
+import { parseDuration, parseQuantity } from './scheduler/units.js';
+import { getKind } from '../provisioners/registry.js';
+
+const duration = z.union([z.number(), z.string()]).transform((value, ctx) => {
+  const seconds = parseDuration(value);
+  if (seconds === null) {
+    ctx.addIssue({ code: 'custom', message: `not a duration: ${JSON.stringify(value)} (use seconds or 30s, 10m, 2h, 1d)` });
+    return z.NEVER;
+  }
+  return seconds;
+});
+
+const quantity = z.union([z.number(), z.string()]).transform((value, ctx) => {
+  const number = typeof value === 'number' ? value : parseQuantity(value);
+  if (number === null || !Number.isFinite(number) || number < 0) {
+    ctx.addIssue({ code: 'custom', message: `not a quantity: ${JSON.stringify(value)} (use 4, 2GiB, 512MiB, 1GB)` });
+    return z.NEVER;
+  }
+  return number;
+});
+
+const nameSchema = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'names use letters, digits, . _ - (up to 63)');
+const labelKey = z.string().regex(/^[A-Za-z_][A-Za-z0-9_.-]*$/, 'label keys use letters, digits, _ . -');
+
+const machineSchema = z.strictObject({
+  name: nameSchema,
+  kind: z.string(),
+  labels: z.record(labelKey, z.union([z.string(), z.number(), z.boolean()]).transform(String)).default({}),
+  capacities: z.record(labelKey, quantity).default({}),
+  settings: z.unknown().optional(),
+});
+
+const listenSchema = z
+  .string()
+  .regex(/^[^:]+:\d+$|^\[[0-9a-fA-F:]+\]:\d+$/, 'listen is host:port, e.g. 127.0.0.1:7300')
+  .transform((listen) => {
+    const at = listen.lastIndexOf(':');
+    return { host: listen.slice(0, at).replace(/^\[|\]$/g, ''), port: Number(listen.slice(at + 1)) };
+  });
+
+export const configSchema = z.strictObject({
+  listen: listenSchema.default({ host: '127.0.0.1', port: 7300 }),
+  dataDir: z.string().default('paddock-data'),
+  lease: z.strictObject({ default: duration.default(1800), max: duration.default(8 * 3600) }).default({ default: 1800, max: 28800 }),
+  queue: z
+    .strictObject({
+      timeout: duration.default(3600),
+      /** One step of priority per this many seconds waited. */
+      aging: duration.default(60),
+      /** After this long, a waiting request keeps the machines it could use from later requests. */
+      starvation: duration.default(300),
+    })
+    .default({ timeout: 3600, aging: 60, starvation: 300 }),
+  reaper: z.strictObject({ interval: duration.default(1) }).default({ interval: 1 }),
+  health: z.strictObject({ quarantineAfter: z.number().int().min(1).default(3) }).default({ quarantineAfter: 3 }),
+  agent: z
+    .strictObject({
+      enabled: z.boolean().default(true),
+      name: nameSchema.default('local'),
+      concurrency: z.number().int().min(1).max(256).default(16),
+      provisionTimeout: duration.default(600),
+    })
+    .default({ enabled: true, name: 'local', concurrency: 16, provisionTimeout: 600 }),
+  machines: z.array(machineSchema).default([]),
+});
+
+export type Config = z.infer<typeof configSchema>;
+export type MachineConfig = Config['machines'][number];
+
+export class ConfigError extends Error {
+  constructor(
+    readonly file: string,
+    readonly problems: string[],
+  ) {
+    super(`${file}: invalid configuration:\n  ${problems.join('\n  ')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/** Reads and validates a config file; relative dataDir and key paths are taken from the file's folder. */
+export function loadConfig(file: string): Config {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (error) {
+    throw new ConfigError(file, [`cannot read: ${(error as NodeJS.ErrnoException).code ?? String(error)}`]);
+  }
+  const config = parseConfig(text, file);
+  return { ...config, dataDir: path.resolve(path.dirname(file), config.dataDir) };
+}
+
+export function parseConfig(text: string, file = '<config>'): Config {
+  const lineCounter = new LineCounter();
+  const document = parseDocument(text, { lineCounter, prettyErrors: false });
+  if (document.errors.length > 0) {
+    throw new ConfigError(
+      file,
+      document.errors.map((error) => `line ${error.linePos?.[0].line ?? '?'}: ${error.message.split('\n')[0]}`),
+    );
+  }
+  const where = (issuePath: PropertyKey[]): string => {
+    const node = document.getIn(issuePath.map((part) => (typeof part === 'symbol' ? String(part) : part)), true);
+    const line = isNode(node) && node.range ? lineCounter.linePos(node.range[0]).line : undefined;
+    const dotted = issuePath.reduce<string>((text, part) => (typeof part === 'number' ? `${text}[${part}]` : text ? `${text}.${String(part)}` : String(part)), '');
+    return `${line === undefined ? '' : `line ${line}: `}${dotted || '(top)'}`;
+  };
+  const parsed = configSchema.safeParse(document.toJS() ?? {});
+  if (!parsed.success) {
+    throw new ConfigError(file, parsed.error.issues.map((issue) => `${where(issue.path)}: ${issue.message}`));
+  }
+  const config = parsed.data;
+  const problems: string[] = [];
+  const seen = new Set<string>();
+  config.machines.forEach((machine, index) => {
+    if (seen.has(machine.name)) problems.push(`${where(['machines', index, 'name'])}: duplicate machine name ${machine.name}`);
+    seen.add(machine.name);
+    let kind;
+    try {
+      kind = getKind(machine.kind);
+    } catch (error) {
+      problems.push(`${where(['machines', index, 'kind'])}: ${(error as Error).message}`);
+      return;
+    }
+    if (machine.labels.kind !== undefined && machine.labels.kind !== machine.kind) {
+      problems.push(`${where(['machines', index, 'labels', 'kind'])}: the kind label is set from kind (${machine.kind})`);
+    }
+    machine.labels.kind = machine.kind;
+    const settings = kind.settingsSchema.safeParse(machine.settings ?? {});
+    if (!settings.success) {
+      for (const issue of settings.error.issues) {
+        problems.push(`${where(['machines', index, 'settings', ...issue.path])}: ${issue.message}`);
+      }
+    } else {
+      machine.settings = settings.data;
+    }
+  });
+  if (config.lease.default > config.lease.max) problems.push(`${where(['lease', 'default'])}: longer than lease.max`);
+  if (problems.length > 0) throw new ConfigError(file, problems);
+  return config;
+}

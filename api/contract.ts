@@ -1,0 +1,144 @@
+// The JSON shapes of Paddock's HTTP API v1. The server produces them and the client library reads
+// them; nothing here has behaviour, so the client may import it without pulling in the server.
+
+export type ReservationState =
+  | 'queued'
+  | 'allocated'
+  | 'provisioning'
+  | 'ready'
+  | 'releasing'
+  | 'released'
+  | 'failed'
+  | 'expired'
+  | 'cancelled';
+
+export const endStates: readonly ReservationState[] = ['released', 'failed', 'expired', 'cancelled'];
+
+export type MachineState = 'new' | 'available' | 'reserved' | 'maintenance' | 'quarantined' | 'retired';
+
+export { stages } from '../provisioners/protocol.js';
+export type { Stage, AgentTask, AgentReport, AgentMachine } from '../provisioners/protocol.js';
+import type { Stage } from '../provisioners/protocol.js';
+
+export type AllocationState = 'pending' | 'provisioning' | 'ready' | 'failed' | 'releasing' | 'released';
+
+/** A duration is seconds, or a string such as `90s`, `10m`, `2h`, `1d`. */
+export type Duration = number | string;
+
+export interface MemberRequest {
+  role: string;
+  spec: string;
+  count?: number;
+  image?: string;
+}
+
+/** A member as stored: count filled in. */
+export interface MemberView {
+  role: string;
+  spec: string;
+  count: number;
+  image?: string;
+}
+
+export interface ReservationRequest {
+  members: MemberRequest[];
+  lease?: Duration;
+  priority?: number;
+  queueTimeout?: Duration;
+  idempotencyKey?: string;
+}
+
+export interface AllocationView {
+  id: string;
+  role: string;
+  index: number;
+  machine: string;
+  state: AllocationState;
+  stages: Partial<Record<Stage, string>>;
+  host?: string;
+  port?: number;
+  user?: string;
+  /** OpenSSH public key line of the host (`ssh-ed25519 AAAA…`), captured at readiness. */
+  hostKey?: string;
+}
+
+export interface ReservationView {
+  id: string;
+  owner: string;
+  state: ReservationState;
+  reason?: string;
+  priority: number;
+  leaseSeconds: number;
+  createdAt: string;
+  updatedAt: string;
+  grantedAt?: string;
+  expiresAt?: string;
+  hardCapAt?: string;
+  queueDeadline?: string;
+  members: MemberView[];
+  allocations: AllocationView[];
+  /** 1-based position in the queue while queued. */
+  queuePosition?: number;
+}
+
+export interface CredentialsView {
+  reservationId: string;
+  /** OpenSSH private key of the reservation's fresh key pair: returned to the owner only. */
+  privateKey: string;
+  publicKey: string;
+  /** known_hosts lines pinning every ready machine's host key. */
+  knownHosts: string;
+  machines: { role: string; index: number; machine: string; host: string; port: number; user: string; hostKey: string }[];
+}
+
+export interface EventView {
+  id: number;
+  reservationId: string;
+  at: string;
+  type: 'state' | 'stage' | 'allocation';
+  from?: string;
+  to: string;
+  machine?: string;
+  reason?: string;
+}
+
+export interface MachineView {
+  name: string;
+  kind: string;
+  state: MachineState;
+  labels: Record<string, string>;
+  capacities: Record<string, number>;
+  reservationId?: string;
+  reason?: string;
+  failures: number;
+}
+
+export interface ExplainView {
+  spec: string;
+  matches: string[];
+  /** Every other machine with the first term it fails (or why it cannot be used now). */
+  rejected: { machine: string; term: string; reason: string }[];
+}
+
+export interface ReservationExplainView {
+  id: string;
+  state: ReservationState;
+  queuePosition?: number;
+  members: { role: string; count: number; spec: string; matches: string[]; available: string[]; rejected: ExplainView['rejected'] }[];
+}
+
+export interface TokenView {
+  name: string;
+  role: Role;
+  createdAt: string;
+  /** Only in the answer to the request that created it. */
+  token?: string;
+}
+
+export type Role = 'admin' | 'user' | 'agent';
+
+export interface ApiErrorBody {
+  code: string;
+  message: string;
+  details?: unknown;
+}

@@ -1,0 +1,157 @@
+// The database: one SQLite file in the data directory, in WAL mode, its schema brought up to date
+// by migrations (umzug) on open so an upgrade keeps the data.
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { DataTypes, Sequelize, type Model, type ModelStatic } from 'sequelize';
+import { Umzug, SequelizeStorage } from 'umzug';
+import * as initial from './migrations/0001-initial.js';
+
+export interface TokenRow {
+  name: string;
+  role: string;
+  hash: string;
+  createdAt: Date;
+}
+
+export interface MachineRow {
+  name: string;
+  kind: string;
+  state: string;
+  reservationId: string | null;
+  reason: string | null;
+  failures: number;
+  labels: string;
+  capacities: string;
+  updatedAt: Date;
+}
+
+export interface ReservationRow {
+  id: string;
+  owner: string;
+  state: string;
+  outcome: string | null;
+  reason: string | null;
+  priority: number;
+  leaseSeconds: number;
+  members: string;
+  allocations: string;
+  publicKey: string;
+  privateKey: string;
+  idempotencyKey: string | null;
+  createdAt: Date;
+  updatedAt: Date;
+  grantedAt: Date | null;
+  expiresAt: Date | null;
+  hardCapAt: Date | null;
+  queueDeadline: Date | null;
+}
+
+export interface EventRow {
+  id: number;
+  reservationId: string;
+  at: Date;
+  type: string;
+  from: string | null;
+  to: string;
+  machine: string | null;
+  reason: string | null;
+}
+
+export interface Database {
+  sequelize: Sequelize;
+  tokens: ModelStatic<Model<TokenRow>>;
+  machines: ModelStatic<Model<MachineRow>>;
+  reservations: ModelStatic<Model<ReservationRow>>;
+  events: ModelStatic<Model<EventRow>>;
+  close(): Promise<void>;
+}
+
+const migrations = [{ name: '0001-initial', module: initial }];
+
+export async function openDatabase(dataDir: string): Promise<Database> {
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  const sequelize = new Sequelize({
+    dialect: 'sqlite',
+    storage: path.join(dataDir, 'paddock.sqlite'),
+    logging: false,
+    // One connection: every write goes through the store's single writer, so SQLite never sees two.
+    pool: { max: 1, min: 1, idle: 60_000 },
+  });
+  await sequelize.query('PRAGMA journal_mode = WAL');
+  await sequelize.query('PRAGMA synchronous = NORMAL');
+  await sequelize.query('PRAGMA busy_timeout = 5000');
+
+  const umzug = new Umzug({
+    migrations: migrations.map(({ name, module }) => ({ name, up: module.up, down: module.down })),
+    context: sequelize.getQueryInterface(),
+    storage: new SequelizeStorage({ sequelize }),
+    logger: undefined,
+  });
+  await umzug.up();
+
+  const plain = { timestamps: false, freezeTableName: true };
+  const tokens = sequelize.define<Model<TokenRow>>(
+    'tokens',
+    {
+      name: { type: DataTypes.STRING, primaryKey: true },
+      role: DataTypes.STRING,
+      hash: DataTypes.STRING,
+      createdAt: DataTypes.DATE,
+    },
+    plain,
+  );
+  const machines = sequelize.define<Model<MachineRow>>(
+    'machines',
+    {
+      name: { type: DataTypes.STRING, primaryKey: true },
+      kind: DataTypes.STRING,
+      state: DataTypes.STRING,
+      reservationId: DataTypes.STRING,
+      reason: DataTypes.TEXT,
+      failures: DataTypes.INTEGER,
+      labels: DataTypes.TEXT,
+      capacities: DataTypes.TEXT,
+      updatedAt: DataTypes.DATE,
+    },
+    plain,
+  );
+  const reservations = sequelize.define<Model<ReservationRow>>(
+    'reservations',
+    {
+      id: { type: DataTypes.STRING, primaryKey: true },
+      owner: DataTypes.STRING,
+      state: DataTypes.STRING,
+      outcome: DataTypes.STRING,
+      reason: DataTypes.TEXT,
+      priority: DataTypes.INTEGER,
+      leaseSeconds: DataTypes.INTEGER,
+      members: DataTypes.TEXT,
+      allocations: DataTypes.TEXT,
+      publicKey: DataTypes.TEXT,
+      privateKey: DataTypes.TEXT,
+      idempotencyKey: DataTypes.STRING,
+      createdAt: DataTypes.DATE,
+      updatedAt: DataTypes.DATE,
+      grantedAt: DataTypes.DATE,
+      expiresAt: DataTypes.DATE,
+      hardCapAt: DataTypes.DATE,
+      queueDeadline: DataTypes.DATE,
+    },
+    plain,
+  );
+  const events = sequelize.define<Model<EventRow>>(
+    'events',
+    {
+      id: { type: DataTypes.INTEGER, primaryKey: true },
+      reservationId: DataTypes.STRING,
+      at: DataTypes.DATE,
+      type: DataTypes.STRING,
+      from: DataTypes.STRING,
+      to: DataTypes.STRING,
+      machine: DataTypes.STRING,
+      reason: DataTypes.TEXT,
+    },
+    plain,
+  );
+  return { sequelize, tokens, machines, reservations, events, close: () => sequelize.close() };
+}

@@ -1,0 +1,54 @@
+// API errors: a stable string code, an HTTP status, a message for people and optional details.
+// The error middleware turns them into `{code, message, details}`; anything else becomes a bare 500
+// whose cause is logged without the request's secrets and never sent to the client.
+import type Koa from 'koa';
+import type { ApiErrorBody } from './contract.js';
+
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly details?: unknown,
+  ) {
+    super(message);
+    this.name = 'ApiError';
+  }
+}
+
+export const badRequest = (message: string, details?: unknown) => new ApiError(400, 'invalid_request', message, details);
+export const notFound = (what: string) => new ApiError(404, 'not_found', `${what} not found`);
+export const forbidden = (message: string) => new ApiError(403, 'forbidden', message);
+
+export type Logger = (line: string) => void;
+
+export function errorMiddleware(log: Logger): Koa.Middleware {
+  return async (ctx, next) => {
+    try {
+      await next();
+      if (ctx.status === 404 && ctx.body === undefined) {
+        throw new ApiError(404, 'not_found', `no route for ${ctx.method} ${ctx.path}`);
+      }
+    } catch (error) {
+      const apiError = toApiError(error);
+      if (apiError.status >= 500) log(`error: ${ctx.method} ${ctx.path}: ${describe(error)}`);
+      const body: ApiErrorBody = { code: apiError.code, message: apiError.message };
+      if (apiError.details !== undefined) body.details = apiError.details;
+      ctx.status = apiError.status;
+      ctx.body = body;
+    }
+  };
+}
+
+function toApiError(error: unknown): ApiError {
+  if (error instanceof ApiError) return error;
+  const status = (error as { status?: number }).status;
+  if (status === 405) return new ApiError(405, 'method_not_allowed', (error as Error).message);
+  if (status === 501) return new ApiError(501, 'not_implemented', (error as Error).message);
+  return new ApiError(500, 'internal', 'internal error');
+}
+
+function describe(error: unknown): string {
+  if (error instanceof Error) return `${error.name}: ${error.message}`;
+  return String(error);
+}

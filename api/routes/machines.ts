@@ -1,0 +1,56 @@
+// /v1/machines and /v1/explain: the inventory with its states, maintenance, and spec explanations.
+import { z } from 'zod';
+import { readBody } from '../body.js';
+import { requireRole } from '../auth.js';
+import type { ExplainView } from '../contract.js';
+import { ApiError } from '../errors.js';
+import { explainSpec } from '../scheduler/match.js';
+import { machineView } from '../scheduler/records.js';
+import type { Scheduler } from '../scheduler/service.js';
+import { parseSpec, SpecError } from '../scheduler/spec.js';
+import type { RouteTable } from './define.js';
+
+const maintenanceSchema = z.strictObject({ reason: z.string().max(500).optional() });
+const explainSchema = z.strictObject({ spec: z.string().max(2000) });
+
+export function machineRoutes(table: RouteTable, scheduler: Scheduler): void {
+  table.define({ method: 'get', path: '/v1/machines', summary: 'Every machine with its state', query: { state: 'only machines in this state' } }, (ctx) => {
+    const state = ctx.query.state;
+    ctx.body = [...scheduler.inventory.machines.values()]
+      .filter((machine) => state === undefined || machine.state === state)
+      .sort((a, b) => (a.name < b.name ? -1 : 1))
+      .map(machineView);
+  });
+
+  table.define({ method: 'get', path: '/v1/machines/:name', summary: 'One machine' }, (ctx) => {
+    ctx.body = machineView(scheduler.machine(ctx.params.name));
+  });
+
+  table.define(
+    { method: 'post', path: '/v1/machines/:name/maintenance', summary: 'Take a machine out of service (after its current reservation)', roles: ['admin'], body: maintenanceSchema },
+    async (ctx) => {
+      requireRole(ctx, 'admin');
+      const { reason } = await readBody(ctx, maintenanceSchema, 'maintenance request');
+      ctx.body = machineView(await scheduler.setMaintenance(ctx.params.name, reason));
+    },
+  );
+
+  table.define({ method: 'post', path: '/v1/machines/:name/activate', summary: 'Put a machine in maintenance or quarantine back in service', roles: ['admin'] }, async (ctx) => {
+    requireRole(ctx, 'admin');
+    ctx.body = machineView(await scheduler.activate(ctx.params.name));
+  });
+
+  table.define({ method: 'post', path: '/v1/explain', summary: 'Which machines a spec matches, and the first term every other machine fails', body: explainSchema }, async (ctx) => {
+    const { spec: text } = await readBody(ctx, explainSchema, 'explain request');
+    let spec;
+    try {
+      spec = parseSpec(text);
+    } catch (error) {
+      if (error instanceof SpecError) throw new ApiError(400, 'invalid_spec', error.message, { spec: text, position: error.position });
+      throw error;
+    }
+    const machines = [...scheduler.inventory.machines.values()].filter((machine) => machine.state !== 'retired');
+    const explained: ExplainView = { spec: text, ...explainSpec(spec, machines) };
+    ctx.body = explained;
+  });
+}

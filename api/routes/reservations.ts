@@ -1,0 +1,162 @@
+// /v1/reservations: create, list, show (with long-poll), events (JSON or server-sent events),
+// explain, credentials, renew, release.
+import type Koa from 'koa';
+import { PassThrough } from 'node:stream';
+import type { CredentialsView, ReservationExplainView } from '../contract.js';
+import { readBody } from '../body.js';
+import { ApiError, forbidden } from '../errors.js';
+import { explainSpec } from '../scheduler/match.js';
+import { parseMembers, reservationRequestSchema } from '../scheduler/requests.js';
+import { reservationView, type Reservation } from '../scheduler/records.js';
+import type { Caller, Scheduler } from '../scheduler/service.js';
+import { isEnded } from '../scheduler/lifecycle.js';
+import type { RouteTable } from './define.js';
+
+const caller = (ctx: Koa.Context) => ctx.state.caller as Caller;
+
+export function reservationRoutes(table: RouteTable, scheduler: Scheduler): void {
+  const view = (reservation: Reservation) => reservationView(reservation, scheduler.queuePosition(reservation));
+
+  table.define(
+    {
+      method: 'post', path: '/v1/reservations', summary: 'Request machines: all members are granted together or the request queues',
+      body: reservationRequestSchema, responses: { 201: 'created', 200: 'an earlier request with the same idempotency key', 422: 'no machine could ever satisfy it' },
+    },
+    async (ctx) => {
+      const request = await readBody(ctx, reservationRequestSchema, 'reservation request');
+      const { reservation, created } = await scheduler.create(caller(ctx), request);
+      ctx.status = created ? 201 : 200;
+      ctx.body = view(reservation);
+    },
+  );
+
+  table.define(
+    { method: 'get', path: '/v1/reservations', summary: 'Your reservations (admins: ?all=1 for everyone\'s)', query: { all: '1: every user (admin)', ended: '1: include ended ones' } },
+    async (ctx) => {
+      const reservations = await scheduler.list(caller(ctx), { all: ctx.query.all === '1', includeEnded: ctx.query.ended === '1' });
+      ctx.body = reservations.map(view);
+    },
+  );
+
+  table.define(
+    {
+      method: 'get', path: '/v1/reservations/:id', summary: 'One reservation; ?wait=ready&timeout=60 holds the answer until it is ready or ended',
+      query: { wait: 'ready: long-poll until ready or ended', timeout: 'seconds to wait, at most 300' },
+    },
+    async (ctx) => {
+      let reservation = await scheduler.get(caller(ctx), ctx.params.id);
+      if (ctx.query.wait !== undefined) {
+        if (ctx.query.wait !== 'ready') throw new ApiError(400, 'invalid_request', 'wait takes one value: ready');
+        const timeout = Number(ctx.query.timeout ?? 60);
+        if (!Number.isFinite(timeout) || timeout < 0) throw new ApiError(400, 'invalid_request', 'timeout is a number of seconds');
+        reservation = await scheduler.waitFor(reservation, ['ready'], Math.min(timeout, 300) * 1000);
+      }
+      ctx.body = view(reservation);
+    },
+  );
+
+  table.define(
+    { method: 'get', path: '/v1/reservations/:id/events', summary: 'Its events; with Accept: text/event-stream, a live stream that ends with the reservation' },
+    async (ctx) => {
+      const id = ctx.params.id;
+      const reservation = await scheduler.get(caller(ctx), id);
+      if (ctx.get('accept').includes('text/event-stream')) {
+        return stream(ctx, scheduler, reservation);
+      }
+      ctx.body = await scheduler.events(caller(ctx), id);
+    },
+  );
+
+  table.define(
+    { method: 'get', path: '/v1/reservations/:id/explain', summary: 'Why a reservation waits: matches per member and its queue position' },
+    async (ctx) => {
+      const reservation = await scheduler.get(caller(ctx), ctx.params.id);
+      const machines = [...scheduler.inventory.machines.values()].filter((machine) => machine.state !== 'retired');
+      const explained: ReservationExplainView = {
+        id: reservation.id,
+        state: reservation.state,
+        queuePosition: scheduler.queuePosition(reservation),
+        members: parseMembers(reservation.members).map((member) => {
+          const { matches, rejected } = explainSpec(member.spec, machines);
+          return {
+            role: member.role, count: member.count, spec: member.spec.text, matches, rejected,
+            available: matches.filter((name) => scheduler.inventory.get(name)?.state === 'available'),
+          };
+        }),
+      };
+      ctx.body = explained;
+    },
+  );
+
+  table.define(
+    { method: 'get', path: '/v1/reservations/:id/credentials', summary: 'The private key and pinned host keys (the owner only)' },
+    async (ctx) => {
+      const reservation = await scheduler.get(caller(ctx), ctx.params.id);
+      if (reservation.owner !== caller(ctx).name) throw forbidden('only the owner of a reservation gets its credentials');
+      if (isEnded(reservation.state)) throw new ApiError(409, 'lease_expired', `reservation ${reservation.id} is ${reservation.state}`);
+      const machines = reservation.allocations
+        .filter((allocation) => allocation.state === 'ready' && allocation.host && allocation.hostKey)
+        .map((allocation) => ({
+          role: allocation.role, index: allocation.index, machine: allocation.machine,
+          host: allocation.host!, port: allocation.port!, user: allocation.user!, hostKey: allocation.hostKey!,
+        }));
+      const credentials: CredentialsView = {
+        reservationId: reservation.id,
+        privateKey: reservation.privateKey,
+        publicKey: reservation.publicKey,
+        knownHosts: machines.map((machine) => `${machine.port === 22 ? machine.host : `[${machine.host}]:${machine.port}`} ${machine.hostKey}\n`).join(''),
+        machines,
+      };
+      ctx.set('Cache-Control', 'no-store');
+      ctx.body = credentials;
+    },
+  );
+
+  table.define(
+    { method: 'post', path: '/v1/reservations/:id/renew', summary: 'Heartbeat: extends the lease by its duration, up to the hard cap', responses: { 200: 'renewed', 409: 'already ended' } },
+    async (ctx) => {
+      ctx.body = view(await scheduler.renew(caller(ctx), ctx.params.id));
+    },
+  );
+
+  table.define(
+    { method: 'delete', path: '/v1/reservations/:id', summary: 'Release (idempotent); a queued request is cancelled' },
+    async (ctx) => {
+      ctx.body = view(await scheduler.release(caller(ctx), ctx.params.id));
+    },
+  );
+}
+
+/** Server-sent events: what happened so far, then every new event until the reservation ends. */
+async function stream(ctx: Koa.Context, scheduler: Scheduler, reservation: Reservation): Promise<void> {
+  const body = new PassThrough();
+  ctx.status = 200;
+  ctx.set({ 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache', Connection: 'keep-alive' });
+  ctx.body = body;
+  let last = Number(ctx.get('last-event-id') || 0);
+  const send = (event: { id: number; type: string }) => {
+    if (event.id <= last) return;
+    last = event.id;
+    body.write(`id: ${event.id}\nevent: ${event.type}\ndata: ${JSON.stringify(event)}\n\n`);
+  };
+  const buffered: Parameters<typeof send>[0][] = [];
+  let replaying = true;
+  const unsubscribe = scheduler.subscribe(reservation.id, (event) => {
+    if (replaying) buffered.push(event);
+    else {
+      send(event);
+      if (event.type === 'state' && isEnded(event.to as Reservation['state'])) close();
+    }
+  });
+  const keepAlive = setInterval(() => body.write(': keep-alive\n\n'), 15_000);
+  const close = () => {
+    clearInterval(keepAlive);
+    unsubscribe();
+    body.end();
+  };
+  ctx.req.on('close', close);
+  for (const event of await scheduler.events(ctx.state.caller as Caller, reservation.id, last)) send(event);
+  for (const event of buffered) send(event);
+  replaying = false;
+  if (isEnded(reservation.state)) close();
+}

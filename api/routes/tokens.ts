@@ -1,0 +1,40 @@
+// /v1/tokens (admins) and /v1/whoami.
+import { z } from 'zod';
+import { readBody } from '../body.js';
+import { requireRole, type Tokens } from '../auth.js';
+import type { Caller } from '../scheduler/service.js';
+import type { RouteTable } from './define.js';
+
+const tokenSchema = z.strictObject({
+  name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._@-]{0,62}$/, 'names use letters, digits, . _ @ - (up to 63)'),
+  role: z.enum(['user', 'admin', 'agent']).default('user'),
+});
+
+export function tokenRoutes(table: RouteTable, tokens: Tokens): void {
+  table.define({ method: 'get', path: '/v1/whoami', summary: 'The name and role of the token used' }, (ctx) => {
+    const caller = ctx.state.caller as Caller;
+    ctx.body = { name: caller.name, role: caller.role };
+  });
+
+  table.define(
+    { method: 'post', path: '/v1/tokens', summary: 'Create a token; the answer is the only time it is shown', roles: ['admin'], body: tokenSchema, responses: { 201: 'created' } },
+    async (ctx) => {
+      requireRole(ctx, 'admin');
+      const { name, role } = await readBody(ctx, tokenSchema, 'token request');
+      ctx.status = 201;
+      ctx.set('Cache-Control', 'no-store');
+      ctx.body = await tokens.create(name, role);
+    },
+  );
+
+  table.define({ method: 'get', path: '/v1/tokens', summary: 'Token names and roles', roles: ['admin'] }, async (ctx) => {
+    requireRole(ctx, 'admin');
+    ctx.body = await tokens.list();
+  });
+
+  table.define({ method: 'delete', path: '/v1/tokens/:name', summary: 'Revoke a token', roles: ['admin'] }, async (ctx) => {
+    requireRole(ctx, 'admin');
+    await tokens.revoke(ctx.params.name);
+    ctx.status = 204;
+  });
+}

@@ -1,0 +1,76 @@
+// The machines the scheduler hands out, and the index that keeps allocation cheap: machines with
+// the same labels and capacities form a shape, and each shape keeps the sorted names of its free
+// machines. Matching a spec is then done per shape, not per machine, so allocation cost depends on
+// the number of shapes (a handful in a real lab), not on the number of machines.
+import type { MachineState } from '../contract.js';
+import { shapeKey, type Shape } from './allocate.js';
+import type { MachineEntry } from './records.js';
+
+export class Inventory {
+  readonly machines = new Map<string, MachineEntry>();
+  /** Free machines per shape; every shape of a non-retired machine is here, possibly empty. */
+  private readonly free = new Map<string, Shape>();
+  /** Every non-retired machine per shape, free or not: what could ever satisfy a request. */
+  private readonly all = new Map<string, Shape>();
+
+  add(entry: Omit<MachineEntry, 'shapeKey'>): MachineEntry {
+    const machine: MachineEntry = { ...entry, shapeKey: shapeKey(entry.labels, entry.capacities) };
+    this.machines.set(machine.name, machine);
+    if (machine.state !== 'retired') {
+      insertSorted(this.shape(this.all, machine).machines, machine.name);
+      if (machine.state === 'available') insertSorted(this.shape(this.free, machine).machines, machine.name);
+    }
+    return machine;
+  }
+
+  get(name: string): MachineEntry | undefined {
+    return this.machines.get(name);
+  }
+
+  freeShapes(): Shape[] {
+    return [...this.free.values()];
+  }
+
+  allShapes(): Shape[] {
+    return [...this.all.values()];
+  }
+
+  /** Moves a machine to a new state, keeping the free index in step. */
+  setState(machine: MachineEntry, state: MachineState): void {
+    if (machine.state === state) return;
+    const wasFree = machine.state === 'available';
+    machine.state = state;
+    if (wasFree && state !== 'available') removeSorted(this.shape(this.free, machine).machines, machine.name);
+    if (!wasFree && state === 'available') insertSorted(this.shape(this.free, machine).machines, machine.name);
+  }
+
+  private shape(index: Map<string, Shape>, machine: MachineEntry): Shape {
+    let shape = index.get(machine.shapeKey);
+    if (!shape) {
+      shape = { key: machine.shapeKey, labels: machine.labels, capacities: machine.capacities, machines: [] };
+      index.set(machine.shapeKey, shape);
+    }
+    return shape;
+  }
+}
+
+function position(names: string[], name: string): number {
+  let low = 0;
+  let high = names.length;
+  while (low < high) {
+    const middle = (low + high) >>> 1;
+    if (names[middle] < name) low = middle + 1;
+    else high = middle;
+  }
+  return low;
+}
+
+function insertSorted(names: string[], name: string): void {
+  const at = position(names, name);
+  if (names[at] !== name) names.splice(at, 0, name);
+}
+
+function removeSorted(names: string[], name: string): void {
+  const at = position(names, name);
+  if (names[at] === name) names.splice(at, 1);
+}

@@ -1,0 +1,187 @@
+// In-memory records of what the scheduler manages, and their conversions to database rows and to
+// the API's views. The scheduler keeps every live reservation and every machine in memory; the
+// database is written through the store on every change and read back on start.
+import type {
+  AllocationState,
+  AllocationView,
+  EventView,
+  MachineState,
+  MachineView,
+  MemberView,
+  ReservationState,
+  ReservationView,
+  Stage,
+} from '../contract.js';
+import type { EventRow, MachineRow, ReservationRow } from '../db/index.js';
+
+export interface Allocation {
+  id: string;
+  role: string;
+  index: number;
+  machine: string;
+  state: AllocationState;
+  stages: Partial<Record<Stage, string>>;
+  host?: string;
+  port?: number;
+  user?: string;
+  hostKey?: string;
+  /** The agent that took the current task, so it can resume that task after a restart. */
+  agent?: string;
+  reason?: string;
+}
+
+export interface Reservation {
+  id: string;
+  owner: string;
+  state: ReservationState;
+  /** While releasing: the end state it will reach. */
+  outcome?: ReservationState;
+  reason?: string;
+  priority: number;
+  leaseSeconds: number;
+  members: MemberView[];
+  allocations: Allocation[];
+  publicKey: string;
+  privateKey: string;
+  idempotencyKey?: string;
+  createdAt: number;
+  updatedAt: number;
+  grantedAt?: number;
+  expiresAt?: number;
+  hardCapAt?: number;
+  queueDeadline?: number;
+}
+
+export interface MachineEntry {
+  name: string;
+  kind: string;
+  state: MachineState;
+  labels: Record<string, string>;
+  capacities: Record<string, number>;
+  settings: unknown;
+  reservationId?: string;
+  reason?: string;
+  failures: number;
+  shapeKey: string;
+  /** Set when a machine is put in maintenance or quarantined while reserved: applied on release. */
+  pendingState?: MachineState;
+}
+
+const iso = (ms: number | undefined) => (ms === undefined ? undefined : new Date(ms).toISOString());
+const date = (ms: number | undefined) => (ms === undefined ? null : new Date(ms));
+const ms = (value: Date | null) => (value === null ? undefined : value.getTime());
+
+export function reservationView(reservation: Reservation, queuePosition?: number): ReservationView {
+  const view: ReservationView = {
+    id: reservation.id,
+    owner: reservation.owner,
+    state: reservation.state,
+    priority: reservation.priority,
+    leaseSeconds: reservation.leaseSeconds,
+    createdAt: iso(reservation.createdAt)!,
+    updatedAt: iso(reservation.updatedAt)!,
+    members: reservation.members,
+    allocations: reservation.allocations.map(allocationView),
+  };
+  if (reservation.reason !== undefined) view.reason = reservation.reason;
+  if (reservation.grantedAt !== undefined) view.grantedAt = iso(reservation.grantedAt);
+  if (reservation.expiresAt !== undefined) view.expiresAt = iso(reservation.expiresAt);
+  if (reservation.hardCapAt !== undefined) view.hardCapAt = iso(reservation.hardCapAt);
+  if (reservation.queueDeadline !== undefined && reservation.state === 'queued') view.queueDeadline = iso(reservation.queueDeadline);
+  if (queuePosition !== undefined) view.queuePosition = queuePosition;
+  return view;
+}
+
+function allocationView(allocation: Allocation): AllocationView {
+  const { agent: _agent, reason: _reason, ...view } = allocation;
+  return view;
+}
+
+export function machineView(machine: MachineEntry): MachineView {
+  const view: MachineView = {
+    name: machine.name,
+    kind: machine.kind,
+    state: machine.state,
+    labels: machine.labels,
+    capacities: machine.capacities,
+    failures: machine.failures,
+  };
+  if (machine.reservationId !== undefined) view.reservationId = machine.reservationId;
+  if (machine.reason !== undefined) view.reason = machine.reason;
+  return view;
+}
+
+export function reservationToRow(reservation: Reservation): ReservationRow {
+  return {
+    id: reservation.id,
+    owner: reservation.owner,
+    state: reservation.state,
+    outcome: reservation.outcome ?? null,
+    reason: reservation.reason ?? null,
+    priority: reservation.priority,
+    leaseSeconds: reservation.leaseSeconds,
+    members: JSON.stringify(reservation.members),
+    allocations: JSON.stringify(reservation.allocations),
+    publicKey: reservation.publicKey,
+    privateKey: reservation.privateKey,
+    idempotencyKey: reservation.idempotencyKey ?? null,
+    createdAt: new Date(reservation.createdAt),
+    updatedAt: new Date(reservation.updatedAt),
+    grantedAt: date(reservation.grantedAt),
+    expiresAt: date(reservation.expiresAt),
+    hardCapAt: date(reservation.hardCapAt),
+    queueDeadline: date(reservation.queueDeadline),
+  };
+}
+
+export function reservationFromRow(row: ReservationRow): Reservation {
+  const reservation: Reservation = {
+    id: row.id,
+    owner: row.owner,
+    state: row.state as ReservationState,
+    priority: row.priority,
+    leaseSeconds: row.leaseSeconds,
+    members: JSON.parse(row.members) as MemberView[],
+    allocations: JSON.parse(row.allocations) as Allocation[],
+    publicKey: row.publicKey,
+    privateKey: row.privateKey,
+    createdAt: row.createdAt.getTime(),
+    updatedAt: row.updatedAt.getTime(),
+    grantedAt: ms(row.grantedAt),
+    expiresAt: ms(row.expiresAt),
+    hardCapAt: ms(row.hardCapAt),
+    queueDeadline: ms(row.queueDeadline),
+  };
+  if (row.outcome !== null) reservation.outcome = row.outcome as ReservationState;
+  if (row.reason !== null) reservation.reason = row.reason;
+  if (row.idempotencyKey !== null) reservation.idempotencyKey = row.idempotencyKey;
+  return reservation;
+}
+
+export function machineToRow(machine: MachineEntry, now: number): MachineRow {
+  return {
+    name: machine.name,
+    kind: machine.kind,
+    state: machine.state,
+    reservationId: machine.reservationId ?? null,
+    reason: machine.reason ?? null,
+    failures: machine.failures,
+    labels: JSON.stringify(machine.labels),
+    capacities: JSON.stringify(machine.capacities),
+    updatedAt: new Date(now),
+  };
+}
+
+export function eventView(row: EventRow): EventView {
+  const view: EventView = {
+    id: row.id,
+    reservationId: row.reservationId,
+    at: row.at.toISOString(),
+    type: row.type as EventView['type'],
+    to: row.to,
+  };
+  if (row.from !== null) view.from = row.from;
+  if (row.machine !== null) view.machine = row.machine;
+  if (row.reason !== null) view.reason = row.reason;
+  return view;
+}

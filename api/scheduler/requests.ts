@@ -1,0 +1,68 @@
+// The shape of a reservation request, validated at the edge; specs are parsed here too so that a
+// malformed one is refused with its position before anything else happens.
+import { z } from 'zod';
+import type { MemberView } from '../contract.js';
+import { ApiError } from '../errors.js';
+import { parseSpecCached, SpecError, type Spec } from './spec.js';
+import { parseDuration } from './units.js';
+
+const duration = z.union([z.number(), z.string()]).transform((value, ctx) => {
+  const seconds = parseDuration(value);
+  if (seconds === null || seconds <= 0) {
+    ctx.addIssue({ code: 'custom', message: `not a duration: ${JSON.stringify(value)} (use seconds or 30s, 10m, 2h)` });
+    return z.NEVER;
+  }
+  return Math.ceil(seconds);
+});
+
+export const memberSchema = z.strictObject({
+  role: z.string().regex(/^[A-Za-z][A-Za-z0-9_-]{0,31}$/, 'a role is a word: letters, digits, _ and -'),
+  spec: z.string().min(1).max(2000),
+  count: z.number().int().min(1).max(1000).default(1),
+  image: z.string().min(1).max(200).optional(),
+});
+
+export const reservationRequestSchema = z.strictObject({
+  members: z.array(memberSchema).min(1).max(64),
+  lease: duration.optional(),
+  priority: z.number().int().min(-1000).max(1000).default(0),
+  queueTimeout: duration.optional(),
+  idempotencyKey: z.string().min(1).max(200).optional(),
+});
+
+export type ReservationRequestInput = z.infer<typeof reservationRequestSchema>;
+
+export interface ParsedMember {
+  role: string;
+  spec: Spec;
+  count: number;
+}
+
+export function parseMembers(members: MemberView[]): ParsedMember[] {
+  const roles = new Set<string>();
+  return members.map((member) => {
+    if (roles.has(member.role)) {
+      throw new ApiError(400, 'invalid_request', `role ${member.role} appears twice; give it a count instead`, { role: member.role });
+    }
+    roles.add(member.role);
+    try {
+      return { role: member.role, spec: parseSpecCached(member.spec), count: member.count };
+    } catch (error) {
+      if (error instanceof SpecError) {
+        throw new ApiError(400, 'invalid_spec', `member ${member.role}: ${error.message}`, {
+          role: member.role,
+          spec: member.spec,
+          position: error.position,
+        });
+      }
+      throw error;
+    }
+  });
+}
+
+/** Turns zod's issues into the details of a 400 `invalid_request`. */
+export function validationError(error: z.ZodError, what: string): ApiError {
+  const issues = error.issues.map((issue) => ({ path: issue.path.map(String).join('.'), message: issue.message }));
+  const first = issues[0];
+  return new ApiError(400, 'invalid_request', `invalid ${what}: ${first.path ? `${first.path}: ` : ''}${first.message}`, { issues });
+}

@@ -1,0 +1,609 @@
+// The scheduler: reservations from request to release. It owns the in-memory state (machines,
+// live reservations, the queue, the agents' task list), applies every change through the lifecycle
+// table, records an event for it and persists it through the store before the caller answers.
+// Policy (matching, gang allocation, queue order) lives in pure functions next to this file.
+import { randomBytes } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import type {
+  AgentMachine,
+  AgentReport,
+  AgentTask,
+  EventView,
+  ReservationState,
+  Role,
+} from '../contract.js';
+import type { Config } from '../config.js';
+import type { Database, EventRow } from '../db/index.js';
+import { ApiError, forbidden, notFound } from '../errors.js';
+import { generateKeyPair } from '../../provisioners/ssh.js';
+import { canEverSatisfy } from './allocate.js';
+import { Inventory } from './inventory.js';
+import { assertTransition, isEnded, liveStates } from './lifecycle.js';
+import { queueOrder, schedulePass } from './queue.js';
+import { eventView, reservationFromRow, type Allocation, type MachineEntry, type Reservation } from './records.js';
+import { parseMembers, type ParsedMember, type ReservationRequestInput } from './requests.js';
+import { Store } from './store.js';
+
+export interface Caller {
+  name: string;
+  role: Role;
+}
+
+type Task = { action: 'provision' | 'release'; reservation: Reservation; allocation: Allocation };
+
+export class Scheduler {
+  readonly inventory = new Inventory();
+  private readonly live = new Map<string, Reservation>();
+  private readonly parsed = new Map<string, ParsedMember[]>();
+  private queue: Reservation[] = [];
+  private readonly tasks = new Map<string, Task>();
+  private readonly agentWaiters = new Set<() => void>();
+  private readonly changes = new EventEmitter();
+  private readonly store: Store;
+  private reaper?: NodeJS.Timeout;
+
+  constructor(
+    private readonly db: Database,
+    private readonly config: Config,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.store = new Store(db);
+    this.changes.setMaxListeners(0);
+  }
+
+  /** Loads machines and live reservations, and repairs what a crash left half done. */
+  async start(): Promise<void> {
+    await this.store.init();
+    const rows = new Map((await this.db.machines.findAll({ raw: true })).map((row) => [row.name, row]));
+    const liveRows = await this.db.reservations.findAll({ where: { state: [...liveStates] }, raw: true });
+    const held = new Map<string, string>();
+    for (const row of liveRows) {
+      const reservation = reservationFromRow(row);
+      for (const allocation of reservation.allocations) if (allocation.state !== 'released') held.set(allocation.machine, reservation.id);
+      this.live.set(reservation.id, reservation);
+    }
+    for (const machine of this.config.machines) {
+      const row = rows.get(machine.name);
+      rows.delete(machine.name);
+      const stored = row?.state as MachineEntry['state'] | undefined;
+      const reservationId = held.get(machine.name);
+      // A machine is busy only if a live reservation holds it: a crash can leave no machine stuck.
+      const state = reservationId ? 'reserved' : stored === 'maintenance' || stored === 'quarantined' ? stored : 'available';
+      const entry = this.inventory.add({
+        name: machine.name,
+        kind: machine.kind,
+        state,
+        labels: machine.labels,
+        capacities: machine.capacities,
+        settings: machine.settings,
+        failures: row?.failures ?? 0,
+        reservationId,
+        reason: state === stored ? (row?.reason ?? undefined) : undefined,
+      });
+      if (!row || row.state !== entry.state || row.labels !== JSON.stringify(entry.labels)) this.store.machine(entry);
+    }
+    for (const row of rows.values()) {
+      if (row.state === 'retired') continue;
+      const retired = this.inventory.add({
+        name: row.name, kind: row.kind, state: 'retired', labels: JSON.parse(row.labels), capacities: JSON.parse(row.capacities),
+        settings: {}, failures: row.failures, reason: 'no longer in the configuration',
+      });
+      this.store.machine(retired);
+    }
+    for (const reservation of this.live.values()) this.resume(reservation);
+    this.schedule();
+    await this.store.flush();
+    const interval = Math.max(50, this.config.reaper.interval * 1000);
+    this.reaper = setInterval(() => void this.reap().catch(() => undefined), interval);
+    this.reaper.unref();
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.reaper);
+    for (const wake of this.agentWaiters) wake();
+    await this.store.flush();
+  }
+
+  /** Puts a reservation loaded from the database back in the queue or the agents' task list. */
+  private resume(reservation: Reservation): void {
+    const missing = reservation.allocations.filter((allocation) => !this.inventory.get(allocation.machine) || this.inventory.get(allocation.machine)!.state === 'retired');
+    if (reservation.state === 'queued') {
+      this.queue.push(reservation);
+      this.queue.sort((a, b) => a.createdAt - b.createdAt);
+      return;
+    }
+    if (missing.length > 0 && reservation.state !== 'releasing') {
+      this.beginRelease(reservation, 'failed', `machine ${missing[0].machine} left the inventory`);
+      return;
+    }
+    for (const allocation of reservation.allocations) {
+      if (allocation.state === 'pending') this.addTask('provision', reservation, allocation);
+      if (allocation.state === 'releasing' && !allocation.agent) this.addTask('release', reservation, allocation);
+    }
+  }
+
+  // ---- reservations -------------------------------------------------------------------------
+
+  async create(caller: Caller, request: ReservationRequestInput): Promise<{ reservation: Reservation; created: boolean }> {
+    const members = request.members.map((member) => ({ ...member, count: member.count ?? 1 }));
+    const parsed = parseMembers(members);
+    const leaseSeconds = request.lease ?? this.config.lease.default;
+    if (leaseSeconds > this.config.lease.max) {
+      throw new ApiError(400, 'invalid_request', `lease ${leaseSeconds}s is longer than the maximum of ${this.config.lease.max}s`, {
+        max: this.config.lease.max,
+      });
+    }
+    if (request.idempotencyKey !== undefined) {
+      const existing = await this.findByIdempotencyKey(caller.name, request.idempotencyKey);
+      if (existing) return { reservation: existing, created: false };
+    }
+    const verdict = canEverSatisfy(parsed, this.inventory.allShapes());
+    if (!verdict.ok) {
+      const summary = verdict.reasons.map((reason) => `${reason.role}: ${reason.reason}`).join('; ');
+      throw new ApiError(422, 'unsatisfiable', `no machine in the inventory could ever satisfy this request: ${summary}`, {
+        members: verdict.reasons,
+      });
+    }
+    const now = this.now();
+    const id = `r-${randomBytes(6).toString('hex')}`;
+    const keys = generateKeyPair(`paddock:${id}`);
+    const reservation: Reservation = {
+      id,
+      owner: caller.name,
+      state: 'queued',
+      priority: request.priority,
+      leaseSeconds,
+      members,
+      allocations: [],
+      publicKey: keys.publicKey,
+      privateKey: keys.privateKey,
+      idempotencyKey: request.idempotencyKey,
+      createdAt: now,
+      updatedAt: now,
+      queueDeadline: now + (request.queueTimeout ?? this.config.queue.timeout) * 1000,
+    };
+    this.live.set(id, reservation);
+    this.parsed.set(id, parsed);
+    this.record(reservation, { type: 'state', to: 'queued', reason: `requested by ${caller.name}` });
+    this.queue.push(reservation);
+    this.schedule();
+    await this.store.flush();
+    return { reservation, created: true };
+  }
+
+  private async findByIdempotencyKey(owner: string, key: string): Promise<Reservation | undefined> {
+    for (const reservation of this.live.values()) {
+      if (reservation.owner === owner && reservation.idempotencyKey === key) return reservation;
+    }
+    const row = await this.db.reservations.findOne({ where: { owner, idempotencyKey: key }, raw: true });
+    return row ? reservationFromRow(row) : undefined;
+  }
+
+  /** A reservation the caller may see: their own, or any for an admin. */
+  async get(caller: Caller, id: string): Promise<Reservation> {
+    const reservation = this.live.get(id) ?? (await this.load(id));
+    if (!reservation) throw notFound(`reservation ${id}`);
+    if (caller.role !== 'admin' && reservation.owner !== caller.name) {
+      throw forbidden(`reservation ${id} belongs to another user`);
+    }
+    return reservation;
+  }
+
+  private async load(id: string): Promise<Reservation | undefined> {
+    if (!/^r-[0-9a-f]{12}$/.test(id)) return undefined;
+    await this.store.flush();
+    const row = await this.db.reservations.findByPk(id, { raw: true });
+    return row ? reservationFromRow(row) : undefined;
+  }
+
+  async list(caller: Caller, options: { all?: boolean; includeEnded?: boolean }): Promise<Reservation[]> {
+    const everyone = options.all && caller.role === 'admin';
+    const mine = (reservation: Reservation) => everyone || reservation.owner === caller.name;
+    if (!options.includeEnded) return [...this.live.values()].filter(mine).sort((a, b) => a.createdAt - b.createdAt);
+    await this.store.flush();
+    const rows = await this.db.reservations.findAll({
+      where: everyone ? {} : { owner: caller.name },
+      order: [['createdAt', 'DESC']],
+      limit: 200,
+      raw: true,
+    });
+    return rows.map((row) => this.live.get(row.id) ?? reservationFromRow(row));
+  }
+
+  queuePosition(reservation: Reservation): number | undefined {
+    if (reservation.state !== 'queued') return undefined;
+    const order = queueOrder(this.queueInput(), this.now(), this.policy());
+    const index = order.findIndex((entry) => entry.id === reservation.id);
+    return index < 0 ? undefined : index + 1;
+  }
+
+  async release(caller: Caller, id: string): Promise<Reservation> {
+    const reservation = await this.get(caller, id);
+    if (this.live.has(reservation.id)) {
+      this.beginRelease(reservation, 'released', `released by ${caller.name}`);
+      await this.store.flush();
+    }
+    return reservation;
+  }
+
+  async renew(caller: Caller, id: string): Promise<Reservation> {
+    const reservation = await this.get(caller, id);
+    if (isEnded(reservation.state) || reservation.state === 'releasing') {
+      throw new ApiError(409, 'lease_expired', `reservation ${id} is ${reservation.state}; its lease cannot be renewed`, {
+        state: reservation.state,
+      });
+    }
+    if (reservation.state !== 'queued') {
+      const now = this.now();
+      reservation.expiresAt = Math.min(now + reservation.leaseSeconds * 1000, reservation.hardCapAt ?? Infinity);
+      reservation.updatedAt = now;
+      this.store.reservation(reservation);
+      await this.store.flush();
+    }
+    return reservation;
+  }
+
+  async events(caller: Caller, id: string, afterId = 0): Promise<EventView[]> {
+    await this.get(caller, id);
+    await this.store.flush();
+    const rows = await this.db.events.findAll({ where: { reservationId: id }, order: [['id', 'ASC']], raw: true });
+    return rows.filter((row) => row.id > afterId).map(eventView);
+  }
+
+  /** Calls back on every event of the reservation until the returned function is called. */
+  subscribe(id: string, listener: (event: EventView) => void): () => void {
+    const channel = `event:${id}`;
+    const handler = (row: EventRow) => listener(eventView(row));
+    this.changes.on(channel, handler);
+    return () => this.changes.off(channel, handler);
+  }
+
+  /** Resolves when the reservation reaches one of the states, ends, or the timeout passes. */
+  async waitFor(reservation: Reservation, states: ReservationState[], timeoutMs: number): Promise<Reservation> {
+    const done = () => states.includes(reservation.state) || isEnded(reservation.state);
+    if (done() || !this.live.has(reservation.id)) return reservation;
+    return new Promise((resolve) => {
+      const channel = `change:${reservation.id}`;
+      const finish = () => {
+        clearTimeout(timer);
+        this.changes.off(channel, check);
+        resolve(reservation);
+      };
+      const check = () => done() && finish();
+      const timer = setTimeout(finish, timeoutMs);
+      this.changes.on(channel, check);
+    });
+  }
+
+  private queueInput() {
+    return this.queue.map((reservation) => ({
+      id: reservation.id,
+      priority: reservation.priority,
+      createdAtMs: reservation.createdAt,
+      members: this.membersOf(reservation),
+    }));
+  }
+
+  private membersOf(reservation: Reservation): ParsedMember[] {
+    let members = this.parsed.get(reservation.id);
+    if (!members) {
+      members = parseMembers(reservation.members);
+      this.parsed.set(reservation.id, members);
+    }
+    return members;
+  }
+
+  private policy() {
+    return { agingSeconds: this.config.queue.aging, starvationSeconds: this.config.queue.starvation };
+  }
+
+  /** Grants every queued request the free machines allow, in queue order. */
+  private schedule(): void {
+    if (this.queue.length === 0) return;
+    const { grants } = schedulePass(this.queueInput(), this.inventory.freeShapes(), this.now(), this.policy());
+    if (grants.length === 0) return;
+    const granted = new Set(grants.map((grant) => grant.id));
+    for (const grant of grants) this.grant(this.live.get(grant.id)!, grant.machines);
+    this.queue = this.queue.filter((reservation) => !granted.has(reservation.id));
+  }
+
+  private grant(reservation: Reservation, machines: string[][]): void {
+    const now = this.now();
+    this.transition(reservation, 'allocated', 'grant', 'all members matched free machines');
+    reservation.grantedAt = now;
+    reservation.expiresAt = now + reservation.leaseSeconds * 1000;
+    reservation.hardCapAt = now + this.config.lease.max * 1000;
+    let number = 0;
+    reservation.members.forEach((member, memberIndex) => {
+      machines[memberIndex].forEach((name, index) => {
+        const machine = this.inventory.get(name)!;
+        this.inventory.setState(machine, 'reserved');
+        machine.reservationId = reservation.id;
+        this.store.machine(machine);
+        const allocation: Allocation = { id: `${reservation.id}.${number++}`, role: member.role, index, machine: name, state: 'pending', stages: {} };
+        reservation.allocations.push(allocation);
+        this.record(reservation, { type: 'allocation', to: 'pending', machine: name, reason: `${member.role}[${index}]` });
+        this.addTask('provision', reservation, allocation);
+      });
+    });
+  }
+
+  /**
+   * Starts releasing a live reservation toward `outcome`. Idempotent: a reservation already
+   * releasing or ended is left as it is.
+   */
+  private beginRelease(reservation: Reservation, outcome: ReservationState, reason: string): void {
+    if (isEnded(reservation.state) || reservation.state === 'releasing') return;
+    if (reservation.state === 'queued') {
+      this.queue = this.queue.filter((queued) => queued !== reservation);
+      this.transition(reservation, outcome === 'released' ? 'cancelled' : outcome, 'release', reason);
+      this.forget(reservation);
+      return;
+    }
+    this.transition(reservation, 'releasing', 'release', reason);
+    reservation.outcome = outcome;
+    for (const allocation of reservation.allocations) this.releaseAllocation(reservation, allocation);
+    this.finishIfReleased(reservation);
+  }
+
+  private releaseAllocation(reservation: Reservation, allocation: Allocation): void {
+    if (allocation.state === 'released' || allocation.state === 'releasing') return;
+    if (allocation.state === 'pending') {
+      // Never handed to an agent: nothing to undo on the machine.
+      this.tasks.delete(allocation.id);
+      this.setAllocation(reservation, allocation, 'released', 'never provisioned');
+      this.freeMachine(allocation.machine);
+      return;
+    }
+    allocation.agent = undefined;
+    this.setAllocation(reservation, allocation, 'releasing');
+    this.addTask('release', reservation, allocation);
+  }
+
+  private finishIfReleased(reservation: Reservation): void {
+    if (reservation.state !== 'releasing') return;
+    if (!reservation.allocations.every((allocation) => allocation.state === 'released')) return;
+    this.transition(reservation, reservation.outcome ?? 'released', 'finish release', reservation.reason ?? 'released');
+    this.forget(reservation);
+    this.schedule();
+  }
+
+  private forget(reservation: Reservation): void {
+    this.live.delete(reservation.id);
+    this.parsed.delete(reservation.id);
+  }
+
+  private freeMachine(name: string): void {
+    const machine = this.inventory.get(name);
+    if (!machine) return;
+    machine.reservationId = undefined;
+    const next = machine.pendingState ?? 'available';
+    machine.pendingState = undefined;
+    this.inventory.setState(machine, next);
+    this.store.machine(machine);
+  }
+
+  private transition(reservation: Reservation, to: ReservationState, action: string, reason: string): void {
+    assertTransition(action, reservation.state, to);
+    const from = reservation.state;
+    reservation.state = to;
+    reservation.reason = reason;
+    reservation.updatedAt = this.now();
+    this.record(reservation, { type: 'state', from, to, reason });
+  }
+
+  private setAllocation(reservation: Reservation, allocation: Allocation, to: Allocation['state'], reason?: string): void {
+    const from = allocation.state;
+    allocation.state = to;
+    if (reason !== undefined) allocation.reason = reason;
+    this.record(reservation, { type: 'allocation', from, to, machine: allocation.machine, reason });
+  }
+
+  /** Stores an event, marks the reservation dirty and tells whoever waits on it. */
+  private record(reservation: Reservation, event: { type: EventView['type']; from?: string; to: string; machine?: string; reason?: string }): void {
+    const row = this.store.event({
+      reservationId: reservation.id,
+      at: new Date(this.now()),
+      type: event.type,
+      from: event.from ?? null,
+      to: event.to,
+      machine: event.machine ?? null,
+      reason: event.reason ?? null,
+    });
+    this.store.reservation(reservation);
+    this.changes.emit(`event:${reservation.id}`, row);
+    this.changes.emit(`change:${reservation.id}`);
+  }
+
+  /** Releases expired leases, drops requests whose queue timeout passed, and re-runs the queue (aging). */
+  async reap(): Promise<void> {
+    const now = this.now();
+    for (const reservation of [...this.live.values()]) {
+      if (reservation.state === 'queued' && reservation.queueDeadline !== undefined && reservation.queueDeadline <= now) {
+        this.beginRelease(reservation, 'expired', 'queue timeout: no machines became free in time');
+      } else if (['allocated', 'provisioning', 'ready'].includes(reservation.state) && reservation.expiresAt !== undefined && reservation.expiresAt <= now) {
+        this.beginRelease(reservation, 'expired', 'lease expired');
+      }
+    }
+    this.schedule();
+    await this.store.flush();
+  }
+
+  // ---- machines -------------------------------------------------------------------------------
+
+  async setMaintenance(name: string, reason: string | undefined): Promise<MachineEntry> {
+    const machine = this.machine(name);
+    if (machine.state === 'retired') throw new ApiError(409, 'illegal_transition', `machine ${name} is retired`);
+    machine.reason = reason ?? 'maintenance';
+    if (machine.state === 'reserved') machine.pendingState = 'maintenance';
+    else this.inventory.setState(machine, 'maintenance');
+    this.store.machine(machine);
+    await this.store.flush();
+    return machine;
+  }
+
+  async activate(name: string): Promise<MachineEntry> {
+    const machine = this.machine(name);
+    if (machine.state === 'retired') throw new ApiError(409, 'illegal_transition', `machine ${name} is retired`);
+    machine.pendingState = undefined;
+    machine.reason = undefined;
+    machine.failures = 0;
+    if (machine.state !== 'reserved') this.inventory.setState(machine, 'available');
+    this.store.machine(machine);
+    this.schedule();
+    await this.store.flush();
+    return machine;
+  }
+
+  machine(name: string): MachineEntry {
+    const machine = this.inventory.get(name);
+    if (!machine) throw notFound(`machine ${name}`);
+    return machine;
+  }
+
+  // ---- agents ---------------------------------------------------------------------------------
+
+  private addTask(action: Task['action'], reservation: Reservation, allocation: Allocation): void {
+    this.tasks.set(allocation.id, { action, reservation, allocation });
+    for (const wake of this.agentWaiters) wake();
+    this.agentWaiters.clear();
+  }
+
+  /**
+   * Hands an agent the tasks for machines of its kinds. `resume` (an agent's first claim after it
+   * started) also hands back the tasks it had taken before a crash, which provisioners redo safely.
+   */
+  async claim(agent: string, kinds: string[], resume: boolean, waitMs: number): Promise<AgentTask[]> {
+    if (resume) {
+      for (const reservation of this.live.values()) {
+        for (const allocation of reservation.allocations) {
+          if (allocation.agent !== agent) continue;
+          if (allocation.state === 'provisioning') this.tasks.set(allocation.id, { action: 'provision', reservation, allocation });
+          if (allocation.state === 'releasing') this.tasks.set(allocation.id, { action: 'release', reservation, allocation });
+        }
+      }
+    }
+    let tasks = this.take(agent, kinds);
+    if (tasks.length === 0 && waitMs > 0) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(done, waitMs);
+        function done() {
+          clearTimeout(timer);
+          resolve();
+        }
+        this.agentWaiters.add(done);
+      });
+      tasks = this.take(agent, kinds);
+    }
+    await this.store.flush();
+    return tasks;
+  }
+
+  private take(agent: string, kinds: string[]): AgentTask[] {
+    const taken: AgentTask[] = [];
+    for (const [id, task] of this.tasks) {
+      const machine = this.inventory.get(task.allocation.machine);
+      if (!machine || !kinds.includes(machine.kind)) continue;
+      this.tasks.delete(id);
+      const { reservation, allocation } = task;
+      allocation.agent = agent;
+      if (task.action === 'provision') {
+        if (allocation.state === 'pending') this.setAllocation(reservation, allocation, 'provisioning');
+        if (reservation.state === 'allocated') this.transition(reservation, 'provisioning', 'provision', `agent ${agent} took it`);
+      }
+      this.store.reservation(reservation);
+      const member = reservation.members.find((candidate) => candidate.role === allocation.role);
+      taken.push({
+        id: allocation.id,
+        action: task.action,
+        reservationId: reservation.id,
+        role: allocation.role,
+        machine: { name: machine.name, kind: machine.kind, labels: machine.labels, capacities: machine.capacities, settings: machine.settings },
+        publicKey: reservation.publicKey,
+        privateKey: reservation.privateKey,
+        ...(member?.image ? { image: member.image } : {}),
+      });
+    }
+    return taken;
+  }
+
+  /** Applies what an agent reports about one allocation. Reports for finished work are ignored. */
+  async report(agent: string, allocationId: string, report: AgentReport): Promise<void> {
+    const reservation = this.live.get(allocationId.slice(0, allocationId.lastIndexOf('.')));
+    const allocation = reservation?.allocations.find((candidate) => candidate.id === allocationId);
+    if (!reservation || !allocation) throw notFound(`allocation ${allocationId} of a live reservation`);
+    const machine = this.inventory.get(allocation.machine)!;
+    const provisioning = allocation.state === 'provisioning';
+    switch (report.kind) {
+      case 'stage':
+        if (provisioning) {
+          allocation.stages[report.stage] = new Date(this.now()).toISOString();
+          this.record(reservation, { type: 'stage', to: report.stage, machine: machine.name });
+        }
+        break;
+      case 'ready':
+        if (provisioning) {
+          Object.assign(allocation, { host: report.host, port: report.port, user: report.user, hostKey: report.hostKey });
+          this.setAllocation(reservation, allocation, 'ready');
+          machine.failures = 0;
+          this.store.machine(machine);
+          if (reservation.state === 'provisioning' && reservation.allocations.every((each) => each.state === 'ready')) {
+            this.transition(reservation, 'ready', 'ready', 'every machine is ready');
+            const now = this.now();
+            reservation.expiresAt = Math.min(Math.max(reservation.expiresAt ?? 0, now + reservation.leaseSeconds * 1000), reservation.hardCapAt ?? Infinity);
+          }
+        }
+        break;
+      case 'failed':
+        if (provisioning) {
+          const where = `${allocation.role}[${allocation.index}] on ${machine.name}`;
+          this.setAllocation(reservation, allocation, 'failed', report.reason);
+          if (report.fault === 'infrastructure') this.countFailure(machine, report.reason);
+          this.beginRelease(reservation, 'failed', `${where}${report.stage ? ` at ${report.stage}` : ''}: ${report.reason}`);
+        } else if (allocation.state === 'releasing') {
+          // Teardown failed for good: the machine may still carry this reservation's traces, so it
+          // leaves the pool until an admin looks at it.
+          this.countFailure(machine, report.reason);
+          machine.pendingState = 'quarantined';
+          machine.reason = `release failed: ${report.reason}`;
+          this.setAllocation(reservation, allocation, 'released', `release failed: ${report.reason}`);
+          this.freeMachine(machine.name);
+          this.finishIfReleased(reservation);
+        }
+        break;
+      case 'released':
+        if (allocation.state === 'releasing') {
+          this.setAllocation(reservation, allocation, 'released');
+          this.freeMachine(machine.name);
+          this.finishIfReleased(reservation);
+        }
+        break;
+    }
+    await this.store.flush();
+  }
+
+  private countFailure(machine: MachineEntry, reason: string): void {
+    machine.failures += 1;
+    if (machine.failures >= this.config.health.quarantineAfter) {
+      machine.pendingState = 'quarantined';
+      machine.reason = `${machine.failures} infrastructure failures in a row; last: ${reason}`;
+    }
+    this.store.machine(machine);
+  }
+
+  /** The machines of the given kinds, with the reservations that may leave traces on each. */
+  agentMachines(kinds: string[]): AgentMachine[] {
+    const live = new Map<string, string[]>();
+    for (const reservation of this.live.values()) {
+      for (const allocation of reservation.allocations) {
+        if (allocation.state !== 'released') live.set(allocation.machine, [...(live.get(allocation.machine) ?? []), reservation.id]);
+      }
+    }
+    return [...this.inventory.machines.values()]
+      .filter((machine) => kinds.includes(machine.kind) && machine.state !== 'retired')
+      .map((machine) => ({
+        name: machine.name, kind: machine.kind, labels: machine.labels, capacities: machine.capacities,
+        settings: machine.settings, liveReservations: live.get(machine.name) ?? [],
+      }));
+  }
+}

@@ -1,0 +1,84 @@
+// `paddock serve`: the embedded default. One process runs the API (Koa + SQLite) and one local
+// lab-host agent that talks to it over loopback HTTP.
+import { readFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import path from 'node:path';
+import { createApp } from './app.js';
+import { Tokens } from './auth.js';
+import { loadConfig, parseConfig, type Config } from './config.js';
+import { openDatabase } from './db/index.js';
+import { Scheduler } from './scheduler/service.js';
+import { Agent } from '../provisioners/agent.js';
+
+export interface ServeOptions {
+  configPath?: string;
+  /** A parsed config instead of a file (tests). */
+  config?: Config;
+  log?: (line: string) => void;
+}
+
+export interface RunningServer {
+  url: string;
+  config: Config;
+  adminTokenFile: string;
+  /** What the router actually serves, method and path, for checking the OpenAPI document. */
+  routes: { method: string; path: string }[];
+  close(): Promise<void>;
+}
+
+export async function serve(options: ServeOptions): Promise<RunningServer> {
+  const log = options.log ?? ((line: string) => console.error(line));
+  const config = options.config ?? (options.configPath ? loadConfig(options.configPath) : parseConfig(''));
+  if (!options.config && !options.configPath) config.dataDir = path.resolve(config.dataDir);
+  const db = await openDatabase(config.dataDir);
+  const tokens = new Tokens(db);
+  const { adminTokenFile = path.join(config.dataDir, 'admin-token') } = await tokens.start(config.dataDir);
+  log(`admin token: ${adminTokenFile}`);
+  const scheduler = new Scheduler(db, config);
+  await scheduler.start();
+  const { app, table } = createApp({ scheduler, tokens, log });
+  const server = app.listen(config.listen.port, config.listen.host);
+  await new Promise<void>((resolve, reject) => {
+    server.once('listening', resolve);
+    server.once('error', reject);
+  });
+  const address = server.address() as AddressInfo;
+  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  const url = `http://${host}:${address.port}`;
+  log(`paddock listening on ${url} with ${config.machines.length} machines, data in ${config.dataDir}`);
+
+  let agent: Agent | undefined;
+  if (config.agent.enabled) {
+    agent = new Agent({
+      url,
+      token: readFileSync(adminTokenFile, 'utf8').trim(),
+      name: config.agent.name,
+      dataDir: config.dataDir,
+      concurrency: config.agent.concurrency,
+      provisionTimeoutMs: config.agent.provisionTimeout * 1000,
+      log,
+    });
+    agent.start();
+  }
+
+  return {
+    url,
+    config,
+    adminTokenFile,
+    routes: table.router.stack.flatMap((layer) =>
+      layer.methods.filter((method) => method !== 'HEAD').map((method) => ({ method: method.toLowerCase(), path: layer.path as string })),
+    ),
+    close: once(async () => {
+      await agent?.stop();
+      await scheduler.stop();
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await db.close();
+    }),
+  };
+}
+
+function once(close: () => Promise<void>): () => Promise<void> {
+  let closing: Promise<void> | undefined;
+  return () => (closing ??= close());
+}

@@ -1,0 +1,168 @@
+// Benchmark (not a test): reserve+release cycles per second and allocation latency at 100, 1,000
+// and 10,000 machines, the ratio of per-allocation cost at 10,000 to that at 100 (the baseline,
+// measured in the same run), and the server's resident memory at 10,000 machines with 1,000 live
+// reservations. The server runs as `paddock serve` in a child process with a real SQLite file; its
+// agent is off, so a cycle measures the API, the scheduler and the database, not SSH.
+//
+//   npm run bench            (PADDOCK_BENCH_QUICK=1 for a short run)
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import { createServer } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+
+const quick = process.env.PADDOCK_BENCH_QUICK === '1';
+const sizes = [100, 1000, 10_000];
+const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
+
+interface Server {
+  child: ChildProcess;
+  port: number;
+  token: string;
+  dir: string;
+}
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+/** A lab of `count` machines in 24 shapes (arch × ram × cpus), as a real lab has few board types. */
+function configYaml(count: number, port: number): string {
+  const lines = [`listen: 127.0.0.1:${port}`, 'dataDir: data', 'agent: { enabled: false }', 'lease: { default: 1h, max: 8h }', 'machines:'];
+  const arches = ['x86_64', 'armv7', 'arm64'];
+  const rams = ['2GiB', '4GiB', '8GiB', '16GiB'];
+  for (let index = 0; index < count; index++) {
+    const arch = arches[index % 3];
+    const ram = rams[Math.floor(index / 3) % 4];
+    const cpus = index % 2 === 0 ? 2 : 4;
+    lines.push(
+      `  - { name: m${index}, kind: static, labels: { type: bench, arch: ${arch} }, capacities: { ram: ${ram}, cpus: ${cpus} }, settings: { address: 127.0.0.1, adminKey: /nonexistent } }`,
+    );
+  }
+  return lines.join('\n') + '\n';
+}
+
+async function startServer(count: number): Promise<Server> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'paddock-bench-'));
+  const port = await freePort();
+  writeFileSync(path.join(dir, 'paddock.yaml'), configYaml(count, port));
+  const child = spawn(process.execPath, [path.resolve('bin/paddock.js'), 'serve', '--config', path.join(dir, 'paddock.yaml')], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await request(port, '', 'GET', '/healthz');
+      break;
+    } catch (error) {
+      if (attempt > 600) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+  return { child, port, dir, token: readFileSync(path.join(dir, 'data', 'admin-token'), 'utf8').trim() };
+}
+
+async function stopServer(server: Server): Promise<void> {
+  server.child.kill('SIGTERM');
+  await new Promise((resolve) => server.child.once('exit', resolve));
+  rmSync(server.dir, { recursive: true, force: true });
+}
+
+function request(port: number, token: string, method: string, pathname: string, body?: unknown): Promise<{ status: number; body: any }> {
+  return new Promise((resolve, reject) => {
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    const req = http.request(
+      { host: '127.0.0.1', port, method, path: pathname, agent, headers: { authorization: `Bearer ${token}`, ...(payload ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : {}) } },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (chunk: Buffer) => chunks.push(chunk));
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString();
+          resolve({ status: res.statusCode ?? 0, body: text ? JSON.parse(text) : undefined });
+        });
+      },
+    );
+    req.on('error', reject);
+    if (payload) req.write(payload);
+    req.end();
+  });
+}
+
+const member = { role: 'main', spec: 'arch=x86_64 ram>=4GiB cpus>=2', count: 1 };
+
+async function cycle(server: Server): Promise<void> {
+  const created = await request(server.port, server.token, 'POST', '/v1/reservations', { members: [member], lease: 600 });
+  if (created.status !== 201 || created.body.state !== 'allocated') throw new Error(`reserve: ${created.status} ${JSON.stringify(created.body)}`);
+  const released = await request(server.port, server.token, 'DELETE', `/v1/reservations/${created.body.id}`);
+  if (released.status !== 200 || released.body.state !== 'released') throw new Error(`release: ${released.status} ${JSON.stringify(released.body)}`);
+}
+
+/** Median latency of one allocation (POST answered `allocated`), sequential, release outside the timing. */
+async function allocationLatency(server: Server, samples: number): Promise<number> {
+  const times: number[] = [];
+  for (let index = 0; index < samples; index++) {
+    const started = process.hrtime.bigint();
+    const created = await request(server.port, server.token, 'POST', '/v1/reservations', { members: [member], lease: 600 });
+    times.push(Number(process.hrtime.bigint() - started) / 1e6);
+    await request(server.port, server.token, 'DELETE', `/v1/reservations/${created.body.id}`);
+  }
+  times.sort((a, b) => a - b);
+  return times[Math.floor(times.length / 2)];
+}
+
+async function cyclesPerSecond(server: Server, seconds: number, concurrency: number): Promise<number> {
+  let done = 0;
+  const deadline = Date.now() + seconds * 1000;
+  const started = Date.now();
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (Date.now() < deadline) {
+        await cycle(server);
+        done += 1;
+      }
+    }),
+  );
+  return done / ((Date.now() - started) / 1000);
+}
+
+function rssMiB(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+)/.exec(status)![1]) / 1024;
+}
+
+async function main(): Promise<void> {
+  const results: { machines: number; latencyMs: number; cyclesPerSecond: number }[] = [];
+  for (const size of sizes) {
+    const server = await startServer(size);
+    try {
+      for (let warm = 0; warm < 200; warm++) await cycle(server);
+      const latencyMs = await allocationLatency(server, quick ? 200 : 1000);
+      const rate = await cyclesPerSecond(server, quick ? 3 : 10, 32);
+      results.push({ machines: size, latencyMs, cyclesPerSecond: rate });
+      console.log(`${String(size).padStart(6)} machines: allocation ${latencyMs.toFixed(3)} ms (median), ${rate.toFixed(0)} reserve+release cycles/s`);
+      if (size === 10_000) {
+        const live: string[] = [];
+        for (let index = 0; index < 1000; index++) {
+          const created = await request(server.port, server.token, 'POST', '/v1/reservations', { members: [{ role: 'main', spec: 'bench', count: 1 }], lease: 3600 });
+          if (created.body.state !== 'allocated') throw new Error(`live reservation ${index}: ${JSON.stringify(created.body)}`);
+          live.push(created.body.id);
+        }
+        const listed = await request(server.port, server.token, 'GET', '/v1/reservations');
+        console.log(`server resident memory at 10,000 machines with ${listed.body.length} live reservations: ${rssMiB(server.child.pid!).toFixed(1)} MiB (aim: under 200 MB)`);
+      }
+    } finally {
+      await stopServer(server);
+    }
+  }
+  const baseline = results[0];
+  const largest = results[results.length - 1];
+  console.log(`ratio of per-allocation cost, 10,000 machines to 100 (baseline): ${(largest.latencyMs / baseline.latencyMs).toFixed(2)} (aim: at most 2)`);
+  console.log(`ratio of cycles/s, 10,000 machines to 100: ${(largest.cyclesPerSecond / baseline.cyclesPerSecond).toFixed(2)}; best ${Math.max(...results.map((r) => r.cyclesPerSecond)).toFixed(0)} cycles/s (aim: at least 1,000)`);
+  agent.destroy();
+}
+
+await main();

@@ -1,0 +1,137 @@
+// The lab-host agent: pulls tasks from the API over HTTP (long-poll, so it needs no inbound
+// connection), runs them through the shared loop, and reports stages, readiness, failures and
+// releases back. `paddock serve` runs one in-process over loopback HTTP, so the path a remote lab
+// host uses is always the path exercised.
+import got, { type Got } from 'got';
+import type { AgentMachine, AgentReport, AgentTask } from './protocol.js';
+import { provisionerKinds } from './registry.js';
+import { TaskLoop } from './loop.js';
+import type { Provisioner } from './types.js';
+
+export interface AgentOptions {
+  url: string;
+  token: string;
+  name: string;
+  dataDir: string;
+  kinds?: string[];
+  concurrency?: number;
+  provisionTimeoutMs?: number;
+  log?: (line: string) => void;
+}
+
+export class Agent {
+  private readonly http: Got;
+  private readonly loop: TaskLoop;
+  private readonly provisioners = new Map<string, Provisioner>();
+  private readonly kinds: string[];
+  private readonly log: (line: string) => void;
+  private running = false;
+  private polling?: Promise<void>;
+  private claim?: { cancel(): void };
+
+  constructor(private readonly options: AgentOptions) {
+    this.kinds = options.kinds ?? Object.keys(provisionerKinds);
+    const log = options.log ?? (() => undefined);
+    this.log = (line) => log(`agent ${options.name}: ${line}`);
+    this.http = got.extend({
+      prefixUrl: options.url,
+      headers: { authorization: `Bearer ${options.token}` },
+      responseType: 'json',
+      retry: { limit: 0 },
+      timeout: { request: 90_000 },
+    });
+    this.loop = new TaskLoop({
+      provisioner: (kind) => this.provisioner(kind),
+      report: (taskId, report) => this.report(taskId, report),
+      log: this.log,
+      concurrency: options.concurrency ?? 16,
+      provisionTimeoutMs: options.provisionTimeoutMs ?? 600_000,
+    });
+  }
+
+  start(): void {
+    this.running = true;
+    this.polling = this.run();
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    this.claim?.cancel();
+    this.loop.stop();
+    await this.polling;
+  }
+
+  private provisioner(kind: string): Provisioner {
+    let provisioner = this.provisioners.get(kind);
+    if (!provisioner) {
+      const definition = provisionerKinds[kind];
+      if (!definition) throw new Error(`this agent has no provisioner for kind ${kind}`);
+      provisioner = definition.create({ dataDir: this.options.dataDir });
+      this.provisioners.set(kind, provisioner);
+    }
+    return provisioner;
+  }
+
+  private async run(): Promise<void> {
+    await this.sweepLeaks().catch((error) => this.log(`leak sweep failed: ${(error as Error).message}`));
+    let resume = true;
+    let failures = 0;
+    while (this.running) {
+      try {
+        const request = this.http.post('v1/agent/claim', { json: { agent: this.options.name, kinds: this.kinds, resume, wait: 20 } });
+        this.claim = request;
+        const { tasks } = (await request.json()) as { tasks: AgentTask[] };
+        resume = false;
+        failures = 0;
+        for (const task of tasks) void this.loop.submit(task);
+      } catch (error) {
+        if (!this.running) break;
+        failures += 1;
+        this.log(`claim failed (${describe(error)}); retrying`);
+        await new Promise((resolve) => setTimeout(resolve, Math.min(10_000, 250 * 2 ** failures)));
+      }
+    }
+  }
+
+  /** Removes what ended reservations left on this agent's machines (after a crash, say). */
+  private async sweepLeaks(): Promise<void> {
+    const machines = (await this.http.get('v1/agent/machines', { searchParams: { kinds: this.kinds.join(',') } }).json()) as AgentMachine[];
+    await Promise.all(
+      machines.map(async (machine) => {
+        const provisioner = this.provisioner(machine.kind);
+        let owned: string[];
+        try {
+          owned = await provisioner.owned(machine);
+        } catch (error) {
+          this.log(`cannot list what ${machine.name} holds: ${(error as Error).message}`);
+          return;
+        }
+        for (const reservationId of owned.filter((id) => !machine.liveReservations.includes(id))) {
+          this.log(`removing traces of ended reservation ${reservationId} from ${machine.name}`);
+          await provisioner
+            .release({ reservationId, allocationId: `${reservationId}.sweep`, machine, publicKey: '' })
+            .catch((error) => this.log(`could not clean ${machine.name}: ${(error as Error).message}`));
+        }
+      }),
+    );
+  }
+
+  private async report(taskId: string, report: AgentReport): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.http.post(`v1/agent/tasks/${encodeURIComponent(taskId)}/report`, { json: { agent: this.options.name, report } });
+        return;
+      } catch (error) {
+        const status = (error as { response?: { statusCode?: number } }).response?.statusCode;
+        // 4xx: the API refused it (the reservation ended meanwhile): retrying cannot help.
+        if ((status !== undefined && status < 500) || attempt >= 5 || !this.running) throw error;
+        await new Promise((resolve) => setTimeout(resolve, 200 * 2 ** attempt));
+      }
+    }
+  }
+}
+
+function describe(error: unknown): string {
+  const status = (error as { response?: { statusCode?: number } }).response?.statusCode;
+  return status ? `HTTP ${status}` : ((error as { code?: string }).code ?? (error as Error).message);
+}

@@ -1,0 +1,36 @@
+// What a lab-host agent and the API say to each other, and the readiness stages. These types live
+// here, not in api/, so that provisioners never import the API; api/contract.ts re-exports them.
+
+/** Readiness stages, in order. Static hosts skip the power and boot stages. */
+export const stages = ['powerConfirmed', 'bootSeen', 'addressKnown', 'sshReady', 'probed'] as const;
+export type Stage = (typeof stages)[number];
+
+/** Work handed to a lab-host agent: one machine of one reservation. */
+export interface AgentTask {
+  /** The allocation id. */
+  id: string;
+  action: 'provision' | 'release';
+  reservationId: string;
+  role: string;
+  machine: { name: string; kind: string; labels: Record<string, string>; capacities: Record<string, number>; settings: unknown };
+  publicKey: string;
+  /** The reservation's private key, so readiness is proven with the key the owner will use. */
+  privateKey: string;
+  image?: string;
+}
+
+export type AgentReport =
+  | { kind: 'stage'; stage: Stage }
+  | { kind: 'ready'; host: string; port: number; user: string; hostKey: string }
+  | { kind: 'failed'; reason: string; fault: 'infrastructure' | 'request'; stage?: Stage }
+  | { kind: 'released' };
+
+/** A machine an agent serves, with the reservations that may legitimately leave traces on it. */
+export interface AgentMachine {
+  name: string;
+  kind: string;
+  labels: Record<string, string>;
+  capacities: Record<string, number>;
+  settings: unknown;
+  liveReservations: string[];
+}

@@ -1,0 +1,67 @@
+// The provisioner interface: what a machine kind implements so the shared loop (loop.ts) can turn
+// (machine, image, credentials) into a reachable host and tear it down again. A kind declares its
+// settings schema (validated when the config loads, unknown keys rejected) and acts on one machine at
+// a time; timeouts, retries and reporting to the API belong to the loop, not to the kind.
+import type { z } from 'zod';
+import type { Stage } from './protocol.js';
+
+export interface MachineRecord<Settings = unknown> {
+  name: string;
+  kind: string;
+  labels: Record<string, string>;
+  capacities: Record<string, number>;
+  settings: Settings;
+}
+
+export interface ProvisionRequest<Settings = unknown> {
+  reservationId: string;
+  allocationId: string;
+  machine: MachineRecord<Settings>;
+  /** OpenSSH public key line of the reservation's fresh key pair. */
+  publicKey: string;
+  image?: string;
+}
+
+/** Where the owner logs in, and the host key seen on the handshake (so clients can pin it). */
+export interface Readiness {
+  host: string;
+  port: number;
+  user: string;
+  hostKey: string;
+}
+
+export interface StageReporter {
+  stage(stage: Stage): Promise<void>;
+}
+
+export interface Provisioner<Settings = unknown> {
+  /** Brings the machine up for the reservation. Must be safe to call again after a crash. */
+  provision(request: ProvisionRequest<Settings>, report: StageReporter, signal: AbortSignal): Promise<Readiness>;
+  /** Tears down what provision did. Idempotent: releasing twice, or what was never provisioned, succeeds. */
+  release(request: ProvisionRequest<Settings>): Promise<void>;
+  /** Reservation ids that still leave traces on the machine (keys, VMs), for leak cleanup on start. */
+  owned(machine: MachineRecord<Settings>): Promise<string[]>;
+}
+
+export interface ProvisionerKind<Settings = unknown> {
+  kind: string;
+  settingsSchema: z.ZodType<Settings>;
+  create(options: { dataDir: string }): Provisioner<Settings>;
+}
+
+/**
+ * A provisioning failure says whose fault it is: the infrastructure's (retry elsewhere, count
+ * against the machine's health) or the request's (bad image: fail the reservation, machine stays
+ * healthy).
+ */
+export class ProvisionError extends Error {
+  constructor(
+    message: string,
+    readonly fault: 'infrastructure' | 'request',
+    readonly stage?: Stage,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'ProvisionError';
+  }
+}

@@ -1,0 +1,106 @@
+// kill -9 of `paddock serve` mid-run, then a restart on the same data directory: no reservation
+// is lost, one caught mid-provisioning is finished, the queue carries on, and no machine stays
+// marked busy once everything is released.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import test from 'ava';
+import got from 'got';
+import type { MachineView, ReservationView } from '../../api/contract.js';
+import { staticMachinesYaml } from '../helpers/api.js';
+import { startSshd } from '../helpers/sshd.js';
+
+const bin = path.resolve('bin/paddock.js');
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+async function startServer(configFile: string, url: string): Promise<ChildProcess> {
+  const child = spawn(process.execPath, [bin, 'serve', '--config', configFile], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let output = '';
+  child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    try {
+      await got.get(`${url}/healthz`, { retry: { limit: 0 }, timeout: { request: 1000 } });
+      return child;
+    } catch {
+      if (Date.now() > deadline || child.exitCode !== null) throw new Error(`server did not start: ${output}`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+}
+
+test('kill -9 mid-run and restart: nothing lost, nothing stuck busy', async (t) => {
+  t.timeout(120_000);
+  const hosts = await Promise.all([startSshd(), startSshd(), startSshd()]);
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'paddock-crash-'));
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const configFile = path.join(dir, 'paddock.yaml');
+  writeFileSync(
+    configFile,
+    `listen: 127.0.0.1:${port}\ndataDir: data\n${staticMachinesYaml(
+      hosts.map((host, index) => ({ name: `host-${index}`, port: host.port, adminKeyPath: host.adminKey.path, authorizedKeysFile: host.authorizedKeysFile })),
+    )}\n`,
+  );
+  let server = await startServer(configFile, url);
+  try {
+    const token = readFileSync(path.join(dir, 'data', 'admin-token'), 'utf8').trim();
+    const http = got.extend({ prefixUrl: url, headers: { authorization: `Bearer ${token}` }, responseType: 'json', retry: { limit: 0 } });
+    const reserve = async (spec: string, count: number) =>
+      (await http.post('v1/reservations', { json: { members: [{ role: 'main', spec, count }], lease: 300 } })).body as ReservationView;
+    const get = async (id: string, wait = false) =>
+      (await http.get(`v1/reservations/${id}`, { searchParams: wait ? { wait: 'ready', timeout: 30 } : {} })).body as ReservationView;
+
+    const ready = await reserve('static-host', 1);
+    t.is((await get(ready.id, true)).state, 'ready');
+    const released = await reserve('static-host', 1);
+    await get(released.id, true);
+    await http.delete(`v1/reservations/${released.id}`);
+    const midway = await reserve('static-host', 2); // granted at once, killed while provisioning
+    const gang = await reserve('static-host', 3); // queued behind the others
+    t.is(gang.state, 'queued');
+
+    server.kill('SIGKILL');
+    await new Promise((resolve) => server.once('exit', resolve));
+    server = await startServer(configFile, url);
+
+    const afterReady = await get(ready.id);
+    t.is(afterReady.state, 'ready', 'a ready reservation carries on');
+    t.regex(readFileSync(hosts[Number(afterReady.allocations[0].machine.slice(5))].authorizedKeysFile, 'utf8'), new RegExp(`paddock:${ready.id}`));
+    const afterMidway = await get(midway.id, true);
+    t.is(afterMidway.state, 'ready', `one caught mid-provisioning is finished: ${afterMidway.reason}`);
+    t.is((await get(gang.id)).state, 'queued', 'the queue survives');
+    const afterReleased = await get(released.id);
+    t.true(['releasing', 'released'].includes(afterReleased.state));
+
+    await http.delete(`v1/reservations/${ready.id}`);
+    await http.delete(`v1/reservations/${midway.id}`);
+    const granted = await get(gang.id, true);
+    t.is(granted.state, 'ready', granted.reason);
+    await http.delete(`v1/reservations/${gang.id}`);
+    const deadline = Date.now() + 20_000;
+    let machines: MachineView[] = [];
+    while (Date.now() < deadline) {
+      machines = (await http.get('v1/machines')).body as MachineView[];
+      if (machines.every((machine) => machine.state === 'available')) break;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    t.deepEqual(machines.map((machine) => machine.state), ['available', 'available', 'available'], 'no machine stuck busy');
+    for (const host of hosts) t.notRegex(readFileSync(host.authorizedKeysFile, 'utf8'), /paddock:r-/, 'no reservation key left on a host');
+    const everything = (await http.get('v1/reservations', { searchParams: { all: 1, ended: 1 } })).body as ReservationView[];
+    t.is(everything.length, 4, 'no reservation lost');
+  } finally {
+    server.kill('SIGKILL');
+    await Promise.all(hosts.map((host) => host.stop()));
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
