@@ -6,7 +6,7 @@ import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type Koa from 'koa';
 import type { Role, TokenView } from './contract.js';
-import type { Database } from './db/index.js';
+import { plainRow, plainRows, type Database } from './db/index.js';
 import { ApiError } from './errors.js';
 import type { Caller } from './scheduler/service.js';
 
@@ -19,7 +19,7 @@ export class Tokens {
 
   /** Loads the tokens; makes the first admin token if there is none and returns the file it went to. */
   async start(dataDir: string): Promise<{ adminTokenFile?: string }> {
-    const rows = await this.db.tokens.findAll({ raw: true });
+    const rows = plainRows(await this.db.tokens.findAll({ raw: true }));
     for (const row of rows) this.byHash.set(row.hash, { name: row.name, role: row.role as Role });
     if (rows.some((row) => row.role === 'admin')) return {};
     const { token } = await this.create('admin', 'admin');
@@ -38,12 +38,12 @@ export class Tokens {
   }
 
   async list(): Promise<TokenView[]> {
-    const rows = await this.db.tokens.findAll({ order: [['name', 'ASC']], raw: true });
+    const rows = plainRows(await this.db.tokens.findAll({ order: [['name', 'ASC']], raw: true }));
     return rows.map((row) => ({ name: row.name, role: row.role as Role, createdAt: new Date(row.createdAt).toISOString() }));
   }
 
   async revoke(name: string): Promise<void> {
-    const row = await this.db.tokens.findByPk(name, { raw: true });
+    const row = plainRow(await this.db.tokens.findByPk(name, { raw: true }));
     if (!row) throw new ApiError(404, 'not_found', `token ${name} not found`);
     await this.db.tokens.destroy({ where: { name } });
     this.byHash.delete(row.hash);

@@ -62,13 +62,12 @@ export class Agent {
   }
 
   private provisioner(kind: string): Provisioner {
-    let provisioner = this.provisioners.get(kind);
-    if (!provisioner) {
-      const definition = provisionerKinds[kind];
-      if (!definition) throw new Error(`this agent has no provisioner for kind ${kind}`);
-      provisioner = definition.create({ dataDir: this.options.dataDir });
-      this.provisioners.set(kind, provisioner);
-    }
+    const cached = this.provisioners.get(kind);
+    if (cached) return cached;
+    const definition = provisionerKinds[kind];
+    if (!definition) throw new Error(`this agent has no provisioner for kind ${kind}`);
+    const provisioner: Provisioner = definition.create({ dataDir: this.options.dataDir });
+    this.provisioners.set(kind, provisioner);
     return provisioner;
   }
 

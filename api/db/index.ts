@@ -155,3 +155,7 @@ export async function openDatabase(dataDir: string): Promise<Database> {
   );
   return { sequelize, tokens, machines, reservations, events, close: () => sequelize.close() };
 }
+
+/** Rows read with `raw: true` are plain objects; these give them back their row types. */
+export const plainRows = <T extends object>(rows: Model<T>[]): T[] => rows as unknown as T[];
+export const plainRow = <T extends object>(row: Model<T> | null): T | null => row as unknown as T | null;

@@ -69,7 +69,8 @@ export interface MachineEntry {
 
 const iso = (ms: number | undefined) => (ms === undefined ? undefined : new Date(ms).toISOString());
 const date = (ms: number | undefined) => (ms === undefined ? null : new Date(ms));
-const ms = (value: Date | null) => (value === null ? undefined : value.getTime());
+// SQLite hands dates back as text when read raw; Date accepts both forms.
+const ms = (value: Date | string | null) => (value === null ? undefined : new Date(value).getTime());
 
 export function reservationView(reservation: Reservation, queuePosition?: number): ReservationView {
   const view: ReservationView = {
@@ -145,8 +146,8 @@ export function reservationFromRow(row: ReservationRow): Reservation {
     allocations: JSON.parse(row.allocations) as Allocation[],
     publicKey: row.publicKey,
     privateKey: row.privateKey,
-    createdAt: row.createdAt.getTime(),
-    updatedAt: row.updatedAt.getTime(),
+    createdAt: ms(row.createdAt)!,
+    updatedAt: ms(row.updatedAt)!,
     grantedAt: ms(row.grantedAt),
     expiresAt: ms(row.expiresAt),
     hardCapAt: ms(row.hardCapAt),
@@ -176,7 +177,7 @@ export function eventView(row: EventRow): EventView {
   const view: EventView = {
     id: row.id,
     reservationId: row.reservationId,
-    at: row.at.toISOString(),
+    at: new Date(row.at).toISOString(),
     type: row.type as EventView['type'],
     to: row.to,
   };

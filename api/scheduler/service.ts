@@ -13,7 +13,7 @@ import type {
   Role,
 } from '../contract.js';
 import type { Config } from '../config.js';
-import type { Database, EventRow } from '../db/index.js';
+import { plainRow, plainRows, type Database, type EventRow } from '../db/index.js';
 import { ApiError, forbidden, notFound } from '../errors.js';
 import { generateKeyPair } from '../../provisioners/ssh.js';
 import { canEverSatisfy } from './allocate.js';
@@ -54,8 +54,8 @@ export class Scheduler {
   /** Loads machines and live reservations, and repairs what a crash left half done. */
   async start(): Promise<void> {
     await this.store.init();
-    const rows = new Map((await this.db.machines.findAll({ raw: true })).map((row) => [row.name, row]));
-    const liveRows = await this.db.reservations.findAll({ where: { state: [...liveStates] }, raw: true });
+    const rows = new Map(plainRows(await this.db.machines.findAll({ raw: true })).map((row) => [row.name, row]));
+    const liveRows = plainRows(await this.db.reservations.findAll({ where: { state: [...liveStates] }, raw: true }));
     const held = new Map<string, string>();
     for (const row of liveRows) {
       const reservation = reservationFromRow(row);
@@ -175,7 +175,7 @@ export class Scheduler {
     for (const reservation of this.live.values()) {
       if (reservation.owner === owner && reservation.idempotencyKey === key) return reservation;
     }
-    const row = await this.db.reservations.findOne({ where: { owner, idempotencyKey: key }, raw: true });
+    const row = plainRow(await this.db.reservations.findOne({ where: { owner, idempotencyKey: key }, raw: true }));
     return row ? reservationFromRow(row) : undefined;
   }
 
@@ -192,7 +192,7 @@ export class Scheduler {
   private async load(id: string): Promise<Reservation | undefined> {
     if (!/^r-[0-9a-f]{12}$/.test(id)) return undefined;
     await this.store.flush();
-    const row = await this.db.reservations.findByPk(id, { raw: true });
+    const row = plainRow(await this.db.reservations.findByPk(id, { raw: true }));
     return row ? reservationFromRow(row) : undefined;
   }
 
@@ -201,12 +201,9 @@ export class Scheduler {
     const mine = (reservation: Reservation) => everyone || reservation.owner === caller.name;
     if (!options.includeEnded) return [...this.live.values()].filter(mine).sort((a, b) => a.createdAt - b.createdAt);
     await this.store.flush();
-    const rows = await this.db.reservations.findAll({
-      where: everyone ? {} : { owner: caller.name },
-      order: [['createdAt', 'DESC']],
-      limit: 200,
-      raw: true,
-    });
+    const rows = plainRows(
+      await this.db.reservations.findAll({ where: everyone ? {} : { owner: caller.name }, order: [['createdAt', 'DESC']], limit: 200, raw: true }),
+    );
     return rows.map((row) => this.live.get(row.id) ?? reservationFromRow(row));
   }
 
@@ -246,7 +243,7 @@ export class Scheduler {
   async events(caller: Caller, id: string, afterId = 0): Promise<EventView[]> {
     await this.get(caller, id);
     await this.store.flush();
-    const rows = await this.db.events.findAll({ where: { reservationId: id }, order: [['id', 'ASC']], raw: true });
+    const rows = plainRows(await this.db.events.findAll({ where: { reservationId: id }, order: [['id', 'ASC']], raw: true }));
     return rows.filter((row) => row.id > afterId).map(eventView);
   }
 

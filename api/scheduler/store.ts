@@ -49,10 +49,12 @@ export class Store {
     }
     // A commit is under way and may have taken its snapshot already: queue exactly one more.
     if (this.next === null) {
-      this.next = this.running.then(() => {
-        this.next = null;
-        return this.flush();
-      });
+      this.next = this.running
+        .catch(() => undefined) // that commit's callers see its error; this one tries afresh
+        .then(() => {
+          this.next = null;
+          return this.flush();
+        });
     }
     return this.next;
   }

@@ -9,7 +9,7 @@ import path from 'node:path';
 import test from 'ava';
 import got from 'got';
 import type { MachineView, ReservationView } from '../../api/contract.js';
-import { staticMachinesYaml } from '../helpers/api.js';
+import { jsonClient, staticMachinesYaml } from '../helpers/api.js';
 import { startSshd } from '../helpers/sshd.js';
 
 const bin = path.resolve('bin/paddock.js');
@@ -54,7 +54,7 @@ test('kill -9 mid-run and restart: nothing lost, nothing stuck busy', async (t) 
   let server = await startServer(configFile, url);
   try {
     const token = readFileSync(path.join(dir, 'data', 'admin-token'), 'utf8').trim();
-    const http = got.extend({ prefixUrl: url, headers: { authorization: `Bearer ${token}` }, responseType: 'json', retry: { limit: 0 } });
+    const http = jsonClient(url, token);
     const reserve = async (spec: string, count: number) =>
       (await http.post('v1/reservations', { json: { members: [{ role: 'main', spec, count }], lease: 300 } })).body as ReservationView;
     const get = async (id: string, wait = false) =>

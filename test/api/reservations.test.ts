@@ -65,7 +65,7 @@ test.serial('a spec no machine has is refused at once with the reasons per membe
 });
 
 test.serial('a gang is granted together, provisioned over SSH, and its key removed on release', async (t) => {
-  const created = await reserve({ members: [{ role: 'build', spec: 'disk' }, { role: 'test', spec: 'cpus>=4 ram>=4GiB' }], lease: 60 });
+  const created = await reserve({ members: [{ role: 'build', spec: 'disk=ssd' }, { role: 'test', spec: 'cpus>=4 ram>=4GiB' }], lease: 60 });
   t.is(created.statusCode, 201, JSON.stringify(created.body));
   const ready = await waitReady((created.body as ReservationView).id);
   t.is(ready.state, 'ready', ready.reason);
@@ -113,7 +113,7 @@ test.serial('a busy spec queues and is granted when a machine frees up', async (
 });
 
 test.serial('a lease that is not renewed is reaped and its key removed; a renewed one lives on', async (t) => {
-  const renewed = (await reserve({ members: [{ role: 'main', spec: 'disk' }], lease: 2 })).body as ReservationView;
+  const renewed = (await reserve({ members: [{ role: 'main', spec: 'disk=ssd' }], lease: 2 })).body as ReservationView;
   const reaped = (await reserve({ members: [{ role: 'main', spec: 'cpus>=4' }], lease: 2 })).body as ReservationView;
   t.is((await waitReady(renewed.id)).state, 'ready');
   t.is((await waitReady(reaped.id)).state, 'ready');
@@ -134,12 +134,12 @@ test.serial('a lease that is not renewed is reaped and its key removed; a renewe
 });
 
 test.serial('renewal stops at the hard cap', async (t) => {
-  const created = (await reserve({ members: [{ role: 'main', spec: 'disk' }], lease: 100 })).body as ReservationView;
+  const created = (await reserve({ members: [{ role: 'main', spec: 'disk=ssd' }], lease: 100 })).body as ReservationView;
   const ready = await waitReady(created.id);
   const renewed = (await api.http().post(`v1/reservations/${ready.id}/renew`)).body as ReservationView;
   t.true(Date.parse(renewed.expiresAt!) <= Date.parse(renewed.hardCapAt!));
   t.is(Date.parse(renewed.hardCapAt!) - Date.parse(renewed.grantedAt!), 120_000);
-  const tooLong = await reserve({ members: [{ role: 'main', spec: 'disk' }], lease: '3m' });
+  const tooLong = await reserve({ members: [{ role: 'main', spec: 'disk=ssd' }], lease: '3m' });
   t.is(tooLong.statusCode, 400);
   await release(ready.id);
   await waitState(ready.id, 'released');

@@ -3,7 +3,7 @@
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import got, { type Got } from 'got';
+import got from 'got';
 import { parseConfig, type Config } from '../../api/config.js';
 import { serve, type RunningServer } from '../../api/serve.js';
 
@@ -12,8 +12,8 @@ export interface TestApi {
   dataDir: string;
   server: RunningServer;
   adminToken: string;
-  /** got bound to the API with a token, answering JSON and never throwing on 4xx/5xx. */
-  http(token?: string): Got;
+  /** A JSON client bound to the API with a token (the admin's by default); never throws on 4xx/5xx. */
+  http(token?: string): JsonClient;
   logs: string[];
   close(): Promise<void>;
 }
@@ -28,14 +28,7 @@ export async function startApi(config: Config): Promise<TestApi> {
   const logs: string[] = [];
   const server = await serve({ config, log: (line) => logs.push(line) });
   const adminToken = readFileSync(server.adminTokenFile, 'utf8').trim();
-  const http = (token: string | undefined = adminToken) =>
-    got.extend({
-      prefixUrl: server.url,
-      headers: token ? { authorization: `Bearer ${token}` } : {},
-      throwHttpErrors: false,
-      responseType: 'json',
-      retry: { limit: 0 },
-    });
+  const http = (token: string | undefined = adminToken) => jsonClient(server.url, token);
   return {
     url: server.url,
     dataDir: config.dataDir,
@@ -48,6 +41,47 @@ export async function startApi(config: Config): Promise<TestApi> {
       rmSync(config.dataDir, { recursive: true, force: true });
     },
   };
+}
+
+export interface JsonResponse {
+  statusCode: number;
+  body: unknown;
+}
+
+interface Options {
+  json?: unknown;
+  body?: string;
+  headers?: Record<string, string>;
+  searchParams?: Record<string, string | number>;
+}
+
+export interface JsonClient {
+  get(url: string, options?: Options): Promise<JsonResponse>;
+  post(url: string, options?: Options): Promise<JsonResponse>;
+  put(url: string, options?: Options): Promise<JsonResponse>;
+  delete(url: string, options?: Options): Promise<JsonResponse>;
+}
+
+/** Plain HTTP against the API, as any client would speak it. */
+export function jsonClient(url: string, token: string | undefined): JsonClient {
+  const http = got.extend({
+    prefixUrl: url,
+    headers: token ? { authorization: `Bearer ${token}` } : {},
+    throwHttpErrors: false,
+    retry: { limit: 0 },
+  });
+  const call = (method: 'get' | 'post' | 'put' | 'delete') => async (path: string, options?: Options) => {
+    const response = await http[method](path, { ...(options as object), responseType: 'text' } as never);
+    const text = String(response.body);
+    let body: unknown = text;
+    try {
+      body = text === '' ? undefined : JSON.parse(text);
+    } catch {
+      // not JSON: leave the text for the assertion to show
+    }
+    return { statusCode: response.statusCode, body };
+  };
+  return { get: call('get'), post: call('post'), put: call('put'), delete: call('delete') };
 }
 
 /** YAML for static machines backed by test sshd instances. */

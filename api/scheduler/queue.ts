@@ -1,0 +1,91 @@
+// Queue policy: in which order waiting requests are served, and what one scheduling pass grants.
+// Pure functions of (queue, free machines, now, policy); nothing here mutates its inputs.
+import { allocateFree, matchShape, type FreeShape, type GangMember, type Shape } from './allocate.js';
+
+export interface QueuePolicy {
+  /** One step of priority per this many seconds waited (0 or less: no aging). */
+  agingSeconds: number;
+  /** After waiting this long a request is starving and holds back the machines it could use. */
+  starvationSeconds: number;
+}
+
+export interface QueuedRequest {
+  id: string;
+  priority: number;
+  createdAtMs: number;
+  members: readonly GangMember[];
+}
+
+export interface Grant {
+  id: string;
+  /** Per member, in request order, the machine names it gets. */
+  machines: string[][];
+}
+
+/**
+ * The queue rule.
+ *
+ * - Effective priority = priority + floor(seconds waited / agingSeconds): a request gains one step
+ *   of priority for every agingSeconds it waits, so a low-priority request is not passed over
+ *   forever by a steady flow of higher ones.
+ * - The queue is ordered by effective priority, highest first; then the request made earlier goes
+ *   first; then the lower id (so the order is total and never depends on input order).
+ * - A scheduling pass walks the queue in that order and grants each request that the still-free
+ *   machines can satisfy in full. A request that cannot be granted lets later ones through
+ *   (backfill), until it has waited starvationSeconds. From then on it is starving: the free
+ *   machines that match any of its members are held back from every request after it in the
+ *   order, so the machines it needs pile up for it and a large gang is not starved forever by a
+ *   stream of small requests. Held machines stay free (no request holds machines while it waits),
+ *   so gangs cannot deadlock one another.
+ */
+export function effectivePriority(request: QueuedRequest, nowMs: number, policy: QueuePolicy): number {
+  if (!(policy.agingSeconds > 0)) return request.priority;
+  return request.priority + Math.floor(waitedMs(request, nowMs) / (policy.agingSeconds * 1000));
+}
+
+/** Whether the request has waited starvationSeconds or more (see effectivePriority). */
+export function isStarving(request: QueuedRequest, nowMs: number, policy: QueuePolicy): boolean {
+  return waitedMs(request, nowMs) >= policy.starvationSeconds * 1000;
+}
+
+const waitedMs = (request: QueuedRequest, nowMs: number) => Math.max(0, nowMs - request.createdAtMs);
+
+/** A new array of the requests in queue order (see effectivePriority for the rule). */
+export function queueOrder<T extends QueuedRequest>(requests: readonly T[], nowMs: number, policy: QueuePolicy): T[] {
+  return requests
+    .map((request) => ({ request, effective: effectivePriority(request, nowMs, policy) }))
+    .sort(
+      (a, b) =>
+        b.effective - a.effective ||
+        a.request.createdAtMs - b.request.createdAtMs ||
+        (a.request.id < b.request.id ? -1 : a.request.id > b.request.id ? 1 : 0),
+    )
+    .map((entry) => entry.request);
+}
+
+/**
+ * One pass over the queue (see effectivePriority for the rule): the requests granted, in the order
+ * they were granted, each with its machines. Machines granted to one request are not offered to
+ * the ones after it.
+ */
+export function schedulePass(queue: readonly QueuedRequest[], shapes: readonly Shape[], nowMs: number, policy: QueuePolicy): { grants: Grant[] } {
+  const grants: Grant[] = [];
+  const pool = new Map<string, FreeShape>(shapes.map((shape) => [shape.key, { shape, from: 0 }]));
+  const held = new Set<string>();
+  for (const request of queueOrder(queue, nowMs, policy)) {
+    const offered = [...pool.values()].filter((entry) => !held.has(entry.shape.key) && entry.from < entry.shape.machines.length);
+    const granted = offered.length === 0 ? null : allocateFree(request.members, offered);
+    if (granted) {
+      for (const [key, count] of granted.taken) {
+        const entry = pool.get(key)!;
+        pool.set(key, { shape: entry.shape, from: entry.from + count });
+      }
+      grants.push({ id: request.id, machines: granted.machines });
+    } else if (isStarving(request, nowMs, policy)) {
+      for (const entry of offered) {
+        if (request.members.some((member) => matchShape(member.spec, entry.shape).ok)) held.add(entry.shape.key);
+      }
+    }
+  }
+  return { grants };
+}

@@ -1,0 +1,75 @@
+// The config file is validated at load: errors name the file, the line, the path and the problem;
+// unknown keys are refused; capacities take units.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import test from 'ava';
+import { ConfigError, loadConfig, parseConfig } from '../../api/config.js';
+
+const machine = (extra = '') => `
+machines:
+  - name: panda-1
+    kind: static
+    labels: { type: panda, arch: armv7 }
+    capacities: { ram: 2GiB, cpus: 4, disk: 1GB }
+    settings: { address: 127.0.0.1, adminKey: /etc/paddock/key }${extra}
+`;
+
+test('a valid config parses, with capacities in bytes and defaults filled in', (t) => {
+  const config = parseConfig(`listen: 0.0.0.0:8080\n${machine()}`);
+  t.deepEqual(config.listen, { host: '0.0.0.0', port: 8080 });
+  t.is(config.machines[0].capacities.ram, 2 * 1024 ** 3);
+  t.is(config.machines[0].capacities.disk, 1e9);
+  t.is(config.machines[0].capacities.cpus, 4);
+  t.is(config.machines[0].labels.kind, 'static');
+  t.is(config.lease.default, 1800);
+  t.is(config.queue.aging, 60);
+});
+
+const problems = (text: string) => {
+  try {
+    parseConfig(text, 'lab.yaml');
+  } catch (error) {
+    if (error instanceof ConfigError) return error.message;
+    throw error;
+  }
+  throw new Error('the config was accepted');
+};
+
+test('an unknown key is refused with its line and path', (t) => {
+  const message = problems(`listen: 127.0.0.1:7300\nlisten_port: 9\n`);
+  t.regex(message, /^lab\.yaml: invalid configuration/);
+  t.regex(message, /line 2|listen_port/);
+  t.regex(message, /listen_port/);
+  const inMachine = problems(machine('\n    colour: red'));
+  t.regex(inMachine, /line 3: machines\[0\]/);
+  t.regex(inMachine, /colour/);
+});
+
+test('a bad quantity, a bad duration and an unknown kind are named', (t) => {
+  t.regex(problems(machine().replace('2GiB', 'lots')), /line 6: machines\[0\]\.capacities\.ram: not a quantity \("lots"\)/);
+  t.regex(problems(`lease: { default: forever }\n`), /lease\.default: not a duration/);
+  t.regex(problems(machine().replace('kind: static', 'kind: teleporter')), /machines\[0\]\.kind: .*teleporter/);
+});
+
+test("a kind's settings are checked by its own schema", (t) => {
+  t.regex(problems(machine().replace('adminKey: /etc/paddock/key', 'adminKee: /etc/paddock/key')), /machines\[0\]\.settings/);
+  t.regex(problems(machine().replace('address: 127.0.0.1, ', '')), /machines\[0\]\.settings.*address/);
+});
+
+test('duplicate names and YAML syntax errors are reported', (t) => {
+  t.regex(problems(machine() + machine().replace('machines:\n', '')), /duplicate machine name panda-1/);
+  t.regex(problems('machines: [\n  {name: x\n'), /line \d+/);
+});
+
+test('loadConfig names the file it cannot read and resolves dataDir next to the file', (t) => {
+  const error = t.throws(() => loadConfig('/nonexistent/paddock.yaml'), { instanceOf: ConfigError });
+  t.regex(error!.message, /\/nonexistent\/paddock\.yaml: .*ENOENT/);
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'paddock-config-'));
+  try {
+    writeFileSync(path.join(dir, 'paddock.yaml'), 'dataDir: state\n');
+    t.is(loadConfig(path.join(dir, 'paddock.yaml')).dataDir, path.join(dir, 'state'));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
