@@ -98,7 +98,7 @@ export function loadConfig(file: string): Config {
 
 export function parseConfig(text: string, file = '<config>'): Config {
   const lineCounter = new LineCounter();
-  const document = parseDocument(text, { lineCounter, prettyErrors: false });
+  const document = parseDocument(text, { lineCounter });
   if (document.errors.length > 0) {
     throw new ConfigError(
       file,

@@ -19,6 +19,8 @@ export interface ProvisionRequest<Settings = unknown> {
   machine: MachineRecord<Settings>;
   /** OpenSSH public key line of the reservation's fresh key pair. */
   publicKey: string;
+  /** The reservation's private key, when known, so readiness is proven with the key the owner will use. */
+  privateKey?: string;
   image?: string;
 }
 

@@ -29,7 +29,7 @@ const expectError = (t: import('ava').ExecutionContext, response: { statusCode: 
 };
 
 test('a missing, malformed or wrong token is refused with 401', async (t) => {
-  expectError(t, await api.http(undefined).get('v1/machines'), 401, 'unauthorized');
+  expectError(t, await api.http(null).get('v1/machines'), 401, 'unauthorized');
   expectError(t, await api.http('pdk_not-a-real-token').get('v1/machines'), 401, 'unauthorized');
   const malformed = await got.get(`${api.url}/v1/machines`, { headers: { authorization: 'Basic abc' }, throwHttpErrors: false, responseType: 'json' });
   expectError(t, malformed, 401, 'unauthorized');
@@ -40,7 +40,7 @@ test('a missing, malformed or wrong token is refused with 401', async (t) => {
 });
 
 test('/healthz answers without a token', async (t) => {
-  const response = await api.http(undefined).get('healthz');
+  const response = await api.http(null).get('healthz');
   t.is(response.statusCode, 200);
   t.deepEqual((response.body as { ok: boolean }).ok, true);
 });

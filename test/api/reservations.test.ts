@@ -198,7 +198,8 @@ test.serial('machines can be put in maintenance and back', async (t) => {
   const queued = (await reserve({ members: [{ role: 'main', spec: 'disk=ssd' }] })).body as ReservationView;
   t.is(queued.state, 'queued', 'a machine in maintenance is not matched');
   const activated = await admin.post('v1/machines/host-1/activate');
-  t.is((activated.body as { state: string }).state, 'available');
+  // Back in service, it goes at once to the request that was waiting for it.
+  t.deepEqual(activated.body as object, { ...(activated.body as object), state: 'reserved', reservationId: queued.id });
   t.is((await waitReady(queued.id)).state, 'ready');
   await release(queued.id);
   await waitState(queued.id, 'released');

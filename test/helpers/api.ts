@@ -13,7 +13,7 @@ export interface TestApi {
   server: RunningServer;
   adminToken: string;
   /** A JSON client bound to the API with a token (the admin's by default); never throws on 4xx/5xx. */
-  http(token?: string): JsonClient;
+  http(token?: string | null): JsonClient;
   logs: string[];
   close(): Promise<void>;
 }
@@ -28,7 +28,7 @@ export async function startApi(config: Config): Promise<TestApi> {
   const logs: string[] = [];
   const server = await serve({ config, log: (line) => logs.push(line) });
   const adminToken = readFileSync(server.adminTokenFile, 'utf8').trim();
-  const http = (token: string | undefined = adminToken) => jsonClient(server.url, token);
+  const http = (token: string | null = adminToken) => jsonClient(server.url, token ?? undefined);
   return {
     url: server.url,
     dataDir: config.dataDir,

@@ -1,0 +1,216 @@
+// SSH pieces every provisioner kind shares: reservation key pairs, host key lines, and the readiness
+// handshake ("SSH handshake done, host key captured"). Contract for everything here: no error
+// message ever contains key material. Messages are built from what we know (user, host, port,
+// fingerprints of public host keys) plus ssh2's own reason, scrubbed of anything key-shaped.
+import { createHash } from 'node:crypto';
+import ssh2 from 'ssh2';
+import type { Client as SshClient } from 'ssh2';
+
+const { Client, utils } = ssh2;
+
+export type { SshClient };
+
+/** A fresh ed25519 key pair in OpenSSH formats; `publicKey` is one authorized_keys line. */
+export function generateKeyPair(comment: string): { privateKey: string; publicKey: string } {
+  if (/[\r\n]/.test(comment)) throw new Error('a key comment must be a single line');
+  const pair = utils.generateKeyPairSync('ed25519', { comment });
+  // OpenSSH's parser wants the PEM armour to end with a newline.
+  const privateKey = pair.private.endsWith('\n') ? pair.private : `${pair.private}\n`;
+  return { privateKey, publicKey: pair.public.trim() };
+}
+
+/**
+ * The OpenSSH line (`ssh-ed25519 AAAA…`) for a raw public key blob in SSH wire format, as ssh2's
+ * hostVerifier receives it: the blob starts with the key type as a length-prefixed string.
+ */
+export function hostKeyLine(rawKey: Buffer): string {
+  if (rawKey.length < 4) throw new Error('not an SSH public key blob: too short');
+  const typeLength = rawKey.readUInt32BE(0);
+  if (typeLength === 0 || typeLength > 64 || 4 + typeLength > rawKey.length) {
+    throw new Error('not an SSH public key blob: bad key type length');
+  }
+  const type = rawKey.subarray(4, 4 + typeLength).toString('latin1');
+  if (!/^[a-z0-9@._-]+$/i.test(type)) throw new Error('not an SSH public key blob: bad key type');
+  return `${type} ${rawKey.toString('base64')}`;
+}
+
+/** `type base64` of a public key line, without its comment or a known_hosts host field. */
+export function normalizeKeyLine(line: string): string {
+  const fields = line.trim().split(/\s+/);
+  const start = fields.findIndex((field, index) => looksLikeKeyType(field) && isBase64(fields[index + 1] ?? ''));
+  if (start < 0) throw new Error('not an OpenSSH public key line (expected "ssh-ed25519 AAAA…")');
+  return `${fields[start]} ${fields[start + 1]}`;
+}
+
+/** The known_hosts line pinning `hostKey` for host:port (`[host]:port key`, or plain host on port 22). */
+export function knownHostsLine(host: string, port: number, hostKey: string): string {
+  const name = port === 22 ? host : `[${host}]:${port}`;
+  return `${name} ${normalizeKeyLine(hostKey)}`;
+}
+
+/** `SHA256:…` as `ssh-keygen -l` prints it: how we name a host key in messages. */
+export function fingerprint(keyLine: string): string {
+  const blob = Buffer.from(normalizeKeyLine(keyLine).split(' ')[1], 'base64');
+  return `SHA256:${createHash('sha256').update(blob).digest('base64').replace(/=+$/, '')}`;
+}
+
+export interface SshConnectOptions {
+  host: string;
+  port: number;
+  user: string;
+  /** OpenSSH or PEM private key text. Never echoed in errors. */
+  privateKey: string | Buffer;
+  /** Pinned host key line; a different key seen on the handshake fails the connection. */
+  expectedHostKey?: string;
+  timeoutMs: number;
+  signal?: AbortSignal;
+}
+
+export type SshFailure = 'connect' | 'timeout' | 'auth' | 'hostKey' | 'key' | 'aborted' | 'protocol';
+
+/** A failed SSH connection. `reason` says which step failed, so callers can classify it. */
+export class SshError extends Error {
+  constructor(
+    message: string,
+    readonly reason: SshFailure,
+  ) {
+    super(message);
+    this.name = 'SshError';
+  }
+}
+
+/** Connects and authenticates; resolves with the client and the host key seen on the handshake. */
+export function sshConnect(options: SshConnectOptions): Promise<{ client: SshClient; hostKey: string }> {
+  const where = `${options.user}@${options.host}:${options.port}`;
+  const expected = options.expectedHostKey === undefined ? undefined : normalizeKeyLine(options.expectedHostKey);
+  return new Promise((resolve, reject) => {
+    const client = new Client();
+    let seen: string | undefined;
+    let settled = false;
+    const finish = (error: SshError | undefined) => {
+      if (settled) return;
+      settled = true;
+      options.signal?.removeEventListener('abort', onAbort);
+      if (error) {
+        client.removeAllListeners('ready');
+        client.on('error', () => undefined); // late socket errors after we gave up
+        client.end();
+        reject(error);
+      } else {
+        resolve({ client, hostKey: seen as string });
+      }
+    };
+    const onAbort = () => finish(new SshError(`ssh to ${where}: aborted`, 'aborted'));
+    if (options.signal?.aborted) return onAbort();
+    options.signal?.addEventListener('abort', onAbort, { once: true });
+
+    client.on('ready', () => {
+      if (seen === undefined) return finish(new SshError(`ssh to ${where}: no host key seen`, 'protocol'));
+      finish(undefined);
+    });
+    client.on('error', (error: Error & { level?: string; code?: string }) => {
+      if (seen !== undefined && expected !== undefined && seen !== expected) {
+        return finish(
+          new SshError(`ssh to ${where}: host key ${fingerprint(seen)} does not match the pinned ${fingerprint(expected)}`, 'hostKey'),
+        );
+      }
+      finish(new SshError(`ssh to ${where}: ${describeFailure(error)}`, classify(error)));
+    });
+    client.on('close', () => finish(new SshError(`ssh to ${where}: connection closed before login`, 'protocol')));
+
+    try {
+      client.connect({
+        host: options.host,
+        port: options.port,
+        username: options.user,
+        privateKey: options.privateKey,
+        readyTimeout: options.timeoutMs,
+        // Only the key given: no agent, no password, no keyboard-interactive.
+        tryKeyboard: false,
+        hostVerifier: (rawKey: Buffer) => {
+          try {
+            seen = hostKeyLine(rawKey);
+          } catch {
+            return false;
+          }
+          return expected === undefined || seen === expected;
+        },
+      });
+    } catch (error) {
+      // ssh2 throws synchronously when it cannot parse the private key; its message names the
+      // format problem only, but we do not repeat it to be sure nothing of the key leaks.
+      const unparsable = /privateKey/i.test((error as Error).message);
+      finish(new SshError(`ssh to ${where}: ${unparsable ? 'the private key cannot be parsed' : scrub((error as Error).message)}`, unparsable ? 'key' : 'protocol'));
+    }
+  });
+}
+
+export interface ExecResult {
+  stdout: string;
+  stderr: string;
+  /** Exit status, or null when the command was killed by a signal or gave none. */
+  code: number | null;
+}
+
+/** Runs one command; `stdin` (if any) is written and then closed, so the command sees EOF. */
+export function sshExec(client: SshClient, command: string, options: { stdin?: string } = {}): Promise<ExecResult> {
+  return new Promise((resolve, reject) => {
+    client.exec(command, (error, stream) => {
+      if (error) return reject(new Error(`ssh exec failed: ${scrub(error.message)}`));
+      const stdout: Buffer[] = [];
+      const stderr: Buffer[] = [];
+      let code: number | null = null;
+      stream.on('data', (chunk: Buffer) => stdout.push(chunk));
+      stream.stderr.on('data', (chunk: Buffer) => stderr.push(chunk));
+      stream.on('exit', (exitCode: number | null) => {
+        if (typeof exitCode === 'number') code = exitCode;
+      });
+      stream.on('error', (streamError: Error) => reject(new Error(`ssh exec failed: ${scrub(streamError.message)}`)));
+      stream.on('close', (exitCode?: number | null) => {
+        if (code === null && typeof exitCode === 'number') code = exitCode;
+        resolve({ stdout: Buffer.concat(stdout).toString('utf8'), stderr: Buffer.concat(stderr).toString('utf8'), code });
+      });
+      stream.end(options.stdin ?? undefined);
+    });
+  });
+}
+
+/** Connects, captures the host key, closes: the readiness proof that a login works. */
+export async function sshHandshake(options: SshConnectOptions): Promise<string> {
+  const { client, hostKey } = await sshConnect(options);
+  client.end();
+  return hostKey;
+}
+
+function classify(error: Error & { level?: string; code?: string }): SshFailure {
+  if (error.level === 'client-authentication') return 'auth';
+  if (error.level === 'client-timeout') return 'timeout';
+  if (error.level === 'client-socket' || typeof error.code === 'string') return 'connect';
+  return 'protocol';
+}
+
+function describeFailure(error: Error & { level?: string; code?: string }): string {
+  switch (classify(error)) {
+    case 'auth':
+      return 'authentication with the key was refused';
+    case 'timeout':
+      return 'timed out waiting for the SSH handshake';
+    default:
+      return scrub(error.message);
+  }
+}
+
+/** Removes anything that looks like key material (PEM armour, long base64 runs) from a message. */
+export function scrub(message: string): string {
+  return message
+    .replace(/-----BEGIN [^-]+-----[\s\S]*?(-----END [^-]+-----|$)/g, '[key removed]')
+    .replace(/[A-Za-z0-9+/]{40,}={0,2}/g, '[removed]');
+}
+
+function looksLikeKeyType(field: string): boolean {
+  return /^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-[a-z0-9]+|sk-[a-z0-9@.-]+|ssh-ed448)(-cert-v01@openssh\.com)?$/.test(field);
+}
+
+function isBase64(field: string): boolean {
+  return /^[A-Za-z0-9+/]+={0,2}$/.test(field) && field.length >= 16;
+}

@@ -1,0 +1,127 @@
+// The `static` kind: hosts that already exist and stay up. Provisioning a reservation means adding
+// its public key to the host's authorized_keys (tagged with the reservation id) and proving a login
+// works; releasing means removing the tagged lines. There are no power or boot stages.
+import { readFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { ProvisionError, type MachineRecord, type Provisioner, type ProvisionerKind, type ProvisionRequest, type Readiness, type StageReporter } from '../types.js';
+import type { Stage } from '../protocol.js';
+import { sshConnect, sshHandshake, type SshClient } from '../ssh.js';
+import { addReservationKey, listReservations, removeReservationKeys } from './adapter.js';
+import { staticSettingsSchema, type StaticSettings } from './config.js';
+
+export { staticSettingsSchema, type StaticSettings } from './config.js';
+
+export const staticKind: ProvisionerKind<StaticSettings> = {
+  kind: 'static',
+  settingsSchema: staticSettingsSchema,
+  create: () => new StaticProvisioner(),
+};
+
+export class StaticProvisioner implements Provisioner<StaticSettings> {
+  async provision(request: ProvisionRequest<StaticSettings>, report: StageReporter, signal: AbortSignal): Promise<Readiness> {
+    const settings = settingsOf(request.machine);
+    await report.stage('addressKnown');
+    signal.throwIfAborted();
+
+    const stage: Stage = 'sshReady';
+    const hostKey = await withAdmin(request.machine, settings, stage, signal, async (client) => {
+      await addReservationKey(client, settings.authorizedKeys, request.reservationId, request.publicKey);
+    });
+    // Readiness is a login with the key the owner will use, when we have it; the host key must be
+    // the one the admin login saw (or pinned).
+    if (request.privateKey !== undefined) {
+      await sshHandshake({
+        host: settings.address,
+        port: settings.port,
+        user: settings.user,
+        privateKey: request.privateKey,
+        expectedHostKey: hostKey,
+        timeoutMs: settings.connectTimeout * 1000,
+        signal,
+      }).catch((error: unknown) => {
+        throw new ProvisionError(
+          `${request.machine.name}: login with the reservation's key failed: ${(error as Error).message}`,
+          'infrastructure',
+          stage,
+        );
+      });
+    }
+    await report.stage(stage);
+    return { host: settings.address, port: settings.port, user: settings.user, hostKey };
+  }
+
+  async release(request: ProvisionRequest<StaticSettings>): Promise<void> {
+    const settings = settingsOf(request.machine);
+    await withAdmin(request.machine, settings, undefined, undefined, async (client) => {
+      await removeReservationKeys(client, settings.authorizedKeys, request.reservationId);
+    });
+  }
+
+  async owned(machine: MachineRecord<StaticSettings>): Promise<string[]> {
+    const settings = settingsOf(machine);
+    let ids: string[] = [];
+    await withAdmin(machine, settings, undefined, undefined, async (client) => {
+      ids = await listReservations(client, settings.authorizedKeys);
+    });
+    return ids;
+  }
+}
+
+/** Settings as the config loader left them; parsed again so defaults hold for records built elsewhere. */
+function settingsOf(machine: MachineRecord<StaticSettings>): StaticSettings {
+  const parsed = staticSettingsSchema.safeParse(machine.settings ?? {});
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((issue) => `${issue.path.join('.') || '(settings)'}: ${issue.message}`).join('; ');
+    throw new ProvisionError(`${machine.name}: bad static settings: ${problems}`, 'infrastructure');
+  }
+  return parsed.data;
+}
+
+/** Logs in with the admin key, runs `work`, logs out; returns the host key seen. */
+async function withAdmin(
+  machine: MachineRecord<StaticSettings>,
+  settings: StaticSettings,
+  stage: Stage | undefined,
+  signal: AbortSignal | undefined,
+  work: (client: SshClient) => Promise<void>,
+): Promise<string> {
+  const privateKey = await readAdminKey(machine, settings, stage);
+  let connection: { client: SshClient; hostKey: string };
+  try {
+    connection = await sshConnect({
+      host: settings.address,
+      port: settings.port,
+      user: settings.user,
+      privateKey,
+      ...(settings.hostKey === undefined ? {} : { expectedHostKey: settings.hostKey }),
+      timeoutMs: settings.connectTimeout * 1000,
+      ...(signal ? { signal } : {}),
+    });
+  } catch (error) {
+    throw new ProvisionError(`${machine.name}: admin login failed: ${(error as Error).message}`, 'infrastructure', stage);
+  }
+  try {
+    await work(connection.client);
+  } catch (error) {
+    throw new ProvisionError(`${machine.name}: ${(error as Error).message}`, 'infrastructure', stage);
+  } finally {
+    connection.client.end();
+  }
+  return connection.hostKey;
+}
+
+async function readAdminKey(machine: MachineRecord<StaticSettings>, settings: StaticSettings, stage: Stage | undefined): Promise<Buffer> {
+  const file = localPath(settings.adminKey);
+  try {
+    return await readFile(file);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code ?? 'unreadable';
+    throw new ProvisionError(`${machine.name}: cannot read the admin key ${file} (${code})`, 'infrastructure', stage);
+  }
+}
+
+/** `~/` is this user's home; other relative paths are taken from the working directory. */
+function localPath(file: string): string {
+  return file.startsWith('~/') ? path.join(os.homedir(), file.slice(2)) : path.resolve(file);
+}

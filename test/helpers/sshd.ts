@@ -1,0 +1,256 @@
+// A real OpenSSH server per call, for tests: its own temp dir, host key, config and loopback port,
+// logging in as the current user with keys from its own authorized_keys file. Safe to use from
+// parallel ava workers: ports are picked free and retried if another process wins the race, and
+// readiness is a real login that also checks the host key, so we never talk to someone else's sshd.
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import ssh2 from 'ssh2';
+
+const run = promisify(execFile);
+const sshdBinary = '/usr/sbin/sshd';
+
+export interface TestSshd {
+  host: '127.0.0.1';
+  port: number;
+  /** The login user (the user running the tests). */
+  user: string;
+  dir: string;
+  authorizedKeysFile: string;
+  /** The server's public host key line, `ssh-ed25519 AAAA…` (no comment). */
+  hostKey: string;
+  /** A fresh key pair, already authorized; the private key is also written to `path` (mode 0600). */
+  adminKey: { privateKey: string; publicKey: string; path: string };
+  stop(): Promise<void>;
+}
+
+export async function startSshd(options: { authorizedKeys?: string[] } = {}): Promise<TestSshd> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'paddock-sshd-'));
+  try {
+    return await startIn(dir, options.authorizedKeys ?? []);
+  } catch (error) {
+    await rm(dir, { recursive: true, force: true });
+    throw error;
+  }
+}
+
+async function startIn(dir: string, extraKeys: string[]): Promise<TestSshd> {
+  const user = os.userInfo().username;
+  const hostKeyPath = path.join(dir, 'ssh_host_ed25519_key');
+  const adminKeyPath = path.join(dir, 'admin_key');
+  await Promise.all([keygen(hostKeyPath, 'test-sshd-host'), keygen(adminKeyPath, 'paddock-test-admin')]);
+  const hostKey = keyLine(await readFile(`${hostKeyPath}.pub`, 'utf8'));
+  const adminKey = {
+    privateKey: await readFile(adminKeyPath, 'utf8'),
+    publicKey: (await readFile(`${adminKeyPath}.pub`, 'utf8')).trim(),
+    path: adminKeyPath,
+  };
+  await chmod(adminKeyPath, 0o600);
+  const authorizedKeysFile = path.join(dir, 'authorized_keys');
+  await writeFile(authorizedKeysFile, [adminKey.publicKey, ...extraKeys].map((line) => `${line}\n`).join(''), { mode: 0o600 });
+  // sshd refuses to start without its privilege separation directory.
+  mkdirSync('/run/sshd', { recursive: true, mode: 0o755 });
+
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort();
+    const configPath = path.join(dir, 'sshd_config');
+    await writeFile(configPath, sshdConfig({ dir, port, hostKeyPath, authorizedKeysFile }));
+    const server = launch(configPath);
+    try {
+      await waitReady(server, { port, user, hostKey, privateKey: adminKey.privateKey });
+    } catch (error) {
+      await server.kill();
+      if (server.bindFailed() && attempt < 8) continue; // another process took the port meanwhile
+      throw new Error(`test sshd on port ${port} did not start: ${(error as Error).message}\n${server.log()}`);
+    }
+    return {
+      host: '127.0.0.1',
+      port,
+      user,
+      dir,
+      authorizedKeysFile,
+      hostKey,
+      adminKey,
+      async stop() {
+        await server.kill();
+        await rm(dir, { recursive: true, force: true });
+      },
+    };
+  }
+}
+
+function sshdConfig(options: { dir: string; port: number; hostKeyPath: string; authorizedKeysFile: string }): string {
+  return [
+    'ListenAddress 127.0.0.1',
+    `Port ${options.port}`,
+    `HostKey ${options.hostKeyPath}`,
+    `PidFile ${path.join(options.dir, 'sshd.pid')}`,
+    `AuthorizedKeysFile ${options.authorizedKeysFile}`,
+    'StrictModes no',
+    'UsePAM no',
+    'PasswordAuthentication no',
+    'KbdInteractiveAuthentication no',
+    'PubkeyAuthentication yes',
+    'PermitRootLogin prohibit-password',
+    'UseDNS no',
+    // Many tests log in at once; do not drop unauthenticated connections early.
+    'MaxStartups 200',
+    'MaxSessions 50',
+    'LogLevel INFO',
+    '',
+  ].join('\n');
+}
+
+interface Server {
+  exited(): boolean;
+  bindFailed(): boolean;
+  log(): string;
+  kill(): Promise<void>;
+}
+
+const running = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const child of running) child.kill('SIGKILL');
+});
+
+function launch(configPath: string): Server {
+  const child = spawn(sshdBinary, ['-D', '-e', '-f', configPath], { stdio: ['ignore', 'ignore', 'pipe'] });
+  running.add(child);
+  let stderr = '';
+  let exitedWith: string | undefined;
+  const done = new Promise<void>((resolve) => {
+    child.once('exit', (code, signal) => {
+      exitedWith = signal ?? String(code);
+      running.delete(child);
+      resolve();
+    });
+    child.once('error', (error) => {
+      exitedWith = error.message;
+      running.delete(child);
+      resolve();
+    });
+  });
+  // Always drain stderr (a full pipe would block sshd); keep the tail for error messages.
+  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
+    stderr = (stderr + chunk).slice(-8000);
+  });
+  return {
+    exited: () => exitedWith !== undefined,
+    bindFailed: () => /Address already in use|Cannot bind any address/.test(stderr),
+    log: () => (exitedWith === undefined ? stderr : `${stderr}(sshd exited: ${exitedWith})`),
+    async kill() {
+      if (exitedWith !== undefined) return;
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 3000);
+      await done;
+      clearTimeout(timer);
+    },
+  };
+}
+
+/** Polls with a real login (admin key, host key checked) until it works, sshd dies, or 10 s pass. */
+async function waitReady(server: Server, target: { port: number; user: string; hostKey: string; privateKey: string }): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  let last = 'no attempt';
+  while (Date.now() < deadline) {
+    if (server.exited()) throw new Error('sshd exited');
+    try {
+      await probe(target);
+      return;
+    } catch (error) {
+      last = (error as Error).message;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error(`not ready within 10 s (last: ${last})`);
+}
+
+function probe(target: { port: number; user: string; hostKey: string; privateKey: string }): Promise<void> {
+  const expectedBlob = target.hostKey.split(' ')[1];
+  return new Promise((resolve, reject) => {
+    const client = new ssh2.Client();
+    client.on('ready', () => {
+      client.end();
+      resolve();
+    });
+    client.on('error', (error) => {
+      client.end();
+      reject(error);
+    });
+    client.connect({
+      host: '127.0.0.1',
+      port: target.port,
+      username: target.user,
+      privateKey: target.privateKey,
+      readyTimeout: 2000,
+      hostVerifier: (key: Buffer) => key.toString('base64') === expectedBlob,
+    });
+  });
+}
+
+async function keygen(file: string, comment: string): Promise<void> {
+  await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', comment, '-f', file]);
+}
+
+function keyLine(publicKeyFile: string): string {
+  const [type, blob] = publicKeyFile.trim().split(/\s+/);
+  return `${type} ${blob}`;
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.unref();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+let keyFiles = 0;
+
+/**
+ * Runs the real OpenSSH client against `sshd` with only `privateKey`, checking the host key against
+ * `knownHosts` (StrictHostKeyChecking=yes). Never throws for a failed login: look at `code`.
+ */
+export async function runSsh(
+  sshd: TestSshd,
+  options: { privateKey: string; knownHosts: string; command: string; user?: string },
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  keyFiles += 1;
+  const keyPath = path.join(sshd.dir, `client_key_${process.pid}_${keyFiles}`);
+  const knownHostsPath = `${keyPath}.known_hosts`;
+  await writeFile(keyPath, options.privateKey, { mode: 0o600 });
+  await writeFile(knownHostsPath, `${options.knownHosts}\n`);
+  const args = [
+    '-F', '/dev/null',
+    '-i', keyPath,
+    '-o', 'IdentitiesOnly=yes',
+    '-o', 'IdentityAgent=none',
+    '-o', 'BatchMode=yes',
+    '-o', 'PasswordAuthentication=no',
+    '-o', `UserKnownHostsFile=${knownHostsPath}`,
+    '-o', 'GlobalKnownHostsFile=/dev/null',
+    '-o', 'StrictHostKeyChecking=yes',
+    '-o', 'ConnectTimeout=10',
+    '-p', String(sshd.port),
+    `${options.user ?? sshd.user}@${sshd.host}`,
+    options.command,
+  ];
+  try {
+    const { stdout, stderr } = await run('ssh', args, { timeout: 30_000 });
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    const failure = error as { code?: number | string; stdout?: string; stderr?: string };
+    return { code: typeof failure.code === 'number' ? failure.code : -1, stdout: failure.stdout ?? '', stderr: failure.stderr ?? '' };
+  } finally {
+    await rm(keyPath, { force: true });
+    await rm(knownHostsPath, { force: true });
+  }
+}
