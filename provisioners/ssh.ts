@@ -166,9 +166,15 @@ export function sshExec(client: SshClient, command: string, options: { stdin?: s
         if (typeof exitCode === 'number') code = exitCode;
       });
       stream.on('error', (streamError: Error) => reject(new Error(`ssh exec failed: ${scrub(streamError.message)}`)));
-      stream.on('close', (exitCode?: number | null) => {
+      // The channel's 'close' waits for stdout to end but not stderr: wait for both to be complete.
+      let open = 2;
+      const closed = () => {
+        if (--open === 0) resolve({ stdout: Buffer.concat(stdout).toString('utf8'), stderr: Buffer.concat(stderr).toString('utf8'), code });
+      };
+      stream.stderr.once('close', closed);
+      stream.once('close', (exitCode?: number | null) => {
         if (code === null && typeof exitCode === 'number') code = exitCode;
-        resolve({ stdout: Buffer.concat(stdout).toString('utf8'), stderr: Buffer.concat(stderr).toString('utf8'), code });
+        closed();
       });
       stream.end(options.stdin ?? undefined);
     });

@@ -2,7 +2,7 @@
 // explain, credentials, renew, release.
 import type Koa from 'koa';
 import { PassThrough } from 'node:stream';
-import type { CredentialsView, ReservationExplainView } from '../contract.js';
+import type { CredentialsView, ReservationExplainView, ReservationState } from '../contract.js';
 import { readBody } from '../body.js';
 import { ApiError, forbidden } from '../errors.js';
 import { explainSpec } from '../scheduler/match.js';
@@ -13,6 +13,11 @@ import { isEnded } from '../scheduler/lifecycle.js';
 import type { RouteTable } from './define.js';
 
 const caller = (ctx: Koa.Context) => ctx.state.caller as Caller;
+
+const waitStates: Record<string, ReservationState[]> = {
+  ready: ['ready'],
+  granted: ['allocated', 'provisioning', 'ready', 'releasing'],
+};
 
 export function reservationRoutes(table: RouteTable, scheduler: Scheduler): void {
   const view = (reservation: Reservation) => reservationView(reservation, scheduler.queuePosition(reservation));
@@ -41,15 +46,16 @@ export function reservationRoutes(table: RouteTable, scheduler: Scheduler): void
   table.define(
     {
       method: 'get', path: '/v1/reservations/:id', summary: 'One reservation; ?wait=ready&timeout=60 holds the answer until it is ready or ended',
-      query: { wait: 'ready: long-poll until ready or ended', timeout: 'seconds to wait, at most 300' },
+      query: { wait: 'ready: long-poll until ready or ended; granted: until machines are allocated', timeout: 'seconds to wait, at most 300' },
     },
     async (ctx) => {
       let reservation = await scheduler.get(caller(ctx), ctx.params.id);
       if (ctx.query.wait !== undefined) {
-        if (ctx.query.wait !== 'ready') throw new ApiError(400, 'invalid_request', 'wait takes one value: ready');
+        const states = waitStates[String(ctx.query.wait)];
+        if (!states) throw new ApiError(400, 'invalid_request', 'wait is ready (until every machine is ready) or granted (until machines are allocated)');
         const timeout = Number(ctx.query.timeout ?? 60);
         if (!Number.isFinite(timeout) || timeout < 0) throw new ApiError(400, 'invalid_request', 'timeout is a number of seconds');
-        reservation = await scheduler.waitFor(reservation, ['ready'], Math.min(timeout, 300) * 1000);
+        reservation = await scheduler.waitFor(reservation, states, Math.min(timeout, 300) * 1000);
       }
       ctx.body = view(reservation);
     },
