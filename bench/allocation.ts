@@ -72,7 +72,7 @@ async function stopServer(server: Server): Promise<void> {
   rmSync(server.dir, { recursive: true, force: true });
 }
 
-function request(port: number, token: string, method: string, pathname: string, body?: unknown): Promise<{ status: number; body: any }> {
+function request(port: number, token: string, method: string, pathname: string, body?: unknown): Promise<{ status: number; body: Answer }> {
   return new Promise((resolve, reject) => {
     const payload = body === undefined ? undefined : JSON.stringify(body);
     const req = http.request(
@@ -91,6 +91,9 @@ function request(port: number, token: string, method: string, pathname: string, 
     req.end();
   });
 }
+
+/** The fields of the API's answers the benchmark reads. */
+type Answer = { id: string; state: string; length: number };
 
 const member = { role: 'main', spec: 'arch=x86_64 ram>=4GiB cpus>=2', count: 1 };
 

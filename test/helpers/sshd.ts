@@ -2,7 +2,7 @@
 // logging in as the current user with keys from its own authorized_keys file. Safe to use from
 // parallel ava workers: ports are picked free and retried if another process wins the race, and
 // readiness is a real login that also checks the host key, so we never talk to someone else's sshd.
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
@@ -112,28 +112,31 @@ interface Server {
   kill(): Promise<void>;
 }
 
-const running = new Set<ChildProcess>();
-process.once('exit', () => {
-  for (const child of running) child.kill('SIGKILL');
-});
+// sshd runs under a tiny shell watchdog holding our end of a pipe on fd 3: when the pipe closes,
+// because stop() closed it or because this process died in any way (an ava worker killed on
+// timeout, kill -9), the watchdog stops sshd. So a crashed test never leaves servers behind.
+const watchdog = `exec 3<&0
+${sshdBinary} -D -e -f "$1" </dev/null 3<&- &
+sshd_pid=$!
+(read -r _ <&3; kill "$sshd_pid" 2>/dev/null) &
+exec 3<&-
+wait "$sshd_pid"`;
 
 function launch(configPath: string): Server {
-  const child = spawn(sshdBinary, ['-D', '-e', '-f', configPath], { stdio: ['ignore', 'ignore', 'pipe'] });
-  running.add(child);
+  const child = spawn('/bin/sh', ['-c', watchdog, 'sshd-watchdog', configPath], { stdio: ['pipe', 'ignore', 'pipe'] });
   let stderr = '';
   let exitedWith: string | undefined;
   const done = new Promise<void>((resolve) => {
     child.once('exit', (code, signal) => {
       exitedWith = signal ?? String(code);
-      running.delete(child);
       resolve();
     });
     child.once('error', (error) => {
       exitedWith = error.message;
-      running.delete(child);
       resolve();
     });
   });
+  child.stdin?.on('error', () => undefined); // the watchdog may be gone already
   // Always drain stderr (a full pipe would block sshd); keep the tail for error messages.
   child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
     stderr = (stderr + chunk).slice(-8000);
@@ -143,9 +146,9 @@ function launch(configPath: string): Server {
     bindFailed: () => /Address already in use|Cannot bind any address/.test(stderr),
     log: () => (exitedWith === undefined ? stderr : `${stderr}(sshd exited: ${exitedWith})`),
     async kill() {
+      child.stdin?.end();
       if (exitedWith !== undefined) return;
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 3000);
+      const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
       await done;
       clearTimeout(timer);
     },

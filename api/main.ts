@@ -1,0 +1,34 @@
+// The server process: `paddock serve --config FILE` ends up here. Starts the embedded default
+// (API, SQLite, local agent) and shuts it down cleanly on SIGTERM or SIGINT; a kill -9 loses
+// nothing either, since every acknowledged change is committed first.
+import { ConfigError } from './config.js';
+import { serve, type RunningServer } from './serve.js';
+
+export async function runServer(configPath: string | undefined): Promise<RunningServer> {
+  let server: RunningServer;
+  try {
+    server = await serve({ configPath });
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      console.error(`paddock: ${error.message}`);
+      process.exit(2);
+    }
+    throw error;
+  }
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    console.error(`paddock: ${signal}: stopping`);
+    server.close().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        console.error(`paddock: error while stopping: ${(error as Error).message}`);
+        process.exit(1);
+      },
+    );
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
+  return server;
+}
