@@ -59,6 +59,7 @@ export class Agent {
     this.claim?.cancel();
     this.loop.stop();
     await this.polling;
+    await Promise.all([...this.provisioners.values()].map((provisioner) => provisioner.close?.()));
   }
 
   private provisioner(kind: string): Provisioner {

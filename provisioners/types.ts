@@ -43,6 +43,8 @@ export interface Provisioner<Settings = unknown> {
   release(request: ProvisionRequest<Settings>): Promise<void>;
   /** Reservation ids that still leave traces on the machine (keys, VMs), for leak cleanup on start. */
   owned(machine: MachineRecord<Settings>): Promise<string[]>;
+  /** Lets go of what the provisioner keeps open between tasks (connections), when the agent stops. */
+  close?(): Promise<void>;
 }
 
 export interface ProvisionerKind<Settings = unknown> {

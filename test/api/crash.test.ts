@@ -51,8 +51,9 @@ test('kill -9 mid-run and restart: nothing lost, nothing stuck busy', async (t) 
       hosts.map((host, index) => ({ name: `host-${index}`, port: host.port, adminKeyPath: host.adminKey.path, authorizedKeysFile: host.authorizedKeysFile })),
     )}\n`,
   );
-  let server = await startServer(configFile, url);
+  let server: ChildProcess | undefined;
   try {
+    server = await startServer(configFile, url);
     const token = readFileSync(path.join(dir, 'data', 'admin-token'), 'utf8').trim();
     const http = jsonClient(url, token);
     const reserve = async (spec: string, count: number) =>
@@ -69,8 +70,9 @@ test('kill -9 mid-run and restart: nothing lost, nothing stuck busy', async (t) 
     const gang = await reserve('static-host', 3); // queued behind the others
     t.is(gang.state, 'queued');
 
-    server.kill('SIGKILL');
-    await new Promise((resolve) => server.once('exit', resolve));
+    const killed = server;
+    killed.kill('SIGKILL');
+    await new Promise((resolve) => killed.once('exit', resolve));
     server = await startServer(configFile, url);
 
     const afterReady = await get(ready.id);
@@ -99,7 +101,7 @@ test('kill -9 mid-run and restart: nothing lost, nothing stuck busy', async (t) 
     const everything = (await http.get('v1/reservations', { searchParams: { all: 1, ended: 1 } })).body as ReservationView[];
     t.is(everything.length, 4, 'no reservation lost');
   } finally {
-    server.kill('SIGKILL');
+    server?.kill('SIGKILL');
     await Promise.all(hosts.map((host) => host.stop()));
     rmSync(dir, { recursive: true, force: true });
   }
