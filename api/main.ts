@@ -32,3 +32,9 @@ export async function runServer(configPath: string | undefined): Promise<Running
   process.once('SIGINT', () => stop('SIGINT'));
   return server;
 }
+
+// `node --import tsx api/main.ts --config FILE`: the same server without the CLI around it.
+if (process.argv[1] && import.meta.url === new URL(`file://${process.argv[1]}`).href) {
+  const at = process.argv.indexOf('--config');
+  await runServer(at > 0 ? process.argv[at + 1] : undefined);
+}

@@ -51,7 +51,7 @@ async function startServer(count: number): Promise<Server> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'paddock-bench-'));
   const port = await freePort();
   writeFileSync(path.join(dir, 'paddock.yaml'), configYaml(count, port));
-  const child = spawn(process.execPath, [path.resolve('bin/paddock.js'), 'serve', '--config', path.join(dir, 'paddock.yaml')], {
+  const child = spawn(process.execPath, ['--import', 'tsx', path.resolve('api/main.ts'), '--config', path.join(dir, 'paddock.yaml')], {
     stdio: ['ignore', 'ignore', 'inherit'],
   });
   for (let attempt = 0; ; attempt++) {

@@ -57,8 +57,11 @@ export class Agent {
   async stop(): Promise<void> {
     this.running = false;
     this.claim?.cancel();
-    this.loop.stop();
     await this.polling;
+    // Provisioning in flight is abandoned (the next start resumes it); a release under way is
+    // given a few seconds to finish so the host is left clean.
+    this.loop.stop();
+    await Promise.race([this.loop.idle(), new Promise((resolve) => setTimeout(resolve, 10_000).unref())]);
     await Promise.all([...this.provisioners.values()].map((provisioner) => provisioner.close?.()));
   }
 

@@ -99,6 +99,7 @@ function sshdConfig(options: { dir: string; port: number; hostKeyPath: string; a
     'UseDNS no',
     // Many tests log in at once; do not drop unauthenticated connections early.
     'MaxStartups 200',
+    'Subsystem sftp internal-sftp',
     'MaxSessions 50',
     'LogLevel INFO',
     '',
