@@ -2,7 +2,7 @@ export default {
   files: ['test/**/*.test.ts'],
   extensions: { ts: 'module' },
   nodeArguments: ['--import=tsx'],
-  timeout: '3m',
+  timeout: '5m',
   concurrency: 2,
   workerThreads: false,
 };
