@@ -19,6 +19,17 @@ export function generateKeyPair(comment: string): { privateKey: string; publicKe
   return { privateKey, publicKey: pair.public.trim() };
 }
 
+/** The same, generated on libuv's thread pool so a busy server does not stall on it. */
+export function generateKeyPairAsync(comment: string): Promise<{ privateKey: string; publicKey: string }> {
+  if (/[\r\n]/.test(comment)) return Promise.reject(new Error('a key comment must be a single line'));
+  return new Promise((resolve, reject) => {
+    utils.generateKeyPair('ed25519', { comment }, (error, pair) => {
+      if (error) return reject(error);
+      resolve({ privateKey: pair.private.endsWith('\n') ? pair.private : `${pair.private}\n`, publicKey: pair.public.trim() });
+    });
+  });
+}
+
 /**
  * The OpenSSH line (`ssh-ed25519 AAAA…`) for a raw public key blob in SSH wire format, as ssh2's
  * hostVerifier receives it: the blob starts with the key type as a length-prefixed string.

@@ -15,7 +15,7 @@ import type {
 import type { Config } from '../config.js';
 import { plainRow, plainRows, type Database, type EventRow } from '../db/index.js';
 import { ApiError, forbidden, notFound } from '../errors.js';
-import { generateKeyPair } from '../../provisioners/ssh.js';
+import { generateKeyPairAsync } from '../../provisioners/ssh.js';
 import { canEverSatisfy } from './allocate.js';
 import { Inventory } from './inventory.js';
 import { assertTransition, isEnded, liveStates } from './lifecycle.js';
@@ -37,6 +37,7 @@ export class Scheduler {
   private readonly parsed = new Map<string, ParsedMember[]>();
   private queue: Reservation[] = [];
   private readonly tasks = new Map<string, Task>();
+  private readonly creating = new Map<string, Promise<{ reservation: Reservation; created: boolean }>>();
   private readonly agentWaiters = new Set<() => void>();
   private readonly changes = new EventEmitter();
   private readonly store: Store;
@@ -133,10 +134,31 @@ export class Scheduler {
         max: this.config.lease.max,
       });
     }
-    if (request.idempotencyKey !== undefined) {
-      const existing = await this.findByIdempotencyKey(caller.name, request.idempotencyKey);
+    if (request.idempotencyKey === undefined) return this.createNew(caller, request, members, parsed, leaseSeconds);
+    // Two retries of one request may arrive together: the second waits for the first.
+    const slot = `${caller.name}\u0000${request.idempotencyKey}`;
+    const pending = this.creating.get(slot);
+    if (pending) return { reservation: (await pending).reservation, created: false };
+    const creating = (async () => {
+      const existing = await this.findByIdempotencyKey(caller.name, request.idempotencyKey!);
       if (existing) return { reservation: existing, created: false };
+      return this.createNew(caller, request, members, parsed, leaseSeconds);
+    })();
+    this.creating.set(slot, creating);
+    try {
+      return await creating;
+    } finally {
+      this.creating.delete(slot);
     }
+  }
+
+  private async createNew(
+    caller: Caller,
+    request: ReservationRequestInput,
+    members: Reservation['members'],
+    parsed: ParsedMember[],
+    leaseSeconds: number,
+  ): Promise<{ reservation: Reservation; created: boolean }> {
     const verdict = canEverSatisfy(parsed, this.inventory.allShapes());
     if (!verdict.ok) {
       const summary = verdict.reasons.map((reason) => `${reason.role}: ${reason.reason}`).join('; ');
@@ -144,9 +166,9 @@ export class Scheduler {
         members: verdict.reasons,
       });
     }
-    const now = this.now();
     const id = `r-${randomBytes(6).toString('hex')}`;
-    const keys = generateKeyPair(`paddock:${id}`);
+    const keys = await generateKeyPairAsync(`paddock:${id}`);
+    const now = this.now();
     const reservation: Reservation = {
       id,
       owner: caller.name,

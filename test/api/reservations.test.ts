@@ -153,6 +153,10 @@ test.serial('events stream as server-sent events, and long-poll, idempotency key
   t.is(replay.statusCode, 200);
   const id = (created.body as ReservationView).id;
   t.is((replay.body as ReservationView).id, id);
+  const together = await Promise.all([1, 2, 3].map(() => reserve({ ...body, idempotencyKey: 'job-43-step-1', members: [{ role: 'main', spec: 'disk=ssd' }] })));
+  t.deepEqual(together.map((response) => response.statusCode).sort(), [200, 200, 201], 'retries arriving together make one reservation');
+  t.is(new Set(together.map((response) => (response.body as ReservationView).id)).size, 1);
+  await release((together[0].body as ReservationView).id);
 
   const seen: EventView[] = [];
   const stream = got.stream(`${api.url}/v1/reservations/${id}/events`, { headers: { authorization: `Bearer ${api.adminToken}`, accept: 'text/event-stream' } });
