@@ -14,7 +14,7 @@ import path from 'node:path';
 
 const quick = process.env.PADDOCK_BENCH_QUICK === '1';
 const sizes = [100, 1000, 10_000];
-const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
+const agent = new http.Agent({ keepAlive: true, maxSockets: 128 });
 
 interface Server {
   child: ChildProcess;
@@ -144,7 +144,7 @@ async function main(): Promise<void> {
     try {
       for (let warm = 0; warm < 200; warm++) await cycle(server);
       const latencyMs = await allocationLatency(server, quick ? 200 : 1000);
-      const rate = await cyclesPerSecond(server, quick ? 3 : 10, 32);
+      const rate = await cyclesPerSecond(server, quick ? 3 : 10, 64);
       results.push({ machines: size, latencyMs, cyclesPerSecond: rate });
       console.log(`${String(size).padStart(6)} machines: allocation ${latencyMs.toFixed(3)} ms (median), ${rate.toFixed(0)} reserve+release cycles/s`);
       if (size === 10_000) {

@@ -59,6 +59,19 @@ export class Store {
     return this.next;
   }
 
+  /**
+   * One INSERT … ON CONFLICT DO UPDATE for a batch of rows, as SQL text with every value escaped
+   * by Sequelize. This is the hot path of every request, so it skips building model instances (the
+   * schema itself still belongs to the Sequelize models and migrations).
+   */
+  private upsert(table: string, key: string, columns: string[], rows: object[]): string {
+    const quoted = columns.map((column) => `"${column}"`);
+    const updates = quoted.filter((column) => column !== `"${key}"`).map((column) => `${column}=excluded.${column}`);
+    const escape = (value: unknown) => (value === null || value === undefined ? 'NULL' : this.db.sequelize.escape(sqlValue(value) as string));
+    const values = rows.map((row) => `(${columns.map((column) => escape((row as Record<string, unknown>)[column])).join(',')})`);
+    return `INSERT INTO "${table}" (${quoted.join(',')}) VALUES ${values.join(',')} ON CONFLICT("${key}") DO UPDATE SET ${updates.join(',')};`;
+  }
+
   private async write(): Promise<void> {
     await new Promise((resolve) => setImmediate(resolve)); // let concurrent callers join this commit
     const dirtyReservations = this.dirtyReservations;
@@ -71,22 +84,21 @@ export class Store {
     const now = Date.now();
     const reservations = [...dirtyReservations.values()].map(reservationToRow);
     const machines = [...dirtyMachines.values()].map((machine) => machineToRow(machine, now));
-    const { sequelize } = this.db;
+    const statements = [
+      ...[...chunks(reservations)].map((rows) => this.upsert('reservations', 'id', reservationColumns, rows)),
+      ...[...chunks(machines)].map((rows) => this.upsert('machines', 'name', machineColumns, rows)),
+      ...[...chunks(events)].map((rows) => this.upsert('events', 'id', eventColumns, rows)),
+    ];
     try {
-      await sequelize.query('BEGIN IMMEDIATE');
-      try {
-        for (const rows of chunks(reservations)) {
-          await this.db.reservations.bulkCreate(rows, { updateOnDuplicate: reservationColumns as never });
-        }
-        for (const rows of chunks(machines)) {
-          await this.db.machines.bulkCreate(rows, { updateOnDuplicate: machineColumns as never });
-        }
-        for (const rows of chunks(events)) await this.db.events.bulkCreate(rows);
-        await sequelize.query('COMMIT');
-      } catch (error) {
-        await sequelize.query('ROLLBACK').catch(() => undefined);
+      // One trip to SQLite's thread for the whole transaction; exec rolls back nothing by itself,
+      // so a failure is rolled back here.
+      const connection = (await this.db.sequelize.connectionManager.getConnection({ type: 'write' })) as unknown as SqliteConnection;
+      await new Promise<void>((resolve, reject) =>
+        connection.exec(`BEGIN IMMEDIATE;${statements.join('')}COMMIT;`, (error) => (error ? reject(error) : resolve())),
+      ).catch(async (error: unknown) => {
+        await new Promise<void>((resolve) => connection.exec('ROLLBACK;', () => resolve()));
         throw error;
-      }
+      });
     } catch (error) {
       // Keep what failed to commit so the next flush tries again; newer marks win.
       for (const [id, reservation] of dirtyReservations) if (!this.dirtyReservations.has(id)) this.dirtyReservations.set(id, reservation);
@@ -98,10 +110,21 @@ export class Store {
 }
 
 const reservationColumns = [
-  'owner', 'state', 'outcome', 'reason', 'priority', 'leaseSeconds', 'members', 'allocations', 'publicKey',
+  'id', 'owner', 'state', 'outcome', 'reason', 'priority', 'leaseSeconds', 'members', 'allocations', 'publicKey',
   'privateKey', 'idempotencyKey', 'createdAt', 'updatedAt', 'grantedAt', 'expiresAt', 'hardCapAt', 'queueDeadline',
 ];
-const machineColumns = ['kind', 'state', 'reservationId', 'reason', 'failures', 'labels', 'capacities', 'updatedAt'];
+const machineColumns = ['name', 'kind', 'state', 'reservationId', 'reason', 'failures', 'labels', 'capacities', 'updatedAt'];
+
+const eventColumns = ['id', 'reservationId', 'at', 'type', 'from', 'to', 'machine', 'reason'];
+
+interface SqliteConnection {
+  exec(sql: string, callback: (error: Error | null) => void): void;
+}
+
+/** Dates in the text form Sequelize itself writes to SQLite, so rows read the same either way. */
+function sqlValue(value: unknown): unknown {
+  return value instanceof Date ? value.toISOString().replace('T', ' ').replace('Z', ' +00:00') : value;
+}
 
 /** SQLite caps the variables in one statement; 500 rows of up to 18 columns stay well under it. */
 function* chunks<T>(rows: T[], size = 500): Generator<T[]> {
