@@ -9,7 +9,7 @@ import { openApiDocument, RouteTable } from './routes/define.js';
 import { machineRoutes } from './routes/machines.js';
 import { reservationRoutes } from './routes/reservations.js';
 import { tokenRoutes } from './routes/tokens.js';
-import type { Scheduler } from './scheduler/service.js';
+import type { Scheduler } from './scheduler/scheduler.js';
 
 export const version = '0.1.0';
 
@@ -34,6 +34,11 @@ export function createApp({ scheduler, tokens, log }: AppDeps): { app: Koa; tabl
   machineRoutes(table, scheduler);
   reservationRoutes(table, scheduler);
   agentRoutes(table, scheduler);
+  // A client that stops reading an event stream is not an error worth a log line.
+  app.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code === 'ERR_STREAM_PREMATURE_CLOSE' || error.code === 'ECONNRESET' || error.code === 'EPIPE') return;
+    log(`error: ${error.name}: ${error.message}`);
+  });
   app.use(errorMiddleware(log));
   app.use(router.routes());
   app.use(router.allowedMethods({ throw: true }));

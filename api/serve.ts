@@ -7,7 +7,7 @@ import { createApp } from './app.js';
 import { Tokens } from './auth.js';
 import { loadConfig, parseConfig, type Config } from './config.js';
 import { openDatabase } from './db/index.js';
-import { Scheduler } from './scheduler/service.js';
+import { Scheduler } from './scheduler/scheduler.js';
 import { Agent } from '../provisioners/agent.js';
 
 export interface ServeOptions {

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
-// The `paddock` command: runs the TypeScript sources through tsx, from any working directory.
+// The `paddock` command: registers tsx so Node runs the TypeScript sources, then hands the
+// arguments to the CLI. The import is relative to this file, so it works from any directory.
 import { register } from 'tsx/esm/api';
 
 register();
-const { main } = await import('../client/cli.ts');
+const { main } = await import('../client/cli.js');
 await main(process.argv.slice(2));

@@ -1,34 +1,73 @@
-// Reservation members on the command line: `-m ROLE[:COUNT]=SPEC`, e.g. `-m build=x86`,
-// `-m test:3='arch=armv7 ram>=1GiB'`. The text is split at the first `=`, so specs keep theirs.
+// Pure parsing of the ways a user names reservation members:
+// - when reserving, `-m ROLE[:COUNT]=SPEC`, e.g. `-m build=x86`, `-m test:3='arch=armv7 ram>=1GiB'`.
+//   The text is split at the first `=`, so specs keep theirs;
+// - when using one, a target `role`, `role.N` or `role[N]` (0-based; `role` is `role.0`);
+// - `paddock ssh ID [TARGET] -- CMD…`: everything after `--` is the remote command.
 import type { MemberRequest } from '../api/contract.js';
 
-export class MemberSyntaxError extends Error {}
+/** A malformed member argument: a usage error (the CLI exits 2). */
+export class MemberSyntaxError extends Error {
+  readonly code = 'usage';
+}
 
-const rolePattern = /^([A-Za-z][A-Za-z0-9_-]*)(?::(\d+))?$/;
+const namePattern = '[A-Za-z][A-Za-z0-9_-]*';
+const rolePattern = new RegExp(`^(${namePattern})(?::(\\d+))?$`);
+const targetPattern = new RegExp(`^(${namePattern})(?:\\.(\\d+)|\\[(\\d+)\\])?$`);
 
 export function parseMemberArgument(text: string): MemberRequest {
   const at = text.indexOf('=');
   if (at <= 0) throw new MemberSyntaxError(`member "${text}": expected ROLE[:COUNT]=SPEC, e.g. build=x86 or test:3='arch=armv7'`);
-  const head = text.slice(0, at);
+  const head = text.slice(0, at).trim();
   const spec = text.slice(at + 1).trim();
   const match = rolePattern.exec(head);
-  if (!match) throw new MemberSyntaxError(`member "${text}": "${head}" is not ROLE or ROLE:COUNT`);
+  if (!match) throw new MemberSyntaxError(`member "${text}": "${head}" is not ROLE or ROLE:COUNT (a role starts with a letter)`);
   if (!spec) throw new MemberSyntaxError(`member "${text}": the spec after = is empty`);
   const count = match[2] === undefined ? 1 : Number(match[2]);
-  if (count < 1) throw new MemberSyntaxError(`member "${text}": the count must be at least 1`);
+  if (!Number.isSafeInteger(count) || count < 1) throw new MemberSyntaxError(`member "${text}": the count must be a whole number of at least 1`);
   return { role: match[1], spec, count };
 }
 
-/** The members of `paddock reserve [SPEC] [-n COUNT] [-m …]…`: a positional spec is role `main`. */
-export function membersFromArguments(spec: string | undefined, count: number | undefined, members: string[], image?: string): MemberRequest[] {
+/**
+ * The members of `paddock reserve [SPEC] [-n COUNT] [-m …]…`: a positional spec is role `main`
+ * (listed first); `--image` applies to every member. Roles must be distinct.
+ */
+export function membersFromArguments(spec: string | undefined, count: number | undefined, members: readonly string[], image?: string): MemberRequest[] {
   const list = members.map(parseMemberArgument);
-  if (spec !== undefined) list.unshift({ role: 'main', spec, count: count ?? 1 });
-  else if (count !== undefined) throw new MemberSyntaxError('-n/--count goes with a positional SPEC');
+  if (spec !== undefined) {
+    if (!spec.trim()) throw new MemberSyntaxError('the SPEC is empty');
+    if (count !== undefined && (!Number.isSafeInteger(count) || count < 1)) throw new MemberSyntaxError('-n/--count must be a whole number of at least 1');
+    list.unshift({ role: 'main', spec: spec.trim(), count: count ?? 1 });
+  } else if (count !== undefined) {
+    throw new MemberSyntaxError('-n/--count goes with a positional SPEC; with -m, write ROLE:COUNT=SPEC');
+  }
   if (list.length === 0) throw new MemberSyntaxError('nothing to reserve: give a SPEC or -m ROLE[:COUNT]=SPEC');
   const roles = new Set<string>();
   for (const member of list) {
-    if (roles.has(member.role)) throw new MemberSyntaxError(`role ${member.role} is given twice; use ROLE:COUNT`);
+    if (roles.has(member.role)) throw new MemberSyntaxError(`role ${member.role} is given twice; use ROLE:COUNT for several machines of one role`);
     roles.add(member.role);
   }
   return image === undefined ? list : list.map((member) => ({ ...member, image }));
+}
+
+/** A member of a granted reservation: `build` (= `build.0`), `test.1` or `test[1]`. */
+export function parseMemberTarget(text: string): { role: string; index: number } {
+  const match = targetPattern.exec(text.trim());
+  if (!match) throw new MemberSyntaxError(`not a member: "${text}" (use ROLE, ROLE.N or ROLE[N])`);
+  const index = Number(match[2] ?? match[3] ?? 0);
+  if (!Number.isSafeInteger(index)) throw new MemberSyntaxError(`member "${text}": the index is too large`);
+  return { role: match[1], index };
+}
+
+/**
+ * Splits `ssh ID [TARGET] -- CMD…` at the first `--` after the subcommand: what comes before goes
+ * to the option parser, what comes after is the remote command verbatim (so `ssh ID -- uname -a`
+ * runs `uname -a` on the default member instead of taking `uname` for a target). Other
+ * subcommands are returned untouched.
+ */
+export function splitRemoteCommand(argv: readonly string[]): { args: string[]; command: string[] } {
+  const subcommand = argv.findIndex((arg) => !arg.startsWith('-'));
+  if (subcommand < 0 || argv[subcommand] !== 'ssh') return { args: [...argv], command: [] };
+  const separator = argv.indexOf('--', subcommand + 1);
+  if (separator < 0) return { args: [...argv], command: [] };
+  return { args: argv.slice(0, separator), command: argv.slice(separator + 1) };
 }

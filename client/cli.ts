@@ -1,14 +1,15 @@
 // `paddock`: the command line on top of the client library. Reads PADDOCK_URL and PADDOCK_TOKEN.
-// Errors print `paddock: <message> (<code>)` and exit 1 (2 for usage errors); --json prints
-// machine-readable answers on stdout, progress goes to stderr.
+// Answers go to stdout (--json for programs), progress to stderr. Errors print one line,
+// `paddock: <message> (<code>)`, and exit 1, or 2 for usage errors; a stack trace only with
+// PADDOCK_DEBUG=1.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { Command, CommanderError, Option } from 'commander';
-import type { EventView, ReservationView } from '../api/contract.js';
-import { membersFromArguments, MemberSyntaxError } from './cli-members.js';
-import { Paddock, PaddockError } from './index.js';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import type { ExplainView, ReservationExplainView, ReservationView } from '../api/contract.js';
+import { membersFromArguments, MemberSyntaxError, splitRemoteCommand } from './cli-members.js';
+import { isEvent, Paddock, PaddockError, TimeoutError, type Progress, type Reservation } from './index.js';
 
 const print = (value: unknown): void => {
   process.stdout.write(`${typeof value === 'string' ? value : JSON.stringify(value, null, 2)}\n`);
@@ -17,13 +18,34 @@ const progress = (line: string): void => {
   process.stderr.write(`${line}\n`);
 };
 
-function describeEvent(event: EventView): string {
-  const time = event.at.slice(11, 19);
-  if (event.type === 'stage') return `${time} ${event.machine}: ${event.to}`;
-  if (event.type === 'allocation') return `${time} ${event.machine}: ${event.from ? `${event.from} → ` : ''}${event.to}${event.reason ? ` (${event.reason})` : ''}`;
-  return `${time} ${event.from ? `${event.from} → ` : ''}${event.to}${event.reason ? `: ${event.reason}` : ''}`;
+const positiveInteger = (name: string) => (value: string) => {
+  if (!/^\d+$/.test(value) || Number(value) < 1) throw new InvalidArgumentError(`${name} is a whole number of at least 1`);
+  return Number(value);
+};
+const integer = (value: string) => {
+  if (!/^-?\d+$/.test(value)) throw new InvalidArgumentError('a whole number');
+  return Number(value);
+};
+const seconds = (value: string) => {
+  if (!/^\d+(\.\d+)?$/.test(value)) throw new InvalidArgumentError('a number of seconds');
+  return Number(value);
+};
+const duration = (value: string) => {
+  if (!/^\d+(\.\d+)?\s*(ms|s|m|h|d)?$/.test(value.trim())) throw new InvalidArgumentError('a duration such as 90, 90s, 30m, 2h or 1d');
+  return /^\d+(\.\d+)?$/.test(value.trim()) ? Number(value) : value.trim();
+};
+
+/** One progress line: a state change, a stage of a machine, or the queue position. */
+function describe(update: Progress): string | undefined {
+  if (!isEvent(update)) return update.state === 'queued' && update.queuePosition ? `queued, position ${update.queuePosition}` : undefined;
+  const time = update.at.slice(11, 19);
+  const change = `${update.from ? `${update.from} → ` : ''}${update.to}`;
+  if (update.type === 'stage') return `${time} ${update.machine}: ${update.to}`;
+  if (update.type === 'allocation') return `${time} ${update.machine}: ${change}${update.reason ? ` (${update.reason})` : ''}`;
+  return `${time} ${change}${update.reason ? `: ${update.reason}` : ''}`;
 }
 
+/** What `reserve --json` prints: enough to log in. */
 function summary(view: ReservationView) {
   return {
     id: view.id,
@@ -42,62 +64,148 @@ function table(rows: string[][]): string {
 }
 
 function showReservation(view: ReservationView): string {
+  const lease = [`lease ${view.leaseSeconds}s`, view.expiresAt && `expires ${view.expiresAt}`, view.hardCapAt && `hard cap ${view.hardCapAt}`];
   const lines = [
     `${view.id}  ${view.state}${view.reason ? ` (${view.reason})` : ''}`,
-    `owner ${view.owner}, priority ${view.priority}, lease ${view.leaseSeconds}s${view.expiresAt ? `, expires ${view.expiresAt}` : ''}${view.queuePosition ? `, queue position ${view.queuePosition}` : ''}`,
+    [`owner ${view.owner}`, `priority ${view.priority}`, ...lease, view.queuePosition && `queue position ${view.queuePosition}`].filter(Boolean).join(', '),
   ];
   for (const member of view.members) lines.push(`member ${member.role} ×${member.count}: ${member.spec}${member.image ? ` (image ${member.image})` : ''}`);
   for (const allocation of view.allocations) {
     const where = allocation.host ? ` ${allocation.user}@${allocation.host}:${allocation.port}` : '';
-    const stages = Object.keys(allocation.stages).join(' → ');
+    const stages = Object.entries(allocation.stages).map(([stage, at]) => `${stage} ${String(at).slice(11, 19)}`).join(', ');
     lines.push(`  ${allocation.role}.${allocation.index} ${allocation.machine} ${allocation.state}${where}${stages ? ` [${stages}]` : ''}`);
   }
   return lines.join('\n');
 }
 
-export function program(): Command {
-  const cli = new Command('paddock').description('Machines for CI jobs: reserve, use, release.').showHelpAfterError();
-  cli.exitOverride();
+function showExplain(explained: ExplainView): string {
+  return [`matches: ${explained.matches.join(', ') || 'none'}`, ...explained.rejected.map((entry) => `  ${entry.machine}: ${entry.term}: ${entry.reason}`)].join('\n');
+}
+
+function showReservationExplain(explained: ReservationExplainView): string {
+  const lines = [`${explained.id} ${explained.state}${explained.queuePosition ? `, queue position ${explained.queuePosition}` : ''}`];
+  for (const member of explained.members) {
+    lines.push(`${member.role} ×${member.count} (${member.spec}): matches ${member.matches.join(', ') || 'none'}; free now ${member.available.join(', ') || 'none'}`);
+    for (const entry of member.rejected) lines.push(`  ${entry.machine}: ${entry.term}: ${entry.reason}`);
+  }
+  return lines.join('\n');
+}
+
+/**
+ * Logs in with the real OpenSSH client: the reservation's key in a temp file (0600) and a temp
+ * known_hosts pinning the member's host key, both removed afterwards, also when a signal comes.
+ * Resolves with ssh's exit status (the remote command's, or 255 for ssh's own failures).
+ */
+async function openSsh(id: string, target: string | undefined, command: string[]): Promise<number> {
+  const reservation = await new Paddock().reservation(id);
+  const credentials = await reservation.credentials();
+  const first = credentials.machines[0];
+  if (!target && !first) throw new PaddockError(`reservation ${id} has no ready member (it is ${reservation.state})`, 'invalid_target');
+  const machine = await reservation.target(target ?? `${first.role}.${first.index}`);
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'paddock-ssh-'));
+  let child: ReturnType<typeof spawn> | undefined;
+  const forward = (signal: NodeJS.Signals) => child?.kill(signal);
+  try {
+    const keyFile = path.join(dir, 'key');
+    const knownHosts = path.join(dir, 'known_hosts');
+    await writeFile(keyFile, credentials.privateKey, { mode: 0o600 });
+    await writeFile(knownHosts, `${machine.port === 22 ? machine.host : `[${machine.host}]:${machine.port}`} ${machine.hostKey}\n`, { mode: 0o600 });
+    const args = [
+      '-i', keyFile, '-o', 'IdentitiesOnly=yes', '-o', 'StrictHostKeyChecking=yes', '-o', `UserKnownHostsFile=${knownHosts}`,
+      '-o', 'GlobalKnownHostsFile=/dev/null', '-o', 'UpdateHostKeys=no', '-o', 'LogLevel=ERROR',
+      '-p', String(machine.port), '-l', machine.user, '--', machine.host, ...command,
+    ];
+    // Until ssh exits, signals go to it (a ^C reaches it through the terminal anyway), so this
+    // process lives on to remove the key.
+    for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, forward);
+    return await new Promise<number>((resolve, reject) => {
+      child = spawn('ssh', args, { stdio: 'inherit' });
+      child.once('error', (error: NodeJS.ErrnoException) =>
+        reject(error.code === 'ENOENT' ? new PaddockError('the OpenSSH client (ssh) is not installed or not on PATH', 'ssh_not_found') : error),
+      );
+      child.once('exit', (code, signal) => resolve(code ?? 128 + (signal ? (os.constants.signals[signal] ?? 0) : 127)));
+    });
+  } finally {
+    for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.off(signal, forward);
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * `reserve --wait`: progress on stderr until ready. Nobody renews the lease after this process
+ * exits, so a request it gives up on (timeout, ^C, SIGTERM) is cancelled rather than left to
+ * grab machines later.
+ */
+async function waitUntilReady(reservation: Reservation, timeout: number | undefined): Promise<void> {
+  progress(`${reservation.id}: waiting until ready${timeout !== undefined ? ` (at most ${timeout}s)` : ''}`);
+  const interrupted = (signal: NodeJS.Signals) => {
+    progress(`${reservation.id}: ${signal}: cancelling the request`);
+    reservation.release().then(
+      () => process.exit(128 + (os.constants.signals[signal] ?? 0)),
+      () => process.exit(1),
+    );
+  };
+  process.once('SIGINT', interrupted).once('SIGTERM', interrupted);
+  try {
+    await reservation.ready({
+      timeout,
+      onProgress: (update) => {
+        const line = describe(update);
+        if (line) progress(`${reservation.id}: ${line}`);
+      },
+    });
+  } catch (error) {
+    if (!(error instanceof TimeoutError)) throw error;
+    await reservation.release();
+    throw new TimeoutError(`${error.message}; the request was cancelled`, error.code, undefined, error.details);
+  } finally {
+    process.off('SIGINT', interrupted).off('SIGTERM', interrupted);
+  }
+}
+
+export function program(remoteCommand: string[] = []): Command {
+  const cli = new Command('paddock').description('Machines for CI jobs: reserve, use, release.');
+  cli.exitOverride().configureOutput({
+    outputError: (text, write) => write(`paddock: ${text.trim().replace(/^error: /, '')} (usage)\n`),
+  });
   const client = () => new Paddock();
 
   cli
     .command('serve')
-    .description('run the API with a local lab-host agent (the embedded default)')
+    .description('run the API with a local lab-host agent (the embedded default) until a signal stops it')
     .option('--config <file>', 'the YAML config (listen address, data directory, machines)')
     .action(async (options: { config?: string }) => {
       const { runServer } = await import('../api/main.js');
-      await runServer(options.config);
-      await new Promise(() => undefined); // serve until a signal stops the process
+      await runServer(options.config); // returns once listening; the server keeps the process alive
     });
 
   cli
     .command('reserve')
     .description('reserve machines: a SPEC for one member, or -m ROLE[:COUNT]=SPEC for a gang')
     .argument('[spec]', 'spec of a single member (role main)')
-    .option('-n, --count <n>', 'machines for the positional spec', (value) => Number.parseInt(value, 10))
+    .option('-n, --count <n>', 'machines for the positional spec', positiveInteger('--count'))
     .option('-m, --member <ROLE[:COUNT]=SPEC>', 'a gang member (repeatable)', (value: string, list: string[]) => [...list, value], [] as string[])
     .option('--image <name>', 'image to boot on every member')
-    .option('--lease <duration>', 'lease, e.g. 30m')
-    .option('--priority <n>', 'queue priority', (value) => Number.parseInt(value, 10))
-    .option('--queue-timeout <duration>', 'give up if not granted within this, e.g. 1h')
+    .option('--lease <duration>', 'lease, e.g. 30m', duration)
+    .option('--priority <n>', 'queue priority (higher first)', integer)
+    .option('--queue-timeout <duration>', 'give up if not granted within this, e.g. 1h', duration)
     .option('--idempotency-key <key>', 'a retried request with the same key returns the same reservation')
-    .option('--wait', 'wait until every machine is ready, showing progress')
-    .option('--timeout <seconds>', 'with --wait: give up after this many seconds', (value) => Number(value))
+    .option('--wait', 'wait until every machine is ready, showing progress on stderr')
+    .option('--timeout <seconds>', 'with --wait: give up after this many seconds (and cancel the request)', seconds)
     .option('--json', 'print id, state and members as JSON')
     .action(async (spec: string | undefined, options) => {
       const members = membersFromArguments(spec, options.count, options.member, options.image);
       const reservation = await client().reserve(
         {
           members,
-          ...(options.lease ? { lease: options.lease } : {}),
+          ...(options.lease !== undefined ? { lease: options.lease } : {}),
           ...(options.priority !== undefined ? { priority: options.priority } : {}),
-          ...(options.queueTimeout ? { queueTimeout: options.queueTimeout } : {}),
+          ...(options.queueTimeout !== undefined ? { queueTimeout: options.queueTimeout } : {}),
           ...(options.idempotencyKey ? { idempotencyKey: options.idempotencyKey } : {}),
         },
         { renew: false },
       );
-      if (!options.json) progress(`${reservation.id}: ${reservation.state}`);
-      if (options.wait) await reservation.ready({ timeout: options.timeout, onProgress: (event) => progress(`${reservation.id}: ${describeEvent(event)}`) });
+      if (options.wait) await waitUntilReady(reservation, options.timeout);
       print(options.json ? summary(reservation.view) : showReservation(reservation.view));
     });
 
@@ -106,111 +214,105 @@ export function program(): Command {
     .description('your live reservations')
     .option('--all', 'every user\'s (admins)')
     .option('--ended', 'include ended ones')
-    .option('--json', 'JSON')
+    .option('--json', 'the reservations as JSON')
     .action(async (options) => {
       const list = await client().list({ all: options.all, ended: options.ended });
-      if (options.json) return print(list.map(summary));
+      if (options.json) return print(list);
       if (list.length === 0) return print('no reservations');
-      print(table([['ID', 'STATE', 'OWNER', 'MACHINES', 'EXPIRES'], ...list.map((view) => [view.id, view.state, view.owner, view.allocations.map((a) => a.machine).join(',') || '-', view.expiresAt ?? '-'])]));
+      const rows = list.map((view) => [view.id, view.state, view.owner, view.allocations.map((allocation) => allocation.machine).join(',') || '-', view.expiresAt ?? '-']);
+      print(table([['ID', 'STATE', 'OWNER', 'MACHINES', 'EXPIRES'], ...rows]));
     });
 
   cli
     .command('show')
-    .argument('<id>')
-    .option('--json', 'JSON')
     .description('a reservation: state, lease, machines with their stages, last events')
+    .argument('<id>')
+    .option('--json', 'the reservation as JSON')
     .action(async (id: string, options) => {
       const reservation = await client().reservation(id);
       if (options.json) return print(reservation.view);
       print(showReservation(reservation.view));
       const events = await reservation.events();
-      for (const event of events.slice(-10)) print(`  ${describeEvent(event)}`);
+      if (events.length) print('events:');
+      for (const event of events.slice(-10)) print(`  ${describe(event)}`);
     });
 
   cli
     .command('explain')
-    .argument('[spec]')
-    .option('--reservation <id>', 'why a reservation waits')
-    .option('--json', 'JSON')
     .description('which machines a spec matches, and the first term every other machine fails')
+    .argument('[spec]')
+    .option('--reservation <id>', 'why a reservation waits: matches per member and its queue position')
+    .option('--json', 'the answer as JSON')
     .action(async (spec: string | undefined, options) => {
-      if (options.reservation) {
+      if (options.reservation !== undefined && spec !== undefined) throw new MemberSyntaxError('give a SPEC or --reservation ID, not both');
+      if (options.reservation !== undefined) {
         const explained = await client().explainReservation(options.reservation);
-        return print(options.json ? explained : [
-          `${explained.id} ${explained.state}${explained.queuePosition ? `, queue position ${explained.queuePosition}` : ''}`,
-          ...explained.members.map((member) => `${member.role} ×${member.count} (${member.spec}): matches ${member.matches.join(', ') || 'none'}; free now ${member.available.join(', ') || 'none'}`),
-        ].join('\n'));
+        return print(options.json ? explained : showReservationExplain(explained));
       }
       if (spec === undefined) throw new MemberSyntaxError('explain needs a SPEC or --reservation ID');
       const explained = await client().explain(spec);
-      if (options.json) return print(explained);
-      print([`matches: ${explained.matches.join(', ') || 'none'}`, ...explained.rejected.map((entry) => `  ${entry.machine}: ${entry.term}: ${entry.reason}`)].join('\n'));
+      print(options.json ? explained : showExplain(explained));
     });
 
   cli
     .command('ssh')
+    .description('log in to a member with OpenSSH, the reservation\'s key and a pinned host key; paddock ssh ID [TARGET] [-- CMD…]')
     .argument('<id>')
     .argument('[target]', 'role, role.N or role[N] (default: the first machine)')
-    .argument('[command...]', 'after --: the command to run')
-    .description('log in with OpenSSH using the reservation\'s key and a pinned known_hosts')
-    .action(async (id: string, target: string | undefined, command: string[]) => {
-      const reservation = await client().reservation(id);
-      const credentials = await reservation.credentials();
-      const machine = await reservation.target(target ?? `${credentials.machines[0]?.role ?? 'main'}.${credentials.machines[0]?.index ?? 0}`);
-      const dir = mkdtempSync(path.join(os.tmpdir(), 'paddock-ssh-'));
-      try {
-        writeFileSync(path.join(dir, 'key'), credentials.privateKey, { mode: 0o600 });
-        writeFileSync(path.join(dir, 'known_hosts'), `${machine.port === 22 ? machine.host : `[${machine.host}]:${machine.port}`} ${machine.hostKey}\n`);
-        const args = [
-          '-i', path.join(dir, 'key'), '-o', 'IdentitiesOnly=yes', '-o', 'StrictHostKeyChecking=yes',
-          '-o', `UserKnownHostsFile=${path.join(dir, 'known_hosts')}`, '-o', 'LogLevel=ERROR', '-p', String(machine.port),
-          `${machine.user}@${machine.host}`, ...command,
-        ];
-        const code = await new Promise<number>((resolve, reject) => {
-          const child = spawn('ssh', args, { stdio: 'inherit' });
-          child.once('error', reject);
-          child.once('exit', (status) => resolve(status ?? 255));
-        });
-        process.exitCode = code;
-      } finally {
-        rmSync(dir, { recursive: true, force: true });
-      }
+    .action(async (id: string, target: string | undefined) => {
+      process.exitCode = await openSsh(id, target, remoteCommand);
     });
 
   cli
     .command('release')
-    .argument('<ids...>')
     .description('give machines back (idempotent)')
+    .argument('<ids...>')
     .action(async (ids: string[]) => {
       const paddock = client();
-      for (const id of ids) print(`${id}: ${(await (await paddock.reservation(id)).release()).state}`);
+      let failed: unknown;
+      for (const id of ids) {
+        try {
+          print(`${id}: ${(await (await paddock.reservation(id)).release()).state}`);
+        } catch (error) {
+          if (ids.length === 1) throw error;
+          report(error);
+          failed = error;
+        }
+      }
+      if (failed) process.exitCode = 1;
     });
 
   cli
     .command('renew')
-    .argument('<id>')
     .description('extend the lease (up to the hard cap)')
+    .argument('<id>')
     .action(async (id: string) => {
       const view = await (await client().reservation(id)).renew();
-      print(`${id}: expires ${view.expiresAt}`);
+      print(`${id}: ${view.state}, expires ${view.expiresAt ?? '-'}`);
     });
 
   const machines = cli.command('machines').description('the inventory');
   machines
     .command('ls')
-    .option('--json', 'JSON')
+    .option('--json', 'the machines as JSON')
     .action(async (options) => {
       const list = await client().machines();
       if (options.json) return print(list);
-      print(table([['NAME', 'KIND', 'STATE', 'RESERVATION', 'LABELS'], ...list.map((machine) => [machine.name, machine.kind, machine.state, machine.reservationId ?? '-', Object.entries(machine.labels).map(([key, value]) => `${key}=${value}`).join(' ')])]));
+      const rows = list.map((machine) => [
+        machine.name, machine.kind, machine.state, machine.reservationId ?? '-',
+        Object.entries(machine.labels).map(([key, value]) => `${key}=${value}`).join(' '),
+      ]);
+      print(table([['NAME', 'KIND', 'STATE', 'RESERVATION', 'LABELS'], ...rows]));
     });
   machines
     .command('maintenance')
+    .description('take a machine out of service (admins)')
     .argument('<name>')
     .option('--reason <text>')
     .action(async (name: string, options) => print(`${name}: ${(await client().maintenance(name, options.reason)).state}`));
   machines
     .command('activate')
+    .description('put a machine back into service (admins)')
     .argument('<name>')
     .action(async (name: string) => print(`${name}: ${(await client().activate(name)).state}`));
 
@@ -218,35 +320,48 @@ export function program(): Command {
     .command('token')
     .description('tokens (admins)')
     .command('create')
+    .description('create a token; it is printed once, on stdout')
     .argument('<name>')
     .addOption(new Option('--role <role>').choices(['user', 'admin', 'agent']).default('user'))
-    .option('--json', 'JSON')
+    .option('--json', 'the token record as JSON')
     .action(async (name: string, options) => {
       const created = await client().createToken(name, options.role);
       print(options.json ? created : created.token);
     });
 
+  cli
+    .command('whoami')
+    .description('the name and role of PADDOCK_TOKEN')
+    .action(async () => {
+      const me = await client().whoami();
+      print(`${me.name} (${me.role})`);
+    });
+
   return cli;
 }
 
+/** The one line for an error; a stack only with PADDOCK_DEBUG=1. */
+function report(error: unknown): void {
+  if (process.env.PADDOCK_DEBUG === '1') console.error(error);
+  if (error instanceof PaddockError || error instanceof MemberSyntaxError) {
+    console.error(`paddock: ${error.message} (${error.code})`);
+  } else {
+    const failure = error as { message?: string; code?: string };
+    console.error(`paddock: ${failure?.message ?? String(error)}${typeof failure?.code === 'string' ? ` (${failure.code})` : ''}`);
+  }
+}
+
 export async function main(argv: string[]): Promise<void> {
+  const { args, command } = splitRemoteCommand(argv);
   try {
-    await program().parseAsync(argv, { from: 'user' });
+    await program(command).parseAsync(args, { from: 'user' });
   } catch (error) {
     if (error instanceof CommanderError) {
+      // Commander printed the message (or the help) already.
       process.exitCode = error.exitCode === 0 ? 0 : 2;
       return;
     }
-    if (process.env.PADDOCK_DEBUG === '1') console.error(error);
-    if (error instanceof MemberSyntaxError) {
-      console.error(`paddock: ${error.message}`);
-      process.exitCode = 2;
-    } else if (error instanceof PaddockError) {
-      console.error(`paddock: ${error.message} (${error.code})`);
-      process.exitCode = 1;
-    } else {
-      console.error(`paddock: ${(error as Error).message ?? String(error)}`);
-      process.exitCode = 1;
-    }
+    report(error);
+    process.exitCode = error instanceof MemberSyntaxError ? 2 : 1;
   }
 }

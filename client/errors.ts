@@ -1,7 +1,9 @@
 // Typed errors rebuilt from the API's stable codes, so a job script can catch `NoMatchError`
-// instead of parsing messages. Messages come from the server, which never puts secrets in them;
-// the client adds none (no token, no key).
-import type { ApiErrorBody } from '../api/contract.js';
+// instead of parsing messages. Every error is a PaddockError with a `code` (stable, for programs),
+// an HTTP `status` when the server answered, and the server's `details`. Messages never carry a
+// secret: the server puts none in them, and the client scrubs its own token and anything shaped
+// like a Paddock token before a message is built.
+import type { ApiErrorBody, ReservationState, ReservationView } from '../api/contract.js';
 
 export class PaddockError extends Error {
   constructor(
@@ -19,23 +21,56 @@ export class PaddockError extends Error {
 export class UnauthorizedError extends PaddockError {}
 export class ForbiddenError extends PaddockError {}
 export class NotFoundError extends PaddockError {}
+/** The request itself was malformed: bad JSON, a field out of range, a body too large. */
 export class InvalidRequestError extends PaddockError {}
+
+/** A spec that does not parse; `position` is the 0-based offset of the problem in `spec`. */
 export class InvalidSpecError extends PaddockError {
   get position(): number | undefined {
-    return (this.details as { position?: number } | undefined)?.position;
+    return field<number>(this.details, 'position');
+  }
+  get spec(): string | undefined {
+    return field<string>(this.details, 'spec');
+  }
+  /** The member whose spec is wrong, when the request had several. */
+  get role(): string | undefined {
+    return field<string>(this.details, 'role');
   }
 }
-/** No machine in the inventory could ever satisfy the request (HTTP 422). */
+
+/** No machine in the inventory could ever satisfy the request (HTTP 422 `unsatisfiable`). */
 export class NoMatchError extends PaddockError {
+  /** Why, per member: `[{ role: 'board', reason: 'no machine has arch=armv7' }]`. */
   get reasons(): { role: string; reason: string }[] {
-    return (this.details as { members?: { role: string; reason: string }[] } | undefined)?.members ?? [];
+    return field<{ role: string; reason: string }[]>(this.details, 'members') ?? [];
   }
 }
+
 export class IllegalTransitionError extends PaddockError {}
+/** The reservation has ended: its lease can no longer be renewed, its credentials are gone. */
 export class LeaseExpiredError extends PaddockError {}
-/** The reservation ended (failed, expired, cancelled) while the client waited for it. */
-export class ReservationFailedError extends PaddockError {}
+
+/** The reservation ended (failed, expired, cancelled, released) while the client waited for it. */
+export class ReservationFailedError extends PaddockError {
+  constructor(readonly view: ReservationView) {
+    super(
+      `reservation ${view.id} is ${view.state}: ${view.reason ?? 'no reason given'}`,
+      'reservation_failed',
+      undefined,
+      { id: view.id, state: view.state, reason: view.reason },
+    );
+  }
+  get state(): ReservationState {
+    return this.view.state;
+  }
+  get reason(): string | undefined {
+    return this.view.reason;
+  }
+}
+
+/** The client gave up waiting (`ready({ timeout })`); the reservation itself lives on. */
 export class TimeoutError extends PaddockError {}
+/** The server could not be reached, or answered with something that is not HTTP. */
 export class PaddockConnectionError extends PaddockError {}
 
 const byCode: Record<string, typeof PaddockError> = {
@@ -52,12 +87,46 @@ const byCode: Record<string, typeof PaddockError> = {
   lease_expired: LeaseExpiredError,
 };
 
-/** The typed error for an API error answer; unknown codes give a plain PaddockError. */
-export function errorFromBody(status: number, body: unknown): PaddockError {
-  const error = body as Partial<ApiErrorBody> | undefined;
-  if (!error || typeof error.code !== 'string') {
-    return new PaddockError(`the server answered HTTP ${status} without an error body`, 'http_error', status);
+/** Paddock tokens look like `pdk_` and base64url; never let one through, whoever's it is. */
+const tokenPattern = /pdk_[A-Za-z0-9_-]{8,}/g;
+
+/** `text` with every given secret and anything shaped like a Paddock token replaced. */
+export function redact(text: string, secrets: readonly string[] = []): string {
+  let clean = text;
+  for (const secret of secrets) if (secret.length >= 4) clean = clean.split(secret).join('[redacted]');
+  return clean.replace(tokenPattern, 'pdk_[redacted]');
+}
+
+/**
+ * The typed error for an API error answer (`{code, message, details?}` with a 4xx/5xx status).
+ * The body may be parsed JSON, or raw text/bytes; unknown codes give a plain PaddockError, and a
+ * body that is not an API error (a proxy's HTML page) gives code `http_error`.
+ */
+export function errorFromBody(status: number, body: unknown, options: { secrets?: readonly string[] } = {}): PaddockError {
+  const error = parseBody(body);
+  if (!error) {
+    return new PaddockError(`the server answered HTTP ${status} without a Paddock error body`, 'http_error', status);
   }
   const ErrorClass = byCode[error.code] ?? PaddockError;
-  return new ErrorClass(error.message ?? error.code, error.code, status, error.details);
+  const message = redact(typeof error.message === 'string' && error.message ? error.message : error.code, options.secrets);
+  return new ErrorClass(message, error.code, status, error.details);
+}
+
+function parseBody(body: unknown): ApiErrorBody | undefined {
+  let value = body;
+  if (Buffer.isBuffer(value)) value = value.toString('utf8');
+  if (typeof value === 'string') {
+    try {
+      value = JSON.parse(value);
+    } catch {
+      return undefined;
+    }
+  }
+  if (typeof value !== 'object' || value === null) return undefined;
+  const candidate = value as Partial<ApiErrorBody>;
+  return typeof candidate.code === 'string' && candidate.code ? (candidate as ApiErrorBody) : undefined;
+}
+
+function field<T>(details: unknown, key: string): T | undefined {
+  return typeof details === 'object' && details !== null ? ((details as Record<string, unknown>)[key] as T | undefined) : undefined;
 }

@@ -1,52 +1,140 @@
 // The HTTP side of the client: got bound to the server and the token, JSON in and out, and every
-// error answer turned into a typed error. The token travels in a header only.
-import got, { HTTPError, RequestError, type Got } from 'got';
-import { errorFromBody, PaddockConnectionError } from './errors.js';
+// failure turned into a typed error: an API error answer into its class (errors.ts), anything on
+// the way there into PaddockConnectionError. The token travels in the Authorization header only;
+// it is never put into a message, and got's own error objects (which hold the request options,
+// headers included) are not kept as causes.
+import got, { HTTPError, ParseError, RequestError, type Got } from 'got';
+import { errorFromBody, PaddockConnectionError, PaddockError } from './errors.js';
 
 export interface HttpOptions {
+  /** The server, e.g. `http://127.0.0.1:7300`. */
   url: string;
   token: string;
 }
 
+/** One server-sent event: `event:` name, `id:`, and the `data:` lines joined. */
+export interface ServerSentEvent {
+  event: string;
+  id?: string;
+  data: string;
+}
+
+/** Ordinary requests give up after this; long-polls add the time they asked the server to wait. */
+const requestTimeoutMs = 60_000;
+
 export class Http {
-  private readonly got: Got;
+  private readonly client: Got;
+  /** The server's address as it may appear in messages (no user:password part). */
+  readonly where: string;
 
   constructor(private readonly options: HttpOptions) {
-    this.got = got.extend({
-      prefixUrl: options.url,
+    let base: URL;
+    try {
+      base = new URL(options.url);
+    } catch {
+      const shown = options.url.includes('@') ? '' : ` ${JSON.stringify(options.url)}`; // it may hold a password
+      throw new PaddockError(`not a URL:${shown} (PADDOCK_URL is like http://127.0.0.1:7300)`, 'configuration');
+    }
+    if (base.protocol !== 'http:' && base.protocol !== 'https:') {
+      throw new PaddockError(`the Paddock URL must be http or https, not ${base.protocol}`, 'configuration');
+    }
+    base.username = '';
+    base.password = '';
+    this.where = base.href.replace(/\/+$/, '');
+    this.client = got.extend({
+      prefixUrl: options.url.replace(/\/+$/, ''),
       headers: { authorization: `Bearer ${options.token}`, 'user-agent': 'paddock-client' },
-      responseType: 'json',
-      retry: { limit: 2, methods: ['GET', 'PUT', 'DELETE'] },
-      timeout: { request: 330_000 },
+      // Reads and releases are idempotent, so a dropped connection is retried; creating is not
+      // (a retried POST /v1/reservations is safe only with an idempotencyKey, the caller's choice).
+      retry: { limit: 2, methods: ['GET', 'DELETE'] },
+      timeout: { connect: 10_000, request: requestTimeoutMs },
     });
   }
 
-  get<T>(path: string, searchParams?: Record<string, string | number>): Promise<T> {
-    return this.call<T>(() => this.got.get(path, { searchParams }).json<T>());
+  /** GET; `waitSeconds` is how long the server was asked to hold the answer (long-poll). */
+  get<T>(path: string, searchParams?: Record<string, string | number>, waitSeconds = 0): Promise<T> {
+    const timeout = { connect: 10_000, request: requestTimeoutMs + waitSeconds * 1000 };
+    return this.call(() => this.client.get(path, { searchParams, timeout }).json<T>());
   }
 
-  post<T>(path: string, json?: unknown): Promise<T> {
-    return this.call<T>(() => this.got.post(path, json === undefined ? {} : { json }).json<T>());
+  post<T>(path: string, json: unknown = {}): Promise<T> {
+    return this.call(() => this.client.post(path, { json }).json<T>());
   }
 
   delete<T>(path: string): Promise<T> {
-    return this.call<T>(() => this.got.delete(path).json<T>());
+    return this.call(() => this.client.delete(path).json<T>());
   }
 
-  /** A raw stream (server-sent events). */
-  stream(path: string, headers: Record<string, string>) {
-    return this.got.stream(path, { headers, responseType: undefined as never, timeout: {} });
+  /**
+   * Reads a `text/event-stream` answer event by event until the server closes it or `signal`
+   * aborts (then it just ends). A failure to connect or an error status throws a typed error.
+   */
+  async *serverSentEvents(path: string, signal: AbortSignal): AsyncGenerator<ServerSentEvent> {
+    if (signal.aborted) return;
+    const stream = this.client.stream(path, {
+      headers: { accept: 'text/event-stream' },
+      retry: { limit: 0 },
+      timeout: { connect: 10_000 },
+    });
+    const abort = () => stream.destroy();
+    signal.addEventListener('abort', abort, { once: true });
+    let buffer = '';
+    try {
+      for await (const chunk of stream as AsyncIterable<Buffer>) {
+        buffer += chunk.toString('utf8');
+        let end: RegExpExecArray | null;
+        while ((end = /\r?\n\r?\n/.exec(buffer))) {
+          const block = buffer.slice(0, end.index);
+          buffer = buffer.slice(end.index + end[0].length);
+          const parsed = parseEventBlock(block);
+          if (parsed) yield parsed;
+        }
+      }
+    } catch (error) {
+      if (signal.aborted) return;
+      throw this.translate(error);
+    } finally {
+      signal.removeEventListener('abort', abort);
+      stream.destroy();
+    }
   }
 
   private async call<T>(request: () => Promise<T>): Promise<T> {
     try {
       return await request();
     } catch (error) {
-      if (error instanceof HTTPError) throw errorFromBody(error.response.statusCode, error.response.body);
-      if (error instanceof RequestError) {
-        throw new PaddockConnectionError(`cannot reach Paddock at ${this.options.url}: ${error.code}`, 'connection_failed');
-      }
-      throw error;
+      throw this.translate(error);
     }
   }
+
+  private translate(error: unknown): unknown {
+    if (error instanceof HTTPError) {
+      return errorFromBody(error.response.statusCode, error.response.body, { secrets: [this.options.token] });
+    }
+    if (error instanceof ParseError) {
+      return new PaddockError(`${this.where} answered with something that is not JSON; is it a Paddock server?`, 'invalid_response', error.response.statusCode);
+    }
+    if (error instanceof RequestError) {
+      const reason = error.code ?? 'request failed';
+      return new PaddockConnectionError(`cannot reach Paddock at ${this.where}: ${reason}`, 'connection_failed', undefined, { reason });
+    }
+    return error;
+  }
+}
+
+/** One event block of a `text/event-stream`; null for a comment-only block (keep-alive). */
+export function parseEventBlock(block: string): ServerSentEvent | null {
+  let event = 'message';
+  let id: string | undefined;
+  const data: string[] = [];
+  for (const line of block.split(/\r?\n/)) {
+    if (line === '' || line.startsWith(':')) continue;
+    const colon = line.indexOf(':');
+    const name = colon < 0 ? line : line.slice(0, colon);
+    const value = colon < 0 ? '' : line.slice(colon + 1).replace(/^ /, '');
+    if (name === 'event') event = value;
+    else if (name === 'id') id = value;
+    else if (name === 'data') data.push(value);
+  }
+  return data.length === 0 ? null : { event, id, data: data.join('\n') };
 }

@@ -1,6 +1,11 @@
 // The client library for job scripts: reserve machines, wait until they are ready (with progress),
 // run commands and copy files over SSH with the pinned host key, and release, by hand or on scope
 // exit (`await using`). While a reservation is held, its lease is renewed in the background.
+//
+//   const paddock = new Paddock(); // PADDOCK_URL, PADDOCK_TOKEN
+//   await using reservation = await paddock.reserve({ members: [{ role: 'build', spec: 'x86' }] });
+//   await reservation.ready({ onProgress: (update) => console.error(update) });
+//   const { stdout } = await reservation.run('build', 'uname -a');
 import type {
   CredentialsView,
   EventView,
@@ -13,21 +18,36 @@ import type {
   Role,
   TokenView,
 } from '../api/contract.js';
-import { PaddockError, ReservationFailedError, TimeoutError } from './errors.js';
+import { MemberSyntaxError, parseMemberTarget } from './cli-members.js';
+import { LeaseExpiredError, NotFoundError, PaddockError, ReservationFailedError, TimeoutError, UnauthorizedError, ForbiddenError } from './errors.js';
 import { Http } from './http.js';
 import { downloadFile, runCommand, uploadFile, type CommandResult, type SshTarget } from './ssh.js';
 
 export * from './errors.js';
-export type { CommandResult } from './ssh.js';
+export type { CommandResult, SshTarget } from './ssh.js';
 export type * from '../api/contract.js';
 
-const ended: ReservationState[] = ['released', 'failed', 'expired', 'cancelled'];
+const endStates: readonly ReservationState[] = ['released', 'failed', 'expired', 'cancelled'];
+/** States from which a reservation can no longer become ready. */
+const isOver = (state: ReservationState) => endStates.includes(state) || state === 'releasing';
+
+/** What `ready()` reports while it waits: new events, and the reservation when it changed. */
+export type Progress = EventView | ReservationView;
+export const isEvent = (update: Progress): update is EventView => 'type' in update && 'to' in update;
 
 export interface PaddockOptions {
-  /** Defaults to $PADDOCK_URL. */
+  /** The server, e.g. `http://127.0.0.1:7300`. Defaults to $PADDOCK_URL. */
   url?: string;
   /** Defaults to $PADDOCK_TOKEN. */
   token?: string;
+}
+
+export interface ReadyOptions {
+  /** Seconds to wait before throwing TimeoutError (the reservation lives on). Default 3600. */
+  timeout?: number;
+  /** Called with every event (state changes, stages) in order, and with the reservation whenever
+   * its state or queue position changed (`isEvent` tells them apart). */
+  onProgress?: (update: Progress) => void;
 }
 
 export class Paddock {
@@ -36,22 +56,27 @@ export class Paddock {
   constructor(options: PaddockOptions = {}) {
     const url = options.url ?? process.env.PADDOCK_URL;
     const token = options.token ?? process.env.PADDOCK_TOKEN;
-    if (!url) throw new PaddockError('no Paddock URL: set PADDOCK_URL or pass { url }', 'configuration');
+    if (!url) throw new PaddockError('no Paddock server: set PADDOCK_URL (e.g. http://127.0.0.1:7300) or pass { url }', 'configuration');
     if (!token) throw new PaddockError('no token: set PADDOCK_TOKEN or pass { token }', 'configuration');
-    this.http = new Http({ url: url.replace(/\/+$/, ''), token });
+    this.http = new Http({ url, token });
   }
 
-  /** Requests machines; the answer comes at once (queued or allocated): call `ready()` to wait. */
+  /**
+   * Requests machines. The answer comes at once (queued or allocated): call `ready()` to wait.
+   * Unless `renew: false`, the lease is renewed in the background until `release()`.
+   */
   async reserve(request: ReservationRequest, options: { renew?: boolean } = {}): Promise<Reservation> {
     const view = await this.http.post<ReservationView>('v1/reservations', request);
-    return new Reservation(this, view, options.renew ?? true);
+    return new Reservation(this.http, view, options.renew ?? true);
   }
 
+  /** An existing reservation; its lease is not renewed unless `renew: true`. */
   async reservation(id: string, options: { renew?: boolean } = {}): Promise<Reservation> {
-    const view = await this.http.get<ReservationView>(`v1/reservations/${encodeURIComponent(id)}`);
-    return new Reservation(this, view, options.renew ?? false);
+    const view = await this.http.get<ReservationView>(reservationPath(id));
+    return new Reservation(this.http, view, options.renew ?? false);
   }
 
+  /** Your live reservations; `all` (admins): everyone's; `ended`: the finished ones too. */
   list(options: { all?: boolean; ended?: boolean } = {}): Promise<ReservationView[]> {
     return this.http.get('v1/reservations', { ...(options.all ? { all: 1 } : {}), ...(options.ended ? { ended: 1 } : {}) });
   }
@@ -60,6 +85,7 @@ export class Paddock {
     return this.http.get('v1/machines');
   }
 
+  /** Takes a machine out of service (admins); a reserved one leaves when released. */
   maintenance(name: string, reason?: string): Promise<MachineView> {
     return this.http.post(`v1/machines/${encodeURIComponent(name)}/maintenance`, reason === undefined ? {} : { reason });
   }
@@ -68,14 +94,17 @@ export class Paddock {
     return this.http.post(`v1/machines/${encodeURIComponent(name)}/activate`);
   }
 
+  /** Which machines a spec matches, and the first term every other machine fails. */
   explain(spec: string): Promise<ExplainView> {
     return this.http.post('v1/explain', { spec });
   }
 
+  /** Why a reservation waits: matches per member and its queue position. */
   explainReservation(id: string): Promise<ReservationExplainView> {
-    return this.http.get(`v1/reservations/${encodeURIComponent(id)}/explain`);
+    return this.http.get(`${reservationPath(id)}/explain`);
   }
 
+  /** Creates a token (admins). The answer is the only place the token is ever shown. */
   createToken(name: string, role: Role = 'user'): Promise<TokenView & { token: string }> {
     return this.http.post('v1/tokens', { name, role });
   }
@@ -86,79 +115,98 @@ export class Paddock {
 }
 
 export class Reservation {
-  private renewTimer?: NodeJS.Timeout;
-  private credentialsCache?: CredentialsView;
+  private renewal?: NodeJS.Timeout;
+  private renewing = false;
+  private cachedCredentials?: CredentialsView;
   private released = false;
 
   constructor(
-    private readonly paddock: Paddock,
-    public view: ReservationView,
+    private readonly http: Http,
+    private current: ReservationView,
     renew: boolean,
   ) {
-    if (renew && !ended.includes(view.state)) this.startRenewing();
+    if (renew && !isOver(current.state)) {
+      this.renewing = true;
+      this.scheduleRenewal(this.renewalInterval());
+    }
   }
 
   get id(): string {
-    return this.view.id;
+    return this.current.id;
+  }
+
+  /** The last ReservationView the server sent. */
+  get view(): ReservationView {
+    return this.current;
   }
 
   get state(): ReservationState {
-    return this.view.state;
+    return this.current.state;
   }
 
   async refresh(): Promise<ReservationView> {
-    this.view = await this.paddock.http.get<ReservationView>(this.path());
-    return this.view;
+    return this.adopt(await this.http.get<ReservationView>(this.path()));
   }
 
   /**
-   * Waits until every machine is ready. Progress (state changes, stages) goes to `onProgress`.
-   * Throws ReservationFailedError if the reservation ends instead, TimeoutError after `timeout` s.
+   * Waits until every machine is ready, long-polling `?wait=ready`. Progress comes live from the
+   * event stream (or by polling when the stream is unavailable). Throws ReservationFailedError if
+   * the reservation ends instead, TimeoutError after `timeout` seconds.
    */
-  async ready(options: { timeout?: number; onProgress?: (event: EventView) => void } = {}): Promise<this> {
+  async ready(options: ReadyOptions = {}): Promise<this> {
     const deadline = Date.now() + (options.timeout ?? 3600) * 1000;
-    let seen = 0;
-    const report = async () => {
-      if (!options.onProgress) return;
-      const events = await this.paddock.http.get<EventView[]>(`${this.path()}/events`);
-      for (const event of events) if (event.id > seen) options.onProgress(event);
-      seen = events.reduce((max, event) => Math.max(max, event.id), seen);
-    };
-    for (;;) {
-      await report();
-      if (this.view.state === 'ready') return this;
-      if (ended.includes(this.view.state) || this.view.state === 'releasing') {
-        throw new ReservationFailedError(`reservation ${this.id} is ${this.view.state}: ${this.view.reason ?? 'no reason given'}`, 'reservation_failed', undefined, this.view);
+    const feed = options.onProgress ? new ProgressFeed(this.http, this.path(), options.onProgress) : undefined;
+    try {
+      let view = this.current;
+      for (;;) {
+        await feed?.catchUp(view);
+        if (view.state === 'ready') return this;
+        if (isOver(view.state)) throw new ReservationFailedError(view);
+        const left = Math.ceil((deadline - Date.now()) / 1000);
+        if (left <= 0) throw new TimeoutError(`reservation ${this.id} was not ready in time (it is ${view.state})`, 'timeout', undefined, { id: this.id, state: view.state });
+        const wait = Math.min(left, 60);
+        view = await this.http.get<ReservationView>(this.path(), { wait: 'ready', timeout: wait }, wait);
+        this.adopt(view);
       }
-      const left = Math.ceil((deadline - Date.now()) / 1000);
-      if (left <= 0) throw new TimeoutError(`reservation ${this.id} was not ready in time (it is ${this.view.state})`, 'timeout');
-      // Long-poll in short slices so progress events arrive while we wait.
-      const slice = options.onProgress ? Math.min(left, 2) : Math.min(left, 60);
-      this.view = await this.paddock.http.get<ReservationView>(this.path(), { wait: this.view.state === 'queued' && options.onProgress ? 'granted' : 'ready', timeout: slice });
+    } finally {
+      feed?.stop();
     }
   }
 
   events(): Promise<EventView[]> {
-    return this.paddock.http.get(`${this.path()}/events`);
+    return this.http.get(`${this.path()}/events`);
   }
 
+  /** The private key and the pinned host keys (owner only). Cached once every member is in it. */
   async credentials(): Promise<CredentialsView> {
-    this.credentialsCache ??= await this.paddock.http.get<CredentialsView>(`${this.path()}/credentials`);
-    return this.credentialsCache;
+    if (this.cachedCredentials) return this.cachedCredentials;
+    const credentials = await this.http.get<CredentialsView>(`${this.path()}/credentials`);
+    if (credentials.machines.length >= this.current.allocations.length && this.current.allocations.length > 0) this.cachedCredentials = credentials;
+    return credentials;
   }
 
-  /** A member by `role`, `role.N` or `role[N]` (the first machine of a role when no index). */
+  /** Where to reach a member: `role` (its first machine), `role.N` or `role[N]`. */
   async target(target: string): Promise<SshTarget> {
-    const match = /^([A-Za-z][A-Za-z0-9_-]*)(?:\.(\d+)|\[(\d+)\])?$/.exec(target);
-    if (!match) throw new PaddockError(`not a member: ${target} (use role, role.N or role[N])`, 'invalid_target');
-    const [, role, dotted, bracketed] = match;
-    const index = Number(dotted ?? bracketed ?? 0);
-    const credentials = await this.credentials();
-    const machine = credentials.machines.find((candidate) => candidate.role === role && candidate.index === index);
-    if (!machine) throw new PaddockError(`reservation ${this.id} has no ready member ${role}[${index}]`, 'invalid_target');
+    let member: { role: string; index: number };
+    try {
+      member = parseMemberTarget(target);
+    } catch (error) {
+      if (error instanceof MemberSyntaxError) throw new PaddockError(error.message, 'invalid_target');
+      throw error;
+    }
+    const find = (credentials: CredentialsView) => credentials.machines.find((machine) => machine.role === member.role && machine.index === member.index);
+    let credentials = await this.credentials();
+    let machine = find(credentials);
+    if (!machine && this.cachedCredentials) {
+      this.cachedCredentials = undefined; // a member may have become ready since
+      credentials = await this.credentials();
+      machine = find(credentials);
+    }
+    if (!machine) throw new PaddockError(`reservation ${this.id} has no ready member ${member.role}[${member.index}]`, 'invalid_target');
     return { host: machine.host, port: machine.port, user: machine.user, hostKey: machine.hostKey, privateKey: credentials.privateKey };
   }
 
+  /** Runs a shell command on a member: `{ stdout, stderr, code }` (a non-zero code is no error). */
   async run(target: string, command: string): Promise<CommandResult> {
     return runCommand(await this.target(target), command);
   }
@@ -171,38 +219,129 @@ export class Reservation {
     await downloadFile(await this.target(target), remotePath, localPath);
   }
 
+  /** Extends the lease by its duration, up to the hard cap; LeaseExpiredError once it has ended. */
   async renew(): Promise<ReservationView> {
-    this.view = await this.paddock.http.post<ReservationView>(`${this.path()}/renew`);
-    return this.view;
+    return this.adopt(await this.http.post<ReservationView>(`${this.path()}/renew`));
   }
 
-  /** Gives the machines back. Safe to call more than once. */
+  /** Gives the machines back (a queued request is cancelled). Safe to call more than once. */
   async release(): Promise<ReservationView> {
     this.stopRenewing();
+    const view = this.adopt(await this.http.delete<ReservationView>(this.path()));
     this.released = true;
-    this.view = await this.paddock.http.delete<ReservationView>(this.path());
-    return this.view;
+    return view;
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
     if (!this.released) await this.release();
   }
 
-  private startRenewing(): void {
-    const every = Math.max(1, this.view.leaseSeconds / 3) * 1000;
-    this.renewTimer = setInterval(() => {
-      this.renew().catch((error: unknown) => {
-        if (error instanceof PaddockError && (error.code === 'lease_expired' || error.code === 'not_found')) this.stopRenewing();
-      });
-    }, every);
-    this.renewTimer.unref();
+  /** Keeps the newer of two views, so a slow renewal answer never hides a fresher state. */
+  private adopt(view: ReservationView): ReservationView {
+    if (Date.parse(view.updatedAt) >= Date.parse(this.current.updatedAt) || Number.isNaN(Date.parse(this.current.updatedAt))) this.current = view;
+    return view;
+  }
+
+  /** About a third of the lease, so two heartbeats may fail before it runs out. */
+  private renewalInterval(): number {
+    return Math.min(Math.max((this.current.leaseSeconds * 1000) / 3, 1000), 3_600_000);
+  }
+
+  private scheduleRenewal(delay: number): void {
+    if (!this.renewing) return;
+    this.renewal = setTimeout(() => void this.heartbeat(), delay);
+    this.renewal.unref(); // never keeps the process alive: a script that ends lets its lease lapse
+  }
+
+  private async heartbeat(): Promise<void> {
+    try {
+      const view = await this.renew();
+      if (isOver(view.state)) return this.stopRenewing();
+      this.scheduleRenewal(this.renewalInterval());
+    } catch (error) {
+      const final = [LeaseExpiredError, NotFoundError, UnauthorizedError, ForbiddenError].some((Class) => error instanceof Class);
+      if (final) return this.stopRenewing();
+      this.scheduleRenewal(Math.min(this.renewalInterval(), 5000)); // a blip: try again soon
+    }
   }
 
   private stopRenewing(): void {
-    clearInterval(this.renewTimer);
+    this.renewing = false;
+    clearTimeout(this.renewal);
   }
 
   private path(): string {
-    return `v1/reservations/${encodeURIComponent(this.id)}`;
+    return reservationPath(this.id);
+  }
+}
+
+const reservationPath = (id: string) => `v1/reservations/${encodeURIComponent(id)}`;
+
+/**
+ * Progress for `ready()`: follows the server-sent event stream, falling back to polling the event
+ * list every few seconds when the stream is unavailable. Each event is reported once, in order.
+ */
+class ProgressFeed {
+  private readonly seen = new Set<number>();
+  private readonly stopped = new AbortController();
+  private lastView = '';
+  private failure: unknown;
+
+  constructor(
+    private readonly http: Http,
+    private readonly path: string,
+    private readonly report: (update: Progress) => void,
+  ) {
+    void this.follow();
+  }
+
+  /** Reports every event not reported yet, then the view if it changed; rethrows a callback's error. */
+  async catchUp(view: ReservationView): Promise<void> {
+    const events = await this.http.get<EventView[]>(`${this.path}/events`);
+    for (const event of events) this.deliver(event);
+    const summary = `${view.state} ${view.queuePosition ?? ''}`;
+    if (summary !== this.lastView) {
+      this.lastView = summary;
+      this.call(view);
+    }
+    if (this.failure) throw this.failure;
+  }
+
+  stop(): void {
+    this.stopped.abort();
+  }
+
+  private async follow(): Promise<void> {
+    const signal = this.stopped.signal;
+    try {
+      for await (const message of this.http.serverSentEvents(`${this.path}/events`, signal)) {
+        this.deliver(JSON.parse(message.data) as EventView);
+      }
+    } catch {
+      // No stream (an old server, a proxy): poll instead.
+    }
+    while (!signal.aborted) {
+      await new Promise((resolve) => setTimeout(resolve, 2000).unref());
+      if (signal.aborted) break;
+      try {
+        for (const event of await this.http.get<EventView[]>(`${this.path}/events`)) this.deliver(event);
+      } catch {
+        // the long-poll in ready() reports lasting failures
+      }
+    }
+  }
+
+  private deliver(event: EventView): void {
+    if (this.seen.has(event.id) || this.stopped.signal.aborted) return;
+    this.seen.add(event.id);
+    this.call(event);
+  }
+
+  private call(update: Progress): void {
+    try {
+      this.report(update);
+    } catch (error) {
+      this.failure ??= error;
+    }
   }
 }

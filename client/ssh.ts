@@ -1,6 +1,8 @@
 // Commands and file copies on a reserved machine over SSH (ssh2), with the reservation's key and
-// the host key Paddock captured at readiness pinned: a server presenting another key is refused.
-import { Client, type ConnectConfig, type SFTPWrapper } from 'ssh2';
+// the host key Paddock captured at readiness pinned: only that key's algorithm is offered, and a
+// server presenting any other key is refused before authentication (so the private key is never
+// used against an impostor). Errors name the user@host:port, never the key.
+import { Client, type ClientChannel, type ConnectConfig, type SFTPWrapper } from 'ssh2';
 import { PaddockError } from './errors.js';
 
 export interface SshTarget {
@@ -9,25 +11,43 @@ export interface SshTarget {
   user: string;
   /** `ssh-ed25519 AAAA…`, as the reservation reported it. */
   hostKey: string;
+  /** OpenSSH private key of the reservation. */
   privateKey: string;
 }
 
 export interface CommandResult {
   stdout: string;
   stderr: string;
-  /** Exit status; null when the command died of a signal. */
+  /** Exit status; null when the command died of a signal (then `signal` names it). */
   code: number | null;
+  signal?: string;
 }
 
-/** The `type base64` line of a raw SSH public key blob. */
-function keyLine(raw: Buffer): string {
-  const length = raw.readUInt32BE(0);
-  return `${raw.subarray(4, 4 + length).toString('latin1')} ${raw.toString('base64')}`;
+/** `type base64` of an OpenSSH public key line, without the comment. */
+export function keyIdentity(line: string): string {
+  return line.trim().split(/\s+/).slice(0, 2).join(' ');
 }
 
-const sameKey = (a: string, b: string) => a.trim().split(/\s+/).slice(0, 2).join(' ') === b.trim().split(/\s+/).slice(0, 2).join(' ');
+/** The `type base64` line of a raw SSH public key blob (the wire format starts with the type). */
+function blobIdentity(blob: Buffer): string {
+  const length = blob.readUInt32BE(0);
+  return `${blob.subarray(4, 4 + length).toString('latin1')} ${blob.toString('base64')}`;
+}
 
-async function connect(target: SshTarget): Promise<Client> {
+/** The host key algorithms that can present a key of this type (RSA keys sign with SHA-2 too). */
+function algorithmsFor(keyType: string): string[] {
+  return keyType === 'ssh-rsa' ? ['rsa-sha2-512', 'rsa-sha2-256', 'ssh-rsa'] : [keyType];
+}
+
+const where = (target: SshTarget) => `${target.user}@${target.host}:${target.port}`;
+
+/** Opens an authenticated connection; the caller ends it. */
+export function connect(target: SshTarget): Promise<Client> {
+  const pinned = keyIdentity(target.hostKey);
+  const keyType = pinned.split(' ')[0];
+  if (!keyType || !pinned.includes(' ')) {
+    return Promise.reject(new PaddockError(`no usable host key for ${where(target)}; is the member ready?`, 'host_key_missing'));
+  }
   const client = new Client();
   let mismatch = false;
   const config: ConnectConfig = {
@@ -36,69 +56,112 @@ async function connect(target: SshTarget): Promise<Client> {
     username: target.user,
     privateKey: target.privateKey,
     readyTimeout: 20_000,
+    algorithms: { serverHostKey: algorithmsFor(keyType) as NonNullable<ConnectConfig['algorithms']>['serverHostKey'] },
     hostVerifier: (key: Buffer) => {
-      mismatch = !sameKey(keyLine(key), target.hostKey);
+      mismatch = blobIdentity(key) !== pinned;
       return !mismatch;
     },
   };
   return new Promise((resolve, reject) => {
-    client.once('ready', () => resolve(client));
-    client.once('error', (error) => {
-      const where = `${target.user}@${target.host}:${target.port}`;
+    const fail = (error: Error) => {
+      client.end();
       reject(
         mismatch
-          ? new PaddockError(`${where} presented a host key other than the one Paddock pinned; refusing to connect`, 'host_key_mismatch')
-          : new PaddockError(`cannot log in to ${where}: ${error.message}`, 'ssh_failed'),
+          ? new PaddockError(`${where(target)} presented a host key other than the one Paddock pinned; refusing to connect`, 'host_key_mismatch')
+          : new PaddockError(`cannot log in to ${where(target)}: ${error.message}`, 'ssh_failed'),
       );
+    };
+    client.once('error', fail);
+    client.once('ready', () => {
+      client.off('error', fail);
+      resolve(client);
     });
-    client.connect(config);
+    try {
+      client.connect(config);
+    } catch (error) {
+      // ssh2 throws synchronously on a key it cannot parse; its message does not quote the key.
+      fail(error as Error);
+    }
   });
 }
 
-export async function runCommand(target: SshTarget, command: string): Promise<CommandResult> {
+/**
+ * Runs `work` on an open connection and ends it afterwards. A connection that breaks while
+ * `work` runs rejects with `ssh_failed` instead of leaving the promise hanging.
+ */
+async function withConnection<T>(target: SshTarget, work: (client: Client) => Promise<T>): Promise<T> {
   const client = await connect(target);
+  let onError!: (error: Error) => void;
+  let onClose!: () => void;
+  const broken = new Promise<never>((_, reject) => {
+    onError = (error) => reject(new PaddockError(`the SSH connection to ${where(target)} failed: ${error.message}`, 'ssh_failed'));
+    onClose = () => reject(new PaddockError(`the SSH connection to ${where(target)} closed unexpectedly`, 'ssh_failed'));
+    client.on('error', onError);
+    client.once('close', onClose);
+  });
+  broken.catch(() => undefined);
   try {
-    return await new Promise<CommandResult>((resolve, reject) => {
-      client.exec(command, (error, channel) => {
-        if (error) return reject(new PaddockError(`cannot run a command on ${target.host}: ${error.message}`, 'ssh_failed'));
+    return await Promise.race([work(client), broken]);
+  } finally {
+    client.off('error', onError);
+    client.off('close', onClose);
+    client.on('error', () => undefined); // late errors while closing are of no interest
+    client.end();
+  }
+}
+
+/** Runs a shell command on the member; resolves with its output and exit status. */
+export function runCommand(target: SshTarget, command: string): Promise<CommandResult> {
+  return withConnection(target, (client) =>
+    new Promise<CommandResult>((resolve, reject) => {
+      client.exec(command, (error: Error | undefined, channel: ClientChannel) => {
+        if (error) return reject(new PaddockError(`cannot run a command on ${where(target)}: ${error.message}`, 'ssh_failed'));
         const stdout: Buffer[] = [];
         const stderr: Buffer[] = [];
         let code: number | null = null;
+        let signal: string | undefined;
         channel.on('data', (chunk: Buffer) => stdout.push(chunk));
         channel.stderr.on('data', (chunk: Buffer) => stderr.push(chunk));
-        channel.on('exit', (status: number | null) => (code = status));
-        channel.on('close', () => resolve({ stdout: Buffer.concat(stdout).toString(), stderr: Buffer.concat(stderr).toString(), code }));
+        channel.on('exit', (status: number | null, signalName?: string) => {
+          code = typeof status === 'number' ? status : null;
+          if (typeof signalName === 'string') signal = signalName;
+        });
+        channel.on('close', () => {
+          const result: CommandResult = { stdout: Buffer.concat(stdout).toString('utf8'), stderr: Buffer.concat(stderr).toString('utf8'), code };
+          if (signal !== undefined) result.signal = signal;
+          resolve(result);
+        });
       });
-    });
-  } finally {
-    client.end();
-  }
+    }),
+  );
 }
 
-async function withSftp<T>(target: SshTarget, work: (sftp: SFTPWrapper) => Promise<T>): Promise<T> {
-  const client = await connect(target);
-  try {
-    const sftp = await new Promise<SFTPWrapper>((resolve, reject) =>
-      client.sftp((error, session) => (error ? reject(new PaddockError(`no SFTP on ${target.host}: ${error.message}`, 'ssh_failed')) : resolve(session))),
-    );
-    return await work(sftp);
-  } finally {
-    client.end();
-  }
+function openSftp(client: Client, target: SshTarget): Promise<SFTPWrapper> {
+  return new Promise((resolve, reject) =>
+    client.sftp((error, sftp) => (error ? reject(new PaddockError(`no SFTP on ${where(target)}: ${error.message}`, 'ssh_failed')) : resolve(sftp))),
+  );
 }
 
+/** Copies a local file to the member (SFTP). */
 export function uploadFile(target: SshTarget, localPath: string, remotePath: string): Promise<void> {
-  return withSftp(target, (sftp) =>
-    new Promise((resolve, reject) =>
-      sftp.fastPut(localPath, remotePath, (error) => (error ? reject(new PaddockError(`copy to ${target.host}:${remotePath} failed: ${error.message}`, 'copy_failed')) : resolve())),
-    ),
-  );
+  return withConnection(target, async (client) => {
+    const sftp = await openSftp(client, target);
+    await new Promise<void>((resolve, reject) =>
+      sftp.fastPut(localPath, remotePath, (error) =>
+        error ? reject(new PaddockError(`copy of ${localPath} to ${where(target)}:${remotePath} failed: ${error.message}`, 'copy_failed')) : resolve(),
+      ),
+    );
+  });
 }
 
+/** Copies a file from the member to a local path (SFTP). */
 export function downloadFile(target: SshTarget, remotePath: string, localPath: string): Promise<void> {
-  return withSftp(target, (sftp) =>
-    new Promise((resolve, reject) =>
-      sftp.fastGet(remotePath, localPath, (error) => (error ? reject(new PaddockError(`copy from ${target.host}:${remotePath} failed: ${error.message}`, 'copy_failed')) : resolve())),
-    ),
-  );
+  return withConnection(target, async (client) => {
+    const sftp = await openSftp(client, target);
+    await new Promise<void>((resolve, reject) =>
+      sftp.fastGet(remotePath, localPath, (error) =>
+        error ? reject(new PaddockError(`copy of ${where(target)}:${remotePath} to ${localPath} failed: ${error.message}`, 'copy_failed')) : resolve(),
+      ),
+    );
+  });
 }

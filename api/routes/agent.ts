@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { readBody } from '../body.js';
 import { requireRole } from '../auth.js';
 import { stages } from '../contract.js';
-import type { Scheduler } from '../scheduler/service.js';
+import type { Scheduler } from '../scheduler/scheduler.js';
 import type { RouteTable } from './define.js';
 
 const claimSchema = z.strictObject({

@@ -6,7 +6,7 @@ import type { ExplainView } from '../contract.js';
 import { ApiError } from '../errors.js';
 import { explainSpec } from '../scheduler/match.js';
 import { machineView } from '../scheduler/records.js';
-import type { Scheduler } from '../scheduler/service.js';
+import type { Scheduler } from '../scheduler/scheduler.js';
 import { parseSpec, SpecError } from '../scheduler/spec.js';
 import type { RouteTable } from './define.js';
 

@@ -8,7 +8,8 @@ import { ApiError, forbidden } from '../errors.js';
 import { explainSpec } from '../scheduler/match.js';
 import { parseMembers, reservationRequestSchema } from '../scheduler/requests.js';
 import { reservationView, type Reservation } from '../scheduler/records.js';
-import type { Caller, Scheduler } from '../scheduler/service.js';
+import type { Caller } from '../scheduler/service.js';
+import type { Scheduler } from '../scheduler/scheduler.js';
 import { isEnded } from '../scheduler/lifecycle.js';
 import type { RouteTable } from './define.js';
 

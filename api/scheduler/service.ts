@@ -1,17 +1,10 @@
-// The scheduler: reservations from request to release. It owns the in-memory state (machines,
+// The scheduler's reservation side: from request to release (the agents' side is scheduler.ts). It owns the in-memory state (machines,
 // live reservations, the queue, the agents' task list), applies every change through the lifecycle
 // table, records an event for it and persists it through the store before the caller answers.
 // Policy (matching, gang allocation, queue order) lives in pure functions next to this file.
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import type {
-  AgentMachine,
-  AgentReport,
-  AgentTask,
-  EventView,
-  ReservationState,
-  Role,
-} from '../contract.js';
+import type { EventView, ReservationState, Role } from '../contract.js';
 import type { Config } from '../config.js';
 import { plainRow, plainRows, type Database, type EventRow } from '../db/index.js';
 import { ApiError, forbidden, notFound } from '../errors.js';
@@ -29,24 +22,24 @@ export interface Caller {
   role: Role;
 }
 
-type Task = { action: 'provision' | 'release'; reservation: Reservation; allocation: Allocation };
+export type Task = { action: 'provision' | 'release'; reservation: Reservation; allocation: Allocation };
 
-export class Scheduler {
+export class ReservationScheduler {
   readonly inventory = new Inventory();
-  private readonly live = new Map<string, Reservation>();
-  private readonly parsed = new Map<string, ParsedMember[]>();
+  protected readonly live = new Map<string, Reservation>();
+  protected readonly parsed = new Map<string, ParsedMember[]>();
   private queue: Reservation[] = [];
-  private readonly tasks = new Map<string, Task>();
+  protected readonly tasks = new Map<string, Task>();
   private readonly creating = new Map<string, Promise<{ reservation: Reservation; created: boolean }>>();
-  private readonly agentWaiters = new Set<() => void>();
-  private readonly changes = new EventEmitter();
-  private readonly store: Store;
+  protected readonly agentWaiters = new Set<() => void>();
+  protected readonly changes = new EventEmitter();
+  protected readonly store: Store;
   private reaper?: NodeJS.Timeout;
 
   constructor(
-    private readonly db: Database,
-    private readonly config: Config,
-    private readonly now: () => number = Date.now,
+    protected readonly db: Database,
+    protected readonly config: Config,
+    protected readonly now: () => number = Date.now,
   ) {
     this.store = new Store(db);
     this.changes.setMaxListeners(0);
@@ -351,7 +344,7 @@ export class Scheduler {
    * Starts releasing a live reservation toward `outcome`. Idempotent: a reservation already
    * releasing or ended is left as it is.
    */
-  private beginRelease(reservation: Reservation, outcome: ReservationState, reason: string): void {
+  protected beginRelease(reservation: Reservation, outcome: ReservationState, reason: string): void {
     if (isEnded(reservation.state) || reservation.state === 'releasing') return;
     if (reservation.state === 'queued') {
       this.queue = this.queue.filter((queued) => queued !== reservation);
@@ -379,7 +372,7 @@ export class Scheduler {
     this.addTask('release', reservation, allocation);
   }
 
-  private finishIfReleased(reservation: Reservation): void {
+  protected finishIfReleased(reservation: Reservation): void {
     if (reservation.state !== 'releasing') return;
     if (!reservation.allocations.every((allocation) => allocation.state === 'released')) return;
     this.transition(reservation, reservation.outcome ?? 'released', 'finish release', reservation.reason ?? 'released');
@@ -392,7 +385,7 @@ export class Scheduler {
     this.parsed.delete(reservation.id);
   }
 
-  private freeMachine(name: string): void {
+  protected freeMachine(name: string): void {
     const machine = this.inventory.get(name);
     if (!machine) return;
     machine.reservationId = undefined;
@@ -402,7 +395,7 @@ export class Scheduler {
     this.store.machine(machine);
   }
 
-  private transition(reservation: Reservation, to: ReservationState, action: string, reason: string): void {
+  protected transition(reservation: Reservation, to: ReservationState, action: string, reason: string): void {
     assertTransition(action, reservation.state, to);
     const from = reservation.state;
     reservation.state = to;
@@ -411,7 +404,7 @@ export class Scheduler {
     this.record(reservation, { type: 'state', from, to, reason });
   }
 
-  private setAllocation(reservation: Reservation, allocation: Allocation, to: Allocation['state'], reason?: string): void {
+  protected setAllocation(reservation: Reservation, allocation: Allocation, to: Allocation['state'], reason?: string): void {
     const from = allocation.state;
     allocation.state = to;
     if (reason !== undefined) allocation.reason = reason;
@@ -419,7 +412,7 @@ export class Scheduler {
   }
 
   /** Stores an event, marks the reservation dirty and tells whoever waits on it. */
-  private record(reservation: Reservation, event: { type: EventView['type']; from?: string; to: string; machine?: string; reason?: string }): void {
+  protected record(reservation: Reservation, event: { type: EventView['type']; from?: string; to: string; machine?: string; reason?: string }): void {
     const row = this.store.event({
       reservationId: reservation.id,
       at: new Date(this.now()),
@@ -482,147 +475,10 @@ export class Scheduler {
 
   // ---- agents ---------------------------------------------------------------------------------
 
-  private addTask(action: Task['action'], reservation: Reservation, allocation: Allocation): void {
+  protected addTask(action: Task['action'], reservation: Reservation, allocation: Allocation): void {
     this.tasks.set(allocation.id, { action, reservation, allocation });
     for (const wake of this.agentWaiters) wake();
     this.agentWaiters.clear();
   }
 
-  /**
-   * Hands an agent the tasks for machines of its kinds. `resume` (an agent's first claim after it
-   * started) also hands back the tasks it had taken before a crash, which provisioners redo safely.
-   */
-  async claim(agent: string, kinds: string[], resume: boolean, waitMs: number): Promise<AgentTask[]> {
-    if (resume) {
-      for (const reservation of this.live.values()) {
-        for (const allocation of reservation.allocations) {
-          if (allocation.agent !== agent) continue;
-          if (allocation.state === 'provisioning') this.tasks.set(allocation.id, { action: 'provision', reservation, allocation });
-          if (allocation.state === 'releasing') this.tasks.set(allocation.id, { action: 'release', reservation, allocation });
-        }
-      }
-    }
-    let tasks = this.take(agent, kinds);
-    if (tasks.length === 0 && waitMs > 0) {
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(done, waitMs);
-        function done() {
-          clearTimeout(timer);
-          resolve();
-        }
-        this.agentWaiters.add(done);
-      });
-      tasks = this.take(agent, kinds);
-    }
-    await this.store.flush();
-    return tasks;
-  }
-
-  private take(agent: string, kinds: string[]): AgentTask[] {
-    const taken: AgentTask[] = [];
-    for (const [id, task] of this.tasks) {
-      const machine = this.inventory.get(task.allocation.machine);
-      if (!machine || !kinds.includes(machine.kind)) continue;
-      this.tasks.delete(id);
-      const { reservation, allocation } = task;
-      allocation.agent = agent;
-      if (task.action === 'provision') {
-        if (allocation.state === 'pending') this.setAllocation(reservation, allocation, 'provisioning');
-        if (reservation.state === 'allocated') this.transition(reservation, 'provisioning', 'provision', `agent ${agent} took it`);
-      }
-      this.store.reservation(reservation);
-      const member = reservation.members.find((candidate) => candidate.role === allocation.role);
-      taken.push({
-        id: allocation.id,
-        action: task.action,
-        reservationId: reservation.id,
-        role: allocation.role,
-        machine: { name: machine.name, kind: machine.kind, labels: machine.labels, capacities: machine.capacities, settings: machine.settings },
-        publicKey: reservation.publicKey,
-        privateKey: reservation.privateKey,
-        ...(member?.image ? { image: member.image } : {}),
-      });
-    }
-    return taken;
-  }
-
-  /** Applies what an agent reports about one allocation. Reports for finished work are ignored. */
-  async report(agent: string, allocationId: string, report: AgentReport): Promise<void> {
-    const reservation = this.live.get(allocationId.slice(0, allocationId.lastIndexOf('.')));
-    const allocation = reservation?.allocations.find((candidate) => candidate.id === allocationId);
-    if (!reservation || !allocation) throw notFound(`allocation ${allocationId} of a live reservation`);
-    const machine = this.inventory.get(allocation.machine)!;
-    const provisioning = allocation.state === 'provisioning';
-    switch (report.kind) {
-      case 'stage':
-        if (provisioning) {
-          allocation.stages[report.stage] = new Date(this.now()).toISOString();
-          this.record(reservation, { type: 'stage', to: report.stage, machine: machine.name });
-        }
-        break;
-      case 'ready':
-        if (provisioning) {
-          Object.assign(allocation, { host: report.host, port: report.port, user: report.user, hostKey: report.hostKey });
-          this.setAllocation(reservation, allocation, 'ready');
-          machine.failures = 0;
-          this.store.machine(machine);
-          if (reservation.state === 'provisioning' && reservation.allocations.every((each) => each.state === 'ready')) {
-            this.transition(reservation, 'ready', 'ready', 'every machine is ready');
-            const now = this.now();
-            reservation.expiresAt = Math.min(Math.max(reservation.expiresAt ?? 0, now + reservation.leaseSeconds * 1000), reservation.hardCapAt ?? Infinity);
-          }
-        }
-        break;
-      case 'failed':
-        if (provisioning) {
-          const where = `${allocation.role}[${allocation.index}] on ${machine.name}`;
-          this.setAllocation(reservation, allocation, 'failed', report.reason);
-          if (report.fault === 'infrastructure') this.countFailure(machine, report.reason);
-          this.beginRelease(reservation, 'failed', `${where}${report.stage ? ` at ${report.stage}` : ''}: ${report.reason}`);
-        } else if (allocation.state === 'releasing') {
-          // Teardown failed for good: the machine may still carry this reservation's traces, so it
-          // leaves the pool until an admin looks at it.
-          this.countFailure(machine, report.reason);
-          machine.pendingState = 'quarantined';
-          machine.reason = `release failed: ${report.reason}`;
-          this.setAllocation(reservation, allocation, 'released', `release failed: ${report.reason}`);
-          this.freeMachine(machine.name);
-          this.finishIfReleased(reservation);
-        }
-        break;
-      case 'released':
-        if (allocation.state === 'releasing') {
-          this.setAllocation(reservation, allocation, 'released');
-          this.freeMachine(machine.name);
-          this.finishIfReleased(reservation);
-        }
-        break;
-    }
-    await this.store.flush();
-  }
-
-  private countFailure(machine: MachineEntry, reason: string): void {
-    machine.failures += 1;
-    if (machine.failures >= this.config.health.quarantineAfter) {
-      machine.pendingState = 'quarantined';
-      machine.reason = `${machine.failures} infrastructure failures in a row; last: ${reason}`;
-    }
-    this.store.machine(machine);
-  }
-
-  /** The machines of the given kinds, with the reservations that may leave traces on each. */
-  agentMachines(kinds: string[]): AgentMachine[] {
-    const live = new Map<string, string[]>();
-    for (const reservation of this.live.values()) {
-      for (const allocation of reservation.allocations) {
-        if (allocation.state !== 'released') live.set(allocation.machine, [...(live.get(allocation.machine) ?? []), reservation.id]);
-      }
-    }
-    return [...this.inventory.machines.values()]
-      .filter((machine) => kinds.includes(machine.kind) && machine.state !== 'retired')
-      .map((machine) => ({
-        name: machine.name, kind: machine.kind, labels: machine.labels, capacities: machine.capacities,
-        settings: machine.settings, liveReservations: live.get(machine.name) ?? [],
-      }));
-  }
 }

@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import test from 'ava';
-import type { EventView } from '../../api/contract.js';
+import type { EventView, ReservationView } from '../../api/contract.js';
 import { InvalidSpecError, NoMatchError, Paddock, PaddockError, UnauthorizedError } from '../../client/index.js';
 import { startApi, staticMachinesYaml, testConfig, type TestApi } from '../helpers/api.js';
 import { startSshd, type TestSshd } from '../helpers/sshd.js';
@@ -30,7 +30,7 @@ test.after.always(async () => {
 });
 
 test.serial('reserve, wait with progress, run, copy both ways, and release on scope exit', async (t) => {
-  const progress: EventView[] = [];
+  const progress: (EventView | ReservationView)[] = [];
   const dir = mkdtempSync(path.join(os.tmpdir(), 'paddock-client-'));
   let id = '';
   try {
@@ -39,8 +39,8 @@ test.serial('reserve, wait with progress, run, copy both ways, and release on sc
       id = reservation.id;
       await reservation.ready({ timeout: 60, onProgress: (event) => progress.push(event) });
       t.is(reservation.state, 'ready');
-      t.true(progress.some((event) => event.type === 'stage' && event.to === 'sshReady'));
-      t.true(progress.some((event) => event.type === 'state' && event.to === 'ready'));
+      t.true(progress.some((event) => 'type' in event && event.type === 'stage' && event.to === 'sshReady'));
+      t.true(progress.some((event) => 'type' in event && event.type === 'state' && event.to === 'ready'));
 
       const [first, second] = await Promise.all([reservation.run('pair', 'echo out; echo err >&2; exit 3'), reservation.run('pair.1', 'id -un')]);
       t.deepEqual(first, { stdout: 'out\n', stderr: 'err\n', code: 3 });
