@@ -37,6 +37,12 @@ export class Tokens {
     return { name, role, createdAt: createdAt.toISOString(), token };
   }
 
+  /** A fresh token for an in-process caller (the embedded agent), replacing the one from the last start. */
+  async rotate(name: string, role: Role): Promise<string> {
+    if (await this.db.tokens.findByPk(name)) await this.revoke(name);
+    return (await this.create(name, role)).token;
+  }
+
   async list(): Promise<TokenView[]> {
     const rows = plainRows(await this.db.tokens.findAll({ order: [['name', 'ASC']], raw: true }));
     return rows.map((row) => ({ name: row.name, role: row.role as Role, createdAt: new Date(row.createdAt).toISOString() }));

@@ -1,6 +1,5 @@
 // `paddock serve`: the embedded default. One process runs the API (Koa + SQLite) and one local
 // lab-host agent that talks to it over loopback HTTP.
-import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { createApp } from './app.js';
@@ -51,7 +50,8 @@ export async function serve(options: ServeOptions): Promise<RunningServer> {
   if (config.agent.enabled) {
     agent = new Agent({
       url,
-      token: readFileSync(adminTokenFile, 'utf8').trim(),
+      // Its own token with the agent role, made anew at every start: the agent needs no more.
+      token: await tokens.rotate(`agent-${config.agent.name}`, 'agent'),
       name: config.agent.name,
       dataDir: config.dataDir,
       concurrency: config.agent.concurrency,
