@@ -1,5 +1,6 @@
 // Bad input gets a 4xx with a stable code and the server keeps serving: malformed JSON and specs,
 // unknown fields, missing or wrong tokens, another user's reservation.
+import { statSync } from 'node:fs';
 import test from 'ava';
 import got from 'got';
 import { startApi, staticMachinesYaml, testConfig, type TestApi } from '../helpers/api.js';
@@ -37,6 +38,13 @@ test('a missing, malformed or wrong token is refused with 401', async (t) => {
   t.false(JSON.stringify(response.body).includes('secret-value-123'), 'the token is not echoed');
   t.false(api.logs.join('\n').includes('secret-value-123'), 'the token is not logged');
   t.false(api.logs.join('\n').includes(api.adminToken), 'the admin token is never logged');
+});
+
+test('the admin token is written to a 0600 file whose path is printed, never the token', (t) => {
+  t.is(statSync(api.server.adminTokenFile).mode & 0o777, 0o600);
+  t.true(api.logs.some((line) => line.includes(api.server.adminTokenFile)));
+  t.regex(api.adminToken, /^pdk_/);
+  t.false(api.logs.some((line) => line.includes(api.adminToken)));
 });
 
 test('/healthz answers without a token', async (t) => {

@@ -87,6 +87,8 @@ ${staticMachinesYaml(
 
   const db = new sqlite3.Database(dbFile);
   const all = <T>(sql: string) => new Promise<T[]>((resolve, reject) => db.all(sql, (error, rows) => (error ? reject(error) : resolve(rows as T[]))));
+  const [{ journal_mode: journal }] = await all<{ journal_mode: string }>('PRAGMA journal_mode');
+  t.is(journal, 'wal', 'the database is in WAL mode');
   const reservations = await all<{ id: string; state: string }>('SELECT id, state FROM reservations');
   const events = await all<{ id: number; reservationId: string; type: string; to: string; machine: string | null }>('SELECT id, reservationId, type, "to", machine FROM events ORDER BY id');
   db.close();
