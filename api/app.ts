@@ -5,6 +5,8 @@ import Koa from 'koa';
 import { authenticate, type Tokens } from './auth.js';
 import { errorMiddleware, type Logger } from './errors.js';
 import { agentRoutes } from './routes/agent.js';
+import { imageRoutes } from './routes/images.js';
+import type { ImageCatalog } from './images.js';
 import { openApiDocument, RouteTable } from './routes/define.js';
 import { machineRoutes } from './routes/machines.js';
 import { reservationRoutes } from './routes/reservations.js';
@@ -16,10 +18,11 @@ export const version = '0.1.0';
 export interface AppDeps {
   scheduler: Scheduler;
   tokens: Tokens;
+  images: ImageCatalog;
   log: Logger;
 }
 
-export function createApp({ scheduler, tokens, log }: AppDeps): { app: Koa; table: RouteTable } {
+export function createApp({ scheduler, tokens, images, log }: AppDeps): { app: Koa; table: RouteTable } {
   const app = new Koa();
   app.proxy = false;
   const router = new Router();
@@ -33,6 +36,7 @@ export function createApp({ scheduler, tokens, log }: AppDeps): { app: Koa; tabl
   tokenRoutes(table, tokens);
   machineRoutes(table, scheduler);
   reservationRoutes(table, scheduler);
+  imageRoutes(table, images);
   agentRoutes(table, scheduler);
   // A client that stops reading an event stream is not an error worth a log line.
   app.on('error', (error: NodeJS.ErrnoException) => {

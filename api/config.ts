@@ -69,6 +69,18 @@ export const configSchema = z.strictObject({
       provisionTimeout: duration.default(600),
     })
     .default({ enabled: true, name: 'local', concurrency: 16, provisionTimeout: 600 }),
+  images: z
+    .strictObject({
+      /** The largest upload accepted. */
+      maxSize: quantity.default(8 * 1024 ** 3),
+      /** Free disk to keep after an upload. */
+      reserve: quantity.default(256 * 1024 ** 2),
+      /** The longest expiry a temporary image may ask for. */
+      maxExpiry: duration.default(30 * 86400),
+      /** How often expired images and unreferenced files are collected. */
+      collectInterval: duration.default(60),
+    })
+    .default({ maxSize: 8 * 1024 ** 3, reserve: 256 * 1024 ** 2, maxExpiry: 30 * 86400, collectInterval: 60 }),
   machines: z.array(machineSchema).default([]),
 });
 

@@ -142,3 +142,21 @@ export interface ApiErrorBody {
   message: string;
   details?: unknown;
 }
+
+export type ImageFormat = 'qcow2' | 'raw' | 'bundle';
+
+/** An image Paddock stores (origin `paddock`); providers such as OpenStack add their own. */
+export interface ImageView {
+  /** `name:tag`, what a reservation member's `image` names. */
+  ref: string;
+  name: string;
+  tag: string;
+  format: ImageFormat;
+  arch: string;
+  size: number;
+  sha256: string;
+  owner: string;
+  createdAt: string;
+  expiresAt?: string;
+  origin: 'paddock';
+}

@@ -8,6 +8,8 @@ import { loadConfig, parseConfig, type Config } from './config.js';
 import { openDatabase } from './db/index.js';
 import { Scheduler } from './scheduler/scheduler.js';
 import { Agent } from '../provisioners/agent.js';
+import { BlobStore } from '../images/store.js';
+import { ImageCatalog } from './images.js';
 
 export interface ServeOptions {
   configPath?: string;
@@ -35,7 +37,18 @@ export async function serve(options: ServeOptions): Promise<RunningServer> {
   log(`admin token: ${adminTokenFile}`);
   const scheduler = new Scheduler(db, config);
   await scheduler.start();
-  const { app, table } = createApp({ scheduler, tokens, log });
+  const blobs = new BlobStore(path.join(config.dataDir, 'images'), config.images.reserve);
+  await blobs.init();
+  const images = new ImageCatalog(db, blobs, config.images, (ref) => scheduler.imageInUse(ref));
+  const collect = () =>
+    images.collect().then(
+      (removed) => removed.forEach((ref) => log(`image ${ref} expired and was removed`)),
+      (error: unknown) => log(`image collection failed: ${(error as Error).message}`),
+    );
+  await collect();
+  const collector = setInterval(() => void collect(), Math.max(100, config.images.collectInterval * 1000));
+  collector.unref();
+  const { app, table } = createApp({ scheduler, tokens, images, log });
   const server = app.listen(config.listen.port, config.listen.host);
   await new Promise<void>((resolve, reject) => {
     server.once('listening', resolve);
@@ -69,6 +82,7 @@ export async function serve(options: ServeOptions): Promise<RunningServer> {
       layer.methods.filter((method) => method !== 'HEAD').map((method) => ({ method: method.toLowerCase(), path: layer.path as string })),
     ),
     close: once(async () => {
+      clearInterval(collector);
       await agent?.stop();
       await scheduler.stop();
       server.closeAllConnections();

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { DataTypes, Sequelize, type Model, type ModelStatic } from 'sequelize';
 import { Umzug, SequelizeStorage } from 'umzug';
 import * as initial from './migrations/0001-initial.js';
+import * as images from './migrations/0002-images.js';
 
 export interface TokenRow {
   name: string;
@@ -57,16 +58,33 @@ export interface EventRow {
   reason: string | null;
 }
 
+export interface ImageRow {
+  ref: string;
+  name: string;
+  tag: string;
+  format: string;
+  arch: string;
+  size: number;
+  sha256: string;
+  owner: string;
+  createdAt: Date;
+  expiresAt: Date | null;
+}
+
 export interface Database {
   sequelize: Sequelize;
   tokens: ModelStatic<Model<TokenRow>>;
   machines: ModelStatic<Model<MachineRow>>;
   reservations: ModelStatic<Model<ReservationRow>>;
   events: ModelStatic<Model<EventRow>>;
+  images: ModelStatic<Model<ImageRow>>;
   close(): Promise<void>;
 }
 
-const migrations = [{ name: '0001-initial', module: initial }];
+const migrations = [
+  { name: '0001-initial', module: initial },
+  { name: '0002-images', module: images },
+];
 
 export async function openDatabase(dataDir: string): Promise<Database> {
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
@@ -153,7 +171,23 @@ export async function openDatabase(dataDir: string): Promise<Database> {
     },
     plain,
   );
-  return { sequelize, tokens, machines, reservations, events, close: () => sequelize.close() };
+  const images = sequelize.define<Model<ImageRow>>(
+    'images',
+    {
+      ref: { type: DataTypes.STRING, primaryKey: true },
+      name: DataTypes.STRING,
+      tag: DataTypes.STRING,
+      format: DataTypes.STRING,
+      arch: DataTypes.STRING,
+      size: DataTypes.BIGINT,
+      sha256: DataTypes.STRING,
+      owner: DataTypes.STRING,
+      createdAt: DataTypes.DATE,
+      expiresAt: DataTypes.DATE,
+    },
+    plain,
+  );
+  return { sequelize, tokens, machines, reservations, events, images, close: () => sequelize.close() };
 }
 
 /** Rows read with `raw: true` are plain objects; these give them back their row types. */

@@ -5,7 +5,7 @@ import type Koa from 'koa';
 import { z } from 'zod';
 
 export interface RouteDoc {
-  method: 'get' | 'post' | 'delete';
+  method: 'get' | 'post' | 'put' | 'delete';
   path: string;
   summary: string;
   /** false only for /healthz. */

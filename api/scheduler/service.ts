@@ -441,6 +441,15 @@ export class ReservationScheduler {
     await this.store.flush();
   }
 
+  /** Whether a live reservation names the image (`name` means `name:latest`). */
+  imageInUse(ref: string): boolean {
+    const full = (image: string) => (image.includes(':') ? image : `${image}:latest`);
+    for (const reservation of this.live.values()) {
+      if (reservation.members.some((member) => member.image !== undefined && full(member.image) === ref)) return true;
+    }
+    return false;
+  }
+
   // ---- machines -------------------------------------------------------------------------------
 
   async setMaintenance(name: string, reason: string | undefined): Promise<MachineEntry> {

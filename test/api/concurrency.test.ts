@@ -66,7 +66,7 @@ ${staticMachinesYaml(
           }
           const granted = until.includes(view.state);
           if (granted) await http.delete(`v1/reservations/${id}`);
-          outcomes.push(granted ? 'granted' : view.state);
+          outcomes.push(granted ? 'granted' : view.state === 'failed' ? `failed: ${view.reason}` : view.state);
         }
       }),
     );

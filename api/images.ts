@@ -1,0 +1,151 @@
+// The image catalog: name:tag records in the database over the content-addressed blob store in
+// images/. Uploads stream straight from the request into the store; records are visible to every
+// user, removable by their owner or an admin, never while a live reservation names them; expired
+// temporary images and blobs no record refers to are collected.
+import type { Readable } from 'node:stream';
+import { Op } from 'sequelize';
+import type { ImageFormat, ImageView } from './contract.js';
+import { plainRow, plainRows, type Database, type ImageRow } from './db/index.js';
+import { ApiError, forbidden, notFound } from './errors.js';
+import type { Caller } from './scheduler/service.js';
+import { BlobStore, UploadError } from '../images/store.js';
+
+export const imageFormats: readonly ImageFormat[] = ['qcow2', 'raw', 'bundle'];
+const namePattern = /^[a-z0-9][a-z0-9._-]{0,99}$/;
+
+export interface ImageLimits {
+  maxSize: number;
+  maxExpiry: number;
+}
+
+export interface UploadRequest {
+  name: string;
+  tag: string;
+  format: string;
+  arch: string;
+  expiresInSeconds?: number;
+  expectedSha256?: string;
+  contentLength?: number;
+}
+
+/** Checks a name or tag: no slashes, no dots at the start, nothing that could leave the store. */
+export function checkName(what: 'name' | 'tag', value: string): string {
+  if (!namePattern.test(value) || value.includes('..')) {
+    throw new ApiError(400, 'invalid_name', `image ${what} ${JSON.stringify(value)} is not allowed: use a-z, 0-9, . _ - (no "..", up to 100)`, { [what]: value });
+  }
+  return value;
+}
+
+/** `name` or `name:tag` (tag latest by default). */
+export function parseRef(ref: string): { name: string; tag: string } {
+  const [name, tag = 'latest', ...rest] = ref.split(':');
+  if (rest.length > 0) throw new ApiError(400, 'invalid_name', `not an image reference: ${JSON.stringify(ref)} (use name or name:tag)`);
+  return { name: checkName('name', name), tag: checkName('tag', tag) };
+}
+
+export function imageView(row: ImageRow): ImageView {
+  return {
+    ref: row.ref,
+    name: row.name,
+    tag: row.tag,
+    format: row.format as ImageFormat,
+    arch: row.arch,
+    size: Number(row.size),
+    sha256: row.sha256,
+    owner: row.owner,
+    createdAt: new Date(row.createdAt).toISOString(),
+    ...(row.expiresAt ? { expiresAt: new Date(row.expiresAt).toISOString() } : {}),
+    origin: 'paddock',
+  };
+}
+
+export class ImageCatalog {
+  constructor(
+    private readonly db: Database,
+    readonly blobs: BlobStore,
+    private readonly limits: ImageLimits,
+    /** Whether a live reservation names this image ref. */
+    private readonly inUse: (ref: string) => boolean,
+  ) {}
+
+  async upload(caller: Caller, request: UploadRequest, body: Readable): Promise<ImageView> {
+    const name = checkName('name', request.name);
+    const tag = checkName('tag', request.tag);
+    if (!imageFormats.includes(request.format as ImageFormat)) {
+      throw new ApiError(400, 'invalid_request', `format is one of ${imageFormats.join(', ')}, not ${JSON.stringify(request.format)}`);
+    }
+    if (!/^[A-Za-z0-9_.-]{1,32}$/.test(request.arch)) throw new ApiError(400, 'invalid_request', `not an architecture: ${JSON.stringify(request.arch)}`);
+    if (request.expectedSha256 !== undefined && !/^[0-9a-fA-F]{64}$/.test(request.expectedSha256)) {
+      throw new ApiError(400, 'invalid_request', 'the expected sha256 must be 64 hex digits');
+    }
+    if (request.expiresInSeconds !== undefined && request.expiresInSeconds > this.limits.maxExpiry) {
+      throw new ApiError(400, 'invalid_request', `expiry longer than the maximum of ${this.limits.maxExpiry}s`);
+    }
+    const ref = `${name}:${tag}`;
+    const existing = plainRow(await this.db.images.findByPk(ref, { raw: true }));
+    if (existing && existing.owner !== caller.name && caller.role !== 'admin') throw forbidden(`image ${ref} belongs to another user`);
+    if (request.contentLength !== undefined && request.contentLength > this.limits.maxSize) throw tooLarge(this.limits.maxSize);
+    let blob;
+    try {
+      await this.blobs.checkSpace(request.contentLength ?? 0);
+      blob = await this.blobs.receive(body, { maxBytes: this.limits.maxSize, ...(request.expectedSha256 ? { expectedSha256: request.expectedSha256 } : {}) });
+    } catch (error) {
+      if (!(error instanceof UploadError)) throw error;
+      if (error.reason === 'too_large') throw tooLarge(this.limits.maxSize);
+      if (error.reason === 'checksum_mismatch') throw new ApiError(422, 'checksum_mismatch', error.message);
+      if (error.reason === 'no_space') throw new ApiError(507, 'insufficient_storage', error.message);
+      throw new ApiError(400, error.reason === 'empty' ? 'empty_upload' : 'upload_aborted', error.message);
+    }
+    const now = new Date();
+    const row: ImageRow = {
+      ref, name, tag, format: request.format, arch: request.arch, size: blob.size, sha256: blob.sha256, owner: caller.name,
+      createdAt: now, expiresAt: request.expiresInSeconds === undefined ? null : new Date(now.getTime() + request.expiresInSeconds * 1000),
+    };
+    await this.db.images.upsert(row);
+    if (existing && existing.sha256 !== blob.sha256) await this.collectBlob(existing.sha256);
+    return imageView(row);
+  }
+
+  async list(): Promise<ImageView[]> {
+    return plainRows(await this.db.images.findAll({ order: [['name', 'ASC'], ['tag', 'ASC']], raw: true })).map(imageView);
+  }
+
+  async get(name: string, tag: string): Promise<ImageRow> {
+    const row = plainRow(await this.db.images.findByPk(`${checkName('name', name)}:${checkName('tag', tag)}`, { raw: true }));
+    if (!row) throw notFound(`image ${name}:${tag}`);
+    return row;
+  }
+
+  async remove(caller: Caller, name: string, tag: string): Promise<void> {
+    const row = await this.get(name, tag);
+    if (row.owner !== caller.name && caller.role !== 'admin') throw forbidden(`image ${row.ref} belongs to another user`);
+    if (this.inUse(row.ref)) throw new ApiError(409, 'image_in_use', `image ${row.ref} is used by a live reservation`);
+    await this.db.images.destroy({ where: { ref: row.ref } });
+    await this.collectBlob(row.sha256);
+  }
+
+  /** Deletes expired images no live reservation uses, and blobs no image refers to. */
+  async collect(now = new Date()): Promise<string[]> {
+    const expired = plainRows(await this.db.images.findAll({ where: { expiresAt: { [Op.lt]: now } }, raw: true }));
+    const removed: string[] = [];
+    for (const row of expired) {
+      if (this.inUse(row.ref)) continue;
+      await this.db.images.destroy({ where: { ref: row.ref } });
+      await this.collectBlob(row.sha256);
+      removed.push(row.ref);
+    }
+    return removed;
+  }
+
+  private async collectBlob(sha256: string): Promise<void> {
+    if ((await this.db.images.count({ where: { sha256 } })) === 0) await this.blobs.remove(sha256);
+  }
+
+  read(row: ImageRow, range?: { start: number; end: number }): Readable {
+    return this.blobs.read(row.sha256, range);
+  }
+}
+
+function tooLarge(limit: number): ApiError {
+  return new ApiError(413, 'payload_too_large', `the image is larger than the limit of ${limit} bytes`, { limit });
+}

@@ -1,0 +1,95 @@
+// /v1/images: upload (a streamed PUT of the raw bytes), list, show, download (with HTTP Range),
+// delete.
+import type Koa from 'koa';
+import { ApiError } from '../errors.js';
+import { imageView, type ImageCatalog } from '../images.js';
+import type { Caller } from '../scheduler/service.js';
+import { parseDuration } from '../scheduler/units.js';
+import type { RouteTable } from './define.js';
+
+const caller = (ctx: Koa.Context) => ctx.state.caller as Caller;
+
+export function imageRoutes(table: RouteTable, catalog: ImageCatalog): void {
+  table.define(
+    {
+      method: 'put', path: '/v1/images/:name/:tag', summary: 'Upload an image: the body is the raw file, streamed; Paddock-Sha256 is checked when sent',
+      query: { format: 'qcow2 (default), raw or bundle', arch: 'architecture label (default x86_64)', expires: 'a temporary image: removed after this duration, e.g. 2h' },
+      responses: { 201: 'stored', 413: 'over the size limit', 422: 'sha256 mismatch', 507: 'not enough disk space' },
+    },
+    async (ctx) => {
+      const expires = ctx.query.expires === undefined ? undefined : parseDuration(String(ctx.query.expires));
+      if (expires === null) throw new ApiError(400, 'invalid_request', 'expires is a duration such as 2h or 30m');
+      const length = ctx.get('content-length');
+      const sha = ctx.get('paddock-sha256') || undefined;
+      ctx.body = await catalog.upload(
+        caller(ctx),
+        {
+          name: ctx.params.name,
+          tag: ctx.params.tag,
+          format: String(ctx.query.format ?? 'qcow2'),
+          arch: String(ctx.query.arch ?? 'x86_64'),
+          ...(expires === undefined ? {} : { expiresInSeconds: expires }),
+          ...(sha ? { expectedSha256: sha } : {}),
+          ...(length ? { contentLength: Number(length) } : {}),
+        },
+        ctx.req,
+      );
+      ctx.status = 201;
+    },
+  );
+
+  table.define({ method: 'get', path: '/v1/images', summary: 'Every image Paddock stores' }, async (ctx) => {
+    ctx.body = await catalog.list();
+  });
+
+  table.define({ method: 'get', path: '/v1/images/:name/:tag', summary: 'One image' }, async (ctx) => {
+    ctx.body = imageView(await catalog.get(ctx.params.name, ctx.params.tag));
+  });
+
+  table.define(
+    { method: 'get', path: '/v1/images/:name/:tag/content', summary: 'Download an image; a single HTTP Range is honoured', responses: { 200: 'the whole file', 206: 'a range', 416: 'range not satisfiable' } },
+    async (ctx) => {
+      const row = await catalog.get(ctx.params.name, ctx.params.tag);
+      const size = Number(row.size);
+      ctx.set('Accept-Ranges', 'bytes');
+      ctx.set('ETag', `"${row.sha256}"`);
+      ctx.type = 'application/octet-stream';
+      const range = parseRange(ctx.get('range'), size);
+      if (range === 'unsatisfiable') {
+        ctx.set('Content-Range', `bytes */${size}`);
+        throw new ApiError(416, 'range_not_satisfiable', `the range ${ctx.get('range')} is outside the file's ${size} bytes`);
+      }
+      if (range) {
+        ctx.status = 206;
+        ctx.set('Content-Range', `bytes ${range.start}-${range.end}/${size}`);
+        ctx.length = range.end - range.start + 1;
+        ctx.body = catalog.read(row, range);
+      } else {
+        ctx.length = size;
+        ctx.body = catalog.read(row);
+      }
+    },
+  );
+
+  table.define({ method: 'delete', path: '/v1/images/:name/:tag', summary: 'Delete an image (its owner or an admin; refused while a live reservation uses it)' }, async (ctx) => {
+    await catalog.remove(caller(ctx), ctx.params.name, ctx.params.tag);
+    ctx.status = 204;
+  });
+}
+
+/** One `bytes=a-b`, `bytes=a-` or `bytes=-n` range; anything else is served whole. */
+function parseRange(header: string, size: number): { start: number; end: number } | 'unsatisfiable' | undefined {
+  const match = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
+  if (!match || (match[1] === '' && match[2] === '')) return undefined;
+  let start: number;
+  let end: number;
+  if (match[1] === '') {
+    start = Math.max(0, size - Number(match[2]));
+    end = size - 1;
+  } else {
+    start = Number(match[1]);
+    end = match[2] === '' ? size - 1 : Math.min(Number(match[2]), size - 1);
+  }
+  if (start > end || start >= size) return 'unsatisfiable';
+  return { start, end };
+}

@@ -1,0 +1,118 @@
+// The image store through the real API: streamed uploads with sha256, content addressing, HTTP
+// Range downloads, expiry, limits, and names that try to leave the store.
+import { createHash, randomBytes } from 'node:crypto';
+import { readdirSync } from 'node:fs';
+import path from 'node:path';
+import test from 'ava';
+import got from 'got';
+import type { ImageView, ReservationView } from '../../api/contract.js';
+import { startApi, staticMachinesYaml, testConfig, type TestApi } from '../helpers/api.js';
+import { startSshd, type TestSshd } from '../helpers/sshd.js';
+
+let api: TestApi;
+let host: TestSshd;
+
+test.before(async () => {
+  host = await startSshd();
+  api = await startApi(
+    testConfig(`images: { maxSize: 1MiB, collectInterval: 0.2 }\n${staticMachinesYaml([{ name: 'host-1', port: host.port, adminKeyPath: host.adminKey.path, authorizedKeysFile: host.authorizedKeysFile }])}`),
+  );
+});
+
+test.after.always(async () => {
+  await api?.close();
+  await host?.stop();
+});
+
+const sha = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
+const blobs = () => readdirSync(path.join(api.dataDir, 'images', 'blobs', 'sha256'));
+const incoming = () => readdirSync(path.join(api.dataDir, 'images', 'incoming'));
+
+async function upload(ref: string, bytes: Buffer, options: { query?: string; sha256?: string } = {}) {
+  const response = await got.put(`${api.url}/v1/images/${ref}${options.query ? `?${options.query}` : ''}`, {
+    body: bytes,
+    headers: { authorization: `Bearer ${api.adminToken}`, 'content-type': 'application/octet-stream', ...(options.sha256 ? { 'paddock-sha256': options.sha256 } : {}) },
+    throwHttpErrors: false,
+    retry: { limit: 0 },
+  });
+  return { statusCode: response.statusCode, body: JSON.parse(response.body) as ImageView & { code?: string; message?: string } };
+}
+
+test.serial('upload, list, show and download whole and by range; sha256 verified', async (t) => {
+  const bytes = randomBytes(300_000);
+  const stored = await upload('alpine/3.19', bytes, { query: 'format=raw&arch=x86_64', sha256: sha(bytes) });
+  t.is(stored.statusCode, 201, JSON.stringify(stored.body));
+  t.like(stored.body, { ref: 'alpine:3.19', name: 'alpine', tag: '3.19', format: 'raw', arch: 'x86_64', size: bytes.length, sha256: sha(bytes), owner: 'admin', origin: 'paddock' });
+  const listed = (await api.http().get('v1/images')).body as ImageView[];
+  t.deepEqual(listed.map((image) => image.ref), ['alpine:3.19']);
+  const whole = await got.get(`${api.url}/v1/images/alpine/3.19/content`, { headers: { authorization: `Bearer ${api.adminToken}` }, responseType: 'buffer' });
+  t.is(whole.statusCode, 200);
+  t.true(whole.body.equals(bytes));
+  const part = await got.get(`${api.url}/v1/images/alpine/3.19/content`, { headers: { authorization: `Bearer ${api.adminToken}`, range: 'bytes=1000-1999' }, responseType: 'buffer' });
+  t.is(part.statusCode, 206);
+  t.is(part.headers['content-range'], `bytes 1000-1999/${bytes.length}`);
+  t.true(part.body.equals(bytes.subarray(1000, 2000)));
+  const tail = await got.get(`${api.url}/v1/images/alpine/3.19/content`, { headers: { authorization: `Bearer ${api.adminToken}`, range: 'bytes=-10' }, responseType: 'buffer' });
+  t.true(tail.body.equals(bytes.subarray(bytes.length - 10)));
+  const outside = await api.http().get('v1/images/alpine/3.19/content', { headers: { range: `bytes=${bytes.length}-` } });
+  t.is(outside.statusCode, 416);
+});
+
+test.serial('the same bytes uploaded twice are stored once; deleting one name keeps the other', async (t) => {
+  const bytes = randomBytes(50_000);
+  t.is((await upload('dup/one', bytes)).statusCode, 201);
+  t.is((await upload('dup/two', bytes)).statusCode, 201);
+  t.is(blobs().filter((name) => name === sha(bytes)).length, 1);
+  t.is((await api.http().delete('v1/images/dup/one')).statusCode, 204);
+  t.true(blobs().includes(sha(bytes)), 'still used by dup:two');
+  t.is((await api.http().delete('v1/images/dup/two')).statusCode, 204);
+  t.false(blobs().includes(sha(bytes)), 'no image refers to it any more');
+});
+
+test.serial('a wrong sha256 or an upload over the size limit is refused and leaves nothing on disk', async (t) => {
+  const before = blobs();
+  const wrong = await upload('bad/sha', randomBytes(1000), { sha256: '0'.repeat(64) });
+  t.is(wrong.statusCode, 422);
+  t.is(wrong.body.code, 'checksum_mismatch');
+  const big = await upload('bad/big', randomBytes(1024 * 1024 + 1));
+  t.is(big.statusCode, 413);
+  t.is(big.body.code, 'payload_too_large');
+  const empty = await upload('bad/empty', Buffer.alloc(0));
+  t.is(empty.statusCode, 400);
+  t.deepEqual(blobs(), before);
+  t.deepEqual(incoming(), []);
+  t.is((await api.http().get('v1/images/bad/sha')).statusCode, 404);
+});
+
+test.serial('names that try to leave the store are refused', async (t) => {
+  for (const ref of ['..%2F..%2Fetc%2Fpasswd/latest', '..%2Fetc/latest', 'ok/a..b', 'ok/%2E%2E%2Fx', 'UPPER/x', '.hidden/x']) {
+    const response = await upload(ref, randomBytes(10));
+    t.true([400, 404].includes(response.statusCode), `${ref}: ${response.statusCode}`);
+    if (response.statusCode === 400) t.is(response.body.code, 'invalid_name');
+  }
+  const traversal = await api.http().get('v1/images/..%2F..%2Fetc%2Fpasswd/latest/content');
+  t.is(traversal.statusCode, 400);
+  t.is((traversal.body as { code: string }).code, 'invalid_name');
+});
+
+test.serial('an expired temporary image is collected; an image in use cannot be deleted', async (t) => {
+  const bytes = randomBytes(2000);
+  t.is((await upload('temp/build-7', bytes, { query: 'expires=1s' })).statusCode, 201);
+  t.truthy(((await api.http().get('v1/images/temp/build-7')).body as ImageView).expiresAt);
+  const deadline = Date.now() + 5000;
+  while ((await api.http().get('v1/images/temp/build-7')).statusCode === 200 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 200));
+  t.is((await api.http().get('v1/images/temp/build-7')).statusCode, 404);
+  t.false(blobs().includes(sha(bytes)));
+
+  t.is((await upload('kept/v1', randomBytes(100))).statusCode, 201);
+  const reservation = (await api.http().post('v1/reservations', { json: { members: [{ role: 'main', spec: 'static-host', image: 'kept:v1' }] } })).body as ReservationView;
+  const refused = await api.http().delete('v1/images/kept/v1');
+  t.is(refused.statusCode, 409);
+  t.is((refused.body as { code: string }).code, 'image_in_use');
+  await api.http().delete(`v1/reservations/${reservation.id}`);
+  const deadline2 = Date.now() + 10_000;
+  while (((await api.http().get(`v1/reservations/${reservation.id}`)).body as ReservationView).state !== 'released' && Date.now() < deadline2) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  t.is((await api.http().delete('v1/images/kept/v1')).statusCode, 204);
+});
