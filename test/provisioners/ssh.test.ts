@@ -5,6 +5,7 @@ import ssh2 from 'ssh2';
 import {
   fingerprint,
   generateKeyPair,
+  generateKeyPairAsync,
   hostKeyLine,
   knownHostsLine,
   normalizeKeyLine,
@@ -162,4 +163,11 @@ test('sshExec returns stdout, stderr and exit code, and feeds stdin then EOF', a
     const whoami = await sshExec(client, 'id -un');
     t.is(whoami.stdout.trim(), sshd.user);
   });
+});
+
+test('every generated key pair parses back (ssh2 alone fails about 1 in 250)', async (t) => {
+  const pairs = await Promise.all(Array.from({ length: 1000 }, (_, index) => generateKeyPairAsync(`paddock:r-${index}`)));
+  const unparsable = pairs.filter((pair) => ssh2.utils.parseKey(pair.privateKey) instanceof Error);
+  t.is(unparsable.length, 0);
+  t.is(new Set(pairs.map((pair) => pair.publicKey)).size, 1000, 'every pair is fresh');
 });
