@@ -8,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import type { ExplainView, ReservationExplainView, ReservationView } from '../api/contract.js';
+import { addImageCommands } from './cli-images.js';
 import { membersFromArguments, MemberSyntaxError, splitRemoteCommand } from './cli-members.js';
 import { isEvent, Paddock, PaddockError, TimeoutError, type Progress, type Reservation } from './index.js';
 
@@ -328,6 +329,8 @@ export function program(remoteCommand: string[] = []): Command {
       const created = await client().createToken(name, options.role);
       print(options.json ? created : created.token);
     });
+
+  addImageCommands(cli, client, print, table);
 
   cli
     .command('whoami')

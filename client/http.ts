@@ -3,6 +3,8 @@
 // the way there into PaddockConnectionError. The token travels in the Authorization header only;
 // it is never put into a message, and got's own error objects (which hold the request options,
 // headers included) are not kept as causes.
+import type { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import got, { HTTPError, ParseError, RequestError, type Got } from 'got';
 import { errorFromBody, PaddockConnectionError, PaddockError } from './errors.js';
 
@@ -63,6 +65,26 @@ export class Http {
 
   delete<T>(path: string): Promise<T> {
     return this.call(() => this.client.delete(path).json<T>());
+  }
+
+  /** PUT of a file's bytes, streamed from disk, with upload progress. */
+  put<T>(path: string, options: { body: Readable; headers: Record<string, string>; searchParams?: Record<string, string>; onProgress?: (sent: number, total: number | undefined) => void }): Promise<T> {
+    return this.call(() => {
+      const request = this.client.put(path, { body: options.body, headers: options.headers, searchParams: options.searchParams, timeout: { connect: 10_000 }, retry: { limit: 0 } });
+      if (options.onProgress) request.on('uploadProgress', (progress) => options.onProgress!(progress.transferred, progress.total));
+      return request.json<T>();
+    });
+  }
+
+  /** GET of raw bytes into a file, with download progress; `range` asks for part of it. */
+  async download(path: string, target: Writable, options: { range?: string; onProgress?: (received: number, total: number | undefined) => void } = {}): Promise<void> {
+    const stream = this.client.stream.get(path, { headers: options.range ? { range: options.range } : {}, timeout: { connect: 10_000 } });
+    if (options.onProgress) stream.on('downloadProgress', (progress) => options.onProgress!(progress.transferred, progress.total));
+    try {
+      await pipeline(stream, target);
+    } catch (error) {
+      throw this.translate(error);
+    }
   }
 
   /**

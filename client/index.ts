@@ -20,6 +20,7 @@ import type {
 } from '../api/contract.js';
 import { MemberSyntaxError, parseMemberTarget } from './cli-members.js';
 import { LeaseExpiredError, NotFoundError, PaddockError, ReservationFailedError, TimeoutError, UnauthorizedError, ForbiddenError } from './errors.js';
+import { Images } from './images.js';
 import { Http } from './http.js';
 import { downloadFile, runCommand, uploadFile, type CommandResult, type SshTarget } from './ssh.js';
 
@@ -52,6 +53,8 @@ export interface ReadyOptions {
 
 export class Paddock {
   readonly http: Http;
+  /** Upload, list, show, download and remove images. */
+  readonly images: Images;
 
   constructor(options: PaddockOptions = {}) {
     const url = options.url ?? process.env.PADDOCK_URL;
@@ -59,6 +62,7 @@ export class Paddock {
     if (!url) throw new PaddockError('no Paddock server: set PADDOCK_URL (e.g. http://127.0.0.1:7300) or pass { url }', 'configuration');
     if (!token) throw new PaddockError('no token: set PADDOCK_TOKEN or pass { token }', 'configuration');
     this.http = new Http({ url, token });
+    this.images = new Images(this.http);
   }
 
   /**

@@ -1,0 +1,124 @@
+// `paddock images …`: upload (with a progress bar and throughput on stderr), ls, show, rm,
+// download.
+import path from 'node:path';
+import { Option, type Command } from 'commander';
+import type { ImageView } from '../api/contract.js';
+import type { Paddock } from './index.js';
+
+const mib = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+
+/** A progress line: redrawn in place on a terminal, every 10 % otherwise (logs stay short). */
+export function progressBar(label: string, stream: NodeJS.WriteStream = process.stderr): { update(done: number, total: number | undefined): void; finish(done: number): void } {
+  const started = Date.now();
+  let lastStep = -1;
+  const line = (done: number, total: number | undefined) => {
+    const seconds = Math.max(0.001, (Date.now() - started) / 1000);
+    const rate = `${mib(done / seconds)}/s`;
+    if (!total) return `${label}: ${mib(done)} ${rate}`;
+    const ratio = Math.min(1, done / total);
+    const width = 24;
+    const filled = Math.round(ratio * width);
+    return `${label}: [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${(ratio * 100).toFixed(0).padStart(3)}% ${mib(done)}/${mib(total)} ${rate}`;
+  };
+  return {
+    update(done, total) {
+      if (stream.isTTY) {
+        stream.write(`\r${line(done, total)}`);
+        return;
+      }
+      const step = total ? Math.floor((done / total) * 10) : -1;
+      if (step > lastStep) {
+        lastStep = step;
+        stream.write(`${line(done, total)}\n`);
+      }
+    },
+    finish(done) {
+      stream.write(`${stream.isTTY ? '\r' : ''}${line(done, done)}\n`);
+    },
+  };
+}
+
+function describe(image: ImageView): string {
+  return [
+    `${image.ref}  ${image.format} ${image.arch}  ${mib(image.size)}`,
+    `sha256 ${image.sha256}`,
+    `owner ${image.owner}, created ${image.createdAt}${image.expiresAt ? `, expires ${image.expiresAt}` : ''}, origin ${image.origin}`,
+  ].join('\n');
+}
+
+export function addImageCommands(cli: Command, client: () => Paddock, print: (value: unknown) => void, table: (rows: string[][]) => string): void {
+  const images = cli.command('images').description('disk images and boot bundles stored by Paddock');
+
+  images
+    .command('upload')
+    .description('upload a file; its sha256 is sent and checked by the server')
+    .argument('<file>')
+    .requiredOption('--name <name>', 'image name')
+    .option('--tag <tag>', 'tag', 'latest')
+    .addOption(new Option('--format <format>').choices(['qcow2', 'raw', 'bundle']).default('qcow2'))
+    .option('--arch <arch>', 'architecture', 'x86_64')
+    .option('--expires <duration>', 'a temporary image, removed after this long (e.g. 2h)')
+    .option('--json', 'the stored image as JSON')
+    .option('--quiet', 'no progress')
+    .action(async (file: string, options) => {
+      const bar = options.quiet ? undefined : progressBar(`uploading ${path.basename(file)}`);
+      let sent = 0;
+      const image = await client().images.upload(file, {
+        name: options.name, tag: options.tag, format: options.format, arch: options.arch,
+        ...(options.expires ? { expires: options.expires } : {}),
+        onProgress: (done, total) => {
+          sent = done;
+          bar?.update(done, total);
+        },
+      });
+      bar?.finish(Math.max(sent, image.size));
+      print(options.json ? image : describe(image));
+    });
+
+  images
+    .command('ls')
+    .option('--json', 'JSON')
+    .action(async (options) => {
+      const list = await client().images.list();
+      if (options.json) return print(list);
+      if (list.length === 0) return print('no images');
+      print(table([['IMAGE', 'FORMAT', 'ARCH', 'SIZE', 'OWNER', 'EXPIRES'], ...list.map((image) => [image.ref, image.format, image.arch, mib(image.size), image.owner, image.expiresAt ?? '-'])]));
+    });
+
+  images
+    .command('show')
+    .argument('<image>', 'name or name:tag')
+    .option('--json', 'JSON')
+    .action(async (ref: string, options) => {
+      const image = await client().images.show(ref);
+      print(options.json ? image : describe(image));
+    });
+
+  images
+    .command('rm')
+    .argument('<image>', 'name or name:tag')
+    .description('delete an image (refused while a live reservation uses it)')
+    .action(async (ref: string) => {
+      await client().images.remove(ref);
+      print(`${ref}: deleted`);
+    });
+
+  images
+    .command('download')
+    .argument('<image>', 'name or name:tag')
+    .argument('<file>')
+    .option('--range <start-end>', 'only these bytes (inclusive), e.g. 0-1023')
+    .option('--quiet', 'no progress')
+    .action(async (ref: string, file: string, options) => {
+      const bar = options.quiet ? undefined : progressBar(`downloading ${ref}`);
+      let received = 0;
+      await client().images.download(ref, file, {
+        ...(options.range ? { range: options.range } : {}),
+        onProgress: (done, total) => {
+          received = done;
+          bar?.update(done, total);
+        },
+      });
+      bar?.finish(received);
+    });
+}

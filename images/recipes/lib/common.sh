@@ -1,0 +1,282 @@
+# shellcheck shell=bash
+# Shared by x86-initramfs.sh and x86-disk.sh (sourced, not run).
+#
+# Everything that goes into an image comes from Debian packages fetched with `apt-get download` and
+# unpacked with `dpkg-deb`; nothing from the build host's own filesystem ends up in an image. The host
+# only needs the tools in packages.txt and working apt sources (run `apt-get update` first).
+#
+# Environment:
+#   PADDOCK_DEB_CACHE        keep downloaded .debs here (checked against apt's SHA256) instead of a temp dir
+#   PADDOCK_KERNEL_PACKAGE   use this linux-image package instead of what linux-image-amd64 depends on
+#   TMPDIR                   where the temporary work dir goes (~30 MB)
+
+DEB_ARCH=amd64
+EXTRA_TOOLS=()   # more host tools a recipe needs (set before recipe_init)
+TRIPLET=x86_64-linux-gnu
+RECIPES_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+GUEST_DIR=$RECIPES_DIR/guest
+
+# dropbear-bin is dynamically linked; these packages hold the libraries it needs (checked at build
+# time by following the ELF NEEDED entries, so a new dependency fails the build with a clear message).
+DROPBEAR_LIB_PACKAGES=(libc6 libcrypt1 zlib1g libtomcrypt1 libtommath1 libgmp10)
+# Only these parts of the 70 MB kernel package are unpacked (tar patterns, matched against
+# ./lib/modules and ./usr/lib/modules alike). Module dependencies are resolved by depmod/modprobe
+# on this subset and then re-checked against each module's own "depends" list, so a module that
+# falls outside these patterns stops the build instead of going missing at boot.
+KERNEL_MEMBERS=(
+  './boot/vmlinuz-*' './boot/config-*'
+  './*lib/modules/*/modules.order' './*lib/modules/*/modules.builtin' './*lib/modules/*/modules.builtin.modinfo'
+  './*lib/modules/*/kernel/drivers/virtio'
+  './*lib/modules/*/kernel/drivers/net/virtio_net.ko*' './*lib/modules/*/kernel/drivers/net/net_failover.ko*'
+  './*lib/modules/*/kernel/net/core'
+  './*lib/modules/*/kernel/drivers/block/virtio_blk.ko*'
+  './*lib/modules/*/kernel/drivers/firmware/qemu_fw_cfg.ko*'
+  './*lib/modules/*/kernel/drivers/char/hw_random'
+  './*lib/modules/*/kernel/fs/ext4' './*lib/modules/*/kernel/fs/jbd2' './*lib/modules/*/kernel/fs/mbcache.ko*'
+  './*lib/modules/*/kernel/lib' './*lib/modules/*/kernel/crypto' './*lib/modules/*/kernel/arch/x86/crypto'
+)
+
+log() { printf '%s: %s\n' "$PROG" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+now() { date +%s.%N; }
+secs() { awk -v a="$1" -v b="${2:-$(now)}" 'BEGIN { printf "%.1f", b - a }'; }   # secs T0 [T1]
+
+# recipe_init OUTDIR: checks the host tools, creates OUTDIR and a temporary WORK dir (removed on exit).
+recipe_init() {
+  if [ $# -ne 1 ] || [ -z "$1" ]; then echo "usage: $PROG OUTDIR" >&2; exit 2; fi
+  local missing=() t
+  for t in apt-get apt-cache dpkg-deb tar xz readelf depmod modprobe modinfo cpio gzip sha256sum od \
+           "${EXTRA_TOOLS[@]}"; do
+    command -v "$t" >/dev/null 2>&1 || missing+=("$t")
+  done
+  [ ${#missing[@]} -eq 0 ] || die "missing tools: ${missing[*]} (install the packages in $RECIPES_DIR/packages.txt)"
+  mkdir -p "$1"
+  OUTDIR=$(cd "$1" && pwd); export OUTDIR
+  WORK=$(mktemp -d "${TMPDIR:-/tmp}/paddock-recipe.XXXXXX")
+  trap 'rm -rf "$WORK"' EXIT
+  DEBS=${PADDOCK_DEB_CACHE:-$WORK/debs}
+  mkdir -p "$DEBS" "$WORK/x"
+  X=$WORK/x   # unpacked packages
+}
+
+kernel_package() {
+  if [ -n "${PADDOCK_KERNEL_PACKAGE:-}" ]; then echo "$PADDOCK_KERNEL_PACKAGE"; return; fi
+  # linux-image-amd64 is a metapackage; the real one carries the ABI (linux-image-6.1.0-NN-amd64) and
+  # changes with Debian's updates, so never pin it.
+  local p
+  p=$(apt-cache depends --important "linux-image-$DEB_ARCH" 2>/dev/null |
+      sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*\)$/\1/p' | head -n 1)
+  [ -n "$p" ] || die "cannot resolve linux-image-$DEB_ARCH (run apt-get update?)"
+  echo "$p"
+}
+
+# fetch_debs PKG...: makes sure $DEBS holds the candidate .deb of every PKG, verified against the SHA256
+# apt knows; sets FETCHED[PKG]=path. Cached files that match are reused (and touched, so a cache can be
+# pruned by age); anything else is downloaded.
+declare -A FETCHED=()
+fetch_debs() {
+  local uris url file size hash pkg want need=() sandbox=()
+  [ "$(id -u)" -ne 0 ] || sandbox=(-o APT::Sandbox::User=root)  # root-owned dirs are not writable for _apt
+  mkdir -p "$WORK/empty"
+  # --print-uris from an empty dir: apt leaves out packages whose file is already in the current dir
+  uris=$(cd "$WORK/empty" && apt-get download --print-uris "${@/%/:$DEB_ARCH}") ||
+    die "apt-get download --print-uris $* failed (run apt-get update?)"
+  while read -r url file size hash; do
+    [ -n "$file" ] || continue
+    pkg=${file%%_*}
+    FETCHED[$pkg]=$DEBS/$file
+    want=""
+    case $hash in SHA256:*) want=${hash#SHA256:} ;; esac
+    printf '%s %s %s\n' "$file" "$size" "$want" >> "$WORK/debs.expected"
+    if [ -f "$DEBS/$file" ] && [ "$(stat -c %s "$DEBS/$file")" = "$size" ] &&
+       { [ -z "$want" ] || [ "$(sha256sum < "$DEBS/$file" | cut -d' ' -f1)" = "$want" ]; }; then
+      touch "$DEBS/$file"
+    else
+      rm -f "$DEBS/$file"
+      need+=("$pkg:$DEB_ARCH")
+    fi
+    : "$url"
+  done <<< "${uris//\'/}"
+  for pkg in "$@"; do [ -n "${FETCHED[$pkg]:-}" ] || die "apt has no candidate for $pkg"; done
+  if [ ${#need[@]} -gt 0 ]; then
+    log "downloading ${need[*]}"
+    (cd "$DEBS" && apt-get "${sandbox[@]}" download -q=2 "${need[@]}") >&2 || die "apt-get download ${need[*]} failed"
+    while read -r file size want; do
+      [ -f "$DEBS/$file" ] || die "apt-get download did not produce $file"
+      [ -z "$want" ] || [ "$(sha256sum < "$DEBS/$file" | cut -d' ' -f1)" = "$want" ] || die "checksum mismatch: $file"
+    done < "$WORK/debs.expected"
+  fi
+  : > "$WORK/debs.expected"
+}
+
+# unpack_kernel PKG: unpacks the needed parts of the kernel package into $X; sets KREL and KMODDIR.
+unpack_kernel() {
+  fetch_debs "$1"
+  dpkg-deb --fsys-tarfile "${FETCHED[$1]}" |
+    { tar -x -C "$X" --wildcards "${KERNEL_MEMBERS[@]}"; cat > /dev/null; } ||
+    die "unpacking ${FETCHED[$1]} failed (did the kernel package layout change? see KERNEL_MEMBERS)"
+  local v
+  v=$(cd "$X/boot" && echo vmlinuz-*)
+  KREL=${v#vmlinuz-}
+  [ -f "$X/boot/vmlinuz-$KREL" ] || die "no single boot/vmlinuz-* in $1"
+  KMODDIR=lib/modules/$KREL
+  [ -d "$X/$KMODDIR" ] || KMODDIR=usr/lib/modules/$KREL
+  [ -d "$X/$KMODDIR" ] || die "no modules for $KREL in $1"
+  if [ "$KMODDIR" = "usr/lib/modules/$KREL" ] && [ ! -e "$X/lib" ]; then ln -s usr/lib "$X/lib"; fi
+  depmod -b "$X" "$KREL" 2>/dev/null || die "depmod failed for $KREL"
+  KPKG_VERSION=$(dpkg-deb -f "${FETCHED[$1]}" Version)
+}
+
+# extract_vmlinux DEST: the uncompressed ELF kernel from $X/boot/vmlinuz-$KREL. QEMU boots it through
+# the PVH entry point (Debian builds with CONFIG_PVH=y), which skips the real-mode setup and the
+# in-guest decompression: about 2.5 s less per boot under TCG.
+extract_vmlinux() {
+  local img=$X/boot/vmlinuz-$KREL dest=$1 off magic cmd shoff shentsize shnum end
+  grep -qx 'CONFIG_PVH=y' "$X/boot/config-$KREL" ||
+    die "$KREL is built without CONFIG_PVH: QEMU cannot boot its vmlinux with -kernel"
+  # like the kernel's scripts/extract-vmlinux: try every compressed-stream magic in the bzImage
+  for magic in '\xfd7zXZ\x00' '\x28\xb5\x2f\xfd' '\x1f\x8b\x08'; do
+    case $magic in
+      '\xfd7zXZ\x00') cmd=(xz -dcq --single-stream) ;;
+      '\x28\xb5\x2f\xfd') command -v zstd >/dev/null || continue; cmd=(zstd -dcq) ;;
+      *) cmd=(gzip -dcq) ;;
+    esac
+    while IFS=: read -r off _; do
+      tail -c "+$((off + 1))" "$img" | "${cmd[@]}" > "$dest.tmp" 2>/dev/null || true
+      [ "$(od -An -c -N4 "$dest.tmp" | tr -d ' ')" = '177ELF' ] && break 2
+    done < <(LC_ALL=C grep -aboP "$magic" "$img" || true)
+  done
+  if [ ! -s "$dest.tmp" ] || [ "$(od -An -c -N4 "$dest.tmp" | tr -d ' ')" != '177ELF' ]; then
+    die "could not find an ELF kernel inside $img"
+  fi
+  # the decompressed payload is vmlinux followed by its relocation table; cut at the end of the ELF
+  # (its section headers come last in the stripped image)
+  shoff=$(od -An -tu8 -j40 -N8 "$dest.tmp" | tr -d ' ')
+  shentsize=$(od -An -tu2 -j58 -N2 "$dest.tmp" | tr -d ' ')
+  shnum=$(od -An -tu2 -j60 -N2 "$dest.tmp" | tr -d ' ')
+  end=$((shoff + shentsize * shnum))
+  if [ "$end" -le 0 ] || [ "$end" -gt "$(stat -c %s "$dest.tmp")" ]; then die "unexpected ELF layout in $img"; fi
+  head -c "$end" "$dest.tmp" > "$dest"
+  rm -f "$dest.tmp"
+}
+
+# module_list MODULE...: prints the .ko paths (relative to $X) needed to load MODULE..., dependencies
+# first, each once, as modprobe (from kmod, on the depmod'ed subset) orders them.
+module_list() {
+  local m line path name dep seen=" "
+  for m in "$@"; do
+    modprobe -d "$X" -S "$KREL" --show-depends "$m" > "$WORK/deps" 2>&1 ||
+      die "modprobe cannot resolve $m for $KREL: $(cat "$WORK/deps")"
+    while read -r line; do
+      case $line in
+        insmod\ *) path=${line#insmod }; path=${path%% *}; path=${path#"$X"/} ;;
+        builtin\ *) continue ;;
+        *) die "unexpected modprobe output: $line" ;;
+      esac
+      case $seen in *" $path "*) continue ;; esac
+      # every hard dependency the module itself declares must already be in the list (or built in)
+      for dep in $(modinfo -F depends "$X/$path" | tr ',' ' '); do
+        name=$dep
+        case $seen in *"/$name.ko"*|*"/${name//_/-}.ko"*) continue ;; esac
+        grep -q "/$name.ko" "$X/$KMODDIR/modules.builtin" 2>/dev/null && continue
+        die "$path needs $dep, which is not unpacked (add it to KERNEL_MEMBERS)"
+      done
+      seen="$seen$path "
+      echo "$path"
+    done < "$WORK/deps"
+  done
+}
+
+# unpack_userland: busybox-static, dropbear-bin and dropbear's libraries into $X.
+unpack_userland() {
+  local p
+  fetch_debs busybox-static dropbear-bin "${DROPBEAR_LIB_PACKAGES[@]}"
+  for p in busybox-static dropbear-bin "${DROPBEAR_LIB_PACKAGES[@]}"; do
+    dpkg-deb -x "${FETCHED[$p]}" "$X"
+  done
+}
+
+# stage_rootfs ROOT MODULE...: the guest's root tree. Merged-/usr layout: everything in /usr/bin and
+# /usr/lib, with /bin, /sbin, /usr/sbin and /lib as symlinks, so every usual path works.
+stage_rootfs() {
+  local root=$1 a lib f interp queue=() seen=" " paths p
+  shift
+  mkdir -p "$root"/{usr/bin,usr/lib/"$TRIPLET",etc/paddock,dev,proc,sys,run,tmp,root/.ssh,var,mnt}
+  ln -s usr/bin "$root/bin"; ln -s usr/bin "$root/sbin"; ln -s bin "$root/usr/sbin"
+  ln -s usr/lib "$root/lib"; ln -s /run "$root/var/run"; ln -s /tmp "$root/var/tmp"; mkdir -p "$root/var/log"
+  chmod 1777 "$root/tmp"; chmod 700 "$root/root" "$root/root/.ssh"
+
+  # busybox and its applets
+  cp "$X/bin/busybox" "$root/usr/bin/busybox"
+  for a in $("$X/bin/busybox" --list); do
+    [ "$a" = busybox ] || ln -s busybox "$root/usr/bin/$a"
+  done
+
+  # dropbear, plus the closure of its shared libraries (ELF NEEDED, resolved inside $X)
+  cp "$X/usr/sbin/dropbear" "$X/usr/bin/dropbearkey" "$root/usr/bin/"
+  interp=$(readelf -l "$X/usr/sbin/dropbear" | sed -n 's/.*Requesting program interpreter: \(.*\)]$/\1/p')
+  [ -n "$interp" ] || die "dropbear has no ELF interpreter?"
+  queue=("$(basename "$interp")")
+  for f in "$root/usr/bin/dropbear" "$root/usr/bin/dropbearkey"; do
+    while read -r lib; do queue+=("$lib"); done < <(readelf -d "$f" | sed -n 's/.*Shared library: \[\(.*\)\]$/\1/p')
+  done
+  while [ ${#queue[@]} -gt 0 ]; do
+    lib=${queue[0]}; queue=("${queue[@]:1}")
+    case $seen in *" $lib "*) continue ;; esac
+    seen="$seen$lib "
+    f=""
+    for p in "$X/lib/$TRIPLET/$lib" "$X/usr/lib/$TRIPLET/$lib"; do [ -e "$p" ] && { f=$p; break; }; done
+    [ -n "$f" ] || die "dropbear needs $lib, which is in none of: ${DROPBEAR_LIB_PACKAGES[*]} (add its package)"
+    cp -L "$f" "$root/usr/lib/$TRIPLET/$lib"
+    while read -r p; do queue+=("$p"); done < <(readelf -d "$f" | sed -n 's/.*Shared library: \[\(.*\)\]$/\1/p')
+  done
+  # the interpreter's absolute path (/lib64/ld-linux-x86-64.so.2) must exist too
+  if [ ! -e "$root$interp" ]; then
+    mkdir -p "$root$(dirname "$interp")"
+    ln -s "/usr/lib/$TRIPLET/$(basename "$interp")" "$root$interp"
+  fi
+
+  # kernel modules, in load order, listed for init (busybox insmod; no modprobe needed in the guest)
+  paths=$(module_list "$@")
+  : > "$root/etc/paddock/modules"
+  for p in $paths; do
+    mkdir -p "$root/usr/lib/modules/$KREL/$(dirname "${p#*/modules/"$KREL"/}")"
+    cp "$X/$p" "$root/usr/lib/modules/$KREL/${p#*/modules/"$KREL"/}"
+    echo "/lib/modules/$KREL/${p#*/modules/"$KREL"/}" >> "$root/etc/paddock/modules"
+  done
+
+  # accounts: root only, no password (key login only; dropbear runs with -s)
+  echo 'root:x:0:0:root:/root:/bin/sh' > "$root/etc/passwd"
+  echo 'root:x:0:' > "$root/etc/group"
+  echo 'root:*:1::::::' > "$root/etc/shadow"; chmod 600 "$root/etc/shadow"
+  printf '/bin/sh\n/bin/ash\n' > "$root/etc/shells"
+  printf 'export PATH=/usr/sbin:/usr/bin:/sbin:/bin\nexport PS1='\''\\h:\\w\\$ '\''\n' > "$root/etc/profile"
+  echo paddock > "$root/etc/hostname"
+  printf '127.0.0.1\tlocalhost\n' > "$root/etc/hosts"
+  mkdir -p "$root/usr/share/udhcpc"
+  install -m 755 "$GUEST_DIR/udhcpc.sh" "$root/usr/share/udhcpc/default.script"
+  # paddock's init replaces busybox's init applet: /sbin/init (and /init in an initramfs)
+  install -m 755 "$GUEST_DIR/init.sh" "$root/usr/bin/paddock-init"
+  ln -sf paddock-init "$root/usr/bin/init"
+  ln -s /run/resolv.conf "$root/etc/resolv.conf"
+  write_image_info "$root/etc/paddock/image"
+}
+
+# write_image_info FILE: what the image is made of, for `cat /etc/paddock/image` in the guest.
+write_image_info() {
+  local p
+  {
+    echo "recipe=$PROG"
+    echo "kernel=$KREL"
+    echo "kernel_package_version=$KPKG_VERSION"
+    for p in busybox-static dropbear-bin "${DROPBEAR_LIB_PACKAGES[@]}"; do
+      echo "package=$p $(dpkg-deb -f "${FETCHED[$p]}" Version)"
+    done
+  } > "$1"
+}
+
+# pack_cpio ROOT FILE: newc cpio, every file owned by root, gzip'ed.
+pack_cpio() {
+  (cd "$1" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) | gzip -6 -n > "$2.tmp"
+  mv "$2.tmp" "$2"
+}
