@@ -21,7 +21,8 @@ MODULES=(virtio_pci virtio_net virtio_rng qemu_fw_cfg)
 
 recipe_init "$@"
 T0=$(now)
-unpack_kernel "$(kernel_package)"
+fetch_packages
+unpack_kernel
 unpack_userland
 T1=$(now)
 

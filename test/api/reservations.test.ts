@@ -113,12 +113,13 @@ test.serial('a busy spec queues and is granted when a machine frees up', async (
 });
 
 test.serial('a lease that is not renewed is reaped and its key removed; a renewed one lives on', async (t) => {
-  const renewed = (await reserve({ members: [{ role: 'main', spec: 'disk=ssd' }], lease: 2 })).body as ReservationView;
-  const reaped = (await reserve({ members: [{ role: 'main', spec: 'cpus>=4' }], lease: 2 })).body as ReservationView;
+  // Leases of a few seconds, long enough for provisioning on a loaded machine.
+  const renewed = (await reserve({ members: [{ role: 'main', spec: 'disk=ssd' }], lease: 4 })).body as ReservationView;
+  const reaped = (await reserve({ members: [{ role: 'main', spec: 'cpus>=4' }], lease: 4 })).body as ReservationView;
   t.is((await waitReady(renewed.id)).state, 'ready');
   t.is((await waitReady(reaped.id)).state, 'ready');
   t.regex(readFileSync(hosts[1].authorizedKeysFile, 'utf8'), new RegExp(`paddock:${reaped.id}`));
-  const deadline = Date.now() + 3500;
+  const deadline = Date.now() + 6000;
   while (Date.now() < deadline) {
     const response = await api.http().post(`v1/reservations/${renewed.id}/renew`);
     t.is(response.statusCode, 200);

@@ -57,12 +57,15 @@ done < /etc/paddock/modules
 AK=/root/.ssh/authorized_keys
 i=0
 while [ ! -e "$FW_KEY" ] && [ $i -lt 20 ]; do sleep 0.1; i=$((i + 1)); done
-if [ -s "$FW_KEY" ]; then
-  { cat "$FW_KEY"; echo; } | sed '/^[[:space:]]*$/d' > "$AK.tmp"
-  chmod 600 "$AK.tmp"; mv "$AK.tmp" "$AK"
-  say "authorized key installed ($(awk '{ print $1, $3; exit }' "$AK"))"
+# (sysfs reports size 0 for fw_cfg's raw files, so test the content, not the size)
+: > "$AK.tmp"; chmod 600 "$AK.tmp"
+if [ -e "$FW_KEY" ]; then
+  { cat "$FW_KEY"; echo; } | tr -d '\r\000' | sed '/^[[:space:]]*$/d' > "$AK.tmp"
+fi
+mv "$AK.tmp" "$AK"
+if [ -s "$AK" ]; then
+  say "authorized key installed ($(awk '{ print $1, $NF; exit }' "$AK"))"
 else
-  : > "$AK"; chmod 600 "$AK"
   say "error: no authorized key (QEMU needs -fw_cfg name=opt/paddock/authorized_keys,file=KEY.pub)"
 fi
 

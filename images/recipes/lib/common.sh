@@ -104,27 +104,34 @@ fetch_debs() {
     while read -r file size want; do
       [ -f "$DEBS/$file" ] || die "apt-get download did not produce $file"
       [ -z "$want" ] || [ "$(sha256sum < "$DEBS/$file" | cut -d' ' -f1)" = "$want" ] || die "checksum mismatch: $file"
+      touch "$DEBS/$file"   # apt gives it the server's date; the cache is pruned by use
     done < "$WORK/debs.expected"
   fi
   : > "$WORK/debs.expected"
 }
 
-# unpack_kernel PKG: unpacks the needed parts of the kernel package into $X; sets KREL and KMODDIR.
+# fetch_packages: downloads (or finds in $DEBS) the kernel and userland packages in one apt call
+# (apt is slow to start where its binary cache is disabled, as in Debian's Docker images); sets KERNEL_PKG.
+fetch_packages() {
+  KERNEL_PKG=$(kernel_package)
+  fetch_debs "$KERNEL_PKG" busybox-static dropbear-bin "${DROPBEAR_LIB_PACKAGES[@]}"
+}
+
+# unpack_kernel: unpacks the needed parts of the kernel package into $X; sets KREL and KMODDIR.
 unpack_kernel() {
-  fetch_debs "$1"
-  dpkg-deb --fsys-tarfile "${FETCHED[$1]}" |
+  dpkg-deb --fsys-tarfile "${FETCHED[$KERNEL_PKG]}" |
     { tar -x -C "$X" --wildcards "${KERNEL_MEMBERS[@]}"; cat > /dev/null; } ||
-    die "unpacking ${FETCHED[$1]} failed (did the kernel package layout change? see KERNEL_MEMBERS)"
+    die "unpacking ${FETCHED[$KERNEL_PKG]} failed (did the kernel package layout change? see KERNEL_MEMBERS)"
   local v
   v=$(cd "$X/boot" && echo vmlinuz-*)
   KREL=${v#vmlinuz-}
-  [ -f "$X/boot/vmlinuz-$KREL" ] || die "no single boot/vmlinuz-* in $1"
+  [ -f "$X/boot/vmlinuz-$KREL" ] || die "no single boot/vmlinuz-* in $KERNEL_PKG"
   KMODDIR=lib/modules/$KREL
   [ -d "$X/$KMODDIR" ] || KMODDIR=usr/lib/modules/$KREL
-  [ -d "$X/$KMODDIR" ] || die "no modules for $KREL in $1"
+  [ -d "$X/$KMODDIR" ] || die "no modules for $KREL in $KERNEL_PKG"
   if [ "$KMODDIR" = "usr/lib/modules/$KREL" ] && [ ! -e "$X/lib" ]; then ln -s usr/lib "$X/lib"; fi
   depmod -b "$X" "$KREL" 2>/dev/null || die "depmod failed for $KREL"
-  KPKG_VERSION=$(dpkg-deb -f "${FETCHED[$1]}" Version)
+  KPKG_VERSION=$(dpkg-deb -f "${FETCHED[$KERNEL_PKG]}" Version)
 }
 
 # extract_vmlinux DEST: the uncompressed ELF kernel from $X/boot/vmlinuz-$KREL. QEMU boots it through
@@ -190,7 +197,6 @@ module_list() {
 # unpack_userland: busybox-static, dropbear-bin and dropbear's libraries into $X.
 unpack_userland() {
   local p
-  fetch_debs busybox-static dropbear-bin "${DROPBEAR_LIB_PACKAGES[@]}"
   for p in busybox-static dropbear-bin "${DROPBEAR_LIB_PACKAGES[@]}"; do
     dpkg-deb -x "${FETCHED[$p]}" "$X"
   done
@@ -268,7 +274,7 @@ write_image_info() {
   {
     echo "recipe=$PROG"
     echo "kernel=$KREL"
-    echo "kernel_package_version=$KPKG_VERSION"
+    echo "package=$KERNEL_PKG $KPKG_VERSION"
     for p in busybox-static dropbear-bin "${DROPBEAR_LIB_PACKAGES[@]}"; do
       echo "package=$p $(dpkg-deb -f "${FETCHED[$p]}" Version)"
     done
