@@ -109,7 +109,7 @@ function locator(text: string): (issuePath: PropertyKey[]) => string {
   };
 }
 
-/** Reads and validates a config file; relative dataDir and key paths are taken from the file's folder. */
+/** Reads and validates a config file; a relative dataDir or key path is taken from the file's folder. */
 export function loadConfig(file: string): Config {
   let text: string;
   try {
@@ -118,7 +118,15 @@ export function loadConfig(file: string): Config {
     throw new ConfigError(file, [`cannot read: ${(error as NodeJS.ErrnoException).code ?? String(error)}`]);
   }
   const config = parseConfig(text, file);
-  return { ...config, dataDir: path.resolve(path.dirname(file), config.dataDir) };
+  const folder = path.dirname(path.resolve(file));
+  const local = (value: string) => (value.startsWith('~/') || path.isAbsolute(value) ? value : path.resolve(folder, value));
+  for (const machine of config.machines) {
+    const settings = machine.settings as Record<string, unknown>;
+    for (const key of getKind(machine.kind).pathSettings ?? []) {
+      if (typeof settings[key] === 'string') settings[key] = local(settings[key] as string);
+    }
+  }
+  return { ...config, dataDir: path.resolve(folder, config.dataDir) };
 }
 
 export function parseConfig(text: string, file = '<config>'): Config {

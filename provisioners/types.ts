@@ -50,6 +50,8 @@ export interface Provisioner<Settings = unknown> {
 export interface ProvisionerKind<Settings = unknown> {
   kind: string;
   settingsSchema: z.ZodType<Settings>;
+  /** Settings that name local files; a relative path in them is taken from the config file's folder. */
+  pathSettings?: readonly string[];
   create(options: { dataDir: string }): Provisioner<Settings>;
 }
 

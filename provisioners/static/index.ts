@@ -15,6 +15,7 @@ export { staticSettingsSchema, type StaticSettings } from './config.js';
 export const staticKind: ProvisionerKind<StaticSettings> = {
   kind: 'static',
   settingsSchema: staticSettingsSchema,
+  pathSettings: ['adminKey'],
   create: () => new StaticProvisioner(),
 };
 

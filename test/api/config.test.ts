@@ -62,13 +62,15 @@ test('duplicate names and YAML syntax errors are reported', (t) => {
   t.regex(problems('machines: [\n  {name: x\n'), /line \d+/);
 });
 
-test('loadConfig names the file it cannot read and resolves dataDir next to the file', (t) => {
+test('loadConfig names the file it cannot read and resolves dataDir and key paths next to the file', (t) => {
   const error = t.throws(() => loadConfig('/nonexistent/paddock.yaml'), { instanceOf: ConfigError });
   t.regex(error!.message, /\/nonexistent\/paddock\.yaml: [\s\S]*ENOENT/);
   const dir = mkdtempSync(path.join(os.tmpdir(), 'paddock-config-'));
   try {
-    writeFileSync(path.join(dir, 'paddock.yaml'), 'dataDir: state\n');
-    t.is(loadConfig(path.join(dir, 'paddock.yaml')).dataDir, path.join(dir, 'state'));
+    writeFileSync(path.join(dir, 'paddock.yaml'), `dataDir: state\n${machine().replace('/etc/paddock/key', 'keys/admin')}`);
+    const config = loadConfig(path.join(dir, 'paddock.yaml'));
+    t.is(config.dataDir, path.join(dir, 'state'));
+    t.is((config.machines[0].settings as { adminKey: string }).adminKey, path.join(dir, 'keys/admin'), 'key paths are taken from the file\'s folder');
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
