@@ -15,16 +15,8 @@ import {
   SshError,
 } from '../../provisioners/ssh.js';
 import { runSsh, startSshd, type TestSshd } from '../helpers/sshd.js';
+import { assertNoKeyMaterial } from '../helpers/secrets.js';
 
-/** Asserts `message` carries nothing of the private key (armour or any 16-character run of its body). */
-function assertNoKeyMaterial(t: ExecutionContext, message: string, privateKey: string) {
-  t.false(message.includes('PRIVATE KEY'), 'no PEM armour in the message');
-  const body = privateKey.split('\n').filter((line) => line && !line.startsWith('-----')).join('');
-  for (let index = 0; index + 16 <= body.length; index += 8) {
-    if (message.includes(body.slice(index, index + 16))) return t.fail(`the message contains private key text: ${message.length} chars`);
-  }
-  t.pass();
-}
 
 async function withSshd(t: ExecutionContext, options: { authorizedKeys?: string[] }, body: (sshd: TestSshd) => Promise<void>) {
   const sshd = await startSshd(options);

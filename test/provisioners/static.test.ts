@@ -12,6 +12,7 @@ import { staticKind, staticSettingsSchema, type StaticSettings } from '../../pro
 import type { Stage } from '../../provisioners/protocol.js';
 import { ProvisionError, type MachineRecord, type ProvisionRequest } from '../../provisioners/types.js';
 import { runSsh, startSshd, type TestSshd } from '../helpers/sshd.js';
+import { assertNoKeyMaterial } from '../helpers/secrets.js';
 
 const provisioner = staticKind.create({ dataDir: os.tmpdir() });
 
@@ -56,14 +57,6 @@ function recorder() {
 const signal = () => AbortSignal.timeout(30_000);
 const linesTagged = (text: string, reservationId: string) => text.split('\n').filter((line) => line.endsWith(` paddock:${reservationId}`));
 
-function assertNoKeyMaterial(t: ExecutionContext, message: string, privateKey: string) {
-  t.false(message.includes('PRIVATE KEY'));
-  const body = privateKey.split('\n').filter((line) => line && !line.startsWith('-----')).join('');
-  for (let index = 0; index + 16 <= body.length; index += 8) {
-    if (message.includes(body.slice(index, index + 16))) return t.fail('the message contains private key text');
-  }
-  t.pass();
-}
 
 test('provision installs the tagged key, reports stages, returns the real host key; the key logs in', async (t) => {
   const sshd = await host(t);
