@@ -21,10 +21,10 @@
 #     -nic user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:PORT-:22
 set -euo pipefail
 PROG=x86-disk
-# shellcheck source=lib/common.sh
+# shellcheck source-path=SCRIPTDIR source=lib/common.sh
 . "$(dirname "$0")/lib/common.sh"
 
-CMDLINE="console=ttyS0 panic=-1 quiet root=/dev/vda rootfstype=ext4 rw"
+CMDLINE="$BASE_CMDLINE root=/dev/vda rootfstype=ext4 rw"
 DISK_MODULES=(virtio_pci virtio_blk ext4)                      # the loader needs these to mount /dev/vda
 MODULES=(virtio_pci virtio_blk ext4 virtio_net virtio_rng qemu_fw_cfg)
 FS_SIZE_MB=${PADDOCK_DISK_SIZE_MB:-128}   # sparse: unused space costs nothing in the qcow2
@@ -49,17 +49,11 @@ mv "$OUTDIR/disk.qcow2.tmp" "$OUTDIR/disk.qcow2"
 
 # the loader initramfs: busybox, the block/ext4 modules and loader-init.sh as /init
 LOADER=$WORK/loader
-mkdir -p "$LOADER"/{usr/bin,etc/paddock,dev,proc,sys,newroot}
+mkdir -p "$LOADER"/{usr/bin,usr/lib,etc/paddock,dev,proc,sys,newroot}
 ln -s usr/bin "$LOADER/bin"; ln -s usr/bin "$LOADER/sbin"; ln -s usr/lib "$LOADER/lib"
 cp "$X/bin/busybox" "$LOADER/usr/bin/busybox"
-for a in sh mount insmod switch_root poweroff sleep echo mkdir cat; do ln -s busybox "$LOADER/usr/bin/$a"; done
-: > "$LOADER/etc/paddock/modules"
-for p in $(module_list "${DISK_MODULES[@]}"); do
-  rel=${p#*/modules/"$KREL"/}
-  mkdir -p "$LOADER/usr/lib/modules/$KREL/$(dirname "$rel")"
-  cp "$X/$p" "$LOADER/usr/lib/modules/$KREL/$rel"
-  echo "/lib/modules/$KREL/$rel" >> "$LOADER/etc/paddock/modules"
-done
+for a in sh mount insmod switch_root poweroff sleep mkdir; do ln -s busybox "$LOADER/usr/bin/$a"; done
+install_modules "$LOADER" "${DISK_MODULES[@]}"
 install -m 755 "$GUEST_DIR/loader-init.sh" "$LOADER/init"
 pack_cpio "$LOADER" "$OUTDIR/initrd.cpio.gz"
 

@@ -13,10 +13,10 @@
 #     -nic user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:PORT-:22
 set -euo pipefail
 PROG=x86-initramfs
-# shellcheck source=lib/common.sh
+# shellcheck source-path=SCRIPTDIR source=lib/common.sh
 . "$(dirname "$0")/lib/common.sh"
 
-CMDLINE="console=ttyS0 panic=-1 quiet"
+CMDLINE="$BASE_CMDLINE"
 MODULES=(virtio_pci virtio_net virtio_rng qemu_fw_cfg)
 
 recipe_init "$@"

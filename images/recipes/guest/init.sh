@@ -6,71 +6,93 @@
 #
 # Console markers (one line each, on the serial console; "t=" is the guest uptime in seconds):
 #   paddock: kernel booted <release> t=...
-#   paddock: authorized key installed (<type> <comment>) t=...   | paddock: error: ... (no key)
-#   paddock: network up <ifname> <ip>/<prefix> gw <gw> t=...        | paddock: error: ... (no DHCP lease)
-#   paddock: ssh host key <ssh-ed25519 AAAA...>                     (lets a client pin the per-boot host key)
+#   paddock: authorized key installed (<type> <comment>) t=...   | paddock: error: no authorized key ...
+#   paddock: network up <ifname> <ip>/<prefix> gw <gw> t=...        | paddock: error: no DHCP lease ...
+#   paddock: ssh host key ssh-ed25519 AAAA...                       (lets a client pin the per-boot host key)
 #   paddock: ssh ready port 22 t=...
 # The root account has no password; the only way in over the network is the public key that QEMU
 # passes per boot with  -fw_cfg name=opt/paddock/authorized_keys,file=KEY.pub
+# Every fork+exec costs milliseconds under TCG, so this sticks to shell builtins where it can.
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 umask 022
 
 FW_KEY=/sys/firmware/qemu_fw_cfg/by_name/opt/paddock/authorized_keys/raw
 HOSTKEY=/run/dropbear/dropbear_ed25519_host_key
+AK=/root/.ssh/authorized_keys
 
 say() {
-  up=$(cut -d' ' -f1 /proc/uptime 2>/dev/null)
-  echo "paddock: $* t=${up:-?}" > /dev/console
+  up='?'
+  [ -r /proc/uptime ] && read -r up _ < /proc/uptime
+  echo "paddock: $* t=$up" > /dev/console
 }
-mounted() { grep -q "^[^ ]* $1 " /proc/mounts 2>/dev/null; }
+mounted() {
+  [ -r /proc/mounts ] || return 1
+  while read -r _ mp _; do [ "$mp" = "$1" ] && return 0; done < /proc/mounts
+  return 1
+}
 
-[ -e /proc/self ] || mount -t proc proc /proc
+[ -r /proc/mounts ] || mount -t proc proc /proc
 mounted /sys || mount -t sysfs sysfs /sys
 mounted /dev || mount -t devtmpfs devtmpfs /dev
-mkdir -p /dev/pts
+[ -d /dev/pts ] || mkdir /dev/pts
 mounted /dev/pts || mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts
 # /run and /tmp are RAM in both images, so a disk image gets no per-boot state written into it
 mounted /run || mount -t tmpfs -o mode=755,nosuid,nodev tmpfs /run
 mounted /tmp || mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /tmp
 exec < /dev/console > /dev/console 2>&1
-say "kernel booted $(uname -r)"
+read -r release < /proc/sys/kernel/osrelease
+say "kernel booted $release"
 
-# busybox poweroff/halt/reboot signal PID 1; with QEMU's -no-reboot a reboot also ends QEMU
-trap 'sync; poweroff -f' USR2
-trap 'sync; halt -f' USR1
-trap 'sync; reboot -f' TERM
+# busybox poweroff/halt/reboot signal PID 1 (USR2/USR1/TERM); with QEMU's -no-reboot a reboot also
+# ends QEMU. PID 1 only waits with the `wait` builtin below, which traps interrupt.
+stop() {
+  echo "paddock: $1" > /dev/console
+  sync
+  mount -o remount,ro / 2>/dev/null
+  "$1" -f
+}
+trap 'stop poweroff' USR2
+trap 'stop halt' USR1
+trap 'stop reboot' TERM
 
-hostname -F /etc/hostname 2>/dev/null || hostname paddock
-# files from a disk image built by a non-root user may not be root's
-chown 0:0 /root /root/.ssh 2>/dev/null
+read -r name < /etc/hostname && hostname "$name"
+# a disk image built by a non-root user has the build user's files; ssh insists on these being root's
+chown 0:0 /root /root/.ssh
 chmod 700 /root /root/.ssh
 
-# modules in the order the build resolved them (some may already be loaded by the disk loader)
-while read -r ko; do
+# modules in the order the build resolved them ("sysfs-name path"); the disk loader has loaded some.
+# "No such device" is not an error: CPU-specific variants (crc32c-intel without SSE4.2) refuse to load
+# and the generic one next in the list takes over.
+while read -r name ko; do
   [ -n "$ko" ] || continue
-  name=$(basename "$ko"); name=${name%%.ko*}
-  [ -d "/sys/module/$(echo "$name" | tr - _)" ] && continue
-  insmod "$ko" || say "error: insmod $ko failed"
+  [ -d "/sys/module/$name" ] && continue
+  insmod "$ko" 2> /run/insmod.err && continue
+  read -r err < /run/insmod.err
+  case $err in *"No such device"*) ;; *) say "error: $err" ;; esac
 done < /etc/paddock/modules
 
-# the reservation's key: written fresh every boot (never appended), so a reused disk keeps no old key
-AK=/root/.ssh/authorized_keys
+# the reservation's key, written fresh every boot (never appended: a reused disk keeps no old key).
+# qemu_fw_cfg fills by_name/ when it loads; sysfs reports size 0 for its raw files, so test the content.
 i=0
-while [ ! -e "$FW_KEY" ] && [ $i -lt 20 ]; do sleep 0.1; i=$((i + 1)); done
-# (sysfs reports size 0 for fw_cfg's raw files, so test the content, not the size)
-: > "$AK.tmp"; chmod 600 "$AK.tmp"
-if [ -e "$FW_KEY" ]; then
-  { cat "$FW_KEY"; echo; } | tr -d '\r\000' | sed '/^[[:space:]]*$/d' > "$AK.tmp"
-fi
+while [ ! -d /sys/firmware/qemu_fw_cfg/by_name ] && [ $i -lt 20 ]; do sleep 0.1; i=$((i + 1)); done
+: > "$AK.tmp"
+chmod 600 "$AK.tmp"
+[ -e "$FW_KEY" ] && { tr -d '\r\000' < "$FW_KEY"; echo; } > "$AK.tmp"
 mv "$AK.tmp" "$AK"
-if [ -s "$AK" ]; then
-  say "authorized key installed ($(awk '{ print $1, $NF; exit }' "$AK"))"
+key=
+while read -r type _ comment; do
+  [ -n "$type" ] && { key="$type $comment"; break; }
+done < "$AK"
+if [ -n "$key" ]; then
+  say "authorized key installed ($key)"
 else
   say "error: no authorized key (QEMU needs -fw_cfg name=opt/paddock/authorized_keys,file=KEY.pub)"
 fi
 
-# network: DHCP from QEMU's user-mode network (slirp answers at once); the lease is used as a static
-# configuration (udhcpc -q), which is fine for slirp and avoids a renew daemon
+# network: DHCP from QEMU's user-mode network (slirp answers at once). The lease is kept as a static
+# configuration (udhcpc -q), which suits slirp and needs no renew daemon. The event script writes
+# "ifname ip prefix gw" to /run/paddock/net.
+mkdir -p /run/paddock
 ip link set lo up
 IF=eth0
 i=0
@@ -78,19 +100,19 @@ while [ ! -e /sys/class/net/$IF ] && [ $i -lt 30 ]; do sleep 0.1; i=$((i + 1)); 
 if [ ! -e /sys/class/net/$IF ]; then
   for n in /sys/class/net/*; do [ "${n##*/}" = lo ] || { IF=${n##*/}; break; }; done
 fi
-ip link set "$IF" up 2>/dev/null
-if udhcpc -i "$IF" -f -q -n -t 5 -T 1 -A 1 -s /usr/share/udhcpc/default.script > /run/udhcpc.log 2>&1; then
-  addr=$(ip -4 -o addr show dev "$IF" | awk '{ print $4; exit }')
-  gw=$(ip -4 route show default | awk '{ print $3; exit }')
-  say "network up $IF $addr gw $gw"
+if udhcpc -i "$IF" -f -q -n -t 5 -T 1 -A 1 -s /usr/share/udhcpc/default.script > /run/paddock/udhcpc.log 2>&1 &&
+   read -r ifname ip prefix gw < /run/paddock/net; then
+  say "network up $ifname $ip/$prefix gw $gw"
 else
-  say "error: no DHCP lease on $IF ($(tail -n 1 /run/udhcpc.log))"
+  say "error: no DHCP lease on $IF (see /run/paddock/udhcpc.log)"
 fi
 
 # ssh: a fresh host key every boot, key-only logins (-s), root allowed
 mkdir -p /run/dropbear
-dropbearkey -t ed25519 -f "$HOSTKEY" > /dev/null 2>&1 || say "error: dropbearkey failed"
-echo "paddock: ssh host key $(dropbearkey -y -f "$HOSTKEY" 2>/dev/null | grep '^ssh-' | cut -d' ' -f1-2)" > /dev/console
+dropbearkey -t ed25519 -f "$HOSTKEY" > /run/dropbear/keygen.log 2>&1 || say "error: dropbearkey failed"
+while read -r line; do
+  case $line in ssh-*) echo "paddock: ssh host key ${line% *}" > /dev/console; break ;; esac
+done < /run/dropbear/keygen.log
 (
   while :; do
     dropbear -F -E -s -p 22 -r "$HOSTKEY" -P /run/dropbear.pid 2>> /var/log/dropbear.log
@@ -100,14 +122,17 @@ echo "paddock: ssh host key $(dropbearkey -y -f "$HOSTKEY" 2>/dev/null | grep '^
 ) &
 # ready = listening on port 22 (0016) in /proc/net/tcp or tcp6 (state 0A = LISTEN)
 i=0
-while ! grep -qE '^ *[0-9]+: [0-9A-F]+:0016 [0-9A-F]+:0000 0A' /proc/net/tcp /proc/net/tcp6 2>/dev/null; do
-  [ $i -lt 100 ] || { say "error: dropbear is not listening on port 22"; break; }
-  sleep 0.05; i=$((i + 1))
+until grep -qE '^ *[0-9]+: [0-9A-F]+:0016 [0-9A-F]+:0000 0A' /proc/net/tcp /proc/net/tcp6 2>/dev/null; do
+  i=$((i + 1))
+  [ $i -le 200 ] || break
+  sleep 0.02
 done
-[ $i -lt 100 ] && say "ssh ready port 22"
+if [ $i -le 200 ]; then say "ssh ready port 22"; else say "error: dropbear is not listening on port 22"; fi
 
-# a root shell on the serial console (the lab's console, like a board's UART), respawned
+# a root shell on the serial console (the lab's console, like a board's UART), respawned. It runs in
+# the background so that PID 1 sits in `wait`, where the shutdown traps above can run.
 while :; do
-  setsid cttyhack sh -l
+  setsid cttyhack sh -l < /dev/console > /dev/console 2>&1 &
+  wait $!
   sleep 1
 done

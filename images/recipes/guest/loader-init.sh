@@ -27,8 +27,13 @@ for arg in $cmdline; do
 done
 [ -n "$root" ] || fail "no root= on the kernel command line"
 
-while read -r ko; do
-  [ -n "$ko" ] && { insmod "$ko" || fail "insmod $ko failed"; }
+# "No such device" is fine (a CPU-specific variant such as crc32c-intel without SSE4.2; the generic
+# module follows); anything else is reported, and a missing driver shows up as a failed mount below.
+while read -r _ ko; do
+  [ -n "$ko" ] || continue
+  insmod "$ko" 2> /insmod.err && continue
+  read -r err < /insmod.err
+  case $err in *"No such device"*) ;; *) echo "paddock: error: loader: $err" > /dev/console ;; esac
 done < /etc/paddock/modules
 
 i=0

@@ -1,7 +1,8 @@
 #!/bin/sh
 # shellcheck shell=dash
 # udhcpc event script for the Paddock test images (busybox ships none). udhcpc exports
-# interface, ip, mask (prefix length), router, dns.
+# interface, ip, mask (prefix length), router, dns. Writes "ifname ip prefix gw" to /run/paddock/net
+# for init's "network up" marker.
 # shellcheck disable=SC2154  # variables come from udhcpc's environment
 case $1 in
   deconfig)
@@ -14,6 +15,8 @@ case $1 in
     if [ -n "${router:-}" ]; then
       ip route replace default via "${router%% *}" dev "$interface"
     fi
+    mkdir -p /run/paddock
+    echo "$interface $ip ${mask:-24} ${router%% *}" > /run/paddock/net
     : > /run/resolv.conf
     for ns in ${dns:-}; do echo "nameserver $ns" >> /run/resolv.conf; done
     ;;
