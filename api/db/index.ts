@@ -1,6 +1,6 @@
 // The database: one SQLite file in the data directory, in WAL mode, its schema brought up to date
 // by migrations (umzug) on open so an upgrade keeps the data.
-import { mkdirSync } from 'node:fs';
+import { chmodSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { DataTypes, Sequelize, type Model, type ModelStatic } from 'sequelize';
 import { Umzug, SequelizeStorage } from 'umzug';
@@ -88,13 +88,18 @@ const migrations = [
 
 export async function openDatabase(dataDir: string): Promise<Database> {
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  const storage = path.join(dataDir, 'paddock.sqlite');
   const sequelize = new Sequelize({
     dialect: 'sqlite',
-    storage: path.join(dataDir, 'paddock.sqlite'),
+    storage,
     logging: false,
     // One connection: every write goes through the store's single writer, so SQLite never sees two.
     pool: { max: 1, min: 1, idle: 60_000 },
   });
+  // The file holds reservations' private keys: owner only, whatever the data directory's mode.
+  // SQLite gives the -wal and -shm files the same mode, so this comes before WAL mode.
+  await sequelize.authenticate();
+  chmodSync(storage, 0o600);
   await sequelize.query('PRAGMA journal_mode = WAL');
   await sequelize.query('PRAGMA synchronous = NORMAL');
   await sequelize.query('PRAGMA busy_timeout = 5000');

@@ -1,6 +1,7 @@
 // Bad input gets a 4xx with a stable code and the server keeps serving: malformed JSON and specs,
 // unknown fields, missing or wrong tokens, another user's reservation.
 import { statSync } from 'node:fs';
+import path from 'node:path';
 import test from 'ava';
 import got from 'got';
 import { startApi, staticMachinesYaml, testConfig, type TestApi } from '../helpers/api.js';
@@ -40,8 +41,9 @@ test('a missing, malformed or wrong token is refused with 401', async (t) => {
   t.false(api.logs.join('\n').includes(api.adminToken), 'the admin token is never logged');
 });
 
-test('the admin token is written to a 0600 file whose path is printed, never the token', (t) => {
+test('the admin token and the database are 0600 files; the token path is printed, never the token', (t) => {
   t.is(statSync(api.server.adminTokenFile).mode & 0o777, 0o600);
+  t.is(statSync(path.join(api.dataDir, 'paddock.sqlite')).mode & 0o777, 0o600, 'the database holds private keys');
   t.true(api.logs.some((line) => line.includes(api.server.adminTokenFile)));
   t.regex(api.adminToken, /^pdk_/);
   t.false(api.logs.some((line) => line.includes(api.adminToken)));
