@@ -8,9 +8,9 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
-import { createServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { freePort } from '../test/helpers/ports.js';
 
 const quick = process.env.PADDOCK_BENCH_QUICK === '1';
 /** The server runs as deployed: compiled to JavaScript, without the TypeScript loader. */
@@ -23,14 +23,6 @@ interface Server {
   port: number;
   token: string;
   dir: string;
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
 }
 
 /** A lab of `count` machines in 24 shapes (arch × ram × cpus), as a real lab has few board types. */

@@ -5,11 +5,12 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { freePort } from '../test/helpers/ports.js';
 import { startSshd } from '../test/helpers/sshd.js';
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
 const dir = mkdtempSync(path.join(os.tmpdir(), 'paddock-demo-'));
-const port = 7300 + Math.floor(Math.random() * 500);
+const port = await freePort();
 const hosts = await Promise.all([startSshd(), startSshd()]);
 const user = os.userInfo().username;
 writeFileSync(

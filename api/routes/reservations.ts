@@ -12,6 +12,7 @@ import type { Caller } from '../scheduler/service.js';
 import type { Scheduler } from '../scheduler/scheduler.js';
 import { isEnded } from '../scheduler/lifecycle.js';
 import type { RouteTable } from './define.js';
+import { knownHostsLine } from '../../provisioners/ssh.js';
 
 const caller = (ctx: Koa.Context) => ctx.state.caller as Caller;
 
@@ -111,7 +112,7 @@ export function reservationRoutes(table: RouteTable, scheduler: Scheduler): void
         reservationId: reservation.id,
         privateKey: reservation.privateKey,
         publicKey: reservation.publicKey,
-        knownHosts: machines.map((machine) => `${machine.port === 22 ? machine.host : `[${machine.host}]:${machine.port}`} ${machine.hostKey}\n`).join(''),
+        knownHosts: machines.map((machine) => `${knownHostsLine(machine.host, machine.port, machine.hostKey)}\n`).join(''),
         machines,
       };
       ctx.set('Cache-Control', 'no-store');

@@ -100,10 +100,11 @@ export class Scheduler extends ReservationScheduler {
           this.beginRelease(reservation, 'failed', `${where}${report.stage ? ` at ${report.stage}` : ''}: ${report.reason}`);
         } else if (allocation.state === 'releasing') {
           // Teardown failed for good: the machine may still carry this reservation's traces, so it
-          // leaves the pool until an admin looks at it.
-          this.countFailure(machine, report.reason);
+          // leaves the pool until an admin looks at it. Not counted again: a failed provisioning
+          // whose cleanup fails too is one fault of the machine, not two.
           machine.pendingState = 'quarantined';
           machine.reason = `release failed: ${report.reason}`;
+          this.store.machine(machine);
           this.setAllocation(reservation, allocation, 'released', `release failed: ${report.reason}`);
           this.freeMachine(machine.name);
           this.finishIfReleased(reservation);

@@ -34,11 +34,6 @@ export class Store {
     return row;
   }
 
-  /** Events recorded but not yet committed, for readers that must not miss them. */
-  unflushedEvents(reservationId: string): EventRow[] {
-    return this.pendingEvents.filter((event) => event.reservationId === reservationId);
-  }
-
   /** Resolves once everything marked before the call is committed. */
   flush(): Promise<void> {
     if (this.running === null) {

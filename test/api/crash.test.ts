@@ -3,24 +3,16 @@
 // marked busy once everything is released.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import test from 'ava';
 import got from 'got';
 import type { MachineView, ReservationView } from '../../api/contract.js';
 import { jsonClient, staticMachinesYaml } from '../helpers/api.js';
+import { freePort } from '../helpers/ports.js';
 import { startSshd } from '../helpers/sshd.js';
 
 const bin = path.resolve('bin/paddock.js');
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 async function startServer(configFile: string, url: string): Promise<ChildProcess> {
   const child = spawn(process.execPath, [bin, 'serve', '--config', configFile], { stdio: ['ignore', 'ignore', 'pipe'] });

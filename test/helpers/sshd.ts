@@ -5,11 +5,11 @@
 import { execFile, spawn } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import ssh2 from 'ssh2';
+import { freePort } from './ports.js';
 
 const run = promisify(execFile);
 const sshdBinary = '/usr/sbin/sshd';
@@ -203,18 +203,6 @@ async function keygen(file: string, comment: string): Promise<void> {
 function keyLine(publicKeyFile: string): string {
   const [type, blob] = publicKeyFile.trim().split(/\s+/);
   return `${type} ${blob}`;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.unref();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
-    });
-  });
 }
 
 let keyFiles = 0;
