@@ -36,6 +36,8 @@ const machineSchema = z.strictObject({
   labels: z.record(labelKey, z.union([z.string(), z.number(), z.boolean()]).transform(String)).default({}),
   capacities: z.record(labelKey, quantity).default({}),
   settings: z.unknown().optional(),
+  /** A pool of this many identical machines (VM slots), named NAME-1 … NAME-N. */
+  count: z.number().int().min(1).max(10000).optional(),
 });
 
 const listenSchema = z
@@ -162,6 +164,8 @@ export function parseConfig(text: string, file = '<config>'): Config {
       problems.push(`${where(['machines', index, 'labels', 'kind'])}: the kind label is set from kind (${machine.kind})`);
     }
     machine.labels.kind = machine.kind;
+    machine.labels = { ...kind.defaults?.labels, ...machine.labels };
+    machine.capacities = { ...kind.defaults?.capacities, ...machine.capacities };
     const settings = kind.settingsSchema.safeParse(machine.settings ?? {});
     if (!settings.success) {
       for (const issue of settings.error.issues) {
@@ -173,5 +177,22 @@ export function parseConfig(text: string, file = '<config>'): Config {
   });
   if (config.lease.default > config.lease.max) problems.push(`${where(['lease', 'default'])}: longer than lease.max`);
   if (problems.length > 0) throw new ConfigError(file, problems);
+  config.machines = expandPools(config.machines, file);
   return config;
+}
+
+/** A machine with `count: N` becomes N machines NAME-1 … NAME-N with the same labels and settings. */
+function expandPools(machines: MachineConfig[], file: string): MachineConfig[] {
+  if (machines.every((machine) => machine.count === undefined)) return machines;
+  const expanded: MachineConfig[] = [];
+  for (const { count, ...machine } of machines) {
+    if (count === undefined) expanded.push(machine);
+    else for (let index = 1; index <= count; index++) expanded.push({ ...structuredClone(machine), name: `${machine.name}-${index}` });
+  }
+  const names = new Set<string>();
+  for (const machine of expanded) {
+    if (names.has(machine.name)) throw new ConfigError(file, [`machines: the pool names make machine ${machine.name} twice`]);
+    names.add(machine.name);
+  }
+  return expanded;
 }

@@ -60,6 +60,21 @@ export interface AllocationView {
   user?: string;
   /** OpenSSH public key line of the host (`ssh-ed25519 AAAA…`), captured at readiness. */
   hostKey?: string;
+  /** Set when provisioning failed or the ready machine was lost. */
+  failure?: AllocationFailure;
+}
+
+/**
+ * Why an allocation failed. `code` is stable: `image_not_found`, `image_corrupt`, `image_unbootable`,
+ * `boot_timeout`, `provision_timeout`, `machine_lost`, `infrastructure_failed`, `request_failed`, …
+ * `fault` says whose fault it was: the machine's (`infrastructure`, counted against its health) or
+ * the request's (a bad image: the machine stays healthy).
+ */
+export interface AllocationFailure {
+  code: string;
+  fault: 'infrastructure' | 'request';
+  stage?: Stage;
+  reason: string;
 }
 
 export interface ReservationView {

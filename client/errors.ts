@@ -57,7 +57,7 @@ export class ReservationFailedError extends PaddockError {
       `reservation ${view.id} is ${view.state}: ${view.reason ?? 'no reason given'}`,
       'reservation_failed',
       undefined,
-      { id: view.id, state: view.state, reason: view.reason },
+      { id: view.id, state: view.state, reason: view.reason, code: view.allocations.find((allocation) => allocation.failure)?.failure?.code },
     );
   }
   get state(): ReservationState {
@@ -65,6 +65,10 @@ export class ReservationFailedError extends PaddockError {
   }
   get reason(): string | undefined {
     return this.view.reason;
+  }
+  /** The stable code of the first failed machine (`image_corrupt`, `boot_timeout`, `machine_lost`, …). */
+  get failureCode(): string | undefined {
+    return this.view.allocations.find((allocation) => allocation.failure)?.failure?.code;
   }
 }
 

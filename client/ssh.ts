@@ -3,6 +3,7 @@
 // server presenting any other key is refused before authentication (so the private key is never
 // used against an impostor). Errors name the user@host:port, never the key.
 import { Client, type ClientChannel, type ConnectConfig, type SFTPWrapper } from 'ssh2';
+import { createReadStream, createWriteStream, type ReadStream, type WriteStream } from 'node:fs';
 import { PaddockError } from './errors.js';
 
 export interface SshTarget {
@@ -142,10 +143,11 @@ function openSftp(client: Client, target: SshTarget): Promise<SFTPWrapper> {
   );
 }
 
-/** Copies a local file to the member (SFTP). */
+/** Copies a local file to the member: SFTP, or `cat` over an exec channel where there is no SFTP server. */
 export function uploadFile(target: SshTarget, localPath: string, remotePath: string): Promise<void> {
   return withConnection(target, async (client) => {
-    const sftp = await openSftp(client, target);
+    const sftp = await openSftp(client, target).catch(() => undefined);
+    if (!sftp) return catCopy(client, target, `cat > ${shellQuote(remotePath)}`, { from: localPath }, `copy of ${localPath} to ${where(target)}:${remotePath}`);
     await new Promise<void>((resolve, reject) =>
       sftp.fastPut(localPath, remotePath, (error) =>
         error ? reject(new PaddockError(`copy of ${localPath} to ${where(target)}:${remotePath} failed: ${error.message}`, 'copy_failed')) : resolve(),
@@ -154,14 +156,56 @@ export function uploadFile(target: SshTarget, localPath: string, remotePath: str
   });
 }
 
-/** Copies a file from the member to a local path (SFTP). */
+/** Copies a file from the member to a local path: SFTP, or `cat` where there is no SFTP server. */
 export function downloadFile(target: SshTarget, remotePath: string, localPath: string): Promise<void> {
   return withConnection(target, async (client) => {
-    const sftp = await openSftp(client, target);
+    const sftp = await openSftp(client, target).catch(() => undefined);
+    if (!sftp) return catCopy(client, target, `cat ${shellQuote(remotePath)}`, { to: localPath }, `copy of ${where(target)}:${remotePath} to ${localPath}`);
     await new Promise<void>((resolve, reject) =>
       sftp.fastGet(remotePath, localPath, (error) =>
         error ? reject(new PaddockError(`copy of ${where(target)}:${remotePath} to ${localPath} failed: ${error.message}`, 'copy_failed')) : resolve(),
       ),
     );
+  });
+}
+
+/** `'…'` for a POSIX shell. */
+function shellQuote(text: string): string {
+  return `'${text.replaceAll("'", "'\\''")}'`;
+}
+
+/**
+ * A copy through a shell command (small guests such as dropbear images have no SFTP server):
+ * the local file streams into the command's stdin, or its stdout into the local file.
+ */
+function catCopy(client: Client, target: SshTarget, command: string, file: { from?: string; to?: string }, what: string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const failed = (reason: string) => reject(new PaddockError(`${what} failed: ${reason}`, 'copy_failed'));
+    client.exec(command, (error: Error | undefined, channel: ClientChannel) => {
+      if (error) return failed(error.message);
+      let code: number | null = null;
+      const stderr: Buffer[] = [];
+      channel.stderr.on('data', (chunk: Buffer) => stderr.push(chunk));
+      channel.on('exit', (status: number | null) => {
+        code = typeof status === 'number' ? status : null;
+      });
+      const local: NodeJS.EventEmitter = file.from ? createReadStream(file.from) : createWriteStream(file.to!);
+      local.on('error', (localError: Error) => {
+        channel.close();
+        failed(localError.message);
+      });
+      const written = file.to ? new Promise<void>((done) => local.once('close', () => done())) : Promise.resolve();
+      channel.on('close', () => {
+        void written.then(() => {
+          if (code === 0) resolve();
+          else failed(Buffer.concat(stderr).toString('utf8').trim() || `exit status ${code}`);
+        });
+      });
+      if (file.from) {
+        channel.resume(); // the command's (empty) output must be read for the channel to close
+        (local as ReadStream).pipe(channel);
+      }
+      else channel.pipe(local as WriteStream);
+    });
   });
 }

@@ -2,7 +2,9 @@
 // connection), runs them through the shared loop, and reports stages, readiness, failures and
 // releases back. `paddock serve` runs one in-process over loopback HTTP, so the path a remote lab
 // host uses is always the path exercised.
+import path from 'node:path';
 import got, { type Got } from 'got';
+import { ImageCache } from './image-cache.js';
 import type { AgentMachine, AgentReport, AgentTask } from './protocol.js';
 import { provisionerKinds } from './registry.js';
 import { TaskLoop } from './loop.js';
@@ -24,6 +26,7 @@ export class Agent {
   private readonly loop: TaskLoop;
   private readonly provisioners = new Map<string, Provisioner>();
   private readonly kinds: string[];
+  private readonly images: ImageCache;
   private readonly log: (line: string) => void;
   private running = false;
   private polling?: Promise<void>;
@@ -40,6 +43,7 @@ export class Agent {
       retry: { limit: 0 },
       timeout: { request: 90_000 },
     });
+    this.images = new ImageCache(this.http, path.join(options.dataDir, 'agent', 'images'));
     this.loop = new TaskLoop({
       provisioner: (kind) => this.provisioner(kind),
       report: (taskId, report) => this.report(taskId, report),
@@ -70,7 +74,17 @@ export class Agent {
     if (cached) return cached;
     const definition = provisionerKinds[kind];
     if (!definition) throw new Error(`this agent has no provisioner for kind ${kind}`);
-    const provisioner: Provisioner = definition.create({ dataDir: this.options.dataDir });
+    const provisioner: Provisioner = definition.create({
+      dataDir: this.options.dataDir,
+      images: this.images,
+      log: this.log,
+      lost: (request, reason, fault) => {
+        this.log(`${request.allocationId} lost: ${reason}`);
+        this.report(request.allocationId, { kind: 'failed', reason, fault, code: 'machine_lost' }).catch((error: unknown) =>
+          this.log(`${request.allocationId}: could not report the loss: ${describe(error)}`),
+        );
+      },
+    });
     this.provisioners.set(kind, provisioner);
     return provisioner;
   }

@@ -104,7 +104,13 @@ export class TaskLoop {
         : (error as Error).message;
       this.options.log(`${task.id} failed on ${task.machine.name}: ${reason}`);
       await this.options
-        .report(task.id, { kind: 'failed', reason, fault: failure?.fault ?? 'infrastructure', ...((failure?.stage ?? stage) ? { stage: failure?.stage ?? stage } : {}) })
+        .report(task.id, {
+          kind: 'failed',
+          reason,
+          fault: failure?.fault ?? 'infrastructure',
+          code: timedOut ? 'provision_timeout' : (failure?.code ?? 'infrastructure_failed'),
+          ...((failure?.stage ?? stage) ? { stage: failure?.stage ?? stage } : {}),
+        })
         .catch((reportError) => this.options.log(`${task.id}: could not report the failure: ${(reportError as Error).message}`));
     } finally {
       this.inFlight.delete(task.id);

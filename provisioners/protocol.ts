@@ -22,7 +22,11 @@ export interface AgentTask {
 export type AgentReport =
   | { kind: 'stage'; stage: Stage }
   | { kind: 'ready'; host: string; port: number; user: string; hostKey: string }
-  | { kind: 'failed'; reason: string; fault: 'infrastructure' | 'request'; stage?: Stage }
+  /**
+   * Provisioning failed, or a ready machine was lost (its VM died, say). `code` is stable and
+   * machine-readable (`image_corrupt`, `boot_timeout`, `machine_lost`, …).
+   */
+  | { kind: 'failed'; reason: string; fault: 'infrastructure' | 'request'; stage?: Stage; code?: string }
   | { kind: 'released' };
 
 /** A machine an agent serves, with the reservations that may legitimately leave traces on it. */

@@ -52,7 +52,41 @@ export interface ProvisionerKind<Settings = unknown> {
   settingsSchema: z.ZodType<Settings>;
   /** Settings that name local files; a relative path in them is taken from the config file's folder. */
   pathSettings?: readonly string[];
-  create(options: { dataDir: string }): Provisioner<Settings>;
+  /** Labels and capacities a machine of this kind has unless its config says otherwise. */
+  defaults?: { labels?: Record<string, string>; capacities?: Record<string, number> };
+  create(context: KindContext): Provisioner<Settings>;
+}
+
+/** What an agent gives the provisioners it creates. */
+export interface KindContext {
+  /** The agent's own directory: run state, caches. */
+  dataDir: string;
+  /** Images fetched from the API into a local cache, verified by sha256. */
+  images: ImageSource;
+  /**
+   * Tells the API that a ready machine was lost (its VM died): the reservation fails with this
+   * reason. Provisioners that watch what they started call it; it is never called for a machine
+   * being released.
+   */
+  lost(request: Pick<ProvisionRequest, 'reservationId' | 'allocationId'>, reason: string, fault: 'infrastructure' | 'request'): void;
+  log(line: string): void;
+}
+
+export type ImageFormat = 'qcow2' | 'raw' | 'bundle';
+
+/** An image as a file on the agent's host. */
+export interface LocalImage {
+  ref: string;
+  sha256: string;
+  format: ImageFormat;
+  arch: string;
+  size: number;
+  file: string;
+}
+
+export interface ImageSource {
+  /** The image `name` or `name:tag` as a local file (downloaded once per sha256). */
+  fetch(ref: string, signal?: AbortSignal): Promise<LocalImage>;
 }
 
 /**
@@ -61,13 +95,27 @@ export interface ProvisionerKind<Settings = unknown> {
  * healthy).
  */
 export class ProvisionError extends Error {
+  /** Stable and machine-readable, shown with the failed allocation: `image_corrupt`, `boot_timeout`, … */
+  readonly code: string;
+
   constructor(
     message: string,
     readonly fault: 'infrastructure' | 'request',
     readonly stage?: Stage,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; code?: string },
   ) {
     super(message, options);
     this.name = 'ProvisionError';
+    this.code = options?.code ?? (fault === 'request' ? 'request_failed' : 'infrastructure_failed');
   }
+}
+
+/** A machine's settings as its kind reads them: parsed again so defaults hold for records built elsewhere. */
+export function parseSettings<Settings>(kind: ProvisionerKind<Settings>, machine: MachineRecord<Settings>): Settings {
+  const parsed = kind.settingsSchema.safeParse(machine.settings ?? {});
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((issue) => `${issue.path.join('.') || '(settings)'}: ${issue.message}`).join('; ');
+    throw new ProvisionError(`${machine.name}: bad ${kind.kind} settings: ${problems}`, 'infrastructure');
+  }
+  return parsed.data;
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Paddock and its tests need on Debian bookworm with Node 20: the OpenSSH server and
-# client (static hosts in the demo and the tests are real sshd processes) and the npm dependencies.
-# Safe to run again; it installs only what is missing.
+# client (static hosts in the demo and the tests are real sshd processes), QEMU and the tools the
+# image recipes use (images/recipes/packages.txt), the npm dependencies, and the x86 test images
+# (built once from Debian packages and cached). Safe to run again; it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +10,10 @@ need=()
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v ssh >/dev/null || need+=(openssh-client)
 command -v ssh-keygen >/dev/null || need+=(openssh-client)
+while read -r package; do
+  case $package in '' | '#'*) continue ;; esac
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || need+=("$package")
+done < images/recipes/packages.txt
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then echo "setup: run as root to install ${need[*]}" >&2; exit 1; fi
   apt-get update -qq
@@ -19,3 +24,6 @@ mkdir -p /run/sshd 2>/dev/null || true
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund
 fi
+
+# The x86 test images (kernel + initramfs bundle, qcow2 disk bundle): a stamp check when cached.
+bash images/recipes/build-test-images.sh >/dev/null

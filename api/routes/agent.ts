@@ -18,7 +18,13 @@ const reportSchema = z.strictObject({
   report: z.discriminatedUnion('kind', [
     z.strictObject({ kind: z.literal('stage'), stage: z.enum(stages) }),
     z.strictObject({ kind: z.literal('ready'), host: z.string(), port: z.number().int().min(1).max(65535), user: z.string(), hostKey: z.string() }),
-    z.strictObject({ kind: z.literal('failed'), reason: z.string().max(20000), fault: z.enum(['infrastructure', 'request']), stage: z.enum(stages).optional() }),
+    z.strictObject({
+      kind: z.literal('failed'),
+      reason: z.string().max(20000),
+      fault: z.enum(['infrastructure', 'request']),
+      stage: z.enum(stages).optional(),
+      code: z.string().regex(/^[a-z][a-z0-9_]{0,47}$/).optional(),
+    }),
     z.strictObject({ kind: z.literal('released') }),
   ]),
 });

@@ -2,6 +2,7 @@
 // the API's views. The scheduler keeps every live reservation and every machine in memory; the
 // database is written through the store on every change and read back on start.
 import type {
+  AllocationFailure,
   AllocationState,
   AllocationView,
   EventView,
@@ -28,6 +29,8 @@ export interface Allocation {
   /** The agent that took the current task, so it can resume that task after a restart. */
   agent?: string;
   reason?: string;
+  /** Why provisioning failed or the ready machine was lost. */
+  failure?: AllocationFailure;
 }
 
 export interface Reservation {

@@ -93,12 +93,15 @@ export class Scheduler extends ReservationScheduler {
         }
         break;
       case 'failed':
-        if (provisioning) {
+        if (provisioning || allocation.state === 'ready') {
+          // A ready machine can be lost too (its VM died): the reservation fails the same way.
           const where = `${allocation.role}[${allocation.index}] on ${machine.name}`;
-          this.setAllocation(reservation, allocation, 'failed', report.reason);
+          const code = report.code ?? (provisioning ? `${report.fault === 'request' ? 'request' : 'infrastructure'}_failed` : 'machine_lost');
+          allocation.failure = { code, fault: report.fault, reason: report.reason, ...(report.stage ? { stage: report.stage } : {}) };
+          this.setAllocation(reservation, allocation, 'failed', `${code}: ${report.reason}`);
           if (report.fault === 'infrastructure') this.countFailure(machine, report.reason);
-          this.beginRelease(reservation, 'failed', `${where}${report.stage ? ` at ${report.stage}` : ''}: ${report.reason}`);
-        } else if (allocation.state === 'releasing') {
+          this.beginRelease(reservation, 'failed', `${where}${report.stage ? ` at ${report.stage}` : ''}: ${code}: ${report.reason}`);
+        } else if (allocation.state === 'releasing' && report.code !== 'machine_lost') {
           // Teardown failed for good: the machine may still carry this reservation's traces, so it
           // leaves the pool until an admin looks at it. Not counted again: a failed provisioning
           // whose cleanup fails too is one fault of the machine, not two.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # build-test-images.sh [CACHEDIR]: builds the x86 test images once and keeps them in a cache dir:
-#   CACHEDIR/x86-initramfs/   (x86-initramfs.sh)   vmlinux initrd.cpio.gz cmdline kernel-release
-#   CACHEDIR/x86-disk/        (x86-disk.sh)        disk.qcow2 vmlinux initrd.cpio.gz cmdline kernel-release
+#   CACHEDIR/x86-initramfs/   (x86-initramfs.sh)   vmlinux initrd.cpio.gz cmdline kernel-release bundle.tar
+#   CACHEDIR/x86-disk/        (x86-disk.sh)        disk.qcow2 vmlinux initrd.cpio.gz cmdline kernel-release bundle.tar
 #   CACHEDIR/debs/            downloaded .debs, shared by the recipes (unused ones are pruned)
 # CACHEDIR defaults to ${PADDOCK_IMAGE_CACHE:-$HOME/.cache/paddock/images}.
 #
@@ -45,6 +45,21 @@ packages=$(package_state)
 # a recipe's stamp: every recipe file (they share lib/ and guest/) + the package state + its name
 stamp_of() { printf '%s\n%s\n%s\n' "$1" "$recipes_hash" "$packages" | sha256sum | cut -d' ' -f1; }
 
+# bundle.tar: what Paddock stores as one image of format "bundle" (see images/bundle.ts): members
+# kernel, initrd, cmdline and, for a disk image, rootfs.qcow2. Plain tar: the kernel is already
+# uncompressed for speed, and the agent unpacks a bundle once per sha256.
+pack_bundle() {
+  local out=$1 members=(kernel initrd cmdline)
+  local stage=$out/.bundle
+  mkdir -p "$stage"
+  ln "$out/vmlinux" "$stage/kernel"
+  ln "$out/initrd.cpio.gz" "$stage/initrd"
+  ln "$out/cmdline" "$stage/cmdline"
+  if [ -f "$out/disk.qcow2" ]; then ln "$out/disk.qcow2" "$stage/rootfs.qcow2"; members+=(rootfs.qcow2); fi
+  tar --create --file "$out/bundle.tar" --directory "$stage" --owner=0 --group=0 --numeric-owner "${members[@]}"
+  rm -rf "$stage"
+}
+
 touch "$CACHE/.build-start"
 built=0
 for name in "${IMAGES[@]}"; do
@@ -59,6 +74,7 @@ for name in "${IMAGES[@]}"; do
   rm -rf "$dir.new"
   PADDOCK_DEB_CACHE=$CACHE/debs "$HERE/$name.sh" "$dir.new" ||
     { rm -rf "$dir.new"; log "$name: build failed"; exit 1; }
+  pack_bundle "$dir.new"
   echo "$stamp" > "$dir.new/.stamp"
   rm -rf "$dir.old"
   if [ -e "$dir" ]; then mv "$dir" "$dir.old"; fi

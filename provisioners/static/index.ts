@@ -4,7 +4,7 @@
 import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { ProvisionError, type MachineRecord, type Provisioner, type ProvisionerKind, type ProvisionRequest, type Readiness, type StageReporter } from '../types.js';
+import { parseSettings, ProvisionError, type MachineRecord, type Provisioner, type ProvisionerKind, type ProvisionRequest, type Readiness, type StageReporter } from '../types.js';
 import type { Stage } from '../protocol.js';
 import { sshConnect, sshHandshake, type SshClient } from '../ssh.js';
 import { addReservationKey, listReservations, removeReservationKeys } from './adapter.js';
@@ -179,15 +179,7 @@ class AdminSessions {
   }
 }
 
-/** Settings as the config loader left them; parsed again so defaults hold for records built elsewhere. */
-function settingsOf(machine: MachineRecord<StaticSettings>): StaticSettings {
-  const parsed = staticSettingsSchema.safeParse(machine.settings ?? {});
-  if (!parsed.success) {
-    const problems = parsed.error.issues.map((issue) => `${issue.path.join('.') || '(settings)'}: ${issue.message}`).join('; ');
-    throw new ProvisionError(`${machine.name}: bad static settings: ${problems}`, 'infrastructure');
-  }
-  return parsed.data;
-}
+const settingsOf = (machine: MachineRecord<StaticSettings>) => parseSettings(staticKind, machine);
 
 async function readAdminKey(machine: MachineRecord<StaticSettings>, settings: StaticSettings, stage: Stage | undefined): Promise<Buffer> {
   const file = localPath(settings.adminKey);

@@ -13,8 +13,9 @@ import type { Stage } from '../../provisioners/protocol.js';
 import { ProvisionError, type MachineRecord, type ProvisionRequest } from '../../provisioners/types.js';
 import { runSsh, startSshd, type TestSshd } from '../helpers/sshd.js';
 import { assertNoKeyMaterial } from '../helpers/secrets.js';
+import { testKindContext } from '../helpers/kind-context.js';
 
-const provisioner = staticKind.create({ dataDir: os.tmpdir() });
+const provisioner = staticKind.create(testKindContext(os.tmpdir()));
 
 async function host(t: ExecutionContext, authorizedKeys: string[] = []): Promise<TestSshd> {
   const sshd = await startSshd({ authorizedKeys });

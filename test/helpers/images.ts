@@ -1,0 +1,32 @@
+// The x86 test images, built from Debian packages by images/recipes/build-test-images.sh into its
+// cache (scripts/setup.sh builds them; here it is a stamp check of a second or two).
+import { execFile } from 'node:child_process';
+import path from 'node:path';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+
+export interface TestImages {
+  /** Boot bundle: kernel + initramfs holding the whole system. */
+  initramfs: string;
+  /** Boot bundle: kernel + loader initrd + rootfs.qcow2. */
+  disk: string;
+  /** The bare qcow2 disk of the disk image (no bootloader). */
+  qcow2: string;
+}
+
+let built: Promise<TestImages> | undefined;
+
+export function testImages(): Promise<TestImages> {
+  built ??= (async () => {
+    const script = path.resolve(import.meta.dirname, '../../images/recipes/build-test-images.sh');
+    const { stdout } = await run('bash', [script], { maxBuffer: 1024 * 1024 });
+    const dirs = Object.fromEntries(stdout.trim().split('\n').map((line) => line.split(' ') as [string, string]));
+    return {
+      initramfs: path.join(dirs['x86-initramfs'], 'bundle.tar'),
+      disk: path.join(dirs['x86-disk'], 'bundle.tar'),
+      qcow2: path.join(dirs['x86-disk'], 'disk.qcow2'),
+    };
+  })();
+  return built;
+}
