@@ -87,6 +87,20 @@ export const configSchema = z.strictObject({
 });
 
 export type Config = z.infer<typeof configSchema>;
+
+/**
+ * What `paddock serve` runs without a config file: the API on 127.0.0.1:7300, data in
+ * ./paddock-data, and a pool of two local QEMU VM slots (1 CPU, 256 MiB, x86_64, TCG) that boot
+ * images uploaded to Paddock.
+ */
+export const embeddedConfig = `
+machines:
+  - name: vm
+    kind: qemu
+    count: 2
+    labels: { arch: x86_64 }
+    capacities: { cpus: 1, ram: 256MiB }
+`;
 export type MachineConfig = Config['machines'][number];
 
 export class ConfigError extends Error {
@@ -195,4 +209,11 @@ function expandPools(machines: MachineConfig[], file: string): MachineConfig[] {
     names.add(machine.name);
   }
   return expanded;
+}
+
+/** `host:port` (or `[v6]:port`) as the listen setting takes it; a ConfigError otherwise. */
+export function parseListen(value: string): Config['listen'] {
+  const parsed = listenSchema.safeParse(value);
+  if (!parsed.success) throw new ConfigError('--listen', [parsed.error.issues[0]?.message ?? 'not host:port']);
+  return parsed.data;
 }

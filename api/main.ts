@@ -4,10 +4,10 @@
 import { ConfigError } from './config.js';
 import { serve, type RunningServer } from './serve.js';
 
-export async function runServer(configPath: string | undefined): Promise<RunningServer> {
+export async function runServer(options: { configPath?: string; listen?: string; dataDir?: string }): Promise<RunningServer> {
   let server: RunningServer;
   try {
-    server = await serve({ configPath });
+    server = await serve(options);
   } catch (error) {
     if (error instanceof ConfigError) {
       console.error(`paddock: ${error.message}`);
@@ -36,5 +36,5 @@ export async function runServer(configPath: string | undefined): Promise<Running
 // `node --import tsx api/main.ts --config FILE`: the same server without the CLI around it.
 if (process.argv[1] && import.meta.url === new URL(`file://${process.argv[1]}`).href) {
   const at = process.argv.indexOf('--config');
-  await runServer(at > 0 ? process.argv[at + 1] : undefined);
+  await runServer(at > 0 ? { configPath: process.argv[at + 1] } : {});
 }

@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { createApp } from './app.js';
 import { Tokens } from './auth.js';
-import { loadConfig, parseConfig, type Config } from './config.js';
+import { embeddedConfig, loadConfig, parseConfig, parseListen, type Config } from './config.js';
 import { openDatabase } from './db/index.js';
 import { Scheduler } from './scheduler/scheduler.js';
 import { Agent } from '../provisioners/agent.js';
@@ -13,6 +13,9 @@ import { ImageCatalog } from './images.js';
 
 export interface ServeOptions {
   configPath?: string;
+  /** Override the config's listen address and data directory (`paddock serve --listen --data`). */
+  listen?: string;
+  dataDir?: string;
   /** A parsed config instead of a file (tests). */
   config?: Config;
   log?: (line: string) => void;
@@ -29,8 +32,10 @@ export interface RunningServer {
 
 export async function serve(options: ServeOptions): Promise<RunningServer> {
   const log = options.log ?? ((line: string) => console.error(line));
-  const config = options.config ?? (options.configPath ? loadConfig(options.configPath) : parseConfig(''));
-  if (!options.config && !options.configPath) config.dataDir = path.resolve(config.dataDir);
+  const config = options.config ?? (options.configPath ? loadConfig(options.configPath) : parseConfig(embeddedConfig, '<embedded defaults>'));
+  if (options.listen !== undefined) config.listen = parseListen(options.listen);
+  if (options.dataDir !== undefined) config.dataDir = options.dataDir;
+  if (!options.config) config.dataDir = path.resolve(config.dataDir);
   const db = await openDatabase(config.dataDir);
   const tokens = new Tokens(db);
   const { adminTokenFile = path.join(config.dataDir, 'admin-token') } = await tokens.start(config.dataDir);

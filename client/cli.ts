@@ -174,10 +174,17 @@ export function program(remoteCommand: string[] = []): Command {
   cli
     .command('serve')
     .description('run the API with a local lab-host agent (the embedded default) until a signal stops it')
-    .option('--config <file>', 'the YAML config (listen address, data directory, machines)')
-    .action(async (options: { config?: string }) => {
+    .option('--config <file>', 'the YAML config (listen address, data directory, machines); without it, two local QEMU VM slots')
+    .option('--listen <host:port>', 'listen here instead of the config\'s address (default 127.0.0.1:7300)')
+    .option('--data <dir>', 'keep data here instead of the config\'s dataDir (default ./paddock-data)')
+    .action(async (options: { config?: string; listen?: string; data?: string }) => {
       const { runServer } = await import('../api/main.js');
-      await runServer(options.config); // returns once listening; the server keeps the process alive
+      // returns once listening; the server keeps the process alive
+      await runServer({
+        ...(options.config ? { configPath: options.config } : {}),
+        ...(options.listen ? { listen: options.listen } : {}),
+        ...(options.data ? { dataDir: options.data } : {}),
+      });
     });
 
   cli

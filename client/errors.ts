@@ -57,7 +57,7 @@ export class ReservationFailedError extends PaddockError {
       `reservation ${view.id} is ${view.state}: ${view.reason ?? 'no reason given'}`,
       'reservation_failed',
       undefined,
-      { id: view.id, state: view.state, reason: view.reason, code: view.allocations.find((allocation) => allocation.failure)?.failure?.code },
+      { id: view.id, state: view.state, reason: view.reason, code: failureCode(view) },
     );
   }
   get state(): ReservationState {
@@ -68,8 +68,12 @@ export class ReservationFailedError extends PaddockError {
   }
   /** The stable code of the first failed machine (`image_corrupt`, `boot_timeout`, `machine_lost`, …). */
   get failureCode(): string | undefined {
-    return this.view.allocations.find((allocation) => allocation.failure)?.failure?.code;
+    return failureCode(this.view);
   }
+}
+
+function failureCode(view: ReservationView): string | undefined {
+  return (view.allocations as ReservationView['allocations'] | undefined)?.find((allocation) => allocation.failure)?.failure?.code;
 }
 
 /** The client gave up waiting (`ready({ timeout })`); the reservation itself lives on. */

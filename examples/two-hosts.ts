@@ -1,18 +1,21 @@
-// An example job script. It reserves two hosts at once (one gang: Paddock grants both or neither),
+// An example job script. It reserves two machines at once (one gang: Paddock grants both or neither),
 // waits until both are ready while showing progress, runs commands on both in parallel over SSH,
 // writes a file on `build`, brings it back to this machine and sends it on to `test`, checks it
 // arrived intact, and releases both hosts when the scope ends, whatever happens in between.
 //
-//   PADDOCK_URL=http://127.0.0.1:7300 PADDOCK_TOKEN=… node --import tsx examples/two-hosts.ts
+//   PADDOCK_URL=http://127.0.0.1:7300 PADDOCK_TOKEN=… PADDOCK_EXAMPLE_IMAGE=debian-tiny \
+//     node --import tsx examples/two-hosts.ts
 //
-// PADDOCK_EXAMPLE_SPEC picks the machines (default `kind=static`); `paddock explain SPEC` shows
-// what a spec matches. The script exits non-zero if anything fails.
+// PADDOCK_EXAMPLE_SPEC picks the machines (default `arch=x86_64`; `paddock explain SPEC` shows what
+// a spec matches) and PADDOCK_EXAMPLE_IMAGE the image they boot (VMs need one; static hosts ignore
+// it). The script exits non-zero if anything fails.
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { isEvent, Paddock } from '../client/index.js';
 
-const spec = process.env.PADDOCK_EXAMPLE_SPEC ?? 'kind=static';
+const spec = process.env.PADDOCK_EXAMPLE_SPEC ?? 'arch=x86_64';
+const image = process.env.PADDOCK_EXAMPLE_IMAGE || undefined;
 const local = mkdtempSync(path.join(os.tmpdir(), 'paddock-example-'));
 
 try {
@@ -22,8 +25,8 @@ try {
   // Until then the library renews the lease in the background.
   await using reservation = await paddock.reserve({
     members: [
-      { role: 'build', spec },
-      { role: 'test', spec },
+      { role: 'build', spec, image },
+      { role: 'test', spec, image },
     ],
     lease: '10m',
   });

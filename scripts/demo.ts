@@ -1,41 +1,32 @@
-// `npm run demo`: Paddock on its embedded defaults, and a real job against it. Two real OpenSSH
-// servers on loopback ports stand in for the lab's static hosts; `paddock serve` runs the API, the
-// SQLite file and a local agent in one process; examples/two-hosts.ts is the job script.
-import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+// `npm run demo`: Paddock on its embedded defaults, and a real job against it. `paddock serve`
+// without a config file runs the API, the SQLite file and a local agent with a pool of two QEMU
+// VM slots. The demo builds the x86 test image if it is not cached (images/recipes), uploads it
+// with `paddock images upload`, and runs examples/two-hosts.ts: two VMs booted from that image
+// as one gang, commands on both in parallel, a file copied from one to the other, released.
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { freePort } from '../test/helpers/ports.js';
-import { startSshd } from '../test/helpers/sshd.js';
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
 const dir = mkdtempSync(path.join(os.tmpdir(), 'paddock-demo-'));
-const port = await freePort();
-const hosts = await Promise.all([startSshd(), startSshd()]);
-const user = os.userInfo().username;
-writeFileSync(
-  path.join(dir, 'paddock.yaml'),
-  [
-    `listen: 127.0.0.1:${port}`,
-    'dataDir: data',
-    'machines:',
-    ...hosts.map((host, index) =>
-      [
-        `  - name: lab-host-${index + 1}`,
-        '    kind: static',
-        '    labels: { type: static-host, arch: x86_64 }',
-        '    capacities: { cpus: 2, ram: 2GiB }',
-        `    settings: { address: 127.0.0.1, port: ${host.port}, user: ${user}, adminKey: ${host.adminKey.path}, authorizedKeys: ${host.authorizedKeysFile} }`,
-      ].join('\n'),
-    ),
-  ].join('\n') + '\n',
-);
-console.error(`demo: two static hosts on ports ${hosts.map((host) => host.port).join(' and ')}; config in ${dir}/paddock.yaml`);
+const port = await new Promise<number>((resolve) => {
+  const probe = net.createServer().listen(0, '127.0.0.1', () => {
+    const { port: free } = probe.address() as net.AddressInfo;
+    probe.close(() => resolve(free));
+  });
+});
+const url = `http://127.0.0.1:${port}`;
+const bin = path.join(root, 'bin/paddock.js');
 
-const server = spawn(process.execPath, [path.join(root, 'bin/paddock.js'), 'serve', '--config', path.join(dir, 'paddock.yaml')], { stdio: 'inherit' });
+console.error('demo: building the x86 test image (cached after the first time)');
+const built = execFileSync('bash', [path.join(root, 'images/recipes/build-test-images.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+const imageDir = built.split('\n').find((line) => line.startsWith('x86-initramfs '))!.split(' ')[1];
+
+const server = spawn(process.execPath, [bin, 'serve', '--listen', `127.0.0.1:${port}`, '--data', path.join(dir, 'data')], { stdio: 'inherit' });
 let code = 1;
 try {
-  const url = `http://127.0.0.1:${port}`;
   for (let attempt = 0; ; attempt++) {
     try {
       if ((await fetch(`${url}/healthz`)).ok) break;
@@ -45,16 +36,18 @@ try {
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
   const token = readFileSync(path.join(dir, 'data', 'admin-token'), 'utf8').trim();
-  const job = spawn(process.execPath, ['--import', 'tsx', path.join(root, 'examples/two-hosts.ts')], {
-    stdio: 'inherit',
-    env: { ...process.env, PADDOCK_URL: url, PADDOCK_TOKEN: token },
-  });
-  code = await new Promise<number>((resolve) => job.once('exit', (status) => resolve(status ?? 1)));
+  const env = { ...process.env, PADDOCK_URL: url, PADDOCK_TOKEN: token };
+  const run = (command: string, args: string[], extra: Record<string, string> = {}) =>
+    new Promise<number>((resolve) => spawn(command, args, { stdio: 'inherit', env: { ...env, ...extra } }).once('exit', (status) => resolve(status ?? 1)));
+
+  code = await run(process.execPath, [bin, 'images', 'upload', path.join(imageDir, 'bundle.tar'), '--name', 'debian-tiny', '--format', 'bundle', '--arch', 'x86_64', '--expires', '1h']);
+  if (code === 0) {
+    code = await run(process.execPath, ['--import', 'tsx', path.join(root, 'examples/two-hosts.ts')], { PADDOCK_EXAMPLE_SPEC: 'arch=x86_64', PADDOCK_EXAMPLE_IMAGE: 'debian-tiny' });
+  }
   console.error(code === 0 ? 'demo: the job passed' : `demo: the job failed with exit code ${code}`);
 } finally {
   server.kill('SIGTERM');
   await new Promise((resolve) => server.once('exit', resolve));
-  await Promise.all(hosts.map((host) => host.stop()));
   rmSync(dir, { recursive: true, force: true });
 }
 process.exit(code);

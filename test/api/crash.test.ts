@@ -1,34 +1,16 @@
 // kill -9 of `paddock serve` mid-run, then a restart on the same data directory: no reservation
 // is lost, one caught mid-provisioning is finished, the queue carries on, and no machine stays
 // marked busy once everything is released.
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import test from 'ava';
-import got from 'got';
 import type { MachineView, ReservationView } from '../../api/contract.js';
 import { jsonClient, staticMachinesYaml } from '../helpers/api.js';
 import { freePort } from '../helpers/ports.js';
 import { startSshd } from '../helpers/sshd.js';
-
-const bin = path.resolve('bin/paddock.js');
-
-async function startServer(configFile: string, url: string): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [bin, 'serve', '--config', configFile], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let output = '';
-  child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    try {
-      await got.get(`${url}/healthz`, { retry: { limit: 0 }, timeout: { request: 1000 } });
-      return child;
-    } catch {
-      if (Date.now() > deadline || child.exitCode !== null) throw new Error(`server did not start: ${output}`);
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-  }
-}
+import { killHard, startServerProcess } from '../helpers/server.js';
 
 test('kill -9 mid-run and restart: nothing lost, nothing stuck busy', async (t) => {
   t.timeout(120_000);
@@ -45,7 +27,7 @@ test('kill -9 mid-run and restart: nothing lost, nothing stuck busy', async (t) 
   );
   let server: ChildProcess | undefined;
   try {
-    server = await startServer(configFile, url);
+    server = await startServerProcess(['--config', configFile], url);
     const token = readFileSync(path.join(dir, 'data', 'admin-token'), 'utf8').trim();
     const http = jsonClient(url, token);
     const reserve = async (spec: string, count: number) =>
@@ -62,10 +44,8 @@ test('kill -9 mid-run and restart: nothing lost, nothing stuck busy', async (t) 
     const gang = await reserve('static-host', 3); // queued behind the others
     t.is(gang.state, 'queued');
 
-    const killed = server;
-    killed.kill('SIGKILL');
-    await new Promise((resolve) => killed.once('exit', resolve));
-    server = await startServer(configFile, url);
+    await killHard(server);
+    server = await startServerProcess(['--config', configFile], url);
 
     const afterReady = await get(ready.id);
     t.is(afterReady.state, 'ready', 'a ready reservation carries on');

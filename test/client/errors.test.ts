@@ -93,7 +93,13 @@ test('tokens never reach a message: the client\'s own, or anything shaped like o
 
 test('ReservationFailedError carries the state and the reason', (t) => {
   const view = { id: 'r-1', state: 'failed', reason: 'boot timed out on host-2' } as ReservationView;
+  t.is(new ReservationFailedError(view).failureCode, undefined, 'a view without allocations has no failure code');
+  view.allocations = [
+    { id: 'r-1.0', role: 'vm', index: 0, machine: 'host-2', state: 'failed', stages: {}, failure: { code: 'boot_timeout', fault: 'request', reason: 'boot timed out' } },
+  ];
   const error = new ReservationFailedError(view);
+  t.is(error.failureCode, 'boot_timeout');
+  t.is((error.details as { code?: string }).code, 'boot_timeout');
   t.true(error instanceof PaddockError);
   t.is(error.code, 'reservation_failed');
   t.is(error.state, 'failed');

@@ -9,6 +9,7 @@ import test from 'ava';
 import { Paddock, ReservationFailedError } from '../../client/index.js';
 import { vmProcessesUnder } from '../../provisioners/qemu/adapter.js';
 import { startApi, testConfig, type TestApi } from '../helpers/api.js';
+import { waitFor } from '../helpers/wait.js';
 import { testImages, type TestImages } from '../helpers/images.js';
 
 let api: TestApi;
@@ -145,11 +146,3 @@ test.serial('QEMU dying mid-lease fails the reservation with an event', async (t
   await waitFor(async () => !existsSync(path.join(qemuRoot(), view.allocations[0].machine, view.id)));
   t.pass();
 });
-
-async function waitFor(check: () => Promise<boolean>, timeoutMs = 60_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error('condition not reached in time');
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
-}
