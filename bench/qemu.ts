@@ -1,0 +1,100 @@
+// Benchmark (not a test): the time from reserve to ready for a QEMU VM through Paddock, divided
+// by the time a plain shell script takes to start the same QEMU command on the same image and poll
+// until SSH answers, measured in the same run, alternating, on one VM slot. Aim: Paddock adds at
+// most 5 % (ratio ≤ 1.05). The first Paddock boot, which also downloads the image into the
+// agent's cache and unpacks the bundle, is shown apart and not counted.
+//
+//   node --import tsx bench/qemu.ts [ROUNDS]      (default 7)
+import { execFile, execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { parseConfig } from '../api/config.js';
+import { serve } from '../api/serve.js';
+import { Paddock } from '../client/index.js';
+
+const run = promisify(execFile);
+const rounds = Number(process.argv[2] ?? 7);
+const root = path.resolve(import.meta.dirname, '..');
+const built = execFileSync('bash', [path.join(root, 'images/recipes/build-test-images.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+const imageDir = built.split('\n').find((line) => line.startsWith('x86-initramfs '))!.split(' ')[1];
+const dir = mkdtempSync(path.join(os.tmpdir(), 'paddock-bench-qemu-'));
+
+// The plain script: what a lab would write by hand without Paddock.
+const script = path.join(dir, 'boot.sh');
+writeFileSync(
+  script,
+  `#!/bin/bash
+set -e
+IMG=$1 PORT=$2 KEY=$3 RUN=$4
+qemu-system-x86_64 -machine q35,accel=tcg -cpu max -smp 1 -m 256 -nodefaults -no-user-config -display none \\
+  -kernel "$IMG/vmlinux" -initrd "$IMG/initrd.cpio.gz" -append "$(cat "$IMG/cmdline")" \\
+  -fw_cfg name=opt/paddock/authorized_keys,file="$KEY.pub" \\
+  -nic user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:"$PORT"-:22 \\
+  -serial file:"$RUN/console.log" -daemonize -pidfile "$RUN/qemu.pid"
+until ssh -q -i "$KEY" -p "$PORT" -o BatchMode=yes -o ConnectTimeout=2 -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null root@127.0.0.1 true; do
+  sleep 0.1
+done
+`,
+);
+execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', path.join(dir, 'key')]);
+
+const config = {
+  ...parseConfig('machines:\n  - { name: vm, kind: qemu, count: 1 }\n'),
+  listen: { host: '127.0.0.1', port: 0 },
+  dataDir: path.join(dir, 'data'),
+};
+const server = await serve({ config, log: () => undefined });
+const seconds = (since: bigint) => Number(process.hrtime.bigint() - since) / 1e9;
+try {
+  const paddock = new Paddock({ url: server.url, token: readFileSync(server.adminTokenFile, 'utf8').trim() });
+  await paddock.images.upload(path.join(imageDir, 'bundle.tar'), { name: 'tiny', format: 'bundle' });
+
+  const throughPaddock = async () => {
+    const started = process.hrtime.bigint();
+    const reservation = await paddock.reserve({ members: [{ role: 'vm', spec: 'arch=x86_64', image: 'tiny' }], lease: '10m' }, { renew: false });
+    await reservation.ready({ timeout: 300 });
+    const elapsed = seconds(started);
+    await reservation.release();
+    while ((await paddock.machines()).some((machine) => machine.state !== 'available')) await new Promise((resolve) => setTimeout(resolve, 50));
+    return elapsed;
+  };
+  const plain = async (round: number) => {
+    const runDir = mkdtempSync(path.join(dir, `plain-${round}-`));
+    const port = await new Promise<number>((resolve) => {
+      const probe = net.createServer().listen(0, '127.0.0.1', () => {
+        const { port: free } = probe.address() as net.AddressInfo;
+        probe.close(() => resolve(free));
+      });
+    });
+    const started = process.hrtime.bigint();
+    await run('bash', [script, imageDir, String(port), path.join(dir, 'key'), runDir]);
+    const elapsed = seconds(started);
+    process.kill(Number(readFileSync(path.join(runDir, 'qemu.pid'), 'utf8')), 'SIGTERM');
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    return elapsed;
+  };
+
+  console.log(`first boot through Paddock (image download and bundle unpack included): ${(await throughPaddock()).toFixed(2)} s`);
+  const times: { plain: number; paddock: number }[] = [];
+  for (let round = 0; round < rounds; round++) {
+    const [first, second] = round % 2 === 0 ? ['plain', 'paddock'] : ['paddock', 'plain'];
+    const result: Record<string, number> = {};
+    for (const which of [first, second]) result[which] = which === 'plain' ? await plain(round) : await throughPaddock();
+    times.push({ plain: result.plain, paddock: result.paddock });
+    console.log(`round ${round + 1}: plain script ${result.plain.toFixed(2)} s, Paddock ${result.paddock.toFixed(2)} s`);
+  }
+  const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
+  const plainMedian = median(times.map((time) => time.plain));
+  const paddockMedian = median(times.map((time) => time.paddock));
+  console.log(
+    `reserve→ready: Paddock ${paddockMedian.toFixed(2)} s vs plain script ${plainMedian.toFixed(2)} s (medians of ${rounds}): ratio ${(paddockMedian / plainMedian).toFixed(3)} (aim: at most 1.05)`,
+  );
+} finally {
+  await server.close();
+  // The plain script's VMs that a failed round may have left.
+  await run('pkill', ['-f', dir]).catch(() => undefined);
+  rmSync(dir, { recursive: true, force: true });
+}
