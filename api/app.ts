@@ -5,6 +5,7 @@ import Koa from 'koa';
 import { authenticate, type Tokens } from './auth.js';
 import { errorMiddleware, type Logger } from './errors.js';
 import { agentRoutes } from './routes/agent.js';
+import { consoleRoutes } from './routes/consoles.js';
 import { imageRoutes } from './routes/images.js';
 import type { ImageCatalog } from './images.js';
 import { openApiDocument, RouteTable } from './routes/define.js';
@@ -20,9 +21,11 @@ export interface AppDeps {
   tokens: Tokens;
   images: ImageCatalog;
   log: Logger;
+  /** Where agents write console logs (DATA/consoles). */
+  consolesDir: string;
 }
 
-export function createApp({ scheduler, tokens, images, log }: AppDeps): { app: Koa; table: RouteTable } {
+export function createApp({ scheduler, tokens, images, log, consolesDir }: AppDeps): { app: Koa; table: RouteTable } {
   const app = new Koa();
   app.proxy = false;
   const router = new Router();
@@ -36,6 +39,7 @@ export function createApp({ scheduler, tokens, images, log }: AppDeps): { app: K
   tokenRoutes(table, tokens);
   machineRoutes(table, scheduler);
   reservationRoutes(table, scheduler);
+  consoleRoutes(table, scheduler, consolesDir);
   imageRoutes(table, images);
   agentRoutes(table, scheduler);
   // A client that stops reading an event stream is not an error worth a log line.

@@ -62,6 +62,8 @@ export interface AllocationView {
   hostKey?: string;
   /** Set when provisioning failed or the ready machine was lost. */
   failure?: AllocationFailure;
+  /** A board's serial console relayed on TCP (`telnet host port`): several may watch, one may type. */
+  console?: { host: string; port: number };
 }
 
 /**

@@ -53,7 +53,7 @@ export async function serve(options: ServeOptions): Promise<RunningServer> {
   await collect();
   const collector = setInterval(() => void collect(), Math.max(100, config.images.collectInterval * 1000));
   collector.unref();
-  const { app, table } = createApp({ scheduler, tokens, images, log });
+  const { app, table } = createApp({ scheduler, tokens, images, log, consolesDir: path.join(config.dataDir, 'consoles') });
   const server = app.listen(config.listen.port, config.listen.host);
   await new Promise<void>((resolve, reject) => {
     server.once('listening', resolve);

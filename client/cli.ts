@@ -232,6 +232,17 @@ export function program(remoteCommand: string[] = []): Command {
     });
 
   cli
+    .command('console')
+    .description("a reservation's serial console log; -f follows it live until the reservation ends")
+    .argument('<id>')
+    .option('--machine <name>', 'which machine (default: the first)')
+    .option('-f, --follow', 'keep printing new output until the reservation ends')
+    .action(async (id: string, options: { machine?: string; follow?: boolean }) => {
+      const reservation = await client().reservation(id, { renew: false });
+      await reservation.console(process.stdout, { ...(options.machine ? { machine: options.machine } : {}), ...(options.follow ? { follow: true } : {}) });
+    });
+
+  cli
     .command('show')
     .description('a reservation: state, lease, machines with their stages, last events')
     .argument('<id>')

@@ -20,6 +20,7 @@ import type {
 } from '../api/contract.js';
 import { MemberSyntaxError, parseMemberTarget } from './cli-members.js';
 import { LeaseExpiredError, NotFoundError, PaddockError, ReservationFailedError, TimeoutError, UnauthorizedError, ForbiddenError } from './errors.js';
+import type { Writable } from 'node:stream';
 import { Images } from './images.js';
 import { Http } from './http.js';
 import { downloadFile, runCommand, uploadFile, type CommandResult, type SshTarget } from './ssh.js';
@@ -179,6 +180,17 @@ export class Reservation {
 
   events(): Promise<EventView[]> {
     return this.http.get(`${this.path()}/events`);
+  }
+
+  /**
+   * Writes a machine's serial console log (default: the first machine with one) into `target`;
+   * with `follow`, keeps streaming new output until the reservation ends.
+   */
+  async console(target: Writable, options: { machine?: string; follow?: boolean } = {}): Promise<void> {
+    const query = new URLSearchParams();
+    if (options.machine) query.set('machine', options.machine);
+    if (options.follow) query.set('follow', '1');
+    await this.http.download(`${this.path()}/console${query.size ? `?${query.toString()}` : ''}`, target);
   }
 
   /** The private key and the pinned host keys (owner only). Cached once every member is in it. */

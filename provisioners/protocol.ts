@@ -21,7 +21,8 @@ export interface AgentTask {
 
 export type AgentReport =
   | { kind: 'stage'; stage: Stage }
-  | { kind: 'ready'; host: string; port: number; user: string; hostKey: string }
+  /** SSH access (host, port, user, host key) when the machine has it; the console relay for boards. */
+  | { kind: 'ready'; host?: string; port?: number; user?: string; hostKey?: string; console?: { host: string; port: number } }
   /**
    * Provisioning failed, or a ready machine was lost (its VM died, say). `code` is stable and
    * machine-readable (`image_corrupt`, `boot_timeout`, `machine_lost`, …).

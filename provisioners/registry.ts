@@ -1,6 +1,7 @@
 // The provisioner kinds this build knows, by the `kind:` name used in the machine inventory. The
 // config loader validates each machine's settings with its kind's schema; agents create
 // provisioners from here.
+import { boardKind } from './board/index.js';
 import { qemuKind } from './qemu/index.js';
 import { staticKind } from './static/index.js';
 import type { ProvisionerKind } from './types.js';
@@ -10,6 +11,7 @@ import type { ProvisionerKind } from './types.js';
 export const provisionerKinds: Record<string, ProvisionerKind> = {
   static: staticKind,
   qemu: qemuKind,
+  board: boardKind,
 };
 
 /** The kind named `kind`, or an error listing the kinds there are. */

@@ -24,12 +24,18 @@ export interface ProvisionRequest<Settings = unknown> {
   image?: string;
 }
 
-/** Where the owner logs in, and the host key seen on the handshake (so clients can pin it). */
-export interface Readiness {
+/**
+ * Where the owner logs in over SSH, and the host key seen on the handshake (so clients can pin it);
+ * for boards also the console relay (telnet). A console-only board has no SSH fields.
+ */
+export type Readiness = SshReadiness | { console: { host: string; port: number } };
+
+export interface SshReadiness {
   host: string;
   port: number;
   user: string;
   hostKey: string;
+  console?: { host: string; port: number };
 }
 
 export interface StageReporter {

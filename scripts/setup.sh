@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Paddock and its tests need on Debian bookworm with Node 20: the OpenSSH server and
 # client (static hosts in the demo and the tests are real sshd processes), QEMU and the tools the
-# image recipes use (images/recipes/packages.txt), the npm dependencies, and the x86 test images
+# image recipes use (images/recipes/packages.txt), the lab parts boards need and their tests use
+# (boards/packages.txt: pdudaemon, tftpd-hpa, snmpd, socat), the npm dependencies, and the x86 test images
 # (built once from Debian packages and cached). Safe to run again; it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,13 +14,18 @@ command -v ssh-keygen >/dev/null || need+=(openssh-client)
 while read -r package; do
   case $package in '' | '#'*) continue ;; esac
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || need+=("$package")
-done < images/recipes/packages.txt
+done < <(cat images/recipes/packages.txt boards/packages.txt)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then echo "setup: run as root to install ${need[*]}" >&2; exit 1; fi
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 mkdir -p /run/sshd 2>/dev/null || true
+# Where installing starts the packaged daemons, stop them: Paddock and its tests run their own
+# tftpd-hpa (on 127.0.0.1:69, for the staging root), pdudaemon and snmpd.
+for service in tftpd-hpa pdudaemon snmpd; do
+  if command -v service >/dev/null && service "$service" status >/dev/null 2>&1; then service "$service" stop >/dev/null 2>&1 || true; fi
+done
 
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund

@@ -17,7 +17,18 @@ const reportSchema = z.strictObject({
   agent: z.string(),
   report: z.discriminatedUnion('kind', [
     z.strictObject({ kind: z.literal('stage'), stage: z.enum(stages) }),
-    z.strictObject({ kind: z.literal('ready'), host: z.string(), port: z.number().int().min(1).max(65535), user: z.string(), hostKey: z.string() }),
+    z
+      .strictObject({
+        kind: z.literal('ready'),
+        host: z.string().optional(),
+        port: z.number().int().min(1).max(65535).optional(),
+        user: z.string().optional(),
+        hostKey: z.string().optional(),
+        console: z.strictObject({ host: z.string(), port: z.number().int().min(1).max(65535) }).optional(),
+      })
+      .refine((ready) => ready.console !== undefined || (ready.host !== undefined && ready.port !== undefined && ready.user !== undefined && ready.hostKey !== undefined), {
+        message: 'a ready machine has SSH access (host, port, user, hostKey), a console relay, or both',
+      }),
     z.strictObject({
       kind: z.literal('failed'),
       reason: z.string().max(20000),

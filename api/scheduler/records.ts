@@ -31,6 +31,8 @@ export interface Allocation {
   reason?: string;
   /** Why provisioning failed or the ready machine was lost. */
   failure?: AllocationFailure;
+  /** A board's console relay (telnet host:port) while reserved. */
+  console?: { host: string; port: number };
 }
 
 export interface Reservation {

@@ -81,7 +81,8 @@ export class Scheduler extends ReservationScheduler {
         break;
       case 'ready':
         if (provisioning) {
-          Object.assign(allocation, { host: report.host, port: report.port, user: report.user, hostKey: report.hostKey });
+          const { kind: _kind, ...access } = report;
+          Object.assign(allocation, access);
           this.setAllocation(reservation, allocation, 'ready');
           machine.failures = 0;
           this.store.machine(machine);

@@ -195,6 +195,11 @@ export class ReservationScheduler {
   }
 
   /** A reservation the caller may see: their own, or any for an admin. */
+  /** Whether the reservation is still live (not ended). */
+  isLive(id: string): boolean {
+    return this.live.has(id);
+  }
+
   async get(caller: Caller, id: string): Promise<Reservation> {
     const reservation = this.live.get(id) ?? (await this.load(id));
     if (!reservation) throw notFound(`reservation ${id}`);

@@ -24,7 +24,7 @@ import {
   type Provisioner,
   type ProvisionerKind,
   type ProvisionRequest,
-  type Readiness,
+  type SshReadiness,
   type StageReporter,
 } from '../types.js';
 import { consoleTail, createOverlay, freeLoopbackPort, isVmProcess, qemuArgs, QemuStartError, readConsole, startVm, stopVm, vmProcessesUnder, type VmSpec } from './adapter.js';
@@ -72,7 +72,7 @@ export class QemuProvisioner implements Provisioner<QemuSettings> {
     this.watchers.clear();
   }
 
-  async provision(request: ProvisionRequest<QemuSettings>, report: StageReporter, signal: AbortSignal): Promise<Readiness> {
+  async provision(request: ProvisionRequest<QemuSettings>, report: StageReporter, signal: AbortSignal): Promise<SshReadiness> {
     const settings = settingsOf(request.machine);
     const runDir = this.runDir(request.machine.name, request.reservationId);
     const consoleLog = path.join(this.consoles, request.reservationId, `${request.machine.name}.log`);

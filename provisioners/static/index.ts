@@ -4,7 +4,7 @@
 import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { parseSettings, ProvisionError, type MachineRecord, type Provisioner, type ProvisionerKind, type ProvisionRequest, type Readiness, type StageReporter } from '../types.js';
+import { parseSettings, ProvisionError, type MachineRecord, type Provisioner, type ProvisionerKind, type ProvisionRequest, type SshReadiness, type StageReporter } from '../types.js';
 import type { Stage } from '../protocol.js';
 import { sshConnect, sshHandshake, type SshClient } from '../ssh.js';
 import { addReservationKey, listReservations, removeReservationKeys } from './adapter.js';
@@ -26,7 +26,7 @@ export class StaticProvisioner implements Provisioner<StaticSettings> {
     this.sessions.closeAll();
   }
 
-  async provision(request: ProvisionRequest<StaticSettings>, report: StageReporter, signal: AbortSignal): Promise<Readiness> {
+  async provision(request: ProvisionRequest<StaticSettings>, report: StageReporter, signal: AbortSignal): Promise<SshReadiness> {
     const settings = settingsOf(request.machine);
     await report.stage('addressKnown');
     signal.throwIfAborted();

@@ -8,14 +8,14 @@ import type { ExecutionContext } from 'ava';
 import { getKind, provisionerKinds } from '../../provisioners/registry.js';
 import { generateKeyPair, knownHostsLine, sshConnect } from '../../provisioners/ssh.js';
 import { addReservationKey, listReservations, removeReservationKeys } from '../../provisioners/static/adapter.js';
-import { staticKind, staticSettingsSchema, type StaticSettings } from '../../provisioners/static/index.js';
+import { staticKind, staticSettingsSchema, type StaticProvisioner, type StaticSettings } from '../../provisioners/static/index.js';
 import type { Stage } from '../../provisioners/protocol.js';
 import { ProvisionError, type MachineRecord, type ProvisionRequest } from '../../provisioners/types.js';
 import { runSsh, startSshd, type TestSshd } from '../helpers/sshd.js';
 import { assertNoKeyMaterial } from '../helpers/secrets.js';
 import { testKindContext } from '../helpers/kind-context.js';
 
-const provisioner = staticKind.create(testKindContext(os.tmpdir()));
+const provisioner = staticKind.create(testKindContext(os.tmpdir())) as StaticProvisioner;
 
 async function host(t: ExecutionContext, authorizedKeys: string[] = []): Promise<TestSshd> {
   const sshd = await startSshd({ authorizedKeys });

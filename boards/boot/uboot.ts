@@ -1,0 +1,134 @@
+// The U-Boot strategy, driven on the serial console after power-on: catch the autoboot prompt and
+// stop it, set the network and the TFTP server, fetch the kernel, initrd and dtb, set the kernel
+// command line (with the reservation's key), boot, and see the kernel start. Each step has its
+// own timeout; a failure says which step, whose fault it is, and carries the console tail.
+import { ExpectTimeout, type BoardConsole } from '../console/index.js';
+
+export type BootStep = 'bootloader' | 'network' | 'tftp' | 'kernel';
+
+export class BootError extends Error {
+  constructor(
+    readonly step: BootStep,
+    readonly code: string,
+    readonly fault: 'infrastructure' | 'request',
+    message: string,
+  ) {
+    super(message);
+    this.name = 'BootError';
+  }
+}
+
+export interface UbootNetwork {
+  serverIp: string;
+  /** Static address; without it U-Boot asks DHCP. */
+  ip?: string;
+  netmask: string;
+  gatewayIp?: string;
+}
+
+export interface UbootBoot {
+  console: BoardConsole;
+  prompt: string;
+  network: UbootNetwork;
+  /** TFTP paths of the files to load. */
+  files: { kernel: string; initrd?: string; dtb?: string };
+  /** The kernel file is gzip-compressed (booti then needs a decompression buffer). */
+  kernelCompressed: boolean;
+  bootCommand: 'booti' | 'bootz' | 'bootm';
+  /** Where a compressed kernel is unpacked (kernel_comp_addr_r). */
+  decompressAddress: string;
+  bootargs: string;
+  timeouts: { bootloader: number; tftp: number; kernel: number };
+  signal: AbortSignal;
+}
+
+const bootloaderFailures = /Unknown command|Bad Linux|Wrong Image|Bad Image|ERROR: Did not find a cmdline|Could not find|Error: /;
+
+/** From power-on to "Starting kernel": returns once U-Boot has handed over to the kernel. */
+export async function ubootBoot(boot: UbootBoot): Promise<void> {
+  const { console: line, signal } = boot;
+  const prompt = new RegExp(`(^|\\n)${escape(boot.prompt)}`);
+  const step = async <T>(name: BootStep, work: () => Promise<T>): Promise<T> => {
+    try {
+      return await work();
+    } catch (error) {
+      if (error instanceof BootError) throw error;
+      if (error instanceof ExpectTimeout) {
+        const fault = name === 'kernel' ? 'request' : 'infrastructure';
+        const code = name === 'bootloader' ? 'bootloader_timeout' : name === 'kernel' ? 'kernel_timeout' : `${name}_timeout`;
+        throw new BootError(name, code, fault, `${name} step: ${error.message}; console tail:\n${error.tail}`);
+      }
+      throw error;
+    }
+  };
+  // The prompt that counts comes after U-Boot echoed the command: a prompt printed earlier (an
+  // extra one after the autoboot was stopped, say) must not be taken for this command's.
+  const run = async (name: BootStep, command: string, timeoutMs: number, check?: (output: string) => string | undefined) => {
+    line.mark();
+    await line.send(`${command}\n`);
+    const done = new RegExp(`${escape(command)}\\r?\\n((?:[\\s\\S]*?\\n)?)${escape(boot.prompt)}`);
+    const { match } = await line.expect([done], timeoutMs, `the U-Boot prompt after "${command.split(' ')[0]}"`, signal);
+    const before = match[1];
+    const problem = check?.(before) ?? (bootloaderFailures.test(before) ? before.trim().split('\n').slice(-2).join(' ') : undefined);
+    if (problem) {
+      const fault: 'infrastructure' | 'request' = name === 'kernel' ? 'request' : 'infrastructure';
+      throw new BootError(name, `${name}_failed`, fault, `${name} step: U-Boot: ${command}: ${problem.trim()}; console tail:\n${line.tail()}`);
+    }
+    return before;
+  };
+
+  await step('bootloader', async () => {
+    await line.expect([/Hit any key to stop autoboot|autoboot in \d|stop autoboot/i, prompt], boot.timeouts.bootloader, 'the U-Boot autoboot prompt', signal);
+    await line.send(' ');
+    await line.expect([prompt], 5000, 'the U-Boot prompt', signal);
+    await run('bootloader', 'echo paddock-attached', 5000);
+  });
+
+  await step('network', async () => {
+    await run('network', 'setenv autoload no', 5000);
+    if (boot.network.ip) {
+      await run('network', `setenv ipaddr ${boot.network.ip}`, 5000);
+      await run('network', `setenv netmask ${boot.network.netmask}`, 5000);
+      if (boot.network.gatewayIp) await run('network', `setenv gatewayip ${boot.network.gatewayIp}`, 5000);
+    } else {
+      await run('network', 'dhcp', boot.timeouts.tftp, (output) => (/DHCP client bound|Bytes transferred|bound to/i.test(output) ? undefined : `no DHCP answer: ${output.trim().split('\n').pop()}`));
+    }
+    await run('network', `setenv serverip ${boot.network.serverIp}`, 5000);
+  });
+
+  const tftp = (address: string, file: string) =>
+    run('tftp', `tftpboot ${address} ${file}`, boot.timeouts.tftp, (output) => {
+      if (/Bytes transferred = \d+/.test(output)) return undefined;
+      const reason = /TFTP error: [^\n]*|File not found|Retry count exceeded[^\n]*|timeout/i.exec(output)?.[0];
+      return `${file}: ${reason ?? 'the transfer did not finish'}`;
+    });
+
+  await step('tftp', async () => {
+    await tftp('${kernel_addr_r}', boot.files.kernel);
+    if (boot.kernelCompressed) {
+      await run('tftp', `setenv kernel_comp_addr_r ${boot.decompressAddress}`, 5000);
+      await run('tftp', 'setenv kernel_comp_size ${filesize}', 5000);
+    }
+    if (boot.files.initrd) {
+      await tftp('${ramdisk_addr_r}', boot.files.initrd);
+      await run('tftp', 'setenv paddock_initrd ${ramdisk_addr_r}:${filesize}', 5000);
+    }
+    if (boot.files.dtb) await tftp('${fdt_addr_r}', boot.files.dtb);
+  });
+
+  await step('kernel', async () => {
+    await run('kernel', `setenv bootargs '${boot.bootargs.replaceAll("'", '')}'`, 5000);
+    const initrd = boot.files.initrd ? '${paddock_initrd}' : '-';
+    const fdt = boot.files.dtb ? '${fdt_addr_r}' : '${fdtcontroladdr}';
+    line.mark();
+    await line.send(`${boot.bootCommand} \${kernel_addr_r} ${initrd} ${fdt}\n`);
+    const { index, before } = await line.expect([/Starting kernel/, prompt], boot.timeouts.kernel, 'the kernel start', signal);
+    if (index === 1) {
+      throw new BootError('kernel', 'image_unbootable', 'request', `kernel step: U-Boot did not start the kernel: ${before.trim().split('\n').slice(-2).join(' ')}; console tail:\n${line.tail()}`);
+    }
+  });
+}
+
+function escape(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}

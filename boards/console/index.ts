@@ -1,0 +1,132 @@
+// A board's console: the line (transport.ts) kept open for the agent's lifetime, every byte
+// appended to the board's log, copied to whoever taps it (the reservation's log, the telnet
+// relay), and `expect`-style waiting for patterns with timeouts for the boot strategies.
+import { createWriteStream, type WriteStream } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import { createTransport, type ConsoleSettings, type ConsoleTransport } from './transport.js';
+
+export type { ConsoleSettings } from './transport.js';
+
+/** A pattern not seen in time. `tail` is the console's last lines, for the failure reason. */
+export class ExpectTimeout extends Error {
+  constructor(
+    readonly what: string,
+    readonly timeoutMs: number,
+    readonly tail: string,
+  ) {
+    super(`${what} not seen within ${timeoutMs / 1000}s`);
+    this.name = 'ExpectTimeout';
+  }
+}
+
+const keep = 256 * 1024;
+
+export class BoardConsole {
+  private readonly transport: ConsoleTransport;
+  private readonly taps = new Set<(chunk: Buffer) => void>();
+  private readonly waiters = new Set<() => void>();
+  private log?: WriteStream;
+  /** Recent output; `cursor` is where the next expect starts looking. */
+  private text = '';
+  private cursor = 0;
+  private opening?: Promise<void>;
+
+  constructor(
+    settings: ConsoleSettings,
+    private readonly logFile: string,
+  ) {
+    this.transport = createTransport(settings);
+  }
+
+  get describe(): string {
+    return this.transport.describe;
+  }
+
+  /** Opens the line once; later calls wait for the same opening. */
+  open(): Promise<void> {
+    this.opening ??= (async () => {
+      await mkdir(path.dirname(this.logFile), { recursive: true });
+      this.log = createWriteStream(this.logFile, { flags: 'a' });
+      await this.transport.open((chunk) => this.receive(chunk));
+    })().catch((error: unknown) => {
+      this.opening = undefined;
+      throw error;
+    });
+    return this.opening;
+  }
+
+  async close(): Promise<void> {
+    await this.transport.close();
+    this.log?.end();
+    this.opening = undefined;
+  }
+
+  /** Gets a copy of everything the board prints until the returned function is called. */
+  tap(listener: (chunk: Buffer) => void): () => void {
+    this.taps.add(listener);
+    return () => this.taps.delete(listener);
+  }
+
+  async send(text: string): Promise<void> {
+    await this.transport.write(text);
+  }
+
+  /** Forgets what was printed so far: the next expect looks only at new output. */
+  mark(): void {
+    this.cursor = this.text.length;
+  }
+
+  /**
+   * Waits until one of `patterns` appears in the output after the mark; resolves with its index
+   * and match, and moves the mark past it. Throws ExpectTimeout, or the signal's reason.
+   */
+  async expect(patterns: RegExp[], timeoutMs: number, what: string, signal?: AbortSignal): Promise<{ index: number; match: RegExpExecArray; before: string }> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const window = this.text.slice(this.cursor);
+      let best: { index: number; match: RegExpExecArray; before: string } | undefined;
+      patterns.forEach((pattern, index) => {
+        const match = new RegExp(pattern.source, pattern.flags.replace('g', '')).exec(window);
+        if (match && (!best || match.index < best.match.index)) best = { index, match, before: window.slice(0, match.index) };
+      });
+      if (best) {
+        this.cursor += best.match.index + best.match[0].length;
+        return best;
+      }
+      signal?.throwIfAborted();
+      const left = deadline - Date.now();
+      if (left <= 0) throw new ExpectTimeout(what, timeoutMs, this.tail());
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(timer);
+          this.waiters.delete(done);
+          signal?.removeEventListener('abort', done);
+          resolve();
+        };
+        const timer = setTimeout(done, Math.min(left, 1000));
+        this.waiters.add(done);
+        signal?.addEventListener('abort', done, { once: true });
+      });
+    }
+  }
+
+  /** The last lines printed, control characters removed. */
+  tail(lines = 15): string {
+    // eslint-disable-next-line no-control-regex
+    const clean = this.text.slice(-8192).replace(/\r/g, '').replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '').replace(/[\x00-\x08\x0b-\x1f\x7f]/g, '');
+    return clean.trim().split('\n').slice(-lines).join('\n') || '(the console is empty)';
+  }
+
+  private receive(chunk: Buffer): void {
+    this.log?.write(chunk);
+    for (const tap of this.taps) tap(chunk);
+    this.text += chunk.toString('latin1');
+    if (this.text.length > 2 * keep) {
+      const cut = this.text.length - keep;
+      this.text = this.text.slice(cut);
+      this.cursor = Math.max(0, this.cursor - cut);
+    }
+    for (const waiter of [...this.waiters]) waiter();
+  }
+}

@@ -1,0 +1,54 @@
+// Settings of a `board` machine: a physical board on this lab host. Its power is a PDU port (a
+// driver and its settings), its console a serial device or a TCP port (ser2net, QEMU), and it boots
+// with U-Boot from files Paddock stages under a TFTP root. Validated when the config loads;
+// unknown keys are rejected.
+import { z } from 'zod';
+import { powerSettingsSchema } from '../../boards/power/index.js';
+
+const hostPort = z.string().regex(/^[^:\s]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$/, 'host:port, e.g. 127.0.0.1:7001');
+const ipv4 = z.string().regex(/^(\d{1,3}\.){3}\d{1,3}$/, 'an IPv4 address');
+const seconds = z.number().positive().max(3600);
+
+export const boardSettingsSchema = z.strictObject({
+  power: powerSettingsSchema,
+  console: z.union([
+    z.strictObject({ device: z.string().min(1), baud: z.number().int().positive().default(115200) }),
+    z.strictObject({ tcp: hostPort }),
+  ]),
+  boot: z.strictObject({
+    method: z.literal('uboot').default('uboot'),
+    /** What U-Boot prints as its prompt. */
+    prompt: z.string().min(1).default('=> '),
+    /** booti for arm64 Image, bootz for armv7 zImage, bootm for uImage. */
+    command: z.enum(['booti', 'bootz', 'bootm']).default('booti'),
+    /** The address the board fetches TFTP files from (this lab host as the board sees it). */
+    serverIp: ipv4,
+    /** The board's address during boot; without it U-Boot uses DHCP. */
+    ip: ipv4.optional(),
+    netmask: ipv4.default('255.255.255.0'),
+    gatewayIp: ipv4.optional(),
+    /** Where staged files go; default DATA/tftp. */
+    tftpRoot: z.string().min(1).optional(),
+    /** Paddock starts tftpd-hpa for the root on this address, unless `external`. */
+    tftpServer: z.union([z.literal('external'), hostPort]).default('127.0.0.1:69'),
+    /** kernel_comp_addr_r for gzip-compressed arm64 kernels. */
+    decompressAddress: z.string().regex(/^0x[0-9a-fA-F]+$/).default('0x50000000'),
+  }),
+  /** How the owner reaches the booted image over SSH; absent for console-only boards. */
+  ssh: z.strictObject({ host: z.string().min(1), port: z.number().int().min(1).max(65535).default(22), user: z.string().min(1).default('root') }).optional(),
+  /** Where the console relay for the owner listens (telnet). */
+  relay: z.strictObject({ host: z.string().min(1).default('127.0.0.1') }).default({ host: '127.0.0.1' }),
+  /** Seconds the board stays off before it is switched on again. */
+  minOffTime: z.number().min(0).max(600).default(5),
+  timeouts: z
+    .strictObject({
+      power: seconds.default(30),
+      bootloader: seconds.default(30),
+      tftp: seconds.default(120),
+      kernel: seconds.default(60),
+      login: seconds.default(120),
+    })
+    .default({ power: 30, bootloader: 30, tftp: 120, kernel: 60, login: 120 }),
+});
+
+export type BoardSettings = z.output<typeof boardSettingsSchema>;

@@ -1,0 +1,280 @@
+// The `board` kind: physical boards on this lab host, booted per reservation from a boot bundle the
+// reservation names. Provisioning: unpack the bundle, stage kernel/initrd/dtb under the TFTP root
+// (ROOT/paddock/RESERVATION-BOARD/), open the console (kept for the agent's lifetime, logged) and a
+// relay for the owner, power the board off and on through its PDU, drive U-Boot to boot the kernel
+// with the reservation's key on the command line, then wait for the kernel and, when the board has
+// SSH, for a login with the reservation's key. Release powers the board off, removes the staged
+// files and closes the relay. The board is driven as a board: nothing here knows it may be QEMU.
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { createWriteStream } from 'node:fs';
+import path from 'node:path';
+import { BoardConsole, ExpectTimeout } from '../../boards/console/index.js';
+import { ConsoleRelay } from '../../boards/console/relay.js';
+import { ubootBoot, BootError } from '../../boards/boot/uboot.js';
+import { ensureTftpd } from '../../boards/boot/tftpd.js';
+import { createPowerDriver, PowerControl } from '../../boards/power/index.js';
+import { PowerError } from '../../boards/power/types.js';
+import { BundleError, unpackBundle } from '../../images/bundle.js';
+import { stage, stagedNames, unstage } from '../../images/staging.js';
+import type { Stage } from '../protocol.js';
+import { sshHandshake } from '../ssh.js';
+import { parseSettings, ProvisionError, type KindContext, type MachineRecord, type Provisioner, type ProvisionerKind, type ProvisionRequest, type Readiness, type StageReporter } from '../types.js';
+import { boardSettingsSchema, type BoardSettings } from './config.js';
+
+export { boardSettingsSchema, type BoardSettings } from './config.js';
+
+export const boardKind: ProvisionerKind<BoardSettings> = {
+  kind: 'board',
+  settingsSchema: boardSettingsSchema,
+  create: (context) => new BoardProvisioner(context),
+};
+
+const settingsOf = (machine: MachineRecord<BoardSettings>) => parseSettings(boardKind, machine);
+
+interface Session {
+  relay: ConsoleRelay;
+  untap: () => void;
+}
+
+export class BoardProvisioner implements Provisioner<BoardSettings> {
+  private readonly consoles = new Map<string, BoardConsole>();
+  private readonly powers = new Map<string, PowerControl>();
+  private readonly sessions = new Map<string, Session>();
+
+  constructor(private readonly context: KindContext) {}
+
+  async close(): Promise<void> {
+    for (const session of this.sessions.values()) {
+      session.untap();
+      await session.relay.close();
+    }
+    this.sessions.clear();
+    await Promise.all([...this.consoles.values()].map((console) => console.close()));
+    this.consoles.clear();
+  }
+
+  async provision(request: ProvisionRequest<BoardSettings>, report: StageReporter, signal: AbortSignal): Promise<Readiness> {
+    const board = request.machine.name;
+    const settings = settingsOf(request.machine);
+    let stageNow: Stage = 'powerConfirmed';
+    const fail = (message: string, fault: 'infrastructure' | 'request', code: string) => new ProvisionError(`${board}: ${message}`, fault, stageNow, { code });
+
+    if (!request.image) throw fail('a board boots an image: name a boot bundle in the request (image: NAME[:TAG])', 'request', 'image_required');
+    const image = await this.context.images.fetch(request.image, signal);
+    if (image.format !== 'bundle') throw fail(`image ${image.ref} is ${image.format}; boards boot a bundle (kernel, initrd, dtb, cmdline)`, 'request', 'image_format_unsupported');
+    const arch = request.machine.labels.arch;
+    if (arch !== undefined && image.arch !== arch) throw fail(`image ${image.ref} is for ${image.arch}, this board is ${arch}`, 'request', 'image_arch_mismatch');
+    let bundle;
+    try {
+      bundle = await unpackBundle(image.file, path.join(this.context.dataDir, 'agent', 'bundles', image.sha256));
+    } catch (error) {
+      if (error instanceof BundleError) throw fail(`image ${image.ref} cannot be used: ${error.message}`, 'request', 'image_corrupt');
+      throw error;
+    }
+
+    const root = this.tftpRoot(settings);
+    if (settings.boot.tftpServer !== 'external') {
+      await ensureTftpd(root, settings.boot.tftpServer).catch((error: unknown) => {
+        throw fail((error as Error).message, 'infrastructure', 'tftp_unavailable');
+      });
+    }
+    const files: Record<string, string> = { kernel: bundle.kernel };
+    if (bundle.initrd) files.initrd = bundle.initrd;
+    if (bundle.dtb) files.dtb = bundle.dtb;
+    const staged = await stage(root, stagingName(request.reservationId, board), files);
+    await this.remember(board, { reservationId: request.reservationId, allocationId: request.allocationId });
+
+    const console = await this.console(board, settings).catch((error: unknown) => {
+      throw fail(`cannot open the console: ${(error as Error).message}`, 'infrastructure', 'console_unavailable');
+    });
+    const relay = await this.openSession(request, settings, console);
+
+    // Power cycle with the console already listening, so nothing U-Boot prints is missed.
+    const power = this.power(board, settings);
+    try {
+      await power.off(AbortSignal.any([signal, AbortSignal.timeout(settings.timeouts.power * 1000)]));
+      console.mark();
+      await power.on(AbortSignal.any([signal, AbortSignal.timeout(settings.timeouts.power * 1000)]));
+    } catch (error) {
+      signal.throwIfAborted();
+      throw fail(`power: ${(error as Error).message}`, 'infrastructure', 'power_failed');
+    }
+    await report.stage('powerConfirmed');
+    stageNow = 'bootSeen';
+
+    const kernelCompressed = (await readFile(bundle.kernel).then((data) => data.subarray(0, 2))).equals(Buffer.from([0x1f, 0x8b]));
+    const key = Buffer.from(request.publicKey).toString('base64');
+    try {
+      await ubootBoot({
+        console,
+        prompt: settings.boot.prompt,
+        network: { serverIp: settings.boot.serverIp, netmask: settings.boot.netmask, ...(settings.boot.ip ? { ip: settings.boot.ip } : {}), ...(settings.boot.gatewayIp ? { gatewayIp: settings.boot.gatewayIp } : {}) },
+        files: { kernel: staged.files.kernel, ...(staged.files.initrd ? { initrd: staged.files.initrd } : {}), ...(staged.files.dtb ? { dtb: staged.files.dtb } : {}) },
+        kernelCompressed,
+        bootCommand: settings.boot.command,
+        decompressAddress: settings.boot.decompressAddress,
+        bootargs: `${bundle.cmdline} paddock.authorized_key=${key}`.trim(),
+        timeouts: { bootloader: settings.timeouts.bootloader * 1000, tftp: settings.timeouts.tftp * 1000, kernel: settings.timeouts.kernel * 1000 },
+        signal,
+      });
+      // The kernel runs: wait for it to reach user space (or to panic).
+      const booted = await console.expect([/paddock: kernel booted|Run \/init|Freeing unused kernel/, /Kernel panic - not syncing[^\n]*/], settings.timeouts.kernel * 1000, 'the kernel reaching user space', signal);
+      if (booted.index === 1) throw new BootError('kernel', 'image_unbootable', 'request', `kernel step: ${booted.match[0].trim()}; console tail:\n${console.tail()}`);
+    } catch (error) {
+      if (error instanceof BootError) throw fail(`${error.message}`, error.fault, error.code);
+      if (error instanceof ExpectTimeout) throw fail(`kernel step: ${error.message}; console tail:\n${error.tail}`, 'request', 'kernel_timeout');
+      throw error;
+    }
+    await report.stage('bootSeen');
+
+    if (!settings.ssh) {
+      stageNow = 'addressKnown';
+      try {
+        await console.expect([/paddock: (console|ssh) ready|\n[^\n]*[#$] /], settings.timeouts.login * 1000, 'a shell on the console', signal);
+      } catch (error) {
+        if (error instanceof ExpectTimeout) throw fail(`login step: ${error.message}; console tail:\n${error.tail}`, 'request', 'boot_timeout');
+        throw error;
+      }
+      return { console: relay };
+    }
+    await report.stage('addressKnown');
+    stageNow = 'sshReady';
+    const hostKey = await this.awaitSsh(request, settings, console, signal).catch((error: unknown) => {
+      if (error instanceof ProvisionError) throw error;
+      signal.throwIfAborted();
+      throw fail(`ssh step: ${(error as Error).message}; console tail:\n${console.tail()}`, 'request', 'boot_timeout');
+    });
+    await report.stage('sshReady');
+    return { host: settings.ssh.host, port: settings.ssh.port, user: settings.ssh.user, hostKey, console: relay };
+  }
+
+  async release(request: ProvisionRequest<BoardSettings>): Promise<void> {
+    const board = request.machine.name;
+    const settings = settingsOf(request.machine);
+    const session = this.sessions.get(request.allocationId);
+    if (session) {
+      this.sessions.delete(request.allocationId);
+      session.untap();
+      await session.relay.close();
+    }
+    // The staged files go first: a PDU that does not answer must not leave them behind.
+    await unstage(this.tftpRoot(settings), stagingName(request.reservationId, board));
+    try {
+      await this.power(board, settings).off(AbortSignal.timeout(settings.timeouts.power * 1000));
+    } catch (error) {
+      if (error instanceof PowerError) throw new ProvisionError(`${board}: power off: ${error.message}`, 'infrastructure', undefined, { code: 'power_failed' });
+      throw error;
+    }
+    const state = await this.recalled(board);
+    if (state?.reservationId === request.reservationId) await rm(this.stateFile(board), { force: true });
+  }
+
+  async owned(machine: MachineRecord<BoardSettings>): Promise<string[]> {
+    const settings = settingsOf(machine);
+    const suffix = `-${machine.name}`;
+    const ids = new Set((await stagedNames(this.tftpRoot(settings))).filter((name) => name.endsWith(suffix)).map((name) => name.slice(0, -suffix.length)));
+    const state = await this.recalled(machine.name);
+    if (state) ids.add(state.reservationId);
+    return [...ids];
+  }
+
+  private tftpRoot(settings: BoardSettings): string {
+    return settings.boot.tftpRoot ?? path.join(this.context.dataDir, 'tftp');
+  }
+
+  private console(board: string, settings: BoardSettings): Promise<BoardConsole> {
+    let console = this.consoles.get(board);
+    if (!console) {
+      console = new BoardConsole(settings.console, path.join(this.context.dataDir, 'boards', board, 'console.log'));
+      this.consoles.set(board, console);
+    }
+    const opened = console;
+    return opened.open().then(() => opened);
+  }
+
+  private power(board: string, settings: BoardSettings): PowerControl {
+    let power = this.powers.get(board);
+    if (!power) {
+      power = new PowerControl(createPowerDriver(settings.power), {
+        board,
+        minOffTimeMs: settings.minOffTime * 1000,
+        stateFile: path.join(this.context.dataDir, 'boards', board, 'power.json'),
+      });
+      this.powers.set(board, power);
+    }
+    return power;
+  }
+
+  /** The relay for the owner and the reservation's copy of the console log. */
+  private async openSession(request: ProvisionRequest<BoardSettings>, settings: BoardSettings, console: BoardConsole): Promise<{ host: string; port: number }> {
+    const previous = this.sessions.get(request.allocationId);
+    if (previous) {
+      previous.untap();
+      await previous.relay.close();
+    }
+    const logFile = path.join(this.context.dataDir, 'consoles', request.reservationId, `${request.machine.name}.log`);
+    await mkdir(path.dirname(logFile), { recursive: true });
+    const log = createWriteStream(logFile, { flags: 'a' });
+    const untapLog = console.tap((chunk) => log.write(chunk));
+    const relay = new ConsoleRelay(console);
+    const address = await relay.listen(settings.relay.host);
+    this.sessions.set(request.allocationId, {
+      relay,
+      untap: () => {
+        untapLog();
+        log.end();
+      },
+    });
+    return address;
+  }
+
+  /** Tries SSH logins with the reservation's key until one works; the host key is pinned from the console when it prints one. */
+  private async awaitSsh(request: ProvisionRequest<BoardSettings>, settings: BoardSettings, console: BoardConsole, signal: AbortSignal): Promise<string> {
+    const ssh = settings.ssh!;
+    const deadline = Date.now() + settings.timeouts.login * 1000;
+    let last = 'no attempt yet';
+    for (;;) {
+      signal.throwIfAborted();
+      const consoleKey = /paddock: ssh host key (ssh-[a-z0-9-]+ [A-Za-z0-9+/=]+)/.exec(console.tail(200))?.[1];
+      try {
+        return await sshHandshake({
+          host: ssh.host,
+          port: ssh.port,
+          user: ssh.user,
+          privateKey: request.privateKey ?? '',
+          ...(consoleKey ? { expectedHostKey: consoleKey } : {}),
+          timeoutMs: 5000,
+          signal,
+        });
+      } catch (error) {
+        last = (error as Error).message;
+      }
+      if (/Kernel panic - not syncing/.test(console.tail(40))) {
+        throw new ProvisionError(`${request.machine.name}: the kernel panicked; console tail:\n${console.tail()}`, 'request', 'sshReady', { code: 'image_unbootable' });
+      }
+      if (Date.now() > deadline) throw new Error(`no SSH login within ${settings.timeouts.login}s (last attempt: ${last})`);
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+  }
+
+  private stateFile(board: string): string {
+    return path.join(this.context.dataDir, 'boards', board, 'reservation.json');
+  }
+
+  private async remember(board: string, state: { reservationId: string; allocationId: string }): Promise<void> {
+    await mkdir(path.dirname(this.stateFile(board)), { recursive: true });
+    await writeFile(this.stateFile(board), JSON.stringify(state));
+  }
+
+  private async recalled(board: string): Promise<{ reservationId: string; allocationId: string } | undefined> {
+    try {
+      return JSON.parse(await readFile(this.stateFile(board), 'utf8')) as { reservationId: string; allocationId: string };
+    } catch {
+      return undefined;
+    }
+  }
+}
+
+function stagingName(reservationId: string, board: string): string {
+  return `${reservationId}-${board}`;
+}

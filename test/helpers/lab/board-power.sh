@@ -1,0 +1,32 @@
+#!/bin/bash
+# The emulated lab's power outlets: outlet N switches board N, an arm64 QEMU virt machine running
+# Debian's U-Boot. pdudaemon's localcmdline driver runs it ("board-power.sh LAB on|off N"); the
+# command driver can run it too, and "status" reads an outlet back.
+#   LAB/boardN/tty.qemu   the board side of its persistent serial line (a socat pty pair)
+#   LAB/boardN/ssh-port   the loopback port forwarded to the board's SSH
+#   LAB/boardN/broken     if present, the board's firmware is missing (it never reaches U-Boot)
+# pdudaemon runs commands one at a time per PDU, so this must return quickly: QEMU is daemonized.
+set -u
+LAB=$1 CMD=$2 N=$3
+DIR=$LAB/board$N PID=$LAB/board$N/qemu.pid
+alive() { [ -f "$PID" ] && kill -0 "$(cat "$PID" 2>/dev/null)" 2>/dev/null; }
+echo "$(date +%s.%N) $CMD $N" >> "$LAB/power.log"
+case $CMD in
+  on)
+    alive && exit 0
+    bios=/usr/lib/u-boot/qemu_arm64/u-boot.bin
+    [ -e "$DIR/broken" ] && bios=/dev/null
+    qemu-system-aarch64 -M virt -cpu cortex-a53 -m 512 -nodefaults -display none \
+      -bios "$bios" \
+      -nic "user,model=virtio-net-pci,mac=52:52:52:52:52:52,hostfwd=tcp:127.0.0.1:$(cat "$DIR/ssh-port")-:22" \
+      -chardev "serial,id=con,path=$DIR/tty.qemu" -serial chardev:con \
+      -pidfile "$PID" -daemonize 2>> "$DIR/qemu.err" ;;
+  off)
+    if alive; then
+      kill "$(cat "$PID")"
+      for _ in $(seq 100); do alive || break; sleep 0.05; done
+    fi
+    rm -f "$PID" ;;
+  status)
+    if alive; then echo on; else echo off; fi ;;
+esac

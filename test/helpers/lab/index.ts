@@ -1,0 +1,112 @@
+// An emulated lab for board tests: N arm64 boards (QEMU virt + Debian's U-Boot, see
+// board-power.sh), each with a persistent serial line (a socat pty pair: Paddock opens one end
+// with serialport, QEMU attaches to the other at every power-on, like a USB-serial adapter), and
+// a real pdudaemon whose localcmdline PDU switches them. Only this fixture knows the boards are
+// QEMU; Paddock drives them as boards.
+import { spawn, execFile, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import got from 'got';
+import { freePort } from '../ports.js';
+
+const run = promisify(execFile);
+export const powerScript = path.resolve(import.meta.dirname, 'board-power.sh');
+
+export interface LabBoard {
+  /** Outlet number on the lab PDU. */
+  outlet: number;
+  /** The serial device Paddock opens. */
+  tty: string;
+  sshPort: number;
+  dir: string;
+}
+
+export interface Lab {
+  dir: string;
+  boards: LabBoard[];
+  pdu: { url: string; name: string };
+  /** The YAML of a board machine entry for Paddock's config. */
+  boardYaml(board: LabBoard, options?: { name?: string; labels?: Record<string, string>; ssh?: boolean; tftpRoot: string; extra?: string }): string;
+  /** Stops pdudaemon (to test a PDU that is down). */
+  stopPdu(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export async function startLab(count: number): Promise<Lab> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'paddock-lab-'));
+  const children: ChildProcess[] = [];
+  const boards: LabBoard[] = [];
+  for (let outlet = 1; outlet <= count; outlet++) {
+    const boardDir = path.join(dir, `board${outlet}`);
+    mkdirSync(boardDir);
+    const sshPort = await freePort();
+    writeFileSync(path.join(boardDir, 'ssh-port'), String(sshPort));
+    const tty = path.join(boardDir, 'tty');
+    const socat = spawn('socat', [`pty,raw,echo=0,link=${tty}`, `pty,raw,echo=0,link=${path.join(boardDir, 'tty.qemu')}`], { stdio: 'ignore' });
+    children.push(socat);
+    for (let waited = 0; !existsSync(path.join(boardDir, 'tty.qemu')) || !existsSync(tty); waited += 50) {
+      if (waited > 5000) throw new Error('socat did not make the pty pair');
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    boards.push({ outlet, tty, sshPort, dir: boardDir });
+  }
+
+  const pduPort = await freePort();
+  const conf = path.join(dir, 'pdudaemon.conf');
+  writeFileSync(
+    conf,
+    JSON.stringify({
+      daemon: { hostname: '127.0.0.1', port: pduPort, logging_level: 'INFO', listener: 'http' },
+      pdus: { 'lab-pdu': { driver: 'localcmdline', cmd_on: `${powerScript} ${dir} on %s`, cmd_off: `${powerScript} ${dir} off %s` } },
+    }),
+  );
+  let pdudaemon: ChildProcess | undefined = spawn('pdudaemon', ['--conf', conf, '--logfile', path.join(dir, 'pdudaemon.log')], { stdio: 'ignore' });
+  const url = `http://127.0.0.1:${pduPort}`;
+  for (let waited = 0; ; waited += 100) {
+    try {
+      await got.get(`${url}/power/control/off`, { searchParams: { hostname: 'lab-pdu', port: 99 }, retry: { limit: 0 }, timeout: { request: 2000 } });
+      break;
+    } catch {
+      if (waited > 15_000) throw new Error('pdudaemon did not start');
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+
+  const stopPdu = async () => {
+    const child = pdudaemon;
+    pdudaemon = undefined;
+    if (!child || child.exitCode !== null) return;
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    child.kill('SIGTERM');
+    await exited;
+  };
+
+  return {
+    dir,
+    boards,
+    pdu: { url, name: 'lab-pdu' },
+    boardYaml: (board, options) =>
+      [
+        `  - name: ${options?.name ?? `board-${board.outlet}`}`,
+        '    kind: board',
+        `    labels: ${JSON.stringify(options?.labels ?? { arch: 'arm64', type: 'qemu-virt' })}`,
+        '    capacities: { cpus: 1, ram: 512MiB }',
+        '    settings:',
+        `      power: { driver: pdudaemon, url: "${url}", pdu: lab-pdu, port: ${board.outlet} }`,
+        `      console: { device: "${board.tty}", baud: 115200 }`,
+        `      boot: { serverIp: 127.0.0.1, ip: 10.0.2.15, gatewayIp: 10.0.2.2, tftpRoot: "${options?.tftpRoot}" }`,
+        ...(options?.ssh === false ? [] : [`      ssh: { host: 127.0.0.1, port: ${board.sshPort} }`]),
+        '      minOffTime: 1',
+        ...(options?.extra ? [options.extra] : []),
+      ].join('\n'),
+    stopPdu,
+    async stop() {
+      await stopPdu();
+      await Promise.all(boards.map((board) => run(powerScript, [dir, 'off', String(board.outlet)]).catch(() => undefined)));
+      for (const child of children) child.kill('SIGTERM');
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
