@@ -17,7 +17,7 @@ import { PowerError } from '../../boards/power/types.js';
 import { BundleError, unpackBundle } from '../../images/bundle.js';
 import { stage, stagedNames, unstage } from '../../images/staging.js';
 import type { Stage } from '../protocol.js';
-import { sshHandshake } from '../ssh.js';
+import { SshProber } from '../ssh.js';
 import { parseSettings, ProvisionError, type KindContext, type MachineRecord, type Provisioner, type ProvisionerKind, type ProvisionRequest, type Readiness, type StageReporter } from '../types.js';
 import { boardSettingsSchema, type BoardSettings } from './config.js';
 
@@ -232,28 +232,27 @@ export class BoardProvisioner implements Provisioner<BoardSettings> {
   private async awaitSsh(request: ProvisionRequest<BoardSettings>, settings: BoardSettings, console: BoardConsole, signal: AbortSignal): Promise<string> {
     const ssh = settings.ssh!;
     const deadline = Date.now() + settings.timeouts.login * 1000;
-    let last = 'no attempt yet';
-    for (;;) {
-      signal.throwIfAborted();
-      const consoleKey = /paddock: ssh host key (ssh-[a-z0-9-]+ [A-Za-z0-9+/=]+)/.exec(console.tail(200))?.[1];
-      try {
-        return await sshHandshake({
-          host: ssh.host,
-          port: ssh.port,
-          user: ssh.user,
-          privateKey: request.privateKey ?? '',
-          ...(consoleKey ? { expectedHostKey: consoleKey } : {}),
-          timeoutMs: 5000,
-          signal,
-        });
-      } catch (error) {
-        last = (error as Error).message;
+    let announced = false;
+    const untap = console.tap((chunk) => {
+      if (chunk.includes('ssh ready')) announced = true;
+    });
+    const prober = new SshProber({ host: ssh.host, port: ssh.port, user: ssh.user, privateKey: request.privateKey ?? '', signal }, 0);
+    try {
+      for (;;) {
+        signal.throwIfAborted();
+        const tail = console.tail(200);
+        // The last key printed: earlier boots of the board printed theirs too.
+        prober.poke(announced, [...tail.matchAll(/paddock: ssh host key (ssh-[a-z0-9-]+ [A-Za-z0-9+/=]+)/g)].pop()?.[1]);
+        announced = false;
+        if (prober.hostKey !== undefined) return prober.hostKey;
+        if (/Kernel panic - not syncing/.test(tail)) {
+          throw new ProvisionError(`${request.machine.name}: the kernel panicked; console tail:\n${console.tail()}`, 'request', 'sshReady', { code: 'image_unbootable' });
+        }
+        if (Date.now() > deadline) throw new Error(`no SSH login within ${settings.timeouts.login}s (last attempt: ${prober.last})`);
+        await new Promise((resolve) => setTimeout(resolve, 100));
       }
-      if (/Kernel panic - not syncing/.test(console.tail(40))) {
-        throw new ProvisionError(`${request.machine.name}: the kernel panicked; console tail:\n${console.tail()}`, 'request', 'sshReady', { code: 'image_unbootable' });
-      }
-      if (Date.now() > deadline) throw new Error(`no SSH login within ${settings.timeouts.login}s (last attempt: ${last})`);
-      await new Promise((resolve) => setTimeout(resolve, 500));
+    } finally {
+      untap();
     }
   }
 

@@ -14,7 +14,7 @@ import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promise
 import path from 'node:path';
 import { unpackBundle, BundleError } from '../../images/bundle.js';
 import type { Stage } from '../protocol.js';
-import { sshHandshake } from '../ssh.js';
+import { SshProber } from '../ssh.js';
 import {
   parseSettings,
   ProvisionError,
@@ -234,11 +234,8 @@ export class QemuProvisioner implements Provisioner<QemuSettings> {
     let offset = 0;
     let seen = '';
     let stage: Stage = 'powerConfirmed';
-    let lastSsh = 'no attempt yet';
-    let nextSsh = Date.now() + 1000;
     let consoleHostKey: string | undefined;
-    let hostKeySeen: string | undefined;
-    const attempts = new Set<Promise<void>>();
+    const prober = new SshProber({ host: '127.0.0.1', port: vm.port, user: settings.user, privateKey: request.privateKey ?? '', signal });
     const order: Stage[] = ['powerConfirmed', 'bootSeen', 'addressKnown', 'sshReady'];
     const reach = async (next: Stage) => {
       for (const each of order.slice(order.indexOf(stage) + 1, order.indexOf(next) + 1)) await report.stage(each);
@@ -260,38 +257,16 @@ export class QemuProvisioner implements Provisioner<QemuSettings> {
       if (marker) consoleHostKey = marker[1];
       if (deadPatterns.some((pattern) => pattern.test(seen))) throw await fail('image_unbootable', 'request', 'the guest failed to boot');
       if (!(await isVmProcess(vm.pid, runDir))) throw await fail('image_unbootable', 'request', 'QEMU exited before the guest was ready');
-      // SSH attempts run beside the console watch: before the guest's network is up, user
-      // networking accepts the connection and then hangs, so an attempt may take its whole timeout.
-      // A console line saying SSH is up starts a fresh attempt at once.
+      // A console line saying SSH is up starts a fresh login attempt at once.
       const announced = /paddock: ssh ready/.test(seen);
       if (announced) seen = seen.replace(/paddock: ssh ready/g, 'paddock: ssh up');
-      if (announced || (attempts.size === 0 && Date.now() >= nextSsh)) {
-        const attempt = sshHandshake({
-          host: '127.0.0.1',
-          port: vm.port,
-          user: settings.user,
-          privateKey: request.privateKey ?? '',
-          ...(consoleHostKey ? { expectedHostKey: consoleHostKey } : {}),
-          timeoutMs: 10_000,
-          signal,
-        }).then(
-          (hostKey) => {
-            hostKeySeen ??= hostKey;
-          },
-          (error: unknown) => {
-            lastSsh = (error as Error).message;
-            nextSsh = Date.now() + 500;
-          },
-        );
-        attempts.add(attempt);
-        void attempt.finally(() => attempts.delete(attempt));
-      }
-      if (hostKeySeen !== undefined) {
+      prober.poke(announced, consoleHostKey);
+      if (prober.hostKey !== undefined) {
         await reach('sshReady');
-        return hostKeySeen;
+        return prober.hostKey;
       }
       if (Date.now() > deadline) {
-        throw await fail('boot_timeout', 'request', `not ready within ${settings.bootTimeout}s (last SSH attempt: ${lastSsh})`);
+        throw await fail('boot_timeout', 'request', `not ready within ${settings.bootTimeout}s (last SSH attempt: ${prober.last})`);
       }
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
