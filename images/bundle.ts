@@ -11,6 +11,7 @@
 //
 // Nothing else is accepted, so a bundle cannot write outside its directory (no paths, no links).
 import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -43,6 +44,19 @@ export class BundleError extends Error {
  * place, so a crash never leaves a half bundle that looks whole.
  */
 export async function unpackBundle(archive: string, dir: string): Promise<Bundle> {
+  // Machines of one gang often boot the same image at once: one unpack serves them all.
+  let pending = unpacking.get(dir);
+  if (!pending) {
+    pending = unpack(archive, dir).finally(() => unpacking.delete(dir));
+    unpacking.set(dir, pending);
+  }
+  await pending;
+  return describe(dir);
+}
+
+const unpacking = new Map<string, Promise<void>>();
+
+async function unpack(archive: string, dir: string): Promise<void> {
   if (!(await exists(path.join(dir, '.complete')))) {
     const listing = await tar(['--list', '--verbose', '--file', archive]);
     const names: string[] = [];
@@ -59,20 +73,23 @@ export async function unpackBundle(archive: string, dir: string): Promise<Bundle
     }
     if (!names.includes('kernel')) throw new BundleError('the bundle has no kernel');
     if (names.includes('rootfs.qcow2') && names.includes('rootfs.raw')) throw new BundleError('the bundle has two root disks');
-    const temporary = `${dir}.unpacking-${process.pid}-${Date.now()}`;
+    const temporary = `${dir}.unpacking-${randomBytes(6).toString('hex')}`;
     await rm(temporary, { recursive: true, force: true });
     await mkdir(temporary, { recursive: true });
     try {
       await tar(['--extract', '--file', archive, '--directory', temporary, '--no-same-owner', '--no-same-permissions', '--', ...names]);
       await writeFile(path.join(temporary, '.complete'), '');
-      await rm(dir, { recursive: true, force: true });
-      await rename(temporary, dir);
+      if (await exists(path.join(dir, '.complete'))) {
+        await rm(temporary, { recursive: true, force: true }); // another process finished first
+      } else {
+        await rm(dir, { recursive: true, force: true });
+        await rename(temporary, dir);
+      }
     } catch (error) {
       await rm(temporary, { recursive: true, force: true });
       throw error;
     }
   }
-  return describe(dir);
 }
 
 async function describe(dir: string): Promise<Bundle> {

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# build-test-images.sh [CACHEDIR]: builds the x86 test images once and keeps them in a cache dir:
+# build-test-images.sh [CACHEDIR]: builds the test images once and keeps them in a cache dir:
 #   CACHEDIR/x86-initramfs/   (x86-initramfs.sh)   vmlinux initrd.cpio.gz cmdline kernel-release bundle.tar
 #   CACHEDIR/x86-disk/        (x86-disk.sh)        disk.qcow2 vmlinux initrd.cpio.gz cmdline kernel-release bundle.tar
-#   CACHEDIR/debs/            downloaded .debs, shared by the recipes (unused ones are pruned)
+#   CACHEDIR/arm64-initramfs/ (arm64-initramfs.sh) Image.gz initrd.cpio.gz cmdline kernel-release bundle.tar
+#   CACHEDIR/debs/            downloaded .debs, shared by the recipes (unused ones are pruned), and
+#   CACHEDIR/debs/apt-arm64/  the private apt state (package lists) for the arm64 packages
 # CACHEDIR defaults to ${PADDOCK_IMAGE_CACHE:-$HOME/.cache/paddock/images}.
 #
 # An image is rebuilt only when it is missing or its stamp changed. The stamp hashes the recipe files
@@ -14,11 +16,16 @@
 # Output: one line per image on stdout, "NAME DIR" (progress goes to stderr), e.g.
 #   x86-initramfs /root/.cache/paddock/images/x86-initramfs
 #   x86-disk /root/.cache/paddock/images/x86-disk
+#   arm64-initramfs /root/.cache/paddock/images/arm64-initramfs
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 CACHE=${1:-${PADDOCK_IMAGE_CACHE:-$HOME/.cache/paddock/images}}
-IMAGES=(x86-initramfs x86-disk)
+IMAGES=(x86-initramfs x86-disk arm64-initramfs)
+arch_of() { case $1 in arm64-*) echo arm64 ;; *) echo amd64 ;; esac; }
 
+PROG=build-test-images
+# shellcheck source-path=SCRIPTDIR source=lib/common.sh
+. "$HERE/lib/common.sh"   # set_arch, apt_setup, package_state, pack_bundle
 log() { printf 'build-test-images: %s\n' "$*" >&2; }
 
 mkdir -p "$CACHE"
@@ -29,39 +36,31 @@ if ! flock -n 9; then
   flock 9
 fi
 
-# what the images are made of right now (one apt-cache call; apt is slow to start in Docker images)
-package_state() {
-  local kernel
-  kernel=$(apt-cache depends --important linux-image-amd64 2>/dev/null |
-           sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*\)$/\1/p' | head -n 1)
-  echo "kernel=${PADDOCK_KERNEL_PACKAGE:-$kernel}"
-  apt-cache policy "${PADDOCK_KERNEL_PACKAGE:-$kernel}" busybox-static dropbear-bin \
-      libc6 libcrypt1 zlib1g libtomcrypt1 libtommath1 libgmp10 2>/dev/null |
-    awk '/^[^ ]/ { p = $1 } /^  Candidate:/ { print p, $2 }'
-}
+# the recipes and apt_setup keep .debs and the arm64 package lists in the cache
+export PADDOCK_DEB_CACHE=$CACHE/debs
+mkdir -p "$PADDOCK_DEB_CACHE"
+
+# what the images of each architecture are made of right now (one apt-cache call per architecture;
+# apt is slow to start in Docker images). For arm64 this first downloads or refreshes the private
+# package lists (see apt_setup in lib/common.sh).
+declare -A PACKAGES=()
+for name in "${IMAGES[@]}"; do
+  arch=$(arch_of "$name")
+  [ -z "${PACKAGES[$arch]:-}" ] || continue
+  set_arch "$arch"
+  apt_setup
+  PACKAGES[$arch]=$(package_state)
+done
 
 recipes_hash=$(cd "$HERE" && find . -name '*.sh' -type f | LC_ALL=C sort | xargs sha256sum)
-packages=$(package_state)
-# a recipe's stamp: every recipe file (they share lib/ and guest/) + the package state + its name
-stamp_of() { printf '%s\n%s\n%s\n' "$1" "$recipes_hash" "$packages" | sha256sum | cut -d' ' -f1; }
-
-# bundle.tar: what Paddock stores as one image of format "bundle" (see images/bundle.ts): members
-# kernel, initrd, cmdline and, for a disk image, rootfs.qcow2. Plain tar: the kernel is already
-# uncompressed for speed, and the agent unpacks a bundle once per sha256.
-pack_bundle() {
-  local out=$1 members=(kernel initrd cmdline)
-  local stage=$out/.bundle
-  mkdir -p "$stage"
-  ln "$out/vmlinux" "$stage/kernel"
-  ln "$out/initrd.cpio.gz" "$stage/initrd"
-  ln "$out/cmdline" "$stage/cmdline"
-  if [ -f "$out/disk.qcow2" ]; then ln "$out/disk.qcow2" "$stage/rootfs.qcow2"; members+=(rootfs.qcow2); fi
-  tar --create --file "$out/bundle.tar" --directory "$stage" --owner=0 --group=0 --numeric-owner "${members[@]}"
-  rm -rf "$stage"
+# a recipe's stamp: every recipe file (they share lib/ and guest/) + its packages + its name
+stamp_of() {
+  printf '%s\n%s\n%s\n' "$1" "$recipes_hash" "${PACKAGES[$(arch_of "$1")]}" | sha256sum | cut -d' ' -f1
 }
 
 touch "$CACHE/.build-start"
 built=0
+built_arches=" "
 for name in "${IMAGES[@]}"; do
   dir=$CACHE/$name
   stamp=$(stamp_of "$name")
@@ -72,9 +71,10 @@ for name in "${IMAGES[@]}"; do
   log "building $name (recipes or packages changed, or no image yet)"
   start=$(date +%s)
   rm -rf "$dir.new"
-  PADDOCK_DEB_CACHE=$CACHE/debs "$HERE/$name.sh" "$dir.new" ||
+  "$HERE/$name.sh" "$dir.new" ||
     { rm -rf "$dir.new"; log "$name: build failed"; exit 1; }
-  pack_bundle "$dir.new"
+  # bundle.tar: the arm64 recipe writes its own; the x86 ones leave it to this script
+  [ -f "$dir.new/bundle.tar" ] || pack_bundle "$dir.new"
   echo "$stamp" > "$dir.new/.stamp"
   rm -rf "$dir.old"
   if [ -e "$dir" ]; then mv "$dir" "$dir.old"; fi
@@ -82,6 +82,7 @@ for name in "${IMAGES[@]}"; do
   rm -rf "$dir.old"
   log "$name built in $(($(date +%s) - start)) s"
   built=1
+  built_arches="$built_arches$(arch_of "$name") "
 done
 
 if [ "$built" = 1 ]; then
@@ -92,8 +93,10 @@ if [ "$built" = 1 ]; then
       ln -f "$first" "$CACHE/$name/vmlinux"
     fi
   done
-  # drop .debs that no build used this time (old versions)
-  find "$CACHE/debs" -name '*.deb' ! -newer "$CACHE/.build-start" -delete 2>/dev/null || true
+  # drop .debs of the architectures built this time that no build used (old versions)
+  for arch in $built_arches; do
+    find "$CACHE/debs" -maxdepth 1 -name "*_$arch.deb" ! -newer "$CACHE/.build-start" -delete 2>/dev/null || true
+  done
 fi
 rm -f "$CACHE/.build-start"
 

@@ -89,10 +89,12 @@ export class BoardProvisioner implements Provisioner<BoardSettings> {
     });
     const relay = await this.openSession(request, settings, console);
 
-    // Power cycle with the console already listening, so nothing U-Boot prints is missed.
+    // Power cycle with the console already listening, so nothing U-Boot prints is missed. A board
+    // known to be off (Paddock switched it off at the last release) is only switched on; on() keeps
+    // the minimum off-time either way.
     const power = this.power(board, settings);
     try {
-      await power.off(AbortSignal.any([signal, AbortSignal.timeout(settings.timeouts.power * 1000)]));
+      if (power.state !== 'off') await power.off(AbortSignal.any([signal, AbortSignal.timeout(settings.timeouts.power * 1000)]));
       console.mark();
       await power.on(AbortSignal.any([signal, AbortSignal.timeout(settings.timeouts.power * 1000)]));
     } catch (error) {
@@ -232,9 +234,15 @@ export class BoardProvisioner implements Provisioner<BoardSettings> {
   private async awaitSsh(request: ProvisionRequest<BoardSettings>, settings: BoardSettings, console: BoardConsole, signal: AbortSignal): Promise<string> {
     const ssh = settings.ssh!;
     const deadline = Date.now() + settings.timeouts.login * 1000;
+    // The console announcing SSH starts a login attempt at once (the marker may span chunks).
     let announced = false;
+    let recent = '';
     const untap = console.tap((chunk) => {
-      if (chunk.includes('ssh ready')) announced = true;
+      recent = (recent + chunk.toString('latin1')).slice(-64);
+      if (recent.includes('paddock: ssh ready')) {
+        announced = true;
+        recent = '';
+      }
     });
     const prober = new SshProber({ host: ssh.host, port: ssh.port, user: ssh.user, privateKey: request.privateKey ?? '', signal }, 0);
     try {

@@ -13,6 +13,8 @@ export interface TestImages {
   disk: string;
   /** The bare qcow2 disk of the disk image (no bootloader). */
   qcow2: string;
+  /** Boot bundle for arm64 boards: gzipped Image + initramfs, key from the kernel command line. */
+  arm64: string;
 }
 
 let built: Promise<TestImages> | undefined;
@@ -26,6 +28,7 @@ export function testImages(): Promise<TestImages> {
       initramfs: path.join(dirs['x86-initramfs'], 'bundle.tar'),
       disk: path.join(dirs['x86-disk'], 'bundle.tar'),
       qcow2: path.join(dirs['x86-disk'], 'disk.qcow2'),
+      arm64: path.join(dirs['arm64-initramfs'], 'bundle.tar'),
     };
   })();
   return built;

@@ -1,47 +1,64 @@
 # shellcheck shell=bash disable=SC2034  # (SC2034: the recipes that source this use its variables)
-# Shared by x86-initramfs.sh and x86-disk.sh (sourced, not run).
+# Shared by x86-initramfs.sh, x86-disk.sh and arm64-initramfs.sh (sourced, not run), and by
+# build-test-images.sh for package_state.
 #
 # Everything that goes into an image comes from Debian packages fetched with `apt-get download` and
 # unpacked with `dpkg-deb`; nothing from the build host's own filesystem ends up in an image. The host
 # only needs the tools in packages.txt and working apt sources (run `apt-get update` first).
 #
+# Architectures: amd64 by default; a recipe calls `set_arch arm64` before recipe_init for an arm64
+# image. Packages of an architecture other than the host's come through a private apt state (see
+# apt_setup): the host's dpkg architecture list and its /var/lib/apt are never changed.
+#
 # Environment:
 #   PADDOCK_DEB_CACHE        keep downloaded .debs here (checked against apt's SHA256) instead of a temp dir
-#   PADDOCK_KERNEL_PACKAGE   use this linux-image package instead of what linux-image-amd64 depends on
-#   TMPDIR                   where the temporary work dir goes (~30 MB)
+#   PADDOCK_KERNEL_PACKAGE   use this linux-image package instead of what linux-image-ARCH depends on
+#   PADDOCK_APT_STATE        the private apt state for a foreign architecture (package lists, ~20 MB);
+#                            default PADDOCK_DEB_CACHE/apt-ARCH, or a temp dir without PADDOCK_DEB_CACHE
+#   TMPDIR                   where the temporary work dir goes (~30 MB, ~70 MB for arm64)
 
-DEB_ARCH=amd64
 EXTRA_TOOLS=()   # more host tools a recipe needs (set before recipe_init)
-TRIPLET=x86_64-linux-gnu
 RECIPES_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 GUEST_DIR=$RECIPES_DIR/guest
-
-# Kernel command line shared by both images. console=ttyS0: markers and the shell on the first serial
-# port; panic=-1: reboot at once on a panic, which ends QEMU when it runs with -no-reboot; quiet:
-# warnings only. The rest skips work that only tests the kernel itself and costs ~0.5 s under TCG:
-# cryptomgr.notests skips the crypto self-tests, and the KDF self-test (the only thing
-# crypto_kdf108_init does in 6.1) is not covered by it, so that initcall is skipped by name.
-BASE_CMDLINE="console=ttyS0 panic=-1 quiet cryptomgr.notests initcall_blacklist=crypto_kdf108_init"
 
 # dropbear-bin is dynamically linked; these packages hold the libraries it needs (checked at build
 # time by following the ELF NEEDED entries, so a new dependency fails the build with a clear message).
 DROPBEAR_LIB_PACKAGES=(libc6 libcrypt1 zlib1g libtomcrypt1 libtommath1 libgmp10)
-# Only these parts of the 70 MB kernel package are unpacked (tar patterns, matched against
-# ./lib/modules and ./usr/lib/modules alike). Module dependencies are resolved by depmod/modprobe
-# on this subset and then re-checked against each module's own "depends" list, so a module that
-# falls outside these patterns stops the build instead of going missing at boot.
-KERNEL_MEMBERS=(
-  './boot/vmlinuz-*' './boot/config-*'
-  './*lib/modules/*/modules.order' './*lib/modules/*/modules.builtin' './*lib/modules/*/modules.builtin.modinfo'
-  './*lib/modules/*/kernel/drivers/virtio'
-  './*lib/modules/*/kernel/drivers/net/virtio_net.ko*' './*lib/modules/*/kernel/drivers/net/net_failover.ko*'
-  './*lib/modules/*/kernel/net/core'
-  './*lib/modules/*/kernel/drivers/block/virtio_blk.ko*'
-  './*lib/modules/*/kernel/drivers/firmware/qemu_fw_cfg.ko*'
-  './*lib/modules/*/kernel/drivers/char/hw_random'
-  './*lib/modules/*/kernel/fs/ext4' './*lib/modules/*/kernel/fs/jbd2' './*lib/modules/*/kernel/fs/mbcache.ko*'
-  './*lib/modules/*/kernel/lib' './*lib/modules/*/kernel/crypto' './*lib/modules/*/kernel/arch/x86/crypto'
-)
+
+# set_arch amd64|arm64: the Debian architecture of the image. Sets DEB_ARCH, TRIPLET (the multiarch
+# library dir), CONSOLE, BASE_CMDLINE and KERNEL_MEMBERS.
+set_arch() {
+  local karch
+  DEB_ARCH=$1
+  case $1 in
+    amd64) TRIPLET=x86_64-linux-gnu; karch=x86; CONSOLE=ttyS0 ;;       # the PC's first UART (8250)
+    arm64) TRIPLET=aarch64-linux-gnu; karch=arm64; CONSOLE=ttyAMA0 ;;  # QEMU virt's PL011 UART
+    *) die "unsupported architecture $1 (amd64 or arm64)" ;;
+  esac
+  # Kernel command line shared by the images. console=: markers and the shell on the first serial
+  # port; panic=-1: reboot at once on a panic, which ends QEMU when it runs with -no-reboot; quiet:
+  # warnings only. The rest skips work that only tests the kernel itself and costs ~0.5 s under TCG:
+  # cryptomgr.notests skips the crypto self-tests, and the KDF self-test (the only thing
+  # crypto_kdf108_init does in 6.1) is not covered by it, so that initcall is skipped by name.
+  BASE_CMDLINE="console=$CONSOLE panic=-1 quiet cryptomgr.notests initcall_blacklist=crypto_kdf108_init"
+  # Only these parts of the kernel package (70 MB amd64, 60 MB arm64) are unpacked (tar patterns,
+  # matched against ./lib/modules and ./usr/lib/modules alike). Module dependencies are resolved by
+  # depmod/modprobe on this subset and then re-checked against each module's own "depends" list, so
+  # a module that falls outside these patterns stops the build instead of going missing at boot.
+  KERNEL_MEMBERS=(
+    './boot/vmlinuz-*' './boot/config-*'
+    './*lib/modules/*/modules.order' './*lib/modules/*/modules.builtin' './*lib/modules/*/modules.builtin.modinfo'
+    './*lib/modules/*/kernel/drivers/virtio'
+    './*lib/modules/*/kernel/drivers/net/virtio_net.ko*' './*lib/modules/*/kernel/drivers/net/net_failover.ko*'
+    './*lib/modules/*/kernel/net/core'
+    './*lib/modules/*/kernel/drivers/block/virtio_blk.ko*'
+    './*lib/modules/*/kernel/drivers/firmware/qemu_fw_cfg.ko*'
+    './*lib/modules/*/kernel/drivers/char/hw_random'
+    './*lib/modules/*/kernel/fs/ext4' './*lib/modules/*/kernel/fs/jbd2' './*lib/modules/*/kernel/fs/mbcache.ko*'
+    './*lib/modules/*/kernel/lib' './*lib/modules/*/kernel/crypto' "./*lib/modules/*/kernel/arch/$karch/crypto"
+  )
+}
+set_arch amd64
 
 log() { printf '%s: %s\n' "$PROG" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -64,17 +81,89 @@ recipe_init() {
   DEBS=${PADDOCK_DEB_CACHE:-$WORK/debs}
   mkdir -p "$DEBS" "$WORK/x"
   X=$WORK/x   # unpacked packages
+  apt_setup
+}
+
+# apt_setup: sets APT_OPTS, the options of every apt-get/apt-cache call. Empty for the host's own
+# architecture. For another one (arm64 on an amd64 host) apt runs with a private state in APT_STATE:
+# the host's sources and apt.conf (so its mirror and proxy), but APT::Architecture=ARCH and its own
+# package lists, status and cache. That needs no `dpkg --add-architecture` + `apt-get update`, which
+# would need root, change the host for good, and make the host's own `apt-get update` fail whenever
+# the mirror has one inconsistent index of the added architecture. The private lists are downloaded
+# when missing and refreshed when the host's are newer, so an `apt-get update` on the host moves
+# both architectures forward, as it does for the amd64 images (~10 MB, 1-3 s).
+APT_OPTS=()
+apt_setup() {
+  APT_OPTS=()
+  [ "$DEB_ARCH" != "$(dpkg --print-architecture)" ] || return 0
+  APT_STATE=${PADDOCK_APT_STATE:-${PADDOCK_DEB_CACHE:-$WORK}/apt-$DEB_ARCH}
+  mkdir -p "$APT_STATE/lists/partial" "$APT_STATE/cache/archives/partial"
+  [ -e "$APT_STATE/status" ] || : > "$APT_STATE/status"
+  APT_OPTS=(-o "APT::Architecture=$DEB_ARCH" -o "APT::Architectures::=$DEB_ARCH"
+            -o "Dir::State::Lists=$APT_STATE/lists" -o "Dir::State::status=$APT_STATE/status"
+            -o "Dir::Cache=$APT_STATE/cache" -o "Acquire::Languages=none")
+  local sandbox=()
+  [ "$(id -u)" -ne 0 ] || sandbox=(-o APT::Sandbox::User=root)  # root-owned dirs are not writable for _apt
+  (
+    flock 8
+    foreign_lists_stale || exit 0
+    log "updating the $DEB_ARCH package lists (private apt state in $APT_STATE)"
+    rc=0
+    apt-get "${APT_OPTS[@]}" "${sandbox[@]}" -qq update >&2 || rc=$?
+    touch "$APT_STATE/updated"
+    [ "$rc" -eq 0 ] && exit 0
+    compgen -G "$APT_STATE/lists/*_Packages*" > /dev/null ||
+      die "apt-get update for $DEB_ARCH failed and there are no $DEB_ARCH package lists"
+    log "warning: apt-get update for $DEB_ARCH failed (exit $rc); using the lists it has"
+  ) 8> "$APT_STATE/lock" || exit 1
+}
+
+# foreign_lists_stale: true when the private lists are missing, or older than the host's: a suite's
+# (In)Release in the host's lists has a later Date: than ours, or is one we have none of and the
+# host got it after our last update.
+foreign_lists_stale() {
+  local hostlists f ours
+  compgen -G "$APT_STATE/lists/*_Packages*" > /dev/null || return 0
+  eval "$(apt-config shell hostlists Dir::State::Lists/d)"
+  for f in "${hostlists%/}"/*_Release "${hostlists%/}"/*_InRelease; do
+    [ -f "$f" ] || continue
+    ours=$APT_STATE/lists/${f##*/}
+    if [ -f "$ours" ]; then
+      [ "$(release_date "$f")" -le "$(release_date "$ours")" ] || return 0
+    elif [ ! -e "$APT_STATE/updated" ] || [ "$f" -nt "$APT_STATE/updated" ]; then
+      return 0
+    fi
+  done
+  return 1
+}
+release_date() {   # release_date FILE: the Date: field of a Release file, as epoch seconds (0 if none)
+  local d
+  d=$(sed -n 's/^Date: //p' "$1" | head -n 1)
+  if [ -n "$d" ]; then date -d "$d" +%s 2>/dev/null || echo 0; else echo 0; fi
 }
 
 kernel_package() {
   if [ -n "${PADDOCK_KERNEL_PACKAGE:-}" ]; then echo "$PADDOCK_KERNEL_PACKAGE"; return; fi
-  # linux-image-amd64 is a metapackage; the real one carries the ABI (linux-image-6.1.0-NN-amd64) and
+  # linux-image-ARCH is a metapackage; the real one carries the ABI (linux-image-6.1.0-NN-ARCH) and
   # changes with Debian's updates, so never pin it.
   local p
-  p=$(apt-cache depends --important "linux-image-$DEB_ARCH" 2>/dev/null |
+  p=$(apt-cache "${APT_OPTS[@]}" depends --important "linux-image-$DEB_ARCH" 2>/dev/null |
       sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*\)$/\1/p' | head -n 1)
   [ -n "$p" ] || die "cannot resolve linux-image-$DEB_ARCH (run apt-get update?)"
   echo "$p"
+}
+
+# package_state: what a recipe for DEB_ARCH would use now, one "PACKAGE VERSION" line each (the kernel
+# package linux-image-ARCH resolves to, and the candidate versions), for build-test-images.sh's
+# stamps. Call apt_setup first.
+package_state() {
+  local kernel
+  kernel=$(apt-cache "${APT_OPTS[@]}" depends --important "linux-image-$DEB_ARCH" 2>/dev/null |
+           sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*\)$/\1/p' | head -n 1)
+  echo "arch=$DEB_ARCH kernel=${PADDOCK_KERNEL_PACKAGE:-$kernel}"
+  apt-cache "${APT_OPTS[@]}" policy "${PADDOCK_KERNEL_PACKAGE:-$kernel}" busybox-static dropbear-bin \
+      "${DROPBEAR_LIB_PACKAGES[@]}" 2>/dev/null |
+    awk '/^[^ ]/ { p = $1 } /^  Candidate:/ { print p, $2 }'
 }
 
 # fetch_debs PKG...: makes sure $DEBS holds the candidate .deb of every PKG, verified against the SHA256
@@ -86,7 +175,7 @@ fetch_debs() {
   [ "$(id -u)" -ne 0 ] || sandbox=(-o APT::Sandbox::User=root)  # root-owned dirs are not writable for _apt
   mkdir -p "$WORK/empty"
   # --print-uris from an empty dir: apt leaves out packages whose file is already in the current dir
-  uris=$(cd "$WORK/empty" && apt-get download --print-uris "${@/%/:$DEB_ARCH}") ||
+  uris=$(cd "$WORK/empty" && apt-get "${APT_OPTS[@]}" download --print-uris "${@/%/:$DEB_ARCH}") ||
     die "apt-get download --print-uris $* failed (run apt-get update?)"
   while read -r _ file size hash; do   # 'URL' FILE SIZE SHA256:...
     [ -n "$file" ] || continue
@@ -106,7 +195,7 @@ fetch_debs() {
   for pkg in "$@"; do [ -n "${FETCHED[$pkg]:-}" ] || die "apt has no candidate for $pkg"; done
   if [ ${#need[@]} -gt 0 ]; then
     log "downloading ${need[*]}"
-    (cd "$DEBS" && apt-get "${sandbox[@]}" download -q=2 "${need[@]}") >&2 || die "apt-get download ${need[*]} failed"
+    (cd "$DEBS" && apt-get "${APT_OPTS[@]}" "${sandbox[@]}" download -q=2 "${need[@]}") >&2 || die "apt-get download ${need[*]} failed"
     while read -r file size want; do
       [ -f "$DEBS/$file" ] || die "apt-get download did not produce $file"
       [ -z "$want" ] || [ "$(sha256sum < "$DEBS/$file" | cut -d' ' -f1)" = "$want" ] || die "checksum mismatch: $file"
@@ -224,6 +313,25 @@ unpack_userland() {
   done
 }
 
+# busybox_applets BINARY: the applet names of a busybox binary, one per line. A binary of the host's
+# architecture says so itself (--list). A foreign one cannot run here, so its applet name table is
+# read instead: NUL-separated names in sorted order, starting with "[" and "[[", ended by an empty
+# name (the same table --list prints). Either way the applets init needs must be there.
+busybox_applets() {
+  local bin=$1 off a list
+  if [ "$DEB_ARCH" = "$(dpkg --print-architecture)" ]; then
+    list=$("$bin" --list) || die "$bin --list failed"
+  else
+    off=$(LC_ALL=C grep -aboP '\x00\[\x00\[\[\x00' "$bin" | head -n 1 | cut -d: -f1)
+    [ -n "$off" ] || die "no applet name table in $bin"
+    list=$(tail -c "+$((off + 2))" "$bin" | head -c 65536 | tr '\0' '\n' | awk 'NF == 0 { exit } { print }')
+  fi
+  for a in sh insmod ip udhcpc arping base64 setsid cttyhack mount hostname; do
+    printf '%s\n' "$list" | grep -qx "$a" || die "busybox in busybox-static has no $a applet"
+  done
+  printf '%s\n' "$list"
+}
+
 # stage_rootfs ROOT MODULE...: the guest's root tree. Merged-/usr layout: everything in /usr/bin and
 # /usr/lib, with /bin, /sbin, /usr/sbin and /lib as symlinks, so every usual path works.
 stage_rootfs() {
@@ -234,9 +342,9 @@ stage_rootfs() {
   ln -s usr/lib "$root/lib"; ln -s /run "$root/var/run"; ln -s /tmp "$root/var/tmp"; mkdir -p "$root/var/log"
   chmod 1777 "$root/tmp"; chmod 700 "$root/root" "$root/root/.ssh"
 
-  # busybox and its applets (the applet list comes from running it: fine on an amd64 build host)
+  # busybox and its applets
   cp "$X/bin/busybox" "$root/usr/bin/busybox"
-  for a in $("$X/bin/busybox" --list); do
+  for a in $(busybox_applets "$X/bin/busybox"); do
     [ "$a" = busybox ] || ln -s busybox "$root/usr/bin/$a"
   done
 
@@ -300,4 +408,26 @@ write_image_info() {
 pack_cpio() {
   (cd "$1" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) | gzip -6 -n > "$2.tmp"
   mv "$2.tmp" "$2"
+}
+
+# pack_bundle DIR: DIR/bundle.tar, what Paddock stores as one image of format "bundle" (see
+# images/bundle.ts): members kernel (DIR/vmlinux, or DIR/Image.gz for arm64), initrd, cmdline and,
+# for a disk image, rootfs.qcow2. Plain tar: the kernel is already uncompressed (x86) or gzipped
+# (arm64), and the agent unpacks a bundle once per sha256.
+pack_bundle() {
+  local out=$1 members=(kernel initrd cmdline) kernel
+  local stage=$out/.bundle
+  if [ -f "$out/vmlinux" ]; then kernel=$out/vmlinux
+  elif [ -f "$out/Image.gz" ]; then kernel=$out/Image.gz
+  else die "pack_bundle: no vmlinux or Image.gz in $out"
+  fi
+  rm -rf "$stage"
+  mkdir -p "$stage"
+  ln "$kernel" "$stage/kernel"
+  ln "$out/initrd.cpio.gz" "$stage/initrd"
+  ln "$out/cmdline" "$stage/cmdline"
+  if [ -f "$out/disk.qcow2" ]; then ln "$out/disk.qcow2" "$stage/rootfs.qcow2"; members+=(rootfs.qcow2); fi
+  tar --create --file "$out/bundle.tar.tmp" --directory "$stage" --owner=0 --group=0 --numeric-owner "${members[@]}"
+  mv "$out/bundle.tar.tmp" "$out/bundle.tar"
+  rm -rf "$stage"
 }

@@ -17,8 +17,9 @@ export const powerScript = path.resolve(import.meta.dirname, 'board-power.sh');
 export interface LabBoard {
   /** Outlet number on the lab PDU. */
   outlet: number;
-  /** The serial device Paddock opens. */
+  /** The serial device Paddock opens, or the TCP console (`host:port`, as ser2net offers one). */
   tty: string;
+  tcp?: string;
   sshPort: number;
   dir: string;
 }
@@ -34,7 +35,8 @@ export interface Lab {
   stop(): Promise<void>;
 }
 
-export async function startLab(count: number): Promise<Lab> {
+/** `tcpConsoles`: outlets whose console is a TCP port (socat stands in for ser2net) instead of a serial device. */
+export async function startLab(count: number, tcpConsoles: number[] = []): Promise<Lab> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'paddock-lab-'));
   const children: ChildProcess[] = [];
   const boards: LabBoard[] = [];
@@ -44,13 +46,21 @@ export async function startLab(count: number): Promise<Lab> {
     const sshPort = await freePort();
     writeFileSync(path.join(boardDir, 'ssh-port'), String(sshPort));
     const tty = path.join(boardDir, 'tty');
-    const socat = spawn('socat', [`pty,raw,echo=0,link=${tty}`, `pty,raw,echo=0,link=${path.join(boardDir, 'tty.qemu')}`], { stdio: 'ignore' });
-    children.push(socat);
-    for (let waited = 0; !existsSync(path.join(boardDir, 'tty.qemu')) || !existsSync(tty); waited += 50) {
+    const qemuSide = `pty,raw,echo=0,link=${path.join(boardDir, 'tty.qemu')}`;
+    if (tcpConsoles.includes(outlet)) {
+      // Like ser2net: the serial line on a TCP port, kept across connections.
+      const consolePort = await freePort();
+      children.push(spawn('socat', [`TCP-LISTEN:${consolePort},bind=127.0.0.1,reuseaddr,fork`, `FILE:${path.join(boardDir, 'line')},raw,echo=0`], { stdio: 'ignore' }));
+      children.push(spawn('socat', [`pty,raw,echo=0,link=${path.join(boardDir, 'line')}`, qemuSide], { stdio: 'ignore' }));
+      boards.push({ outlet, tty, tcp: `127.0.0.1:${consolePort}`, sshPort, dir: boardDir });
+    } else {
+      children.push(spawn('socat', [`pty,raw,echo=0,link=${tty}`, qemuSide], { stdio: 'ignore' }));
+      boards.push({ outlet, tty, sshPort, dir: boardDir });
+    }
+    for (let waited = 0; !existsSync(path.join(boardDir, 'tty.qemu')); waited += 50) {
       if (waited > 5000) throw new Error('socat did not make the pty pair');
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
-    boards.push({ outlet, tty, sshPort, dir: boardDir });
   }
 
   const pduPort = await freePort();
@@ -95,7 +105,7 @@ export async function startLab(count: number): Promise<Lab> {
         '    capacities: { cpus: 1, ram: 512MiB }',
         '    settings:',
         `      power: { driver: pdudaemon, url: "${url}", pdu: lab-pdu, port: ${board.outlet} }`,
-        `      console: { device: "${board.tty}", baud: 115200 }`,
+        board.tcp ? `      console: { tcp: "${board.tcp}" }` : `      console: { device: "${board.tty}", baud: 115200 }`,
         `      boot: { serverIp: 127.0.0.1, ip: 10.0.2.15, gatewayIp: 10.0.2.2, tftpRoot: "${options?.tftpRoot}" }`,
         ...(options?.ssh === false ? [] : [`      ssh: { host: 127.0.0.1, port: ${board.sshPort} }`]),
         '      minOffTime: 1',

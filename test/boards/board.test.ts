@@ -1,0 +1,156 @@
+// Boards booted for real on the emulated lab: arm64 boards running Debian's U-Boot, switched by a
+// real pdudaemon, their consoles on serial lines, fetching the reservation's kernel and initrd
+// from the real tftpd-hpa, and booting the arm64 test image built from Debian packages.
+import { execFile, execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import test from 'ava';
+import { Paddock, ReservationFailedError } from '../../client/index.js';
+import { startApi, testConfig, type TestApi } from '../helpers/api.js';
+import { testImages } from '../helpers/images.js';
+import { powerScript, startLab, type Lab } from '../helpers/lab/index.js';
+import { waitFor } from '../helpers/wait.js';
+
+const tftpRoot = '/tmp/paddock-test-tftp';
+let lab: Lab;
+let api: TestApi;
+let paddock: Paddock;
+let scratch: string;
+
+test.before(async () => {
+  const images = await testImages();
+  lab = await startLab(3, [3]); // board 3's console is on TCP, as ser2net would offer it
+  scratch = mkdtempSync(path.join(os.tmpdir(), 'paddock-board-test-'));
+  api = await startApi(
+    testConfig(
+      [
+        'machines:',
+        lab.boardYaml(lab.boards[0], { tftpRoot }),
+        lab.boardYaml(lab.boards[1], { tftpRoot }),
+        lab.boardYaml(lab.boards[2], { tftpRoot, name: 'console-board', labels: { arch: 'arm64', type: 'console-only' }, ssh: false }),
+      ].join('\n'),
+    ),
+  );
+  paddock = new Paddock({ url: api.url, token: api.adminToken });
+  await paddock.images.upload(images.arm64, { name: 'arm', format: 'bundle', arch: 'arm64' });
+
+  // The same system without a network (console only), and one whose initrd is junk (the kernel panics).
+  execFileSync('tar', ['-xf', images.arm64, '-C', scratch]);
+  writeFileSync(path.join(scratch, 'cmdline'), `${readFileSync(path.join(scratch, 'cmdline'), 'utf8').trim()} paddock.network=off`);
+  execFileSync('tar', ['-cf', path.join(scratch, 'nonet.tar'), '-C', scratch, 'kernel', 'initrd', 'cmdline']);
+  await paddock.images.upload(path.join(scratch, 'nonet.tar'), { name: 'arm-nonet', format: 'bundle', arch: 'arm64' });
+  writeFileSync(path.join(scratch, 'initrd'), randomBytes(256 * 1024));
+  execFileSync('tar', ['-cf', path.join(scratch, 'panic.tar'), '-C', scratch, 'kernel', 'initrd', 'cmdline']);
+  await paddock.images.upload(path.join(scratch, 'panic.tar'), { name: 'arm-panic', format: 'bundle', arch: 'arm64' });
+});
+
+test.after.always(async () => {
+  await api?.close();
+  await lab?.stop();
+  rmSync(scratch, { recursive: true, force: true });
+});
+
+const outletState = (outlet: number) => execFileSync(powerScript, [lab.dir, 'status', String(outlet)], { encoding: 'utf8' }).trim();
+
+/** Connects to a console relay and returns what it printed once `until` shows up (after sending `input`). */
+function relaySession(address: { host: string; port: number }, input: string, until: RegExp, timeoutMs = 30_000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(address);
+    let seen = '';
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`relay: ${until} not seen; got ${JSON.stringify(seen.slice(-300))}`));
+    }, timeoutMs);
+    socket.on('connect', () => socket.write(input));
+    socket.on('data', (chunk: Buffer) => {
+      seen += chunk.toString('latin1');
+      if (until.test(seen)) {
+        clearTimeout(timer);
+        socket.destroy();
+        resolve(seen);
+      }
+    });
+    socket.on('error', reject);
+  });
+}
+
+test.serial('an arm64 board boots a stored bundle over TFTP: SSH with the pinned host key, the console relay, then release powers it off and unstages', async (t) => {
+  const reservation = await paddock.reserve({ members: [{ role: 'board', spec: 'arch=arm64 type=qemu-virt', image: 'arm' }], lease: '10m' });
+  // `paddock console ID -f` follows the boot live, from before power-on until the reservation ends.
+  let followed = '';
+  const follower = execFile(process.execPath, [path.resolve('bin/paddock.js'), 'console', reservation.id, '-f'], { env: { ...process.env, PADDOCK_URL: api.url, PADDOCK_TOKEN: api.adminToken } });
+  follower.stdout!.on('data', (chunk: string) => (followed += chunk));
+  const followerDone = new Promise<number | null>((resolve) => follower.once('exit', resolve));
+
+  await reservation.ready({ timeout: 180 });
+  const allocation = reservation.view.allocations[0];
+  t.deepEqual(Object.keys(allocation.stages).sort(), ['addressKnown', 'bootSeen', 'powerConfirmed', 'sshReady']);
+  t.regex(allocation.hostKey ?? '', /^ssh-ed25519 /);
+  const board = lab.boards.find((each) => `board-${each.outlet}` === allocation.machine)!;
+  t.is(outletState(board.outlet), 'on');
+  const uname = await reservation.run('board', 'uname -m; cat /proc/cmdline');
+  t.is(uname.code, 0, uname.stderr);
+  t.regex(uname.stdout, /^aarch64\n/);
+  t.regex(uname.stdout, /paddock\.authorized_key=/, 'the key came on the kernel command line');
+  t.true(existsSync(path.join(tftpRoot, 'paddock', `${reservation.id}-${allocation.machine}`, 'kernel')), 'the files are staged while reserved');
+
+  // The console relay: a shell on the board's serial console.
+  t.truthy(allocation.console);
+  const shell = await relaySession(allocation.console!, 'echo relay-$((20+22))\n', /relay-42/);
+  t.regex(shell, /relay-42/);
+  await waitFor(async () => /relay-42/.test(followed), 10_000, 'the followed console showing the relay session');
+
+  await reservation.release();
+  await waitFor(async () => (await reservation.refresh()).state === 'released', 30_000, 'the release');
+  t.is(outletState(board.outlet), 'off', 'release powered the board off');
+  t.false(existsSync(path.join(tftpRoot, 'paddock', `${reservation.id}-${allocation.machine}`)), 'the staged files are gone');
+  t.is(await followerDone, 0, 'paddock console -f ends with the reservation');
+  t.regex(followed, /U-Boot 20\d\d/);
+  t.regex(followed, /Starting kernel/);
+  t.regex(followed, /paddock: ssh ready/);
+});
+
+test.serial('two boards in one gang boot in parallel', async (t) => {
+  const gang = await paddock.reserve({
+    members: [
+      { role: 'a', spec: 'type=qemu-virt', image: 'arm' },
+      { role: 'b', spec: 'type=qemu-virt', image: 'arm' },
+    ],
+    lease: '10m',
+  });
+  await gang.ready({ timeout: 240 });
+  const [a, b] = gang.view.allocations;
+  t.not(a.machine, b.machine);
+  t.true(a.stages.powerConfirmed! < b.stages.sshReady! && b.stages.powerConfirmed! < a.stages.sshReady!, 'both booted at the same time');
+  const answers = await Promise.all([gang.run('a', 'uname -m'), gang.run('b', 'uname -m')]);
+  t.deepEqual(answers.map((answer) => answer.stdout.trim()), ['aarch64', 'aarch64']);
+  await gang.release();
+});
+
+test.serial('a console-only board (an image without network, console on TCP) is reached through the telnet relay; a second connection watches read-only', async (t) => {
+  const reservation = await paddock.reserve({ members: [{ role: 'board', spec: 'type=console-only', image: 'arm-nonet' }], lease: '10m' });
+  await reservation.ready({ timeout: 180 });
+  const allocation = reservation.view.allocations[0];
+  t.is(allocation.host, undefined, 'no SSH');
+  t.truthy(allocation.console);
+  const watcher = relaySession(allocation.console!, '', /done-42/);
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  const shell = await relaySession(allocation.console!, 'cat /proc/cmdline; echo done-$((6*7))\n', /done-42/);
+  t.regex(shell, /paddock\.network=off/);
+  t.regex(await watcher, /done-42/, 'a second connection sees the same console');
+  await t.throwsAsync(reservation.run('board', 'true'), { message: /no ready member/ });
+  await reservation.release();
+});
+
+test.serial('a kernel that panics fails the reservation as the image\'s fault, with the console tail', async (t) => {
+  const reservation = await paddock.reserve({ members: [{ role: 'board', spec: 'type=qemu-virt', image: 'arm-panic' }], lease: '10m' });
+  const error = await t.throwsAsync(reservation.ready({ timeout: 180 }), { instanceOf: ReservationFailedError });
+  t.is(error?.failureCode, 'image_unbootable');
+  const failure = error?.view.allocations[0].failure;
+  t.is(failure?.fault, 'request');
+  t.regex(failure?.reason ?? '', /Kernel panic - not syncing/);
+  t.true((await paddock.machines()).every((machine) => machine.failures === 0), 'an image fault does not count against the board');
+});
