@@ -22,7 +22,9 @@ let scratch: string;
 
 test.before(async () => {
   const images = await testImages();
-  lab = await startLab(3, [3]); // board 3's console is on TCP, as ser2net would offer it
+  // Board 2 is switched by the lab's APC PDU over SNMP (state read back); board 3's console is on
+  // TCP, as ser2net would offer it; the rest is pdudaemon and serial lines.
+  lab = await startLab(3, { snmpOutlets: [2], tcpConsoles: [3] });
   scratch = mkdtempSync(path.join(os.tmpdir(), 'paddock-board-test-'));
   api = await startApi(
     testConfig(
@@ -113,7 +115,7 @@ test.serial('an arm64 board boots a stored bundle over TFTP: SSH with the pinned
   t.regex(followed, /paddock: ssh ready/);
 });
 
-test.serial('two boards in one gang boot in parallel', async (t) => {
+test.serial('two boards in one gang boot in parallel, one on pdudaemon, one on an APC PDU over SNMP', async (t) => {
   const gang = await paddock.reserve({
     members: [
       { role: 'a', spec: 'type=qemu-virt', image: 'arm' },
@@ -127,7 +129,10 @@ test.serial('two boards in one gang boot in parallel', async (t) => {
   t.true(a.stages.powerConfirmed! < b.stages.sshReady! && b.stages.powerConfirmed! < a.stages.sshReady!, 'both booted at the same time');
   const answers = await Promise.all([gang.run('a', 'uname -m'), gang.run('b', 'uname -m')]);
   t.deepEqual(answers.map((answer) => answer.stdout.trim()), ['aarch64', 'aarch64']);
+  t.deepEqual([outletState(1), outletState(2)], ['on', 'on']);
   await gang.release();
+  await waitFor(async () => (await gang.refresh()).state === 'released', 30_000, 'the release');
+  t.deepEqual([outletState(1), outletState(2)], ['off', 'off'], 'both switched off, the SNMP one read back');
 });
 
 test.serial('a console-only board (an image without network, console on TCP) is reached through the telnet relay; a second connection watches read-only', async (t) => {

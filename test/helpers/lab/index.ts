@@ -35,8 +35,16 @@ export interface Lab {
   stop(): Promise<void>;
 }
 
-/** `tcpConsoles`: outlets whose console is a TCP port (socat stands in for ser2net) instead of a serial device. */
-export async function startLab(count: number, tcpConsoles: number[] = []): Promise<Lab> {
+export interface LabOptions {
+  /** Outlets whose console is a TCP port (socat stands in for ser2net) instead of a serial device. */
+  tcpConsoles?: number[];
+  /** Outlets switched by the lab's APC PDU (a real snmpd) instead of pdudaemon. */
+  snmpOutlets?: number[];
+}
+
+export async function startLab(count: number, labOptions: LabOptions = {}): Promise<Lab> {
+  const tcpConsoles = labOptions.tcpConsoles ?? [];
+  const snmpOutlets = labOptions.snmpOutlets ?? [];
   const dir = mkdtempSync(path.join(os.tmpdir(), 'paddock-lab-'));
   const children: ChildProcess[] = [];
   const boards: LabBoard[] = [];
@@ -84,6 +92,28 @@ export async function startLab(count: number, tcpConsoles: number[] = []): Promi
     }
   }
 
+  // The APC PDU: snmpd serving the outlet column through apc-pdu.sh, which switches the boards.
+  let snmp: { port: number; community: string } | undefined;
+  if (snmpOutlets.length > 0) {
+    const community = `lab-${Math.random().toString(36).slice(2, 10)}`;
+    const snmpConf = path.join(dir, 'snmpd.conf');
+    writeFileSync(snmpConf, `rwcommunity ${community} 127.0.0.1\npass .1.3.6.1.4.1.318.1.1.12.3.3.1.1.4 /bin/sh ${path.join(import.meta.dirname, 'apc-pdu.sh')}\n`);
+    mkdirSync(path.join(dir, 'snmp'));
+    const port = await freePort();
+    const child = spawn('snmpd', ['-f', '-Lo', '-C', '-c', snmpConf, `udp:127.0.0.1:${port}`], {
+      stdio: ['ignore', 'pipe', 'ignore'],
+      env: { ...process.env, LAB_DIR: dir, SNMP_PERSISTENT_DIR: path.join(dir, 'snmp'), MIBS: '', MIBDIRS: path.join(dir, 'snmp') },
+    });
+    children.push(child);
+    let output = '';
+    child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    for (let waited = 0; !output.includes('NET-SNMP version'); waited += 50) {
+      if (waited > 10_000 || child.exitCode !== null) throw new Error(`snmpd did not start: ${output}`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    snmp = { port, community };
+  }
+
   const stopPdu = async () => {
     const child = pdudaemon;
     pdudaemon = undefined;
@@ -104,7 +134,9 @@ export async function startLab(count: number, tcpConsoles: number[] = []): Promi
         `    labels: ${JSON.stringify(options?.labels ?? { arch: 'arm64', type: 'qemu-virt' })}`,
         '    capacities: { cpus: 1, ram: 512MiB }',
         '    settings:',
-        `      power: { driver: pdudaemon, url: "${url}", pdu: lab-pdu, port: ${board.outlet} }`,
+        snmp && snmpOutlets.includes(board.outlet)
+          ? `      power: { driver: snmp, host: 127.0.0.1, port: ${snmp.port}, community: "${snmp.community}", outlet: ${board.outlet}, timeout: 10 }`
+          : `      power: { driver: pdudaemon, url: "${url}", pdu: lab-pdu, port: ${board.outlet} }`,
         board.tcp ? `      console: { tcp: "${board.tcp}" }` : `      console: { device: "${board.tty}", baud: 115200 }`,
         `      boot: { serverIp: 127.0.0.1, ip: 10.0.2.15, gatewayIp: 10.0.2.2, tftpRoot: "${options?.tftpRoot}" }`,
         ...(options?.ssh === false ? [] : [`      ssh: { host: 127.0.0.1, port: ${board.sshPort} }`]),
