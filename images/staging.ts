@@ -1,6 +1,6 @@
 // Staging: a reservation's boot files (kernel, initrd, dtb) placed where a board's bootloader
 // fetches them, in a directory of their own under the TFTP root, and removed on release.
-import { chmod, copyFile, link, mkdir, readdir, rm } from 'node:fs/promises';
+import { chmod, copyFile, link, mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 
 /** The folder under the TFTP root that holds every staged directory. */
@@ -31,9 +31,4 @@ export async function stage(root: string, name: string, files: Record<string, st
 
 export async function unstage(root: string, name: string): Promise<void> {
   await rm(path.join(root, stagingFolder, name), { recursive: true, force: true });
-}
-
-/** Names of the staged directories under the root. */
-export async function stagedNames(root: string): Promise<string[]> {
-  return readdir(path.join(root, stagingFolder)).catch(() => []);
 }

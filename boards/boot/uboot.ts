@@ -4,7 +4,7 @@
 // own timeout; a failure says which step, whose fault it is, and carries the console tail.
 import { ExpectTimeout, type BoardConsole } from '../console/index.js';
 
-export type BootStep = 'bootloader' | 'network' | 'tftp' | 'kernel';
+export type BootStep = 'bootloader' | 'network' | 'tftp' | 'flash' | 'kernel';
 
 export class BootError extends Error {
   constructor(
@@ -30,13 +30,18 @@ export interface UbootBoot {
   console: BoardConsole;
   prompt: string;
   network: UbootNetwork;
-  /** TFTP paths of the files to load. */
-  files: { kernel: string; initrd?: string; dtb?: string };
+  /**
+   * RAM boot: TFTP paths of the kernel, initrd and dtb. Flash boot: the TFTP path of a raw disk
+   * image written to the board's storage, which then boots from it: `/boot/kernel`, and if there,
+   * `/boot/initrd` and `/boot/env.txt` (U-Boot environment text, e.g. `bootargs=console=ttyAMA0`).
+   */
+  files: { kernel: string; initrd?: string; dtb?: string } | { disk: string; storage: { interface: 'virtio' | 'mmc' | 'scsi' | 'usb'; device: number } };
   /** The kernel file is gzip-compressed (booti then needs a decompression buffer). */
   kernelCompressed: boolean;
   bootCommand: 'booti' | 'bootz' | 'bootm';
   /** Where a compressed kernel is unpacked (kernel_comp_addr_r). */
   decompressAddress: string;
+  /** The kernel command line; when flashing, added to the `bootargs` the image's env.txt sets. */
   bootargs: string;
   timeouts: { bootloader: number; tftp: number; kernel: number };
   signal: AbortSignal;
@@ -103,25 +108,60 @@ export async function ubootBoot(boot: UbootBoot): Promise<void> {
       return `${file}: ${reason ?? 'the transfer did not finish'}`;
     });
 
-  await step('tftp', async () => {
-    await tftp('${kernel_addr_r}', boot.files.kernel);
-    if (boot.kernelCompressed) {
-      await run('tftp', `setenv kernel_comp_addr_r ${boot.decompressAddress}`, 5000);
-      await run('tftp', 'setenv kernel_comp_size ${filesize}', 5000);
+  const files = boot.files;
+  let initrd = false;
+  if ('disk' in files) {
+    await step('flash', () => flash(files));
+  } else {
+    await step('tftp', async () => {
+      await tftp('${kernel_addr_r}', files.kernel);
+      if (boot.kernelCompressed) await decompression();
+      if (files.initrd) {
+        await tftp('${ramdisk_addr_r}', files.initrd);
+        await run('tftp', 'setenv paddock_initrd ${ramdisk_addr_r}:${filesize}', 5000);
+        initrd = true;
+      }
+      if (files.dtb) await tftp('${fdt_addr_r}', files.dtb);
+    });
+  }
+
+  async function decompression(): Promise<void> {
+    await run('tftp', `setenv kernel_comp_addr_r ${boot.decompressAddress}`, 5000);
+    await run('tftp', 'setenv kernel_comp_size ${filesize}', 5000);
+  }
+
+  /** Writes the disk image to the storage, then loads the kernel (and initrd, env) from it. */
+  async function flash(target: { disk: string; storage: { interface: string; device: number } }): Promise<void> {
+    const { interface: kind, device } = target.storage;
+    await tftp('${kernel_addr_r}', target.disk);
+    await run('flash', 'setexpr paddock_blocks ${filesize} + 1ff', 5000);
+    await run('flash', 'setexpr paddock_blocks ${paddock_blocks} / 200', 5000);
+    if (kind === 'mmc') await run('flash', `mmc dev ${device}`, 10_000);
+    else await run('flash', `${kind} scan`, 30_000);
+    await run('flash', `${kind} write \${kernel_addr_r} 0 \${paddock_blocks}`, boot.timeouts.tftp, (output) =>
+      /blocks written: OK|written: OK/.test(output) ? undefined : `writing the image to ${kind} ${device} failed: ${output.trim().split('\n').pop()}`,
+    );
+    // A missing file is not an error here ('' skips the generic failure check): callers look at the output.
+    const load = (address: string, file: string) => run('flash', `load ${kind} ${device} ${address} ${file}`, boot.timeouts.tftp, () => '');
+    if (/bytes read/.test(await load('${ramdisk_addr_r}', '/boot/env.txt'))) await run('flash', 'env import -t ${ramdisk_addr_r} ${filesize}', 5000);
+    const kernel = await load('${kernel_addr_r}', '/boot/kernel');
+    if (!/bytes read/.test(kernel)) {
+      throw new BootError('flash', 'image_unbootable', 'request', `flash step: the image has no /boot/kernel: ${kernel.trim().split('\n').pop()}; console tail:\n${line.tail()}`);
     }
-    if (boot.files.initrd) {
-      await tftp('${ramdisk_addr_r}', boot.files.initrd);
-      await run('tftp', 'setenv paddock_initrd ${ramdisk_addr_r}:${filesize}', 5000);
+    await decompression(); // booti uses it only for a compressed kernel
+    if (/bytes read/.test(await load('${ramdisk_addr_r}', '/boot/initrd'))) {
+      await run('flash', 'setenv paddock_initrd ${ramdisk_addr_r}:${filesize}', 5000);
+      initrd = true;
     }
-    if (boot.files.dtb) await tftp('${fdt_addr_r}', boot.files.dtb);
-  });
+  }
 
   await step('kernel', async () => {
-    await run('kernel', `setenv bootargs '${boot.bootargs.replaceAll("'", '')}'`, 5000);
-    const initrd = boot.files.initrd ? '${paddock_initrd}' : '-';
-    const fdt = boot.files.dtb ? '${fdt_addr_r}' : '${fdtcontroladdr}';
+    const args = boot.bootargs.replace(/['"$\\]/g, '');
+    await run('kernel', 'disk' in files ? `setenv bootargs "\${bootargs} ${args}"` : `setenv bootargs '${args}'`, 5000);
+    const fdt = 'dtb' in files && files.dtb ? '${fdt_addr_r}' : '${fdtcontroladdr}';
+    const initrdArgument = initrd ? '${paddock_initrd}' : '-';
     line.mark();
-    await line.send(`${boot.bootCommand} \${kernel_addr_r} ${initrd} ${fdt}\n`);
+    await line.send(`${boot.bootCommand} \${kernel_addr_r} ${initrdArgument} ${fdt}\n`);
     const { index, before } = await line.expect([/Starting kernel/, prompt], boot.timeouts.kernel, 'the kernel start', signal);
     if (index === 1) {
       throw new BootError('kernel', 'image_unbootable', 'request', `kernel step: U-Boot did not start the kernel: ${before.trim().split('\n').slice(-2).join(' ')}; console tail:\n${line.tail()}`);

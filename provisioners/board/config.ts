@@ -31,6 +31,11 @@ export const boardSettingsSchema = z.strictObject({
     tftpRoot: z.string().min(1).optional(),
     /** Paddock starts tftpd-hpa for the root on this address, unless `external`. */
     tftpServer: z.union([z.literal('external'), hostPort]).default('127.0.0.1:69'),
+    /**
+     * The board's storage, for images of format raw: U-Boot writes the image to it and boots
+     * from it (flash mode). Bundles always boot from RAM over TFTP.
+     */
+    storage: z.strictObject({ interface: z.enum(['virtio', 'mmc', 'scsi', 'usb']), device: z.number().int().min(0).default(0) }).optional(),
     /** kernel_comp_addr_r for gzip-compressed arm64 kernels. */
     decompressAddress: z.string().regex(/^0x[0-9a-fA-F]+$/).default('0x50000000'),
   }),

@@ -14,8 +14,8 @@ import { ubootBoot, BootError } from '../../boards/boot/uboot.js';
 import { ensureTftpd } from '../../boards/boot/tftpd.js';
 import { createPowerDriver, PowerControl } from '../../boards/power/index.js';
 import { PowerError } from '../../boards/power/types.js';
-import { BundleError, unpackBundle } from '../../images/bundle.js';
-import { stage, stagedNames, unstage } from '../../images/staging.js';
+import { BundleError, unpackBundle, type Bundle } from '../../images/bundle.js';
+import { stage, unstage } from '../../images/staging.js';
 import type { Stage } from '../protocol.js';
 import { SshProber } from '../ssh.js';
 import { parseSettings, ProvisionError, type KindContext, type MachineRecord, type Provisioner, type ProvisionerKind, type ProvisionRequest, type Readiness, type StageReporter } from '../types.js';
@@ -59,17 +59,24 @@ export class BoardProvisioner implements Provisioner<BoardSettings> {
     let stageNow: Stage = 'powerConfirmed';
     const fail = (message: string, fault: 'infrastructure' | 'request', code: string) => new ProvisionError(`${board}: ${message}`, fault, stageNow, { code });
 
-    if (!request.image) throw fail('a board boots an image: name a boot bundle in the request (image: NAME[:TAG])', 'request', 'image_required');
+    if (!request.image) throw fail('a board boots an image: name a boot bundle or a raw disk image in the request (image: NAME[:TAG])', 'request', 'image_required');
     const image = await this.context.images.fetch(request.image, signal);
-    if (image.format !== 'bundle') throw fail(`image ${image.ref} is ${image.format}; boards boot a bundle (kernel, initrd, dtb, cmdline)`, 'request', 'image_format_unsupported');
+    const storage = settings.boot.storage;
+    const flashing = image.format === 'raw' && storage !== undefined;
+    if (image.format !== 'bundle' && !flashing) {
+      const why = image.format === 'raw' ? 'this board has no storage to flash it to (boot.storage)' : 'boards boot a bundle over TFTP or flash a raw disk image';
+      throw fail(`image ${image.ref} is ${image.format}: ${why}`, 'request', 'image_format_unsupported');
+    }
     const arch = request.machine.labels.arch;
     if (arch !== undefined && image.arch !== arch) throw fail(`image ${image.ref} is for ${image.arch}, this board is ${arch}`, 'request', 'image_arch_mismatch');
-    let bundle;
-    try {
-      bundle = await unpackBundle(image.file, path.join(this.context.dataDir, 'agent', 'bundles', image.sha256));
-    } catch (error) {
-      if (error instanceof BundleError) throw fail(`image ${image.ref} cannot be used: ${error.message}`, 'request', 'image_corrupt');
-      throw error;
+    let bundle: Bundle | undefined;
+    if (!flashing) {
+      try {
+        bundle = await unpackBundle(image.file, path.join(this.context.dataDir, 'agent', 'bundles', image.sha256));
+      } catch (error) {
+        if (error instanceof BundleError) throw fail(`image ${image.ref} cannot be used: ${error.message}`, 'request', 'image_corrupt');
+        throw error;
+      }
     }
 
     const root = this.tftpRoot(settings);
@@ -78,11 +85,12 @@ export class BoardProvisioner implements Provisioner<BoardSettings> {
         throw fail((error as Error).message, 'infrastructure', 'tftp_unavailable');
       });
     }
-    const files: Record<string, string> = { kernel: bundle.kernel };
-    if (bundle.initrd) files.initrd = bundle.initrd;
-    if (bundle.dtb) files.dtb = bundle.dtb;
-    const staged = await stage(root, stagingName(request.reservationId, board), files);
+    const files: Record<string, string> = bundle ? { kernel: bundle.kernel } : { disk: image.file };
+    if (bundle?.initrd) files.initrd = bundle.initrd;
+    if (bundle?.dtb) files.dtb = bundle.dtb;
+    // Recorded first, so a crash right after staging still leaves a trace the next start cleans.
     await this.remember(board, { reservationId: request.reservationId, allocationId: request.allocationId });
+    const staged = await stage(root, stagingName(request.reservationId, board), files);
 
     const console = await this.console(board, settings).catch((error: unknown) => {
       throw fail(`cannot open the console: ${(error as Error).message}`, 'infrastructure', 'console_unavailable');
@@ -104,18 +112,21 @@ export class BoardProvisioner implements Provisioner<BoardSettings> {
     await report.stage('powerConfirmed');
     stageNow = 'bootSeen';
 
-    const kernelCompressed = (await readFile(bundle.kernel).then((data) => data.subarray(0, 2))).equals(Buffer.from([0x1f, 0x8b]));
+    const kernelCompressed = bundle ? (await readFile(bundle.kernel).then((data) => data.subarray(0, 2))).equals(Buffer.from([0x1f, 0x8b])) : false;
     const key = Buffer.from(request.publicKey).toString('base64');
     try {
       await ubootBoot({
         console,
         prompt: settings.boot.prompt,
         network: { serverIp: settings.boot.serverIp, netmask: settings.boot.netmask, ...(settings.boot.ip ? { ip: settings.boot.ip } : {}), ...(settings.boot.gatewayIp ? { gatewayIp: settings.boot.gatewayIp } : {}) },
-        files: { kernel: staged.files.kernel, ...(staged.files.initrd ? { initrd: staged.files.initrd } : {}), ...(staged.files.dtb ? { dtb: staged.files.dtb } : {}) },
+        files:
+          flashing && storage
+            ? { disk: staged.files.disk, storage }
+            : { kernel: staged.files.kernel, ...(staged.files.initrd ? { initrd: staged.files.initrd } : {}), ...(staged.files.dtb ? { dtb: staged.files.dtb } : {}) },
         kernelCompressed,
         bootCommand: settings.boot.command,
         decompressAddress: settings.boot.decompressAddress,
-        bootargs: `${bundle.cmdline} paddock.authorized_key=${key}`.trim(),
+        bootargs: `${bundle?.cmdline ?? ''} paddock.authorized_key=${key}`.trim(),
         timeouts: { bootloader: settings.timeouts.bootloader * 1000, tftp: settings.timeouts.tftp * 1000, kernel: settings.timeouts.kernel * 1000 },
         signal,
       });
@@ -171,13 +182,13 @@ export class BoardProvisioner implements Provisioner<BoardSettings> {
     if (state?.reservationId === request.reservationId) await rm(this.stateFile(board), { force: true });
   }
 
+  /**
+   * The reservation this agent last set the board up for, from its own record (the TFTP root may
+   * be shared with other servers on the host: what is staged there is not necessarily ours).
+   */
   async owned(machine: MachineRecord<BoardSettings>): Promise<string[]> {
-    const settings = settingsOf(machine);
-    const suffix = `-${machine.name}`;
-    const ids = new Set((await stagedNames(this.tftpRoot(settings))).filter((name) => name.endsWith(suffix)).map((name) => name.slice(0, -suffix.length)));
     const state = await this.recalled(machine.name);
-    if (state) ids.add(state.reservationId);
-    return [...ids];
+    return state ? [state.reservationId] : [];
   }
 
   private tftpRoot(settings: BoardSettings): string {

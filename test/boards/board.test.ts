@@ -3,7 +3,7 @@
 // from the real tftpd-hpa, and booting the arm64 test image built from Debian packages.
 import { execFile, execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, closeSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -24,13 +24,13 @@ test.before(async () => {
   const images = await testImages();
   // Board 2 is switched by the lab's APC PDU over SNMP (state read back); board 3's console is on
   // TCP, as ser2net would offer it; the rest is pdudaemon and serial lines.
-  lab = await startLab(3, { snmpOutlets: [2], tcpConsoles: [3] });
+  lab = await startLab(3, { snmpOutlets: [2], tcpConsoles: [3], storageOutlets: [1] });
   scratch = mkdtempSync(path.join(os.tmpdir(), 'paddock-board-test-'));
   api = await startApi(
     testConfig(
       [
         'machines:',
-        lab.boardYaml(lab.boards[0], { tftpRoot }),
+        lab.boardYaml(lab.boards[0], { tftpRoot, labels: { arch: 'arm64', type: 'qemu-virt', storage: 'virtio' } }),
         lab.boardYaml(lab.boards[1], { tftpRoot }),
         lab.boardYaml(lab.boards[2], { tftpRoot, name: 'console-board', labels: { arch: 'arm64', type: 'console-only' }, ssh: false }),
       ].join('\n'),
@@ -39,8 +39,18 @@ test.before(async () => {
   paddock = new Paddock({ url: api.url, token: api.adminToken });
   await paddock.images.upload(images.arm64, { name: 'arm', format: 'bundle', arch: 'arm64' });
 
-  // The same system without a network (console only), and one whose initrd is junk (the kernel panics).
+  // The same system as a raw disk image to flash: an ext4 file system holding /boot/kernel,
+  // /boot/initrd and /boot/env.txt (the kernel command line as U-Boot environment text).
   execFileSync('tar', ['-xf', images.arm64, '-C', scratch]);
+  const flashRoot = path.join(scratch, 'flash-root');
+  mkdirSync(path.join(flashRoot, 'boot'), { recursive: true });
+  copyFileSync(path.join(scratch, 'kernel'), path.join(flashRoot, 'boot', 'kernel'));
+  copyFileSync(path.join(scratch, 'initrd'), path.join(flashRoot, 'boot', 'initrd'));
+  writeFileSync(path.join(flashRoot, 'boot', 'env.txt'), `bootargs=${readFileSync(path.join(scratch, 'cmdline'), 'utf8').trim()} paddock.flashed=1\n`);
+  execFileSync('mkfs.ext4', ['-q', '-F', '-L', 'flashed', '-d', flashRoot, path.join(scratch, 'flash.img'), '24M']);
+  await paddock.images.upload(path.join(scratch, 'flash.img'), { name: 'arm-disk', format: 'raw', arch: 'arm64' });
+
+  // The same system without a network (console only), and one whose initrd is junk (the kernel panics).
   writeFileSync(path.join(scratch, 'cmdline'), `${readFileSync(path.join(scratch, 'cmdline'), 'utf8').trim()} paddock.network=off`);
   execFileSync('tar', ['-cf', path.join(scratch, 'nonet.tar'), '-C', scratch, 'kernel', 'initrd', 'cmdline']);
   await paddock.images.upload(path.join(scratch, 'nonet.tar'), { name: 'arm-nonet', format: 'bundle', arch: 'arm64' });
@@ -148,6 +158,25 @@ test.serial('a console-only board (an image without network, console on TCP) is 
   t.regex(await watcher, /done-42/, 'a second connection sees the same console');
   await t.throwsAsync(reservation.run('board', 'true'), { message: /no ready member/ });
   await reservation.release();
+});
+
+test.serial('flash mode: a raw disk image is written to the board\'s storage through U-Boot, and the board boots from it', async (t) => {
+  const reservation = await paddock.reserve({ members: [{ role: 'board', spec: 'arch=arm64 storage', image: 'arm-disk' }], lease: '10m' });
+  await reservation.ready({ timeout: 180 });
+  const allocation = reservation.view.allocations[0];
+  t.is(allocation.machine, 'board-1', 'only board 1 has storage');
+  const cmdline = await reservation.run('board', 'cat /proc/cmdline');
+  t.regex(cmdline.stdout, /paddock\.flashed=1/, 'the kernel command line came from the flashed env.txt');
+  t.regex(cmdline.stdout, /paddock\.authorized_key=/);
+  await reservation.release();
+  await waitFor(async () => (await reservation.refresh()).state === 'released', 30_000, 'the release');
+  // The board's storage now holds the image, byte for byte.
+  const image = readFileSync(path.join(scratch, 'flash.img'));
+  const disk = Buffer.alloc(image.length);
+  const fd = openSync(path.join(lab.boards[0].dir, 'disk.img'), 'r');
+  readSync(fd, disk, 0, disk.length, 0);
+  closeSync(fd);
+  t.true(disk.equals(image), 'the storage holds the flashed image');
 });
 
 test.serial('a kernel that panics fails the reservation as the image\'s fault, with the console tail', async (t) => {

@@ -12,7 +12,8 @@
 #
 # Environment:
 #   PADDOCK_DEB_CACHE        keep downloaded .debs here (checked against apt's SHA256) instead of a temp dir
-#   PADDOCK_KERNEL_PACKAGE   use this linux-image package instead of what linux-image-ARCH depends on
+#   PADDOCK_KERNEL_PACKAGE   use this linux-image package instead of what linux-image-amd64 depends on
+#   PADDOCK_KERNEL_PACKAGE_ARM64   the same for arm64 (instead of what linux-image-arm64 depends on)
 #   PADDOCK_APT_STATE        the private apt state for a foreign architecture (package lists, ~20 MB);
 #                            default PADDOCK_DEB_CACHE/apt-ARCH, or a temp dir without PADDOCK_DEB_CACHE
 #   TMPDIR                   where the temporary work dir goes (~30 MB, ~70 MB for arm64)
@@ -142,8 +143,15 @@ release_date() {   # release_date FILE: the Date: field of a Release file, as ep
   if [ -n "$d" ]; then date -d "$d" +%s 2>/dev/null || echo 0; else echo 0; fi
 }
 
+# kernel_override: PADDOCK_KERNEL_PACKAGE (amd64) or PADDOCK_KERNEL_PACKAGE_ARM64, if set
+kernel_override() {
+  if [ "$DEB_ARCH" = amd64 ]; then echo "${PADDOCK_KERNEL_PACKAGE:-}"; else echo "${PADDOCK_KERNEL_PACKAGE_ARM64:-}"; fi
+}
+
 kernel_package() {
-  if [ -n "${PADDOCK_KERNEL_PACKAGE:-}" ]; then echo "$PADDOCK_KERNEL_PACKAGE"; return; fi
+  local override
+  override=$(kernel_override)
+  if [ -n "$override" ]; then echo "$override"; return; fi
   # linux-image-ARCH is a metapackage; the real one carries the ABI (linux-image-6.1.0-NN-ARCH) and
   # changes with Debian's updates, so never pin it.
   local p
@@ -158,10 +166,12 @@ kernel_package() {
 # stamps. Call apt_setup first.
 package_state() {
   local kernel
-  kernel=$(apt-cache "${APT_OPTS[@]}" depends --important "linux-image-$DEB_ARCH" 2>/dev/null |
-           sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*\)$/\1/p' | head -n 1)
-  echo "arch=$DEB_ARCH kernel=${PADDOCK_KERNEL_PACKAGE:-$kernel}"
-  apt-cache "${APT_OPTS[@]}" policy "${PADDOCK_KERNEL_PACKAGE:-$kernel}" busybox-static dropbear-bin \
+  kernel=$(kernel_override)
+  [ -n "$kernel" ] ||
+    kernel=$(apt-cache "${APT_OPTS[@]}" depends --important "linux-image-$DEB_ARCH" 2>/dev/null |
+             sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*\)$/\1/p' | head -n 1)
+  echo "arch=$DEB_ARCH kernel=$kernel"
+  apt-cache "${APT_OPTS[@]}" policy "$kernel" busybox-static dropbear-bin \
       "${DROPBEAR_LIB_PACKAGES[@]}" 2>/dev/null |
     awk '/^[^ ]/ { p = $1 } /^  Candidate:/ { print p, $2 }'
 }

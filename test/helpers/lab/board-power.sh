@@ -5,6 +5,7 @@
 #   LAB/boardN/tty.qemu   the board side of its persistent serial line (a socat pty pair)
 #   LAB/boardN/ssh-port   the loopback port forwarded to the board's SSH
 #   LAB/boardN/broken     if present, the board's firmware is missing (it never reaches U-Boot)
+#   LAB/boardN/disk.img   if present, the board's storage (a virtio disk U-Boot can write)
 # pdudaemon runs commands one at a time per PDU, so this must return quickly: QEMU is daemonized.
 set -u
 LAB=$1 CMD=$2 N=$3
@@ -16,10 +17,12 @@ case $CMD in
     alive && exit 0
     bios=/usr/lib/u-boot/qemu_arm64/u-boot.bin
     [ -e "$DIR/broken" ] && bios=/dev/null
+    storage=()
+    [ -e "$DIR/disk.img" ] && storage=(-drive "if=none,file=$DIR/disk.img,format=raw,id=storage" -device virtio-blk-pci,drive=storage)
     qemu-system-aarch64 -M virt -cpu cortex-a53 -m 512 -nodefaults -display none \
       -bios "$bios" \
       -nic "user,model=virtio-net-pci,mac=52:52:52:52:52:52,hostfwd=tcp:127.0.0.1:$(cat "$DIR/ssh-port")-:22" \
-      -chardev "serial,id=con,path=$DIR/tty.qemu" -serial chardev:con \
+      -chardev "serial,id=con,path=$DIR/tty.qemu" -serial chardev:con "${storage[@]}" \
       -pidfile "$PID" -daemonize 2>> "$DIR/qemu.err" ;;
   off)
     if alive; then

@@ -40,6 +40,8 @@ export interface LabOptions {
   tcpConsoles?: number[];
   /** Outlets switched by the lab's APC PDU (a real snmpd) instead of pdudaemon. */
   snmpOutlets?: number[];
+  /** Outlets whose board has storage (a 64 MiB virtio disk) that images can be flashed to. */
+  storageOutlets?: number[];
 }
 
 export async function startLab(count: number, labOptions: LabOptions = {}): Promise<Lab> {
@@ -65,6 +67,7 @@ export async function startLab(count: number, labOptions: LabOptions = {}): Prom
       children.push(spawn('socat', [`pty,raw,echo=0,link=${tty}`, qemuSide], { stdio: 'ignore' }));
       boards.push({ outlet, tty, sshPort, dir: boardDir });
     }
+    if (labOptions.storageOutlets?.includes(outlet)) await run('truncate', ['-s', '64M', path.join(boardDir, 'disk.img')]);
     for (let waited = 0; !existsSync(path.join(boardDir, 'tty.qemu')); waited += 50) {
       if (waited > 5000) throw new Error('socat did not make the pty pair');
       await new Promise((resolve) => setTimeout(resolve, 50));
@@ -138,7 +141,7 @@ export async function startLab(count: number, labOptions: LabOptions = {}): Prom
           ? `      power: { driver: snmp, host: 127.0.0.1, port: ${snmp.port}, community: "${snmp.community}", outlet: ${board.outlet}, timeout: 10 }`
           : `      power: { driver: pdudaemon, url: "${url}", pdu: lab-pdu, port: ${board.outlet} }`,
         board.tcp ? `      console: { tcp: "${board.tcp}" }` : `      console: { device: "${board.tty}", baud: 115200 }`,
-        `      boot: { serverIp: 127.0.0.1, ip: 10.0.2.15, gatewayIp: 10.0.2.2, tftpRoot: "${options?.tftpRoot}" }`,
+        `      boot: { serverIp: 127.0.0.1, ip: 10.0.2.15, gatewayIp: 10.0.2.2, tftpRoot: "${options?.tftpRoot}"${existsSync(path.join(board.dir, 'disk.img')) ? ', storage: { interface: virtio }' : ''} }`,
         ...(options?.ssh === false ? [] : [`      ssh: { host: 127.0.0.1, port: ${board.sshPort} }`]),
         '      minOffTime: 1',
         ...(options?.extra ? [options.extra] : []),
