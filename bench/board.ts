@@ -57,7 +57,7 @@ async function plain(): Promise<number> {
   await until(/=> $/);
   for (const command of [
     'setenv autoload no', 'setenv ipaddr 10.0.2.15', 'setenv netmask 255.255.255.0', 'setenv gatewayip 10.0.2.2', 'setenv serverip 127.0.0.1',
-    'tftpboot ${kernel_addr_r} plain/kernel', 'setenv kernel_comp_addr_r 0x50000000', 'setenv kernel_comp_size ${filesize}',
+    'tftpboot ${kernel_addr_r} plain/kernel', 'setenv kernel_comp_addr_r 0x48000000', 'setenv kernel_comp_size ${filesize}',
     'tftpboot ${ramdisk_addr_r} plain/initrd', 'setenv initrd ${ramdisk_addr_r}:${filesize}', `setenv bootargs '${cmdline} paddock.authorized_key=${key}'`,
   ]) {
     await type(command);

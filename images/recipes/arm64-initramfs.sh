@@ -22,8 +22,9 @@
 #   => setenv autoload no; dhcp; setenv serverip 10.0.2.2
 #   => tftpboot ${kernel_addr_r} kernel; setenv kernel_comp_addr_r 0x50000000; setenv kernel_comp_size ${filesize}
 #   => tftpboot ${ramdisk_addr_r} initrd
-#   => setenv bootargs "$(cat cmdline) paddock.authorized_key=$(base64 -w0 KEY.pub)"
+#   => setenv bootargs "<OUTDIR/cmdline> paddock.authorized_key=<base64 -w0 KEY.pub>"
 #   => booti ${kernel_addr_r} ${ramdisk_addr_r}:${filesize} ${fdtcontroladdr}
+# (U-Boot takes at most 511 characters per typed line: append a long key to bootargs in pieces.)
 set -euo pipefail
 PROG=arm64-initramfs
 # shellcheck source-path=SCRIPTDIR source=lib/common.sh

@@ -37,7 +37,7 @@ export const boardSettingsSchema = z.strictObject({
      */
     storage: z.strictObject({ interface: z.enum(['virtio', 'mmc', 'scsi', 'usb']), device: z.number().int().min(0).default(0) }).optional(),
     /** kernel_comp_addr_r for gzip-compressed arm64 kernels. */
-    decompressAddress: z.string().regex(/^0x[0-9a-fA-F]+$/).default('0x50000000'),
+    decompressAddress: z.string().regex(/^0x[0-9a-fA-F]+$/).default('0x48000000'),
   }),
   /** How the owner reaches the booted image over SSH; absent for console-only boards. */
   ssh: z.strictObject({ host: z.string().min(1), port: z.number().int().min(1).max(65535).default(22), user: z.string().min(1).default('root') }).optional(),

@@ -42,6 +42,8 @@ export interface LabOptions {
   snmpOutlets?: number[];
   /** Outlets whose board has storage (a 64 MiB virtio disk) that images can be flashed to. */
   storageOutlets?: number[];
+  /** Outlets whose board is a 32-bit armv7 one (qemu-system-arm, cortex-a15, bootz). */
+  armv7Outlets?: number[];
 }
 
 export async function startLab(count: number, labOptions: LabOptions = {}): Promise<Lab> {
@@ -68,6 +70,7 @@ export async function startLab(count: number, labOptions: LabOptions = {}): Prom
       boards.push({ outlet, tty, sshPort, dir: boardDir });
     }
     if (labOptions.storageOutlets?.includes(outlet)) await run('truncate', ['-s', '64M', path.join(boardDir, 'disk.img')]);
+    if (labOptions.armv7Outlets?.includes(outlet)) writeFileSync(path.join(boardDir, 'armv7'), '');
     for (let waited = 0; !existsSync(path.join(boardDir, 'tty.qemu')); waited += 50) {
       if (waited > 5000) throw new Error('socat did not make the pty pair');
       await new Promise((resolve) => setTimeout(resolve, 50));
@@ -141,7 +144,7 @@ export async function startLab(count: number, labOptions: LabOptions = {}): Prom
           ? `      power: { driver: snmp, host: 127.0.0.1, port: ${snmp.port}, community: "${snmp.community}", outlet: ${board.outlet}, timeout: 10 }`
           : `      power: { driver: pdudaemon, url: "${url}", pdu: lab-pdu, port: ${board.outlet} }`,
         board.tcp ? `      console: { tcp: "${board.tcp}" }` : `      console: { device: "${board.tty}", baud: 115200 }`,
-        `      boot: { serverIp: 127.0.0.1, ip: 10.0.2.15, gatewayIp: 10.0.2.2, tftpRoot: "${options?.tftpRoot}"${existsSync(path.join(board.dir, 'disk.img')) ? ', storage: { interface: virtio }' : ''} }`,
+        `      boot: { serverIp: 127.0.0.1, ip: 10.0.2.15, gatewayIp: 10.0.2.2, tftpRoot: "${options?.tftpRoot}"${existsSync(path.join(board.dir, 'disk.img')) ? ', storage: { interface: virtio }' : ''}${existsSync(path.join(board.dir, 'armv7')) ? ', command: bootz' : ''} }`,
         ...(options?.ssh === false ? [] : [`      ssh: { host: 127.0.0.1, port: ${board.sshPort} }`]),
         '      minOffTime: 1',
         ...(options?.extra ? [options.extra] : []),
