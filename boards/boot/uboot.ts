@@ -158,7 +158,7 @@ export async function ubootBoot(boot: UbootBoot): Promise<void> {
   await step('kernel', async () => {
     // U-Boot takes at most 511 characters per typed line: long command lines go in pieces.
     const args = boot.bootargs.replace(/['"$\\]/g, '');
-    const pieces = args.match(/[\s\S]{1,300}/g) ?? [''];
+    const pieces = args.match(/[\s\S]{1,200}/g) ?? [''];
     await run('kernel', 'disk' in files ? `setenv bootargs "\${bootargs} ${pieces[0]}"` : `setenv bootargs '${pieces[0]}'`, 5000);
     for (const piece of pieces.slice(1)) await run('kernel', `setenv bootargs "\${bootargs}${piece}"`, 5000);
     const fdt = 'dtb' in files && files.dtb ? '${fdt_addr_r}' : '${fdtcontroladdr}';
