@@ -176,4 +176,7 @@ export interface ImageView {
   createdAt: string;
   expiresAt?: string;
   origin: 'paddock';
+  /** Reservations that failed because this image did not boot (a kernel panic, no login, unreadable). */
+  bootFailures: number;
+  lastBootFailure?: string;
 }

@@ -56,6 +56,8 @@ export function imageView(row: ImageRow): ImageView {
     createdAt: new Date(row.createdAt).toISOString(),
     ...(row.expiresAt ? { expiresAt: new Date(row.expiresAt).toISOString() } : {}),
     origin: 'paddock',
+    bootFailures: Number(row.bootFailures ?? 0),
+    ...(row.lastBootFailure ? { lastBootFailure: row.lastBootFailure } : {}),
   };
 }
 
@@ -100,10 +102,19 @@ export class ImageCatalog {
     const row: ImageRow = {
       ref, name, tag, format: request.format, arch: request.arch, size: blob.size, sha256: blob.sha256, owner: caller.name,
       createdAt: now, expiresAt: request.expiresInSeconds === undefined ? null : new Date(now.getTime() + request.expiresInSeconds * 1000),
+      // New content under the tag: its boot record starts afresh.
+      bootFailures: 0, lastBootFailure: null,
     };
     await this.db.images.upsert(row);
     if (existing && existing.sha256 !== blob.sha256) await this.collectBlob(existing.sha256);
     return imageView(row);
+  }
+
+  /** Counts a boot failure against the image (`name` or `name:tag`); unknown refs are ignored. */
+  async recordBootFailure(ref: string, reason: string): Promise<void> {
+    const full = ref.includes(':') ? ref : `${ref}:latest`;
+    await this.db.images.increment('bootFailures', { where: { ref: full } });
+    await this.db.images.update({ lastBootFailure: reason.slice(0, 2000) }, { where: { ref: full } });
   }
 
   async list(): Promise<ImageView[]> {

@@ -45,6 +45,8 @@ export async function serve(options: ServeOptions): Promise<RunningServer> {
   const blobs = new BlobStore(path.join(config.dataDir, 'images'), config.images.reserve);
   await blobs.init();
   const images = new ImageCatalog(db, blobs, config.images, (ref) => scheduler.imageInUse(ref));
+  scheduler.onImageFailure = (ref, reason) =>
+    void images.recordBootFailure(ref, reason).catch((error: unknown) => log(`cannot count a boot failure on ${ref}: ${(error as Error).message}`));
   const collect = () =>
     images.collect().then(
       (removed) => removed.forEach((ref) => log(`image ${ref} expired and was removed`)),

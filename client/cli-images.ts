@@ -43,6 +43,7 @@ function describe(image: ImageView): string {
     `${image.ref}  ${image.format} ${image.arch}  ${mib(image.size)}`,
     `sha256 ${image.sha256}`,
     `owner ${image.owner}, created ${image.createdAt}${image.expiresAt ? `, expires ${image.expiresAt}` : ''}, origin ${image.origin}`,
+    ...(image.bootFailures ? [`failed to boot ${image.bootFailures} time${image.bootFailures === 1 ? '' : 's'}; last: ${image.lastBootFailure?.split('\n')[0] ?? ''}`] : []),
   ].join('\n');
 }
 

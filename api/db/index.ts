@@ -6,6 +6,7 @@ import { DataTypes, Sequelize, type Model, type ModelStatic } from 'sequelize';
 import { Umzug, SequelizeStorage } from 'umzug';
 import * as initial from './migrations/0001-initial.js';
 import * as images from './migrations/0002-images.js';
+import * as imageHealth from './migrations/0003-image-health.js';
 
 export interface TokenRow {
   name: string;
@@ -69,6 +70,8 @@ export interface ImageRow {
   owner: string;
   createdAt: Date;
   expiresAt: Date | null;
+  bootFailures?: number;
+  lastBootFailure?: string | null;
 }
 
 export interface Database {
@@ -84,6 +87,7 @@ export interface Database {
 const migrations = [
   { name: '0001-initial', module: initial },
   { name: '0002-images', module: images },
+  { name: '0003-image-health', module: imageHealth },
 ];
 
 export async function openDatabase(dataDir: string): Promise<Database> {
@@ -189,6 +193,8 @@ export async function openDatabase(dataDir: string): Promise<Database> {
       owner: DataTypes.STRING,
       createdAt: DataTypes.DATE,
       expiresAt: DataTypes.DATE,
+      bootFailures: { type: DataTypes.INTEGER, defaultValue: 0 },
+      lastBootFailure: DataTypes.TEXT,
     },
     plain,
   );

@@ -6,7 +6,13 @@ import { notFound } from '../errors.js';
 import type { MachineEntry } from './records.js';
 import { ReservationScheduler } from './service.js';
 
+/** Failure codes that say the image did not boot: they count against the image. */
+const imageFaults = new Set(['image_corrupt', 'image_unbootable', 'kernel_timeout', 'boot_timeout']);
+
 export class Scheduler extends ReservationScheduler {
+  /** Told when a machine failed because of its image (serve.ts counts it on the image). */
+  onImageFailure?: (ref: string, reason: string) => void;
+
   /**
    * Hands an agent the tasks for machines of its kinds. `resume` (an agent's first claim after it
    * started) also hands back the tasks it had taken before a crash, which provisioners redo safely.
@@ -101,6 +107,8 @@ export class Scheduler extends ReservationScheduler {
           allocation.failure = { code, fault: report.fault, reason: report.reason, ...(report.stage ? { stage: report.stage } : {}) };
           this.setAllocation(reservation, allocation, 'failed', `${code}: ${report.reason}`);
           if (report.fault === 'infrastructure') this.countFailure(machine, report.reason);
+          const image = reservation.members.find((member) => member.role === allocation.role)?.image;
+          if (image && report.fault === 'request' && imageFaults.has(code)) this.onImageFailure?.(image, `${code} on ${machine.name}: ${report.reason}`);
           this.beginRelease(reservation, 'failed', `${where}${report.stage ? ` at ${report.stage}` : ''}: ${code}: ${report.reason}`);
         } else if (allocation.state === 'releasing' && report.code !== 'machine_lost') {
           // Teardown failed for good: the machine may still carry this reservation's traces, so it

@@ -3,8 +3,9 @@
 #   CACHEDIR/x86-initramfs/   (x86-initramfs.sh)   vmlinux initrd.cpio.gz cmdline kernel-release bundle.tar
 #   CACHEDIR/x86-disk/        (x86-disk.sh)        disk.qcow2 vmlinux initrd.cpio.gz cmdline kernel-release bundle.tar
 #   CACHEDIR/arm64-initramfs/ (arm64-initramfs.sh) Image.gz initrd.cpio.gz cmdline kernel-release bundle.tar
+#   CACHEDIR/armv7-initramfs/ (armv7-initramfs.sh) zImage initrd.cpio.gz cmdline kernel-release bundle.tar
 #   CACHEDIR/debs/            downloaded .debs, shared by the recipes (unused ones are pruned), and
-#   CACHEDIR/debs/apt-arm64/  the private apt state (package lists) for the arm64 packages
+#   CACHEDIR/debs/apt-arm64/, apt-armhf/   the private apt states (package lists) for the ARM packages
 # CACHEDIR defaults to ${PADDOCK_IMAGE_CACHE:-$HOME/.cache/paddock/images}.
 #
 # An image is rebuilt only when it is missing or its stamp changed. The stamp hashes the recipe files
@@ -17,11 +18,12 @@
 #   x86-initramfs /root/.cache/paddock/images/x86-initramfs
 #   x86-disk /root/.cache/paddock/images/x86-disk
 #   arm64-initramfs /root/.cache/paddock/images/arm64-initramfs
+#   armv7-initramfs /root/.cache/paddock/images/armv7-initramfs
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 CACHE=${1:-${PADDOCK_IMAGE_CACHE:-$HOME/.cache/paddock/images}}
-IMAGES=(x86-initramfs x86-disk arm64-initramfs)
-arch_of() { case $1 in arm64-*) echo arm64 ;; *) echo amd64 ;; esac; }
+IMAGES=(x86-initramfs x86-disk arm64-initramfs armv7-initramfs)
+arch_of() { case $1 in arm64-*) echo arm64 ;; armv7-*) echo armhf ;; *) echo amd64 ;; esac; }
 
 PROG=build-test-images
 # shellcheck source-path=SCRIPTDIR source=lib/common.sh
@@ -36,13 +38,13 @@ if ! flock -n 9; then
   flock 9
 fi
 
-# the recipes and apt_setup keep .debs and the arm64 package lists in the cache
+# the recipes and apt_setup keep .debs and the arm64/armhf package lists in the cache
 export PADDOCK_DEB_CACHE=$CACHE/debs
 mkdir -p "$PADDOCK_DEB_CACHE"
 
 # what the images of each architecture are made of right now (one apt-cache call per architecture;
-# apt is slow to start in Docker images). For arm64 this first downloads or refreshes the private
-# package lists (see apt_setup in lib/common.sh).
+# apt is slow to start in Docker images). For arm64 and armhf this first downloads or refreshes the
+# private package lists (see apt_setup in lib/common.sh).
 declare -A PACKAGES=()
 for name in "${IMAGES[@]}"; do
   arch=$(arch_of "$name")
@@ -73,7 +75,7 @@ for name in "${IMAGES[@]}"; do
   rm -rf "$dir.new"
   "$HERE/$name.sh" "$dir.new" ||
     { rm -rf "$dir.new"; log "$name: build failed"; exit 1; }
-  # bundle.tar: the arm64 recipe writes its own; the x86 ones leave it to this script
+  # bundle.tar: the ARM recipes write their own; the x86 ones leave it to this script
   [ -f "$dir.new/bundle.tar" ] || pack_bundle "$dir.new"
   echo "$stamp" > "$dir.new/.stamp"
   rm -rf "$dir.old"

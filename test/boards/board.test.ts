@@ -187,4 +187,7 @@ test.serial('a kernel that panics fails the reservation as the image\'s fault, w
   t.is(failure?.fault, 'request');
   t.regex(failure?.reason ?? '', /Kernel panic - not syncing/);
   t.true((await paddock.machines()).every((machine) => machine.failures === 0), 'an image fault does not count against the board');
+  const image = await paddock.images.show('arm-panic');
+  t.is(image.bootFailures, 1, 'it counts against the image');
+  t.regex(image.lastBootFailure ?? '', /^image_unbootable on board-\d: /);
 });

@@ -122,6 +122,7 @@ test.serial('a corrupt image fails the reservation with image_corrupt and leaves
   t.regex(error?.reason ?? '', /image junk:test cannot be used/);
   const machines = await paddock.machines();
   t.true(machines.every((machine) => machine.failures === 0), 'a bad image does not count against the slot');
+  t.is((await paddock.images.show('junk:test')).bootFailures, 1, 'it counts against the image');
   await waitFor(async () => (await paddock.machines()).every((machine) => machine.state === 'available'));
   t.deepEqual(await vmProcessesUnder(qemuRoot()), []);
 });

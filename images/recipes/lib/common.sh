@@ -1,22 +1,23 @@
 # shellcheck shell=bash disable=SC2034  # (SC2034: the recipes that source this use its variables)
-# Shared by x86-initramfs.sh, x86-disk.sh and arm64-initramfs.sh (sourced, not run), and by
+# Shared by x86-initramfs.sh, x86-disk.sh, arm64-initramfs.sh and armv7-initramfs.sh (sourced, not run), and by
 # build-test-images.sh for package_state.
 #
 # Everything that goes into an image comes from Debian packages fetched with `apt-get download` and
 # unpacked with `dpkg-deb`; nothing from the build host's own filesystem ends up in an image. The host
 # only needs the tools in packages.txt and working apt sources (run `apt-get update` first).
 #
-# Architectures: amd64 by default; a recipe calls `set_arch arm64` before recipe_init for an arm64
-# image. Packages of an architecture other than the host's come through a private apt state (see
+# Architectures: amd64 by default; a recipe calls `set_arch arm64` (or armhf) before recipe_init for
+# an ARM image. Packages of an architecture other than the host's come through a private apt state (see
 # apt_setup): the host's dpkg architecture list and its /var/lib/apt are never changed.
 #
 # Environment:
 #   PADDOCK_DEB_CACHE        keep downloaded .debs here (checked against apt's SHA256) instead of a temp dir
 #   PADDOCK_KERNEL_PACKAGE   use this linux-image package instead of what linux-image-amd64 depends on
 #   PADDOCK_KERNEL_PACKAGE_ARM64   the same for arm64 (instead of what linux-image-arm64 depends on)
+#   PADDOCK_KERNEL_PACKAGE_ARMHF   the same for armhf (instead of what linux-image-armmp-lpae depends on)
 #   PADDOCK_APT_STATE        the private apt state for a foreign architecture (package lists, ~20 MB);
 #                            default PADDOCK_DEB_CACHE/apt-ARCH, or a temp dir without PADDOCK_DEB_CACHE
-#   TMPDIR                   where the temporary work dir goes (~30 MB, ~70 MB for arm64)
+#   TMPDIR                   where the temporary work dir goes (~30 MB, ~70 MB for arm64, ~25 MB for armhf)
 
 EXTRA_TOOLS=()   # more host tools a recipe needs (set before recipe_init)
 RECIPES_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -26,15 +27,31 @@ GUEST_DIR=$RECIPES_DIR/guest
 # time by following the ELF NEEDED entries, so a new dependency fails the build with a clear message).
 DROPBEAR_LIB_PACKAGES=(libc6 libcrypt1 zlib1g libtomcrypt1 libtommath1 libgmp10)
 
-# set_arch amd64|arm64: the Debian architecture of the image. Sets DEB_ARCH, TRIPLET (the multiarch
-# library dir), CONSOLE, BASE_CMDLINE and KERNEL_MEMBERS.
+# set_arch amd64|arm64|armhf: the Debian architecture of the image. Sets DEB_ARCH, TRIPLET (the
+# multiarch library dir), CONSOLE, KERNEL_META (the linux-image metapackage), APT_OMIT_SUITES,
+# BASE_CMDLINE and KERNEL_MEMBERS.
 set_arch() {
-  local karch
+  local karch fw_cfg='./*lib/modules/*/kernel/drivers/firmware/qemu_fw_cfg.ko*'
   DEB_ARCH=$1
+  KERNEL_META=linux-image-$1
+  # suites left out of a foreign architecture's private apt state (an extended regex a whole suite
+  # name must match; see write_sources)
+  APT_OMIT_SUITES=
   case $1 in
     amd64) TRIPLET=x86_64-linux-gnu; karch=x86; CONSOLE=ttyS0 ;;       # the PC's first UART (8250)
     arm64) TRIPLET=aarch64-linux-gnu; karch=arm64; CONSOLE=ttyAMA0 ;;  # QEMU virt's PL011 UART
-    *) die "unsupported architecture $1 (amd64 or arm64)" ;;
+    armhf)
+      TRIPLET=arm-linux-gnueabihf; karch=arm; CONSOLE=ttyAMA0
+      # armmp-lpae: the armmp kernel with LPAE, for Cortex-A7/A15-class cores (QEMU virt, cortex-a15)
+      KERNEL_META=linux-image-armmp-lpae
+      # its kernel has no qemu_fw_cfg (CONFIG_FW_CFG_SYSFS is off): the key comes from the command line
+      fw_cfg=
+      # bookworm-security's armhf index on the mirror does not match its InRelease ("File has
+      # unexpected size (334084 != 349884). Mirror sync in progress?", for days): apt-get update then
+      # fails every time and keeps no security lists anyway. A test image needs no security updates.
+      APT_OMIT_SUITES='.*-security'
+      ;;
+    *) die "unsupported architecture $1 (amd64, arm64 or armhf)" ;;
   esac
   # Kernel command line shared by the images. console=: markers and the shell on the first serial
   # port; panic=-1: reboot at once on a panic, which ends QEMU when it runs with -no-reboot; quiet:
@@ -42,7 +59,7 @@ set_arch() {
   # cryptomgr.notests skips the crypto self-tests, and the KDF self-test (the only thing
   # crypto_kdf108_init does in 6.1) is not covered by it, so that initcall is skipped by name.
   BASE_CMDLINE="console=$CONSOLE panic=-1 quiet cryptomgr.notests initcall_blacklist=crypto_kdf108_init"
-  # Only these parts of the kernel package (70 MB amd64, 60 MB arm64) are unpacked (tar patterns,
+  # Only these parts of the kernel package (70 MB amd64, 60 MB arm64, 43 MB armhf) are unpacked (tar patterns,
   # matched against ./lib/modules and ./usr/lib/modules alike). Module dependencies are resolved by
   # depmod/modprobe on this subset and then re-checked against each module's own "depends" list, so
   # a module that falls outside these patterns stops the build instead of going missing at boot.
@@ -53,7 +70,7 @@ set_arch() {
     './*lib/modules/*/kernel/drivers/net/virtio_net.ko*' './*lib/modules/*/kernel/drivers/net/net_failover.ko*'
     './*lib/modules/*/kernel/net/core'
     './*lib/modules/*/kernel/drivers/block/virtio_blk.ko*'
-    './*lib/modules/*/kernel/drivers/firmware/qemu_fw_cfg.ko*'
+    ${fw_cfg:+"$fw_cfg"}
     './*lib/modules/*/kernel/drivers/char/hw_random'
     './*lib/modules/*/kernel/fs/ext4' './*lib/modules/*/kernel/fs/jbd2' './*lib/modules/*/kernel/fs/mbcache.ko*'
     './*lib/modules/*/kernel/lib' './*lib/modules/*/kernel/crypto' "./*lib/modules/*/kernel/arch/$karch/crypto"
@@ -93,6 +110,9 @@ recipe_init() {
 # the mirror has one inconsistent index of the added architecture. The private lists are downloaded
 # when missing and refreshed when the host's are newer, so an `apt-get update` on the host moves
 # both architectures forward, as it does for the amd64 images (~10 MB, 1-3 s).
+# With APT_OMIT_SUITES (armhf: bookworm-security) the private state reads filtered copies of the
+# host's sources instead (APT_STATE/sources/: the same entries, minus those suites; see
+# write_sources).
 APT_OPTS=()
 apt_setup() {
   APT_OPTS=()
@@ -103,10 +123,14 @@ apt_setup() {
   APT_OPTS=(-o "APT::Architecture=$DEB_ARCH" -o "APT::Architectures::=$DEB_ARCH"
             -o "Dir::State::Lists=$APT_STATE/lists" -o "Dir::State::status=$APT_STATE/status"
             -o "Dir::Cache=$APT_STATE/cache" -o "Acquire::Languages=none")
+  [ -z "$APT_OMIT_SUITES" ] ||
+    APT_OPTS+=(-o "Dir::Etc::SourceList=$APT_STATE/sources/none.list"
+               -o "Dir::Etc::SourceParts=$APT_STATE/sources")
   local sandbox=()
   [ "$(id -u)" -ne 0 ] || sandbox=(-o APT::Sandbox::User=root)  # root-owned dirs are not writable for _apt
   (
     flock 8
+    [ -z "$APT_OMIT_SUITES" ] || write_sources "$APT_STATE/sources"
     foreign_lists_stale || exit 0
     log "updating the $DEB_ARCH package lists (private apt state in $APT_STATE)"
     rc=0
@@ -117,6 +141,49 @@ apt_setup() {
       die "apt-get update for $DEB_ARCH failed and there are no $DEB_ARCH package lists"
     log "warning: apt-get update for $DEB_ARCH failed (exit $rc); using the lists it has"
   ) 8> "$APT_STATE/lock" || exit 1
+}
+
+# write_sources DIR: the host's apt sources without the suites APT_OMIT_SUITES matches (an extended
+# regex for the whole suite name), as DIR/host.list (one-line entries: sources.list and sources.list.d/*.list)
+# and DIR/host.sources (deb822 stanzas: sources.list.d/*.sources). Everything else (mirror URIs,
+# components, options, Signed-By) is kept, so the private state uses the host's mirror as it is.
+write_sources() {
+  local dir=$1 mainlist parts f
+  eval "$(apt-config shell mainlist Dir::Etc::SourceList/f parts Dir::Etc::SourceParts/d)"
+  mkdir -p "$dir"
+  # (the regex goes through the environment: awk -v would interpret backslashes)
+  export PADDOCK_OMIT_RE="^($APT_OMIT_SUITES)\$"
+  # one-line format, "deb [options] URI SUITE COMPONENT...": drop the entries of an omitted suite
+  { [ ! -f "$mainlist" ] || cat "$mainlist"
+    for f in "${parts%/}"/*.list; do [ ! -f "$f" ] || cat "$f"; done
+  } | awk '
+    BEGIN { re = ENVIRON["PADDOCK_OMIT_RE"] }
+    /^[ \t]*deb(-src)?[ \t]/ {
+      line = $0; sub(/#.*/, "", line); gsub(/\[[^]]*\]/, " ", line)
+      n = split(line, w, /[ \t]+/); k = 0
+      for (i = 1; i <= n; i++) if (w[i] != "" && ++k == 3 && w[i] ~ re) next
+    }
+    { print }' > "$dir/host.list.tmp"
+  # deb822: drop the omitted suites from each stanza's Suites: field, and a stanza left with none
+  for f in "${parts%/}"/*.sources; do [ ! -f "$f" ] || { cat "$f"; echo; }; done |
+    awk '
+      BEGIN { RS = ""; FS = "\n"; re = ENVIRON["PADDOCK_OMIT_RE"] }
+      {
+        out = ""
+        for (i = 1; i <= NF; i++) {
+          line = $i
+          if (tolower(line) ~ /^suites:/) {
+            n = split(substr(line, 8), w, /[ \t]+/); kept = ""
+            for (j = 1; j <= n; j++) if (w[j] != "" && w[j] !~ re) kept = kept " " w[j]
+            if (kept == "") next
+            line = "Suites:" kept
+          }
+          out = out line "\n"
+        }
+        printf "%s\n", out
+      }' > "$dir/host.sources.tmp"
+  mv "$dir/host.list.tmp" "$dir/host.list"
+  mv "$dir/host.sources.tmp" "$dir/host.sources"
 }
 
 # foreign_lists_stale: true when the private lists are missing, or older than the host's: a suite's
@@ -143,32 +210,37 @@ release_date() {   # release_date FILE: the Date: field of a Release file, as ep
   if [ -n "$d" ]; then date -d "$d" +%s 2>/dev/null || echo 0; else echo 0; fi
 }
 
-# kernel_override: PADDOCK_KERNEL_PACKAGE (amd64) or PADDOCK_KERNEL_PACKAGE_ARM64, if set
+# kernel_override: PADDOCK_KERNEL_PACKAGE (amd64), PADDOCK_KERNEL_PACKAGE_ARM64 or
+# PADDOCK_KERNEL_PACKAGE_ARMHF, if set
 kernel_override() {
-  if [ "$DEB_ARCH" = amd64 ]; then echo "${PADDOCK_KERNEL_PACKAGE:-}"; else echo "${PADDOCK_KERNEL_PACKAGE_ARM64:-}"; fi
+  case $DEB_ARCH in
+    amd64) echo "${PADDOCK_KERNEL_PACKAGE:-}" ;;
+    arm64) echo "${PADDOCK_KERNEL_PACKAGE_ARM64:-}" ;;
+    *) echo "${PADDOCK_KERNEL_PACKAGE_ARMHF:-}" ;;
+  esac
 }
 
 kernel_package() {
   local override
   override=$(kernel_override)
   if [ -n "$override" ]; then echo "$override"; return; fi
-  # linux-image-ARCH is a metapackage; the real one carries the ABI (linux-image-6.1.0-NN-ARCH) and
-  # changes with Debian's updates, so never pin it.
+  # linux-image-ARCH (armhf: linux-image-armmp-lpae) is a metapackage; the real one carries the ABI
+  # (linux-image-6.1.0-NN-ARCH) and changes with Debian's updates, so never pin it.
   local p
-  p=$(apt-cache "${APT_OPTS[@]}" depends --important "linux-image-$DEB_ARCH" 2>/dev/null |
+  p=$(apt-cache "${APT_OPTS[@]}" depends --important "$KERNEL_META" 2>/dev/null |
       sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*\)$/\1/p' | head -n 1)
-  [ -n "$p" ] || die "cannot resolve linux-image-$DEB_ARCH (run apt-get update?)"
+  [ -n "$p" ] || die "cannot resolve $KERNEL_META (run apt-get update?)"
   echo "$p"
 }
 
 # package_state: what a recipe for DEB_ARCH would use now, one "PACKAGE VERSION" line each (the kernel
-# package linux-image-ARCH resolves to, and the candidate versions), for build-test-images.sh's
+# package KERNEL_META resolves to, and the candidate versions), for build-test-images.sh's
 # stamps. Call apt_setup first.
 package_state() {
   local kernel
   kernel=$(kernel_override)
   [ -n "$kernel" ] ||
-    kernel=$(apt-cache "${APT_OPTS[@]}" depends --important "linux-image-$DEB_ARCH" 2>/dev/null |
+    kernel=$(apt-cache "${APT_OPTS[@]}" depends --important "$KERNEL_META" 2>/dev/null |
              sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*\)$/\1/p' | head -n 1)
   echo "arch=$DEB_ARCH kernel=$kernel"
   apt-cache "${APT_OPTS[@]}" policy "$kernel" busybox-static dropbear-bin \
@@ -421,15 +493,16 @@ pack_cpio() {
 }
 
 # pack_bundle DIR: DIR/bundle.tar, what Paddock stores as one image of format "bundle" (see
-# images/bundle.ts): members kernel (DIR/vmlinux, or DIR/Image.gz for arm64), initrd, cmdline and,
-# for a disk image, rootfs.qcow2. Plain tar: the kernel is already uncompressed (x86) or gzipped
-# (arm64), and the agent unpacks a bundle once per sha256.
+# images/bundle.ts): members kernel (DIR/vmlinux, DIR/Image.gz for arm64 or DIR/zImage for armhf),
+# initrd, cmdline and, for a disk image, rootfs.qcow2. Plain tar: the kernel is already uncompressed
+# (x86) or compressed (arm64, armhf), and the agent unpacks a bundle once per sha256.
 pack_bundle() {
   local out=$1 members=(kernel initrd cmdline) kernel
   local stage=$out/.bundle
   if [ -f "$out/vmlinux" ]; then kernel=$out/vmlinux
   elif [ -f "$out/Image.gz" ]; then kernel=$out/Image.gz
-  else die "pack_bundle: no vmlinux or Image.gz in $out"
+  elif [ -f "$out/zImage" ]; then kernel=$out/zImage
+  else die "pack_bundle: no vmlinux, Image.gz or zImage in $out"
   fi
   rm -rf "$stage"
   mkdir -p "$stage"
