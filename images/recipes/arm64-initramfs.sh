@@ -37,7 +37,7 @@ set_arch arm64
 CMDLINE="$BASE_CMDLINE paddock.ip=10.0.2.15/24,10.0.2.2"
 # virtio core is built into Debian's arm64 kernel, its transports and drivers are modules. virtio_pci
 # serves -nic model=virtio-net-pci; virtio_mmio the virt machine's virtio-mmio slots
-# (model=virtio-net-device); qemu_fw_cfg lets an arm64 VM take its key from fw_cfg as on x86.
+# (-netdev user,id=n0,... -device virtio-net-device,netdev=n0); qemu_fw_cfg lets an arm64 VM take its key from fw_cfg as on x86.
 MODULES=(virtio_pci virtio_mmio virtio_net virtio_rng qemu_fw_cfg)
 
 recipe_init "$@"

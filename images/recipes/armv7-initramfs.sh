@@ -37,8 +37,9 @@ set_arch armhf
 CMDLINE="$BASE_CMDLINE paddock.ip=10.0.2.15/24,10.0.2.2"
 # virtio core is built into Debian's armmp-lpae kernel (so are the PCIe host bridge of the virt
 # machine, pci-host-generic, and the PL011 UART); its transports and drivers are modules. virtio_pci
-# serves -nic model=virtio-net-pci, virtio_mmio the virt machine's virtio-mmio slots
-# (model=virtio-net-device). There is no qemu_fw_cfg module for armhf (CONFIG_FW_CFG_SYSFS is off).
+# serves -nic model=virtio-net-pci (works in U-Boot and Linux on virt,highmem=off), virtio_mmio the
+# virt machine's virtio-mmio slots (-netdev user,id=n0,... -device virtio-net-device,netdev=n0: -nic
+# refuses that model). There is no qemu_fw_cfg module for armhf (CONFIG_FW_CFG_SYSFS is off).
 MODULES=(virtio_pci virtio_mmio virtio_net virtio_rng)
 
 recipe_init "$@"

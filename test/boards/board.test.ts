@@ -24,7 +24,7 @@ test.before(async () => {
   const images = await testImages();
   // Board 2 is switched by the lab's APC PDU over SNMP (state read back); board 3's console is on
   // TCP, as ser2net would offer it; the rest is pdudaemon and serial lines.
-  lab = await startLab(3, { snmpOutlets: [2], tcpConsoles: [3], storageOutlets: [1] });
+  lab = await startLab(4, { snmpOutlets: [2], tcpConsoles: [3], storageOutlets: [1], armv7Outlets: [4] });
   scratch = mkdtempSync(path.join(os.tmpdir(), 'paddock-board-test-'));
   api = await startApi(
     testConfig(
@@ -33,11 +33,13 @@ test.before(async () => {
         lab.boardYaml(lab.boards[0], { tftpRoot, labels: { arch: 'arm64', type: 'qemu-virt', storage: 'virtio' } }),
         lab.boardYaml(lab.boards[1], { tftpRoot }),
         lab.boardYaml(lab.boards[2], { tftpRoot, name: 'console-board', labels: { arch: 'arm64', type: 'console-only' }, ssh: false }),
+        lab.boardYaml(lab.boards[3], { tftpRoot, name: 'armv7-board', labels: { arch: 'armv7', subarch: 'neon', type: 'qemu-virt-a15' } }),
       ].join('\n'),
     ),
   );
   paddock = new Paddock({ url: api.url, token: api.adminToken });
   await paddock.images.upload(images.arm64, { name: 'arm', format: 'bundle', arch: 'arm64' });
+  await paddock.images.upload(images.armv7, { name: 'arm32', format: 'bundle', arch: 'armv7' });
 
   // The same system as a raw disk image to flash: an ext4 file system holding /boot/kernel,
   // /boot/initrd and /boot/env.txt (the kernel command line as U-Boot environment text).
@@ -143,6 +145,15 @@ test.serial('two boards in one gang boot in parallel, one on pdudaemon, one on a
   await gang.release();
   await waitFor(async () => (await gang.refresh()).state === 'released', 30_000, 'the release');
   t.deepEqual([outletState(1), outletState(2)], ['off', 'off'], 'both switched off, the SNMP one read back');
+});
+
+test.serial('an armv7 board (zImage, bootz) is matched by arch=armv7 and boots its image', async (t) => {
+  const reservation = await paddock.reserve({ members: [{ role: 'board', spec: 'arch=armv7 subarch=neon ram>=512MiB', image: 'arm32' }], lease: '10m' });
+  await reservation.ready({ timeout: 180 });
+  t.is(reservation.view.allocations[0].machine, 'armv7-board');
+  const uname = await reservation.run('board', 'uname -m');
+  t.is(uname.stdout.trim(), 'armv7l');
+  await reservation.release();
 });
 
 test.serial('a console-only board (an image without network, console on TCP) is reached through the telnet relay; a second connection watches read-only', async (t) => {

@@ -15,6 +15,8 @@ export interface TestImages {
   qcow2: string;
   /** Boot bundle for arm64 boards: gzipped Image + initramfs, key from the kernel command line. */
   arm64: string;
+  /** Boot bundle for armv7 boards: zImage (bootz) + initramfs, key from the kernel command line. */
+  armv7: string;
 }
 
 let built: Promise<TestImages> | undefined;
@@ -29,6 +31,7 @@ export function testImages(): Promise<TestImages> {
       disk: path.join(dirs['x86-disk'], 'bundle.tar'),
       qcow2: path.join(dirs['x86-disk'], 'disk.qcow2'),
       arm64: path.join(dirs['arm64-initramfs'], 'bundle.tar'),
+      armv7: path.join(dirs['armv7-initramfs'], 'bundle.tar'),
     };
   })();
   return built;

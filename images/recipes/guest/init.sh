@@ -4,7 +4,7 @@
 # in both images and /init in the initramfs. In the disk image the loader initramfs runs first and
 # switch_roots here.
 #
-# The same init runs on x86_64 (console ttyS0) and arm64 (ttyAMA0): it uses whatever console= the
+# The same init runs on x86_64 (console ttyS0), arm64 and armv7 (ttyAMA0): it uses whatever console= the
 # kernel command line names (/dev/console), and the console shell finds the real tty (cttyhack).
 #
 # Console markers (one line each, on the serial console; "t=" is the guest uptime in seconds):
@@ -19,11 +19,12 @@
 # passed per boot in one of two ways (both are used when both are there):
 #   kernel command line   paddock.authorized_key=<base64 of the authorized_keys line(s)>  (boards:
 #                         U-Boot's bootargs; may be repeated)
-#   QEMU fw_cfg           -fw_cfg name=opt/paddock/authorized_keys,file=KEY.pub  (x86 VMs)
+#   QEMU fw_cfg           -fw_cfg name=opt/paddock/authorized_keys,file=KEY.pub  (x86 VMs; the armv7
+#                         kernel has no qemu_fw_cfg driver)
 # Other kernel command line switches:
 #   paddock.network=off                  no network and no ssh server, only the console shell
-#   paddock.ip=ADDR/PREFIX[,GATEWAY]     a static address instead of DHCP (the arm64 bundle sets
-#                                        10.0.2.15/24,10.0.2.2: see arm64-initramfs.sh)
+#   paddock.ip=ADDR/PREFIX[,GATEWAY]     a static address instead of DHCP (the arm64 and armv7 bundles
+#                                        set 10.0.2.15/24,10.0.2.2: see arm64-initramfs.sh)
 # Either way the guest sends a gratuitous ARP for its address once it is up: QEMU's user network
 # keeps the MAC it last saw for 10.0.2.15, which on a board is U-Boot's (52:52:52:52:52:52), and
 # would send host-forwarded connections there instead of to Linux's NIC.

@@ -1,6 +1,6 @@
 # shellcheck shell=bash disable=SC2034  # (SC2034: the recipes that source this use its variables)
-# Shared by x86-initramfs.sh, x86-disk.sh, arm64-initramfs.sh and armv7-initramfs.sh (sourced, not run), and by
-# build-test-images.sh for package_state.
+# Shared by x86-initramfs.sh, x86-disk.sh, arm64-initramfs.sh and armv7-initramfs.sh (sourced, not
+# run), and by build-test-images.sh for package_state.
 #
 # Everything that goes into an image comes from Debian packages fetched with `apt-get download` and
 # unpacked with `dpkg-deb`; nothing from the build host's own filesystem ends up in an image. The host
@@ -15,9 +15,10 @@
 #   PADDOCK_KERNEL_PACKAGE   use this linux-image package instead of what linux-image-amd64 depends on
 #   PADDOCK_KERNEL_PACKAGE_ARM64   the same for arm64 (instead of what linux-image-arm64 depends on)
 #   PADDOCK_KERNEL_PACKAGE_ARMHF   the same for armhf (instead of what linux-image-armmp-lpae depends on)
-#   PADDOCK_APT_STATE        the private apt state for a foreign architecture (package lists, ~20 MB);
-#                            default PADDOCK_DEB_CACHE/apt-ARCH, or a temp dir without PADDOCK_DEB_CACHE
-#   TMPDIR                   where the temporary work dir goes (~30 MB, ~70 MB for arm64, ~25 MB for armhf)
+#   PADDOCK_APT_STATE        where the private apt states of foreign architectures go, one apt-ARCH dir
+#                            each (package lists, ~20 MB each); default PADDOCK_DEB_CACHE, or the temp
+#                            work dir without PADDOCK_DEB_CACHE
+#   TMPDIR                   where the temporary work dir goes (~30 MB, ~70 MB for arm64)
 
 EXTRA_TOOLS=()   # more host tools a recipe needs (set before recipe_init)
 RECIPES_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -47,8 +48,9 @@ set_arch() {
       # its kernel has no qemu_fw_cfg (CONFIG_FW_CFG_SYSFS is off): the key comes from the command line
       fw_cfg=
       # bookworm-security's armhf index on the mirror does not match its InRelease ("File has
-      # unexpected size (334084 != 349884). Mirror sync in progress?", for days): apt-get update then
-      # fails every time and keeps no security lists anyway. A test image needs no security updates.
+      # unexpected size (334084 != 349884). Mirror sync in progress?", the same at 05:00 and 13:22 on
+      # 2026-11-23): apt-get update then fails every time and keeps no armhf security lists anyway.
+      # A test image needs no security updates.
       APT_OMIT_SUITES='.*-security'
       ;;
     *) die "unsupported architecture $1 (amd64, arm64 or armhf)" ;;
@@ -59,10 +61,11 @@ set_arch() {
   # cryptomgr.notests skips the crypto self-tests, and the KDF self-test (the only thing
   # crypto_kdf108_init does in 6.1) is not covered by it, so that initcall is skipped by name.
   BASE_CMDLINE="console=$CONSOLE panic=-1 quiet cryptomgr.notests initcall_blacklist=crypto_kdf108_init"
-  # Only these parts of the kernel package (70 MB amd64, 60 MB arm64, 43 MB armhf) are unpacked (tar patterns,
-  # matched against ./lib/modules and ./usr/lib/modules alike). Module dependencies are resolved by
-  # depmod/modprobe on this subset and then re-checked against each module's own "depends" list, so
-  # a module that falls outside these patterns stops the build instead of going missing at boot.
+  # Only these parts of the kernel package (70 MB amd64, 60 MB arm64, 43 MB armhf) are unpacked (tar
+  # patterns, matched against ./lib/modules and ./usr/lib/modules alike). Module dependencies are
+  # resolved by depmod/modprobe on this subset and then re-checked against each module's own
+  # "depends" list, so a module that falls outside these patterns stops the build instead of going
+  # missing at boot.
   KERNEL_MEMBERS=(
     './boot/vmlinuz-*' './boot/config-*'
     './*lib/modules/*/modules.order' './*lib/modules/*/modules.builtin' './*lib/modules/*/modules.builtin.modinfo'
@@ -109,7 +112,7 @@ recipe_init() {
 # would need root, change the host for good, and make the host's own `apt-get update` fail whenever
 # the mirror has one inconsistent index of the added architecture. The private lists are downloaded
 # when missing and refreshed when the host's are newer, so an `apt-get update` on the host moves
-# both architectures forward, as it does for the amd64 images (~10 MB, 1-3 s).
+# every architecture forward, as it does for the amd64 images (~10 MB, 1-3 s).
 # With APT_OMIT_SUITES (armhf: bookworm-security) the private state reads filtered copies of the
 # host's sources instead (APT_STATE/sources/: the same entries, minus those suites; see
 # write_sources).
@@ -117,7 +120,7 @@ APT_OPTS=()
 apt_setup() {
   APT_OPTS=()
   [ "$DEB_ARCH" != "$(dpkg --print-architecture)" ] || return 0
-  APT_STATE=${PADDOCK_APT_STATE:-${PADDOCK_DEB_CACHE:-$WORK}/apt-$DEB_ARCH}
+  APT_STATE=${PADDOCK_APT_STATE:-${PADDOCK_DEB_CACHE:-$WORK}}/apt-$DEB_ARCH
   mkdir -p "$APT_STATE/lists/partial" "$APT_STATE/cache/archives/partial"
   [ -e "$APT_STATE/status" ] || : > "$APT_STATE/status"
   APT_OPTS=(-o "APT::Architecture=$DEB_ARCH" -o "APT::Architectures::=$DEB_ARCH"
@@ -144,9 +147,10 @@ apt_setup() {
 }
 
 # write_sources DIR: the host's apt sources without the suites APT_OMIT_SUITES matches (an extended
-# regex for the whole suite name), as DIR/host.list (one-line entries: sources.list and sources.list.d/*.list)
-# and DIR/host.sources (deb822 stanzas: sources.list.d/*.sources). Everything else (mirror URIs,
-# components, options, Signed-By) is kept, so the private state uses the host's mirror as it is.
+# regex for the whole suite name), as DIR/host.list (one-line entries: sources.list and
+# sources.list.d/*.list) and DIR/host.sources (deb822 stanzas: sources.list.d/*.sources). Everything
+# else (mirror URIs, components, options, Signed-By) is kept, so the private state uses the host's
+# mirror as it is.
 write_sources() {
   local dir=$1 mainlist parts f
   eval "$(apt-config shell mainlist Dir::Etc::SourceList/f parts Dir::Etc::SourceParts/d)"
