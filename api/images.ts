@@ -24,7 +24,8 @@ export interface UploadRequest {
   format: string;
   arch: string;
   expiresInSeconds?: number;
-  expectedSha256?: string;
+  /** The sha256 the client sent, or how to read it once the body is in (an HTTP trailer). */
+  expectedSha256?: string | (() => string | undefined);
   contentLength?: number;
 }
 
@@ -77,7 +78,7 @@ export class ImageCatalog {
       throw new ApiError(400, 'invalid_request', `format is one of ${imageFormats.join(', ')}, not ${JSON.stringify(request.format)}`);
     }
     if (!/^[A-Za-z0-9_.-]{1,32}$/.test(request.arch)) throw new ApiError(400, 'invalid_request', `not an architecture: ${JSON.stringify(request.arch)}`);
-    if (request.expectedSha256 !== undefined && !/^[0-9a-fA-F]{64}$/.test(request.expectedSha256)) {
+    if (typeof request.expectedSha256 === 'string' && !/^[0-9a-fA-F]{64}$/.test(request.expectedSha256)) {
       throw new ApiError(400, 'invalid_request', 'the expected sha256 must be 64 hex digits');
     }
     if (request.expiresInSeconds !== undefined && request.expiresInSeconds > this.limits.maxExpiry) {

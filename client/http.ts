@@ -3,6 +3,9 @@
 // the way there into PaddockConnectionError. The token travels in the Authorization header only;
 // it is never put into a message, and got's own error objects (which hold the request options,
 // headers included) are not kept as causes.
+import { createHash } from 'node:crypto';
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import type { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import got, { HTTPError, ParseError, RequestError, type Got } from 'got';
@@ -67,12 +70,62 @@ export class Http {
     return this.call(() => this.client.delete(path).json<T>());
   }
 
-  /** PUT of a file's bytes, streamed from disk, with upload progress. */
-  put<T>(path: string, options: { body: Readable; headers: Record<string, string>; searchParams?: Record<string, string>; onProgress?: (sent: number, total: number | undefined) => void }): Promise<T> {
-    return this.call(() => {
-      const request = this.client.put(path, { body: options.body, headers: options.headers, searchParams: options.searchParams, timeout: { connect: 10_000 }, retry: { limit: 0 } });
-      if (options.onProgress) request.on('uploadProgress', (progress) => options.onProgress!(progress.transferred, progress.total));
-      return request.json<T>();
+  /**
+   * PUT of a stream in one pass: the bytes go out as they are read, their sha256 is computed on the
+   * way and sent last, as the `Paddock-Sha256` HTTP trailer, and the server checks it before it
+   * keeps anything. (Node's http, not got: got cannot send trailers.)
+   */
+  putWithDigest<T>(path: string, options: { body: Readable; size: number; headers: Record<string, string>; searchParams?: Record<string, string>; onProgress?: (sent: number, total: number) => void }): Promise<T> {
+    const url = new URL(`${this.options.url.replace(/\/+$/, '')}/${path}`);
+    url.username = '';
+    url.password = '';
+    for (const [key, value] of Object.entries(options.searchParams ?? {})) url.searchParams.set(key, value);
+    return new Promise<T>((resolve, reject) => {
+      const request = (url.protocol === 'https:' ? httpsRequest : httpRequest)(url, {
+        method: 'PUT',
+        headers: { ...options.headers, authorization: `Bearer ${this.options.token}`, 'user-agent': 'paddock-client', trailer: 'Paddock-Sha256', 'paddock-size': String(options.size) },
+        timeout: requestTimeoutMs,
+      });
+      const fail = (error: unknown) => {
+        options.body.destroy();
+        reject(error);
+      };
+      request.on('timeout', () => request.destroy(new Error('timed out')));
+      request.on('error', (error: NodeJS.ErrnoException) => fail(new PaddockConnectionError(`cannot reach Paddock at ${this.where}: ${error.code ?? error.message}`, 'connection_failed', undefined, { reason: error.code ?? error.message })));
+      request.on('response', (response) => {
+        const chunks: Buffer[] = [];
+        response.on('data', (chunk: Buffer) => chunks.push(chunk));
+        response.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          let body: unknown;
+          try {
+            body = JSON.parse(text);
+          } catch {
+            return fail(new PaddockError(`${this.where} answered with something that is not JSON; is it a Paddock server?`, 'invalid_response', response.statusCode));
+          }
+          if ((response.statusCode ?? 500) >= 400) return fail(errorFromBody(response.statusCode ?? 500, text, { secrets: [this.options.token] }));
+          resolve(body as T);
+        });
+      });
+      const hash = createHash('sha256');
+      let sent = 0;
+      options.body.on('data', (chunk: Buffer) => {
+        hash.update(chunk);
+        sent += chunk.length;
+        options.onProgress?.(sent, options.size);
+        if (!request.write(chunk)) {
+          options.body.pause();
+          request.once('drain', () => options.body.resume());
+        }
+      });
+      options.body.on('end', () => {
+        request.addTrailers({ 'Paddock-Sha256': hash.digest('hex') });
+        request.end();
+      });
+      options.body.on('error', (error) => {
+        request.destroy();
+        reject(new PaddockError(`cannot read the upload: ${error.message}`, 'read_failed'));
+      });
     });
   }
 

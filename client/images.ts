@@ -1,9 +1,7 @@
 // Images in the client library: upload a file (streamed, its sha256 sent so the server checks
 // it), list, show, download (whole or a byte range), remove. A reference is `name` or `name:tag`.
-import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
-import { pipeline } from 'node:stream/promises';
 import type { ImageFormat, ImageView } from '../api/contract.js';
 import { PaddockError } from './errors.js';
 import type { Http } from './http.js';
@@ -24,25 +22,21 @@ function path(ref: string): string {
   return `v1/images/${encodeURIComponent(name)}/${encodeURIComponent(tag)}`;
 }
 
-export async function sha256File(file: string): Promise<string> {
-  const hash = createHash('sha256');
-  await pipeline(createReadStream(file), hash);
-  return hash.digest('hex');
-}
 
 export class Images {
   constructor(private readonly http: Http) {}
 
   async upload(file: string, options: UploadOptions): Promise<ImageView> {
     const { size } = await stat(file);
-    const sha256 = await sha256File(file);
     const searchParams: Record<string, string> = { format: options.format ?? 'qcow2', arch: options.arch ?? 'x86_64' };
     if (options.expires) searchParams.expires = options.expires;
-    return this.http.put<ImageView>(path(`${options.name}:${options.tag ?? 'latest'}`), {
-      body: createReadStream(file),
-      headers: { 'content-type': 'application/octet-stream', 'content-length': String(size), 'paddock-sha256': sha256 },
+    // One read of the file: its sha256 follows the bytes as a trailer, checked by the server.
+    return this.http.putWithDigest<ImageView>(path(`${options.name}:${options.tag ?? 'latest'}`), {
+      body: createReadStream(file, { highWaterMark: 1024 * 1024 }),
+      size,
+      headers: { 'content-type': 'application/octet-stream' },
       searchParams,
-      ...(options.onProgress ? { onProgress: (sent: number) => options.onProgress!(sent, size) } : {}),
+      ...(options.onProgress ? { onProgress: options.onProgress } : {}),
     });
   }
 

@@ -66,7 +66,7 @@ export class BlobStore {
    * Streams `source` into the store. Stops reading and keeps nothing when the size passes
    * `maxBytes` or the digest differs from `expectedSha256`.
    */
-  async receive(source: Readable, options: { maxBytes: number; expectedSha256?: string }): Promise<StoredBlob> {
+  async receive(source: Readable, options: { maxBytes: number; expectedSha256?: string | (() => string | undefined) }): Promise<StoredBlob> {
     const temporary = path.join(this.incoming, randomBytes(8).toString('hex'));
     const hash = createHash('sha256');
     let size = 0;
@@ -90,9 +90,11 @@ export class BlobStore {
       await rm(temporary, { force: true });
       throw new UploadError('the upload is empty', 'empty');
     }
-    if (options.expectedSha256 !== undefined && options.expectedSha256.toLowerCase() !== sha256) {
+    // A digest sent after the bytes (a trailer) is read only now.
+    const expected = typeof options.expectedSha256 === 'function' ? (options.expectedSha256() ?? '(none: the announced trailer did not come)') : options.expectedSha256;
+    if (expected !== undefined && expected.toLowerCase() !== sha256) {
       await rm(temporary, { force: true });
-      throw new UploadError(`sha256 mismatch: the client said ${options.expectedSha256}, the bytes received hash to ${sha256}`, 'checksum_mismatch');
+      throw new UploadError(`sha256 mismatch: the client said ${expected.slice(0, 80)}, the bytes received hash to ${sha256}`, 'checksum_mismatch');
     }
     const target = this.pathOf(sha256);
     if (await exists(target)) await rm(temporary, { force: true });

@@ -14,13 +14,18 @@ export function imageRoutes(table: RouteTable, catalog: ImageCatalog): void {
     {
       method: 'put', path: '/v1/images/:name/:tag', summary: 'Upload an image: the body is the raw file, streamed; Paddock-Sha256 is checked when sent',
       query: { format: 'qcow2 (default), raw or bundle', arch: 'architecture label (default x86_64)', expires: 'a temporary image: removed after this duration, e.g. 2h' },
+      // Paddock-Sha256 as a header, or declared in Trailer: and sent after a chunked body; Paddock-Size with a chunked body.
       responses: { 201: 'stored', 413: 'over the size limit', 422: 'sha256 mismatch', 507: 'not enough disk space' },
     },
     async (ctx) => {
       const expires = ctx.query.expires === undefined ? undefined : parseDuration(String(ctx.query.expires));
       if (expires === null) throw new ApiError(400, 'invalid_request', 'expires is a duration such as 2h or 30m');
-      const length = ctx.get('content-length');
-      const sha = ctx.get('paddock-sha256') || undefined;
+      // The size comes as Content-Length, or as Paddock-Size with a chunked body; the sha256 as a
+      // header, or as a trailer after the body (one pass over the file on the client).
+      const length = ctx.get('content-length') || ctx.get('paddock-size');
+      const header = ctx.get('paddock-sha256') || undefined;
+      const trailer = /(^|,)\s*paddock-sha256\s*(,|$)/i.test(ctx.get('trailer')) ? () => ctx.req.trailers['paddock-sha256'] : undefined;
+      const sha = header ?? trailer;
       ctx.body = await catalog.upload(
         caller(ctx),
         {

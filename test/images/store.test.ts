@@ -2,6 +2,7 @@
 // Range downloads, expiry, limits, and names that try to leave the store.
 import { createHash, randomBytes } from 'node:crypto';
 import { readdirSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
 import path from 'node:path';
 import test from 'ava';
 import got from 'got';
@@ -82,6 +83,43 @@ test.serial('a wrong sha256 or an upload over the size limit is refused and leav
   t.deepEqual(blobs(), before);
   t.deepEqual(incoming(), []);
   t.is((await api.http().get('v1/images/bad/sha')).statusCode, 404);
+});
+
+/** A chunked PUT whose sha256 comes after the body, as an HTTP trailer (what the client sends). */
+function uploadWithTrailer(ref: string, bytes: Buffer, digest: string | undefined): Promise<{ statusCode: number; body: { code?: string; sha256?: string } }> {
+  return new Promise((resolve, reject) => {
+    const request = httpRequest(`${api.url}/v1/images/${ref}?format=raw`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${api.adminToken}`, trailer: 'Paddock-Sha256', 'paddock-size': String(bytes.length) },
+    });
+    request.on('response', (response) => {
+      let text = '';
+      response.on('data', (chunk: Buffer) => (text += chunk.toString()));
+      response.on('end', () => resolve({ statusCode: response.statusCode ?? 0, body: JSON.parse(text) as { code?: string; sha256?: string } }));
+    });
+    request.on('error', reject);
+    request.write(bytes.subarray(0, 500));
+    request.write(bytes.subarray(500));
+    if (digest !== undefined) request.addTrailers({ 'Paddock-Sha256': digest });
+    request.end();
+  });
+}
+
+test.serial('a sha256 sent as a trailer after the body is checked: right is stored, wrong or missing stores nothing', async (t) => {
+  const bytes = randomBytes(4000);
+  const before = blobs();
+  const wrong = await uploadWithTrailer('trailer/wrong', bytes, 'f'.repeat(64));
+  t.is(wrong.statusCode, 422);
+  t.is(wrong.body.code, 'checksum_mismatch');
+  const missing = await uploadWithTrailer('trailer/missing', bytes, undefined);
+  t.is(missing.statusCode, 422);
+  t.is(missing.body.code, 'checksum_mismatch');
+  t.deepEqual(blobs(), before, 'nothing kept');
+  t.deepEqual(incoming(), []);
+  const right = await uploadWithTrailer('trailer/right', bytes, sha(bytes));
+  t.is(right.statusCode, 201);
+  t.is(right.body.sha256, sha(bytes));
+  await api.http().delete('v1/images/trailer/right');
 });
 
 test.serial('names that try to leave the store are refused', async (t) => {
