@@ -1,0 +1,66 @@
+// Where an OpenStack pool's credentials come from: the pool's own settings, the standard OS_*
+// environment variables, or a clouds.yaml entry named by OS_CLOUD (the same files the openstack CLI
+// reads: OS_CLIENT_CONFIG_FILE, ./clouds.yaml, ~/.config/openstack/clouds.yaml,
+// /etc/openstack/clouds.yaml). Errors name what is missing, never a secret.
+import { existsSync, readFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { load } from 'js-yaml';
+import type { CloudOptions, Credentials } from './client.js';
+
+type Settings = Record<string, string | undefined>;
+
+/** Cloud options from OS_* variables, or from clouds.yaml when OS_CLOUD (or `cloud`) names an entry. */
+export function cloudFromEnvironment(env: NodeJS.ProcessEnv = process.env, cloud = env.OS_CLOUD): CloudOptions {
+  if (cloud) return fromCloudsYaml(cloud, env);
+  return build(
+    {
+      auth_url: env.OS_AUTH_URL,
+      username: env.OS_USERNAME,
+      password: env.OS_PASSWORD,
+      project_name: env.OS_PROJECT_NAME ?? env.OS_TENANT_NAME,
+      user_domain_name: env.OS_USER_DOMAIN_NAME,
+      project_domain_name: env.OS_PROJECT_DOMAIN_NAME,
+      application_credential_id: env.OS_APPLICATION_CREDENTIAL_ID,
+      application_credential_secret: env.OS_APPLICATION_CREDENTIAL_SECRET,
+    },
+    { region: env.OS_REGION_NAME, interface: env.OS_INTERFACE },
+    'the OS_* environment variables',
+  );
+}
+
+function fromCloudsYaml(name: string, env: NodeJS.ProcessEnv): CloudOptions {
+  const candidates = [env.OS_CLIENT_CONFIG_FILE, path.resolve('clouds.yaml'), path.join(os.homedir(), '.config/openstack/clouds.yaml'), '/etc/openstack/clouds.yaml'].filter(
+    (file): file is string => typeof file === 'string' && file.length > 0,
+  );
+  for (const file of candidates) {
+    if (!existsSync(file)) continue;
+    const document = load(readFileSync(file, 'utf8')) as { clouds?: Record<string, { auth?: Settings; region_name?: string; interface?: string }> } | undefined;
+    const entry = document?.clouds?.[name];
+    if (!entry) continue;
+    return build(entry.auth ?? {}, { region: entry.region_name, interface: entry.interface }, `cloud ${name} in ${file}`);
+  }
+  throw new Error(`no cloud named ${JSON.stringify(name)} in ${candidates.join(', ')}`);
+}
+
+function build(auth: Settings, where: { region?: string; interface?: string }, source: string): CloudOptions {
+  if (!auth.auth_url) throw new Error(`${source}: no auth URL (OS_AUTH_URL / auth.auth_url)`);
+  let credentials: Credentials;
+  if (auth.application_credential_id && auth.application_credential_secret) {
+    credentials = { kind: 'application', id: auth.application_credential_id, secret: auth.application_credential_secret };
+  } else {
+    const missing = (['username', 'password', 'project_name'] as const).filter((key) => !auth[key]);
+    if (missing.length > 0) throw new Error(`${source}: missing ${missing.join(', ')} (or an application credential id and secret)`);
+    credentials = {
+      kind: 'password',
+      username: auth.username!,
+      password: auth.password!,
+      project: auth.project_name!,
+      userDomain: auth.user_domain_name ?? 'Default',
+      projectDomain: auth.project_domain_name ?? 'Default',
+    };
+  }
+  const face = where.interface?.replace(/URL$/i, '');
+  if (face !== undefined && face !== 'public' && face !== 'internal' && face !== 'admin') throw new Error(`${source}: interface ${JSON.stringify(where.interface)} is not public, internal or admin`);
+  return { authUrl: auth.auth_url, credentials, ...(where.region ? { region: where.region } : {}), ...(face ? { interface: face } : {}) };
+}
