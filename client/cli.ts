@@ -55,6 +55,8 @@ function summary(view: ReservationView) {
     members: view.allocations.map((allocation) => ({
       role: allocation.role, index: allocation.index, machine: allocation.machine,
       host: allocation.host, port: allocation.port, user: allocation.user, hostKey: allocation.hostKey,
+      ...(allocation.console ? { console: allocation.console } : {}),
+      ...(allocation.failure ? { failure: allocation.failure } : {}),
     })),
   };
 }
@@ -72,7 +74,7 @@ function showReservation(view: ReservationView): string {
   ];
   for (const member of view.members) lines.push(`member ${member.role} ×${member.count}: ${member.spec}${member.image ? ` (image ${member.image})` : ''}`);
   for (const allocation of view.allocations) {
-    const where = allocation.host ? ` ${allocation.user}@${allocation.host}:${allocation.port}` : '';
+    const where = `${allocation.host ? ` ${allocation.user}@${allocation.host}:${allocation.port}` : ''}${allocation.console ? ` console telnet ${allocation.console.host} ${allocation.console.port}` : ''}${allocation.failure ? ` failed: ${allocation.failure.code}` : ''}`;
     const stages = Object.entries(allocation.stages).map(([stage, at]) => `${stage} ${String(at).slice(11, 19)}`).join(', ');
     lines.push(`  ${allocation.role}.${allocation.index} ${allocation.machine} ${allocation.state}${where}${stages ? ` [${stages}]` : ''}`);
   }

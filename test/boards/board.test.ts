@@ -168,6 +168,14 @@ test.serial('a console-only board (an image without network, console on TCP) is 
   t.regex(shell, /paddock\.network=off/);
   t.regex(await watcher, /done-42/, 'a second connection sees the same console');
   await t.throwsAsync(reservation.run('board', 'true'), { message: /no ready member/ });
+  // The CLI shows where to telnet to, in text and in --json.
+  const cli = (args: string[]) =>
+    new Promise<string>((resolve, reject) =>
+      execFile(process.execPath, [path.resolve('bin/paddock.js'), ...args], { env: { ...process.env, PADDOCK_URL: api.url, PADDOCK_TOKEN: api.adminToken } }, (error, stdout) =>
+        error ? reject(error) : resolve(stdout),
+      ),
+    );
+  t.regex(await cli(['show', reservation.id]), new RegExp(`console-board ready console telnet ${allocation.console!.host} ${allocation.console!.port}`));
   await reservation.release();
 });
 
