@@ -7,6 +7,7 @@
 
 PTC_STATE_DIR_DEFAULT=${PADDOCK_TEST_CLOUD:-/tmp/paddock-test-cloud}
 # The OpenStack Python modules live in Debian's python only; `python3` on PATH may be pyenv's.
+# shellcheck disable=SC2034  # used by the scripts that source this file
 PTC_PY=/usr/bin/python3
 PTC_MARKER=.paddock-test-cloud
 

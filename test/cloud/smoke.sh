@@ -68,7 +68,10 @@ code=${resp##*$'\n'}; resp=${resp%$'\n'*}
 [ "$code" = 202 ] || fail "POST /servers: HTTP $code $resp"
 SID=$(jq -r '.server.id' <<<"$resp")
 say "server $SID: POST 202 ($(ptc_since "$T0") s)"
-cleanup() { [ -n "${SID:-}" ] && curl -s -o /dev/null "${NH[@]}" -X DELETE "$NOVA/servers/$SID" || true; rm -f "$hdrs"; }
+cleanup() {
+  if [ -n "${SID:-}" ]; then curl -s -o /dev/null "${NH[@]}" -X DELETE "$NOVA/servers/$SID" || true; fi
+  rm -f "$hdrs"
+}
 trap cleanup EXIT
 deadline=$(( $(date +%s) + 120 ))
 while :; do

@@ -14,7 +14,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 SD=$(ptc_state_dir "${1:-}")
 T_ALL=$(ptc_now)
-exec 3>&2   # progress fd, also usable from background steps whose stderr goes to a log
+
 
 # Services must not see the caller's OpenStack/Python/RabbitMQ settings, and must find Debian's tools first.
 for v in $(compgen -e); do
@@ -28,13 +28,13 @@ PACKAGES="keystone glance-api nova-api nova-conductor nova-scheduler placement-a
 
 # --------------------------------------------------------------------------- packages
 ensure_packages() {
-  local missing="" p t
+  local missing=() p t
   for p in $PACKAGES; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
   done
-  [ -z "$missing" ] && return 0
-  [ "$(id -u)" = 0 ] || { ptc_log "missing packages:$missing (run as root to install them)"; exit 1; }
-  ptc_log "installing:$missing"
+  [ ${#missing[@]} = 0 ] && return 0
+  [ "$(id -u)" = 0 ] || { ptc_log "missing packages: ${missing[*]} (run as root to install them)"; exit 1; }
+  ptc_log "installing: ${missing[*]}"
   t=$(ptc_now)
   # No daemon may be started by the packages' maintainer scripts (they would take our ports):
   # use a policy-rc.d that forbids it, unless the machine already has one.
@@ -46,7 +46,7 @@ ensure_packages() {
   local rc=0
   {
     apt-get update -q &&
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
   } >"/tmp/paddock-test-cloud-apt.log" 2>&1 || rc=$?
   [ $own_policy = 1 ] && rm -f /usr/sbin/policy-rc.d
   if [ $rc != 0 ]; then
@@ -84,8 +84,8 @@ cloud_is_up() {
 # start NAME CMD... : run CMD in its own session/process group, record "PGID STARTTIME".
 start() {
   local name=$1 pid pg; shift
-  # no inherited stdout/stderr/fd3: a caller doing $(up.sh) must not wait for the daemons
-  setsid "$@" >"$SD/logs/$name.log" 2>&1 </dev/null 3>&- &
+  # no inherited stdout/stderr: a caller doing $(up.sh) must not wait for the daemons
+  setsid "$@" >"$SD/logs/$name.log" 2>&1 </dev/null &
   pid=$!
   echo "$pid $(ptc_starttime "$pid")" >"$SD/pids/$name.pid"
   # the forked child becomes a group leader only once setsid(1) has run: wait for it
@@ -113,10 +113,9 @@ wal() { local db; for db in "$@"; do sqlite3 "$db" 'PRAGMA journal_mode=WAL;' >/
 
 # Background steps: `bg_step NAME FUNC` runs FUNC in a subshell (errexit active) logging to
 # logs/setup-NAME.log; `join NAME` waits for it and aborts the bring-up if it failed.
-declare -A STEP_PID STEP_T0
+declare -A STEP_PID
 bg_step() {
   local name=$1; shift
-  STEP_T0[$name]=$(ptc_now)
   ( t0=$(ptc_now); "$@"; ptc_since "$t0" >"$SD/logs/.setup-$name.time" ) >"$SD/logs/setup-$name.log" 2>&1 &
   STEP_PID[$name]=$!
 }
@@ -346,7 +345,7 @@ step_keystone() {
     --bootstrap-service-name keystone --bootstrap-region-id RegionOne \
     --bootstrap-admin-url http://127.0.0.1:5000/v3/ --bootstrap-public-url http://127.0.0.1:5000/v3/ \
     --bootstrap-internal-url http://127.0.0.1:5000/v3/
-  start keystone env OS_KEYSTONE_CONFIG_FILES="$KC" uwsgi $UWSGI --http-socket 127.0.0.1:5000 \
+  start keystone env OS_KEYSTONE_CONFIG_FILES="$KC" uwsgi "${UWSGI[@]}" --http-socket 127.0.0.1:5000 \
     --wsgi-file /usr/bin/keystone-wsgi-public
   wait_http http://127.0.0.1:5000/v3/ keystone
 }
@@ -413,7 +412,7 @@ step_start_glance() {
   wait_http http://127.0.0.1:9292/ glance
 }
 step_start_placement() {
-  start placement env OS_PLACEMENT_CONFIG_DIR="$SD/etc/placement" uwsgi $UWSGI \
+  start placement env OS_PLACEMENT_CONFIG_DIR="$SD/etc/placement" uwsgi "${UWSGI[@]}" \
     --http-socket 127.0.0.1:8778 --wsgi-file /usr/bin/placement-api
   wait_http http://127.0.0.1:8778/ placement
 }
@@ -422,14 +421,22 @@ step_start_neutron() {
   wait_http http://127.0.0.1:9696/ neutron
 }
 step_start_nova() {
-  local NC="--config-file $SD/etc/nova/nova.conf"
-  start nova-api /usr/bin/nova-api $NC
+  start nova-api /usr/bin/nova-api --config-file "$SD/etc/nova/nova.conf"
   wait_http http://127.0.0.1:8774/ nova-api
 }
 step_start_compute() {
   # nova-scheduler dies at start if the catalog has no placement endpoint yet (conductor logs an ERROR)
   start nova-conductor /usr/bin/nova-conductor --config-file "$SD/etc/nova/nova.conf"
   start nova-scheduler /usr/bin/nova-scheduler --config-file "$SD/etc/nova/nova.conf"
+  # nova-compute pings nova-conductor at start and waits 10 s if the ping is lost (conductor not yet
+  # consuming): wait for the conductor's service row (written just before its RPC server starts)
+  local i
+  for ((i = 0; i < 600; i++)); do
+    [ "$(sqlite3 "$SD/nova/nova.sqlite" "SELECT count(*) FROM services WHERE \"binary\" = 'nova-conductor';" 2>/dev/null)" = 1 ] && break
+    ptc_group_alive "$SD/pids/nova-conductor.pid" || { echo "nova-conductor died"; tail -n 40 "$SD/logs/nova-conductor.log"; return 1; }
+    sleep 0.1
+  done
+  sleep 0.5
   # The nova-compute package would pull in libvirt/qemu (nova-compute-kvm); the fake driver needs
   # none of it, so run the entry point shipped in python3-nova with Debian's python.
   start nova-compute "$PTC_PY" -c 'import sys; from nova.cmd.compute import main; sys.exit(main())' \
@@ -440,8 +447,8 @@ step_wait_compute() { "$PTC_PY" "$HERE/seed.py" compute "$SD"; }
 
 # uwsgi + SQLite: one process, one thread (SQLite objects are per-thread); Connection: close
 # (python-requests reuses kept-alive sockets that --http-socket already closed => resets).
-UWSGI="--plugin python3 --master --processes 1 --threads 1 --lazy-apps --die-on-term --need-app
-  --buffer-size 65535 --add-header Connection:close"
+UWSGI=(--plugin python3 --master --processes 1 --threads 1 --lazy-apps --die-on-term --need-app
+  --buffer-size 65535 --add-header Connection:close)
 
 # =========================================================================== main
 T=$(ptc_now); ensure_packages; ptc_log "packages: ok ($(ptc_since "$T") s)"
