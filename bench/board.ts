@@ -14,6 +14,7 @@ import { SerialPort } from 'serialport';
 import { parseConfig } from '../api/config.js';
 import { serve } from '../api/serve.js';
 import { Paddock } from '../client/index.js';
+import { compareToPlain } from './compare.js';
 import { ensureTftpd } from '../boards/boot/tftpd.js';
 import { startLab } from '../test/helpers/lab/index.js';
 
@@ -99,20 +100,7 @@ async function throughPaddock(): Promise<number> {
 
 try {
   console.log(`first boot through Paddock (image download and bundle unpack included): ${(await throughPaddock()).toFixed(2)} s`);
-  const times: { plain: number; paddock: number }[] = [];
-  for (let round = 0; round < rounds; round++) {
-    const order = round % 2 === 0 ? (['plain', 'paddock'] as const) : (['paddock', 'plain'] as const);
-    const result: Record<string, number> = {};
-    for (const which of order) result[which] = which === 'plain' ? await plain() : await throughPaddock();
-    times.push({ plain: result.plain, paddock: result.paddock });
-    console.log(`round ${round + 1}: plain script ${result.plain.toFixed(2)} s, Paddock ${result.paddock.toFixed(2)} s`);
-  }
-  const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
-  const plainMedian = median(times.map((time) => time.plain));
-  const paddockMedian = median(times.map((time) => time.paddock));
-  console.log(
-    `board reserve→ready: Paddock ${paddockMedian.toFixed(2)} s vs plain script ${plainMedian.toFixed(2)} s (medians of ${rounds}): ratio ${(paddockMedian / plainMedian).toFixed(3)} (aim: at most 1.10)`,
-  );
+  await compareToPlain({ rounds, what: 'board reserve→ready', aim: 1.10, plain: () => plain(), paddock: throughPaddock });
 } finally {
   await server.close();
   await lab.stop();

@@ -7,13 +7,14 @@
 //   node --import tsx bench/qemu.ts [ROUNDS]      (default 7)
 import { execFile, execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { parseConfig } from '../api/config.js';
 import { serve } from '../api/serve.js';
 import { Paddock } from '../client/index.js';
+import { freeLoopbackPort } from '../provisioners/qemu/adapter.js';
+import { compareToPlain } from './compare.js';
 
 const run = promisify(execFile);
 const rounds = Number(process.argv[2] ?? 7);
@@ -63,12 +64,7 @@ try {
   };
   const plain = async (round: number) => {
     const runDir = mkdtempSync(path.join(dir, `plain-${round}-`));
-    const port = await new Promise<number>((resolve) => {
-      const probe = net.createServer().listen(0, '127.0.0.1', () => {
-        const { port: free } = probe.address() as net.AddressInfo;
-        probe.close(() => resolve(free));
-      });
-    });
+    const port = await freeLoopbackPort();
     const started = process.hrtime.bigint();
     await run('bash', [script, imageDir, String(port), path.join(dir, 'key'), runDir]);
     const elapsed = seconds(started);
@@ -78,20 +74,7 @@ try {
   };
 
   console.log(`first boot through Paddock (image download and bundle unpack included): ${(await throughPaddock()).toFixed(2)} s`);
-  const times: { plain: number; paddock: number }[] = [];
-  for (let round = 0; round < rounds; round++) {
-    const [first, second] = round % 2 === 0 ? ['plain', 'paddock'] : ['paddock', 'plain'];
-    const result: Record<string, number> = {};
-    for (const which of [first, second]) result[which] = which === 'plain' ? await plain(round) : await throughPaddock();
-    times.push({ plain: result.plain, paddock: result.paddock });
-    console.log(`round ${round + 1}: plain script ${result.plain.toFixed(2)} s, Paddock ${result.paddock.toFixed(2)} s`);
-  }
-  const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
-  const plainMedian = median(times.map((time) => time.plain));
-  const paddockMedian = median(times.map((time) => time.paddock));
-  console.log(
-    `reserve→ready: Paddock ${paddockMedian.toFixed(2)} s vs plain script ${plainMedian.toFixed(2)} s (medians of ${rounds}): ratio ${(paddockMedian / plainMedian).toFixed(3)} (aim: at most 1.05)`,
-  );
+  await compareToPlain({ rounds, what: 'reserve→ready', aim: 1.05, plain: (round) => plain(round), paddock: throughPaddock });
 } finally {
   await server.close();
   // The plain script's VMs that a failed round may have left.

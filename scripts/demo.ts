@@ -5,18 +5,13 @@
 // as one gang, commands on both in parallel, a file copied from one to the other, released.
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { freeLoopbackPort } from '../provisioners/qemu/adapter.js';
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
 const dir = mkdtempSync(path.join(os.tmpdir(), 'paddock-demo-'));
-const port = await new Promise<number>((resolve) => {
-  const probe = net.createServer().listen(0, '127.0.0.1', () => {
-    const { port: free } = probe.address() as net.AddressInfo;
-    probe.close(() => resolve(free));
-  });
-});
+const port = await freeLoopbackPort();
 const url = `http://127.0.0.1:${port}`;
 const bin = path.join(root, 'bin/paddock.js');
 

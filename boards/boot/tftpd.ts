@@ -19,20 +19,28 @@ async function running(root: string, address: string): Promise<number | undefine
 }
 
 const starting = new Map<string, Promise<void>>();
+/** The server found or started per address and root: every provisioning checks only that pid. */
+const known = new Map<string, number>();
 
 /** Makes sure a TFTP server serves `root` on `address`; throws with the reason when it cannot. */
-export function ensureTftpd(root: string, address: string): Promise<void> {
+export async function ensureTftpd(root: string, address: string): Promise<void> {
   const key = `${address} ${root}`;
+  const pid = known.get(key);
+  if (pid !== undefined && (await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).includes(root)) return;
+  known.delete(key);
   let pending = starting.get(key);
   if (!pending) {
-    pending = start(root, address).finally(() => starting.delete(key));
+    pending = start(root, address)
+      .then((started) => void known.set(key, started))
+      .finally(() => starting.delete(key));
     starting.set(key, pending);
   }
   return pending;
 }
 
-async function start(root: string, address: string): Promise<void> {
-  if (await running(root, address)) return;
+async function start(root: string, address: string): Promise<number> {
+  const found = await running(root, address);
+  if (found !== undefined) return found;
   await mkdir(root, { recursive: true, mode: 0o755 });
   const child = spawn(binary, ['--foreground', '--secure', '--user', 'root', '--address', address, root], { detached: true, stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
@@ -49,4 +57,5 @@ async function start(root: string, address: string): Promise<void> {
   }
   child.stderr.destroy();
   child.unref();
+  return child.pid!;
 }

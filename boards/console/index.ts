@@ -113,9 +113,7 @@ export class BoardConsole {
 
   /** The last lines printed, control characters removed. */
   tail(lines = 15): string {
-    // eslint-disable-next-line no-control-regex
-    const clean = this.text.slice(-8192).replace(/\r/g, '').replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '').replace(/[\x00-\x08\x0b-\x1f\x7f]/g, '');
-    return clean.trim().split('\n').slice(-lines).join('\n') || '(the console is empty)';
+    return consoleLines(this.text.slice(-8192), lines);
   }
 
   private receive(chunk: Buffer): void {
@@ -129,4 +127,11 @@ export class BoardConsole {
     }
     for (const waiter of [...this.waiters]) waiter();
   }
+}
+
+/** The last `lines` lines of console output, without carriage returns, escape sequences or control characters. */
+export function consoleLines(text: string, lines: number): string {
+  // eslint-disable-next-line no-control-regex
+  const clean = text.replace(/\r/g, '').replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '').replace(/[\x00-\x08\x0b-\x1f\x7f]/g, '');
+  return clean.trim().split('\n').slice(-lines).join('\n') || '(the console is empty)';
 }

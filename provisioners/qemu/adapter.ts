@@ -7,6 +7,7 @@ import { open, readdir, readFile, stat } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { consoleLines } from '../../boards/console/index.js';
 
 const run = promisify(execFile);
 
@@ -178,9 +179,7 @@ export async function readConsole(file: string, offset: number): Promise<{ text:
 export async function consoleTail(file: string, lines = 15): Promise<string> {
   const size = await stat(file).then((info) => info.size, () => 0);
   const { text } = await readConsole(file, Math.max(0, size - 8192));
-  // eslint-disable-next-line no-control-regex
-  const clean = text.replace(/\r/g, '').replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '').replace(/[\x00-\x08\x0b-\x1f\x7f]/g, '');
-  return lastLines(clean, lines) || '(the console is empty)';
+  return consoleLines(text, lines);
 }
 
 function lastLines(text: string, count: number): string {

@@ -75,3 +75,26 @@ test('loadConfig names the file it cannot read and resolves dataDir and key path
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('a board is checked at load: power driver, console, boot settings, each named with its line', (t) => {
+  const board = (settings: string) => `machines:\n  - name: panda-1\n    kind: board\n    labels: { arch: armv7 }\n    settings:\n${settings}\n`;
+  const good = [
+    '      power: { driver: pdudaemon, pdu: pdu01, port: 3 }',
+    '      console: { device: /dev/ttyUSB0 }',
+    '      boot: { serverIp: 10.0.0.1 }',
+  ].join('\n');
+  const config = parseConfig(board(good));
+  t.is((config.machines[0].settings as { minOffTime: number }).minOffTime, 5, 'the minimum off-time defaults to 5 s');
+  t.regex(problems(board(good.replace('driver: pdudaemon', 'driver: pdux'))), /line 6: machines\[0\]\.settings\.power\.driver/);
+  t.regex(problems(board(good.replace('{ device: /dev/ttyUSB0 }', '{ tcp: ser2net }'))), /machines\[0\]\.settings\.console/);
+  t.regex(problems(board(good.replace('serverIp: 10.0.0.1', 'serverIp: lab-host'))), /machines\[0\]\.settings\.boot\.serverIp: an IPv4 address/);
+  t.regex(problems(board(`${good}\n      minOfftime: 30`)), /machines\[0\]\.settings.*minOfftime/);
+});
+
+test('a QEMU pool: count makes NAME-1 … NAME-N with the slot size as capacities', (t) => {
+  const config = parseConfig('machines:\n  - name: vm\n    kind: qemu\n    count: 3\n    capacities: { ram: 512MiB }\n');
+  t.deepEqual(config.machines.map((machine) => machine.name), ['vm-1', 'vm-2', 'vm-3']);
+  t.deepEqual(config.machines[2].capacities, { cpus: 1, ram: 512 * 1024 ** 2 });
+  t.is(config.machines[0].labels.arch, 'x86_64');
+  t.regex(problems('machines:\n  - name: vm\n    kind: qemu\n    settings: { accel: hvf }\n'), /machines\[0\]\.settings\.accel/);
+});

@@ -1,25 +1,18 @@
-// A KindContext for driving a provisioner directly, without an agent: images come from local
-// files given by ref, and losses are recorded for the test to check.
-import type { ImageSource, KindContext, LocalImage } from '../../provisioners/types.js';
+// A KindContext for driving a provisioner directly, without an agent (the static kind uses none
+// of it): no image store behind it, and losses are not expected.
+import type { KindContext } from '../../provisioners/types.js';
 
-export interface TestKindContext extends KindContext {
-  losses: { allocationId: string; reason: string; fault: string }[];
-}
-
-export function testKindContext(dataDir: string, images: Record<string, LocalImage> = {}): TestKindContext {
-  const source: ImageSource = {
-    fetch: async (ref) => {
-      const image = images[ref];
-      if (!image) throw new Error(`no test image ${ref}`);
-      return image;
-    },
-  };
-  const losses: TestKindContext['losses'] = [];
+export function testKindContext(dataDir: string): KindContext {
   return {
     dataDir,
-    images: source,
-    losses,
-    lost: (request, reason, fault) => losses.push({ allocationId: request.allocationId, reason, fault }),
+    images: {
+      fetch: async (ref) => {
+        throw new Error(`no image store in this test (asked for ${ref})`);
+      },
+    },
+    lost: (request, reason) => {
+      throw new Error(`unexpected loss of ${request.allocationId}: ${reason}`);
+    },
     log: () => undefined,
   };
 }

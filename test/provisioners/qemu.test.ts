@@ -8,6 +8,7 @@ import path from 'node:path';
 import test from 'ava';
 import { Paddock, ReservationFailedError } from '../../client/index.js';
 import { vmProcessesUnder } from '../../provisioners/qemu/adapter.js';
+import { embeddedConfig } from '../../api/config.js';
 import { startApi, testConfig, type TestApi } from '../helpers/api.js';
 import { waitFor } from '../helpers/wait.js';
 import { testImages, type TestImages } from '../helpers/images.js';
@@ -22,17 +23,8 @@ const sha256 = (file: string) => createHash('sha256').update(readFileSync(file))
 test.before(async () => {
   images = await testImages();
   scratch = mkdtempSync(path.join(os.tmpdir(), 'paddock-qemu-test-'));
-  api = await startApi(
-    testConfig(`
-machines:
-  - name: vm
-    kind: qemu
-    count: 2
-    labels: { arch: x86_64 }
-    capacities: { cpus: 1, ram: 256MiB }
-    settings: { bootTimeout: 120 }
-`),
-  );
+  api = await startApi(testConfig(embeddedConfig)); // the embedded defaults: two VM slots
+
   paddock = new Paddock({ url: api.url, token: api.adminToken });
   await paddock.images.upload(images.initramfs, { name: 'tiny', tag: 'test', format: 'bundle', arch: 'x86_64' });
   await paddock.images.upload(images.disk, { name: 'disk', tag: 'test', format: 'bundle', arch: 'x86_64' });
@@ -108,8 +100,8 @@ test.serial('a gang of two boots in parallel from a disk image overlay; a third 
   await again.ready({ timeout: 180 });
   t.is((await again.run('build', 'test -e /root/mark')).code, 1);
   await again.release();
-  await waitFor(async () => (await vmProcessesUnder(qemuRoot())).length === 0);
-  t.pass();
+  await waitFor(async () => (await vmProcessesUnder(qemuRoot())).length === 0).catch(() => undefined);
+  t.deepEqual(await vmProcessesUnder(qemuRoot()), [], 'no VM is left after the releases');
 });
 
 test.serial('a corrupt image fails the reservation with image_corrupt and leaves the slot available', async (t) => {
@@ -144,6 +136,7 @@ test.serial('QEMU dying mid-lease fails the reservation with an event', async (t
   t.regex(view.reason ?? '', /QEMU process \d+ ended/);
   const events = await reservation.events();
   t.true(events.some((event) => event.type === 'state' && event.to === 'failed' && /machine_lost/.test(event.reason ?? '')));
-  await waitFor(async () => !existsSync(path.join(qemuRoot(), view.allocations[0].machine, view.id)));
-  t.pass();
+  const runDir = path.join(qemuRoot(), view.allocations[0].machine, view.id);
+  await waitFor(async () => !existsSync(runDir)).catch(() => undefined);
+  t.false(existsSync(runDir), 'the dead VM\'s overlay and run directory are cleaned up');
 });
