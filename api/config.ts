@@ -69,8 +69,10 @@ export const configSchema = z.strictObject({
       name: nameSchema.default('local'),
       concurrency: z.number().int().min(1).max(256).default(16),
       provisionTimeout: duration.default(600),
+      /** How often the agent looks for what ended reservations left behind (VMs, servers, keys). */
+      sweepInterval: duration.default(60),
     })
-    .default({ enabled: true, name: 'local', concurrency: 16, provisionTimeout: 600 }),
+    .default({ enabled: true, name: 'local', concurrency: 16, provisionTimeout: 600, sweepInterval: 60 }),
   images: z
     .strictObject({
       /** The largest upload accepted. */
@@ -176,6 +178,9 @@ export function parseConfig(text: string, file = '<config>'): Config {
     }
     if (machine.labels.kind !== undefined && machine.labels.kind !== machine.kind) {
       problems.push(`${where(['machines', index, 'labels', 'kind'])}: the kind label is set from kind (${machine.kind})`);
+    }
+    if (kind.pool && machine.count !== undefined) {
+      problems.push(`${where(['machines', index, 'count'])}: a ${machine.kind} pool is sized by its settings (maxInstances), not count`);
     }
     machine.labels.kind = machine.kind;
     machine.labels = { ...kind.defaults?.labels, ...machine.labels };

@@ -162,6 +162,13 @@ export interface ApiErrorBody {
 
 export type ImageFormat = 'qcow2' | 'raw' | 'bundle';
 
+/** An image a provider pool can boot (origin `openstack`): `ref` is `POOL/NAME`. */
+export type { ProviderImage as ProviderImageView } from '../provisioners/types.js';
+import type { ProviderImage } from '../provisioners/types.js';
+
+/** What GET /v1/images lists: the images Paddock stores, then those of each provider pool. */
+export type ImageListEntry = ImageView | ProviderImage;
+
 /** An image Paddock stores (origin `paddock`); providers such as OpenStack add their own. */
 export interface ImageView {
   /** `name:tag`, what a reservation member's `image` names. */

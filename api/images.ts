@@ -4,7 +4,8 @@
 // temporary images and blobs no record refers to are collected.
 import type { Readable } from 'node:stream';
 import { Op } from 'sequelize';
-import type { ImageFormat, ImageView } from './contract.js';
+import type { ImageFormat, ImageListEntry, ImageView } from './contract.js';
+import type { ProviderImage } from '../provisioners/types.js';
 import { plainRow, plainRows, type Database, type ImageRow } from './db/index.js';
 import { ApiError, forbidden, notFound } from './errors.js';
 import type { Caller } from './scheduler/service.js';
@@ -69,6 +70,8 @@ export class ImageCatalog {
     private readonly limits: ImageLimits,
     /** Whether a live reservation names this image ref. */
     private readonly inUse: (ref: string) => boolean,
+    /** The provider pools' images (OpenStack Glance), and the pools that could not be asked. */
+    private readonly providers: () => Promise<{ images: ProviderImage[]; errors: { pool: string; message: string }[] }> = async () => ({ images: [], errors: [] }),
   ) {}
 
   async upload(caller: Caller, request: UploadRequest, body: Readable): Promise<ImageView> {
@@ -120,6 +123,12 @@ export class ImageCatalog {
 
   async list(): Promise<ImageView[]> {
     return plainRows(await this.db.images.findAll({ order: [['name', 'ASC'], ['tag', 'ASC']], raw: true })).map(imageView);
+  }
+
+  /** Paddock's images, then the provider pools' (unless `local`), with the pools that did not answer. */
+  async listAll(local: boolean): Promise<{ images: ImageListEntry[]; errors: { pool: string; message: string }[] }> {
+    const [own, providers] = await Promise.all([this.list(), local ? { images: [], errors: [] } : this.providers()]);
+    return { images: [...own, ...providers.images], errors: providers.errors };
   }
 
   async get(name: string, tag: string): Promise<ImageRow> {

@@ -10,6 +10,7 @@ import { Scheduler } from './scheduler/scheduler.js';
 import { Agent } from '../provisioners/agent.js';
 import { BlobStore } from '../images/store.js';
 import { ImageCatalog } from './images.js';
+import { expandProviderPools, providerImages } from './pools.js';
 
 export interface ServeOptions {
   configPath?: string;
@@ -40,11 +41,14 @@ export async function serve(options: ServeOptions): Promise<RunningServer> {
   const tokens = new Tokens(db);
   const { adminTokenFile = path.join(config.dataDir, 'admin-token') } = await tokens.start(config.dataDir);
   log(`admin token: ${adminTokenFile}`);
+  // Provider pools (OpenStack flavors) become machines before the scheduler loads the inventory.
+  const pools = await expandProviderPools(config, { dataDir: config.dataDir, log });
   const scheduler = new Scheduler(db, config);
+  scheduler.poolLimits = pools.limits;
   await scheduler.start();
   const blobs = new BlobStore(path.join(config.dataDir, 'images'), config.images.reserve);
   await blobs.init();
-  const images = new ImageCatalog(db, blobs, config.images, (ref) => scheduler.imageInUse(ref));
+  const images = new ImageCatalog(db, blobs, config.images, (ref) => scheduler.imageInUse(ref), () => providerImages(pools, { dataDir: config.dataDir, log }));
   scheduler.onImageFailure = (ref, reason) =>
     void images.recordBootFailure(ref, reason).catch((error: unknown) => log(`cannot count a boot failure on ${ref}: ${(error as Error).message}`));
   const collect = () =>
@@ -76,6 +80,7 @@ export async function serve(options: ServeOptions): Promise<RunningServer> {
       dataDir: config.dataDir,
       concurrency: config.agent.concurrency,
       provisionTimeoutMs: config.agent.provisionTimeout * 1000,
+      sweepIntervalMs: config.agent.sweepInterval * 1000,
       log,
     });
     agent.start();

@@ -78,12 +78,24 @@ export function addImageCommands(cli: Command, client: () => Paddock, print: (va
 
   images
     .command('ls')
+    .description("Paddock's images and the images each OpenStack pool can boot (POOL/NAME)")
+    .option('--local', "only Paddock's own images")
     .option('--json', 'JSON')
     .action(async (options) => {
-      const list = await client().images.list();
+      const { images: list, warnings } = await client().images.listing(options.local ? { origin: 'paddock' } : {});
+      for (const warning of warnings) console.error(`warning: ${warning}`);
       if (options.json) return print(list);
       if (list.length === 0) return print('no images');
-      print(table([['IMAGE', 'FORMAT', 'ARCH', 'SIZE', 'OWNER', 'EXPIRES'], ...list.map((image) => [image.ref, image.format, image.arch, mib(image.size), image.owner, image.expiresAt ?? '-'])]));
+      print(
+        table([
+          ['IMAGE', 'ORIGIN', 'FORMAT', 'ARCH', 'SIZE', 'OWNER', 'EXPIRES'],
+          ...list.map((image) =>
+            image.origin === 'paddock'
+              ? [image.ref, 'paddock', image.format, image.arch, mib(image.size), image.owner, image.expiresAt ?? '-']
+              : [image.ref, `${image.origin}${image.paddockRef ? ` (from ${image.paddockRef})` : ''}`, image.format ?? '-', '-', image.size === undefined ? '-' : mib(image.size), '-', '-'],
+          ),
+        ]),
+      );
     });
 
   images

@@ -62,6 +62,12 @@ export class Http {
     return this.call(() => this.client.get(path, { searchParams, timeout }).json<T>());
   }
 
+  /** GET, with the answer's headers. */
+  async getWithHeaders<T>(path: string, searchParams?: Record<string, string | number>): Promise<{ body: T; headers: Record<string, string | string[] | undefined> }> {
+    const response = await this.call(() => this.client.get(path, { searchParams, timeout: { connect: 10_000, request: requestTimeoutMs } }));
+    return { body: JSON.parse(response.body) as T, headers: response.headers };
+  }
+
   post<T>(path: string, json: unknown = {}): Promise<T> {
     return this.call(() => this.client.post(path, { json }).json<T>());
   }

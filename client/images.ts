@@ -2,7 +2,7 @@
 // it), list, show, download (whole or a byte range), remove. A reference is `name` or `name:tag`.
 import { createReadStream, createWriteStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
-import type { ImageFormat, ImageView } from '../api/contract.js';
+import type { ImageFormat, ImageListEntry, ImageView } from '../api/contract.js';
 import { PaddockError } from './errors.js';
 import type { Http } from './http.js';
 
@@ -40,8 +40,19 @@ export class Images {
     });
   }
 
-  list(): Promise<ImageView[]> {
-    return this.http.get('v1/images');
+  /**
+   * Paddock's images and the images of each provider pool (OpenStack), marked by `origin`;
+   * `origin: 'paddock'` lists only Paddock's. `warnings` names pools that could not be asked.
+   */
+  async list(options: { origin?: 'paddock' } = {}): Promise<ImageListEntry[]> {
+    return (await this.listing(options)).images;
+  }
+
+  async listing(options: { origin?: 'paddock' } = {}): Promise<{ images: ImageListEntry[]; warnings: string[] }> {
+    const { body, headers } = await this.http.getWithHeaders<ImageListEntry[]>('v1/images', options.origin ? { origin: options.origin } : undefined);
+    const header = headers['paddock-warning'];
+    const warnings = header === undefined ? [] : (Array.isArray(header) ? header : [header]).map((each) => decodeURIComponent(each));
+    return { images: body, warnings };
   }
 
   async show(ref: string): Promise<ImageView> {

@@ -18,6 +18,8 @@ export interface AgentOptions {
   kinds?: string[];
   concurrency?: number;
   provisionTimeoutMs?: number;
+  /** How often leftovers of ended reservations are looked for after the first sweep at start. */
+  sweepIntervalMs?: number;
   log?: (line: string) => void;
 }
 
@@ -31,6 +33,9 @@ export class Agent {
   private running = false;
   private polling?: Promise<void>;
   private claim?: { cancel(): void };
+  private sweeper?: NodeJS.Timeout;
+  /** Leftovers seen by the last periodic sweep (machine + reservation): removed when seen again. */
+  private suspects = new Set<string>();
 
   constructor(private readonly options: AgentOptions) {
     this.kinds = options.kinds ?? Object.keys(provisionerKinds);
@@ -60,6 +65,7 @@ export class Agent {
 
   async stop(): Promise<void> {
     this.running = false;
+    clearInterval(this.sweeper);
     this.claim?.cancel();
     await this.polling;
     // Provisioning in flight is abandoned (the next start resumes it); a release under way is
@@ -90,7 +96,21 @@ export class Agent {
   }
 
   private async run(): Promise<void> {
-    await this.sweepLeaks().catch((error) => this.log(`leak sweep failed: ${(error as Error).message}`));
+    // At start nothing is being provisioned yet, so whatever no live reservation explains is a
+    // leftover. Later sweeps run beside provisioning: a server made for a reservation granted after
+    // the list of live ones was read would look orphaned, so a leftover must be seen twice in a row.
+    await this.sweepLeaks(false).catch((error) => this.log(`leak sweep failed: ${(error as Error).message}`));
+    if (this.options.sweepIntervalMs !== undefined && this.options.sweepIntervalMs > 0) {
+      let sweeping = false;
+      this.sweeper = setInterval(() => {
+        if (sweeping || !this.running) return;
+        sweeping = true;
+        void this.sweepLeaks(true)
+          .catch((error) => this.log(`leak sweep failed: ${(error as Error).message}`))
+          .finally(() => (sweeping = false));
+      }, this.options.sweepIntervalMs);
+      this.sweeper.unref();
+    }
     let resume = true;
     let failures = 0;
     while (this.running) {
@@ -110,8 +130,12 @@ export class Agent {
     }
   }
 
-  /** Removes what ended reservations left on this agent's machines (after a crash, say). */
-  private async sweepLeaks(): Promise<void> {
+  /**
+   * Removes what ended reservations left on this agent's machines (after a crash, say). With
+   * `twice`, only what the previous sweep saw orphaned too.
+   */
+  private async sweepLeaks(twice: boolean): Promise<void> {
+    const seen = new Set<string>();
     const machines = (await this.http.get('v1/agent/machines', { searchParams: { kinds: this.kinds.join(',') } }).json()) as AgentMachine[];
     await Promise.all(
       machines.map(async (machine) => {
@@ -124,6 +148,9 @@ export class Agent {
           return;
         }
         for (const reservationId of owned.filter((id) => !machine.liveReservations.includes(id))) {
+          const key = `${machine.name}\u0000${reservationId}`;
+          seen.add(key);
+          if (twice && !this.suspects.has(key)) continue;
           this.log(`removing traces of ended reservation ${reservationId} from ${machine.name}`);
           await provisioner
             .release({ reservationId, allocationId: `${reservationId}.sweep`, machine, publicKey: '' })
@@ -131,6 +158,7 @@ export class Agent {
         }
       }),
     );
+    this.suspects = seen;
   }
 
   private async report(taskId: string, report: AgentReport): Promise<void> {

@@ -2,6 +2,7 @@
 // config loader validates each machine's settings with its kind's schema; agents create
 // provisioners from here.
 import { boardKind } from './board/index.js';
+import { openstackKind } from './openstack/index.js';
 import { qemuKind } from './qemu/index.js';
 import { staticKind } from './static/index.js';
 import type { ProvisionerKind } from './types.js';
@@ -12,6 +13,7 @@ export const provisionerKinds: Record<string, ProvisionerKind> = {
   static: staticKind,
   qemu: qemuKind,
   board: boardKind,
+  openstack: openstackKind,
 };
 
 /** The kind named `kind`, or an error listing the kinds there are. */

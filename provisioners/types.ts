@@ -34,7 +34,8 @@ export interface SshReadiness {
   host: string;
   port: number;
   user: string;
-  hostKey: string;
+  /** Absent only where readiness stops before SSH (an OpenStack pool with `ready: active`). */
+  hostKey?: string;
   console?: { host: string; port: number };
 }
 
@@ -61,6 +62,50 @@ export interface ProvisionerKind<Settings = unknown> {
   /** Labels and capacities a machine of this kind has unless its config says otherwise. */
   defaults?: { labels?: Record<string, string>; capacities?: Record<string, number> };
   create(context: KindContext): Provisioner<Settings>;
+  /** For kinds whose config entry is a pool offered by a provider (OpenStack flavors). */
+  pool?: PoolSupport<Settings>;
+}
+
+/** A pool's entry in the config, before it is expanded into machines. */
+export interface PoolEntry<Settings = unknown> {
+  name: string;
+  kind: string;
+  labels: Record<string, string>;
+  capacities: Record<string, number>;
+  settings: Settings;
+}
+
+export interface PoolContext {
+  dataDir: string;
+  log(line: string): void;
+}
+
+/** An image a provider can boot, as the API lists it beside Paddock's own. */
+export interface ProviderImage {
+  /** What a reservation member's `image` names: `POOL/NAME`. */
+  ref: string;
+  name: string;
+  id: string;
+  pool: string;
+  /** The provider it comes from (only OpenStack so far). */
+  origin: 'openstack';
+  status: string;
+  format?: string;
+  size?: number;
+  createdAt?: string;
+  /** Set when Paddock uploaded it: the stored image it came from, and that image's sha256. */
+  paddockRef?: string;
+  sha256?: string;
+}
+
+export interface PoolSupport<Settings = unknown> {
+  /**
+   * The pool's machines (one per offer and slot, named after the pool) and the most of them that may
+   * be reserved at once. Called when the server starts.
+   */
+  expand(entry: PoolEntry<Settings>, context: PoolContext): Promise<{ machines: Omit<MachineRecord<Settings>, 'kind'>[]; maxInstances: number }>;
+  /** The images the provider can boot. */
+  images?(entry: PoolEntry<Settings>, context: PoolContext): Promise<ProviderImage[]>;
 }
 
 /** What an agent gives the provisioners it creates. */

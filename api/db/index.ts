@@ -7,6 +7,7 @@ import { Umzug, SequelizeStorage } from 'umzug';
 import * as initial from './migrations/0001-initial.js';
 import * as images from './migrations/0002-images.js';
 import * as imageHealth from './migrations/0003-image-health.js';
+import * as requeues from './migrations/0004-requeues.js';
 
 export interface TokenRow {
   name: string;
@@ -46,6 +47,7 @@ export interface ReservationRow {
   expiresAt: Date | null;
   hardCapAt: Date | null;
   queueDeadline: Date | null;
+  requeues: number;
 }
 
 export interface EventRow {
@@ -88,6 +90,7 @@ const migrations = [
   { name: '0001-initial', module: initial },
   { name: '0002-images', module: images },
   { name: '0003-image-health', module: imageHealth },
+  { name: '0004-requeues', module: requeues },
 ];
 
 export async function openDatabase(dataDir: string): Promise<Database> {
@@ -163,6 +166,7 @@ export async function openDatabase(dataDir: string): Promise<Database> {
       expiresAt: DataTypes.DATE,
       hardCapAt: DataTypes.DATE,
       queueDeadline: DataTypes.DATE,
+      requeues: { type: DataTypes.INTEGER, allowNull: false, defaultValue: 0 },
     },
     plain,
   );

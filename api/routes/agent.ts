@@ -26,8 +26,8 @@ const reportSchema = z.strictObject({
         hostKey: z.string().optional(),
         console: z.strictObject({ host: z.string(), port: z.number().int().min(1).max(65535) }).optional(),
       })
-      .refine((ready) => ready.console !== undefined || (ready.host !== undefined && ready.port !== undefined && ready.user !== undefined && ready.hostKey !== undefined), {
-        message: 'a ready machine has SSH access (host, port, user, hostKey), a console relay, or both',
+      .refine((ready) => ready.console !== undefined || (ready.host !== undefined && ready.port !== undefined && ready.user !== undefined), {
+        message: 'a ready machine has SSH access (host, port, user, and the host key when it was seen), a console relay, or both',
       }),
     z.strictObject({
       kind: z.literal('failed'),

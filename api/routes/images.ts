@@ -43,9 +43,20 @@ export function imageRoutes(table: RouteTable, catalog: ImageCatalog): void {
     },
   );
 
-  table.define({ method: 'get', path: '/v1/images', summary: 'Every image Paddock stores' }, async (ctx) => {
-    ctx.body = await catalog.list();
-  });
+  table.define(
+    {
+      method: 'get', path: '/v1/images', summary: "Every image Paddock stores (origin paddock), then the images each OpenStack pool can boot (origin openstack, ref POOL/NAME)",
+      query: { origin: 'paddock: only the images Paddock stores' },
+    },
+    async (ctx) => {
+      const origin = ctx.query.origin;
+      if (origin !== undefined && origin !== 'paddock') throw new ApiError(400, 'invalid_request', 'origin is paddock or absent');
+      const { images, errors } = await catalog.listAll(origin === 'paddock');
+      // A pool that cannot be asked does not hide the others: it is named in a header.
+      if (errors.length > 0) ctx.set('Paddock-Warning', errors.map((error) => encodeURIComponent(`pool ${error.pool}: ${error.message}`)));
+      ctx.body = images;
+    },
+  );
 
   table.define({ method: 'get', path: '/v1/images/:name/:tag', summary: 'One image' }, async (ctx) => {
     ctx.body = imageView(await catalog.get(ctx.params.name, ctx.params.tag));

@@ -9,8 +9,9 @@ export const transitions: Record<ReservationState, readonly ReservationState[]> 
   allocated: ['provisioning', 'releasing'],
   provisioning: ['ready', 'releasing'],
   ready: ['releasing'],
-  // releasing ends in the outcome chosen when the release began.
-  releasing: ['released', 'failed', 'expired', 'cancelled'],
+  // releasing ends in the outcome chosen when the release began; `queued` when the cloud was full
+  // and the request waits again.
+  releasing: ['released', 'failed', 'expired', 'cancelled', 'queued'],
   released: [],
   failed: [],
   expired: [],

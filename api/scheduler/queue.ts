@@ -1,5 +1,6 @@
 // Queue policy: in which order waiting requests are served, and what one scheduling pass grants.
-// Pure functions of (queue, free machines, now, policy); nothing here mutates its inputs.
+// Pure functions of (queue, free machines, now, policy, room left in limited pools); nothing here
+// mutates its inputs.
 import { allocateFree, matchShape, type FreeShape, type GangMember, type Shape } from './allocate.js';
 
 export interface QueuePolicy {
@@ -68,13 +69,31 @@ export function queueOrder<T extends QueuedRequest>(requests: readonly T[], nowM
  * they were granted, each with its machines. Machines granted to one request are not offered to
  * the ones after it.
  */
-export function schedulePass(queue: readonly QueuedRequest[], shapes: readonly Shape[], nowMs: number, policy: QueuePolicy): { grants: Grant[] } {
+export function schedulePass(
+  queue: readonly QueuedRequest[],
+  shapes: readonly Shape[],
+  nowMs: number,
+  policy: QueuePolicy,
+  room?: ReadonlyMap<string, number>,
+): { grants: Grant[] } {
   const grants: Grant[] = [];
   const pool = new Map<string, FreeShape>(shapes.map((shape) => [shape.key, { shape, from: 0 }]));
   const held = new Set<string>();
+  const left = new Map(room ?? []);
+  const hasRoom = (shape: Shape) => {
+    const name = poolOf(shape, left);
+    return name === undefined || left.get(name)! > 0;
+  };
   for (const request of queueOrder(queue, nowMs, policy)) {
-    const offered = [...pool.values()].filter((entry) => !held.has(entry.shape.key) && entry.from < entry.shape.machines.length);
-    const granted = offered.length === 0 ? null : allocateFree(request.members, offered);
+    const offered = [...pool.values()].filter(
+      (entry) => !held.has(entry.shape.key) && entry.from < entry.shape.machines.length && hasRoom(entry.shape),
+    );
+    let granted = offered.length === 0 ? null : allocateFree(request.members, offered);
+    if (granted && room) {
+      const wanted = poolUse(granted.taken, pool, left);
+      if ([...wanted].some(([name, count]) => count > left.get(name)!)) granted = null;
+      else for (const [name, count] of wanted) left.set(name, left.get(name)! - count);
+    }
     if (granted) {
       for (const [key, count] of granted.taken) {
         const entry = pool.get(key)!;
@@ -88,4 +107,20 @@ export function schedulePass(queue: readonly QueuedRequest[], shapes: readonly S
     }
   }
   return { grants };
+}
+
+/** The limited pool a shape belongs to (its `pool` label), if any. */
+export function poolOf(shape: Shape, limits: ReadonlyMap<string, number>): string | undefined {
+  const name = shape.labels.pool;
+  return name !== undefined && limits.has(name) ? name : undefined;
+}
+
+/** Machines taken per limited pool. */
+function poolUse(taken: ReadonlyMap<string, number>, shapes: ReadonlyMap<string, FreeShape>, limits: ReadonlyMap<string, number>): Map<string, number> {
+  const use = new Map<string, number>();
+  for (const [key, count] of taken) {
+    const name = poolOf(shapes.get(key)!.shape, limits);
+    if (name !== undefined) use.set(name, (use.get(name) ?? 0) + count);
+  }
+  return use;
 }

@@ -55,6 +55,8 @@ export interface Reservation {
   expiresAt?: number;
   hardCapAt?: number;
   queueDeadline?: number;
+  /** Times it went back to the queue because the cloud was full. */
+  requeues?: number;
 }
 
 export interface MachineEntry {
@@ -137,6 +139,7 @@ export function reservationToRow(reservation: Reservation): ReservationRow {
     expiresAt: date(reservation.expiresAt),
     hardCapAt: date(reservation.hardCapAt),
     queueDeadline: date(reservation.queueDeadline),
+    requeues: reservation.requeues ?? 0,
   };
 }
 
@@ -161,6 +164,7 @@ export function reservationFromRow(row: ReservationRow): Reservation {
   if (row.outcome !== null) reservation.outcome = row.outcome as ReservationState;
   if (row.reason !== null) reservation.reason = row.reason;
   if (row.idempotencyKey !== null) reservation.idempotencyKey = row.idempotencyKey;
+  if (row.requeues) reservation.requeues = row.requeues;
   return reservation;
 }
 

@@ -8,6 +8,8 @@ import { ReservationScheduler } from './service.js';
 
 /** Failure codes that say the image did not boot: they count against the image. */
 const imageFaults = new Set(['image_corrupt', 'image_unbootable', 'kernel_timeout', 'boot_timeout']);
+/** Infrastructure failures that are not the machine's: they do not count toward its quarantine. */
+const notTheMachine = new Set(['no_capacity', 'cloud_unreachable']);
 
 export class Scheduler extends ReservationScheduler {
   /** Told when a machine failed because of its image (serve.ts counts it on the image). */
@@ -100,13 +102,18 @@ export class Scheduler extends ReservationScheduler {
         }
         break;
       case 'failed':
-        if (provisioning || allocation.state === 'ready') {
+        if (provisioning && report.code === 'no_capacity') {
+          // The cloud is full (quota, no valid host): not the request's fault nor the machine's.
+          // The request waits in the queue again.
+          allocation.failure = { code: report.code, fault: report.fault, reason: report.reason, ...(report.stage ? { stage: report.stage } : {}) };
+          this.requeue(reservation, `${allocation.role}[${allocation.index}] on ${machine.name}: ${report.reason}; waiting for room`);
+        } else if (provisioning || allocation.state === 'ready') {
           // A ready machine can be lost too (its VM died): the reservation fails the same way.
           const where = `${allocation.role}[${allocation.index}] on ${machine.name}`;
           const code = report.code ?? (provisioning ? `${report.fault === 'request' ? 'request' : 'infrastructure'}_failed` : 'machine_lost');
           allocation.failure = { code, fault: report.fault, reason: report.reason, ...(report.stage ? { stage: report.stage } : {}) };
           this.setAllocation(reservation, allocation, 'failed', `${code}: ${report.reason}`);
-          if (report.fault === 'infrastructure') this.countFailure(machine, report.reason);
+          if (report.fault === 'infrastructure' && !notTheMachine.has(code)) this.countFailure(machine, report.reason);
           const image = reservation.members.find((member) => member.role === allocation.role)?.image;
           if (image && report.fault === 'request' && imageFaults.has(code)) this.onImageFailure?.(image, `${code} on ${machine.name}: ${report.reason}`);
           this.beginRelease(reservation, 'failed', `${where}${report.stage ? ` at ${report.stage}` : ''}: ${code}: ${report.reason}`);

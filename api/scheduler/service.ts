@@ -35,6 +35,10 @@ export class ReservationScheduler {
   protected readonly changes = new EventEmitter();
   protected readonly store: Store;
   private reaper?: NodeJS.Timeout;
+  /** The most machines of each provider pool (by `pool` label) reserved at once. */
+  poolLimits = new Map<string, number>();
+  /** Requests sent back to the queue because the cloud was full: not retried before this time. */
+  private readonly heldUntil = new Map<string, number>();
 
   constructor(
     protected readonly db: Database,
@@ -158,6 +162,15 @@ export class ReservationScheduler {
       throw new ApiError(422, 'unsatisfiable', `no machine in the inventory could ever satisfy this request: ${summary}`, {
         members: verdict.reasons,
       });
+    }
+    if (this.poolLimits.size > 0) {
+      const probe = { id: 'probe', priority: 0, createdAtMs: 0, members: parsed };
+      if (schedulePass([probe], this.inventory.allShapes(), this.now(), this.policy(), this.poolLimits).grants.length === 0) {
+        const limits = [...this.poolLimits].map(([pool, limit]) => `${pool} runs at most ${limit}`).join(', ');
+        throw new ApiError(422, 'unsatisfiable', `this request needs more machines of one pool at once than the pool allows (${limits})`, {
+          pools: Object.fromEntries(this.poolLimits),
+        });
+      }
     }
     const id = `r-${randomBytes(6).toString('hex')}`;
     const keys = await generateKeyPairAsync(`paddock:${id}`);
@@ -317,11 +330,24 @@ export class ReservationScheduler {
   /** Grants every queued request the free machines allow, in queue order. */
   private schedule(): void {
     if (this.queue.length === 0) return;
-    const { grants } = schedulePass(this.queueInput(), this.inventory.freeShapes(), this.now(), this.policy());
+    const now = this.now();
+    const ready = this.queueInput().filter((request) => (this.heldUntil.get(request.id) ?? 0) <= now);
+    const { grants } = schedulePass(ready, this.inventory.freeShapes(), now, this.policy(), this.poolRoom());
     if (grants.length === 0) return;
     const granted = new Set(grants.map((grant) => grant.id));
     for (const grant of grants) this.grant(this.live.get(grant.id)!, grant.machines);
     this.queue = this.queue.filter((reservation) => !granted.has(reservation.id));
+  }
+
+  /** Room left in each limited pool: its limit less its machines not free (reserved or held back). */
+  private poolRoom(): Map<string, number> | undefined {
+    if (this.poolLimits.size === 0) return undefined;
+    const room = new Map(this.poolLimits);
+    for (const machine of this.inventory.machines.values()) {
+      const pool = machine.labels.pool;
+      if (pool !== undefined && room.has(pool) && machine.state === 'reserved') room.set(pool, room.get(pool)! - 1);
+    }
+    return room;
   }
 
   private grant(reservation: Reservation, machines: string[][]): void {
@@ -331,13 +357,15 @@ export class ReservationScheduler {
     reservation.expiresAt = now + reservation.leaseSeconds * 1000;
     reservation.hardCapAt = now + this.config.lease.max * 1000;
     let number = 0;
+    // Each round after a requeue gets allocation ids of its own, so late reports of an earlier round cannot touch it.
+    const round = reservation.requeues ? `${reservation.requeues}-` : '';
     reservation.members.forEach((member, memberIndex) => {
       machines[memberIndex].forEach((name, index) => {
         const machine = this.inventory.get(name)!;
         this.inventory.setState(machine, 'reserved');
         machine.reservationId = reservation.id;
         this.store.machine(machine);
-        const allocation: Allocation = { id: `${reservation.id}.${number++}`, role: member.role, index, machine: name, state: 'pending', stages: {} };
+        const allocation: Allocation = { id: `${reservation.id}.${round}${number++}`, role: member.role, index, machine: name, state: 'pending', stages: {} };
         reservation.allocations.push(allocation);
         this.record(reservation, { type: 'allocation', to: 'pending', machine: name, reason: `${member.role}[${index}]` });
         this.addTask('provision', reservation, allocation);
@@ -377,15 +405,43 @@ export class ReservationScheduler {
     this.addTask('release', reservation, allocation);
   }
 
+  /**
+   * The cloud was full: the machines are given back and the request waits in the queue again,
+   * keeping its place (its creation time) and its queue deadline. It is not tried again for
+   * `holdMs`, or until another reservation gives machines back.
+   */
+  protected requeue(reservation: Reservation, reason: string, holdMs = 15_000): void {
+    if (reservation.state !== 'allocated' && reservation.state !== 'provisioning') return;
+    this.transition(reservation, 'releasing', 'requeue', reason);
+    reservation.outcome = 'queued';
+    this.heldUntil.set(reservation.id, this.now() + holdMs);
+    for (const allocation of reservation.allocations) this.releaseAllocation(reservation, allocation);
+    this.finishIfReleased(reservation);
+  }
+
   protected finishIfReleased(reservation: Reservation): void {
     if (reservation.state !== 'releasing') return;
     if (!reservation.allocations.every((allocation) => allocation.state === 'released')) return;
+    if (reservation.outcome === 'queued') {
+      this.transition(reservation, 'queued', 'requeue', reservation.reason ?? 'the cloud was full');
+      reservation.outcome = undefined;
+      reservation.allocations = [];
+      reservation.requeues = (reservation.requeues ?? 0) + 1;
+      reservation.grantedAt = reservation.expiresAt = reservation.hardCapAt = undefined;
+      this.store.reservation(reservation);
+      this.queue.push(reservation);
+      this.queue.sort((a, b) => a.createdAt - b.createdAt);
+      return;
+    }
+    // Machines come back: requests held after a full cloud may find room now.
+    this.heldUntil.clear();
     this.transition(reservation, reservation.outcome ?? 'released', 'finish release', reservation.reason ?? 'released');
     this.forget(reservation);
     this.schedule();
   }
 
   private forget(reservation: Reservation): void {
+    this.heldUntil.delete(reservation.id);
     this.live.delete(reservation.id);
     this.parsed.delete(reservation.id);
   }

@@ -220,6 +220,22 @@ export class OpenStackClient {
     }
   }
 
+  // ---- Neutron ------------------------------------------------------------------------------
+
+  /** The id of a network given by id or name; undefined when none has it. */
+  async networkId(idOrName: string): Promise<string | undefined> {
+    const base = (await this.endpoint('network')).replace(/\/v2\.0$/, '');
+    const search = (query: Record<string, string>) =>
+      this.call<{ networks: { id: string; name: string }[] }>('network', 'GET', `${base}/v2.0/networks?${new URLSearchParams(query).toString()}`);
+    if (/^[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}$/i.test(idOrName)) {
+      const byId = await search({ id: idOrName });
+      if (byId.networks.length > 0) return byId.networks[0].id;
+    }
+    const byName = await search({ name: idOrName });
+    if (byName.networks.length > 1) throw new OpenStackError(`more than one network is named ${idOrName}: give its id`, 'conflict');
+    return byName.networks[0]?.id;
+  }
+
   // ---- Glance -------------------------------------------------------------------------------
 
   images(query: Record<string, string> = {}): Promise<GlanceImage[]> {
@@ -233,6 +249,14 @@ export class OpenStackClient {
 
   async uploadImage(id: string, data: Readable): Promise<void> {
     await this.call('image', 'PUT', `/v2/images/${encodeURIComponent(id)}/file`, { body: data, headers: { 'content-type': 'application/octet-stream' } });
+  }
+
+  async deleteImage(id: string): Promise<void> {
+    try {
+      await this.call('image', 'DELETE', `/v2/images/${encodeURIComponent(id)}`);
+    } catch (error) {
+      if (!(error instanceof OpenStackError && error.kind === 'not_found')) throw error;
+    }
   }
 
   async image(id: string): Promise<GlanceImage | undefined> {

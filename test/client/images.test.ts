@@ -44,7 +44,7 @@ test.serial('upload with progress, list, show, download whole and by range, remo
   t.regex(uploaded.stderr, /uploading disk\.qcow2: .*100% 3\.0 MiB\/3\.0 MiB [\d.]+ MiB\/s/, 'progress and throughput on stderr');
 
   const listed = await paddock(['images', 'ls']);
-  t.regex(listed.stdout, /debian:test\s+qcow2\s+x86_64\s+3\.0 MiB\s+admin/);
+  t.regex(listed.stdout, /debian:test\s+paddock\s+qcow2\s+x86_64\s+3\.0 MiB\s+admin/);
   const shown = await paddock(['images', 'show', 'debian:test']);
   t.regex(shown.stdout, new RegExp(`sha256 ${image.sha256}`));
 

@@ -70,7 +70,7 @@ test('provision installs the tagged key, reports stages, returns the real host k
   const file = await readFile(sshd.authorizedKeysFile, 'utf8');
   t.deepEqual(linesTagged(file, request.reservationId), [`${keys.publicKey.split(' ').slice(0, 2).join(' ')} paddock:${request.reservationId}`]);
 
-  const login = await runSsh(sshd, { privateKey: keys.privateKey, knownHosts: knownHostsLine(readiness.host, readiness.port, readiness.hostKey), command: 'echo hi' });
+  const login = await runSsh(sshd, { privateKey: keys.privateKey, knownHosts: knownHostsLine(readiness.host, readiness.port, readiness.hostKey!), command: 'echo hi' });
   t.is(login.code, 0, login.stderr);
   t.is(login.stdout, 'hi\n');
 });
