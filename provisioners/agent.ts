@@ -136,6 +136,8 @@ export class Agent {
    */
   private async sweepLeaks(twice: boolean): Promise<void> {
     const seen = new Set<string>();
+    // One line per reason, not one per machine: a cloud that is down would otherwise fill the log.
+    const unlisted = new Map<string, string[]>();
     const machines = (await this.http.get('v1/agent/machines', { searchParams: { kinds: this.kinds.join(',') } }).json()) as AgentMachine[];
     await Promise.all(
       machines.map(async (machine) => {
@@ -144,7 +146,8 @@ export class Agent {
         try {
           owned = await provisioner.owned(machine);
         } catch (error) {
-          this.log(`cannot list what ${machine.name} holds: ${(error as Error).message}`);
+          const reason = (error as Error).message;
+          unlisted.set(reason, [...(unlisted.get(reason) ?? []), machine.name]);
           return;
         }
         for (const reservationId of owned.filter((id) => !machine.liveReservations.includes(id))) {
@@ -158,6 +161,9 @@ export class Agent {
         }
       }),
     );
+    for (const [reason, names] of unlisted) {
+      this.log(`cannot list what ${names.length === 1 ? names[0] : `${names.length} machines (${names[0]}, …)`} hold${names.length === 1 ? 's' : ''}: ${reason}`);
+    }
     this.suspects = seen;
   }
 

@@ -201,8 +201,9 @@ export class OpenStackProvisioner implements Provisioner<OpenStackSettings> {
     return `paddock:${this.instance}`;
   }
 
+  /** Nova keypair names take letters, digits, `_`, `-` and spaces: the machine's dots become `_`. */
   private keypairName(reservationId: string, machine: string): string {
-    return `paddock-${this.instance}-${reservationId}-${machine}`;
+    return `paddock-${this.instance}-${reservationId}-${keypairSafe(machine)}`;
   }
 
   async provision(request: ProvisionRequest<OpenStackSettings>, report: StageReporter, signal: AbortSignal): Promise<SshReadiness> {
@@ -402,7 +403,12 @@ export class OpenStackProvisioner implements Provisioner<OpenStackSettings> {
     // One listing serves every machine of the pool in a sweep.
     const key = JSON.stringify(clientKey(settings));
     if (!this.listing || this.listing.key !== key || Date.now() - this.listing.at > 2000) {
-      this.listing = { at: Date.now(), key, servers: this.servers(client, false), keypairs: client.keypairs() };
+      const servers = client.servers({ tags: this.tag });
+      const keypairs = client.keypairs();
+      // Both are awaited below by every machine of the pool; a failure of one must not go unheard by the other.
+      servers.catch(() => undefined);
+      keypairs.catch(() => undefined);
+      this.listing = { at: Date.now(), key, servers, keypairs };
     }
     const ids = new Set<string>();
     for (const server of await this.listing.servers) {
@@ -412,7 +418,7 @@ export class OpenStackProvisioner implements Provisioner<OpenStackSettings> {
     const prefix = `paddock-${this.instance}-`;
     for (const name of await this.listing.keypairs) {
       const match = /^(r-[0-9a-f]{12})-(.+)$/.exec(name.startsWith(prefix) ? name.slice(prefix.length) : '');
-      if (match && match[2] === machine.name) ids.add(match[1]);
+      if (match && match[2] === keypairSafe(machine.name)) ids.add(match[1]);
     }
     return [...ids];
   }
@@ -467,6 +473,8 @@ export class OpenStackProvisioner implements Provisioner<OpenStackSettings> {
 }
 
 const clientKey = (settings: OpenStackSettings) => [settings.auth?.authUrl, settings.auth?.username, settings.auth?.project, settings.auth?.applicationCredentialId, settings.cloud, settings.region];
+
+const keypairSafe = (text: string) => text.replace(/[^A-Za-z0-9_ -]/g, '_');
 
 /** The server's address on the pool's network (by name), else its first, IPv4 before IPv6. */
 function addressOf(server: Server, network: string): string | undefined {

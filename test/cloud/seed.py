@@ -180,31 +180,37 @@ class Seed:
     # ---------------------------------------------------------------- compute readiness
     def compute(self, timeout=120):
         t = self.admin()
-        host = self.sec['PTC_COMPUTE_HOST']
+        hosts = (self.sec['PTC_COMPUTE_HOST'], self.sec['PTC_BROKEN_HOST'])
         api_db = os.path.join(self.sd, 'nova', 'nova_api.sqlite')
+        v253 = {'OpenStack-API-Version': 'compute 2.53'}
         deadline = time.time() + timeout
         last = ''
         while time.time() < deadline:
             dead = dead_groups(self.sd)
             if dead:
                 raise HttpError('service(s) died: ' + ', '.join(dead) + ' (see logs/)')
-            svc = http('GET', NOVA + '/os-services', t)[2]['services']
-            up = all(any(s['binary'] == b and s['host'] == host and s['state'] == 'up' for s in svc)
+            svc = http('GET', NOVA + '/os-services', t, headers=v253)[2]['services']
+            up = all(any(s['binary'] == b and s['host'] == hosts[0] and s['state'] == 'up' for s in svc)
                      for b in ('nova-compute', 'nova-scheduler', 'nova-conductor'))
+            up = up and any(s['binary'] == 'nova-compute' and s['host'] == hosts[1] and s['state'] == 'up' for s in svc)
             db = sqlite3.connect(f'file:{api_db}?mode=ro', uri=True, timeout=5)
             try:
-                mapped = db.execute('select count(*) from host_mappings where host = ?',
-                                    (host,)).fetchone()[0] > 0
+                mapped = all(db.execute('select count(*) from host_mappings where host = ?',
+                                        (host,)).fetchone()[0] > 0 for host in hosts)
             finally:
                 db.close()
-            inv = False
+            inv = 0
             rps = http('GET', PLACEMENT + '/resource_providers', t,
                        headers={'OpenStack-API-Version': 'placement 1.14'})[2]['resource_providers']
             for rp in rps:
-                inv = inv or 'VCPU' in http('GET', f'{PLACEMENT}/resource_providers/{rp["uuid"]}/inventories',
-                                            t)[2]['inventories']
-            last = f'services up={up} host mapped={mapped} placement inventory={inv}'
-            if up and mapped and inv:
+                inv += 'VCPU' in http('GET', f'{PLACEMENT}/resource_providers/{rp["uuid"]}/inventories',
+                                      t)[2]['inventories']
+            last = f'services up={up} hosts mapped={mapped} placement inventories={inv}'
+            if up and mapped and inv >= 2:
+                # The broken host fails every build: nothing goes there unless a test enables it.
+                broken = next(s for s in svc if s['binary'] == 'nova-compute' and s['host'] == hosts[1])
+                http('PUT', f"{NOVA}/os-services/{broken['id']}", t, headers=v253, body={
+                    'status': 'disabled', 'disabled_reason': 'fails every build (paddock tests)'})
                 return
             time.sleep(0.5)
         raise HttpError('nova-compute not ready: ' + last)

@@ -24,6 +24,9 @@ export PATH=/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH
 
 PORTS="5000 9292 8778 8774 9696 5672 25672"
 COMPUTE_HOST=paddock-fake-compute
+# A second compute host whose driver fails every build (fake.FakeBuildAbortDriver): disabled once it
+# is up, so nothing lands on it unless a test enables it to send a server to ERROR.
+BROKEN_HOST=paddock-fake-broken
 PACKAGES="keystone glance-api nova-api nova-conductor nova-scheduler placement-api rabbitmq-server neutron-server curl jq sqlite3"
 
 # --------------------------------------------------------------------------- packages
@@ -135,7 +138,7 @@ fg_step() { bg_step "$@"; join "$1"; }
 write_configs() {
   local E=$SD/etc R=$SD
   mkdir -p "$E"/{keystone,glance,placement,nova,neutron} "$R"/keystone/{fernet-keys,credential-keys} \
-    "$R"/glance/{images,staging,tasks} "$R"/nova/{instances,lock} "$R"/placement "$R"/neutron/lock \
+    "$R"/glance/{images,staging,tasks} "$R"/nova/{instances,lock} "$R"/nova-broken/instances "$R"/placement "$R"/neutron/lock \
     "$R"/rabbit/{mnesia,log,home}
   authtoken() { cat <<EOT
 [keystone_authtoken]
@@ -269,6 +272,8 @@ $(authtoken nova)
 EOT
   # nova-compute must not get [database]/[api_database] ("No DB access allowed in nova-compute")
   printf '%s\n' "$nova_common" >"$E/nova/nova-compute.conf"
+  printf '%s\n' "$nova_common" | sed -e "s/^host = .*/host = $BROKEN_HOST/" -e 's/^compute_driver = .*/compute_driver = fake.FakeBuildAbortDriver/' \
+    -e "s|^state_path = .*|state_path = $R/nova-broken|" -e "s|^instances_path = .*|instances_path = $R/nova-broken/instances|" >"$E/nova/nova-compute-broken.conf"
 
   cat >"$E/neutron/neutron.conf" <<EOT
 [DEFAULT]
@@ -441,6 +446,8 @@ step_start_compute() {
   # none of it, so run the entry point shipped in python3-nova with Debian's python.
   start nova-compute "$PTC_PY" -c 'import sys; from nova.cmd.compute import main; sys.exit(main())' \
     --config-file "$SD/etc/nova/nova-compute.conf"
+  start nova-compute-broken "$PTC_PY" -c 'import sys; from nova.cmd.compute import main; sys.exit(main())' \
+    --config-file "$SD/etc/nova/nova-compute-broken.conf"
 }
 step_seed_resources() { "$PTC_PY" "$HERE/seed.py" resources "$SD"; }
 step_wait_compute() { "$PTC_PY" "$HERE/seed.py" compute "$SD"; }
@@ -492,6 +499,7 @@ PTC_ADMIN_PASSWORD=$(rnd)
 PTC_SERVICE_PASSWORD=$(rnd)
 PTC_PADDOCK_PASSWORD=$(rnd)
 PTC_COMPUTE_HOST=$COMPUTE_HOST
+PTC_BROKEN_HOST=$BROKEN_HOST
 EOT
 umask 022
 # shellcheck disable=SC1091

@@ -157,3 +157,20 @@ test('a gang of 3 waiting past starvationSeconds is granted before a stream of s
   t.is(neverStarving.gangGrantedAt, undefined, 'without the hold the singles starve the gang');
   t.is(neverStarving.singlesGranted, 50);
 });
+
+test('a limited pool never has more than its room granted across its shapes, in one pass or one gang', (t) => {
+  // A cloud pool of two flavors (3 slots each) with room for 3 servers, and a static host outside it.
+  const shapes = lab(['small', 3, { pool: 'cloud', flavor: 'small' }], ['large', 3, { pool: 'cloud', flavor: 'large' }], ['host', 1, { type: 'host' }]);
+  const room = new Map([['cloud', 3]]);
+  const queue = [
+    request('two-small', 0, 1 * s, ['flavor=small', 2]),
+    request('two-large', 0, 2 * s, ['flavor=large', 2]),
+    request('one-large', 0, 3 * s, ['flavor=large', 1]),
+    request('host', 0, 4 * s, ['type=host', 1]),
+  ];
+  const { grants } = schedulePass(queue, shapes, 10 * s, policy, room);
+  t.deepEqual(grants.map((grant) => grant.id), ['two-small', 'one-large', 'host'], 'two-large would make 4; the smaller one and the host fit');
+  t.deepEqual(schedulePass(queue, shapes, 10 * s, policy).grants.map((grant) => grant.id), ['two-small', 'two-large', 'one-large', 'host'], 'without a limit all fit');
+  t.deepEqual(schedulePass([request('gang', 0, 0, ['flavor=small', 2], ['flavor=large', 2])], shapes, 10 * s, policy, room).grants, [], 'a gang of 4 does not fit in 3');
+  t.deepEqual(schedulePass(queue, shapes, 10 * s, policy, new Map([['cloud', 0]])).grants.map((grant) => grant.id), ['host'], 'a full pool offers nothing');
+});

@@ -1,0 +1,68 @@
+// The test cloud: a real OpenStack (Keystone, Glance, Placement, Nova with the fake driver,
+// Neutron, RabbitMQ) that test/cloud/up.sh brings up on this machine, or finds already up.
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { OpenStackClient, type CloudOptions } from '../../provisioners/openstack/client.js';
+import { cloudFromEnvironment } from '../../provisioners/openstack/cloud.js';
+
+const run = promisify(execFile);
+
+export interface TestCloud {
+  /** The env file's variables: OS_* for user paddock, PADDOCK_TEST_*. */
+  env: Record<string, string>;
+  /** Options for user paddock (password) and for the cloud admin. */
+  options: CloudOptions;
+  adminOptions: CloudOptions;
+  user: OpenStackClient;
+  admin: OpenStackClient;
+}
+
+function readEnv(file: string): Record<string, string> {
+  return Object.fromEntries(
+    readFileSync(file, 'utf8')
+      .split('\n')
+      .map((line) => /^export ([A-Z_]+)=['"]?(.*?)['"]?$/.exec(line.trim()))
+      .filter((match): match is RegExpExecArray => match !== null)
+      .map((match) => [match[1], match[2]]),
+  );
+}
+
+/** Brings the cloud up (about 25 s; the first time also about 1 minute of apt) or finds it up. */
+export async function testCloud(): Promise<TestCloud> {
+  const { stdout } = await run('bash', [path.resolve(import.meta.dirname, '../cloud/up.sh')], { maxBuffer: 16 * 1024 * 1024, timeout: 15 * 60_000 });
+  const envFile = stdout.trim().split('\n').pop()!;
+  const env = readEnv(envFile);
+  const adminEnv = readEnv(path.join(path.dirname(envFile), 'admin-env'));
+  const options = { ...cloudFromEnvironment({ ...env, OS_CLOUD: '' }), computeVersion: '2.79' };
+  const adminOptions = { ...cloudFromEnvironment({ ...adminEnv, OS_CLOUD: '' }), computeVersion: '2.79' };
+  return { env, options, adminOptions, user: new OpenStackClient(options), admin: new OpenStackClient(adminOptions) };
+}
+
+/** Sets the paddock project's Nova instance quota. */
+export async function setInstanceQuota(cloud: TestCloud, instances: number): Promise<void> {
+  await cloud.admin.call('compute', 'PUT', `/os-quota-sets/${cloud.env.PADDOCK_TEST_PROJECT_ID}`, { json: { quota_set: { instances } } });
+}
+
+/**
+ * Sends new servers to the compute host whose driver fails every build (`broken: true`), or back
+ * to the working one.
+ */
+export async function breakCompute(cloud: TestCloud, broken: boolean): Promise<void> {
+  const { services } = await cloud.admin.call<{ services: { id: string; host: string; binary: string }[] }>('compute', 'GET', '/os-services?binary=nova-compute');
+  const set = (host: string, enabled: boolean) => {
+    const service = services.find((each) => each.host === host)!;
+    return cloud.admin.call('compute', 'PUT', `/os-services/${service.id}`, {
+      json: enabled ? { status: 'enabled' } : { status: 'disabled', disabled_reason: 'paddock tests' },
+    });
+  };
+  // Enable first, so there is never a moment with no host at all (that would be "no valid host").
+  if (broken) {
+    await set('paddock-fake-broken', true);
+    await set('paddock-fake-compute', false);
+  } else {
+    await set('paddock-fake-compute', true);
+    await set('paddock-fake-broken', false);
+  }
+}
