@@ -180,7 +180,7 @@ export function parseConfig(text: string, file = '<config>'): Config {
       problems.push(`${where(['machines', index, 'labels', 'kind'])}: the kind label is set from kind (${machine.kind})`);
     }
     if (kind.pool && machine.count !== undefined) {
-      problems.push(`${where(['machines', index, 'count'])}: a ${machine.kind} pool is sized by its settings (maxInstances), not count`);
+      problems.push(`${where(['machines', index, 'count'])}: a pool of kind ${machine.kind} is sized by its settings (maxInstances), not count`);
     }
     machine.labels.kind = machine.kind;
     machine.labels = { ...kind.defaults?.labels, ...machine.labels };

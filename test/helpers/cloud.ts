@@ -45,24 +45,22 @@ export async function setInstanceQuota(cloud: TestCloud, instances: number): Pro
   await cloud.admin.call('compute', 'PUT', `/os-quota-sets/${cloud.env.PADDOCK_TEST_PROJECT_ID}`, { json: { quota_set: { instances } } });
 }
 
-/**
- * Sends new servers to the compute host whose driver fails every build (`broken: true`), or back
- * to the working one.
- */
-export async function breakCompute(cloud: TestCloud, broken: boolean): Promise<void> {
+/** Enables or disables the two compute hosts: the working one, and the one that fails every build. */
+export async function setComputeHosts(cloud: TestCloud, enabled: { working: boolean; broken: boolean }): Promise<void> {
   const { services } = await cloud.admin.call<{ services: { id: string; host: string; binary: string }[] }>('compute', 'GET', '/os-services?binary=nova-compute');
-  const set = (host: string, enabled: boolean) => {
+  const set = (host: string, on: boolean) => {
     const service = services.find((each) => each.host === host)!;
-    return cloud.admin.call('compute', 'PUT', `/os-services/${service.id}`, {
-      json: enabled ? { status: 'enabled' } : { status: 'disabled', disabled_reason: 'paddock tests' },
-    });
+    return cloud.admin.call('compute', 'PUT', `/os-services/${service.id}`, { json: on ? { status: 'enabled' } : { status: 'disabled', disabled_reason: 'paddock tests' } });
   };
-  // Enable first, so there is never a moment with no host at all (that would be "no valid host").
-  if (broken) {
-    await set('paddock-fake-broken', true);
-    await set('paddock-fake-compute', false);
-  } else {
-    await set('paddock-fake-compute', true);
-    await set('paddock-fake-broken', false);
-  }
+  // Enable before disabling, so a switch from one host to the other never leaves none.
+  const order: [string, boolean][] = [
+    ['paddock-fake-compute', enabled.working],
+    ['paddock-fake-broken', enabled.broken],
+  ];
+  for (const [host, on] of order.sort((a, b) => Number(b[1]) - Number(a[1]))) await set(host, on);
+}
+
+/** Sends new servers to the compute host that fails every build (`broken: true`), or back to the working one. */
+export function breakCompute(cloud: TestCloud, broken: boolean): Promise<void> {
+  return setComputeHosts(cloud, { working: !broken, broken });
 }

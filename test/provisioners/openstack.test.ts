@@ -14,7 +14,7 @@ import { Paddock, type Reservation } from '../../client/index.js';
 import type { ImageListEntry } from '../../api/contract.js';
 import { Readable } from 'node:stream';
 import { OpenStackClient, OpenStackError, type CloudOptions, type Server } from '../../provisioners/openstack/client.js';
-import { breakCompute, setInstanceQuota, testCloud, type TestCloud } from '../helpers/cloud.js';
+import { breakCompute, setComputeHosts, setInstanceQuota, testCloud, type TestCloud } from '../helpers/cloud.js';
 import { freePort } from '../helpers/ports.js';
 import { killHard, startServerProcess } from '../helpers/server.js';
 import { waitFor } from '../helpers/wait.js';
@@ -311,6 +311,26 @@ test.serial('a full cloud (instance quota 2) queues the third request, which is 
   } finally {
     await setInstanceQuota(cloud, 10);
   }
+});
+
+test.serial('no valid host (every compute host disabled) queues the request; it is granted once the cloud has room again', async (t) => {
+  await setComputeHosts(cloud, { working: false, broken: false });
+  let reservation: Reservation | undefined;
+  try {
+    reservation = await reserve([{ role: 'vm', spec: 'cpus>=1' }]);
+    await waitFor(async () => (await reservation!.events()).some((event) => event.type === 'state' && event.from === 'releasing' && event.to === 'queued'), 60_000, 'requeued');
+    const view = await reservation.refresh();
+    t.is(view.state, 'queued');
+    t.regex(view.reason ?? '', /cloud is full: went to ERROR: No valid host/);
+    t.deepEqual(await serversOf(reservation), [], 'the server in ERROR was deleted');
+  } finally {
+    await setComputeHosts(cloud, { working: true, broken: false });
+  }
+  // Retried after the hold (15 s), as no reservation gave machines back meanwhile.
+  await reservation.ready({ timeout: 120 });
+  t.is((await serversOf(reservation)).length, 1);
+  t.is(reservation.view.allocations[0].failure, undefined);
+  await releaseAll(reservation);
 });
 
 test.serial('Keystone down: a clear infrastructure error, nothing leaked, no secret shown', async (t) => {
