@@ -4,6 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import test from 'ava';
+import { configProblems as problems } from '../helpers/config.js';
 import { ConfigError, loadConfig, parseConfig } from '../../api/config.js';
 
 const machine = (extra = '') => `
@@ -26,15 +27,6 @@ test('a valid config parses, with capacities in bytes and defaults filled in', (
   t.is(config.queue.aging, 60);
 });
 
-const problems = (text: string) => {
-  try {
-    parseConfig(text, 'lab.yaml');
-  } catch (error) {
-    if (error instanceof ConfigError) return error.message;
-    throw error;
-  }
-  throw new Error('the config was accepted');
-};
 
 test('an unknown key is refused with its line and path', (t) => {
   const message = problems(`listen: 127.0.0.1:7300\nlisten_port: 9\n`);

@@ -4,7 +4,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import test from 'ava';
-import { ConfigError, parseConfig } from '../../api/config.js';
+import { configProblems as problems } from '../helpers/config.js';
+import { parseConfig } from '../../api/config.js';
 import { cloudFromEnvironment } from '../../provisioners/openstack/cloud.js';
 
 const pool = (settings: string, extra = '') => `
@@ -19,15 +20,6 @@ ${settings
   .join('\n')}
 `;
 
-const problems = (text: string) => {
-  try {
-    parseConfig(text, 'lab.yaml');
-  } catch (error) {
-    if (error instanceof ConfigError) return error.message;
-    throw error;
-  }
-  throw new Error('the config was accepted');
-};
 
 test('a pool parses with its defaults; it stays one entry until the server expands it from the cloud', (t) => {
   const config = parseConfig(pool('network: net1\nflavors: [m1.small]'));
