@@ -32,7 +32,7 @@ let paddock: Paddock;
 let instance: string;
 let imageSha: string;
 
-function poolYaml(port: number, extra: { authUrl?: string } = {}): string {
+function poolYaml(port: number, extra: { authUrl?: string; activeTimeout?: number; replaceAttempts?: number } = {}): string {
   return `
 listen: 127.0.0.1:${port}
 dataDir: data
@@ -52,8 +52,8 @@ machines:
       flavors: [m1.tiny, m1.small, m1.medium]
       ready: active
       pollInterval: 0.3
-      activeTimeout: 60
-      replaceAttempts: 3
+      activeTimeout: ${extra.activeTimeout ?? 60}
+      replaceAttempts: ${extra.replaceAttempts ?? 3}
 `;
 }
 
@@ -333,19 +333,59 @@ test.serial('no valid host (every compute host disabled) queues the request; it 
   await releaseAll(reservation);
 });
 
+/** A second `paddock serve` with its own data directory (holding the flavors the first one saved). */
+async function secondPaddock(extra: Parameters<typeof poolYaml>[1]): Promise<{ client: Paddock; stop(): Promise<void> }> {
+  const secondDir = mkdtempSync(path.join(os.tmpdir(), 'paddock-openstack-second-'));
+  const port = await freePort();
+  const secondUrl = `http://127.0.0.1:${port}`;
+  mkdirSync(path.join(secondDir, 'data', 'openstack'), { recursive: true });
+  copyFileSync(path.join(data, 'openstack', 'cloud.flavors.json'), path.join(secondDir, 'data', 'openstack', 'cloud.flavors.json'));
+  const secondConfig = path.join(secondDir, 'paddock.yaml');
+  writeFileSync(secondConfig, poolYaml(port, extra));
+  const child = await startServerProcess(['--config', secondConfig], secondUrl);
+  return {
+    client: new Paddock({ url: secondUrl, token: readFileSync(path.join(secondDir, 'data', 'admin-token'), 'utf8').trim() }),
+    stop: async () => {
+      await killHard(child);
+      rmSync(secondDir, { recursive: true, force: true });
+    },
+  };
+}
+
+test.serial('a server that is not ACTIVE in time (the cloud\'s conductor is stopped) is deleted; after the retries the reservation fails', async (t) => {
+  const second = await secondPaddock({ activeTimeout: 2, replaceAttempts: 1 });
+  // The conductor schedules new servers: stopped, they stay in BUILD.
+  const [group] = readFileSync(path.join(cloud.env.PADDOCK_TEST_CLOUD_DIR, 'pids', 'nova-conductor.pid'), 'utf8').trim().split(' ');
+  process.kill(-Number(group), 'SIGSTOP');
+  let reservation: Reservation | undefined;
+  const seen = new Set<string>();
+  try {
+    reservation = await second.client.reserve({ members: [{ role: 'vm', spec: 'cpus>=1', image: 'cloud/cirros-fake' }], lease: '10m' }, { renew: false });
+    await waitFor(async () => {
+      for (const each of await serversOf(reservation!)) seen.add(each.id);
+      return (await reservation!.refresh()).state === 'failed';
+    }, 60_000, 'failed');
+  } finally {
+    process.kill(-Number(group), 'SIGCONT');
+  }
+  try {
+    const failure = reservation.view.allocations[0].failure;
+    t.is(failure?.code, 'cloud_error');
+    t.regex(failure?.reason ?? '', /no server became ACTIVE in 2 tries; last: was not ACTIVE within 2s \(still BUILD\)/);
+    t.true(seen.size >= 1, 'servers were made');
+    await waitFor(async () => (await serversOf(reservation!)).length === 0, 60_000, 'no server left');
+    for (const id of seen) t.is(await cloud.user.server(id), undefined, `server ${id} is gone`);
+  } finally {
+    await second.stop();
+  }
+});
+
 test.serial('Keystone down: a clear infrastructure error, nothing leaked, no secret shown', async (t) => {
   // A second Paddock whose pool points at a Keystone that does not answer; its flavors come from
   // the copy the first one saved.
-  const deadDir = mkdtempSync(path.join(os.tmpdir(), 'paddock-openstack-dead-'));
-  const port = await freePort();
-  const deadUrl = `http://127.0.0.1:${port}`;
-  mkdirSync(path.join(deadDir, 'data', 'openstack'), { recursive: true });
-  copyFileSync(path.join(data, 'openstack', 'cloud.flavors.json'), path.join(deadDir, 'data', 'openstack', 'cloud.flavors.json'));
-  const deadConfig = path.join(deadDir, 'paddock.yaml');
-  writeFileSync(deadConfig, poolYaml(port, { authUrl: `http://127.0.0.1:${await freePort()}/v3` }));
-  const dead = await startServerProcess(['--config', deadConfig], deadUrl);
+  const second = await secondPaddock({ authUrl: `http://127.0.0.1:${await freePort()}/v3` });
   try {
-    const client = new Paddock({ url: deadUrl, token: readFileSync(path.join(deadDir, 'data', 'admin-token'), 'utf8').trim() });
+    const client = second.client;
     const reservation = await client.reserve({ members: [{ role: 'vm', spec: 'cpus>=1', image: 'cloud/cirros-fake' }], lease: '10m' }, { renew: false });
     await waitFor(async () => (await reservation.refresh()).state === 'failed', 60_000, 'failed');
     const failure = reservation.view.allocations[0].failure;
@@ -356,8 +396,7 @@ test.serial('Keystone down: a clear infrastructure error, nothing leaked, no sec
     const machine = (await client.machines()).find((each) => each.name === reservation.view.allocations[0].machine);
     t.is(machine?.failures ?? 0, 0, 'a dead Keystone is not the machine\'s fault');
   } finally {
-    await killHard(dead);
-    rmSync(deadDir, { recursive: true, force: true });
+    await second.stop();
   }
 });
 
