@@ -7,6 +7,9 @@ import { errorMiddleware, type Logger } from './errors.js';
 import { agentRoutes } from './routes/agent.js';
 import { consoleRoutes } from './routes/consoles.js';
 import { imageRoutes } from './routes/images.js';
+import { jobRoutes } from './routes/jobs.js';
+import { runnerRoutes } from './routes/runner.js';
+import type { JobService } from './jobs.js';
 import type { ImageCatalog } from './images.js';
 import { openApiDocument, RouteTable } from './routes/define.js';
 import { machineRoutes } from './routes/machines.js';
@@ -20,12 +23,13 @@ export interface AppDeps {
   scheduler: Scheduler;
   tokens: Tokens;
   images: ImageCatalog;
+  jobs: JobService;
   log: Logger;
   /** Where agents write console logs (DATA/consoles). */
   consolesDir: string;
 }
 
-export function createApp({ scheduler, tokens, images, log, consolesDir }: AppDeps): { app: Koa; table: RouteTable } {
+export function createApp({ scheduler, tokens, images, jobs, log, consolesDir }: AppDeps): { app: Koa; table: RouteTable } {
   const app = new Koa();
   app.proxy = false;
   const router = new Router();
@@ -42,6 +46,8 @@ export function createApp({ scheduler, tokens, images, log, consolesDir }: AppDe
   consoleRoutes(table, scheduler, consolesDir);
   imageRoutes(table, images);
   agentRoutes(table, scheduler);
+  jobRoutes(table, jobs);
+  runnerRoutes(table, jobs);
   // A client that stops reading an event stream is not an error worth a log line.
   app.on('error', (error: NodeJS.ErrnoException) => {
     if (error.code === 'ERR_STREAM_PREMATURE_CLOSE' || error.code === 'ECONNRESET' || error.code === 'EPIPE') return;

@@ -85,6 +85,14 @@ export const configSchema = z.strictObject({
       collectInterval: duration.default(60),
     })
     .default({ maxSize: 8 * 1024 ** 3, reserve: 256 * 1024 ** 2, maxExpiry: 30 * 86400, collectInterval: 60 }),
+  runners: z
+    .strictObject({
+      /** A runner host not heard from for this long is taken for dead: its runs fail, their reservations are released. */
+      heartbeatTimeout: duration.default(30),
+      /** The longest output kept per run. */
+      maxLogSize: quantity.default(64 * 1024 ** 2),
+    })
+    .default({ heartbeatTimeout: 30, maxLogSize: 64 * 1024 ** 2 }),
   machines: z.array(machineSchema).default([]),
 });
 

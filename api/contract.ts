@@ -18,6 +18,8 @@ export type MachineState = 'new' | 'available' | 'reserved' | 'maintenance' | 'q
 
 export { stages } from '../provisioners/protocol.js';
 export type { Stage, AgentTask, AgentReport, AgentMachine } from '../provisioners/protocol.js';
+export type { RunState, RunTask, RunFinish } from '../runner-host/protocol.js';
+import type { RunState } from '../runner-host/protocol.js';
 import type { Stage } from '../provisioners/protocol.js';
 
 export type AllocationState = 'pending' | 'provisioning' | 'ready' | 'failed' | 'releasing' | 'released';
@@ -152,7 +154,7 @@ export interface TokenView {
   token?: string;
 }
 
-export type Role = 'admin' | 'user' | 'agent';
+export type Role = 'admin' | 'user' | 'agent' | 'runner';
 
 export interface ApiErrorBody {
   code: string;
@@ -186,4 +188,45 @@ export interface ImageView {
   /** Reservations that failed because this image did not boot (a kernel panic, no login, unreadable). */
   bootFailures: number;
   lastBootFailure?: string;
+}
+
+/** A job: a script in a git repository, run on a runner host with parameters and a time limit. */
+export interface JobView {
+  id: string;
+  name: string;
+  owner: string;
+  repository: string;
+  ref: string;
+  script: string;
+  parameters: Record<string, string>;
+  timeLimitSeconds: number;
+  createdAt: string;
+}
+
+/** One run of a job. */
+export interface RunView {
+  id: string;
+  job: string;
+  jobId: string;
+  owner: string;
+  state: RunState;
+  repository: string;
+  ref: string;
+  /** The commit checked out: what the ref pointed at when the run was made. */
+  commit: string;
+  script: string;
+  parameters: Record<string, string>;
+  timeLimitSeconds: number;
+  runner?: string;
+  cancelRequested?: boolean;
+  exitCode?: number;
+  signal?: string;
+  /** Why it failed or was stopped; `fault` says whose fault (infrastructure: the runner host or Paddock). */
+  reason?: string;
+  fault?: 'infrastructure' | 'request';
+  /** What the script wrote to $PADDOCK_RESULT. */
+  result?: unknown;
+  createdAt: string;
+  startedAt?: string;
+  endedAt?: string;
 }

@@ -11,6 +11,7 @@ import { Agent } from '../provisioners/agent.js';
 import { BlobStore } from '../images/store.js';
 import { ImageCatalog } from './images.js';
 import { expandProviderPools, providerImages } from './pools.js';
+import { JobService } from './jobs.js';
 
 export interface ServeOptions {
   configPath?: string;
@@ -59,7 +60,14 @@ export async function serve(options: ServeOptions): Promise<RunningServer> {
   await collect();
   const collector = setInterval(() => void collect(), Math.max(100, config.images.collectInterval * 1000));
   collector.unref();
-  const { app, table } = createApp({ scheduler, tokens, images, log, consolesDir: path.join(config.dataDir, 'consoles') });
+  const jobs = new JobService(db, tokens, (owner, reason) => scheduler.releaseAllOf(owner, reason), {
+    dataDir: config.dataDir,
+    heartbeatTimeoutMs: config.runners.heartbeatTimeout * 1000,
+    maxLogBytes: config.runners.maxLogSize,
+    log,
+  });
+  await jobs.start();
+  const { app, table } = createApp({ scheduler, tokens, images, jobs, log, consolesDir: path.join(config.dataDir, 'consoles') });
   const server = app.listen(config.listen.port, config.listen.host);
   await new Promise<void>((resolve, reject) => {
     server.once('listening', resolve);
@@ -96,6 +104,7 @@ export async function serve(options: ServeOptions): Promise<RunningServer> {
     close: once(async () => {
       clearInterval(collector);
       await agent?.stop();
+      await jobs.stop();
       await scheduler.stop();
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));

@@ -9,6 +9,7 @@ import path from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import type { ExplainView, ReservationExplainView, ReservationView } from '../api/contract.js';
 import { addImageCommands } from './cli-images.js';
+import { addJobCommands } from './cli-jobs.js';
 import { membersFromArguments, MemberSyntaxError, splitRemoteCommand } from './cli-members.js';
 import { isEvent, Paddock, PaddockError, TimeoutError, type Progress, type Reservation } from './index.js';
 
@@ -343,7 +344,7 @@ export function program(remoteCommand: string[] = []): Command {
     .command('create')
     .description('create a token; it is printed once, on stdout')
     .argument('<name>')
-    .addOption(new Option('--role <role>').choices(['user', 'admin', 'agent']).default('user'))
+    .addOption(new Option('--role <role>').choices(['user', 'admin', 'agent', 'runner']).default('user'))
     .option('--json', 'the token record as JSON')
     .action(async (name: string, options) => {
       const created = await client().createToken(name, options.role);
@@ -351,6 +352,7 @@ export function program(remoteCommand: string[] = []): Command {
     });
 
   addImageCommands(cli, client, print, table);
+  addJobCommands(cli, client, print, table);
 
   cli
     .command('whoami')

@@ -22,6 +22,7 @@ import { MemberSyntaxError, parseMemberTarget } from './cli-members.js';
 import { LeaseExpiredError, NotFoundError, PaddockError, ReservationFailedError, TimeoutError, UnauthorizedError, ForbiddenError } from './errors.js';
 import type { Writable } from 'node:stream';
 import { Images } from './images.js';
+import { Jobs } from './jobs.js';
 import { Http } from './http.js';
 import { downloadFile, runCommand, uploadFile, type CommandResult, type SshTarget } from './ssh.js';
 
@@ -56,6 +57,8 @@ export class Paddock {
   readonly http: Http;
   /** Upload, list, show, download and remove images. */
   readonly images: Images;
+  /** Define jobs, run them on runner hosts, follow and cancel runs. */
+  readonly jobs: Jobs;
 
   constructor(options: PaddockOptions = {}) {
     const url = options.url ?? process.env.PADDOCK_URL;
@@ -64,6 +67,7 @@ export class Paddock {
     if (!token) throw new PaddockError('no token: set PADDOCK_TOKEN or pass { token }', 'configuration');
     this.http = new Http({ url, token });
     this.images = new Images(this.http);
+    this.jobs = new Jobs(this.http);
   }
 
   /**

@@ -8,6 +8,7 @@ import * as initial from './migrations/0001-initial.js';
 import * as images from './migrations/0002-images.js';
 import * as imageHealth from './migrations/0003-image-health.js';
 import * as requeues from './migrations/0004-requeues.js';
+import * as jobs from './migrations/0005-jobs.js';
 
 export interface TokenRow {
   name: string;
@@ -76,6 +77,45 @@ export interface ImageRow {
   lastBootFailure?: string | null;
 }
 
+export interface JobRow {
+  id: string;
+  name: string;
+  owner: string;
+  repository: string;
+  ref: string;
+  script: string;
+  /** JSON object of strings. */
+  parameters: string;
+  /** Seconds. */
+  timeLimit: number;
+  createdAt: Date;
+}
+
+export interface RunRow {
+  id: string;
+  jobId: string;
+  job: string;
+  owner: string;
+  state: string;
+  repository: string;
+  ref: string;
+  commit: string;
+  script: string;
+  parameters: string;
+  timeLimit: number;
+  runner: string | null;
+  cancelRequested: boolean;
+  exitCode: number | null;
+  signal: string | null;
+  fault: string | null;
+  reason: string | null;
+  /** JSON. */
+  result: string | null;
+  createdAt: Date;
+  startedAt: Date | null;
+  endedAt: Date | null;
+}
+
 export interface Database {
   sequelize: Sequelize;
   tokens: ModelStatic<Model<TokenRow>>;
@@ -83,6 +123,8 @@ export interface Database {
   reservations: ModelStatic<Model<ReservationRow>>;
   events: ModelStatic<Model<EventRow>>;
   images: ModelStatic<Model<ImageRow>>;
+  jobs: ModelStatic<Model<JobRow>>;
+  runs: ModelStatic<Model<RunRow>>;
   close(): Promise<void>;
 }
 
@@ -91,6 +133,7 @@ const migrations = [
   { name: '0002-images', module: images },
   { name: '0003-image-health', module: imageHealth },
   { name: '0004-requeues', module: requeues },
+  { name: '0005-jobs', module: jobs },
 ];
 
 export async function openDatabase(dataDir: string): Promise<Database> {
@@ -202,7 +245,49 @@ export async function openDatabase(dataDir: string): Promise<Database> {
     },
     plain,
   );
-  return { sequelize, tokens, machines, reservations, events, images, close: () => sequelize.close() };
+  const jobs = sequelize.define<Model<JobRow>>(
+    'jobs',
+    {
+      id: { type: DataTypes.STRING, primaryKey: true },
+      name: DataTypes.STRING,
+      owner: DataTypes.STRING,
+      repository: DataTypes.TEXT,
+      ref: DataTypes.STRING,
+      script: DataTypes.TEXT,
+      parameters: DataTypes.TEXT,
+      timeLimit: DataTypes.INTEGER,
+      createdAt: DataTypes.DATE,
+    },
+    plain,
+  );
+  const runs = sequelize.define<Model<RunRow>>(
+    'runs',
+    {
+      id: { type: DataTypes.STRING, primaryKey: true },
+      jobId: DataTypes.STRING,
+      job: DataTypes.STRING,
+      owner: DataTypes.STRING,
+      state: DataTypes.STRING,
+      repository: DataTypes.TEXT,
+      ref: DataTypes.STRING,
+      commit: DataTypes.STRING,
+      script: DataTypes.TEXT,
+      parameters: DataTypes.TEXT,
+      timeLimit: DataTypes.INTEGER,
+      runner: DataTypes.STRING,
+      cancelRequested: DataTypes.BOOLEAN,
+      exitCode: DataTypes.INTEGER,
+      signal: DataTypes.STRING,
+      fault: DataTypes.STRING,
+      reason: DataTypes.TEXT,
+      result: DataTypes.TEXT,
+      createdAt: DataTypes.DATE,
+      startedAt: DataTypes.DATE,
+      endedAt: DataTypes.DATE,
+    },
+    plain,
+  );
+  return { sequelize, tokens, machines, reservations, events, images, jobs, runs, close: () => sequelize.close() };
 }
 
 /** Rows read with `raw: true` are plain objects; these give them back their row types. */

@@ -2,14 +2,13 @@
 // VMs), kept after release. `?follow=1` keeps the answer open and streams new output until the
 // reservation has ended. The logs are files the agent writes under the data directory, so this
 // serves the agents running inside `paddock serve`.
-import { open, readdir, stat } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import path from 'node:path';
-import { PassThrough } from 'node:stream';
-import type Koa from 'koa';
 import { ApiError } from '../errors.js';
 import type { Caller } from '../scheduler/service.js';
 import type { Scheduler } from '../scheduler/scheduler.js';
 import type { RouteTable } from './define.js';
+import { streamLog } from './follow.js';
 
 export function consoleRoutes(table: RouteTable, scheduler: Scheduler, consolesDir: string): void {
   table.define(
@@ -28,49 +27,11 @@ export function consoleRoutes(table: RouteTable, scheduler: Scheduler, consolesD
       const name = wanted ? logs.find((log) => log === wanted) : (reservation.allocations.map((allocation) => `${allocation.machine}.log`).find((log) => logs.includes(log)) ?? logs[0]);
       const follow = ctx.query.follow === '1' || ctx.query.follow === 'true';
       if (!name && !follow) throw new ApiError(404, 'not_found', `reservation ${reservation.id} has no console log${wanted ? ` for ${ctx.query.machine as string}` : ''}`);
-      ctx.type = 'text/plain; charset=utf-8';
-      ctx.set('Cache-Control', 'no-store');
-      const body = new PassThrough();
-      ctx.body = body;
-      void stream(ctx, body, dir, name, wanted, follow, () => !scheduler.isLive(reservation.id));
+      const locate = async () => {
+        const file = name ?? wanted ?? (await readdir(dir).catch(() => [] as string[])).find((entry) => entry.endsWith('.log'));
+        return file === undefined ? undefined : path.join(dir, file);
+      };
+      streamLog(ctx, locate, follow, () => !scheduler.isLive(reservation.id));
     },
   );
-}
-
-/** Copies the log into `body`; when following, waits for the file to appear and to grow. */
-async function stream(ctx: Koa.Context, body: PassThrough, dir: string, name: string | undefined, wanted: string | undefined, follow: boolean, ended: () => boolean): Promise<void> {
-  let offset = 0;
-  let closed = false;
-  let finishing = false;
-  ctx.req.once('close', () => (closed = true));
-  try {
-    for (;;) {
-      const file = name ?? wanted ?? (await readdir(dir).catch(() => [] as string[])).find((entry) => entry.endsWith('.log'));
-      if (file) {
-        name = file;
-        const size = await stat(path.join(dir, file)).then((info) => info.size, () => 0);
-        if (size > offset) {
-          const handle = await open(path.join(dir, file), 'r');
-          try {
-            const buffer = Buffer.alloc(Math.min(size - offset, 1024 * 1024));
-            const { bytesRead } = await handle.read(buffer, 0, buffer.length, offset);
-            offset += bytesRead;
-            body.write(buffer.subarray(0, bytesRead));
-          } finally {
-            await handle.close();
-          }
-          continue;
-        }
-      }
-      if (!follow || closed || finishing) break;
-      // Once the reservation has ended, one more pass sends what came in before the end.
-      if (ended()) {
-        finishing = true;
-        continue;
-      }
-      await new Promise((resolve) => setTimeout(resolve, 200));
-    }
-  } finally {
-    body.end();
-  }
 }

@@ -7,7 +7,7 @@ import type { RouteTable } from './define.js';
 
 const tokenSchema = z.strictObject({
   name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._@-]{0,62}$/, 'names use letters, digits, . _ @ - (up to 63)'),
-  role: z.enum(['user', 'admin', 'agent']).default('user'),
+  role: z.enum(['user', 'admin', 'agent', 'runner']).default('user'),
 });
 
 export function tokenRoutes(table: RouteTable, tokens: Tokens): void {

@@ -256,6 +256,14 @@ export class ReservationScheduler {
     return reservation;
   }
 
+  /** Releases every live reservation of an owner (a job run that ended); returns their ids. */
+  async releaseAllOf(owner: string, reason: string): Promise<string[]> {
+    const mine = [...this.live.values()].filter((reservation) => reservation.owner === owner);
+    for (const reservation of mine) this.beginRelease(reservation, 'released', reason);
+    await this.store.flush();
+    return mine.map((reservation) => reservation.id);
+  }
+
   async renew(caller: Caller, id: string): Promise<Reservation> {
     const reservation = await this.get(caller, id);
     if (isEnded(reservation.state) || reservation.state === 'releasing') {

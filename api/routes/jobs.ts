@@ -1,0 +1,115 @@
+// /v1/jobs and /v1/runs for users: define a job (a script in a git repository), run it, list and
+// show runs, follow a run's output, cancel it. Users see their own; admins all (?all=1 to list).
+import type Koa from 'koa';
+import { z } from 'zod';
+import { requireRole } from '../auth.js';
+import { readBody } from '../body.js';
+import { ApiError } from '../errors.js';
+import { jobView, type JobService } from '../jobs.js';
+import type { Caller } from '../scheduler/service.js';
+import { parseDuration } from '../scheduler/units.js';
+import type { RouteTable } from './define.js';
+import { streamLog } from './follow.js';
+
+const caller = (ctx: Koa.Context) => ctx.state.caller as Caller;
+
+const parameterName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,63}$/, 'parameter names use letters, digits and _ (up to 64)');
+const parameters = z.record(parameterName, z.string().max(4096)).refine((record) => Object.keys(record).length <= 64, 'at most 64 parameters');
+
+/** A relative path inside the repository: no leading /, no `..`, no empty or `.` segments. */
+const scriptPath = z
+  .string()
+  .min(1)
+  .max(500)
+  .refine((value) => !value.startsWith('/') && !value.includes('\0') && !value.includes('\\') && value.split('/').every((part) => part !== '' && part !== '.' && part !== '..'), {
+    message: 'the script is a path inside the repository, like ci/build.ts (no leading /, no .. or . segments)',
+  });
+
+const limit = z.union([z.number(), z.string()]).transform((value, ctx) => {
+  const seconds = parseDuration(value);
+  if (seconds === null || seconds <= 0 || seconds > 24 * 3600) {
+    ctx.addIssue({ code: 'custom', message: `not a time limit: ${JSON.stringify(value)} (a duration up to 24h, e.g. 30m)` });
+    return z.NEVER;
+  }
+  return seconds;
+});
+
+export const jobSchema = z.strictObject({
+  name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'job names use letters, digits, . _ - (up to 63)'),
+  /** What `git clone` takes: a URL or a path the runner hosts can read. */
+  repository: z.string().min(1).max(1000).refine((value) => !value.startsWith('-') && !/[\0\r\n]/.test(value), 'not a repository URL or path'),
+  ref: z
+    .string()
+    .min(1)
+    .max(200)
+    .refine((value) => !value.startsWith('-') && !value.includes('..') && !/[\0-\x20~^:?*[\\]/.test(value), 'not a git ref (a branch, a tag or a commit)')
+    .default('main'),
+  script: scriptPath,
+  parameters: parameters.default({}),
+  timeLimit: limit.default(3600),
+});
+
+const runSchema = z.strictObject({ parameters: parameters.default({}) });
+
+export function jobRoutes(table: RouteTable, jobs: JobService): void {
+  table.define({ method: 'post', path: '/v1/jobs', summary: 'Define a job: a script in a git repository, its ref, parameters and time limit', body: jobSchema, responses: { 201: 'created', 422: 'the repository or the ref does not exist' } }, async (ctx) => {
+    requireRole(ctx, 'user', 'admin');
+    const input = await readBody(ctx, jobSchema, 'job');
+    ctx.body = await jobs.addJob(caller(ctx), { ...input, timeLimitSeconds: input.timeLimit });
+    ctx.status = 201;
+  });
+
+  table.define({ method: 'get', path: '/v1/jobs', summary: 'Your jobs (all: every user\'s, admins only)', query: { all: '1 for every user\'s (admins)' } }, async (ctx) => {
+    ctx.body = await jobs.listJobs(caller(ctx), ctx.query.all === '1');
+  });
+
+  table.define({ method: 'get', path: '/v1/jobs/:job', summary: 'One job, by id or name' }, async (ctx) => {
+    ctx.body = jobView(await jobs.getJob(caller(ctx), ctx.params.job));
+  });
+
+  table.define({ method: 'delete', path: '/v1/jobs/:job', summary: 'Delete a job (refused while a run of it is live)' }, async (ctx) => {
+    await jobs.deleteJob(caller(ctx), ctx.params.job);
+    ctx.status = 204;
+  });
+
+  table.define(
+    { method: 'post', path: '/v1/jobs/:job/runs', summary: 'Run a job: the commit its ref points at now is recorded and the run queued', body: runSchema, responses: { 201: 'queued', 422: 'the repository or the ref does not exist' } },
+    async (ctx) => {
+      requireRole(ctx, 'user', 'admin');
+      const { parameters: values } = await readBody(ctx, runSchema, 'run request');
+      ctx.body = await jobs.run(caller(ctx), ctx.params.job, values);
+      ctx.status = 201;
+    },
+  );
+
+  table.define({ method: 'get', path: '/v1/runs', summary: 'Your runs, newest first (job: of one job; all: every user\'s, admins only)', query: { job: 'a job id or name', all: '1 for every user\'s (admins)' } }, async (ctx) => {
+    ctx.body = await jobs.listRuns(caller(ctx), { ...(typeof ctx.query.job === 'string' ? { job: ctx.query.job } : {}), all: ctx.query.all === '1' });
+  });
+
+  table.define(
+    { method: 'get', path: '/v1/runs/:id', summary: 'One run; ?wait=end&timeout=60 holds the answer until it has ended', query: { wait: 'end: long-poll until the run has ended', timeout: 'seconds to wait, at most 300' } },
+    async (ctx) => {
+      if (ctx.query.wait === undefined) {
+        ctx.body = await jobs.getRun(caller(ctx), ctx.params.id);
+        return;
+      }
+      if (ctx.query.wait !== 'end') throw new ApiError(400, 'invalid_request', 'wait is end (until the run has ended)');
+      const timeout = Number(ctx.query.timeout ?? 60);
+      if (!Number.isFinite(timeout) || timeout < 0 || timeout > 300) throw new ApiError(400, 'invalid_request', 'timeout is a number of seconds from 0 to 300');
+      ctx.body = await jobs.waitForEnd(caller(ctx), ctx.params.id, timeout * 1000);
+    },
+  );
+
+  table.define(
+    { method: 'get', path: '/v1/runs/:id/log', summary: "A run's output as text; follow=1 streams it live until the run ends", query: { follow: '1 to keep streaming new output' }, responses: { 200: 'text/plain' } },
+    async (ctx) => {
+      const run = await jobs.getRun(caller(ctx), ctx.params.id);
+      const follow = ctx.query.follow === '1' || ctx.query.follow === 'true';
+      streamLog(ctx, async () => jobs.logFile(run.id), follow, () => !jobs.isLive(run.id));
+    },
+  );
+
+  table.define({ method: 'post', path: '/v1/runs/:id/cancel', summary: 'Cancel a run: a queued one ends at once, a running one is stopped by its runner host' }, async (ctx) => {
+    ctx.body = await jobs.cancel(caller(ctx), ctx.params.id);
+  });
+}

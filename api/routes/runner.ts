@@ -1,0 +1,77 @@
+// /v1/runner: what runner hosts call (role runner). They pull runs (long-poll, so no inbound
+// connection is needed), send heartbeats, stream output and report how each run ended. See
+// runner-host/protocol.ts.
+import type Koa from 'koa';
+import { z } from 'zod';
+import { requireRole } from '../auth.js';
+import { readBody } from '../body.js';
+import { ApiError } from '../errors.js';
+import type { JobService } from '../jobs.js';
+import type { RouteTable } from './define.js';
+
+const runnerName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'runner names use letters, digits, . _ - (up to 63)');
+const claimSchema = z.strictObject({ runner: runnerName, slots: z.number().int().min(0).max(256), fresh: z.boolean().default(false), wait: z.number().min(0).max(60).default(20) });
+const heartbeatSchema = z.strictObject({ runner: runnerName, runs: z.array(z.string().max(40)).max(256) });
+const startedSchema = z.strictObject({ runner: runnerName });
+const finishedSchema = z.strictObject({
+  runner: runnerName,
+  outcome: z.enum(['passed', 'failed', 'timed_out', 'cancelled']),
+  exitCode: z.number().int().optional(),
+  signal: z.string().max(20).optional(),
+  reason: z.string().max(20000).optional(),
+  fault: z.enum(['infrastructure', 'request']).optional(),
+  result: z.unknown().optional(),
+});
+
+/** The most output one log request may carry. */
+const maxChunk = 4 * 1024 * 1024;
+
+async function readChunk(ctx: Koa.Context): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of ctx.req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > maxChunk) throw new ApiError(413, 'payload_too_large', `a log chunk is at most ${maxChunk} bytes`, { limit: maxChunk });
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks);
+}
+
+export function runnerRoutes(table: RouteTable, jobs: JobService): void {
+  const roles = ['runner', 'admin'];
+  table.define({ method: 'post', path: '/v1/runner/claim', summary: 'Take up to `slots` queued runs (long-poll up to `wait` seconds)', roles, body: claimSchema }, async (ctx) => {
+    requireRole(ctx, 'runner', 'admin');
+    const { runner, slots, fresh, wait } = await readBody(ctx, claimSchema, 'claim');
+    let gone = false;
+    ctx.res.once('close', () => (gone = !ctx.res.writableFinished));
+    ctx.body = { runs: await jobs.claim(runner, slots, fresh, wait * 1000, () => gone) };
+  });
+
+  table.define({ method: 'post', path: '/v1/runner/heartbeat', summary: 'Say the runner host is alive and which runs it runs; the answer lists those cancelled', roles, body: heartbeatSchema }, async (ctx) => {
+    requireRole(ctx, 'runner', 'admin');
+    const { runner, runs } = await readBody(ctx, heartbeatSchema, 'heartbeat');
+    ctx.body = jobs.heartbeat(runner, runs);
+  });
+
+  table.define({ method: 'post', path: '/v1/runner/runs/:id/started', summary: 'The script of a run has started', roles, body: startedSchema }, async (ctx) => {
+    requireRole(ctx, 'runner', 'admin');
+    const { runner } = await readBody(ctx, startedSchema, 'started');
+    await jobs.started(runner, ctx.params.id);
+    ctx.status = 204;
+  });
+
+  table.define({ method: 'post', path: '/v1/runner/runs/:id/log', summary: "Append to a run's output (text/plain body; ?runner=NAME)", roles, query: { runner: 'the runner host' } }, async (ctx) => {
+    requireRole(ctx, 'runner', 'admin');
+    const runner = runnerName.safeParse(ctx.query.runner);
+    if (!runner.success) throw new ApiError(400, 'invalid_request', 'runner is the runner host\'s name');
+    await jobs.appendLog(runner.data, ctx.params.id, await readChunk(ctx));
+    ctx.status = 204;
+  });
+
+  table.define({ method: 'post', path: '/v1/runner/runs/:id/finished', summary: 'How a run ended', roles, body: finishedSchema }, async (ctx) => {
+    requireRole(ctx, 'runner', 'admin');
+    const finish = await readBody(ctx, finishedSchema, 'finish');
+    await jobs.finished(finish.runner, ctx.params.id, finish);
+    ctx.status = 204;
+  });
+}

@@ -1,0 +1,250 @@
+// `paddock runner`: a runner host. It pulls runs from the API (long-poll, so it needs no inbound
+// connection and can sit behind NAT), runs up to `slots` of them at once, each checked out at its
+// exact commit into a fresh work directory and run with the run's own token (execute.ts), streams
+// their output to the API as it comes, sends heartbeats (whose answers say which runs were
+// cancelled), and reports how each run ended. The API releases whatever a run reserved.
+import { randomBytes } from 'node:crypto';
+import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
+import path from 'node:path';
+import got, { type Got } from 'got';
+import { execute } from './execute.js';
+import type { RunFinish, RunTask } from './protocol.js';
+
+export interface RunnerOptions {
+  url: string;
+  /** A token of role runner. */
+  token: string;
+  name: string;
+  /** Work directories are made under it, one per run, and removed after. */
+  workRoot: string;
+  /** Runs at once. */
+  slots: number;
+  heartbeatMs?: number;
+  log?: (line: string) => void;
+}
+
+/** Output is sent in pieces at least this often, or sooner when this much has gathered. */
+const flushMs = 250;
+const flushBytes = 256 * 1024;
+
+export class Runner {
+  private readonly http: Got;
+  private readonly active = new Map<string, AbortController>();
+  private readonly log: (line: string) => void;
+  private running = false;
+  private loop?: Promise<void>;
+  private heartbeat?: NodeJS.Timeout;
+  private claim?: { cancel(): void };
+  private slotFreed?: () => void;
+  private readonly finishing = new Set<Promise<void>>();
+
+  constructor(private readonly options: RunnerOptions) {
+    const log = options.log ?? ((line: string) => console.error(line));
+    this.log = (line) => log(`runner ${options.name}: ${line}`);
+    this.http = got.extend({
+      prefixUrl: options.url,
+      headers: { authorization: `Bearer ${options.token}` },
+      retry: { limit: 0 },
+      timeout: { request: 90_000 },
+    });
+  }
+
+  start(): void {
+    this.running = true;
+    this.heartbeat = setInterval(() => void this.beat(), this.options.heartbeatMs ?? 5000);
+    this.loop = this.cleanUp().then(() => this.pull());
+  }
+
+  /**
+   * What a runner host that died left behind: scripts still running (found by the run id in their
+   * environment, since they run in process groups of their own) and work directories. Their runs
+   * were failed by the API when the heartbeats stopped, or are failed by the first claim.
+   */
+  private async cleanUp(): Promise<void> {
+    const left = (await readdir(this.options.workRoot).catch(() => [] as string[])).filter((name) => /^run-[0-9a-f]{12}-/.test(name));
+    if (left.length === 0) return;
+    const ids = new Set(left.map((name) => name.slice(0, 16)));
+    for (const pid of await readdir('/proc').catch(() => [] as string[])) {
+      if (!/^\d+$/.test(pid)) continue;
+      const environ = await readFile(`/proc/${pid}/environ`, 'utf8').catch(() => '');
+      const id = /(?:^|\0)PADDOCK_RUN_ID=(run-[0-9a-f]{12})(?:\0|$)/.exec(environ)?.[1];
+      if (!id || !ids.has(id)) continue;
+      this.log(`${id}: stopping process ${pid}, left running by an earlier start`);
+      try {
+        process.kill(-Number(pid), 'SIGKILL');
+      } catch {
+        try {
+          process.kill(Number(pid), 'SIGKILL');
+        } catch {
+          // gone meanwhile
+        }
+      }
+    }
+    await Promise.all(left.map((name) => rm(path.join(this.options.workRoot, name), { recursive: true, force: true })));
+  }
+
+  /** Stops taking runs; the runs under way are stopped and reported as failed by the runner host. */
+  async stop(): Promise<void> {
+    this.running = false;
+    this.claim?.cancel();
+    this.slotFreed?.();
+    for (const controller of this.active.values()) controller.abort(new Error('the runner host is stopping'));
+    await this.loop;
+    await Promise.allSettled([...this.finishing]);
+    clearInterval(this.heartbeat);
+  }
+
+  private async pull(): Promise<void> {
+    let fresh = true;
+    let failures = 0;
+    while (this.running) {
+      const free = this.options.slots - this.active.size;
+      if (free <= 0) {
+        await new Promise<void>((resolve) => (this.slotFreed = resolve));
+        continue;
+      }
+      try {
+        const request = this.http.post('v1/runner/claim', { json: { runner: this.options.name, slots: free, fresh, wait: 20 }, responseType: 'json' });
+        this.claim = request;
+        const { runs } = (await request.json()) as { runs: RunTask[] };
+        fresh = false;
+        failures = 0;
+        for (const task of runs) this.begin(task);
+      } catch (error) {
+        if (!this.running) break;
+        failures += 1;
+        this.log(`claim failed (${describe(error)}); retrying`);
+        await new Promise((resolve) => setTimeout(resolve, Math.min(10_000, 250 * 2 ** failures)));
+      }
+    }
+  }
+
+  private begin(task: RunTask): void {
+    const controller = new AbortController();
+    this.active.set(task.id, controller);
+    const done = this.run(task, controller)
+      .catch((error: unknown) => this.log(`${task.id}: ${(error as Error).message}`))
+      .finally(() => {
+        this.active.delete(task.id);
+        this.finishing.delete(done);
+        this.slotFreed?.();
+      });
+    this.finishing.add(done);
+  }
+
+  private async run(task: RunTask, controller: AbortController): Promise<void> {
+    this.log(`${task.id}: ${task.job} at ${task.commit.slice(0, 12)} (${task.script})`);
+    const workDir = path.join(this.options.workRoot, `${task.id}-${randomBytes(3).toString('hex')}`);
+    await mkdir(this.options.workRoot, { recursive: true });
+    const output = new OutputStream((chunk) => this.send(task.id, chunk), () => controller.abort(new Error('the API no longer takes output for this run')));
+    await this.post(`v1/runner/runs/${task.id}/started`, { runner: this.options.name });
+    let outcome: Omit<RunFinish, 'runner'>;
+    try {
+      outcome = await execute({ task, url: this.options.url, workDir, onOutput: (chunk) => output.write(chunk), signal: controller.signal });
+    } catch (error) {
+      outcome = { outcome: 'failed', fault: 'infrastructure', reason: `the runner host could not run the script: ${(error as Error).message}` };
+    } finally {
+      await output.close();
+      await rm(workDir, { recursive: true, force: true }).catch(() => undefined);
+    }
+    if (!this.running && controller.signal.aborted && outcome.outcome === 'cancelled') {
+      outcome = { ...outcome, outcome: 'failed', fault: 'infrastructure', reason: 'the runner host stopped' };
+    }
+    await this.post(`v1/runner/runs/${task.id}/finished`, { runner: this.options.name, ...outcome });
+    this.log(`${task.id}: ${outcome.outcome}${outcome.exitCode !== undefined ? ` (exit code ${outcome.exitCode})` : ''}`);
+  }
+
+  private async send(id: string, chunk: Buffer): Promise<'ok' | 'gone'> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.http.post(`v1/runner/runs/${id}/log`, { searchParams: { runner: this.options.name }, body: chunk, headers: { 'content-type': 'text/plain; charset=utf-8' } });
+        return 'ok';
+      } catch (error) {
+        const status = (error as { response?: { statusCode?: number } }).response?.statusCode;
+        if (status === 409 || status === 404) return 'gone';
+        if (attempt >= 5) throw error;
+        await new Promise((resolve) => setTimeout(resolve, 200 * 2 ** attempt));
+      }
+    }
+  }
+
+  /** A JSON POST, retried while the API is away (a report must not be lost to a blip). */
+  private async post(url: string, json: unknown): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.http.post(url, { json });
+        return;
+      } catch (error) {
+        const status = (error as { response?: { statusCode?: number } }).response?.statusCode;
+        if ((status !== undefined && status < 500) || attempt >= 8) throw error;
+        await new Promise((resolve) => setTimeout(resolve, Math.min(5000, 200 * 2 ** attempt)));
+      }
+    }
+  }
+
+  private async beat(): Promise<void> {
+    try {
+      const { cancel } = await this.http
+        .post('v1/runner/heartbeat', { json: { runner: this.options.name, runs: [...this.active.keys()] }, timeout: { request: 10_000 } })
+        .json<{ cancel: string[] }>();
+      for (const id of cancel) {
+        const controller = this.active.get(id);
+        if (controller && !controller.signal.aborted) {
+          this.log(`${id}: cancelled`);
+          controller.abort(new Error('cancelled'));
+        }
+      }
+    } catch (error) {
+      this.log(`heartbeat failed (${describe(error)})`);
+    }
+  }
+}
+
+/** Gathers output and sends it in order, one request at a time. */
+class OutputStream {
+  private pending: Buffer[] = [];
+  private size = 0;
+  private sending: Promise<void> = Promise.resolve();
+  private timer?: NodeJS.Timeout;
+  private gone = false;
+
+  constructor(
+    private readonly deliver: (chunk: Buffer) => Promise<'ok' | 'gone'>,
+    private readonly onGone: () => void,
+  ) {}
+
+  write(chunk: Buffer): void {
+    if (this.gone) return;
+    this.pending.push(chunk);
+    this.size += chunk.length;
+    if (this.size >= flushBytes) this.flush();
+    else this.timer ??= setTimeout(() => this.flush(), flushMs);
+  }
+
+  private flush(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    if (this.pending.length === 0) return;
+    const chunk = Buffer.concat(this.pending);
+    this.pending = [];
+    this.size = 0;
+    this.sending = this.sending.then(async () => {
+      if (this.gone) return;
+      const answer = await this.deliver(chunk).catch(() => 'ok' as const);
+      if (answer === 'gone') {
+        this.gone = true;
+        this.onGone();
+      }
+    });
+  }
+
+  async close(): Promise<void> {
+    this.flush();
+    await this.sending;
+  }
+}
+
+function describe(error: unknown): string {
+  const status = (error as { response?: { statusCode?: number } }).response?.statusCode;
+  return status ? `HTTP ${status}` : ((error as { code?: string }).code ?? (error as Error).message);
+}

@@ -1,0 +1,317 @@
+// Jobs from real git repositories, run by a real runner host process (`paddock runner`) against a
+// real API with QEMU VM slots: passed with the output in the log, failed with its exit code, killed
+// at the time limit with no process left, cancelled, reservations a script left behind released at
+// the end, a runner host killed mid-run, bad input, who sees what, live logs, several runs at once,
+// and a run reproduced locally.
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import { promisify } from 'node:util';
+import test from 'ava';
+import { Paddock } from '../../client/index.js';
+import type { RunView } from '../../api/contract.js';
+import { startApi, testConfig, type TestApi } from '../helpers/api.js';
+import { testImages } from '../helpers/images.js';
+import { waitFor } from '../helpers/wait.js';
+
+const run = promisify(execFile);
+const bin = path.resolve(import.meta.dirname, '../../bin/paddock.js');
+
+let api: TestApi;
+let admin: Paddock;
+let scratch: string;
+let repo: string;
+let runnerToken: string;
+let runner: ChildProcess | undefined;
+let runnerLog = '';
+
+const git = (...args: string[]) => execFileSync('git', ['-C', repo, '-c', 'user.name=ci', '-c', 'user.email=ci@example.com', ...args], { encoding: 'utf8' }).trim();
+
+function commitFile(file: string, text: string, mode = 0o644): string {
+  const full = path.join(repo, file);
+  mkdirSync(path.dirname(full), { recursive: true });
+  writeFileSync(full, text);
+  chmodSync(full, mode);
+  git('add', file);
+  git('commit', '-q', '-m', `add ${file}`);
+  return git('rev-parse', 'HEAD');
+}
+
+function startRunner(name = 'runner-1'): ChildProcess {
+  const child = spawn(process.execPath, [bin, 'runner', '--name', name, '--slots', '3', '--work', path.join(scratch, 'work'), '--heartbeat', '0.5'], {
+    env: { ...process.env, PADDOCK_URL: api.url, PADDOCK_TOKEN: runnerToken },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  child.stderr!.on('data', (chunk: Buffer) => (runnerLog += chunk.toString()));
+  return child;
+}
+
+async function stopRunner(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+  const child = runner;
+  runner = undefined;
+  if (!child || child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  child.kill(signal);
+  await exited;
+}
+
+const ended = (view: RunView) => ['passed', 'failed', 'timed_out', 'cancelled'].includes(view.state);
+
+async function finished(id: string, client = admin, timeoutSeconds = 120): Promise<RunView> {
+  const view = await client.jobs.wait(id, { timeoutSeconds });
+  if (!ended(view)) throw new Error(`run ${id} is still ${view.state}; runner log:\n${runnerLog}`);
+  return view;
+}
+
+async function logOf(id: string, client = admin): Promise<string> {
+  let text = '';
+  await client.jobs.log(id, new Writable({ write: (chunk: Buffer, _encoding, done) => ((text += chunk.toString()), done()) }));
+  return text;
+}
+
+/** Process ids whose environment says they belong to the run. */
+function processesOfRun(id: string): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSafe('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (readFileSync(`/proc/${entry}/environ`, 'utf8').split('\0').includes(`PADDOCK_RUN_ID=${id}`)) pids.push(Number(entry));
+    } catch {
+      // gone meanwhile, or not ours to read
+    }
+  }
+  return pids;
+}
+
+function readdirSafe(dir: string): string[] {
+  try {
+    return execFileSync('ls', [dir], { encoding: 'utf8' }).split('\n');
+  } catch {
+    return [];
+  }
+}
+
+const vmSpec = 'arch=x86_64';
+
+test.before(async () => {
+  const images = await testImages();
+  scratch = mkdtempSync(path.join(os.tmpdir(), 'paddock-runner-test-'));
+  api = await startApi(
+    testConfig(`
+runners: { heartbeatTimeout: 3 }
+machines:
+  - name: vm
+    kind: qemu
+    count: 2
+    labels: { arch: x86_64 }
+    capacities: { cpus: 1, ram: 256MiB }
+`),
+  );
+  admin = new Paddock({ url: api.url, token: api.adminToken });
+  await admin.images.upload(images.initramfs, { name: 'tiny', format: 'bundle' });
+  runnerToken = (await admin.createToken('runner-1', 'runner')).token;
+
+  repo = path.join(scratch, 'jobs.git');
+  mkdirSync(repo);
+  execFileSync('git', ['init', '-q', '-b', 'main', repo]);
+  // A TypeScript job repository: ESM, so scripts may use top-level await.
+  commitFile('package.json', '{ "type": "module", "private": true }\n');
+  commitFile('ci/hello.sh', '#!/bin/sh\necho "hello from $PADDOCK_JOB, greeting=$PADDOCK_PARAM_GREETING"\necho "{\\"greeting\\": \\"$PADDOCK_PARAM_GREETING\\"}" > "$PADDOCK_RESULT"\n', 0o755);
+  commitFile('ci/fail.sh', '#!/bin/sh\necho "about to fail" >&2\nexit 7\n', 0o755);
+  commitFile('ci/slow.sh', '#!/bin/sh\necho step one\nsleep 1000 &\necho $! > "$HOME/background.pid"\nsleep 1000\n', 0o755);
+  commitFile('ci/steps.sh', '#!/bin/sh\necho step one\nsleep 2\necho step two\n', 0o755);
+  // Reserves a VM through the client library and exits without releasing it.
+  commitFile(
+    'ci/leave-vm.ts',
+    `import { appendFileSync, writeFileSync } from 'node:fs';
+import { Paddock } from 'paddock';
+const paddock = new Paddock();
+const reservation = await paddock.reserve({ members: [{ role: 'vm', spec: '${vmSpec}', image: 'tiny' }], lease: '30m' }, { renew: false });
+await reservation.ready({ timeout: 120 });
+const { stdout } = await reservation.run('vm', 'uname -s');
+console.log('the vm says', stdout.trim(), 'on', reservation.view.allocations[0].machine);
+writeFileSync(process.env.PADDOCK_RESULT!, JSON.stringify({ reservation: reservation.id }));
+if (process.env.PADDOCK_PARAM_HOLD === 'yes') {
+  console.log('holding the vm');
+  appendFileSync(process.env.HOME + '/holding', 'yes');
+  await new Promise(() => setInterval(() => undefined, 1000));
+}
+`,
+  );
+  runner = startRunner();
+});
+
+test.after.always(async () => {
+  await stopRunner();
+  await api?.close();
+  if (scratch) rmSync(scratch, { recursive: true, force: true });
+});
+
+test.serial('a job from a local git repository runs to passed at the commit recorded; its log holds the output and its result is kept', async (t) => {
+  const job = await admin.jobs.add({ name: 'hello', repository: repo, script: 'ci/hello.sh', parameters: { GREETING: 'hi' } });
+  t.is(job.ref, 'main');
+  const started = await admin.jobs.run('hello', { GREETING: 'bonjour' });
+  const recorded = started.commit;
+  t.is(recorded, git('rev-parse', 'main'));
+  // The branch moves on after the run was made: the run still checks out the recorded commit.
+  commitFile('ci/hello.sh', '#!/bin/sh\necho "a later version"\n', 0o755);
+  const view = await finished(started.id);
+  t.is(view.state, 'passed', runnerLog);
+  t.is(view.exitCode, 0);
+  t.is(view.commit, recorded);
+  t.is(view.runner, 'runner-1');
+  t.deepEqual(view.result, { greeting: 'bonjour' });
+  const log = await logOf(view.id);
+  t.regex(log, /hello from hello, greeting=bonjour/);
+  t.notRegex(log, /a later version/);
+  t.regex(log, /paddock: run passed/);
+  t.notRegex(log, /pdk_[A-Za-z0-9_-]{20,}/, 'no token in the log');
+});
+
+test.serial('a failing script gives failed with its exit code; `paddock jobs show` and `runs` say so', async (t) => {
+  await admin.jobs.add({ name: 'fail', repository: repo, script: 'ci/fail.sh' });
+  const view = await finished((await admin.jobs.run('fail')).id);
+  t.is(view.state, 'failed');
+  t.is(view.exitCode, 7);
+  t.regex(await logOf(view.id), /about to fail/);
+  const env = { ...process.env, PADDOCK_URL: api.url, PADDOCK_TOKEN: api.adminToken };
+  const shown = await run(process.execPath, [bin, 'jobs', 'show', view.id], { env });
+  t.regex(shown.stdout, new RegExp(`${view.id}: failed \\(exit code 7\\)`));
+  const listed = await run(process.execPath, [bin, 'jobs', 'runs', 'fail'], { env });
+  t.regex(listed.stdout, new RegExp(`${view.id}\\s+fail\\s+failed\\s+7`));
+});
+
+test.serial('a script over its time limit is killed with all its processes, and gives timed_out', async (t) => {
+  await admin.jobs.add({ name: 'slow', repository: repo, script: 'ci/slow.sh', timeLimit: '2s' });
+  const started = await admin.jobs.run('slow');
+  await waitFor(async () => (await admin.jobs.getRun(started.id)).state === 'running', 30_000, 'running');
+  await waitFor(async () => processesOfRun(started.id).length >= 2, 30_000, 'the script and its background child');
+  const view = await finished(started.id);
+  t.is(view.state, 'timed_out');
+  t.regex(await logOf(view.id), /step one/);
+  t.deepEqual(processesOfRun(started.id), [], 'no process of the run is left');
+});
+
+test.serial('a script that reserves a VM and exits without releasing it: the VM is free again right after the run ends', async (t) => {
+  await admin.jobs.add({ name: 'leave-vm', repository: repo, script: 'ci/leave-vm.ts' });
+  const view = await finished((await admin.jobs.run('leave-vm')).id);
+  t.is(view.state, 'passed', await logOf(view.id));
+  t.regex(await logOf(view.id), /the vm says Linux on vm-\d/);
+  const { reservation } = view.result as { reservation: string };
+  const left = await admin.reservation(reservation, { renew: false });
+  await waitFor(async () => (await left.refresh()).state === 'released', 30_000, 'released');
+  t.is(left.view.owner, view.id, 'made with the run\'s own token');
+  await waitFor(async () => (await admin.machines()).every((machine) => machine.state === 'available'), 30_000, 'machines free');
+  t.true((await admin.machines()).every((machine) => machine.state === 'available'));
+  // The run's token is revoked with the run.
+  const stale = new Paddock({ url: api.url, token: 'pdk_not-a-token' });
+  await t.throwsAsync(stale.whoami(), { message: /unknown or revoked token/ });
+});
+
+test.serial('a cancelled run is killed and its reservations released', async (t) => {
+  const started = await admin.jobs.run('leave-vm', { HOLD: 'yes' });
+  await waitFor(async () => /holding the vm/.test(await logOf(started.id)), 120_000, 'holding');
+  const cancelled = await admin.jobs.cancel(started.id);
+  t.true(cancelled.cancelRequested);
+  const view = await finished(started.id);
+  t.is(view.state, 'cancelled');
+  t.deepEqual(processesOfRun(started.id), [], 'the script is gone');
+  await waitFor(async () => (await admin.machines()).every((machine) => machine.state === 'available'), 30_000, 'machines free');
+  t.true((await admin.list({ all: true })).every((reservation) => reservation.owner !== started.id), 'no live reservation of the run');
+});
+
+test.serial('several runs at once, and the log followed live (`paddock jobs logs -f`) shows output before the run ends', async (t) => {
+  await admin.jobs.add({ name: 'steps', repository: repo, script: 'ci/steps.sh' });
+  const runs = await Promise.all([admin.jobs.run('steps'), admin.jobs.run('steps'), admin.jobs.run('steps')]);
+  const env = { ...process.env, PADDOCK_URL: api.url, PADDOCK_TOKEN: api.adminToken };
+  const follower = spawn(process.execPath, [bin, 'jobs', 'logs', runs[0].id, '-f'], { env });
+  let followed = '';
+  let sawStepOneWhileRunning = false;
+  follower.stdout.on('data', (chunk: Buffer) => {
+    followed += chunk.toString();
+    if (/step one/.test(followed) && !/step two/.test(followed)) sawStepOneWhileRunning = true;
+  });
+  const followerDone = new Promise((resolve) => follower.once('exit', resolve));
+  await waitFor(async () => (await Promise.all(runs.map((each) => admin.jobs.getRun(each.id)))).every((each) => each.state === 'running'), 30_000, 'all three running at once');
+  const views = await Promise.all(runs.map((each) => finished(each.id)));
+  t.deepEqual(views.map((view) => view.state), ['passed', 'passed', 'passed']);
+  await followerDone;
+  t.true(sawStepOneWhileRunning, 'the first line came before the last');
+  t.regex(followed, /step one\n(.|\n)*step two\n(.|\n)*paddock: run passed/);
+});
+
+test.serial('a run is reproduced locally with one command: the same commit, script and parameters', async (t) => {
+  const original = (await admin.jobs.runs({ job: 'hello' }))[0];
+  const env = { ...process.env, PADDOCK_URL: api.url, PADDOCK_TOKEN: api.adminToken };
+  const { stdout } = await run(process.execPath, [bin, 'jobs', 'reproduce', original.id], { env });
+  t.regex(stdout, /hello from hello, greeting=bonjour/, 'the recorded commit and parameters');
+  t.regex(stdout, /^passed/m);
+  t.regex(stdout, /result: \{"greeting":"bonjour"\}/);
+});
+
+test.serial('users see their own jobs and runs; admins see all; another user\'s run is forbidden', async (t) => {
+  const alice = new Paddock({ url: api.url, token: (await admin.createToken('alice', 'user')).token });
+  const bob = new Paddock({ url: api.url, token: (await admin.createToken('bob', 'user')).token });
+  await alice.jobs.add({ name: 'mine', repository: repo, script: 'ci/steps.sh' });
+  const aliceRun = await alice.jobs.run('mine');
+  t.deepEqual((await bob.jobs.list()).map((job) => job.name), []);
+  t.deepEqual((await bob.jobs.runs()).map((each) => each.id), []);
+  await t.throwsAsync(bob.jobs.getRun(aliceRun.id), { message: /belongs to another user/ });
+  await t.throwsAsync(bob.jobs.cancel(aliceRun.id), { message: /belongs to another user/ });
+  await t.throwsAsync(bob.jobs.run('mine'), { message: /job mine/ });
+  t.true((await admin.jobs.list({ all: true })).some((job) => job.owner === 'alice'));
+  t.true((await admin.jobs.runs({ all: true })).some((each) => each.id === aliceRun.id));
+  t.is((await finished(aliceRun.id, alice)).state, 'passed');
+});
+
+test.serial('bad input: a missing repository or ref, a script outside the repository, a missing token: clear errors, nothing left behind', async (t) => {
+  const jobsBefore = (await admin.jobs.list({ all: true })).length;
+  const runsBefore = (await admin.jobs.runs({ all: true })).length;
+  const missingRepo = await t.throwsAsync(admin.jobs.add({ name: 'nope', repository: path.join(scratch, 'no-such-repo'), script: 'ci/hello.sh' }));
+  t.is((missingRepo as { code?: string }).code, 'repository_not_found');
+  const missingRef = await t.throwsAsync(admin.jobs.add({ name: 'nope', repository: repo, ref: 'no-such-branch', script: 'ci/hello.sh' }));
+  t.is((missingRef as { code?: string }).code, 'ref_not_found');
+  t.regex(missingRef?.message ?? '', /no-such-branch/);
+  for (const script of ['../outside.sh', '/etc/passwd', 'ci/../../x', './ci/hello.sh']) {
+    const refused = await t.throwsAsync(admin.jobs.add({ name: 'nope', repository: repo, script }));
+    t.is((refused as { code?: string }).code, 'invalid_request', script);
+  }
+  const unknownKey = await api.http().post('v1/jobs', { json: { name: 'nope', repository: repo, script: 'ci/hello.sh', shell: 'bash' } });
+  t.is(unknownKey.statusCode, 400);
+  const noToken = await api.http(null).post('v1/jobs', { json: { name: 'nope', repository: repo, script: 'ci/hello.sh' } });
+  t.is(noToken.statusCode, 401);
+  const user = (await admin.createToken('carol', 'user')).token;
+  const claimByUser = await api.http(user).post('v1/runner/claim', { json: { runner: 'x', slots: 1, wait: 0 } });
+  t.is(claimByUser.statusCode, 403);
+  t.is((await admin.jobs.list({ all: true })).length, jobsBefore, 'no job was made');
+
+  // A symlink in the repository that points outside it: the run fails before anything runs.
+  execFileSync('ln', ['-s', '/etc/hostname', path.join(repo, 'ci', 'escape.sh')]);
+  git('add', 'ci/escape.sh');
+  git('commit', '-q', '-m', 'escape');
+  await admin.jobs.add({ name: 'escape', repository: repo, script: 'ci/escape.sh' });
+  const escaped = await finished((await admin.jobs.run('escape')).id);
+  t.is(escaped.state, 'failed');
+  t.regex(escaped.reason ?? '', /outside the repository/);
+  t.is((await admin.jobs.runs({ all: true })).length, runsBefore + 1);
+});
+
+test.serial('the runner host killed mid-run: the run ends as an infrastructure failure and its VM is freed; a restarted runner host stops what it left running', async (t) => {
+  const started = await admin.jobs.run('leave-vm', { HOLD: 'yes' });
+  await waitFor(async () => /holding the vm/.test(await logOf(started.id)), 120_000, 'holding');
+  await stopRunner('SIGKILL');
+  const view = await finished(started.id, admin, 60);
+  t.is(view.state, 'failed');
+  t.is(view.fault, 'infrastructure');
+  t.regex(view.reason ?? '', /runner host runner-1 stopped answering/);
+  await waitFor(async () => (await admin.machines()).every((machine) => machine.state === 'available'), 30_000, 'machines free');
+  t.true((await admin.machines()).every((machine) => machine.state === 'available'));
+  // The script outlived its runner host; the runner host's next start stops it.
+  runner = startRunner();
+  await waitFor(async () => processesOfRun(started.id).length === 0, 30_000, 'the orphaned script stopped').catch(() => undefined);
+  t.deepEqual(processesOfRun(started.id), [], 'nothing of the run is left running');
+  const after = await finished((await admin.jobs.run('hello')).id);
+  t.is(after.state, 'passed', 'the restarted runner host takes runs again');
+});
