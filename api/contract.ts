@@ -230,3 +230,13 @@ export interface RunView {
   startedAt?: string;
   endedAt?: string;
 }
+
+/** A runner host as the API knows it: heard from since the API started. */
+export interface RunnerView {
+  name: string;
+  lastSeen: string;
+  /** Heard from within the heartbeat timeout. */
+  alive: boolean;
+  /** The live runs it holds. */
+  runs: string[];
+}

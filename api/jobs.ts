@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { appendFile, mkdir, stat } from 'node:fs/promises';
 import path from 'node:path';
-import type { JobView, RunView } from './contract.js';
+import type { JobView, RunnerView, RunView } from './contract.js';
 import { plainRow, plainRows, type Database, type JobRow, type RunRow } from './db/index.js';
 import { ApiError, forbidden, notFound } from './errors.js';
 import type { Tokens } from './auth.js';
@@ -280,6 +280,19 @@ export class JobService {
       tasks.push({ id, job, repository, ref, commit, script, parameters, timeLimitSeconds, token });
     }
     return tasks;
+  }
+
+  /** The runner hosts heard from since the API started, with what they run. */
+  runnerHosts(): RunnerView[] {
+    const now = this.now();
+    return [...this.runners]
+      .map(([name, lastSeen]) => ({
+        name,
+        lastSeen: new Date(lastSeen).toISOString(),
+        alive: now - lastSeen <= this.options.heartbeatTimeoutMs,
+        runs: [...this.live.values()].filter((row) => row.runner === name).map((row) => row.id),
+      }))
+      .sort((a, b) => (a.name < b.name ? -1 : 1));
   }
 
   /** A runner host is alive and runs these; it is told which of them were cancelled. */

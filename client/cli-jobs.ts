@@ -1,4 +1,4 @@
-// `paddock jobs …` (add, ls, run, runs, show, logs [-f], cancel, rm, reproduce) and `paddock runner`
+// `paddock jobs …` (add, ls, run, runs, show, logs [-f], cancel, rm, reproduce, runners) and `paddock runner`
 // (a runner host).
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -184,6 +184,17 @@ export function addJobCommands(cli: Command, client: () => Paddock, print: (valu
         for (const reservation of await paddock.list()) if (!before.has(reservation.id)) await (await paddock.reservation(reservation.id, { renew: false })).release().catch(() => undefined);
         if (!options.keep) rmSync(workDir, { recursive: true, force: true });
       }
+    });
+
+  jobs
+    .command('runners')
+    .description('the runner hosts heard from, when last, and the runs they hold (admins)')
+    .option('--json', 'JSON')
+    .action(async (options) => {
+      const list = await client().jobs.runners();
+      if (options.json) return print(list);
+      if (list.length === 0) return print('no runner host has been heard from');
+      print(table([['RUNNER', 'ALIVE', 'LAST SEEN', 'RUNS'], ...list.map((each) => [each.name, each.alive ? 'yes' : 'no', each.lastSeen, each.runs.join(',') || '-'])]));
     });
 
   cli

@@ -1,7 +1,7 @@
 // Jobs and runs in the client library: define a job (a script in a git repository), run it, list
 // and show runs, wait for one to end, read or follow its output, cancel it.
 import type { Writable } from 'node:stream';
-import type { JobView, RunView } from '../api/contract.js';
+import type { JobView, RunnerView, RunView } from '../api/contract.js';
 import type { Http } from './http.js';
 
 export interface JobDefinition {
@@ -69,6 +69,11 @@ export class Jobs {
   /** Writes the run's output into `target`; with `follow`, keeps streaming until the run ends. */
   async log(id: string, target: Writable, options: { follow?: boolean } = {}): Promise<void> {
     await this.http.download(`${runPath(id)}/log${options.follow ? '?follow=1' : ''}`, target);
+  }
+
+  /** The runner hosts heard from (admins). */
+  runners(): Promise<RunnerView[]> {
+    return this.http.get('v1/runners');
   }
 
   cancel(id: string): Promise<RunView> {

@@ -39,6 +39,11 @@ async function readChunk(ctx: Koa.Context): Promise<Buffer> {
 
 export function runnerRoutes(table: RouteTable, jobs: JobService): void {
   const roles = ['runner', 'admin'];
+  table.define({ method: 'get', path: '/v1/runners', summary: 'The runner hosts heard from, when last, and the runs they hold (admins)', roles: ['admin'] }, (ctx) => {
+    requireRole(ctx, 'admin');
+    ctx.body = jobs.runnerHosts();
+  });
+
   table.define({ method: 'post', path: '/v1/runner/claim', summary: 'Take up to `slots` queued runs (long-poll up to `wait` seconds)', roles, body: claimSchema }, async (ctx) => {
     requireRole(ctx, 'runner', 'admin');
     const { runner, slots, fresh, wait } = await readBody(ctx, claimSchema, 'claim');
