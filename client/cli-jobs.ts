@@ -200,13 +200,16 @@ export function addJobCommands(cli: Command, client: () => Paddock, print: (valu
   cli
     .command('runner')
     .description('run a runner host until a signal stops it: it pulls runs from PADDOCK_URL with PADDOCK_TOKEN (role runner)')
-    .option('--name <name>', 'this runner host\'s name', os.hostname().split('.')[0])
+    .option('--name <name>', "this runner host's name (default: its token's name)")
     .option('--slots <n>', 'runs at once', '4')
     .option('--work <dir>', 'where runs are checked out', path.join(os.tmpdir(), 'paddock-runner'))
     .option('--heartbeat <seconds>', 'seconds between heartbeats', '5')
     .action(async (options) => {
-      client(); // checks PADDOCK_URL and PADDOCK_TOKEN
+      const paddock = client(); // checks PADDOCK_URL and PADDOCK_TOKEN
       const { url, token } = serverFromEnvironment();
+      const me = await paddock.whoami();
+      if (me.role !== 'runner' && me.role !== 'admin') throw new PaddockError(`a runner host needs a token of role runner; this one is ${me.role} (paddock token create NAME --role runner)`, 'forbidden');
+      options.name ??= me.name;
       const { Runner } = await import('../runner-host/runner.js');
       const runner = new Runner({
         url,

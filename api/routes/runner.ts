@@ -37,6 +37,15 @@ async function readChunk(ctx: Koa.Context): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
+/** A runner token speaks only for the runner host of its own name (an admin may speak for any). */
+function checkRunner(ctx: Koa.Context, runner: string): string {
+  const caller = requireRole(ctx, 'runner', 'admin');
+  if (caller.role === 'runner' && caller.name !== runner) {
+    throw new ApiError(403, 'forbidden', `this token is for runner host ${caller.name}, not ${runner}`);
+  }
+  return runner;
+}
+
 export function runnerRoutes(table: RouteTable, jobs: JobService): void {
   const roles = ['runner', 'admin'];
   table.define({ method: 'get', path: '/v1/runners', summary: 'The runner hosts heard from, when last, and the runs they hold (admins)', roles: ['admin'] }, (ctx) => {
@@ -47,6 +56,7 @@ export function runnerRoutes(table: RouteTable, jobs: JobService): void {
   table.define({ method: 'post', path: '/v1/runner/claim', summary: 'Take up to `slots` queued runs (long-poll up to `wait` seconds)', roles, body: claimSchema }, async (ctx) => {
     requireRole(ctx, 'runner', 'admin');
     const { runner, slots, fresh, wait } = await readBody(ctx, claimSchema, 'claim');
+    checkRunner(ctx, runner);
     let gone = false;
     ctx.res.once('close', () => (gone = !ctx.res.writableFinished));
     ctx.body = { runs: await jobs.claim(runner, slots, fresh, wait * 1000, () => gone) };
@@ -55,13 +65,13 @@ export function runnerRoutes(table: RouteTable, jobs: JobService): void {
   table.define({ method: 'post', path: '/v1/runner/heartbeat', summary: 'Say the runner host is alive and which runs it runs; the answer lists those cancelled', roles, body: heartbeatSchema }, async (ctx) => {
     requireRole(ctx, 'runner', 'admin');
     const { runner, runs } = await readBody(ctx, heartbeatSchema, 'heartbeat');
-    ctx.body = jobs.heartbeat(runner, runs);
+    ctx.body = jobs.heartbeat(checkRunner(ctx, runner), runs);
   });
 
   table.define({ method: 'post', path: '/v1/runner/runs/:id/started', summary: 'The script of a run has started', roles, body: startedSchema }, async (ctx) => {
     requireRole(ctx, 'runner', 'admin');
     const { runner } = await readBody(ctx, startedSchema, 'started');
-    await jobs.started(runner, ctx.params.id);
+    await jobs.started(checkRunner(ctx, runner), ctx.params.id);
     ctx.status = 204;
   });
 
@@ -69,14 +79,14 @@ export function runnerRoutes(table: RouteTable, jobs: JobService): void {
     requireRole(ctx, 'runner', 'admin');
     const runner = runnerName.safeParse(ctx.query.runner);
     if (!runner.success) throw new ApiError(400, 'invalid_request', 'runner is the runner host\'s name');
-    await jobs.appendLog(runner.data, ctx.params.id, await readChunk(ctx));
+    await jobs.appendLog(checkRunner(ctx, runner.data), ctx.params.id, await readChunk(ctx));
     ctx.status = 204;
   });
 
   table.define({ method: 'post', path: '/v1/runner/runs/:id/finished', summary: 'How a run ended', roles, body: finishedSchema }, async (ctx) => {
     requireRole(ctx, 'runner', 'admin');
     const finish = await readBody(ctx, finishedSchema, 'finish');
-    await jobs.finished(finish.runner, ctx.params.id, finish);
+    await jobs.finished(checkRunner(ctx, finish.runner), ctx.params.id, finish);
     ctx.status = 204;
   });
 }

@@ -40,7 +40,7 @@ function commitFile(file: string, text: string, mode = 0o644): string {
 }
 
 function startRunner(name = 'runner-1'): ChildProcess {
-  const child = spawn(process.execPath, [bin, 'runner', '--name', name, '--slots', '3', '--work', path.join(scratch, 'work'), '--heartbeat', '0.5'], {
+  const child = spawn(process.execPath, [bin, 'runner', ...(name === 'runner-1' ? [] : ['--name', name]), '--slots', '3', '--work', path.join(scratch, 'work'), '--heartbeat', '0.5'], {
     env: { ...process.env, PADDOCK_URL: api.url, PADDOCK_TOKEN: runnerToken },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
@@ -288,6 +288,8 @@ test.serial('bad input: a missing repository or ref, a script outside the reposi
   const user = (await admin.createToken('carol', 'user')).token;
   const claimByUser = await api.http(user).post('v1/runner/claim', { json: { runner: 'x', slots: 1, wait: 0 } });
   t.is(claimByUser.statusCode, 403);
+  const otherRunner = await api.http(runnerToken).post('v1/runner/heartbeat', { json: { runner: 'runner-2', runs: [] } });
+  t.is(otherRunner.statusCode, 403, 'a runner token speaks only for its own runner host');
   t.is((await admin.jobs.list({ all: true })).length, jobsBefore, 'no job was made');
 
   // A symlink in the repository that points outside it: the run fails before anything runs.
