@@ -161,6 +161,15 @@ export class Agent {
         }
       }),
     );
+    if (twice) {
+      const byKind = new Map<string, AgentMachine[]>();
+      for (const machine of machines) byKind.set(machine.kind, [...(byKind.get(machine.kind) ?? []), machine]);
+      for (const [kind, ofKind] of byKind) {
+        await this.provisioner(kind)
+          .sweep?.(ofKind)
+          .catch((error: unknown) => this.log(`${kind} sweep failed: ${(error as Error).message}`));
+      }
+    }
     for (const [reason, names] of unlisted) {
       this.log(`cannot list what ${names.length === 1 ? names[0] : `${names.length} machines (${names[0]}, …)`} hold${names.length === 1 ? 's' : ''}: ${reason}`);
     }

@@ -28,6 +28,11 @@ export class ImageCache implements ImageSource {
     readonly dir: string,
   ) {}
 
+  async stored(): Promise<Set<string>> {
+    const images = (await this.http.get('v1/images', { searchParams: { origin: 'paddock' }, responseType: 'json' }).json()) as { sha256: string }[];
+    return new Set(images.map((image) => image.sha256));
+  }
+
   async fetch(ref: string, signal?: AbortSignal): Promise<LocalImage> {
     const [name, tag = 'latest'] = ref.split(':');
     let metadata: ImageMetadata;

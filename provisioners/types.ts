@@ -52,6 +52,11 @@ export interface Provisioner<Settings = unknown> {
   owned(machine: MachineRecord<Settings>): Promise<string[]>;
   /** Lets go of what the provisioner keeps open between tasks (connections), when the agent stops. */
   close?(): Promise<void>;
+  /**
+   * Removes leftovers that belong to no machine (copies of images a provider holds for Paddock),
+   * called by the agent's periodic sweeps. Only what two sweeps in a row found unwanted goes.
+   */
+  sweep?(machines: MachineRecord<Settings>[]): Promise<void>;
 }
 
 export interface ProvisionerKind<Settings = unknown> {
@@ -138,6 +143,8 @@ export interface LocalImage {
 export interface ImageSource {
   /** The image `name` or `name:tag` as a local file (downloaded once per sha256). */
   fetch(ref: string, signal?: AbortSignal): Promise<LocalImage>;
+  /** The sha256 of every image the store holds now (to tell which copies elsewhere are still wanted). */
+  stored(): Promise<Set<string>>;
 }
 
 /**

@@ -53,6 +53,8 @@ export interface Server {
   tags?: string[];
   fault?: { message: string; code: number };
   flavor?: { original_name?: string; id?: string };
+  /** The image booted (empty when the server boots from a volume). */
+  image?: { id?: string } | '';
 }
 
 export interface Flavor {

@@ -175,6 +175,8 @@ export class OpenStackProvisioner implements Provisioner<OpenStackSettings> {
   private readonly uploads = new Map<string, Promise<string>>();
   private readonly watched = new Map<string, NodeJS.Timeout>();
   private listing?: { at: number; key: string; servers: Promise<Server[]>; keypairs: Promise<string[]> };
+  /** Glance copies the last sweep found unwanted. */
+  private unwantedImages = new Set<string>();
 
   constructor(private readonly context: KindContext) {
     const file = path.join(context.dataDir, 'openstack', 'instance');
@@ -421,6 +423,35 @@ export class OpenStackProvisioner implements Provisioner<OpenStackSettings> {
       if (match && match[2] === keypairSafe(machine.name)) ids.add(match[1]);
     }
     return [...ids];
+  }
+
+  /**
+   * Deletes the Glance copies this Paddock uploaded of images the store no longer holds (deleted,
+   * or temporary and expired), unless a server uses them. A copy must be found unwanted by two
+   * sweeps in a row: one uploaded while the store was being listed is never taken for a leftover.
+   */
+  async sweep(machines: MachineRecord<OpenStackSettings>[]): Promise<void> {
+    const wanted = await this.context.images.stored();
+    const seen = new Set<string>();
+    const clouds = new Map<string, OpenStackSettings>();
+    for (const machine of machines) {
+      const settings = parseSettings(openstackKind, machine);
+      clouds.set(JSON.stringify(clientKey(settings)), settings);
+    }
+    for (const settings of clouds.values()) {
+      const client = clientFor(settings);
+      const copies = await client.images({ paddock_instance: this.instance });
+      const inUse = new Set((await client.servers()).map((server) => (server.image ? server.image.id : undefined)));
+      for (const copy of copies) {
+        const sha256 = typeof copy.paddock_sha256 === 'string' ? copy.paddock_sha256 : undefined;
+        if (sha256 === undefined || wanted.has(sha256) || inUse.has(copy.id)) continue;
+        seen.add(copy.id);
+        if (!this.unwantedImages.has(copy.id)) continue;
+        this.context.log(`deleting Glance image ${copy.id} (${String(copy.paddock_ref)}): Paddock no longer stores it`);
+        await client.deleteImage(copy.id);
+      }
+    }
+    this.unwantedImages = seen;
   }
 
   /** This Paddock's servers (by tag); `fresh` skips the sweep's short-lived listing. */

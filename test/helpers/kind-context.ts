@@ -9,6 +9,9 @@ export function testKindContext(dataDir: string): KindContext {
       fetch: async (ref) => {
         throw new Error(`no image store in this test (asked for ${ref})`);
       },
+      stored: async () => {
+        throw new Error('no image store in this test');
+      },
     },
     lost: (request, reason) => {
       throw new Error(`unexpected loss of ${request.allocationId}: ${reason}`);

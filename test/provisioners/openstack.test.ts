@@ -446,3 +446,21 @@ test.serial('kill -9 with servers up, restart: servers carried on, orphans delet
   t.deepEqual(await cloud.user.servers({ tags: `paddock:${instance}` }), [], 'no server of this Paddock is left');
   t.deepEqual((await cloud.user.keypairs()).filter((name) => name.startsWith(`paddock-${instance}-`)), [], 'no keypair is left');
 });
+
+test.serial('the Glance copy of an image Paddock no longer stores is deleted by the sweep; copies still stored are kept', async (t) => {
+  const file = path.join(dir, 'gone.raw');
+  const bytes = randomBytes(64 * 1024);
+  const sha256 = createHash('sha256').update(bytes).digest('hex');
+  writeFileSync(file, bytes);
+  await paddock.images.upload(file, { name: 'gone-raw', format: 'raw' });
+  const reservation = await reserve([{ role: 'vm', spec: 'cpus>=1', image: 'gone-raw' }]);
+  await reservation.ready({ timeout: 120 });
+  const [copy] = await cloud.user.images({ paddock_sha256: sha256 });
+  t.is(copy?.status, 'active');
+  await releaseAll(reservation);
+
+  await paddock.images.remove('gone-raw');
+  await waitFor(async () => (await cloud.user.image(copy.id)) === undefined, 60_000, 'the Glance copy deleted');
+  t.is(await cloud.user.image(copy.id), undefined);
+  t.is((await cloud.user.images({ paddock_sha256: imageSha })).length, 1, 'the copy of an image Paddock still stores stays');
+});
