@@ -48,6 +48,8 @@ export const openstackSettingsSchema = z.strictObject({
   replaceAttempts: z.number().int().min(0).max(10).default(2),
   /** Seconds between looks at a booting server. */
   pollInterval: z.number().min(0.1).max(60).default(1),
+  /** Seconds between looks at a ready server: if it went to ERROR or was deleted, the reservation fails. */
+  watchInterval: z.number().min(0.5).max(3600).default(15),
   /** The Nova microversion sent (2.52 or later: tags at creation). */
   computeVersion: z.string().regex(/^2\.\d+$/, 'a Nova microversion such as 2.79').default('2.79'),
   /** Set for each machine when the pool is expanded: the flavor this machine boots and its pool. */

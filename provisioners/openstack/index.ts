@@ -291,7 +291,7 @@ export class OpenStackProvisioner implements Provisioner<OpenStackSettings> {
     const serverId = server.id;
 
     if (settings.ready === 'active') {
-      this.watch(request, client, serverId);
+      this.watch(request, client, serverId, settings.watchInterval);
       return { host: address, port: 22, user: settings.user };
     }
     const prober = new SshProber({ host: address, port: 22, user: settings.user, privateKey: request.privateKey ?? '', signal }, 0);
@@ -305,7 +305,7 @@ export class OpenStackProvisioner implements Provisioner<OpenStackSettings> {
       await sleep(250, signal);
     }
     await report.stage('sshReady');
-    this.watch(request, client, serverId);
+    this.watch(request, client, serverId, settings.watchInterval);
     return { host: address, port: 22, user: settings.user, hostKey: prober.hostKey };
   }
 
@@ -480,7 +480,7 @@ export class OpenStackProvisioner implements Provisioner<OpenStackSettings> {
   }
 
   /** Watches a ready server: if it disappears or goes to ERROR, the reservation fails. */
-  private watch(request: Pick<ProvisionRequest, 'reservationId' | 'allocationId'>, client: OpenStackClient, serverId: string): void {
+  private watch(request: Pick<ProvisionRequest, 'reservationId' | 'allocationId'>, client: OpenStackClient, serverId: string, intervalSeconds: number): void {
     this.unwatch(request.allocationId);
     const timer = setInterval(() => {
       void client.server(serverId).then(
@@ -492,7 +492,7 @@ export class OpenStackProvisioner implements Provisioner<OpenStackSettings> {
         },
         () => undefined, // the cloud not answering is not the server being lost
       );
-    }, 15_000);
+    }, intervalSeconds * 1000);
     timer.unref();
     this.watched.set(request.allocationId, timer);
   }

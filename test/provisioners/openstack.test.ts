@@ -52,6 +52,7 @@ machines:
       flavors: [m1.tiny, m1.small, m1.medium]
       ready: active
       pollInterval: 0.3
+      watchInterval: 1
       activeTimeout: ${extra.activeTimeout ?? 60}
       replaceAttempts: ${extra.replaceAttempts ?? 3}
 `;
@@ -246,6 +247,19 @@ test.serial('a gang of three VMs of different flavors; release leaves no server 
   t.deepEqual(await serversOf(gang), [], 'no server is left');
   t.deepEqual(await keypairsOf(gang.id), [], 'no keypair is left');
   for (const each of servers) t.is(await cloud.user.server(each.id), undefined, `server ${each.id} is gone`);
+});
+
+test.serial('a ready server deleted outside Paddock fails its reservation (machine_lost), and nothing is left', async (t) => {
+  const reservation = await reserve([{ role: 'vm', spec: 'cpus>=1' }]);
+  await reservation.ready({ timeout: 120 });
+  const [vm] = await serversOf(reservation);
+  await cloud.user.deleteServer(vm.id);
+  await waitFor(async () => (await reservation.refresh()).state === 'failed', 60_000, 'failed');
+  const failure = reservation.view.allocations[0].failure;
+  t.is(failure?.code, 'machine_lost');
+  t.regex(failure?.reason ?? '', new RegExp(`server ${vm.id} was deleted outside Paddock`));
+  await waitFor(async () => (await keypairsOf(reservation.id)).length === 0, 60_000, 'keypair gone');
+  t.deepEqual(await serversOf(reservation), []);
 });
 
 test.serial('a server that goes to ERROR is deleted and replaced by a new one', async (t) => {

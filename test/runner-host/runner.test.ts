@@ -100,7 +100,7 @@ test.before(async () => {
   scratch = mkdtempSync(path.join(os.tmpdir(), 'paddock-runner-test-'));
   api = await startApi(
     testConfig(`
-runners: { heartbeatTimeout: 3 }
+runners: { heartbeatTimeout: 6 }
 machines:
   - name: vm
     kind: qemu
