@@ -49,6 +49,10 @@ export class JobService {
   private readonly live = new Map<string, RunRow>();
   private readonly runners = new Map<string, number>();
   private readonly cancelAt = new Map<string, number>();
+  /** When each live run was last known to its runner host: handed over, or listed in a heartbeat. */
+  private readonly knownAt = new Map<string, number>();
+  /** Runs whose end is being recorded, so two reports cannot end one run twice. */
+  private readonly ending = new Set<string>();
   private readonly waiters = new Set<() => void>();
   private readonly changes = new EventEmitter();
   private readonly logSizes = new Map<string, number>();
@@ -84,6 +88,7 @@ export class JobService {
       this.live.set(row.id, row);
       // Runner hosts get a heartbeat's time to show up again after a restart of the API.
       if (row.runner && !this.runners.has(row.runner)) this.runners.set(row.runner, now);
+      this.knownAt.set(row.id, now);
     }
     this.watchdog = setInterval(() => void this.watch().catch((error: unknown) => this.options.log(`run watchdog: ${(error as Error).message}`)), 1000);
     this.watchdog.unref();
@@ -273,6 +278,7 @@ export class JobService {
     for (const row of queued.slice(0, slots)) {
       row.state = 'assigned';
       row.runner = runner;
+      this.knownAt.set(row.id, this.now());
       await this.save(row);
       const token = await this.tokens.rotate(row.id, 'user');
       await this.writeLog(row.id, `paddock: taken by runner host ${runner}\n`);
@@ -297,7 +303,9 @@ export class JobService {
 
   /** A runner host is alive and runs these; it is told which of them were cancelled. */
   heartbeat(runner: string, runs: string[]): { cancel: string[] } {
-    this.runners.set(runner, this.now());
+    const now = this.now();
+    this.runners.set(runner, now);
+    for (const id of runs) if (this.live.get(id)?.runner === runner) this.knownAt.set(id, now);
     return { cancel: runs.filter((id) => this.live.get(id)?.cancelRequested && this.live.get(id)?.runner === runner) };
   }
 
@@ -339,9 +347,14 @@ export class JobService {
   // ---- ending ----------------------------------------------------------------------------------
 
   private async end(row: RunRow, state: RunState, details: { exitCode?: number; signal?: string; reason?: string; fault?: 'infrastructure' | 'request'; result?: unknown }): Promise<void> {
-    if (!this.live.has(row.id)) return;
+    if (!this.live.has(row.id) || this.ending.has(row.id)) return;
+    this.ending.add(row.id);
+    // Nothing the run made outlives it: its token goes before the end is visible.
+    await this.tokens.revoke(row.id).catch(() => undefined);
+    this.ending.delete(row.id);
     this.live.delete(row.id);
     this.cancelAt.delete(row.id);
+    this.knownAt.delete(row.id);
     row.state = state;
     row.endedAt = new Date(this.now());
     if (details.exitCode !== undefined) row.exitCode = details.exitCode;
@@ -350,8 +363,7 @@ export class JobService {
     if (details.fault) row.fault = details.fault;
     if (details.result !== undefined) row.result = JSON.stringify(details.result);
     await this.save(row);
-    // Nothing the run made outlives it: its token goes, its reservations are released.
-    await this.tokens.revoke(row.id).catch(() => undefined);
+    // Its reservations are released.
     const released = await this.releaseAllOf(row.id, `run ${row.id} ended (${state})`);
     const summary = [`paddock: run ${state}`, row.exitCode !== null ? `exit code ${row.exitCode}` : '', row.signal ? `signal ${row.signal}` : '', row.reason ?? ''].filter(Boolean).join('; ');
     await this.writeLog(row.id, `${summary}${released.length > 0 ? `; released ${released.join(', ')}` : ''}\n`);
@@ -367,6 +379,9 @@ export class JobService {
       const lastSeen = this.runners.get(row.runner) ?? 0;
       if (now - lastSeen > this.options.heartbeatTimeoutMs) {
         await this.end(row, 'failed', { fault: 'infrastructure', reason: `runner host ${row.runner} stopped answering (no heartbeat for ${Math.round((now - lastSeen) / 1000)}s)` });
+      } else if (now - (this.knownAt.get(row.id) ?? now) > this.options.heartbeatTimeoutMs) {
+        // The runner host is alive but does not list the run: the answer that handed it over was lost.
+        await this.end(row, 'failed', { fault: 'infrastructure', reason: `runner host ${row.runner} does not run it (it never received the run, or lost it)` });
       } else if (row.cancelRequested && now - (this.cancelAt.get(row.id) ?? now) > cancelGraceMs) {
         await this.end(row, 'cancelled', { fault: 'infrastructure', reason: `runner host ${row.runner} did not stop the run within ${cancelGraceMs / 1000}s of the cancel` });
       } else if (row.startedAt && now - +new Date(row.startedAt) > row.timeLimit * 1000 + limitGraceMs) {
