@@ -14,7 +14,7 @@ import { Paddock } from '../../client/index.js';
 import type { RunView } from '../../api/contract.js';
 import { startApi, testConfig, type TestApi } from '../helpers/api.js';
 import { testImages } from '../helpers/images.js';
-import { waitFor } from '../helpers/wait.js';
+import { waitFor as waitUntil } from '../helpers/wait.js';
 
 const run = promisify(execFile);
 const bin = path.resolve(import.meta.dirname, '../../bin/paddock.js');
@@ -94,6 +94,15 @@ function readdirSafe(dir: string): string[] {
 }
 
 const vmSpec = 'arch=x86_64';
+
+/** waitFor, whose failure also shows what the runner host said (for a failure seen once in CI). */
+async function waitFor(check: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+  try {
+    await waitUntil(check, timeoutMs, what);
+  } catch (error) {
+    throw new Error(`${(error as Error).message}; runner host log:\n${runnerLog}`);
+  }
+}
 
 test.before(async () => {
   const images = await testImages();
@@ -271,6 +280,11 @@ test.serial('bad input: a missing repository or ref, a script outside the reposi
   const runsBefore = (await admin.jobs.runs({ all: true })).length;
   const missingRepo = await t.throwsAsync(admin.jobs.add({ name: 'nope', repository: path.join(scratch, 'no-such-repo'), script: 'ci/hello.sh' }));
   t.is((missingRepo as { code?: string }).code, 'repository_not_found');
+  // git's ext:: transport would run a command on the API host: refused like any unreachable repository.
+  const planted = path.join(scratch, 'ext-ran');
+  const ext = await t.throwsAsync(admin.jobs.add({ name: 'nope', repository: `ext::sh -c touch% ${planted}`, script: 'ci/hello.sh' }));
+  t.is((ext as { code?: string }).code, 'repository_not_found');
+  t.throws(() => readFileSync(planted), undefined, 'the command did not run');
   const missingRef = await t.throwsAsync(admin.jobs.add({ name: 'nope', repository: repo, ref: 'no-such-branch', script: 'ci/hello.sh' }));
   t.is((missingRef as { code?: string }).code, 'ref_not_found');
   t.regex(missingRef?.message ?? '', /no-such-branch/);
