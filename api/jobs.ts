@@ -17,7 +17,7 @@ import { ApiError, forbidden, notFound } from './errors.js';
 import type { Tokens } from './auth.js';
 import type { Caller } from './scheduler/service.js';
 import { type RunFinish, type RunState, type RunTask } from '../runner-host/protocol.js';
-import { CheckoutError, resolveRef } from '../runner-host/checkout.js';
+import { CheckoutError, displayRepository, resolveRef } from '../runner-host/checkout.js';
 
 export interface JobInput {
   name: string;
@@ -179,7 +179,7 @@ export class JobService {
     };
     await this.db.runs.create(row);
     this.live.set(row.id, row);
-    await this.writeLog(row.id, `paddock: run ${row.id} of job ${job.name}: ${job.repository} ${job.ref} at ${commit}, script ${job.script}\n`);
+    await this.writeLog(row.id, `paddock: run ${row.id} of job ${job.name}: ${displayRepository(job.repository)} ${job.ref} at ${commit}, script ${job.script}\n`);
     this.wakeRunners();
     return runView(row);
   }
@@ -282,8 +282,9 @@ export class JobService {
       await this.save(row);
       const token = await this.tokens.rotate(row.id, 'user');
       await this.writeLog(row.id, `paddock: taken by runner host ${runner}\n`);
-      const { id, job, repository, ref, commit, script, parameters, timeLimitSeconds } = runView(row);
-      tasks.push({ id, job, repository, ref, commit, script, parameters, timeLimitSeconds, token });
+      const { id, job, ref, commit, script, parameters, timeLimitSeconds } = runView(row);
+      // The runner host gets the repository as it was given, credentials included.
+      tasks.push({ id, job, repository: row.repository, ref, commit, script, parameters, timeLimitSeconds, token });
     }
     return tasks;
   }
@@ -439,7 +440,8 @@ export function jobView(row: JobRow): JobView {
     id: row.id,
     name: row.name,
     owner: row.owner,
-    repository: row.repository,
+    // A password in the URL is for the runner hosts, not for whoever lists jobs.
+    repository: displayRepository(row.repository),
     ref: row.ref,
     script: row.script,
     parameters: JSON.parse(row.parameters) as Record<string, string>,
@@ -456,7 +458,7 @@ export function runView(row: RunRow): RunView {
     jobId: row.jobId,
     owner: row.owner,
     state: row.state as RunState,
-    repository: row.repository,
+    repository: displayRepository(row.repository),
     ref: row.ref,
     commit: row.commit,
     script: row.script,

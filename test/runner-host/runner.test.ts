@@ -130,7 +130,8 @@ machines:
   commitFile('ci/hello.sh', '#!/bin/sh\necho "hello from $PADDOCK_JOB, greeting=$PADDOCK_PARAM_GREETING"\necho "{\\"greeting\\": \\"$PADDOCK_PARAM_GREETING\\"}" > "$PADDOCK_RESULT"\n', 0o755);
   commitFile('ci/fail.sh', '#!/bin/sh\necho "about to fail" >&2\nexit 7\n', 0o755);
   commitFile('ci/slow.sh', '#!/bin/sh\necho step one\nsleep 1000 &\necho $! > "$HOME/background.pid"\nsleep 1000\n', 0o755);
-  commitFile('ci/steps.sh', '#!/bin/sh\necho step one\nsleep 2\necho step two\n', 0o755);
+  // Long enough between the steps for a follower started after the run (a CLI process) to connect.
+  commitFile('ci/steps.sh', '#!/bin/sh\necho step one\nsleep 5\necho step two\n', 0o755);
   // Reserves a VM through the client library and exits without releasing it.
   commitFile(
     'ci/leave-vm.ts',
@@ -247,7 +248,7 @@ test.serial('several runs at once, and the log followed live (`paddock jobs logs
   const views = await Promise.all(runs.map((each) => finished(each.id)));
   t.deepEqual(views.map((view) => view.state), ['passed', 'passed', 'passed']);
   await followerDone;
-  t.true(sawStepOneWhileRunning, 'the first line came before the last');
+  t.true(sawStepOneWhileRunning, `the first line came before the last; the follower got:\n${followed}`);
   t.regex(followed, /step one\n(.|\n)*step two\n(.|\n)*paddock: run passed/);
 });
 
@@ -285,6 +286,9 @@ test.serial('bad input: a missing repository or ref, a script outside the reposi
   const ext = await t.throwsAsync(admin.jobs.add({ name: 'nope', repository: `ext::sh -c touch% ${planted}`, script: 'ci/hello.sh' }));
   t.is((ext as { code?: string }).code, 'repository_not_found');
   t.throws(() => readFileSync(planted), undefined, 'the command did not run');
+  const withPassword = await t.throwsAsync(admin.jobs.add({ name: 'nope', repository: 'http://ci:hunter2-secret@127.0.0.1:9/jobs.git', script: 'ci/hello.sh' }));
+  t.is((withPassword as { code?: string }).code, 'repository_not_found');
+  t.false(withPassword?.message.includes('hunter2-secret'), 'a password in the URL is not shown');
   const missingRef = await t.throwsAsync(admin.jobs.add({ name: 'nope', repository: repo, ref: 'no-such-branch', script: 'ci/hello.sh' }));
   t.is((missingRef as { code?: string }).code, 'ref_not_found');
   t.regex(missingRef?.message ?? '', /no-such-branch/);
