@@ -6,17 +6,22 @@ import { validationError } from './scheduler/requests.js';
 
 export const maxBodyBytes = 1024 * 1024;
 
-export async function readJson(ctx: Koa.Context): Promise<unknown> {
+/** The raw request body, refused (413) past `limit` bytes without reading more than that. */
+export async function readRaw(ctx: Koa.Context, limit = maxBodyBytes): Promise<Buffer> {
   const length = Number(ctx.get('content-length') || 0);
-  if (length > maxBodyBytes) throw tooLarge();
+  if (length > limit) throw tooLarge(limit);
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of ctx.req as AsyncIterable<Buffer>) {
     size += chunk.length;
-    if (size > maxBodyBytes) throw tooLarge();
+    if (size > limit) throw tooLarge(limit);
     chunks.push(chunk);
   }
-  const text = Buffer.concat(chunks).toString('utf8');
+  return Buffer.concat(chunks);
+}
+
+export async function readJson(ctx: Koa.Context): Promise<unknown> {
+  const text = (await readRaw(ctx)).toString('utf8');
   if (text.trim() === '') return {};
   const type = ctx.get('content-type');
   if (type && !/^application\/(.+\+)?json\b/i.test(type)) {
@@ -35,6 +40,6 @@ export async function readBody<T extends z.ZodType>(ctx: Koa.Context, schema: T,
   return parsed.data;
 }
 
-function tooLarge(): ApiError {
-  return new ApiError(413, 'payload_too_large', `the body is larger than ${maxBodyBytes} bytes`, { limit: maxBodyBytes });
+function tooLarge(limit: number): ApiError {
+  return new ApiError(413, 'payload_too_large', `the body is larger than ${limit} bytes`, { limit });
 }

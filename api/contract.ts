@@ -19,7 +19,7 @@ export type MachineState = 'new' | 'available' | 'reserved' | 'maintenance' | 'q
 export { stages } from '../provisioners/protocol.js';
 export type { Stage, AgentTask, AgentReport, AgentMachine } from '../provisioners/protocol.js';
 export type { RunState, RunTask, RunFinish } from '../runner-host/protocol.js';
-import type { RunState } from '../runner-host/protocol.js';
+import type { RunState, RunTask } from '../runner-host/protocol.js';
 import type { Stage } from '../provisioners/protocol.js';
 
 export type AllocationState = 'pending' | 'provisioning' | 'ready' | 'failed' | 'releasing' | 'released';
@@ -203,20 +203,11 @@ export interface JobView {
   createdAt: string;
 }
 
-/** One run of a job. */
-export interface RunView {
-  id: string;
-  job: string;
+/** One run of a job: what its runner host was given (but the token), and how it went. */
+export interface RunView extends Omit<RunTask, 'token'> {
   jobId: string;
   owner: string;
   state: RunState;
-  repository: string;
-  ref: string;
-  /** The commit checked out: what the ref pointed at when the run was made. */
-  commit: string;
-  script: string;
-  parameters: Record<string, string>;
-  timeLimitSeconds: number;
   runner?: string;
   cancelRequested?: boolean;
   exitCode?: number;

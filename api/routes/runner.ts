@@ -4,7 +4,7 @@
 import type Koa from 'koa';
 import { z } from 'zod';
 import { requireRole } from '../auth.js';
-import { readBody } from '../body.js';
+import { readBody, readRaw } from '../body.js';
 import { ApiError } from '../errors.js';
 import type { JobService } from '../jobs.js';
 import type { RouteTable } from './define.js';
@@ -25,17 +25,6 @@ const finishedSchema = z.strictObject({
 
 /** The most output one log request may carry. */
 const maxChunk = 4 * 1024 * 1024;
-
-async function readChunk(ctx: Koa.Context): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of ctx.req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > maxChunk) throw new ApiError(413, 'payload_too_large', `a log chunk is at most ${maxChunk} bytes`, { limit: maxChunk });
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks);
-}
 
 /** A runner token speaks only for the runner host of its own name (an admin may speak for any). */
 function checkRunner(ctx: Koa.Context, runner: string): string {
@@ -79,7 +68,7 @@ export function runnerRoutes(table: RouteTable, jobs: JobService): void {
     requireRole(ctx, 'runner', 'admin');
     const runner = runnerName.safeParse(ctx.query.runner);
     if (!runner.success) throw new ApiError(400, 'invalid_request', 'runner is the runner host\'s name');
-    await jobs.appendLog(checkRunner(ctx, runner.data), ctx.params.id, await readChunk(ctx));
+    await jobs.appendLog(checkRunner(ctx, runner.data), ctx.params.id, await readRaw(ctx, maxChunk));
     ctx.status = 204;
   });
 

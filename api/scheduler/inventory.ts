@@ -12,6 +12,8 @@ export class Inventory {
   private readonly free = new Map<string, Shape>();
   /** Every non-retired machine per shape, free or not: what could ever satisfy a request. */
   private readonly all = new Map<string, Shape>();
+  /** Reserved machines per `pool` label, kept in step so a pool's room costs nothing to ask. */
+  private readonly reservedPerPool = new Map<string, number>();
 
   add(entry: Omit<MachineEntry, 'shapeKey'>): MachineEntry {
     const machine: MachineEntry = { ...entry, shapeKey: shapeKey(entry.labels, entry.capacities) };
@@ -20,7 +22,18 @@ export class Inventory {
       insertSorted(this.shape(this.all, machine).machines, machine.name);
       if (machine.state === 'available') insertSorted(this.shape(this.free, machine).machines, machine.name);
     }
+    if (machine.state === 'reserved') this.countReserved(machine, 1);
     return machine;
+  }
+
+  /** How many machines labelled `pool=NAME` are reserved. */
+  reservedIn(pool: string): number {
+    return this.reservedPerPool.get(pool) ?? 0;
+  }
+
+  private countReserved(machine: MachineEntry, step: number): void {
+    const pool = machine.labels.pool;
+    if (pool !== undefined) this.reservedPerPool.set(pool, this.reservedIn(pool) + step);
   }
 
   get(name: string): MachineEntry | undefined {
@@ -39,6 +52,8 @@ export class Inventory {
   setState(machine: MachineEntry, state: MachineState): void {
     if (machine.state === state) return;
     const wasFree = machine.state === 'available';
+    if (machine.state === 'reserved') this.countReserved(machine, -1);
+    if (state === 'reserved') this.countReserved(machine, 1);
     machine.state = state;
     if (wasFree && state !== 'available') removeSorted(this.shape(this.free, machine).machines, machine.name);
     if (!wasFree && state === 'available') insertSorted(this.shape(this.free, machine).machines, machine.name);

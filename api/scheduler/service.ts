@@ -347,15 +347,10 @@ export class ReservationScheduler {
     this.queue = this.queue.filter((reservation) => !granted.has(reservation.id));
   }
 
-  /** Room left in each limited pool: its limit less its machines not free (reserved or held back). */
+  /** Room left in each limited pool: its limit less its reserved machines. */
   private poolRoom(): Map<string, number> | undefined {
     if (this.poolLimits.size === 0) return undefined;
-    const room = new Map(this.poolLimits);
-    for (const machine of this.inventory.machines.values()) {
-      const pool = machine.labels.pool;
-      if (pool !== undefined && room.has(pool) && machine.state === 'reserved') room.set(pool, room.get(pool)! - 1);
-    }
-    return room;
+    return new Map([...this.poolLimits].map(([pool, limit]) => [pool, limit - this.inventory.reservedIn(pool)]));
   }
 
   private grant(reservation: Reservation, machines: string[][]): void {

@@ -40,17 +40,8 @@ CMDLINE="$BASE_CMDLINE paddock.ip=10.0.2.15/24,10.0.2.2"
 # (-netdev user,id=n0,... -device virtio-net-device,netdev=n0); qemu_fw_cfg lets an arm64 VM take its key from fw_cfg as on x86.
 MODULES=(virtio_pci virtio_mmio virtio_net virtio_rng qemu_fw_cfg)
 
-recipe_init "$@"
-T0=$(now)
-fetch_packages
-unpack_kernel
-unpack_userland
-T1=$(now)
-
-ROOT=$WORK/root
-stage_rootfs "$ROOT" "${MODULES[@]}"
-ln -s usr/bin/paddock-init "$ROOT/init"
-pack_cpio "$ROOT" "$OUTDIR/initrd.cpio.gz"
+build_root "$@"
+pack_initramfs
 # the kernel: check it is an arm64 Image ("ARM\x64" at offset 56), then gzip it (-6: -9 takes 3x as
 # long for 0.2 % less)
 [ "$(od -An -c -j56 -N4 "$X/boot/vmlinuz-$KREL" | tr -d ' ')" = 'ARMd' ] ||

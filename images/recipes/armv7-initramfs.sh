@@ -42,17 +42,8 @@ CMDLINE="$BASE_CMDLINE paddock.ip=10.0.2.15/24,10.0.2.2"
 # refuses that model). There is no qemu_fw_cfg module for armhf (CONFIG_FW_CFG_SYSFS is off).
 MODULES=(virtio_pci virtio_mmio virtio_net virtio_rng)
 
-recipe_init "$@"
-T0=$(now)
-fetch_packages
-unpack_kernel
-unpack_userland
-T1=$(now)
-
-ROOT=$WORK/root
-stage_rootfs "$ROOT" "${MODULES[@]}"
-ln -s usr/bin/paddock-init "$ROOT/init"
-pack_cpio "$ROOT" "$OUTDIR/initrd.cpio.gz"
+build_root "$@"
+pack_initramfs
 # the kernel: check it is an ARM zImage (magic 0x016f2818 at offset 0x24), then use it as it is
 [ "$(od -An -tx4 -j36 -N4 "$X/boot/vmlinuz-$KREL" | tr -d ' ')" = 016f2818 ] ||
   die "boot/vmlinuz-$KREL in $KERNEL_PKG is not an ARM zImage"

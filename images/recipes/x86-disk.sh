@@ -30,16 +30,8 @@ MODULES=(virtio_pci virtio_blk ext4 virtio_net virtio_rng qemu_fw_cfg)
 FS_SIZE_MB=${PADDOCK_DISK_SIZE_MB:-128}   # sparse: unused space costs nothing in the qcow2
 EXTRA_TOOLS=(mkfs.ext4 qemu-img)
 
-recipe_init "$@"
-T0=$(now)
-fetch_packages
-unpack_kernel
-unpack_userland
-T1=$(now)
-
 # the root filesystem
-ROOT=$WORK/root
-stage_rootfs "$ROOT" "${MODULES[@]}"
+build_root "$@"
 echo "/dev/vda / ext4 rw,relatime 0 1" > "$ROOT/etc/fstab"
 # mkfs.ext4 -d copies owners as they are on the build host; as root that is 0:0 already
 truncate -s "${FS_SIZE_MB}M" "$WORK/root.ext4"

@@ -19,17 +19,8 @@ PROG=x86-initramfs
 CMDLINE="$BASE_CMDLINE"
 MODULES=(virtio_pci virtio_net virtio_rng qemu_fw_cfg)
 
-recipe_init "$@"
-T0=$(now)
-fetch_packages
-unpack_kernel
-unpack_userland
-T1=$(now)
-
-ROOT=$WORK/root
-stage_rootfs "$ROOT" "${MODULES[@]}"
-ln -s usr/bin/paddock-init "$ROOT/init"
-pack_cpio "$ROOT" "$OUTDIR/initrd.cpio.gz"
+build_root "$@"
+pack_initramfs
 extract_vmlinux "$OUTDIR/vmlinux"
 echo "$CMDLINE" > "$OUTDIR/cmdline"
 echo "$KREL" > "$OUTDIR/kernel-release"

@@ -16,6 +16,7 @@ import { randomBytes } from 'node:crypto';
 import { createReadStream, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { SshProber } from '../ssh.js';
 import {
   parseSettings,
@@ -246,7 +247,7 @@ export class OpenStackProvisioner implements Provisioner<OpenStackSettings> {
     for (let attempt = 0; attempt <= settings.replaceAttempts; attempt++) {
       signal.throwIfAborted();
       // After an agent restart the server made before it may still be booting: carry on with it.
-      server = attempt === 0 ? (await this.servers(client, true)).find((each) => ownerOf(each).allocation === request.allocationId && each.status !== 'ERROR') : undefined;
+      server = attempt === 0 ? (await this.servers(client)).find((each) => ownerOf(each).allocation === request.allocationId && each.status !== 'ERROR') : undefined;
       if (!server) {
         try {
           server = await client.createServer(body);
@@ -283,7 +284,7 @@ export class OpenStackProvisioner implements Provisioner<OpenStackSettings> {
     let address = addressOf(server, settings.network);
     while (!address) {
       if (Date.now() > deadline) throw new ProvisionError(`${where}: server ${server.id} is ACTIVE but has no address`, 'infrastructure', 'addressKnown', { code: 'cloud_error' });
-      await sleep(settings.pollInterval * 1000, signal);
+      await sleep(settings.pollInterval * 1000, undefined, { signal });
       server = (await client.server(server.id)) ?? server;
       address = addressOf(server, settings.network);
     }
@@ -302,7 +303,7 @@ export class OpenStackProvisioner implements Provisioner<OpenStackSettings> {
       if (Date.now() > sshDeadline) {
         throw new ProvisionError(`${where}: no SSH login on ${address} within ${settings.sshTimeout}s (last attempt: ${prober.last})`, 'request', 'sshReady', { code: 'boot_timeout' });
       }
-      await sleep(250, signal);
+      await sleep(250, undefined, { signal });
     }
     await report.stage('sshReady');
     this.watch(request, client, serverId, settings.watchInterval);
@@ -318,7 +319,7 @@ export class OpenStackProvisioner implements Provisioner<OpenStackSettings> {
       if (server.status === 'ACTIVE') return { ok: true, server };
       if (server.status === 'ERROR') return { ok: false, reason: `went to ERROR: ${server.fault?.message ?? 'the cloud gave no reason'}` };
       if (Date.now() > deadline) return { ok: false, reason: `was not ACTIVE within ${settings.activeTimeout}s (still ${server.status})` };
-      await sleep(settings.pollInterval * 1000, signal);
+      await sleep(settings.pollInterval * 1000, undefined, { signal });
     }
   }
 
@@ -387,7 +388,7 @@ export class OpenStackProvisioner implements Provisioner<OpenStackSettings> {
     const settings = parseSettings(openstackKind, request.machine);
     const client = clientFor(settings);
     try {
-      const servers = (await this.servers(client, true)).filter((server) => {
+      const servers = (await this.servers(client)).filter((server) => {
         const owner = ownerOf(server);
         return owner.reservation === request.reservationId && owner.machine === request.machine.name;
       });
@@ -405,7 +406,7 @@ export class OpenStackProvisioner implements Provisioner<OpenStackSettings> {
     // One listing serves every machine of the pool in a sweep.
     const key = JSON.stringify(clientKey(settings));
     if (!this.listing || this.listing.key !== key || Date.now() - this.listing.at > 2000) {
-      const servers = client.servers({ tags: this.tag });
+      const servers = this.servers(client);
       const keypairs = client.keypairs();
       // Both are awaited below by every machine of the pool; a failure of one must not go unheard by the other.
       servers.catch(() => undefined);
@@ -454,9 +455,8 @@ export class OpenStackProvisioner implements Provisioner<OpenStackSettings> {
     this.unwantedImages = seen;
   }
 
-  /** This Paddock's servers (by tag); `fresh` skips the sweep's short-lived listing. */
-  private servers(client: OpenStackClient, fresh: boolean): Promise<Server[]> {
-    if (!fresh && this.listing && Date.now() - this.listing.at <= 2000) return this.listing.servers;
+  /** This Paddock's servers (by tag). */
+  private servers(client: OpenStackClient): Promise<Server[]> {
     return client.servers({ tags: this.tag });
   }
 
@@ -526,19 +526,4 @@ function asProvisionError(error: unknown, where: string): Error {
     return new ProvisionError(`${where}: ${error.message}`, 'infrastructure', undefined, { code: 'cloud_error', cause: error });
   }
   return error as Error;
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason as Error);
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', abort);
-      resolve();
-    }, ms);
-    const abort = () => {
-      clearTimeout(timer);
-      reject(signal!.reason as Error);
-    };
-    signal?.addEventListener('abort', abort, { once: true });
-  });
 }

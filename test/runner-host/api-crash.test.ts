@@ -5,11 +5,11 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import test from 'ava';
 import { Paddock } from '../../client/index.js';
 import { freePort } from '../helpers/ports.js';
 import { killHard, startServerProcess } from '../helpers/server.js';
+import { textSink } from '../helpers/text-sink.js';
 import { waitFor } from '../helpers/wait.js';
 
 const bin = path.resolve(import.meta.dirname, '../../bin/paddock.js');
@@ -40,9 +40,9 @@ test('the API killed with -9 mid-run and started again: the run ends passed, its
     await paddock.jobs.add({ name: 'long', repository: repo, script: 'ci/long.sh' });
     const run = await paddock.jobs.run('long');
     const logOf = async () => {
-      let text = '';
-      await paddock.jobs.log(run.id, new Writable({ write: (chunk: Buffer, _encoding, done) => ((text += chunk.toString()), done()) }));
-      return text;
+      const sink = textSink();
+      await paddock.jobs.log(run.id, sink);
+      return sink.text;
     };
     await waitFor(async () => /before/.test(await logOf()), 30_000, 'the first line');
 

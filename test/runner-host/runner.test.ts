@@ -4,16 +4,17 @@
 // the end, a runner host killed mid-run, bad input, who sees what, live logs, several runs at once,
 // and a run reproduced locally.
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import { promisify } from 'node:util';
 import test from 'ava';
 import { Paddock } from '../../client/index.js';
 import type { RunView } from '../../api/contract.js';
+import { embeddedConfig } from '../../api/config.js';
 import { startApi, testConfig, type TestApi } from '../helpers/api.js';
 import { testImages } from '../helpers/images.js';
+import { textSink } from '../helpers/text-sink.js';
 import { waitFor as waitUntil } from '../helpers/wait.js';
 
 const run = promisify(execFile);
@@ -66,15 +67,15 @@ async function finished(id: string, client = admin, timeoutSeconds = 120): Promi
 }
 
 async function logOf(id: string, client = admin): Promise<string> {
-  let text = '';
-  await client.jobs.log(id, new Writable({ write: (chunk: Buffer, _encoding, done) => ((text += chunk.toString()), done()) }));
-  return text;
+  const sink = textSink();
+  await client.jobs.log(id, sink);
+  return sink.text;
 }
 
 /** Process ids whose environment says they belong to the run. */
 function processesOfRun(id: string): number[] {
   const pids: number[] = [];
-  for (const entry of readdirSafe('/proc')) {
+  for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     try {
       if (readFileSync(`/proc/${entry}/environ`, 'utf8').split('\0').includes(`PADDOCK_RUN_ID=${id}`)) pids.push(Number(entry));
@@ -83,14 +84,6 @@ function processesOfRun(id: string): number[] {
     }
   }
   return pids;
-}
-
-function readdirSafe(dir: string): string[] {
-  try {
-    return execFileSync('ls', [dir], { encoding: 'utf8' }).split('\n');
-  } catch {
-    return [];
-  }
 }
 
 const vmSpec = 'arch=x86_64';
@@ -108,15 +101,8 @@ test.before(async () => {
   const images = await testImages();
   scratch = mkdtempSync(path.join(os.tmpdir(), 'paddock-runner-test-'));
   api = await startApi(
-    testConfig(`
-runners: { heartbeatTimeout: 6 }
-machines:
-  - name: vm
-    kind: qemu
-    count: 2
-    labels: { arch: x86_64 }
-    capacities: { cpus: 1, ram: 256MiB }
-`),
+    // The embedded defaults (two QEMU VM slots), with runner hosts taken for dead after 6 s of silence.
+    testConfig(`runners: { heartbeatTimeout: 6 }\n${embeddedConfig}`),
   );
   admin = new Paddock({ url: api.url, token: api.adminToken });
   await admin.images.upload(images.initramfs, { name: 'tiny', format: 'bundle' });

@@ -490,6 +490,26 @@ write_image_info() {
   } > "$1"
 }
 
+# build_root ARGS...: what every recipe does first. Reads its arguments (recipe_init), fetches and
+# unpacks the kernel and userland packages, and stages the guest's root tree in ROOT=$WORK/root with
+# the recipe's MODULES. T0 and T1 time the fetch+unpack, for the recipe's last log line.
+build_root() {
+  recipe_init "$@"
+  T0=$(now)
+  fetch_packages
+  unpack_kernel
+  unpack_userland
+  T1=$(now)
+  ROOT=$WORK/root
+  stage_rootfs "$ROOT" "${MODULES[@]}"
+}
+
+# pack_initramfs: ROOT as an initramfs (/init is paddock-init) in OUTDIR/initrd.cpio.gz.
+pack_initramfs() {
+  ln -s usr/bin/paddock-init "$ROOT/init"
+  pack_cpio "$ROOT" "$OUTDIR/initrd.cpio.gz"
+}
+
 # pack_cpio ROOT FILE: newc cpio, every file owned by root, gzip'ed.
 pack_cpio() {
   (cd "$1" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) | gzip -6 -n > "$2.tmp"

@@ -1,0 +1,27 @@
+// The inventory's indexes stay in step with machine states: free machines per shape, and reserved
+// machines per pool (what the scheduler's pool limits are checked against).
+import test from 'ava';
+import { Inventory } from '../../../api/scheduler/inventory.js';
+import type { MachineEntry } from '../../../api/scheduler/records.js';
+
+const machine = (name: string, pool: string | undefined, state: MachineEntry['state'] = 'available'): Omit<MachineEntry, 'shapeKey'> => ({
+  name, kind: 'openstack', state, labels: pool ? { pool } : {}, capacities: { cpus: 1 }, settings: {}, failures: 0,
+});
+
+test('reserved machines are counted per pool through every change of state', (t) => {
+  const inventory = new Inventory();
+  const a = inventory.add(machine('cloud-a', 'cloud'));
+  const b = inventory.add(machine('cloud-b', 'cloud', 'reserved'));
+  const other = inventory.add(machine('lab-1', undefined));
+  t.is(inventory.reservedIn('cloud'), 1, 'a machine loaded reserved counts');
+  inventory.setState(a, 'reserved');
+  inventory.setState(other, 'reserved');
+  t.is(inventory.reservedIn('cloud'), 2);
+  inventory.setState(a, 'reserved');
+  t.is(inventory.reservedIn('cloud'), 2, 'setting the same state twice counts once');
+  inventory.setState(b, 'quarantined');
+  t.is(inventory.reservedIn('cloud'), 1);
+  inventory.setState(a, 'available');
+  t.is(inventory.reservedIn('cloud'), 0);
+  t.deepEqual(inventory.freeShapes().flatMap((shape) => shape.machines), ['cloud-a']);
+});
