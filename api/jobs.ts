@@ -51,6 +51,8 @@ export class JobService {
   private readonly cancelAt = new Map<string, number>();
   /** When each live run was last known to its runner host: handed over, or listed in a heartbeat. */
   private readonly knownAt = new Map<string, number>();
+  /** Each runner host's last heartbeat (claims and output say it is alive, but not what it runs). */
+  private readonly heartbeats = new Map<string, number>();
   /** Runs whose end is being recorded, so two reports cannot end one run twice. */
   private readonly ending = new Set<string>();
   private readonly waiters = new Set<() => void>();
@@ -306,6 +308,7 @@ export class JobService {
   heartbeat(runner: string, runs: string[]): { cancel: string[] } {
     const now = this.now();
     this.runners.set(runner, now);
+    this.heartbeats.set(runner, now);
     for (const id of runs) if (this.live.get(id)?.runner === runner) this.knownAt.set(id, now);
     return { cancel: runs.filter((id) => this.live.get(id)?.cancelRequested && this.live.get(id)?.runner === runner) };
   }
@@ -380,8 +383,9 @@ export class JobService {
       const lastSeen = this.runners.get(row.runner) ?? 0;
       if (now - lastSeen > this.options.heartbeatTimeoutMs) {
         await this.end(row, 'failed', { fault: 'infrastructure', reason: `runner host ${row.runner} stopped answering (no heartbeat for ${Math.round((now - lastSeen) / 1000)}s)` });
-      } else if (now - (this.knownAt.get(row.id) ?? now) > this.options.heartbeatTimeoutMs) {
-        // The runner host is alive but does not list the run: the answer that handed it over was lost.
+      } else if ((this.heartbeats.get(row.runner) ?? 0) - (this.knownAt.get(row.id) ?? now) > this.options.heartbeatTimeoutMs) {
+        // The runner host's heartbeats have left the run out for that long: the answer that handed
+        // it over was lost. (A runner host that stopped sending heartbeats is the case above.)
         await this.end(row, 'failed', { fault: 'infrastructure', reason: `runner host ${row.runner} does not run it (it never received the run, or lost it)` });
       } else if (row.cancelRequested && now - (this.cancelAt.get(row.id) ?? now) > cancelGraceMs) {
         await this.end(row, 'cancelled', { fault: 'infrastructure', reason: `runner host ${row.runner} did not stop the run within ${cancelGraceMs / 1000}s of the cancel` });

@@ -292,6 +292,13 @@ test.serial('bad input: a missing repository or ref, a script outside the reposi
   const otherRunner = await api.http(runnerToken).post('v1/runner/heartbeat', { json: { runner: 'runner-2', runs: [] } });
   t.is(otherRunner.statusCode, 403, 'a runner token speaks only for its own runner host');
   t.is((await admin.jobs.list({ all: true })).length, jobsBefore, 'no job was made');
+  // `paddock runner` with a user's token says what it needs instead of polling in vain.
+  const wrongRole = await run(process.execPath, [bin, 'runner'], { env: { ...process.env, PADDOCK_URL: api.url, PADDOCK_TOKEN: user } }).then(
+    () => ({ code: 0, stderr: '' }),
+    (error: { code: number; stderr: string }) => error,
+  );
+  t.not(wrongRole.code, 0);
+  t.regex(wrongRole.stderr, /a runner host needs a token of role runner; this one is user/);
 
   // A symlink in the repository that points outside it: the run fails before anything runs.
   execFileSync('ln', ['-s', '/etc/hostname', path.join(repo, 'ci', 'escape.sh')]);
