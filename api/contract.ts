@@ -69,7 +69,7 @@ export interface AllocationView {
 }
 
 /**
- * Why an allocation failed. `code` is stable: `image_not_found`, `image_corrupt`, `image_unbootable`,
+ * Why an allocation failed. `code` is stable: `image_not_found`, `image_corrupt`, `image_invalid` (a bundle's cmdline with a control character), `image_unbootable`,
  * `boot_timeout`, `provision_timeout`, `machine_lost`, `infrastructure_failed`, `request_failed`, …
  * `fault` says whose fault it was: the machine's (`infrastructure`, counted against its health) or
  * the request's (a bad image: the machine stays healthy).

@@ -30,13 +30,21 @@ export interface Bundle {
   rootfs?: { file: string; format: 'qcow2' | 'raw' };
 }
 
-/** A bundle that cannot be used: its archive is unreadable or its members are not the ones allowed. */
+/**
+ * A bundle that cannot be used, with a stable code: `image_corrupt` (the archive is unreadable or its
+ * members are not the ones allowed) or `image_invalid` (what it says is refused, such as a cmdline
+ * with control characters).
+ */
 export class BundleError extends Error {
-  constructor(message: string) {
+  constructor(
+    message: string,
+    readonly code: 'image_corrupt' | 'image_invalid' = 'image_corrupt',
+  ) {
     super(message);
     this.name = 'BundleError';
   }
 }
+
 
 /**
  * Unpacks `archive` into `dir` unless a finished unpack is already there. The members are listed
@@ -97,14 +105,28 @@ async function describe(dir: string): Promise<Bundle> {
   const bundle: Bundle = {
     dir,
     kernel: file('kernel'),
-    cmdline: (await readFile(file('cmdline'), 'utf8').catch(() => '')).trim(),
+    cmdline: await readCmdline(file('cmdline')),
   };
-  if (/[\n\0]/.test(bundle.cmdline)) throw new BundleError('the bundle cmdline must be one line');
   if (await exists(file('initrd'))) bundle.initrd = file('initrd');
   if (await exists(file('dtb'))) bundle.dtb = file('dtb');
   if (await exists(file('rootfs.qcow2'))) bundle.rootfs = { file: file('rootfs.qcow2'), format: 'qcow2' };
   else if (await exists(file('rootfs.raw'))) bundle.rootfs = { file: file('rootfs.raw'), format: 'raw' };
   return bundle;
+}
+
+/**
+ * The kernel command line: one line of printable ASCII (surrounding blanks and a final newline are
+ * dropped). A control character would end or cancel the bootloader's line that carries it (a
+ * newline, ^C) and let the rest run as bootloader commands, so the bundle is refused.
+ */
+async function readCmdline(file: string): Promise<string> {
+  const text = (await readFile(file, 'latin1').catch(() => '')).trim();
+  const index = text.search(/[^\x20-\x7e]/);
+  if (index >= 0) {
+    const byte = `0x${text.charCodeAt(index).toString(16).padStart(2, '0')}`;
+    throw new BundleError(`the bundle cmdline may hold only printable ASCII: byte ${byte} at offset ${index}`, 'image_invalid');
+  }
+  return text;
 }
 
 async function tar(args: string[]): Promise<string> {

@@ -2,9 +2,14 @@
 // VMs), kept after release. `?follow=1` keeps the answer open and streams new output until the
 // reservation has ended. The logs are files the agent writes under the data directory, so this
 // serves the agents running inside `paddock serve`.
-import { readdir } from 'node:fs/promises';
+//
+// Only the reservation's own machines are served: `machine` must name one of its allocations, and
+// the file's path is built from the reservation's id and that allocation's machine name, never from
+// the query text.
 import path from 'node:path';
+import { stat } from 'node:fs/promises';
 import { ApiError } from '../errors.js';
+import type { Allocation, Reservation } from '../scheduler/records.js';
 import type { Caller } from '../scheduler/service.js';
 import type { Scheduler } from '../scheduler/scheduler.js';
 import type { RouteTable } from './define.js';
@@ -16,22 +21,51 @@ export function consoleRoutes(table: RouteTable, scheduler: Scheduler, consolesD
       method: 'get',
       path: '/v1/reservations/:id/console',
       summary: "A machine's serial console log, as text; `follow=1` streams it live until the reservation ends",
-      query: { machine: 'which machine (default: the first with a log)', follow: '1 to keep streaming new output' },
-      responses: { 200: 'text/plain', 404: 'no console log (yet)' },
+      query: { machine: "which of the reservation's machines (default: the first with a log)", follow: '1 to keep streaming new output' },
+      responses: { 200: 'text/plain', 400: 'machine is not a machine name', 404: 'not a machine of this reservation, or no console log (yet)' },
     },
     async (ctx) => {
       const reservation = await scheduler.get(ctx.state.caller as Caller, ctx.params.id);
-      const dir = path.join(consolesDir, reservation.id);
-      const logs = (await readdir(dir).catch(() => [] as string[])).filter((name) => name.endsWith('.log')).sort();
-      const wanted = typeof ctx.query.machine === 'string' ? `${ctx.query.machine}.log` : undefined;
-      const name = wanted ? logs.find((log) => log === wanted) : (reservation.allocations.map((allocation) => `${allocation.machine}.log`).find((log) => logs.includes(log)) ?? logs[0]);
       const follow = ctx.query.follow === '1' || ctx.query.follow === 'true';
-      if (!name && !follow) throw new ApiError(404, 'not_found', `reservation ${reservation.id} has no console log${wanted ? ` for ${ctx.query.machine as string}` : ''}`);
-      const locate = async () => {
-        const file = name ?? wanted ?? (await readdir(dir).catch(() => [] as string[])).find((entry) => entry.endsWith('.log'));
-        return file === undefined ? undefined : path.join(dir, file);
-      };
-      streamLog(ctx, locate, follow, () => !scheduler.isLive(reservation.id));
+      let allocation = reservationMachine(reservation, ctx.query.machine);
+      if (!allocation) {
+        for (const candidate of reservation.allocations) {
+          if (await stat(consoleLog(consolesDir, reservation, candidate)).then(() => true, () => false)) {
+            allocation = candidate;
+            break;
+          }
+        }
+      }
+      allocation ??= reservation.allocations[0];
+      const file = allocation && consoleLog(consolesDir, reservation, allocation);
+      const exists = file !== undefined && (await stat(file).then(() => true, () => false));
+      if (!exists && !follow) throw new ApiError(404, 'not_found', `reservation ${reservation.id} has no console log${allocation ? ` for ${allocation.machine}` : ''}`);
+      streamLog(ctx, async () => file, follow, () => !scheduler.isLive(reservation.id));
     },
   );
+}
+
+const machineName = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+
+/**
+ * The allocation the `machine` query parameter names, undefined when it is absent. Throws 400 for
+ * anything that is not a machine name (a path, a list, control characters) and 404 for a machine
+ * that is not one of the reservation's own.
+ */
+export function reservationMachine(reservation: Reservation, machine: unknown): Allocation | undefined {
+  if (machine === undefined) return undefined;
+  if (typeof machine !== 'string' || !machineName.test(machine)) {
+    throw new ApiError(400, 'invalid_request', 'machine must be one machine name (letters, digits, . _ -)', { field: 'machine' });
+  }
+  const allocation = reservation.allocations.find((candidate) => candidate.machine === machine);
+  if (!allocation) throw new ApiError(404, 'not_found', `machine ${machine} is not one of reservation ${reservation.id}'s machines`);
+  return allocation;
+}
+
+/** The console log of one of the reservation's machines: built from checked names only. */
+export function consoleLog(consolesDir: string, reservation: Reservation, allocation: Allocation): string {
+  for (const name of [reservation.id, allocation.machine]) {
+    if (!machineName.test(name)) throw new ApiError(500, 'internal', 'a stored name is not a name');
+  }
+  return path.join(consolesDir, reservation.id, `${allocation.machine}.log`);
 }

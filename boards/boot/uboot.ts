@@ -49,8 +49,12 @@ export interface UbootBoot {
 
 const bootloaderFailures = /Unknown command|Bad Linux|Wrong Image|Bad Image|ERROR: Did not find a cmdline|Could not find|Error: /;
 
-/** From power-on to "Starting kernel": returns once U-Boot has handed over to the kernel. */
+/**
+ * From power-on to "Starting kernel": returns once U-Boot has handed over to the kernel. Every
+ * string that will be typed is checked before the first keystroke (see refuseUntypable).
+ */
 export async function ubootBoot(boot: UbootBoot): Promise<void> {
+  refuseUntypable(boot);
   const { console: line, signal } = boot;
   const prompt = new RegExp(`(^|\\n)${escape(boot.prompt)}`);
   const step = async <T>(name: BootStep, work: () => Promise<T>): Promise<T> => {
@@ -70,7 +74,7 @@ export async function ubootBoot(boot: UbootBoot): Promise<void> {
   // extra one after the autoboot was stopped, say) must not be taken for this command's.
   const run = async (name: BootStep, command: string, timeoutMs: number, check?: (output: string) => string | undefined) => {
     line.mark();
-    await line.send(`${command}\n`);
+    await line.send(`${typable(command, 'a U-Boot command')}\n`);
     const done = new RegExp(`${escape(command)}\\r?\\n((?:[\\s\\S]*?\\n)?)${escape(boot.prompt)}`);
     const { match } = await line.expect([done], timeoutMs, `the U-Boot prompt after "${command.split(' ')[0]}"`, signal);
     const before = match[1];
@@ -164,12 +168,45 @@ export async function ubootBoot(boot: UbootBoot): Promise<void> {
     const fdt = 'dtb' in files && files.dtb ? '${fdt_addr_r}' : '${fdtcontroladdr}';
     const initrdArgument = initrd ? '${paddock_initrd}' : '-';
     line.mark();
-    await line.send(`${boot.bootCommand} \${kernel_addr_r} ${initrdArgument} ${fdt}\n`);
+    await line.send(`${typable(`${boot.bootCommand} \${kernel_addr_r} ${initrdArgument} ${fdt}`, 'the boot command')}\n`);
     const { index, before } = await line.expect([/Starting kernel/, prompt], boot.timeouts.kernel, 'the kernel start', signal);
     if (index === 1) {
       throw new BootError('kernel', 'image_unbootable', 'request', `kernel step: U-Boot did not start the kernel: ${before.trim().split('\n').slice(-2).join(' ')}; console tail:\n${line.tail()}`);
     }
   });
+}
+
+/**
+ * Everything typed at U-Boot is one line of printable ASCII. A control character in a value would
+ * end the line (newline), cancel it (^C) or edit it, and the rest would run as commands of its own
+ * (`; reset`, another tftpboot): so a value holding one is refused before anything is typed. The
+ * kernel command line comes from the image (the request's fault); the rest from the board's settings.
+ */
+function refuseUntypable(boot: UbootBoot): void {
+  const bad = firstUntypable(boot.bootargs);
+  if (bad) throw new BootError('kernel', 'image_invalid', 'request', `the kernel command line holds ${bad}: refused before anything was typed at U-Boot`);
+  const { network, files } = boot;
+  const settings: [string, string | undefined][] = [
+    ['serverIp', network.serverIp], ['ip', network.ip], ['netmask', network.netmask], ['gatewayIp', network.gatewayIp],
+    ['decompressAddress', boot.decompressAddress], ['bootCommand', boot.bootCommand],
+    ...Object.entries(files).map(([name, value]): [string, string] => [name, typeof value === 'string' ? value : `${value.interface} ${value.device}`]),
+  ];
+  for (const [name, value] of settings) {
+    const problem = value === undefined ? undefined : firstUntypable(value);
+    if (problem) throw new BootError('bootloader', 'boot_settings_invalid', 'infrastructure', `${name} holds ${problem}: refused before anything was typed at U-Boot`);
+  }
+}
+
+/** The same rule at the one place text is typed, so no caller can skip it. */
+function typable(command: string, what: string): string {
+  const bad = firstUntypable(command);
+  if (bad) throw new BootError('bootloader', 'boot_settings_invalid', 'infrastructure', `${what} holds ${bad}: not typed at U-Boot`);
+  return command;
+}
+
+function firstUntypable(text: string): string | undefined {
+  const index = text.search(/[^\x20-\x7e]/);
+  return index < 0 ? undefined : `byte 0x${text.charCodeAt(index).toString(16).padStart(2, '0')} at offset ${index}`;
 }
 
 function escape(text: string): string {

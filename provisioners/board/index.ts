@@ -74,7 +74,7 @@ export class BoardProvisioner implements Provisioner<BoardSettings> {
       try {
         bundle = await unpackBundle(image.file, path.join(this.context.dataDir, 'agent', 'bundles', image.sha256));
       } catch (error) {
-        if (error instanceof BundleError) throw fail(`image ${image.ref} cannot be used: ${error.message}`, 'request', 'image_corrupt');
+        if (error instanceof BundleError) throw fail(`image ${image.ref} cannot be used: ${error.message}`, 'request', error.code);
         throw error;
       }
     }

@@ -188,8 +188,8 @@ export class QemuProvisioner implements Provisioner<QemuSettings> {
 
   /** The overlay disk and/or the kernel to boot, from a disk image or a boot bundle. */
   private async bootMedia(image: LocalImage, runDir: string, settings: QemuSettings, machine: string): Promise<Pick<VmSpec, 'disk' | 'kernel'>> {
-    const corrupt = (reason: string) =>
-      new ProvisionError(`${machine}: image ${image.ref} cannot be used: ${reason}`, 'request', undefined, { code: 'image_corrupt' });
+    const corrupt = (reason: string, code = 'image_corrupt') =>
+      new ProvisionError(`${machine}: image ${image.ref} cannot be used: ${reason}`, 'request', undefined, { code });
     const overlay = path.join(runDir, 'overlay.qcow2');
     let base: { file: string; format: 'qcow2' | 'raw' } | undefined;
     let kernel: VmSpec['kernel'];
@@ -198,7 +198,7 @@ export class QemuProvisioner implements Provisioner<QemuSettings> {
       try {
         bundle = await unpackBundle(image.file, path.join(this.context.dataDir, 'agent', 'bundles', image.sha256));
       } catch (error) {
-        if (error instanceof BundleError) throw corrupt(error.message);
+        if (error instanceof BundleError) throw corrupt(error.message, error.code);
         throw error;
       }
       kernel = { kernel: bundle.kernel, append: bundle.cmdline, ...(bundle.initrd ? { initrd: bundle.initrd } : {}), ...(bundle.dtb ? { dtb: bundle.dtb } : {}) };
