@@ -37,9 +37,16 @@ export class Tokens {
     return { name, role, createdAt: createdAt.toISOString(), token };
   }
 
-  /** A fresh token for an in-process caller (the embedded agent), replacing the one from the last start. */
+  /**
+   * A fresh token for an in-process caller (the embedded agent, a run), replacing the one from the
+   * last start. It never takes over a token of another role: a user named like the agent keeps hers.
+   */
   async rotate(name: string, role: Role): Promise<string> {
-    if (await this.db.tokens.findByPk(name)) await this.revoke(name);
+    const existing = plainRow(await this.db.tokens.findByPk(name, { raw: true }));
+    if (existing && existing.role !== role) {
+      throw new ApiError(409, 'conflict', `a ${existing.role} token named ${name} exists: cannot make a ${role} token of that name`);
+    }
+    if (existing) await this.revoke(name);
     return (await this.create(name, role)).token;
   }
 

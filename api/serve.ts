@@ -42,6 +42,9 @@ export async function serve(options: ServeOptions): Promise<RunningServer> {
   const tokens = new Tokens(db);
   const { adminTokenFile = path.join(config.dataDir, 'admin-token') } = await tokens.start(config.dataDir);
   log(`admin token: ${adminTokenFile}`);
+  // The embedded agent's own token with the agent role and the agent's name, made anew at every
+  // start: the agent needs no more, and it speaks only for that name.
+  const agentToken = config.agent.enabled ? await tokens.rotate(config.agent.name, 'agent').catch(closing(db)) : undefined;
   // Provider pools (OpenStack flavors) become machines before the scheduler loads the inventory.
   const pools = await expandProviderPools(config, { dataDir: config.dataDir, log });
   const scheduler = new Scheduler(db, config);
@@ -79,11 +82,10 @@ export async function serve(options: ServeOptions): Promise<RunningServer> {
   log(`paddock listening on ${url} with ${config.machines.length} machines, data in ${config.dataDir}`);
 
   let agent: Agent | undefined;
-  if (config.agent.enabled) {
+  if (agentToken !== undefined) {
     agent = new Agent({
       url,
-      // Its own token with the agent role, made anew at every start: the agent needs no more.
-      token: await tokens.rotate(`agent-${config.agent.name}`, 'agent'),
+      token: agentToken,
       name: config.agent.name,
       dataDir: config.dataDir,
       concurrency: config.agent.concurrency,
@@ -110,6 +112,14 @@ export async function serve(options: ServeOptions): Promise<RunningServer> {
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await db.close();
     }),
+  };
+}
+
+/** Closes the database before passing a start-up error on, so a refused start leaves nothing open. */
+function closing(db: { close(): Promise<void> }): (error: unknown) => Promise<never> {
+  return async (error) => {
+    await db.close();
+    throw error;
   };
 }
 

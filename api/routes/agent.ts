@@ -1,20 +1,25 @@
-// /v1/agent: how lab-host agents pull work and report back. Agents need the agent or admin role.
+// /v1/agent: how lab-host agents pull work and report back. Agents need the agent or admin role,
+// and an agent token speaks only for the agent of its own name.
+import type Koa from 'koa';
 import { z } from 'zod';
 import { readBody } from '../body.js';
 import { requireRole } from '../auth.js';
-import { stages } from '../contract.js';
+import { stages, type Role } from '../contract.js';
+import { ApiError } from '../errors.js';
 import type { Scheduler } from '../scheduler/scheduler.js';
 import type { RouteTable } from './define.js';
 
+const agentName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._@-]{0,62}$/, 'agent names use letters, digits, . _ @ - (up to 63)');
+
 const claimSchema = z.strictObject({
-  agent: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/),
+  agent: agentName,
   kinds: z.array(z.string()).min(1),
   resume: z.boolean().default(false),
   wait: z.number().min(0).max(60).default(0),
 });
 
 const reportSchema = z.strictObject({
-  agent: z.string(),
+  agent: agentName,
   report: z.discriminatedUnion('kind', [
     z.strictObject({ kind: z.literal('stage'), stage: z.enum(stages) }),
     z
@@ -40,30 +45,37 @@ const reportSchema = z.strictObject({
   ]),
 });
 
+/** An agent token speaks only for the agent of its own name (an admin may speak for any). */
+function checkAgent(ctx: Koa.Context, agent: string): string {
+  const caller = requireRole(ctx, 'agent', 'admin');
+  if (caller.role === 'agent' && caller.name !== agent) {
+    throw new ApiError(403, 'forbidden', `this token is for agent ${caller.name}, not ${agent}`, { agent: caller.name });
+  }
+  return agent;
+}
+
 export function agentRoutes(table: RouteTable, scheduler: Scheduler): void {
+  const roles: Role[] = ['agent', 'admin'];
   table.define(
-    { method: 'post', path: '/v1/agent/claim', summary: 'Take provisioning and release tasks (long-polls up to `wait` seconds)', roles: ['agent', 'admin'], body: claimSchema },
+    { method: 'post', path: '/v1/agent/claim', summary: 'Take provisioning and release tasks (long-polls up to `wait` seconds)', roles, body: claimSchema },
     async (ctx) => {
-      requireRole(ctx, 'agent', 'admin');
       const claim = await readBody(ctx, claimSchema, 'claim');
-      ctx.body = { tasks: await scheduler.claim(claim.agent, claim.kinds, claim.resume, claim.wait * 1000) };
+      ctx.body = { tasks: await scheduler.claim(checkAgent(ctx, claim.agent), claim.kinds, claim.resume, claim.wait * 1000) };
     },
   );
 
   table.define(
-    { method: 'post', path: '/v1/agent/tasks/:id/report', summary: 'Report a stage, readiness, a failure or a finished release', roles: ['agent', 'admin'], body: reportSchema },
+    { method: 'post', path: '/v1/agent/tasks/:id/report', summary: 'Report a stage, readiness, a failure or a finished release (only on a task this agent holds)', roles, body: reportSchema },
     async (ctx) => {
-      requireRole(ctx, 'agent', 'admin');
       const { agent, report } = await readBody(ctx, reportSchema, 'report');
-      await scheduler.report(agent, ctx.params.id, report);
+      await scheduler.report(checkAgent(ctx, agent), ctx.params.id, report);
       ctx.status = 204;
     },
   );
 
   table.define(
-    { method: 'get', path: '/v1/agent/machines', summary: 'Machines of the given kinds with their live reservations, for leak cleanup', roles: ['agent', 'admin'], query: { kinds: 'comma-separated kinds' } },
+    { method: 'get', path: '/v1/agent/machines', summary: 'Machines of the given kinds with their live reservations, for leak cleanup', roles, query: { kinds: 'comma-separated kinds' } },
     (ctx) => {
-      requireRole(ctx, 'agent', 'admin');
       ctx.body = scheduler.agentMachines(String(ctx.query.kinds ?? '').split(',').filter(Boolean));
     },
   );

@@ -1,8 +1,17 @@
 // Every route is declared through `define`, which registers it on the router and records it for
-// the OpenAPI document, so the document cannot forget a route.
+// the OpenAPI document, so the document cannot forget a route. `define` also checks the caller's
+// role before the handler runs: a route that names no roles is for people (users and admins), so a
+// new route is closed to agent and runner tokens unless it says otherwise.
 import type Router from '@koa/router';
 import type Koa from 'koa';
 import { z } from 'zod';
+import type { Role } from '../contract.js';
+import { ApiError } from '../errors.js';
+
+/** The roles of a route that names none: the people's routes. Agents and runner hosts have their own. */
+export const peopleRoles: readonly Role[] = ['user', 'admin'];
+/** Every role: routes any valid token may call (whoami). */
+export const everyRole: readonly Role[] = ['user', 'admin', 'agent', 'runner'];
 
 export interface RouteDoc {
   method: 'get' | 'post' | 'put' | 'delete';
@@ -10,7 +19,8 @@ export interface RouteDoc {
   summary: string;
   /** false only for /healthz. */
   auth?: boolean;
-  roles?: string[];
+  /** Who may call it; absent: users and admins (`peopleRoles`). */
+  roles?: readonly Role[];
   body?: z.ZodType;
   query?: Record<string, string>;
   responses?: Record<number, string>;
@@ -26,7 +36,9 @@ export class RouteTable {
 
   define(doc: RouteDoc, handler: (ctx: Koa.Context) => Promise<void> | void): void {
     this.routes.push(doc);
+    const roles = doc.roles ?? peopleRoles;
     const run = async (ctx: Koa.Context) => {
+      if (doc.auth !== false) checkRole(ctx, roles);
       await handler(ctx);
     };
     this.router[doc.method](doc.path, async (ctx, next) => {
@@ -35,6 +47,11 @@ export class RouteTable {
       return this.authenticate(context, () => run(context).then(() => next()));
     });
   }
+}
+
+function checkRole(ctx: Koa.Context, roles: readonly Role[]): void {
+  const role = (ctx.state.caller as { role: Role }).role;
+  if (!roles.includes(role)) throw new ApiError(403, 'forbidden', `this needs the ${roles.join(' or ')} role; your token has ${role}`, { roles, role });
 }
 
 export function openApiDocument(routes: RouteDoc[], version: string): unknown {
@@ -52,7 +69,7 @@ export function openApiDocument(routes: RouteDoc[], version: string): unknown {
     paths[path][route.method] = {
       summary: route.summary,
       ...(route.auth === false ? { security: [] } : {}),
-      ...(route.roles ? { description: `Needs role: ${route.roles.join(' or ')}.` } : {}),
+      ...(route.auth === false ? {} : { description: `Needs role: ${(route.roles ?? peopleRoles).join(' or ')}.` }),
       ...(parameters.length > 0 ? { parameters } : {}),
       ...(route.body ? { requestBody: { required: true, content: { 'application/json': { schema: z.toJSONSchema(route.body, { io: 'input', unrepresentable: 'any' }) } } } } : {}),
       responses,

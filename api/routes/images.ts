@@ -5,7 +5,11 @@ import { ApiError } from '../errors.js';
 import { imageView, type ImageCatalog } from '../images.js';
 import type { Caller } from '../scheduler/service.js';
 import { parseDuration } from '../scheduler/units.js';
-import type { RouteTable } from './define.js';
+import type { Role } from '../contract.js';
+import { peopleRoles, type RouteTable } from './define.js';
+
+/** Agents read images too: their image cache downloads what a reservation boots. */
+const readers: Role[] = [...peopleRoles, 'agent'];
 
 const caller = (ctx: Koa.Context) => ctx.state.caller as Caller;
 
@@ -45,7 +49,7 @@ export function imageRoutes(table: RouteTable, catalog: ImageCatalog): void {
 
   table.define(
     {
-      method: 'get', path: '/v1/images', summary: "Every image Paddock stores (origin paddock), then the images each OpenStack pool can boot (origin openstack, ref POOL/NAME)",
+      method: 'get', path: '/v1/images', summary: "Every image Paddock stores (origin paddock), then the images each OpenStack pool can boot (origin openstack, ref POOL/NAME)", roles: readers,
       query: { origin: 'paddock: only the images Paddock stores' },
     },
     async (ctx) => {
@@ -58,12 +62,12 @@ export function imageRoutes(table: RouteTable, catalog: ImageCatalog): void {
     },
   );
 
-  table.define({ method: 'get', path: '/v1/images/:name/:tag', summary: 'One image' }, async (ctx) => {
+  table.define({ method: 'get', path: '/v1/images/:name/:tag', summary: 'One image', roles: readers }, async (ctx) => {
     ctx.body = imageView(await catalog.get(ctx.params.name, ctx.params.tag));
   });
 
   table.define(
-    { method: 'get', path: '/v1/images/:name/:tag/content', summary: 'Download an image; a single HTTP Range is honoured', responses: { 200: 'the whole file', 206: 'a range', 416: 'range not satisfiable' } },
+    { method: 'get', path: '/v1/images/:name/:tag/content', summary: 'Download an image; a single HTTP Range is honoured', roles: readers, responses: { 200: 'the whole file', 206: 'a range', 416: 'range not satisfiable' } },
     async (ctx) => {
       const row = await catalog.get(ctx.params.name, ctx.params.tag);
       const size = Number(row.size);

@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { requireRole } from '../auth.js';
 import { readBody, readRaw } from '../body.js';
 import { ApiError } from '../errors.js';
+import type { Role } from '../contract.js';
 import type { JobService } from '../jobs.js';
 import type { RouteTable } from './define.js';
 
@@ -36,7 +37,7 @@ function checkRunner(ctx: Koa.Context, runner: string): string {
 }
 
 export function runnerRoutes(table: RouteTable, jobs: JobService): void {
-  const roles = ['runner', 'admin'];
+  const roles: Role[] = ['runner', 'admin'];
   table.define({ method: 'get', path: '/v1/runners', summary: 'The runner hosts heard from, when last, and the runs they hold (admins)', roles: ['admin'] }, (ctx) => {
     requireRole(ctx, 'admin');
     ctx.body = jobs.runnerHosts();

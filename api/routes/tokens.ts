@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { readBody } from '../body.js';
 import { requireRole, type Tokens } from '../auth.js';
 import type { Caller } from '../scheduler/service.js';
-import type { RouteTable } from './define.js';
+import { everyRole, type RouteTable } from './define.js';
 
 const tokenSchema = z.strictObject({
   name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._@-]{0,62}$/, 'names use letters, digits, . _ @ - (up to 63)'),
@@ -11,7 +11,7 @@ const tokenSchema = z.strictObject({
 });
 
 export function tokenRoutes(table: RouteTable, tokens: Tokens): void {
-  table.define({ method: 'get', path: '/v1/whoami', summary: 'The name and role of the token used' }, (ctx) => {
+  table.define({ method: 'get', path: '/v1/whoami', summary: 'The name and role of the token used', roles: everyRole }, (ctx) => {
     const caller = ctx.state.caller as Caller;
     ctx.body = { name: caller.name, role: caller.role };
   });

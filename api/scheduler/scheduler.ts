@@ -2,7 +2,7 @@
 // stages, readiness, failures and finished releases, which move reservations along. Kept apart
 // from the reservation side (service.ts) it builds on.
 import type { AgentMachine, AgentReport, AgentTask } from '../contract.js';
-import { notFound } from '../errors.js';
+import { ApiError, notFound } from '../errors.js';
 import type { MachineEntry } from './records.js';
 import { ReservationScheduler } from './service.js';
 
@@ -78,6 +78,9 @@ export class Scheduler extends ReservationScheduler {
     const reservation = this.live.get(allocationId.slice(0, allocationId.lastIndexOf('.')));
     const allocation = reservation?.allocations.find((candidate) => candidate.id === allocationId);
     if (!reservation || !allocation) throw notFound(`allocation ${allocationId} of a live reservation`);
+    // Only the agent that took the task may move it: another lab host's agent cannot declare a
+    // machine ready (or released) that it does not run.
+    if (allocation.agent !== agent) throw new ApiError(403, 'not_your_task', `allocation ${allocationId} is not held by agent ${agent}`);
     const machine = this.inventory.get(allocation.machine)!;
     const provisioning = allocation.state === 'provisioning';
     switch (report.kind) {
