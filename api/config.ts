@@ -8,6 +8,7 @@ import { parseDocument, LineCounter, isNode } from 'yaml';
 import { z } from 'zod';
 import { parseDuration, parseQuantity } from './scheduler/units.js';
 import { getKind } from '../provisioners/registry.js';
+import type { ProvisionerKind } from '../provisioners/types.js';
 
 const duration = z.union([z.number(), z.string()]).transform((value, ctx) => {
   const seconds = parseDuration(value);
@@ -174,6 +175,7 @@ export function parseConfig(text: string, file = '<config>'): Config {
   const config = parsed.data;
   const problems: string[] = [];
   const seen = new Set<string>();
+  const identities = new Map<string, string>();
   config.machines.forEach((machine, index) => {
     if (seen.has(machine.name)) problems.push(`${where(['machines', index, 'name'])}: duplicate machine name ${machine.name}`);
     seen.add(machine.name);
@@ -200,12 +202,30 @@ export function parseConfig(text: string, file = '<config>'): Config {
       }
     } else {
       machine.settings = settings.data;
+      problems.push(...identityProblems(kind, machine, identities, (issuePath) => where(['machines', index, ...issuePath])));
     }
   });
   if (config.lease.default > config.lease.max) problems.push(`${where(['lease', 'default'])}: longer than lease.max`);
   if (problems.length > 0) throw new ConfigError(file, problems);
   config.machines = expandPools(config.machines, file);
   return config;
+}
+
+/**
+ * A kind whose machines stand for something outside (a static host's login) has one machine per
+ * identity: `count` would copy it, and two entries with one identity would share it.
+ */
+function identityProblems(kind: ProvisionerKind, machine: MachineConfig, identities: Map<string, string>, where: (issuePath: PropertyKey[]) => string): string[] {
+  if (!kind.identity) return [];
+  const problems: string[] = [];
+  const identity = kind.identity(machine.settings);
+  if (machine.count !== undefined) {
+    problems.push(`${where(['count'])}: a ${machine.kind} machine is one ${identity}; count would give it to ${machine.count} reservations at once`);
+  }
+  const first = identities.get(identity);
+  if (first !== undefined) problems.push(`${where(['settings'])}: ${machine.name} is ${identity}, the same as ${first}; one account cannot be two machines`);
+  else identities.set(identity, machine.name);
+  return problems;
 }
 
 /** A machine with `count: N` becomes N machines NAME-1 … NAME-N with the same labels and settings. */

@@ -35,7 +35,7 @@ function configYaml(count: number, port: number): string {
     const ram = rams[Math.floor(index / 3) % 4];
     const cpus = index % 2 === 0 ? 2 : 4;
     lines.push(
-      `  - { name: m${index}, kind: static, labels: { type: bench, arch: ${arch} }, capacities: { ram: ${ram}, cpus: ${cpus} }, settings: { address: 127.0.0.1, adminKey: /nonexistent } }`,
+      `  - { name: m${index}, kind: static, labels: { type: bench, arch: ${arch} }, capacities: { ram: ${ram}, cpus: ${cpus} }, settings: { address: bench-${index}.lab, user: ci, adminKey: /nonexistent } }`,
     );
   }
   return lines.join('\n') + '\n';

@@ -67,6 +67,13 @@ export interface ProvisionerKind<Settings = unknown> {
   /** Labels and capacities a machine of this kind has unless its config says otherwise. */
   defaults?: { labels?: Record<string, string>; capacities?: Record<string, number> };
   create(context: KindContext): Provisioner<Settings>;
+  /**
+   * The outside thing a machine of this kind stands for (a static host's login: user, address,
+   * port), for kinds whose machines are not interchangeable slots. Two machines with one identity
+   * would hand one account to two reservations at once, and the leak sweep of one would remove the
+   * other's keys: the config refuses them, and refuses `count` on such a kind.
+   */
+  identity?(settings: Settings): string;
   /** For kinds whose config entry is a pool offered by a provider (OpenStack flavors). */
   pool?: PoolSupport<Settings>;
 }

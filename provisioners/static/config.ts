@@ -35,3 +35,8 @@ export const staticSettingsSchema = z.strictObject({
 });
 
 export type StaticSettings = z.output<typeof staticSettingsSchema>;
+
+/** One login on one host: what two static machines must never share. */
+export function staticIdentity(settings: StaticSettings): string {
+  return `${settings.user}@${settings.address.toLowerCase()}:${settings.port}`;
+}

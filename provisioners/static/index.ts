@@ -8,7 +8,7 @@ import { parseSettings, ProvisionError, type MachineRecord, type Provisioner, ty
 import type { Stage } from '../protocol.js';
 import { sshConnect, sshHandshake, type SshClient } from '../ssh.js';
 import { addReservationKey, listReservations, removeReservationKeys } from './adapter.js';
-import { staticSettingsSchema, type StaticSettings } from './config.js';
+import { staticIdentity, staticSettingsSchema, type StaticSettings } from './config.js';
 
 export { staticSettingsSchema, type StaticSettings } from './config.js';
 
@@ -16,6 +16,7 @@ export const staticKind: ProvisionerKind<StaticSettings> = {
   kind: 'static',
   settingsSchema: staticSettingsSchema,
   pathSettings: ['adminKey'],
+  identity: staticIdentity,
   create: () => new StaticProvisioner(),
 };
 

@@ -14,6 +14,8 @@ import { ProvisionError, type MachineRecord, type ProvisionRequest } from '../..
 import { runSsh, startSshd, type TestSshd } from '../helpers/sshd.js';
 import { assertNoKeyMaterial } from '../helpers/secrets.js';
 import { testKindContext } from '../helpers/kind-context.js';
+import { configProblems } from '../helpers/config.js';
+import { parseConfig } from '../../api/config.js';
 
 const provisioner = staticKind.create(testKindContext(os.tmpdir())) as StaticProvisioner;
 
@@ -227,4 +229,27 @@ test('the registry knows static and names the known kinds for an unknown one', (
   t.is(provisionerKinds.static.kind, 'static');
   t.throws(() => getKind('qemu-nope'), { message: /unknown machine kind "qemu-nope".*static/ });
   t.throws(() => getKind('toString'), { message: /unknown machine kind/ });
+});
+
+const staticEntry = (name: string, settings: string, extra = '') => `
+  - name: ${name}
+    kind: static${extra}
+    settings: { ${settings}, adminKey: /etc/paddock/key }`;
+
+test('count on a static machine is refused with the file, line and path: the copies would share one login', (t) => {
+  const message = configProblems(`machines:${staticEntry('build', 'address: 10.0.0.5, user: ci', '\n    count: 3')}\n`);
+  t.regex(message, /^lab\.yaml: invalid configuration/);
+  t.regex(message, /line 4: machines\[0\]\.count: a static machine is one ci@10\.0\.0\.5:22; count would give it to 3 reservations at once/);
+});
+
+test('two static machines with the same address, port and user are refused; another user or port is another machine', (t) => {
+  const first = staticEntry('build-1', 'address: 10.0.0.5, user: ci');
+  const message = configProblems(`machines:${first}${staticEntry('build-2', 'address: 10.0.0.5, port: 22, user: ci')}\n`);
+  t.regex(message, /^lab\.yaml: invalid configuration/);
+  t.regex(message, /line 7: machines\[1\]\.settings: build-2 is ci@10\.0\.0\.5:22, the same as build-1/);
+  // Host names are compared without case: BUILD.lab and build.lab are one host.
+  t.regex(configProblems(`machines:${staticEntry('a', 'address: Build.lab, user: ci')}${staticEntry('b', 'address: build.LAB, user: ci')}\n`), /machines\[1\]\.settings: b is ci@build\.lab:22, the same as a/);
+
+  const distinct = parseConfig(`machines:${first}${staticEntry('build-2', 'address: 10.0.0.5, user: ci2')}${staticEntry('build-3', 'address: 10.0.0.5, port: 2222, user: ci')}\n`);
+  t.deepEqual(distinct.machines.map((machine) => machine.name), ['build-1', 'build-2', 'build-3']);
 });
