@@ -41,6 +41,20 @@ const machineSchema = z.strictObject({
   count: z.number().int().min(1).max(10000).optional(),
 });
 
+/** A quota: a count or a size (`20GiB`), or `unlimited`. */
+const quotaLimit = z.union([z.literal('unlimited'), quantity.pipe(z.number().int().max(Number.MAX_SAFE_INTEGER))]).transform((value) => (value === 'unlimited' ? undefined : value));
+
+const quotaLimitsSchema = z.strictObject({
+  reservations: quotaLimit.optional(),
+  queued: quotaLimit.optional(),
+  machines: quotaLimit.optional(),
+  imageBytes: quotaLimit.optional(),
+  uploads: quotaLimit.optional(),
+  runs: quotaLimit.optional(),
+});
+
+export const defaultQuotas = { reservations: 200, queued: 100, machines: 64, imageBytes: 100 * 1024 ** 3, uploads: 4, runs: 100 };
+
 const listenSchema = z
   .string()
   .regex(/^[^:]+:\d+$|^\[[0-9a-fA-F:]+\]:\d+$/, 'listen is host:port, e.g. 127.0.0.1:7300')
@@ -94,6 +108,14 @@ export const configSchema = z.strictObject({
       maxLogSize: quantity.default(64 * 1024 ** 2),
     })
     .default({ heartbeatTimeout: 30, maxLogSize: 64 * 1024 ** 2 }),
+  quotas: z
+    .strictObject({
+      /** What every non-admin token may hold, queue and store at once (see api/quotas.ts). */
+      default: quotaLimitsSchema.transform((limits) => ({ ...defaultQuotas, ...limits })).default(defaultQuotas),
+      /** Per token name: limits that replace the default ones they name. */
+      tokens: z.record(z.string(), quotaLimitsSchema).default({}),
+    })
+    .default({ default: defaultQuotas, tokens: {} }),
   machines: z.array(machineSchema).default([]),
 });
 

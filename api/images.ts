@@ -3,11 +3,12 @@
 // user, removable by their owner or an admin, never while a live reservation names them; expired
 // temporary images and blobs no record refers to are collected.
 import type { Readable } from 'node:stream';
-import { Op } from 'sequelize';
+import { Op, QueryTypes } from 'sequelize';
 import type { ImageFormat, ImageListEntry, ImageView } from './contract.js';
 import type { ProviderImage } from '../provisioners/types.js';
 import { plainRow, plainRows, type Database, type ImageRow } from './db/index.js';
 import { ApiError, forbidden, notFound } from './errors.js';
+import type { Quotas } from './quotas.js';
 import type { Caller } from './scheduler/service.js';
 import { BlobStore, UploadError } from '../images/store.js';
 
@@ -74,7 +75,20 @@ export class ImageCatalog {
     private readonly providers: () => Promise<{ images: ProviderImage[]; errors: { pool: string; message: string }[] }> = async () => ({ images: [], errors: [] }),
   ) {}
 
+  /** Per-user limits on stored bytes and uploads at once (api/quotas.ts); none when unset. */
+  quotas?: Quotas;
+
   async upload(caller: Caller, request: UploadRequest, body: Readable): Promise<ImageView> {
+    const leave = this.quotas?.admit(caller, 'uploads', 0);
+    try {
+      if (request.contentLength !== undefined) await this.admitBytes(caller, `${request.name}:${request.tag}`, request.contentLength);
+      return await this.receive(caller, request, body);
+    } finally {
+      leave?.();
+    }
+  }
+
+  private async receive(caller: Caller, request: UploadRequest, body: Readable): Promise<ImageView> {
     const name = checkName('name', request.name);
     const tag = checkName('tag', request.tag);
     if (!imageFormats.includes(request.format as ImageFormat)) {
@@ -109,9 +123,37 @@ export class ImageCatalog {
       // New content under the tag: its boot record starts afresh.
       bootFailures: 0, lastBootFailure: null,
     };
-    await this.db.images.upsert(row);
+    await this.recordWithinQuota(caller, row);
     if (existing && existing.sha256 !== blob.sha256) await this.collectBlob(existing.sha256);
     return imageView(row);
+  }
+
+  /** Stores the record unless it takes the caller over their stored-bytes quota (then its bytes go). */
+  private async recordWithinQuota(caller: Caller, row: ImageRow): Promise<void> {
+    if (!this.quotas) return void (await this.db.images.upsert(row));
+    try {
+      // Count, check and write as one step per user, so parallel uploads cannot all pass.
+      await this.quotas.serialize(caller, async () => {
+        await this.admitBytes(caller, row.ref, row.size);
+        await this.db.images.upsert(row);
+      });
+    } catch (error) {
+      await this.collectBlob(row.sha256);
+      throw error;
+    }
+  }
+
+  /** Throws 429 if `size` more bytes under `ref` (replacing the caller's own image there) pass the caller's quota. */
+  private async admitBytes(caller: Caller, ref: string, size: number): Promise<void> {
+    if (this.quotas?.limitsOf(caller)?.imageBytes === undefined) return;
+    const account = this.quotas.accountOf(caller.name);
+    // The account's own images and those its job runs uploaded with their run tokens.
+    const [stored] = await this.db.sequelize.query<{ total: number | null; replaced: number | null }>(
+      `SELECT SUM(size) AS total, SUM(CASE WHEN ref = :ref THEN size ELSE 0 END) AS replaced FROM images
+       WHERE owner = :account OR owner IN (SELECT id FROM runs WHERE owner = :account)`,
+      { replacements: { account, ref }, type: QueryTypes.SELECT },
+    );
+    this.quotas.admit(caller, 'imageBytes', Number(stored?.total ?? 0) - Number(stored?.replaced ?? 0), size)();
   }
 
   /** Counts a boot failure against the image (`name` or `name:tag`); unknown refs are ignored. */

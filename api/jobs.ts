@@ -61,6 +61,8 @@ export class JobService {
   private logWrites = new Map<string, Promise<void>>();
   private watchdog?: NodeJS.Timeout;
   private readonly now: () => number;
+  /** Refuses a new run (throws), e.g. over the caller's quota; else holds it until the returned function is called. */
+  admitRun?: (caller: Caller, live: Iterable<RunRow>) => () => void;
 
   constructor(
     private readonly db: Database,
@@ -154,6 +156,7 @@ export class JobService {
   /** Records the commit the job's ref points at now and queues a run of it. */
   async run(caller: Caller, idOrName: string, parameters: Record<string, string> = {}): Promise<RunView> {
     const job = await this.getJob(caller, idOrName);
+    this.admitRun?.(caller, this.live.values())(); // again below, after the await: this one spares resolving the ref
     const commit = await resolve(job.repository, job.ref);
     const now = new Date(this.now());
     const row: RunRow = {
@@ -179,8 +182,13 @@ export class JobService {
       startedAt: null,
       endedAt: null,
     };
-    await this.db.runs.create(row);
-    this.live.set(row.id, row);
+    const admitted = this.admitRun?.(caller, this.live.values());
+    try {
+      await this.db.runs.create(row);
+      this.live.set(row.id, row);
+    } finally {
+      admitted?.();
+    }
     await this.writeLog(row.id, `paddock: run ${row.id} of job ${job.name}: ${displayRepository(job.repository)} ${job.ref} at ${commit}, script ${job.script}\n`);
     this.wakeRunners();
     return runView(row);
@@ -206,6 +214,11 @@ export class JobService {
 
   isLive(id: string): boolean {
     return this.live.has(id);
+  }
+
+  /** The owner of a live run: whom its run token (named after the run) acts for. */
+  ownerOfRun(id: string): string | undefined {
+    return this.live.get(id)?.owner;
   }
 
   /** Resolves once the run has ended or the timeout passed. */

@@ -12,6 +12,7 @@ import { BlobStore } from '../images/store.js';
 import { ImageCatalog } from './images.js';
 import { expandProviderPools, providerImages } from './pools.js';
 import { JobService } from './jobs.js';
+import { Quotas } from './quotas.js';
 
 export interface ServeOptions {
   configPath?: string;
@@ -49,10 +50,13 @@ export async function serve(options: ServeOptions): Promise<RunningServer> {
   const pools = await expandProviderPools(config, { dataDir: config.dataDir, log });
   const scheduler = new Scheduler(db, config);
   scheduler.poolLimits = pools.limits;
+  const quotas = new Quotas(config.quotas);
+  scheduler.admit = (caller, members, live) => quotas.admitReservation(caller, members, live);
   await scheduler.start();
   const blobs = new BlobStore(path.join(config.dataDir, 'images'), config.images.reserve);
   await blobs.init();
   const images = new ImageCatalog(db, blobs, config.images, (ref) => scheduler.imageInUse(ref), () => providerImages(pools, { dataDir: config.dataDir, log }));
+  images.quotas = quotas;
   scheduler.onImageFailure = (ref, reason) =>
     void images.recordBootFailure(ref, reason).catch((error: unknown) => log(`cannot count a boot failure on ${ref}: ${(error as Error).message}`));
   const collect = () =>
@@ -69,6 +73,17 @@ export async function serve(options: ServeOptions): Promise<RunningServer> {
     maxLogBytes: config.runners.maxLogSize,
     log,
   });
+  jobs.admitRun = (caller, live) => quotas.admitRun(caller, live);
+  quotas.accountOf = (name) => {
+    // A run token is named after its run; a run's owner may itself be a run (a job a script made).
+    let account = name;
+    for (let depth = 0; depth < 8; depth++) {
+      const owner = jobs.ownerOfRun(account);
+      if (owner === undefined) break;
+      account = owner;
+    }
+    return account;
+  };
   await jobs.start();
   const { app, table } = createApp({ scheduler, tokens, images, jobs, log, consolesDir: path.join(config.dataDir, 'consoles') });
   const server = app.listen(config.listen.port, config.listen.host);

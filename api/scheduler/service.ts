@@ -37,6 +37,11 @@ export class ReservationScheduler {
   private reaper?: NodeJS.Timeout;
   /** The most machines of each provider pool (by `pool` label) reserved at once. */
   poolLimits = new Map<string, number>();
+  /**
+   * Called right before a new request becomes live (no await in between, so concurrent requests
+   * see each other): throws to refuse it, e.g. over the caller's quota (api/quotas.ts).
+   */
+  admit?: (caller: Caller, members: Reservation['members'], live: Iterable<Reservation>) => void;
   /** Requests sent back to the queue because the cloud was full: not retried before this time. */
   private readonly heldUntil = new Map<string, number>();
 
@@ -172,6 +177,7 @@ export class ReservationScheduler {
         });
       }
     }
+    this.admit?.(caller, members, this.live.values()); // again below, after the await: this one spares a key pair
     const id = `r-${randomBytes(6).toString('hex')}`;
     const keys = await generateKeyPairAsync(`paddock:${id}`);
     const now = this.now();
@@ -190,6 +196,7 @@ export class ReservationScheduler {
       updatedAt: now,
       queueDeadline: now + (request.queueTimeout ?? this.config.queue.timeout) * 1000,
     };
+    this.admit?.(caller, members, this.live.values());
     this.live.set(id, reservation);
     this.parsed.set(id, parsed);
     this.record(reservation, { type: 'state', to: 'queued', reason: `requested by ${caller.name}` });
