@@ -76,6 +76,17 @@ function failureCode(view: ReservationView): string | undefined {
   return (view.allocations as ReservationView['allocations'] | undefined)?.find((allocation) => allocation.failure)?.failure?.code;
 }
 
+/** Over one of the caller's quotas (HTTP 429 `quota_exceeded`): nothing was made; what the caller had is kept. */
+export class QuotaExceededError extends PaddockError {
+  /** Which quota: `reservations`, `queued`, `machines`, `imageBytes`, `uploads` or `runs`. */
+  get quota(): string | undefined {
+    return field<string>(this.details, 'quota');
+  }
+  get limit(): number | undefined {
+    return field<number>(this.details, 'limit');
+  }
+}
+
 /** The client gave up waiting (`ready({ timeout })`); the reservation itself lives on. */
 export class TimeoutError extends PaddockError {}
 /** The server could not be reached, or answered with something that is not HTTP. */
@@ -93,6 +104,7 @@ const byCode: Record<string, typeof PaddockError> = {
   unsatisfiable: NoMatchError,
   illegal_transition: IllegalTransitionError,
   lease_expired: LeaseExpiredError,
+  quota_exceeded: QuotaExceededError,
 };
 
 /** Paddock tokens look like `pdk_` and base64url; never let one through, whoever's it is. */

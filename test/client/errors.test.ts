@@ -15,6 +15,7 @@ import {
   NotFoundError,
   PaddockConnectionError,
   PaddockError,
+  QuotaExceededError,
   redact,
   ReservationFailedError,
   UnauthorizedError,
@@ -33,6 +34,7 @@ const cases: [string, number, typeof PaddockError][] = [
   ['unsatisfiable', 422, NoMatchError],
   ['illegal_transition', 409, IllegalTransitionError],
   ['lease_expired', 409, LeaseExpiredError],
+  ['quota_exceeded', 429, QuotaExceededError],
   ['internal', 500, PaddockError],
 ];
 
@@ -50,6 +52,13 @@ for (const [code, status, ErrorClass] of cases) {
     t.deepEqual(error.details, details);
   });
 }
+
+test('details survive: the quota and its limit', (t) => {
+  const error = errorFromBody(429, { code: 'quota_exceeded', message: 'over', details: { quota: 'queued', limit: 2, current: 2, requested: 1 } });
+  t.true(error instanceof QuotaExceededError);
+  t.is((error as QuotaExceededError).quota, 'queued');
+  t.is((error as QuotaExceededError).limit, 2);
+});
 
 test('details survive: spec positions and per-member reasons', (t) => {
   const spec = errorFromBody(400, { code: 'invalid_spec', message: 'bad', details: { spec: 'ram>=', position: 5, role: 'main' } });
