@@ -39,7 +39,17 @@ export interface PowerControlOptions {
   minOffTimeMs?: number;
   /** JSON file keeping each board's last switch-off across restarts (created when missing). */
   stateFile?: string;
+  /** Where the off-time is read and waited (default: the wall clock). */
+  clock?: PowerClock;
 }
+
+/** The time the off-time is counted in, and how it is waited. */
+export interface PowerClock {
+  now(): number;
+  sleep(ms: number, signal?: AbortSignal): Promise<void>;
+}
+
+const wallClock: PowerClock = { now: () => Date.now(), sleep: wait };
 
 /** Runs tasks for one key one at a time, in call order; a task whose signal fires while it waits never runs. */
 function serialized<T>(queues: Map<string, Promise<void>>, key: string, signal: AbortSignal | undefined, task: () => Promise<T>): Promise<T> {
@@ -107,6 +117,7 @@ export class PowerControl {
   readonly driver: PowerDriver;
   readonly minOffTimeMs: number;
   readonly stateFile?: string;
+  private readonly clock: PowerClock;
 
   constructor(driver: PowerDriver, options: PowerControlOptions) {
     if (!options.board) throw new TypeError('PowerControl needs a board name');
@@ -114,6 +125,7 @@ export class PowerControl {
     this.board = options.board;
     this.minOffTimeMs = Math.max(0, options.minOffTimeMs ?? 0);
     this.stateFile = options.stateFile === undefined ? undefined : path.resolve(options.stateFile);
+    this.clock = options.clock ?? wallClock;
     if (!boards.has(this.board)) boards.set(this.board, { state: 'unknown' });
   }
 
@@ -151,10 +163,10 @@ export class PowerControl {
       await this.switch('off', signal);
     } catch (error) {
       // The power may have gone off all the same: count the off-time from now.
-      await this.recordOff(Date.now()).catch(() => undefined);
+      await this.recordOff(this.clock.now()).catch(() => undefined);
       throw error;
     }
-    await this.recordOff(Date.now());
+    await this.recordOff(this.clock.now());
   }
 
   /** One command under the PDU's queue, then the read-back where there is one. */
@@ -183,8 +195,8 @@ export class PowerControl {
     }
     if (lastOffAt === undefined) return;
     // Capped, in case the clock went back since.
-    const remaining = Math.min(this.minOffTimeMs, lastOffAt + this.minOffTimeMs - Date.now());
-    if (remaining > 0) await wait(remaining, signal);
+    const remaining = Math.min(this.minOffTimeMs, lastOffAt + this.minOffTimeMs - this.clock.now());
+    if (remaining > 0) await this.clock.sleep(remaining, signal);
   }
 
   private async recordOff(at: number): Promise<void> {

@@ -35,7 +35,7 @@ test.after.always(async () => {
 });
 
 const reserve = async (body: unknown) => api.http().post('v1/reservations', { json: body });
-const waitReady = async (id: string) => (await api.http().get(`v1/reservations/${id}`, { searchParams: { wait: 'ready', timeout: 30 } })).body as ReservationView;
+const waitReady = async (id: string) => (await api.http().get(`v1/reservations/${id}`, { searchParams: { wait: 'ready', timeout: 120 } })).body as ReservationView;
 const release = async (id: string) => (await api.http().delete(`v1/reservations/${id}`)).body as ReservationView;
 const waitState = async (id: string, state: string, seconds = 20) => {
   const deadline = Date.now() + seconds * 1000;
@@ -113,25 +113,40 @@ test.serial('a busy spec queues and is granted when a machine frees up', async (
 });
 
 test.serial('a lease that is not renewed is reaped and its key removed; a renewed one lives on', async (t) => {
-  // Leases of a few seconds, long enough for provisioning on a loaded machine.
-  const renewed = (await reserve({ members: [{ role: 'main', spec: 'disk=ssd' }], lease: 4 })).body as ReservationView;
+  // Order, not speed: both are renewed until they are ready (provisioning may be slow on a busy
+  // machine), then only one is. The one left alone must be reaped; the other must outlive the
+  // expiry it had when it became ready.
+  const renewed = (await reserve({ members: [{ role: 'main', spec: 'disk=ssd' }], lease: 10 })).body as ReservationView;
   const reaped = (await reserve({ members: [{ role: 'main', spec: 'cpus>=4' }], lease: 4 })).body as ReservationView;
-  t.is((await waitReady(renewed.id)).state, 'ready');
-  t.is((await waitReady(reaped.id)).state, 'ready');
-  t.regex(readFileSync(hosts[1].authorizedKeysFile, 'utf8'), new RegExp(`paddock:${reaped.id}`));
-  const deadline = Date.now() + 6000;
-  while (Date.now() < deadline) {
-    const response = await api.http().post(`v1/reservations/${renewed.id}/renew`);
-    t.is(response.statusCode, 200);
-    await new Promise((resolve) => setTimeout(resolve, 500));
+  const renewing = new Set([renewed.id, reaped.id]);
+  const renewals = (async () => {
+    while (renewing.size > 0) {
+      for (const id of renewing) await api.http().post(`v1/reservations/${id}/renew`);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+    }
+  })();
+  try {
+    t.is((await waitReady(reaped.id)).state, 'ready');
+    renewing.delete(reaped.id);
+    const ready = await waitReady(renewed.id);
+    t.is(ready.state, 'ready');
+    const firstExpiry = Date.parse(ready.expiresAt!);
+    const expired = await waitState(reaped.id, 'expired', 120);
+    t.is(expired.state, 'expired');
+    t.is(expired.reason, 'lease expired');
+    const history = ((await api.http().get(`v1/reservations/${reaped.id}/events`)).body as EventView[]).filter((event) => event.type === 'state').map((event) => event.to);
+    t.true(history.indexOf('ready') >= 0 && history.indexOf('ready') < history.indexOf('expired'), history.join(' → '));
+    t.notRegex(readFileSync(hosts[1].authorizedKeysFile, 'utf8'), new RegExp(`paddock:${reaped.id}`));
+    while (Date.now() <= firstExpiry + 1000) await new Promise((resolve) => setTimeout(resolve, 200));
+    const alive = (await api.http().get(`v1/reservations/${renewed.id}`)).body as ReservationView;
+    t.is(alive.state, 'ready');
+    t.true(Date.parse(alive.expiresAt!) > firstExpiry, 'renewals moved the expiry on');
+  } finally {
+    renewing.clear();
+    await renewals;
   }
-  const expired = await waitState(reaped.id, 'expired');
-  t.is(expired.state, 'expired');
-  t.is(expired.reason, 'lease expired');
-  t.notRegex(readFileSync(hosts[1].authorizedKeysFile, 'utf8'), new RegExp(`paddock:${reaped.id}`));
-  t.is(((await api.http().get(`v1/reservations/${renewed.id}`)).body as ReservationView).state, 'ready');
   await release(renewed.id);
-  await waitState(renewed.id, 'released');
+  await waitState(renewed.id, 'released', 120);
 });
 
 test.serial('renewal stops at the hard cap', async (t) => {
