@@ -3,7 +3,7 @@
 import Router from '@koa/router';
 import Koa from 'koa';
 import { authenticate, type Tokens } from './auth.js';
-import { errorMiddleware, type Logger } from './errors.js';
+import { ApiError, errorMiddleware, type Logger } from './errors.js';
 import { agentRoutes } from './routes/agent.js';
 import { consoleRoutes } from './routes/consoles.js';
 import { imageRoutes } from './routes/images.js';
@@ -34,7 +34,8 @@ export function createApp({ scheduler, tokens, images, jobs, log, consolesDir }:
   app.proxy = false;
   const router = new Router();
   const table = new RouteTable(router, authenticate(tokens));
-  table.define({ method: 'get', path: '/healthz', summary: 'Liveness: answers without a token', auth: false }, (ctx) => {
+  table.define({ method: 'get', path: '/healthz', summary: 'Liveness: answers without a token; 503 store_failing while commits fail', auth: false }, (ctx) => {
+    if (scheduler.storeFailure()) throw new ApiError(503, 'store_failing', 'the database refuses writes; changes are refused until a commit succeeds');
     ctx.body = { ok: true, version };
   });
   table.define({ method: 'get', path: '/v1/openapi.json', summary: 'This document' }, (ctx) => {

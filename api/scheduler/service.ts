@@ -93,6 +93,8 @@ export class ReservationScheduler {
       });
       this.store.machine(retired);
     }
+    this.store.adopt(this.live.values(), this.inventory.machines.values());
+    this.store.onRollback = () => this.rollback();
     for (const reservation of this.live.values()) this.resume(reservation);
     this.schedule();
     await this.store.flush();
@@ -104,7 +106,53 @@ export class ReservationScheduler {
   async stop(): Promise<void> {
     clearInterval(this.reaper);
     for (const wake of this.agentWaiters) wake();
-    await this.store.flush();
+    try {
+      await this.store.flush();
+    } finally {
+      await this.store.close();
+    }
+  }
+
+  /**
+   * After a failed commit: every record goes back to its last committed image, in place (waiters
+   * hold these objects), and the queue and the agents' tasks are rebuilt from them, so no change
+   * of any code path can stay in memory without being in the database.
+   */
+  private rollback(): void {
+    for (const machine of this.inventory.machines.values()) {
+      const image = this.store.committedMachines.get(machine.name);
+      if (!image) continue;
+      this.inventory.setState(machine, image.row.state as MachineEntry['state']);
+      machine.reservationId = image.row.reservationId ?? undefined;
+      machine.reason = image.row.reason ?? undefined;
+      machine.failures = image.row.failures;
+      machine.pendingState = image.pendingState;
+    }
+    for (const id of this.live.keys()) if (!this.store.committedReservations.has(id)) this.live.delete(id);
+    for (const row of this.store.committedReservations.values()) {
+      const restored = reservationFromRow(row);
+      const reservation = this.live.get(row.id);
+      if (!reservation) this.live.set(row.id, restored);
+      else {
+        for (const key of Object.keys(reservation)) delete (reservation as unknown as Record<string, unknown>)[key];
+        Object.assign(reservation, restored);
+      }
+    }
+    this.parsed.clear();
+    this.tasks.clear();
+    this.queue = [...this.live.values()].filter((reservation) => reservation.state === 'queued').sort((a, b) => a.createdAt - b.createdAt);
+    for (const reservation of this.live.values()) {
+      for (const allocation of reservation.allocations) {
+        if (allocation.state === 'pending') this.addTask('provision', reservation, allocation);
+        if (allocation.state === 'releasing' && !allocation.agent) this.addTask('release', reservation, allocation);
+      }
+      this.changes.emit(`change:${reservation.id}`);
+    }
+  }
+
+  /** Null while commits succeed; else the last commit's error. */
+  storeFailure(): Error | null {
+    return this.store.failing;
   }
 
   /** Puts a reservation loaded from the database back in the queue or the agents' task list. */

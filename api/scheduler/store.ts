@@ -2,22 +2,71 @@
 // them dirty and appends events; `flush()` writes everything marked so far in one SQLite
 // transaction. Callers await the flush before they answer, so nothing acknowledged is lost on a
 // crash, and concurrent requests share one commit instead of paying one each.
-import type { Database, EventRow } from '../db/index.js';
+//
+// Contracts:
+// - Every value reaches SQLite as a bound parameter of a prepared statement, never as SQL text, so
+//   no string (a NUL, a quote, a machine's stderr) can change or cut a statement.
+// - A failed commit is never retried and never left half applied in memory: the store keeps the
+//   image of every record as last committed, and on a failure it discards every mark made since
+//   and calls `onRollback`, which puts the scheduler's memory back to those images. Every caller
+//   whose change was undone (this batch's and the next's) gets the error. So a value SQLite refuses
+//   fails one batch, once, and the next batch starts from what the database holds.
+// - `failing` holds the last commit's error until a commit succeeds (/healthz answers 503 then).
+import { setImmediate as nextTurn } from 'node:timers/promises';
+import type { MachineState } from '../contract.js';
+import type { Database, EventRow, MachineRow, ReservationRow } from '../db/index.js';
+import { ApiError } from '../errors.js';
+import { liveStates } from './lifecycle.js';
 import { machineToRow, reservationToRow, type MachineEntry, type Reservation } from './records.js';
+
+/** A machine as last committed, with the part of its record the database does not hold. */
+export interface MachineImage {
+  row: MachineRow;
+  pendingState?: MachineState;
+}
+
+interface Batch {
+  promise: Promise<void>;
+  resolve(): void;
+  reject(error: Error): void;
+}
 
 export class Store {
   private dirtyReservations = new Map<string, Reservation>();
   private dirtyMachines = new Map<string, MachineEntry>();
   private pendingEvents: EventRow[] = [];
   private nextEventId = 1;
-  private running: Promise<void> | null = null;
-  private next: Promise<void> | null = null;
+  /** The batch collecting callers now; its marks are taken when its commit starts. */
+  private collecting: Batch | null = null;
+  private writing = false;
+  private readonly writer: Writer;
+  /** Live reservations as last committed (ended ones are dropped once their end is committed). */
+  readonly committedReservations = new Map<string, ReservationRow>();
+  readonly committedMachines = new Map<string, MachineImage>();
+  /** The error of the last commit, until one succeeds. */
+  failing: Error | null = null;
+  /** Called after a failed commit: put memory back to `committedReservations` and `committedMachines`. */
+  onRollback: () => void = () => undefined;
 
-  constructor(private readonly db: Database) {}
+  constructor(private readonly db: Database) {
+    this.writer = new Writer(db);
+  }
 
   async init(): Promise<void> {
     const max = (await this.db.events.max('id')) as number | null;
     this.nextEventId = (max ?? 0) + 1;
+  }
+
+  /** Records loaded from the database: their committed images, without writing them again. */
+  adopt(reservations: Iterable<Reservation>, machines: Iterable<MachineEntry>): void {
+    for (const reservation of reservations) this.committedReservations.set(reservation.id, reservationToRow(reservation));
+    const now = Date.now();
+    for (const machine of machines) this.committedMachines.set(machine.name, { row: machineToRow(machine, now), pendingState: machine.pendingState });
+  }
+
+  /** Lets go of the prepared statements, so the database can close. */
+  close(): Promise<void> {
+    return this.writer.close();
   }
 
   reservation(reservation: Reservation): void {
@@ -34,94 +83,203 @@ export class Store {
     return row;
   }
 
-  /** Resolves once everything marked before the call is committed. */
-  flush(): Promise<void> {
-    if (this.running === null) {
-      this.running = this.write().finally(() => {
-        this.running = null;
-      });
-      return this.running;
-    }
-    // A commit is under way and may have taken its snapshot already: queue exactly one more.
-    if (this.next === null) {
-      this.next = this.running
-        .catch(() => undefined) // that commit's callers see its error; this one tries afresh
-        .then(() => {
-          this.next = null;
-          return this.flush();
-        });
-    }
-    return this.next;
-  }
-
   /**
-   * One INSERT … ON CONFLICT DO UPDATE for a batch of rows, as SQL text with every value escaped
-   * by Sequelize. This is the hot path of every request, so it skips building model instances (the
-   * schema itself still belongs to the Sequelize models and migrations).
+   * Resolves once everything marked before the call is committed; rejects (503 store_failed) when
+   * that commit failed, after memory went back to the last committed state. While `failing`, a
+   * flush with nothing marked still runs an empty transaction (one is tried every few seconds),
+   * so `failing` clears once the database takes writes again.
    */
-  private upsert(table: string, key: string, columns: string[], rows: object[]): string {
-    const quoted = columns.map((column) => `"${column}"`);
-    const updates = quoted.filter((column) => column !== `"${key}"`).map((column) => `${column}=excluded.${column}`);
-    const escape = (value: unknown) => (value === null || value === undefined ? 'NULL' : this.db.sequelize.escape(sqlValue(value) as string));
-    const values = rows.map((row) => `(${columns.map((column) => escape((row as Record<string, unknown>)[column])).join(',')})`);
-    return `INSERT INTO "${table}" (${quoted.join(',')}) VALUES ${values.join(',')} ON CONFLICT("${key}") DO UPDATE SET ${updates.join(',')};`;
+  flush(): Promise<void> {
+    if (this.collecting === null) {
+      let resolve!: () => void;
+      let reject!: (error: Error) => void;
+      const promise = new Promise<void>((yes, no) => ((resolve = yes), (reject = no)));
+      this.collecting = { promise, resolve, reject };
+    }
+    const batch = this.collecting;
+    if (!this.writing) void this.drain();
+    return batch.promise;
   }
 
-  private async write(): Promise<void> {
-    await new Promise((resolve) => setImmediate(resolve)); // let concurrent callers join this commit
-    const dirtyReservations = this.dirtyReservations;
-    const dirtyMachines = this.dirtyMachines;
+  private async drain(): Promise<void> {
+    this.writing = true;
+    try {
+      while (this.collecting !== null) {
+        await nextTurn(); // let concurrent callers join this commit
+        const batch = this.collecting;
+        this.collecting = null;
+        await this.commitBatch(batch);
+      }
+    } finally {
+      this.writing = false;
+    }
+  }
+
+  private async commitBatch(batch: Batch): Promise<void> {
+    const dirtyReservations = [...this.dirtyReservations.values()];
+    const dirtyMachines = [...this.dirtyMachines.values()];
     const events = this.pendingEvents;
     this.dirtyReservations = new Map();
     this.dirtyMachines = new Map();
     this.pendingEvents = [];
-    if (dirtyReservations.size + dirtyMachines.size + events.length === 0) return;
-    const now = Date.now();
-    const reservations = [...dirtyReservations.values()].map(reservationToRow);
-    const machines = [...dirtyMachines.values()].map((machine) => machineToRow(machine, now));
-    const statements = [
-      ...[...chunks(reservations)].map((rows) => this.upsert('reservations', 'id', reservationColumns, rows)),
-      ...[...chunks(machines)].map((rows) => this.upsert('machines', 'name', machineColumns, rows)),
-      ...[...chunks(events)].map((rows) => this.upsert('events', 'id', eventColumns, rows)),
-    ];
+    if (dirtyReservations.length + dirtyMachines.length + events.length === 0 && this.failing === null) {
+      batch.resolve();
+      return;
+    }
     try {
-      // One trip to SQLite's thread for the whole transaction; exec rolls back nothing by itself,
-      // so a failure is rolled back here.
-      const connection = (await this.db.sequelize.connectionManager.getConnection({ type: 'write' })) as unknown as SqliteConnection;
-      await new Promise<void>((resolve, reject) =>
-        connection.exec(`BEGIN IMMEDIATE;${statements.join('')}COMMIT;`, (error) => (error ? reject(error) : resolve())),
-      ).catch(async (error: unknown) => {
-        await new Promise<void>((resolve) => connection.exec('ROLLBACK;', () => resolve()));
-        throw error;
-      });
-    } catch (error) {
-      // Keep what failed to commit so the next flush tries again; newer marks win.
-      for (const [id, reservation] of dirtyReservations) if (!this.dirtyReservations.has(id)) this.dirtyReservations.set(id, reservation);
-      for (const [name, machine] of dirtyMachines) if (!this.dirtyMachines.has(name)) this.dirtyMachines.set(name, machine);
-      this.pendingEvents = [...events, ...this.pendingEvents];
-      throw error;
+      const now = Date.now();
+      const reservations = dirtyReservations.map(reservationToRow);
+      const machines = dirtyMachines.map((machine) => machineToRow(machine, now));
+      await this.writer.write(reservations, machines, events);
+      this.failing = null;
+      for (const row of reservations) {
+        if (liveStates.includes(row.state as Reservation['state'])) this.committedReservations.set(row.id, row);
+        else this.committedReservations.delete(row.id);
+      }
+      dirtyMachines.forEach((machine, index) => this.committedMachines.set(machine.name, { row: machines[index], pendingState: machine.pendingState }));
+      batch.resolve();
+    } catch (cause) {
+      this.failing = cause as Error;
+      // Everything marked since the last commit rests on memory that is about to be undone: the
+      // marks of the next batch go too, and its callers get the same error.
+      this.dirtyReservations = new Map();
+      this.dirtyMachines = new Map();
+      this.pendingEvents = [];
+      this.onRollback();
+      const error = storeFailed(cause);
+      batch.reject(error);
+      this.collecting?.reject(error);
+      this.collecting = null;
+      // Without writes, nothing would notice that the database is back: try an empty commit.
+      setTimeout(() => void this.flush().catch(() => undefined), probeIntervalMs).unref();
     }
   }
 }
 
+function storeFailed(cause: unknown): ApiError {
+  const code = (cause as { code?: unknown }).code;
+  // SQLite's own text names tables and constraints, never values; other errors (a date out of
+  // range) are summed up by their name alone.
+  const what = typeof code === 'string' && code.startsWith('SQLITE_') ? `${code}: ${(cause as Error).message}` : (cause as Error).name;
+  return new ApiError(503, 'store_failed', `the change could not be stored (${what}); nothing was changed, try again`, {
+    ...(typeof code === 'string' ? { sqlite: code } : {}),
+  });
+}
+
 const reservationColumns = [
   'id', 'owner', 'state', 'outcome', 'reason', 'priority', 'leaseSeconds', 'members', 'allocations', 'publicKey',
-  'privateKey', 'idempotencyKey', 'createdAt', 'updatedAt', 'grantedAt', 'expiresAt', 'hardCapAt', 'queueDeadline',
-];
-const machineColumns = ['name', 'kind', 'state', 'reservationId', 'reason', 'failures', 'labels', 'capacities', 'updatedAt'];
+  'privateKey', 'idempotencyKey', 'createdAt', 'updatedAt', 'grantedAt', 'expiresAt', 'hardCapAt', 'queueDeadline', 'requeues',
+] as const;
+const machineColumns = ['name', 'kind', 'state', 'reservationId', 'reason', 'failures', 'labels', 'capacities', 'updatedAt'] as const;
+const eventColumns = ['id', 'reservationId', 'at', 'type', 'from', 'to', 'machine', 'reason'] as const;
 
-const eventColumns = ['id', 'reservationId', 'at', 'type', 'from', 'to', 'machine', 'reason'];
+const probeIntervalMs = 2000;
 
+/** Rows per statement: a batch of n rows runs as few statements of these sizes (largest first). */
+const statementSizes = [64, 16, 4, 1];
+
+interface SqliteStatement {
+  run(params: unknown[], callback: (error: Error | null) => void): void;
+  finalize(callback: () => void): void;
+}
 interface SqliteConnection {
-  exec(sql: string, callback: (error: Error | null) => void): void;
+  run(sql: string, callback: (error: Error | null) => void): void;
+  prepare(sql: string, callback: (error: Error | null) => void): SqliteStatement;
 }
 
-/** Dates in the text form Sequelize itself writes to SQLite, so rows read the same either way. */
+/**
+ * The store's own SQLite connection (opened through Sequelize's connection manager under a key of
+ * its own), so no other query can land inside its transactions, with prepared upserts cached per
+ * table and row count.
+ */
+class Writer {
+  private connection?: Promise<SqliteConnection>;
+  private readonly statements = new Map<string, Promise<SqliteStatement>>();
+
+  constructor(private readonly db: Database) {}
+
+  async write(reservations: ReservationRow[], machines: MachineRow[], events: EventRow[]): Promise<void> {
+    const connection = await this.open();
+    // Rows become parameters before the transaction starts: a value that cannot be stored fails here.
+    const work = [
+      ...this.plan(connection, 'reservations', 'id', reservationColumns, reservations),
+      ...this.plan(connection, 'machines', 'name', machineColumns, machines),
+      ...this.plan(connection, 'events', 'id', eventColumns, events),
+    ];
+    await call((done) => connection.run('BEGIN IMMEDIATE', done));
+    try {
+      for (const { statement, params } of work) {
+        const prepared = await statement;
+        await call((done) => prepared.run(params, done));
+      }
+      await call((done) => connection.run('COMMIT', done));
+    } catch (error) {
+      await call((done) => connection.run('ROLLBACK', done)).catch(() => undefined);
+      throw error;
+    }
+  }
+
+  async close(): Promise<void> {
+    const statements = [...this.statements.values()];
+    this.statements.clear();
+    for (const statement of statements) {
+      const prepared = await statement.catch(() => undefined);
+      if (prepared) await new Promise<void>((resolve) => prepared.finalize(() => resolve()));
+    }
+  }
+
+  private open(): Promise<SqliteConnection> {
+    this.connection ??= (async () => {
+      const manager = this.db.sequelize.connectionManager as unknown as { getConnection(options: object): Promise<SqliteConnection> };
+      const connection = await manager.getConnection({ uuid: 'paddock-store', type: 'write' });
+      await call((done) => connection.run('PRAGMA busy_timeout = 5000', done));
+      await call((done) => connection.run('PRAGMA synchronous = NORMAL', done));
+      return connection;
+    })();
+    this.connection.catch(() => (this.connection = undefined));
+    return this.connection;
+  }
+
+  private *plan(connection: SqliteConnection, table: string, key: string, columns: readonly string[], rows: object[]) {
+    let start = 0;
+    for (const size of statementSizes) {
+      for (; rows.length - start >= size; start += size) {
+        const params: unknown[] = [];
+        for (const row of rows.slice(start, start + size)) for (const column of columns) params.push(sqlValue((row as Record<string, unknown>)[column]));
+        yield { statement: this.prepare(connection, table, key, columns, size), params };
+      }
+    }
+  }
+
+  private prepare(connection: SqliteConnection, table: string, key: string, columns: readonly string[], rows: number): Promise<SqliteStatement> {
+    const name = `${table}/${rows}`;
+    let statement = this.statements.get(name);
+    if (!statement) {
+      const quoted = columns.map((column) => `"${column}"`);
+      const updates = quoted.filter((column) => column !== `"${key}"`).map((column) => `${column}=excluded.${column}`);
+      const row = `(${columns.map(() => '?').join(',')})`;
+      const sql = `INSERT INTO "${table}" (${quoted.join(',')}) VALUES ${Array(rows).fill(row).join(',')} ON CONFLICT("${key}") DO UPDATE SET ${updates.join(',')}`;
+      statement = new Promise((resolve, reject) => {
+        const prepared = connection.prepare(sql, (error) => (error ? reject(error) : resolve(prepared)));
+      });
+      this.statements.set(name, statement);
+      statement.catch(() => this.statements.delete(name));
+    }
+    return statement;
+  }
+}
+
+function call(start: (done: (error: Error | null) => void) => void): Promise<void> {
+  return new Promise((resolve, reject) => start((error) => (error ? reject(error) : resolve())));
+}
+
+/**
+ * Dates in the text form Sequelize itself writes to SQLite, so rows read the same either way; an
+ * invalid date or a number SQLite cannot hold fails the batch here, before its transaction.
+ */
 function sqlValue(value: unknown): unknown {
-  return value instanceof Date ? value.toISOString().replace('T', ' ').replace('Z', ' +00:00') : value;
-}
-
-/** SQLite caps the variables in one statement; 500 rows of up to 18 columns stay well under it. */
-function* chunks<T>(rows: T[], size = 500): Generator<T[]> {
-  for (let start = 0; start < rows.length; start += size) yield rows.slice(start, start + size);
+  if (value === undefined || value === null) return null;
+  if (value instanceof Date) return value.toISOString().replace('T', ' ').replace('Z', ' +00:00');
+  if (typeof value === 'number' && !Number.isFinite(value)) throw new RangeError(`not a finite number: ${value}`);
+  return value;
 }
