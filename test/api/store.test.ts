@@ -9,7 +9,8 @@ import type { MachineView, ReservationView } from '../../api/contract.js';
 import { startApi, staticMachinesYaml, testConfig, type TestApi } from '../helpers/api.js';
 import { startSshd } from '../helpers/sshd.js';
 
-const nowhere = (name: string) => `  - { name: ${name}, kind: static, labels: { type: t }, settings: { address: 127.0.0.1, adminKey: /nonexistent } }`;
+/** Static machines no agent ever visits, each a login of its own. */
+const nowhere = (name: string, index: number) => `  - { name: ${name}, kind: static, labels: { type: t }, settings: { address: 127.0.0.${index + 2}, adminKey: /nonexistent } }`;
 const labYaml = (names: string[]) => `agent: { enabled: false }\nmachines:\n${names.map(nowhere).join('\n')}\n`;
 
 function openDb(api: TestApi) {
