@@ -17,6 +17,11 @@ export interface TestCloud {
   adminOptions: CloudOptions;
   user: OpenStackClient;
   admin: OpenStackClient;
+  /**
+   * Stops the cloud if this process brought it up (it was not up before), unless
+   * PADDOCK_KEEP_CLOUD=1: a test run leaves the machine as it found it.
+   */
+  release(): Promise<void>;
 }
 
 function readEnv(file: string): Record<string, string> {
@@ -31,13 +36,18 @@ function readEnv(file: string): Record<string, string> {
 
 /** Brings the cloud up (about 25 s; the first time also about 1 minute of apt) or finds it up. */
 export async function testCloud(): Promise<TestCloud> {
-  const { stdout } = await run('bash', [path.resolve(import.meta.dirname, '../cloud/up.sh')], { maxBuffer: 16 * 1024 * 1024, timeout: 15 * 60_000 });
+  const { stdout, stderr } = await run('bash', [path.resolve(import.meta.dirname, '../cloud/up.sh')], { maxBuffer: 16 * 1024 * 1024, timeout: 15 * 60_000 });
+  const startedHere = !/ is already up$/m.test(stderr);
   const envFile = stdout.trim().split('\n').pop()!;
   const env = readEnv(envFile);
   const adminEnv = readEnv(path.join(path.dirname(envFile), 'admin-env'));
   const options = { ...cloudFromEnvironment({ ...env, OS_CLOUD: '' }), computeVersion: '2.79' };
   const adminOptions = { ...cloudFromEnvironment({ ...adminEnv, OS_CLOUD: '' }), computeVersion: '2.79' };
-  return { env, options, adminOptions, user: new OpenStackClient(options), admin: new OpenStackClient(adminOptions) };
+  const release = async () => {
+    if (!startedHere || process.env.PADDOCK_KEEP_CLOUD === '1') return;
+    await run('bash', [path.resolve(import.meta.dirname, '../cloud/down.sh')], { timeout: 5 * 60_000 });
+  };
+  return { env, options, adminOptions, user: new OpenStackClient(options), admin: new OpenStackClient(adminOptions), release };
 }
 
 /** Sets the paddock project's Nova instance quota. */

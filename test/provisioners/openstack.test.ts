@@ -102,6 +102,7 @@ test.after.always(async () => {
   for (const name of await cloud.user.keypairs().catch(() => [])) if (name.startsWith(`paddock-${instance}-`)) await cloud.user.deleteKeypair(name);
   for (const image of await cloud.user.images({ paddock_sha256: imageSha }).catch(() => [])) await cloud.user.deleteImage(image.id);
   rmSync(dir, { recursive: true, force: true });
+  await cloud?.release();
 });
 
 test.serial('client: password and application-credential logins get a token and the catalog', async (t) => {
