@@ -12,7 +12,7 @@ export default tseslint.config(
     },
   },
   {
-    files: ['bin/**/*.js'],
+    files: ['bin/**/*.js', 'runner-host/run-init.js'],
     languageOptions: { globals: { process: 'readonly', console: 'readonly' } },
   },
 );

@@ -5,7 +5,8 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Command } from 'commander';
 import type { JobView, RunView } from '../api/contract.js';
-import type { Paddock } from './index.js';
+import { Paddock } from './index.js';
+import { defaultRunUids } from '../runner-host/run-users.js';
 import { PaddockError } from './errors.js';
 
 const ended = (run: RunView) => ['passed', 'failed', 'timed_out', 'cancelled'].includes(run.state);
@@ -199,28 +200,40 @@ export function addJobCommands(cli: Command, client: () => Paddock, print: (valu
 
   cli
     .command('runner')
-    .description('run a runner host until a signal stops it: it pulls runs from PADDOCK_URL with PADDOCK_TOKEN (role runner)')
+    .description('run a runner host until a signal stops it: it pulls runs from PADDOCK_URL with a token of role runner')
     .option('--name <name>', "this runner host's name (default: its token's name)")
+    .option('--token-file <file>', 'read the token from this file (owned by this user, mode 0600) rather than PADDOCK_TOKEN')
     .option('--slots <n>', 'runs at once', '4')
     .option('--work <dir>', 'where runs are checked out', path.join(os.tmpdir(), 'paddock-runner'))
+    .option('--run-uids <first-last>', 'the uids runs execute as, one per run at a time: set aside for this alone', defaultRunUids)
+    .option('--single-user', 'a personal runner host: scripts run as this user and can read its token and each other; isolates nothing')
     .option('--heartbeat <seconds>', 'seconds between heartbeats', '5')
     .action(async (options) => {
-      const paddock = client(); // checks PADDOCK_URL and PADDOCK_TOKEN
-      const { url, token } = serverFromEnvironment();
+      const { Runner } = await import('../runner-host/runner.js');
+      const { prepareHost, runnerToken, SetupError } = await import('../runner-host/setup.js');
+      const { RunUsers, IsolationError } = await import('../runner-host/run-users.js');
+      const slots = Math.max(1, Number(options.slots));
+      const workRoot = path.resolve(options.work);
+      let token: string;
+      let users: InstanceType<typeof RunUsers> | undefined;
+      try {
+        token = await runnerToken(options.tokenFile);
+        users = options.singleUser ? undefined : RunUsers.parse(options.runUids);
+        if (users && users.size < slots) throw new SetupError(`--run-uids ${options.runUids} has ${users.size} uids for ${slots} slots: give each slot one at least`);
+        await prepareHost(workRoot, users);
+      } catch (error) {
+        if (error instanceof SetupError || error instanceof IsolationError) throw new PaddockError(`runner host: ${error.message}`, 'configuration');
+        throw error;
+      }
+      const paddock = new Paddock({ token }); // checks PADDOCK_URL
+      const url = process.env.PADDOCK_URL!;
       const me = await paddock.whoami();
       if (me.role !== 'runner' && me.role !== 'admin') throw new PaddockError(`a runner host needs a token of role runner; this one is ${me.role} (paddock token create NAME --role runner)`, 'forbidden');
       options.name ??= me.name;
-      const { Runner } = await import('../runner-host/runner.js');
-      const runner = new Runner({
-        url,
-        token,
-        name: options.name,
-        workRoot: path.resolve(options.work),
-        slots: Math.max(1, Number(options.slots)),
-        heartbeatMs: Math.max(0.1, Number(options.heartbeat)) * 1000,
-      });
+      const runner = new Runner({ url, token, name: options.name, workRoot, slots, users, heartbeatMs: Math.max(0.1, Number(options.heartbeat)) * 1000 });
       runner.start();
-      console.error(`runner host ${options.name}: pulling runs from ${url} (${options.slots} at once)`);
+      const isolation = users ? `each run as a uid of its own from ${options.runUids}, in a PID namespace of its own` : 'SINGLE-USER: scripts run as this user, can read its token and each other, and are not isolated';
+      console.error(`runner host ${options.name}: pulling runs from ${url} (${slots} at once; ${isolation})`);
       const stop = () => {
         console.error(`runner host ${options.name}: stopping`);
         void runner.stop().then(() => process.exit(0));

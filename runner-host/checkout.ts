@@ -104,6 +104,8 @@ export async function checkout(task: CheckoutTask, dir: string, signal?: AbortSi
   }
   const head = (await inCheckout(['rev-parse', 'HEAD'])).trim();
   if (head !== commit) throw new CheckoutError('commit_not_found', `checking out commit ${commit} of repository ${shown} gave ${head} instead`);
+  // The script gets the checkout, not the credentials: the remote the clone recorded keeps none.
+  if (shown !== task.repository) await inCheckout(['remote', 'set-url', 'origin', shown]);
   return { scriptPath: await resolveScript(dir, task.script, `repository ${shown} at commit ${commit}`) };
 }
 

@@ -1,16 +1,18 @@
 // Runs one job script run from start to end: a fresh work directory, a checkout of the run's
-// exact commit, the script started in its own process group with only the environment the
-// protocol promises, its output passed on as it comes, the time limit and cancellation enforced
-// on the whole group (SIGTERM, then SIGKILL after a grace period), no process left behind once the
-// script ends, and the result file read back. Every way a run can end becomes an outcome rather
-// than an exception, so the runner host always has something to report. The same function serves
-// a local "reproduce this run" command: it only needs a task, an API URL and a token.
-import { spawn } from 'node:child_process';
+// exact commit (made by the runner host, which alone sees the repository's credentials), the
+// script started with only the environment the protocol promises — isolated as the run's own
+// user in a PID namespace of its own when a user is given (launch.ts), else in a process group —
+// its output passed on as it comes, the time limit and cancellation enforced on all its processes
+// (SIGTERM, then SIGKILL after a grace period), no process left behind once the script ends, and
+// the result file read back. Every way a run can end becomes an outcome rather than an exception,
+// so the runner host always has something to report. The same function serves a local "reproduce
+// this run" command: it only needs a task, an API URL and a token.
 import { constants } from 'node:fs';
-import { lstat, mkdir, open, readdir, readFile, stat, symlink } from 'node:fs/promises';
+import { chmod, lchown, lstat, mkdir, open, readdir, stat, symlink } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { checkout, CheckoutError, displayRepository } from './checkout.js';
+import { launch, tsxLoader, type LaunchedScript, type RunUser, type ScriptCommand, type ScriptExit } from './launch.js';
 import { scriptEnvironment, type RunFinish, type RunTask } from './protocol.js';
 
 /** How a run ended, as execute() sees it; the runner host adds its own name to report it. */
@@ -28,6 +30,11 @@ export interface ExecuteOptions {
   signal: AbortSignal;
   /** Between SIGTERM and SIGKILL when a script is stopped; 5000 unless given. */
   killGraceMs?: number;
+  /**
+   * Run the script isolated as this user (held for this run alone: see run-users.ts), which then
+   * owns the work directory; without it the script runs as the caller, isolated from nothing.
+   */
+  user?: RunUser;
 }
 
 /** The folder holding Paddock's package.json: a script's `import … from 'paddock'` resolves here. */
@@ -37,18 +44,12 @@ export const resultLimitBytes = 1024 * 1024;
 /** Scripts with these extensions run under Node with tsx's loader; the rest run as executables. */
 export const nodeScriptExtensions: readonly string[] = ['.ts', '.mts', '.cts', '.js', '.mjs', '.cjs'];
 
-const tsxLoader = import.meta.resolve('tsx');
 /** setTimeout's longest delay; a longer time limit would fire at once. */
 const longestTimerMs = 2 ** 31 - 1;
 
 export class ScriptNotExecutableError extends Error {
   override readonly name = 'ScriptNotExecutableError';
   readonly code = 'script_not_executable';
-}
-
-export interface ScriptCommand {
-  command: string;
-  args: string[];
 }
 
 /**
@@ -78,12 +79,15 @@ interface RunPaths {
   /** The checkout, and the script's working directory. */
   source: string;
   home: string;
+  /** TMPDIR: the run's own, not the machine's shared /tmp. */
+  temp: string;
   resultFile: string;
 }
 
 async function executeRun(options: ExecuteOptions, output: OutputWriter): Promise<RunOutcome> {
   const { task, signal } = options;
-  const paths: RunPaths = { source: path.join(options.workDir, 'src'), home: path.join(options.workDir, 'home'), resultFile: path.join(options.workDir, 'result.json') };
+  const inWork = (name: string) => path.join(options.workDir, name);
+  const paths: RunPaths = { source: inWork('src'), home: inWork('home'), temp: inWork('tmp'), resultFile: inWork('result.json') };
   const prepared = await prepare(options, paths, output);
   if ('outcome' in prepared) return prepared;
   const { scriptPath, command } = prepared;
@@ -91,12 +95,13 @@ async function executeRun(options: ExecuteOptions, output: OutputWriter): Promis
   const env: Record<string, string> = {
     PATH: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin',
     HOME: paths.home,
+    TMPDIR: paths.temp,
     LANG: 'C.UTF-8',
     ...scriptEnvironment(task, options.url, paths.resultFile),
   };
   output.say(`running ${task.script} with a time limit of ${task.timeLimitSeconds}s`);
   const started = Date.now();
-  const end = await runScript(command, { cwd: paths.source, env, timeLimitSeconds: task.timeLimitSeconds, killGraceMs: options.killGraceMs ?? 5000, signal, output });
+  const end = await runScript(command, { cwd: paths.source, env, user: options.user, timeLimitSeconds: task.timeLimitSeconds, killGraceMs: options.killGraceMs ?? 5000, signal, output });
   const seconds = ((Date.now() - started) / 1000).toFixed(1);
 
   if (end.spawnError) {
@@ -108,7 +113,7 @@ async function executeRun(options: ExecuteOptions, output: OutputWriter): Promis
   if (end.signal !== null) outcome.signal = end.signal;
   output.say(end.signal !== null ? `the script was killed by ${end.signal} after ${seconds}s` : `the script exited with code ${end.exitCode} after ${seconds}s`);
 
-  const { result, note } = await readResult(paths.resultFile);
+  const { result, note } = await readResult(paths.resultFile, options.user?.uid ?? process.getuid?.());
   if (result !== undefined) outcome.result = result;
   if (note) {
     output.say(note);
@@ -129,8 +134,10 @@ async function prepare(options: ExecuteOptions, paths: RunPaths, output: OutputW
   };
   try {
     await mkdir(path.dirname(workDir), { recursive: true });
-    await mkdir(workDir);
-    await mkdir(paths.home);
+    // Until handed to the run's user, only the runner host may look in: the checkout is its own.
+    await mkdir(workDir, { mode: 0o700 });
+    await mkdir(paths.home, { mode: 0o700 });
+    await mkdir(paths.temp, { mode: 0o700 });
   } catch (error) {
     return failed(output, `cannot make the run's work directory ${workDir}: ${(error as Error).message}`, 'infrastructure');
   }
@@ -146,6 +153,7 @@ async function prepare(options: ExecuteOptions, paths: RunPaths, output: OutputW
     return failed(output, `checkout of ${displayRepository(task.repository)} failed: ${(error as Error).message}`, 'infrastructure');
   }
   await linkClientLibrary(paths.source);
+  if (options.user) await handOver(workDir, options.user);
 
   let command: ScriptCommand;
   try {
@@ -179,17 +187,29 @@ async function linkClientLibrary(source: string): Promise<void> {
   await symlink(projectRoot, link, 'dir');
 }
 
-interface ScriptEnd {
+/**
+ * Gives the work directory and everything in it to the run's user, and keeps everyone else out
+ * (other runs included). lchown: a symlink in the checkout is given away itself, never its target.
+ */
+async function handOver(workDir: string, user: RunUser): Promise<void> {
+  const walk = async (target: string): Promise<void> => {
+    await lchown(target, user.uid, user.gid);
+    const entries = await readdir(target, { withFileTypes: true });
+    await Promise.all(entries.map((entry) => (entry.isDirectory() ? walk(path.join(target, entry.name)) : lchown(path.join(target, entry.name), user.uid, user.gid))));
+  };
+  await walk(workDir);
+  await chmod(workDir, 0o700);
+}
+
+interface ScriptEnd extends ScriptExit {
   /** Set when Paddock stopped the script, whatever its exit status says. */
   stopped?: 'timed_out' | 'cancelled';
-  exitCode: number | null;
-  signal: NodeJS.Signals | null;
-  spawnError?: Error;
 }
 
 interface RunScriptOptions {
   cwd: string;
   env: Record<string, string>;
+  user?: RunUser;
   timeLimitSeconds: number;
   killGraceMs: number;
   signal: AbortSignal;
@@ -197,125 +217,91 @@ interface RunScriptOptions {
 }
 
 /**
- * Starts the script as the leader of a new process group and resolves once it has exited, the
- * rest of its group is gone and its output is read. The time limit and an abort stop the whole
- * group: SIGTERM, then SIGKILL after the grace period. The time limit counts from the script's
- * start; the checkout before it has git's own timeouts (checkout.ts).
+ * Starts the script (launch.ts) and resolves once it has exited, every process it started is gone
+ * and its output is read. The time limit and an abort stop all of them: SIGTERM, then SIGKILL
+ * after the grace period. The time limit counts from the script's start; the checkout before it
+ * has git's own timeouts (checkout.ts).
  */
-function runScript(command: ScriptCommand, options: RunScriptOptions): Promise<ScriptEnd> {
+async function runScript(command: ScriptCommand, options: RunScriptOptions): Promise<ScriptEnd> {
   const { output, killGraceMs } = options;
-  return new Promise((resolve) => {
-    const child = spawn(command.command, command.args, { cwd: options.cwd, env: options.env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stopped: ScriptEnd['stopped'];
-    let stopDeadline = 0;
-    let killTimer: NodeJS.Timeout | undefined;
-    let settled = false;
+  const script = launch(command, { cwd: options.cwd, env: options.env, user: options.user });
+  let stopped: ScriptEnd['stopped'];
+  let stopDeadline = 0;
+  let killTimer: NodeJS.Timeout | undefined;
+  let exited = false;
 
-    const stop = (why: 'timed_out' | 'cancelled', line: string) => {
-      if (stopped || settled || child.pid === undefined) return;
-      stopped = why;
-      output.say(line);
-      stopDeadline = Date.now() + killGraceMs;
-      signalGroup(child.pid, 'SIGTERM');
-      const pid = child.pid;
-      killTimer = setTimeout(() => signalGroup(pid, 'SIGKILL'), killGraceMs);
-    };
-    const limitTimer = setTimeout(
-      () => stop('timed_out', `time limit of ${options.timeLimitSeconds}s reached, stopping the script`),
-      Math.min(longestTimerMs, Math.max(0, options.timeLimitSeconds * 1000)),
-    );
-    const onAbort = () => stop('cancelled', 'the run was cancelled, stopping the script');
-    options.signal.addEventListener('abort', onAbort, { once: true });
-    if (options.signal.aborted) onAbort();
+  const stop = (why: 'timed_out' | 'cancelled', line: string) => {
+    if (stopped || exited) return;
+    stopped = why;
+    output.say(line);
+    stopDeadline = Date.now() + killGraceMs;
+    script.signal('SIGTERM');
+    killTimer = setTimeout(() => script.signal('SIGKILL'), killGraceMs);
+  };
+  const limitTimer = setTimeout(
+    () => stop('timed_out', `time limit of ${options.timeLimitSeconds}s reached, stopping the script`),
+    Math.min(longestTimerMs, Math.max(0, options.timeLimitSeconds * 1000)),
+  );
+  const onAbort = () => stop('cancelled', 'the run was cancelled, stopping the script');
+  options.signal.addEventListener('abort', onAbort, { once: true });
+  if (options.signal.aborted) onAbort();
 
-    const streamsClosed = Promise.all([child.stdout, child.stderr].map((stream) => new Promise<void>((done) => {
-      stream.on('data', (chunk: Buffer) => output.write(chunk));
-      stream.once('close', done);
-    })));
+  const streamsClosed = Promise.all([script.stdout, script.stderr].map((stream) => new Promise<void>((done) => {
+    stream.on('data', (chunk: Buffer) => output.write(chunk));
+    stream.once('close', done);
+  })));
 
-    const finish = async (end: ScriptEnd) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(limitTimer);
-      options.signal.removeEventListener('abort', onAbort);
-      try {
-        if (child.pid !== undefined) await endGroup(child.pid, stopped ? stopDeadline : undefined, killGraceMs, output);
-        // Whatever still holds the pipes left the group (setsid): stop waiting for it after a moment.
-        let timer: NodeJS.Timeout | undefined;
-        const closed = await Promise.race([streamsClosed.then(() => true), new Promise<boolean>((done) => (timer = setTimeout(() => done(false), 2000)))]);
-        clearTimeout(timer);
-        if (!closed) {
-          child.stdout.destroy();
-          child.stderr.destroy();
-        }
-      } finally {
-        clearTimeout(killTimer);
-        resolve({ ...end, stopped });
-      }
-    };
-    child.once('error', (error) => void finish({ exitCode: null, signal: null, spawnError: error }));
-    child.once('exit', (exitCode, signal) => void finish({ exitCode, signal }));
-  });
+  const end = await script.exited;
+  exited = true;
+  clearTimeout(limitTimer);
+  options.signal.removeEventListener('abort', onAbort);
+  try {
+    await endRest(script, stopped ? stopDeadline : undefined, killGraceMs, output);
+    await script.close();
+    // Whatever still holds the pipes is out of reach (single-user: it called setsid): stop waiting for it after a moment.
+    let timer: NodeJS.Timeout | undefined;
+    const closed = await Promise.race([streamsClosed.then(() => true), new Promise<boolean>((done) => (timer = setTimeout(() => done(false), 2000)))]);
+    clearTimeout(timer);
+    if (!closed) {
+      script.stdout.destroy();
+      script.stderr.destroy();
+    }
+  } finally {
+    clearTimeout(killTimer);
+  }
+  return { ...end, stopped };
 }
 
 /**
- * After the script's main process exited: stops what is left of its process group (background
- * children), SIGTERM first and SIGKILL at `deadline` (or a grace period from now).
+ * After the script's main process exited: stops what it left running (background children),
+ * SIGTERM first and SIGKILL at `deadline` (or a grace period from now).
  */
-async function endGroup(pgid: number, deadline: number | undefined, graceMs: number, output: OutputWriter): Promise<void> {
-  if (!(await groupRunning(pgid))) return;
+async function endRest(script: LaunchedScript, deadline: number | undefined, graceMs: number, output: OutputWriter): Promise<void> {
+  if (!(await script.running())) return;
   if (deadline === undefined) {
     output.say('stopping the processes the script left running');
-    signalGroup(pgid, 'SIGTERM');
+    script.signal('SIGTERM');
     deadline = Date.now() + graceMs;
   }
-  while (await groupRunning(pgid)) {
+  while (await script.running()) {
     if (Date.now() >= deadline) {
-      signalGroup(pgid, 'SIGKILL');
+      script.signal('SIGKILL');
       // SIGKILL cannot be ignored; wait a little for the kernel to finish them.
-      for (let tries = 0; tries < 20 && (await groupRunning(pgid)); tries += 1) await delay(50);
+      for (let tries = 0; tries < 20 && (await script.running()); tries += 1) await delay(50);
       return;
     }
     await delay(50);
   }
 }
 
-/** Sends a signal to every process of a group; false when the group has no process left. */
-function signalGroup(pgid: number, signal: NodeJS.Signals | 0): boolean {
-  try {
-    process.kill(-pgid, signal);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code !== 'ESRCH';
-  }
-}
-
-/**
- * Whether a process group has a process that still runs. Zombies do not count: where nothing
- * reaps orphans (a container whose init does not wait), they stay in the group forever.
- */
-async function groupRunning(pgid: number): Promise<boolean> {
-  if (!signalGroup(pgid, 0)) return false;
-  let entries: string[];
-  try {
-    entries = await readdir('/proc');
-  } catch {
-    return true; // no /proc: the signal's answer is all there is
-  }
-  const lines = await Promise.all(entries.filter((entry) => /^\d+$/.test(entry)).map((entry) => readFile(`/proc/${entry}/stat`, 'utf8').catch(() => '')));
-  return lines.some((line) => {
-    // pid (comm) state ppid pgrp …; comm may hold spaces and parentheses, so split after the last ')'.
-    const [state, , group] = line.slice(line.lastIndexOf(')') + 2).split(' ');
-    return Number(group) === pgid && state !== 'Z' && state !== 'X';
-  });
-}
-
 /**
  * What the script left in the result file: JSON if it parses, else the text. The file is opened
  * without following a symlink and without blocking (a FIFO would hang a plain read), and only a
- * regular file of at most resultLimitBytes is kept; otherwise `note` says why there is no result.
+ * regular file of at most resultLimitBytes, owned by the run's user (`owner`) and with no other
+ * name, is kept: a hard link to a file of the runner host's (its token file) is refused. Otherwise
+ * `note` says why there is no result.
  */
-async function readResult(file: string): Promise<{ result?: unknown; note?: string }> {
+async function readResult(file: string, owner: number | undefined): Promise<{ result?: unknown; note?: string }> {
   let handle;
   try {
     handle = await open(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
@@ -327,6 +313,7 @@ async function readResult(file: string): Promise<{ result?: unknown; note?: stri
   try {
     const info = await handle.stat();
     if (!info.isFile()) return { note: 'the result file ($PADDOCK_RESULT) is not a regular file; no result kept' };
+    if ((owner !== undefined && info.uid !== owner) || info.nlink !== 1) return { note: 'the result file ($PADDOCK_RESULT) is not a file the script made (another owner, or a hard link); no result kept' };
     const buffer = Buffer.alloc(resultLimitBytes + 1);
     let length = 0;
     while (length < buffer.length) {

@@ -1,6 +1,7 @@
 // `paddock runner`: a runner host. It pulls runs from the API (long-poll, so it needs no inbound
 // connection and can sit behind NAT), runs up to `slots` of them at once, each checked out at its
-// exact commit into a fresh work directory and run with the run's own token (execute.ts), streams
+// exact commit into a fresh work directory and run with the run's own token (execute.ts) as a user
+// of its own (run-users.ts) unless the runner host is single-user, streams
 // their output to the API as it comes, sends heartbeats (whose answers say which runs were
 // cancelled), and reports how each run ended. The API releases whatever a run reserved.
 import { randomBytes } from 'node:crypto';
@@ -9,6 +10,7 @@ import path from 'node:path';
 import got, { type Got } from 'got';
 import { execute } from './execute.js';
 import type { RunFinish, RunTask } from './protocol.js';
+import type { HeldRunUser, RunUsers } from './run-users.js';
 
 export interface RunnerOptions {
   url: string;
@@ -19,6 +21,8 @@ export interface RunnerOptions {
   workRoot: string;
   /** Runs at once. */
   slots: number;
+  /** Where each run's user comes from; undefined for a single-user runner host (no isolation). */
+  users?: RunUsers;
   heartbeatMs?: number;
   log?: (line: string) => void;
 }
@@ -139,13 +143,17 @@ export class Runner {
     const output = new OutputStream((chunk) => this.send(task.id, chunk), () => controller.abort(new Error('the API no longer takes output for this run')));
     await this.post(`v1/runner/runs/${task.id}/started`, { runner: this.options.name });
     let outcome: Omit<RunFinish, 'runner'>;
+    let user: HeldRunUser | undefined;
     try {
-      outcome = await execute({ task, url: this.options.url, workDir, onOutput: (chunk) => output.write(chunk), signal: controller.signal });
+      user = await this.options.users?.acquire();
+      outcome = await execute({ task, url: this.options.url, workDir, user, onOutput: (chunk) => output.write(chunk), signal: controller.signal });
     } catch (error) {
       outcome = { outcome: 'failed', fault: 'infrastructure', reason: `the runner host could not run the script: ${(error as Error).message}` };
     } finally {
       await output.close();
+      // The run's processes are gone (execute() waits for that); then its files, then its user.
       await rm(workDir, { recursive: true, force: true }).catch(() => undefined);
+      await user?.release().catch((error: unknown) => this.log(`${task.id}: could not free its run user ${user?.uid}: ${(error as Error).message}`));
     }
     if (!this.running && controller.signal.aborted && outcome.outcome === 'cancelled') {
       outcome = { ...outcome, outcome: 'failed', fault: 'infrastructure', reason: 'the runner host stopped' };

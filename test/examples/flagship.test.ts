@@ -4,7 +4,7 @@
 // boards boot it, and the run's result shows both boards running that very build. The failure path
 // runs the script directly, as `paddock jobs reproduce` would.
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import test from 'ava';
@@ -34,6 +34,7 @@ interface FlagshipResult {
 
 test.before(async () => {
   scratch = mkdtempSync(path.join(os.tmpdir(), 'paddock-flagship-test-'));
+  chmodSync(scratch, 0o711); // the runner host's run users pass through to their work folders
   const [images, started] = await Promise.all([testImages(), startLab(2)]);
   lab = started;
   api = await startApi(

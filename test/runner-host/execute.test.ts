@@ -3,7 +3,9 @@
 // the promised environment, outcomes follow exit codes, the time limit and cancellation stop the
 // script's whole process group, nothing the script started is left running, bad script paths and
 // repositories fail with stable codes, and the run's token never shows in Paddock's own output.
-// Tests run one at a time: the leftover-process checks look at the whole process table.
+// Runs are isolated, as on a runner host (each as a uid of its own in a PID namespace of its own),
+// except where a test says single-user. Tests run one at a time: the leftover-process checks look
+// at the whole process table.
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmod, lstat, mkdir, mkdtemp, readFile, readdir, realpath, rm, symlink, writeFile } from 'node:fs/promises';
@@ -14,7 +16,9 @@ import test from 'ava';
 import type { ExecutionContext } from 'ava';
 import { checkout, CheckoutError, resolveRef } from '../../runner-host/checkout.js';
 import { execute, projectRoot, type RunOutcome } from '../../runner-host/execute.js';
+import { processesOf } from '../../runner-host/launch.js';
 import type { RunTask } from '../../runner-host/protocol.js';
+import { RunUsers } from '../../runner-host/run-users.js';
 
 const run = promisify(execFile);
 const token = `pdk_${randomBytes(16).toString('hex')}`;
@@ -22,9 +26,12 @@ const url = 'http://127.0.0.1:9';
 // A variable of the runner host's own: a script must not see it.
 process.env.PADDOCK_TEST_HOST_ONLY = 'host secret';
 
+// Tests run as root (as CI does); a range of their own, apart from the runner hosts of other tests.
+const users = new RunUsers(61900, 61949);
 let root: string;
 test.before(async () => {
   root = await mkdtemp(path.join(os.tmpdir(), 'paddock-execute-'));
+  await chmod(root, 0o711); // run users pass through to their own work folder
 });
 test.after.always(async () => {
   if (root) await rm(root, { recursive: true, force: true });
@@ -39,7 +46,8 @@ interface Repository {
 }
 
 async function git(dir: string, ...args: string[]): Promise<string> {
-  const { stdout } = await run('git', ['-C', dir, '-c', 'user.name=t', '-c', 'user.email=t@t', ...args]);
+  // safe.directory: an isolated run's checkout belongs to its run user, not to this (root) process.
+  const { stdout } = await run('git', ['-C', dir, '-c', 'safe.directory=*', '-c', 'user.name=t', '-c', 'user.email=t@t', ...args]);
   return stdout.trim();
 }
 
@@ -93,24 +101,36 @@ interface Ran {
   outcome: RunOutcome;
   output: string;
   workDir: string;
+  /** The uid the run had; undefined when single-user. */
+  uid?: number;
+  /** The processes of that uid still running when execute() resolved: there must be none. */
+  left: number[];
 }
 
 /** Runs a task the way the runner host does; `onText` sees the output so far, for aborting mid-run. */
-async function runTask(task: RunTask, options: { signal?: AbortSignal; killGraceMs?: number; onText?: (text: string) => void } = {}): Promise<Ran> {
+async function runTask(task: RunTask, options: { signal?: AbortSignal; killGraceMs?: number; onText?: (text: string) => void; singleUser?: boolean } = {}): Promise<Ran> {
   const workDir = path.join(root, task.id);
   const chunks: Buffer[] = [];
-  const outcome = await execute({
-    task,
-    url,
-    workDir,
-    signal: options.signal ?? new AbortController().signal,
-    killGraceMs: options.killGraceMs ?? 500,
-    onOutput: (chunk) => {
-      chunks.push(chunk);
-      options.onText?.(Buffer.concat(chunks).toString('utf8'));
-    },
-  });
-  return { outcome, output: Buffer.concat(chunks).toString('utf8'), workDir };
+  const user = options.singleUser ? undefined : await users.acquire();
+  try {
+    const outcome = await execute({
+      task,
+      url,
+      workDir,
+      user,
+      signal: options.signal ?? new AbortController().signal,
+      killGraceMs: options.killGraceMs ?? 500,
+      onOutput: (chunk) => {
+        chunks.push(chunk);
+        options.onText?.(Buffer.concat(chunks).toString('utf8'));
+      },
+    });
+    // Looked at before the user is freed (which kills what it has left): execute() alone must leave nothing.
+    const left = user ? await processesOf(user.uid) : [];
+    return { outcome, output: Buffer.concat(chunks).toString('utf8'), workDir, uid: user?.uid, left };
+  } finally {
+    await user?.release();
+  }
 }
 
 interface ProcessEntry {
@@ -186,6 +206,7 @@ test.serial('a shell script runs at the exact commit, with its parameters and on
   t.like(env, {
     PATH: process.env.PATH,
     HOME: path.join(ran.workDir, 'home'),
+    TMPDIR: path.join(ran.workDir, 'tmp'),
     LANG: 'C.UTF-8',
     PADDOCK_URL: url,
     PADDOCK_TOKEN: token,
@@ -197,7 +218,7 @@ test.serial('a shell script runs at the exact commit, with its parameters and on
     PADDOCK_PARAM_BUILD_TYPE: 'debug',
   });
   const shellOwn = new Set(['PWD', 'OLDPWD', 'SHLVL', '_']);
-  t.deepEqual(Object.keys(env).filter((name) => !name.startsWith('PADDOCK_') && !['PATH', 'HOME', 'LANG'].includes(name) && !shellOwn.has(name)), [], 'nothing of the host leaks in');
+  t.deepEqual(Object.keys(env).filter((name) => !name.startsWith('PADDOCK_') && !['PATH', 'HOME', 'TMPDIR', 'LANG'].includes(name) && !shellOwn.has(name)), [], 'nothing of the host leaks in');
   t.false('PADDOCK_TEST_HOST_ONLY' in env, 'a variable of the host is not passed on');
   t.true(ownLines(ran.output).some((line) => line.startsWith('paddock: the script exited with code 0')), ran.output);
   assertTokenNotShown(t, ran);
@@ -244,7 +265,7 @@ test.serial('a script that exits 3 fails with exit code 3 and no fault of the ru
   await assertNothingLeft(t, task);
 });
 
-test.serial('the time limit stops the whole group, SIGKILL when SIGTERM is ignored, and leaves nothing running', async (t) => {
+test.serial('single-user: the time limit stops the whole group, SIGKILL when SIGTERM is ignored, and leaves nothing running', async (t) => {
   const repo = await repository({
     'slow.sh': executable(`#!/bin/sh
 trap '' TERM
@@ -256,7 +277,7 @@ while :; do sleep 1; done
 `),
   });
   const task = taskFor(repo, 'slow.sh', { timeLimitSeconds: 1 });
-  const ran = await runTask(task, { killGraceMs: 500 });
+  const ran = await runTask(task, { killGraceMs: 500, singleUser: true });
 
   t.deepEqual(ran.outcome, { outcome: 'timed_out', signal: 'SIGKILL' });
   t.true(ran.output.includes('started\n'));
@@ -275,7 +296,7 @@ test.serial('a background process left by a script that passed is stopped', asyn
   const ran = await runTask(task);
   t.deepEqual(ran.outcome, { outcome: 'passed', exitCode: 0 });
   t.true(ownLines(ran.output).includes('paddock: stopping the processes the script left running'), ran.output);
-  t.false(await isRunning(Number(await readFile(path.join(ran.workDir, 'home', 'child.pid'), 'utf8'))));
+  t.deepEqual(ran.left, [], 'no process of the run\'s user is left');
   await assertNothingLeft(t, task);
 });
 
@@ -286,7 +307,7 @@ test.serial('aborting mid-run cancels it: SIGTERM to the group, nothing left', a
   const ran = await runTask(task, { signal: controller.signal, killGraceMs: 5000, onText: (text) => text.includes('started\n') && controller.abort() });
   t.deepEqual(ran.outcome, { outcome: 'cancelled', signal: 'SIGTERM' });
   t.true(ownLines(ran.output).includes('paddock: the run was cancelled, stopping the script'), ran.output);
-  t.false(await isRunning(Number(await readFile(path.join(ran.workDir, 'home', 'child.pid'), 'utf8'))));
+  t.deepEqual(ran.left, [], 'no process of the run\'s user is left');
   await assertNothingLeft(t, task);
 });
 
@@ -441,5 +462,57 @@ test.serial('a script whose #! interpreter is missing fails with a reason', asyn
   t.is(ran.outcome.outcome, 'failed');
   t.is(ran.outcome.fault, 'request');
   t.regex(ran.outcome.reason ?? '', /^cannot start script odd\.sh: .*ENOENT.*#! line/);
+  await assertNothingLeft(t, task);
+});
+
+test.serial('isolated: the time limit kills every process of the run, a setsid one that ignores SIGTERM included', async (t) => {
+  const repo = await repository({
+    'escape.sh': executable(`#!/bin/sh
+trap '' TERM
+setsid sh -c 'trap "" TERM; while :; do date +%s%N > "$HOME/alive"; sleep 0.1; done' < /dev/null > /dev/null 2>&1 &
+echo started
+while :; do sleep 1; done
+`),
+  });
+  const task = taskFor(repo, 'escape.sh', { timeLimitSeconds: 2 });
+  const ran = await runTask(task, { killGraceMs: 500 });
+  t.deepEqual(ran.outcome, { outcome: 'timed_out', signal: 'SIGKILL' }, ran.output);
+  t.deepEqual(ran.left, [], 'no process of the run\'s user is left, the setsid one included');
+  const alive = path.join(ran.workDir, 'home', 'alive');
+  const before = await readFile(alive, 'utf8');
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  t.is(await readFile(alive, 'utf8'), before, 'nothing writes its heartbeat any more');
+  await assertNothingLeft(t, task);
+});
+
+test.serial('isolated: the script runs as its own user, owns its checkout, sees no process but its own, and cannot read the runner host\'s files or environment', async (t) => {
+  // A file only the runner host may read, as its token file is.
+  const secretFile = path.join(root, 'runner.token');
+  const secret = `pdk_${randomBytes(16).toString('hex')}`;
+  await writeFile(secretFile, `${secret}\n`, { mode: 0o600 });
+  const repo = await repository({
+    'hostile.sh': executable(`#!/bin/sh
+echo "uid $(id -u)"
+echo "checkout owner $(stat -c %u .)"
+echo "processes $(ls /proc | grep -c '^[0-9]')"
+echo "parent environment:"; tr '\\0' '\\n' < /proc/$PPID/environ
+for environ in /proc/[0-9]*/environ; do tr '\\0' '\\n' < "$environ"; done 2>&1
+cat "$PADDOCK_PARAM_SECRET" 2>&1 || echo "token file refused"
+# A result that is the runner host's token file, by hard link or by symlink.
+ln "$PADDOCK_PARAM_SECRET" "$PADDOCK_RESULT" 2>&1 || ln -s "$PADDOCK_PARAM_SECRET" "$PADDOCK_RESULT"
+`),
+  });
+  const task = taskFor(repo, 'hostile.sh', { parameters: { secret: secretFile } });
+  const ran = await runTask(task);
+  t.is(ran.outcome.outcome, 'passed', ran.output);
+  t.true(ran.output.includes(`uid ${ran.uid}\n`), ran.output);
+  t.true(ran.output.includes(`checkout owner ${ran.uid}\n`), ran.output);
+  t.true(Number(/processes (\d+)/.exec(ran.output)?.[1]) <= 6, `only the init, the script and its own commands: ${ran.output}`);
+  t.true(ran.output.includes('token file refused'), ran.output);
+  t.false(ran.output.includes(secret), 'the secret shows nowhere in the output');
+  t.false(ran.output.includes('PADDOCK_TEST_HOST_ONLY'), 'no variable of the runner host is seen');
+  t.false('result' in ran.outcome, 'the linked token file is not taken as the result');
+  t.regex(ran.outcome.reason ?? '', /result file/);
+  t.false(JSON.stringify(ran.outcome).includes(secret));
   await assertNothingLeft(t, task);
 });

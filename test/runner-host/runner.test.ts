@@ -100,6 +100,7 @@ async function waitFor(check: () => Promise<boolean>, timeoutMs: number, what: s
 test.before(async () => {
   const images = await testImages();
   scratch = mkdtempSync(path.join(os.tmpdir(), 'paddock-runner-test-'));
+  chmodSync(scratch, 0o711); // the run users pass through to their work folders
   api = await startApi(
     // The embedded defaults (two QEMU VM slots), with runner hosts taken for dead after 6 s of silence.
     testConfig(`runners: { heartbeatTimeout: 6 }\n${embeddedConfig}`),
