@@ -1,10 +1,10 @@
 // How a job script is started, and what "the script and everything it started" means, in the two
 // ways a runner host runs scripts:
 // - isolated (the default on a runner host): as the run's own unprivileged user, in a PID namespace
-//   of its own with a fresh /proc, so the script sees no process but its own, and the run is every
+//   (and an IPC namespace: no shared memory left for the uid's next run) of its own with a fresh /proc, so the script sees no process but its own, and the run is every
 //   process of that namespace, setsid or not: when the namespace's first process (run-init.js)
 //   exits, the kernel kills the rest. The chain is
-//     setpriv --pdeathsig SIGKILL → unshare --pid --fork --kill-child --mount-proc
+//     setpriv --pdeathsig SIGKILL → unshare --pid --ipc --fork --kill-child --mount-proc
 //       → setpriv --reuid --regid --clear-groups --no-new-privs → node run-init.js → the script
 //   so the whole run also dies with the runner host (parent-death signals down the chain);
 // - single-user (a personal runner host, or `paddock jobs reproduce`): as the caller, in a process
@@ -84,7 +84,7 @@ export function isolatedCommand(command: ScriptCommand, user: RunUser): ScriptCo
     command: 'setpriv',
     args: [
       '--pdeathsig', 'SIGKILL', '--',
-      'unshare', '--pid', '--fork', '--kill-child=SIGKILL', '--mount-proc', '--',
+      'unshare', '--pid', '--ipc', '--fork', '--kill-child=SIGKILL', '--mount-proc', '--',
       'setpriv', `--reuid=${user.uid}`, `--regid=${user.gid}`, '--clear-groups', '--no-new-privs', '--',
       process.execPath, initScript, command.command, ...command.args,
     ],

@@ -1,5 +1,6 @@
 // The Unix users isolated runs execute as: uids from a range the admin sets aside (`--run-uids`,
-// with no other use on the machine; a uid /etc/passwd names is skipped), each held by one run at a
+// with no other use on the machine; a uid /etc/passwd or a gid /etc/group names is skipped; the
+// gid is the uid's number), each held by one run at a
 // time machine-wide, so that two runs never share a uid even across runner hosts on one machine.
 // A uid is held through a directory under lockRoot (mkdir is atomic) naming the runner host's
 // process; a lock whose process is gone was left by a runner host that died, and is taken over.
@@ -14,7 +15,7 @@ import { isolatedCommand, processesOf, type RunUser } from './launch.js';
 export const defaultRunUids = '61000-61999';
 export const defaultLockRoot = '/run/paddock-runner/uids';
 /** Shared folders where a run may leave files for whoever gets its uid next. */
-const sharedTempFolders = ['/tmp', '/var/tmp', '/dev/shm'];
+const sharedTempFolders = ['/tmp', '/var/tmp', '/dev/shm', '/run/lock'];
 
 export class IsolationError extends Error {
   override readonly name = 'IsolationError';
@@ -49,7 +50,7 @@ export class RunUsers {
   /** A uid of the range no run holds, held for this run until release(). Throws IsolationError when all are taken. */
   async acquire(): Promise<HeldRunUser> {
     await this.prepareLockRoot();
-    const named = await passwdUids();
+    const named = await namedIds();
     for (let tried = 0; tried < this.size; tried += 1) {
       const uid = this.first + ((this.next + tried) % this.size);
       if (named.has(uid) || !(await this.lock(uid))) continue;
@@ -57,7 +58,7 @@ export class RunUsers {
       await clearUser(uid);
       return { uid, gid: uid, release: () => this.release(uid) };
     }
-    throw new IsolationError(`no free run user: every uid of ${this.first}-${this.last} is held by a run (or named in /etc/passwd); give --run-uids a larger range`);
+    throw new IsolationError(`no free run user: every uid of ${this.first}-${this.last} is held by a run (or named in /etc/passwd or /etc/group); give --run-uids a larger range`);
   }
 
   private async release(uid: number): Promise<void> {
@@ -120,10 +121,10 @@ async function clearUser(uid: number): Promise<void> {
   }
 }
 
-/** The uids /etc/passwd names: real accounts, never handed to a run. */
-async function passwdUids(): Promise<Set<number>> {
-  const text = await readFile('/etc/passwd', 'utf8').catch(() => '');
-  return new Set(text.split('\n').map((line) => Number(line.split(':')[2])).filter(Number.isInteger));
+/** The uids /etc/passwd and the gids /etc/group name: real accounts and groups, never handed to a run. */
+async function namedIds(): Promise<Set<number>> {
+  const ids = (file: string) => readFile(file, 'utf8').then((text) => text.split('\n').map((line) => Number(line.split(':')[2])), () => []);
+  return new Set([...(await ids('/etc/passwd')), ...(await ids('/etc/group'))].filter(Number.isInteger));
 }
 
 /** `pid starttime`: a process, told apart from a later one that got the same pid. */

@@ -202,10 +202,7 @@ test.serial("a hostile script finds neither the runner host's token nor the othe
   // Nothing of Mallory's run outlives it: not the setsid'd loop, not its heartbeat file.
   await waitFor(async () => processesOfRun(malloryRun.id).length === 0, 30_000, "mallory's processes gone").catch(() => undefined);
   t.deepEqual(processesOfRun(malloryRun.id), [], 'no process of the run is left');
-  const heartbeat = `/tmp/mallory-${malloryRun.id}`;
-  const before = existsSync(heartbeat) ? readFileSync(heartbeat, 'utf8') : 'gone';
-  await new Promise((resolve) => setTimeout(resolve, 1000));
-  t.is(existsSync(heartbeat) ? readFileSync(heartbeat, 'utf8') : 'gone', before, 'the heartbeat stopped');
+  t.false(existsSync(`/tmp/mallory-${malloryRun.id}`), 'its heartbeat file in the shared /tmp was removed with its user');
 
   const done = await finished(aliceRun.id, alice);
   t.is(done.state, 'passed', await logOf(aliceRun.id));
