@@ -14,6 +14,7 @@ import path from 'node:path';
 import type { JobView, RunnerView, RunView } from './contract.js';
 import { plainRow, plainRows, type Database, type JobRow, type RunRow } from './db/index.js';
 import { ApiError, forbidden, notFound } from './errors.js';
+import { afterWhere, maxPageSize, rowsPage, type Key, type Page } from './pages.js';
 import type { Tokens } from './auth.js';
 import type { Caller } from './scheduler/service.js';
 import { type RunFinish, type RunState, type RunTask } from '../runner-host/protocol.js';
@@ -194,11 +195,14 @@ export class JobService {
     return runView(row);
   }
 
-  async listRuns(caller: Caller, options: { job?: string; all?: boolean }): Promise<RunView[]> {
+  /** One page of runs, newest first (keys: [createdAt ms, id]). */
+  async listRuns(caller: Caller, options: { job?: string; all?: boolean }, page: Page = { limit: maxPageSize }): Promise<{ items: RunView[]; next?: Key }> {
     const where: Record<string, unknown> = options.all && caller.role === 'admin' ? {} : { owner: caller.name };
     if (options.job) where.jobId = (await this.getJob(caller, options.job)).id;
-    const rows = plainRows(await this.db.runs.findAll({ where, order: [['createdAt', 'DESC']], limit: 200, raw: true }));
-    return rows.map((row) => runView(this.live.get(row.id) ?? row));
+    Object.assign(where, afterWhere(['createdAt', 'id'], page, true));
+    const rows = plainRows(await this.db.runs.findAll({ where, order: [['createdAt', 'DESC'], ['id', 'DESC']], limit: page.limit + 1, raw: true }));
+    const { items, next } = rowsPage(rows, (row) => [new Date(row.createdAt).getTime(), row.id], page);
+    return { items: items.map((row) => runView(this.live.get(row.id) ?? row)), ...(next ? { next } : {}) };
   }
 
   async getRun(caller: Caller, id: string): Promise<RunView> {

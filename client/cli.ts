@@ -338,9 +338,17 @@ export function program(remoteCommand: string[] = []): Command {
     .argument('<name>')
     .action(async (name: string) => print(`${name}: ${(await client().activate(name)).state}`));
 
-  cli
-    .command('token')
-    .description('tokens (admins)')
+  const tokens = cli.command('token').description('tokens (admins)');
+  tokens
+    .command('ls')
+    .description('every token: name, role, created (never the token itself)')
+    .option('--json', 'as JSON')
+    .action(async (options: { json?: boolean }) => {
+      const list = await client().tokens();
+      if (options.json) return print(list);
+      print(table([['NAME', 'ROLE', 'CREATED'], ...list.map((token) => [token.name, token.role, token.createdAt])]));
+    });
+  tokens
     .command('create')
     .description('create a token; it is printed once, on stdout')
     .argument('<name>')

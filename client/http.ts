@@ -68,6 +68,25 @@ export class Http {
     return { body: JSON.parse(response.body) as T, headers: response.headers };
   }
 
+  /**
+   * Every item of a paginated list: pages of up to 1,000, following the server's
+   * `Paddock-Next-Cursor` until the last page (a server that does not paginate answers in one).
+   * The headers are the first page's.
+   */
+  async getAll<T>(path: string, searchParams: Record<string, string | number> = {}): Promise<{ items: T[]; headers: Record<string, string | string[] | undefined> }> {
+    const items: T[] = [];
+    let first: Record<string, string | string[] | undefined> | undefined;
+    let cursor: string | undefined;
+    for (;;) {
+      const { body, headers } = await this.getWithHeaders<T[]>(path, { limit: 1000, ...searchParams, ...(cursor ? { cursor } : {}) });
+      first ??= headers;
+      items.push(...body);
+      const next = headers['paddock-next-cursor'];
+      if (typeof next !== 'string' || next === '') return { items, headers: first };
+      cursor = next;
+    }
+  }
+
   post<T>(path: string, json: unknown = {}): Promise<T> {
     return this.call(() => this.client.post(path, { json }).json<T>());
   }

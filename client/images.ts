@@ -49,7 +49,7 @@ export class Images {
   }
 
   async listing(options: { origin?: 'paddock' } = {}): Promise<{ images: ImageListEntry[]; warnings: string[] }> {
-    const { body, headers } = await this.http.getWithHeaders<ImageListEntry[]>('v1/images', options.origin ? { origin: options.origin } : undefined);
+    const { items: body, headers } = await this.http.getAll<ImageListEntry>('v1/images', options.origin ? { origin: options.origin } : {});
     const header = headers['paddock-warning'];
     const warnings = header === undefined ? [] : (Array.isArray(header) ? header : [header]).map((each) => decodeURIComponent(each));
     return { images: body, warnings };

@@ -86,12 +86,12 @@ export class Paddock {
   }
 
   /** Your live reservations; `all` (admins): everyone's; `ended`: the finished ones too. */
-  list(options: { all?: boolean; ended?: boolean } = {}): Promise<ReservationView[]> {
-    return this.http.get('v1/reservations', { ...(options.all ? { all: 1 } : {}), ...(options.ended ? { ended: 1 } : {}) });
+  async list(options: { all?: boolean; ended?: boolean } = {}): Promise<ReservationView[]> {
+    return (await this.http.getAll<ReservationView>('v1/reservations', { ...(options.all ? { all: 1 } : {}), ...(options.ended ? { ended: 1 } : {}) })).items;
   }
 
-  machines(): Promise<MachineView[]> {
-    return this.http.get('v1/machines');
+  async machines(): Promise<MachineView[]> {
+    return (await this.http.getAll<MachineView>('v1/machines')).items;
   }
 
   /** Takes a machine out of service (admins); a reserved one leaves when released. */
@@ -116,6 +116,11 @@ export class Paddock {
   /** Creates a token (admins). The answer is the only place the token is ever shown. */
   createToken(name: string, role: Role = 'user'): Promise<TokenView & { token: string }> {
     return this.http.post('v1/tokens', { name, role });
+  }
+
+  /** Every token's name, role and creation time (admins); never the tokens themselves. */
+  async tokens(): Promise<TokenView[]> {
+    return (await this.http.getAll<TokenView>('v1/tokens')).items;
   }
 
   whoami(): Promise<{ name: string; role: Role }> {
@@ -317,7 +322,7 @@ class ProgressFeed {
 
   /** Reports every event not reported yet, then the view if it changed; rethrows a callback's error. */
   async catchUp(view: ReservationView): Promise<void> {
-    const events = await this.http.get<EventView[]>(`${this.path}/events`);
+    const { items: events } = await this.http.getAll<EventView>(`${this.path}/events`);
     for (const event of events) this.deliver(event);
     const summary = `${view.state} ${view.queuePosition ?? ''}`;
     if (summary !== this.lastView) {
@@ -344,7 +349,7 @@ class ProgressFeed {
       await new Promise((resolve) => setTimeout(resolve, 2000).unref());
       if (signal.aborted) break;
       try {
-        for (const event of await this.http.get<EventView[]>(`${this.path}/events`)) this.deliver(event);
+        for (const event of (await this.http.getAll<EventView>(`${this.path}/events`)).items) this.deliver(event);
       } catch {
         // the long-poll in ready() reports lasting failures
       }

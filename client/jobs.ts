@@ -26,8 +26,8 @@ export class Jobs {
     return this.http.post('v1/jobs', job);
   }
 
-  list(options: { all?: boolean } = {}): Promise<JobView[]> {
-    return this.http.get('v1/jobs', options.all ? { all: 1 } : undefined);
+  async list(options: { all?: boolean } = {}): Promise<JobView[]> {
+    return (await this.http.getAll<JobView>('v1/jobs', options.all ? { all: 1 } : {})).items;
   }
 
   /** A job by id or name. */
@@ -44,11 +44,11 @@ export class Jobs {
     return this.http.post(`v1/jobs/${encodeURIComponent(job)}/runs`, { parameters });
   }
 
-  runs(options: { job?: string; all?: boolean } = {}): Promise<RunView[]> {
+  async runs(options: { job?: string; all?: boolean } = {}): Promise<RunView[]> {
     const query: Record<string, string | number> = {};
     if (options.job) query.job = options.job;
     if (options.all) query.all = 1;
-    return this.http.get('v1/runs', query);
+    return (await this.http.getAll<RunView>('v1/runs', query)).items;
   }
 
   getRun(id: string): Promise<RunView> {
@@ -72,8 +72,8 @@ export class Jobs {
   }
 
   /** The runner hosts heard from (admins). */
-  runners(): Promise<RunnerView[]> {
-    return this.http.get('v1/runners');
+  async runners(): Promise<RunnerView[]> {
+    return (await this.http.getAll<RunnerView>('v1/runners')).items;
   }
 
   cancel(id: string): Promise<RunView> {

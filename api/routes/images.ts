@@ -7,6 +7,8 @@ import type { Caller } from '../scheduler/service.js';
 import { parseDuration } from '../scheduler/units.js';
 import type { Role } from '../contract.js';
 import { peopleRoles, type RouteTable } from './define.js';
+import { compareKeys, pageOf, pageQuery, sendPage, slicePage, type Key } from '../pages.js';
+import type { ImageListEntry } from '../contract.js';
 
 /** Agents read images too: their image cache downloads what a reservation boots. */
 const readers: Role[] = [...peopleRoles, 'agent'];
@@ -50,7 +52,7 @@ export function imageRoutes(table: RouteTable, catalog: ImageCatalog): void {
   table.define(
     {
       method: 'get', path: '/v1/images', summary: "Every image Paddock stores (origin paddock), then the images each OpenStack pool can boot (origin openstack, ref POOL/NAME)", roles: readers,
-      query: { origin: 'paddock: only the images Paddock stores' },
+      query: { origin: 'paddock: only the images Paddock stores', ...pageQuery },
     },
     async (ctx) => {
       const origin = ctx.query.origin;
@@ -58,7 +60,9 @@ export function imageRoutes(table: RouteTable, catalog: ImageCatalog): void {
       const { images, errors } = await catalog.listAll(origin === 'paddock');
       // A pool that cannot be asked does not hide the others: it is named in a header.
       if (errors.length > 0) ctx.set('Paddock-Warning', errors.map((error) => encodeURIComponent(`pool ${error.pool}: ${error.message}`)));
-      ctx.body = images;
+      // Paddock's own by name and tag, then each pool's by ref.
+      const key = (image: ImageListEntry): Key => (image.origin === 'paddock' ? [0, image.name, image.tag] : [1, image.ref, '']);
+      sendPage(ctx, slicePage(images.sort((a, b) => compareKeys(key(a), key(b))), key, pageOf(ctx, 3)));
     },
   );
 

@@ -9,6 +9,8 @@ import { jobView, type JobService } from '../jobs.js';
 import type { Caller } from '../scheduler/service.js';
 import { parseDuration } from '../scheduler/units.js';
 import type { RouteTable } from './define.js';
+import { compareKeys, pageOf, pageQuery, sendPage, slicePage, type Key } from '../pages.js';
+import type { JobView } from '../contract.js';
 import { streamLog } from './follow.js';
 
 const caller = (ctx: Koa.Context) => ctx.state.caller as Caller;
@@ -59,8 +61,10 @@ export function jobRoutes(table: RouteTable, jobs: JobService): void {
     ctx.status = 201;
   });
 
-  table.define({ method: 'get', path: '/v1/jobs', summary: 'Your jobs (all: every user\'s, admins only)', query: { all: '1 for every user\'s (admins)' } }, async (ctx) => {
-    ctx.body = await jobs.listJobs(caller(ctx), ctx.query.all === '1');
+  table.define({ method: 'get', path: '/v1/jobs', summary: 'Your jobs by name (all: every user\'s, admins only); paginated', query: { all: '1 for every user\'s (admins)', ...pageQuery } }, async (ctx) => {
+    const key = (job: JobView): Key => [job.name, job.id];
+    const list = (await jobs.listJobs(caller(ctx), ctx.query.all === '1')).sort((a, b) => compareKeys(key(a), key(b)));
+    sendPage(ctx, slicePage(list, key, pageOf(ctx, 2)));
   });
 
   table.define({ method: 'get', path: '/v1/jobs/:job', summary: 'One job, by id or name' }, async (ctx) => {
@@ -82,9 +86,12 @@ export function jobRoutes(table: RouteTable, jobs: JobService): void {
     },
   );
 
-  table.define({ method: 'get', path: '/v1/runs', summary: 'Your runs, newest first (job: of one job; all: every user\'s, admins only)', query: { job: 'a job id or name', all: '1 for every user\'s (admins)' } }, async (ctx) => {
-    ctx.body = await jobs.listRuns(caller(ctx), { ...(typeof ctx.query.job === 'string' ? { job: ctx.query.job } : {}), all: ctx.query.all === '1' });
-  });
+  table.define(
+    { method: 'get', path: '/v1/runs', summary: 'Your runs, newest first (job: of one job; all: every user\'s, admins only); paginated', query: { job: 'a job id or name', all: '1 for every user\'s (admins)', ...pageQuery } },
+    async (ctx) => {
+      sendPage(ctx, await jobs.listRuns(caller(ctx), { ...(typeof ctx.query.job === 'string' ? { job: ctx.query.job } : {}), all: ctx.query.all === '1' }, pageOf(ctx, 2)));
+    },
+  );
 
   table.define(
     { method: 'get', path: '/v1/runs/:id', summary: 'One run; ?wait=end&timeout=60 holds the answer until it has ended', query: { wait: 'end: long-poll until the run has ended', timeout: 'seconds to wait, at most 300' } },

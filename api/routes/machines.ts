@@ -9,17 +9,19 @@ import { machineView } from '../scheduler/records.js';
 import type { Scheduler } from '../scheduler/scheduler.js';
 import { parseSpec, SpecError } from '../scheduler/spec.js';
 import type { RouteTable } from './define.js';
+import { pageOf, pageQuery, sendPage, slicePage } from '../pages.js';
 
 const maintenanceSchema = z.strictObject({ reason: z.string().max(500).optional() });
 const explainSchema = z.strictObject({ spec: z.string().max(2000) });
 
 export function machineRoutes(table: RouteTable, scheduler: Scheduler): void {
-  table.define({ method: 'get', path: '/v1/machines', summary: 'Every machine with its state', query: { state: 'only machines in this state' } }, (ctx) => {
+  table.define({ method: 'get', path: '/v1/machines', summary: 'Every machine with its state, by name (paginated)', query: { state: 'only machines in this state', ...pageQuery } }, (ctx) => {
     const state = ctx.query.state;
-    ctx.body = [...scheduler.inventory.machines.values()]
+    const machines = [...scheduler.inventory.machines.values()]
       .filter((machine) => state === undefined || machine.state === state)
-      .sort((a, b) => (a.name < b.name ? -1 : 1))
-      .map(machineView);
+      .sort((a, b) => (a.name < b.name ? -1 : 1));
+    const page = slicePage(machines, (machine) => [machine.name], pageOf(ctx, 1));
+    sendPage(ctx, { ...page, items: page.items.map(machineView) });
   });
 
   table.define({ method: 'get', path: '/v1/machines/:name', summary: 'One machine' }, (ctx) => {

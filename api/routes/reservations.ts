@@ -12,6 +12,7 @@ import type { Caller } from '../scheduler/service.js';
 import type { Scheduler } from '../scheduler/scheduler.js';
 import { isEnded } from '../scheduler/lifecycle.js';
 import type { RouteTable } from './define.js';
+import { pageOf, pageQuery, rowsPage, sendPage } from '../pages.js';
 import { knownHostsLine } from '../../provisioners/ssh.js';
 
 const caller = (ctx: Koa.Context) => ctx.state.caller as Caller;
@@ -38,10 +39,15 @@ export function reservationRoutes(table: RouteTable, scheduler: Scheduler): void
   );
 
   table.define(
-    { method: 'get', path: '/v1/reservations', summary: 'Your reservations (admins: ?all=1 for everyone\'s)', query: { all: '1: every user (admin)', ended: '1: include ended ones' } },
+    {
+      method: 'get', path: '/v1/reservations', summary: 'Your live reservations, oldest first (admins: ?all=1 for everyone\'s; ?ended=1: every one, newest first); paginated',
+      query: { all: '1: every user (admin)', ended: '1: include ended ones', ...pageQuery },
+    },
     async (ctx) => {
-      const reservations = await scheduler.list(caller(ctx), { all: ctx.query.all === '1', includeEnded: ctx.query.ended === '1' });
-      ctx.body = reservations.map(view);
+      const page = await scheduler.list(caller(ctx), { all: ctx.query.all === '1', includeEnded: ctx.query.ended === '1' }, pageOf(ctx, 2));
+      // Queue positions come from one sort of the queue for the whole page, not one per item.
+      const positions = page.items.some((reservation) => reservation.state === 'queued') ? scheduler.queuePositions() : undefined;
+      sendPage(ctx, { ...page, items: page.items.map((reservation) => reservationView(reservation, positions?.get(reservation.id))) });
     },
   );
 
@@ -64,14 +70,19 @@ export function reservationRoutes(table: RouteTable, scheduler: Scheduler): void
   );
 
   table.define(
-    { method: 'get', path: '/v1/reservations/:id/events', summary: 'Its events; with Accept: text/event-stream, a live stream that ends with the reservation' },
+    {
+      method: 'get', path: '/v1/reservations/:id/events', summary: 'Its events, oldest first (paginated); with Accept: text/event-stream, a live stream that ends with the reservation',
+      query: pageQuery,
+    },
     async (ctx) => {
       const id = ctx.params.id;
       const reservation = await scheduler.get(caller(ctx), id);
       if (ctx.get('accept').includes('text/event-stream')) {
         return stream(ctx, scheduler, reservation);
       }
-      ctx.body = await scheduler.events(caller(ctx), id);
+      const page = pageOf(ctx, 1);
+      const events = await scheduler.events(caller(ctx), id, page.after ? Number(page.after[0]) : 0, page.limit + 1);
+      sendPage(ctx, rowsPage(events, (event) => [event.id], page));
     },
   );
 

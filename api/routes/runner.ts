@@ -9,6 +9,7 @@ import { ApiError } from '../errors.js';
 import type { Role } from '../contract.js';
 import type { JobService } from '../jobs.js';
 import type { RouteTable } from './define.js';
+import { pageOf, pageQuery, sendPage, slicePage } from '../pages.js';
 
 const runnerName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'runner names use letters, digits, . _ - (up to 63)');
 const claimSchema = z.strictObject({ runner: runnerName, slots: z.number().int().min(0).max(256), fresh: z.boolean().default(false), wait: z.number().min(0).max(60).default(20) });
@@ -38,9 +39,9 @@ function checkRunner(ctx: Koa.Context, runner: string): string {
 
 export function runnerRoutes(table: RouteTable, jobs: JobService): void {
   const roles: Role[] = ['runner', 'admin'];
-  table.define({ method: 'get', path: '/v1/runners', summary: 'The runner hosts heard from, when last, and the runs they hold (admins)', roles: ['admin'] }, (ctx) => {
+  table.define({ method: 'get', path: '/v1/runners', summary: 'The runner hosts heard from, when last, and the runs they hold, by name (admins; paginated)', roles: ['admin'], query: pageQuery }, (ctx) => {
     requireRole(ctx, 'admin');
-    ctx.body = jobs.runnerHosts();
+    sendPage(ctx, slicePage(jobs.runnerHosts(), (runner) => [runner.name], pageOf(ctx, 1)));
   });
 
   table.define({ method: 'post', path: '/v1/runner/claim', summary: 'Take up to `slots` queued runs (long-poll up to `wait` seconds)', roles, body: claimSchema }, async (ctx) => {

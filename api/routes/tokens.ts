@@ -4,6 +4,7 @@ import { readBody } from '../body.js';
 import { requireRole, type Tokens } from '../auth.js';
 import type { Caller } from '../scheduler/service.js';
 import { everyRole, type RouteTable } from './define.js';
+import { pageOf, pageQuery, sendPage, slicePage } from '../pages.js';
 
 const tokenSchema = z.strictObject({
   name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._@-]{0,62}$/, 'names use letters, digits, . _ @ - (up to 63)'),
@@ -27,9 +28,9 @@ export function tokenRoutes(table: RouteTable, tokens: Tokens): void {
     },
   );
 
-  table.define({ method: 'get', path: '/v1/tokens', summary: 'Token names and roles', roles: ['admin'] }, async (ctx) => {
+  table.define({ method: 'get', path: '/v1/tokens', summary: 'Token names and roles, by name (paginated)', roles: ['admin'], query: pageQuery }, async (ctx) => {
     requireRole(ctx, 'admin');
-    ctx.body = await tokens.list();
+    sendPage(ctx, slicePage(await tokens.list(), (token) => [token.name], pageOf(ctx, 1)));
   });
 
   table.define({ method: 'delete', path: '/v1/tokens/:name', summary: 'Revoke a token', roles: ['admin'] }, async (ctx) => {

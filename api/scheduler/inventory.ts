@@ -14,9 +14,15 @@ export class Inventory {
   private readonly all = new Map<string, Shape>();
   /** Reserved machines per `pool` label, kept in step so a pool's room costs nothing to ask. */
   private readonly reservedPerPool = new Map<string, number>();
+  /**
+   * Moves on every change of a machine's state (and so of the free machines and pools' room): a
+   * request that did not fit at one generation does not fit while it stays the same.
+   */
+  generation = 0;
 
   add(entry: Omit<MachineEntry, 'shapeKey'>): MachineEntry {
     const machine: MachineEntry = { ...entry, shapeKey: shapeKey(entry.labels, entry.capacities) };
+    this.generation += 1;
     this.machines.set(machine.name, machine);
     if (machine.state !== 'retired') {
       insertSorted(this.shape(this.all, machine).machines, machine.name);
@@ -51,6 +57,7 @@ export class Inventory {
   /** Moves a machine to a new state, keeping the free index in step. */
   setState(machine: MachineEntry, state: MachineState): void {
     if (machine.state === state) return;
+    this.generation += 1;
     const wasFree = machine.state === 'available';
     if (machine.state === 'reserved') this.countReserved(machine, -1);
     if (state === 'reserved') this.countReserved(machine, 1);

@@ -55,14 +55,16 @@ const waitedMs = (request: QueuedRequest, nowMs: number) => Math.max(0, nowMs - 
 export function queueOrder<T extends QueuedRequest>(requests: readonly T[], nowMs: number, policy: QueuePolicy): T[] {
   return requests
     .map((request) => ({ request, effective: effectivePriority(request, nowMs, policy) }))
-    .sort(
-      (a, b) =>
-        b.effective - a.effective ||
-        a.request.createdAtMs - b.request.createdAtMs ||
-        (a.request.id < b.request.id ? -1 : a.request.id > b.request.id ? 1 : 0),
-    )
+    .sort((a, b) => b.effective - a.effective || byAgeThenId(a.request, b.request))
     .map((entry) => entry.request);
 }
+
+/** Whether `a` is served before `b`: the order of queueOrder, for one pair (no sort of the queue). */
+export function comesBefore(a: QueuedRequest, b: QueuedRequest, nowMs: number, policy: QueuePolicy): boolean {
+  return (effectivePriority(b, nowMs, policy) - effectivePriority(a, nowMs, policy) || byAgeThenId(a, b)) < 0;
+}
+
+const byAgeThenId = (a: QueuedRequest, b: QueuedRequest) => a.createdAtMs - b.createdAtMs || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
 
 /**
  * One pass over the queue (see effectivePriority for the rule): the requests granted, in the order
@@ -76,7 +78,29 @@ export function schedulePass(
   policy: QueuePolicy,
   room?: ReadonlyMap<string, number>,
 ): { grants: Grant[] } {
+  return { grants: scheduleQueue(queue, shapes, nowMs, policy, { room }).grants };
+}
+
+/**
+ * schedulePass, told which requests are known not to fit and telling which do not.
+ *
+ * `unfit`: requests known not to fit in the free machines given (they failed against these same
+ * free machines and pool room, or more, in an earlier pass): their gang allocation is not run
+ * again; a starving one still holds back the machines it could use. The answer's `unfit` lists
+ * those and every request that failed with nothing held back from it: none of them fits in what
+ * is left free after the grants either, since a pass only ever takes machines away. Feed them back
+ * while the free machines and pool room stay as they are after this pass, or shrink.
+ */
+export function scheduleQueue(
+  queue: readonly QueuedRequest[],
+  shapes: readonly Shape[],
+  nowMs: number,
+  policy: QueuePolicy,
+  options: { room?: ReadonlyMap<string, number> | undefined; unfit?: ReadonlySet<string> } = {},
+): { grants: Grant[]; unfit: string[] } {
+  const { room, unfit = new Set<string>() } = options;
   const grants: Grant[] = [];
+  const stillUnfit: string[] = [];
   const pool = new Map<string, FreeShape>(shapes.map((shape) => [shape.key, { shape, from: 0 }]));
   const held = new Set<string>();
   const left = new Map(room ?? []);
@@ -84,11 +108,17 @@ export function schedulePass(
     const name = poolOf(shape, left);
     return name === undefined || left.get(name)! > 0;
   };
+  const offeredNow = () =>
+    [...pool.values()].filter((entry) => !held.has(entry.shape.key) && entry.from < entry.shape.machines.length && hasRoom(entry.shape));
   for (const request of queueOrder(queue, nowMs, policy)) {
-    const offered = [...pool.values()].filter(
-      (entry) => !held.has(entry.shape.key) && entry.from < entry.shape.machines.length && hasRoom(entry.shape),
-    );
-    let granted = offered.length === 0 ? null : allocateFree(request.members, offered);
+    const known = unfit.has(request.id);
+    const starving = isStarving(request, nowMs, policy);
+    if (known && !starving) {
+      stillUnfit.push(request.id);
+      continue;
+    }
+    const offered = offeredNow();
+    let granted = known || offered.length === 0 ? null : allocateFree(request.members, offered);
     if (granted && room) {
       const wanted = poolUse(granted.taken, pool, left);
       if ([...wanted].some(([name, count]) => count > left.get(name)!)) granted = null;
@@ -100,13 +130,16 @@ export function schedulePass(
         pool.set(key, { shape: entry.shape, from: entry.from + count });
       }
       grants.push({ id: request.id, machines: granted.machines });
-    } else if (isStarving(request, nowMs, policy)) {
+      continue;
+    }
+    if (known || held.size === 0) stillUnfit.push(request.id);
+    if (starving) {
       for (const entry of offered) {
         if (request.members.some((member) => matchShape(member.spec, entry.shape).ok)) held.add(entry.shape.key);
       }
     }
   }
-  return { grants };
+  return { grants, unfit: stillUnfit };
 }
 
 /** The limited pool a shape belongs to (its `pool` label), if any. */

@@ -4,15 +4,17 @@
 // Policy (matching, gang allocation, queue order) lives in pure functions next to this file.
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
+import { Op } from 'sequelize';
 import type { EventView, ReservationState, Role } from '../contract.js';
 import type { Config } from '../config.js';
 import { plainRow, plainRows, type Database, type EventRow } from '../db/index.js';
 import { ApiError, forbidden, notFound } from '../errors.js';
+import { afterWhere, compareKeys, maxPageSize, rowsPage, slicePage, type Key, type Page } from '../pages.js';
 import { generateKeyPairAsync } from '../../provisioners/ssh.js';
 import { canEverSatisfy } from './allocate.js';
 import { Inventory } from './inventory.js';
 import { assertTransition, isEnded, liveStates } from './lifecycle.js';
-import { queueOrder, schedulePass } from './queue.js';
+import { comesBefore, isStarving, queueOrder, schedulePass, scheduleQueue, type QueuedRequest } from './queue.js';
 import { eventView, reservationFromRow, type Allocation, type MachineEntry, type Reservation } from './records.js';
 import { parseMembers, type ParsedMember, type ReservationRequestInput } from './requests.js';
 import { Store } from './store.js';
@@ -44,6 +46,8 @@ export class ReservationScheduler {
   admit?: (caller: Caller, members: Reservation['members'], live: Iterable<Reservation>) => void;
   /** Requests sent back to the queue because the cloud was full: not retried before this time. */
   private readonly heldUntil = new Map<string, number>();
+  /** Queued requests found not to fit, with the inventory generation they were tried against (see schedule). */
+  private readonly unfitAt = new Map<string, number>();
 
   constructor(
     protected readonly db: Database,
@@ -284,22 +288,39 @@ export class ReservationScheduler {
     return row ? reservationFromRow(row) : undefined;
   }
 
-  async list(caller: Caller, options: { all?: boolean; includeEnded?: boolean }): Promise<Reservation[]> {
+  /**
+   * One page of the caller's reservations (admins with `all`: everyone's). Live ones oldest first;
+   * with `includeEnded`, every stored one newest first. Keys: [createdAt ms, id].
+   */
+  async list(caller: Caller, options: { all?: boolean; includeEnded?: boolean }, page: Page = { limit: maxPageSize }): Promise<{ items: Reservation[]; next?: Key }> {
     const everyone = options.all && caller.role === 'admin';
-    const mine = (reservation: Reservation) => everyone || reservation.owner === caller.name;
-    if (!options.includeEnded) return [...this.live.values()].filter(mine).sort((a, b) => a.createdAt - b.createdAt);
+    const key = (reservation: Reservation): Key => [reservation.createdAt, reservation.id];
+    if (!options.includeEnded) {
+      const mine = [...this.live.values()].filter((reservation) => everyone || reservation.owner === caller.name);
+      return slicePage(mine.sort((a, b) => compareKeys(key(a), key(b))), key, page);
+    }
     await this.store.flush();
-    const rows = plainRows(
-      await this.db.reservations.findAll({ where: everyone ? {} : { owner: caller.name }, order: [['createdAt', 'DESC']], limit: 200, raw: true }),
-    );
-    return rows.map((row) => this.live.get(row.id) ?? reservationFromRow(row));
+    const where = { ...(everyone ? {} : { owner: caller.name }), ...afterWhere(['createdAt', 'id'], page, true) };
+    const rows = plainRows(await this.db.reservations.findAll({ where, order: [['createdAt', 'DESC'], ['id', 'DESC']], limit: page.limit + 1, raw: true }));
+    const { items, next } = rowsPage(rows, (row) => [new Date(row.createdAt).getTime(), row.id], page);
+    return { items: items.map((row) => this.live.get(row.id) ?? reservationFromRow(row)), ...(next ? { next } : {}) };
   }
 
+  /** The queue position of a queued reservation: O(queue), no sort (see queuePositions for many). */
   queuePosition(reservation: Reservation): number | undefined {
-    if (reservation.state !== 'queued') return undefined;
+    if (reservation.state !== 'queued' || !this.queue.includes(reservation)) return undefined;
+    const now = this.now();
+    const policy = this.policy();
+    const target = this.queueEntry(reservation);
+    let ahead = 0;
+    for (const queued of this.queue) if (queued !== reservation && comesBefore(this.queueEntry(queued), target, now, policy)) ahead += 1;
+    return ahead + 1;
+  }
+
+  /** Every queued reservation's position, from one sort of the queue: for a list, computed once. */
+  queuePositions(): Map<string, number> {
     const order = queueOrder(this.queueInput(), this.now(), this.policy());
-    const index = order.findIndex((entry) => entry.id === reservation.id);
-    return index < 0 ? undefined : index + 1;
+    return new Map(order.map((entry, index) => [entry.id, index + 1]));
   }
 
   async release(caller: Caller, id: string): Promise<Reservation> {
@@ -336,11 +357,13 @@ export class ReservationScheduler {
     return reservation;
   }
 
-  async events(caller: Caller, id: string, afterId = 0): Promise<EventView[]> {
+  /** The reservation's events after `afterId`, oldest first; at most `limit` of them when given. */
+  async events(caller: Caller, id: string, afterId = 0, limit?: number): Promise<EventView[]> {
     await this.get(caller, id);
     await this.store.flush();
-    const rows = plainRows(await this.db.events.findAll({ where: { reservationId: id }, order: [['id', 'ASC']], raw: true }));
-    return rows.filter((row) => row.id > afterId).map(eventView);
+    const where = { reservationId: id, id: { [Op.gt]: afterId } };
+    const rows = plainRows(await this.db.events.findAll({ where, order: [['id', 'ASC']], ...(limit === undefined ? {} : { limit }), raw: true }));
+    return rows.map(eventView);
   }
 
   /** Calls back on every event of the reservation until the returned function is called. */
@@ -368,13 +391,12 @@ export class ReservationScheduler {
     });
   }
 
-  private queueInput() {
-    return this.queue.map((reservation) => ({
-      id: reservation.id,
-      priority: reservation.priority,
-      createdAtMs: reservation.createdAt,
-      members: this.membersOf(reservation),
-    }));
+  private queueInput(queue: readonly Reservation[] = this.queue): QueuedRequest[] {
+    return queue.map((reservation) => this.queueEntry(reservation));
+  }
+
+  private queueEntry(reservation: Reservation): QueuedRequest {
+    return { id: reservation.id, priority: reservation.priority, createdAtMs: reservation.createdAt, members: this.membersOf(reservation) };
   }
 
   private membersOf(reservation: Reservation): ParsedMember[] {
@@ -390,16 +412,36 @@ export class ReservationScheduler {
     return { agingSeconds: this.config.queue.aging, starvationSeconds: this.config.queue.starvation };
   }
 
-  /** Grants every queued request the free machines allow, in queue order. */
+  /**
+   * Grants every queued request the free machines allow, in queue order. A request found not to
+   * fit is remembered with the inventory's generation (which moves whenever a machine changes
+   * state): until it moves, its gang allocation is not run again, and unless it is starving (then
+   * it holds machines back from later requests) it is left out of the pass altogether, so a pass
+   * over a long queue of requests that cannot fit costs little more than the new ones.
+   */
   private schedule(): void {
     if (this.queue.length === 0) return;
     const now = this.now();
-    const ready = this.queueInput().filter((request) => (this.heldUntil.get(request.id) ?? 0) <= now);
-    const { grants } = schedulePass(ready, this.inventory.freeShapes(), now, this.policy(), this.poolRoom());
-    if (grants.length === 0) return;
+    const policy = this.policy();
+    const generation = this.inventory.generation;
+    const candidates: Reservation[] = [];
+    const known = new Set<string>();
+    const skipped: string[] = [];
+    for (const reservation of this.queue) {
+      if ((this.heldUntil.get(reservation.id) ?? 0) > now) continue;
+      if (this.unfitAt.get(reservation.id) !== generation) candidates.push(reservation);
+      else if (isStarving(this.queueEntry(reservation), now, policy)) {
+        known.add(reservation.id);
+        candidates.push(reservation);
+      } else skipped.push(reservation.id);
+    }
+    if (candidates.length === 0) return;
+    const { grants, unfit } = scheduleQueue(this.queueInput(candidates), this.inventory.freeShapes(), now, policy, { room: this.poolRoom(), unfit: known });
     const granted = new Set(grants.map((grant) => grant.id));
     for (const grant of grants) this.grant(this.live.get(grant.id)!, grant.machines);
-    this.queue = this.queue.filter((reservation) => !granted.has(reservation.id));
+    if (grants.length > 0) this.queue = this.queue.filter((reservation) => !granted.has(reservation.id));
+    // Grants only take machines: what did not fit before them does not fit after them.
+    for (const id of [...unfit, ...skipped]) this.unfitAt.set(id, this.inventory.generation);
   }
 
   /** Room left in each limited pool: its limit less its reserved machines. */
@@ -410,6 +452,7 @@ export class ReservationScheduler {
 
   private grant(reservation: Reservation, machines: string[][]): void {
     const now = this.now();
+    this.unfitAt.delete(reservation.id);
     this.transition(reservation, 'allocated', 'grant', 'all members matched free machines');
     reservation.grantedAt = now;
     reservation.expiresAt = now + reservation.leaseSeconds * 1000;
@@ -500,6 +543,7 @@ export class ReservationScheduler {
 
   private forget(reservation: Reservation): void {
     this.heldUntil.delete(reservation.id);
+    this.unfitAt.delete(reservation.id);
     this.live.delete(reservation.id);
     this.parsed.delete(reservation.id);
   }

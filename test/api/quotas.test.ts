@@ -1,14 +1,14 @@
 // Quotas, driven the way a hostile user would: many requests at once past each limit. The user over
 // a limit gets 429 quota_exceeded with the limit in details, keeps everything made before, and
 // other users go on reserving, uploading and running as before.
-import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import test from 'ava';
 import type { ReservationView, RunView } from '../../api/contract.js';
+import { jobRepository, unprovisionedMachines } from '../helpers/lab-config.js';
 import { startApi, testConfig, type JsonClient, type JsonResponse, type TestApi } from '../helpers/api.js';
 
 let api: TestApi;
@@ -16,19 +16,9 @@ let scratch: string;
 let repo: string;
 const tokens: Record<string, string> = {};
 
-/** Six static machines that are never provisioned (agent off): a grant is enough to hold them. */
-const machines = Array.from({ length: 6 }, (_, index) =>
-  `  - { name: m${index}, kind: static, labels: { type: box }, settings: { address: 127.0.0.${index + 2}, adminKey: /nonexistent } }`,
-).join('\n');
-
 test.before(async () => {
   scratch = mkdtempSync(path.join(os.tmpdir(), 'paddock-quota-test-'));
-  repo = path.join(scratch, 'jobs.git');
-  mkdirSync(repo);
-  execFileSync('git', ['init', '-q', '-b', 'main', repo]);
-  writeFileSync(path.join(repo, 'ci.sh'), '#!/bin/sh\ntrue\n', { mode: 0o755 });
-  execFileSync('git', ['-C', repo, 'add', '.']);
-  execFileSync('git', ['-C', repo, '-c', 'user.name=t', '-c', 'user.email=t@t', 'commit', '-q', '-m', 'ci']);
+  repo = jobRepository(scratch);
   api = await startApi(
     testConfig(`
 agent: { enabled: false }
@@ -36,7 +26,7 @@ quotas:
   default: { reservations: 3, queued: 2, machines: 4, imageBytes: 100KiB, uploads: 1, runs: 2 }
   tokens: { carol: { reservations: 10 } }
 machines:
-${machines}
+${unprovisionedMachines(6, 2)}
 `),
   );
   for (const name of ['mallory', 'alice', 'carol', 'dave']) {
