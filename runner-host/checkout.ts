@@ -81,7 +81,9 @@ export async function checkout(task: CheckoutTask, dir: string, signal?: AbortSi
   }
   checkScriptPath(task.script, `repository ${shown} at commit ${commit}`);
   try {
-    await git(['clone', '--no-checkout', '--quiet', '--', task.repository, dir], { timeoutMs: cloneTimeoutMs, signal });
+    // --no-hardlinks: a clone of a local repository would otherwise share its object files, which
+    // become the run user's when the checkout is handed over (execute.ts).
+    await git(['clone', '--no-checkout', '--no-hardlinks', '--quiet', '--', task.repository, dir], { timeoutMs: cloneTimeoutMs, signal });
   } catch (error) {
     if (signal?.aborted) throw signal.reason;
     throw new CheckoutError('repository_unreachable', `cannot clone repository ${shown}: ${gitReason(error)}`, { cause: error });

@@ -61,8 +61,9 @@ export class Runner {
 
   /**
    * What a runner host that died left behind: scripts still running (found by the run id in their
-   * environment, since they run in process groups of their own) and work directories. Their runs
-   * were failed by the API when the heartbeats stopped, or are failed by the first claim.
+   * environment; an isolated run dies with its runner host already, but a single-user one does
+   * not) and work directories. Their runs were failed by the API when the heartbeats stopped, or
+   * are failed by the first claim. Run users it held are cleared when next taken (run-users.ts).
    */
   private async cleanUp(): Promise<void> {
     const left = (await readdir(this.options.workRoot).catch(() => [] as string[])).filter((name) => /^run-[0-9a-f]{12}-/.test(name));

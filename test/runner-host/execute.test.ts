@@ -514,5 +514,7 @@ ln "$PADDOCK_PARAM_SECRET" "$PADDOCK_RESULT" 2>&1 || ln -s "$PADDOCK_PARAM_SECRE
   t.false('result' in ran.outcome, 'the linked token file is not taken as the result');
   t.regex(ran.outcome.reason ?? '', /result file/);
   t.false(JSON.stringify(ran.outcome).includes(secret));
+  const objects = await run('find', [path.join(repo.dir, '.git', 'objects'), '-type', 'f', '!', '-uid', '0']);
+  t.is(objects.stdout, '', 'the repository cloned from keeps its owner: the checkout shares no file with it');
   await assertNothingLeft(t, task);
 });
