@@ -14,15 +14,12 @@ export class Inventory {
   private readonly all = new Map<string, Shape>();
   /** Reserved machines per `pool` label, kept in step so a pool's room costs nothing to ask. */
   private readonly reservedPerPool = new Map<string, number>();
-  /**
-   * Moves on every change of a machine's state (and so of the free machines and pools' room): a
-   * request that did not fit at one generation does not fit while it stays the same.
-   */
-  generation = 0;
+  /** Shapes that gained a free machine, or whose pool gained room, since drainGrown was last called. */
+  private readonly grown = new Set<string>();
 
   add(entry: Omit<MachineEntry, 'shapeKey'>): MachineEntry {
     const machine: MachineEntry = { ...entry, shapeKey: shapeKey(entry.labels, entry.capacities) };
-    this.generation += 1;
+    if (machine.state === 'available') this.grown.add(machine.shapeKey);
     this.machines.set(machine.name, machine);
     if (machine.state !== 'retired') {
       insertSorted(this.shape(this.all, machine).machines, machine.name);
@@ -42,6 +39,16 @@ export class Inventory {
     if (pool !== undefined) this.reservedPerPool.set(pool, this.reservedIn(pool) + step);
   }
 
+  /**
+   * The shape keys that gained a free machine or pool room since the last call: only requests
+   * that match one of them can fit where they did not before (see scheduler/waiting.ts).
+   */
+  drainGrown(): string[] {
+    const keys = [...this.grown];
+    this.grown.clear();
+    return keys;
+  }
+
   get(name: string): MachineEntry | undefined {
     return this.machines.get(name);
   }
@@ -57,9 +64,12 @@ export class Inventory {
   /** Moves a machine to a new state, keeping the free index in step. */
   setState(machine: MachineEntry, state: MachineState): void {
     if (machine.state === state) return;
-    this.generation += 1;
     const wasFree = machine.state === 'available';
-    if (machine.state === 'reserved') this.countReserved(machine, -1);
+    if (machine.state === 'reserved') {
+      this.countReserved(machine, -1);
+      if (machine.labels.pool !== undefined) for (const shape of this.all.values()) if (shape.labels.pool === machine.labels.pool) this.grown.add(shape.key);
+    }
+    if (state === 'available') this.grown.add(machine.shapeKey);
     if (state === 'reserved') this.countReserved(machine, 1);
     machine.state = state;
     if (wasFree && state !== 'available') removeSorted(this.shape(this.free, machine).machines, machine.name);

@@ -11,8 +11,9 @@ import { plainRow, plainRows, type Database, type EventRow } from '../db/index.j
 import { ApiError, forbidden, notFound } from '../errors.js';
 import { afterWhere, compareKeys, maxPageSize, rowsPage, slicePage, type Key, type Page } from '../pages.js';
 import { generateKeyPairAsync } from '../../provisioners/ssh.js';
-import { canEverSatisfy } from './allocate.js';
+import { canEverSatisfy, matchShape } from './allocate.js';
 import { Inventory } from './inventory.js';
+import { WaitingRequests } from './waiting.js';
 import { assertTransition, isEnded, liveStates } from './lifecycle.js';
 import { comesBefore, isStarving, queueOrder, schedulePass, scheduleQueue, type QueuedRequest } from './queue.js';
 import { eventView, reservationFromRow, type Allocation, type MachineEntry, type Reservation } from './records.js';
@@ -46,8 +47,8 @@ export class ReservationScheduler {
   admit?: (caller: Caller, members: Reservation['members'], live: Iterable<Reservation>) => void;
   /** Requests sent back to the queue because the cloud was full: not retried before this time. */
   private readonly heldUntil = new Map<string, number>();
-  /** Queued requests found not to fit, with the inventory generation they were tried against (see schedule). */
-  private readonly unfitAt = new Map<string, number>();
+  /** Which queued requests a pass must try (see schedule and waiting.ts). */
+  private readonly waiting = new WaitingRequests();
 
   constructor(
     protected readonly db: Database,
@@ -165,6 +166,7 @@ export class ReservationScheduler {
     if (reservation.state === 'queued') {
       this.queue.push(reservation);
       this.queue.sort((a, b) => a.createdAt - b.createdAt);
+      this.waiting.add(reservation.id);
       return;
     }
     if (missing.length > 0 && reservation.state !== 'releasing') {
@@ -253,6 +255,7 @@ export class ReservationScheduler {
     this.parsed.set(id, parsed);
     this.record(reservation, { type: 'state', to: 'queued', reason: `requested by ${caller.name}` });
     this.queue.push(reservation);
+    this.waiting.add(id);
     this.schedule();
     await this.store.flush();
     return { reservation, created: true };
@@ -414,34 +417,40 @@ export class ReservationScheduler {
 
   /**
    * Grants every queued request the free machines allow, in queue order. A request found not to
-   * fit is remembered with the inventory's generation (which moves whenever a machine changes
-   * state): until it moves, its gang allocation is not run again, and unless it is starving (then
-   * it holds machines back from later requests) it is left out of the pass altogether, so a pass
-   * over a long queue of requests that cannot fit costs little more than the new ones.
+   * fit waits on the shapes it matches (waiting.ts) and is left out of passes until one of them
+   * gains a free machine, unless it is starving (then it holds machines back from later requests,
+   * so it stays in the pass, but its gang allocation is not run again). A pass over a long queue
+   * of requests that cannot fit costs about as much as the new and woken ones.
    */
   private schedule(): void {
     if (this.queue.length === 0) return;
+    this.waiting.wake(this.inventory.drainGrown());
     const now = this.now();
     const policy = this.policy();
-    const generation = this.inventory.generation;
-    const candidates: Reservation[] = [];
+    const candidates = new Set<Reservation>();
     const known = new Set<string>();
-    const skipped: string[] = [];
+    // The queue is kept in creation order, so the starving requests are a prefix of it.
     for (const reservation of this.queue) {
-      if ((this.heldUntil.get(reservation.id) ?? 0) > now) continue;
-      if (this.unfitAt.get(reservation.id) !== generation) candidates.push(reservation);
-      else if (isStarving(this.queueEntry(reservation), now, policy)) {
-        known.add(reservation.id);
-        candidates.push(reservation);
-      } else skipped.push(reservation.id);
+      if (!isStarving(this.queueEntry(reservation), now, policy)) break;
+      candidates.add(reservation);
+      if (this.waiting.isUnfit(reservation.id)) known.add(reservation.id);
     }
-    if (candidates.length === 0) return;
-    const { grants, unfit } = scheduleQueue(this.queueInput(candidates), this.inventory.freeShapes(), now, policy, { room: this.poolRoom(), unfit: known });
+    for (const id of this.waiting.untried) {
+      const reservation = this.live.get(id);
+      if (reservation?.state === 'queued' && (this.heldUntil.get(id) ?? 0) <= now) candidates.add(reservation);
+    }
+    if (candidates.size === 0) return;
+    const { grants, unfit } = scheduleQueue(this.queueInput([...candidates]), this.inventory.freeShapes(), now, policy, { room: this.poolRoom(), unfit: known });
     const granted = new Set(grants.map((grant) => grant.id));
     for (const grant of grants) this.grant(this.live.get(grant.id)!, grant.machines);
     if (grants.length > 0) this.queue = this.queue.filter((reservation) => !granted.has(reservation.id));
     // Grants only take machines: what did not fit before them does not fit after them.
-    for (const id of [...unfit, ...skipped]) this.unfitAt.set(id, this.inventory.generation);
+    const shapes = this.inventory.allShapes();
+    for (const id of unfit) {
+      if (this.waiting.isUnfit(id)) continue;
+      const members = this.membersOf(this.live.get(id)!);
+      this.waiting.unfit(id, shapes.filter((shape) => members.some((member) => matchShape(member.spec, shape).ok)).map((shape) => shape.key));
+    }
   }
 
   /** Room left in each limited pool: its limit less its reserved machines. */
@@ -452,7 +461,7 @@ export class ReservationScheduler {
 
   private grant(reservation: Reservation, machines: string[][]): void {
     const now = this.now();
-    this.unfitAt.delete(reservation.id);
+    this.waiting.delete(reservation.id);
     this.transition(reservation, 'allocated', 'grant', 'all members matched free machines');
     reservation.grantedAt = now;
     reservation.expiresAt = now + reservation.leaseSeconds * 1000;
@@ -532,6 +541,7 @@ export class ReservationScheduler {
       this.store.reservation(reservation);
       this.queue.push(reservation);
       this.queue.sort((a, b) => a.createdAt - b.createdAt);
+      this.waiting.add(reservation.id);
       return;
     }
     // Machines come back: requests held after a full cloud may find room now.
@@ -543,7 +553,7 @@ export class ReservationScheduler {
 
   private forget(reservation: Reservation): void {
     this.heldUntil.delete(reservation.id);
-    this.unfitAt.delete(reservation.id);
+    this.waiting.delete(reservation.id);
     this.live.delete(reservation.id);
     this.parsed.delete(reservation.id);
   }
