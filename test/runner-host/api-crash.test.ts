@@ -16,6 +16,7 @@ const bin = path.resolve(import.meta.dirname, '../../bin/paddock.js');
 
 test('the API killed with -9 mid-run and started again: the run ends passed, its output whole', async (t) => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'paddock-api-crash-'));
+  chmodSync(dir, 0o711); // the runner host's run users pass through to their work folders
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
   const config = path.join(dir, 'paddock.yaml');
