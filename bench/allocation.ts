@@ -5,25 +5,10 @@
 // agent is off, so a cycle measures the API, the scheduler and the database, not SSH.
 //
 //   npm run bench            (PADDOCK_BENCH_QUICK=1 for a short run)
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import http from 'node:http';
-import os from 'node:os';
-import path from 'node:path';
-import { freePort } from '../test/helpers/ports.js';
+import { agent, build, cycle, cyclesPerSecond, request, rssMiB, startServer as start, stopServer, type Server } from './server.js';
 
 const quick = process.env.PADDOCK_BENCH_QUICK === '1';
-/** The server runs as deployed: compiled to JavaScript, without the TypeScript loader. */
-const buildDir = path.resolve('.tmp/bench-build');
 const sizes = [100, 1000, 10_000];
-const agent = new http.Agent({ keepAlive: true, maxSockets: 128 });
-
-interface Server {
-  child: ChildProcess;
-  port: number;
-  token: string;
-  dir: string;
-}
 
 /** A lab of `count` machines in 24 shapes (arch × ram × cpus), as a real lab has few board types. */
 function configYaml(count: number, port: number): string {
@@ -41,65 +26,12 @@ function configYaml(count: number, port: number): string {
   return lines.join('\n') + '\n';
 }
 
-async function startServer(count: number): Promise<Server> {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'paddock-bench-'));
-  const port = await freePort();
-  writeFileSync(path.join(dir, 'paddock.yaml'), configYaml(count, port));
-  const child = spawn(process.execPath, [path.join(buildDir, 'api/main.js'), '--config', path.join(dir, 'paddock.yaml')], {
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
-  for (let attempt = 0; ; attempt++) {
-    try {
-      await request(port, '', 'GET', '/healthz');
-      break;
-    } catch (error) {
-      if (attempt > 600) throw error;
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-  }
-  return { child, port, dir, token: readFileSync(path.join(dir, 'data', 'admin-token'), 'utf8').trim() };
-}
-
-async function stopServer(server: Server): Promise<void> {
-  server.child.kill('SIGTERM');
-  await new Promise((resolve) => server.child.once('exit', resolve));
-  rmSync(server.dir, { recursive: true, force: true });
-}
-
-function request(port: number, token: string, method: string, pathname: string, body?: unknown): Promise<{ status: number; body: Answer }> {
-  return new Promise((resolve, reject) => {
-    const payload = body === undefined ? undefined : JSON.stringify(body);
-    const req = http.request(
-      { host: '127.0.0.1', port, method, path: pathname, agent, headers: { authorization: `Bearer ${token}`, ...(payload ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : {}) } },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (chunk: Buffer) => chunks.push(chunk));
-        res.on('end', () => {
-          const text = Buffer.concat(chunks).toString();
-          resolve({ status: res.statusCode ?? 0, body: text ? JSON.parse(text) : undefined });
-        });
-      },
-    );
-    req.on('error', reject);
-    if (payload) req.write(payload);
-    req.end();
-  });
-}
-
-/** The fields of the API's answers the benchmark reads. */
-type Answer = { id: string; state: string; length: number };
+const startServer = (count: number): Promise<Server> => start((port) => configYaml(count, port));
 
 const member = { role: 'main', spec: 'arch=x86_64 ram>=4GiB cpus>=2', count: 1 };
 
 /** Any machine of the lab: 64 clients at once must all find a free one, even among 100. */
 const anyMachine = { role: 'main', spec: 'bench', count: 1 };
-
-async function cycle(server: Server): Promise<void> {
-  const created = await request(server.port, server.token, 'POST', '/v1/reservations', { members: [anyMachine], lease: 600 });
-  if (created.status !== 201 || created.body.state !== 'allocated') throw new Error(`reserve: ${created.status} ${JSON.stringify(created.body)}`);
-  const released = await request(server.port, server.token, 'DELETE', `/v1/reservations/${created.body.id}`);
-  if (released.status !== 200 || released.body.state !== 'released') throw new Error(`release: ${released.status} ${JSON.stringify(released.body)}`);
-}
 
 /** Median latency of one allocation (POST answered `allocated`), sequential, release outside the timing. */
 async function allocationLatency(server: Server, samples: number): Promise<number> {
@@ -114,40 +46,15 @@ async function allocationLatency(server: Server, samples: number): Promise<numbe
   return times[Math.floor(times.length / 2)];
 }
 
-async function cyclesPerSecond(server: Server, seconds: number, concurrency: number): Promise<number> {
-  let done = 0;
-  const deadline = Date.now() + seconds * 1000;
-  const started = Date.now();
-  await Promise.all(
-    Array.from({ length: concurrency }, async () => {
-      while (Date.now() < deadline) {
-        await cycle(server);
-        done += 1;
-      }
-    }),
-  );
-  return done / ((Date.now() - started) / 1000);
-}
-
-function rssMiB(pid: number): number {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  return Number(/VmRSS:\s+(\d+)/.exec(status)![1]) / 1024;
-}
-
-function build(): void {
-  rmSync(buildDir, { recursive: true, force: true });
-  execFileSync(process.execPath, [path.resolve('node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json', '--outDir', buildDir], { stdio: 'inherit' });
-}
-
 async function main(): Promise<void> {
   build();
   const results: { machines: number; latencyMs: number; cyclesPerSecond: number }[] = [];
   for (const size of sizes) {
     const server = await startServer(size);
     try {
-      for (let warm = 0; warm < 200; warm++) await cycle(server);
+      for (let warm = 0; warm < 200; warm++) await cycle(server, anyMachine);
       const latencyMs = await allocationLatency(server, quick ? 200 : 1000);
-      const rate = await cyclesPerSecond(server, quick ? 3 : 10, 64);
+      const rate = await cyclesPerSecond(server, quick ? 3 : 10, 64, anyMachine);
       results.push({ machines: size, latencyMs, cyclesPerSecond: rate });
       console.log(`${String(size).padStart(6)} machines: allocation ${latencyMs.toFixed(3)} ms (median), ${rate.toFixed(0)} reserve+release cycles/s`);
     } finally {

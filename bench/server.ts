@@ -1,0 +1,102 @@
+// What the API benchmarks share: the server compiled to JavaScript and run as `paddock serve` in a
+// child process (with a real SQLite file), plain keep-alive HTTP against it, and its memory.
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { freePort } from '../test/helpers/ports.js';
+
+/** The server runs as deployed: compiled to JavaScript, without the TypeScript loader. */
+const buildDir = path.resolve('.tmp/bench-build');
+export const agent = new http.Agent({ keepAlive: true, maxSockets: 128 });
+
+export interface Server {
+  child: ChildProcess;
+  port: number;
+  token: string;
+  dir: string;
+}
+
+export function build(): void {
+  rmSync(buildDir, { recursive: true, force: true });
+  execFileSync(process.execPath, [path.resolve('node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json', '--outDir', buildDir], { stdio: 'inherit' });
+}
+
+/** Starts the built server on a free port with the config `yaml(port)` gives; resolves once /healthz answers. */
+export async function startServer(yaml: (port: number) => string): Promise<Server> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'paddock-bench-'));
+  const port = await freePort();
+  writeFileSync(path.join(dir, 'paddock.yaml'), yaml(port));
+  const child = spawn(process.execPath, [path.join(buildDir, 'api/main.js'), '--config', path.join(dir, 'paddock.yaml')], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await request(port, '', 'GET', '/healthz');
+      break;
+    } catch (error) {
+      if (attempt > 600) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+  return { child, port, dir, token: readFileSync(path.join(dir, 'data', 'admin-token'), 'utf8').trim() };
+}
+
+export async function stopServer(server: Server): Promise<void> {
+  server.child.kill('SIGTERM');
+  await new Promise((resolve) => server.child.once('exit', resolve));
+  rmSync(server.dir, { recursive: true, force: true });
+}
+
+/** The fields of the API's answers the benchmarks read. */
+export type Answer = { id: string; state: string; length: number; token: string };
+
+export function request(port: number, token: string, method: string, pathname: string, body?: unknown): Promise<{ status: number; body: Answer; headers: http.IncomingHttpHeaders }> {
+  return new Promise((resolve, reject) => {
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    const req = http.request(
+      { host: '127.0.0.1', port, method, path: pathname, agent, headers: { authorization: `Bearer ${token}`, ...(payload ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : {}) } },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (chunk: Buffer) => chunks.push(chunk));
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString();
+          resolve({ status: res.statusCode ?? 0, body: text ? JSON.parse(text) : undefined, headers: res.headers });
+        });
+      },
+    );
+    req.on('error', reject);
+    if (payload) req.write(payload);
+    req.end();
+  });
+}
+
+/** One reserve of `member` by the admin, granted at once, and its release. */
+export async function cycle(server: Server, member: unknown): Promise<void> {
+  const created = await request(server.port, server.token, 'POST', '/v1/reservations', { members: [member], lease: 600 });
+  if (created.status !== 201 || created.body.state !== 'allocated') throw new Error(`reserve: ${created.status} ${JSON.stringify(created.body)}`);
+  const released = await request(server.port, server.token, 'DELETE', `/v1/reservations/${created.body.id}`);
+  if (released.status !== 200 || released.body.state !== 'released') throw new Error(`release: ${released.status} ${JSON.stringify(released.body)}`);
+}
+
+/** Reserve+release cycles per second from `concurrency` clients at once for `seconds`. */
+export async function cyclesPerSecond(server: Server, seconds: number, concurrency: number, member: unknown): Promise<number> {
+  let done = 0;
+  const deadline = Date.now() + seconds * 1000;
+  const started = Date.now();
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (Date.now() < deadline) {
+        await cycle(server, member);
+        done += 1;
+      }
+    }),
+  );
+  return done / ((Date.now() - started) / 1000);
+}
+
+export function rssMiB(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+)/.exec(status)![1]) / 1024;
+}
