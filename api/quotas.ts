@@ -113,11 +113,14 @@ export class Quotas {
     const limits = this.limitsOf(caller);
     if (!limits) return;
     const account = this.accountOf(caller.name);
+    // Many reservations, few owners: each owner's account is looked up once.
+    const accounts = new Map<string, string>();
+    const accountOf = (owner: string) => accounts.get(owner) ?? accounts.set(owner, this.accountOf(owner)).get(owner)!;
     let reservations = 0;
     let queued = 0;
     let machines = 0;
     for (const reservation of live) {
-      if (this.accountOf(reservation.owner) !== account) continue;
+      if (accountOf(reservation.owner) !== account) continue;
       reservations += 1;
       if (reservation.state === 'queued') queued += 1;
       machines += reservation.members.reduce((sum, member) => sum + member.count, 0);
