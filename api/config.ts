@@ -42,7 +42,15 @@ const machineSchema = z.strictObject({
 });
 
 /** A quota: a count or a size (`20GiB`), or `unlimited`. */
-const quotaLimit = z.union([z.literal('unlimited'), quantity.pipe(z.number().int().max(Number.MAX_SAFE_INTEGER))]).transform((value) => (value === 'unlimited' ? undefined : value));
+const quotaLimit = z.union([z.number(), z.string()]).transform((value, ctx) => {
+  if (value === 'unlimited') return undefined;
+  const number = typeof value === 'number' ? value : parseQuantity(value);
+  if (number === null || !Number.isSafeInteger(number) || number < 0) {
+    ctx.addIssue({ code: 'custom', message: `not a quota: ${JSON.stringify(value)} (a whole number such as 100 or 20GiB, or unlimited)` });
+    return z.NEVER;
+  }
+  return number;
+});
 
 const quotaLimitsSchema = z.strictObject({
   reservations: quotaLimit.optional(),

@@ -44,6 +44,16 @@ test('a bad quantity, a bad duration and an unknown kind are named', (t) => {
   t.regex(problems(machine().replace('kind: static', 'kind: teleporter')), /machines\[0\]\.kind: .*teleporter/);
 });
 
+test('quotas: defaults filled in, a token override replaces only what it names, bad limits named', (t) => {
+  const quotas = parseConfig('quotas: { default: { queued: 5, imageBytes: 1GiB }, tokens: { ci: { queued: unlimited, runs: 3 } } }').quotas;
+  t.deepEqual(quotas.default, { reservations: 200, queued: 5, machines: 64, imageBytes: 1024 ** 3, uploads: 4, runs: 100 });
+  t.deepEqual(quotas.tokens.ci, { queued: undefined, runs: 3 });
+  t.deepEqual(parseConfig('').quotas.tokens, {});
+  t.regex(problems('quotas:\n  default: { queued: -1 }\n'), /line 2: quotas\.default\.queued: not a quota: -1/);
+  t.regex(problems('quotas: { default: { machines: 2.5 } }\n'), /quotas\.default\.machines: not a quota/);
+  t.regex(problems('quotas: { tokens: { ci: { hosts: 3 } } }\n'), /quotas\.tokens\.ci.*hosts/);
+});
+
 test("a kind's settings are checked by its own schema", (t) => {
   t.regex(problems(machine().replace('adminKey: /etc/paddock/key', 'adminKee: /etc/paddock/key')), /machines\[0\]\.settings/);
   t.regex(problems(machine().replace('address: 127.0.0.1, ', '')), /machines\[0\]\.settings.*address/);
