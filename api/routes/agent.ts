@@ -6,14 +6,18 @@ import { readBody } from '../body.js';
 import { requireRole } from '../auth.js';
 import { stages, type Role } from '../contract.js';
 import { ApiError } from '../errors.js';
+import { integer, machineText, name, text } from '../fields.js';
 import type { Scheduler } from '../scheduler/scheduler.js';
 import type { RouteTable } from './define.js';
 
-const agentName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._@-]{0,62}$/, 'agent names use letters, digits, . _ @ - (up to 63)');
+const agentName = name('agent', { at: true });
+const port = integer(1, 65535);
+/** An address or host name as an agent saw it. */
+const host = text({ max: 255 });
 
 const claimSchema = z.strictObject({
   agent: agentName,
-  kinds: z.array(z.string()).min(1),
+  kinds: z.array(text({ max: 40 })).min(1).max(32),
   resume: z.boolean().default(false),
   wait: z.number().min(0).max(60).default(0),
 });
@@ -25,21 +29,21 @@ const reportSchema = z.strictObject({
     z
       .strictObject({
         kind: z.literal('ready'),
-        host: z.string().optional(),
-        port: z.number().int().min(1).max(65535).optional(),
-        user: z.string().optional(),
-        hostKey: z.string().optional(),
-        console: z.strictObject({ host: z.string(), port: z.number().int().min(1).max(65535) }).optional(),
+        host: host.optional(),
+        port: port.optional(),
+        user: text({ max: 64 }).optional(),
+        hostKey: text({ max: 4000 }).optional(),
+        console: z.strictObject({ host, port }).optional(),
       })
       .refine((ready) => ready.console !== undefined || (ready.host !== undefined && ready.port !== undefined && ready.user !== undefined), {
         message: 'a ready machine has SSH access (host, port, user, and the host key when it was seen), a console relay, or both',
       }),
     z.strictObject({
       kind: z.literal('failed'),
-      reason: z.string().max(20000),
+      reason: machineText(20000),
       fault: z.enum(['infrastructure', 'request']),
       stage: z.enum(stages).optional(),
-      code: z.string().regex(/^[a-z][a-z0-9_]{0,47}$/).optional(),
+      code: text({ max: 48, pattern: /^[a-z][a-z0-9_]{0,47}$/, message: 'a code is lower-case letters, digits and _' }).optional(),
     }),
     z.strictObject({ kind: z.literal('released') }),
   ]),

@@ -7,6 +7,7 @@ import type Koa from 'koa';
 import { z } from 'zod';
 import type { Role } from '../contract.js';
 import { ApiError } from '../errors.js';
+import { pathParameters, queryParameters } from '../fields.js';
 
 /** The roles of a route that names none: the people's routes. Agents and runner hosts have their own. */
 export const peopleRoles: readonly Role[] = ['user', 'admin'];
@@ -35,10 +36,13 @@ export class RouteTable {
   ) {}
 
   define(doc: RouteDoc, handler: (ctx: Koa.Context) => Promise<void> | void): void {
+    for (const name of pathParameterNames(doc.path)) if (!pathParameters[name]) throw new Error(`${doc.path}: no schema for the path parameter ${name} in api/fields.ts`);
+    for (const name of Object.keys(doc.query ?? {})) if (!queryParameters[name]) throw new Error(`${doc.path}: no schema for the query parameter ${name} in api/fields.ts`);
     this.routes.push(doc);
     const roles = doc.roles ?? peopleRoles;
     const run = async (ctx: Koa.Context) => {
       if (doc.auth !== false) checkRole(ctx, roles);
+      checkParameters(ctx, doc);
       await handler(ctx);
     };
     this.router[doc.method](doc.path, async (ctx, next) => {
@@ -49,9 +53,38 @@ export class RouteTable {
   }
 }
 
+const pathParameterNames = (path: string) => [...path.matchAll(/:([A-Za-z]+)/g)].map((match) => match[1]);
+
+/**
+ * Every path parameter against its schema, and every query parameter: declared by the route, given
+ * once, and matching its schema. Handlers then only see checked values (400 invalid_parameter).
+ */
+function checkParameters(ctx: Koa.Context, doc: RouteDoc): void {
+  const refuse = (where: 'path' | 'query', name: string, message: string) =>
+    new ApiError(400, 'invalid_parameter', `${where} parameter ${name}: ${message}`, { in: where, parameter: name });
+  for (const name of pathParameterNames(doc.path)) {
+    const result = pathParameters[name].safeParse(ctx.params[name]);
+    if (!result.success) throw refuse('path', name, result.error.issues[0].message);
+  }
+  for (const [name, value] of Object.entries(ctx.query)) {
+    if (!doc.query || !(name in doc.query)) {
+      const known = Object.keys(doc.query ?? {});
+      throw refuse('query', name.slice(0, 40), `not a parameter of this route${known.length > 0 ? ` (it takes ${known.join(', ')})` : ''}`);
+    }
+    if (typeof value !== 'string') throw refuse('query', name, 'given more than once');
+    const result = queryParameters[name].safeParse(value);
+    if (!result.success) throw refuse('query', name, result.error.issues[0].message);
+  }
+}
+
 function checkRole(ctx: Koa.Context, roles: readonly Role[]): void {
   const role = (ctx.state.caller as { role: Role }).role;
   if (!roles.includes(role)) throw new ApiError(403, 'forbidden', `this needs the ${roles.join(' or ')} role; your token has ${role}`, { roles, role });
+}
+
+function parameterSchema(schema: z.ZodType): unknown {
+  const { $schema: _draft, ...rest } = z.toJSONSchema(schema, { io: 'input', unrepresentable: 'any' }) as Record<string, unknown>;
+  return rest;
 }
 
 export function openApiDocument(routes: RouteDoc[], version: string): unknown {
@@ -59,8 +92,8 @@ export function openApiDocument(routes: RouteDoc[], version: string): unknown {
   for (const route of routes) {
     const path = route.path.replace(/:([A-Za-z]+)/g, '{$1}');
     const parameters = [
-      ...[...route.path.matchAll(/:([A-Za-z]+)/g)].map((match) => ({ name: match[1], in: 'path', required: true, schema: { type: 'string' } })),
-      ...Object.entries(route.query ?? {}).map(([name, description]) => ({ name, in: 'query', required: false, description, schema: { type: 'string' } })),
+      ...pathParameterNames(route.path).map((name) => ({ name, in: 'path', required: true, schema: parameterSchema(pathParameters[name]) })),
+      ...Object.entries(route.query ?? {}).map(([name, description]) => ({ name, in: 'query', required: false, description, schema: parameterSchema(queryParameters[name]) })),
     ];
     const responses: Record<string, unknown> = {};
     for (const [status, description] of Object.entries(route.responses ?? { 200: 'OK' })) responses[status] = { description };

@@ -4,7 +4,7 @@ import type Koa from 'koa';
 import { ApiError } from '../errors.js';
 import { imageView, type ImageCatalog } from '../images.js';
 import type { Caller } from '../scheduler/service.js';
-import { parseDuration } from '../scheduler/units.js';
+import { bounds, duration } from '../fields.js';
 import type { Role } from '../contract.js';
 import { peopleRoles, type RouteTable } from './define.js';
 import { compareKeys, pageOf, pageQuery, sendPage, slicePage, type Key } from '../pages.js';
@@ -14,6 +14,7 @@ import type { ImageListEntry } from '../contract.js';
 const readers: Role[] = [...peopleRoles, 'agent'];
 
 const caller = (ctx: Koa.Context) => ctx.state.caller as Caller;
+const expirySchema = duration('expiry', bounds.imageExpirySeconds).optional();
 
 export function imageRoutes(table: RouteTable, catalog: ImageCatalog): void {
   table.define(
@@ -24,8 +25,9 @@ export function imageRoutes(table: RouteTable, catalog: ImageCatalog): void {
       responses: { 201: 'stored', 413: 'over the size limit', 422: 'sha256 mismatch', 507: 'not enough disk space' },
     },
     async (ctx) => {
-      const expires = ctx.query.expires === undefined ? undefined : parseDuration(String(ctx.query.expires));
-      if (expires === null) throw new ApiError(400, 'invalid_request', 'expires is a duration such as 2h or 30m');
+      const expiry = expirySchema.safeParse(ctx.query.expires);
+      if (!expiry.success) throw new ApiError(400, 'invalid_parameter', `query parameter expires: ${expiry.error.issues[0].message}`, { in: 'query', parameter: 'expires' });
+      const expires = expiry.data;
       // The size comes as Content-Length, or as Paddock-Size with a chunked body; the sha256 as a
       // header, or as a trailer after the body (one pass over the file on the client).
       const length = ctx.get('content-length') || ctx.get('paddock-size');

@@ -5,9 +5,9 @@ import { z } from 'zod';
 import { requireRole } from '../auth.js';
 import { readBody } from '../body.js';
 import { ApiError } from '../errors.js';
+import { bounds, duration, name, text } from '../fields.js';
 import { jobView, type JobService } from '../jobs.js';
 import type { Caller } from '../scheduler/service.js';
-import { parseDuration } from '../scheduler/units.js';
 import type { RouteTable } from './define.js';
 import { compareKeys, pageOf, pageQuery, sendPage, slicePage, type Key } from '../pages.js';
 import type { JobView } from '../contract.js';
@@ -15,40 +15,26 @@ import { streamLog } from './follow.js';
 
 const caller = (ctx: Koa.Context) => ctx.state.caller as Caller;
 
-const parameterName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,63}$/, 'parameter names use letters, digits and _ (up to 64)');
-const parameters = z.record(parameterName, z.string().max(4096)).refine((record) => Object.keys(record).length <= 64, 'at most 64 parameters');
+const parameterName = text({ max: 64, pattern: /^[A-Za-z_][A-Za-z0-9_]{0,63}$/, message: 'parameter names use letters, digits and _ (up to 64)' });
+/** Parameter values are the one place for tab and newline (a script may take a list or a snippet). */
+const parameters = z.record(parameterName, text({ max: 4096, lines: true })).refine((record) => Object.keys(record).length <= 64, 'at most 64 parameters');
 
 /** A relative path inside the repository: no leading /, no `..`, no empty or `.` segments. */
-const scriptPath = z
-  .string()
-  .min(1)
-  .max(500)
-  .refine((value) => !value.startsWith('/') && !value.includes('\0') && !value.includes('\\') && value.split('/').every((part) => part !== '' && part !== '.' && part !== '..'), {
+const scriptPath = text({ min: 1, max: 500 })
+  .refine((value) => !value.startsWith('/') && !value.includes('\\') && value.split('/').every((part) => part !== '' && part !== '.' && part !== '..'), {
     message: 'the script is a path inside the repository, like ci/build.ts (no leading /, no .. or . segments)',
   });
 
-const limit = z.union([z.number(), z.string()]).transform((value, ctx) => {
-  const seconds = parseDuration(value);
-  if (seconds === null || seconds <= 0 || seconds > 24 * 3600) {
-    ctx.addIssue({ code: 'custom', message: `not a time limit: ${JSON.stringify(value)} (a duration up to 24h, e.g. 30m)` });
-    return z.NEVER;
-  }
-  return seconds;
-});
-
 export const jobSchema = z.strictObject({
-  name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'job names use letters, digits, . _ - (up to 63)'),
+  name: name('job'),
   /** What `git clone` takes: a URL or a path the runner hosts can read. */
-  repository: z.string().min(1).max(1000).refine((value) => !value.startsWith('-') && !/[\0\r\n]/.test(value), 'not a repository URL or path'),
-  ref: z
-    .string()
-    .min(1)
-    .max(200)
+  repository: text({ min: 1, max: 1000 }).refine((value) => !value.startsWith('-') && !/[\0\r\n]/.test(value), 'not a repository URL or path'),
+  ref: text({ min: 1, max: 200 })
     .refine((value) => !value.startsWith('-') && !value.includes('..') && !/[\0-\x20~^:?*[\\]/.test(value), 'not a git ref (a branch, a tag or a commit)')
     .default('main'),
   script: scriptPath,
   parameters: parameters.default({}),
-  timeLimit: limit.default(3600),
+  timeLimit: duration('time limit', bounds.jobTimeLimitSeconds).default(3600),
 });
 
 const runSchema = z.strictObject({ parameters: parameters.default({}) });

@@ -1,6 +1,7 @@
 // /v1/machines and /v1/explain: the inventory with its states, maintenance, and spec explanations.
 import { z } from 'zod';
 import { readBody } from '../body.js';
+import { text } from '../fields.js';
 import { requireRole } from '../auth.js';
 import type { ExplainView } from '../contract.js';
 import { ApiError } from '../errors.js';
@@ -11,8 +12,8 @@ import { parseSpec, SpecError } from '../scheduler/spec.js';
 import type { RouteTable } from './define.js';
 import { pageOf, pageQuery, sendPage, slicePage } from '../pages.js';
 
-const maintenanceSchema = z.strictObject({ reason: z.string().max(500).optional() });
-const explainSchema = z.strictObject({ spec: z.string().max(2000) });
+const maintenanceSchema = z.strictObject({ reason: text({ max: 500 }).optional() });
+const explainSchema = z.strictObject({ spec: text({ max: 2000 }) });
 
 export function machineRoutes(table: RouteTable, scheduler: Scheduler): void {
   table.define({ method: 'get', path: '/v1/machines', summary: 'Every machine with its state, by name (paginated)', query: { state: 'only machines in this state', ...pageQuery } }, (ctx) => {

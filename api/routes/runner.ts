@@ -6,21 +6,22 @@ import { z } from 'zod';
 import { requireRole } from '../auth.js';
 import { readBody, readRaw } from '../body.js';
 import { ApiError } from '../errors.js';
+import { integer, machineText, name, text } from '../fields.js';
 import type { Role } from '../contract.js';
 import type { JobService } from '../jobs.js';
 import type { RouteTable } from './define.js';
 import { pageOf, pageQuery, sendPage, slicePage } from '../pages.js';
 
-const runnerName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'runner names use letters, digits, . _ - (up to 63)');
-const claimSchema = z.strictObject({ runner: runnerName, slots: z.number().int().min(0).max(256), fresh: z.boolean().default(false), wait: z.number().min(0).max(60).default(20) });
-const heartbeatSchema = z.strictObject({ runner: runnerName, runs: z.array(z.string().max(40)).max(256) });
+const runnerName = name('runner');
+const claimSchema = z.strictObject({ runner: runnerName, slots: integer(0, 256), fresh: z.boolean().default(false), wait: z.number().min(0).max(60).default(20) });
+const heartbeatSchema = z.strictObject({ runner: runnerName, runs: z.array(text({ max: 40 })).max(256) });
 const startedSchema = z.strictObject({ runner: runnerName });
 const finishedSchema = z.strictObject({
   runner: runnerName,
   outcome: z.enum(['passed', 'failed', 'timed_out', 'cancelled']),
-  exitCode: z.number().int().optional(),
-  signal: z.string().max(20).optional(),
-  reason: z.string().max(20000).optional(),
+  exitCode: integer(-(2 ** 31), 2 ** 31 - 1).optional(),
+  signal: text({ max: 20 }).optional(),
+  reason: machineText(20000).optional(),
   fault: z.enum(['infrastructure', 'request']).optional(),
   result: z.unknown().optional(),
 });

@@ -1,13 +1,14 @@
 // /v1/tokens (admins) and /v1/whoami.
 import { z } from 'zod';
 import { readBody } from '../body.js';
+import { name } from '../fields.js';
 import { requireRole, type Tokens } from '../auth.js';
 import type { Caller } from '../scheduler/service.js';
 import { everyRole, type RouteTable } from './define.js';
 import { pageOf, pageQuery, sendPage, slicePage } from '../pages.js';
 
 const tokenSchema = z.strictObject({
-  name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._@-]{0,62}$/, 'names use letters, digits, . _ @ - (up to 63)'),
+  name: name('token', { at: true }),
   role: z.enum(['user', 'admin', 'agent', 'runner']).default('user'),
 });
 

@@ -4,30 +4,21 @@ import { z } from 'zod';
 import type { MemberView } from '../contract.js';
 import { ApiError } from '../errors.js';
 import { parseSpecCached, SpecError, type Spec } from './spec.js';
-import { parseDuration } from './units.js';
-
-const duration = z.union([z.number(), z.string()]).transform((value, ctx) => {
-  const seconds = parseDuration(value);
-  if (seconds === null || seconds <= 0) {
-    ctx.addIssue({ code: 'custom', message: `not a duration: ${JSON.stringify(value)} (use seconds or 30s, 10m, 2h)` });
-    return z.NEVER;
-  }
-  return Math.ceil(seconds);
-});
+import { bounds, duration, integer, text } from '../fields.js';
 
 export const memberSchema = z.strictObject({
-  role: z.string().regex(/^[A-Za-z][A-Za-z0-9_-]{0,31}$/, 'a role is a word: letters, digits, _ and -'),
-  spec: z.string().min(1).max(2000),
-  count: z.number().int().min(1).max(1000).default(1),
-  image: z.string().min(1).max(200).optional(),
+  role: text({ max: 32, pattern: /^[A-Za-z][A-Za-z0-9_-]{0,31}$/, message: 'a role is a word: letters, digits, _ and -' }),
+  spec: text({ min: 1, max: 2000 }),
+  count: integer(1, 1000).default(1),
+  image: text({ min: 1, max: 200 }).optional(),
 });
 
 export const reservationRequestSchema = z.strictObject({
   members: z.array(memberSchema).min(1).max(64),
-  lease: duration.optional(),
-  priority: z.number().int().min(-1000).max(1000).default(0),
-  queueTimeout: duration.optional(),
-  idempotencyKey: z.string().min(1).max(200).optional(),
+  lease: duration('lease', bounds.leaseSeconds).optional(),
+  priority: integer(-1000, 1000).default(0),
+  queueTimeout: duration('queue timeout', bounds.queueTimeoutSeconds).optional(),
+  idempotencyKey: text({ min: 1, max: 200 }).optional(),
 });
 
 export type ReservationRequestInput = z.infer<typeof reservationRequestSchema>;

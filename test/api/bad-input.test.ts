@@ -79,10 +79,10 @@ test('a malformed spec is 400 invalid_spec with its position', async (t) => {
   expectError(t, explained, 400, 'invalid_spec');
 });
 
-test('unknown routes and ids are 404; illegal methods are 405', async (t) => {
+test('unknown routes and ids are 404, malformed ids 400; illegal methods are 405', async (t) => {
   expectError(t, await api.http().get('v1/nothing-here'), 404, 'not_found');
   expectError(t, await api.http().get('v1/reservations/r-000000000000'), 404, 'not_found');
-  expectError(t, await api.http().get('v1/reservations/..%2F..%2Fetc'), 404, 'not_found');
+  expectError(t, await api.http().get('v1/reservations/..%2F..%2Fetc'), 400, 'invalid_parameter');
   expectError(t, await api.http().put('v1/reservations'), 405, 'method_not_allowed');
 });
 

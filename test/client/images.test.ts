@@ -68,8 +68,11 @@ test.serial('the library refuses bad references, and the server bad names', asyn
   const file = path.join(dir, 'small.raw');
   writeFileSync(file, 'x');
   const error = await t.throwsAsync(paddockClient.images.upload(file, { name: '../etc', format: 'raw' }), { instanceOf: PaddockError });
-  t.is(error!.code, 'invalid_name');
+  t.is(error!.code, 'invalid_parameter', 'a name that is no name is refused with the path before the image store sees it');
   const uploaded = await paddock(['images', 'upload', file, '--name', 'Bad Name']);
   t.is(uploaded.code, 1);
-  t.regex(uploaded.stderr, /\(invalid_name\)/);
+  t.regex(uploaded.stderr, /\(invalid_parameter\)/);
+  const upper = await paddock(['images', 'upload', file, '--name', 'Upper']);
+  t.is(upper.code, 1);
+  t.regex(upper.stderr, /\(invalid_name\)/, 'a well-formed name the image store does not take');
 });
