@@ -100,14 +100,16 @@ export const configSchema = z.strictObject({
     .strictObject({
       /** The largest upload accepted. */
       maxSize: quantity.default(8 * 1024 ** 3),
-      /** Free disk to keep after an upload. */
+      /** Free disk no upload may take: the floor kept for the database and the logs. */
       reserve: quantity.default(256 * 1024 ** 2),
+      /** An image upload or download that moves no byte for this long is cut; there is no limit on its whole length. */
+      idleTimeout: duration.default(60),
       /** The longest expiry a temporary image may ask for. */
       maxExpiry: duration.default(30 * 86400),
       /** How often expired images and unreferenced files are collected. */
       collectInterval: duration.default(60),
     })
-    .default({ maxSize: 8 * 1024 ** 3, reserve: 256 * 1024 ** 2, maxExpiry: 30 * 86400, collectInterval: 60 }),
+    .default({ maxSize: 8 * 1024 ** 3, reserve: 256 * 1024 ** 2, idleTimeout: 60, maxExpiry: 30 * 86400, collectInterval: 60 }),
   runners: z
     .strictObject({
       /** A runner host not heard from for this long is taken for dead: its runs fail, their reservations are released. */

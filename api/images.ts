@@ -3,14 +3,14 @@
 // user, removable by their owner or an admin, never while a live reservation names them; expired
 // temporary images and blobs no record refers to are collected.
 import type { Readable } from 'node:stream';
-import { Op, QueryTypes } from 'sequelize';
+import { Op, QueryTypes, type WhereOptions } from 'sequelize';
 import type { ImageFormat, ImageListEntry, ImageView } from './contract.js';
 import type { ProviderImage } from '../provisioners/types.js';
 import { plainRow, plainRows, type Database, type ImageRow } from './db/index.js';
 import { ApiError, forbidden, notFound } from './errors.js';
 import type { Quotas } from './quotas.js';
 import type { Caller } from './scheduler/service.js';
-import { BlobStore, UploadError } from '../images/store.js';
+import { BlobStore, KeyedQueue, UploadError } from '../images/store.js';
 
 export const imageFormats: readonly ImageFormat[] = ['qcow2', 'raw', 'bundle'];
 const namePattern = /^[a-z0-9][a-z0-9._-]{0,99}$/;
@@ -18,6 +18,8 @@ const namePattern = /^[a-z0-9][a-z0-9._-]{0,99}$/;
 export interface ImageLimits {
   maxSize: number;
   maxExpiry: number;
+  /** Seconds without a byte after which an upload is cut (never a limit on its whole length). */
+  idleTimeout: number;
 }
 
 export interface UploadRequest {
@@ -65,6 +67,9 @@ export function imageView(row: ImageRow): ImageView {
 }
 
 export class ImageCatalog {
+  /** Uploads to one name:tag write its record one at a time (lock order: tag, then digest, then the user's quota). */
+  private readonly tagQueues = new KeyedQueue();
+
   constructor(
     private readonly db: Database,
     readonly blobs: BlobStore,
@@ -77,6 +82,11 @@ export class ImageCatalog {
 
   /** Per-user limits on stored bytes and uploads at once (api/quotas.ts); none when unset. */
   quotas?: Quotas;
+
+  /** How long an image stream may move no byte. */
+  get idleTimeoutMs(): number {
+    return this.limits.idleTimeout * 1000;
+  }
 
   async upload(caller: Caller, request: UploadRequest, body: Readable): Promise<ImageView> {
     const leave = this.quotas?.admit(caller, 'uploads', 0);
@@ -105,16 +115,16 @@ export class ImageCatalog {
     const existing = plainRow(await this.db.images.findByPk(ref, { raw: true }));
     if (existing && existing.owner !== caller.name && caller.role !== 'admin') throw forbidden(`image ${ref} belongs to another user`);
     if (request.contentLength !== undefined && request.contentLength > this.limits.maxSize) throw tooLarge(this.limits.maxSize);
+    // The upload's disk space is granted before a byte is read (quotas were checked in upload()).
+    const grant = await refusals(() => this.blobs.grant(request.contentLength ?? this.limits.maxSize), this.limits.maxSize);
     let blob;
     try {
-      await this.blobs.checkSpace(request.contentLength ?? 0);
-      blob = await this.blobs.receive(body, { maxBytes: this.limits.maxSize, ...(request.expectedSha256 ? { expectedSha256: request.expectedSha256 } : {}) });
-    } catch (error) {
-      if (!(error instanceof UploadError)) throw error;
-      if (error.reason === 'too_large') throw tooLarge(this.limits.maxSize);
-      if (error.reason === 'checksum_mismatch') throw new ApiError(422, 'checksum_mismatch', error.message);
-      if (error.reason === 'no_space') throw new ApiError(507, 'insufficient_storage', error.message);
-      throw new ApiError(400, error.reason === 'empty' ? 'empty_upload' : 'upload_aborted', error.message);
+      blob = await refusals(
+        () => this.blobs.receive(body, { maxBytes: this.limits.maxSize, grant, idleTimeoutMs: this.idleTimeoutMs, ...(request.expectedSha256 ? { expectedSha256: request.expectedSha256 } : {}) }),
+        this.limits.maxSize,
+      );
+    } finally {
+      grant.release();
     }
     const now = new Date();
     const row: ImageRow = {
@@ -123,24 +133,36 @@ export class ImageCatalog {
       // New content under the tag: its boot record starts afresh.
       bootFailures: 0, lastBootFailure: null,
     };
-    await this.recordWithinQuota(caller, row);
-    if (existing && existing.sha256 !== blob.sha256) await this.collectBlob(existing.sha256);
+    // The blob and the record that names it appear together, under the digest's lock; the tag's
+    // lock makes `before` the record this upload really replaces, whose blob may now be unused.
+    const replaced = await this.tagQueues.run(ref, () => this.blobs.withDigest(blob.sha256, async () => {
+      try {
+        await blob.place();
+      } catch (error) {
+        await blob.discard();
+        throw error;
+      }
+      const before = plainRow(await this.db.images.findByPk(ref, { raw: true }));
+      try {
+        await this.recordWithinQuota(caller, row);
+      } catch (error) {
+        await this.dropIfUnused(blob.sha256);
+        throw error;
+      }
+      return before?.sha256;
+    }));
+    if (replaced !== undefined && replaced !== blob.sha256) await this.collectBlob(replaced);
     return imageView(row);
   }
 
-  /** Stores the record unless it takes the caller over their stored-bytes quota (then its bytes go). */
+  /** Stores the record unless it takes the caller over their stored-bytes quota. Inside withDigest(row.sha256). */
   private async recordWithinQuota(caller: Caller, row: ImageRow): Promise<void> {
     if (!this.quotas) return void (await this.db.images.upsert(row));
-    try {
-      // Count, check and write as one step per user, so parallel uploads cannot all pass.
-      await this.quotas.serialize(caller, async () => {
-        await this.admitBytes(caller, row.ref, row.size);
-        await this.db.images.upsert(row);
-      });
-    } catch (error) {
-      await this.collectBlob(row.sha256);
-      throw error;
-    }
+    // Count, check and write as one step per user, so parallel uploads cannot all pass.
+    await this.quotas.serialize(caller, async () => {
+      await this.admitBytes(caller, row.ref, row.size);
+      await this.db.images.upsert(row);
+    });
   }
 
   /** Throws 429 if `size` more bytes under `ref` (replacing the caller's own image there) pass the caller's quota. */
@@ -183,8 +205,8 @@ export class ImageCatalog {
     const row = await this.get(name, tag);
     if (row.owner !== caller.name && caller.role !== 'admin') throw forbidden(`image ${row.ref} belongs to another user`);
     if (this.inUse(row.ref)) throw new ApiError(409, 'image_in_use', `image ${row.ref} is used by a live reservation`);
-    await this.db.images.destroy({ where: { ref: row.ref } });
-    await this.collectBlob(row.sha256);
+    // Only the record as read goes: the same tag uploaded anew meanwhile stays.
+    await this.forget({ ref: row.ref, sha256: row.sha256 });
   }
 
   /** Deletes expired images no live reservation uses, and blobs no image refers to. */
@@ -193,19 +215,56 @@ export class ImageCatalog {
     const removed: string[] = [];
     for (const row of expired) {
       if (this.inUse(row.ref)) continue;
-      await this.db.images.destroy({ where: { ref: row.ref } });
-      await this.collectBlob(row.sha256);
-      removed.push(row.ref);
+      if (await this.forget({ ref: row.ref, sha256: row.sha256, expiresAt: { [Op.lt]: now } })) removed.push(row.ref);
     }
     return removed;
   }
 
-  private async collectBlob(sha256: string): Promise<void> {
+  /** Destroys the records `where` says (one digest's), then its blob if no record names it; how many went. */
+  private forget(where: WhereOptions<ImageRow> & { sha256: string }): Promise<number> {
+    return this.blobs.withDigest(where.sha256, async () => {
+      const destroyed = await this.db.images.destroy({ where });
+      await this.dropIfUnused(where.sha256);
+      return destroyed;
+    });
+  }
+
+  private collectBlob(sha256: string): Promise<void> {
+    return this.blobs.withDigest(sha256, () => this.dropIfUnused(sha256));
+  }
+
+  /** Inside withDigest(sha256) only. */
+  private async dropIfUnused(sha256: string): Promise<void> {
     if ((await this.db.images.count({ where: { sha256 } })) === 0) await this.blobs.remove(sha256);
   }
 
   read(row: ImageRow, range?: { start: number; end: number }): Readable {
     return this.blobs.read(row.sha256, range);
+  }
+}
+
+/** Runs `step`, turning the store's refusals into API errors with stable codes. */
+async function refusals<T>(step: () => Promise<T>, maxSize: number): Promise<T> {
+  try {
+    return await step();
+  } catch (error) {
+    if (!(error instanceof UploadError)) throw error;
+    switch (error.reason) {
+      case 'too_large':
+        throw tooLarge(maxSize);
+      case 'size_mismatch':
+        throw new ApiError(400, 'size_mismatch', error.message);
+      case 'checksum_mismatch':
+        throw new ApiError(422, 'checksum_mismatch', error.message);
+      case 'no_space':
+        throw new ApiError(507, 'insufficient_storage', error.message);
+      case 'stalled':
+        throw new ApiError(408, 'upload_stalled', error.message);
+      case 'empty':
+        throw new ApiError(400, 'empty_upload', error.message);
+      default:
+        throw new ApiError(400, 'upload_aborted', error.message);
+    }
   }
 }
 

@@ -87,6 +87,9 @@ export async function serve(options: ServeOptions): Promise<RunningServer> {
   await jobs.start();
   const { app, table } = createApp({ scheduler, tokens, images, jobs, log, consolesDir: path.join(config.dataDir, 'consoles') });
   const server = app.listen(config.listen.port, config.listen.host);
+  // No limit on a whole request: an image upload of many GB takes as long as the network needs,
+  // and is cut only when it stalls (images.idleTimeout). Headers still have to come in time.
+  server.requestTimeout = 0;
   await new Promise<void>((resolve, reject) => {
     server.once('listening', resolve);
     server.once('error', reject);
@@ -106,6 +109,7 @@ export async function serve(options: ServeOptions): Promise<RunningServer> {
       concurrency: config.agent.concurrency,
       provisionTimeoutMs: config.agent.provisionTimeout * 1000,
       sweepIntervalMs: config.agent.sweepInterval * 1000,
+      imageIdleTimeoutMs: config.images.idleTimeout * 1000,
       log,
     });
     agent.start();

@@ -20,6 +20,8 @@ export interface AgentOptions {
   provisionTimeoutMs?: number;
   /** How often leftovers of ended reservations are looked for after the first sweep at start. */
   sweepIntervalMs?: number;
+  /** An image download that moves no byte for this long fails (default 60 s); a slow one runs as long as it needs. */
+  imageIdleTimeoutMs?: number;
   log?: (line: string) => void;
 }
 
@@ -48,7 +50,7 @@ export class Agent {
       retry: { limit: 0 },
       timeout: { request: 90_000 },
     });
-    this.images = new ImageCache(this.http, path.join(options.dataDir, 'agent', 'images'));
+    this.images = new ImageCache(this.http, path.join(options.dataDir, 'agent', 'images'), options.imageIdleTimeoutMs);
     this.loop = new TaskLoop({
       provisioner: (kind) => this.provisioner(kind),
       report: (taskId, report) => this.report(taskId, report),

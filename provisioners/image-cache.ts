@@ -2,7 +2,8 @@
 // (GET /v1/images/NAME/TAG, then its content) into DIR/<sha256>, checked against the sha256 on the
 // way, and renamed into place only when whole. One download per sha256 at a time; later
 // reservations of the same bytes use the file directly. A remote lab host takes the same path as
-// the agent inside `paddock serve`.
+// the agent inside `paddock serve`. A download has no limit on its whole length (a large image on a
+// slow network takes what it takes); it fails when no byte comes for the idle timeout.
 import { createHash, randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { mkdir, rm, rename, stat, utimes } from 'node:fs/promises';
@@ -26,6 +27,7 @@ export class ImageCache implements ImageSource {
   constructor(
     private readonly http: Got,
     readonly dir: string,
+    private readonly idleTimeoutMs = 60_000,
   ) {}
 
   async stored(): Promise<Set<string>> {
@@ -69,7 +71,10 @@ export class ImageCache implements ImageSource {
     const [name, tag] = metadata.ref.split(':');
     try {
       await pipeline(
-        this.http.stream(`v1/images/${encodeURIComponent(name)}/${encodeURIComponent(tag)}/content`),
+        this.http.stream(`v1/images/${encodeURIComponent(name)}/${encodeURIComponent(tag)}/content`, {
+          // Not the client's limit on a whole request: idle limits only.
+          timeout: { request: undefined, connect: this.idleTimeoutMs, response: this.idleTimeoutMs, socket: this.idleTimeoutMs },
+        }),
         new Transform({
           transform(chunk: Buffer, _encoding, callback) {
             hash.update(chunk);
@@ -86,6 +91,10 @@ export class ImageCache implements ImageSource {
       await rename(partial, file);
     } catch (error) {
       await rm(partial, { force: true });
+      if ((error as { code?: string }).code === 'ETIMEDOUT') {
+        const idle = `no byte came for ${this.idleTimeoutMs / 1000} s`;
+        throw new ProvisionError(`cannot download image ${metadata.ref}: the download stalled (${idle})`, 'infrastructure', undefined, { code: 'image_download_stalled' });
+      }
       throw new ProvisionError(`cannot download image ${metadata.ref}: ${(error as Error).message}`, 'infrastructure', undefined, { code: 'image_fetch_failed' });
     }
   }

@@ -22,7 +22,7 @@ export function imageRoutes(table: RouteTable, catalog: ImageCatalog): void {
       method: 'put', path: '/v1/images/:name/:tag', summary: 'Upload an image: the body is the raw file, streamed; Paddock-Sha256 is checked when sent',
       query: { format: 'qcow2 (default), raw or bundle', arch: 'architecture label (default x86_64)', expires: 'a temporary image: removed after this duration, e.g. 2h' },
       // Paddock-Sha256 as a header, or declared in Trailer: and sent after a chunked body; Paddock-Size with a chunked body.
-      responses: { 201: 'stored', 413: 'over the size limit', 422: 'sha256 mismatch', 507: 'not enough disk space' },
+      responses: { 201: 'stored', 400: 'more bytes than Paddock-Size announced', 408: 'no byte for the idle timeout', 413: 'over the size limit', 422: 'sha256 mismatch', 507: 'not enough disk space' },
     },
     async (ctx) => {
       const expiry = expirySchema.safeParse(ctx.query.expires);
@@ -34,6 +34,8 @@ export function imageRoutes(table: RouteTable, catalog: ImageCatalog): void {
       const header = ctx.get('paddock-sha256') || undefined;
       const trailer = /(^|,)\s*paddock-sha256\s*(,|$)/i.test(ctx.get('trailer')) ? () => ctx.req.trailers['paddock-sha256'] : undefined;
       const sha = header ?? trailer;
+      // A refused upload's unread rest is not waited for: the answer closes the connection.
+      ctx.set('Connection', 'close');
       ctx.body = await catalog.upload(
         caller(ctx),
         {
@@ -48,6 +50,7 @@ export function imageRoutes(table: RouteTable, catalog: ImageCatalog): void {
         ctx.req,
       );
       ctx.status = 201;
+      ctx.remove('Connection');
     },
   );
 
@@ -76,6 +79,9 @@ export function imageRoutes(table: RouteTable, catalog: ImageCatalog): void {
     { method: 'get', path: '/v1/images/:name/:tag/content', summary: 'Download an image; a single HTTP Range is honoured', roles: readers, responses: { 200: 'the whole file', 206: 'a range', 416: 'range not satisfiable' } },
     async (ctx) => {
       const row = await catalog.get(ctx.params.name, ctx.params.tag);
+      // A reader that takes no byte for the idle timeout is dropped; a slow one is served as long as it reads.
+      ctx.req.setTimeout(catalog.idleTimeoutMs, () => ctx.req.socket.destroy());
+      ctx.res.once('finish', () => ctx.req.setTimeout(0));
       const size = Number(row.size);
       ctx.set('Accept-Ranges', 'bytes');
       ctx.set('ETag', `"${row.sha256}"`);
