@@ -30,9 +30,16 @@ export class ImageCache implements ImageSource {
     private readonly idleTimeoutMs = 60_000,
   ) {}
 
+  /** The digest of every image the API stores: all pages of the list (a sweep trusts it to be whole). */
   async stored(): Promise<Set<string>> {
-    const images = (await this.http.get('v1/images', { searchParams: { origin: 'paddock' }, responseType: 'json' }).json()) as { sha256: string }[];
-    return new Set(images.map((image) => image.sha256));
+    const digests = new Set<string>();
+    for (let cursor: string | undefined, first = true; first || cursor; first = false) {
+      const page = await this.http.get('v1/images', { searchParams: { origin: 'paddock', limit: 1000, ...(cursor ? { cursor } : {}) }, responseType: 'json' });
+      for (const image of page.body as { sha256: string }[]) digests.add(image.sha256);
+      const next = page.headers['paddock-next-cursor'];
+      cursor = typeof next === 'string' ? next : undefined;
+    }
+    return digests;
   }
 
   async fetch(ref: string, signal?: AbortSignal): Promise<LocalImage> {

@@ -8,6 +8,7 @@ import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import got from 'got';
 import type { ImageView } from '../../api/contract.js';
+import { ImageCache } from '../../provisioners/image-cache.js';
 import { startApi, testConfig, type TestApi } from '../helpers/api.js';
 
 let api: TestApi;
@@ -64,7 +65,16 @@ async function playRounds(batch: number): Promise<Map<string, number>> {
 async function checkStore(t: ExecutionContext): Promise<void> {
   // The collector runs on its own: wait until it has taken every expired image, then judge the store.
   const client = http();
-  const listing = async () => JSON.parse((await client.get('v1/images', { searchParams: { origin: 'paddock' } })).body) as ImageView[];
+  // Every page of the list, as a client that wants them all follows Paddock-Next-Cursor.
+  const listing = async () => {
+    const images: ImageView[] = [];
+    for (let cursor: string | undefined, first = true; first || cursor; first = false) {
+      const page = await client.get('v1/images', { searchParams: { origin: 'paddock', limit: 1000, ...(cursor ? { cursor } : {}) } });
+      images.push(...(JSON.parse(page.body) as ImageView[]));
+      cursor = page.headers['paddock-next-cursor'] as string | undefined;
+    }
+    return images;
+  };
   const blobFiles = () => readdirSync(path.join(api.dataDir, 'images', 'blobs', 'sha256')).sort();
   const digests = (images: ImageView[]) => [...new Set(images.map((image) => image.sha256))].sort();
   let listed = await listing();
@@ -82,6 +92,9 @@ async function checkStore(t: ExecutionContext): Promise<void> {
     t.is(sha(content.body), image.sha256, `${image.ref} matches its sha256`);
   }
   t.deepEqual(blobFiles(), digests(listed), 'no file without an image, no image without a file');
+  // The agent's view (what its sweeps keep in a cloud) is every page of the list, not the first.
+  const agentView = await new ImageCache(client.extend({ throwHttpErrors: true }), api.dataDir).stored();
+  t.deepEqual([...agentView].sort(), digests(listed), "the agent's list of stored images is whole");
   t.deepEqual(readdirSync(path.join(api.dataDir, 'images', 'incoming')), [], 'no partial upload left');
 }
 
