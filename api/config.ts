@@ -9,6 +9,7 @@ import { z } from 'zod';
 import { parseDuration, parseQuantity } from './scheduler/units.js';
 import { getKind } from '../provisioners/registry.js';
 import type { ProvisionerKind } from '../provisioners/types.js';
+import { networkTransports, type NetworkTransport } from '../runner-host/repository.js';
 
 const duration = z.union([z.number(), z.string()]).transform((value, ctx) => {
   const seconds = parseDuration(value);
@@ -71,6 +72,25 @@ const listenSchema = z
     return { host: listen.slice(0, at).replace(/^\[|\]$/g, ''), port: Number(listen.slice(at + 1)) };
   });
 
+/** A local root: an absolute folder; `{user}` in it stands for the job's owner. */
+const localRoot = z.string().refine((value) => path.isAbsolute(value) && !value.split('/').includes('..') && !/\p{Cc}/u.test(value), 'a local root is an absolute path without .. (it may hold {user})');
+
+const repositoryDefaults = { transports: ['https', 'ssh'] as NetworkTransport[], localRoots: [], concurrency: 8, perUser: 2, queuePerUser: 16, timeout: 20, maxListing: 1024 * 1024 };
+/** Which repositories jobs may name and what resolving a ref may cost the API host (README: Jobs and runner hosts). */
+const repositoriesSchema = z.strictObject({
+  transports: z.array(z.enum(networkTransports)).default(repositoryDefaults.transports),
+  localRoots: z.array(localRoot).default([]),
+  /** ls-remote processes at once on the API host, and per user; more wait their turn (up to timeout). */
+  concurrency: z.number().int().min(1).max(256).default(repositoryDefaults.concurrency),
+  perUser: z.number().int().min(1).max(256).default(repositoryDefaults.perUser),
+  /** Resolutions of one user that may wait; more get 429 resolutions_busy at once. */
+  queuePerUser: z.number().int().min(0).max(1024).default(repositoryDefaults.queuePerUser),
+  /** How long one ls-remote may take. */
+  timeout: duration.refine((seconds) => seconds > 0 && seconds <= 600, 'from 1s to 10m').default(repositoryDefaults.timeout),
+  /** The most ls-remote output read for one ref. */
+  maxListing: quantity.refine((bytes) => bytes >= 1024 && bytes <= 256 * 1024 ** 2, 'from 1KiB to 256MiB').default(repositoryDefaults.maxListing),
+});
+
 export const configSchema = z.strictObject({
   listen: listenSchema.default({ host: '127.0.0.1', port: 7300 }),
   dataDir: z.string().default('paddock-data'),
@@ -126,6 +146,7 @@ export const configSchema = z.strictObject({
       tokens: z.record(z.string(), quotaLimitsSchema).default({}),
     })
     .default({ default: defaultQuotas, tokens: {} }),
+  repositories: repositoriesSchema.default(repositoryDefaults),
   machines: z.array(machineSchema).default([]),
 });
 

@@ -203,8 +203,8 @@ export interface JobView {
   createdAt: string;
 }
 
-/** One run of a job: what its runner host was given (but the token), and how it went. */
-export interface RunView extends Omit<RunTask, 'token'> {
+/** One run of a job: what its runner host was given (but the token and the repository rules), and how it went. */
+export interface RunView extends Omit<RunTask, 'token' | 'repositoryRules'> {
   jobId: string;
   owner: string;
   state: RunState;
@@ -220,6 +220,19 @@ export interface RunView extends Omit<RunTask, 'token'> {
   createdAt: string;
   startedAt?: string;
   endedAt?: string;
+}
+
+/**
+ * A reproduction of a run (`paddock jobs reproduce`): what to run, and a token made for it alone.
+ * Every reservation made with the token is released, and the token revoked, when the caller ends
+ * the reproduction or at `expiresAt` (the run's time limit and a margin), whichever comes first.
+ */
+export interface ReproductionView {
+  id: string;
+  run: string;
+  token: string;
+  expiresAt: string;
+  task: RunTask;
 }
 
 /** A runner host as the API knows it: heard from since the API started. */

@@ -3,6 +3,7 @@
 // whose cause is logged without the request's secrets and never sent to the client.
 import type Koa from 'koa';
 import type { ApiErrorBody } from './contract.js';
+import { displayRepository } from '../runner-host/repository.js';
 
 export class ApiError extends Error {
   constructor(
@@ -31,8 +32,9 @@ export function errorMiddleware(log: Logger): Koa.Middleware {
     } catch (error) {
       const apiError = toApiError(error);
       if (apiError.status >= 500) log(`error: ${ctx.method} ${ctx.path}: ${describe(error)}`);
-      const body: ApiErrorBody = { code: apiError.code, message: apiError.message };
-      if (apiError.details !== undefined) body.details = apiError.details;
+      // A credential in a URL never leaves in an error, whichever code path wrote the message or details.
+      const body: ApiErrorBody = { code: apiError.code, message: displayRepository(apiError.message) };
+      if (apiError.details !== undefined) body.details = JSON.parse(displayRepository(JSON.stringify(apiError.details))) as unknown;
       ctx.status = apiError.status;
       ctx.body = body;
     }

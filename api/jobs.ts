@@ -18,7 +18,9 @@ import { afterWhere, maxPageSize, rowsPage, type Key, type Page } from './pages.
 import type { Tokens } from './auth.js';
 import type { Caller } from './scheduler/service.js';
 import { type RunFinish, type RunState, type RunTask } from '../runner-host/protocol.js';
-import { CheckoutError, displayRepository, resolveRef } from '../runner-host/checkout.js';
+import { displayRepository } from '../runner-host/repository.js';
+import type { RepositoryResolver } from './repositories.js';
+import { Reproductions } from './reproductions.js';
 
 export interface JobInput {
   name: string;
@@ -36,6 +38,8 @@ export interface JobServiceOptions {
   /** The longest log kept per run; output beyond it is dropped (the run goes on). */
   maxLogBytes: number;
   log: (line: string) => void;
+  /** Resolves refs on the API host within the config's repository rules. */
+  repositories: RepositoryResolver;
   now?: () => number;
 }
 
@@ -64,6 +68,8 @@ export class JobService {
   private readonly now: () => number;
   /** Refuses a new run (throws), e.g. over the caller's quota; else holds it until the returned function is called. */
   admitRun?: (caller: Caller, live: Iterable<RunRow>) => () => void;
+  /** `paddock jobs reproduce`: runs reproduced elsewhere, each with a token of its own. */
+  readonly reproductions: Reproductions;
 
   constructor(
     private readonly db: Database,
@@ -74,6 +80,7 @@ export class JobService {
   ) {
     this.now = options.now ?? Date.now;
     this.changes.setMaxListeners(0);
+    this.reproductions = new Reproductions(tokens, releaseAllOf, (caller, id) => this.getRun(caller, id), options.repositories, { log: options.log, now: this.now });
   }
 
   get logsDir(): string {
@@ -97,10 +104,12 @@ export class JobService {
     }
     this.watchdog = setInterval(() => void this.watch().catch((error: unknown) => this.options.log(`run watchdog: ${(error as Error).message}`)), 1000);
     this.watchdog.unref();
+    await this.reproductions.start();
   }
 
   async stop(): Promise<void> {
     clearInterval(this.watchdog);
+    this.reproductions.stop();
     for (const wake of this.waiters) wake();
     await Promise.all(this.logWrites.values());
   }
@@ -111,7 +120,7 @@ export class JobService {
     if (await this.db.jobs.findOne({ where: { owner: caller.name, name: input.name } })) {
       throw new ApiError(409, 'conflict', `you have a job named ${input.name} already`);
     }
-    await resolve(input.repository, input.ref);
+    await this.options.repositories.resolve(caller.name, input.repository, input.ref);
     const row: JobRow = {
       id: `job-${randomBytes(6).toString('hex')}`,
       name: input.name,
@@ -158,7 +167,7 @@ export class JobService {
   async run(caller: Caller, idOrName: string, parameters: Record<string, string> = {}): Promise<RunView> {
     const job = await this.getJob(caller, idOrName);
     this.admitRun?.(caller, this.live.values())(); // again below, after the await: this one spares resolving the ref
-    const commit = await resolve(job.repository, job.ref);
+    const commit = await this.options.repositories.resolve(caller.name, job.repository, job.ref);
     const now = new Date(this.now());
     const row: RunRow = {
       id: `run-${randomBytes(6).toString('hex')}`,
@@ -303,7 +312,8 @@ export class JobService {
       await this.writeLog(row.id, `paddock: taken by runner host ${runner}\n`);
       const { id, job, ref, commit, script, parameters, timeLimitSeconds } = runView(row);
       // The runner host gets the repository as it was given, credentials included.
-      tasks.push({ id, job, repository: row.repository, ref, commit, script, parameters, timeLimitSeconds, token });
+      const repositoryRules = this.options.repositories.rulesFor(row.owner);
+      tasks.push({ id, job, repository: row.repository, repositoryRules, ref, commit, script, parameters, timeLimitSeconds, token });
     }
     return tasks;
   }
@@ -440,19 +450,6 @@ export class JobService {
       if (this.logWrites.get(id) === settled) this.logWrites.delete(id);
     });
     return settled;
-  }
-}
-
-/** The commit a ref points at; an unreachable repository or a missing ref is the request's error. */
-async function resolve(repository: string, ref: string): Promise<string> {
-  try {
-    return await resolveRef(repository, ref);
-  } catch (error) {
-    if (error instanceof CheckoutError) {
-      const code = error.code === 'ref_not_found' ? 'ref_not_found' : 'repository_not_found';
-      throw new ApiError(422, code, error.message, { repository, ref });
-    }
-    throw error;
   }
 }
 

@@ -13,6 +13,7 @@ import { ImageCatalog } from './images.js';
 import { expandProviderPools, providerImages } from './pools.js';
 import { JobService } from './jobs.js';
 import { Quotas } from './quotas.js';
+import { RepositoryResolver } from './repositories.js';
 
 export interface ServeOptions {
   configPath?: string;
@@ -72,6 +73,7 @@ export async function serve(options: ServeOptions): Promise<RunningServer> {
     heartbeatTimeoutMs: config.runners.heartbeatTimeout * 1000,
     maxLogBytes: config.runners.maxLogSize,
     log,
+    repositories: new RepositoryResolver(config.repositories, log),
   });
   jobs.admitRun = (caller, live) => quotas.admitRun(caller, live);
   quotas.accountOf = (name) => {

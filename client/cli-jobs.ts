@@ -155,34 +155,29 @@ export function addJobCommands(cli: Command, client: () => Paddock, print: (valu
   jobs
     .command('reproduce')
     .description(
-      'run a run again here, as its runner host did: the same commit, script and parameters, with your own token; what it reserves is released when it ends',
+      "run a run again here: the same commit, script and parameters, with a token made for the reproduction (never yours); what it reserves is released when it ends. The script runs as you on this machine: reproduce only code you trust",
     )
     .argument('<run>')
     .option('--keep <dir>', 'check out into this directory and keep it')
+    .option('--allow-other-user', "reproduce another user's run (admins): their script runs on this machine as you")
     .action(async (id: string, options) => {
       const paddock = client();
-      const { url, token } = serverFromEnvironment();
-      const run = await paddock.jobs.getRun(id);
+      const { url } = serverFromEnvironment();
+      const reproduction = await paddock.jobs.reproduce(id, { allowOtherUser: Boolean(options.allowOtherUser) });
+      const { task } = reproduction;
       const { execute } = await import('../runner-host/execute.js');
       const workDir = options.keep ? path.resolve(options.keep) : mkdtempSync(path.join(os.tmpdir(), 'paddock-reproduce-'));
-      const before = new Set((await paddock.list()).map((reservation) => reservation.id));
       const controller = new AbortController();
       process.once('SIGINT', () => controller.abort(new Error('interrupted')));
-      console.error(`${run.id}: reproducing ${run.job} at ${run.commit.slice(0, 12)} (${run.script}) in ${workDir}`);
+      console.error(`${task.id}: reproducing ${task.job} at ${task.commit.slice(0, 12)} (${task.script}) in ${workDir}, token ${reproduction.id} until ${reproduction.expiresAt}`);
       try {
-        const outcome = await execute({
-          task: { id: run.id, job: run.job, repository: run.repository, ref: run.ref, commit: run.commit, script: run.script, parameters: run.parameters, timeLimitSeconds: run.timeLimitSeconds, token },
-          url,
-          workDir: options.keep ? workDir : path.join(workDir, 'run'),
-          onOutput: (chunk) => process.stdout.write(chunk),
-          signal: controller.signal,
-        });
+        const outcome = await execute({ task, url, workDir: options.keep ? workDir : path.join(workDir, 'run'), onOutput: (chunk) => process.stdout.write(chunk), signal: controller.signal });
         print(`${outcome.outcome}${outcome.exitCode !== undefined ? ` (exit code ${outcome.exitCode})` : ''}${outcome.reason ? `: ${outcome.reason}` : ''}`);
         if (outcome.result !== undefined) print(`result: ${JSON.stringify(outcome.result)}`);
         process.exitCode = outcome.outcome === 'passed' ? 0 : outcome.outcome === 'timed_out' ? 124 : 1;
       } finally {
-        // As on a runner host, nothing the run reserved outlives it.
-        for (const reservation of await paddock.list()) if (!before.has(reservation.id)) await (await paddock.reservation(reservation.id, { renew: false })).release().catch(() => undefined);
+        // As on a runner host, nothing the reproduction reserved outlives it, and its token goes.
+        await paddock.jobs.endReproduction(reproduction.id).catch((error: unknown) => console.error(`${reproduction.id}: could not end the reproduction (${(error as Error).message}); it ends at ${reproduction.expiresAt}`));
         if (!options.keep) rmSync(workDir, { recursive: true, force: true });
       }
     });

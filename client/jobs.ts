@@ -1,7 +1,7 @@
 // Jobs and runs in the client library: define a job (a script in a git repository), run it, list
 // and show runs, wait for one to end, read or follow its output, cancel it.
 import type { Writable } from 'node:stream';
-import type { JobView, RunnerView, RunView } from '../api/contract.js';
+import type { JobView, ReproductionView, RunnerView, RunView } from '../api/contract.js';
 import type { Http } from './http.js';
 
 export interface JobDefinition {
@@ -53,6 +53,20 @@ export class Jobs {
 
   getRun(id: string): Promise<RunView> {
     return this.http.get(runPath(id));
+  }
+
+  /**
+   * A reproduction of a run: its task, with a token made for the reproduction alone (never give a
+   * script your own). Another user's run is refused (other_users_run) unless `allowOtherUser`.
+   * End it with endReproduction: what it reserved is released and its token revoked.
+   */
+  reproduce(id: string, options: { allowOtherUser?: boolean } = {}): Promise<ReproductionView> {
+    return this.http.post(`${runPath(id)}/reproductions`, { allowOtherUser: options.allowOtherUser ?? false });
+  }
+
+  /** Ends a reproduction; resolves with the reservations released. */
+  async endReproduction(id: string): Promise<string[]> {
+    return ((await this.http.delete(`v1/reproductions/${encodeURIComponent(id)}`)) as { released: string[] }).released;
   }
 
   /** Resolves with the run once it has ended (long-polls), or as it is when `timeoutSeconds` pass. */

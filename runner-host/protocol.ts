@@ -1,6 +1,7 @@
 // What a runner host and the API say to each other, and what a job script finds in its environment.
 // These types live here, not in api/, so the runner host never imports the API; api/contract.ts
 // re-exports them.
+import type { RepositoryRules } from './repository.js';
 //
 // The runner host pulls (no inbound connection, so it can sit behind NAT):
 //   POST /v1/runner/claim            { runner, slots, wait }       → { runs: RunTask[] }   (long-poll)
@@ -22,6 +23,8 @@ export interface RunTask {
   job: string;
   /** What `git clone` takes: a URL or a path on the runner host. */
   repository: string;
+  /** The API's repository rules, local roots filled in for the job's owner: the checkout refuses what they refuse. */
+  repositoryRules: RepositoryRules;
   ref: string;
   /** The commit the ref pointed at when the run was made: what is checked out. */
   commit: string;

@@ -38,6 +38,7 @@ export const jobSchema = z.strictObject({
 });
 
 const runSchema = z.strictObject({ parameters: parameters.default({}) });
+const reproduceSchema = z.strictObject({ allowOtherUser: z.boolean().default(false) });
 
 export function jobRoutes(table: RouteTable, jobs: JobService): void {
   table.define({ method: 'post', path: '/v1/jobs', summary: 'Define a job: a script in a git repository, its ref, parameters and time limit', body: jobSchema, responses: { 201: 'created', 422: 'the repository or the ref does not exist' } }, async (ctx) => {
@@ -101,6 +102,26 @@ export function jobRoutes(table: RouteTable, jobs: JobService): void {
       streamLog(ctx, async () => jobs.logFile(run.id), follow, () => !jobs.isLive(run.id));
     },
   );
+
+  table.define(
+    {
+      method: 'post',
+      path: '/v1/runs/:id/reproductions',
+      summary: "Reproduce a run elsewhere: its task with a token made for the reproduction alone (another user's run only with allowOtherUser)",
+      body: reproduceSchema,
+      responses: { 201: 'the task and its token', 403: 'other_users_run: another user\'s run, without allowOtherUser' },
+    },
+    async (ctx) => {
+      requireRole(ctx, 'user', 'admin');
+      const { allowOtherUser } = await readBody(ctx, reproduceSchema, 'reproduction');
+      ctx.body = await jobs.reproductions.create(caller(ctx), ctx.params.id, allowOtherUser);
+      ctx.status = 201;
+    },
+  );
+
+  table.define({ method: 'delete', path: '/v1/reproductions/:id', summary: 'End a reproduction: its reservations are released and its token revoked' }, async (ctx) => {
+    ctx.body = { released: await jobs.reproductions.end(caller(ctx), ctx.params.id) };
+  });
 
   table.define({ method: 'post', path: '/v1/runs/:id/cancel', summary: 'Cancel a run: a queued one ends at once, a running one is stopped by its runner host' }, async (ctx) => {
     ctx.body = await jobs.cancel(caller(ctx), ctx.params.id);

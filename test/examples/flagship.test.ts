@@ -40,6 +40,8 @@ test.before(async () => {
   api = await startApi(
     testConfig(
       [
+        // The job repository is a local one in the scratch folder: the only local root.
+        `repositories: { localRoots: [${JSON.stringify(scratch)}] }`,
         'machines:',
         '  - name: vm',
         '    kind: qemu',

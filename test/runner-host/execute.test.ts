@@ -19,6 +19,7 @@ import { execute, projectRoot, type RunOutcome } from '../../runner-host/execute
 import { processesOf } from '../../runner-host/launch.js';
 import type { RunTask } from '../../runner-host/protocol.js';
 import { RunUsers } from '../../runner-host/run-users.js';
+import type { RepositoryRules } from '../../runner-host/repository.js';
 
 const run = promisify(execFile);
 const token = `pdk_${randomBytes(16).toString('hex')}`;
@@ -36,6 +37,11 @@ test.before(async () => {
 test.after.always(async () => {
   if (root) await rm(root, { recursive: true, force: true });
 });
+
+/** The repository rules a runner host gets from the API: here, local repositories under the test's folder. */
+const localRules = (): RepositoryRules => ({ transports: ['https', 'ssh'], localRoots: [root] });
+/** resolveRef as the API calls it, with generous caps. */
+const resolveLocal = (repository: string, ref: string) => resolveRef(repository, ref, { rules: localRules(), timeoutMs: 60_000, maxOutputBytes: 1024 * 1024 });
 
 type RepoFile = string | { content: string; mode?: number } | { symlink: string };
 
@@ -86,6 +92,7 @@ function taskFor(repo: Repository, script: string, overrides: Partial<RunTask> =
     id: `run-${randomBytes(6).toString('hex')}`,
     job: 'nightly',
     repository: repo.dir,
+    repositoryRules: localRules(),
     ref: 'main',
     commit: repo.commit,
     script,
@@ -350,7 +357,7 @@ test.serial('checkout() throws CheckoutError with the code, naming the repositor
   const outside = path.join(root, 'outside-too.sh');
   await writeFile(outside, 'echo\n');
   const repo = await repository({ 'ci/escape.sh': { symlink: outside }, 'ci/inner.sh': { symlink: 'real.sh' }, 'ci/real.sh': 'echo\n' });
-  const attempt = (script: string, commit = repo.commit) => checkout({ repository: repo.dir, commit, script }, path.join(root, `checkout-${randomBytes(4).toString('hex')}`));
+  const attempt = (script: string, commit = repo.commit) => checkout({ repository: repo.dir, repositoryRules: localRules(), commit, script }, path.join(root, `checkout-${randomBytes(4).toString('hex')}`));
 
   const escaped = await t.throwsAsync(attempt('ci/escape.sh'), { instanceOf: CheckoutError });
   t.is(escaped?.code, 'script_outside_repository');
@@ -361,7 +368,7 @@ test.serial('checkout() throws CheckoutError with the code, naming the repositor
   t.is((await t.throwsAsync(attempt('ci/real.sh', 'f'.repeat(40)), { instanceOf: CheckoutError }))?.code, 'commit_not_found');
 
   const dir = path.join(root, 'checkout-inner');
-  const { scriptPath } = await checkout({ repository: repo.dir, commit: repo.commit, script: 'ci/inner.sh' }, dir);
+  const { scriptPath } = await checkout({ repository: repo.dir, repositoryRules: localRules(), commit: repo.commit, script: 'ci/inner.sh' }, dir);
   t.is(scriptPath, path.join(await realpath(dir), 'ci', 'real.sh'), 'a symlink that stays inside resolves to its target');
 });
 
@@ -382,13 +389,13 @@ test.serial('a repository that does not exist fails the run as the infrastructur
   const ran = await runTask(task);
   t.is(ran.outcome.outcome, 'failed');
   t.is(ran.outcome.fault, 'infrastructure');
-  t.true(ran.outcome.reason?.startsWith(`repository_unreachable: cannot clone repository ${missing}: `), ran.outcome.reason);
+  t.true(ran.outcome.reason?.startsWith(`repository_unreachable: cannot read repository ${missing}: `), ran.outcome.reason);
   await assertNothingLeft(t, task);
 });
 
 test.serial('a credential in the repository URL never shows in the output or the reason', async (t) => {
   const repo = await repository({ 'ok.sh': executable('#!/bin/sh\necho ok\n') });
-  const task = taskFor(repo, 'ok.sh', { repository: `http://ci:${token}@127.0.0.1:9/group/project.git` });
+  const task = taskFor(repo, 'ok.sh', { repository: `http://ci:${token}@127.0.0.1:9/group/project.git`, repositoryRules: { transports: ['http'], localRoots: [] } });
   const ran = await runTask(task);
   t.is(ran.outcome.outcome, 'failed');
   t.true(ran.outcome.reason?.startsWith('repository_unreachable: cannot clone repository http://***@127.0.0.1:9/group/project.git: '), ran.outcome.reason);
@@ -403,19 +410,19 @@ test.serial('resolveRef gives the commit of a branch, a tag or HEAD, takes a ful
   await writeFile(path.join(repo.dir, 'a.txt'), 'b\n');
   const second = await repo.commitAll('second');
 
-  t.is(await resolveRef(repo.dir, 'main'), second);
-  t.is(await resolveRef(repo.dir, 'refs/heads/main'), second);
-  t.is(await resolveRef(repo.dir, 'HEAD'), second);
-  t.is(await resolveRef(repo.dir, 'v1.0'), repo.commit, 'an annotated tag gives the commit, not the tag object');
-  t.is(await resolveRef(repo.dir, 'release/v1.0'), repo.commit);
-  t.is(await resolveRef(repo.dir, repo.commit.toUpperCase()), repo.commit, 'a full commit id is taken as it is');
+  t.is(await resolveLocal(repo.dir, 'main'), second);
+  t.is(await resolveLocal(repo.dir, 'refs/heads/main'), second);
+  t.is(await resolveLocal(repo.dir, 'HEAD'), second);
+  t.is(await resolveLocal(repo.dir, 'v1.0'), repo.commit, 'an annotated tag gives the commit, not the tag object');
+  t.is(await resolveLocal(repo.dir, 'release/v1.0'), repo.commit);
+  t.is(await resolveLocal(repo.dir, repo.commit.toUpperCase()), repo.commit, 'a full commit id is taken as it is');
 
-  const missing = await t.throwsAsync(resolveRef(repo.dir, 'no-such-branch'), { instanceOf: CheckoutError });
+  const missing = await t.throwsAsync(resolveLocal(repo.dir, 'no-such-branch'), { instanceOf: CheckoutError });
   t.is(missing?.code, 'ref_not_found');
   t.true(missing?.message.includes("'no-such-branch'") && missing.message.includes(repo.dir), missing?.message);
-  t.is((await t.throwsAsync(resolveRef(repo.dir, repo.commit.slice(0, 12)), { instanceOf: CheckoutError }))?.code, 'ref_not_found', 'a short commit id is not enough');
-  t.is((await t.throwsAsync(resolveRef(repo.dir, '--upload-pack=touch /tmp/x'), { instanceOf: CheckoutError }))?.code, 'ref_not_found');
-  t.is((await t.throwsAsync(resolveRef(path.join(root, 'nowhere'), 'main'), { instanceOf: CheckoutError }))?.code, 'repository_unreachable');
+  t.is((await t.throwsAsync(resolveLocal(repo.dir, repo.commit.slice(0, 12)), { instanceOf: CheckoutError }))?.code, 'ref_not_found', 'a short commit id is not enough');
+  t.is((await t.throwsAsync(resolveLocal(repo.dir, '--upload-pack=touch /tmp/x'), { instanceOf: CheckoutError }))?.code, 'ref_not_found');
+  t.is((await t.throwsAsync(resolveLocal(path.join(root, 'nowhere'), 'main'), { instanceOf: CheckoutError }))?.code, 'repository_unreachable');
 });
 
 test.serial('a TypeScript script with type-only imports and TS syntax runs under tsx; node_modules/paddock is this Paddock', async (t) => {

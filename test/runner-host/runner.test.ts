@@ -102,8 +102,9 @@ test.before(async () => {
   scratch = mkdtempSync(path.join(os.tmpdir(), 'paddock-runner-test-'));
   chmodSync(scratch, 0o711); // the run users pass through to their work folders
   api = await startApi(
-    // The embedded defaults (two QEMU VM slots), with runner hosts taken for dead after 6 s of silence.
-    testConfig(`runners: { heartbeatTimeout: 6 }\n${embeddedConfig}`),
+    // The embedded defaults (two QEMU VM slots), with runner hosts taken for dead after 6 s of
+    // silence and the job repositories local ones in the scratch folder.
+    testConfig(`runners: { heartbeatTimeout: 6 }\nrepositories: { localRoots: [${JSON.stringify(scratch)}] }\n${embeddedConfig}`),
   );
   admin = new Paddock({ url: api.url, token: api.adminToken });
   await admin.images.upload(images.initramfs, { name: 'tiny', format: 'bundle' });
@@ -249,6 +250,49 @@ test.serial('a run is reproduced locally with one command: the same commit, scri
   t.regex(stdout, /result: \{"greeting":"bonjour"\}/);
 });
 
+test.serial("reproduce: another user's run only when asked; the script gets a token of its own, revoked with what it reserved when the reproduction ends", async (t) => {
+  commitFile(
+    'ci/who.ts',
+    `import { writeFileSync } from 'node:fs';
+import { Paddock } from 'paddock';
+const paddock = new Paddock();
+const me = await paddock.whoami();
+const reservation = await paddock.reserve({ members: [{ role: 'vm', spec: '${vmSpec}', image: 'tiny' }], lease: '30m' }, { renew: false });
+writeFileSync(process.env.PADDOCK_RESULT!, JSON.stringify({ name: me.name, role: me.role, token: process.env.PADDOCK_TOKEN, reservation: reservation.id }));
+`,
+  );
+  const danaToken = (await admin.createToken('dana', 'user')).token;
+  const dana = new Paddock({ url: api.url, token: danaToken });
+  await dana.jobs.add({ name: 'who', repository: repo, script: 'ci/who.ts' });
+  const original = await finished((await dana.jobs.run('who')).id, dana);
+  t.is(original.state, 'passed');
+  const adminEnv = { ...process.env, PADDOCK_URL: api.url, PADDOCK_TOKEN: api.adminToken };
+  const reproduce = (...args: string[]) =>
+    run(process.execPath, [bin, 'jobs', 'reproduce', original.id, ...args], { env: adminEnv }).then(
+      ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
+      (error: { code: number; stdout: string; stderr: string }) => error,
+    );
+  const refused = await reproduce();
+  t.not(refused.code, 0);
+  t.regex(refused.stderr, /belongs to dana.*\(other_users_run\)/);
+  t.notRegex(refused.stdout, /passed/, 'nothing ran');
+
+  const allowed = await reproduce('--allow-other-user');
+  t.is(allowed.code, 0, allowed.stderr);
+  const result = JSON.parse(/^result: (.*)$/m.exec(allowed.stdout)?.[1] ?? '{}') as { name: string; role: string; token: string; reservation: string };
+  t.regex(result.name, /^repro-[0-9a-f]{12}$/, 'a token made for the reproduction');
+  t.is(result.role, 'user', 'not the admin role of the caller');
+  t.not(result.token, api.adminToken);
+  t.is((await api.http(result.token).get('v1/whoami')).statusCode, 401, 'revoked when the reproduction ended');
+  const reservation = (await api.http().get(`v1/reservations/${result.reservation}`)).body as { state: string };
+  t.true(['releasing', 'released', 'cancelled'].includes(reservation.state), reservation.state);
+  // The owner reproduces her own run without asking; another user cannot reproduce it at all.
+  const own = await run(process.execPath, [bin, 'jobs', 'reproduce', original.id], { env: { ...adminEnv, PADDOCK_TOKEN: danaToken } });
+  t.regex(own.stdout, /^passed/m);
+  const stranger = await run(process.execPath, [bin, 'jobs', 'reproduce', original.id, '--allow-other-user'], { env: { ...adminEnv, PADDOCK_TOKEN: (await admin.createToken('eve', 'user')).token } }).catch((error: { stderr: string }) => error);
+  t.regex(stranger.stderr, /belongs to another user/);
+});
+
 test.serial('users see their own jobs and runs; admins see all; another user\'s run is forbidden', async (t) => {
   const alice = new Paddock({ url: api.url, token: (await admin.createToken('alice', 'user')).token });
   const bob = new Paddock({ url: api.url, token: (await admin.createToken('bob', 'user')).token });
@@ -269,12 +313,12 @@ test.serial('bad input: a missing repository or ref, a script outside the reposi
   const runsBefore = (await admin.jobs.runs({ all: true })).length;
   const missingRepo = await t.throwsAsync(admin.jobs.add({ name: 'nope', repository: path.join(scratch, 'no-such-repo'), script: 'ci/hello.sh' }));
   t.is((missingRepo as { code?: string }).code, 'repository_not_found');
-  // git's ext:: transport would run a command on the API host: refused like any unreachable repository.
+  // git's ext:: transport would run a command on the API host: refused before git sees it.
   const planted = path.join(scratch, 'ext-ran');
   const ext = await t.throwsAsync(admin.jobs.add({ name: 'nope', repository: `ext::sh -c touch% ${planted}`, script: 'ci/hello.sh' }));
-  t.is((ext as { code?: string }).code, 'repository_not_found');
+  t.is((ext as { code?: string }).code, 'repository_refused');
   t.throws(() => readFileSync(planted), undefined, 'the command did not run');
-  const withPassword = await t.throwsAsync(admin.jobs.add({ name: 'nope', repository: 'http://ci:hunter2-secret@127.0.0.1:9/jobs.git', script: 'ci/hello.sh' }));
+  const withPassword = await t.throwsAsync(admin.jobs.add({ name: 'nope', repository: 'https://ci:hunter2-secret@127.0.0.1:9/jobs.git', script: 'ci/hello.sh' }));
   t.is((withPassword as { code?: string }).code, 'repository_not_found');
   t.false(withPassword?.message.includes('hunter2-secret'), 'a password in the URL is not shown');
   const missingRef = await t.throwsAsync(admin.jobs.add({ name: 'nope', repository: repo, ref: 'no-such-branch', script: 'ci/hello.sh' }));
