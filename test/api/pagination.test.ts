@@ -10,7 +10,7 @@ import got from 'got';
 import type { ReservationView } from '../../api/contract.js';
 import { Http } from '../../client/http.js';
 import { Paddock } from '../../client/index.js';
-import { jobRepository, unprovisionedMachines } from '../helpers/lab-config.js';
+import { jobRepository, localRepositories, unprovisionedMachines } from '../helpers/lab-config.js';
 import { startApi, testConfig, type TestApi } from '../helpers/api.js';
 
 let api: TestApi;
@@ -20,7 +20,7 @@ let repo: string;
 test.before(async () => {
   scratch = mkdtempSync(path.join(os.tmpdir(), 'paddock-page-test-'));
   repo = jobRepository(scratch);
-  api = await startApi(testConfig(`agent: { enabled: false }\nmachines:\n${unprovisionedMachines(23)}\n`));
+  api = await startApi(testConfig(`agent: { enabled: false }\n${localRepositories(scratch)}\nmachines:\n${unprovisionedMachines(23)}\n`));
 });
 
 test.after.always(async () => {

@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import test from 'ava';
 import type { ReservationView, RunView } from '../../api/contract.js';
-import { jobRepository, unprovisionedMachines } from '../helpers/lab-config.js';
+import { jobRepository, localRepositories, unprovisionedMachines } from '../helpers/lab-config.js';
 import { startApi, testConfig, type JsonClient, type JsonResponse, type TestApi } from '../helpers/api.js';
 
 let api: TestApi;
@@ -22,6 +22,7 @@ test.before(async () => {
   api = await startApi(
     testConfig(`
 agent: { enabled: false }
+${localRepositories(scratch)}
 quotas:
   default: { reservations: 3, queued: 2, machines: 4, imageBytes: 100KiB, uploads: 1, runs: 2 }
   tokens: { carol: { reservations: 10 } }

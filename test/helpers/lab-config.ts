@@ -11,6 +11,11 @@ export function unprovisionedMachines(count: number, subnet = 1): string {
   ).join('\n');
 }
 
+/** The config line that lets jobs name local repositories under `folder` (none are allowed by default). */
+export function localRepositories(folder: string, transports = ['https', 'ssh']): string {
+  return `repositories: { transports: [${transports.join(', ')}], localRoots: [${JSON.stringify(folder)}] }`;
+}
+
 /** A git repository in `folder` whose main branch holds an executable `ci.sh` that exits 0; its path. */
 export function jobRepository(folder: string): string {
   const repo = path.join(folder, 'jobs.git');

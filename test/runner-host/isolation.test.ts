@@ -16,6 +16,7 @@ import { Paddock } from '../../client/index.js';
 import type { RunView } from '../../api/contract.js';
 import { embeddedConfig } from '../../api/config.js';
 import { startApi, testConfig, type TestApi } from '../helpers/api.js';
+import { localRepositories } from '../helpers/lab-config.js';
 import { textSink } from '../helpers/text-sink.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -151,7 +152,8 @@ writeFileSync(process.env.PADDOCK_RESULT!, JSON.stringify(report));
 test.before(async () => {
   scratch = mkdtempSync(path.join(os.tmpdir(), 'paddock-isolation-test-'));
   chmodSync(scratch, 0o711); // run users pass through to their work folders, and no further
-  api = await startApi(testConfig(embeddedConfig));
+  // Alice's repository is served over plain HTTP on loopback; mallory's is a local one.
+  api = await startApi(testConfig(`${localRepositories(scratch, ['https', 'ssh', 'http'])}\n${embeddedConfig}`));
   admin = new Paddock({ url: api.url, token: api.adminToken });
   runnerToken = (await admin.createToken('isolation-runner', 'runner')).token;
   tokenFile = path.join(scratch, 'runner.token');
