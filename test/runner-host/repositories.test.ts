@@ -167,7 +167,7 @@ test.serial('remote helpers, option smuggling, odd characters and transports not
     ['https://exa mple.com/x.git', 'repository_refused'],
     ['https://example.com:99999/x.git', 'repository_refused'],
     ['alice:secret@example.com:x.git', 'repository_refused'],
-    ['https://example.com/x.git\u0085', 'repository_refused'],
+    ['https://example.com/x.git\u0085', 'invalid_request'],
     ['https://example.com/x.git\nhttps://other/y', 'invalid_request'],
   ];
   for (const [repository, expected] of refused) {
