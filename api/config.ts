@@ -269,15 +269,17 @@ export function parseConfig(text: string, file = '<config>'): Config {
  * identity: `count` would copy it, and two entries with one identity would share it.
  */
 function identityProblems(kind: ProvisionerKind, machine: MachineConfig, identities: Map<string, string>, where: (issuePath: PropertyKey[]) => string): string[] {
-  if (!kind.identity) return [];
+  if (!kind.identities) return [];
   const problems: string[] = [];
-  const identity = kind.identity(machine.settings);
+  const own = kind.identities(machine.settings);
   if (machine.count !== undefined) {
-    problems.push(`${where(['count'])}: a ${machine.kind} machine is one ${identity}; count would give it to ${machine.count} reservations at once`);
+    problems.push(`${where(['count'])}: a ${machine.kind} machine is one ${own[0]}; count would give it to ${machine.count} reservations at once`);
   }
-  const first = identities.get(identity);
-  if (first !== undefined) problems.push(`${where(['settings'])}: ${machine.name} is ${identity}, the same as ${first}; one account cannot be two machines`);
-  else identities.set(identity, machine.name);
+  for (const identity of own) {
+    const first = identities.get(identity);
+    if (first !== undefined) problems.push(`${where(['settings'])}: ${machine.name} is ${identity}, the same as ${first}; one account cannot be two machines`);
+    else identities.set(identity, machine.name);
+  }
   return problems;
 }
 

@@ -69,6 +69,7 @@ export class TaskLoop {
       publicKey: task.publicKey,
       privateKey: task.privateKey,
       ...(task.image ? { image: task.image } : {}),
+      ...(task.hardCapAt ? { hardCapAt: Date.parse(task.hardCapAt) } : {}),
     };
     const provisioner = this.options.provisioner(task.machine.kind);
     if (task.action === 'provision') await this.provision(task, provisioner, request);

@@ -17,6 +17,8 @@ export interface AgentTask {
   /** The reservation's private key, so readiness is proven with the key the owner will use. */
   privateKey: string;
   image?: string;
+  /** When the reservation ends at the latest (ISO 8601): keys installed for it expire then. */
+  hardCapAt?: string;
 }
 
 export type AgentReport =

@@ -22,6 +22,8 @@ export interface ProvisionRequest<Settings = unknown> {
   /** The reservation's private key, when known, so readiness is proven with the key the owner will use. */
   privateKey?: string;
   image?: string;
+  /** The reservation's hard cap (ms since the epoch): credentials a kind installs expire then. */
+  hardCapAt?: number;
 }
 
 /**
@@ -68,12 +70,12 @@ export interface ProvisionerKind<Settings = unknown> {
   defaults?: { labels?: Record<string, string>; capacities?: Record<string, number> };
   create(context: KindContext): Provisioner<Settings>;
   /**
-   * The outside thing a machine of this kind stands for (a static host's login: user, address,
-   * port), for kinds whose machines are not interchangeable slots. Two machines with one identity
-   * would hand one account to two reservations at once, and the leak sweep of one would remove the
-   * other's keys: the config refuses them, and refuses `count` on such a kind.
+   * The outside things a machine of this kind stands for (a static host's login, its key file),
+   * for kinds whose machines are not interchangeable slots. Two machines that share one would hand
+   * one account to two reservations at once, and the leak sweep of one would remove the other's
+   * keys: the config refuses them, and refuses `count` on such a kind.
    */
-  identity?(settings: Settings): string;
+  identities?(settings: Settings): string[];
   /** For kinds whose config entry is a pool offered by a provider (OpenStack flavors). */
   pool?: PoolSupport<Settings>;
 }

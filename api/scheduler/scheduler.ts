@@ -68,6 +68,7 @@ export class Scheduler extends ReservationScheduler {
         publicKey: reservation.publicKey,
         privateKey: reservation.privateKey,
         ...(member?.image ? { image: member.image } : {}),
+        ...(reservation.hardCapAt !== undefined ? { hardCapAt: new Date(reservation.hardCapAt).toISOString() } : {}),
       });
     }
     return taken;

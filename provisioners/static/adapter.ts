@@ -1,15 +1,19 @@
-// What the static provisioner does on a host, as POSIX shell run over an admin SSH connection:
-// add a reservation's key to the authorized_keys file, remove it, list whose keys are there.
-// Every line Paddock adds ends with the tag `paddock:<reservationId>` as its comment, so removal
-// and the leak sweep touch only Paddock's lines and never the admin key or hand-added keys.
-//
-// Safety: the scripts are fixed text; the file path and tag travel as positional arguments
-// (quoted for the login shell, `~/` expanded through "$HOME"), and the key line travels on stdin,
-// so nothing from a request is ever interpolated into shell code.
+// What the static provisioner does on a host over its root admin login: add a reservation's key to
+// the tenant's authorized_keys file, take it out again and end the tenant's processes, list whose
+// keys are there. Every line Paddock adds has one shape: an expiry at the reservation's hard cap,
+// `restrict,pty`, the key, and the tag `paddock:<reservationId>` as its comment, so a line of any
+// other shape is one Paddock did not write, and a key left behind stops working at the hard cap.
 import { normalizeKeyLine, scrub, sshExec, type SshClient } from '../ssh.js';
+import { addScript, listScript, releaseScript } from './scripts.js';
 
 const tagPrefix = 'paddock:';
 const reservationIdPattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+/**
+ * The only line shape Paddock writes (POSIX ERE, for grep -E on the host). `restrict` turns off
+ * forwarding, the agent, X11 and ~/.ssh/rc; `pty` gives back the terminal an interactive login needs.
+ */
+export const expectedLinePattern = '^expiry-time="[0-9]{14}Z",restrict,pty [A-Za-z0-9@._-]+ [A-Za-z0-9+/]+=* paddock:[A-Za-z0-9][A-Za-z0-9._-]*$';
 
 /** The comment that marks a reservation's lines. */
 export function reservationTag(reservationId: string): string {
@@ -17,9 +21,14 @@ export function reservationTag(reservationId: string): string {
   return `${tagPrefix}${reservationId}`;
 }
 
-/** The authorized_keys line for a reservation: its key, with the reservation's tag as the comment. */
-export function taggedKeyLine(publicKey: string, reservationId: string): string {
-  return `${normalizeKeyLine(publicKey)} ${reservationTag(reservationId)}`;
+/** OpenSSH's `expiry-time` value for an instant, in UTC (`Z`, OpenSSH 8.9 and later). */
+export function expiryTime(at: Date): string {
+  return `${at.toISOString().replace(/\D/g, '').slice(0, 14)}Z`;
+}
+
+/** The authorized_keys line for a reservation: valid until `expiresAt`, restricted, tagged. */
+export function taggedKeyLine(publicKey: string, reservationId: string, expiresAt: Date): string {
+  return `expiry-time="${expiryTime(expiresAt)}",restrict,pty ${normalizeKeyLine(publicKey)} ${reservationTag(reservationId)}`;
 }
 
 /** One shell word, single-quoted. */
@@ -27,52 +36,8 @@ export function shellQuote(text: string): string {
   return `'${text.replace(/'/g, `'\\''`)}'`;
 }
 
-/** A remote path as a shell word; a leading `~/` still expands to the login user's home. */
-export function remotePath(path: string): string {
-  return path.startsWith('~/') ? `"$HOME"/${shellQuote(path.slice(2))}` : shellQuote(path);
-}
-
-// $1 = the authorized_keys file; the key line is on stdin. Creates the directory (0700) and the
-// file (0600) when missing, adds the line unless it is there already, then checks it is there.
-const addScript = `set -eu
-umask 077
-f=$1
-line=$(cat)
-dir=$(dirname -- "$f")
-[ -d "$dir" ] || mkdir -p -- "$dir"
-[ -e "$f" ] || : > "$f"
-if ! grep -qxF -e "$line" -- "$f"; then
-  if [ -s "$f" ] && [ -n "$(tail -c 1 -- "$f")" ]; then printf '\\n' >> "$f"; fi
-  printf '%s\\n' "$line" >> "$f"
-fi
-grep -qxF -e "$line" -- "$f"`;
-
-// $1 = the file, $2 = the tag. Rewrites the file without the tagged lines through a temporary file
-// in the same directory (same mode and owner, atomic rename), and only if there is one to remove.
-// Prints how many lines went.
-const removeScript = `set -eu
-f=$1
-tag=$2
-if [ -L "$f" ]; then f=$(readlink -f -- "$f"); fi
-[ -f "$f" ] || { echo 0; exit 0; }
-count=$(awk -v tag="$tag" '$NF == tag { n++ } END { print n + 0 }' "$f")
-[ "$count" -gt 0 ] || { echo 0; exit 0; }
-tmp=$(mktemp "$f.paddock.XXXXXX")
-trap 'rm -f -- "$tmp"' EXIT
-cp -p -- "$f" "$tmp"
-awk -v tag="$tag" '$NF != tag' "$f" > "$tmp"
-mv -f -- "$tmp" "$f"
-trap - EXIT
-echo "$count"`;
-
-// $1 = the file. Prints the tag of every Paddock line (one per line, possibly repeated).
-const listScript = `set -eu
-f=$1
-[ -f "$f" ] || exit 0
-awk '$NF ~ /^${tagPrefix}/ { print $NF }' "$f"`;
-
 function command(script: string, ...words: string[]): string {
-  return ['sh', '-c', shellQuote(script), 'paddock-sh', ...words].join(' ');
+  return ['sh', '-c', shellQuote(script), 'paddock-sh', ...words.map(shellQuote)].join(' ');
 }
 
 async function run(client: SshClient, what: string, commandLine: string, stdin?: string): Promise<string> {
@@ -84,27 +49,61 @@ async function run(client: SshClient, what: string, commandLine: string, stdin?:
   return result.stdout;
 }
 
-/** Adds the reservation's key line to `authorizedKeys`; adding it again changes nothing. */
-export async function addReservationKey(client: SshClient, authorizedKeys: string, reservationId: string, publicKey: string): Promise<void> {
-  const line = taggedKeyLine(publicKey, reservationId);
-  await run(client, `adding the key of ${reservationId} to ${authorizedKeys}`, command(addScript, remotePath(authorizedKeys)), `${line}\n`);
+/** Where a tenant's keys live and who she is. */
+export interface TenantFile {
+  file: string;
+  user: string;
 }
 
-/** Removes every line tagged for the reservation; returns how many there were (0 is fine). */
-export async function removeReservationKeys(client: SshClient, authorizedKeys: string, reservationId: string): Promise<number> {
-  const tag = reservationTag(reservationId);
+/**
+ * Adds the reservation's key line to the tenant's file, valid until `expiresAt`; adding it again
+ * changes nothing. Refuses (and adds nothing) when the tenant could change the file or a folder above it.
+ */
+export async function addReservationKey(client: SshClient, tenant: TenantFile, reservationId: string, publicKey: string, expiresAt: Date): Promise<void> {
+  const line = taggedKeyLine(publicKey, reservationId, expiresAt);
+  await run(client, `adding the key of ${reservationId} for ${tenant.user} to ${tenant.file}`, command(addScript, tenant.file, tenant.user), `${line}\n`);
+}
+
+/** What a release found on the host. */
+export interface ReleaseResult {
+  /** Lines of this reservation removed. */
+  removed: number;
+  /** Lines of other reservations still there (the tenant's processes are then left alone). */
+  others: number;
+  /** Lines Paddock did not write, removed; `strangeLines` shows the first few, keys scrubbed. */
+  unexpected: number;
+  strangeLines: string[];
+  /** Processes of the tenant that were killed. */
+  killed: number;
+  /** Steps of the file's path the tenant could change, with why (empty when safe). */
+  unsafe: string;
+}
+
+/**
+ * Removes the reservation's lines and every line Paddock did not write, and, when no other
+ * reservation's key is left, kills all the tenant's processes. Releasing twice is fine.
+ */
+export async function releaseTenant(client: SshClient, tenant: TenantFile, reservationId: string): Promise<ReleaseResult> {
   const output = await run(
     client,
-    `removing the keys of ${reservationId} from ${authorizedKeys}`,
-    command(removeScript, remotePath(authorizedKeys), shellQuote(tag)),
+    `releasing ${reservationId} from ${tenant.user} (${tenant.file})`,
+    command(releaseScript, tenant.file, tenant.user, reservationTag(reservationId), expectedLinePattern),
   );
-  const count = Number.parseInt(output.trim(), 10);
-  return Number.isNaN(count) ? 0 : count;
+  const [counts = '', unsafe = '', ...strange] = output.split('\n');
+  const field = (name: string) => Number(new RegExp(`(?:^| )${name}=(\\d+)`).exec(counts)?.[1] ?? 0);
+  return {
+    removed: field('mine'),
+    others: field('others'),
+    unexpected: field('unexpected'),
+    strangeLines: strange.filter((line) => line !== '').map(scrub),
+    killed: field('killed'),
+    unsafe: unsafe.replace(/^unsafe=/, '').trim(),
+  };
 }
 
-/** Reservation ids with at least one tagged line in `authorizedKeys`, sorted, each once. */
-export async function listReservations(client: SshClient, authorizedKeys: string): Promise<string[]> {
-  const output = await run(client, `listing the reservation keys in ${authorizedKeys}`, command(listScript, remotePath(authorizedKeys)));
+/** Reservation ids with at least one tagged line in the tenant's file, sorted, each once. */
+export async function listReservations(client: SshClient, file: string): Promise<string[]> {
+  const output = await run(client, `listing the reservation keys in ${file}`, command(listScript, file));
   const ids = output
     .split('\n')
     .map((tag) => tag.trim().slice(tagPrefix.length))

@@ -1,14 +1,16 @@
-// The `static` kind: hosts that already exist and stay up. Provisioning a reservation means adding
-// its public key to the host's authorized_keys (tagged with the reservation id) and proving a login
-// works; releasing means removing the tagged lines. There are no power or boot stages.
+// The `static` kind: hosts that already exist and stay up, each lending one login (the tenant) to
+// one reservation at a time. Provisioning adds the reservation's key to the tenant's authorized_keys
+// (tagged, restricted, expiring at the hard cap) over Paddock's own root login and proves the
+// tenant's login works; releasing takes out the reservation's line and any line Paddock did not
+// write, and ends the tenant's processes. There are no power or boot stages.
 import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { parseSettings, ProvisionError, type MachineRecord, type Provisioner, type ProvisionerKind, type ProvisionRequest, type SshReadiness, type StageReporter } from '../types.js';
 import type { Stage } from '../protocol.js';
 import { sshConnect, sshHandshake, type SshClient } from '../ssh.js';
-import { addReservationKey, listReservations, removeReservationKeys } from './adapter.js';
-import { staticIdentity, staticSettingsSchema, type StaticSettings } from './config.js';
+import { addReservationKey, listReservations, releaseTenant, type ReleaseResult } from './adapter.js';
+import { staticIdentities, staticIdentity, staticSettingsSchema, tenantKeysFile, type StaticSettings } from './config.js';
 
 export { staticSettingsSchema, type StaticSettings } from './config.js';
 
@@ -16,12 +18,20 @@ export const staticKind: ProvisionerKind<StaticSettings> = {
   kind: 'static',
   settingsSchema: staticSettingsSchema,
   pathSettings: ['adminKey'],
-  identity: staticIdentity,
-  create: () => new StaticProvisioner(),
+  identities: staticIdentities,
+  create: (context) => new StaticProvisioner(context.log),
 };
 
 export class StaticProvisioner implements Provisioner<StaticSettings> {
   private readonly sessions = new AdminSessions();
+  /**
+   * One change at a time per tenant: the leak sweep releases outside the agent's per-machine queue,
+   * and a release decides whether to end the tenant's processes from the keys it sees, so a key
+   * being added must not slip in between.
+   */
+  private readonly tenantLocks = new Map<string, Promise<unknown>>();
+
+  constructor(private readonly log: (line: string) => void = () => undefined) {}
 
   async close(): Promise<void> {
     this.sessions.closeAll();
@@ -33,9 +43,11 @@ export class StaticProvisioner implements Provisioner<StaticSettings> {
     signal.throwIfAborted();
 
     const stage: Stage = 'sshReady';
-    const hostKey = await this.withAdmin(request.machine, settings, stage, signal, async (client) => {
-      await addReservationKey(client, settings.authorizedKeys, request.reservationId, request.publicKey);
-    });
+    if (request.hardCapAt === undefined) throw new ProvisionError(`${request.machine.name}: no hard cap given: a key without an expiry is never added`, 'infrastructure', stage);
+    const expiresAt = new Date(request.hardCapAt);
+    const hostKey = await this.withTenant(request.machine, settings, stage, signal, (client) =>
+      addReservationKey(client, { file: tenantKeysFile(settings), user: settings.user }, request.reservationId, request.publicKey, expiresAt),
+    );
     // Readiness is a login with the key the owner will use, when we have it; the host key must be
     // the one the admin login saw (or pinned).
     if (request.privateKey !== undefined) {
@@ -61,18 +73,54 @@ export class StaticProvisioner implements Provisioner<StaticSettings> {
 
   async release(request: ProvisionRequest<StaticSettings>): Promise<void> {
     const settings = settingsOf(request.machine);
-    await this.withAdmin(request.machine, settings, undefined, undefined, async (client) => {
-      await removeReservationKeys(client, settings.authorizedKeys, request.reservationId);
+    let result: ReleaseResult | undefined;
+    await this.withTenant(request.machine, settings, undefined, undefined, async (client) => {
+      result = await releaseTenant(client, { file: tenantKeysFile(settings), user: settings.user }, request.reservationId);
     });
+    if (result) this.alert(request, settings, result);
   }
 
   async owned(machine: MachineRecord<StaticSettings>): Promise<string[]> {
     const settings = settingsOf(machine);
     let ids: string[] = [];
     await this.withAdmin(machine, settings, undefined, undefined, async (client) => {
-      ids = await listReservations(client, settings.authorizedKeys);
+      ids = await listReservations(client, tenantKeysFile(settings));
     });
     return ids;
+  }
+
+  /**
+   * Says in the agent's log what a release found that should not be: lines Paddock did not write
+   * (removed: only root can write the file, so someone with root on the host put them there), a
+   * path the tenant could change, processes left running because another reservation's key is there.
+   */
+  private alert(request: ProvisionRequest<StaticSettings>, settings: StaticSettings, result: ReleaseResult): void {
+    const where = `${request.machine.name} (${settings.user}, ${tenantKeysFile(settings)})`;
+    if (result.unexpected > 0) {
+      this.log(`ALERT ${where}: removed ${result.unexpected} line(s) Paddock did not write, at the release of ${request.reservationId}: ${result.strangeLines.join(' | ')}`);
+    }
+    if (result.unsafe) this.log(`ALERT ${where}: the tenant can change her key file: unsafe owner or mode on${result.unsafe}`);
+    if (result.others > 0) this.log(`${where}: ${result.others} other reservation key(s) present at the release of ${request.reservationId}; the tenant's processes were left running`);
+    if (result.killed > 0) this.log(`${where}: ended ${result.killed} process(es) of ${settings.user} at the release of ${request.reservationId}`);
+  }
+
+  /** `withAdmin` for a change to the tenant's keys or processes, one at a time per tenant. */
+  private async withTenant(
+    machine: MachineRecord<StaticSettings>,
+    settings: StaticSettings,
+    stage: Stage | undefined,
+    signal: AbortSignal | undefined,
+    work: (client: SshClient) => Promise<void>,
+  ): Promise<string> {
+    const identity = staticIdentity(settings);
+    const previous = this.tenantLocks.get(identity) ?? Promise.resolve();
+    const current = previous.catch(() => undefined).then(() => this.withAdmin(machine, settings, stage, signal, work));
+    this.tenantLocks.set(identity, current);
+    try {
+      return await current;
+    } finally {
+      if (this.tenantLocks.get(identity) === current) this.tenantLocks.delete(identity);
+    }
   }
 
   /**
@@ -93,7 +141,7 @@ export class StaticProvisioner implements Provisioner<StaticSettings> {
         return await sshConnect({
           host: settings.address,
           port: settings.port,
-          user: settings.user,
+          user: settings.adminUser,
           privateKey,
           ...(settings.hostKey === undefined ? {} : { expectedHostKey: settings.hostKey }),
           timeoutMs: settings.connectTimeout * 1000,
@@ -103,7 +151,7 @@ export class StaticProvisioner implements Provisioner<StaticSettings> {
         throw new ProvisionError(`${machine.name}: admin login failed: ${(error as Error).message}`, 'infrastructure', stage);
       }
     };
-    const key = `${settings.user}@${settings.address}:${settings.port} ${settings.adminKey}`;
+    const key = `${settings.adminUser}@${settings.address}:${settings.port} ${settings.adminKey}`;
     return this.sessions.use(key, connect, async (client) => {
       try {
         await work(client);

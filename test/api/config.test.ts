@@ -13,7 +13,7 @@ machines:
     kind: static
     labels: { type: panda, arch: armv7 }
     capacities: { ram: 2GiB, cpus: 4, disk: 1GB }
-    settings: { address: 127.0.0.1, adminKey: /etc/paddock/key }${extra}
+    settings: { address: 127.0.0.1, user: ci, adminKey: /etc/paddock/key }${extra}
 `;
 
 test('a valid config parses, with capacities in bytes and defaults filled in', (t) => {

@@ -6,6 +6,7 @@ import path from 'node:path';
 import got from 'got';
 import { parseConfig, type Config } from '../../api/config.js';
 import { serve, type RunningServer } from '../../api/serve.js';
+import { tenantOf } from './sshd.js';
 
 export interface TestApi {
   url: string;
@@ -84,9 +85,12 @@ export function jsonClient(url: string, token: string | undefined): JsonClient {
   return { get: call('get'), post: call('post'), put: call('put'), delete: call('delete') };
 }
 
-/** YAML for static machines backed by test sshd instances. */
+/**
+ * YAML for static machines backed by test sshd instances: Paddock logs in as the user running the
+ * tests, and lends the server's tenant (test/helpers/sshd.ts) unless `user` names another login.
+ */
 export function staticMachinesYaml(
-  hosts: { name: string; port: number; adminKeyPath: string; authorizedKeysFile: string; labels?: Record<string, string>; capacities?: Record<string, string | number> }[],
+  hosts: { name: string; port: number; adminKeyPath: string; authorizedKeysFile: string; user?: string; labels?: Record<string, string>; capacities?: Record<string, string | number> }[],
 ): string {
   return [
     'machines:',
@@ -99,7 +103,8 @@ export function staticMachinesYaml(
         '    settings:',
         '      address: 127.0.0.1',
         `      port: ${host.port}`,
-        `      user: ${os.userInfo().username}`,
+        `      user: ${host.user ?? tenantOf(host.port) ?? 'paddock-tenant'}`,
+        `      adminUser: ${os.userInfo().username}`,
         `      adminKey: ${JSON.stringify(host.adminKeyPath)}`,
         `      authorizedKeys: ${JSON.stringify(host.authorizedKeysFile)}`,
       ].join('\n'),

@@ -1,10 +1,14 @@
 // A real OpenSSH server per call, for tests: its own temp dir, host key, config and loopback port,
-// logging in as the current user with keys from its own authorized_keys file. Safe to use from
-// parallel ava workers: ports are picked free and retried if another process wins the race, and
-// readiness is a real login that also checks the host key, so we never talk to someone else's sshd.
+// logging in as the current user (root: Paddock's admin login on a static host) with keys from its
+// own authorized_keys file, and a tenant: a Unix user of its own (`pdkt<port>`, created for this
+// server and deleted by stop()) whose keys sshd reads from a root-owned file, as a static host
+// lends one. Safe to use from parallel ava workers: ports are picked free and retried if another
+// process wins the race, readiness is a real login that also checks the host key, so we never talk
+// to someone else's sshd, and no two live servers share a tenant (ending one's processes at a
+// release never touches another test's).
 import { execFile, spawn } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
-import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -17,10 +21,17 @@ const sshdBinary = '/usr/sbin/sshd';
 export interface TestSshd {
   host: '127.0.0.1';
   port: number;
-  /** The login user (the user running the tests). */
+  /** The login user (the user running the tests): the admin's. */
   user: string;
   dir: string;
+  /** The tenant's authorized_keys (root's, mode 0644): where a static machine's reservation keys go. */
   authorizedKeysFile: string;
+  /** The tenant: the login a static machine on this server lends to reservations. */
+  tenant: string;
+  /** The tenant's home (hers, mode 0700). */
+  tenantHome: string;
+  /** The admin's authorized_keys (`adminKey` and the `authorizedKeys` option's lines). */
+  adminAuthorizedKeysFile: string;
   /** The server's public host key line, `ssh-ed25519 AAAA…` (no comment). */
   hostKey: string;
   /** A fresh key pair, already authorized; the private key is also written to `path` (mode 0600). */
@@ -28,8 +39,15 @@ export interface TestSshd {
   stop(): Promise<void>;
 }
 
+/** The tenant of each live test sshd by port, so a static machine's YAML can name it. */
+const tenants = new Map<number, string>();
+export const tenantOf = (port: number): string | undefined => tenants.get(port);
+
 export async function startSshd(options: { authorizedKeys?: string[] } = {}): Promise<TestSshd> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'paddock-sshd-'));
+  // The tenant reaches her home and sshd reads her key file as her: the folder must be open to
+  // her (its private keys stay 0600).
+  await chmod(dir, 0o755);
   try {
     return await startIn(dir, options.authorizedKeys ?? []);
   } catch (error) {
@@ -50,15 +68,17 @@ async function startIn(dir: string, extraKeys: string[]): Promise<TestSshd> {
     path: adminKeyPath,
   };
   await chmod(adminKeyPath, 0o600);
-  const authorizedKeysFile = path.join(dir, 'authorized_keys');
-  await writeFile(authorizedKeysFile, [adminKey.publicKey, ...extraKeys].map((line) => `${line}\n`).join(''), { mode: 0o600 });
+  const keysDir = path.join(dir, 'keys');
+  await mkdir(keysDir, { mode: 0o755 });
+  const adminAuthorizedKeysFile = path.join(keysDir, user);
+  await writeFile(adminAuthorizedKeysFile, [adminKey.publicKey, ...extraKeys].map((line) => `${line}\n`).join(''), { mode: 0o600 });
   // sshd refuses to start without its privilege separation directory.
   mkdirSync('/run/sshd', { recursive: true, mode: 0o755 });
 
   for (let attempt = 1; ; attempt++) {
     const port = await freePort();
     const configPath = path.join(dir, 'sshd_config');
-    await writeFile(configPath, sshdConfig({ dir, port, hostKeyPath, authorizedKeysFile }));
+    await writeFile(configPath, sshdConfig({ dir, port, hostKeyPath, authorizedKeysFile: path.join(keysDir, '%u') }));
     const server = launch(configPath);
     try {
       await waitReady(server, { port, user, hostKey, privateKey: adminKey.privateKey });
@@ -67,20 +87,67 @@ async function startIn(dir: string, extraKeys: string[]): Promise<TestSshd> {
       if (server.bindFailed() && attempt < 8) continue; // another process took the port meanwhile
       throw new Error(`test sshd on port ${port} did not start: ${(error as Error).message}\n${server.log()}`);
     }
+    // Only the server that holds the port names its tenant after it.
+    const tenant = `pdkt${port}`;
+    const tenantHome = path.join(dir, 'home');
+    const authorizedKeysFile = path.join(keysDir, tenant);
+    try {
+      await createTenant(tenant, tenantHome);
+      await writeFile(authorizedKeysFile, '', { mode: 0o644 });
+    } catch (error) {
+      await server.kill();
+      await deleteTenant(tenant);
+      throw error;
+    }
+    tenants.set(port, tenant);
     return {
       host: '127.0.0.1',
       port,
       user,
       dir,
       authorizedKeysFile,
+      tenant,
+      tenantHome,
+      adminAuthorizedKeysFile,
       hostKey,
       adminKey,
       async stop() {
         await server.kill();
+        await deleteTenant(tenant);
+        if (tenants.get(port) === tenant) tenants.delete(port);
         await rm(dir, { recursive: true, force: true });
       },
     };
   }
+}
+
+/** useradd and userdel lock /etc/passwd: parallel workers retry (exit 10: locked; 1: could not update; 8: logged in). */
+async function userCommand(args: string[], okCodes: number[] = []): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await run(args[0], args.slice(1));
+      return;
+    } catch (error) {
+      const code = (error as { code?: number }).code;
+      if (typeof code === 'number' && okCodes.includes(code)) return;
+      if (attempt >= 50 || ![1, 8, 10].includes(code ?? -1)) throw new Error(`${args.join(' ')}: ${(error as { stderr?: string }).stderr ?? String(error)}`);
+      await new Promise((resolve) => setTimeout(resolve, 50 + Math.random() * 150));
+    }
+  }
+}
+
+async function createTenant(tenant: string, home: string): Promise<void> {
+  await deleteTenant(tenant); // a leftover of a test run that was killed
+  // '*', not useradd's '!': sshd refuses every login to a locked account, keys included.
+  await userCommand(['useradd', '--password', '*', '--no-create-home', '--home-dir', home, '--shell', '/bin/sh', '--user-group', tenant]);
+  await mkdir(home, { mode: 0o700 });
+  await run('chown', [`${tenant}:${tenant}`, home]);
+}
+
+async function deleteTenant(tenant: string): Promise<void> {
+  await run('pkill', ['-KILL', '-u', tenant]).catch(() => undefined);
+  // 6: no such user.
+  await userCommand(['userdel', '--force', tenant], [6]);
 }
 
 function sshdConfig(options: { dir: string; port: number; hostKeyPath: string; authorizedKeysFile: string }): string {

@@ -1,80 +1,60 @@
-// The static kind against real sshd hosts: keys go in tagged, logins work with the real OpenSSH
-// client, release removes only what belongs to the reservation, failures are the infrastructure's.
-import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+// The static kind against real sshd hosts: keys go in tagged, restricted and expiring, logins to the
+// tenant work with the real OpenSSH client, release removes only what belongs to the reservation,
+// failures are the infrastructure's; the config refuses machines that would share a login.
+// (The hostile tenant: static-tenant.test.ts.)
+import { chmod, chown, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import test from 'ava';
-import type { ExecutionContext } from 'ava';
 import { getKind, provisionerKinds } from '../../provisioners/registry.js';
 import { generateKeyPair, knownHostsLine, sshConnect } from '../../provisioners/ssh.js';
-import { addReservationKey, listReservations, removeReservationKeys } from '../../provisioners/static/adapter.js';
-import { staticKind, staticSettingsSchema, type StaticProvisioner, type StaticSettings } from '../../provisioners/static/index.js';
-import type { Stage } from '../../provisioners/protocol.js';
-import { ProvisionError, type MachineRecord, type ProvisionRequest } from '../../provisioners/types.js';
-import { runSsh, startSshd, type TestSshd } from '../helpers/sshd.js';
+import { addReservationKey, expiryTime, listReservations } from '../../provisioners/static/adapter.js';
+import { staticKind, staticSettingsSchema } from '../../provisioners/static/index.js';
+import { ProvisionError } from '../../provisioners/types.js';
+import { runSsh, startSshd } from '../helpers/sshd.js';
 import { assertNoKeyMaterial } from '../helpers/secrets.js';
-import { testKindContext } from '../helpers/kind-context.js';
+import { host, linesTagged, loggingProvisioner, machineFor, recorder, requestFor, signal } from '../helpers/static-host.js';
 import { configProblems } from '../helpers/config.js';
 import { parseConfig } from '../../api/config.js';
 
-const provisioner = staticKind.create(testKindContext(os.tmpdir())) as StaticProvisioner;
+const { provisioner, logs } = loggingProvisioner();
+const keyOf = (publicKey: string) => publicKey.split(' ').slice(0, 2).join(' ');
 
-async function host(t: ExecutionContext, authorizedKeys: string[] = []): Promise<TestSshd> {
-  const sshd = await startSshd({ authorizedKeys });
-  t.teardown(() => sshd.stop());
-  return sshd;
-}
-
-function machineFor(sshd: TestSshd, overrides: Partial<StaticSettings> = {}): MachineRecord<StaticSettings> {
-  const settings = staticSettingsSchema.parse({
-    address: sshd.host,
-    port: sshd.port,
-    user: sshd.user,
-    adminKey: sshd.adminKey.path,
-    authorizedKeys: sshd.authorizedKeysFile,
-    connectTimeout: 5,
-    ...overrides,
-  });
-  return { name: `static-${sshd.port}`, kind: 'static', labels: {}, capacities: {}, settings };
-}
-
-let reservations = 0;
-function requestFor(machine: MachineRecord<StaticSettings>, options: { withPrivateKey?: boolean } = {}) {
-  const reservationId = `r-${process.pid}x${++reservations}`;
-  const keys = generateKeyPair(`paddock:${reservationId}`);
-  const request: ProvisionRequest<StaticSettings> = {
-    reservationId,
-    allocationId: `${reservationId}.0`,
-    machine,
-    publicKey: keys.publicKey,
-    ...(options.withPrivateKey === false ? {} : { privateKey: keys.privateKey }),
-  };
-  return { request, keys };
-}
-
-function recorder() {
-  const stages: Stage[] = [];
-  return { stages, report: { stage: async (stage: Stage) => void stages.push(stage) } };
-}
-
-const signal = () => AbortSignal.timeout(30_000);
-const linesTagged = (text: string, reservationId: string) => text.split('\n').filter((line) => line.endsWith(` paddock:${reservationId}`));
-
-
-test('provision installs the tagged key, reports stages, returns the real host key; the key logs in', async (t) => {
+test('provision installs a restricted key expiring at the hard cap for the tenant, reports stages, returns the real host key; the key logs in as the tenant', async (t) => {
   const sshd = await host(t);
-  const { request, keys } = requestFor(machineFor(sshd));
+  const hardCapAt = Date.parse('2099-03-04T05:06:07.890Z');
+  const { request, keys } = requestFor(machineFor(sshd), { hardCapAt });
   const { stages, report } = recorder();
   const readiness = await provisioner.provision(request, report, signal());
 
-  t.deepEqual(readiness, { host: '127.0.0.1', port: sshd.port, user: sshd.user, hostKey: sshd.hostKey });
+  t.deepEqual(readiness, { host: '127.0.0.1', port: sshd.port, user: sshd.tenant, hostKey: sshd.hostKey });
   t.deepEqual(stages, ['addressKnown', 'sshReady']);
   const file = await readFile(sshd.authorizedKeysFile, 'utf8');
-  t.deepEqual(linesTagged(file, request.reservationId), [`${keys.publicKey.split(' ').slice(0, 2).join(' ')} paddock:${request.reservationId}`]);
+  t.deepEqual(linesTagged(file, request.reservationId), [`expiry-time="20990304050607Z",restrict,pty ${keyOf(keys.publicKey)} paddock:${request.reservationId}`]);
+  const modes = await stat(sshd.authorizedKeysFile);
+  t.is(modes.uid, 0, 'the file is root’s');
+  t.is(modes.mode & 0o777, 0o644, 'sshd reads it as the tenant; only root writes it');
+  t.false((await readFile(sshd.adminAuthorizedKeysFile, 'utf8')).includes(keyOf(keys.publicKey)), 'nothing goes to the admin’s file');
 
-  const login = await runSsh(sshd, { privateKey: keys.privateKey, knownHosts: knownHostsLine(readiness.host, readiness.port, readiness.hostKey!), command: 'echo hi' });
+  const knownHosts = knownHostsLine(readiness.host, readiness.port, readiness.hostKey!);
+  const login = await runSsh(sshd, { privateKey: keys.privateKey, knownHosts, user: sshd.tenant, command: 'id -un' });
   t.is(login.code, 0, login.stderr);
-  t.is(login.stdout, 'hi\n');
+  t.is(login.stdout, `${sshd.tenant}\n`);
+  const asAdmin = await runSsh(sshd, { privateKey: keys.privateKey, knownHosts, command: 'true' });
+  t.not(asAdmin.code, 0, 'the reservation key does not log in as the admin');
+  await provisioner.release(request);
+});
+
+test('the expiry is written in UTC, and sshd refuses a key past it: a provisioning after the hard cap fails at sshReady', async (t) => {
+  t.is(expiryTime(new Date('2026-12-02T23:59:58.999Z')), '20261202235958Z');
+  const sshd = await host(t);
+  const { request } = requestFor(machineFor(sshd), { hardCapAt: Date.now() - 120_000 });
+  const error = await t.throwsAsync(provisioner.provision(request, recorder().report, signal()), { instanceOf: ProvisionError });
+  t.is(error?.stage, 'sshReady');
+  t.regex(error?.message ?? '', /login with the reservation's key failed/);
+  const { request: capless } = requestFor(machineFor(sshd));
+  delete capless.hardCapAt;
+  await t.throwsAsync(provisioner.provision(capless, recorder().report, signal()), { message: /no hard cap/ });
+  t.deepEqual(linesTagged(await readFile(sshd.authorizedKeysFile, 'utf8'), capless.reservationId), [], 'no key without an expiry');
 });
 
 test('provisioning twice adds the key once; without the private key it still installs it', async (t) => {
@@ -85,35 +65,43 @@ test('provisioning twice adds the key once; without the private key it still ins
   t.is(linesTagged(await readFile(sshd.authorizedKeysFile, 'utf8'), request.reservationId).length, 1);
 });
 
-test('release removes only that reservation; admin, hand-added and other reservation keys stay', async (t) => {
-  const handAdded = generateKeyPair('someone@laptop');
-  const sshd = await host(t, [handAdded.publicKey]);
+test('release removes that reservation’s line and any line Paddock did not write (with an alert); another reservation’s key and the admin’s file stay', async (t) => {
+  const sshd = await host(t);
   const machine = machineFor(sshd);
   const first = requestFor(machine);
   const second = requestFor(machine);
   await provisioner.provision(first.request, recorder().report, signal());
   await provisioner.provision(second.request, recorder().report, signal());
   t.deepEqual(await provisioner.owned(machine), [first.request.reservationId, second.request.reservationId].sort());
-  const before = await stat(sshd.authorizedKeysFile);
+  // Lines Paddock never writes: a hand-added key, and a forced command on a tagged key.
+  const handAdded = generateKeyPair('someone@laptop');
+  const forced = `command="nc -l 4444" ${keyOf(generateKeyPair('x').publicKey)} paddock:${second.request.reservationId}`;
+  await writeFile(sshd.authorizedKeysFile, `${await readFile(sshd.authorizedKeysFile, 'utf8')}${handAdded.publicKey}\n# a comment\n${forced}\n`);
+  const adminFile = await readFile(sshd.adminAuthorizedKeysFile, 'utf8');
+  const knownHosts = knownHostsLine(sshd.host, sshd.port, sshd.hostKey);
+  const login = (privateKey: string) => runSsh(sshd, { privateKey, knownHosts, user: sshd.tenant, command: 'true' });
+  t.is((await login(handAdded.privateKey)).code, 0, 'the planted key worked before the release');
 
+  logs.length = 0;
   await provisioner.release(first.request);
   const after = await readFile(sshd.authorizedKeysFile, 'utf8');
-  t.deepEqual(linesTagged(after, first.request.reservationId), []);
+  t.deepEqual(after.split('\n').filter(Boolean), linesTagged(after, second.request.reservationId), 'only the other reservation’s line is left');
   t.is(linesTagged(after, second.request.reservationId).length, 1);
-  t.true(after.includes(sshd.adminKey.publicKey));
-  t.true(after.includes(handAdded.publicKey));
-  t.is((await stat(sshd.authorizedKeysFile)).mode & 0o777, before.mode & 0o777, 'the file keeps its mode');
+  t.false(after.includes('command='));
+  t.is(await readFile(sshd.adminAuthorizedKeysFile, 'utf8'), adminFile);
+  t.true(logs.some((line) => /^ALERT static-\d+ .*removed 2 line\(s\) Paddock did not write/.test(line) && line.includes('command="nc -l 4444"')), logs.join('\n'));
+  t.true(logs.some((line) => line.includes('1 other reservation key(s) present')), 'the tenant’s processes were left to the other reservation');
+  t.is((await stat(sshd.authorizedKeysFile)).mode & 0o777, 0o644, 'the file keeps its mode');
   t.deepEqual(await provisioner.owned(machine), [second.request.reservationId]);
 
-  // The released key no longer logs in; the other reservation's still does.
-  const knownHosts = knownHostsLine(sshd.host, sshd.port, sshd.hostKey);
-  t.not((await runSsh(sshd, { privateKey: first.keys.privateKey, knownHosts, command: 'true' })).code, 0);
-  t.is((await runSsh(sshd, { privateKey: second.keys.privateKey, knownHosts, command: 'true' })).code, 0);
+  t.not((await login(first.keys.privateKey)).code, 0, 'the released key no longer logs in');
+  t.not((await login(handAdded.privateKey)).code, 0, 'nor does the planted one');
+  t.is((await login(second.keys.privateKey)).code, 0, 'the other reservation’s still does');
 
   await t.notThrowsAsync(provisioner.release(first.request), 'releasing twice is fine');
   await provisioner.release({ ...second.request, publicKey: '' }); // the leak sweep knows only the id
   t.deepEqual(await provisioner.owned(machine), []);
-  t.true((await readFile(sshd.authorizedKeysFile, 'utf8')).includes(sshd.adminKey.publicKey));
+  t.is(await readFile(sshd.authorizedKeysFile, 'utf8'), '');
 });
 
 test('release of a reservation never provisioned, or with no file at all, succeeds', async (t) => {
@@ -125,36 +113,60 @@ test('release of a reservation never provisioned, or with no file at all, succee
   t.deepEqual(await provisioner.owned(machine), []);
 });
 
-test('a missing file is created with safe modes; odd paths are quoted; ~/ expands to the home', async (t) => {
+test('a missing file is created root’s and readable; odd paths are quoted; %u is the tenant', async (t) => {
   const sshd = await host(t);
   const { client } = await sshConnect({ host: sshd.host, port: sshd.port, user: sshd.user, privateKey: sshd.adminKey.privateKey, timeoutMs: 5000 });
   t.teardown(() => client.end());
   const key = generateKeyPair('k').publicKey;
-
-  const odd = path.join(sshd.dir, "it's a $(touch pwned) dir", 'keys');
-  await addReservationKey(client, odd, 'r-odd', key);
-  t.is(linesTagged(await readFile(odd, 'utf8'), 'r-odd').length, 1);
-  t.is((await stat(odd)).mode & 0o777, 0o600);
-  t.is((await stat(path.dirname(odd))).mode & 0o777, 0o700);
+  const tenant = { user: sshd.tenant, file: path.join(sshd.dir, "it's a $(touch pwned) dir", 'keys') };
+  await addReservationKey(client, tenant, 'r-odd', key, new Date(Date.now() + 60_000));
+  t.is(linesTagged(await readFile(tenant.file, 'utf8'), 'r-odd').length, 1);
+  t.is((await stat(tenant.file)).mode & 0o777, 0o644);
+  t.is((await stat(path.dirname(tenant.file))).mode & 0o777, 0o755);
   await t.throwsAsync(stat(path.join(sshd.dir, 'pwned')), undefined, 'nothing in the path ran');
+  t.deepEqual(await listReservations(client, tenant.file), ['r-odd']);
 
-  // The login user is the test user, so ~/ on the host is our home directory.
-  const home = await mkdtemp(path.join(os.homedir(), '.paddock-test-'));
-  t.teardown(() => rm(home, { recursive: true, force: true }));
-  const relative = `~/${path.relative(os.homedir(), home)}/sub/authorized_keys`;
-  await addReservationKey(client, relative, 'r-home', key);
-  t.deepEqual(await listReservations(client, relative), ['r-home']);
-  t.is(await removeReservationKeys(client, relative, 'r-home'), 1);
-  t.is(await readFile(path.join(home, 'sub', 'authorized_keys'), 'utf8'), '');
+  const perUser = machineFor(sshd, { authorizedKeys: path.join(sshd.dir, 'per-user', '%u') });
+  const { request } = requestFor(perUser, { withPrivateKey: false });
+  await provisioner.provision(request, recorder().report, signal());
+  t.is(linesTagged(await readFile(path.join(sshd.dir, 'per-user', sshd.tenant), 'utf8'), request.reservationId).length, 1);
+});
+
+test('a key file the tenant could change is refused before any key goes in: her folder, a group-writable folder, her file', async (t) => {
+  const sshd = await host(t);
+  const hers = path.join(sshd.tenantHome, 'keys');
+  const groupWritable = path.join(sshd.dir, 'shared');
+  await mkdir(groupWritable);
+  await chmod(groupWritable, 0o775); // not through mkdir: the umask would take the bit away
+  const ownedFile = path.join(sshd.dir, 'owned-by-her');
+  await writeFile(ownedFile, '', { mode: 0o644 });
+  const uid = (await stat(sshd.tenantHome)).uid;
+  await chown(ownedFile, uid, uid);
+  for (const [file, why] of [
+    [hers, /owner uid/],
+    [path.join(groupWritable, 'keys'), /mode 775/],
+    [ownedFile, /owner uid/],
+  ] as const) {
+    const { request } = requestFor(machineFor(sshd, { authorizedKeys: file }));
+    const error = await t.throwsAsync(provisioner.provision(request, recorder().report, signal()), { instanceOf: ProvisionError });
+    t.is(error?.fault, 'infrastructure');
+    t.is(error?.stage, 'sshReady');
+    t.regex(error?.message ?? '', /could rewrite her own keys/);
+    t.regex(error?.message ?? '', why);
+    t.false((await readFile(file, 'utf8').catch(() => '')).includes('paddock:'), `no key went into ${file}`);
+  }
 });
 
 test('a file without a final newline keeps its last line intact', async (t) => {
   const sshd = await host(t);
-  await writeFile(sshd.authorizedKeysFile, sshd.adminKey.publicKey); // no trailing newline
+  const { request: earlier } = requestFor(machineFor(sshd), { withPrivateKey: false });
+  await provisioner.provision(earlier, recorder().report, signal());
+  const first = (await readFile(sshd.authorizedKeysFile, 'utf8')).trimEnd();
+  await writeFile(sshd.authorizedKeysFile, first); // no trailing newline
   const { request } = requestFor(machineFor(sshd));
   await provisioner.provision(request, recorder().report, signal());
   const lines = (await readFile(sshd.authorizedKeysFile, 'utf8')).split('\n');
-  t.is(lines[0], sshd.adminKey.publicKey);
+  t.is(lines[0], first);
   t.true(lines[1].endsWith(`paddock:${request.reservationId}`));
 });
 
@@ -170,7 +182,7 @@ test('readiness uses the reservation key: a private key that does not match fail
   assertNoKeyMaterial(t, error?.message ?? '', mismatched.privateKey);
 });
 
-test('a wrong admin key, a closed port, an unreadable key file or a wrong pinned host key are the infrastructure’s fault', async (t) => {
+test('a wrong admin key, a closed port, an unreadable key file, a wrong pinned host key or an admin that is not root are the infrastructure’s fault', async (t) => {
   const sshd = await host(t);
   const stranger = generateKeyPair('stranger');
   const strangerPath = path.join(sshd.dir, 'stranger_key');
@@ -194,6 +206,17 @@ test('a wrong admin key, a closed port, an unreadable key file or a wrong pinned
   t.regex(pinned?.message ?? '', /does not match the pinned/);
   t.deepEqual(await provisioner.owned(machineFor(sshd, { hostKey: sshd.hostKey })), [], 'the right pin works');
 
+  // An admin login that is not root cannot keep the file out of the tenant's reach: refused.
+  const tenantKeyPath = path.join(sshd.dir, 'tenant_admin_key');
+  const tenantAdmin = generateKeyPair('tenant-as-admin');
+  await writeFile(tenantKeyPath, tenantAdmin.privateKey, { mode: 0o600 });
+  await writeFile(sshd.authorizedKeysFile, `${tenantAdmin.publicKey}\n`);
+  const other = await startSshd();
+  t.teardown(() => other.stop());
+  const notRoot = machineFor(sshd, { adminUser: sshd.tenant, user: other.tenant, adminKey: tenantKeyPath, authorizedKeys: path.join(sshd.dir, 'k') });
+  const refusedAdmin = await t.throwsAsync(provisioner.provision(requestFor(notRoot).request, recorder().report, signal()), { instanceOf: ProvisionError });
+  t.regex(refusedAdmin?.message ?? '', /the admin login is not root/);
+
   const closed = await startSshd();
   const closedMachine = machineFor(closed);
   await closed.stop();
@@ -206,22 +229,29 @@ test('a wrong admin key, a closed port, an unreadable key file or a wrong pinned
   assertNoKeyMaterial(t, refused?.message ?? '', closed.adminKey.privateKey);
 });
 
-test('the settings schema applies defaults and rejects unknown keys and bad values', (t) => {
-  t.deepEqual(staticSettingsSchema.parse({ address: 'lab-1', adminKey: '/etc/paddock/key' }), {
+test('the settings schema applies defaults and rejects unknown keys, bad values, a root or admin tenant and a key file by ~', (t) => {
+  t.deepEqual(staticSettingsSchema.parse({ address: 'lab-1', user: 'ci', adminKey: '/etc/paddock/key' }), {
     address: 'lab-1',
     port: 22,
-    user: 'root',
+    user: 'ci',
+    adminUser: 'root',
     adminKey: '/etc/paddock/key',
-    authorizedKeys: '~/.ssh/authorized_keys',
+    authorizedKeys: '/etc/ssh/authorized_keys/%u',
     connectTimeout: 10,
   });
-  const unknown = staticSettingsSchema.safeParse({ address: 'lab-1', adminKey: '/k', adminKee: '/k' });
-  t.false(unknown.success);
-  t.regex(JSON.stringify(unknown.error?.issues), /adminKee/);
-  t.false(staticSettingsSchema.safeParse({ adminKey: '/k' }).success, 'address is required');
-  t.false(staticSettingsSchema.safeParse({ address: 'a', adminKey: '/k', port: 70000 }).success);
-  t.false(staticSettingsSchema.safeParse({ address: 'a', adminKey: '/k', hostKey: 'not a key' }).success);
-  t.false(staticSettingsSchema.safeParse({ address: 'a', adminKey: '/k', authorizedKeys: '~bob/keys' }).success);
+  const base = { address: 'a', user: 'ci', adminKey: '/k' };
+  const problems = (settings: object) => {
+    const parsed = staticSettingsSchema.safeParse(settings);
+    return parsed.success ? 'accepted' : JSON.stringify(parsed.error.issues);
+  };
+  t.regex(problems({ ...base, adminKee: '/k' }), /adminKee/);
+  t.regex(problems({ address: 'a', adminKey: '/k' }), /"user"/, 'the tenant login is required');
+  t.regex(problems({ ...base, user: 'root' }), /root cannot be a reservation login/);
+  t.regex(problems({ ...base, adminUser: 'ci' }), /must be another account than adminUser/);
+  t.regex(problems({ ...base, authorizedKeys: '~/.ssh/authorized_keys' }), /absolute path/);
+  t.regex(problems({ ...base, authorizedKeys: 'keys/%u' }), /absolute path/);
+  t.not(problems({ ...base, port: 70000 }), 'accepted');
+  t.not(problems({ ...base, hostKey: 'not a key' }), 'accepted');
 });
 
 test('the registry knows static and names the known kinds for an unknown one', (t) => {
@@ -249,6 +279,13 @@ test('two static machines with the same address, port and user are refused; anot
   t.regex(message, /line 7: machines\[1\]\.settings: build-2 is ci@10\.0\.0\.5:22, the same as build-1/);
   // Host names are compared without case: BUILD.lab and build.lab are one host.
   t.regex(configProblems(`machines:${staticEntry('a', 'address: Build.lab, user: ci')}${staticEntry('b', 'address: build.LAB, user: ci')}\n`), /machines\[1\]\.settings: b is ci@build\.lab:22, the same as a/);
+
+  // Two logins whose keys would go to one file share it all the same.
+  const oneFile = 'authorizedKeys: /etc/paddock/keys';
+  t.regex(
+    configProblems(`machines:${staticEntry('c', `address: h, user: ci, ${oneFile}`)}${staticEntry('d', `address: h, user: ci2, ${oneFile}`)}\n`),
+    /line 7: machines\[1\]\.settings: d is the key file \/etc\/paddock\/keys on h:22, the same as c/,
+  );
 
   const distinct = parseConfig(`machines:${first}${staticEntry('build-2', 'address: 10.0.0.5, user: ci2')}${staticEntry('build-3', 'address: 10.0.0.5, port: 2222, user: ci')}\n`);
   t.deepEqual(distinct.machines.map((machine) => machine.name), ['build-1', 'build-2', 'build-3']);
