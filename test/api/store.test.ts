@@ -10,7 +10,7 @@ import { startApi, staticMachinesYaml, testConfig, type TestApi } from '../helpe
 import { startSshd } from '../helpers/sshd.js';
 
 /** Static machines no agent ever visits, each a login of its own. */
-const nowhere = (name: string, index: number) => `  - { name: ${name}, kind: static, labels: { type: t }, settings: { address: 127.0.0.${index + 2}, adminKey: /nonexistent } }`;
+const nowhere = (name: string, index: number) => `  - { name: ${name}, kind: static, labels: { type: t }, settings: { address: 127.0.0.${index + 2}, user: ci, adminKey: /nonexistent } }`;
 const labYaml = (names: string[]) => `agent: { enabled: false }\nmachines:\n${names.map(nowhere).join('\n')}\n`;
 
 function openDb(api: TestApi) {
@@ -121,10 +121,10 @@ test("a NUL in a static host's cleanup output is stored as text; later writes an
   const created = (await mallory.post('v1/reservations', { json: { members: [{ role: 'main', spec: 'slot=1' }] } })).body as ReservationView;
   const ready = (await mallory.get(`v1/reservations/${created.id}`, { searchParams: { wait: 'ready', timeout: 60 } })).body as ReservationView;
   t.is(ready.state, 'ready');
-  // What a tenant of the host can do: a forced command on the line of the key Paddock cleans up
-  // with, printing a NUL and failing.
-  const keys = await readFile(host.authorizedKeysFile, 'utf8');
-  await writeFile(host.authorizedKeysFile, keys.replace(host.adminKey.publicKey, `command="printf 'cleanup\\000failed' >&2; exit 3" ${host.adminKey.publicKey}`));
+  // A cleanup that prints a NUL and fails: a forced command on the line of the key Paddock cleans
+  // up with (only root on the host can put it there now; the tenant's keys live in another file).
+  const keys = await readFile(host.adminAuthorizedKeysFile, 'utf8');
+  await writeFile(host.adminAuthorizedKeysFile, keys.replace(host.adminKey.publicKey, `command="printf 'cleanup\\000failed' >&2; exit 3" ${host.adminKey.publicKey}`));
   await new Promise((resolve) => setTimeout(resolve, 7000)); // Paddock's open admin login idles out
   t.is((await mallory.delete(`v1/reservations/${created.id}`)).statusCode, 200);
 
