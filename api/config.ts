@@ -130,6 +130,12 @@ export const configSchema = z.strictObject({
       collectInterval: duration.default(60),
     })
     .default({ maxSize: 8 * 1024 ** 3, reserve: 256 * 1024 ** 2, idleTimeout: 60, maxExpiry: 30 * 86400, collectInterval: 60 }),
+  consoles: z
+    .strictObject({
+      /** The most bytes one console log keeps: a VM's or a board's log per reservation keeps its head and a marker; a board's own log is rotated. */
+      maxLogSize: quantity.default(16 * 1024 ** 2),
+    })
+    .default({ maxLogSize: 16 * 1024 ** 2 }),
   runners: z
     .strictObject({
       /** A runner host not heard from for this long is taken for dead: its runs fail, their reservations are released. */

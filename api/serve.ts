@@ -112,6 +112,7 @@ export async function serve(options: ServeOptions): Promise<RunningServer> {
       provisionTimeoutMs: config.agent.provisionTimeout * 1000,
       sweepIntervalMs: config.agent.sweepInterval * 1000,
       imageIdleTimeoutMs: config.images.idleTimeout * 1000,
+      consoleLogMax: config.consoles.maxLogSize,
       log,
     });
     agent.start();

@@ -22,6 +22,8 @@ export interface AgentOptions {
   sweepIntervalMs?: number;
   /** An image download that moves no byte for this long fails (default 60 s); a slow one runs as long as it needs. */
   imageIdleTimeoutMs?: number;
+  /** The most bytes one console log may hold (VM serial logs, board logs); 16 MiB by default. */
+  consoleLogMax?: number;
   log?: (line: string) => void;
 }
 
@@ -84,6 +86,7 @@ export class Agent {
     if (!definition) throw new Error(`this agent has no provisioner for kind ${kind}`);
     const provisioner: Provisioner = definition.create({
       dataDir: this.options.dataDir,
+      ...(this.options.consoleLogMax === undefined ? {} : { consoleLogMax: this.options.consoleLogMax }),
       images: this.images,
       log: this.log,
       lost: (request, reason, fault) => {

@@ -92,6 +92,8 @@ export interface PoolEntry<Settings = unknown> {
 export interface PoolContext {
   dataDir: string;
   log(line: string): void;
+  /** The most bytes one console log may hold (consoles.maxLogSize); 16 MiB when not given. */
+  consoleLogMax?: number;
 }
 
 /** An image a provider can boot, as the API lists it beside Paddock's own. */
@@ -135,6 +137,8 @@ export interface KindContext {
    */
   lost(request: Pick<ProvisionRequest, 'reservationId' | 'allocationId'>, reason: string, fault: 'infrastructure' | 'request'): void;
   log(line: string): void;
+  /** The most bytes one console log may hold (consoles.maxLogSize); 16 MiB when not given. */
+  consoleLogMax?: number;
 }
 
 export type ImageFormat = 'qcow2' | 'raw' | 'bundle';

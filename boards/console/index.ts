@@ -1,9 +1,7 @@
 // A board's console: the line (transport.ts) kept open for the agent's lifetime, every byte
 // appended to the board's log, copied to whoever taps it (the reservation's log, the telnet
 // relay), and `expect`-style waiting for patterns with timeouts for the boot strategies.
-import { createWriteStream, type WriteStream } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
-import path from 'node:path';
+import { CappedLog, defaultConsoleLogMax } from './capped-log.js';
 import { createTransport, type ConsoleSettings, type ConsoleTransport } from './transport.js';
 
 export type { ConsoleSettings } from './transport.js';
@@ -26,7 +24,7 @@ export class BoardConsole {
   private readonly transport: ConsoleTransport;
   private readonly taps = new Set<(chunk: Buffer) => void>();
   private readonly waiters = new Set<() => void>();
-  private log?: WriteStream;
+  private log?: CappedLog;
   /** Recent output; `cursor` is where the next expect starts looking. */
   private text = '';
   private cursor = 0;
@@ -35,6 +33,8 @@ export class BoardConsole {
   constructor(
     settings: ConsoleSettings,
     private readonly logFile: string,
+    /** The board's log is rotated so it never holds more than this (capped-log.ts). */
+    private readonly logMax = defaultConsoleLogMax,
   ) {
     this.transport = createTransport(settings);
   }
@@ -46,8 +46,7 @@ export class BoardConsole {
   /** Opens the line once; later calls wait for the same opening. */
   open(): Promise<void> {
     this.opening ??= (async () => {
-      await mkdir(path.dirname(this.logFile), { recursive: true });
-      this.log = createWriteStream(this.logFile, { flags: 'a' });
+      this.log = new CappedLog(this.logFile, this.logMax, 'rotate');
       await this.transport.open((chunk) => this.receive(chunk));
     })().catch((error: unknown) => {
       this.opening = undefined;

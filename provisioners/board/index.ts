@@ -6,9 +6,9 @@
 // SSH, for a login with the reservation's key. Release powers the board off, removes the staged
 // files and closes the relay. The board is driven as a board: nothing here knows it may be QEMU.
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { createWriteStream } from 'node:fs';
 import path from 'node:path';
 import { BoardConsole, ExpectTimeout } from '../../boards/console/index.js';
+import { CappedLog, defaultConsoleLogMax } from '../../boards/console/capped-log.js';
 import { ConsoleRelay } from '../../boards/console/relay.js';
 import { ubootBoot, BootError } from '../../boards/boot/uboot.js';
 import { ensureTftpd } from '../../boards/boot/tftpd.js';
@@ -198,7 +198,7 @@ export class BoardProvisioner implements Provisioner<BoardSettings> {
   private console(board: string, settings: BoardSettings): Promise<BoardConsole> {
     let console = this.consoles.get(board);
     if (!console) {
-      console = new BoardConsole(settings.console, path.join(this.context.dataDir, 'boards', board, 'console.log'));
+      console = new BoardConsole(settings.console, path.join(this.context.dataDir, 'boards', board, 'console.log'), this.context.consoleLogMax);
       this.consoles.set(board, console);
     }
     const opened = console;
@@ -226,8 +226,7 @@ export class BoardProvisioner implements Provisioner<BoardSettings> {
       await previous.relay.close();
     }
     const logFile = path.join(this.context.dataDir, 'consoles', request.reservationId, `${request.machine.name}.log`);
-    await mkdir(path.dirname(logFile), { recursive: true });
-    const log = createWriteStream(logFile, { flags: 'a' });
+    const log = new CappedLog(logFile, this.context.consoleLogMax ?? defaultConsoleLogMax, 'head');
     const untapLog = console.tap((chunk) => log.write(chunk));
     const relay = new ConsoleRelay(console);
     const address = await relay.listen(settings.relay.host);

@@ -7,6 +7,7 @@ import { open, readdir, readFile, stat } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { CappedLog } from '../../boards/console/capped-log.js';
 import { consoleLines } from '../../boards/console/index.js';
 
 const run = promisify(execFile);
@@ -50,7 +51,8 @@ export interface VmSpec {
   guestPort: number;
   name: string;
   pidFile: string;
-  consoleLog: string;
+  /** A unix socket QEMU listens on for the serial console (consoleSocket). */
+  consoleSocket: string;
   keyFile: string;
   disk?: string;
   kernel?: { kernel: string; initrd?: string; dtb?: string; append: string };
@@ -66,7 +68,9 @@ export function qemuArgs(vm: VmSpec): string[] {
     '-smp', String(vm.cpus),
     '-m', String(vm.memoryMiB),
     '-nodefaults', '-no-user-config', '-display', 'none',
-    '-chardev', `file,id=console,append=on,path=${optionValue(vm.consoleLog)}`,
+    // The console goes to a socket, not a file: the agent writes the log, capped (attachConsole).
+    // With nobody connected QEMU drops the output, so the guest never blocks on it.
+    '-chardev', `socket,id=console,path=${optionValue(vm.consoleSocket)},server=on,wait=off`,
     '-serial', 'chardev:console',
     '-nic', `user,model=${vm.nic},hostfwd=tcp:127.0.0.1:${vm.port}-:${vm.guestPort}`,
     // The reservation's public key: the guest reads it at boot (no key is built into images).
@@ -157,6 +161,41 @@ export async function stopVm(pid: number, marker: string): Promise<void> {
     if (waited > 10_000) throw new Error(`QEMU process ${pid} does not stop`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
+}
+
+/** Unix socket paths are limited to 107 bytes; a longer data dir cannot host QEMU's console socket. */
+export function consoleSocketPath(runDir: string): string {
+  const socket = path.join(runDir, 'console.sock');
+  if (Buffer.byteLength(socket) > 107) throw new Error(`the console socket path ${socket} is longer than a unix socket allows (107 bytes): use a shorter dataDir`);
+  return socket;
+}
+
+/**
+ * Copies a running VM's console from its socket into `log` (capped) until the VM ends or `detach`
+ * is called. QEMU may take a moment to listen: connecting is retried for a few seconds.
+ */
+export function attachConsole(socket: string, log: CappedLog): { detach(): void } {
+  let connection: net.Socket | undefined;
+  let detached = false;
+  const connect = (attempt: number) => {
+    if (detached) return;
+    connection = net.connect(socket);
+    connection.on('data', (chunk: Buffer) => log.write(chunk));
+    connection.on('error', () => {
+      if (!detached && attempt < 50) setTimeout(() => connect(attempt + 1), 100).unref();
+    });
+    connection.on('close', (hadError) => {
+      if (!hadError) log.end();
+    });
+  };
+  connect(1);
+  return {
+    detach() {
+      detached = true;
+      connection?.destroy();
+      log.end();
+    },
+  };
 }
 
 /** Reads what the console log gained since `offset`. */

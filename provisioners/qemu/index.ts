@@ -7,9 +7,10 @@
 // (sshReady). A ready VM is watched: if QEMU ends mid-lease the reservation fails.
 //
 // On disk, per slot and reservation: DATA/qemu/SLOT/RESERVATION/ holds state.json, the key, the
-// overlay and QEMU's pid file; the console log is DATA/consoles/RESERVATION/SLOT.log and is kept
-// after release. After a crash the run directories and the process table (QEMU's -pidfile path)
-// say which VMs are Paddock's, so none is leaked.
+// overlay, QEMU's pid file and its console socket; the agent copies the console, capped at
+// consoles.maxLogSize, to DATA/consoles/RESERVATION/SLOT.log, kept after release. After a crash the
+// run directories and the process table (QEMU's -pidfile path) say which VMs are Paddock's, so none
+// is leaked.
 import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { unpackBundle, BundleError } from '../../images/bundle.js';
@@ -27,8 +28,9 @@ import {
   type SshReadiness,
   type StageReporter,
 } from '../types.js';
-import { consoleTail, createOverlay, freeLoopbackPort, isVmProcess, qemuArgs, QemuStartError, readConsole, startVm, stopVm, vmProcessesUnder, type VmSpec } from './adapter.js';
+import { attachConsole, consoleSocketPath, consoleTail, createOverlay, freeLoopbackPort, isVmProcess, qemuArgs, QemuStartError, readConsole, startVm, stopVm, vmProcessesUnder, type VmSpec } from './adapter.js';
 import { qemuDefaults, qemuSettingsSchema, type QemuSettings } from './config.js';
+import { CappedLog, defaultConsoleLogMax } from '../../boards/console/capped-log.js';
 
 export { qemuSettingsSchema, type QemuSettings } from './config.js';
 
@@ -60,6 +62,8 @@ export class QemuProvisioner implements Provisioner<QemuSettings> {
   private readonly root: string;
   private readonly consoles: string;
   private readonly watchers = new Map<string, NodeJS.Timeout>();
+  /** The agent's copy of each running VM's console into its capped log, by run directory. */
+  private readonly consoleCopies = new Map<string, { detach(): void }>();
 
   constructor(private readonly context: KindContext) {
     this.root = path.join(context.dataDir, 'qemu');
@@ -70,6 +74,8 @@ export class QemuProvisioner implements Provisioner<QemuSettings> {
     // VMs keep running when the agent stops: a restarted agent finds them again.
     for (const timer of this.watchers.values()) clearInterval(timer);
     this.watchers.clear();
+    for (const copy of this.consoleCopies.values()) copy.detach();
+    this.consoleCopies.clear();
   }
 
   async provision(request: ProvisionRequest<QemuSettings>, report: StageReporter, signal: AbortSignal): Promise<SshReadiness> {
@@ -84,6 +90,8 @@ export class QemuProvisioner implements Provisioner<QemuSettings> {
     if (!alive || !state?.pid) {
       await this.discard(runDir);
       state = await this.boot(request, settings, runDir, consoleLog, signal);
+    } else {
+      this.copyConsole(runDir, consoleLog);
     }
     const vm = { pid: state.pid!, port: state.port };
     await report.stage('powerConfirmed');
@@ -110,7 +118,9 @@ export class QemuProvisioner implements Provisioner<QemuSettings> {
       const runDir = this.runDir(machine.name, id);
       const state = await readState(runDir);
       if (state?.ready && state.pid !== undefined && !this.watchers.has(state.allocationId)) {
-        this.watch({ reservationId: id, allocationId: state.allocationId }, state.pid, runDir, path.join(this.consoles, id, `${machine.name}.log`));
+        const consoleLog = path.join(this.consoles, id, `${machine.name}.log`);
+        this.copyConsole(runDir, consoleLog);
+        this.watch({ reservationId: id, allocationId: state.allocationId }, state.pid, runDir, consoleLog);
       }
     }
     return [...ids];
@@ -121,8 +131,17 @@ export class QemuProvisioner implements Provisioner<QemuSettings> {
     return path.join(this.root, machine, reservationId);
   }
 
+  /** Copies the VM's console into its log, capped at consoles.maxLogSize (once per run directory). */
+  private copyConsole(runDir: string, consoleLog: string): void {
+    if (this.consoleCopies.has(runDir)) return;
+    const log = new CappedLog(consoleLog, this.context.consoleLogMax ?? defaultConsoleLogMax, 'head');
+    this.consoleCopies.set(runDir, attachConsole(consoleSocketPath(runDir), log));
+  }
+
   /** Stops whatever VM belongs to the run directory and removes the directory (overlay included). */
   private async discard(runDir: string): Promise<void> {
+    this.consoleCopies.get(runDir)?.detach();
+    this.consoleCopies.delete(runDir);
     const state = await readState(runDir);
     const pids = new Set<number>();
     if (state?.pid !== undefined) pids.add(state.pid);
@@ -168,13 +187,14 @@ export class QemuProvisioner implements Provisioner<QemuSettings> {
         guestPort: settings.guestPort,
         name: `paddock-${request.reservationId}`,
         pidFile,
-        consoleLog,
+        consoleSocket: consoleSocketPath(runDir),
         keyFile,
         ...boot,
         extraArgs: settings.extraArgs,
       };
       try {
         const pid = await startVm(settings.binary, qemuArgs(spec), pidFile);
+        this.copyConsole(runDir, consoleLog);
         const running = { ...state, pid };
         await writeState(runDir, running);
         return running;
