@@ -131,7 +131,7 @@ test.serial('names that try to leave the store are refused', async (t) => {
   }
   const traversal = await api.http().get('v1/images/..%2F..%2Fetc%2Fpasswd/latest/content');
   t.is(traversal.statusCode, 400);
-  t.is((traversal.body as { code: string }).code, 'invalid_name');
+  t.is((traversal.body as { code: string }).code, 'invalid_parameter', 'the path is refused before any name is used');
 });
 
 test.serial('an expired temporary image is collected; an image in use cannot be deleted', async (t) => {
