@@ -5,6 +5,7 @@ import Koa from 'koa';
 import { authenticate, type Tokens } from './auth.js';
 import { ApiError, errorMiddleware, type Logger } from './errors.js';
 import { agentRoutes } from './routes/agent.js';
+import { consoleStreamRoute, consoleStreams, type ConsoleStreams } from './routes/console-stream.js';
 import { consoleRoutes } from './routes/consoles.js';
 import { imageRoutes } from './routes/images.js';
 import { jobRoutes } from './routes/jobs.js';
@@ -29,7 +30,7 @@ export interface AppDeps {
   consolesDir: string;
 }
 
-export function createApp({ scheduler, tokens, images, jobs, log, consolesDir }: AppDeps): { app: Koa; table: RouteTable } {
+export function createApp({ scheduler, tokens, images, jobs, log, consolesDir }: AppDeps): { app: Koa; table: RouteTable; streams: ConsoleStreams } {
   const app = new Koa();
   app.proxy = false;
   const router = new Router();
@@ -45,6 +46,7 @@ export function createApp({ scheduler, tokens, images, jobs, log, consolesDir }:
   machineRoutes(table, scheduler);
   reservationRoutes(table, scheduler);
   consoleRoutes(table, scheduler, consolesDir);
+  consoleStreamRoute(table);
   imageRoutes(table, images);
   agentRoutes(table, scheduler);
   jobRoutes(table, jobs);
@@ -57,5 +59,5 @@ export function createApp({ scheduler, tokens, images, jobs, log, consolesDir }:
   app.use(errorMiddleware(log));
   app.use(router.routes());
   app.use(router.allowedMethods({ throw: true }));
-  return { app, table };
+  return { app, table, streams: consoleStreams(scheduler, tokens, consolesDir, log) };
 }

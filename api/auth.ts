@@ -72,15 +72,19 @@ export class Tokens {
 /** Resolves the caller from the Authorization header; every route but /healthz goes through it. */
 export function authenticate(tokens: Tokens): Koa.Middleware {
   return async (ctx, next) => {
-    const header = ctx.get('authorization');
-    if (!header) throw new ApiError(401, 'unauthorized', 'missing token: send Authorization: Bearer <token>');
-    const match = /^Bearer\s+(\S+)$/i.exec(header);
-    if (!match) throw new ApiError(401, 'unauthorized', 'malformed Authorization header: expected Bearer <token>');
-    const caller = tokens.check(match[1]);
-    if (!caller) throw new ApiError(401, 'unauthorized', 'unknown or revoked token');
-    ctx.state.caller = caller;
+    ctx.state.caller = callerOf(tokens, ctx.get('authorization'));
     await next();
   };
+}
+
+/** The caller an Authorization header names (also for requests that are not Koa's: WebSocket upgrades). */
+export function callerOf(tokens: Tokens, header: string | undefined): Caller {
+  if (!header) throw new ApiError(401, 'unauthorized', 'missing token: send Authorization: Bearer <token>');
+  const match = /^Bearer\s+(\S+)$/i.exec(header);
+  if (!match) throw new ApiError(401, 'unauthorized', 'malformed Authorization header: expected Bearer <token>');
+  const caller = tokens.check(match[1]);
+  if (!caller) throw new ApiError(401, 'unauthorized', 'unknown or revoked token');
+  return caller;
 }
 
 export function requireRole(ctx: Koa.Context, ...roles: Role[]): Caller {

@@ -106,6 +106,12 @@ export const configSchema = z.strictObject({
     .default({ timeout: 3600, aging: 60, starvation: 300 }),
   reaper: z.strictObject({ interval: duration.default(1) }).default({ interval: 1 }),
   health: z.strictObject({ quarantineAfter: z.number().int().min(1).default(3) }).default({ quarantineAfter: 3 }),
+  /**
+   * Board consoles are reached through the API's authenticated console stream. With `telnet`, the
+   * owner also gets the relay's address and the reservation's console secret, to telnet to it
+   * directly (the relay asks for the secret first).
+   */
+  consoles: z.strictObject({ telnet: z.boolean().default(false) }).default({ telnet: false }),
   agent: z
     .strictObject({
       enabled: z.boolean().default(true),

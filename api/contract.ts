@@ -64,7 +64,10 @@ export interface AllocationView {
   hostKey?: string;
   /** Set when provisioning failed or the ready machine was lost. */
   failure?: AllocationFailure;
-  /** A board's serial console relayed on TCP (`telnet host port`): several may watch, one may type. */
+  /**
+   * A board's console relay on its lab host: several may watch, one types. The API's console stream
+   * goes through it; telnet to it works where the lab allows it and asks for the console secret first.
+   */
   console?: { host: string; port: number };
 }
 
@@ -108,6 +111,11 @@ export interface CredentialsView {
   /** known_hosts lines pinning every ready machine's host key. */
   knownHosts: string;
   machines: { role: string; index: number; machine: string; host: string; port: number; user: string; hostKey: string }[];
+  /**
+   * Only where the lab allows telnet to console relays (`consoles.telnet`): the relays of the
+   * ready boards, and the secret to answer first (`telnet HOST PORT`, then type the secret).
+   */
+  console?: { secret: string; relays: { role: string; index: number; machine: string; host: string; port: number }[] };
 }
 
 export interface EventView {

@@ -41,7 +41,7 @@ export function errorMiddleware(log: Logger): Koa.Middleware {
   };
 }
 
-function toApiError(error: unknown): ApiError {
+export function toApiError(error: unknown): ApiError {
   if (error instanceof ApiError) return error;
   const status = (error as { status?: number }).status;
   if (status === 405) return new ApiError(405, 'method_not_allowed', (error as Error).message);

@@ -87,11 +87,12 @@ export async function serve(options: ServeOptions): Promise<RunningServer> {
     return account;
   };
   await jobs.start();
-  const { app, table } = createApp({ scheduler, tokens, images, jobs, log, consolesDir: path.join(config.dataDir, 'consoles') });
+  const { app, table, streams } = createApp({ scheduler, tokens, images, jobs, log, consolesDir: path.join(config.dataDir, 'consoles') });
   const server = app.listen(config.listen.port, config.listen.host);
   // No limit on a whole request: an image upload of many GB takes as long as the network needs,
   // and is cut only when it stalls (images.idleTimeout). Headers still have to come in time.
   server.requestTimeout = 0;
+  server.on('upgrade', streams.upgrade);
   await new Promise<void>((resolve, reject) => {
     server.once('listening', resolve);
     server.once('error', reject);
@@ -130,6 +131,7 @@ export async function serve(options: ServeOptions): Promise<RunningServer> {
       await agent?.stop();
       await jobs.stop();
       await scheduler.stop();
+      streams.close();
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await db.close();

@@ -8,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import type { ExplainView, ReservationExplainView, ReservationView } from '../api/contract.js';
+import { interactiveConsole, memberMachine } from './cli-console.js';
 import { addImageCommands } from './cli-images.js';
 import { addJobCommands } from './cli-jobs.js';
 import { membersFromArguments, MemberSyntaxError, splitRemoteCommand } from './cli-members.js';
@@ -236,13 +237,22 @@ export function program(remoteCommand: string[] = []): Command {
 
   cli
     .command('console')
-    .description("a reservation's serial console log; -f follows it live until the reservation ends")
+    .description("a reservation's serial console log; -f follows it live until the reservation ends; -i types at it (the owner, one at a time)")
     .argument('<id>')
-    .option('--machine <name>', 'which machine (default: the first)')
+    .argument('[member]', 'role, role.N or role[N] (default: the first machine)')
+    .option('--machine <name>', 'which machine, by name')
     .option('-f, --follow', 'keep printing new output until the reservation ends')
-    .action(async (id: string, options: { machine?: string; follow?: boolean }) => {
+    .option('-i, --interactive', 'attach the terminal to the live console (~. quits, ~t takes typing over)')
+    .option('--takeover', 'with -i: type now, demoting whoever types')
+    .option('--read-only', 'with -i: only watch')
+    .action(async (id: string, member: string | undefined, options: { machine?: string; follow?: boolean; interactive?: boolean; takeover?: boolean; readOnly?: boolean }) => {
       const reservation = await client().reservation(id, { renew: false });
-      await reservation.console(process.stdout, { ...(options.machine ? { machine: options.machine } : {}), ...(options.follow ? { follow: true } : {}) });
+      if (options.interactive) {
+        process.exitCode = await interactiveConsole(reservation, { ...options, ...(member ? { member } : {}) });
+        return;
+      }
+      const machine = options.machine ?? (member ? memberMachine(reservation, member) : undefined);
+      await reservation.console(process.stdout, { ...(machine ? { machine } : {}), ...(options.follow ? { follow: true } : {}) });
     });
 
   cli

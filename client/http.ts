@@ -8,6 +8,7 @@ import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import type { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import WebSocket from 'ws';
 import got, { HTTPError, ParseError, RequestError, type Got } from 'got';
 import { errorFromBody, PaddockConnectionError, PaddockError } from './errors.js';
 
@@ -152,6 +153,36 @@ export class Http {
         reject(new PaddockError(`cannot read the upload: ${error.message}`, 'read_failed'));
       });
     });
+  }
+
+  /**
+   * Opens a WebSocket to `path` with the token in the Authorization header (never in the URL).
+   * `opened` resolves once it is open; a refusal before the upgrade rejects it with the API's typed
+   * error. The socket comes at once, so listeners are in place for the first message (which may
+   * arrive with the upgrade's answer).
+   */
+  webSocket(path: string, searchParams: Record<string, string> = {}): { socket: WebSocket; opened: Promise<void> } {
+    const url = new URL(`${this.options.url.replace(/\/+$/, '')}/${path}`);
+    url.username = '';
+    url.password = '';
+    url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
+    for (const [key, value] of Object.entries(searchParams)) url.searchParams.set(key, value);
+    const socket = new WebSocket(url, { headers: { authorization: `Bearer ${this.options.token}`, 'user-agent': 'paddock-client' }, handshakeTimeout: 30_000 });
+    const opened = new Promise<void>((resolve, reject) => {
+      socket.once('open', () => resolve());
+      socket.once('unexpected-response', (_request, response) => {
+        const chunks: Buffer[] = [];
+        response.on('data', (chunk: Buffer) => chunks.push(chunk));
+        response.on('end', () => {
+          socket.terminate();
+          reject(errorFromBody(response.statusCode ?? 500, Buffer.concat(chunks).toString('utf8'), { secrets: [this.options.token] }));
+        });
+      });
+      socket.once('error', (error: NodeJS.ErrnoException) =>
+        reject(new PaddockConnectionError(`cannot reach Paddock at ${this.where}: ${error.code ?? error.message}`, 'connection_failed', undefined, { reason: error.code ?? error.message })),
+      );
+    });
+    return { socket, opened };
   }
 
   /** GET of raw bytes into a file, with download progress; `range` asks for part of it. */

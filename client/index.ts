@@ -24,9 +24,11 @@ import type { Writable } from 'node:stream';
 import { Images } from './images.js';
 import { Jobs } from './jobs.js';
 import { Http } from './http.js';
+import { openConsole, type ConsoleOptions, type ConsoleSession } from './console.js';
 import { downloadFile, runCommand, uploadFile, type CommandResult, type SshTarget } from './ssh.js';
 
 export * from './errors.js';
+export { ConsoleSession, type ConsoleOptions, type ConsoleMode } from './console.js';
 export type { CommandResult, SshTarget } from './ssh.js';
 export type * from '../api/contract.js';
 
@@ -200,6 +202,14 @@ export class Reservation {
     if (options.machine) query.set('machine', options.machine);
     if (options.follow) query.set('follow', '1');
     await this.http.download(`${this.path()}/console${query.size ? `?${query.toString()}` : ''}`, target);
+  }
+
+  /**
+   * A live, interactive session with a machine's console (owner: `write` or `takeover` to type;
+   * anyone who may see the reservation: watch). See ConsoleSession.
+   */
+  openConsole(options: ConsoleOptions = {}): Promise<ConsoleSession> {
+    return openConsole(this.http, this.path(), options);
   }
 
   /** The private key and the pinned host keys (owner only). Cached once every member is in it. */

@@ -68,6 +68,7 @@ export class TaskLoop {
       machine: task.machine,
       publicKey: task.publicKey,
       privateKey: task.privateKey,
+      consoleSecret: task.consoleSecret,
       ...(task.image ? { image: task.image } : {}),
       ...(task.hardCapAt ? { hardCapAt: Date.parse(task.hardCapAt) } : {}),
     };

@@ -16,6 +16,11 @@ export interface AgentTask {
   publicKey: string;
   /** The reservation's private key, so readiness is proven with the key the owner will use. */
   privateKey: string;
+  /**
+   * What a connection to the machine's console relay must answer before it sees or types anything;
+   * the API knows it, and the owner gets it only where the lab allows telnet (`consoles.telnet`).
+   */
+  consoleSecret: string;
   image?: string;
   /** When the reservation ends at the latest (ISO 8601): keys installed for it expire then. */
   hardCapAt?: string;

@@ -21,6 +21,8 @@ export interface ProvisionRequest<Settings = unknown> {
   publicKey: string;
   /** The reservation's private key, when known, so readiness is proven with the key the owner will use. */
   privateKey?: string;
+  /** What a connection to the console relay must answer first (boards); see AgentTask. */
+  consoleSecret?: string;
   image?: string;
   /** The reservation's hard cap (ms since the epoch): credentials a kind installs expire then. */
   hardCapAt?: number;

@@ -2,6 +2,7 @@
 // explain, credentials, renew, release.
 import type Koa from 'koa';
 import { PassThrough } from 'node:stream';
+import { consoleSecret } from '../scheduler/console-secret.js';
 import type { CredentialsView, ReservationExplainView, ReservationState } from '../contract.js';
 import { readBody } from '../body.js';
 import { ApiError, forbidden } from '../errors.js';
@@ -126,6 +127,13 @@ export function reservationRoutes(table: RouteTable, scheduler: Scheduler): void
         knownHosts: machines.map((machine) => `${knownHostsLine(machine.host, machine.port, machine.hostKey)}\n`).join(''),
         machines,
       };
+      const relays = reservation.allocations.filter((allocation) => allocation.state === 'ready' && allocation.console);
+      if (scheduler.config.consoles.telnet && relays.length > 0) {
+        credentials.console = {
+          secret: consoleSecret(reservation),
+          relays: relays.map((allocation) => ({ role: allocation.role, index: allocation.index, machine: allocation.machine, ...allocation.console! })),
+        };
+      }
       ctx.set('Cache-Control', 'no-store');
       ctx.body = credentials;
     },

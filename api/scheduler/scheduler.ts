@@ -1,6 +1,7 @@
 // The agents' side of the scheduler: lab-host agents take provisioning and release tasks and report
 // stages, readiness, failures and finished releases, which move reservations along. Kept apart
 // from the reservation side (service.ts) it builds on.
+import { consoleSecret } from './console-secret.js';
 import type { AgentMachine, AgentReport, AgentTask } from '../contract.js';
 import { ApiError, notFound } from '../errors.js';
 import type { MachineEntry } from './records.js';
@@ -67,6 +68,7 @@ export class Scheduler extends ReservationScheduler {
         machine: { name: machine.name, kind: machine.kind, labels: machine.labels, capacities: machine.capacities, settings: machine.settings },
         publicKey: reservation.publicKey,
         privateKey: reservation.privateKey,
+        consoleSecret: consoleSecret(reservation),
         ...(member?.image ? { image: member.image } : {}),
         ...(reservation.hardCapAt !== undefined ? { hardCapAt: new Date(reservation.hardCapAt).toISOString() } : {}),
       });

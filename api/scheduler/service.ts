@@ -52,7 +52,7 @@ export class ReservationScheduler {
 
   constructor(
     protected readonly db: Database,
-    protected readonly config: Config,
+    readonly config: Config,
     protected readonly now: () => number = Date.now,
   ) {
     this.store = new Store(db);

@@ -67,7 +67,7 @@ export class BoardConsole {
     return () => this.taps.delete(listener);
   }
 
-  async send(text: string): Promise<void> {
+  async send(text: string | Buffer): Promise<void> {
     await this.transport.write(text);
   }
 

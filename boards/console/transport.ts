@@ -10,7 +10,7 @@ export interface ConsoleTransport {
   readonly describe: string;
   /** Opens the line; `onData` gets every byte until close(). Rejects if it cannot be opened. */
   open(onData: (chunk: Buffer) => void): Promise<void>;
-  write(data: string): Promise<void>;
+  write(data: string | Buffer): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -43,7 +43,7 @@ class SerialTransport implements ConsoleTransport {
     this.port = port;
   }
 
-  async write(data: string): Promise<void> {
+  async write(data: string | Buffer): Promise<void> {
     const port = this.port;
     if (!port?.isOpen) throw new Error(`${this.describe} is not open`);
     await new Promise<void>((resolve, reject) => port.write(data, (error) => (error ? reject(error) : port.drain(() => resolve()))));
@@ -86,7 +86,7 @@ class TcpTransport implements ConsoleTransport {
     this.socket = socket;
   }
 
-  async write(data: string): Promise<void> {
+  async write(data: string | Buffer): Promise<void> {
     const socket = this.socket;
     if (!socket || socket.destroyed) throw new Error(`${this.describe} is not connected`);
     await new Promise<void>((resolve, reject) => socket.write(data, (error) => (error ? reject(error) : resolve())));

@@ -5,6 +5,7 @@
 // with the reservation's key on the command line, then wait for the kernel and, when the board has
 // SSH, for a login with the reservation's key. Release powers the board off, removes the staged
 // files and closes the relay. The board is driven as a board: nothing here knows it may be QEMU.
+import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { BoardConsole, ExpectTimeout } from '../../boards/console/index.js';
@@ -228,7 +229,8 @@ export class BoardProvisioner implements Provisioner<BoardSettings> {
     const logFile = path.join(this.context.dataDir, 'consoles', request.reservationId, `${request.machine.name}.log`);
     const log = new CappedLog(logFile, this.context.consoleLogMax ?? defaultConsoleLogMax, 'head');
     const untapLog = console.tap((chunk) => log.write(chunk));
-    const relay = new ConsoleRelay(console);
+    // Without the secret (a task from an older API) the relay lets nobody in.
+    const relay = new ConsoleRelay(console, request.consoleSecret ?? randomBytes(24).toString('base64url'));
     const address = await relay.listen(settings.relay.host);
     this.sessions.set(request.allocationId, {
       relay,

@@ -2,12 +2,14 @@
 // reservation's own machines (no path in `machine`, no other reservation's machine), and the
 // console stream checks the token and the owner before anything is sent. The console logs are
 // written where the agent writes them (DATA/consoles/RESERVATION/MACHINE.log).
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import test from 'ava';
+import WebSocket from 'ws';
 import type { ReservationView } from '../../api/contract.js';
 import { startApi, staticMachinesYaml, testConfig, type JsonClient, type TestApi } from '../helpers/api.js';
 import { startSshd, type TestSshd } from '../helpers/sshd.js';
+import { waitFor } from '../helpers/wait.js';
 
 let api: TestApi;
 let hosts: TestSshd[];
@@ -17,7 +19,7 @@ let aliceReservation: ReservationView;
 let bobReservation: ReservationView;
 
 test.before(async () => {
-  hosts = await Promise.all([startSshd(), startSshd()]);
+  hosts = await Promise.all([startSshd(), startSshd(), startSshd()]);
   api = await startApi(
     testConfig(
       staticMachinesYaml(hosts.map((host, index) => ({ name: `host-${index + 1}`, port: host.port, adminKeyPath: host.adminKey.path, authorizedKeysFile: host.authorizedKeysFile }))),
@@ -85,4 +87,72 @@ test('the console route refuses paths and other reservations\' machines, and rea
   t.is((await consoleOf(alice, aliceReservation.id, `?machine=${own}`)).body, 'alice console: login ok\n');
   t.is((await consoleOf(alice, aliceReservation.id, '')).body, 'alice console: login ok\n');
   t.is((await consoleOf(bob, bobReservation.id, '')).body, 'bob console: BOB-PRIVATE-OUTPUT\n');
+});
+
+/** Opens the console stream as any WebSocket client would; resolves with the socket or the refusal. */
+function stream(id: string, query: string, headers: Record<string, string>): Promise<{ socket?: WebSocket; status?: number; body?: string; received: string[]; modes: string[] }> {
+  return new Promise((resolve) => {
+    const socket = new WebSocket(`${api.url.replace('http', 'ws')}/v1/reservations/${id}/console/stream${query}`, { headers });
+    const received: string[] = [];
+    const modes: string[] = [];
+    socket.on('message', (data: Buffer, binary: boolean) => (binary ? received.push(data.toString()) : modes.push((JSON.parse(data.toString()) as { mode: string }).mode)));
+    socket.once('open', () => resolve({ socket, received, modes }));
+    socket.once('unexpected-response', (_request, response) => {
+      let body = '';
+      response.on('data', (chunk: Buffer) => (body += chunk.toString()));
+      response.on('end', () => resolve({ status: response.statusCode, body, received, modes }));
+    });
+    socket.once('error', () => undefined);
+  });
+}
+
+test('the console stream checks the token, the owner and the machine before it opens', async (t) => {
+  const tokens = await Promise.all(['carol', 'dave'].map(async (name) => ((await api.http().post('v1/tokens', { json: { name, role: 'user' } })).body as { token: string }).token));
+  const [carol, dave] = tokens;
+  const carolClient = api.http(carol);
+  const created = (await carolClient.post('v1/reservations', { json: { members: [{ role: 'host', spec: 'type=static-host' }] } })).body as ReservationView;
+  const ready = (await carolClient.get(`v1/reservations/${created.id}`, { searchParams: { wait: 'ready', timeout: 30 } })).body as ReservationView;
+  t.is(ready.state, 'ready');
+  const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
+  const cases: [string, string, Record<string, string>, number, string][] = [
+    ['no token', '', {}, 401, 'unauthorized'],
+    ['a wrong token', '', bearer('pdk_nope'), 401, 'unauthorized'],
+    ['another user\'s token', '', bearer(dave), 403, 'forbidden'],
+    ['another user\'s token asking to type', '?mode=write&takeover=1', bearer(dave), 403, 'forbidden'],
+    ['the token in the URL', `?token=${carol}`, {}, 400, 'invalid_request'],
+    ['a path as machine', '?machine=../../secret', bearer(carol), 400, 'invalid_request'],
+    ['another reservation\'s machine', `?machine=${bobReservation.allocations[0].machine}`, bearer(carol), 404, 'not_found'],
+    ['an unknown parameter', '?follow=1', bearer(carol), 400, 'invalid_request'],
+    ['a bad mode', '?mode=admin', bearer(carol), 400, 'invalid_request'],
+    ['the admin asking to type at a user\'s console', '?mode=write', bearer(api.adminToken), 403, 'forbidden'],
+    ['typing at a console that is only a log', '?mode=write', bearer(carol), 409, 'console_read_only'],
+  ];
+  for (const [what, query, headers, status, code] of cases) {
+    const answer = await stream(created.id, query, headers);
+    t.is(answer.socket, undefined, what);
+    t.is(answer.status, status, what);
+    t.is((JSON.parse(answer.body ?? '{}') as { code?: string }).code, code, what);
+    t.false((answer.body ?? '').includes(carol), `${what}: no token in the answer`);
+  }
+  t.is((await stream('r-000000000000', '', bearer(carol))).status, 404);
+  t.is((await carolClient.get(`v1/reservations/${created.id}/console/stream`)).statusCode, 426, 'a plain GET is told to upgrade');
+
+  // The owner watches a machine whose console is a log: what is appended arrives, then the stream
+  // ends with the reservation.
+  const log = path.join(api.dataDir, 'consoles', created.id, `${ready.allocations[0].machine}.log`);
+  mkdirSync(path.dirname(log), { recursive: true });
+  writeFileSync(log, 'before the stream\n');
+  const watch = await stream(created.id, '', bearer(carol));
+  t.truthy(watch.socket);
+  const { received, modes } = watch;
+  const closed = new Promise((resolve) => watch.socket!.once('close', resolve));
+  await waitFor(async () => modes.length > 0, 10_000, 'the mode message');
+  t.deepEqual(modes, ['read']);
+  appendFileSync(log, 'LIVE-LINE\n');
+  await waitFor(async () => received.join('').includes('LIVE-LINE'), 10_000, 'the appended line');
+  t.false(received.join('').includes('before the stream'), 'the stream starts where the log stands');
+  watch.socket!.send(Buffer.from('typed\n'));
+  await carolClient.delete(`v1/reservations/${created.id}`);
+  await closed;
+  t.false(readFileSync(log, 'utf8').includes('typed'), 'a watcher types nothing');
 });

@@ -8,7 +8,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import test from 'ava';
-import { Paddock, ReservationFailedError } from '../../client/index.js';
+import { Paddock, ReservationFailedError, type Reservation } from '../../client/index.js';
 import { startApi, testConfig, type TestApi } from '../helpers/api.js';
 import { testImages } from '../helpers/images.js';
 import { powerScript, startLab, type Lab } from '../helpers/lab/index.js';
@@ -29,6 +29,8 @@ test.before(async () => {
   api = await startApi(
     testConfig(
       [
+        // The owner may telnet to a board's relay (after answering the console secret).
+        'consoles: { telnet: true }',
         'machines:',
         lab.boardYaml(lab.boards[0], { tftpRoot, labels: { arch: 'arm64', type: 'qemu-virt', storage: 'virtio' } }),
         lab.boardYaml(lab.boards[1], { tftpRoot }),
@@ -69,18 +71,28 @@ test.after.always(async () => {
 
 const outletState = (outlet: number) => execFileSync(powerScript, [lab.dir, 'status', String(outlet)], { encoding: 'utf8' }).trim();
 
-/** Connects to a console relay and returns what it printed once `until` shows up (after sending `input`). */
-function relaySession(address: { host: string; port: number }, input: string, until: RegExp, timeoutMs = 30_000): Promise<string> {
+/**
+ * Connects to a console relay as telnet would, answers the reservation's console secret (from its
+ * credentials), and returns what it printed once `until` shows up (after sending `input`).
+ */
+async function relaySession(reservation: Reservation, input: string, until: RegExp, mode: 'write' | 'read' = 'write', timeoutMs = 30_000): Promise<string> {
+  const { console } = await reservation.credentials();
+  if (!console) throw new Error('the credentials carry no console secret');
   return new Promise((resolve, reject) => {
-    const socket = net.connect(address);
+    const socket = net.connect(console.relays[0]);
     let seen = '';
+    let answered = false;
     const timer = setTimeout(() => {
       socket.destroy();
       reject(new Error(`relay: ${until} not seen; got ${JSON.stringify(seen.slice(-300))}`));
     }, timeoutMs);
-    socket.on('connect', () => socket.write(input));
+    socket.on('connect', () => socket.write(`${console.secret} ${mode}\r\n`));
     socket.on('data', (chunk: Buffer) => {
       seen += chunk.toString('latin1');
+      if (!answered && /\[paddock: /.test(seen)) {
+        answered = true;
+        socket.write(input);
+      }
       if (until.test(seen)) {
         clearTimeout(timer);
         socket.destroy();
@@ -113,7 +125,7 @@ test.serial('an arm64 board boots a stored bundle over TFTP: SSH with the pinned
 
   // The console relay: a shell on the board's serial console.
   t.truthy(allocation.console);
-  const shell = await relaySession(allocation.console!, 'echo relay-$((20+22))\n', /relay-42/);
+  const shell = await relaySession(reservation, 'echo relay-$((20+22))\n', /relay-42/);
   t.regex(shell, /relay-42/);
   await waitFor(async () => /relay-42/.test(followed), 10_000, 'the followed console showing the relay session');
 
@@ -162,9 +174,9 @@ test.serial('a console-only board (an image without network, console on TCP) is 
   const allocation = reservation.view.allocations[0];
   t.is(allocation.host, undefined, 'no SSH');
   t.truthy(allocation.console);
-  const watcher = relaySession(allocation.console!, '', /done-42/);
+  const watcher = relaySession(reservation, '', /done-42/, 'read');
   await new Promise((resolve) => setTimeout(resolve, 200));
-  const shell = await relaySession(allocation.console!, 'cat /proc/cmdline; echo done-$((6*7))\n', /done-42/);
+  const shell = await relaySession(reservation, 'cat /proc/cmdline; echo done-$((6*7))\n', /done-42/);
   t.regex(shell, /paddock\.network=off/);
   t.regex(await watcher, /done-42/, 'a second connection sees the same console');
   await t.throwsAsync(reservation.run('board', 'true'), { message: /no ready member/ });

@@ -1,0 +1,217 @@
+// GET /v1/reservations/:id/console/stream: a machine's console as a WebSocket, for `paddock console
+// -i`, the client library and (later) a browser terminal. The token goes in the Authorization
+// header, never in the URL. Everything is checked before the upgrade, and a refusal is an ordinary
+// HTTP error answer: the caller must see the reservation (its owner, or an admin), `machine` must
+// be one of its machines, and only the owner may ask to type (`mode=write`, `takeover=1`).
+//
+// Messages: binary frames are console bytes both ways (what the machine prints; what the owner
+// types); text frames are JSON: from the server `{"type":"mode","mode":"read"|"write","reason"}`
+// when the session starts and whenever it changes (another session took over: this one is demoted),
+// from the client `{"type":"takeover"}`.
+//
+// A board's console comes through its relay on the lab host, which arbitrates who types across every
+// session (streams and telnet alike) after checking the reservation's console secret. A VM's console
+// is its log, watched read-only from where it stands when the stream opens.
+import type { IncomingMessage } from 'node:http';
+import { STATUS_CODES } from 'node:http';
+import { open, stat } from 'node:fs/promises';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer, type RawData, type WebSocket } from 'ws';
+import { RelayClient, type RelayRequest } from '../../boards/console/relay-protocol.js';
+import { callerOf, type Tokens } from '../auth.js';
+import { ApiError, forbidden, toApiError, type Logger } from '../errors.js';
+import { consoleSecret } from '../scheduler/console-secret.js';
+import type { Allocation, Reservation } from '../scheduler/records.js';
+import type { Scheduler } from '../scheduler/scheduler.js';
+import { consoleLog, reservationMachine } from './consoles.js';
+import type { RouteTable } from './define.js';
+
+const pathPattern = /^\/v1\/reservations\/([^/]+)\/console\/stream$/;
+const allowedQuery = new Set(['machine', 'mode', 'takeover']);
+
+export interface ConsoleStreams {
+  /** For the HTTP server's `upgrade` event. */
+  upgrade(request: IncomingMessage, socket: Duplex, head: Buffer): void;
+  /** Ends every open stream (the server is stopping). */
+  close(): void;
+}
+
+interface Source {
+  /** Starts sending console bytes and mode changes; `ended` when the console closes. */
+  start(send: (bytes: Buffer) => void, mode: (mode: 'read' | 'write', reason: string) => void, ended: () => void): void;
+  write(bytes: Buffer): void;
+  takeover(): void;
+  close(): void;
+}
+
+/** The route as the OpenAPI document shows it; a plain GET (no upgrade) gets 426. */
+export function consoleStreamRoute(table: RouteTable): void {
+  table.define(
+    {
+      method: 'get',
+      path: '/v1/reservations/:id/console/stream',
+      summary:
+        "A machine's console as a WebSocket (console-stream.ts): binary frames are console bytes both ways, text frames JSON mode changes; " +
+        'read-only by default, `mode=write` for the owner (one writer at a time), `takeover=1` demotes the current writer',
+      query: { machine: "which of the reservation's machines (default: the first board)", mode: 'read (default) or write', takeover: '1 to take typing over' },
+      responses: { 101: 'switching to the WebSocket protocol', 403: 'not the owner (write, takeover) or not your reservation', 409: 'ended, not ready, or a console that can only be watched', 426: 'not a WebSocket request' },
+    },
+    (ctx) => {
+      ctx.set('Upgrade', 'websocket');
+      throw new ApiError(426, 'upgrade_required', 'the console stream is a WebSocket: send Connection: Upgrade, Upgrade: websocket');
+    },
+  );
+}
+
+export function consoleStreams(scheduler: Scheduler, tokens: Tokens, consolesDir: string, log: Logger): ConsoleStreams {
+  // Keystrokes come in small frames; 64 KiB is plenty for a paste.
+  const server = new WebSocketServer({ noServer: true, maxPayload: 64 * 1024 });
+  const streams = new Set<WebSocket>();
+
+  const accept = async (request: IncomingMessage, socket: Duplex, head: Buffer) => {
+    const url = new URL(request.url ?? '/', 'http://paddock');
+    const match = pathPattern.exec(url.pathname);
+    if (!match) throw new ApiError(404, 'not_found', 'no WebSocket route here (the console stream is /v1/reservations/ID/console/stream)');
+    for (const name of url.searchParams.keys()) {
+      if (/token/i.test(name)) throw new ApiError(400, 'invalid_request', 'send the token in the Authorization header, never in the URL');
+      if (!allowedQuery.has(name)) throw new ApiError(400, 'invalid_request', `unknown query parameter ${JSON.stringify(name.slice(0, 40))} (allowed: machine, mode, takeover)`);
+    }
+    const caller = callerOf(tokens, request.headers.authorization);
+    const reservation = await scheduler.get(caller, match[1]);
+    const mode = one(url, 'mode') ?? 'read';
+    if (mode !== 'read' && mode !== 'write') throw new ApiError(400, 'invalid_request', 'mode is read or write');
+    const takeover = one(url, 'takeover');
+    if (takeover !== undefined && !['0', '1', 'true', 'false'].includes(takeover)) throw new ApiError(400, 'invalid_request', 'takeover is 1 or 0');
+    const wantsTakeover = takeover === '1' || takeover === 'true';
+    const owner = reservation.owner === caller.name;
+    if ((mode === 'write' || wantsTakeover) && !owner) throw forbidden("only the reservation's owner types at its consoles");
+    if (!scheduler.isLive(reservation.id)) throw new ApiError(409, 'lease_expired', `reservation ${reservation.id} is ${reservation.state}`);
+    const machines = url.searchParams.getAll('machine');
+    const allocation =
+      reservationMachine(reservation, machines.length > 1 ? machines : machines[0]) ??
+      reservation.allocations.find((candidate) => candidate.console) ??
+      reservation.allocations[0];
+    if (!allocation) throw new ApiError(409, 'not_ready', `reservation ${reservation.id} has no machine yet`);
+    const source = await sourceFor(reservation, allocation, wantsTakeover ? 'takeover' : mode);
+    server.handleUpgrade(request, socket, head, (ws) => bridge(ws, source, owner));
+  };
+
+  const sourceFor = async (reservation: Reservation, allocation: Allocation, request: RelayRequest): Promise<Source> => {
+    if (allocation.console) {
+      const relay = await RelayClient.connect(allocation.console, consoleSecret(reservation), request).catch((error: unknown) => {
+        log(`console stream: ${reservation.id} ${allocation.machine}: ${(error as Error).message}`);
+        throw new ApiError(502, 'console_unavailable', `the console of ${allocation.machine} cannot be reached now`);
+      });
+      return relaySource(relay);
+    }
+    if (scheduler.inventory.get(allocation.machine)?.kind === 'board') {
+      throw new ApiError(409, 'not_ready', `${allocation.machine}'s console opens to streams once it is ready`);
+    }
+    if (request !== 'read') throw new ApiError(409, 'console_read_only', `${allocation.machine}'s console can only be watched (it is a log, not a line to type on)`);
+    return logSource(consoleLog(consolesDir, reservation, allocation), () => scheduler.isLive(reservation.id));
+  };
+
+  const bridge = (ws: WebSocket, source: Source, owner: boolean) => {
+    streams.add(ws);
+    const sendJson = (message: object) => ws.readyState === ws.OPEN && ws.send(JSON.stringify(message));
+    source.start(
+      (bytes) => ws.readyState === ws.OPEN && ws.send(bytes, { binary: true }),
+      (mode, reason) => sendJson({ type: 'mode', mode, reason }),
+      () => ws.close(1000, 'the console closed'),
+    );
+    ws.on('message', (data: RawData, binary: boolean) => {
+      const bytes = Buffer.isBuffer(data) ? data : Buffer.concat(Array.isArray(data) ? data : [Buffer.from(data)]);
+      if (binary) return source.write(bytes);
+      let message: { type?: unknown };
+      try {
+        message = JSON.parse(bytes.toString()) as { type?: unknown };
+      } catch {
+        return sendJson({ type: 'error', code: 'invalid_request', message: 'text messages are JSON' });
+      }
+      if (message.type === 'takeover' && owner) source.takeover();
+      else sendJson({ type: 'error', code: message.type === 'takeover' ? 'forbidden' : 'invalid_request', message: message.type === 'takeover' ? 'only the owner types' : 'unknown message type' });
+    });
+    ws.on('close', () => {
+      streams.delete(ws);
+      source.close();
+    });
+    ws.on('error', () => ws.terminate());
+  };
+
+  return {
+    upgrade(request, socket, head) {
+      socket.on('error', () => undefined);
+      accept(request, socket, head).catch((error: unknown) => {
+        const apiError = toApiError(error);
+        if (apiError.status >= 500 && apiError.code === 'internal') log(`error: console stream: ${(error as Error).message}`);
+        refuse(socket, apiError);
+      });
+    },
+    close() {
+      for (const ws of streams) ws.terminate();
+      server.close();
+    },
+  };
+}
+
+function one(url: URL, name: string): string | undefined {
+  const values = url.searchParams.getAll(name);
+  if (values.length > 1) throw new ApiError(400, 'invalid_request', `${name} is given once`);
+  return values[0];
+}
+
+/** An error answer in place of the upgrade, shaped as every other API error. */
+function refuse(socket: Duplex, error: ApiError): void {
+  const body = JSON.stringify({ code: error.code, message: error.message, ...(error.details === undefined ? {} : { details: error.details }) });
+  socket.end(
+    `HTTP/1.1 ${error.status} ${STATUS_CODES[error.status] ?? 'Error'}\r\nContent-Type: application/json; charset=utf-8\r\n` +
+      `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  );
+}
+
+function relaySource(relay: RelayClient): Source {
+  return {
+    start(send, mode, ended) {
+      relay.on('data', send);
+      relay.on('mode', (change: { mode: 'read' | 'write'; reason: string }) => mode(change.mode, change.reason));
+      relay.on('close', ended);
+      mode(relay.mode, relay.mode === 'write' ? 'typing' : 'watching');
+    },
+    write: (bytes) => relay.write(bytes),
+    takeover: () => relay.takeover(),
+    close: () => relay.close(),
+  };
+}
+
+/** A console log watched from its current end, while the reservation lives. */
+function logSource(file: string, live: () => boolean): Source {
+  let closed = false;
+  return {
+    start(send, mode, ended) {
+      mode('read', "this machine's console can only be watched");
+      void (async () => {
+        let offset = await stat(file).then((info) => info.size, () => 0);
+        while (!closed && live()) {
+          const size = await stat(file).then((info) => info.size, () => 0);
+          if (size > offset) {
+            const handle = await open(file, 'r');
+            try {
+              const buffer = Buffer.alloc(Math.min(size - offset, 64 * 1024));
+              const { bytesRead } = await handle.read(buffer, 0, buffer.length, offset);
+              offset += bytesRead;
+              send(buffer.subarray(0, bytesRead));
+            } finally {
+              await handle.close();
+            }
+            continue;
+          }
+          await new Promise((resolve) => setTimeout(resolve, 250));
+        }
+        if (!closed) ended();
+      })().catch(() => ended());
+    },
+    write: () => undefined,
+    takeover: () => undefined,
+    close: () => (closed = true),
+  };
+}
