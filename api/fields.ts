@@ -111,6 +111,9 @@ export const queryParameters: Record<string, z.ZodType> = {
   timeout: text({ max: 12, pattern: /^\d+(\.\d+)?$/, message: 'a number of seconds' }),
   state: word,
   machine: id,
+  // The console stream's (checked again where the WebSocket upgrade is taken).
+  mode: word,
+  takeover: flag,
   job: id,
   kinds: text({ max: 1000, pattern: /^([A-Za-z0-9_-]+(,[A-Za-z0-9_-]+)*)?$/, message: 'kinds separated by commas' }),
   format: word,

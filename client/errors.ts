@@ -98,6 +98,7 @@ const byCode: Record<string, typeof PaddockError> = {
   not_found: NotFoundError,
   invalid_json: InvalidRequestError,
   invalid_request: InvalidRequestError,
+  invalid_parameter: InvalidRequestError,
   unsupported_media_type: InvalidRequestError,
   payload_too_large: InvalidRequestError,
   invalid_spec: InvalidSpecError,

@@ -73,15 +73,15 @@ export function consoleStreams(scheduler: Scheduler, tokens: Tokens, consolesDir
     const match = pathPattern.exec(url.pathname);
     if (!match) throw new ApiError(404, 'not_found', 'no WebSocket route here (the console stream is /v1/reservations/ID/console/stream)');
     for (const name of url.searchParams.keys()) {
-      if (/token/i.test(name)) throw new ApiError(400, 'invalid_request', 'send the token in the Authorization header, never in the URL');
-      if (!allowedQuery.has(name)) throw new ApiError(400, 'invalid_request', `unknown query parameter ${JSON.stringify(name.slice(0, 40))} (allowed: machine, mode, takeover)`);
+      if (/token/i.test(name)) throw new ApiError(400, 'invalid_parameter', 'send the token in the Authorization header, never in the URL');
+      if (!allowedQuery.has(name)) throw new ApiError(400, 'invalid_parameter', `unknown query parameter ${JSON.stringify(name.slice(0, 40))} (allowed: machine, mode, takeover)`);
     }
     const caller = callerOf(tokens, request.headers.authorization);
     const reservation = await scheduler.get(caller, match[1]);
     const mode = one(url, 'mode') ?? 'read';
-    if (mode !== 'read' && mode !== 'write') throw new ApiError(400, 'invalid_request', 'mode is read or write');
+    if (mode !== 'read' && mode !== 'write') throw new ApiError(400, 'invalid_parameter', 'mode is read or write');
     const takeover = one(url, 'takeover');
-    if (takeover !== undefined && !['0', '1', 'true', 'false'].includes(takeover)) throw new ApiError(400, 'invalid_request', 'takeover is 1 or 0');
+    if (takeover !== undefined && !['0', '1', 'true', 'false'].includes(takeover)) throw new ApiError(400, 'invalid_parameter', 'takeover is 1 or 0');
     const wantsTakeover = takeover === '1' || takeover === 'true';
     const owner = reservation.owner === caller.name;
     if ((mode === 'write' || wantsTakeover) && !owner) throw forbidden("only the reservation's owner types at its consoles");
@@ -156,7 +156,7 @@ export function consoleStreams(scheduler: Scheduler, tokens: Tokens, consolesDir
 
 function one(url: URL, name: string): string | undefined {
   const values = url.searchParams.getAll(name);
-  if (values.length > 1) throw new ApiError(400, 'invalid_request', `${name} is given once`);
+  if (values.length > 1) throw new ApiError(400, 'invalid_parameter', `${name} is given once`);
   return values[0];
 }
 

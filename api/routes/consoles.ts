@@ -55,7 +55,7 @@ const machineName = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 export function reservationMachine(reservation: Reservation, machine: unknown): Allocation | undefined {
   if (machine === undefined) return undefined;
   if (typeof machine !== 'string' || !machineName.test(machine)) {
-    throw new ApiError(400, 'invalid_request', 'machine must be one machine name (letters, digits, . _ -)', { field: 'machine' });
+    throw new ApiError(400, 'invalid_parameter', 'machine must be one machine name (letters, digits, . _ -)', { field: 'machine' });
   }
   const allocation = reservation.allocations.find((candidate) => candidate.machine === machine);
   if (!allocation) throw new ApiError(404, 'not_found', `machine ${machine} is not one of reservation ${reservation.id}'s machines`);

@@ -74,7 +74,7 @@ test('the console route refuses paths and other reservations\' machines, and rea
   for (const [query, status] of hostile) {
     const answer = await consoleOf(alice, aliceReservation.id, query);
     t.is(answer.statusCode, status, query);
-    t.is((answer.body as { code: string }).code, status === 400 ? 'invalid_request' : 'not_found', query);
+    t.is((answer.body as { code: string }).code, status === 400 ? 'invalid_parameter' : 'not_found', query);
     t.notRegex(JSON.stringify(answer.body), /PRIVATE/, query);
   }
   // Another user's reservation, with or without a machine.
@@ -119,11 +119,11 @@ test('the console stream checks the token, the owner and the machine before it o
     ['a wrong token', '', bearer('pdk_nope'), 401, 'unauthorized'],
     ['another user\'s token', '', bearer(dave), 403, 'forbidden'],
     ['another user\'s token asking to type', '?mode=write&takeover=1', bearer(dave), 403, 'forbidden'],
-    ['the token in the URL', `?token=${carol}`, {}, 400, 'invalid_request'],
-    ['a path as machine', '?machine=../../secret', bearer(carol), 400, 'invalid_request'],
+    ['the token in the URL', `?token=${carol}`, {}, 400, 'invalid_parameter'],
+    ['a path as machine', '?machine=../../secret', bearer(carol), 400, 'invalid_parameter'],
     ['another reservation\'s machine', `?machine=${bobReservation.allocations[0].machine}`, bearer(carol), 404, 'not_found'],
-    ['an unknown parameter', '?follow=1', bearer(carol), 400, 'invalid_request'],
-    ['a bad mode', '?mode=admin', bearer(carol), 400, 'invalid_request'],
+    ['an unknown parameter', '?follow=1', bearer(carol), 400, 'invalid_parameter'],
+    ['a bad mode', '?mode=admin', bearer(carol), 400, 'invalid_parameter'],
     ['the admin asking to type at a user\'s console', '?mode=write', bearer(api.adminToken), 403, 'forbidden'],
     ['typing at a console that is only a log', '?mode=write', bearer(carol), 409, 'console_read_only'],
   ];
