@@ -106,12 +106,6 @@ export const configSchema = z.strictObject({
     .default({ timeout: 3600, aging: 60, starvation: 300 }),
   reaper: z.strictObject({ interval: duration.default(1) }).default({ interval: 1 }),
   health: z.strictObject({ quarantineAfter: z.number().int().min(1).default(3) }).default({ quarantineAfter: 3 }),
-  /**
-   * Board consoles are reached through the API's authenticated console stream. With `telnet`, the
-   * owner also gets the relay's address and the reservation's console secret, to telnet to it
-   * directly (the relay asks for the secret first).
-   */
-  consoles: z.strictObject({ telnet: z.boolean().default(false) }).default({ telnet: false }),
   agent: z
     .strictObject({
       enabled: z.boolean().default(true),
@@ -140,8 +134,14 @@ export const configSchema = z.strictObject({
     .strictObject({
       /** The most bytes one console log keeps: a VM's or a board's log per reservation keeps its head and a marker; a board's own log is rotated. */
       maxLogSize: quantity.default(16 * 1024 ** 2),
+      /**
+       * Board consoles are reached through the API's authenticated console stream. With `telnet`,
+       * the owner also gets the relay's address and the reservation's console secret, to telnet to
+       * it directly (the relay asks for the secret first).
+       */
+      telnet: z.boolean().default(false),
     })
-    .default({ maxLogSize: 16 * 1024 ** 2 }),
+    .default({ maxLogSize: 16 * 1024 ** 2, telnet: false }),
   runners: z
     .strictObject({
       /** A runner host not heard from for this long is taken for dead: its runs fail, their reservations are released. */
