@@ -31,7 +31,7 @@ const rounds = Number(process.env.PADDOCK_IMAGE_ROUNDS ?? 500);
 
 /**
  * Plays `rounds` rounds, 8 at a time. A round stores some bytes under one tag, then at once stores
- * the same bytes under a second tag, deletes the first, stores a copy that expires at once (the
+ * the same bytes under a second tag, deletes the first, stores a copy that expires a second later (the
  * collector deletes it whenever it runs) and, in two rounds of three, stores other bytes under the
  * first or the second tag. Each round has bytes of its own, so a file deleted under a record is not brought back by a
  * later round.
@@ -50,7 +50,7 @@ async function playRounds(batch: number): Promise<Map<string, number>> {
       const operations: [string, Promise<{ statusCode: number }>][] = [
         ['put', put(`${name}/b`, bytes)],
         ['delete', client.delete(`v1/images/${name}/a`)],
-        ['put', put(`${name}/expiring`, bytes, '&expires=0s')],
+        ['put', put(`${name}/expiring`, bytes, '&expires=1s')],
         // One round in three replaces the deleted tag with other bytes, one in three races the second tag's upload with other bytes.
         ...(round % 3 === 2 ? [] : [['put', put(`${name}/${round % 3 === 0 ? 'a' : 'b'}`, Buffer.from(`other bytes for ${name}\n`))] as [string, Promise<{ statusCode: number }>]]),
       ];
