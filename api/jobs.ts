@@ -60,6 +60,8 @@ export class JobService {
   private readonly heartbeats = new Map<string, number>();
   /** Runs whose end is being recorded, so two reports cannot end one run twice. */
   private readonly ending = new Set<string>();
+  /** Runs that have ended whose last log line is still being written: followers keep reading. */
+  private readonly closingLogs = new Set<string>();
   private readonly waiters = new Set<() => void>();
   private readonly changes = new EventEmitter();
   private readonly logSizes = new Map<string, number>();
@@ -225,8 +227,9 @@ export class JobService {
     return row;
   }
 
+  /** Live, or ended with its log not yet closed: what a follower of the log waits for. */
   isLive(id: string): boolean {
-    return this.live.has(id);
+    return this.live.has(id) || this.closingLogs.has(id);
   }
 
   /** The owner of a live run: whom its run token (named after the run) acts for. */
@@ -383,6 +386,7 @@ export class JobService {
     // Nothing the run made outlives it: its token goes before the end is visible.
     await this.tokens.revoke(row.id).catch(() => undefined);
     this.ending.delete(row.id);
+    this.closingLogs.add(row.id);
     this.live.delete(row.id);
     this.cancelAt.delete(row.id);
     this.knownAt.delete(row.id);
@@ -393,12 +397,16 @@ export class JobService {
     if (details.reason) row.reason = details.reason.slice(0, 4000);
     if (details.fault) row.fault = details.fault;
     if (details.result !== undefined) row.result = JSON.stringify(details.result);
-    await this.save(row);
-    // Its reservations are released.
-    const released = await this.releaseAllOf(row.id, `run ${row.id} ended (${state})`);
-    const summary = [`paddock: run ${state}`, row.exitCode !== null ? `exit code ${row.exitCode}` : '', row.signal ? `signal ${row.signal}` : '', row.reason ?? ''].filter(Boolean).join('; ');
-    await this.writeLog(row.id, `${summary}${released.length > 0 ? `; released ${released.join(', ')}` : ''}\n`);
-    this.options.log(`${summary.replace('paddock: run', `run ${row.id}`)}`);
+    try {
+      await this.save(row);
+      // Its reservations are released.
+      const released = await this.releaseAllOf(row.id, `run ${row.id} ended (${state})`);
+      const summary = [`paddock: run ${state}`, row.exitCode !== null ? `exit code ${row.exitCode}` : '', row.signal ? `signal ${row.signal}` : '', row.reason ?? ''].filter(Boolean).join('; ');
+      await this.writeLog(row.id, `${summary}${released.length > 0 ? `; released ${released.join(', ')}` : ''}\n`);
+      this.options.log(`${summary.replace('paddock: run', `run ${row.id}`)}`);
+    } finally {
+      this.closingLogs.delete(row.id);
+    }
     this.changes.emit(`end:${row.id}`);
   }
 
