@@ -146,10 +146,10 @@ test('the console stream checks the token, the owner and the machine before it o
   t.truthy(watch.socket);
   const { received, modes } = watch;
   const closed = new Promise((resolve) => watch.socket!.once('close', resolve));
-  await waitFor(async () => modes.length > 0, 10_000, 'the mode message');
+  await waitFor(async () => modes.length > 0, 120_000, 'the mode message');
   t.deepEqual(modes, ['read']);
   appendFileSync(log, 'LIVE-LINE\n');
-  await waitFor(async () => received.join('').includes('LIVE-LINE'), 10_000, 'the appended line');
+  await waitFor(async () => received.join('').includes('LIVE-LINE'), 120_000, 'the appended line');
   t.false(received.join('').includes('before the stream'), 'the stream starts where the log stands');
   watch.socket!.send(Buffer.from('typed\n'));
   await carolClient.delete(`v1/reservations/${created.id}`);

@@ -18,7 +18,7 @@ test('a host Paddock cannot log in to fails the reservation and is quarantined',
   try {
     const created = (await api.http().post('v1/reservations', { json: { members: [{ role: 'main', spec: 'static-host' }] } })).body as ReservationView;
     let view = created;
-    const deadline = Date.now() + 20_000;
+    const deadline = Date.now() + 120_000;
     while (view.state !== 'failed' && Date.now() < deadline) {
       view = (await api.http().get(`v1/reservations/${created.id}`, { searchParams: { wait: 'ready', timeout: 5 } })).body as ReservationView;
       if (view.state !== 'failed') await new Promise((resolve) => setTimeout(resolve, 100));

@@ -127,10 +127,10 @@ test.serial('an arm64 board boots a stored bundle over TFTP: SSH with the pinned
   t.truthy(allocation.console);
   const shell = await relaySession(reservation, 'echo relay-$((20+22))\n', /relay-42/);
   t.regex(shell, /relay-42/);
-  await waitFor(async () => /relay-42/.test(followed), 10_000, 'the followed console showing the relay session');
+  await waitFor(async () => /relay-42/.test(followed), 120_000, 'the followed console showing the relay session');
 
   await reservation.release();
-  await waitFor(async () => (await reservation.refresh()).state === 'released', 30_000, 'the release');
+  await waitFor(async () => (await reservation.refresh()).state === 'released', 120_000, 'the release');
   t.is(outletState(board.outlet), 'off', 'release powered the board off');
   t.false(existsSync(path.join(tftpRoot, 'paddock', `${reservation.id}-${allocation.machine}`)), 'the staged files are gone');
   t.is(await followerDone, 0, 'paddock console -f ends with the reservation');
@@ -155,7 +155,7 @@ test.serial('two boards in one gang boot in parallel, one on pdudaemon, one on a
   t.deepEqual(answers.map((answer) => answer.stdout.trim()), ['aarch64', 'aarch64']);
   t.deepEqual([outletState(1), outletState(2)], ['on', 'on']);
   await gang.release();
-  await waitFor(async () => (await gang.refresh()).state === 'released', 30_000, 'the release');
+  await waitFor(async () => (await gang.refresh()).state === 'released', 120_000, 'the release');
   t.deepEqual([outletState(1), outletState(2)], ['off', 'off'], 'both switched off, the SNMP one read back');
 });
 
@@ -200,7 +200,7 @@ test.serial('flash mode: a raw disk image is written to the board\'s storage thr
   t.regex(cmdline.stdout, /paddock\.flashed=1/, 'the kernel command line came from the flashed env.txt');
   t.regex(cmdline.stdout, /paddock\.authorized_key=/);
   await reservation.release();
-  await waitFor(async () => (await reservation.refresh()).state === 'released', 30_000, 'the release');
+  await waitFor(async () => (await reservation.refresh()).state === 'released', 120_000, 'the release');
   // The board's storage now holds the image, byte for byte.
   const image = readFileSync(path.join(scratch, 'flash.img'));
   const disk = Buffer.alloc(image.length);

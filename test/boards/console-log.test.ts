@@ -37,14 +37,14 @@ test('a board printing ten times the cap leaves a rotated board log and a capped
   }
   // Both files are written by streams of their own: wait until both are flushed.
   const newest = () => readFileSync(`${boardLog}.1`, 'utf8') + readFileSync(boardLog, 'utf8');
-  await waitFor(async () => newest().endsWith(lines.at(-1)!) && printed.endsWith(newest()), 10_000, 'the board log written');
+  await waitFor(async () => newest().endsWith(lines.at(-1)!) && printed.endsWith(newest()), 120_000, 'the board log written');
 
   const current = statSync(boardLog).size;
   const previous = statSync(`${boardLog}.1`).size;
   t.true(current + previous <= cap, `the board log and its previous file hold ${current} + ${previous} bytes`);
   t.true(printed.endsWith(newest()), 'the newest output is kept, in order');
 
-  await waitFor(async () => readFileSync(reservationLog, 'utf8').endsWith(cappedMarker(cap)), 10_000, 'the marker');
+  await waitFor(async () => readFileSync(reservationLog, 'utf8').endsWith(cappedMarker(cap)), 120_000, 'the marker');
   const kept = readFileSync(reservationLog, 'utf8');
   t.is(kept.length, cap, 'the reservation log stops at the cap');
   t.true(kept.startsWith(lines.slice(0, 10).join('')), 'its head is the start of the output');

@@ -98,9 +98,9 @@ test.serial('only the owner types at the board: paddock console -i, a hostile lo
 
   // The owner, through the API.
   const session = cli(reservation);
-  await waitFor(async () => /you type/.test(session.stderr()), 30_000, 'the CLI typing');
+  await waitFor(async () => /you type/.test(session.stderr()), 120_000, 'the CLI typing');
   session.type('echo owner-$((6*7))\n');
-  await waitFor(async () => session.stdout().includes('owner-42'), 30_000, 'the board answering the owner');
+  await waitFor(async () => session.stdout().includes('owner-42'), 120_000, 'the board answering the owner');
 
   // Another user: refused before the stream opens, whatever the mode.
   const stolen = await mallory.reservation(reservation.id, { renew: false }).catch((error: unknown) => error);
@@ -121,10 +121,10 @@ test.serial('only the owner types at the board: paddock console -i, a hostile lo
   const promoted = second.nextMode();
   second.takeover();
   t.is((await promoted).mode, 'write');
-  await waitFor(async () => /read-only: another session took over/.test(session.stderr()), 30_000, 'the CLI told it was demoted');
+  await waitFor(async () => /read-only: another session took over/.test(session.stderr()), 120_000, 'the CLI told it was demoted');
   session.type('echo demoted-$((2*2))\n');
   second.write('echo second-$((5*5))\n');
-  await waitFor(async () => secondSaw.includes('second-25'), 30_000, 'the board answering the new writer');
+  await waitFor(async () => secondSaw.includes('second-25'), 120_000, 'the board answering the new writer');
   await new Promise((resolve) => setTimeout(resolve, 1000));
   t.true(session.stdout().includes('second-25'), 'the demoted session still watches');
 

@@ -431,7 +431,7 @@ async function startSnmpd(): Promise<Snmpd> {
       await waitFor(async () => {
         if (child.exitCode !== null) throw new Error(`snmpd exited with ${child.exitCode}: ${output}`);
         return output.includes('NET-SNMP version');
-      }, 10_000, 'snmpd started');
+      }, 120_000, 'snmpd started');
       return { port, community, readOnlyCommunity, outlets };
     } catch (error) {
       await stop(child);

@@ -69,7 +69,7 @@ test('a local process without the secret sees nothing of the console and types n
   line.print('OWNER-ONLY-OUTPUT\r\n');
   guesser.socket.write('echo typed-by-guesser');
   await settle();
-  await waitFor(async () => intruder.closed(), 10_000, 'the wrong secret closing the connection');
+  await waitFor(async () => intruder.closed(), 120_000, 'the wrong secret closing the connection');
   t.regex(intruder.seen(), /wrong console secret/);
   for (const connection of [intruder, guesser]) t.notRegex(connection.seen(), /OWNER-ONLY-OUTPUT/);
   t.is(line.received(), '', 'nothing reached the board');
@@ -77,7 +77,7 @@ test('a local process without the secret sees nothing of the console and types n
   const owner = await RelayClient.connect(line.relay, secret, 'write');
   t.is(owner.mode, 'write');
   owner.write(Buffer.from('echo owner\n'));
-  await waitFor(async () => line.received() === 'echo owner\n', 10_000, 'the owner typing');
+  await waitFor(async () => line.received() === 'echo owner\n', 120_000, 'the owner typing');
   owner.close();
   guesser.socket.destroy();
 });
@@ -85,12 +85,12 @@ test('a local process without the secret sees nothing of the console and types n
 test('telnet with the secret: the console shows and the keystrokes reach the board', async (t) => {
   const line = await board(t);
   const person = await raw(line.relay);
-  await waitFor(async () => /secret/.test(person.seen()), 10_000, 'the greeting');
+  await waitFor(async () => /secret/.test(person.seen()), 120_000, 'the greeting');
   person.socket.write(`${secret}\r\n`);
-  await waitFor(async () => /you type/.test(person.seen()), 10_000, 'typing granted');
+  await waitFor(async () => /you type/.test(person.seen()), 120_000, 'typing granted');
   line.print('board says hi\r\n');
   person.socket.write('ls\r');
-  await waitFor(async () => /board says hi/.test(person.seen()) && line.received().length >= 3, 10_000, 'output and typing');
+  await waitFor(async () => /board says hi/.test(person.seen()) && line.received().length >= 3, 120_000, 'output and typing');
   t.regex(person.seen(), /board says hi/);
   t.is(line.received(), 'ls\r');
   person.socket.destroy();
@@ -106,7 +106,7 @@ test('one writer at a time: a second writer watches until it takes over; the fir
   second.on('data', (bytes: Buffer) => (secondSaw += bytes.toString()));
   second.write(Buffer.from('second-too-early\n'));
   first.write(Buffer.from('first-types\n'));
-  await waitFor(async () => secondSaw.includes('first-types'), 10_000, 'the watcher seeing the writer\'s echo');
+  await waitFor(async () => secondSaw.includes('first-types'), 120_000, 'the watcher seeing the writer\'s echo');
   t.is(line.received(), 'first-types\n', 'the watcher\'s keystrokes were dropped');
 
   const demoted = new Promise<ModeChange>((resolve) => first.once('mode', resolve));
@@ -117,7 +117,7 @@ test('one writer at a time: a second writer watches until it takes over; the fir
   t.like(await promoted, { mode: 'write' });
   first.write(Buffer.from('first-after-demotion\n'));
   second.write(Buffer.from('second-types\n'));
-  await waitFor(async () => line.received().includes('second-types'), 10_000, 'the new writer typing');
+  await waitFor(async () => line.received().includes('second-types'), 120_000, 'the new writer typing');
   await settle();
   t.is(line.received(), 'first-types\nsecond-types\n');
   // A reader never types, even with nobody typing.

@@ -177,7 +177,7 @@ test.serial('a failing flagship job says why, exits non-zero, records the error 
   const result = JSON.parse(readFileSync(resultFile, 'utf8')) as FlagshipResult;
   t.regex(result.error ?? '', /no-such-image/);
   t.is(result.boards, undefined);
-  await waitFor(() => allAvailable(paddock), 30_000, 'the build VM released');
+  await waitFor(() => allAvailable(paddock), 120_000, 'the build VM released');
   t.false((await paddock.images.list({ origin: 'paddock' })).some((image) => image.ref.startsWith('flagship-test-missing')), 'nothing was uploaded');
 
   // A required parameter missing: refused before anything is reserved.

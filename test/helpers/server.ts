@@ -10,7 +10,8 @@ export async function startServerProcess(args: string[], url: string): Promise<C
   const child = spawn(process.execPath, [bin, 'serve', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
   let output = '';
   child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  const deadline = Date.now() + 30_000;
+  // A deadline only against a server that never comes up: generous, so a busy machine is not a failure.
+  const deadline = Date.now() + 180_000;
   for (;;) {
     try {
       await got.get(`${url}/healthz`, { retry: { limit: 0 }, timeout: { request: 1000 } });

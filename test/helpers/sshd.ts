@@ -223,9 +223,9 @@ function launch(configPath: string): Server {
   };
 }
 
-/** Polls with a real login (admin key, host key checked) until it works, sshd dies, or 10 s pass. */
+/** Polls with a real login (admin key, host key checked) until it works, sshd dies, or 2 minutes pass. */
 async function waitReady(server: Server, target: { port: number; user: string; hostKey: string; privateKey: string }): Promise<void> {
-  const deadline = Date.now() + 10_000;
+  const deadline = Date.now() + 120_000;
   let last = 'no attempt';
   while (Date.now() < deadline) {
     if (server.exited()) throw new Error('sshd exited');

@@ -138,7 +138,7 @@ test.serial('an expired temporary image is collected; an image in use cannot be 
   const bytes = randomBytes(2000);
   t.is((await upload('temp/build-7', bytes, { query: 'expires=1s' })).statusCode, 201);
   t.truthy(((await api.http().get('v1/images/temp/build-7')).body as ImageView).expiresAt);
-  const deadline = Date.now() + 5000;
+  const deadline = Date.now() + 120_000;
   while ((await api.http().get('v1/images/temp/build-7')).statusCode === 200 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 200));
   t.is((await api.http().get('v1/images/temp/build-7')).statusCode, 404);
   t.false(blobs().includes(sha(bytes)));
@@ -149,7 +149,7 @@ test.serial('an expired temporary image is collected; an image in use cannot be 
   t.is(refused.statusCode, 409);
   t.is((refused.body as { code: string }).code, 'image_in_use');
   await api.http().delete(`v1/reservations/${reservation.id}`);
-  const deadline2 = Date.now() + 10_000;
+  const deadline2 = Date.now() + 120_000;
   while (((await api.http().get(`v1/reservations/${reservation.id}`)).body as ReservationView).state !== 'released' && Date.now() < deadline2) {
     await new Promise((resolve) => setTimeout(resolve, 100));
   }

@@ -45,7 +45,7 @@ test('the API killed with -9 mid-run and started again: the run ends passed, its
       await paddock.jobs.log(run.id, sink);
       return sink.text;
     };
-    await waitFor(async () => /before/.test(await logOf()), 30_000, 'the first line');
+    await waitFor(async () => /before/.test(await logOf()), 120_000, 'the first line');
 
     await killHard(server);
     server = undefined;

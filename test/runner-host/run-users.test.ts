@@ -47,7 +47,7 @@ test.serial("freeing a uid kills what it still runs and removes its files from /
   const user = await users.acquire();
   const leftFile = path.join('/tmp', `paddock-left-${user.uid}-${process.pid}`);
   const survivor = spawn('sh', ['-c', `setsid sleep 1000 & echo left > ${leftFile}; sleep 1000`], { uid: user.uid, gid: user.gid, detached: true, stdio: 'ignore' });
-  await waitFor(async () => existsSync(leftFile) && (await processesOf(user.uid)).length >= 3, 30_000, 'the run user\'s processes');
+  await waitFor(async () => existsSync(leftFile) && (await processesOf(user.uid)).length >= 3, 120_000, 'the run user\'s processes');
   await user.release();
   t.deepEqual(await processesOf(user.uid), [], 'no process of the uid is left');
   t.false(existsSync(leftFile), 'its file in /tmp is gone');

@@ -188,8 +188,8 @@ test.serial('a failing script gives failed with its exit code; `paddock jobs sho
 test.serial('a script over its time limit is killed with all its processes, and gives timed_out', async (t) => {
   await admin.jobs.add({ name: 'slow', repository: repo, script: 'ci/slow.sh', timeLimit: '2s' });
   const started = await admin.jobs.run('slow');
-  await waitFor(async () => (await admin.jobs.getRun(started.id)).state === 'running', 30_000, 'running');
-  await waitFor(async () => processesOfRun(started.id).length >= 2, 30_000, 'the script and its background child');
+  await waitFor(async () => (await admin.jobs.getRun(started.id)).state === 'running', 120_000, 'running');
+  await waitFor(async () => processesOfRun(started.id).length >= 2, 120_000, 'the script and its background child');
   const view = await finished(started.id);
   t.is(view.state, 'timed_out');
   t.regex(await logOf(view.id), /step one/);
@@ -203,9 +203,9 @@ test.serial('a script that reserves a VM and exits without releasing it: the VM 
   t.regex(await logOf(view.id), /the vm says Linux on vm-\d/);
   const { reservation } = view.result as { reservation: string };
   const left = await admin.reservation(reservation, { renew: false });
-  await waitFor(async () => (await left.refresh()).state === 'released', 30_000, 'released');
+  await waitFor(async () => (await left.refresh()).state === 'released', 120_000, 'released');
   t.is(left.view.owner, view.id, 'made with the run\'s own token');
-  await waitFor(async () => (await admin.machines()).every((machine) => machine.state === 'available'), 30_000, 'machines free');
+  await waitFor(async () => (await admin.machines()).every((machine) => machine.state === 'available'), 120_000, 'machines free');
   t.true((await admin.machines()).every((machine) => machine.state === 'available'));
 });
 
@@ -217,7 +217,7 @@ test.serial('a cancelled run is killed and its reservations released', async (t)
   const view = await finished(started.id);
   t.is(view.state, 'cancelled');
   t.deepEqual(processesOfRun(started.id), [], 'the script is gone');
-  await waitFor(async () => (await admin.machines()).every((machine) => machine.state === 'available'), 30_000, 'machines free');
+  await waitFor(async () => (await admin.machines()).every((machine) => machine.state === 'available'), 120_000, 'machines free');
   t.true((await admin.list({ all: true })).every((reservation) => reservation.owner !== started.id), 'no live reservation of the run');
 });
 
@@ -233,7 +233,7 @@ test.serial('several runs at once, and the log followed live (`paddock jobs logs
     if (/step one/.test(followed) && !/step two/.test(followed)) sawStepOneWhileRunning = true;
   });
   const followerDone = new Promise((resolve) => follower.once('exit', resolve));
-  await waitFor(async () => (await Promise.all(runs.map((each) => admin.jobs.getRun(each.id)))).every((each) => each.state === 'running'), 30_000, 'all three running at once');
+  await waitFor(async () => (await Promise.all(runs.map((each) => admin.jobs.getRun(each.id)))).every((each) => each.state === 'running'), 120_000, 'all three running at once');
   const views = await Promise.all(runs.map((each) => finished(each.id)));
   t.deepEqual(views.map((view) => view.state), ['passed', 'passed', 'passed']);
   await followerDone;
@@ -367,7 +367,7 @@ test.serial('a run handed to a runner host that never got it (the answer was los
     t.is(task.id, queued.id);
     let view = await admin.jobs.getRun(queued.id);
     t.is(view.state, 'assigned');
-    const deadline = Date.now() + 30_000;
+    const deadline = Date.now() + 120_000;
     while (view.state === 'assigned' && Date.now() < deadline) {
       await api.http().post('v1/runner/heartbeat', { json: { runner: 'forgetful', runs: [] } });
       await new Promise((resolve) => setTimeout(resolve, 500));
@@ -390,11 +390,11 @@ test.serial('the runner host killed mid-run: the run ends as an infrastructure f
   t.is(view.state, 'failed');
   t.is(view.fault, 'infrastructure');
   t.regex(view.reason ?? '', /runner host runner-1 stopped answering/);
-  await waitFor(async () => (await admin.machines()).every((machine) => machine.state === 'available'), 30_000, 'machines free');
+  await waitFor(async () => (await admin.machines()).every((machine) => machine.state === 'available'), 120_000, 'machines free');
   t.true((await admin.machines()).every((machine) => machine.state === 'available'));
   // The script outlived its runner host; the runner host's next start stops it.
   runner = startRunner();
-  await waitFor(async () => processesOfRun(started.id).length === 0, 30_000, 'the orphaned script stopped').catch(() => undefined);
+  await waitFor(async () => processesOfRun(started.id).length === 0, 120_000, 'the orphaned script stopped').catch(() => undefined);
   t.deepEqual(processesOfRun(started.id), [], 'nothing of the run is left running');
   const after = await finished((await admin.jobs.run('hello')).id);
   t.is(after.state, 'passed', 'the restarted runner host takes runs again');
