@@ -10,7 +10,8 @@ import { plainRow, plainRows, type Database, type ImageRow } from './db/index.js
 import { ApiError, forbidden, notFound } from './errors.js';
 import type { Quotas } from './quotas.js';
 import type { Caller } from './scheduler/service.js';
-import { BlobStore, KeyedQueue, UploadError } from '../images/store.js';
+import { KeyedQueue } from '../images/keyed-queue.js';
+import { BlobStore, UploadError } from '../images/store.js';
 
 export const imageFormats: readonly ImageFormat[] = ['qcow2', 'raw', 'bundle'];
 const namePattern = /^[a-z0-9][a-z0-9._-]{0,99}$/;

@@ -10,6 +10,7 @@
 import type { Reservation } from './scheduler/records.js';
 import type { Caller } from './scheduler/service.js';
 import { ApiError } from './errors.js';
+import { KeyedQueue } from '../images/keyed-queue.js';
 
 export const quotaNames = ['reservations', 'queued', 'machines', 'imageBytes', 'uploads', 'runs'] as const;
 export type QuotaName = (typeof quotaNames)[number];
@@ -38,7 +39,7 @@ export class Quotas {
   accountOf: (name: string) => string = (name) => name;
   /** Work admitted but not yet visible in what the callers count (a run being written), per account and quota. */
   private readonly inFlight = new Map<string, number>();
-  private readonly serial = new Map<string, Promise<unknown>>();
+  private readonly serial = new KeyedQueue();
 
   constructor(private readonly config: QuotaConfig) {}
 
@@ -81,15 +82,7 @@ export class Quotas {
 
   /** Runs `work` after every earlier call for the same account has finished (count, check, write as one step). */
   serialize<T>(caller: Caller, work: () => Promise<T>): Promise<T> {
-    const account = this.accountOf(caller.name);
-    const previous = this.serial.get(account) ?? Promise.resolve();
-    const next = previous.then(work, work);
-    const settled = next.catch(() => undefined);
-    this.serial.set(account, settled);
-    void settled.then(() => {
-      if (this.serial.get(account) === settled) this.serial.delete(account);
-    });
-    return next;
+    return this.serial.run(this.accountOf(caller.name), work);
   }
 
   /**

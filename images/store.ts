@@ -15,6 +15,7 @@ import path from 'node:path';
 import { PassThrough, Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { DiskSpace, SpaceRefused, type SpaceGrant } from './space.js';
+import { KeyedQueue } from './keyed-queue.js';
 
 /** Why an upload was refused; the API maps `reason` to an HTTP status and a stable code. */
 export class UploadError extends Error {
@@ -50,21 +51,6 @@ export interface ReceiveOptions {
 const sha256Pattern = /^[0-9a-f]{64}$/;
 /** How many bytes an upload writes between two looks at the disk's free space. */
 const checkEvery = 4 * 1024 * 1024;
-
-/** Runs tasks one at a time per key, in call order; a key's queue is dropped when it empties. */
-export class KeyedQueue {
-  private readonly tails = new Map<string, Promise<unknown>>();
-
-  run<T>(key: string, task: () => Promise<T>): Promise<T> {
-    const result = (this.tails.get(key) ?? Promise.resolve()).then(task, task);
-    const tail = result.catch(() => undefined);
-    this.tails.set(key, tail);
-    void tail.then(() => {
-      if (this.tails.get(key) === tail) this.tails.delete(key);
-    });
-    return result;
-  }
-}
 
 export class BlobStore {
   private readonly blobs: string;

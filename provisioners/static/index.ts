@@ -11,6 +11,7 @@ import type { Stage } from '../protocol.js';
 import { sshConnect, sshHandshake, type SshClient } from '../ssh.js';
 import { addReservationKey, listReservations, releaseTenant, type ReleaseResult } from './adapter.js';
 import { staticIdentities, staticIdentity, staticSettingsSchema, tenantKeysFile, type StaticSettings } from './config.js';
+import { KeyedQueue } from '../../images/keyed-queue.js';
 
 export { staticSettingsSchema, type StaticSettings } from './config.js';
 
@@ -29,7 +30,7 @@ export class StaticProvisioner implements Provisioner<StaticSettings> {
    * and a release decides whether to end the tenant's processes from the keys it sees, so a key
    * being added must not slip in between.
    */
-  private readonly tenantLocks = new Map<string, Promise<unknown>>();
+  private readonly tenantQueues = new KeyedQueue();
 
   constructor(private readonly log: (line: string) => void = () => undefined) {}
 
@@ -112,15 +113,7 @@ export class StaticProvisioner implements Provisioner<StaticSettings> {
     signal: AbortSignal | undefined,
     work: (client: SshClient) => Promise<void>,
   ): Promise<string> {
-    const identity = staticIdentity(settings);
-    const previous = this.tenantLocks.get(identity) ?? Promise.resolve();
-    const current = previous.catch(() => undefined).then(() => this.withAdmin(machine, settings, stage, signal, work));
-    this.tenantLocks.set(identity, current);
-    try {
-      return await current;
-    } finally {
-      if (this.tenantLocks.get(identity) === current) this.tenantLocks.delete(identity);
-    }
+    return this.tenantQueues.run(staticIdentity(settings), () => this.withAdmin(machine, settings, stage, signal, work));
   }
 
   /**

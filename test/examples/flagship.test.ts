@@ -13,6 +13,7 @@ import type { RunView } from '../../api/contract.js';
 import { startApi, testConfig, type TestApi } from '../helpers/api.js';
 import { testImages } from '../helpers/images.js';
 import { startLab, type Lab } from '../helpers/lab/index.js';
+import { stopGracefully } from '../helpers/server.js';
 import { waitFor } from '../helpers/wait.js';
 
 const tftpRoot = '/tmp/paddock-test-tftp';
@@ -60,11 +61,7 @@ test.before(async () => {
 });
 
 test.after.always(async () => {
-  if (runner && runner.exitCode === null) {
-    const exited = new Promise((resolve) => runner!.once('exit', resolve));
-    runner.kill('SIGTERM');
-    await exited;
-  }
+  await stopGracefully(runner);
   await api?.close();
   await lab?.stop();
   rmSync(scratch, { recursive: true, force: true });

@@ -8,7 +8,7 @@ import path from 'node:path';
 import test from 'ava';
 import { Paddock } from '../../client/index.js';
 import { freePort } from '../helpers/ports.js';
-import { killHard, startServerProcess } from '../helpers/server.js';
+import { killHard, startServerProcess, stopGracefully } from '../helpers/server.js';
 import { textSink } from '../helpers/text-sink.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -60,11 +60,7 @@ test('the API killed with -9 mid-run and started again: the run ends passed, its
     const next = await paddock.jobs.wait((await paddock.jobs.run('long')).id, { timeoutSeconds: 90 });
     t.is(next.state, 'passed', 'the runner host takes the next run');
   } finally {
-    if (runner && runner.exitCode === null) {
-      const exited = new Promise((resolve) => runner!.once('exit', resolve));
-      runner.kill('SIGTERM');
-      await exited;
-    }
+    await stopGracefully(runner);
     if (server) await killHard(server);
     rmSync(dir, { recursive: true, force: true });
   }

@@ -18,6 +18,7 @@ import { embeddedConfig } from '../../api/config.js';
 import { startApi, testConfig, type TestApi } from '../helpers/api.js';
 import { localRepositories } from '../helpers/lab-config.js';
 import { textSink } from '../helpers/text-sink.js';
+import { stopGracefully } from '../helpers/server.js';
 import { waitFor } from '../helpers/wait.js';
 
 const bin = path.resolve(import.meta.dirname, '../../bin/paddock.js');
@@ -164,11 +165,7 @@ test.before(async () => {
 });
 
 test.after.always(async () => {
-  if (runner && runner.exitCode === null) {
-    const exited = new Promise((resolve) => runner!.once('exit', resolve));
-    runner.kill('SIGTERM');
-    await exited;
-  }
+  await stopGracefully(runner);
   await api?.close();
   gitServer?.close();
   if (scratch) rmSync(scratch, { recursive: true, force: true });
