@@ -165,12 +165,12 @@ test.serial('client: Nova: flavors, keypairs, a tagged server to ACTIVE with an 
   await waitFor(async () => {
     server = (await cloud.user.server(created.id))!;
     return server.status === 'ACTIVE' || server.status === 'ERROR';
-  }, 60_000);
+  }, 120_000);
   t.is(server.status, 'ACTIVE', server.fault?.message);
   t.true(Object.values(server.addresses).flat().length > 0, 'an address is known');
   t.deepEqual((await cloud.user.servers({ tags: tag })).map((each) => each.id), [created.id]);
   await cloud.user.deleteServer(created.id);
-  await waitFor(async () => (await cloud.user.server(created.id)) === undefined, 60_000);
+  await waitFor(async () => (await cloud.user.server(created.id)) === undefined, 120_000);
   await cloud.user.deleteKeypair(keyName);
   t.false((await cloud.user.keypairs()).includes(keyName));
   await t.notThrowsAsync(cloud.user.deleteServer(created.id), 'deleting twice is fine');
@@ -255,11 +255,11 @@ test.serial('a ready server deleted outside Paddock fails its reservation (machi
   await reservation.ready({ timeout: 120 });
   const [vm] = await serversOf(reservation);
   await cloud.user.deleteServer(vm.id);
-  await waitFor(async () => (await reservation.refresh()).state === 'failed', 60_000, 'failed');
+  await waitFor(async () => (await reservation.refresh()).state === 'failed', 120_000, 'failed');
   const failure = reservation.view.allocations[0].failure;
   t.is(failure?.code, 'machine_lost');
   t.regex(failure?.reason ?? '', new RegExp(`server ${vm.id} was deleted outside Paddock`));
-  await waitFor(async () => (await keypairsOf(reservation.id)).length === 0, 60_000, 'keypair gone');
+  await waitFor(async () => (await keypairsOf(reservation.id)).length === 0, 120_000, 'keypair gone');
   t.deepEqual(await serversOf(reservation), []);
 });
 
@@ -273,7 +273,7 @@ test.serial('a server that goes to ERROR is deleted and replaced by a new one', 
     await waitFor(async () => {
       for (const each of await serversOf(reservation!)) if (each.status === 'ERROR') errored.add(each.id);
       return errored.size > 0;
-    }, 60_000, 'a server in ERROR');
+    }, 120_000, 'a server in ERROR');
   } finally {
     await breakCompute(cloud, false);
   }
@@ -300,7 +300,7 @@ test.serial('servers that keep going to ERROR: after the retries the reservation
   t.is(failure?.code, 'cloud_error');
   t.is(failure?.fault, 'infrastructure');
   t.regex(failure?.reason ?? '', /no server became ACTIVE in 4 tries; last: went to ERROR: .*(abort|Build)/i);
-  await waitFor(async () => (await serversOf(reservation!)).length === 0, 60_000, 'no server left');
+  await waitFor(async () => (await serversOf(reservation!)).length === 0, 120_000, 'no server left');
   t.deepEqual(await keypairsOf(reservation.id), []);
 });
 
@@ -312,7 +312,7 @@ test.serial('a full cloud (instance quota 2) queues the third request, which is 
     await Promise.all([a.ready({ timeout: 120 }), b.ready({ timeout: 120 })]);
     const c = await reserve([{ role: 'vm', spec: 'cpus>=1' }]);
     // Paddock's own limit (4) lets it try; Nova refuses (quota), and the request waits again.
-    await waitFor(async () => (await c.events()).some((event) => event.type === 'state' && event.from === 'releasing' && event.to === 'queued'), 60_000, 'requeued');
+    await waitFor(async () => (await c.events()).some((event) => event.type === 'state' && event.from === 'releasing' && event.to === 'queued'), 120_000, 'requeued');
     const view = await c.refresh();
     t.is(view.state, 'queued');
     t.deepEqual(view.allocations, []);
@@ -333,7 +333,7 @@ test.serial('no valid host (every compute host disabled) queues the request; it 
   let reservation: Reservation | undefined;
   try {
     reservation = await reserve([{ role: 'vm', spec: 'cpus>=1' }]);
-    await waitFor(async () => (await reservation!.events()).some((event) => event.type === 'state' && event.from === 'releasing' && event.to === 'queued'), 60_000, 'requeued');
+    await waitFor(async () => (await reservation!.events()).some((event) => event.type === 'state' && event.from === 'releasing' && event.to === 'queued'), 120_000, 'requeued');
     const view = await reservation.refresh();
     t.is(view.state, 'queued');
     t.regex(view.reason ?? '', /cloud is full: went to ERROR: No valid host/);
@@ -379,7 +379,7 @@ test.serial('a server that is not ACTIVE in time (the cloud\'s conductor is stop
     await waitFor(async () => {
       for (const each of await serversOf(reservation!)) seen.add(each.id);
       return (await reservation!.refresh()).state === 'failed';
-    }, 60_000, 'failed');
+    }, 120_000, 'failed');
   } finally {
     process.kill(-Number(group), 'SIGCONT');
   }
@@ -388,7 +388,7 @@ test.serial('a server that is not ACTIVE in time (the cloud\'s conductor is stop
     t.is(failure?.code, 'cloud_error');
     t.regex(failure?.reason ?? '', /no server became ACTIVE in 2 tries; last: was not ACTIVE within 2s \(still BUILD\)/);
     t.true(seen.size >= 1, 'servers were made');
-    await waitFor(async () => (await serversOf(reservation!)).length === 0, 60_000, 'no server left');
+    await waitFor(async () => (await serversOf(reservation!)).length === 0, 120_000, 'no server left');
     for (const id of seen) t.is(await cloud.user.server(id), undefined, `server ${id} is gone`);
   } finally {
     await second.stop();
@@ -402,7 +402,7 @@ test.serial('Keystone down: a clear infrastructure error, nothing leaked, no sec
   try {
     const client = second.client;
     const reservation = await client.reserve({ members: [{ role: 'vm', spec: 'cpus>=1', image: 'cloud/cirros-fake' }], lease: '10m' }, { renew: false });
-    await waitFor(async () => (await reservation.refresh()).state === 'failed', 60_000, 'failed');
+    await waitFor(async () => (await reservation.refresh()).state === 'failed', 120_000, 'failed');
     const failure = reservation.view.allocations[0].failure;
     t.is(failure?.code, 'cloud_unreachable');
     t.is(failure?.fault, 'infrastructure');
@@ -440,7 +440,7 @@ test.serial('kill -9 with servers up, restart: servers carried on, orphans delet
   });
 
   server = await startServerProcess(serverArgs(), url);
-  await waitFor(async () => (await cloud.user.server(planted.id)) === undefined && !(await cloud.user.keypairs()).includes(orphanKey), 60_000, 'the orphan server and keypair deleted');
+  await waitFor(async () => (await cloud.user.server(planted.id)) === undefined && !(await cloud.user.keypairs()).includes(orphanKey), 120_000, 'the orphan server and keypair deleted');
   t.is(await cloud.user.server(planted.id), undefined, 'the orphan server is deleted');
   t.false((await cloud.user.keypairs()).includes(orphanKey), 'the orphan keypair is deleted');
   t.is((await kept.refresh()).state, 'ready', 'the live reservation carries on');
@@ -455,7 +455,7 @@ test.serial('kill -9 with servers up, restart: servers carried on, orphans delet
     tags: [`paddock:${instance}`, 'paddock-reservation:r-0000000000cc'],
     metadata: { paddock_reservation: 'r-0000000000cc', paddock_machine: 'cloud-m1.tiny-4', paddock_instance: instance },
   });
-  await waitFor(async () => (await cloud.user.server(later.id)) === undefined, 60_000, 'the later orphan deleted');
+  await waitFor(async () => (await cloud.user.server(later.id)) === undefined, 120_000, 'the later orphan deleted');
 
   await releaseAll(kept);
   t.deepEqual(await cloud.user.servers({ tags: `paddock:${instance}` }), [], 'no server of this Paddock is left');
@@ -475,7 +475,7 @@ test.serial('the Glance copy of an image Paddock no longer stores is deleted by 
   await releaseAll(reservation);
 
   await paddock.images.remove('gone-raw');
-  await waitFor(async () => (await cloud.user.image(copy.id)) === undefined, 60_000, 'the Glance copy deleted');
+  await waitFor(async () => (await cloud.user.image(copy.id)) === undefined, 120_000, 'the Glance copy deleted');
   t.is(await cloud.user.image(copy.id), undefined);
   t.is((await cloud.user.images({ paddock_sha256: imageSha })).length, 1, 'the copy of an image Paddock still stores stays');
 });

@@ -46,7 +46,7 @@ test('kill -9 while VMs run, restart: VMs re-attached or cleaned, none unaccount
     t.true(await isVmProcess(readyVm.pid, qemuRoot), 'VMs outlive a crashed server');
     server = await startServerProcess(args, url);
 
-    await waitFor(async () => !(await isVmProcess(orphanPid, qemuRoot)), 30_000).catch(() => undefined);
+    await waitFor(async () => !(await isVmProcess(orphanPid, qemuRoot)), 120_000).catch(() => undefined);
     t.false(await isVmProcess(orphanPid, qemuRoot), 'the orphan VM was stopped');
     const carriedOn = await ready.refresh();
     t.is(carriedOn.state, 'ready', 'the ready reservation carries on');
@@ -63,11 +63,11 @@ test('kill -9 while VMs run, restart: VMs re-attached or cleaned, none unaccount
 
     // The re-attached VM is watched again: if it dies, its reservation fails.
     process.kill(readyVm.pid, 'SIGKILL');
-    await waitFor(async () => (await ready.refresh()).state === 'failed', 30_000);
+    await waitFor(async () => (await ready.refresh()).state === 'failed', 120_000);
     t.is((ready.view as ReservationView).allocations[0].failure?.code, 'machine_lost');
 
     await midway.release();
-    await waitFor(async () => (await vmProcessesUnder(qemuRoot)).length === 0, 30_000).catch(() => undefined);
+    await waitFor(async () => (await vmProcessesUnder(qemuRoot)).length === 0, 120_000).catch(() => undefined);
     t.deepEqual(await vmProcessesUnder(qemuRoot), [], 'nothing is left once everything is released');
   } finally {
     if (server) await killHard(server);
