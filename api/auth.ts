@@ -5,10 +5,10 @@ import { createHash, randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type Koa from 'koa';
-import type { Role, TokenView } from './contract.js';
+import type { Role, TokenView } from '../protocol/api.js';
 import { plainRow, plainRows, type Database } from './db/index.js';
 import { ApiError } from './errors.js';
-import type { Caller } from './scheduler/service.js';
+import type { Caller } from '../protocol/api.js';
 
 const hash = (token: string) => createHash('sha256').update(token).digest('hex');
 

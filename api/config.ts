@@ -9,7 +9,7 @@ import { z } from 'zod';
 import { parseDuration, parseQuantity } from './scheduler/units.js';
 import { getKind } from '../provisioners/registry.js';
 import type { ProvisionerKind } from '../provisioners/types.js';
-import { networkTransports, type NetworkTransport } from '../runner-host/repository.js';
+import { networkTransports, type NetworkTransport } from '../protocol/repository.js';
 
 const duration = z.union([z.number(), z.string()]).transform((value, ctx) => {
   const seconds = parseDuration(value);

@@ -2,8 +2,8 @@
 // The error middleware turns them into `{code, message, details}`; anything else becomes a bare 500
 // whose cause is logged without the request's secrets and never sent to the client.
 import type Koa from 'koa';
-import type { ApiErrorBody } from './contract.js';
-import { displayRepository } from '../runner-host/repository.js';
+import type { ApiErrorBody } from '../protocol/api.js';
+import { displayRepository } from '../protocol/repository.js';
 
 export class ApiError extends Error {
   constructor(

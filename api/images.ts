@@ -4,12 +4,12 @@
 // temporary images and blobs no record refers to are collected.
 import type { Readable } from 'node:stream';
 import { Op, QueryTypes, type WhereOptions } from 'sequelize';
-import type { ImageFormat, ImageListEntry, ImageView } from './contract.js';
-import type { ProviderImage } from '../provisioners/types.js';
+import type { ImageFormat, ImageListEntry, ImageView, ProviderImage } from '../protocol/api.js';
+
 import { plainRow, plainRows, type Database, type ImageRow } from './db/index.js';
 import { ApiError, forbidden, notFound } from './errors.js';
 import type { Quotas } from './quotas.js';
-import type { Caller } from './scheduler/service.js';
+import type { Caller } from '../protocol/api.js';
 import { KeyedQueue } from '../images/keyed-queue.js';
 import { BlobStore, UploadError } from '../images/store.js';
 

@@ -11,14 +11,14 @@ import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { appendFile, mkdir, stat } from 'node:fs/promises';
 import path from 'node:path';
-import type { JobView, RunnerView, RunView } from './contract.js';
+import type { JobView, RunnerView, RunView } from '../protocol/api.js';
 import { plainRow, plainRows, type Database, type JobRow, type RunRow } from './db/index.js';
 import { ApiError, forbidden, notFound } from './errors.js';
 import { afterWhere, maxPageSize, rowsPage, type Key, type Page } from './pages.js';
 import type { Tokens } from './auth.js';
-import type { Caller } from './scheduler/service.js';
-import { type RunFinish, type RunState, type RunTask } from '../runner-host/protocol.js';
-import { displayRepository } from '../runner-host/repository.js';
+import type { Caller } from '../protocol/api.js';
+import { type RunFinish, type RunState, type RunTask } from '../protocol/runner.js';
+import { displayRepository } from '../protocol/repository.js';
 import type { RepositoryResolver } from './repositories.js';
 import { Reproductions } from './reproductions.js';
 

@@ -3,7 +3,8 @@
 // the pool's limit for the scheduler. The pool entries are kept too, to list the providers' images.
 import type { Config, MachineConfig } from './config.js';
 import { getKind } from '../provisioners/registry.js';
-import type { PoolContext, PoolEntry, ProviderImage } from '../provisioners/types.js';
+import type { PoolContext, PoolEntry } from '../provisioners/types.js';
+import type { ProviderImage } from '../protocol/api.js';
 
 export interface Pools {
   entries: PoolEntry[];

@@ -8,7 +8,7 @@
 // tokens are exempt: they set the limits. A run token of an admin's job is not an admin token, so
 // it gets the admin account's limits like any run (the script is untrusted code).
 import type { Reservation } from './scheduler/records.js';
-import type { Caller } from './scheduler/service.js';
+import type { Caller } from '../protocol/api.js';
 import { ApiError } from './errors.js';
 import { KeyedQueue } from '../images/keyed-queue.js';
 

@@ -1,5 +1,5 @@
 // Resolving a job's ref on the API host, within the config's `repositories:` rules: the repository
-// is checked before git sees it (runner-host/repository.ts), at most `concurrency` ls-remote
+// is checked before git sees it (protocol/repository.ts), at most `concurrency` ls-remote
 // processes run at once and at most `perUser` for one user; beyond that a resolution waits its
 // turn (up to `timeout`), and past `queuePerUser` waiting ones a user gets 429 at once, so one
 // user's slow hosts hold up only that user. Each runs under a time and an output cap. The answers carry stable
@@ -7,7 +7,7 @@
 // internal host:port is open.
 import type { Config } from './config.js';
 import { ApiError, type Logger } from './errors.js';
-import { CheckoutError, displayRepository, resolveRef, rulesFor, type RepositoryRules } from '../runner-host/repository.js';
+import { CheckoutError, displayRepository, resolveRef, rulesFor, type RepositoryRules } from '../protocol/repository.js';
 
 export type RepositoryConfig = Config['repositories'];
 

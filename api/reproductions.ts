@@ -7,10 +7,10 @@
 // Reproductions live in memory: a restart of the API ends those it left (their tokens are revoked).
 import { randomBytes } from 'node:crypto';
 import type { Tokens } from './auth.js';
-import type { ReproductionView, RunView } from './contract.js';
+import type { ReproductionView, RunView } from '../protocol/api.js';
 import { ApiError, forbidden, notFound, type Logger } from './errors.js';
 import type { RepositoryResolver } from './repositories.js';
-import type { Caller } from './scheduler/service.js';
+import type { Caller } from '../protocol/api.js';
 
 /** Past the run's time limit, a reproduction has this much longer before it is ended here. */
 const expiryMarginMs = 5 * 60_000;

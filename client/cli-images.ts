@@ -2,7 +2,7 @@
 // download.
 import path from 'node:path';
 import { Option, type Command } from 'commander';
-import type { ImageView } from '../api/contract.js';
+import type { ImageView } from '../protocol/api.js';
 import type { Paddock } from './index.js';
 
 const mib = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MiB`;

@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Command } from 'commander';
-import type { JobView, RunView } from '../api/contract.js';
+import type { JobView, RunView } from '../protocol/api.js';
 import { Paddock } from './index.js';
 import { defaultRunUids } from '../runner-host/run-users.js';
 import { PaddockError } from './errors.js';

@@ -3,7 +3,7 @@
 //   The text is split at the first `=`, so specs keep theirs;
 // - when using one, a target `role`, `role.N` or `role[N]` (0-based; `role` is `role.0`);
 // - `paddock ssh ID [TARGET] -- CMD…`: everything after `--` is the remote command.
-import type { MemberRequest } from '../api/contract.js';
+import type { MemberRequest } from '../protocol/api.js';
 
 /** A malformed member argument: a usage error (the CLI exits 2). */
 export class MemberSyntaxError extends Error {

@@ -7,7 +7,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import type { ExplainView, ReservationExplainView, ReservationView } from '../api/contract.js';
+import type { ExplainView, ReservationExplainView, ReservationView } from '../protocol/api.js';
 import { interactiveConsole, memberMachine } from './cli-console.js';
 import { addImageCommands } from './cli-images.js';
 import { addJobCommands } from './cli-jobs.js';

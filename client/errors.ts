@@ -3,7 +3,7 @@
 // an HTTP `status` when the server answered, and the server's `details`. Messages never carry a
 // secret: the server puts none in them, and the client scrubs its own token and anything shaped
 // like a Paddock token before a message is built.
-import type { ApiErrorBody, ReservationState, ReservationView } from '../api/contract.js';
+import type { ApiErrorBody, ReservationState, ReservationView } from '../protocol/api.js';
 
 export class PaddockError extends Error {
   constructor(

@@ -2,7 +2,7 @@
 // it), list, show, download (whole or a byte range), remove. A reference is `name` or `name:tag`.
 import { createReadStream, createWriteStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
-import type { ImageFormat, ImageListEntry, ImageView } from '../api/contract.js';
+import type { ImageFormat, ImageListEntry, ImageView } from '../protocol/api.js';
 import { PaddockError } from './errors.js';
 import type { Http } from './http.js';
 

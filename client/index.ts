@@ -17,7 +17,7 @@ import type {
   ReservationView,
   Role,
   TokenView,
-} from '../api/contract.js';
+} from '../protocol/api.js';
 import { MemberSyntaxError, parseMemberTarget } from './cli-members.js';
 import { LeaseExpiredError, NotFoundError, PaddockError, ReservationFailedError, TimeoutError, UnauthorizedError, ForbiddenError } from './errors.js';
 import type { Writable } from 'node:stream';
@@ -30,7 +30,7 @@ import { downloadFile, runCommand, uploadFile, type CommandResult, type SshTarge
 export * from './errors.js';
 export { ConsoleSession, type ConsoleOptions, type ConsoleMode } from './console.js';
 export type { CommandResult, SshTarget } from './ssh.js';
-export type * from '../api/contract.js';
+export type * from '../protocol/api.js';
 
 const endStates: readonly ReservationState[] = ['released', 'failed', 'expired', 'cancelled'];
 /** States from which a reservation can no longer become ready. */

@@ -1,7 +1,7 @@
 // Jobs and runs in the client library: define a job (a script in a git repository), run it, list
 // and show runs, wait for one to end, read or follow its output, cancel it.
 import type { Writable } from 'node:stream';
-import type { JobView, ReproductionView, RunnerView, RunView } from '../api/contract.js';
+import type { JobView, ReproductionView, RunnerView, RunView } from '../protocol/api.js';
 import type { Http } from './http.js';
 
 export interface JobDefinition {

@@ -11,7 +11,8 @@ import path from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Got } from 'got';
-import { ProvisionError, type ImageFormat, type ImageSource, type LocalImage } from './types.js';
+import type { ImageFormat } from '../protocol/api.js';
+import { ProvisionError, type ImageSource, type LocalImage } from './types.js';
 
 interface ImageMetadata {
   ref: string;

@@ -2,7 +2,7 @@
 // release never overlaps its provisioning, a limit on tasks at once, a timeout on provisioning,
 // bounded retries with backoff for releases, and the mapping of errors to reports. Kinds implement
 // only the Provisioner interface; none of this is written per kind.
-import type { AgentReport, AgentTask, Stage } from './protocol.js';
+import type { AgentReport, AgentTask, Stage } from '../protocol/agent.js';
 import { ProvisionError, type Provisioner, type ProvisionRequest } from './types.js';
 
 export interface LoopOptions {

@@ -2,8 +2,9 @@
 // (machine, image, credentials) into a reachable host and tear it down again. A kind declares its
 // settings schema (validated when the config loads, unknown keys rejected) and acts on one machine at
 // a time; timeouts, retries and reporting to the API belong to the loop, not to the kind.
+import type { ImageFormat, ProviderImage } from '../protocol/api.js';
 import type { z } from 'zod';
-import type { Stage } from './protocol.js';
+import type { Stage } from '../protocol/agent.js';
 
 export interface MachineRecord<Settings = unknown> {
   name: string;
@@ -98,23 +99,6 @@ export interface PoolContext {
   consoleLogMax?: number;
 }
 
-/** An image a provider can boot, as the API lists it beside Paddock's own. */
-export interface ProviderImage {
-  /** What a reservation member's `image` names: `POOL/NAME`. */
-  ref: string;
-  name: string;
-  id: string;
-  pool: string;
-  /** The provider it comes from (only OpenStack so far). */
-  origin: 'openstack';
-  status: string;
-  format?: string;
-  size?: number;
-  createdAt?: string;
-  /** Set when Paddock uploaded it: the stored image it came from, and that image's sha256. */
-  paddockRef?: string;
-  sha256?: string;
-}
 
 export interface PoolSupport<Settings = unknown> {
   /**
@@ -143,7 +127,6 @@ export interface KindContext {
   consoleLogMax?: number;
 }
 
-export type ImageFormat = 'qcow2' | 'raw' | 'bundle';
 
 /** An image as a file on the agent's host. */
 export interface LocalImage {

@@ -2,15 +2,15 @@
 // running the same code however the branch moves), and a checkout of exactly that commit with
 // the job script's path resolved inside it. The repository and the script path come from users,
 // so the repository must pass the rules the API sent with the run and git runs fenced by them
-// (repository.ts: allowed transports only, no redirects, no hooks, no prompts), and a script path may not leave
+// (protocol/repository.ts: allowed transports only, no redirects, no hooks, no prompts), and a script path may not leave
 // the checkout (`..`, an absolute path, or a symlink pointing out). Errors carry a stable code and
 // a message for the CI engineer that never shows a credential written in the repository URL.
 import { execFile } from 'node:child_process';
 import { realpath, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { checkRepository, CheckoutError, displayRepository, gitFence, gitReason as gitStderrReason, hostSshCommand, type RepositoryRules } from './repository.js';
+import { checkRepository, CheckoutError, displayRepository, gitFence, gitReason as gitStderrReason, hostSshCommand, type RepositoryRules } from '../protocol/repository.js';
 
-export { CheckoutError, displayRepository, resolveRef, type CheckoutErrorCode } from './repository.js';
+export { CheckoutError, displayRepository, resolveRef, type CheckoutErrorCode } from '../protocol/repository.js';
 
 /** How long a clone may take before it is given up (large repositories over slow links). */
 export const cloneTimeoutMs = 10 * 60_000;
@@ -112,7 +112,7 @@ async function hasCommit(inCheckout: (args: string[]) => Promise<string>, commit
   );
 }
 
-/** Runs git fenced by the repository rules (repository.ts). Resolves with stdout; rejects with execFile's error, which carries stderr. */
+/** Runs git fenced by the repository rules (protocol/repository.ts). Resolves with stdout; rejects with execFile's error, which carries stderr. */
 async function git(args: string[], options: { rules: RepositoryRules; timeoutMs: number; signal?: AbortSignal }): Promise<string> {
   const fence = gitFence(options.rules, await hostSshCommand());
   return new Promise((resolve, reject) => {

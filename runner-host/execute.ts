@@ -13,7 +13,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { checkout, CheckoutError, displayRepository } from './checkout.js';
 import { launch, tsxLoader, type LaunchedScript, type RunUser, type ScriptCommand, type ScriptExit } from './launch.js';
-import { scriptEnvironment, type RunFinish, type RunTask } from './protocol.js';
+import { scriptEnvironment, type RunFinish, type RunTask } from '../protocol/runner.js';
 
 /** How a run ended, as execute() sees it; the runner host adds its own name to report it. */
 export type RunOutcome = Omit<RunFinish, 'runner'>;

@@ -9,7 +9,7 @@ import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import got, { type Got } from 'got';
 import { execute } from './execute.js';
-import type { RunFinish, RunTask } from './protocol.js';
+import type { RunFinish, RunTask } from '../protocol/runner.js';
 import type { HeldRunUser, RunUsers } from './run-users.js';
 
 export interface RunnerOptions {

@@ -4,7 +4,7 @@ import type Koa from 'koa';
 import { z } from 'zod';
 import { readBody } from '../body.js';
 import { requireRole } from '../auth.js';
-import { stages, type Role } from '../contract.js';
+import { stages, type Role } from '../../protocol/api.js';
 import { ApiError } from '../errors.js';
 import { integer, machineText, name, text } from '../fields.js';
 import type { Scheduler } from '../scheduler/scheduler.js';

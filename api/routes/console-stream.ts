@@ -17,7 +17,7 @@ import { STATUS_CODES } from 'node:http';
 import { open, stat } from 'node:fs/promises';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type RawData, type WebSocket } from 'ws';
-import { RelayClient, type RelayRequest } from '../../boards/console/relay-protocol.js';
+import { RelayClient, type RelayRequest } from '../../protocol/console-relay.js';
 import { callerOf, type Tokens } from '../auth.js';
 import { ApiError, forbidden, toApiError, type Logger } from '../errors.js';
 import { consoleSecret } from '../scheduler/console-secret.js';

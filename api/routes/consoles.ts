@@ -10,7 +10,7 @@ import path from 'node:path';
 import { stat } from 'node:fs/promises';
 import { ApiError } from '../errors.js';
 import type { Allocation, Reservation } from '../scheduler/records.js';
-import type { Caller } from '../scheduler/service.js';
+import type { Caller } from '../../protocol/api.js';
 import type { Scheduler } from '../scheduler/scheduler.js';
 import type { RouteTable } from './define.js';
 import { streamLog } from './follow.js';

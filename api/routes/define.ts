@@ -5,7 +5,7 @@
 import type Router from '@koa/router';
 import type Koa from 'koa';
 import { z } from 'zod';
-import type { Role } from '../contract.js';
+import type { Role } from '../../protocol/api.js';
 import { ApiError } from '../errors.js';
 import { pathParameters, queryParameters } from '../fields.js';
 

@@ -3,12 +3,12 @@
 import type Koa from 'koa';
 import { ApiError } from '../errors.js';
 import { imageView, type ImageCatalog } from '../images.js';
-import type { Caller } from '../scheduler/service.js';
+import type { Caller } from '../../protocol/api.js';
 import { bounds, duration } from '../fields.js';
-import type { Role } from '../contract.js';
+import type { Role } from '../../protocol/api.js';
 import { peopleRoles, type RouteTable } from './define.js';
 import { compareKeys, pageOf, pageQuery, sendPage, slicePage, type Key } from '../pages.js';
-import type { ImageListEntry } from '../contract.js';
+import type { ImageListEntry } from '../../protocol/api.js';
 
 /** Agents read images too: their image cache downloads what a reservation boots. */
 const readers: Role[] = [...peopleRoles, 'agent'];

@@ -7,10 +7,10 @@ import { readBody } from '../body.js';
 import { ApiError } from '../errors.js';
 import { bounds, duration, name, text } from '../fields.js';
 import { jobView, type JobService } from '../jobs.js';
-import type { Caller } from '../scheduler/service.js';
+import type { Caller } from '../../protocol/api.js';
 import type { RouteTable } from './define.js';
 import { compareKeys, pageOf, pageQuery, sendPage, slicePage, type Key } from '../pages.js';
-import type { JobView } from '../contract.js';
+import type { JobView } from '../../protocol/api.js';
 import { streamLog } from './follow.js';
 
 const caller = (ctx: Koa.Context) => ctx.state.caller as Caller;

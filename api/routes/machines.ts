@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { readBody } from '../body.js';
 import { text } from '../fields.js';
 import { requireRole } from '../auth.js';
-import type { ExplainView } from '../contract.js';
+import type { ExplainView } from '../../protocol/api.js';
 import { ApiError } from '../errors.js';
 import { explainSpec } from '../scheduler/match.js';
 import { machineView } from '../scheduler/records.js';

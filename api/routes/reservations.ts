@@ -3,18 +3,18 @@
 import type Koa from 'koa';
 import { PassThrough } from 'node:stream';
 import { consoleSecret } from '../scheduler/console-secret.js';
-import type { CredentialsView, ReservationExplainView, ReservationState } from '../contract.js';
+import type { CredentialsView, ReservationExplainView, ReservationState } from '../../protocol/api.js';
 import { readBody } from '../body.js';
 import { ApiError, forbidden } from '../errors.js';
 import { explainSpec } from '../scheduler/match.js';
 import { parseMembers, reservationRequestSchema } from '../scheduler/requests.js';
 import { reservationView, type Reservation } from '../scheduler/records.js';
-import type { Caller } from '../scheduler/service.js';
+import type { Caller } from '../../protocol/api.js';
 import type { Scheduler } from '../scheduler/scheduler.js';
 import { isEnded } from '../scheduler/lifecycle.js';
 import type { RouteTable } from './define.js';
 import { pageOf, pageQuery, rowsPage, sendPage } from '../pages.js';
-import { knownHostsLine } from '../../provisioners/ssh.js';
+import { knownHostsLine } from '../../protocol/ssh.js';
 
 const caller = (ctx: Koa.Context) => ctx.state.caller as Caller;
 

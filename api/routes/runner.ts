@@ -1,13 +1,13 @@
 // /v1/runner: what runner hosts call (role runner). They pull runs (long-poll, so no inbound
 // connection is needed), send heartbeats, stream output and report how each run ended. See
-// runner-host/protocol.ts.
+// protocol/runner.ts.
 import type Koa from 'koa';
 import { z } from 'zod';
 import { requireRole } from '../auth.js';
 import { readBody, readRaw } from '../body.js';
 import { ApiError } from '../errors.js';
 import { integer, machineText, name, text } from '../fields.js';
-import type { Role } from '../contract.js';
+import type { Role } from '../../protocol/api.js';
 import type { JobService } from '../jobs.js';
 import type { RouteTable } from './define.js';
 import { pageOf, pageQuery, sendPage, slicePage } from '../pages.js';

@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { readBody } from '../body.js';
 import { name } from '../fields.js';
 import { requireRole, type Tokens } from '../auth.js';
-import type { Caller } from '../scheduler/service.js';
+import type { Caller } from '../../protocol/api.js';
 import { everyRole, type RouteTable } from './define.js';
 import { pageOf, pageQuery, sendPage, slicePage } from '../pages.js';
 

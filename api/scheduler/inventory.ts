@@ -2,7 +2,7 @@
 // the same labels and capacities form a shape, and each shape keeps the sorted names of its free
 // machines. Matching a spec is then done per shape, not per machine, so allocation cost depends on
 // the number of shapes (a handful in a real lab), not on the number of machines.
-import type { MachineState } from '../contract.js';
+import type { MachineState } from '../../protocol/api.js';
 import { shapeKey, type Shape } from './allocate.js';
 import type { MachineEntry } from './records.js';
 

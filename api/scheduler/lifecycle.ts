@@ -1,7 +1,7 @@
 // The reservation lifecycle as one transition table. Every change of state goes through
 // `transition`, which refuses what the table does not allow with an error naming the action and the
 // state, so no code path can, say, release a reservation twice into two different end states.
-import type { ReservationState } from '../contract.js';
+import type { ReservationState } from '../../protocol/api.js';
 import { ApiError } from '../errors.js';
 
 export const transitions: Record<ReservationState, readonly ReservationState[]> = {

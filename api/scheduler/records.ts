@@ -12,7 +12,7 @@ import type {
   ReservationState,
   ReservationView,
   Stage,
-} from '../contract.js';
+} from '../../protocol/api.js';
 import type { EventRow, MachineRow, ReservationRow } from '../db/index.js';
 
 export interface Allocation {

@@ -1,7 +1,7 @@
 // The shape of a reservation request, validated at the edge; specs are parsed here too so that a
 // malformed one is refused with its position before anything else happens.
 import { z } from 'zod';
-import type { MemberView } from '../contract.js';
+import type { MemberView } from '../../protocol/api.js';
 import { ApiError } from '../errors.js';
 import { parseSpecCached, SpecError, type Spec } from './spec.js';
 import { bounds, duration, integer, text } from '../fields.js';

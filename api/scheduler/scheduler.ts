@@ -2,7 +2,7 @@
 // stages, readiness, failures and finished releases, which move reservations along. Kept apart
 // from the reservation side (service.ts) it builds on.
 import { consoleSecret } from './console-secret.js';
-import type { AgentMachine, AgentReport, AgentTask } from '../contract.js';
+import type { AgentMachine, AgentReport, AgentTask } from '../../protocol/api.js';
 import { ApiError, notFound } from '../errors.js';
 import type { MachineEntry } from './records.js';
 import { ReservationScheduler } from './service.js';

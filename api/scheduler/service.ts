@@ -5,12 +5,12 @@
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { Op } from 'sequelize';
-import type { EventView, ReservationState, Role } from '../contract.js';
+import type { Caller, EventView, ReservationState } from '../../protocol/api.js';
 import type { Config } from '../config.js';
 import { plainRow, plainRows, type Database, type EventRow } from '../db/index.js';
 import { ApiError, forbidden, notFound } from '../errors.js';
 import { afterWhere, compareKeys, maxPageSize, rowsPage, slicePage, type Key, type Page } from '../pages.js';
-import { generateKeyPairAsync } from '../../provisioners/ssh.js';
+import { generateKeyPairAsync } from '../../protocol/ssh.js';
 import { canEverSatisfy, matchShape } from './allocate.js';
 import { Inventory } from './inventory.js';
 import { WaitingRequests } from './waiting.js';
@@ -19,11 +19,6 @@ import { comesBefore, isStarving, queueOrder, schedulePass, scheduleQueue, type 
 import { eventView, reservationFromRow, type Allocation, type MachineEntry, type Reservation } from './records.js';
 import { parseMembers, type ParsedMember, type ReservationRequestInput } from './requests.js';
 import { Store } from './store.js';
-
-export interface Caller {
-  name: string;
-  role: Role;
-}
 
 export type Task = { action: 'provision' | 'release'; reservation: Reservation; allocation: Allocation };
 

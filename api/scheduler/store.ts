@@ -13,7 +13,7 @@
 //   fails one batch, once, and the next batch starts from what the database holds.
 // - `failing` holds the last commit's error until a commit succeeds (/healthz answers 503 then).
 import { setImmediate as nextTurn } from 'node:timers/promises';
-import type { MachineState } from '../contract.js';
+import type { MachineState } from '../../protocol/api.js';
 import type { Database, EventRow, MachineRow, ReservationRow } from '../db/index.js';
 import { ApiError } from '../errors.js';
 import { liveStates } from './lifecycle.js';

@@ -1,7 +1,7 @@
 // The console relay of one reservation's board: a TCP port on the lab host through which the
 // reservation's owner watches and types, directly with telnet (when the lab allows it) or through
 // the API's authenticated console stream. Nothing of the console is shown, and nothing typed is
-// taken, before the connection has answered the reservation's console secret (relay-protocol.ts).
+// taken, before the connection has answered the reservation's console secret (protocol/console-relay.ts).
 //
 // One session types at a time. A session asks to `read`, to `write` (it types if nobody else does,
 // or as soon as the one who did leaves) or to `takeover` (it types now; the session that typed is
@@ -9,7 +9,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import net from 'node:net';
 import type { BoardConsole } from './index.js';
-import { FrameReader, frame, greeting, type RelayMode, type RelayRequest } from './relay-protocol.js';
+import { FrameReader, frame, greeting, type RelayMode, type RelayRequest } from '../../protocol/console-relay.js';
 
 interface Session {
   socket: net.Socket;

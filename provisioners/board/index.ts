@@ -17,8 +17,8 @@ import { createPowerDriver, PowerControl } from '../../boards/power/index.js';
 import { PowerError } from '../../boards/power/types.js';
 import { BundleError, unpackBundle, type Bundle } from '../../images/bundle.js';
 import { stage, unstage } from '../../images/staging.js';
-import type { Stage } from '../protocol.js';
-import { SshProber } from '../ssh.js';
+import type { Stage } from '../../protocol/agent.js';
+import { SshProber } from '../ssh-probe.js';
 import { parseSettings, ProvisionError, type KindContext, type MachineRecord, type Provisioner, type ProvisionerKind, type ProvisionRequest, type Readiness, type StageReporter } from '../types.js';
 import { boardSettingsSchema, type BoardSettings } from './config.js';
 

@@ -17,7 +17,7 @@ import { createReadStream, mkdirSync, readFileSync, writeFileSync } from 'node:f
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { SshProber } from '../ssh.js';
+import { SshProber } from '../ssh-probe.js';
 import {
   parseSettings,
   ProvisionError,
@@ -28,10 +28,10 @@ import {
   type Provisioner,
   type ProvisionerKind,
   type ProvisionRequest,
-  type ProviderImage,
   type SshReadiness,
   type StageReporter,
 } from '../types.js';
+import type { ProviderImage } from '../../protocol/api.js';
 import { OpenStackClient, OpenStackError, type CloudOptions, type Flavor, type GlanceImage, type Server } from './client.js';
 import { cloudFromEnvironment } from './cloud.js';
 import { openstackDefaults, openstackSettingsSchema, type OpenStackSettings } from './config.js';

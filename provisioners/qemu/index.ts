@@ -14,8 +14,8 @@
 import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { unpackBundle, BundleError } from '../../images/bundle.js';
-import type { Stage } from '../protocol.js';
-import { SshProber } from '../ssh.js';
+import type { Stage } from '../../protocol/agent.js';
+import { SshProber } from '../ssh-probe.js';
 import {
   parseSettings,
   ProvisionError,

@@ -3,7 +3,7 @@
 // keys are there. Every line Paddock adds has one shape: an expiry at the reservation's hard cap,
 // `restrict,pty`, the key, and the tag `paddock:<reservationId>` as its comment, so a line of any
 // other shape is one Paddock did not write, and a key left behind stops working at the hard cap.
-import { normalizeKeyLine, scrub, sshExec, type SshClient } from '../ssh.js';
+import { normalizeKeyLine, scrub, sshExec, type SshClient } from '../../protocol/ssh.js';
 import { addScript, listScript, releaseScript } from './scripts.js';
 
 const tagPrefix = 'paddock:';

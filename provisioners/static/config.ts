@@ -6,7 +6,7 @@
 // The two accounts must differ: a tenant who can log in as the admin can rewrite the admin's keys
 // (plant a forced command, keep a key of her own) and outlive her reservation.
 import { z } from 'zod';
-import { normalizeKeyLine } from '../ssh.js';
+import { normalizeKeyLine } from '../../protocol/ssh.js';
 
 const userName = z.string().regex(/^[a-z_][a-z0-9_.-]{0,31}$/i, 'not a user name');
 

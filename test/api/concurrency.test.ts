@@ -4,7 +4,7 @@
 import path from 'node:path';
 import test from 'ava';
 import sqlite3 from 'sqlite3';
-import type { ReservationView } from '../../api/contract.js';
+import type { ReservationView } from '../../protocol/api.js';
 import { startApi, staticMachinesYaml, testConfig } from '../helpers/api.js';
 import { startSshd } from '../helpers/sshd.js';
 

@@ -6,7 +6,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import test from 'ava';
-import type { MachineView, ReservationView } from '../../api/contract.js';
+import type { MachineView, ReservationView } from '../../protocol/api.js';
 import { jsonClient, staticMachinesYaml } from '../helpers/api.js';
 import { freePort } from '../helpers/ports.js';
 import { startSshd } from '../helpers/sshd.js';

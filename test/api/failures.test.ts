@@ -2,7 +2,7 @@
 // machine, the stage and the cause; the failure counts against the machine, which is quarantined
 // after `health.quarantineAfter` failures in a row and taken back into service by an admin.
 import test from 'ava';
-import type { MachineView, ReservationView } from '../../api/contract.js';
+import type { MachineView, ReservationView } from '../../protocol/api.js';
 import { startApi, staticMachinesYaml, testConfig } from '../helpers/api.js';
 import { startSshd } from '../helpers/sshd.js';
 

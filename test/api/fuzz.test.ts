@@ -7,7 +7,7 @@ import path from 'node:path';
 import test from 'ava';
 import got from 'got';
 import sqlite3 from 'sqlite3';
-import type { MachineView, ReservationView } from '../../api/contract.js';
+import type { MachineView, ReservationView } from '../../protocol/api.js';
 import { textMarker } from '../../api/fields.js';
 import { startApi, staticMachinesYaml, testConfig } from '../helpers/api.js';
 import { startSshd } from '../helpers/sshd.js';

@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import got from 'got';
-import type { ReservationView } from '../../api/contract.js';
+import type { ReservationView } from '../../protocol/api.js';
 import { Http } from '../../client/http.js';
 import { Paddock } from '../../client/index.js';
 import { jobRepository, localRepositories, unprovisionedMachines } from '../helpers/lab-config.js';

@@ -7,7 +7,7 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import test from 'ava';
-import type { ReservationView, RunView } from '../../api/contract.js';
+import type { ReservationView, RunView } from '../../protocol/api.js';
 import { jobRepository, localRepositories, unprovisionedMachines } from '../helpers/lab-config.js';
 import { startApi, testConfig, type JsonClient, type JsonResponse, type TestApi } from '../helpers/api.js';
 

@@ -3,7 +3,7 @@
 // agents (tokens `lab-a` and `lab-b`) talk to a real API whose embedded agent is off, so the test
 // plays both agents over HTTP as a hostile lab host would.
 import test from 'ava';
-import type { AgentTask, ReservationView } from '../../api/contract.js';
+import type { AgentTask, ReservationView } from '../../protocol/api.js';
 import { startApi, testConfig, type TestApi } from '../helpers/api.js';
 
 const yaml = `

@@ -5,7 +5,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import test from 'ava';
 import sqlite3 from 'sqlite3';
-import type { MachineView, ReservationView } from '../../api/contract.js';
+import type { MachineView, ReservationView } from '../../protocol/api.js';
 import { startApi, staticMachinesYaml, testConfig, type TestApi } from '../helpers/api.js';
 import { startSshd } from '../helpers/sshd.js';
 

@@ -8,7 +8,7 @@ import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { BoardConsole } from '../../boards/console/index.js';
 import { ConsoleRelay } from '../../boards/console/relay.js';
-import { RelayClient, type ModeChange } from '../../boards/console/relay-protocol.js';
+import { RelayClient, type ModeChange } from '../../protocol/console-relay.js';
 import { waitFor } from '../helpers/wait.js';
 
 const secret = 'Zm9vYmFyYmF6cXV4LXRlc3Qtc2VjcmV0';

@@ -3,7 +3,7 @@
 import net from 'node:net';
 import { inspect } from 'node:util';
 import test from 'ava';
-import type { ReservationView } from '../../api/contract.js';
+import type { ReservationView } from '../../protocol/api.js';
 import {
   errorFromBody,
   ForbiddenError,

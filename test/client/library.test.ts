@@ -3,7 +3,7 @@ import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import os from 'node:os';
 import path from 'node:path';
 import test from 'ava';
-import type { EventView, ReservationView } from '../../api/contract.js';
+import type { EventView, ReservationView } from '../../protocol/api.js';
 import { InvalidSpecError, NoMatchError, Paddock, PaddockError, UnauthorizedError } from '../../client/index.js';
 import { startApi, staticMachinesYaml, testConfig, type TestApi } from '../helpers/api.js';
 import { startSshd, type TestSshd } from '../helpers/sshd.js';

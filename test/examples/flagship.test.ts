@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import test from 'ava';
 import { Paddock } from '../../client/index.js';
-import type { RunView } from '../../api/contract.js';
+import type { RunView } from '../../protocol/api.js';
 import { startApi, testConfig, type TestApi } from '../helpers/api.js';
 import { testImages } from '../helpers/images.js';
 import { startLab, type Lab } from '../helpers/lab/index.js';

@@ -3,9 +3,9 @@
 // whose log lines the test can read.
 import os from 'node:os';
 import type { ExecutionContext } from 'ava';
-import { generateKeyPair } from '../../provisioners/ssh.js';
+import { generateKeyPair } from '../../protocol/ssh.js';
 import { staticKind, staticSettingsSchema, type StaticProvisioner, type StaticSettings } from '../../provisioners/static/index.js';
-import type { Stage } from '../../provisioners/protocol.js';
+import type { Stage } from '../../protocol/agent.js';
 import type { MachineRecord, ProvisionRequest } from '../../provisioners/types.js';
 import { testKindContext } from './kind-context.js';
 import { startSshd, type TestSshd } from './sshd.js';

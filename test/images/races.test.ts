@@ -7,7 +7,7 @@ import { Agent } from 'node:http';
 import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import got from 'got';
-import type { ImageView } from '../../api/contract.js';
+import type { ImageView } from '../../protocol/api.js';
 import { ImageCache } from '../../provisioners/image-cache.js';
 import { startApi, testConfig, type TestApi } from '../helpers/api.js';
 

@@ -6,7 +6,7 @@ import { request as httpRequest } from 'node:http';
 import path from 'node:path';
 import test from 'ava';
 import got from 'got';
-import type { ImageView, ReservationView } from '../../api/contract.js';
+import type { ImageView, ReservationView } from '../../protocol/api.js';
 import { startApi, staticMachinesYaml, testConfig, type TestApi } from '../helpers/api.js';
 import { startSshd, type TestSshd } from '../helpers/sshd.js';
 

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import test from 'ava';
 import { Paddock, type Reservation } from '../../client/index.js';
-import type { ImageListEntry } from '../../api/contract.js';
+import type { ImageListEntry } from '../../protocol/api.js';
 import { Readable } from 'node:stream';
 import { OpenStackClient, OpenStackError, type CloudOptions, type Server } from '../../provisioners/openstack/client.js';
 import { breakCompute, setComputeHosts, setInstanceQuota, testCloud, type TestCloud } from '../helpers/cloud.js';

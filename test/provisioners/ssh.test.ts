@@ -13,7 +13,7 @@ import {
   sshExec,
   sshHandshake,
   SshError,
-} from '../../provisioners/ssh.js';
+} from '../../protocol/ssh.js';
 import { runSsh, startSshd, type TestSshd } from '../helpers/sshd.js';
 import { assertNoKeyMaterial } from '../helpers/secrets.js';
 

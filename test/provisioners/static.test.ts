@@ -6,7 +6,7 @@ import { chmod, chown, mkdir, readFile, stat, writeFile } from 'node:fs/promises
 import path from 'node:path';
 import test from 'ava';
 import { getKind, provisionerKinds } from '../../provisioners/registry.js';
-import { generateKeyPair, knownHostsLine, sshConnect } from '../../provisioners/ssh.js';
+import { generateKeyPair, knownHostsLine, sshConnect } from '../../protocol/ssh.js';
 import { addReservationKey, expiryTime, listReservations } from '../../provisioners/static/adapter.js';
 import { staticKind, staticSettingsSchema } from '../../provisioners/static/index.js';
 import { ProvisionError } from '../../provisioners/types.js';

@@ -17,9 +17,9 @@ import type { ExecutionContext } from 'ava';
 import { checkout, CheckoutError, resolveRef } from '../../runner-host/checkout.js';
 import { execute, projectRoot, type RunOutcome } from '../../runner-host/execute.js';
 import { processesOf } from '../../runner-host/launch.js';
-import type { RunTask } from '../../runner-host/protocol.js';
+import type { RunTask } from '../../protocol/runner.js';
 import { RunUsers } from '../../runner-host/run-users.js';
-import type { RepositoryRules } from '../../runner-host/repository.js';
+import type { RepositoryRules } from '../../protocol/repository.js';
 
 const run = promisify(execFile);
 const token = `pdk_${randomBytes(16).toString('hex')}`;

@@ -13,7 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import test from 'ava';
 import { Paddock } from '../../client/index.js';
-import type { RunView } from '../../api/contract.js';
+import type { RunView } from '../../protocol/api.js';
 import { embeddedConfig } from '../../api/config.js';
 import { startApi, testConfig, type TestApi } from '../helpers/api.js';
 import { localRepositories } from '../helpers/lab-config.js';

@@ -13,7 +13,7 @@ import path from 'node:path';
 import test from 'ava';
 import { parseConfig } from '../../api/config.js';
 import { checkout, CheckoutError } from '../../runner-host/checkout.js';
-import { checkRepository, defaultRepositoryRules, displayRepository } from '../../runner-host/repository.js';
+import { checkRepository, defaultRepositoryRules, displayRepository } from '../../protocol/repository.js';
 import { startApi, testConfig, type JsonResponse, type TestApi } from '../helpers/api.js';
 import { freePort } from '../helpers/ports.js';
 

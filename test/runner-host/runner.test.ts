@@ -10,7 +10,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import test from 'ava';
 import { Paddock } from '../../client/index.js';
-import type { RunView } from '../../api/contract.js';
+import type { RunView } from '../../protocol/api.js';
 import { embeddedConfig } from '../../api/config.js';
 import { startApi, testConfig, type TestApi } from '../helpers/api.js';
 import { testImages } from '../helpers/images.js';

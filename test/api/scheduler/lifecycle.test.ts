@@ -1,7 +1,7 @@
 // The reservation lifecycle table: every legal path is allowed, everything else is refused with an
 // error that names the action and the state.
 import test from 'ava';
-import type { ReservationState } from '../../../api/contract.js';
+import type { ReservationState } from '../../../protocol/api.js';
 import { ApiError } from '../../../api/errors.js';
 import { assertTransition, canTransition, isEnded, liveStates, transitions } from '../../../api/scheduler/lifecycle.js';
 

@@ -1,6 +1,5 @@
-// What a runner host and the API say to each other, and what a job script finds in its environment.
-// These types live here, not in api/, so the runner host never imports the API; api/contract.ts
-// re-exports them.
+// What a runner host and the API say to each other, and what a job script finds in its environment;
+// protocol/api.ts re-exports them.
 import type { RepositoryRules } from './repository.js';
 //
 // The runner host pulls (no inbound connection, so it can sit behind NAT):

@@ -1,5 +1,6 @@
-// SSH pieces every provisioner kind shares: reservation key pairs, host key lines, and the readiness
-// handshake ("SSH handshake done, host key captured"). Contract for everything here: no error
+// SSH as every process speaks it: reservation key pairs, host key lines, known_hosts and
+// fingerprints, and one connect function (used by the readiness handshake, the static host
+// tenant and the client library). Contract for everything here: no error
 // message ever contains key material. Messages are built from what we know (user, host, port,
 // fingerprints of public host keys) plus ssh2's own reason, scrubbed of anything key-shaped.
 import { createHash } from 'node:crypto';
@@ -246,43 +247,4 @@ function looksLikeKeyType(field: string): boolean {
 
 function isBase64(field: string): boolean {
   return /^[A-Za-z0-9+/]+={0,2}$/.test(field) && field.length >= 16;
-}
-
-/**
- * SSH logins tried while a machine boots, beside whatever watches its console. Before the guest's
- * network is up, a forwarded port (QEMU user networking) accepts the connection and then hangs, so
- * an attempt may last its whole timeout: attempts run in the background, one at a time unless the
- * console announces SSH (then a fresh one starts at once), and the caller polls `hostKey`.
- */
-export class SshProber {
-  private running = 0;
-  private next: number;
-  /** Why the last attempt failed. */
-  last = 'no attempt yet';
-  /** The host key of the first login that worked. */
-  hostKey?: string;
-
-  constructor(
-    private readonly options: Omit<SshConnectOptions, 'timeoutMs' | 'expectedHostKey'>,
-    firstAttemptAfterMs = 1000,
-  ) {
-    this.next = Date.now() + firstAttemptAfterMs;
-  }
-
-  /** Starts an attempt if the console just announced SSH, or if none runs and the retry time has come. */
-  poke(announced: boolean, expectedHostKey?: string): void {
-    if (this.hostKey !== undefined || (!announced && (this.running > 0 || Date.now() < this.next))) return;
-    this.running += 1;
-    sshHandshake({ ...this.options, ...(expectedHostKey ? { expectedHostKey } : {}), timeoutMs: 10_000 })
-      .then(
-        (hostKey) => {
-          this.hostKey ??= hostKey;
-        },
-        (error: unknown) => {
-          this.last = (error as Error).message;
-          this.next = Date.now() + 500;
-        },
-      )
-      .finally(() => (this.running -= 1));
-  }
 }

@@ -1,5 +1,5 @@
-// What a lab-host agent and the API say to each other, and the readiness stages. These types live
-// here, not in api/, so that provisioners never import the API; api/contract.ts re-exports them.
+// What a lab-host agent and the API say to each other, and the readiness stages; protocol/api.ts
+// re-exports them.
 
 /** Readiness stages, in order. Static hosts skip the power and boot stages. */
 export const stages = ['powerConfirmed', 'bootSeen', 'addressKnown', 'sshReady', 'probed'] as const;

@@ -16,11 +16,11 @@ export const endStates: readonly ReservationState[] = ['released', 'failed', 'ex
 
 export type MachineState = 'new' | 'available' | 'reserved' | 'maintenance' | 'quarantined' | 'retired';
 
-export { stages } from '../provisioners/protocol.js';
-export type { Stage, AgentTask, AgentReport, AgentMachine } from '../provisioners/protocol.js';
-export type { RunState, RunTask, RunFinish } from '../runner-host/protocol.js';
-import type { RunState, RunTask } from '../runner-host/protocol.js';
-import type { Stage } from '../provisioners/protocol.js';
+export { stages } from './agent.js';
+export type { Stage, AgentTask, AgentReport, AgentMachine } from './agent.js';
+export type { RunState, RunTask, RunFinish } from './runner.js';
+import type { RunState, RunTask } from './runner.js';
+import type { Stage } from './agent.js';
 
 export type AllocationState = 'pending' | 'provisioning' | 'ready' | 'failed' | 'releasing' | 'released';
 
@@ -164,6 +164,12 @@ export interface TokenView {
 
 export type Role = 'admin' | 'user' | 'agent' | 'runner';
 
+/** Who a request speaks for: a token's name and role. */
+export interface Caller {
+  name: string;
+  role: Role;
+}
+
 export interface ApiErrorBody {
   code: string;
   message: string;
@@ -172,9 +178,26 @@ export interface ApiErrorBody {
 
 export type ImageFormat = 'qcow2' | 'raw' | 'bundle';
 
-/** An image a provider pool can boot (origin `openstack`): `ref` is `POOL/NAME`. */
-export type { ProviderImage as ProviderImageView } from '../provisioners/types.js';
-import type { ProviderImage } from '../provisioners/types.js';
+/** An image a provider can boot, as the API lists it beside Paddock's own. */
+export interface ProviderImage {
+  /** What a reservation member's `image` names: `POOL/NAME`. */
+  ref: string;
+  name: string;
+  id: string;
+  pool: string;
+  /** The provider it comes from (only OpenStack so far). */
+  origin: 'openstack';
+  status: string;
+  format?: string;
+  size?: number;
+  createdAt?: string;
+  /** Set when Paddock uploaded it: the stored image it came from, and that image's sha256. */
+  paddockRef?: string;
+  sha256?: string;
+}
+
+/** The same, by the name the client library uses. */
+export type ProviderImageView = ProviderImage;
 
 /** What GET /v1/images lists: the images Paddock stores, then those of each provider pool. */
 export type ImageListEntry = ImageView | ProviderImage;
