@@ -1,5 +1,6 @@
-// `paddock serve`: the embedded default. One process runs the API (Koa + SQLite) and one local
-// lab-host agent that talks to it over loopback HTTP.
+// The API process: Koa, SQLite, the scheduler, the job service and the image store, listening.
+// `paddock serve` (cli/serve.ts) starts this and, on the embedded default, a lab-host agent beside
+// it that talks to it over loopback HTTP.
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { createApp } from './app.js';
@@ -7,7 +8,6 @@ import { Tokens } from './auth.js';
 import { embeddedConfig, loadConfig, parseConfig, parseListen, type Config } from './config.js';
 import { openDatabase } from './db/index.js';
 import { Scheduler } from './scheduler/scheduler.js';
-import { Agent } from '../provisioners/agent.js';
 import { BlobStore } from '../images/store.js';
 import { ImageCatalog } from './images.js';
 import { expandProviderPools, providerImages } from './pools.js';
@@ -25,16 +25,18 @@ export interface ServeOptions {
   log?: (line: string) => void;
 }
 
-export interface RunningServer {
+export interface RunningApi {
   url: string;
   config: Config;
   adminTokenFile: string;
+  /** The embedded agent's token (config `agent.enabled`): made anew at every start. */
+  agentToken?: string;
   /** What the router actually serves, method and path, for checking the OpenAPI document. */
   routes: { method: string; path: string }[];
   close(): Promise<void>;
 }
 
-export async function serve(options: ServeOptions): Promise<RunningServer> {
+export async function startApi(options: ServeOptions): Promise<RunningApi> {
   const log = options.log ?? ((line: string) => console.error(line));
   const config = options.config ?? (options.configPath ? loadConfig(options.configPath) : parseConfig(embeddedConfig, '<embedded defaults>'));
   if (options.listen !== undefined) config.listen = parseListen(options.listen);
@@ -102,33 +104,16 @@ export async function serve(options: ServeOptions): Promise<RunningServer> {
   const url = `http://${host}:${address.port}`;
   log(`paddock listening on ${url} with ${config.machines.length} machines, data in ${config.dataDir}`);
 
-  let agent: Agent | undefined;
-  if (agentToken !== undefined) {
-    agent = new Agent({
-      url,
-      token: agentToken,
-      name: config.agent.name,
-      dataDir: config.dataDir,
-      concurrency: config.agent.concurrency,
-      provisionTimeoutMs: config.agent.provisionTimeout * 1000,
-      sweepIntervalMs: config.agent.sweepInterval * 1000,
-      imageIdleTimeoutMs: config.images.idleTimeout * 1000,
-      consoleLogMax: config.consoles.maxLogSize,
-      log,
-    });
-    agent.start();
-  }
-
   return {
     url,
     config,
     adminTokenFile,
+    ...(agentToken === undefined ? {} : { agentToken }),
     routes: table.router.stack.flatMap((layer) =>
       layer.methods.filter((method) => method !== 'HEAD').map((method) => ({ method: method.toLowerCase(), path: layer.path as string })),
     ),
     close: once(async () => {
       clearInterval(collector);
-      await agent?.stop();
       await jobs.stop();
       await scheduler.stop();
       streams.close();

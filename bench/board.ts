@@ -12,7 +12,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { SerialPort } from 'serialport';
 import { parseConfig } from '../api/config.js';
-import { serve } from '../api/serve.js';
+import { serve } from '../cli/serve.js';
 import { Paddock } from '../client/index.js';
 import { compareToPlain } from './compare.js';
 import { ensureTftpd } from '../boards/boot/tftpd.js';

@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { parseConfig } from '../api/config.js';
-import { serve } from '../api/serve.js';
+import { serve } from '../cli/serve.js';
 import { Paddock } from '../client/index.js';
 import { freeLoopbackPort } from '../provisioners/qemu/adapter.js';
 import { compareToPlain } from './compare.js';

@@ -28,7 +28,7 @@ export async function startServer(yaml: (port: number) => string): Promise<Serve
   const dir = mkdtempSync(path.join(os.tmpdir(), 'paddock-bench-'));
   const port = await freePort();
   writeFileSync(path.join(dir, 'paddock.yaml'), yaml(port));
-  const child = spawn(process.execPath, [path.join(buildDir, 'api/main.js'), '--config', path.join(dir, 'paddock.yaml')], {
+  const child = spawn(process.execPath, [path.join(buildDir, 'cli/server-process.js'), '--config', path.join(dir, 'paddock.yaml')], {
     stdio: ['ignore', 'ignore', 'inherit'],
   });
   for (let attempt = 0; ; attempt++) {

@@ -12,7 +12,7 @@ import { closeSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseConfig } from '../api/config.js';
-import { serve } from '../api/serve.js';
+import { serve } from '../cli/serve.js';
 import { Paddock } from '../client/index.js';
 
 const run = promisify(execFile);

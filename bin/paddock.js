@@ -4,5 +4,5 @@
 import { register } from 'tsx/esm/api';
 
 register();
-const { main } = await import('../client/cli.js');
+const { main } = await import('../cli/index.js');
 await main(process.argv.slice(2));

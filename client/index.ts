@@ -18,7 +18,7 @@ import type {
   Role,
   TokenView,
 } from '../protocol/api.js';
-import { MemberSyntaxError, parseMemberTarget } from './cli-members.js';
+import { MemberSyntaxError, parseMemberTarget } from '../cli/members.js';
 import { LeaseExpiredError, NotFoundError, PaddockError, ReservationFailedError, TimeoutError, UnauthorizedError, ForbiddenError } from './errors.js';
 import type { Writable } from 'node:stream';
 import { Images } from './images.js';

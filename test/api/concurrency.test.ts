@@ -1,6 +1,7 @@
 // 50 concurrent clients make 500 gang requests (1 to 3 members) against 10 real sshd hosts. The
 // stored history must then show no machine in two live reservations at once, and every request
-// ended: granted then released, or expired from the queue. None may hang (deadlock).
+// ended: granted then released, or expired from the queue. None may hang (deadlock). The queue
+// timeout is long, so how many are granted depends on the scheduler, not on how busy the machine is.
 import path from 'node:path';
 import test from 'ava';
 import sqlite3 from 'sqlite3';
@@ -23,7 +24,7 @@ test('500 gang requests from 50 clients on 10 machines: no double booking, every
   t.timeout(900_000);
   const hosts = await Promise.all(Array.from({ length: 10 }, () => startSshd()));
   const yaml = `
-queue: { timeout: 40s, aging: 2s, starvation: 5s }
+queue: { timeout: 10m, aging: 2s, starvation: 5s }
 lease: { default: 60, max: 600 }
 ${staticMachinesYaml(
   hosts.map((host, index) => ({
@@ -71,7 +72,7 @@ ${staticMachinesYaml(
       }),
     );
     // Wait for the releases to finish on the hosts.
-    const deadline = Date.now() + 60_000;
+    const deadline = Date.now() + 180_000;
     for (;;) {
       const live = (await http.get('v1/reservations', { searchParams: { all: 1 } })).body as ReservationView[];
       if (live.length === 0 || Date.now() > deadline) break;

@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import got from 'got';
 import { parseConfig, type Config } from '../../api/config.js';
-import { serve, type RunningServer } from '../../api/serve.js';
+import { serve, type RunningServer } from '../../cli/serve.js';
 import { tenantOf } from './sshd.js';
 
 export interface TestApi {

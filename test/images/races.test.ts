@@ -8,7 +8,7 @@ import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import got from 'got';
 import type { ImageView } from '../../protocol/api.js';
-import { ImageCache } from '../../provisioners/image-cache.js';
+import { ImageCache } from '../../lab-host/image-cache.js';
 import { startApi, testConfig, type TestApi } from '../helpers/api.js';
 
 let api: TestApi;

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import test from 'ava';
 import got from 'got';
-import { ImageCache } from '../../provisioners/image-cache.js';
+import { ImageCache } from '../../lab-host/image-cache.js';
 import { ProvisionError } from '../../provisioners/types.js';
 import { startApi, testConfig, type TestApi } from '../helpers/api.js';
 

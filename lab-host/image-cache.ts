@@ -12,7 +12,7 @@ import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Got } from 'got';
 import type { ImageFormat } from '../protocol/api.js';
-import { ProvisionError, type ImageSource, type LocalImage } from './types.js';
+import { ProvisionError, type ImageSource, type LocalImage } from '../provisioners/types.js';
 
 interface ImageMetadata {
   ref: string;

@@ -3,7 +3,7 @@
 // bounded retries with backoff for releases, and the mapping of errors to reports. Kinds implement
 // only the Provisioner interface; none of this is written per kind.
 import type { AgentReport, AgentTask, Stage } from '../protocol/agent.js';
-import { ProvisionError, type Provisioner, type ProvisionRequest } from './types.js';
+import { ProvisionError, type Provisioner, type ProvisionRequest } from '../provisioners/types.js';
 
 export interface LoopOptions {
   provisioner: (kind: string) => Provisioner;

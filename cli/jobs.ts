@@ -5,9 +5,9 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Command } from 'commander';
 import type { JobView, RunView } from '../protocol/api.js';
-import { Paddock } from './index.js';
+import { Paddock } from '../client/index.js';
 import { defaultRunUids } from '../runner-host/run-users.js';
-import { PaddockError } from './errors.js';
+import { PaddockError } from '../client/errors.js';
 
 const ended = (run: RunView) => ['passed', 'failed', 'timed_out', 'cancelled'].includes(run.state);
 

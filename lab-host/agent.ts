@@ -6,9 +6,9 @@ import path from 'node:path';
 import got, { type Got } from 'got';
 import { ImageCache } from './image-cache.js';
 import type { AgentMachine, AgentReport, AgentTask } from '../protocol/agent.js';
-import { provisionerKinds } from './registry.js';
+import { provisionerKinds } from '../provisioners/registry.js';
 import { TaskLoop } from './loop.js';
-import type { Provisioner } from './types.js';
+import type { Provisioner } from '../provisioners/types.js';
 
 export interface AgentOptions {
   url: string;

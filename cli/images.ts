@@ -3,7 +3,7 @@
 import path from 'node:path';
 import { Option, type Command } from 'commander';
 import type { ImageView } from '../protocol/api.js';
-import type { Paddock } from './index.js';
+import type { Paddock } from '../client/index.js';
 
 const mib = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
 

@@ -1,7 +1,7 @@
 // The server process: `paddock serve --config FILE` ends up here. Starts the embedded default
 // (API, SQLite, local agent) and shuts it down cleanly on SIGTERM or SIGINT; a kill -9 loses
 // nothing either, since every acknowledged change is committed first.
-import { ConfigError } from './config.js';
+import { ConfigError } from '../api/config.js';
 import { serve, type RunningServer } from './serve.js';
 
 export async function runServer(options: { configPath?: string; listen?: string; dataDir?: string }): Promise<RunningServer> {
@@ -33,7 +33,7 @@ export async function runServer(options: { configPath?: string; listen?: string;
   return server;
 }
 
-// `node --import tsx api/main.ts --config FILE`: the same server without the CLI around it.
+// `node --import tsx cli/server-process.ts --config FILE`: the same server without the CLI around it.
 if (process.argv[1] && import.meta.url === new URL(`file://${process.argv[1]}`).href) {
   const at = process.argv.indexOf('--config');
   await runServer(at > 0 ? { configPath: process.argv[at + 1] } : {});

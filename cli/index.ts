@@ -8,11 +8,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import type { ExplainView, ReservationExplainView, ReservationView } from '../protocol/api.js';
-import { interactiveConsole, memberMachine } from './cli-console.js';
-import { addImageCommands } from './cli-images.js';
-import { addJobCommands } from './cli-jobs.js';
-import { membersFromArguments, MemberSyntaxError, splitRemoteCommand } from './cli-members.js';
-import { isEvent, Paddock, PaddockError, TimeoutError, type Progress, type Reservation } from './index.js';
+import { interactiveConsole, memberMachine } from './console.js';
+import { addImageCommands } from './images.js';
+import { addJobCommands } from './jobs.js';
+import { membersFromArguments, MemberSyntaxError, splitRemoteCommand } from './members.js';
+import { isEvent, Paddock, PaddockError, TimeoutError, type Progress, type Reservation } from '../client/index.js';
 
 const print = (value: unknown): void => {
   process.stdout.write(`${typeof value === 'string' ? value : JSON.stringify(value, null, 2)}\n`);
@@ -182,7 +182,7 @@ export function program(remoteCommand: string[] = []): Command {
     .option('--listen <host:port>', 'listen here instead of the config\'s address (default 127.0.0.1:7300)')
     .option('--data <dir>', 'keep data here instead of the config\'s dataDir (default ./paddock-data)')
     .action(async (options: { config?: string; listen?: string; data?: string }) => {
-      const { runServer } = await import('../api/main.js');
+      const { runServer } = await import('./server-process.js');
       // returns once listening; the server keeps the process alive
       await runServer({
         ...(options.config ? { configPath: options.config } : {}),
