@@ -94,6 +94,9 @@ export async function startApi(options: ServeOptions): Promise<RunningApi> {
   // No limit on a whole request: an image upload of many GB takes as long as the network needs,
   // and is cut only when it stalls (images.idleTimeout). Headers still have to come in time.
   server.requestTimeout = 0;
+  // Clients (got, Node's agent) drop an idle kept-alive socket after 5 s; the server waits longer,
+  // so it never closes one just as a client sends on it (an ECONNRESET the client cannot retry).
+  server.keepAliveTimeout = 65_000;
   server.on('upgrade', streams.upgrade);
   await new Promise<void>((resolve, reject) => {
     server.once('listening', resolve);

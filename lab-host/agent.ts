@@ -3,9 +3,9 @@
 // releases back. `paddock serve` runs one in-process over loopback HTTP, so the path a remote lab
 // host uses is always the path exercised.
 import path from 'node:path';
-import got, { type Got } from 'got';
 import { ImageCache } from './image-cache.js';
 import type { AgentMachine, AgentReport, AgentTask } from '../protocol/agent.js';
+import { describeFailure, PullWorker } from '../protocol/worker.js';
 import { provisionerKinds } from '../provisioners/registry.js';
 import { TaskLoop } from './loop.js';
 import type { Provisioner } from '../provisioners/types.js';
@@ -28,15 +28,12 @@ export interface AgentOptions {
 }
 
 export class Agent {
-  private readonly http: Got;
+  private readonly worker: PullWorker<AgentTask>;
   private readonly loop: TaskLoop;
   private readonly provisioners = new Map<string, Provisioner>();
   private readonly kinds: string[];
   private readonly images: ImageCache;
   private readonly log: (line: string) => void;
-  private running = false;
-  private polling?: Promise<void>;
-  private claim?: { cancel(): void };
   private sweeper?: NodeJS.Timeout;
   /** Leftovers seen by the last periodic sweep (machine + reservation): removed when seen again. */
   private suspects = new Set<string>();
@@ -45,14 +42,17 @@ export class Agent {
     this.kinds = options.kinds ?? Object.keys(provisionerKinds);
     const log = options.log ?? (() => undefined);
     this.log = (line) => log(`agent ${options.name}: ${line}`);
-    this.http = got.extend({
-      prefixUrl: options.url,
-      headers: { authorization: `Bearer ${options.token}` },
-      responseType: 'json',
-      retry: { limit: 0 },
-      timeout: { request: 90_000 },
+    this.worker = new PullWorker<AgentTask>({
+      url: options.url,
+      token: options.token,
+      claimPath: 'v1/agent/claim',
+      // `resume` on the first claim: the API hands back what this agent held before it stopped.
+      claimBody: (first) => ({ agent: options.name, kinds: this.kinds, resume: first, wait: 20 }),
+      tasksOf: (answer) => (answer as { tasks: AgentTask[] }).tasks,
+      onTask: (task) => void this.loop.submit(task),
+      log: this.log,
     });
-    this.images = new ImageCache(this.http, path.join(options.dataDir, 'agent', 'images'), options.imageIdleTimeoutMs);
+    this.images = new ImageCache(this.worker.http, path.join(options.dataDir, 'agent', 'images'), options.imageIdleTimeoutMs);
     this.loop = new TaskLoop({
       provisioner: (kind) => this.provisioner(kind),
       report: (taskId, report) => this.report(taskId, report),
@@ -63,15 +63,12 @@ export class Agent {
   }
 
   start(): void {
-    this.running = true;
-    this.polling = this.run();
+    this.worker.start(() => this.startSweeping());
   }
 
   async stop(): Promise<void> {
-    this.running = false;
     clearInterval(this.sweeper);
-    this.claim?.cancel();
-    await this.polling;
+    await this.worker.stop();
     // Provisioning in flight is abandoned (the next start resumes it); a release under way is
     // given a few seconds to finish so the host is left clean.
     this.loop.stop();
@@ -92,7 +89,7 @@ export class Agent {
       lost: (request, reason, fault) => {
         this.log(`${request.allocationId} lost: ${reason}`);
         this.report(request.allocationId, { kind: 'failed', reason, fault, code: 'machine_lost' }).catch((error: unknown) =>
-          this.log(`${request.allocationId}: could not report the loss: ${describe(error)}`),
+          this.log(`${request.allocationId}: could not report the loss: ${describeFailure(error)}`),
         );
       },
     });
@@ -100,7 +97,7 @@ export class Agent {
     return provisioner;
   }
 
-  private async run(): Promise<void> {
+  private async startSweeping(): Promise<void> {
     // At start nothing is being provisioned yet, so whatever no live reservation explains is a
     // leftover. Later sweeps run beside provisioning: a server made for a reservation granted after
     // the list of live ones was read would look orphaned, so a leftover must be seen twice in a row.
@@ -108,30 +105,13 @@ export class Agent {
     if (this.options.sweepIntervalMs !== undefined && this.options.sweepIntervalMs > 0) {
       let sweeping = false;
       this.sweeper = setInterval(() => {
-        if (sweeping || !this.running) return;
+        if (sweeping || !this.worker.isRunning) return;
         sweeping = true;
         void this.sweepLeaks(true)
           .catch((error) => this.log(`leak sweep failed: ${(error as Error).message}`))
           .finally(() => (sweeping = false));
       }, this.options.sweepIntervalMs);
       this.sweeper.unref();
-    }
-    let resume = true;
-    let failures = 0;
-    while (this.running) {
-      try {
-        const request = this.http.post('v1/agent/claim', { json: { agent: this.options.name, kinds: this.kinds, resume, wait: 20 } });
-        this.claim = request;
-        const { tasks } = (await request.json()) as { tasks: AgentTask[] };
-        resume = false;
-        failures = 0;
-        for (const task of tasks) void this.loop.submit(task);
-      } catch (error) {
-        if (!this.running) break;
-        failures += 1;
-        this.log(`claim failed (${describe(error)}); retrying`);
-        await new Promise((resolve) => setTimeout(resolve, Math.min(10_000, 250 * 2 ** failures)));
-      }
     }
   }
 
@@ -143,7 +123,7 @@ export class Agent {
     const seen = new Set<string>();
     // One line per reason, not one per machine: a cloud that is down would otherwise fill the log.
     const unlisted = new Map<string, string[]>();
-    const machines = (await this.http.get('v1/agent/machines', { searchParams: { kinds: this.kinds.join(',') } }).json()) as AgentMachine[];
+    const machines = (await this.worker.http.get('v1/agent/machines', { searchParams: { kinds: this.kinds.join(',') } }).json()) as AgentMachine[];
     await Promise.all(
       machines.map(async (machine) => {
         const provisioner = this.provisioner(machine.kind);
@@ -181,22 +161,8 @@ export class Agent {
     this.suspects = seen;
   }
 
+  /** A 4xx (the reservation ended meanwhile) is not retried: retrying cannot help. */
   private async report(taskId: string, report: AgentReport): Promise<void> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await this.http.post(`v1/agent/tasks/${encodeURIComponent(taskId)}/report`, { json: { agent: this.options.name, report } });
-        return;
-      } catch (error) {
-        const status = (error as { response?: { statusCode?: number } }).response?.statusCode;
-        // 4xx: the API refused it (the reservation ended meanwhile): retrying cannot help.
-        if ((status !== undefined && status < 500) || attempt >= 5 || !this.running) throw error;
-        await new Promise((resolve) => setTimeout(resolve, 200 * 2 ** attempt));
-      }
-    }
+    await this.worker.post(`v1/agent/tasks/${encodeURIComponent(taskId)}/report`, { json: { agent: this.options.name, report } });
   }
-}
-
-function describe(error: unknown): string {
-  const status = (error as { response?: { statusCode?: number } }).response?.statusCode;
-  return status ? `HTTP ${status}` : ((error as { code?: string }).code ?? (error as Error).message);
 }

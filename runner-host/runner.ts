@@ -7,9 +7,9 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
-import got, { type Got } from 'got';
 import { execute } from './execute.js';
 import type { RunFinish, RunTask } from '../protocol/runner.js';
+import { describeFailure, PullWorker } from '../protocol/worker.js';
 import type { HeldRunUser, RunUsers } from './run-users.js';
 
 export interface RunnerOptions {
@@ -32,31 +32,37 @@ const flushMs = 250;
 const flushBytes = 256 * 1024;
 
 export class Runner {
-  private readonly http: Got;
+  private readonly worker: PullWorker<RunTask>;
   private readonly active = new Map<string, AbortController>();
   private readonly log: (line: string) => void;
-  private running = false;
-  private loop?: Promise<void>;
   private heartbeat?: NodeJS.Timeout;
-  private claim?: { cancel(): void };
   private slotFreed?: () => void;
   private readonly finishing = new Set<Promise<void>>();
 
   constructor(private readonly options: RunnerOptions) {
     const log = options.log ?? ((line: string) => console.error(line));
     this.log = (line) => log(`runner ${options.name}: ${line}`);
-    this.http = got.extend({
-      prefixUrl: options.url,
-      headers: { authorization: `Bearer ${options.token}` },
-      retry: { limit: 0 },
-      timeout: { request: 90_000 },
+    this.worker = new PullWorker<RunTask>({
+      url: options.url,
+      token: options.token,
+      claimPath: 'v1/runner/claim',
+      // `fresh` on the first claim: the API fails the runs this runner host held before it stopped.
+      claimBody: (first) => ({ runner: options.name, slots: options.slots - this.active.size, fresh: first, wait: 20 }),
+      tasksOf: (answer) => (answer as { runs: RunTask[] }).runs,
+      onTask: (task) => this.begin(task),
+      ready: () => this.freeSlot(),
+      log: this.log,
     });
   }
 
   start(): void {
-    this.running = true;
     this.heartbeat = setInterval(() => void this.beat(), this.options.heartbeatMs ?? 5000);
-    this.loop = this.cleanUp().then(() => this.pull());
+    this.worker.start(() => this.cleanUp());
+  }
+
+  /** Resolves once a slot is free (or the runner host stops). */
+  private async freeSlot(): Promise<void> {
+    while (this.worker.isRunning && this.active.size >= this.options.slots) await new Promise<void>((resolve) => (this.slotFreed = resolve));
   }
 
   /**
@@ -90,38 +96,12 @@ export class Runner {
 
   /** Stops taking runs; the runs under way are stopped and reported as failed by the runner host. */
   async stop(): Promise<void> {
-    this.running = false;
-    this.claim?.cancel();
+    const stopped = this.worker.stop();
     this.slotFreed?.();
     for (const controller of this.active.values()) controller.abort(new Error('the runner host is stopping'));
-    await this.loop;
+    await stopped;
     await Promise.allSettled([...this.finishing]);
     clearInterval(this.heartbeat);
-  }
-
-  private async pull(): Promise<void> {
-    let fresh = true;
-    let failures = 0;
-    while (this.running) {
-      const free = this.options.slots - this.active.size;
-      if (free <= 0) {
-        await new Promise<void>((resolve) => (this.slotFreed = resolve));
-        continue;
-      }
-      try {
-        const request = this.http.post('v1/runner/claim', { json: { runner: this.options.name, slots: free, fresh, wait: 20 }, responseType: 'json' });
-        this.claim = request;
-        const { runs } = (await request.json()) as { runs: RunTask[] };
-        fresh = false;
-        failures = 0;
-        for (const task of runs) this.begin(task);
-      } catch (error) {
-        if (!this.running) break;
-        failures += 1;
-        this.log(`claim failed (${describe(error)}); retrying`);
-        await new Promise((resolve) => setTimeout(resolve, Math.min(10_000, 250 * 2 ** failures)));
-      }
-    }
   }
 
   private begin(task: RunTask): void {
@@ -156,44 +136,31 @@ export class Runner {
       await rm(workDir, { recursive: true, force: true }).catch(() => undefined);
       await user?.release().catch((error: unknown) => this.log(`${task.id}: could not free its run user ${user?.uid}: ${(error as Error).message}`));
     }
-    if (!this.running && controller.signal.aborted && outcome.outcome === 'cancelled') {
+    if (!this.worker.isRunning && controller.signal.aborted && outcome.outcome === 'cancelled') {
       outcome = { ...outcome, outcome: 'failed', fault: 'infrastructure', reason: 'the runner host stopped' };
     }
     await this.post(`v1/runner/runs/${task.id}/finished`, { runner: this.options.name, ...outcome });
     this.log(`${task.id}: ${outcome.outcome}${outcome.exitCode !== undefined ? ` (exit code ${outcome.exitCode})` : ''}`);
   }
 
-  private async send(id: string, chunk: Buffer): Promise<'ok' | 'gone'> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await this.http.post(`v1/runner/runs/${id}/log`, { searchParams: { runner: this.options.name }, body: chunk, headers: { 'content-type': 'text/plain; charset=utf-8' } });
-        return 'ok';
-      } catch (error) {
-        const status = (error as { response?: { statusCode?: number } }).response?.statusCode;
-        if (status === 409 || status === 404) return 'gone';
-        if (attempt >= 5) throw error;
-        await new Promise((resolve) => setTimeout(resolve, 200 * 2 ** attempt));
-      }
-    }
+  private send(id: string, chunk: Buffer): Promise<'ok' | 'gone'> {
+    return this.worker.post(`v1/runner/runs/${id}/log`, {
+      searchParams: { runner: this.options.name },
+      body: chunk,
+      headers: { 'content-type': 'text/plain; charset=utf-8' },
+      gone: [404, 409],
+      whileStopping: true,
+    });
   }
 
   /** A JSON POST, retried while the API is away (a report must not be lost to a blip). */
   private async post(url: string, json: unknown): Promise<void> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await this.http.post(url, { json });
-        return;
-      } catch (error) {
-        const status = (error as { response?: { statusCode?: number } }).response?.statusCode;
-        if ((status !== undefined && status < 500) || attempt >= 8) throw error;
-        await new Promise((resolve) => setTimeout(resolve, Math.min(5000, 200 * 2 ** attempt)));
-      }
-    }
+    await this.worker.post(url, { json, attempts: 8, whileStopping: true });
   }
 
   private async beat(): Promise<void> {
     try {
-      const { cancel } = await this.http
+      const { cancel } = await this.worker.http
         .post('v1/runner/heartbeat', { json: { runner: this.options.name, runs: [...this.active.keys()] }, timeout: { request: 10_000 } })
         .json<{ cancel: string[] }>();
       for (const id of cancel) {
@@ -204,7 +171,7 @@ export class Runner {
         }
       }
     } catch (error) {
-      this.log(`heartbeat failed (${describe(error)})`);
+      this.log(`heartbeat failed (${describeFailure(error)})`);
     }
   }
 }
@@ -251,9 +218,4 @@ class OutputStream {
     this.flush();
     await this.sending;
   }
-}
-
-function describe(error: unknown): string {
-  const status = (error as { response?: { statusCode?: number } }).response?.statusCode;
-  return status ? `HTTP ${status}` : ((error as { code?: string }).code ?? (error as Error).message);
 }

@@ -30,7 +30,7 @@ test.before(async () => {
   bob = api.http(await token('bob'));
   const reserve = async (client: JsonClient) => {
     const created = (await client.post('v1/reservations', { json: { members: [{ role: 'host', spec: 'type=static-host' }] } })).body as ReservationView;
-    return (await client.get(`v1/reservations/${created.id}`, { searchParams: { wait: 'ready', timeout: 30 } })).body as ReservationView;
+    return (await client.get(`v1/reservations/${created.id}`, { searchParams: { wait: 'ready', timeout: 300 } })).body as ReservationView;
   };
   aliceReservation = await reserve(alice);
   bobReservation = await reserve(bob);
@@ -111,7 +111,7 @@ test('the console stream checks the token, the owner and the machine before it o
   const [carol, dave] = tokens;
   const carolClient = api.http(carol);
   const created = (await carolClient.post('v1/reservations', { json: { members: [{ role: 'host', spec: 'type=static-host' }] } })).body as ReservationView;
-  const ready = (await carolClient.get(`v1/reservations/${created.id}`, { searchParams: { wait: 'ready', timeout: 30 } })).body as ReservationView;
+  const ready = (await carolClient.get(`v1/reservations/${created.id}`, { searchParams: { wait: 'ready', timeout: 300 } })).body as ReservationView;
   t.is(ready.state, 'ready');
   const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
   const cases: [string, string, Record<string, string>, number, string][] = [

@@ -13,7 +13,7 @@ import { startSshd } from '../helpers/sshd.js';
 import { killHard, startServerProcess } from '../helpers/server.js';
 
 test('kill -9 mid-run and restart: nothing lost, nothing stuck busy', async (t) => {
-  t.timeout(120_000);
+  t.timeout(900_000);
   const hosts = await Promise.all([startSshd(), startSshd(), startSshd()]);
   const dir = mkdtempSync(path.join(os.tmpdir(), 'paddock-crash-'));
   const port = await freePort();
@@ -33,7 +33,7 @@ test('kill -9 mid-run and restart: nothing lost, nothing stuck busy', async (t) 
     const reserve = async (spec: string, count: number) =>
       (await http.post('v1/reservations', { json: { members: [{ role: 'main', spec, count }], lease: 300 } })).body as ReservationView;
     const get = async (id: string, wait = false) =>
-      (await http.get(`v1/reservations/${id}`, { searchParams: wait ? { wait: 'ready', timeout: 30 } : {} })).body as ReservationView;
+      (await http.get(`v1/reservations/${id}`, { searchParams: wait ? { wait: 'ready', timeout: 300 } : {} })).body as ReservationView;
 
     const ready = await reserve('static-host', 1);
     t.is((await get(ready.id, true)).state, 'ready');

@@ -157,7 +157,7 @@ test('thousands of hostile requests on every route: no 5xx; then a normal user w
   const created = await alice.post('v1/reservations', { json: { members: [{ role: 'main', spec: 'static-host' }] } });
   t.is(created.statusCode, 201, JSON.stringify(created.body));
   const id = (created.body as ReservationView).id;
-  t.is(((await alice.get(`v1/reservations/${id}`, { searchParams: { wait: 'ready', timeout: 120 } })).body as ReservationView).state, 'ready');
+  t.is(((await alice.get(`v1/reservations/${id}`, { searchParams: { wait: 'ready', timeout: 300 } })).body as ReservationView).state, 'ready');
   t.is((await alice.delete(`v1/reservations/${id}`)).statusCode, 200);
   const deadline = Date.now() + 60_000;
   while (((await alice.get(`v1/reservations/${id}`)).body as ReservationView).state !== 'released' && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 200));

@@ -35,7 +35,7 @@ test.after.always(async () => {
 });
 
 const reserve = async (body: unknown) => api.http().post('v1/reservations', { json: body });
-const waitReady = async (id: string) => (await api.http().get(`v1/reservations/${id}`, { searchParams: { wait: 'ready', timeout: 120 } })).body as ReservationView;
+const waitReady = async (id: string) => (await api.http().get(`v1/reservations/${id}`, { searchParams: { wait: 'ready', timeout: 300 } })).body as ReservationView;
 const release = async (id: string) => (await api.http().delete(`v1/reservations/${id}`)).body as ReservationView;
 const waitState = async (id: string, state: string, seconds = 20) => {
   const deadline = Date.now() + seconds * 1000;

@@ -119,7 +119,7 @@ test("a NUL in a static host's cleanup output is stored as text; later writes an
   const bob = api.http(await userToken(api, 'bob'));
 
   const created = (await mallory.post('v1/reservations', { json: { members: [{ role: 'main', spec: 'slot=1' }] } })).body as ReservationView;
-  const ready = (await mallory.get(`v1/reservations/${created.id}`, { searchParams: { wait: 'ready', timeout: 60 } })).body as ReservationView;
+  const ready = (await mallory.get(`v1/reservations/${created.id}`, { searchParams: { wait: 'ready', timeout: 300 } })).body as ReservationView;
   t.is(ready.state, 'ready');
   // A cleanup that prints a NUL and fails: a forced command on the line of the key Paddock cleans
   // up with (only root on the host can put it there now; the tenant's keys live in another file).
@@ -141,7 +141,7 @@ test("a NUL in a static host's cleanup output is stored as text; later writes an
 
   // Other users' writes go on, and the rows hold the NUL.
   const other = (await bob.post('v1/reservations', { json: { members: [{ role: 'main', spec: 'static-host' }] } })).body as ReservationView;
-  t.is(((await bob.get(`v1/reservations/${other.id}`, { searchParams: { wait: 'ready', timeout: 60 } })).body as ReservationView).state, 'ready');
+  t.is(((await bob.get(`v1/reservations/${other.id}`, { searchParams: { wait: 'ready', timeout: 300 } })).body as ReservationView).state, 'ready');
   const db = openDb(api);
   const [row] = await db.all<{ reason: string }>("SELECT reason FROM machines WHERE name = 'h1'");
   await db.close();

@@ -57,7 +57,7 @@ const outletState = () => execFileSync(powerScript, [lab.dir, 'status', '1'], { 
 
 test.serial('a bundle whose cmdline holds a newline and ^C is refused before anything is typed at U-Boot (image_invalid)', async (t) => {
   const reservation = await owner.reserve({ members: [{ role: 'board', spec: 'type=console-only', image: 'arm-inject' }], lease: '10m' });
-  const error = await t.throwsAsync(reservation.ready({ timeout: 120 }), { instanceOf: ReservationFailedError });
+  const error = await t.throwsAsync(reservation.ready({ timeout: 300 }), { instanceOf: ReservationFailedError });
   t.is(error?.failureCode, 'image_invalid');
   t.is(error?.view.allocations[0].failure?.fault, 'request');
   t.regex(error?.view.allocations[0].failure?.reason ?? '', /printable ASCII: byte 0x0a/);

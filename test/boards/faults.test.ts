@@ -49,7 +49,7 @@ async function withPaddock(machinesYaml: string, work: (paddock: Paddock, api: T
 async function failure(paddock: Paddock, spec = 'arch=arm64'): Promise<ReservationFailedError> {
   const reservation = await paddock.reserve({ members: [{ role: 'board', spec, image: 'junk' }], lease: '10m' }, { renew: false });
   try {
-    await reservation.ready({ timeout: 120 });
+    await reservation.ready({ timeout: 300 });
   } catch (error) {
     if (error instanceof ReservationFailedError) return error;
     throw error;

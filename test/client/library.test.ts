@@ -63,7 +63,7 @@ test.serial('reserve, wait with progress, run, copy both ways, and release on sc
 
 test.serial('a host presenting another host key is refused', async (t) => {
   await using reservation = await paddock.reserve({ members: [{ role: 'main', spec: 'static-host' }] });
-  await reservation.ready({ timeout: 60 });
+  await reservation.ready({ timeout: 300 });
   const target = await reservation.target('main');
   const other = hosts.find((host) => host.hostKey !== target.hostKey)!;
   const credentials = await reservation.credentials();
@@ -74,7 +74,7 @@ test.serial('a host presenting another host key is refused', async (t) => {
 test.serial('the lease is renewed while the process holds the reservation', async (t) => {
   // A 3 s lease is renewed every second: two heartbeats may be late on a loaded machine.
   await using reservation = await paddock.reserve({ members: [{ role: 'main', spec: 'static-host' }], lease: 3 });
-  await reservation.ready({ timeout: 60 });
+  await reservation.ready({ timeout: 300 });
   await new Promise((resolve) => setTimeout(resolve, 7000));
   t.is((await reservation.refresh()).state, 'ready', 'still held after twice its lease');
   const unrenewed = await paddock.reserve({ members: [{ role: 'main', spec: 'static-host' }], lease: 2 }, { renew: false });

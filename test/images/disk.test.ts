@@ -99,7 +99,7 @@ onSmallDisk('parallel uploads over the free space get 507 insufficient_storage, 
   const alice = (await api.http().post('v1/tokens', { json: { name: 'alice' } })).body as { token: string };
   const created = await api.http(alice.token).post('v1/reservations', { json: { members: [{ role: 'host', spec: 'static-host' }], lease: 60 } });
   t.is(created.statusCode, 201, JSON.stringify(created.body));
-  const ready = (await api.http(alice.token).get(`v1/reservations/${(created.body as ReservationView).id}`, { searchParams: { wait: 'ready', timeout: 60 } })).body as ReservationView;
+  const ready = (await api.http(alice.token).get(`v1/reservations/${(created.body as ReservationView).id}`, { searchParams: { wait: 'ready', timeout: 300 } })).body as ReservationView;
   t.is(ready.state, 'ready', ready.reason);
   t.is((await api.http(alice.token).delete(`v1/reservations/${ready.id}`)).statusCode, 200);
 

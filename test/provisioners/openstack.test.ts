@@ -205,7 +205,7 @@ test.serial('images: the cloud\'s bootable images are listed beside Paddock\'s, 
 
 test.serial('a Paddock image is uploaded to Glance once, found again by its sha256, and booted; a cloud image boots by POOL/NAME', async (t) => {
   const first = await reserve([{ role: 'vm', spec: 'cpus>=1' }]);
-  await first.ready({ timeout: 120 });
+  await first.ready({ timeout: 300 });
   const [allocation] = first.view.allocations;
   t.is(allocation.machine, 'cloud-m1.tiny-1', 'the smallest flavor');
   t.truthy(allocation.stages.bootSeen);
@@ -221,7 +221,7 @@ test.serial('a Paddock image is uploaded to Glance once, found again by its sha2
 
   const second = await reserve([{ role: 'vm', spec: 'cpus>=1' }]);
   const fromCloud = await reserve([{ role: 'vm', spec: 'cpus>=1', image: 'cloud/cirros-fake' }]);
-  await Promise.all([second.ready({ timeout: 120 }), fromCloud.ready({ timeout: 120 })]);
+  await Promise.all([second.ready({ timeout: 300 }), fromCloud.ready({ timeout: 300 })]);
   t.is((await cloud.user.images({ paddock_sha256: imageSha })).length, 1, 'the second reservation reused the upload');
   t.is((await cloud.user.server((await serversOf(fromCloud))[0].id)) !== undefined, true);
   const cloudImage = await cloud.user.call<{ server: { image: { id: string } } }>('compute', 'GET', `/servers/${(await serversOf(fromCloud))[0].id}`);
@@ -235,7 +235,7 @@ test.serial('a gang of three VMs of different flavors; release leaves no server 
     { role: 'medium', spec: 'ram>=2GiB ram<4GiB' },
     { role: 'large', spec: 'cpus>=2' },
   ]);
-  await gang.ready({ timeout: 120 });
+  await gang.ready({ timeout: 300 });
   const byRole = Object.fromEntries(gang.view.allocations.map((allocation) => [allocation.role, allocation.machine]));
   t.deepEqual(byRole, { small: 'cloud-m1.tiny-1', medium: 'cloud-m1.small-1', large: 'cloud-m1.medium-1' });
   const servers = await serversOf(gang);
@@ -252,7 +252,7 @@ test.serial('a gang of three VMs of different flavors; release leaves no server 
 
 test.serial('a ready server deleted outside Paddock fails its reservation (machine_lost), and nothing is left', async (t) => {
   const reservation = await reserve([{ role: 'vm', spec: 'cpus>=1' }]);
-  await reservation.ready({ timeout: 120 });
+  await reservation.ready({ timeout: 300 });
   const [vm] = await serversOf(reservation);
   await cloud.user.deleteServer(vm.id);
   await waitFor(async () => (await reservation.refresh()).state === 'failed', 120_000, 'failed');
@@ -277,7 +277,7 @@ test.serial('a server that goes to ERROR is deleted and replaced by a new one', 
   } finally {
     await breakCompute(cloud, false);
   }
-  await reservation.ready({ timeout: 120 });
+  await reservation.ready({ timeout: 300 });
   const now = await serversOf(reservation);
   t.is(now.length, 1);
   t.is(now[0].status, 'ACTIVE');
@@ -309,7 +309,7 @@ test.serial('a full cloud (instance quota 2) queues the third request, which is 
   try {
     const a = await reserve([{ role: 'vm', spec: 'cpus>=1' }]);
     const b = await reserve([{ role: 'vm', spec: 'cpus>=1' }]);
-    await Promise.all([a.ready({ timeout: 120 }), b.ready({ timeout: 120 })]);
+    await Promise.all([a.ready({ timeout: 300 }), b.ready({ timeout: 300 })]);
     const c = await reserve([{ role: 'vm', spec: 'cpus>=1' }]);
     // Paddock's own limit (4) lets it try; Nova refuses (quota), and the request waits again.
     await waitFor(async () => (await c.events()).some((event) => event.type === 'state' && event.from === 'releasing' && event.to === 'queued'), 120_000, 'requeued');
@@ -320,7 +320,7 @@ test.serial('a full cloud (instance quota 2) queues the third request, which is 
     t.deepEqual(await serversOf(c), [], 'no server was left by the refused attempt');
 
     await a.release();
-    await c.ready({ timeout: 120 });
+    await c.ready({ timeout: 300 });
     t.is((await serversOf(c)).length, 1);
     await releaseAll(a, b, c);
   } finally {
@@ -342,7 +342,7 @@ test.serial('no valid host (every compute host disabled) queues the request; it 
     await setComputeHosts(cloud, { working: true, broken: false });
   }
   // Retried after the hold (15 s), as no reservation gave machines back meanwhile.
-  await reservation.ready({ timeout: 120 });
+  await reservation.ready({ timeout: 300 });
   t.is((await serversOf(reservation)).length, 1);
   t.is(reservation.view.allocations[0].failure, undefined);
   await releaseAll(reservation);
@@ -420,7 +420,7 @@ test.serial('kill -9 with servers up, restart: servers carried on, orphans delet
     { role: 'a', spec: 'ram<=512MiB' },
     { role: 'b', spec: 'cpus>=2' },
   ]);
-  await kept.ready({ timeout: 120 });
+  await kept.ready({ timeout: 300 });
   const before = (await serversOf(kept)).map((each) => each.id).sort();
   t.is(before.length, 2);
 
@@ -469,7 +469,7 @@ test.serial('the Glance copy of an image Paddock no longer stores is deleted by 
   writeFileSync(file, bytes);
   await paddock.images.upload(file, { name: 'gone-raw', format: 'raw' });
   const reservation = await reserve([{ role: 'vm', spec: 'cpus>=1', image: 'gone-raw' }]);
-  await reservation.ready({ timeout: 120 });
+  await reservation.ready({ timeout: 300 });
   const [copy] = await cloud.user.images({ paddock_sha256: sha256 });
   t.is(copy?.status, 'active');
   await releaseAll(reservation);

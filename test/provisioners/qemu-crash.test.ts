@@ -29,7 +29,7 @@ test('kill -9 while VMs run, restart: VMs re-attached or cleaned, none unaccount
     await paddock.images.upload(images.initramfs, { name: 'tiny', format: 'bundle' });
 
     const ready = await paddock.reserve({ members: [{ role: 'vm', spec: 'arch=x86_64', image: 'tiny' }], lease: '10m' }, { renew: false });
-    await ready.ready({ timeout: 120 });
+    await ready.ready({ timeout: 300 });
     const [readyVm] = await vmProcessesUnder(qemuRoot);
     const midway = await paddock.reserve({ members: [{ role: 'vm', spec: 'arch=x86_64', image: 'tiny' }], lease: '10m' }, { renew: false });
     await waitFor(async () => (await midway.refresh()).allocations[0]?.stages.powerConfirmed !== undefined, 60_000);
@@ -52,7 +52,7 @@ test('kill -9 while VMs run, restart: VMs re-attached or cleaned, none unaccount
     t.is(carriedOn.state, 'ready', 'the ready reservation carries on');
     t.true(await isVmProcess(readyVm.pid, qemuRoot), 'on the same VM');
     t.is((await ready.run('vm', 'echo alive')).stdout.trim(), 'alive');
-    await midway.ready({ timeout: 120 });
+    await midway.ready({ timeout: 300 });
     t.is((await midway.run('vm', 'echo finished')).stdout.trim(), 'finished', 'the VM caught mid-boot is finished');
 
     // Every QEMU process under the data directory belongs to a live allocation.

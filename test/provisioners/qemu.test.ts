@@ -109,7 +109,7 @@ test.serial('a corrupt image fails the reservation with image_corrupt and leaves
   writeFileSync(junk, randomBytes(1024 * 1024));
   await paddock.images.upload(junk, { name: 'junk', tag: 'test', format: 'qcow2', arch: 'x86_64' });
   const reservation = await paddock.reserve({ members: [{ role: 'vm', spec: 'arch=x86_64', image: 'junk:test' }], lease: '10m' });
-  const error = await t.throwsAsync(reservation.ready({ timeout: 120 }), { instanceOf: ReservationFailedError });
+  const error = await t.throwsAsync(reservation.ready({ timeout: 300 }), { instanceOf: ReservationFailedError });
   t.is(error?.failureCode, 'image_corrupt');
   t.regex(error?.reason ?? '', /image junk:test cannot be used/);
   const machines = await paddock.machines();
@@ -121,7 +121,7 @@ test.serial('a corrupt image fails the reservation with image_corrupt and leaves
 
 test.serial('an image that does not exist fails with image_not_found', async (t) => {
   const reservation = await paddock.reserve({ members: [{ role: 'vm', spec: 'arch=x86_64', image: 'nothing-here:test' }], lease: '10m' });
-  const error = await t.throwsAsync(reservation.ready({ timeout: 60 }), { instanceOf: ReservationFailedError });
+  const error = await t.throwsAsync(reservation.ready({ timeout: 300 }), { instanceOf: ReservationFailedError });
   t.is(error?.failureCode, 'image_not_found');
 });
 

@@ -127,7 +127,7 @@ test.before(async () => {
 import { Paddock } from 'paddock';
 const paddock = new Paddock();
 const reservation = await paddock.reserve({ members: [{ role: 'vm', spec: '${vmSpec}', image: 'tiny' }], lease: '30m' }, { renew: false });
-await reservation.ready({ timeout: 120 });
+await reservation.ready({ timeout: 300 });
 const { stdout } = await reservation.run('vm', 'uname -s');
 console.log('the vm says', stdout.trim(), 'on', reservation.view.allocations[0].machine);
 writeFileSync(process.env.PADDOCK_RESULT!, JSON.stringify({ reservation: reservation.id }));

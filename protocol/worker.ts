@@ -1,0 +1,112 @@
+// The worker half of the pull protocol, as lab-host agents and runner hosts speak it: they dial out
+// to the API (so they can sit behind NAT), long-poll a claim for work, back off while the API is
+// away, and post their reports with retries so that a blip loses none. The server half (waiters and
+// the long-poll claim) is the API's.
+import { setTimeout as sleep } from 'node:timers/promises';
+import got, { type Got, type OptionsInit } from 'got';
+
+export interface PullWorkerOptions<Task> {
+  url: string;
+  /** The worker's token (role agent or runner). Sent as a bearer token, never logged. */
+  token: string;
+  /** The claim route, e.g. `v1/agent/claim`. */
+  claimPath: string;
+  /** The claim's body; `first` is true for the first claim after a start (the API then recovers what the worker held). */
+  claimBody(first: boolean): unknown;
+  /** The tasks of a claim's answer. */
+  tasksOf(answer: unknown): Task[];
+  /** Called with each task claimed; the worker does not wait for it. */
+  onTask(task: Task): void;
+  /** Resolves when the worker can take work again (a free slot); the claim waits for it. */
+  ready?(): Promise<void>;
+  log(line: string): void;
+}
+
+/** The longest pause between two failed claims. */
+const maxBackoffMs = 10_000;
+
+export class PullWorker<Task> {
+  readonly http: Got;
+  private running = false;
+  private claim?: { cancel(): void };
+  private loop?: Promise<void>;
+
+  constructor(private readonly options: PullWorkerOptions<Task>) {
+    this.http = got.extend({
+      prefixUrl: options.url,
+      headers: { authorization: `Bearer ${options.token}` },
+      retry: { limit: 0 },
+      timeout: { request: 90_000 },
+    });
+  }
+
+  get isRunning(): boolean {
+    return this.running;
+  }
+
+  /** Starts claiming after `before` (a clean-up, say) has run. */
+  start(before: () => Promise<void> = async () => undefined): void {
+    this.running = true;
+    this.loop = before().then(() => this.pull());
+  }
+
+  /** Stops claiming: a claim under way is cancelled; resolves when the loop has ended. */
+  async stop(): Promise<void> {
+    this.running = false;
+    this.claim?.cancel();
+    await this.loop;
+  }
+
+  private async pull(): Promise<void> {
+    let first = true;
+    let failures = 0;
+    while (this.running) {
+      await this.options.ready?.();
+      if (!this.running) break;
+      try {
+        const request = this.http.post(this.options.claimPath, { json: this.options.claimBody(first), responseType: 'json' });
+        this.claim = request;
+        const tasks = this.options.tasksOf(await request.json());
+        first = false;
+        failures = 0;
+        for (const task of tasks) this.options.onTask(task);
+      } catch (error) {
+        if (!this.running) break;
+        failures += 1;
+        this.options.log(`claim failed (${describeFailure(error)}); retrying`);
+        await sleep(Math.min(maxBackoffMs, 250 * 2 ** failures));
+      }
+    }
+  }
+
+  /**
+   * A POST retried while the API is away (5xx or no answer), up to `attempts` tries: a report must
+   * not be lost to a blip. A 4xx is the API's refusal and is not retried; the statuses in `gone`
+   * resolve with 'gone' (the task ended meanwhile), any other 4xx rejects. Once the worker stops,
+   * a failed try is the last unless `whileStopping` (the report of how a run ended, say).
+   */
+  async post(path: string, options: OptionsInit & { attempts?: number; gone?: number[]; whileStopping?: boolean } = {}): Promise<'ok' | 'gone'> {
+    const { attempts = 5, gone = [], whileStopping = false, ...request } = options;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.http.post(path, request as OptionsInit);
+        return 'ok';
+      } catch (error) {
+        const status = statusOf(error);
+        if (status !== undefined && gone.includes(status)) return 'gone';
+        if ((status !== undefined && status < 500) || attempt >= attempts || (!this.running && !whileStopping)) throw error;
+        await sleep(Math.min(5000, 200 * 2 ** attempt));
+      }
+    }
+  }
+}
+
+function statusOf(error: unknown): number | undefined {
+  return (error as { response?: { statusCode?: number } }).response?.statusCode;
+}
+
+/** An HTTP failure in a few words for a log line: the status or the network error's code. */
+export function describeFailure(error: unknown): string {
+  const status = statusOf(error);
+  return status ? `HTTP ${status}` : ((error as { code?: string }).code ?? (error as Error).message);
+}
