@@ -192,6 +192,19 @@ export function program(remoteCommand: string[] = []): Command {
     });
 
   cli
+    .command('agent')
+    .description('run a lab-host agent until a signal stops it: it pulls provisioning work for its machines from PADDOCK_URL with a token of role agent')
+    .requiredOption('--name <name>', "this agent's name, the name of its token (paddock token create NAME --role agent)")
+    .option('--token-file <file>', 'read the token from this file (owned by this user, mode 0600) rather than PADDOCK_TOKEN')
+    .option('--data <dir>', 'where the agent keeps its image cache and what its machines hold', './paddock-agent-data')
+    .option('--kinds <kinds>', 'the machine kinds it provisions, comma-separated (default: every kind)')
+    .option('--concurrency <n>', 'provisioning and release tasks at once', '16')
+    .action(async (options: { name: string; tokenFile?: string; data: string; kinds?: string; concurrency: string }) => {
+      const { runAgent } = await import('./agent.js');
+      await runAgent(options); // the agent keeps the process alive
+    });
+
+  cli
     .command('reserve')
     .description('reserve machines: a SPEC for one member, or -m ROLE[:COUNT]=SPEC for a gang')
     .argument('[spec]', 'spec of a single member (role main)')

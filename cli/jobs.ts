@@ -205,19 +205,20 @@ export function addJobCommands(cli: Command, client: () => Paddock, print: (valu
     .option('--heartbeat <seconds>', 'seconds between heartbeats', '5')
     .action(async (options) => {
       const { Runner } = await import('../runner-host/runner.js');
-      const { prepareHost, runnerToken, SetupError } = await import('../runner-host/setup.js');
+      const { prepareHost, SetupError } = await import('../runner-host/setup.js');
+      const { workerToken, TokenError } = await import('../protocol/worker.js');
       const { RunUsers, IsolationError } = await import('../runner-host/run-users.js');
       const slots = Math.max(1, Number(options.slots));
       const workRoot = path.resolve(options.work);
       let token: string;
       let users: InstanceType<typeof RunUsers> | undefined;
       try {
-        token = await runnerToken(options.tokenFile);
+        token = await workerToken(options.tokenFile);
         users = options.singleUser ? undefined : RunUsers.parse(options.runUids);
         if (users && users.size < slots) throw new SetupError(`--run-uids ${options.runUids} has ${users.size} uids for ${slots} slots: give each slot one at least`);
         await prepareHost(workRoot, users);
       } catch (error) {
-        if (error instanceof SetupError || error instanceof IsolationError) throw new PaddockError(`runner host: ${error.message}`, 'configuration');
+        if (error instanceof SetupError || error instanceof IsolationError || error instanceof TokenError) throw new PaddockError(`runner host: ${error.message}`, 'configuration');
         throw error;
       }
       const paddock = new Paddock({ token }); // checks PADDOCK_URL

@@ -2,6 +2,8 @@
 // to the API (so they can sit behind NAT), long-poll a claim for work, back off while the API is
 // away, and post their reports with retries so that a blip loses none. The server half (waiters and
 // the long-poll claim) is the API's.
+import { constants } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import got, { type Got, type OptionsInit } from 'got';
 
@@ -109,4 +111,45 @@ function statusOf(error: unknown): number | undefined {
 export function describeFailure(error: unknown): string {
   const status = statusOf(error);
   return status ? `HTTP ${status}` : ((error as { code?: string }).code ?? (error as Error).message);
+}
+
+/** A worker's token cannot be read; the message says what to change. */
+export class TokenError extends Error {
+  override readonly name = 'TokenError';
+}
+
+/** A token is a line of text; a "token file" much bigger than that is a mistake. */
+const tokenFileLimit = 4096;
+
+/**
+ * A worker's token (a runner host's, a lab-host agent's): from `tokenFile` (a regular file owned by this user, mode 0600 or
+ * stricter), else from PADDOCK_TOKEN. Either way PADDOCK_TOKEN leaves this process's environment.
+ */
+export async function workerToken(tokenFile: string | undefined): Promise<string> {
+  const fromEnvironment = process.env.PADDOCK_TOKEN;
+  delete process.env.PADDOCK_TOKEN;
+  if (tokenFile === undefined) {
+    if (!fromEnvironment) throw new TokenError('no token: give --token-file FILE (mode 0600), or set PADDOCK_TOKEN');
+    return fromEnvironment;
+  }
+  let handle;
+  try {
+    handle = await open(tokenFile, constants.O_RDONLY | constants.O_NOFOLLOW);
+  } catch (error) {
+    throw new TokenError(`cannot read the token file ${tokenFile}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
+  }
+  try {
+    const info = await handle.stat();
+    if (!info.isFile()) throw new TokenError(`the token file ${tokenFile} is not a regular file`);
+    if (info.uid !== process.getuid?.() || (info.mode & 0o077) !== 0) {
+      throw new TokenError(`the token file ${tokenFile} must be owned by this user (uid ${process.getuid?.()}) and readable by it alone: chown ${process.getuid?.()} ${tokenFile} && chmod 600 ${tokenFile}`);
+    }
+    const buffer = Buffer.alloc(tokenFileLimit);
+    const { bytesRead } = await handle.read(buffer, 0, tokenFileLimit, 0);
+    const token = buffer.subarray(0, bytesRead).toString('utf8').trim();
+    if (!token || /\s/.test(token) || bytesRead === tokenFileLimit) throw new TokenError(`the token file ${tokenFile} must hold the token alone, on one line`);
+    return token;
+  } finally {
+    await handle.close();
+  }
 }

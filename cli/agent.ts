@@ -1,0 +1,50 @@
+// `paddock agent --name NAME`: a lab-host agent on its own, the same one `paddock serve` embeds. It
+// dials out to PADDOCK_URL with a token of role agent named NAME (from --token-file or
+// PADDOCK_TOKEN), pulls the provisioning and release work for the machines of its kinds, and runs
+// it on this host until SIGTERM or SIGINT.
+import path from 'node:path';
+import { Agent } from '../lab-host/agent.js';
+import { Paddock, PaddockError } from '../client/index.js';
+import { TokenError, workerToken } from '../protocol/worker.js';
+import { provisionerKinds } from '../provisioners/registry.js';
+
+const knownKinds = () => Object.keys(provisionerKinds);
+
+export interface AgentCommandOptions {
+  name: string;
+  tokenFile?: string;
+  data: string;
+  kinds?: string;
+  concurrency: string;
+}
+
+export async function runAgent(options: AgentCommandOptions): Promise<Agent> {
+  let token: string;
+  try {
+    token = await workerToken(options.tokenFile);
+  } catch (error) {
+    if (error instanceof TokenError) throw new PaddockError(`agent: ${error.message}`, 'configuration');
+    throw error;
+  }
+  const kinds = options.kinds?.split(',').filter(Boolean);
+  const unknown = kinds?.filter((kind) => !knownKinds().includes(kind)) ?? [];
+  if (unknown.length > 0) throw new PaddockError(`agent: unknown kind ${unknown.join(', ')}; the kinds are ${knownKinds().join(', ')}`, 'configuration');
+  const concurrency = Number(options.concurrency);
+  if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 256) throw new PaddockError(`agent: --concurrency ${options.concurrency} is not a whole number from 1 to 256`, 'configuration');
+  const paddock = new Paddock({ token }); // checks PADDOCK_URL
+  const url = process.env.PADDOCK_URL!;
+  const me = await paddock.whoami();
+  if (me.role !== 'agent') throw new PaddockError(`an agent needs a token of role agent; this one is ${me.role} (paddock token create ${options.name} --role agent)`, 'forbidden');
+  if (me.name !== options.name) throw new PaddockError(`this token is for agent ${me.name}, not ${options.name}: an agent token speaks only for its own name`, 'forbidden');
+  const dataDir = path.resolve(options.data);
+  const agent = new Agent({ url, token, name: options.name, dataDir, concurrency, ...(kinds ? { kinds } : {}), log: (line) => console.error(line) });
+  agent.start();
+  console.error(`agent ${options.name}: pulling work from ${url} for ${(kinds ?? knownKinds()).join(', ')} machines, data in ${dataDir}`);
+  const stop = (signal: string) => {
+    console.error(`agent ${options.name}: ${signal}: stopping`);
+    void agent.stop().then(() => process.exit(0));
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
+  return agent;
+}

@@ -1,0 +1,104 @@
+// `paddock agent --name NAME` as a lab admin starts it: its own process, dialling out to an API that
+// runs no embedded agent, with a token of role agent. It provisions a real sshd host and releases
+// it; tokens that are not its own are refused before it takes any work.
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import test from 'ava';
+import { Paddock } from '../../client/index.js';
+import { startApi, staticMachinesYaml, testConfig, type TestApi } from '../helpers/api.js';
+import { stopGracefully } from '../helpers/server.js';
+import { startSshd, type TestSshd } from '../helpers/sshd.js';
+import { waitFor } from '../helpers/wait.js';
+
+const bin = path.resolve('bin/paddock.js');
+let api: TestApi;
+let host: TestSshd;
+let admin: Paddock;
+let dir: string;
+
+test.before(async () => {
+  host = await startSshd();
+  dir = mkdtempSync(path.join(os.tmpdir(), 'paddock-agent-test-'));
+  const yaml = `agent: { enabled: false }\n${staticMachinesYaml([{ name: 'lab-host-1', port: host.port, adminKeyPath: host.adminKey.path, authorizedKeysFile: host.authorizedKeysFile }])}`;
+  api = await startApi(testConfig(yaml));
+  admin = new Paddock({ url: api.url, token: api.adminToken });
+});
+
+test.after.always(async () => {
+  await api?.close();
+  await host?.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** `paddock agent` run to its end (for the refusals). */
+function agentExits(args: string[], token: string | undefined): Promise<{ code: number | null; stderr: string }> {
+  const env: NodeJS.ProcessEnv = { ...process.env, PADDOCK_URL: api.url };
+  if (token === undefined) delete env.PADDOCK_TOKEN;
+  else env.PADDOCK_TOKEN = token;
+  return new Promise((resolve) => {
+    execFile(process.execPath, [bin, 'agent', ...args], { env, timeout: 120_000 }, (error, _stdout, stderr) =>
+      resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, stderr }),
+    );
+  });
+}
+
+test.serial('an agent started on its own provisions and releases its machine; the reservation sees every stage', async (t) => {
+  const token = (await admin.createToken('lab-1', 'agent')).token;
+  const tokenFile = path.join(dir, 'agent-token');
+  writeFileSync(tokenFile, `${token}\n`, { mode: 0o600 });
+  const user = new Paddock({ url: api.url, token: (await admin.createToken('dora', 'user')).token });
+
+  // No agent yet: the request is granted, but nothing provisions it.
+  const reservation = await user.reserve({ members: [{ role: 'main', spec: 'static-host' }], lease: '10m' }, { renew: false });
+  const env: NodeJS.ProcessEnv = { ...process.env, PADDOCK_URL: api.url };
+  delete env.PADDOCK_TOKEN;
+  const agent: ChildProcess = spawn(process.execPath, [bin, 'agent', '--name', 'lab-1', '--token-file', tokenFile, '--data', path.join(dir, 'data'), '--kinds', 'static'], {
+    env,
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  agent.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  try {
+    await reservation.ready({ timeout: 300 });
+    const [allocation] = reservation.view.allocations;
+    t.is(allocation.machine, 'lab-host-1');
+    t.truthy(allocation.stages.sshReady, 'the agent logged in over SSH');
+    t.regex(readFileSync(host.authorizedKeysFile, 'utf8'), new RegExp(`paddock:${reservation.id}`), 'the key is installed on the host');
+    await reservation.release();
+    await waitFor(async () => (await reservation.refresh()).state === 'released', 120_000, 'released');
+    t.notRegex(readFileSync(host.authorizedKeysFile, 'utf8'), new RegExp(`paddock:${reservation.id}`), 'the key is removed on release');
+    t.regex(stderr, /agent lab-1: pulling work from http:\/\/127\.0\.0\.1:\d+ for static machines/);
+    t.false(stderr.includes(token), 'the token is never printed');
+  } finally {
+    await stopGracefully(agent);
+  }
+  t.regex(stderr, /SIGTERM: stopping/);
+});
+
+test.serial("tokens that are not the agent's own are refused before any work is taken", async (t) => {
+  const userToken = (await admin.createToken('erin', 'user')).token;
+  const asUser = await agentExits(['--name', 'erin', '--data', path.join(dir, 'u')], userToken);
+  t.is(asUser.code, 1);
+  t.regex(asUser.stderr, /an agent needs a token of role agent; this one is user .*\(forbidden\)/);
+  t.false(asUser.stderr.includes(userToken));
+
+  const otherAgent = (await admin.createToken('lab-2', 'agent')).token;
+  const wrongName = await agentExits(['--name', 'lab-9', '--data', path.join(dir, 'w')], otherAgent);
+  t.is(wrongName.code, 1);
+  t.regex(wrongName.stderr, /this token is for agent lab-2, not lab-9.*\(forbidden\)/);
+
+  const none = await agentExits(['--name', 'lab-2', '--data', path.join(dir, 'n')], undefined);
+  t.is(none.code, 1);
+  t.regex(none.stderr, /no token: give --token-file FILE.*\(configuration\)/);
+
+  const forged = await agentExits(['--name', 'lab-2', '--data', path.join(dir, 'f')], 'not-a-token');
+  t.is(forged.code, 1);
+  t.regex(forged.stderr, /unknown or revoked token \(unauthorized\)/);
+  t.false(forged.stderr.includes('not-a-token'));
+
+  const badKind = await agentExits(['--name', 'lab-2', '--kinds', 'static,../../etc', '--data', path.join(dir, 'k')], otherAgent);
+  t.is(badKind.code, 1);
+  t.regex(badKind.stderr, /unknown kind \.\.\/\.\.\/etc; the kinds are/);
+});
