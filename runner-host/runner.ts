@@ -27,6 +27,12 @@ export interface RunnerOptions {
   log?: (line: string) => void;
 }
 
+/**
+ * Output and reports are retried this many times while the API is away (restarting, say): about five
+ * minutes at the 5 s pause retries reach, so a run's output and outcome survive an API restart.
+ */
+const apiAwayAttempts = 64;
+
 /** Output is sent in pieces at least this often, or sooner when this much has gathered. */
 const flushMs = 250;
 const flushBytes = 256 * 1024;
@@ -149,13 +155,14 @@ export class Runner {
       body: chunk,
       headers: { 'content-type': 'text/plain; charset=utf-8' },
       gone: [404, 409],
+      attempts: apiAwayAttempts,
       whileStopping: true,
     });
   }
 
   /** A JSON POST, retried while the API is away (a report must not be lost to a blip). */
   private async post(url: string, json: unknown): Promise<void> {
-    await this.worker.post(url, { json, attempts: 8, whileStopping: true });
+    await this.worker.post(url, { json, attempts: apiAwayAttempts, whileStopping: true });
   }
 
   private async beat(): Promise<void> {
