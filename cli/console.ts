@@ -3,7 +3,7 @@
 // comes to stdout. Like ssh, `~` at the start of a line is an escape: `~.` quits, `~t` takes typing
 // over, `~?` lists them, `~~` sends one `~`. Mode changes (typing granted, taken over by another
 // session) are told on stderr.
-import { parseMemberTarget } from './members.js';
+import { parseMemberTarget } from '../client/members.js';
 import { PaddockError, type ConsoleSession, type Reservation } from '../client/index.js';
 
 export interface InteractiveOptions {

@@ -11,7 +11,7 @@ import type { ExplainView, ReservationExplainView, ReservationView } from '../pr
 import { interactiveConsole, memberMachine } from './console.js';
 import { addImageCommands } from './images.js';
 import { addJobCommands } from './jobs.js';
-import { membersFromArguments, MemberSyntaxError, splitRemoteCommand } from './members.js';
+import { membersFromArguments, MemberSyntaxError, splitRemoteCommand } from '../client/members.js';
 import { isEvent, Paddock, PaddockError, TimeoutError, type Progress, type Reservation } from '../client/index.js';
 
 const print = (value: unknown): void => {

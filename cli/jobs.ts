@@ -6,7 +6,6 @@ import path from 'node:path';
 import type { Command } from 'commander';
 import type { JobView, RunView } from '../protocol/api.js';
 import { Paddock } from '../client/index.js';
-import { defaultRunUids } from '../runner-host/run-users.js';
 import { PaddockError } from '../client/errors.js';
 
 const ended = (run: RunView) => ['passed', 'failed', 'timed_out', 'cancelled'].includes(run.state);
@@ -200,14 +199,15 @@ export function addJobCommands(cli: Command, client: () => Paddock, print: (valu
     .option('--token-file <file>', 'read the token from this file (owned by this user, mode 0600) rather than PADDOCK_TOKEN')
     .option('--slots <n>', 'runs at once', '4')
     .option('--work <dir>', 'where runs are checked out', path.join(os.tmpdir(), 'paddock-runner'))
-    .option('--run-uids <first-last>', 'the uids runs execute as, one per run at a time: set aside for this alone', defaultRunUids)
+    .option('--run-uids <first-last>', 'the uids runs execute as, one per run at a time: set aside for this alone (default 61000-61999)')
     .option('--single-user', 'a personal runner host: scripts run as this user and can read its token and each other; isolates nothing')
     .option('--heartbeat <seconds>', 'seconds between heartbeats', '5')
     .action(async (options) => {
       const { Runner } = await import('../runner-host/runner.js');
       const { prepareHost, SetupError } = await import('../runner-host/setup.js');
       const { workerToken, TokenError } = await import('../protocol/worker.js');
-      const { RunUsers, IsolationError } = await import('../runner-host/run-users.js');
+      const { RunUsers, IsolationError, defaultRunUids } = await import('../runner-host/run-users.js');
+      options.runUids ??= defaultRunUids;
       const slots = Math.max(1, Number(options.slots));
       const workRoot = path.resolve(options.work);
       let token: string;

@@ -65,7 +65,7 @@ export async function openConsole(http: Http, reservationPath: string, options: 
   if (options.machine) query.machine = options.machine;
   if (options.write || options.takeover) query.mode = 'write';
   if (options.takeover) query.takeover = '1';
-  const { socket, opened } = http.webSocket(`${reservationPath}/console/stream`, query);
+  const { socket, opened } = await http.webSocket(`${reservationPath}/console/stream`, query);
   const session = new ConsoleSession(socket);
   const first = Promise.race([session.nextMode(), new Promise((resolve) => socket.once('close', resolve))]);
   await opened;

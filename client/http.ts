@@ -8,7 +8,7 @@ import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import type { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import WebSocket from 'ws';
+import type WebSocket from 'ws';
 import got, { HTTPError, ParseError, RequestError, type Got } from 'got';
 import { errorFromBody, PaddockConnectionError, PaddockError } from './errors.js';
 
@@ -159,15 +159,17 @@ export class Http {
    * Opens a WebSocket to `path` with the token in the Authorization header (never in the URL).
    * `opened` resolves once it is open; a refusal before the upgrade rejects it with the API's typed
    * error. The socket comes at once, so listeners are in place for the first message (which may
-   * arrive with the upgrade's answer).
+   * arrive with the upgrade's answer). `ws` is loaded on the first use, so a script that never opens a
+   * console does not pay for it at start.
    */
-  webSocket(path: string, searchParams: Record<string, string> = {}): { socket: WebSocket; opened: Promise<void> } {
+  async webSocket(path: string, searchParams: Record<string, string> = {}): Promise<{ socket: WebSocket; opened: Promise<void> }> {
+    const { default: WebSocketClass } = await import('ws');
     const url = new URL(`${this.options.url.replace(/\/+$/, '')}/${path}`);
     url.username = '';
     url.password = '';
     url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
     for (const [key, value] of Object.entries(searchParams)) url.searchParams.set(key, value);
-    const socket = new WebSocket(url, { headers: { authorization: `Bearer ${this.options.token}`, 'user-agent': 'paddock-client' }, handshakeTimeout: 30_000 });
+    const socket = new WebSocketClass(url, { headers: { authorization: `Bearer ${this.options.token}`, 'user-agent': 'paddock-client' }, handshakeTimeout: 30_000 });
     const opened = new Promise<void>((resolve, reject) => {
       socket.once('open', () => resolve());
       socket.once('unexpected-response', (_request, response) => {

@@ -18,14 +18,14 @@ import type {
   Role,
   TokenView,
 } from '../protocol/api.js';
-import { MemberSyntaxError, parseMemberTarget } from '../cli/members.js';
+import { MemberSyntaxError, parseMemberTarget } from './members.js';
 import { LeaseExpiredError, NotFoundError, PaddockError, ReservationFailedError, TimeoutError, UnauthorizedError, ForbiddenError } from './errors.js';
 import type { Writable } from 'node:stream';
 import { Images } from './images.js';
 import { Jobs } from './jobs.js';
 import { Http } from './http.js';
 import { openConsole, type ConsoleOptions, type ConsoleSession } from './console.js';
-import { downloadFile, runCommand, uploadFile, type CommandResult, type SshTarget } from './ssh.js';
+import type { CommandResult, SshTarget } from './ssh.js';
 
 export * from './errors.js';
 export { ConsoleSession, type ConsoleOptions, type ConsoleMode } from './console.js';
@@ -243,14 +243,17 @@ export class Reservation {
 
   /** Runs a shell command on a member: `{ stdout, stderr, code }` (a non-zero code is no error). */
   async run(target: string, command: string): Promise<CommandResult> {
+    const { runCommand } = await import('./ssh.js'); // ssh2 is loaded when first used
     return runCommand(await this.target(target), command);
   }
 
   async copyTo(target: string, localPath: string, remotePath: string): Promise<void> {
+    const { uploadFile } = await import('./ssh.js');
     await uploadFile(await this.target(target), localPath, remotePath);
   }
 
   async copyFrom(target: string, remotePath: string, localPath: string): Promise<void> {
+    const { downloadFile } = await import('./ssh.js');
     await downloadFile(await this.target(target), remotePath, localPath);
   }
 

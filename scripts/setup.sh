@@ -32,6 +32,8 @@ done
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund
 fi
+# The `paddock` command runs the compiled code (bin/paddock.js): build it.
+npm run --silent build
 
 # The x86 test images (kernel + initramfs bundle, qcow2 disk bundle): a stamp check when cached.
 bash images/recipes/build-test-images.sh >/dev/null

@@ -106,7 +106,7 @@ test.serial('only the owner types at the board: paddock console -i, a hostile lo
   const stolen = await mallory.reservation(reservation.id, { renew: false }).catch((error: unknown) => error);
   t.true(stolen instanceof ForbiddenError, 'another user cannot even see it');
   for (const query of ['?mode=write&takeover=1', '']) {
-    const { socket, opened } = mallory.http.webSocket(`v1/reservations/${reservation.id}/console/stream${query}`);
+    const { socket, opened } = await mallory.http.webSocket(`v1/reservations/${reservation.id}/console/stream${query}`);
     await t.throwsAsync(opened, { instanceOf: ForbiddenError });
     t.not(socket.readyState, socket.OPEN);
   }

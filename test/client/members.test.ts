@@ -1,7 +1,7 @@
 // Member arguments of `paddock reserve`, member targets, and the `--` of `paddock ssh`: roles,
 // counts, specs with spaces and `=` inside, errors.
 import test from 'ava';
-import { membersFromArguments, MemberSyntaxError, parseMemberArgument, parseMemberTarget, splitRemoteCommand } from '../../cli/members.js';
+import { membersFromArguments, MemberSyntaxError, parseMemberArgument, parseMemberTarget, splitRemoteCommand } from '../../client/members.js';
 
 test('ROLE=SPEC and ROLE:COUNT=SPEC, split at the first =', (t) => {
   t.deepEqual(parseMemberArgument('build=x86'), { role: 'build', spec: 'x86', count: 1 });
