@@ -38,7 +38,9 @@ export interface ExecuteOptions {
 }
 
 /** The folder holding Paddock's package.json: a script's `import … from 'paddock'` resolves here. */
-export const projectRoot = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
+const here = path.dirname(fileURLToPath(import.meta.url));
+// runner-host/ in the sources, or dist/runner-host/ when run compiled (bin/paddock.js).
+export const projectRoot = path.basename(path.dirname(here)) === 'dist' ? path.dirname(path.dirname(here)) : path.dirname(here);
 /** The largest result file kept. */
 export const resultLimitBytes = 1024 * 1024;
 /** Scripts with these extensions run under Node with tsx's loader; the rest run as executables. */
