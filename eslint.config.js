@@ -2,7 +2,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['node_modules/', 'paddock-data/', '.tmp/', 'dist/', '**/dist/'] },
+  { ignores: ['node_modules/', 'paddock-data/', '.tmp/', 'dist/', '**/dist/', '.dependency-cruiser.cjs'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

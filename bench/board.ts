@@ -5,6 +5,7 @@
 // adds at most 10 % (ratio ≤ 1.10). The board is the test lab's emulated one (QEMU + U-Boot).
 //
 //   node --import tsx bench/board.ts [ROUNDS]      (default 5)
+import { setTimeout as sleep } from 'node:timers/promises';
 import { execFile, execFileSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -44,7 +45,7 @@ async function plain(): Promise<number> {
   let text = '';
   port.on('data', (chunk: Buffer) => (text += chunk.toString('latin1')));
   const until = async (pattern: RegExp) => {
-    while (!pattern.test(text)) await new Promise((resolve) => setTimeout(resolve, 10));
+    while (!pattern.test(text)) await sleep(10);
     text = '';
   };
   const type = async (command: string) => {
@@ -70,12 +71,12 @@ async function plain(): Promise<number> {
       () => false,
     );
     if (login) break;
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    await sleep(100);
   }
   const elapsed = seconds(started);
   await new Promise<void>((resolve) => port.close(() => resolve()));
   await fetch(`${lab.pdu.url}/power/control/off?hostname=${lab.pdu.name}&port=${board.outlet}`);
-  await new Promise((resolve) => setTimeout(resolve, 1000)); // the board's off-time, as Paddock keeps it
+  await sleep(1000); // the board's off-time, as Paddock keeps it
   return elapsed;
 }
 
@@ -91,7 +92,7 @@ async function throughPaddock(): Promise<number> {
   await reservation.ready({ timeout: 300 });
   const elapsed = seconds(started);
   await reservation.release();
-  while ((await paddock.machines()).some((machine) => machine.state !== 'available')) await new Promise((resolve) => setTimeout(resolve, 50));
+  while ((await paddock.machines()).some((machine) => machine.state !== 'available')) await sleep(50);
   // Paddock keeps the console open while it runs; the plain script opens the line itself.
   await server.close();
   server = await serve({ config, log: () => undefined });

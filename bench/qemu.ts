@@ -5,6 +5,7 @@
 // agent's cache and unpacks the bundle, is shown apart and not counted.
 //
 //   node --import tsx bench/qemu.ts [ROUNDS]      (default 7)
+import { setTimeout as sleep } from 'node:timers/promises';
 import { execFile, execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -59,7 +60,7 @@ try {
     await reservation.ready({ timeout: 300 });
     const elapsed = seconds(started);
     await reservation.release();
-    while ((await paddock.machines()).some((machine) => machine.state !== 'available')) await new Promise((resolve) => setTimeout(resolve, 50));
+    while ((await paddock.machines()).some((machine) => machine.state !== 'available')) await sleep(50);
     return elapsed;
   };
   const plain = async (round: number) => {
@@ -69,7 +70,7 @@ try {
     await run('bash', [script, imageDir, String(port), path.join(dir, 'key'), runDir]);
     const elapsed = seconds(started);
     process.kill(Number(readFileSync(path.join(runDir, 'qemu.pid'), 'utf8')), 'SIGTERM');
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    await sleep(300);
     return elapsed;
   };
 

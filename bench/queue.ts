@@ -8,6 +8,7 @@
 //   npm run bench:queue      (PADDOCK_BENCH_QUICK=1 for a short run)
 //
 // Aims: a page under 50 ms, /healthz under 50 ms, at least 1,000 cycles/s.
+import { setTimeout as sleep } from 'node:timers/promises';
 import { build, cyclesPerSecond, request, rssMiB, startServer, stopServer, type Server } from './server.js';
 
 const quick = process.env.PADDOCK_BENCH_QUICK === '1';
@@ -72,7 +73,7 @@ async function healthDuringLists(server: Server, pathname: string, seconds: numb
     (async () => {
       while (Date.now() < deadline) {
         health.push((await timed(server, '', '/healthz')).ms);
-        await new Promise((resolve) => setTimeout(resolve, 5));
+        await sleep(5);
       }
     })(),
   ]);
@@ -92,11 +93,11 @@ async function main(): Promise<void> {
     await cyclesPerSecond(server, 1, 64, vm);
     const baselineRate = await cyclesPerSecond(server, quick ? 3 : 10, 64, vm);
     const emptyPage = median(await Promise.all(Array.from({ length: 5 }, () => timed(server, server.token, '/v1/reservations?all=1&limit=100'))).then((all) => all.map((each) => each.ms)));
-    await new Promise((resolve) => setTimeout(resolve, 1000));
+    await sleep(1000);
     const rssBefore = rssMiB(server.child.pid!);
 
     const createRate = await makeQueue(server, tokens);
-    await new Promise((resolve) => setTimeout(resolve, 1000));
+    await sleep(1000);
     const rssAfter = rssMiB(server.child.pid!);
     console.log(`queued ${users * perUser} requests from ${users} users at ${createRate.toFixed(0)} requests/s`);
     console.log(`memory per queued request: ${(((rssAfter - rssBefore) * 1024) / (users * perUser)).toFixed(2)} KiB (resident ${rssBefore.toFixed(1)} → ${rssAfter.toFixed(1)} MiB)`);

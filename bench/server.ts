@@ -1,5 +1,6 @@
 // What the API benchmarks share: the server compiled to JavaScript and run as `paddock serve` in a
 // child process (with a real SQLite file), plain keep-alive HTTP against it, and its memory.
+import { setTimeout as sleep } from 'node:timers/promises';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
@@ -36,7 +37,7 @@ export async function startServer(yaml: (port: number) => string): Promise<Serve
       break;
     } catch (error) {
       if (attempt > 600) throw error;
-      await new Promise((resolve) => setTimeout(resolve, 100));
+      await sleep(100);
     }
   }
   return { child, port, dir, token: readFileSync(path.join(dir, 'data', 'admin-token'), 'utf8').trim() };

@@ -3,6 +3,7 @@
 // same run, rounds interleaved so each sees the same machine; and how long `paddock serve` on its
 // embedded defaults takes from its start to its first answer on /healthz. Aims: `paddock ls` within
 // 0.25 s of bare Node; serve ready in under 1 s.
+import { setTimeout as sleep } from 'node:timers/promises';
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -54,7 +55,7 @@ for (let round = 0; round < Math.min(rounds, 7); round++) {
   for (;;) {
     const answer = await request(port, '', 'GET', '/healthz').catch(() => undefined);
     if (answer?.status === 200) break;
-    await new Promise((resolve) => setTimeout(resolve, 5));
+    await sleep(5);
   }
   serveTimes.push(Number(process.hrtime.bigint() - started) / 1e9);
   readFileSync(path.join(dir, 'admin-token'), 'utf8');

@@ -6,6 +6,7 @@
 //   await using reservation = await paddock.reserve({ members: [{ role: 'build', spec: 'x86' }] });
 //   await reservation.ready({ onProgress: (update) => console.error(update) });
 //   const { stdout } = await reservation.run('build', 'uname -a');
+import { setTimeout as sleep } from 'node:timers/promises';
 import type {
   CredentialsView,
   EventView,
@@ -359,7 +360,7 @@ class ProgressFeed {
       // No stream (an old server, a proxy): poll instead.
     }
     while (!signal.aborted) {
-      await new Promise((resolve) => setTimeout(resolve, 2000).unref());
+      await sleep(2000, undefined, { ref: false });
       if (signal.aborted) break;
       try {
         for (const event of (await this.http.getAll<EventView>(`${this.path}/events`)).items) this.deliver(event);

@@ -2,7 +2,8 @@
 // the host key Paddock captured at readiness pinned: only that key's algorithm is offered, and a
 // server presenting any other key is refused before authentication (so the private key is never
 // used against an impostor). Errors name the user@host:port, never the key.
-import { Client, type ClientChannel, type ConnectConfig, type SFTPWrapper } from 'ssh2';
+import type { Client, ClientChannel, SFTPWrapper } from 'ssh2';
+import { shellQuote, SshError, sshConnect } from '../protocol/ssh.js';
 import { createReadStream, createWriteStream, type ReadStream, type WriteStream } from 'node:fs';
 import { PaddockError } from './errors.js';
 
@@ -29,61 +30,23 @@ export function keyIdentity(line: string): string {
   return line.trim().split(/\s+/).slice(0, 2).join(' ');
 }
 
-/** The `type base64` line of a raw SSH public key blob (the wire format starts with the type). */
-function blobIdentity(blob: Buffer): string {
-  const length = blob.readUInt32BE(0);
-  return `${blob.subarray(4, 4 + length).toString('latin1')} ${blob.toString('base64')}`;
-}
-
-/** The host key algorithms that can present a key of this type (RSA keys sign with SHA-2 too). */
-function algorithmsFor(keyType: string): string[] {
-  return keyType === 'ssh-rsa' ? ['rsa-sha2-512', 'rsa-sha2-256', 'ssh-rsa'] : [keyType];
-}
-
 const where = (target: SshTarget) => `${target.user}@${target.host}:${target.port}`;
 
-/** Opens an authenticated connection; the caller ends it. */
-export function connect(target: SshTarget): Promise<Client> {
+/** Opens an authenticated connection (protocol/ssh.ts: the pinned host key's algorithm only); the caller ends it. */
+export async function connect(target: SshTarget): Promise<Client> {
   const pinned = keyIdentity(target.hostKey);
-  const keyType = pinned.split(' ')[0];
-  if (!keyType || !pinned.includes(' ')) {
-    return Promise.reject(new PaddockError(`no usable host key for ${where(target)}; is the member ready?`, 'host_key_missing'));
+  if (!pinned.split(' ')[0] || !pinned.includes(' ')) {
+    throw new PaddockError(`no usable host key for ${where(target)}; is the member ready?`, 'host_key_missing');
   }
-  const client = new Client();
-  let mismatch = false;
-  const config: ConnectConfig = {
-    host: target.host,
-    port: target.port,
-    username: target.user,
-    privateKey: target.privateKey,
-    readyTimeout: 20_000,
-    algorithms: { serverHostKey: algorithmsFor(keyType) as NonNullable<ConnectConfig['algorithms']>['serverHostKey'] },
-    hostVerifier: (key: Buffer) => {
-      mismatch = blobIdentity(key) !== pinned;
-      return !mismatch;
-    },
-  };
-  return new Promise((resolve, reject) => {
-    const fail = (error: Error) => {
-      client.end();
-      reject(
-        mismatch
-          ? new PaddockError(`${where(target)} presented a host key other than the one Paddock pinned; refusing to connect`, 'host_key_mismatch')
-          : new PaddockError(`cannot log in to ${where(target)}: ${error.message}`, 'ssh_failed'),
-      );
-    };
-    client.once('error', fail);
-    client.once('ready', () => {
-      client.off('error', fail);
-      resolve(client);
-    });
-    try {
-      client.connect(config);
-    } catch (error) {
-      // ssh2 throws synchronously on a key it cannot parse; its message does not quote the key.
-      fail(error as Error);
+  try {
+    const { client } = await sshConnect({ host: target.host, port: target.port, user: target.user, privateKey: target.privateKey, expectedHostKey: pinned, timeoutMs: 20_000 });
+    return client;
+  } catch (error) {
+    if (error instanceof SshError && error.reason === 'hostKey') {
+      throw new PaddockError(`${where(target)} presented a host key other than the one Paddock pinned; refusing to connect`, 'host_key_mismatch');
     }
-  });
+    throw new PaddockError(`cannot log in to ${where(target)}: ${(error as Error).message.replace(/^ssh to \S+: /, '')}`, 'ssh_failed');
+  }
 }
 
 /**
@@ -167,11 +130,6 @@ export function downloadFile(target: SshTarget, remotePath: string, localPath: s
       ),
     );
   });
-}
-
-/** `'…'` for a POSIX shell. */
-function shellQuote(text: string): string {
-  return `'${text.replaceAll("'", "'\\''")}'`;
 }
 
 /**

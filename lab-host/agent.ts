@@ -2,6 +2,7 @@
 // connection), runs them through the shared loop, and reports stages, readiness, failures and
 // releases back. `paddock serve` runs one in-process over loopback HTTP, so the path a remote lab
 // host uses is always the path exercised.
+import { setTimeout as sleep } from 'node:timers/promises';
 import path from 'node:path';
 import { ImageCache } from './image-cache.js';
 import type { AgentMachine, AgentReport, AgentTask } from '../protocol/agent.js';
@@ -72,7 +73,7 @@ export class Agent {
     // Provisioning in flight is abandoned (the next start resumes it); a release under way is
     // given a few seconds to finish so the host is left clean.
     this.loop.stop();
-    await Promise.race([this.loop.idle(), new Promise((resolve) => setTimeout(resolve, 10_000).unref())]);
+    await Promise.race([this.loop.idle(), sleep(10_000, undefined, { ref: false })]);
     await Promise.all([...this.provisioners.values()].map((provisioner) => provisioner.close?.()));
   }
 

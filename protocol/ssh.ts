@@ -5,7 +5,7 @@
 // fingerprints of public host keys) plus ssh2's own reason, scrubbed of anything key-shaped.
 import { createHash } from 'node:crypto';
 import ssh2 from 'ssh2';
-import type { Client as SshClient } from 'ssh2';
+import type { Client as SshClient, ConnectConfig } from 'ssh2';
 
 const { Client, utils } = ssh2;
 
@@ -155,6 +155,9 @@ export function sshConnect(options: SshConnectOptions): Promise<{ client: SshCli
         readyTimeout: options.timeoutMs,
         // Only the key given: no agent, no password, no keyboard-interactive.
         tryKeyboard: false,
+        // With a pinned key, only its algorithm is offered: a server with another key is refused
+        // before authentication, so the private key is never used against an impostor.
+        ...(expected === undefined ? {} : { algorithms: { serverHostKey: algorithmsFor(expected.split(' ')[0]) as NonNullable<ConnectConfig['algorithms']>['serverHostKey'] } }),
         hostVerifier: (rawKey: Buffer) => {
           try {
             seen = hostKeyLine(rawKey);
@@ -232,6 +235,16 @@ function describeFailure(error: Error & { level?: string; code?: string }): stri
     default:
       return scrub(error.message);
   }
+}
+
+/** The host key algorithms that can present a key of this type (RSA keys sign with SHA-2 too). */
+function algorithmsFor(keyType: string): string[] {
+  return keyType === 'ssh-rsa' ? ['rsa-sha2-512', 'rsa-sha2-256', 'ssh-rsa'] : [keyType];
+}
+
+/** `'…'` for a POSIX shell: any text as one word. */
+export function shellQuote(text: string): string {
+  return `'${text.replaceAll("'", "'\\''")}'`;
 }
 
 /** Removes anything that looks like key material (PEM armour, long base64 runs) from a message. */

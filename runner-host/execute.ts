@@ -7,6 +7,7 @@
 // the result file read back. Every way a run can end becomes an outcome rather than an exception,
 // so the runner host always has something to report. The same function serves a local "reproduce
 // this run" command: it only needs a task, an API URL and a token.
+import { setTimeout as sleep } from 'node:timers/promises';
 import { constants } from 'node:fs';
 import { chmod, lchown, lstat, mkdir, open, readdir, stat, symlink } from 'node:fs/promises';
 import path from 'node:path';
@@ -363,5 +364,5 @@ class OutputWriter {
 }
 
 function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
+  return sleep(ms);
 }

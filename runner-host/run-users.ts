@@ -7,6 +7,7 @@
 // Before a uid is handed out and when it is given back, every process it still has is killed and
 // the files it left in the shared temp folders removed, so nothing passes from one run to the next.
 // Whether this machine can isolate runs at all is checked once at start (checkIsolation).
+import { setTimeout as sleep } from 'node:timers/promises';
 import { spawn } from 'node:child_process';
 import { lstat, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -109,7 +110,7 @@ async function clearUser(uid: number): Promise<void> {
         // gone meanwhile
       }
     }
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await sleep(50);
   }
   for (const folder of sharedTempFolders) {
     const entries = await readdir(folder).catch(() => [] as string[]);

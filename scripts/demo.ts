@@ -3,6 +3,7 @@
 // VM slots. The demo builds the x86 test image if it is not cached (images/recipes), uploads it
 // with `paddock images upload`, and runs examples/two-hosts.ts: two VMs booted from that image
 // as one gang, commands on both in parallel, a file copied from one to the other, released.
+import { setTimeout as sleep } from 'node:timers/promises';
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -28,7 +29,7 @@ try {
     } catch {
       if (attempt > 300 || server.exitCode !== null) throw new Error('paddock serve did not start');
     }
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    await sleep(100);
   }
   const token = readFileSync(path.join(dir, 'data', 'admin-token'), 'utf8').trim();
   const env = { ...process.env, PADDOCK_URL: url, PADDOCK_TOKEN: token };
