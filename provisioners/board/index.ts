@@ -20,9 +20,7 @@ import { stage, unstage } from '../../images/staging.js';
 import type { Stage } from '../../protocol/agent.js';
 import { SshProber } from '../ssh-probe.js';
 import { parseSettings, ProvisionError, type KindContext, type MachineRecord, type Provisioner, type ProvisionerKind, type ProvisionRequest, type Readiness, type StageReporter } from '../types.js';
-import { boardSettingsSchema, type BoardSettings } from './config.js';
-
-export { boardSettingsSchema, type BoardSettings } from './config.js';
+import { boardSettingsSchema, type BoardSettings } from '../../boards/board.js';
 
 export const boardKind: ProvisionerKind<BoardSettings> = {
   kind: 'board',

@@ -8,7 +8,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { CappedLog } from '../../boards/console/capped-log.js';
-import { consoleLines } from '../../boards/console/index.js';
+import { consoleLines } from '../../boards/console/types.js';
 
 const run = promisify(execFile);
 
