@@ -114,7 +114,7 @@ export class BoardProvisioner implements Provisioner<BoardSettings> {
       await ubootBoot({
         console,
         prompt: settings.boot.prompt,
-        network: { serverIp: settings.boot.serverIp, netmask: settings.boot.netmask, ...(settings.boot.ip ? { ip: settings.boot.ip } : {}), ...(settings.boot.gatewayIp ? { gatewayIp: settings.boot.gatewayIp } : {}) },
+        network: settings.boot,
         files:
           flashing && storage
             ? { disk: staged.files.disk, storage }
