@@ -1,10 +1,11 @@
-// The `board` kind's provisioner: physical boards on this lab host, booted per reservation from a boot bundle the
-// reservation names. Provisioning: unpack the bundle, stage kernel/initrd/dtb under the TFTP root
-// (ROOT/paddock/RESERVATION-BOARD/), open the console (kept for the agent's lifetime, logged) and a
-// relay for the owner, power the board off and on through its PDU, drive U-Boot to boot the kernel
-// with the reservation's key on the command line, then wait for the kernel and, when the board has
-// SSH, for a login with the reservation's key. Release powers the board off, removes the staged
-// files and closes the relay. The board is driven as a board: nothing here knows it may be QEMU.
+// The `board` kind's provisioner: physical boards on this lab host, booted per reservation from a
+// boot bundle the reservation names. Provisioning: unpack the bundle, stage kernel/initrd/dtb under
+// the TFTP root (ROOT/paddock/RESERVATION-BOARD/), open the console (kept for the agent's lifetime,
+// logged) and a relay for the owner, power the board off and on through its PDU, drive U-Boot to
+// boot the kernel with the reservation's key on the command line, then wait for the kernel and,
+// when the board has SSH, for a login with the reservation's key. Release powers the board off,
+// removes the staged files and closes the relay. The board is driven as a board: nothing here knows
+// it may be QEMU.
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';

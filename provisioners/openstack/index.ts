@@ -1,8 +1,9 @@
 // The `openstack` kind's descriptor. An openstack pool is one machine entry in the config that
 // becomes (pool.ts) one machine per allowed flavor and instance slot (POOL-FLAVOR-1 …
 // POOL-FLAVOR-N, N = maxInstances), each with the flavor's cpus, ram and disk as capacities. The
-// scheduler keeps the whole pool to maxInstances servers at once; provisioner.ts makes the servers. Credentials come from `auth`, from the clouds.yaml entry `cloud`, or from the
-// standard OS_* environment variables of the process, in that order. Unknown keys are rejected.
+// scheduler keeps the whole pool to maxInstances servers at once; provisioner.ts makes the servers.
+// Credentials come from `auth`, from the clouds.yaml entry `cloud`, or from the standard OS_*
+// environment variables of the process, in that order. Unknown keys are rejected.
 import { z } from 'zod';
 import type { KindDescriptor } from '../types.js';
 import { expandPool, poolImages } from './pool.js';

@@ -1,9 +1,9 @@
-// The `qemu` kind's provisioner: VM slots on the agent's host. For a reservation it fetches the image, makes a
-// copy-on-write overlay (the stored image is never written and nothing outlives the reservation),
-// starts QEMU with user networking forwarding a free loopback port to the guest's SSH and the
-// reservation's public key in fw_cfg, and captures the serial console. Readiness: the process runs
-// (powerConfirmed), the console shows the kernel (bootSeen), the forwarded port is known
-// (addressKnown), an SSH login with the reservation's key works and its host key is captured
+// The `qemu` kind's provisioner: VM slots on the agent's host. For a reservation it fetches the
+// image, makes a copy-on-write overlay (the stored image is never written and nothing outlives the
+// reservation), starts QEMU with user networking forwarding a free loopback port to the guest's SSH
+// and the reservation's public key in fw_cfg, and captures the serial console. Readiness: the
+// process runs (powerConfirmed), the console shows the kernel (bootSeen), the forwarded port is
+// known (addressKnown), an SSH login with the reservation's key works and its host key is captured
 // (sshReady). A ready VM is watched: if QEMU ends mid-lease the reservation fails.
 //
 // On disk, per slot and reservation: DATA/qemu/SLOT/RESERVATION/ holds state.json, the key, the

@@ -1,8 +1,8 @@
-// The `static` kind's provisioner: hosts that already exist and stay up, each lending one login (the tenant) to
-// one reservation at a time. Provisioning adds the reservation's key to the tenant's authorized_keys
-// (tagged, restricted, expiring at the hard cap) over Paddock's own root login and proves the
-// tenant's login works; releasing takes out the reservation's line and any line Paddock did not
-// write, and ends the tenant's processes. There are no power or boot stages.
+// The `static` kind's provisioner: hosts that already exist and stay up, each lending one login
+// (the tenant) to one reservation at a time. Provisioning adds the reservation's key to the
+// tenant's authorized_keys (tagged, restricted, expiring at the hard cap) over Paddock's own root
+// login and proves the tenant's login works; releasing takes out the reservation's line and any
+// line Paddock did not write, and ends the tenant's processes. There are no power or boot stages.
 import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
