@@ -27,8 +27,9 @@ export function getKind(kind: string): KindDescriptor {
 }
 
 /**
- * A provisioner of the kind, made at once; the kind's implementation is imported on its first
- * call, so a lab host loads only the kinds it provisions. A failed import is tried again.
+ * A provisioner of the kind, made at once; the kind's implementation is imported in the background
+ * from now on and awaited by the first call, so a lab host loads only the kinds it provisions. A
+ * failed import is tried again by the next call.
  */
 export function createProvisioner(kind: KindDescriptor, context: KindContext): Provisioner {
   let loading: Promise<Provisioner> | undefined;
@@ -40,6 +41,7 @@ export function createProvisioner(kind: KindDescriptor, context: KindContext): P
         throw error;
       },
     ));
+  void loaded().catch(() => undefined);
   return {
     provision: async (request, report, signal) => (await loaded()).provision(request, report, signal),
     release: async (request) => (await loaded()).release(request),
