@@ -367,7 +367,9 @@ export class OpenStackProvisioner implements Provisioner<OpenStackSettings> {
           if (this.watched.get(request.allocationId) !== timer) return;
           if (server && server.status !== 'ERROR' && server.status !== 'DELETED') return;
           this.unwatch(request.allocationId);
-          this.context.lost(request, server ? `server ${serverId} went to ERROR: ${server.fault?.message ?? 'no reason given'}` : `server ${serverId} was deleted outside Paddock`, 'infrastructure');
+          // Nova may still list a deleted server for a moment, as DELETED.
+          const reason = server?.status === 'ERROR' ? `went to ERROR: ${server.fault?.message ?? 'no reason given'}` : 'was deleted outside Paddock';
+          this.context.lost(request, `server ${serverId} ${reason}`, 'infrastructure');
         },
         () => undefined, // the cloud not answering is not the server being lost
       );
