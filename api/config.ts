@@ -8,7 +8,7 @@ import { parseDocument, LineCounter, isNode } from 'yaml';
 import { z } from 'zod';
 import { parseDuration, parseQuantity } from './scheduler/units.js';
 import { getKind } from '../provisioners/registry.js';
-import type { ProvisionerKind } from '../provisioners/types.js';
+import type { KindDescriptor } from '../provisioners/types.js';
 import { networkTransports, type NetworkTransport } from '../protocol/repository.js';
 
 const duration = z.union([z.number(), z.string()]).transform((value, ctx) => {
@@ -280,7 +280,7 @@ export function parseConfig(text: string, file = '<config>'): Config {
  * A kind whose machines stand for something outside (a static host's login) has one machine per
  * identity: `count` would copy it, and two entries with one identity would share it.
  */
-function identityProblems(kind: ProvisionerKind, machine: MachineConfig, identities: Map<string, string>, where: (issuePath: PropertyKey[]) => string): string[] {
+function identityProblems(kind: KindDescriptor, machine: MachineConfig, identities: Map<string, string>, where: (issuePath: PropertyKey[]) => string): string[] {
   if (!kind.identities) return [];
   const problems: string[] = [];
   const own = kind.identities(machine.settings);

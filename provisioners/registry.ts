@@ -1,15 +1,16 @@
-// The provisioner kinds this build knows, by the `kind:` name used in the machine inventory. The
-// config loader validates each machine's settings with its kind's schema; agents create
-// provisioners from here.
+// The machine kinds this build knows, by the `kind:` name used in the machine inventory. The config
+// loader validates each machine's settings with its kind's schema and the API expands provider
+// pools with it; both see only the kinds' descriptors, so the API process never loads a
+// provisioner. Agents make provisioners from the same descriptors, each imported on first use.
 import { boardKind } from './board/index.js';
 import { openstackKind } from './openstack/index.js';
 import { qemuKind } from './qemu/index.js';
 import { staticKind } from './static/index.js';
-import type { ProvisionerKind } from './types.js';
+import type { KindContext, KindDescriptor, Provisioner } from './types.js';
 
 // Each kind has its own settings type; the map holds them with settings erased (`unknown`): callers
 // validate settings with the kind's own schema before handing them back to that kind.
-export const provisionerKinds: Record<string, ProvisionerKind> = {
+export const machineKinds: Record<string, KindDescriptor> = {
   static: staticKind,
   qemu: qemuKind,
   board: boardKind,
@@ -17,10 +18,43 @@ export const provisionerKinds: Record<string, ProvisionerKind> = {
 };
 
 /** The kind named `kind`, or an error listing the kinds there are. */
-export function getKind(kind: string): ProvisionerKind {
-  const definition = Object.hasOwn(provisionerKinds, kind) ? provisionerKinds[kind] : undefined;
-  if (!definition) {
-    throw new Error(`unknown machine kind ${JSON.stringify(kind)} (known kinds: ${Object.keys(provisionerKinds).sort().join(', ')})`);
+export function getKind(kind: string): KindDescriptor {
+  const descriptor = Object.hasOwn(machineKinds, kind) ? machineKinds[kind] : undefined;
+  if (!descriptor) {
+    throw new Error(`unknown machine kind ${JSON.stringify(kind)} (known kinds: ${Object.keys(machineKinds).sort().join(', ')})`);
   }
-  return definition;
+  return descriptor;
 }
+
+/**
+ * A provisioner of the kind, made at once; the kind's implementation is imported in the background
+ * from now on and awaited by the first call, so a lab host loads only the kinds it provisions. A
+ * failed import is tried again by the next call.
+ */
+export function createProvisioner(kind: KindDescriptor, context: KindContext): Provisioner {
+  let loading: Promise<Provisioner> | undefined;
+  const loaded = () =>
+    (loading ??= kind.load().then(
+      (factory) => factory(context),
+      (error: unknown) => {
+        loading = undefined;
+        throw error;
+      },
+    ));
+  void loaded().catch(() => undefined);
+  return {
+    provision: async (request, report, signal) => (await loaded()).provision(request, report, signal),
+    release: async (request) => (await loaded()).release(request),
+    owned: async (machine) => (await loaded()).owned(machine),
+    sweep: async (machines) => (await loaded()).sweep?.(machines),
+    close: async () => {
+      const provisioner = await loading?.catch(() => undefined);
+      await provisioner?.close?.();
+    },
+  };
+}
+
+/** @deprecated for lab-host/agent.ts until it uses machineKinds and createProvisioner. */
+export const provisionerKinds: Record<string, KindDescriptor & { create(context: KindContext): Provisioner }> = Object.fromEntries(
+  Object.entries(machineKinds).map(([name, kind]) => [name, { ...kind, create: (context: KindContext) => createProvisioner(kind, context) }]),
+);

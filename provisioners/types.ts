@@ -64,14 +64,21 @@ export interface Provisioner<Settings = unknown> {
   sweep?(machines: MachineRecord<Settings>[]): Promise<void>;
 }
 
-export interface ProvisionerKind<Settings = unknown> {
+/** Makes a kind's provisioner for an agent. */
+export type ProvisionerFactory<Settings = unknown> = (context: KindContext) => Provisioner<Settings>;
+
+/**
+ * A machine kind as the config and the API know it: its settings schema, defaults and pool
+ * expansion (the kind's index.ts). A descriptor is light: it loads no driver, no SSH, no serial
+ * port; the provisioner (the kind's provisioner.ts) is imported by `load`, which only agents call.
+ */
+export interface KindDescriptor<Settings = unknown> {
   kind: string;
   settingsSchema: z.ZodType<Settings>;
   /** Settings that name local files; a relative path in them is taken from the config file's folder. */
   pathSettings?: readonly string[];
   /** Labels and capacities a machine of this kind has unless its config says otherwise. */
   defaults?: { labels?: Record<string, string>; capacities?: Record<string, number> };
-  create(context: KindContext): Provisioner<Settings>;
   /**
    * The outside things a machine of this kind stands for (a static host's login, its key file),
    * for kinds whose machines are not interchangeable slots. Two machines that share one would hand
@@ -81,6 +88,8 @@ export interface ProvisionerKind<Settings = unknown> {
   identities?(settings: Settings): string[];
   /** For kinds whose config entry is a pool offered by a provider (OpenStack flavors). */
   pool?: PoolSupport<Settings>;
+  /** The kind's provisioner, imported on first use. */
+  load(): Promise<ProvisionerFactory<Settings>>;
 }
 
 /** A pool's entry in the config, before it is expanded into machines. */
@@ -167,7 +176,7 @@ export class ProvisionError extends Error {
 }
 
 /** A machine's settings as its kind reads them: parsed again so defaults hold for records built elsewhere. */
-export function parseSettings<Settings>(kind: ProvisionerKind<Settings>, machine: MachineRecord<Settings>): Settings {
+export function parseSettings<Settings>(kind: Pick<KindDescriptor<Settings>, 'kind' | 'settingsSchema'>, machine: MachineRecord<Settings>): Settings {
   const parsed = kind.settingsSchema.safeParse(machine.settings ?? {});
   if (!parsed.success) {
     const problems = parsed.error.issues.map((issue) => `${issue.path.join('.') || '(settings)'}: ${issue.message}`).join('; ');

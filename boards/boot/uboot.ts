@@ -2,7 +2,8 @@
 // stop it, set the network and the TFTP server, fetch the kernel, initrd and dtb, set the kernel
 // command line (with the reservation's key), boot, and see the kernel start. Each step has its
 // own timeout; a failure says which step, whose fault it is, and carries the console tail.
-import { ExpectTimeout, type BoardConsole } from '../console/index.js';
+import type { BoardStorage, BootSettings } from '../board.js';
+import { ExpectTimeout, type Console } from '../console/types.js';
 
 export type BootStep = 'bootloader' | 'network' | 'tftp' | 'flash' | 'kernel';
 
@@ -18,16 +19,11 @@ export class BootError extends Error {
   }
 }
 
-export interface UbootNetwork {
-  serverIp: string;
-  /** Static address; without it U-Boot asks DHCP. */
-  ip?: string;
-  netmask: string;
-  gatewayIp?: string;
-}
+/** The board's network during boot; without `ip` U-Boot asks DHCP. */
+export type UbootNetwork = Pick<BootSettings, 'serverIp' | 'ip' | 'netmask' | 'gatewayIp'>;
 
 export interface UbootBoot {
-  console: BoardConsole;
+  console: Console;
   prompt: string;
   network: UbootNetwork;
   /**
@@ -35,10 +31,10 @@ export interface UbootBoot {
    * image written to the board's storage, which then boots from it: `/boot/kernel`, and if there,
    * `/boot/initrd` and `/boot/env.txt` (U-Boot environment text, e.g. `bootargs=console=ttyAMA0`).
    */
-  files: { kernel: string; initrd?: string; dtb?: string } | { disk: string; storage: { interface: 'virtio' | 'mmc' | 'scsi' | 'usb'; device: number } };
+  files: { kernel: string; initrd?: string; dtb?: string } | { disk: string; storage: BoardStorage };
   /** The kernel file is gzip-compressed (booti then needs a decompression buffer). */
   kernelCompressed: boolean;
-  bootCommand: 'booti' | 'bootz' | 'bootm';
+  bootCommand: BootSettings['command'];
   /** Where a compressed kernel is unpacked (kernel_comp_addr_r). */
   decompressAddress: string;
   /** The kernel command line; when flashing, added to the `bootargs` the image's env.txt sets. */
@@ -135,7 +131,7 @@ export async function ubootBoot(boot: UbootBoot): Promise<void> {
   }
 
   /** Writes the disk image to the storage, then loads the kernel (and initrd, env) from it. */
-  async function flash(target: { disk: string; storage: { interface: string; device: number } }): Promise<void> {
+  async function flash(target: { disk: string; storage: BoardStorage }): Promise<void> {
     const { interface: kind, device } = target.storage;
     await tftp('${kernel_addr_r}', target.disk);
     await run('flash', 'setexpr paddock_blocks ${filesize} + 1ff', 5000);

@@ -1,26 +1,17 @@
 // A board's console: the line (transport.ts) kept open for the agent's lifetime, every byte
 // appended to the board's log, copied to whoever taps it (the reservation's log, the telnet
-// relay), and `expect`-style waiting for patterns with timeouts for the boot strategies.
+// relay), and `expect`-style waiting for patterns with timeouts for the boot strategies (the
+// Console interface, types.ts).
 import { CappedLog, defaultConsoleLogMax } from './capped-log.js';
 import { createTransport, type ConsoleSettings, type ConsoleTransport } from './transport.js';
+import { consoleLines, ExpectTimeout, type Console } from './types.js';
 
 export type { ConsoleSettings } from './transport.js';
-
-/** A pattern not seen in time. `tail` is the console's last lines, for the failure reason. */
-export class ExpectTimeout extends Error {
-  constructor(
-    readonly what: string,
-    readonly timeoutMs: number,
-    readonly tail: string,
-  ) {
-    super(`${what} not seen within ${timeoutMs / 1000}s`);
-    this.name = 'ExpectTimeout';
-  }
-}
+export { ExpectTimeout, type Console } from './types.js';
 
 const keep = 256 * 1024;
 
-export class BoardConsole {
+export class BoardConsole implements Console {
   private readonly transport: ConsoleTransport;
   private readonly taps = new Set<(chunk: Buffer) => void>();
   private readonly waiters = new Set<() => void>();
@@ -71,15 +62,10 @@ export class BoardConsole {
     await this.transport.write(text);
   }
 
-  /** Forgets what was printed so far: the next expect looks only at new output. */
   mark(): void {
     this.cursor = this.text.length;
   }
 
-  /**
-   * Waits until one of `patterns` appears in the output after the mark; resolves with its index
-   * and match, and moves the mark past it. Throws ExpectTimeout, or the signal's reason.
-   */
   async expect(patterns: RegExp[], timeoutMs: number, what: string, signal?: AbortSignal): Promise<{ index: number; match: RegExpExecArray; before: string }> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
@@ -110,7 +96,6 @@ export class BoardConsole {
     }
   }
 
-  /** The last lines printed, control characters removed. */
   tail(lines = 15): string {
     return consoleLines(this.text.slice(-8192), lines);
   }
@@ -126,11 +111,4 @@ export class BoardConsole {
     }
     for (const waiter of [...this.waiters]) waiter();
   }
-}
-
-/** The last `lines` lines of console output, without carriage returns, escape sequences or control characters. */
-export function consoleLines(text: string, lines: number): string {
-  // eslint-disable-next-line no-control-regex
-  const clean = text.replace(/\r/g, '').replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '').replace(/[\x00-\x08\x0b-\x1f\x7f]/g, '');
-  return clean.trim().split('\n').slice(-lines).join('\n') || '(the console is empty)';
 }

@@ -46,13 +46,16 @@ interface NetSnmp {
   isVarbindError(varbind: Varbind): boolean;
   varbindError(varbind: Varbind): string;
 }
-const snmp = createRequire(import.meta.url)('net-snmp') as NetSnmp;
+let loaded: NetSnmp | undefined;
+/** net-snmp, loaded when a driver first talks to a PDU: reading the settings does not load it. */
+const netSnmp = () => (loaded ??= createRequire(import.meta.url)('net-snmp') as NetSnmp);
 
 const RETRIES = 1;
 const ON = 1;
 const OFF = 2;
 
 export function createSnmpDriver(settings: SnmpSettings): PowerDriver {
+  const snmp = netSnmp();
   const oid = `${APC_OUTLET_CONTROL_OID}.${settings.outlet}`;
   const target = settings.host.includes(':') ? `[${settings.host}]:${settings.port}` : `${settings.host}:${settings.port}`;
   const describe = `${target} outlet ${settings.outlet}`;

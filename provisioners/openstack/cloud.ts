@@ -1,12 +1,16 @@
-// Where an OpenStack pool's credentials come from: the pool's own settings, the standard OS_*
-// environment variables, or a clouds.yaml entry named by OS_CLOUD (the same files the openstack CLI
-// reads: OS_CLIENT_CONFIG_FILE, ./clouds.yaml, ~/.config/openstack/clouds.yaml,
-// /etc/openstack/clouds.yaml). Errors name what is missing, never a secret.
+// An OpenStack pool's cloud: one client per set of credentials (shared by the pool's machines, in the
+// API for the pool and in the agent for the servers), and where the credentials come from: the
+// pool's own settings, the standard OS_* environment variables, or a clouds.yaml entry named by
+// OS_CLOUD (the same files the openstack CLI reads: OS_CLIENT_CONFIG_FILE, ./clouds.yaml,
+// ~/.config/openstack/clouds.yaml, /etc/openstack/clouds.yaml). Errors name what is missing, never
+// a secret.
 import { existsSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { load } from 'js-yaml';
-import type { CloudOptions, Credentials } from './client.js';
+import { OpenStackClient, type CloudOptions, type Credentials } from './client.js';
+import type { OpenStackSettings } from './index.js';
+import { ProvisionError } from '../types.js';
 
 type Settings = Record<string, string | undefined>;
 
@@ -64,3 +68,44 @@ function build(auth: Settings, where: { region?: string; interface?: string }, s
   if (face !== undefined && face !== 'public' && face !== 'internal' && face !== 'admin') throw new Error(`${source}: interface ${JSON.stringify(where.interface)} is not public, internal or admin`);
   return { authUrl: auth.auth_url, credentials, ...(where.region ? { region: where.region } : {}), ...(face ? { interface: face } : {}) };
 }
+
+const clients = new Map<string, OpenStackClient>();
+
+/** One client per set of credentials, so tokens are shared by the pool's machines. */
+export function clientFor(settings: OpenStackSettings): OpenStackClient {
+  const key = JSON.stringify([settings.auth, settings.cloud, settings.region, settings.interface, settings.computeVersion]);
+  let client = clients.get(key);
+  if (!client) {
+    client = new OpenStackClient({ ...cloudOptions(settings), computeVersion: settings.computeVersion });
+    clients.set(key, client);
+  }
+  return client;
+}
+
+function cloudOptions(settings: OpenStackSettings): CloudOptions {
+  let options: CloudOptions;
+  if (settings.auth) {
+    const auth = settings.auth;
+    options = {
+      authUrl: auth.authUrl,
+      credentials:
+        auth.applicationCredentialId && auth.applicationCredentialSecret
+          ? { kind: 'application', id: auth.applicationCredentialId, secret: auth.applicationCredentialSecret }
+          : { kind: 'password', username: auth.username!, password: auth.password!, project: auth.project!, userDomain: auth.userDomain, projectDomain: auth.projectDomain },
+    };
+  } else {
+    try {
+      options = cloudFromEnvironment(process.env, settings.cloud ?? process.env.OS_CLOUD);
+    } catch (error) {
+      throw new ProvisionError(`no OpenStack credentials: ${(error as Error).message}`, 'infrastructure', undefined, { code: 'cloud_unreachable' });
+    }
+  }
+  return {
+    ...options,
+    ...(settings.region ? { region: settings.region } : {}),
+    ...(settings.interface ? { interface: settings.interface } : {}),
+  };
+}
+
+/** What tells one cloud account from another: a pool's listings and uploads are kept per account. */
+export const clientKey = (settings: OpenStackSettings) => [settings.auth?.authUrl, settings.auth?.username, settings.auth?.project, settings.auth?.applicationCredentialId, settings.cloud, settings.region];

@@ -8,7 +8,8 @@ import net from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { CappedLog } from '../../boards/console/capped-log.js';
-import { consoleLines } from '../../boards/console/index.js';
+import { consoleLines } from '../../boards/console/types.js';
+import type { QemuSettings } from './index.js';
 
 const run = promisify(execFile);
 
@@ -39,16 +40,11 @@ export async function createOverlay(qemuImg: string, base: string, format: 'qcow
   }
 }
 
-export interface VmSpec {
-  binary: string;
-  machine: string;
-  accel: string;
-  cpu: string;
+/** One VM as QEMU is told to run it: the slot's settings, its size, and this reservation's files. */
+export interface VmSpec extends Pick<QemuSettings, 'binary' | 'machine' | 'accel' | 'cpu' | 'nic' | 'guestPort' | 'extraArgs'> {
   cpus: number;
   memoryMiB: number;
-  nic: string;
   port: number;
-  guestPort: number;
   name: string;
   pidFile: string;
   /** A unix socket QEMU listens on for the serial console (consoleSocket). */
@@ -56,7 +52,6 @@ export interface VmSpec {
   keyFile: string;
   disk?: string;
   kernel?: { kernel: string; initrd?: string; dtb?: string; append: string };
-  extraArgs: string[];
 }
 
 /** QEMU's arguments for a VM: no display, user networking with SSH forwarded, the key in fw_cfg. */

@@ -4,7 +4,8 @@
 import os from 'node:os';
 import type { ExecutionContext } from 'ava';
 import { generateKeyPair } from '../../protocol/ssh.js';
-import { staticKind, staticSettingsSchema, type StaticProvisioner, type StaticSettings } from '../../provisioners/static/index.js';
+import { staticSettingsSchema, type StaticSettings } from '../../provisioners/static/index.js';
+import { createStaticProvisioner, type StaticProvisioner } from '../../provisioners/static/provisioner.js';
 import type { Stage } from '../../protocol/agent.js';
 import type { MachineRecord, ProvisionRequest } from '../../provisioners/types.js';
 import { testKindContext } from './kind-context.js';
@@ -19,7 +20,7 @@ export async function host(t: ExecutionContext, authorizedKeys: string[] = []): 
 /** A static provisioner and the lines it logged. */
 export function loggingProvisioner(): { provisioner: StaticProvisioner; logs: string[] } {
   const logs: string[] = [];
-  const provisioner = staticKind.create({ ...testKindContext(os.tmpdir()), log: (line) => logs.push(line) }) as StaticProvisioner;
+  const provisioner = createStaticProvisioner({ ...testKindContext(os.tmpdir()), log: (line) => logs.push(line) }) as StaticProvisioner;
   return { provisioner, logs };
 }
 

@@ -5,7 +5,7 @@
 // quota, and one `paddock serve` process (restarted by the kill -9 test).
 import { execFile, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -84,7 +84,10 @@ test.before(async () => {
   writeFileSync(configFile, poolYaml(port));
   server = await startServerProcess(serverArgs(), url);
   paddock = new Paddock({ url, token: readFileSync(path.join(data, 'admin-token'), 'utf8').trim() });
-  instance = readFileSync(path.join(data, 'openstack', 'instance'), 'utf8').trim();
+  // The agent's OpenStack provisioner gives this Paddock its id in the cloud when it is made.
+  const instanceFile = path.join(data, 'openstack', 'instance');
+  await waitFor(async () => existsSync(instanceFile), 120_000, 'the instance id');
+  instance = readFileSync(instanceFile, 'utf8').trim();
   // A small raw disk image: the fake driver never reads it, Glance stores and hashes it.
   const file = path.join(dir, 'tiny.raw');
   const bytes = randomBytes(192 * 1024);

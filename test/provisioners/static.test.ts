@@ -5,11 +5,12 @@
 import { chmod, chown, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import test from 'ava';
-import { getKind, provisionerKinds } from '../../provisioners/registry.js';
+import { createProvisioner, getKind, machineKinds } from '../../provisioners/registry.js';
 import { generateKeyPair, knownHostsLine, sshConnect } from '../../protocol/ssh.js';
 import { addReservationKey, expiryTime, listReservations } from '../../provisioners/static/adapter.js';
 import { staticKind, staticSettingsSchema } from '../../provisioners/static/index.js';
 import { ProvisionError } from '../../provisioners/types.js';
+import { testKindContext } from '../helpers/kind-context.js';
 import { runSsh, startSshd } from '../helpers/sshd.js';
 import { assertNoKeyMaterial } from '../helpers/secrets.js';
 import { host, linesTagged, loggingProvisioner, machineFor, recorder, requestFor, signal } from '../helpers/static-host.js';
@@ -256,9 +257,17 @@ test('the settings schema applies defaults and rejects unknown keys, bad values,
 
 test('the registry knows static and names the known kinds for an unknown one', (t) => {
   t.is(getKind('static'), staticKind);
-  t.is(provisionerKinds.static.kind, 'static');
+  t.is(machineKinds.static.kind, 'static');
   t.throws(() => getKind('qemu-nope'), { message: /unknown machine kind "qemu-nope".*static/ });
   t.throws(() => getKind('toString'), { message: /unknown machine kind/ });
+});
+
+test('a provisioner made from the descriptor loads the static provisioner on its first call', async (t) => {
+  const provisioner = createProvisioner(staticKind, testKindContext(t.title));
+  const machine = { name: 'nokey', kind: 'static', labels: {}, capacities: {}, settings: staticSettingsSchema.parse({ address: '127.0.0.1', user: 'ci', adminKey: '/nonexistent/key' }) };
+  const error = await t.throwsAsync(provisioner.owned(machine), { instanceOf: ProvisionError });
+  t.regex(error.message, /^nokey: cannot read the admin key \/nonexistent\/key \(ENOENT\)/);
+  await provisioner.close?.();
 });
 
 const staticEntry = (name: string, settings: string, extra = '') => `

@@ -1,0 +1,295 @@
+// The `board` kind's provisioner: physical boards on this lab host, booted per reservation from a
+// boot bundle the reservation names. Provisioning: unpack the bundle, stage kernel/initrd/dtb under
+// the TFTP root (ROOT/paddock/RESERVATION-BOARD/), open the console (kept for the agent's lifetime,
+// logged) and a relay for the owner, power the board off and on through its PDU, drive U-Boot to
+// boot the kernel with the reservation's key on the command line, then wait for the kernel and,
+// when the board has SSH, for a login with the reservation's key. Release powers the board off,
+// removes the staged files and closes the relay. The board is driven as a board: nothing here knows
+// it may be QEMU.
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { BoardConsole, ExpectTimeout } from '../../boards/console/index.js';
+import { CappedLog, defaultConsoleLogMax } from '../../boards/console/capped-log.js';
+import { ConsoleRelay } from '../../boards/console/relay.js';
+import { ubootBoot, BootError } from '../../boards/boot/uboot.js';
+import { ensureTftpd } from '../../boards/boot/tftpd.js';
+import { createPowerDriver, PowerControl } from '../../boards/power/index.js';
+import { PowerError } from '../../boards/power/types.js';
+import { BundleError, unpackBundle, type Bundle } from '../../images/bundle.js';
+import { stage, unstage } from '../../images/staging.js';
+import type { Stage } from '../../protocol/agent.js';
+import { SshProber } from '../ssh-probe.js';
+import { parseSettings, ProvisionError, type KindContext, type MachineRecord, type Provisioner, type ProvisionerFactory, type ProvisionRequest, type Readiness, type StageReporter } from '../types.js';
+import type { BoardSettings } from '../../boards/board.js';
+import { boardKind } from './index.js';
+
+export const createBoardProvisioner: ProvisionerFactory<BoardSettings> = (context) => new BoardProvisioner(context);
+
+const settingsOf = (machine: MachineRecord<BoardSettings>) => parseSettings(boardKind, machine);
+
+interface Session {
+  relay: ConsoleRelay;
+  untap: () => void;
+}
+
+export class BoardProvisioner implements Provisioner<BoardSettings> {
+  private readonly consoles = new Map<string, BoardConsole>();
+  private readonly powers = new Map<string, PowerControl>();
+  private readonly sessions = new Map<string, Session>();
+
+  constructor(private readonly context: KindContext) {}
+
+  async close(): Promise<void> {
+    for (const session of this.sessions.values()) {
+      session.untap();
+      await session.relay.close();
+    }
+    this.sessions.clear();
+    await Promise.all([...this.consoles.values()].map((console) => console.close()));
+    this.consoles.clear();
+  }
+
+  async provision(request: ProvisionRequest<BoardSettings>, report: StageReporter, signal: AbortSignal): Promise<Readiness> {
+    const board = request.machine.name;
+    const settings = settingsOf(request.machine);
+    let stageNow: Stage = 'powerConfirmed';
+    const fail = (message: string, fault: 'infrastructure' | 'request', code: string) => new ProvisionError(`${board}: ${message}`, fault, stageNow, { code });
+
+    if (!request.image) throw fail('a board boots an image: name a boot bundle or a raw disk image in the request (image: NAME[:TAG])', 'request', 'image_required');
+    const image = await this.context.images.fetch(request.image, signal);
+    const storage = settings.boot.storage;
+    const flashing = image.format === 'raw' && storage !== undefined;
+    if (image.format !== 'bundle' && !flashing) {
+      const why = image.format === 'raw' ? 'this board has no storage to flash it to (boot.storage)' : 'boards boot a bundle over TFTP or flash a raw disk image';
+      throw fail(`image ${image.ref} is ${image.format}: ${why}`, 'request', 'image_format_unsupported');
+    }
+    const arch = request.machine.labels.arch;
+    if (arch !== undefined && image.arch !== arch) throw fail(`image ${image.ref} is for ${image.arch}, this board is ${arch}`, 'request', 'image_arch_mismatch');
+    let bundle: Bundle | undefined;
+    if (!flashing) {
+      try {
+        bundle = await unpackBundle(image.file, path.join(this.context.dataDir, 'agent', 'bundles', image.sha256));
+      } catch (error) {
+        if (error instanceof BundleError) throw fail(`image ${image.ref} cannot be used: ${error.message}`, 'request', error.code);
+        throw error;
+      }
+    }
+
+    const root = this.tftpRoot(settings);
+    if (settings.boot.tftpServer !== 'external') {
+      await ensureTftpd(root, settings.boot.tftpServer).catch((error: unknown) => {
+        throw fail((error as Error).message, 'infrastructure', 'tftp_unavailable');
+      });
+    }
+    const files: Record<string, string> = bundle ? { kernel: bundle.kernel } : { disk: image.file };
+    if (bundle?.initrd) files.initrd = bundle.initrd;
+    if (bundle?.dtb) files.dtb = bundle.dtb;
+    // Recorded first, so a crash right after staging still leaves a trace the next start cleans.
+    await this.remember(board, { reservationId: request.reservationId, allocationId: request.allocationId });
+    const staged = await stage(root, stagingName(request.reservationId, board), files);
+
+    const console = await this.console(board, settings).catch((error: unknown) => {
+      throw fail(`cannot open the console: ${(error as Error).message}`, 'infrastructure', 'console_unavailable');
+    });
+    const relay = await this.openSession(request, settings, console);
+
+    // Power cycle with the console already listening, so nothing U-Boot prints is missed. A board
+    // known to be off (Paddock switched it off at the last release) is only switched on; on() keeps
+    // the minimum off-time either way.
+    const power = this.power(board, settings);
+    try {
+      if (power.state !== 'off') await power.off(AbortSignal.any([signal, AbortSignal.timeout(settings.timeouts.power * 1000)]));
+      console.mark();
+      await power.on(AbortSignal.any([signal, AbortSignal.timeout(settings.timeouts.power * 1000)]));
+    } catch (error) {
+      signal.throwIfAborted();
+      throw fail(`power: ${(error as Error).message}`, 'infrastructure', 'power_failed');
+    }
+    await report.stage('powerConfirmed');
+    stageNow = 'bootSeen';
+
+    const kernelCompressed = bundle ? (await readFile(bundle.kernel).then((data) => data.subarray(0, 2))).equals(Buffer.from([0x1f, 0x8b])) : false;
+    const key = Buffer.from(request.publicKey).toString('base64');
+    try {
+      await ubootBoot({
+        console,
+        prompt: settings.boot.prompt,
+        network: settings.boot,
+        files:
+          flashing && storage
+            ? { disk: staged.files.disk, storage }
+            : { kernel: staged.files.kernel, ...(staged.files.initrd ? { initrd: staged.files.initrd } : {}), ...(staged.files.dtb ? { dtb: staged.files.dtb } : {}) },
+        kernelCompressed,
+        bootCommand: settings.boot.command,
+        decompressAddress: settings.boot.decompressAddress,
+        bootargs: `${bundle?.cmdline ?? ''} paddock.authorized_key=${key}`.trim(),
+        timeouts: { bootloader: settings.timeouts.bootloader * 1000, tftp: settings.timeouts.tftp * 1000, kernel: settings.timeouts.kernel * 1000 },
+        signal,
+      });
+      // The kernel runs: wait for it to reach user space (or to panic).
+      const booted = await console.expect([/paddock: kernel booted|Run \/init|Freeing unused kernel/, /Kernel panic - not syncing[^\n]*/], settings.timeouts.kernel * 1000, 'the kernel reaching user space', signal);
+      if (booted.index === 1) throw new BootError('kernel', 'image_unbootable', 'request', `kernel step: ${booted.match[0].trim()}; console tail:\n${console.tail()}`);
+    } catch (error) {
+      if (error instanceof BootError) throw fail(`${error.message}`, error.fault, error.code);
+      if (error instanceof ExpectTimeout) throw fail(`kernel step: ${error.message}; console tail:\n${error.tail}`, 'request', 'kernel_timeout');
+      throw error;
+    }
+    await report.stage('bootSeen');
+
+    if (!settings.ssh) {
+      stageNow = 'addressKnown';
+      try {
+        await console.expect([/paddock: (console|ssh) ready|\n[^\n]*[#$] /], settings.timeouts.login * 1000, 'a shell on the console', signal);
+      } catch (error) {
+        if (error instanceof ExpectTimeout) throw fail(`login step: ${error.message}; console tail:\n${error.tail}`, 'request', 'boot_timeout');
+        throw error;
+      }
+      return { console: relay };
+    }
+    await report.stage('addressKnown');
+    stageNow = 'sshReady';
+    const hostKey = await this.awaitSsh(request, settings, console, signal).catch((error: unknown) => {
+      if (error instanceof ProvisionError) throw error;
+      signal.throwIfAborted();
+      throw fail(`ssh step: ${(error as Error).message}; console tail:\n${console.tail()}`, 'request', 'boot_timeout');
+    });
+    await report.stage('sshReady');
+    return { host: settings.ssh.host, port: settings.ssh.port, user: settings.ssh.user, hostKey, console: relay };
+  }
+
+  async release(request: ProvisionRequest<BoardSettings>): Promise<void> {
+    const board = request.machine.name;
+    const settings = settingsOf(request.machine);
+    const session = this.sessions.get(request.allocationId);
+    if (session) {
+      this.sessions.delete(request.allocationId);
+      session.untap();
+      await session.relay.close();
+    }
+    // The staged files go first: a PDU that does not answer must not leave them behind.
+    await unstage(this.tftpRoot(settings), stagingName(request.reservationId, board));
+    try {
+      await this.power(board, settings).off(AbortSignal.timeout(settings.timeouts.power * 1000));
+    } catch (error) {
+      if (error instanceof PowerError) throw new ProvisionError(`${board}: power off: ${error.message}`, 'infrastructure', undefined, { code: 'power_failed' });
+      throw error;
+    }
+    const state = await this.recalled(board);
+    if (state?.reservationId === request.reservationId) await rm(this.stateFile(board), { force: true });
+  }
+
+  /**
+   * The reservation this agent last set the board up for, from its own record (the TFTP root may
+   * be shared with other servers on the host: what is staged there is not necessarily ours).
+   */
+  async owned(machine: MachineRecord<BoardSettings>): Promise<string[]> {
+    const state = await this.recalled(machine.name);
+    return state ? [state.reservationId] : [];
+  }
+
+  private tftpRoot(settings: BoardSettings): string {
+    return settings.boot.tftpRoot ?? path.join(this.context.dataDir, 'tftp');
+  }
+
+  private console(board: string, settings: BoardSettings): Promise<BoardConsole> {
+    let console = this.consoles.get(board);
+    if (!console) {
+      console = new BoardConsole(settings.console, path.join(this.context.dataDir, 'boards', board, 'console.log'), this.context.consoleLogMax);
+      this.consoles.set(board, console);
+    }
+    const opened = console;
+    return opened.open().then(() => opened);
+  }
+
+  private power(board: string, settings: BoardSettings): PowerControl {
+    let power = this.powers.get(board);
+    if (!power) {
+      power = new PowerControl(createPowerDriver(settings.power), {
+        board,
+        minOffTimeMs: settings.minOffTime * 1000,
+        stateFile: path.join(this.context.dataDir, 'boards', board, 'power.json'),
+      });
+      this.powers.set(board, power);
+    }
+    return power;
+  }
+
+  /** The relay for the owner and the reservation's copy of the console log. */
+  private async openSession(request: ProvisionRequest<BoardSettings>, settings: BoardSettings, console: BoardConsole): Promise<{ host: string; port: number }> {
+    const previous = this.sessions.get(request.allocationId);
+    if (previous) {
+      previous.untap();
+      await previous.relay.close();
+    }
+    const logFile = path.join(this.context.dataDir, 'consoles', request.reservationId, `${request.machine.name}.log`);
+    const log = new CappedLog(logFile, this.context.consoleLogMax ?? defaultConsoleLogMax, 'head');
+    const untapLog = console.tap((chunk) => log.write(chunk));
+    // Without the secret (a task from an older API) the relay lets nobody in.
+    const relay = new ConsoleRelay(console, request.consoleSecret ?? randomBytes(24).toString('base64url'));
+    const address = await relay.listen(settings.relay.host);
+    this.sessions.set(request.allocationId, {
+      relay,
+      untap: () => {
+        untapLog();
+        log.end();
+      },
+    });
+    return address;
+  }
+
+  /** Tries SSH logins with the reservation's key until one works; the host key is pinned from the console when it prints one. */
+  private async awaitSsh(request: ProvisionRequest<BoardSettings>, settings: BoardSettings, console: BoardConsole, signal: AbortSignal): Promise<string> {
+    const ssh = settings.ssh!;
+    const deadline = Date.now() + settings.timeouts.login * 1000;
+    // The console announcing SSH starts a login attempt at once (the marker may span chunks).
+    let announced = false;
+    let recent = '';
+    const untap = console.tap((chunk) => {
+      recent = (recent + chunk.toString('latin1')).slice(-64);
+      if (recent.includes('paddock: ssh ready')) {
+        announced = true;
+        recent = '';
+      }
+    });
+    const prober = new SshProber({ host: ssh.host, port: ssh.port, user: ssh.user, privateKey: request.privateKey ?? '', signal }, 0);
+    try {
+      for (;;) {
+        signal.throwIfAborted();
+        const tail = console.tail(200);
+        // The last key printed: earlier boots of the board printed theirs too.
+        prober.poke(announced, [...tail.matchAll(/paddock: ssh host key (ssh-[a-z0-9-]+ [A-Za-z0-9+/=]+)/g)].pop()?.[1]);
+        announced = false;
+        if (prober.hostKey !== undefined) return prober.hostKey;
+        if (/Kernel panic - not syncing/.test(tail)) {
+          throw new ProvisionError(`${request.machine.name}: the kernel panicked; console tail:\n${console.tail()}`, 'request', 'sshReady', { code: 'image_unbootable' });
+        }
+        if (Date.now() > deadline) throw new Error(`no SSH login within ${settings.timeouts.login}s (last attempt: ${prober.last})`);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    } finally {
+      untap();
+    }
+  }
+
+  private stateFile(board: string): string {
+    return path.join(this.context.dataDir, 'boards', board, 'reservation.json');
+  }
+
+  private async remember(board: string, state: { reservationId: string; allocationId: string }): Promise<void> {
+    await mkdir(path.dirname(this.stateFile(board)), { recursive: true });
+    await writeFile(this.stateFile(board), JSON.stringify(state));
+  }
+
+  private async recalled(board: string): Promise<{ reservationId: string; allocationId: string } | undefined> {
+    try {
+      return JSON.parse(await readFile(this.stateFile(board), 'utf8')) as { reservationId: string; allocationId: string };
+    } catch {
+      return undefined;
+    }
+  }
+}
+
+function stagingName(reservationId: string, board: string): string {
+  return `${reservationId}-${board}`;
+}

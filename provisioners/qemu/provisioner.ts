@@ -1,0 +1,328 @@
+// The `qemu` kind's provisioner: VM slots on the agent's host. For a reservation it fetches the
+// image, makes a copy-on-write overlay (the stored image is never written and nothing outlives the
+// reservation), starts QEMU with user networking forwarding a free loopback port to the guest's SSH
+// and the reservation's public key in fw_cfg, and captures the serial console. Readiness: the
+// process runs (powerConfirmed), the console shows the kernel (bootSeen), the forwarded port is
+// known (addressKnown), an SSH login with the reservation's key works and its host key is captured
+// (sshReady). A ready VM is watched: if QEMU ends mid-lease the reservation fails.
+//
+// On disk, per slot and reservation: DATA/qemu/SLOT/RESERVATION/ holds state.json, the key, the
+// overlay, QEMU's pid file and its console socket; the agent copies the console, capped at
+// consoles.maxLogSize, to DATA/consoles/RESERVATION/SLOT.log, kept after release. After a crash the
+// run directories and the process table (QEMU's -pidfile path) say which VMs are Paddock's, so none
+// is leaked.
+import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { unpackBundle, BundleError } from '../../images/bundle.js';
+import type { Stage } from '../../protocol/agent.js';
+import { SshProber } from '../ssh-probe.js';
+import {
+  parseSettings,
+  ProvisionError,
+  type KindContext,
+  type LocalImage,
+  type MachineRecord,
+  type Provisioner,
+  type ProvisionerFactory,
+  type ProvisionRequest,
+  type SshReadiness,
+  type StageReporter,
+} from '../types.js';
+import { attachConsole, consoleSocketPath, consoleTail, createOverlay, freeLoopbackPort, isVmProcess, qemuArgs, QemuStartError, readConsole, startVm, stopVm, vmProcessesUnder, type VmSpec } from './adapter.js';
+import { qemuKind, type QemuSettings } from './index.js';
+import { CappedLog, defaultConsoleLogMax } from '../../boards/console/capped-log.js';
+
+export const createQemuProvisioner: ProvisionerFactory<QemuSettings> = (context) => new QemuProvisioner(context);
+
+/** What a run directory records, so a restarted agent can find and judge its VM. */
+interface RunState {
+  reservationId: string;
+  allocationId: string;
+  port: number;
+  pid?: number;
+  ready?: boolean;
+  hostKey?: string;
+}
+
+/** Console lines that show a kernel is running (generic Linux, and the test images' marker). */
+const bootPatterns = [/Linux version \d/, /paddock: kernel booted/, /\blogin: /, /Run \/init|Run \/sbin\/init|Freeing unused kernel/];
+/** Console lines after which the guest will not become ready. */
+const deadPatterns = [/Kernel panic - not syncing/, /paddock: error: /];
+
+const MiB = 1024 ** 2;
+
+export class QemuProvisioner implements Provisioner<QemuSettings> {
+  private readonly root: string;
+  private readonly consoles: string;
+  private readonly watchers = new Map<string, NodeJS.Timeout>();
+  /** The agent's copy of each running VM's console into its capped log, by run directory. */
+  private readonly consoleCopies = new Map<string, { detach(): void }>();
+
+  constructor(private readonly context: KindContext) {
+    this.root = path.join(context.dataDir, 'qemu');
+    this.consoles = path.join(context.dataDir, 'consoles');
+  }
+
+  async close(): Promise<void> {
+    // VMs keep running when the agent stops: a restarted agent finds them again.
+    for (const timer of this.watchers.values()) clearInterval(timer);
+    this.watchers.clear();
+    for (const copy of this.consoleCopies.values()) copy.detach();
+    this.consoleCopies.clear();
+  }
+
+  async provision(request: ProvisionRequest<QemuSettings>, report: StageReporter, signal: AbortSignal): Promise<SshReadiness> {
+    const settings = settingsOf(request.machine);
+    const runDir = this.runDir(request.machine.name, request.reservationId);
+    const consoleLog = path.join(this.consoles, request.reservationId, `${request.machine.name}.log`);
+    const started = Date.now();
+
+    // After an agent restart the VM may still run: carry on with it rather than boot twice.
+    let state = await readState(runDir);
+    const alive = state?.allocationId === request.allocationId && state.pid !== undefined && (await isVmProcess(state.pid, runDir));
+    if (!alive || !state?.pid) {
+      await this.discard(runDir);
+      state = await this.boot(request, settings, runDir, consoleLog, signal);
+    } else {
+      this.copyConsole(runDir, consoleLog);
+    }
+    const vm = { pid: state.pid!, port: state.port };
+    await report.stage('powerConfirmed');
+
+    const hostKey = await this.awaitReady(request, settings, vm, runDir, consoleLog, report, signal, started);
+    await writeState(runDir, { ...state, ready: true, hostKey });
+    this.watch(request, vm.pid, runDir, consoleLog);
+    return { host: '127.0.0.1', port: vm.port, user: settings.user, hostKey };
+  }
+
+  async release(request: ProvisionRequest<QemuSettings>): Promise<void> {
+    this.unwatch(request.allocationId);
+    const runDir = this.runDir(request.machine.name, request.reservationId);
+    // Find the VM by its pid file and by the process table (a pid file may be missing after a crash).
+    await this.discard(runDir);
+  }
+
+  async owned(machine: MachineRecord<QemuSettings>): Promise<string[]> {
+    const slotDir = path.join(this.root, machine.name);
+    const ids = new Set<string>((await readdir(slotDir).catch(() => [])).filter((name) => !name.startsWith('.')));
+    for (const { pidFile } of await vmProcessesUnder(slotDir)) ids.add(path.basename(path.dirname(pidFile)));
+    // A ready VM of a reservation that lives on is watched again; the agent releases the others.
+    for (const id of ids) {
+      const runDir = this.runDir(machine.name, id);
+      const state = await readState(runDir);
+      if (state?.ready && state.pid !== undefined && !this.watchers.has(state.allocationId)) {
+        const consoleLog = path.join(this.consoles, id, `${machine.name}.log`);
+        this.copyConsole(runDir, consoleLog);
+        this.watch({ reservationId: id, allocationId: state.allocationId }, state.pid, runDir, consoleLog);
+      }
+    }
+    return [...ids];
+  }
+
+  private runDir(machine: string, reservationId: string): string {
+    if (!/^[A-Za-z0-9._-]+$/.test(reservationId) || reservationId.startsWith('.')) throw new ProvisionError(`bad reservation id ${JSON.stringify(reservationId)}`, 'infrastructure');
+    return path.join(this.root, machine, reservationId);
+  }
+
+  /** Copies the VM's console into its log, capped at consoles.maxLogSize (once per run directory). */
+  private copyConsole(runDir: string, consoleLog: string): void {
+    if (this.consoleCopies.has(runDir)) return;
+    const log = new CappedLog(consoleLog, this.context.consoleLogMax ?? defaultConsoleLogMax, 'head');
+    this.consoleCopies.set(runDir, attachConsole(consoleSocketPath(runDir), log));
+  }
+
+  /** Stops whatever VM belongs to the run directory and removes the directory (overlay included). */
+  private async discard(runDir: string): Promise<void> {
+    this.consoleCopies.get(runDir)?.detach();
+    this.consoleCopies.delete(runDir);
+    const state = await readState(runDir);
+    const pids = new Set<number>();
+    if (state?.pid !== undefined) pids.add(state.pid);
+    const fromFile = Number((await readFile(path.join(runDir, 'qemu.pid'), 'utf8').catch(() => '')).trim());
+    if (fromFile > 0) pids.add(fromFile);
+    for (const { pid } of await vmProcessesUnder(runDir)) pids.add(pid);
+    for (const pid of pids) await stopVm(pid, runDir);
+    await rm(runDir, { recursive: true, force: true });
+  }
+
+  /** Prepares the disk or kernel from the image and starts QEMU. */
+  private async boot(request: ProvisionRequest<QemuSettings>, settings: QemuSettings, runDir: string, consoleLog: string, signal: AbortSignal): Promise<RunState & { pid: number }> {
+    const machine = request.machine;
+    if (!request.image) {
+      throw new ProvisionError(`${machine.name}: a QEMU machine boots an image: name one in the request (image: NAME[:TAG])`, 'request', undefined, { code: 'image_required' });
+    }
+    const image = await this.context.images.fetch(request.image, signal);
+    const arch = machine.labels.arch;
+    if (arch !== undefined && image.arch !== arch) {
+      throw new ProvisionError(`${machine.name}: image ${image.ref} is for ${image.arch}, this slot runs ${arch}`, 'request', undefined, { code: 'image_arch_mismatch' });
+    }
+    signal.throwIfAborted();
+    await mkdir(runDir, { recursive: true, mode: 0o700 });
+    await mkdir(path.dirname(consoleLog), { recursive: true });
+    const keyFile = path.join(runDir, 'authorized_keys');
+    await writeFile(keyFile, `${request.publicKey}\n`, { mode: 0o600 });
+    const boot = await this.bootMedia(image, runDir, settings, machine.name);
+
+    const pidFile = path.join(runDir, 'qemu.pid');
+    for (let attempt = 1; ; attempt++) {
+      const port = await freeLoopbackPort();
+      const state: RunState = { reservationId: request.reservationId, allocationId: request.allocationId, port };
+      await writeState(runDir, state);
+      const spec: VmSpec = {
+        binary: settings.binary,
+        machine: settings.machine,
+        accel: settings.accel,
+        cpu: settings.cpu,
+        cpus: Math.max(1, Math.floor(machine.capacities.cpus ?? 1)),
+        memoryMiB: Math.max(64, Math.floor((machine.capacities.ram ?? 256 * MiB) / MiB)),
+        nic: settings.nic,
+        port,
+        guestPort: settings.guestPort,
+        name: `paddock-${request.reservationId}`,
+        pidFile,
+        consoleSocket: consoleSocketPath(runDir),
+        keyFile,
+        ...boot,
+        extraArgs: settings.extraArgs,
+      };
+      try {
+        const pid = await startVm(settings.binary, qemuArgs(spec), pidFile);
+        this.copyConsole(runDir, consoleLog);
+        const running = { ...state, pid };
+        await writeState(runDir, running);
+        return running;
+      } catch (error) {
+        if (error instanceof QemuStartError && error.portTaken && attempt < 3) continue;
+        const reason = error instanceof QemuStartError ? error.message : `cannot run ${settings.binary}: ${(error as Error).message}`;
+        throw new ProvisionError(`${machine.name}: QEMU did not start: ${reason}`, 'infrastructure', 'powerConfirmed', { code: 'vm_start_failed' });
+      }
+    }
+  }
+
+  /** The overlay disk and/or the kernel to boot, from a disk image or a boot bundle. */
+  private async bootMedia(image: LocalImage, runDir: string, settings: QemuSettings, machine: string): Promise<Pick<VmSpec, 'disk' | 'kernel'>> {
+    const corrupt = (reason: string, code = 'image_corrupt') =>
+      new ProvisionError(`${machine}: image ${image.ref} cannot be used: ${reason}`, 'request', undefined, { code });
+    const overlay = path.join(runDir, 'overlay.qcow2');
+    let base: { file: string; format: 'qcow2' | 'raw' } | undefined;
+    let kernel: VmSpec['kernel'];
+    if (image.format === 'bundle') {
+      let bundle;
+      try {
+        bundle = await unpackBundle(image.file, path.join(this.context.dataDir, 'agent', 'bundles', image.sha256));
+      } catch (error) {
+        if (error instanceof BundleError) throw corrupt(error.message, error.code);
+        throw error;
+      }
+      kernel = { kernel: bundle.kernel, append: bundle.cmdline, ...(bundle.initrd ? { initrd: bundle.initrd } : {}), ...(bundle.dtb ? { dtb: bundle.dtb } : {}) };
+      base = bundle.rootfs;
+    } else {
+      base = { file: image.file, format: image.format };
+    }
+    if (!base) return { ...(kernel ? { kernel } : {}) };
+    try {
+      await createOverlay(settings.qemuImg, base.file, base.format, overlay);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
+        throw new ProvisionError(`${machine}: cannot run ${settings.qemuImg}`, 'infrastructure', undefined, { code: 'vm_start_failed' });
+      }
+      throw corrupt((error as Error).message);
+    }
+    return { disk: overlay, ...(kernel ? { kernel } : {}) };
+  }
+
+  /** Follows the console and tries SSH until a login with the reservation's key works. */
+  private async awaitReady(
+    request: ProvisionRequest<QemuSettings>,
+    settings: QemuSettings,
+    vm: { pid: number; port: number },
+    runDir: string,
+    consoleLog: string,
+    report: StageReporter,
+    signal: AbortSignal,
+    started: number,
+  ): Promise<string> {
+    const machine = request.machine.name;
+    const deadline = started + settings.bootTimeout * 1000;
+    let offset = 0;
+    let seen = '';
+    let stage: Stage = 'powerConfirmed';
+    let consoleHostKey: string | undefined;
+    const prober = new SshProber({ host: '127.0.0.1', port: vm.port, user: settings.user, privateKey: request.privateKey ?? '', signal });
+    const order: Stage[] = ['powerConfirmed', 'bootSeen', 'addressKnown', 'sshReady'];
+    const reach = async (next: Stage) => {
+      for (const each of order.slice(order.indexOf(stage) + 1, order.indexOf(next) + 1)) await report.stage(each);
+      stage = next;
+    };
+    const fail = async (code: string, fault: 'request' | 'infrastructure', what: string) => {
+      const tail = await consoleTail(consoleLog);
+      return new ProvisionError(`${machine}: ${what}; console tail:\n${tail}`, fault, order[order.indexOf(stage) + 1] ?? stage, { code });
+    };
+
+    for (;;) {
+      signal.throwIfAborted();
+      const read = await readConsole(consoleLog, offset);
+      offset = read.offset;
+      // Keep a window of recent text so a pattern split across reads is still found.
+      seen = (seen + read.text).slice(-16_384);
+      if (stage === 'powerConfirmed' && bootPatterns.some((pattern) => pattern.test(seen))) await reach('addressKnown');
+      const marker = /paddock: ssh host key (ssh-[a-z0-9-]+ [A-Za-z0-9+/=]+)/.exec(seen);
+      if (marker) consoleHostKey = marker[1];
+      if (deadPatterns.some((pattern) => pattern.test(seen))) throw await fail('image_unbootable', 'request', 'the guest failed to boot');
+      if (!(await isVmProcess(vm.pid, runDir))) throw await fail('image_unbootable', 'request', 'QEMU exited before the guest was ready');
+      // A console line saying SSH is up starts a fresh login attempt at once.
+      const announced = /paddock: ssh ready/.test(seen);
+      if (announced) seen = seen.replace(/paddock: ssh ready/g, 'paddock: ssh up');
+      prober.poke(announced, consoleHostKey);
+      if (prober.hostKey !== undefined) {
+        await reach('sshReady');
+        return prober.hostKey;
+      }
+      if (Date.now() > deadline) {
+        throw await fail('boot_timeout', 'request', `not ready within ${settings.bootTimeout}s (last SSH attempt: ${prober.last})`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+
+  /** Watches a ready VM; if QEMU ends while the reservation holds it, the reservation fails. */
+  private watch(request: Pick<ProvisionRequest, 'reservationId' | 'allocationId'>, pid: number, runDir: string, consoleLog: string): void {
+    this.unwatch(request.allocationId);
+    const timer = setInterval(() => {
+      void isVmProcess(pid, runDir).then(async (alive) => {
+        if (alive || this.watchers.get(request.allocationId) !== timer) return;
+        this.unwatch(request.allocationId);
+        const tail = await consoleTail(consoleLog, 10);
+        const poweredOff = /reboot: Power down|System halted/.test(tail);
+        this.context.lost(
+          request,
+          `the VM ${poweredOff ? 'was powered off from inside' : 'stopped'} (QEMU process ${pid} ended); console tail:\n${tail}`,
+          poweredOff ? 'request' : 'infrastructure',
+        );
+      });
+    }, 1000);
+    timer.unref();
+    this.watchers.set(request.allocationId, timer);
+  }
+
+  private unwatch(allocationId: string): void {
+    clearInterval(this.watchers.get(allocationId));
+    this.watchers.delete(allocationId);
+  }
+}
+
+async function readState(runDir: string): Promise<RunState | undefined> {
+  try {
+    return JSON.parse(await readFile(path.join(runDir, 'state.json'), 'utf8')) as RunState;
+  } catch {
+    return undefined;
+  }
+}
+
+async function writeState(runDir: string, state: RunState): Promise<void> {
+  const file = path.join(runDir, 'state.json');
+  await writeFile(`${file}.new`, JSON.stringify(state), { mode: 0o600 });
+  await rename(`${file}.new`, file);
+}
+
+const settingsOf = (machine: MachineRecord<QemuSettings>) => parseSettings(qemuKind, machine);
