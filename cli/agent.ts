@@ -6,9 +6,9 @@ import path from 'node:path';
 import { Agent } from '../lab-host/agent.js';
 import { Paddock, PaddockError } from '../client/index.js';
 import { TokenError, workerToken } from '../protocol/worker.js';
-import { provisionerKinds } from '../provisioners/registry.js';
+import { machineKinds } from '../provisioners/registry.js';
 
-const knownKinds = () => Object.keys(provisionerKinds);
+const knownKinds = () => Object.keys(machineKinds);
 
 export interface AgentCommandOptions {
   name: string;

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { ImageCache } from './image-cache.js';
 import type { AgentMachine, AgentReport, AgentTask } from '../protocol/agent.js';
 import { describeFailure, PullWorker } from '../protocol/worker.js';
-import { provisionerKinds } from '../provisioners/registry.js';
+import { createProvisioner, machineKinds } from '../provisioners/registry.js';
 import { TaskLoop } from './loop.js';
 import type { Provisioner } from '../provisioners/types.js';
 
@@ -40,7 +40,7 @@ export class Agent {
   private suspects = new Set<string>();
 
   constructor(private readonly options: AgentOptions) {
-    this.kinds = options.kinds ?? Object.keys(provisionerKinds);
+    this.kinds = options.kinds ?? Object.keys(machineKinds);
     const log = options.log ?? (() => undefined);
     this.log = (line) => log(`agent ${options.name}: ${line}`);
     this.worker = new PullWorker<AgentTask>({
@@ -80,9 +80,9 @@ export class Agent {
   private provisioner(kind: string): Provisioner {
     const cached = this.provisioners.get(kind);
     if (cached) return cached;
-    const definition = provisionerKinds[kind];
+    const definition = Object.hasOwn(machineKinds, kind) ? machineKinds[kind] : undefined;
     if (!definition) throw new Error(`this agent has no provisioner for kind ${kind}`);
-    const provisioner: Provisioner = definition.create({
+    const provisioner: Provisioner = createProvisioner(definition, {
       dataDir: this.options.dataDir,
       ...(this.options.consoleLogMax === undefined ? {} : { consoleLogMax: this.options.consoleLogMax }),
       images: this.images,

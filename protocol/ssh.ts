@@ -3,9 +3,11 @@
 // tenant and the client library). Contract for everything here: no error
 // message ever contains key material. Messages are built from what we know (user, host, port,
 // fingerprints of public host keys) plus ssh2's own reason, scrubbed of anything key-shaped.
-import { createHash } from 'node:crypto';
 import ssh2 from 'ssh2';
 import type { Client as SshClient, ConnectConfig } from 'ssh2';
+import { fingerprint, hostKeyLine, normalizeKeyLine } from './ssh-keys.js';
+
+export { fingerprint, hostKeyLine, knownHostsLine, normalizeKeyLine } from './ssh-keys.js';
 
 const { Client, utils } = ssh2;
 
@@ -45,41 +47,6 @@ function usable(pair: { private: string; public: string }): { privateKey: string
   const privateKey = pair.private.endsWith('\n') ? pair.private : `${pair.private}\n`;
   if (utils.parseKey(privateKey) instanceof Error) return undefined;
   return { privateKey, publicKey: pair.public.trim() };
-}
-
-/**
- * The OpenSSH line (`ssh-ed25519 AAAA…`) for a raw public key blob in SSH wire format, as ssh2's
- * hostVerifier receives it: the blob starts with the key type as a length-prefixed string.
- */
-export function hostKeyLine(rawKey: Buffer): string {
-  if (rawKey.length < 4) throw new Error('not an SSH public key blob: too short');
-  const typeLength = rawKey.readUInt32BE(0);
-  if (typeLength === 0 || typeLength > 64 || 4 + typeLength > rawKey.length) {
-    throw new Error('not an SSH public key blob: bad key type length');
-  }
-  const type = rawKey.subarray(4, 4 + typeLength).toString('latin1');
-  if (!/^[a-z0-9@._-]+$/i.test(type)) throw new Error('not an SSH public key blob: bad key type');
-  return `${type} ${rawKey.toString('base64')}`;
-}
-
-/** `type base64` of a public key line, without its comment or a known_hosts host field. */
-export function normalizeKeyLine(line: string): string {
-  const fields = line.trim().split(/\s+/);
-  const start = fields.findIndex((field, index) => looksLikeKeyType(field) && isBase64(fields[index + 1] ?? ''));
-  if (start < 0) throw new Error('not an OpenSSH public key line (expected "ssh-ed25519 AAAA…")');
-  return `${fields[start]} ${fields[start + 1]}`;
-}
-
-/** The known_hosts line pinning `hostKey` for host:port (`[host]:port key`, or plain host on port 22). */
-export function knownHostsLine(host: string, port: number, hostKey: string): string {
-  const name = port === 22 ? host : `[${host}]:${port}`;
-  return `${name} ${normalizeKeyLine(hostKey)}`;
-}
-
-/** `SHA256:…` as `ssh-keygen -l` prints it: how we name a host key in messages. */
-export function fingerprint(keyLine: string): string {
-  const blob = Buffer.from(normalizeKeyLine(keyLine).split(' ')[1], 'base64');
-  return `SHA256:${createHash('sha256').update(blob).digest('base64').replace(/=+$/, '')}`;
 }
 
 export interface SshConnectOptions {
@@ -254,10 +221,3 @@ export function scrub(message: string): string {
     .replace(/[A-Za-z0-9+/]{40,}={0,2}/g, '[removed]');
 }
 
-function looksLikeKeyType(field: string): boolean {
-  return /^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-[a-z0-9]+|sk-[a-z0-9@.-]+|ssh-ed448)(-cert-v01@openssh\.com)?$/.test(field);
-}
-
-function isBase64(field: string): boolean {
-  return /^[A-Za-z0-9+/]+={0,2}$/.test(field) && field.length >= 16;
-}

@@ -53,8 +53,3 @@ export function createProvisioner(kind: KindDescriptor, context: KindContext): P
     },
   };
 }
-
-/** @deprecated for lab-host/agent.ts until it uses machineKinds and createProvisioner. */
-export const provisionerKinds: Record<string, KindDescriptor & { create(context: KindContext): Provisioner }> = Object.fromEntries(
-  Object.entries(machineKinds).map(([name, kind]) => [name, { ...kind, create: (context: KindContext) => createProvisioner(kind, context) }]),
-);

@@ -4,7 +4,7 @@
 // opened, so reading a board's settings never loads it.
 import type { SerialPort } from 'serialport';
 import { z } from 'zod';
-import type { ConsoleTransport } from './transport.js';
+import type { ConsoleTransport } from './types.js';
 
 export const serialSettingsSchema = z.strictObject({ device: z.string().min(1), baud: z.number().int().positive().default(115200) });
 

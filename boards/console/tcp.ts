@@ -2,7 +2,7 @@
 // drops, since a console must outlive power cycles.
 import net from 'node:net';
 import { z } from 'zod';
-import type { ConsoleTransport } from './transport.js';
+import type { ConsoleTransport } from './types.js';
 
 /** `host:port` or `[v6]:port`. */
 export const hostPortSchema = z.string().regex(/^[^:\s]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$/, 'host:port, e.g. 127.0.0.1:7001');

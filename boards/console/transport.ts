@@ -5,18 +5,13 @@
 import { z } from 'zod';
 import { SerialTransport, serialSettingsSchema } from './serial.js';
 import { TcpTransport, tcpSettingsSchema } from './tcp.js';
+import type { ConsoleTransport } from './types.js';
 
 export const consoleSettingsSchema = z.union([serialSettingsSchema, tcpSettingsSchema]);
 
 export type ConsoleSettings = z.output<typeof consoleSettingsSchema>;
 
-export interface ConsoleTransport {
-  readonly describe: string;
-  /** Opens the line; `onData` gets every byte until close(). Rejects if it cannot be opened. */
-  open(onData: (chunk: Buffer) => void): Promise<void>;
-  write(data: string | Buffer): Promise<void>;
-  close(): Promise<void>;
-}
+export type { ConsoleTransport } from './types.js';
 
 export function createTransport(settings: ConsoleSettings): ConsoleTransport {
   return 'device' in settings ? new SerialTransport(settings) : new TcpTransport(settings);

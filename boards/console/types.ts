@@ -36,3 +36,12 @@ export function consoleLines(text: string, lines: number): string {
   const clean = text.replace(/\r/g, '').replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '').replace(/[\x00-\x08\x0b-\x1f\x7f]/g, '');
   return clean.trim().split('\n').slice(-lines).join('\n') || '(the console is empty)';
 }
+
+/** One way to reach a console line (a serial device, a TCP port): one file per transport. */
+export interface ConsoleTransport {
+  readonly describe: string;
+  /** Opens the line; `onData` gets every byte until close(). Rejects if it cannot be opened. */
+  open(onData: (chunk: Buffer) => void): Promise<void>;
+  write(data: string | Buffer): Promise<void>;
+  close(): Promise<void>;
+}

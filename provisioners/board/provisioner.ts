@@ -21,12 +21,11 @@ import { stage, unstage } from '../../images/staging.js';
 import type { Stage } from '../../protocol/agent.js';
 import { SshProber } from '../ssh-probe.js';
 import { parseSettings, ProvisionError, type KindContext, type MachineRecord, type Provisioner, type ProvisionerFactory, type ProvisionRequest, type Readiness, type StageReporter } from '../types.js';
-import type { BoardSettings } from '../../boards/board.js';
-import { boardKind } from './index.js';
+import { boardSettingsSchema, type BoardSettings } from '../../boards/board.js';
 
 export const createBoardProvisioner: ProvisionerFactory<BoardSettings> = (context) => new BoardProvisioner(context);
 
-const settingsOf = (machine: MachineRecord<BoardSettings>) => parseSettings(boardKind, machine);
+const settingsOf = (machine: MachineRecord<BoardSettings>) => parseSettings({ kind: 'board', settingsSchema: boardSettingsSchema }, machine);
 
 interface Session {
   relay: ConsoleRelay;

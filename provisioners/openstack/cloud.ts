@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { load } from 'js-yaml';
 import { OpenStackClient, type CloudOptions, type Credentials } from './client.js';
-import type { OpenStackSettings } from './index.js';
+import type { OpenStackSettings } from './settings.js';
 import { ProvisionError } from '../types.js';
 
 type Settings = Record<string, string | undefined>;

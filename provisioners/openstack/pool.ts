@@ -7,7 +7,7 @@ import type { ProviderImage } from '../../protocol/api.js';
 import type { MachineRecord, PoolContext, PoolEntry } from '../types.js';
 import type { Flavor } from './client.js';
 import { clientFor } from './cloud.js';
-import type { OpenStackSettings } from './index.js';
+import type { OpenStackSettings } from './settings.js';
 
 const MiB = 1024 ** 2;
 const GiB = 1024 ** 3;

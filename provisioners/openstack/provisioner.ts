@@ -29,7 +29,7 @@ import {
 } from '../types.js';
 import { OpenStackError, type GlanceImage, type OpenStackClient, type Server } from './client.js';
 import { clientFor, clientKey } from './cloud.js';
-import { openstackKind, type OpenStackSettings } from './index.js';
+import { openstackSettings, type OpenStackSettings } from './settings.js';
 
 export const createOpenStackProvisioner: ProvisionerFactory<OpenStackSettings> = (context) => new OpenStackProvisioner(context);
 
@@ -89,7 +89,7 @@ export class OpenStackProvisioner implements Provisioner<OpenStackSettings> {
   }
 
   async provision(request: ProvisionRequest<OpenStackSettings>, report: StageReporter, signal: AbortSignal): Promise<SshReadiness> {
-    const settings = parseSettings(openstackKind, request.machine);
+    const settings = parseSettings(openstackSettings, request.machine);
     const where = `${request.machine.name} (OpenStack pool ${settings.pool ?? '?'})`;
     try {
       return await this.bringUp(request, settings, report, signal, where);
@@ -264,7 +264,7 @@ export class OpenStackProvisioner implements Provisioner<OpenStackSettings> {
 
   async release(request: ProvisionRequest<OpenStackSettings>): Promise<void> {
     this.unwatch(request.allocationId);
-    const settings = parseSettings(openstackKind, request.machine);
+    const settings = parseSettings(openstackSettings, request.machine);
     const client = clientFor(settings);
     try {
       const servers = (await this.servers(client)).filter((server) => {
@@ -280,7 +280,7 @@ export class OpenStackProvisioner implements Provisioner<OpenStackSettings> {
 
   /** Reservations whose servers or keypairs are in the cloud on this machine. */
   async owned(machine: MachineRecord<OpenStackSettings>): Promise<string[]> {
-    const settings = parseSettings(openstackKind, machine);
+    const settings = parseSettings(openstackSettings, machine);
     const client = clientFor(settings);
     // One listing serves every machine of the pool in a sweep.
     const key = JSON.stringify(clientKey(settings));
@@ -315,7 +315,7 @@ export class OpenStackProvisioner implements Provisioner<OpenStackSettings> {
     const seen = new Set<string>();
     const clouds = new Map<string, OpenStackSettings>();
     for (const machine of machines) {
-      const settings = parseSettings(openstackKind, machine);
+      const settings = parseSettings(openstackSettings, machine);
       clouds.set(JSON.stringify(clientKey(settings)), settings);
     }
     for (const settings of clouds.values()) {

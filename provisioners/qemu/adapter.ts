@@ -9,7 +9,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { CappedLog } from '../../boards/console/capped-log.js';
 import { consoleLines } from '../../boards/console/types.js';
-import type { QemuSettings } from './index.js';
+import type { QemuSettings } from './settings.js';
 
 const run = promisify(execFile);
 

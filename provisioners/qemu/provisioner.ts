@@ -29,7 +29,7 @@ import {
   type StageReporter,
 } from '../types.js';
 import { attachConsole, consoleSocketPath, consoleTail, createOverlay, freeLoopbackPort, isVmProcess, qemuArgs, QemuStartError, readConsole, startVm, stopVm, vmProcessesUnder, type VmSpec } from './adapter.js';
-import { qemuKind, type QemuSettings } from './index.js';
+import { qemuSettings, type QemuSettings } from './settings.js';
 import { CappedLog, defaultConsoleLogMax } from '../../boards/console/capped-log.js';
 
 export const createQemuProvisioner: ProvisionerFactory<QemuSettings> = (context) => new QemuProvisioner(context);
@@ -325,4 +325,4 @@ async function writeState(runDir: string, state: RunState): Promise<void> {
   await rename(`${file}.new`, file);
 }
 
-const settingsOf = (machine: MachineRecord<QemuSettings>) => parseSettings(qemuKind, machine);
+const settingsOf = (machine: MachineRecord<QemuSettings>) => parseSettings(qemuSettings, machine);

@@ -10,7 +10,7 @@ import { parseSettings, ProvisionError, type MachineRecord, type Provisioner, ty
 import type { Stage } from '../../protocol/agent.js';
 import { sshConnect, sshHandshake, type SshClient } from '../../protocol/ssh.js';
 import { addReservationKey, listReservations, releaseTenant, type ReleaseResult } from './adapter.js';
-import { staticIdentity, staticKind, tenantKeysFile, type StaticSettings } from './index.js';
+import { staticIdentity, staticSettings, tenantKeysFile, type StaticSettings } from './settings.js';
 import { KeyedQueue } from '../../images/keyed-queue.js';
 
 export const createStaticProvisioner: ProvisionerFactory<StaticSettings> = (context) => new StaticProvisioner(context.log);
@@ -213,7 +213,7 @@ class AdminSessions {
   }
 }
 
-const settingsOf = (machine: MachineRecord<StaticSettings>) => parseSettings(staticKind, machine);
+const settingsOf = (machine: MachineRecord<StaticSettings>) => parseSettings(staticSettings, machine);
 
 async function readAdminKey(machine: MachineRecord<StaticSettings>, settings: StaticSettings, stage: Stage | undefined): Promise<Buffer> {
   const file = localPath(settings.adminKey);
