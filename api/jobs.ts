@@ -13,7 +13,7 @@ import { appendFile, mkdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { JobView, RunnerView, RunView } from '../protocol/api.js';
 import { plainRow, plainRows, type Database, type JobRow, type RunRow } from './db/index.js';
-import { ApiError, forbidden, notFound } from './errors.js';
+import { DomainError, forbidden, notFound } from './domain-error.js';
 import { afterWhere, maxPageSize, rowsPage, type Key, type Page } from './pages.js';
 import type { Tokens } from './auth.js';
 import type { Caller } from '../protocol/api.js';
@@ -120,7 +120,7 @@ export class JobService {
 
   async addJob(caller: Caller, input: JobInput): Promise<JobView> {
     if (await this.db.jobs.findOne({ where: { owner: caller.name, name: input.name } })) {
-      throw new ApiError(409, 'conflict', `you have a job named ${input.name} already`);
+      throw new DomainError('conflict', `you have a job named ${input.name} already`);
     }
     await this.options.repositories.resolve(caller.name, input.repository, input.ref);
     const row: JobRow = {
@@ -149,7 +149,7 @@ export class JobService {
     if (!row) row = plainRow(await this.db.jobs.findOne({ where: { owner: caller.name, name: idOrName }, raw: true }));
     if (!row && caller.role === 'admin') {
       const named = plainRows(await this.db.jobs.findAll({ where: { name: idOrName }, raw: true }));
-      if (named.length > 1) throw new ApiError(409, 'conflict', `${named.length} users have a job named ${idOrName}: use its id`);
+      if (named.length > 1) throw new DomainError('conflict', `${named.length} users have a job named ${idOrName}: use its id`);
       row = named[0] ?? null;
     }
     if (!row) throw notFound(`job ${idOrName}`);
@@ -159,7 +159,7 @@ export class JobService {
 
   async deleteJob(caller: Caller, idOrName: string): Promise<void> {
     const job = await this.getJob(caller, idOrName);
-    if ([...this.live.values()].some((run) => run.jobId === job.id)) throw new ApiError(409, 'job_running', `job ${job.name} has a run that has not ended`);
+    if ([...this.live.values()].some((run) => run.jobId === job.id)) throw new DomainError('job_running', `job ${job.name} has a run that has not ended`);
     await this.db.jobs.destroy({ where: { id: job.id } });
   }
 
@@ -354,7 +354,7 @@ export class JobService {
   }
 
   async appendLog(runner: string, id: string, chunk: Buffer): Promise<void> {
-    if (!this.ownRun(runner, id)) throw new ApiError(409, 'run_ended', `run ${id} is not running on ${runner}`);
+    if (!this.ownRun(runner, id)) throw new DomainError('run_ended', `run ${id} is not running on ${runner}`);
     await this.writeLog(id, chunk);
   }
 

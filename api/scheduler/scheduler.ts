@@ -3,7 +3,7 @@
 // from the reservation side (service.ts) it builds on.
 import { consoleSecret } from './console-secret.js';
 import type { AgentMachine, AgentReport, AgentTask } from '../../protocol/api.js';
-import { ApiError, notFound } from '../errors.js';
+import { DomainError, notFound } from '../domain-error.js';
 import type { MachineEntry } from './records.js';
 import { ReservationScheduler } from './service.js';
 
@@ -83,7 +83,7 @@ export class Scheduler extends ReservationScheduler {
     if (!reservation || !allocation) throw notFound(`allocation ${allocationId} of a live reservation`);
     // Only the agent that took the task may move it: another lab host's agent cannot declare a
     // machine ready (or released) that it does not run.
-    if (allocation.agent !== agent) throw new ApiError(403, 'not_your_task', `allocation ${allocationId} is not held by agent ${agent}`);
+    if (allocation.agent !== agent) throw new DomainError('not_your_task', `allocation ${allocationId} is not held by agent ${agent}`);
     const machine = this.inventory.get(allocation.machine)!;
     const provisioning = allocation.state === 'provisioning';
     switch (report.kind) {

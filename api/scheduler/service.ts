@@ -8,7 +8,7 @@ import { Op } from 'sequelize';
 import type { Caller, EventView, ReservationState } from '../../protocol/api.js';
 import type { Config } from '../config.js';
 import { plainRow, plainRows, type Database, type EventRow } from '../db/index.js';
-import { ApiError, forbidden, notFound } from '../errors.js';
+import { DomainError, forbidden, notFound } from '../domain-error.js';
 import { afterWhere, compareKeys, maxPageSize, rowsPage, slicePage, type Key, type Page } from '../pages.js';
 import { generateKeyPairAsync } from '../../protocol/ssh.js';
 import { canEverSatisfy, matchShape } from './allocate.js';
@@ -181,7 +181,7 @@ export class ReservationScheduler {
     const parsed = parseMembers(members);
     const leaseSeconds = request.lease ?? this.config.lease.default;
     if (leaseSeconds > this.config.lease.max) {
-      throw new ApiError(400, 'invalid_request', `lease ${leaseSeconds}s is longer than the maximum of ${this.config.lease.max}s`, {
+      throw new DomainError('invalid_request', `lease ${leaseSeconds}s is longer than the maximum of ${this.config.lease.max}s`, {
         max: this.config.lease.max,
       });
     }
@@ -213,7 +213,7 @@ export class ReservationScheduler {
     const verdict = canEverSatisfy(parsed, this.inventory.allShapes());
     if (!verdict.ok) {
       const summary = verdict.reasons.map((reason) => `${reason.role}: ${reason.reason}`).join('; ');
-      throw new ApiError(422, 'unsatisfiable', `no machine in the inventory could ever satisfy this request: ${summary}`, {
+      throw new DomainError('unsatisfiable', `no machine in the inventory could ever satisfy this request: ${summary}`, {
         members: verdict.reasons,
       });
     }
@@ -221,7 +221,7 @@ export class ReservationScheduler {
       const probe = { id: 'probe', priority: 0, createdAtMs: 0, members: parsed };
       if (schedulePass([probe], this.inventory.allShapes(), this.now(), this.policy(), this.poolLimits).grants.length === 0) {
         const limits = [...this.poolLimits].map(([pool, limit]) => `${pool} runs at most ${limit}`).join(', ');
-        throw new ApiError(422, 'unsatisfiable', `this request needs more machines of one pool at once than the pool allows (${limits})`, {
+        throw new DomainError('unsatisfiable', `this request needs more machines of one pool at once than the pool allows (${limits})`, {
           pools: Object.fromEntries(this.poolLimits),
         });
       }
@@ -341,7 +341,7 @@ export class ReservationScheduler {
   async renew(caller: Caller, id: string): Promise<Reservation> {
     const reservation = await this.get(caller, id);
     if (isEnded(reservation.state) || reservation.state === 'releasing') {
-      throw new ApiError(409, 'lease_expired', `reservation ${id} is ${reservation.state}; its lease cannot be renewed`, {
+      throw new DomainError('lease_expired', `reservation ${id} is ${reservation.state}; its lease cannot be renewed`, {
         state: reservation.state,
       });
     }
@@ -622,7 +622,7 @@ export class ReservationScheduler {
 
   async setMaintenance(name: string, reason: string | undefined): Promise<MachineEntry> {
     const machine = this.machine(name);
-    if (machine.state === 'retired') throw new ApiError(409, 'illegal_transition', `machine ${name} is retired`);
+    if (machine.state === 'retired') throw new DomainError('illegal_transition', `machine ${name} is retired`);
     machine.reason = reason ?? 'maintenance';
     if (machine.state === 'reserved') machine.pendingState = 'maintenance';
     else this.inventory.setState(machine, 'maintenance');
@@ -633,7 +633,7 @@ export class ReservationScheduler {
 
   async activate(name: string): Promise<MachineEntry> {
     const machine = this.machine(name);
-    if (machine.state === 'retired') throw new ApiError(409, 'illegal_transition', `machine ${name} is retired`);
+    if (machine.state === 'retired') throw new DomainError('illegal_transition', `machine ${name} is retired`);
     machine.pendingState = undefined;
     machine.reason = undefined;
     machine.failures = 0;
