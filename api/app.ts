@@ -28,9 +28,11 @@ export interface AppDeps {
   log: Logger;
   /** Where agents write console logs (DATA/consoles). */
   consolesDir: string;
+  /** Whether credentials carry the board consoles' telnet relays (config `consoles.telnet`). */
+  telnetConsoles: boolean;
 }
 
-export function createApp({ scheduler, tokens, images, jobs, log, consolesDir }: AppDeps): { app: Koa; table: RouteTable; streams: ConsoleStreams } {
+export function createApp({ scheduler, tokens, images, jobs, log, consolesDir, telnetConsoles }: AppDeps): { app: Koa; table: RouteTable; streams: ConsoleStreams } {
   const app = new Koa();
   app.proxy = false;
   const router = new Router();
@@ -44,11 +46,11 @@ export function createApp({ scheduler, tokens, images, jobs, log, consolesDir }:
   });
   tokenRoutes(table, tokens);
   machineRoutes(table, scheduler);
-  reservationRoutes(table, scheduler);
+  reservationRoutes(table, scheduler, { telnetConsoles });
   consoleRoutes(table, scheduler, consolesDir);
   consoleStreamRoute(table);
   imageRoutes(table, images);
-  agentRoutes(table, scheduler);
+  agentRoutes(table, scheduler.agents);
   jobRoutes(table, jobs);
   runnerRoutes(table, jobs);
   // A client that stops reading an event stream is not an error worth a log line.

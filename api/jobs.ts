@@ -20,6 +20,7 @@ import type { Caller } from '../protocol/api.js';
 import { type RunFinish, type RunState, type RunTask } from '../protocol/runner.js';
 import { displayRepository } from '../protocol/repository.js';
 import type { RepositoryResolver } from './repositories.js';
+import { LongPoll } from './pull.js';
 import { Reproductions } from './reproductions.js';
 
 export interface JobInput {
@@ -62,7 +63,8 @@ export class JobService {
   private readonly ending = new Set<string>();
   /** Runs that have ended whose last log line is still being written: followers keep reading. */
   private readonly closingLogs = new Set<string>();
-  private readonly waiters = new Set<() => void>();
+  /** Runner hosts waiting in a claim for a run. */
+  private readonly runnerPull = new LongPoll();
   private readonly changes = new EventEmitter();
   private readonly logSizes = new Map<string, number>();
   private logWrites = new Map<string, Promise<void>>();
@@ -112,7 +114,7 @@ export class JobService {
   async stop(): Promise<void> {
     clearInterval(this.watchdog);
     this.reproductions.stop();
-    for (const wake of this.waiters) wake();
+    this.runnerPull.stop();
     await Promise.all(this.logWrites.values());
   }
 
@@ -202,7 +204,7 @@ export class JobService {
       admitted?.();
     }
     await this.writeLog(row.id, `paddock: run ${row.id} of job ${job.name}: ${displayRepository(job.repository)} ${job.ref} at ${commit}, script ${job.script}\n`);
-    this.wakeRunners();
+    this.runnerPull.wake();
     return runView(row);
   }
 
@@ -283,24 +285,12 @@ export class JobService {
       }
     }
     if (slots <= 0) return [];
-    let tasks = await this.take(runner, slots);
-    if (tasks.length === 0 && waitMs > 0) {
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(done, waitMs);
-        const waiters = this.waiters;
-        function done() {
-          clearTimeout(timer);
-          waiters.delete(done);
-          resolve();
-        }
-        this.waiters.add(done);
-      });
+    return this.runnerPull.claim(() => this.take(runner, slots), waitMs, () => {
       // A runner host that went away while it waited (killed, say) must not be handed runs.
-      if (gone()) return [];
+      if (gone()) return false;
       this.runners.set(runner, this.now());
-      tasks = await this.take(runner, slots);
-    }
-    return tasks;
+      return true;
+    });
   }
 
   private async take(runner: string, slots: number): Promise<RunTask[]> {
@@ -428,10 +418,6 @@ export class JobService {
         await this.end(row, 'timed_out', { fault: 'infrastructure', reason: `runner host ${row.runner} did not stop the run at its time limit` });
       }
     }
-  }
-
-  private wakeRunners(): void {
-    for (const wake of [...this.waiters]) wake();
   }
 
   private async save(row: RunRow): Promise<void> {

@@ -7,7 +7,7 @@ import { requireRole } from '../auth.js';
 import { stages, type Role } from '../../protocol/api.js';
 import { ApiError } from '../errors.js';
 import { integer, machineText, name, text } from '../fields.js';
-import type { Scheduler } from '../scheduler/scheduler.js';
+import type { AgentTasks } from '../scheduler/agents.js';
 import type { RouteTable } from './define.js';
 
 const agentName = name('agent', { at: true });
@@ -58,13 +58,13 @@ function checkAgent(ctx: Koa.Context, agent: string): string {
   return agent;
 }
 
-export function agentRoutes(table: RouteTable, scheduler: Scheduler): void {
+export function agentRoutes(table: RouteTable, agents: AgentTasks): void {
   const roles: Role[] = ['agent', 'admin'];
   table.define(
     { method: 'post', path: '/v1/agent/claim', summary: 'Take provisioning and release tasks (long-polls up to `wait` seconds)', roles, body: claimSchema },
     async (ctx) => {
       const claim = await readBody(ctx, claimSchema, 'claim');
-      ctx.body = { tasks: await scheduler.claim(checkAgent(ctx, claim.agent), claim.kinds, claim.resume, claim.wait * 1000) };
+      ctx.body = { tasks: await agents.claim(checkAgent(ctx, claim.agent), claim.kinds, claim.resume, claim.wait * 1000) };
     },
   );
 
@@ -72,7 +72,7 @@ export function agentRoutes(table: RouteTable, scheduler: Scheduler): void {
     { method: 'post', path: '/v1/agent/tasks/:id/report', summary: 'Report a stage, readiness, a failure or a finished release (only on a task this agent holds)', roles, body: reportSchema },
     async (ctx) => {
       const { agent, report } = await readBody(ctx, reportSchema, 'report');
-      await scheduler.report(checkAgent(ctx, agent), ctx.params.id, report);
+      await agents.report(checkAgent(ctx, agent), ctx.params.id, report);
       ctx.status = 204;
     },
   );
@@ -80,7 +80,7 @@ export function agentRoutes(table: RouteTable, scheduler: Scheduler): void {
   table.define(
     { method: 'get', path: '/v1/agent/machines', summary: 'Machines of the given kinds with their live reservations, for leak cleanup', roles, query: { kinds: 'comma-separated kinds' } },
     (ctx) => {
-      ctx.body = scheduler.agentMachines(String(ctx.query.kinds ?? '').split(',').filter(Boolean));
+      ctx.body = agents.agentMachines(String(ctx.query.kinds ?? '').split(',').filter(Boolean));
     },
   );
 }

@@ -26,7 +26,7 @@ export function machineRoutes(table: RouteTable, scheduler: Scheduler): void {
   });
 
   table.define({ method: 'get', path: '/v1/machines/:name', summary: 'One machine' }, (ctx) => {
-    ctx.body = machineView(scheduler.machine(ctx.params.name));
+    ctx.body = machineView(scheduler.machines.machine(ctx.params.name));
   });
 
   table.define(
@@ -34,13 +34,13 @@ export function machineRoutes(table: RouteTable, scheduler: Scheduler): void {
     async (ctx) => {
       requireRole(ctx, 'admin');
       const { reason } = await readBody(ctx, maintenanceSchema, 'maintenance request');
-      ctx.body = machineView(await scheduler.setMaintenance(ctx.params.name, reason));
+      ctx.body = machineView(await scheduler.machines.setMaintenance(ctx.params.name, reason));
     },
   );
 
   table.define({ method: 'post', path: '/v1/machines/:name/activate', summary: 'Put a machine in maintenance or quarantine back in service', roles: ['admin'] }, async (ctx) => {
     requireRole(ctx, 'admin');
-    ctx.body = machineView(await scheduler.activate(ctx.params.name));
+    ctx.body = machineView(await scheduler.machines.activate(ctx.params.name));
   });
 
   table.define({ method: 'post', path: '/v1/explain', summary: 'Which machines a spec matches, and the first term every other machine fails', body: explainSchema }, async (ctx) => {
