@@ -10,7 +10,7 @@ import { consoleRoutes } from './routes/consoles.js';
 import { imageRoutes } from './routes/images.js';
 import { jobRoutes } from './routes/jobs.js';
 import { runnerRoutes } from './routes/runner.js';
-import type { JobService } from './jobs.js';
+import type { JobService } from './jobs/service.js';
 import type { ImageCatalog } from './images.js';
 import { openApiDocument, RouteTable } from './routes/define.js';
 import { machineRoutes } from './routes/machines.js';
@@ -52,7 +52,7 @@ export function createApp({ scheduler, tokens, images, jobs, log, consolesDir, t
   imageRoutes(table, images);
   agentRoutes(table, scheduler.agents);
   jobRoutes(table, jobs);
-  runnerRoutes(table, jobs);
+  runnerRoutes(table, jobs.dispatch);
   // A client that stops reading an event stream is not an error worth a log line.
   app.on('error', (error: NodeJS.ErrnoException) => {
     if (error.code === 'ERR_STREAM_PREMATURE_CLOSE' || error.code === 'ECONNRESET' || error.code === 'EPIPE') return;

@@ -11,7 +11,7 @@ import { Scheduler } from './scheduler/scheduler.js';
 import { BlobStore } from '../images/store.js';
 import { ImageCatalog } from './images.js';
 import { expandProviderPools, providerImages } from './pools.js';
-import { JobService } from './jobs.js';
+import { JobService } from './jobs/service.js';
 import { Quotas } from './quotas.js';
 import { RepositoryResolver } from './repositories.js';
 
@@ -77,12 +77,12 @@ export async function startApi(options: ServeOptions): Promise<RunningApi> {
     log,
     repositories: new RepositoryResolver(config.repositories, log),
   });
-  jobs.admitRun = (caller, live) => quotas.admitRun(caller, live);
+  jobs.runs.admitRun = (caller, live) => quotas.admitRun(caller, live);
   quotas.accountOf = (name) => {
     // A run token is named after its run; a run's owner may itself be a run (a job a script made).
     let account = name;
     for (let depth = 0; depth < 8; depth++) {
-      const owner = jobs.ownerOfRun(account);
+      const owner = jobs.runs.ownerOfRun(account);
       if (owner === undefined) break;
       account = owner;
     }

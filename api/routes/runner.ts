@@ -8,7 +8,7 @@ import { readBody, readRaw } from '../body.js';
 import { ApiError } from '../errors.js';
 import { integer, machineText, name, text } from '../fields.js';
 import type { Role } from '../../protocol/api.js';
-import type { JobService } from '../jobs.js';
+import type { Dispatch } from '../jobs/dispatch.js';
 import type { RouteTable } from './define.js';
 import { pageOf, pageQuery, sendPage, slicePage } from '../pages.js';
 
@@ -38,11 +38,11 @@ function checkRunner(ctx: Koa.Context, runner: string): string {
   return runner;
 }
 
-export function runnerRoutes(table: RouteTable, jobs: JobService): void {
+export function runnerRoutes(table: RouteTable, dispatch: Dispatch): void {
   const roles: Role[] = ['runner', 'admin'];
   table.define({ method: 'get', path: '/v1/runners', summary: 'The runner hosts heard from, when last, and the runs they hold, by name (admins; paginated)', roles: ['admin'], query: pageQuery }, (ctx) => {
     requireRole(ctx, 'admin');
-    sendPage(ctx, slicePage(jobs.runnerHosts(), (runner) => [runner.name], pageOf(ctx, 1)));
+    sendPage(ctx, slicePage(dispatch.runnerHosts(), (runner) => [runner.name], pageOf(ctx, 1)));
   });
 
   table.define({ method: 'post', path: '/v1/runner/claim', summary: 'Take up to `slots` queued runs (long-poll up to `wait` seconds)', roles, body: claimSchema }, async (ctx) => {
@@ -51,19 +51,19 @@ export function runnerRoutes(table: RouteTable, jobs: JobService): void {
     checkRunner(ctx, runner);
     let gone = false;
     ctx.res.once('close', () => (gone = !ctx.res.writableFinished));
-    ctx.body = { runs: await jobs.claim(runner, slots, fresh, wait * 1000, () => gone) };
+    ctx.body = { runs: await dispatch.claim(runner, slots, fresh, wait * 1000, () => gone) };
   });
 
   table.define({ method: 'post', path: '/v1/runner/heartbeat', summary: 'Say the runner host is alive and which runs it runs; the answer lists those cancelled', roles, body: heartbeatSchema }, async (ctx) => {
     requireRole(ctx, 'runner', 'admin');
     const { runner, runs } = await readBody(ctx, heartbeatSchema, 'heartbeat');
-    ctx.body = jobs.heartbeat(checkRunner(ctx, runner), runs);
+    ctx.body = dispatch.heartbeat(checkRunner(ctx, runner), runs);
   });
 
   table.define({ method: 'post', path: '/v1/runner/runs/:id/started', summary: 'The script of a run has started', roles, body: startedSchema }, async (ctx) => {
     requireRole(ctx, 'runner', 'admin');
     const { runner } = await readBody(ctx, startedSchema, 'started');
-    await jobs.started(checkRunner(ctx, runner), ctx.params.id);
+    await dispatch.started(checkRunner(ctx, runner), ctx.params.id);
     ctx.status = 204;
   });
 
@@ -71,14 +71,14 @@ export function runnerRoutes(table: RouteTable, jobs: JobService): void {
     requireRole(ctx, 'runner', 'admin');
     const runner = runnerName.safeParse(ctx.query.runner);
     if (!runner.success) throw new ApiError(400, 'invalid_request', 'runner is the runner host\'s name');
-    await jobs.appendLog(checkRunner(ctx, runner.data), ctx.params.id, await readRaw(ctx, maxChunk));
+    await dispatch.appendLog(checkRunner(ctx, runner.data), ctx.params.id, await readRaw(ctx, maxChunk));
     ctx.status = 204;
   });
 
   table.define({ method: 'post', path: '/v1/runner/runs/:id/finished', summary: 'How a run ended', roles, body: finishedSchema }, async (ctx) => {
     requireRole(ctx, 'runner', 'admin');
     const finish = await readBody(ctx, finishedSchema, 'finish');
-    await jobs.finished(checkRunner(ctx, finish.runner), ctx.params.id, finish);
+    await dispatch.finished(checkRunner(ctx, finish.runner), ctx.params.id, finish);
     ctx.status = 204;
   });
 }

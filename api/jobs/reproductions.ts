@@ -6,12 +6,12 @@
 // margin, for a caller that died), every reservation made with it is released and it is revoked.
 // Reproductions live in memory: a restart of the API ends those it left (their tokens are revoked).
 import { randomBytes } from 'node:crypto';
-import type { Tokens } from './auth.js';
-import type { ReproductionView, RunView } from '../protocol/api.js';
-import { DomainError, forbidden, notFound } from './domain-error.js';
-import type { Logger } from './errors.js';
-import type { RepositoryResolver } from './repositories.js';
-import type { Caller } from '../protocol/api.js';
+import type { Tokens } from '../auth.js';
+import type { ReproductionView, RunView } from '../../protocol/api.js';
+import { DomainError, forbidden, notFound } from '../domain-error.js';
+import type { Logger } from '../errors.js';
+import type { RepositoryResolver } from '../repositories.js';
+import type { Caller } from '../../protocol/api.js';
 
 /** Past the run's time limit, a reproduction has this much longer before it is ended here. */
 const expiryMarginMs = 5 * 60_000;
