@@ -2,8 +2,6 @@
 // show runs, follow a run's output, cancel it. Users see their own; admins all (?all=1 to list).
 import type Koa from 'koa';
 import { z } from 'zod';
-import { requireRole } from '../auth.js';
-import { readBody } from '../body.js';
 import { ApiError } from '../errors.js';
 import { bounds, duration, name, text } from '../fields.js';
 import { jobView } from '../jobs/catalog.js';
@@ -42,9 +40,7 @@ const runSchema = z.strictObject({ parameters: parameters.default({}) });
 const reproduceSchema = z.strictObject({ allowOtherUser: z.boolean().default(false) });
 
 export function jobRoutes(table: RouteTable, jobs: JobService): void {
-  table.define({ method: 'post', path: '/v1/jobs', summary: 'Define a job: a script in a git repository, its ref, parameters and time limit', body: jobSchema, responses: { 201: 'created', 422: 'the repository or the ref does not exist' } }, async (ctx) => {
-    requireRole(ctx, 'user', 'admin');
-    const input = await readBody(ctx, jobSchema, 'job');
+  table.define({ method: 'post', path: '/v1/jobs', summary: 'Define a job: a script in a git repository, its ref, parameters and time limit', body: { schema: jobSchema, name: 'job' }, responses: { 201: 'created', 422: 'the repository or the ref does not exist' } }, async (ctx, input) => {
     ctx.body = await jobs.catalog.add(caller(ctx), { ...input, timeLimitSeconds: input.timeLimit });
     ctx.status = 201;
   });
@@ -65,10 +61,8 @@ export function jobRoutes(table: RouteTable, jobs: JobService): void {
   });
 
   table.define(
-    { method: 'post', path: '/v1/jobs/:job/runs', summary: 'Run a job: the commit its ref points at now is recorded and the run queued', body: runSchema, responses: { 201: 'queued', 422: 'the repository or the ref does not exist' } },
-    async (ctx) => {
-      requireRole(ctx, 'user', 'admin');
-      const { parameters: values } = await readBody(ctx, runSchema, 'run request');
+    { method: 'post', path: '/v1/jobs/:job/runs', summary: 'Run a job: the commit its ref points at now is recorded and the run queued', body: { schema: runSchema, name: 'run request' }, responses: { 201: 'queued', 422: 'the repository or the ref does not exist' } },
+    async (ctx, { parameters: values }) => {
       ctx.body = await jobs.runs.run(caller(ctx), ctx.params.job, values);
       ctx.status = 201;
     },
@@ -109,12 +103,10 @@ export function jobRoutes(table: RouteTable, jobs: JobService): void {
       method: 'post',
       path: '/v1/runs/:id/reproductions',
       summary: "Reproduce a run elsewhere: its task with a token made for the reproduction alone (another user's run only with allowOtherUser)",
-      body: reproduceSchema,
+      body: { schema: reproduceSchema, name: 'reproduction' },
       responses: { 201: 'the task and its token', 403: 'other_users_run: another user\'s run, without allowOtherUser' },
     },
-    async (ctx) => {
-      requireRole(ctx, 'user', 'admin');
-      const { allowOtherUser } = await readBody(ctx, reproduceSchema, 'reproduction');
+    async (ctx, { allowOtherUser }) => {
       ctx.body = await jobs.reproductions.create(caller(ctx), ctx.params.id, allowOtherUser);
       ctx.status = 201;
     },

@@ -4,7 +4,6 @@ import type Koa from 'koa';
 import { PassThrough } from 'node:stream';
 import { consoleSecret } from '../scheduler/console-secret.js';
 import type { CredentialsView, ReservationExplainView, ReservationState } from '../../protocol/api.js';
-import { readBody } from '../body.js';
 import { ApiError, forbidden } from '../errors.js';
 import { explainSpec } from '../scheduler/match.js';
 import { parseMembers, reservationRequestSchema } from '../scheduler/requests.js';
@@ -31,10 +30,9 @@ export function reservationRoutes(table: RouteTable, scheduler: Scheduler, optio
   table.define(
     {
       method: 'post', path: '/v1/reservations', summary: 'Request machines: all members are granted together or the request queues',
-      body: reservationRequestSchema, responses: { 201: 'created', 200: 'an earlier request with the same idempotency key', 422: 'no machine could ever satisfy it' },
+      body: { schema: reservationRequestSchema, name: 'reservation request' }, responses: { 201: 'created', 200: 'an earlier request with the same idempotency key', 422: 'no machine could ever satisfy it' },
     },
-    async (ctx) => {
-      const request = await readBody(ctx, reservationRequestSchema, 'reservation request');
+    async (ctx, request) => {
       const { reservation, created } = await reservations.create(caller(ctx), request);
       ctx.status = created ? 201 : 200;
       ctx.body = view(reservation);
