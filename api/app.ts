@@ -10,7 +10,7 @@ import { consoleRoutes } from './routes/consoles.js';
 import { imageRoutes } from './routes/images.js';
 import { jobRoutes } from './routes/jobs.js';
 import { runnerRoutes } from './routes/runner.js';
-import type { JobService } from './jobs.js';
+import type { JobService } from './jobs/service.js';
 import type { ImageCatalog } from './images.js';
 import { openApiDocument, RouteTable } from './routes/define.js';
 import { machineRoutes } from './routes/machines.js';
@@ -28,9 +28,11 @@ export interface AppDeps {
   log: Logger;
   /** Where agents write console logs (DATA/consoles). */
   consolesDir: string;
+  /** Whether credentials carry the board consoles' telnet relays (config `consoles.telnet`). */
+  telnetConsoles: boolean;
 }
 
-export function createApp({ scheduler, tokens, images, jobs, log, consolesDir }: AppDeps): { app: Koa; table: RouteTable; streams: ConsoleStreams } {
+export function createApp({ scheduler, tokens, images, jobs, log, consolesDir, telnetConsoles }: AppDeps): { app: Koa; table: RouteTable; streams: ConsoleStreams } {
   const app = new Koa();
   app.proxy = false;
   const router = new Router();
@@ -44,13 +46,13 @@ export function createApp({ scheduler, tokens, images, jobs, log, consolesDir }:
   });
   tokenRoutes(table, tokens);
   machineRoutes(table, scheduler);
-  reservationRoutes(table, scheduler);
+  reservationRoutes(table, scheduler, { telnetConsoles });
   consoleRoutes(table, scheduler, consolesDir);
   consoleStreamRoute(table);
   imageRoutes(table, images);
-  agentRoutes(table, scheduler);
+  agentRoutes(table, scheduler.agents);
   jobRoutes(table, jobs);
-  runnerRoutes(table, jobs);
+  runnerRoutes(table, jobs.dispatch);
   // A client that stops reading an event stream is not an error worth a log line.
   app.on('error', (error: NodeJS.ErrnoException) => {
     if (error.code === 'ERR_STREAM_PREMATURE_CLOSE' || error.code === 'ECONNRESET' || error.code === 'EPIPE') return;

@@ -86,11 +86,3 @@ export function callerOf(tokens: Tokens, header: string | undefined): Caller {
   if (!caller) throw new ApiError(401, 'unauthorized', 'unknown or revoked token');
   return caller;
 }
-
-export function requireRole(ctx: Koa.Context, ...roles: Role[]): Caller {
-  const caller = ctx.state.caller as Caller;
-  if (!roles.includes(caller.role)) {
-    throw new ApiError(403, 'forbidden', `this needs the ${roles.join(' or ')} role; your token has ${caller.role}`);
-  }
-  return caller;
-}

@@ -2,7 +2,6 @@
 import type Koa from 'koa';
 import type { z } from 'zod';
 import { ApiError } from './errors.js';
-import { validationError } from './scheduler/requests.js';
 
 export const maxBodyBytes = 1024 * 1024;
 
@@ -42,4 +41,11 @@ export async function readBody<T extends z.ZodType>(ctx: Koa.Context, schema: T,
 
 function tooLarge(limit: number): ApiError {
   return new ApiError(413, 'payload_too_large', `the body is larger than ${limit} bytes`, { limit });
+}
+
+/** Turns zod's issues into the details of a 400 `invalid_request`. */
+export function validationError(error: z.ZodError, what: string): ApiError {
+  const issues = error.issues.map((issue) => ({ path: issue.path.map(String).join('.'), message: issue.message }));
+  const first = issues[0];
+  return new ApiError(400, 'invalid_request', `invalid ${what}: ${first.path ? `${first.path}: ` : ''}${first.message}`, { issues });
 }

@@ -1,9 +1,11 @@
 // API errors: a stable string code, an HTTP status, a message for people and optional details.
-// The error middleware turns them into `{code, message, details}`; anything else becomes a bare 500
-// whose cause is logged without the request's secrets and never sent to the client.
+// The error middleware turns them into `{code, message, details}`; a domain error (what the
+// scheduler and the job service throw) gets its status from `domainStatus`; anything else becomes a
+// bare 500 whose cause is logged without the request's secrets and never sent to the client.
 import type Koa from 'koa';
 import type { ApiErrorBody } from '../protocol/api.js';
 import { displayRepository } from '../protocol/repository.js';
+import { DomainError, type DomainCode } from './domain-error.js';
 
 export class ApiError extends Error {
   constructor(
@@ -19,6 +21,23 @@ export class ApiError extends Error {
 
 export const notFound = (what: string) => new ApiError(404, 'not_found', `${what} not found`);
 export const forbidden = (message: string) => new ApiError(403, 'forbidden', message);
+
+/** The one place a domain error's code becomes an HTTP status. */
+export const domainStatus: Record<DomainCode, number> = {
+  not_found: 404,
+  forbidden: 403,
+  conflict: 409,
+  invalid_request: 400,
+  invalid_spec: 400,
+  unsatisfiable: 422,
+  lease_expired: 409,
+  illegal_transition: 409,
+  not_your_task: 403,
+  store_failed: 503,
+  job_running: 409,
+  run_ended: 409,
+  other_users_run: 403,
+};
 
 export type Logger = (line: string) => void;
 
@@ -43,6 +62,7 @@ export function errorMiddleware(log: Logger): Koa.Middleware {
 
 export function toApiError(error: unknown): ApiError {
   if (error instanceof ApiError) return error;
+  if (error instanceof DomainError) return new ApiError(domainStatus[error.code], error.code, error.message, error.details);
   const status = (error as { status?: number }).status;
   if (status === 405) return new ApiError(405, 'method_not_allowed', (error as Error).message);
   if (status === 501) return new ApiError(501, 'not_implemented', (error as Error).message);

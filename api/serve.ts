@@ -11,7 +11,7 @@ import { Scheduler } from './scheduler/scheduler.js';
 import { BlobStore } from '../images/store.js';
 import { ImageCatalog } from './images.js';
 import { expandProviderPools, providerImages } from './pools.js';
-import { JobService } from './jobs.js';
+import { JobService } from './jobs/service.js';
 import { Quotas } from './quotas.js';
 import { RepositoryResolver } from './repositories.js';
 
@@ -51,16 +51,16 @@ export async function startApi(options: ServeOptions): Promise<RunningApi> {
   const agentToken = config.agent.enabled ? await tokens.rotate(config.agent.name, 'agent').catch(closing(db)) : undefined;
   // Provider pools (OpenStack flavors) become machines before the scheduler loads the inventory.
   const pools = await expandProviderPools(config, { dataDir: config.dataDir, log });
-  const scheduler = new Scheduler(db, config);
-  scheduler.poolLimits = pools.limits;
+  const { lease, queue, health, reaper } = config;
+  const scheduler = new Scheduler(db, { machines: config.machines, policy: { lease, queue, health, reaper }, poolLimits: pools.limits });
   const quotas = new Quotas(config.quotas);
-  scheduler.admit = (caller, members, live) => quotas.admitReservation(caller, members, live);
+  scheduler.reservations.admit = (caller, members, live) => quotas.admitReservation(caller, members, live);
   await scheduler.start();
   const blobs = new BlobStore(path.join(config.dataDir, 'images'), config.images.reserve);
   await blobs.init();
-  const images = new ImageCatalog(db, blobs, config.images, (ref) => scheduler.imageInUse(ref), () => providerImages(pools, { dataDir: config.dataDir, log }));
+  const images = new ImageCatalog(db, blobs, config.images, (ref) => scheduler.reservations.imageInUse(ref), () => providerImages(pools, { dataDir: config.dataDir, log }));
   images.quotas = quotas;
-  scheduler.onImageFailure = (ref, reason) =>
+  scheduler.agents.onImageFailure = (ref, reason) =>
     void images.recordBootFailure(ref, reason).catch((error: unknown) => log(`cannot count a boot failure on ${ref}: ${(error as Error).message}`));
   const collect = () =>
     images.collect().then(
@@ -70,26 +70,26 @@ export async function startApi(options: ServeOptions): Promise<RunningApi> {
   await collect();
   const collector = setInterval(() => void collect(), Math.max(100, config.images.collectInterval * 1000));
   collector.unref();
-  const jobs = new JobService(db, tokens, (owner, reason) => scheduler.releaseAllOf(owner, reason), {
+  const jobs = new JobService(db, tokens, (owner, reason) => scheduler.reservations.releaseAllOf(owner, reason), {
     dataDir: config.dataDir,
     heartbeatTimeoutMs: config.runners.heartbeatTimeout * 1000,
     maxLogBytes: config.runners.maxLogSize,
     log,
     repositories: new RepositoryResolver(config.repositories, log),
   });
-  jobs.admitRun = (caller, live) => quotas.admitRun(caller, live);
+  jobs.runs.admitRun = (caller, live) => quotas.admitRun(caller, live);
   quotas.accountOf = (name) => {
     // A run token is named after its run; a run's owner may itself be a run (a job a script made).
     let account = name;
     for (let depth = 0; depth < 8; depth++) {
-      const owner = jobs.ownerOfRun(account);
+      const owner = jobs.runs.ownerOfRun(account);
       if (owner === undefined) break;
       account = owner;
     }
     return account;
   };
   await jobs.start();
-  const { app, table, streams } = createApp({ scheduler, tokens, images, jobs, log, consolesDir: path.join(config.dataDir, 'consoles') });
+  const { app, table, streams } = createApp({ scheduler, tokens, images, jobs, log, consolesDir: path.join(config.dataDir, 'consoles'), telnetConsoles: config.consoles.telnet });
   const server = app.listen(config.listen.port, config.listen.host);
   // No limit on a whole request: an image upload of many GB takes as long as the network needs,
   // and is cut only when it stalls (images.idleTimeout). Headers still have to come in time.

@@ -2,12 +2,10 @@
 // and an agent token speaks only for the agent of its own name.
 import type Koa from 'koa';
 import { z } from 'zod';
-import { readBody } from '../body.js';
-import { requireRole } from '../auth.js';
-import { stages, type Role } from '../../protocol/api.js';
+import { stages, type Caller, type Role } from '../../protocol/api.js';
 import { ApiError } from '../errors.js';
 import { integer, machineText, name, text } from '../fields.js';
-import type { Scheduler } from '../scheduler/scheduler.js';
+import type { AgentTasks } from '../scheduler/agents.js';
 import type { RouteTable } from './define.js';
 
 const agentName = name('agent', { at: true });
@@ -51,28 +49,26 @@ const reportSchema = z.strictObject({
 
 /** An agent token speaks only for the agent of its own name (an admin may speak for any). */
 function checkAgent(ctx: Koa.Context, agent: string): string {
-  const caller = requireRole(ctx, 'agent', 'admin');
+  const caller = ctx.state.caller as Caller;
   if (caller.role === 'agent' && caller.name !== agent) {
     throw new ApiError(403, 'forbidden', `this token is for agent ${caller.name}, not ${agent}`, { agent: caller.name });
   }
   return agent;
 }
 
-export function agentRoutes(table: RouteTable, scheduler: Scheduler): void {
+export function agentRoutes(table: RouteTable, agents: AgentTasks): void {
   const roles: Role[] = ['agent', 'admin'];
   table.define(
-    { method: 'post', path: '/v1/agent/claim', summary: 'Take provisioning and release tasks (long-polls up to `wait` seconds)', roles, body: claimSchema },
-    async (ctx) => {
-      const claim = await readBody(ctx, claimSchema, 'claim');
-      ctx.body = { tasks: await scheduler.claim(checkAgent(ctx, claim.agent), claim.kinds, claim.resume, claim.wait * 1000) };
+    { method: 'post', path: '/v1/agent/claim', summary: 'Take provisioning and release tasks (long-polls up to `wait` seconds)', roles, body: { schema: claimSchema, name: 'claim' } },
+    async (ctx, claim) => {
+      ctx.body = { tasks: await agents.claim(checkAgent(ctx, claim.agent), claim.kinds, claim.resume, claim.wait * 1000) };
     },
   );
 
   table.define(
-    { method: 'post', path: '/v1/agent/tasks/:id/report', summary: 'Report a stage, readiness, a failure or a finished release (only on a task this agent holds)', roles, body: reportSchema },
-    async (ctx) => {
-      const { agent, report } = await readBody(ctx, reportSchema, 'report');
-      await scheduler.report(checkAgent(ctx, agent), ctx.params.id, report);
+    { method: 'post', path: '/v1/agent/tasks/:id/report', summary: 'Report a stage, readiness, a failure or a finished release (only on a task this agent holds)', roles, body: { schema: reportSchema, name: 'report' } },
+    async (ctx, { agent, report }) => {
+      await agents.report(checkAgent(ctx, agent), ctx.params.id, report);
       ctx.status = 204;
     },
   );
@@ -80,7 +76,7 @@ export function agentRoutes(table: RouteTable, scheduler: Scheduler): void {
   table.define(
     { method: 'get', path: '/v1/agent/machines', summary: 'Machines of the given kinds with their live reservations, for leak cleanup', roles, query: { kinds: 'comma-separated kinds' } },
     (ctx) => {
-      ctx.body = scheduler.agentMachines(String(ctx.query.kinds ?? '').split(',').filter(Boolean));
+      ctx.body = agents.agentMachines(String(ctx.query.kinds ?? '').split(',').filter(Boolean));
     },
   );
 }

@@ -77,7 +77,7 @@ export function consoleStreams(scheduler: Scheduler, tokens: Tokens, consolesDir
       if (!allowedQuery.has(name)) throw new ApiError(400, 'invalid_parameter', `unknown query parameter ${JSON.stringify(name.slice(0, 40))} (allowed: machine, mode, takeover)`);
     }
     const caller = callerOf(tokens, request.headers.authorization);
-    const reservation = await scheduler.get(caller, match[1]);
+    const reservation = await scheduler.reservations.get(caller, match[1]);
     const mode = one(url, 'mode') ?? 'read';
     if (mode !== 'read' && mode !== 'write') throw new ApiError(400, 'invalid_parameter', 'mode is read or write');
     const takeover = one(url, 'takeover');
@@ -85,7 +85,7 @@ export function consoleStreams(scheduler: Scheduler, tokens: Tokens, consolesDir
     const wantsTakeover = takeover === '1' || takeover === 'true';
     const owner = reservation.owner === caller.name;
     if ((mode === 'write' || wantsTakeover) && !owner) throw forbidden("only the reservation's owner types at its consoles");
-    if (!scheduler.isLive(reservation.id)) throw new ApiError(409, 'lease_expired', `reservation ${reservation.id} is ${reservation.state}`);
+    if (!scheduler.reservations.isLive(reservation.id)) throw new ApiError(409, 'lease_expired', `reservation ${reservation.id} is ${reservation.state}`);
     const machines = url.searchParams.getAll('machine');
     const allocation =
       reservationMachine(reservation, machines.length > 1 ? machines : machines[0]) ??
@@ -108,7 +108,7 @@ export function consoleStreams(scheduler: Scheduler, tokens: Tokens, consolesDir
       throw new ApiError(409, 'not_ready', `${allocation.machine}'s console opens to streams once it is ready`);
     }
     if (request !== 'read') throw new ApiError(409, 'console_read_only', `${allocation.machine}'s console can only be watched (it is a log, not a line to type on)`);
-    return logSource(consoleLog(consolesDir, reservation, allocation), () => scheduler.isLive(reservation.id));
+    return logSource(consoleLog(consolesDir, reservation, allocation), () => scheduler.reservations.isLive(reservation.id));
   };
 
   const bridge = (ws: WebSocket, source: Source, owner: boolean) => {

@@ -25,7 +25,7 @@ export function consoleRoutes(table: RouteTable, scheduler: Scheduler, consolesD
       responses: { 200: 'text/plain', 400: 'machine is not a machine name', 404: 'not a machine of this reservation, or no console log (yet)' },
     },
     async (ctx) => {
-      const reservation = await scheduler.get(ctx.state.caller as Caller, ctx.params.id);
+      const reservation = await scheduler.reservations.get(ctx.state.caller as Caller, ctx.params.id);
       const follow = ctx.query.follow === '1' || ctx.query.follow === 'true';
       let allocation = reservationMachine(reservation, ctx.query.machine);
       if (!allocation) {
@@ -40,7 +40,7 @@ export function consoleRoutes(table: RouteTable, scheduler: Scheduler, consolesD
       const file = allocation && consoleLog(consolesDir, reservation, allocation);
       const exists = file !== undefined && (await stat(file).then(() => true, () => false));
       if (!exists && !follow) throw new ApiError(404, 'not_found', `reservation ${reservation.id} has no console log${allocation ? ` for ${allocation.machine}` : ''}`);
-      streamLog(ctx, async () => file, follow, () => !scheduler.isLive(reservation.id));
+      streamLog(ctx, async () => file, follow, () => !scheduler.reservations.isLive(reservation.id));
     },
   );
 }

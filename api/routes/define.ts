@@ -1,11 +1,13 @@
 // Every route is declared through `define`, which registers it on the router and records it for
-// the OpenAPI document, so the document cannot forget a route. `define` also checks the caller's
-// role before the handler runs: a route that names no roles is for people (users and admins), so a
-// new route is closed to agent and runner tokens unless it says otherwise.
+// the OpenAPI document, so the document cannot forget a route. `define` also enforces what the
+// declaration says before the handler runs: the caller's role (a route that names no roles is for
+// people, users and admins, so a new route is closed to agent and runner tokens unless it says
+// otherwise), the path and query parameters, and the JSON body, which the handler receives parsed.
 import type Router from '@koa/router';
 import type Koa from 'koa';
 import { z } from 'zod';
 import type { Role } from '../../protocol/api.js';
+import { readBody } from '../body.js';
 import { ApiError } from '../errors.js';
 import { pathParameters, queryParameters } from '../fields.js';
 
@@ -14,7 +16,7 @@ export const peopleRoles: readonly Role[] = ['user', 'admin'];
 /** Every role: routes any valid token may call (whoami). */
 export const everyRole: readonly Role[] = ['user', 'admin', 'agent', 'runner'];
 
-export interface RouteDoc {
+export interface RouteDoc<Body extends z.ZodType = z.ZodType> {
   method: 'get' | 'post' | 'put' | 'delete';
   path: string;
   summary: string;
@@ -22,7 +24,8 @@ export interface RouteDoc {
   auth?: boolean;
   /** Who may call it; absent: users and admins (`peopleRoles`). */
   roles?: readonly Role[];
-  body?: z.ZodType;
+  /** The JSON body's schema, and what error messages call it (`invalid claim: …`). */
+  body?: { schema: Body; name: string };
   query?: Record<string, string>;
   responses?: Record<number, string>;
 }
@@ -35,15 +38,16 @@ export class RouteTable {
     private readonly authenticate: Koa.Middleware,
   ) {}
 
-  define(doc: RouteDoc, handler: (ctx: Koa.Context) => Promise<void> | void): void {
+  define<Body extends z.ZodType = z.ZodNever>(doc: RouteDoc<Body>, handler: (ctx: Koa.Context, body: z.infer<Body>) => Promise<void> | void): void {
     for (const name of pathParameterNames(doc.path)) if (!pathParameters[name]) throw new Error(`${doc.path}: no schema for the path parameter ${name} in api/fields.ts`);
     for (const name of Object.keys(doc.query ?? {})) if (!queryParameters[name]) throw new Error(`${doc.path}: no schema for the query parameter ${name} in api/fields.ts`);
-    this.routes.push(doc);
+    this.routes.push(doc as RouteDoc);
     const roles = doc.roles ?? peopleRoles;
     const run = async (ctx: Koa.Context) => {
       if (doc.auth !== false) checkRole(ctx, roles);
       checkParameters(ctx, doc);
-      await handler(ctx);
+      const body = doc.body ? await readBody(ctx, doc.body.schema, doc.body.name) : (undefined as z.infer<Body>);
+      await handler(ctx, body);
     };
     this.router[doc.method](doc.path, async (ctx, next) => {
       const context = ctx as unknown as Koa.Context;
@@ -59,7 +63,7 @@ const pathParameterNames = (path: string) => [...path.matchAll(/:([A-Za-z]+)/g)]
  * Every path parameter against its schema, and every query parameter: declared by the route, given
  * once, and matching its schema. Handlers then only see checked values (400 invalid_parameter).
  */
-function checkParameters(ctx: Koa.Context, doc: RouteDoc): void {
+function checkParameters(ctx: Koa.Context, doc: Pick<RouteDoc, 'path' | 'query'>): void {
   const refuse = (where: 'path' | 'query', name: string, message: string) =>
     new ApiError(400, 'invalid_parameter', `${where} parameter ${name}: ${message}`, { in: where, parameter: name });
   for (const name of pathParameterNames(doc.path)) {
@@ -104,7 +108,7 @@ export function openApiDocument(routes: RouteDoc[], version: string): unknown {
       ...(route.auth === false ? { security: [] } : {}),
       ...(route.auth === false ? {} : { description: `Needs role: ${(route.roles ?? peopleRoles).join(' or ')}.` }),
       ...(parameters.length > 0 ? { parameters } : {}),
-      ...(route.body ? { requestBody: { required: true, content: { 'application/json': { schema: z.toJSONSchema(route.body, { io: 'input', unrepresentable: 'any' }) } } } } : {}),
+      ...(route.body ? { requestBody: { required: true, content: { 'application/json': { schema: z.toJSONSchema(route.body.schema, { io: 'input', unrepresentable: 'any' }) } } } } : {}),
       responses,
     };
   }

@@ -1,8 +1,6 @@
 // /v1/machines and /v1/explain: the inventory with its states, maintenance, and spec explanations.
 import { z } from 'zod';
-import { readBody } from '../body.js';
 import { text } from '../fields.js';
-import { requireRole } from '../auth.js';
 import type { ExplainView } from '../../protocol/api.js';
 import { ApiError } from '../errors.js';
 import { explainSpec } from '../scheduler/match.js';
@@ -26,25 +24,21 @@ export function machineRoutes(table: RouteTable, scheduler: Scheduler): void {
   });
 
   table.define({ method: 'get', path: '/v1/machines/:name', summary: 'One machine' }, (ctx) => {
-    ctx.body = machineView(scheduler.machine(ctx.params.name));
+    ctx.body = machineView(scheduler.machines.machine(ctx.params.name));
   });
 
   table.define(
-    { method: 'post', path: '/v1/machines/:name/maintenance', summary: 'Take a machine out of service (after its current reservation)', roles: ['admin'], body: maintenanceSchema },
-    async (ctx) => {
-      requireRole(ctx, 'admin');
-      const { reason } = await readBody(ctx, maintenanceSchema, 'maintenance request');
-      ctx.body = machineView(await scheduler.setMaintenance(ctx.params.name, reason));
+    { method: 'post', path: '/v1/machines/:name/maintenance', summary: 'Take a machine out of service (after its current reservation)', roles: ['admin'], body: { schema: maintenanceSchema, name: 'maintenance request' } },
+    async (ctx, { reason }) => {
+      ctx.body = machineView(await scheduler.machines.setMaintenance(ctx.params.name, reason));
     },
   );
 
   table.define({ method: 'post', path: '/v1/machines/:name/activate', summary: 'Put a machine in maintenance or quarantine back in service', roles: ['admin'] }, async (ctx) => {
-    requireRole(ctx, 'admin');
-    ctx.body = machineView(await scheduler.activate(ctx.params.name));
+    ctx.body = machineView(await scheduler.machines.activate(ctx.params.name));
   });
 
-  table.define({ method: 'post', path: '/v1/explain', summary: 'Which machines a spec matches, and the first term every other machine fails', body: explainSchema }, async (ctx) => {
-    const { spec: text } = await readBody(ctx, explainSchema, 'explain request');
+  table.define({ method: 'post', path: '/v1/explain', summary: 'Which machines a spec matches, and the first term every other machine fails', body: { schema: explainSchema, name: 'explain request' } }, async (ctx, { spec: text }) => {
     let spec;
     try {
       spec = parseSpec(text);

@@ -4,12 +4,12 @@ import type Koa from 'koa';
 import { PassThrough } from 'node:stream';
 import { consoleSecret } from '../scheduler/console-secret.js';
 import type { CredentialsView, ReservationExplainView, ReservationState } from '../../protocol/api.js';
-import { readBody } from '../body.js';
 import { ApiError, forbidden } from '../errors.js';
 import { explainSpec } from '../scheduler/match.js';
 import { parseMembers, reservationRequestSchema } from '../scheduler/requests.js';
 import { reservationView, type Reservation } from '../scheduler/records.js';
 import type { Caller } from '../../protocol/api.js';
+import type { Reservations } from '../scheduler/reservations.js';
 import type { Scheduler } from '../scheduler/scheduler.js';
 import { isEnded } from '../scheduler/lifecycle.js';
 import type { RouteTable } from './define.js';
@@ -23,17 +23,17 @@ const waitStates: Record<string, ReservationState[]> = {
   granted: ['allocated', 'provisioning', 'ready', 'releasing'],
 };
 
-export function reservationRoutes(table: RouteTable, scheduler: Scheduler): void {
-  const view = (reservation: Reservation) => reservationView(reservation, scheduler.queuePosition(reservation));
+export function reservationRoutes(table: RouteTable, scheduler: Scheduler, options: { telnetConsoles: boolean }): void {
+  const { reservations } = scheduler;
+  const view = (reservation: Reservation) => reservationView(reservation, reservations.queuePosition(reservation));
 
   table.define(
     {
       method: 'post', path: '/v1/reservations', summary: 'Request machines: all members are granted together or the request queues',
-      body: reservationRequestSchema, responses: { 201: 'created', 200: 'an earlier request with the same idempotency key', 422: 'no machine could ever satisfy it' },
+      body: { schema: reservationRequestSchema, name: 'reservation request' }, responses: { 201: 'created', 200: 'an earlier request with the same idempotency key', 422: 'no machine could ever satisfy it' },
     },
-    async (ctx) => {
-      const request = await readBody(ctx, reservationRequestSchema, 'reservation request');
-      const { reservation, created } = await scheduler.create(caller(ctx), request);
+    async (ctx, request) => {
+      const { reservation, created } = await reservations.create(caller(ctx), request);
       ctx.status = created ? 201 : 200;
       ctx.body = view(reservation);
     },
@@ -45,9 +45,9 @@ export function reservationRoutes(table: RouteTable, scheduler: Scheduler): void
       query: { all: '1: every user (admin)', ended: '1: include ended ones', ...pageQuery },
     },
     async (ctx) => {
-      const page = await scheduler.list(caller(ctx), { all: ctx.query.all === '1', includeEnded: ctx.query.ended === '1' }, pageOf(ctx, 2));
+      const page = await reservations.list(caller(ctx), { all: ctx.query.all === '1', includeEnded: ctx.query.ended === '1' }, pageOf(ctx, 2));
       // Queue positions come from one sort of the queue for the whole page, not one per item.
-      const positions = page.items.some((reservation) => reservation.state === 'queued') ? scheduler.queuePositions() : undefined;
+      const positions = page.items.some((reservation) => reservation.state === 'queued') ? reservations.queuePositions() : undefined;
       sendPage(ctx, { ...page, items: page.items.map((reservation) => reservationView(reservation, positions?.get(reservation.id))) });
     },
   );
@@ -58,13 +58,13 @@ export function reservationRoutes(table: RouteTable, scheduler: Scheduler): void
       query: { wait: 'ready: long-poll until ready or ended; granted: until machines are allocated', timeout: 'seconds to wait, at most 300' },
     },
     async (ctx) => {
-      let reservation = await scheduler.get(caller(ctx), ctx.params.id);
+      let reservation = await reservations.get(caller(ctx), ctx.params.id);
       if (ctx.query.wait !== undefined) {
         const states = waitStates[String(ctx.query.wait)];
         if (!states) throw new ApiError(400, 'invalid_request', 'wait is ready (until every machine is ready) or granted (until machines are allocated)');
         const timeout = Number(ctx.query.timeout ?? 60);
         if (!Number.isFinite(timeout) || timeout < 0) throw new ApiError(400, 'invalid_request', 'timeout is a number of seconds');
-        reservation = await scheduler.waitFor(reservation, states, Math.min(timeout, 300) * 1000);
+        reservation = await reservations.waitFor(reservation, states, Math.min(timeout, 300) * 1000);
       }
       ctx.body = view(reservation);
     },
@@ -77,12 +77,12 @@ export function reservationRoutes(table: RouteTable, scheduler: Scheduler): void
     },
     async (ctx) => {
       const id = ctx.params.id;
-      const reservation = await scheduler.get(caller(ctx), id);
+      const reservation = await reservations.get(caller(ctx), id);
       if (ctx.get('accept').includes('text/event-stream')) {
-        return stream(ctx, scheduler, reservation);
+        return stream(ctx, reservations, reservation);
       }
       const page = pageOf(ctx, 1);
-      const events = await scheduler.events(caller(ctx), id, page.after ? Number(page.after[0]) : 0, page.limit + 1);
+      const events = await reservations.events(caller(ctx), id, page.after ? Number(page.after[0]) : 0, page.limit + 1);
       sendPage(ctx, rowsPage(events, (event) => [event.id], page));
     },
   );
@@ -90,12 +90,12 @@ export function reservationRoutes(table: RouteTable, scheduler: Scheduler): void
   table.define(
     { method: 'get', path: '/v1/reservations/:id/explain', summary: 'Why a reservation waits: matches per member and its queue position' },
     async (ctx) => {
-      const reservation = await scheduler.get(caller(ctx), ctx.params.id);
+      const reservation = await reservations.get(caller(ctx), ctx.params.id);
       const machines = [...scheduler.inventory.machines.values()].filter((machine) => machine.state !== 'retired');
       const explained: ReservationExplainView = {
         id: reservation.id,
         state: reservation.state,
-        queuePosition: scheduler.queuePosition(reservation),
+        queuePosition: reservations.queuePosition(reservation),
         members: parseMembers(reservation.members).map((member) => {
           const { matches, rejected } = explainSpec(member.spec, machines);
           return {
@@ -111,7 +111,7 @@ export function reservationRoutes(table: RouteTable, scheduler: Scheduler): void
   table.define(
     { method: 'get', path: '/v1/reservations/:id/credentials', summary: 'The private key and pinned host keys (the owner only)' },
     async (ctx) => {
-      const reservation = await scheduler.get(caller(ctx), ctx.params.id);
+      const reservation = await reservations.get(caller(ctx), ctx.params.id);
       if (reservation.owner !== caller(ctx).name) throw forbidden('only the owner of a reservation gets its credentials');
       if (isEnded(reservation.state)) throw new ApiError(409, 'lease_expired', `reservation ${reservation.id} is ${reservation.state}`);
       const machines = reservation.allocations
@@ -128,7 +128,7 @@ export function reservationRoutes(table: RouteTable, scheduler: Scheduler): void
         machines,
       };
       const relays = reservation.allocations.filter((allocation) => allocation.state === 'ready' && allocation.console);
-      if (scheduler.config.consoles.telnet && relays.length > 0) {
+      if (options.telnetConsoles && relays.length > 0) {
         credentials.console = {
           secret: consoleSecret(reservation),
           relays: relays.map((allocation) => ({ role: allocation.role, index: allocation.index, machine: allocation.machine, ...allocation.console! })),
@@ -142,20 +142,20 @@ export function reservationRoutes(table: RouteTable, scheduler: Scheduler): void
   table.define(
     { method: 'post', path: '/v1/reservations/:id/renew', summary: 'Heartbeat: extends the lease by its duration, up to the hard cap', responses: { 200: 'renewed', 409: 'already ended' } },
     async (ctx) => {
-      ctx.body = view(await scheduler.renew(caller(ctx), ctx.params.id));
+      ctx.body = view(await reservations.renew(caller(ctx), ctx.params.id));
     },
   );
 
   table.define(
     { method: 'delete', path: '/v1/reservations/:id', summary: 'Release (idempotent); a queued request is cancelled' },
     async (ctx) => {
-      ctx.body = view(await scheduler.release(caller(ctx), ctx.params.id));
+      ctx.body = view(await reservations.release(caller(ctx), ctx.params.id));
     },
   );
 }
 
 /** Server-sent events: what happened so far, then every new event until the reservation ends. */
-async function stream(ctx: Koa.Context, scheduler: Scheduler, reservation: Reservation): Promise<void> {
+async function stream(ctx: Koa.Context, reservations: Reservations, reservation: Reservation): Promise<void> {
   const body = new PassThrough();
   ctx.status = 200;
   ctx.set({ 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache', Connection: 'keep-alive' });
@@ -168,7 +168,7 @@ async function stream(ctx: Koa.Context, scheduler: Scheduler, reservation: Reser
   };
   const buffered: Parameters<typeof send>[0][] = [];
   let replaying = true;
-  const unsubscribe = scheduler.subscribe(reservation.id, (event) => {
+  const unsubscribe = reservations.subscribe(reservation.id, (event) => {
     if (replaying) buffered.push(event);
     else {
       send(event);
@@ -182,7 +182,7 @@ async function stream(ctx: Koa.Context, scheduler: Scheduler, reservation: Reser
     body.end();
   };
   ctx.req.on('close', close);
-  for (const event of await scheduler.events(ctx.state.caller as Caller, reservation.id, last)) send(event);
+  for (const event of await reservations.events(ctx.state.caller as Caller, reservation.id, last)) send(event);
   for (const event of buffered) send(event);
   replaying = false;
   if (isEnded(reservation.state)) close();

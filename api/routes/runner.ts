@@ -3,12 +3,11 @@
 // protocol/runner.ts.
 import type Koa from 'koa';
 import { z } from 'zod';
-import { requireRole } from '../auth.js';
-import { readBody, readRaw } from '../body.js';
+import { readRaw } from '../body.js';
 import { ApiError } from '../errors.js';
 import { integer, machineText, name, text } from '../fields.js';
-import type { Role } from '../../protocol/api.js';
-import type { JobService } from '../jobs.js';
+import type { Caller, Role } from '../../protocol/api.js';
+import type { Dispatch } from '../jobs/dispatch.js';
 import type { RouteTable } from './define.js';
 import { pageOf, pageQuery, sendPage, slicePage } from '../pages.js';
 
@@ -31,54 +30,44 @@ const maxChunk = 4 * 1024 * 1024;
 
 /** A runner token speaks only for the runner host of its own name (an admin may speak for any). */
 function checkRunner(ctx: Koa.Context, runner: string): string {
-  const caller = requireRole(ctx, 'runner', 'admin');
+  const caller = ctx.state.caller as Caller;
   if (caller.role === 'runner' && caller.name !== runner) {
     throw new ApiError(403, 'forbidden', `this token is for runner host ${caller.name}, not ${runner}`);
   }
   return runner;
 }
 
-export function runnerRoutes(table: RouteTable, jobs: JobService): void {
+export function runnerRoutes(table: RouteTable, dispatch: Dispatch): void {
   const roles: Role[] = ['runner', 'admin'];
   table.define({ method: 'get', path: '/v1/runners', summary: 'The runner hosts heard from, when last, and the runs they hold, by name (admins; paginated)', roles: ['admin'], query: pageQuery }, (ctx) => {
-    requireRole(ctx, 'admin');
-    sendPage(ctx, slicePage(jobs.runnerHosts(), (runner) => [runner.name], pageOf(ctx, 1)));
+    sendPage(ctx, slicePage(dispatch.runnerHosts(), (runner) => [runner.name], pageOf(ctx, 1)));
   });
 
-  table.define({ method: 'post', path: '/v1/runner/claim', summary: 'Take up to `slots` queued runs (long-poll up to `wait` seconds)', roles, body: claimSchema }, async (ctx) => {
-    requireRole(ctx, 'runner', 'admin');
-    const { runner, slots, fresh, wait } = await readBody(ctx, claimSchema, 'claim');
+  table.define({ method: 'post', path: '/v1/runner/claim', summary: 'Take up to `slots` queued runs (long-poll up to `wait` seconds)', roles, body: { schema: claimSchema, name: 'claim' } }, async (ctx, { runner, slots, fresh, wait }) => {
     checkRunner(ctx, runner);
     let gone = false;
     ctx.res.once('close', () => (gone = !ctx.res.writableFinished));
-    ctx.body = { runs: await jobs.claim(runner, slots, fresh, wait * 1000, () => gone) };
+    ctx.body = { runs: await dispatch.claim(runner, slots, fresh, wait * 1000, () => gone) };
   });
 
-  table.define({ method: 'post', path: '/v1/runner/heartbeat', summary: 'Say the runner host is alive and which runs it runs; the answer lists those cancelled', roles, body: heartbeatSchema }, async (ctx) => {
-    requireRole(ctx, 'runner', 'admin');
-    const { runner, runs } = await readBody(ctx, heartbeatSchema, 'heartbeat');
-    ctx.body = jobs.heartbeat(checkRunner(ctx, runner), runs);
+  table.define({ method: 'post', path: '/v1/runner/heartbeat', summary: 'Say the runner host is alive and which runs it runs; the answer lists those cancelled', roles, body: { schema: heartbeatSchema, name: 'heartbeat' } }, async (ctx, { runner, runs }) => {
+    ctx.body = dispatch.heartbeat(checkRunner(ctx, runner), runs);
   });
 
-  table.define({ method: 'post', path: '/v1/runner/runs/:id/started', summary: 'The script of a run has started', roles, body: startedSchema }, async (ctx) => {
-    requireRole(ctx, 'runner', 'admin');
-    const { runner } = await readBody(ctx, startedSchema, 'started');
-    await jobs.started(checkRunner(ctx, runner), ctx.params.id);
+  table.define({ method: 'post', path: '/v1/runner/runs/:id/started', summary: 'The script of a run has started', roles, body: { schema: startedSchema, name: 'started' } }, async (ctx, { runner }) => {
+    await dispatch.started(checkRunner(ctx, runner), ctx.params.id);
     ctx.status = 204;
   });
 
   table.define({ method: 'post', path: '/v1/runner/runs/:id/log', summary: "Append to a run's output (text/plain body; ?runner=NAME)", roles, query: { runner: 'the runner host' } }, async (ctx) => {
-    requireRole(ctx, 'runner', 'admin');
     const runner = runnerName.safeParse(ctx.query.runner);
     if (!runner.success) throw new ApiError(400, 'invalid_request', 'runner is the runner host\'s name');
-    await jobs.appendLog(checkRunner(ctx, runner.data), ctx.params.id, await readRaw(ctx, maxChunk));
+    await dispatch.appendLog(checkRunner(ctx, runner.data), ctx.params.id, await readRaw(ctx, maxChunk));
     ctx.status = 204;
   });
 
-  table.define({ method: 'post', path: '/v1/runner/runs/:id/finished', summary: 'How a run ended', roles, body: finishedSchema }, async (ctx) => {
-    requireRole(ctx, 'runner', 'admin');
-    const finish = await readBody(ctx, finishedSchema, 'finish');
-    await jobs.finished(checkRunner(ctx, finish.runner), ctx.params.id, finish);
+  table.define({ method: 'post', path: '/v1/runner/runs/:id/finished', summary: 'How a run ended', roles, body: { schema: finishedSchema, name: 'finish' } }, async (ctx, finish) => {
+    await dispatch.finished(checkRunner(ctx, finish.runner), ctx.params.id, finish);
     ctx.status = 204;
   });
 }

@@ -1,8 +1,7 @@
 // /v1/tokens (admins) and /v1/whoami.
 import { z } from 'zod';
-import { readBody } from '../body.js';
 import { name } from '../fields.js';
-import { requireRole, type Tokens } from '../auth.js';
+import type { Tokens } from '../auth.js';
 import type { Caller } from '../../protocol/api.js';
 import { everyRole, type RouteTable } from './define.js';
 import { pageOf, pageQuery, sendPage, slicePage } from '../pages.js';
@@ -19,10 +18,8 @@ export function tokenRoutes(table: RouteTable, tokens: Tokens): void {
   });
 
   table.define(
-    { method: 'post', path: '/v1/tokens', summary: 'Create a token; the answer is the only time it is shown', roles: ['admin'], body: tokenSchema, responses: { 201: 'created' } },
-    async (ctx) => {
-      requireRole(ctx, 'admin');
-      const { name, role } = await readBody(ctx, tokenSchema, 'token request');
+    { method: 'post', path: '/v1/tokens', summary: 'Create a token; the answer is the only time it is shown', roles: ['admin'], body: { schema: tokenSchema, name: 'token request' }, responses: { 201: 'created' } },
+    async (ctx, { name, role }) => {
       ctx.status = 201;
       ctx.set('Cache-Control', 'no-store');
       ctx.body = await tokens.create(name, role);
@@ -30,12 +27,10 @@ export function tokenRoutes(table: RouteTable, tokens: Tokens): void {
   );
 
   table.define({ method: 'get', path: '/v1/tokens', summary: 'Token names and roles, by name (paginated)', roles: ['admin'], query: pageQuery }, async (ctx) => {
-    requireRole(ctx, 'admin');
     sendPage(ctx, slicePage(await tokens.list(), (token) => [token.name], pageOf(ctx, 1)));
   });
 
   table.define({ method: 'delete', path: '/v1/tokens/:name', summary: 'Revoke a token', roles: ['admin'] }, async (ctx) => {
-    requireRole(ctx, 'admin');
     await tokens.revoke(ctx.params.name);
     ctx.status = 204;
   });

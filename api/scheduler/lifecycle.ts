@@ -2,7 +2,7 @@
 // `transition`, which refuses what the table does not allow with an error naming the action and the
 // state, so no code path can, say, release a reservation twice into two different end states.
 import type { ReservationState } from '../../protocol/api.js';
-import { ApiError } from '../errors.js';
+import { DomainError } from '../domain-error.js';
 
 export const transitions: Record<ReservationState, readonly ReservationState[]> = {
   queued: ['allocated', 'cancelled', 'expired', 'failed'],
@@ -30,6 +30,6 @@ export function canTransition(from: ReservationState, to: ReservationState): boo
 
 export function assertTransition(action: string, from: ReservationState, to: ReservationState): void {
   if (!canTransition(from, to)) {
-    throw new ApiError(409, 'illegal_transition', `cannot ${action} a reservation that is ${from}`, { action, state: from, to });
+    throw new DomainError('illegal_transition', `cannot ${action} a reservation that is ${from}`, { action, state: from, to });
   }
 }

@@ -2,7 +2,7 @@
 // malformed one is refused with its position before anything else happens.
 import { z } from 'zod';
 import type { MemberView } from '../../protocol/api.js';
-import { ApiError } from '../errors.js';
+import { DomainError } from '../domain-error.js';
 import { parseSpecCached, SpecError, type Spec } from './spec.js';
 import { bounds, duration, integer, text } from '../fields.js';
 
@@ -33,14 +33,14 @@ export function parseMembers(members: MemberView[]): ParsedMember[] {
   const roles = new Set<string>();
   return members.map((member) => {
     if (roles.has(member.role)) {
-      throw new ApiError(400, 'invalid_request', `role ${member.role} appears twice; give it a count instead`, { role: member.role });
+      throw new DomainError('invalid_request', `role ${member.role} appears twice; give it a count instead`, { role: member.role });
     }
     roles.add(member.role);
     try {
       return { role: member.role, spec: parseSpecCached(member.spec), count: member.count };
     } catch (error) {
       if (error instanceof SpecError) {
-        throw new ApiError(400, 'invalid_spec', `member ${member.role}: ${error.message}`, {
+        throw new DomainError('invalid_spec', `member ${member.role}: ${error.message}`, {
           role: member.role,
           spec: member.spec,
           position: error.position,
@@ -49,11 +49,4 @@ export function parseMembers(members: MemberView[]): ParsedMember[] {
       throw error;
     }
   });
-}
-
-/** Turns zod's issues into the details of a 400 `invalid_request`. */
-export function validationError(error: z.ZodError, what: string): ApiError {
-  const issues = error.issues.map((issue) => ({ path: issue.path.map(String).join('.'), message: issue.message }));
-  const first = issues[0];
-  return new ApiError(400, 'invalid_request', `invalid ${what}: ${first.path ? `${first.path}: ` : ''}${first.message}`, { issues });
 }

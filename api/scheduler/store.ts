@@ -15,7 +15,7 @@
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { MachineState } from '../../protocol/api.js';
 import type { Database, EventRow, MachineRow, ReservationRow } from '../db/index.js';
-import { ApiError } from '../errors.js';
+import { DomainError } from '../domain-error.js';
 import { liveStates } from './lifecycle.js';
 import { machineToRow, reservationToRow, type MachineEntry, type Reservation } from './records.js';
 
@@ -156,12 +156,12 @@ export class Store {
   }
 }
 
-function storeFailed(cause: unknown): ApiError {
+function storeFailed(cause: unknown): DomainError {
   const code = (cause as { code?: unknown }).code;
   // SQLite's own text names tables and constraints, never values; other errors (a date out of
   // range) are summed up by their name alone.
   const what = typeof code === 'string' && code.startsWith('SQLITE_') ? `${code}: ${(cause as Error).message}` : (cause as Error).name;
-  return new ApiError(503, 'store_failed', `the change could not be stored (${what}); nothing was changed, try again`, {
+  return new DomainError('store_failed', `the change could not be stored (${what}); nothing was changed, try again`, {
     ...(typeof code === 'string' ? { sqlite: code } : {}),
   });
 }

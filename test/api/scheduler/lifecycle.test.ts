@@ -2,7 +2,8 @@
 // error that names the action and the state.
 import test from 'ava';
 import type { ReservationState } from '../../../protocol/api.js';
-import { ApiError } from '../../../api/errors.js';
+import { DomainError } from '../../../api/domain-error.js';
+import { toApiError } from '../../../api/errors.js';
 import { assertTransition, canTransition, isEnded, liveStates, transitions } from '../../../api/scheduler/lifecycle.js';
 
 const states = Object.keys(transitions) as ReservationState[];
@@ -21,9 +22,9 @@ test('ended states go nowhere, and live states are exactly the others', (t) => {
 });
 
 test('an illegal transition names the action and the state', (t) => {
-  const error = t.throws(() => assertTransition('renew', 'released', 'ready'), { instanceOf: ApiError });
+  const error = t.throws(() => assertTransition('renew', 'released', 'ready'), { instanceOf: DomainError });
   t.is(error!.code, 'illegal_transition');
-  t.is(error!.status, 409);
+  t.is(toApiError(error).status, 409);
   t.is(error!.message, 'cannot renew a reservation that is released');
   t.throws(() => assertTransition('grant', 'ready', 'allocated'));
   t.throws(() => assertTransition('ready', 'queued', 'ready'), { message: /queued/ });

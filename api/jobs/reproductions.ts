@@ -6,11 +6,12 @@
 // margin, for a caller that died), every reservation made with it is released and it is revoked.
 // Reproductions live in memory: a restart of the API ends those it left (their tokens are revoked).
 import { randomBytes } from 'node:crypto';
-import type { Tokens } from './auth.js';
-import type { ReproductionView, RunView } from '../protocol/api.js';
-import { ApiError, forbidden, notFound, type Logger } from './errors.js';
-import type { RepositoryResolver } from './repositories.js';
-import type { Caller } from '../protocol/api.js';
+import type { Tokens } from '../auth.js';
+import type { ReproductionView, RunView } from '../../protocol/api.js';
+import { DomainError, forbidden, notFound } from '../domain-error.js';
+import type { Logger } from '../errors.js';
+import type { RepositoryResolver } from '../repositories.js';
+import type { Caller } from '../../protocol/api.js';
 
 /** Past the run's time limit, a reproduction has this much longer before it is ended here. */
 const expiryMarginMs = 5 * 60_000;
@@ -51,9 +52,7 @@ export class Reproductions {
   async create(caller: Caller, runId: string, allowOtherUser: boolean): Promise<ReproductionView> {
     const run = await this.getRun(caller, runId);
     if (run.owner !== caller.name && !allowOtherUser) {
-      throw new ApiError(
-        403,
-        'other_users_run',
+      throw new DomainError('other_users_run',
         `run ${run.id} belongs to ${run.owner}: reproducing it runs their script on your machine; ask for it explicitly (allowOtherUser, paddock jobs reproduce --allow-other-user)`,
         { owner: run.owner },
       );

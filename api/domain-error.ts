@@ -1,0 +1,33 @@
+// What the scheduler and the job service throw when they refuse something: a stable string code, a
+// message for people and optional details, and nothing about HTTP. Only api/errors.ts turns a code
+// into a status (one table), so these parts can be driven by something other than the API.
+
+/** Every code a domain error may carry; api/errors.ts gives each its HTTP status. */
+export type DomainCode =
+  | 'not_found'
+  | 'forbidden'
+  | 'conflict'
+  | 'invalid_request'
+  | 'invalid_spec'
+  | 'unsatisfiable'
+  | 'lease_expired'
+  | 'illegal_transition'
+  | 'not_your_task'
+  | 'store_failed'
+  | 'job_running'
+  | 'run_ended'
+  | 'other_users_run';
+
+export class DomainError extends Error {
+  constructor(
+    readonly code: DomainCode,
+    message: string,
+    readonly details?: unknown,
+  ) {
+    super(message);
+    this.name = 'DomainError';
+  }
+}
+
+export const notFound = (what: string) => new DomainError('not_found', `${what} not found`);
+export const forbidden = (message: string) => new DomainError('forbidden', message);

@@ -1,0 +1,50 @@
+// What a failure an agent reports means, as a pure function of the allocation's state and the
+// report: requeue the request (the cloud was full), fail the reservation (counting the failure
+// against the machine's health and blaming the image where the code says so), quarantine the
+// machine (its teardown failed), or nothing (the report is about work already finished).
+// agents.ts carries the verdict out; the table tests are in test/api/scheduler/failure.test.ts.
+import type { AllocationState } from '../../protocol/api.js';
+
+/** Failure codes that say the image did not boot: they count against the image. */
+const imageFaults = new Set(['image_corrupt', 'image_unbootable', 'kernel_timeout', 'boot_timeout']);
+/** Infrastructure failures that are not the machine's: they do not count toward its quarantine. */
+const notTheMachine = new Set(['no_capacity', 'cloud_unreachable']);
+
+export interface FailureReport {
+  fault: 'infrastructure' | 'request';
+  code?: string;
+}
+
+export type FailureVerdict =
+  /** The cloud is full (quota, no valid host): not the request's fault nor the machine's; it waits in the queue again. */
+  | { action: 'requeue'; code: string }
+  /** The reservation fails with `code`; a ready machine can be lost too (its VM died). */
+  | { action: 'fail'; code: string; countAgainstMachine: boolean; blameImage: boolean }
+  /**
+   * Teardown failed for good: the machine leaves the pool until an admin looks at it. Not counted
+   * again: a failed provisioning whose cleanup fails too is one fault of the machine, not two.
+   */
+  | { action: 'quarantine' }
+  /** A report about work already finished (or a lost machine that is being released anyway). */
+  | { action: 'ignore' };
+
+export function failureVerdict(allocation: AllocationState, report: FailureReport): FailureVerdict {
+  const provisioning = allocation === 'provisioning';
+  if (provisioning && report.code === 'no_capacity') return { action: 'requeue', code: report.code };
+  if (provisioning || allocation === 'ready') {
+    const code = report.code ?? (provisioning ? `${report.fault === 'request' ? 'request' : 'infrastructure'}_failed` : 'machine_lost');
+    return {
+      action: 'fail',
+      code,
+      countAgainstMachine: report.fault === 'infrastructure' && !notTheMachine.has(code),
+      blameImage: report.fault === 'request' && imageFaults.has(code),
+    };
+  }
+  if (allocation === 'releasing' && report.code !== 'machine_lost') return { action: 'quarantine' };
+  return { action: 'ignore' };
+}
+
+/** Whether a machine with this many infrastructure failures in a row is quarantined. */
+export function quarantines(failures: number, health: { quarantineAfter: number }): boolean {
+  return failures >= health.quarantineAfter;
+}

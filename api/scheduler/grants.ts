@@ -1,0 +1,181 @@
+// Machines handed to queued requests and taken back: the scheduling pass that grants what fits,
+// and the release that returns machines (to the pool, or to the queue when the cloud was full).
+// Every change goes through the state's primitives, so it is recorded and stored. Policy (matching,
+// gang allocation, queue order) is in the pure functions of allocate.ts and queue.ts.
+import type { ReservationState } from '../../protocol/api.js';
+import { matchShape } from './allocate.js';
+import { isEnded } from './lifecycle.js';
+import { isStarving, schedulePass, scheduleQueue } from './queue.js';
+import type { Allocation, Reservation } from './records.js';
+import type { ParsedMember } from './requests.js';
+import type { SchedulerState } from './state.js';
+
+export class Grants {
+  constructor(private readonly state: SchedulerState) {}
+
+  /** Puts a reservation loaded from the database back in the queue or the agents' task list. */
+  resume(reservation: Reservation): void {
+    const { inventory } = this.state;
+    if (reservation.state === 'queued') {
+      this.state.enqueue(reservation);
+      return;
+    }
+    const missing = reservation.allocations.filter((allocation) => !inventory.get(allocation.machine) || inventory.get(allocation.machine)!.state === 'retired');
+    if (missing.length > 0 && reservation.state !== 'releasing') {
+      this.beginRelease(reservation, 'failed', `machine ${missing[0].machine} left the inventory`);
+      return;
+    }
+    this.state.addOpenTasks(reservation);
+  }
+
+  /** Whether the members could ever be granted at once within the pools' limits (with every machine free). */
+  fitsPoolLimits(members: ParsedMember[]): boolean {
+    const { poolLimits } = this.state;
+    if (poolLimits.size === 0) return true;
+    const probe = { id: 'probe', priority: 0, createdAtMs: 0, members };
+    return schedulePass([probe], this.state.inventory.allShapes(), this.state.now(), this.state.queuePolicy(), poolLimits).grants.length > 0;
+  }
+
+  /**
+   * Grants every queued request the free machines allow, in queue order. A request found not to
+   * fit waits on the shapes it matches (waiting.ts) and is left out of passes until one of them
+   * gains a free machine, unless it is starving (then it holds machines back from later requests,
+   * so it stays in the pass, but its gang allocation is not run again). A pass over a long queue
+   * of requests that cannot fit costs about as much as the new and woken ones.
+   */
+  schedule(): void {
+    const { state } = this;
+    const { waiting, inventory } = state;
+    if (state.queue.length === 0) return;
+    waiting.wake(inventory.drainGrown());
+    const now = state.now();
+    const policy = state.queuePolicy();
+    const candidates = new Set<Reservation>();
+    const known = new Set<string>();
+    // The queue is kept in creation order, so the starving requests are a prefix of it.
+    for (const reservation of state.queue) {
+      if (!isStarving(state.queueEntry(reservation), now, policy)) break;
+      candidates.add(reservation);
+      if (waiting.isUnfit(reservation.id)) known.add(reservation.id);
+    }
+    for (const id of waiting.untried) {
+      const reservation = state.live.get(id);
+      if (reservation?.state === 'queued' && (state.heldUntil.get(id) ?? 0) <= now) candidates.add(reservation);
+    }
+    if (candidates.size === 0) return;
+    const { grants, unfit } = scheduleQueue(state.queueInput([...candidates]), inventory.freeShapes(), now, policy, { room: this.poolRoom(), unfit: known });
+    const granted = new Set(grants.map((grant) => grant.id));
+    for (const grant of grants) this.grant(state.live.get(grant.id)!, grant.machines);
+    if (grants.length > 0) state.queue = state.queue.filter((reservation) => !granted.has(reservation.id));
+    // Grants only take machines: what did not fit before them does not fit after them.
+    const shapes = inventory.allShapes();
+    for (const id of unfit) {
+      if (waiting.isUnfit(id)) continue;
+      const members = state.membersOf(state.live.get(id)!);
+      waiting.unfit(id, shapes.filter((shape) => members.some((member) => matchShape(member.spec, shape).ok)).map((shape) => shape.key));
+    }
+  }
+
+  /** Room left in each limited pool: its limit less its reserved machines. */
+  private poolRoom(): Map<string, number> | undefined {
+    const { poolLimits, inventory } = this.state;
+    if (poolLimits.size === 0) return undefined;
+    return new Map([...poolLimits].map(([pool, limit]) => [pool, limit - inventory.reservedIn(pool)]));
+  }
+
+  private grant(reservation: Reservation, machines: string[][]): void {
+    const { state } = this;
+    const now = state.now();
+    state.waiting.delete(reservation.id);
+    state.transition(reservation, 'allocated', 'grant', 'all members matched free machines');
+    reservation.grantedAt = now;
+    reservation.expiresAt = now + reservation.leaseSeconds * 1000;
+    reservation.hardCapAt = now + state.policy.lease.max * 1000;
+    let number = 0;
+    // Each round after a requeue gets allocation ids of its own, so late reports of an earlier round cannot touch it.
+    const round = reservation.requeues ? `${reservation.requeues}-` : '';
+    reservation.members.forEach((member, memberIndex) => {
+      machines[memberIndex].forEach((name, index) => {
+        const machine = state.inventory.get(name)!;
+        state.inventory.setState(machine, 'reserved');
+        machine.reservationId = reservation.id;
+        state.store.machine(machine);
+        const allocation: Allocation = { id: `${reservation.id}.${round}${number++}`, role: member.role, index, machine: name, state: 'pending', stages: {} };
+        reservation.allocations.push(allocation);
+        state.record(reservation, { type: 'allocation', to: 'pending', machine: name, reason: `${member.role}[${index}]` });
+        state.addTask('provision', reservation, allocation);
+      });
+    });
+  }
+
+  /**
+   * Starts releasing a live reservation toward `outcome`. Idempotent: a reservation already
+   * releasing or ended is left as it is.
+   */
+  beginRelease(reservation: Reservation, outcome: ReservationState, reason: string): void {
+    const { state } = this;
+    if (isEnded(reservation.state) || reservation.state === 'releasing') return;
+    if (reservation.state === 'queued') {
+      state.queue = state.queue.filter((queued) => queued !== reservation);
+      state.transition(reservation, outcome === 'released' ? 'cancelled' : outcome, 'release', reason);
+      state.forget(reservation);
+      return;
+    }
+    state.transition(reservation, 'releasing', 'release', reason);
+    reservation.outcome = outcome;
+    for (const allocation of reservation.allocations) this.releaseAllocation(reservation, allocation);
+    this.finishIfReleased(reservation);
+  }
+
+  private releaseAllocation(reservation: Reservation, allocation: Allocation): void {
+    const { state } = this;
+    if (allocation.state === 'released' || allocation.state === 'releasing') return;
+    if (allocation.state === 'pending') {
+      // Never handed to an agent: nothing to undo on the machine.
+      state.tasks.delete(allocation.id);
+      state.setAllocation(reservation, allocation, 'released', 'never provisioned');
+      state.freeMachine(allocation.machine);
+      return;
+    }
+    allocation.agent = undefined;
+    state.setAllocation(reservation, allocation, 'releasing');
+    state.addTask('release', reservation, allocation);
+  }
+
+  /**
+   * The cloud was full: the machines are given back and the request waits in the queue again,
+   * keeping its place (its creation time) and its queue deadline. It is not tried again for
+   * `holdMs`, or until another reservation gives machines back.
+   */
+  requeue(reservation: Reservation, reason: string, holdMs = 15_000): void {
+    const { state } = this;
+    if (reservation.state !== 'allocated' && reservation.state !== 'provisioning') return;
+    state.transition(reservation, 'releasing', 'requeue', reason);
+    reservation.outcome = 'queued';
+    state.heldUntil.set(reservation.id, state.now() + holdMs);
+    for (const allocation of reservation.allocations) this.releaseAllocation(reservation, allocation);
+    this.finishIfReleased(reservation);
+  }
+
+  /** Ends a releasing reservation once its last allocation is released (or puts it back in the queue). */
+  finishIfReleased(reservation: Reservation): void {
+    const { state } = this;
+    if (reservation.state !== 'releasing') return;
+    if (!reservation.allocations.every((allocation) => allocation.state === 'released')) return;
+    if (reservation.outcome === 'queued') {
+      state.transition(reservation, 'queued', 'requeue', reservation.reason ?? 'the cloud was full');
+      reservation.outcome = undefined;
+      reservation.allocations = [];
+      reservation.requeues = (reservation.requeues ?? 0) + 1;
+      reservation.grantedAt = reservation.expiresAt = reservation.hardCapAt = undefined;
+      state.store.reservation(reservation);
+      state.enqueue(reservation);
+      return;
+    }
+    // Machines come back: requests held after a full cloud may find room now.
+    state.heldUntil.clear();
+    state.transition(reservation, reservation.outcome ?? 'released', 'finish release', reservation.reason ?? 'released');
+    state.forget(reservation);
+    this.schedule();
+  }
+}

@@ -1,0 +1,116 @@
+// The machines: loaded from the configuration and the database at start, taken out of service and
+// put back by admins, and quarantined by their health (failures in a row, see failure.ts).
+import { plainRows } from '../db/index.js';
+import { DomainError, notFound } from '../domain-error.js';
+import { quarantines } from './failure.js';
+import type { Grants } from './grants.js';
+import type { MachineEntry } from './records.js';
+import type { MachineDefinition, SchedulerState } from './state.js';
+
+export class Machines {
+  constructor(
+    private readonly state: SchedulerState,
+    private readonly grants: Grants,
+  ) {}
+
+  /**
+   * The configured machines with what the database remembers of them (maintenance, quarantine,
+   * failures); stored machines no longer configured are retired. Needs the live reservations
+   * loaded: a machine is reserved only if one of them holds it, so a crash can leave none stuck.
+   */
+  async load(definitions: readonly MachineDefinition[]): Promise<void> {
+    const { state } = this;
+    const rows = new Map(plainRows(await state.db.machines.findAll({ raw: true })).map((row) => [row.name, row]));
+    const held = new Map<string, string>();
+    for (const reservation of state.live.values()) {
+      for (const allocation of reservation.allocations) if (allocation.state !== 'released') held.set(allocation.machine, reservation.id);
+    }
+    for (const machine of definitions) {
+      const row = rows.get(machine.name);
+      rows.delete(machine.name);
+      const stored = row?.state as MachineEntry['state'] | undefined;
+      const reservationId = held.get(machine.name);
+      const current = reservationId ? 'reserved' : stored === 'maintenance' || stored === 'quarantined' ? stored : 'available';
+      const entry = state.inventory.add({
+        name: machine.name,
+        kind: machine.kind,
+        state: current,
+        labels: machine.labels,
+        capacities: machine.capacities,
+        settings: machine.settings,
+        failures: row?.failures ?? 0,
+        reservationId,
+        reason: current === stored ? (row?.reason ?? undefined) : undefined,
+      });
+      if (!row || row.state !== entry.state || row.labels !== JSON.stringify(entry.labels)) state.store.machine(entry);
+    }
+    for (const row of rows.values()) {
+      if (row.state === 'retired') continue;
+      const retired = state.inventory.add({
+        name: row.name, kind: row.kind, state: 'retired', labels: JSON.parse(row.labels), capacities: JSON.parse(row.capacities),
+        settings: {}, failures: row.failures, reason: 'no longer in the configuration',
+      });
+      state.store.machine(retired);
+    }
+  }
+
+  machine(name: string): MachineEntry {
+    const machine = this.state.inventory.get(name);
+    if (!machine) throw notFound(`machine ${name}`);
+    return machine;
+  }
+
+  async setMaintenance(name: string, reason: string | undefined): Promise<MachineEntry> {
+    const machine = this.inService(name);
+    machine.reason = reason ?? 'maintenance';
+    if (machine.state === 'reserved') machine.pendingState = 'maintenance';
+    else this.state.inventory.setState(machine, 'maintenance');
+    this.state.store.machine(machine);
+    await this.state.store.flush();
+    return machine;
+  }
+
+  async activate(name: string): Promise<MachineEntry> {
+    const machine = this.inService(name);
+    machine.pendingState = undefined;
+    machine.reason = undefined;
+    machine.failures = 0;
+    if (machine.state !== 'reserved') this.state.inventory.setState(machine, 'available');
+    this.state.store.machine(machine);
+    this.grants.schedule();
+    await this.state.store.flush();
+    return machine;
+  }
+
+  /** One more infrastructure failure in a row: past the health policy's limit, quarantined once free. */
+  countFailure(machine: MachineEntry, reason: string): void {
+    machine.failures += 1;
+    if (quarantines(machine.failures, this.state.policy.health)) {
+      machine.pendingState = 'quarantined';
+      machine.reason = `${machine.failures} infrastructure failures in a row; last: ${reason}`;
+    }
+    this.state.store.machine(machine);
+  }
+
+  /** A machine that came up: its run of failures ends. */
+  countSuccess(machine: MachineEntry): void {
+    machine.failures = 0;
+    this.state.store.machine(machine);
+  }
+
+  /**
+   * Teardown failed for good: the machine may still carry a reservation's traces, so it leaves
+   * the pool (once released) until an admin looks at it.
+   */
+  quarantineAfterRelease(machine: MachineEntry, reason: string): void {
+    machine.pendingState = 'quarantined';
+    machine.reason = `release failed: ${reason}`;
+    this.state.store.machine(machine);
+  }
+
+  private inService(name: string): MachineEntry {
+    const machine = this.machine(name);
+    if (machine.state === 'retired') throw new DomainError('illegal_transition', `machine ${name} is retired`);
+    return machine;
+  }
+}

@@ -1,0 +1,201 @@
+// The scheduler's memory and the few changes every part makes to it. Machines, live reservations,
+// the queue and the agents' task list live here, and so do the primitive changes (a reservation's
+// state, an allocation's state, a machine freed, a task added) that record an event and mark the
+// record for the store. The parts above (grants.ts, reservations.ts, machines.ts, agents.ts) share
+// this one object and never each other's fields; none of them is imported from here.
+import { EventEmitter } from 'node:events';
+import type { EventView, ReservationState } from '../../protocol/api.js';
+import type { Database } from '../db/index.js';
+import { LongPoll } from '../pull.js';
+import { Inventory } from './inventory.js';
+import { assertTransition } from './lifecycle.js';
+import type { QueuePolicy, QueuedRequest } from './queue.js';
+import { reservationFromRow, type Allocation, type MachineEntry, type Reservation } from './records.js';
+import { parseMembers, type ParsedMember } from './requests.js';
+import { Store } from './store.js';
+import { WaitingRequests } from './waiting.js';
+
+/** What the scheduler needs to know of the configuration: durations in seconds. */
+export interface SchedulerPolicy {
+  lease: { default: number; max: number };
+  queue: { timeout: number; aging: number; starvation: number };
+  health: { quarantineAfter: number };
+  /** How often leases and queue timeouts are checked. */
+  reaper: { interval: number };
+}
+
+/** A machine as configured: what the inventory is loaded from. */
+export interface MachineDefinition {
+  name: string;
+  kind: string;
+  labels: Record<string, string>;
+  capacities: Record<string, number>;
+  settings?: unknown;
+}
+
+/** Work for an agent: provision an allocation's machine, or release it. */
+export type Task = { action: 'provision' | 'release'; reservation: Reservation; allocation: Allocation };
+
+export class SchedulerState {
+  readonly inventory = new Inventory();
+  readonly live = new Map<string, Reservation>();
+  /** Queued reservations in creation order (so the starving ones are a prefix). */
+  queue: Reservation[] = [];
+  /** Tasks not yet taken by an agent, by allocation id. */
+  readonly tasks = new Map<string, Task>();
+  /** Agents waiting in a claim for a task. */
+  readonly agentPull = new LongPoll();
+  /** `change:ID` on every change of a reservation, `event:ID` with each event row. */
+  readonly changes = new EventEmitter();
+  /** Requests sent back to the queue because the cloud was full: not retried before this time. */
+  readonly heldUntil = new Map<string, number>();
+  /** Which queued requests a pass must try (see grants.ts and waiting.ts). */
+  readonly waiting = new WaitingRequests();
+  readonly store: Store;
+  /** The most machines of each provider pool (by `pool` label) reserved at once. */
+  readonly poolLimits: ReadonlyMap<string, number>;
+  private readonly parsed = new Map<string, ParsedMember[]>();
+
+  constructor(
+    readonly db: Database,
+    readonly policy: SchedulerPolicy,
+    readonly now: () => number,
+    poolLimits: ReadonlyMap<string, number> = new Map(),
+  ) {
+    this.store = new Store(db);
+    this.poolLimits = poolLimits;
+    this.changes.setMaxListeners(0);
+  }
+
+  queuePolicy(): QueuePolicy {
+    return { agingSeconds: this.policy.queue.aging, starvationSeconds: this.policy.queue.starvation };
+  }
+
+  membersOf(reservation: Reservation): ParsedMember[] {
+    let members = this.parsed.get(reservation.id);
+    if (!members) {
+      members = parseMembers(reservation.members);
+      this.parsed.set(reservation.id, members);
+    }
+    return members;
+  }
+
+  /** A new reservation goes live with the members its request was parsed into. */
+  addLive(reservation: Reservation, members: ParsedMember[]): void {
+    this.live.set(reservation.id, reservation);
+    this.parsed.set(reservation.id, members);
+  }
+
+  /** An ended reservation leaves memory. */
+  forget(reservation: Reservation): void {
+    this.heldUntil.delete(reservation.id);
+    this.waiting.delete(reservation.id);
+    this.live.delete(reservation.id);
+    this.parsed.delete(reservation.id);
+  }
+
+  queueEntry(reservation: Reservation): QueuedRequest {
+    return { id: reservation.id, priority: reservation.priority, createdAtMs: reservation.createdAt, members: this.membersOf(reservation) };
+  }
+
+  queueInput(queue: readonly Reservation[] = this.queue): QueuedRequest[] {
+    return queue.map((reservation) => this.queueEntry(reservation));
+  }
+
+  /** Puts a reservation in the queue at its place (creation time); the next pass tries it. */
+  enqueue(reservation: Reservation): void {
+    this.queue.push(reservation);
+    this.queue.sort((a, b) => a.createdAt - b.createdAt);
+    this.waiting.add(reservation.id);
+  }
+
+  addTask(action: Task['action'], reservation: Reservation, allocation: Allocation): void {
+    this.tasks.set(allocation.id, { action, reservation, allocation });
+    this.agentPull.wake();
+  }
+
+  /** A machine no reservation holds any more: available, or the state an admin set meanwhile. */
+  freeMachine(name: string): void {
+    const machine = this.inventory.get(name);
+    if (!machine) return;
+    machine.reservationId = undefined;
+    const next = machine.pendingState ?? 'available';
+    machine.pendingState = undefined;
+    this.inventory.setState(machine, next);
+    this.store.machine(machine);
+  }
+
+  transition(reservation: Reservation, to: ReservationState, action: string, reason: string): void {
+    assertTransition(action, reservation.state, to);
+    const from = reservation.state;
+    reservation.state = to;
+    reservation.reason = reason;
+    reservation.updatedAt = this.now();
+    this.record(reservation, { type: 'state', from, to, reason });
+  }
+
+  setAllocation(reservation: Reservation, allocation: Allocation, to: Allocation['state'], reason?: string): void {
+    const from = allocation.state;
+    allocation.state = to;
+    if (reason !== undefined) allocation.reason = reason;
+    this.record(reservation, { type: 'allocation', from, to, machine: allocation.machine, reason });
+  }
+
+  /** Stores an event, marks the reservation dirty and tells whoever waits on it. */
+  record(reservation: Reservation, event: { type: EventView['type']; from?: string; to: string; machine?: string; reason?: string }): void {
+    const row = this.store.event({
+      reservationId: reservation.id,
+      at: new Date(this.now()),
+      type: event.type,
+      from: event.from ?? null,
+      to: event.to,
+      machine: event.machine ?? null,
+      reason: event.reason ?? null,
+    });
+    this.store.reservation(reservation);
+    this.changes.emit(`event:${reservation.id}`, row);
+    this.changes.emit(`change:${reservation.id}`);
+  }
+
+  /**
+   * After a failed commit: every record goes back to its last committed image, in place (waiters
+   * hold these objects), and the queue and the agents' tasks are rebuilt from them, so no change
+   * of any code path can stay in memory without being in the database.
+   */
+  rollback(): void {
+    for (const machine of this.inventory.machines.values()) {
+      const image = this.store.committedMachines.get(machine.name);
+      if (!image) continue;
+      this.inventory.setState(machine, image.row.state as MachineEntry['state']);
+      machine.reservationId = image.row.reservationId ?? undefined;
+      machine.reason = image.row.reason ?? undefined;
+      machine.failures = image.row.failures;
+      machine.pendingState = image.pendingState;
+    }
+    for (const id of this.live.keys()) if (!this.store.committedReservations.has(id)) this.live.delete(id);
+    for (const row of this.store.committedReservations.values()) {
+      const restored = reservationFromRow(row);
+      const reservation = this.live.get(row.id);
+      if (!reservation) this.live.set(row.id, restored);
+      else {
+        for (const key of Object.keys(reservation)) delete (reservation as unknown as Record<string, unknown>)[key];
+        Object.assign(reservation, restored);
+      }
+    }
+    this.parsed.clear();
+    this.tasks.clear();
+    this.queue = [...this.live.values()].filter((reservation) => reservation.state === 'queued').sort((a, b) => a.createdAt - b.createdAt);
+    for (const reservation of this.live.values()) {
+      this.addOpenTasks(reservation);
+      this.changes.emit(`change:${reservation.id}`);
+    }
+  }
+
+  /** The tasks a reservation's allocations wait for: provisioning not yet taken, releases no agent holds. */
+  addOpenTasks(reservation: Reservation): void {
+    for (const allocation of reservation.allocations) {
+      if (allocation.state === 'pending') this.addTask('provision', reservation, allocation);
+      if (allocation.state === 'releasing' && !allocation.agent) this.addTask('release', reservation, allocation);
+    }
+  }
+}
