@@ -2,6 +2,7 @@
 // release never overlaps its provisioning, a limit on tasks at once, a timeout on provisioning,
 // bounded retries with backoff for releases, and the mapping of errors to reports. Kinds implement
 // only the Provisioner interface; none of this is written per kind.
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { AgentReport, AgentTask, Stage } from '../protocol/agent.js';
 import { ProvisionError, type Provisioner, type ProvisionRequest } from '../provisioners/types.js';
 
@@ -136,7 +137,7 @@ export class TaskLoop {
           }
           return;
         }
-        await new Promise((resolve) => setTimeout(resolve, delay(attempt)));
+        await sleep(delay(attempt));
       }
     }
   }

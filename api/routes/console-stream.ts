@@ -12,6 +12,7 @@
 // A board's console comes through its relay on the lab host, which arbitrates who types across every
 // session (streams and telnet alike) after checking the reservation's console secret. A VM's console
 // is its log, watched read-only from where it stands when the stream opens.
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { IncomingMessage } from 'node:http';
 import { STATUS_CODES } from 'node:http';
 import { open, stat } from 'node:fs/promises';
@@ -205,7 +206,7 @@ function logSource(file: string, live: () => boolean): Source {
             }
             continue;
           }
-          await new Promise((resolve) => setTimeout(resolve, 250));
+          await sleep(250);
         }
         if (!closed) ended();
       })().catch(() => ended());

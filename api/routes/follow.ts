@@ -1,6 +1,7 @@
 // Streams a growing log file (a console, a job run's output) as a text answer. With `follow` the
 // answer stays open and carries what is appended until `ended()` holds; one last pass after the end
 // sends what came in before it.
+import { setTimeout as sleep } from 'node:timers/promises';
 import { open, stat } from 'node:fs/promises';
 import { PassThrough } from 'node:stream';
 import type Koa from 'koa';
@@ -46,7 +47,7 @@ async function copy(ctx: Koa.Context, body: PassThrough, locate: () => Promise<s
         finishing = true;
         continue;
       }
-      await new Promise((resolve) => setTimeout(resolve, 200));
+      await sleep(200);
     }
   } finally {
     body.end();

@@ -6,6 +6,7 @@
 // when the board has SSH, for a login with the reservation's key. Release powers the board off,
 // removes the staged files and closes the relay. The board is driven as a board: nothing here knows
 // it may be QEMU.
+import { setTimeout as sleep } from 'node:timers/promises';
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -264,7 +265,7 @@ export class BoardProvisioner implements Provisioner<BoardSettings> {
           throw new ProvisionError(`${request.machine.name}: the kernel panicked; console tail:\n${console.tail()}`, 'request', 'sshReady', { code: 'image_unbootable' });
         }
         if (Date.now() > deadline) throw new Error(`no SSH login within ${settings.timeouts.login}s (last attempt: ${prober.last})`);
-        await new Promise((resolve) => setTimeout(resolve, 100));
+        await sleep(100);
       }
     } finally {
       untap();

@@ -2,6 +2,7 @@
 // QEMU's command line, starting it (daemonized, so a VM outlives an agent that crashes), finding
 // the VMs a run directory or the process table says belong to Paddock, reading the console, and
 // stopping a VM. No reservation logic lives here.
+import { setTimeout as sleep } from 'node:timers/promises';
 import { execFile, spawn } from 'node:child_process';
 import { open, readdir, readFile, stat } from 'node:fs/promises';
 import net from 'node:net';
@@ -154,7 +155,7 @@ export async function stopVm(pid: number, marker: string): Promise<void> {
       }
     }
     if (waited > 10_000) throw new Error(`QEMU process ${pid} does not stop`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await sleep(50);
   }
 }
 

@@ -11,6 +11,7 @@
 // consoles.maxLogSize, to DATA/consoles/RESERVATION/SLOT.log, kept after release. After a crash the
 // run directories and the process table (QEMU's -pidfile path) say which VMs are Paddock's, so none
 // is leaked.
+import { setTimeout as sleep } from 'node:timers/promises';
 import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { unpackBundle, BundleError } from '../../images/bundle.js';
@@ -281,7 +282,7 @@ export class QemuProvisioner implements Provisioner<QemuSettings> {
       if (Date.now() > deadline) {
         throw await fail('boot_timeout', 'request', `not ready within ${settings.bootTimeout}s (last SSH attempt: ${prober.last})`);
       }
-      await new Promise((resolve) => setTimeout(resolve, 100));
+      await sleep(100);
     }
   }
 

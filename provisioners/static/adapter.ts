@@ -3,6 +3,7 @@
 // keys are there. Every line Paddock adds has one shape: an expiry at the reservation's hard cap,
 // `restrict,pty`, the key, and the tag `paddock:<reservationId>` as its comment, so a line of any
 // other shape is one Paddock did not write, and a key left behind stops working at the hard cap.
+import { shellQuote } from '../../protocol/ssh.js';
 import { normalizeKeyLine, scrub, sshExec, type SshClient } from '../../protocol/ssh.js';
 import { addScript, listScript, releaseScript } from './scripts.js';
 
@@ -29,11 +30,6 @@ export function expiryTime(at: Date): string {
 /** The authorized_keys line for a reservation: valid until `expiresAt`, restricted, tagged. */
 export function taggedKeyLine(publicKey: string, reservationId: string, expiresAt: Date): string {
   return `expiry-time="${expiryTime(expiresAt)}",restrict,pty ${normalizeKeyLine(publicKey)} ${reservationTag(reservationId)}`;
-}
-
-/** One shell word, single-quoted. */
-export function shellQuote(text: string): string {
-  return `'${text.replace(/'/g, `'\\''`)}'`;
 }
 
 function command(script: string, ...words: string[]): string {
