@@ -32,7 +32,11 @@ export interface AppDeps {
   telnetConsoles: boolean;
 }
 
-export function createApp({ scheduler, tokens, images, jobs, log, consolesDir, telnetConsoles }: AppDeps): { app: Koa; table: RouteTable; streams: ConsoleStreams } {
+export function createApp({ scheduler, tokens, images, jobs, log, consolesDir, telnetConsoles }: AppDeps): {
+  app: Koa;
+  table: RouteTable;
+  streams: ConsoleStreams;
+} {
   const app = new Koa();
   app.proxy = false;
   const router = new Router();

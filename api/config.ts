@@ -73,9 +73,22 @@ const listenSchema = z
   });
 
 /** A local root: an absolute folder; `{user}` in it stands for the job's owner. */
-const localRoot = z.string().refine((value) => path.isAbsolute(value) && !value.split('/').includes('..') && !/\p{Cc}/u.test(value), 'a local root is an absolute path without .. (it may hold {user})');
+const localRoot = z
+  .string()
+  .refine(
+    (value) => path.isAbsolute(value) && !value.split('/').includes('..') && !/\p{Cc}/u.test(value),
+    'a local root is an absolute path without .. (it may hold {user})',
+  );
 
-const repositoryDefaults = { transports: ['https', 'ssh'] as NetworkTransport[], localRoots: [], concurrency: 8, perUser: 2, queuePerUser: 16, timeout: 20, maxListing: 1024 * 1024 };
+const repositoryDefaults = {
+  transports: ['https', 'ssh'] as NetworkTransport[],
+  localRoots: [],
+  concurrency: 8,
+  perUser: 2,
+  queuePerUser: 16,
+  timeout: 20,
+  maxListing: 1024 * 1024,
+};
 /** Which repositories jobs may name and what resolving a ref may cost the API host (README: Jobs and runner hosts). */
 const repositoriesSchema = z.strictObject({
   transports: z.array(z.enum(networkTransports)).default(repositoryDefaults.transports),
@@ -194,9 +207,15 @@ function locator(text: string): (issuePath: PropertyKey[]) => string {
   const lineCounter = new LineCounter();
   const document = parseDocument(text, { lineCounter });
   return (issuePath) => {
-    const node = document.getIn(issuePath.map((part) => (typeof part === 'symbol' ? String(part) : part)), true);
+    const node = document.getIn(
+      issuePath.map((part) => (typeof part === 'symbol' ? String(part) : part)),
+      true,
+    );
     const line = isNode(node) && node.range ? lineCounter.linePos(node.range[0]).line : undefined;
-    const dotted = issuePath.reduce<string>((text, part) => (typeof part === 'number' ? `${text}[${part}]` : text ? `${text}.${String(part)}` : String(part)), '');
+    const dotted = issuePath.reduce<string>(
+      (text, part) => (typeof part === 'number' ? `${text}[${part}]` : text ? `${text}.${String(part)}` : String(part)),
+      '',
+    );
     return `${line === undefined ? '' : `line ${line}: `}${dotted || '(top)'}`;
   };
 }
@@ -235,7 +254,10 @@ export function parseConfig(text: string, file = '<config>'): Config {
   const where = (issuePath: PropertyKey[]) => (located ??= locator(text))(issuePath);
   const parsed = configSchema.safeParse(raw);
   if (!parsed.success) {
-    throw new ConfigError(file, parsed.error.issues.map((issue) => `${where(issue.path)}: ${issue.message}`));
+    throw new ConfigError(
+      file,
+      parsed.error.issues.map((issue) => `${where(issue.path)}: ${issue.message}`),
+    );
   }
   const config = parsed.data;
   const problems: string[] = [];
@@ -280,7 +302,12 @@ export function parseConfig(text: string, file = '<config>'): Config {
  * A kind whose machines stand for something outside (a static host's login) has one machine per
  * identity: `count` would copy it, and two entries with one identity would share it.
  */
-function identityProblems(kind: KindDescriptor, machine: MachineConfig, identities: Map<string, string>, where: (issuePath: PropertyKey[]) => string): string[] {
+function identityProblems(
+  kind: KindDescriptor,
+  machine: MachineConfig,
+  identities: Map<string, string>,
+  where: (issuePath: PropertyKey[]) => string,
+): string[] {
   if (!kind.identities) return [];
   const problems: string[] = [];
   const own = kind.identities(machine.settings);

@@ -32,7 +32,10 @@ export interface TextOptions {
 /** A string from a person: refused (400 invalid_request) with a control character or a lone surrogate. */
 export function text(options: TextOptions) {
   const refused = options.lines ? controlCharacterInLines : controlCharacter;
-  let schema = z.string().min(options.min ?? 0).max(options.max);
+  let schema = z
+    .string()
+    .min(options.min ?? 0)
+    .max(options.max);
   if (options.pattern) schema = schema.regex(options.pattern, options.message);
   return schema
     .refine((value) => !refused.test(value), `control characters are not allowed${options.lines ? ' (tab and newline are)' : ''}`)
@@ -42,7 +45,10 @@ export function text(options: TextOptions) {
 
 /** A string a machine printed (stderr, a console): any character, stored as it is, bounded. */
 export function machineText(max: number) {
-  return z.string().max(max).meta({ [textMarker]: 'machine' });
+  return z
+    .string()
+    .max(max)
+    .meta({ [textMarker]: 'machine' });
 }
 
 /** Names of things (machines, tokens, jobs, runner hosts, agents): letters, digits, . _ - (and @ where said). */

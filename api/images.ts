@@ -37,7 +37,9 @@ export interface UploadRequest {
 /** Checks a name or tag: no slashes, no dots at the start, nothing that could leave the store. */
 export function checkName(what: 'name' | 'tag', value: string): string {
   if (!namePattern.test(value) || value.includes('..')) {
-    throw new ApiError(400, 'invalid_name', `image ${what} ${JSON.stringify(value)} is not allowed: use a-z, 0-9, . _ - (no "..", up to 100)`, { [what]: value });
+    throw new ApiError(400, 'invalid_name', `image ${what} ${JSON.stringify(value)} is not allowed: use a-z, 0-9, . _ - (no "..", up to 100)`, {
+      [what]: value,
+    });
   }
   return value;
 }
@@ -78,7 +80,10 @@ export class ImageCatalog {
     /** Whether a live reservation names this image ref. */
     private readonly inUse: (ref: string) => boolean,
     /** The provider pools' images (OpenStack Glance), and the pools that could not be asked. */
-    private readonly providers: () => Promise<{ images: ProviderImage[]; errors: { pool: string; message: string }[] }> = async () => ({ images: [], errors: [] }),
+    private readonly providers: () => Promise<{ images: ProviderImage[]; errors: { pool: string; message: string }[] }> = async () => ({
+      images: [],
+      errors: [],
+    }),
   ) {}
 
   /** Per-user limits on stored bytes and uploads at once (api/quotas.ts); none when unset. */
@@ -121,7 +126,13 @@ export class ImageCatalog {
     let blob;
     try {
       blob = await refusals(
-        () => this.blobs.receive(body, { maxBytes: this.limits.maxSize, grant, idleTimeoutMs: this.idleTimeoutMs, ...(request.expectedSha256 ? { expectedSha256: request.expectedSha256 } : {}) }),
+        () =>
+          this.blobs.receive(body, {
+            maxBytes: this.limits.maxSize,
+            grant,
+            idleTimeoutMs: this.idleTimeoutMs,
+            ...(request.expectedSha256 ? { expectedSha256: request.expectedSha256 } : {}),
+          }),
         this.limits.maxSize,
       );
     } finally {
@@ -129,29 +140,40 @@ export class ImageCatalog {
     }
     const now = new Date();
     const row: ImageRow = {
-      ref, name, tag, format: request.format, arch: request.arch, size: blob.size, sha256: blob.sha256, owner: caller.name,
-      createdAt: now, expiresAt: request.expiresInSeconds === undefined ? null : new Date(now.getTime() + request.expiresInSeconds * 1000),
+      ref,
+      name,
+      tag,
+      format: request.format,
+      arch: request.arch,
+      size: blob.size,
+      sha256: blob.sha256,
+      owner: caller.name,
+      createdAt: now,
+      expiresAt: request.expiresInSeconds === undefined ? null : new Date(now.getTime() + request.expiresInSeconds * 1000),
       // New content under the tag: its boot record starts afresh.
-      bootFailures: 0, lastBootFailure: null,
+      bootFailures: 0,
+      lastBootFailure: null,
     };
     // The blob and the record that names it appear together, under the digest's lock; the tag's
     // lock makes `before` the record this upload really replaces, whose blob may now be unused.
-    const replaced = await this.tagQueues.run(ref, () => this.blobs.withDigest(blob.sha256, async () => {
-      try {
-        await blob.place();
-      } catch (error) {
-        await blob.discard();
-        throw error;
-      }
-      const before = plainRow(await this.db.images.findByPk(ref, { raw: true }));
-      try {
-        await this.recordWithinQuota(caller, row);
-      } catch (error) {
-        await this.dropIfUnused(blob.sha256);
-        throw error;
-      }
-      return before?.sha256;
-    }));
+    const replaced = await this.tagQueues.run(ref, () =>
+      this.blobs.withDigest(blob.sha256, async () => {
+        try {
+          await blob.place();
+        } catch (error) {
+          await blob.discard();
+          throw error;
+        }
+        const before = plainRow(await this.db.images.findByPk(ref, { raw: true }));
+        try {
+          await this.recordWithinQuota(caller, row);
+        } catch (error) {
+          await this.dropIfUnused(blob.sha256);
+          throw error;
+        }
+        return before?.sha256;
+      }),
+    );
     if (replaced !== undefined && replaced !== blob.sha256) await this.collectBlob(replaced);
     return imageView(row);
   }
@@ -187,7 +209,15 @@ export class ImageCatalog {
   }
 
   async list(): Promise<ImageView[]> {
-    return plainRows(await this.db.images.findAll({ order: [['name', 'ASC'], ['tag', 'ASC']], raw: true })).map(imageView);
+    return plainRows(
+      await this.db.images.findAll({
+        order: [
+          ['name', 'ASC'],
+          ['tag', 'ASC'],
+        ],
+        raw: true,
+      }),
+    ).map(imageView);
   }
 
   /** Paddock's images, then the provider pools' (unless `local`), with the pools that did not answer. */

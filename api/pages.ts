@@ -48,7 +48,10 @@ export function pageOf(ctx: Koa.Context, keyLength: number): Page {
   } catch {
     after = undefined;
   }
-  const valid = Array.isArray(after) && after.length === keyLength && after.every((part) => typeof part === 'string' || (typeof part === 'number' && Number.isFinite(part)));
+  const valid =
+    Array.isArray(after) &&
+    after.length === keyLength &&
+    after.every((part) => typeof part === 'string' || (typeof part === 'number' && Number.isFinite(part)));
   if (!valid) throw new ApiError(400, 'invalid_request', 'not a cursor of this list: pass the Paddock-Next-Cursor of the page before, unchanged');
   return { limit, after: after as Key };
 }

@@ -83,7 +83,11 @@ export class RepositoryResolver {
       const timer = setTimeout(() => {
         this.waiters.splice(this.waiters.indexOf(waiter), 1);
         const mine = this.runningFor.get(owner) ?? 0;
-        reject(mine >= this.config.perUser ? busy(`your ${mine} repositories being read took all your turns`, this.config.perUser, 'user') : busy('the API host is reading as many repositories as it may; try again shortly', this.config.concurrency, 'server'));
+        reject(
+          mine >= this.config.perUser
+            ? busy(`your ${mine} repositories being read took all your turns`, this.config.perUser, 'user')
+            : busy('the API host is reading as many repositories as it may; try again shortly', this.config.concurrency, 'server'),
+        );
       }, this.config.timeout * 1000);
       this.waiters.push(waiter);
     });
@@ -95,7 +99,7 @@ export class RepositoryResolver {
     const left = (this.runningFor.get(owner) ?? 1) - 1;
     if (left > 0) this.runningFor.set(owner, left);
     else this.runningFor.delete(owner);
-    for (let index = 0; index < this.waiters.length && this.running < this.config.concurrency; ) {
+    for (let index = 0; index < this.waiters.length && this.running < this.config.concurrency;) {
       const waiter = this.waiters[index];
       if (this.canStart(waiter.owner)) {
         this.waiters.splice(index, 1);

@@ -58,7 +58,13 @@ export async function startApi(options: ServeOptions): Promise<RunningApi> {
   await scheduler.start();
   const blobs = new BlobStore(path.join(config.dataDir, 'images'), config.images.reserve);
   await blobs.init();
-  const images = new ImageCatalog(db, blobs, config.images, (ref) => scheduler.reservations.imageInUse(ref), () => providerImages(pools, { dataDir: config.dataDir, log }));
+  const images = new ImageCatalog(
+    db,
+    blobs,
+    config.images,
+    (ref) => scheduler.reservations.imageInUse(ref),
+    () => providerImages(pools, { dataDir: config.dataDir, log }),
+  );
   images.quotas = quotas;
   scheduler.agents.onImageFailure = (ref, reason) =>
     void images.recordBootFailure(ref, reason).catch((error: unknown) => log(`cannot count a boot failure on ${ref}: ${(error as Error).message}`));
@@ -89,7 +95,15 @@ export async function startApi(options: ServeOptions): Promise<RunningApi> {
     return account;
   };
   await jobs.start();
-  const { app, table, streams } = createApp({ scheduler, tokens, images, jobs, log, consolesDir: path.join(config.dataDir, 'consoles'), telnetConsoles: config.consoles.telnet });
+  const { app, table, streams } = createApp({
+    scheduler,
+    tokens,
+    images,
+    jobs,
+    log,
+    consolesDir: path.join(config.dataDir, 'consoles'),
+    telnetConsoles: config.consoles.telnet,
+  });
   const server = app.listen(config.listen.port, config.listen.host);
   // No limit on a whole request: an image upload of many GB takes as long as the network needs,
   // and is cut only when it stalls (images.idleTimeout). Headers still have to come in time.

@@ -70,14 +70,18 @@ async function main(): Promise<void> {
       if (created.body.state !== 'allocated') throw new Error(`live reservation ${index}: ${JSON.stringify(created.body)}`);
     }
     const listed = await request(server.port, server.token, 'GET', '/v1/reservations?limit=1000');
-    console.log(`server resident memory at 10,000 machines with ${listed.body.length} live reservations: ${rssMiB(server.child.pid!).toFixed(1)} MiB (aim: under 200 MB)`);
+    console.log(
+      `server resident memory at 10,000 machines with ${listed.body.length} live reservations: ${rssMiB(server.child.pid!).toFixed(1)} MiB (aim: under 200 MB)`,
+    );
   } finally {
     await stopServer(server);
   }
   const baseline = results[0];
   const largest = results[results.length - 1];
   console.log(`ratio of per-allocation cost, 10,000 machines to 100 (baseline): ${(largest.latencyMs / baseline.latencyMs).toFixed(2)} (aim: at most 2)`);
-  console.log(`ratio of cycles/s, 10,000 machines to 100: ${(largest.cyclesPerSecond / baseline.cyclesPerSecond).toFixed(2)}; best ${Math.max(...results.map((r) => r.cyclesPerSecond)).toFixed(0)} cycles/s (aim: at least 1,000)`);
+  console.log(
+    `ratio of cycles/s, 10,000 machines to 100: ${(largest.cyclesPerSecond / baseline.cyclesPerSecond).toFixed(2)}; best ${Math.max(...results.map((r) => r.cyclesPerSecond)).toFixed(0)} cycles/s (aim: at least 1,000)`,
+  );
   agent.destroy();
 }
 

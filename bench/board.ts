@@ -23,7 +23,10 @@ const run = promisify(execFile);
 const rounds = Number(process.argv[2] ?? 5);
 const root = path.resolve(import.meta.dirname, '..');
 const built = execFileSync('bash', [path.join(root, 'images/recipes/build-test-images.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
-const imageDir = built.split('\n').find((line) => line.startsWith('arm64-initramfs '))!.split(' ')[1];
+const imageDir = built
+  .split('\n')
+  .find((line) => line.startsWith('arm64-initramfs '))!
+  .split(' ')[1];
 // The same TFTP root as the board tests: one tftpd-hpa serves a host's port 69.
 const tftpRoot = '/tmp/paddock-test-tftp';
 const dir = mkdtempSync(path.join(os.tmpdir(), 'paddock-bench-board-'));
@@ -58,15 +61,39 @@ async function plain(): Promise<number> {
   port.write(' ');
   await until(/=> $/);
   for (const command of [
-    'setenv autoload no', 'setenv ipaddr 10.0.2.15', 'setenv netmask 255.255.255.0', 'setenv gatewayip 10.0.2.2', 'setenv serverip 127.0.0.1',
-    'tftpboot ${kernel_addr_r} plain/kernel', 'setenv kernel_comp_addr_r 0x48000000', 'setenv kernel_comp_size ${filesize}',
-    'tftpboot ${ramdisk_addr_r} plain/initrd', 'setenv initrd ${ramdisk_addr_r}:${filesize}', `setenv bootargs '${cmdline} paddock.authorized_key=${key}'`,
+    'setenv autoload no',
+    'setenv ipaddr 10.0.2.15',
+    'setenv netmask 255.255.255.0',
+    'setenv gatewayip 10.0.2.2',
+    'setenv serverip 127.0.0.1',
+    'tftpboot ${kernel_addr_r} plain/kernel',
+    'setenv kernel_comp_addr_r 0x48000000',
+    'setenv kernel_comp_size ${filesize}',
+    'tftpboot ${ramdisk_addr_r} plain/initrd',
+    'setenv initrd ${ramdisk_addr_r}:${filesize}',
+    `setenv bootargs '${cmdline} paddock.authorized_key=${key}'`,
   ]) {
     await type(command);
   }
   port.write('booti ${kernel_addr_r} ${initrd} ${fdtcontroladdr}\n');
   for (;;) {
-    const login = await run('ssh', ['-q', '-i', path.join(dir, 'key'), '-p', String(board.sshPort), '-o', 'BatchMode=yes', '-o', 'ConnectTimeout=2', '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', 'root@127.0.0.1', 'true']).then(
+    const login = await run('ssh', [
+      '-q',
+      '-i',
+      path.join(dir, 'key'),
+      '-p',
+      String(board.sshPort),
+      '-o',
+      'BatchMode=yes',
+      '-o',
+      'ConnectTimeout=2',
+      '-o',
+      'StrictHostKeyChecking=no',
+      '-o',
+      'UserKnownHostsFile=/dev/null',
+      'root@127.0.0.1',
+      'true',
+    ]).then(
       () => true,
       () => false,
     );
@@ -80,7 +107,11 @@ async function plain(): Promise<number> {
   return elapsed;
 }
 
-const config = { ...parseConfig(`machines:\n${lab.boardYaml(board, { tftpRoot })}\n`), listen: { host: '127.0.0.1', port: 0 }, dataDir: path.join(dir, 'data') };
+const config = {
+  ...parseConfig(`machines:\n${lab.boardYaml(board, { tftpRoot })}\n`),
+  listen: { host: '127.0.0.1', port: 0 },
+  dataDir: path.join(dir, 'data'),
+};
 let server = await serve({ config, log: () => undefined });
 const client = () => new Paddock({ url: server.url, token: readFileSync(server.adminTokenFile, 'utf8').trim() });
 await client().images.upload(path.join(imageDir, 'bundle.tar'), { name: 'arm', format: 'bundle', arch: 'arm64' });
@@ -101,7 +132,7 @@ async function throughPaddock(): Promise<number> {
 
 try {
   console.log(`first boot through Paddock (image download and bundle unpack included): ${(await throughPaddock()).toFixed(2)} s`);
-  await compareToPlain({ rounds, what: 'board reserve→ready', aim: 1.10, plain: () => plain(), paddock: throughPaddock });
+  await compareToPlain({ rounds, what: 'board reserve→ready', aim: 1.1, plain: () => plain(), paddock: throughPaddock });
 } finally {
   await server.close();
   await lab.stop();

@@ -1,6 +1,12 @@
 // Reserve→ready through Paddock against a plain script doing the same by hand: rounds alternate
 // which goes first (so neither always runs on a warmer machine), and the medians are compared.
-export async function compareToPlain(options: { rounds: number; what: string; aim: number; plain: (round: number) => Promise<number>; paddock: () => Promise<number> }): Promise<void> {
+export async function compareToPlain(options: {
+  rounds: number;
+  what: string;
+  aim: number;
+  plain: (round: number) => Promise<number>;
+  paddock: () => Promise<number>;
+}): Promise<void> {
   const times: { plain: number; paddock: number }[] = [];
   for (let round = 0; round < options.rounds; round++) {
     const time = { plain: 0, paddock: 0 };

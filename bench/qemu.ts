@@ -21,7 +21,10 @@ const run = promisify(execFile);
 const rounds = Number(process.argv[2] ?? 7);
 const root = path.resolve(import.meta.dirname, '..');
 const built = execFileSync('bash', [path.join(root, 'images/recipes/build-test-images.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
-const imageDir = built.split('\n').find((line) => line.startsWith('x86-initramfs '))!.split(' ')[1];
+const imageDir = built
+  .split('\n')
+  .find((line) => line.startsWith('x86-initramfs '))!
+  .split(' ')[1];
 const dir = mkdtempSync(path.join(os.tmpdir(), 'paddock-bench-qemu-'));
 
 // The plain script: what a lab would write by hand without Paddock.

@@ -22,17 +22,19 @@ const vm = { role: 'main', spec: 'type=vm', count: 1 };
 function configYaml(port: number): string {
   const machine = (name: string, type: string) =>
     `  - { name: ${name}, kind: static, labels: { type: ${type} }, capacities: { cpus: 2 }, settings: { address: ${name}.lab, user: ci, adminKey: /nonexistent } }`;
-  return [
-    `listen: 127.0.0.1:${port}`,
-    'dataDir: data',
-    'agent: { enabled: false }',
-    'lease: { default: 2h, max: 8h }',
-    'queue: { timeout: 4h }',
-    'quotas: { default: { reservations: 1000, queued: 1000, machines: 1000 } }',
-    'machines:',
-    ...Array.from({ length: boards }, (_, index) => machine(`board-${index}`, 'board')),
-    ...Array.from({ length: vms }, (_, index) => machine(`vm-${index}`, 'vm')),
-  ].join('\n') + '\n';
+  return (
+    [
+      `listen: 127.0.0.1:${port}`,
+      'dataDir: data',
+      'agent: { enabled: false }',
+      'lease: { default: 2h, max: 8h }',
+      'queue: { timeout: 4h }',
+      'quotas: { default: { reservations: 1000, queued: 1000, machines: 1000 } }',
+      'machines:',
+      ...Array.from({ length: boards }, (_, index) => machine(`board-${index}`, 'board')),
+      ...Array.from({ length: vms }, (_, index) => machine(`vm-${index}`, 'vm')),
+    ].join('\n') + '\n'
+  );
 }
 
 const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
@@ -53,7 +55,9 @@ async function makeQueue(server: Server, tokens: string[]): Promise<number> {
     Array.from({ length: 32 }, async () => {
       while (next < users * perUser) {
         const index = next++;
-        const created = await request(server.port, tokens[index % users], 'POST', '/v1/reservations', { members: [{ role: 'main', spec: 'type=board', count: 1 }] });
+        const created = await request(server.port, tokens[index % users], 'POST', '/v1/reservations', {
+          members: [{ role: 'main', spec: 'type=board', count: 1 }],
+        });
         if (created.status !== 201 || created.body.state !== 'queued') throw new Error(`queue ${index}: ${created.status} ${JSON.stringify(created.body)}`);
       }
     }),
@@ -92,7 +96,11 @@ async function main(): Promise<void> {
     if (hold.body.state !== 'allocated') throw new Error(`hold: ${JSON.stringify(hold.body)}`);
     await cyclesPerSecond(server, 1, 64, vm);
     const baselineRate = await cyclesPerSecond(server, quick ? 3 : 10, 64, vm);
-    const emptyPage = median(await Promise.all(Array.from({ length: 5 }, () => timed(server, server.token, '/v1/reservations?all=1&limit=100'))).then((all) => all.map((each) => each.ms)));
+    const emptyPage = median(
+      await Promise.all(Array.from({ length: 5 }, () => timed(server, server.token, '/v1/reservations?all=1&limit=100'))).then((all) =>
+        all.map((each) => each.ms),
+      ),
+    );
     await sleep(1000);
     const rssBefore = rssMiB(server.child.pid!);
 
@@ -100,20 +108,27 @@ async function main(): Promise<void> {
     await sleep(1000);
     const rssAfter = rssMiB(server.child.pid!);
     console.log(`queued ${users * perUser} requests from ${users} users at ${createRate.toFixed(0)} requests/s`);
-    console.log(`memory per queued request: ${(((rssAfter - rssBefore) * 1024) / (users * perUser)).toFixed(2)} KiB (resident ${rssBefore.toFixed(1)} → ${rssAfter.toFixed(1)} MiB)`);
+    console.log(
+      `memory per queued request: ${(((rssAfter - rssBefore) * 1024) / (users * perUser)).toFixed(2)} KiB (resident ${rssBefore.toFixed(1)} → ${rssAfter.toFixed(1)} MiB)`,
+    );
 
     const rounds = quick ? 10 : 30;
     const samples = { first: [] as number[], deep: [] as number[], user: [] as number[], thousand: [] as number[] };
     let cursor: string | undefined;
-    for (let page = 0; page < 60; page++) cursor = (await timed(server, server.token, `/v1/reservations?all=1&limit=100${cursor ? `&cursor=${cursor}` : ''}`)).next;
+    for (let page = 0; page < 60; page++)
+      cursor = (await timed(server, server.token, `/v1/reservations?all=1&limit=100${cursor ? `&cursor=${cursor}` : ''}`)).next;
     for (let round = 0; round < rounds; round++) {
       samples.first.push((await timed(server, server.token, '/v1/reservations?all=1&limit=100')).ms);
       samples.deep.push((await timed(server, server.token, `/v1/reservations?all=1&limit=100&cursor=${cursor}`)).ms);
       samples.user.push((await timed(server, tokens[round % users], '/v1/reservations?limit=100')).ms);
       samples.thousand.push((await timed(server, server.token, '/v1/reservations?all=1&limit=1000')).ms);
     }
-    console.log(`one page of 100 of everyone's ${users * perUser + 1} reservations: ${median(samples.first).toFixed(1)} ms median, ${max(samples.first).toFixed(1)} ms max (empty queue: ${emptyPage.toFixed(1)} ms) (aim: under 50 ms)`);
-    console.log(`the 61st page of 100: ${median(samples.deep).toFixed(1)} ms median; one user's page of their 100: ${median(samples.user).toFixed(1)} ms median; a page of 1,000: ${median(samples.thousand).toFixed(1)} ms median`);
+    console.log(
+      `one page of 100 of everyone's ${users * perUser + 1} reservations: ${median(samples.first).toFixed(1)} ms median, ${max(samples.first).toFixed(1)} ms max (empty queue: ${emptyPage.toFixed(1)} ms) (aim: under 50 ms)`,
+    );
+    console.log(
+      `the 61st page of 100: ${median(samples.deep).toFixed(1)} ms median; one user's page of their 100: ${median(samples.user).toFixed(1)} ms median; a page of 1,000: ${median(samples.thousand).toFixed(1)} ms median`,
+    );
 
     for (const lists of [1, 4]) {
       const during = await healthDuringLists(server, '/v1/reservations?all=1&limit=100', quick ? 3 : 10, lists);
@@ -122,7 +137,9 @@ async function main(): Promise<void> {
       );
     }
     const rate = await cyclesPerSecond(server, quick ? 3 : 10, 64, vm);
-    console.log(`reserve+release cycles/s from 64 clients with the queue there: ${rate.toFixed(0)} (no queue, same run: ${baselineRate.toFixed(0)}; ratio ${(rate / baselineRate).toFixed(2)}) (aim: at least 1,000)`);
+    console.log(
+      `reserve+release cycles/s from 64 clients with the queue there: ${rate.toFixed(0)} (no queue, same run: ${baselineRate.toFixed(0)}; ratio ${(rate / baselineRate).toFixed(2)}) (aim: at least 1,000)`,
+    );
     const still = await timed(server, server.token, '/v1/reservations?all=1&limit=1000');
     if (still.count !== 1000) throw new Error('the queue should still be there');
   } finally {

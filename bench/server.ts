@@ -52,11 +52,24 @@ export async function stopServer(server: Server): Promise<void> {
 /** The fields of the API's answers the benchmarks read. */
 export type Answer = { id: string; state: string; length: number; token: string };
 
-export function request(port: number, token: string, method: string, pathname: string, body?: unknown): Promise<{ status: number; body: Answer; headers: http.IncomingHttpHeaders }> {
+export function request(
+  port: number,
+  token: string,
+  method: string,
+  pathname: string,
+  body?: unknown,
+): Promise<{ status: number; body: Answer; headers: http.IncomingHttpHeaders }> {
   return new Promise((resolve, reject) => {
     const payload = body === undefined ? undefined : JSON.stringify(body);
     const req = http.request(
-      { host: '127.0.0.1', port, method, path: pathname, agent, headers: { authorization: `Bearer ${token}`, ...(payload ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : {}) } },
+      {
+        host: '127.0.0.1',
+        port,
+        method,
+        path: pathname,
+        agent,
+        headers: { authorization: `Bearer ${token}`, ...(payload ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : {}) },
+      },
       (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (chunk: Buffer) => chunks.push(chunk));

@@ -41,7 +41,9 @@ const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floo
 const bare = median(times['node -e 0']);
 for (const name of Object.keys(commands)) {
   const value = median(times[name]);
-  console.log(`${name.padEnd(16)} median ${value.toFixed(3)} s over ${rounds} runs: ${(value - bare).toFixed(3)} s over bare Node, ratio ${(value / bare).toFixed(2)}`);
+  console.log(
+    `${name.padEnd(16)} median ${value.toFixed(3)} s over ${rounds} runs: ${(value - bare).toFixed(3)} s over bare Node, ratio ${(value / bare).toFixed(2)}`,
+  );
 }
 console.log(`aim: paddock ls within 0.250 s of bare Node: ${(median(times['paddock ls']) - bare).toFixed(3)} s`);
 
@@ -63,4 +65,6 @@ for (let round = 0; round < Math.min(rounds, 7); round++) {
   await new Promise((resolve) => child.once('exit', resolve));
   rmSync(dir, { recursive: true, force: true });
 }
-console.log(`paddock serve (embedded defaults) ready in ${median(serveTimes).toFixed(3)} s median over ${serveTimes.length} starts (bare Node ${bare.toFixed(3)} s; aim: under 1 s)`);
+console.log(
+  `paddock serve (embedded defaults) ready in ${median(serveTimes).toFixed(3)} s median over ${serveTimes.length} starts (bare Node ${bare.toFixed(3)} s; aim: under 1 s)`,
+);

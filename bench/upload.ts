@@ -24,7 +24,11 @@ const fd = openSync(file, 'w');
 for (let index = 0; index < mib; index++) writeSync(fd, chunk);
 closeSync(fd);
 
-const config = { ...parseConfig(`images: { maxSize: ${mib + 1}MiB }\nagent: { enabled: false }`), listen: { host: '127.0.0.1', port: 0 }, dataDir: path.join(dir, 'data') };
+const config = {
+  ...parseConfig(`images: { maxSize: ${mib + 1}MiB }\nagent: { enabled: false }`),
+  listen: { host: '127.0.0.1', port: 0 },
+  dataDir: path.join(dir, 'data'),
+};
 const server = await serve({ config, log: () => undefined });
 try {
   const token = (await import('node:fs')).readFileSync(server.adminTokenFile, 'utf8').trim();
@@ -39,9 +43,25 @@ try {
     const cpSeconds = seconds(() => execFileSync('cp', [file, path.join(dir, `copy-${round}`)]));
     rmSync(path.join(dir, `copy-${round}`));
     const started = process.hrtime.bigint();
-    await run(process.execPath, [path.resolve(import.meta.dirname, '../bin/paddock.js'), 'images', 'upload', file, '--name', 'bench', '--tag', `round-${round}`, '--format', 'raw', '--quiet'], {
-      env: { ...process.env, PADDOCK_URL: server.url, PADDOCK_TOKEN: token },
-    });
+    await run(
+      process.execPath,
+      [
+        path.resolve(import.meta.dirname, '../bin/paddock.js'),
+        'images',
+        'upload',
+        file,
+        '--name',
+        'bench',
+        '--tag',
+        `round-${round}`,
+        '--format',
+        'raw',
+        '--quiet',
+      ],
+      {
+        env: { ...process.env, PADDOCK_URL: server.url, PADDOCK_TOKEN: token },
+      },
+    );
     const uploadSeconds = Number(process.hrtime.bigint() - started) / 1e9;
     await paddock.images.remove(`bench:round-${round}`);
     rates.push({ cp: mib / cpSeconds, upload: mib / uploadSeconds });

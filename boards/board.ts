@@ -33,7 +33,10 @@ const bootSettingsSchema = z.strictObject({
    */
   storage: z.strictObject({ interface: z.enum(['virtio', 'mmc', 'scsi', 'usb']), device: z.number().int().min(0).default(0) }).optional(),
   /** kernel_comp_addr_r for gzip-compressed arm64 kernels. */
-  decompressAddress: z.string().regex(/^0x[0-9a-fA-F]+$/).default('0x48000000'),
+  decompressAddress: z
+    .string()
+    .regex(/^0x[0-9a-fA-F]+$/)
+    .default('0x48000000'),
 });
 
 export type BootSettings = z.output<typeof bootSettingsSchema>;

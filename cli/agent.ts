@@ -30,12 +30,15 @@ export async function runAgent(options: AgentCommandOptions): Promise<Agent> {
   const unknown = kinds?.filter((kind) => !knownKinds().includes(kind)) ?? [];
   if (unknown.length > 0) throw new PaddockError(`agent: unknown kind ${unknown.join(', ')}; the kinds are ${knownKinds().join(', ')}`, 'configuration');
   const concurrency = Number(options.concurrency);
-  if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 256) throw new PaddockError(`agent: --concurrency ${options.concurrency} is not a whole number from 1 to 256`, 'configuration');
+  if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 256)
+    throw new PaddockError(`agent: --concurrency ${options.concurrency} is not a whole number from 1 to 256`, 'configuration');
   const paddock = new Paddock({ token }); // checks PADDOCK_URL
   const url = process.env.PADDOCK_URL!;
   const me = await paddock.whoami();
-  if (me.role !== 'agent') throw new PaddockError(`an agent needs a token of role agent; this one is ${me.role} (paddock token create ${options.name} --role agent)`, 'forbidden');
-  if (me.name !== options.name) throw new PaddockError(`this token is for agent ${me.name}, not ${options.name}: an agent token speaks only for its own name`, 'forbidden');
+  if (me.role !== 'agent')
+    throw new PaddockError(`an agent needs a token of role agent; this one is ${me.role} (paddock token create ${options.name} --role agent)`, 'forbidden');
+  if (me.name !== options.name)
+    throw new PaddockError(`this token is for agent ${me.name}, not ${options.name}: an agent token speaks only for its own name`, 'forbidden');
   const dataDir = path.resolve(options.data);
   const agent = new Agent({ url, token, name: options.name, dataDir, concurrency, ...(kinds ? { kinds } : {}), log: (line) => console.error(line) });
   agent.start();

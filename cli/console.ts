@@ -24,11 +24,17 @@ export function memberMachine(reservation: Reservation, member: string): string 
 /** Runs the session until `~.`, the end of stdin, or the console closing; resolves with the exit code. */
 export async function interactiveConsole(reservation: Reservation, options: InteractiveOptions): Promise<number> {
   const machine = options.machine ?? (options.member ? memberMachine(reservation, options.member) : undefined);
-  const session = await reservation.openConsole({ ...(machine ? { machine } : {}), ...(options.readOnly ? {} : { write: true }), ...(options.takeover ? { takeover: true } : {}) });
+  const session = await reservation.openConsole({
+    ...(machine ? { machine } : {}),
+    ...(options.readOnly ? {} : { write: true }),
+    ...(options.takeover ? { takeover: true } : {}),
+  });
   const stdin = process.stdin;
   const raw = stdin.isTTY === true;
   const notice = (text: string) => process.stderr.write(`${raw ? '\r\n' : ''}[paddock: ${text}]${raw ? '\r\n' : '\n'}`);
-  notice(`${session.mode === 'write' ? 'you type' : 'read-only'} on ${reservation.id}${machine ? ` ${machine}` : ''}; ~. quits, ~t takes typing over, ~? helps`);
+  notice(
+    `${session.mode === 'write' ? 'you type' : 'read-only'} on ${reservation.id}${machine ? ` ${machine}` : ''}; ~. quits, ~t takes typing over, ~? helps`,
+  );
   session.on('mode', ({ mode, reason }: { mode: string; reason: string }) => notice(`${mode === 'write' ? 'you type' : 'read-only'}: ${reason}`));
   session.on('notice', (text: string) => notice(text));
   session.on('data', (bytes: Buffer) => process.stdout.write(bytes));

@@ -8,7 +8,10 @@ import type { Paddock } from '../client/index.js';
 const mib = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
 
 /** A progress line: redrawn in place on a terminal, every 10 % otherwise (logs stay short). */
-export function progressBar(label: string, stream: NodeJS.WriteStream = process.stderr): { update(done: number, total: number | undefined): void; finish(done: number): void } {
+export function progressBar(
+  label: string,
+  stream: NodeJS.WriteStream = process.stderr,
+): { update(done: number, total: number | undefined): void; finish(done: number): void } {
   const started = Date.now();
   let lastStep = -1;
   const line = (done: number, total: number | undefined) => {
@@ -43,7 +46,9 @@ function describe(image: ImageView): string {
     `${image.ref}  ${image.format} ${image.arch}  ${mib(image.size)}`,
     `sha256 ${image.sha256}`,
     `owner ${image.owner}, created ${image.createdAt}${image.expiresAt ? `, expires ${image.expiresAt}` : ''}, origin ${image.origin}`,
-    ...(image.bootFailures ? [`failed to boot ${image.bootFailures} time${image.bootFailures === 1 ? '' : 's'}; last: ${image.lastBootFailure?.split('\n')[0] ?? ''}`] : []),
+    ...(image.bootFailures
+      ? [`failed to boot ${image.bootFailures} time${image.bootFailures === 1 ? '' : 's'}; last: ${image.lastBootFailure?.split('\n')[0] ?? ''}`]
+      : []),
   ].join('\n');
 }
 
@@ -65,7 +70,10 @@ export function addImageCommands(cli: Command, client: () => Paddock, print: (va
       const bar = options.quiet ? undefined : progressBar(`uploading ${path.basename(file)}`);
       let sent = 0;
       const image = await client().images.upload(file, {
-        name: options.name, tag: options.tag, format: options.format, arch: options.arch,
+        name: options.name,
+        tag: options.tag,
+        format: options.format,
+        arch: options.arch,
         ...(options.expires ? { expires: options.expires } : {}),
         onProgress: (done, total) => {
           sent = done;
@@ -92,7 +100,15 @@ export function addImageCommands(cli: Command, client: () => Paddock, print: (va
           ...list.map((image) =>
             image.origin === 'paddock'
               ? [image.ref, 'paddock', image.format, image.arch, mib(image.size), image.owner, image.expiresAt ?? '-']
-              : [image.ref, `${image.origin}${image.paddockRef ? ` (from ${image.paddockRef})` : ''}`, image.format ?? '-', '-', image.size === undefined ? '-' : mib(image.size), '-', '-'],
+              : [
+                  image.ref,
+                  `${image.origin}${image.paddockRef ? ` (from ${image.paddockRef})` : ''}`,
+                  image.format ?? '-',
+                  '-',
+                  image.size === undefined ? '-' : mib(image.size),
+                  '-',
+                  '-',
+                ],
           ),
         ]),
       );

@@ -55,8 +55,13 @@ function summary(view: ReservationView) {
     state: view.state,
     ...(view.reason ? { reason: view.reason } : {}),
     members: view.allocations.map((allocation) => ({
-      role: allocation.role, index: allocation.index, machine: allocation.machine,
-      host: allocation.host, port: allocation.port, user: allocation.user, hostKey: allocation.hostKey,
+      role: allocation.role,
+      index: allocation.index,
+      machine: allocation.machine,
+      host: allocation.host,
+      port: allocation.port,
+      user: allocation.user,
+      hostKey: allocation.hostKey,
       ...(allocation.console ? { console: allocation.console } : {}),
       ...(allocation.failure ? { failure: allocation.failure } : {}),
     })),
@@ -65,7 +70,14 @@ function summary(view: ReservationView) {
 
 function table(rows: string[][]): string {
   const widths = rows[0].map((_, column) => Math.max(...rows.map((row) => row[column].length)));
-  return rows.map((row) => row.map((cell, column) => cell.padEnd(widths[column])).join('  ').trimEnd()).join('\n');
+  return rows
+    .map((row) =>
+      row
+        .map((cell, column) => cell.padEnd(widths[column]))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
 }
 
 function showReservation(view: ReservationView): string {
@@ -77,20 +89,27 @@ function showReservation(view: ReservationView): string {
   for (const member of view.members) lines.push(`member ${member.role} ×${member.count}: ${member.spec}${member.image ? ` (image ${member.image})` : ''}`);
   for (const allocation of view.allocations) {
     const where = `${allocation.host ? ` ${allocation.user}@${allocation.host}:${allocation.port}` : ''}${allocation.console ? ` console telnet ${allocation.console.host} ${allocation.console.port}` : ''}${allocation.failure ? ` failed: ${allocation.failure.code}` : ''}`;
-    const stages = Object.entries(allocation.stages).map(([stage, at]) => `${stage} ${String(at).slice(11, 19)}`).join(', ');
+    const stages = Object.entries(allocation.stages)
+      .map(([stage, at]) => `${stage} ${String(at).slice(11, 19)}`)
+      .join(', ');
     lines.push(`  ${allocation.role}.${allocation.index} ${allocation.machine} ${allocation.state}${where}${stages ? ` [${stages}]` : ''}`);
   }
   return lines.join('\n');
 }
 
 function showExplain(explained: ExplainView): string {
-  return [`matches: ${explained.matches.join(', ') || 'none'}`, ...explained.rejected.map((entry) => `  ${entry.machine}: ${entry.term}: ${entry.reason}`)].join('\n');
+  return [
+    `matches: ${explained.matches.join(', ') || 'none'}`,
+    ...explained.rejected.map((entry) => `  ${entry.machine}: ${entry.term}: ${entry.reason}`),
+  ].join('\n');
 }
 
 function showReservationExplain(explained: ReservationExplainView): string {
   const lines = [`${explained.id} ${explained.state}${explained.queuePosition ? `, queue position ${explained.queuePosition}` : ''}`];
   for (const member of explained.members) {
-    lines.push(`${member.role} ×${member.count} (${member.spec}): matches ${member.matches.join(', ') || 'none'}; free now ${member.available.join(', ') || 'none'}`);
+    lines.push(
+      `${member.role} ×${member.count} (${member.spec}): matches ${member.matches.join(', ') || 'none'}; free now ${member.available.join(', ') || 'none'}`,
+    );
     for (const entry of member.rejected) lines.push(`  ${entry.machine}: ${entry.term}: ${entry.reason}`);
   }
   return lines.join('\n');
@@ -116,9 +135,27 @@ async function openSsh(id: string, target: string | undefined, command: string[]
     await writeFile(keyFile, credentials.privateKey, { mode: 0o600 });
     await writeFile(knownHosts, `${machine.port === 22 ? machine.host : `[${machine.host}]:${machine.port}`} ${machine.hostKey}\n`, { mode: 0o600 });
     const args = [
-      '-i', keyFile, '-o', 'IdentitiesOnly=yes', '-o', 'StrictHostKeyChecking=yes', '-o', `UserKnownHostsFile=${knownHosts}`,
-      '-o', 'GlobalKnownHostsFile=/dev/null', '-o', 'UpdateHostKeys=no', '-o', 'LogLevel=ERROR',
-      '-p', String(machine.port), '-l', machine.user, '--', machine.host, ...command,
+      '-i',
+      keyFile,
+      '-o',
+      'IdentitiesOnly=yes',
+      '-o',
+      'StrictHostKeyChecking=yes',
+      '-o',
+      `UserKnownHostsFile=${knownHosts}`,
+      '-o',
+      'GlobalKnownHostsFile=/dev/null',
+      '-o',
+      'UpdateHostKeys=no',
+      '-o',
+      'LogLevel=ERROR',
+      '-p',
+      String(machine.port),
+      '-l',
+      machine.user,
+      '--',
+      machine.host,
+      ...command,
     ];
     // Until ssh exits, signals go to it (a ^C reaches it through the terminal anyway), so this
     // process lives on to remove the key.
@@ -179,8 +216,8 @@ export function program(remoteCommand: string[] = []): Command {
     .command('serve')
     .description('run the API with a local lab-host agent (the embedded default) until a signal stops it')
     .option('--config <file>', 'the YAML config (listen address, data directory, machines); without it, two local QEMU VM slots')
-    .option('--listen <host:port>', 'listen here instead of the config\'s address (default 127.0.0.1:7300)')
-    .option('--data <dir>', 'keep data here instead of the config\'s dataDir (default ./paddock-data)')
+    .option('--listen <host:port>', "listen here instead of the config's address (default 127.0.0.1:7300)")
+    .option('--data <dir>', "keep data here instead of the config's dataDir (default ./paddock-data)")
     .action(async (options: { config?: string; listen?: string; data?: string }) => {
       const { runServer } = await import('./server-process.js');
       // returns once listening; the server keeps the process alive
@@ -237,14 +274,20 @@ export function program(remoteCommand: string[] = []): Command {
   cli
     .command('ls')
     .description('your live reservations')
-    .option('--all', 'every user\'s (admins)')
+    .option('--all', "every user's (admins)")
     .option('--ended', 'include ended ones')
     .option('--json', 'the reservations as JSON')
     .action(async (options) => {
       const list = await client().list({ all: options.all, ended: options.ended });
       if (options.json) return print(list);
       if (list.length === 0) return print('no reservations');
-      const rows = list.map((view) => [view.id, view.state, view.owner, view.allocations.map((allocation) => allocation.machine).join(',') || '-', view.expiresAt ?? '-']);
+      const rows = list.map((view) => [
+        view.id,
+        view.state,
+        view.owner,
+        view.allocations.map((allocation) => allocation.machine).join(',') || '-',
+        view.expiresAt ?? '-',
+      ]);
       print(table([['ID', 'STATE', 'OWNER', 'MACHINES', 'EXPIRES'], ...rows]));
     });
 
@@ -258,15 +301,21 @@ export function program(remoteCommand: string[] = []): Command {
     .option('-i, --interactive', 'attach the terminal to the live console (~. quits, ~t takes typing over)')
     .option('--takeover', 'with -i: type now, demoting whoever types')
     .option('--read-only', 'with -i: only watch')
-    .action(async (id: string, member: string | undefined, options: { machine?: string; follow?: boolean; interactive?: boolean; takeover?: boolean; readOnly?: boolean }) => {
-      const reservation = await client().reservation(id, { renew: false });
-      if (options.interactive) {
-        process.exitCode = await interactiveConsole(reservation, { ...options, ...(member ? { member } : {}) });
-        return;
-      }
-      const machine = options.machine ?? (member ? memberMachine(reservation, member) : undefined);
-      await reservation.console(process.stdout, { ...(machine ? { machine } : {}), ...(options.follow ? { follow: true } : {}) });
-    });
+    .action(
+      async (
+        id: string,
+        member: string | undefined,
+        options: { machine?: string; follow?: boolean; interactive?: boolean; takeover?: boolean; readOnly?: boolean },
+      ) => {
+        const reservation = await client().reservation(id, { renew: false });
+        if (options.interactive) {
+          process.exitCode = await interactiveConsole(reservation, { ...options, ...(member ? { member } : {}) });
+          return;
+        }
+        const machine = options.machine ?? (member ? memberMachine(reservation, member) : undefined);
+        await reservation.console(process.stdout, { ...(machine ? { machine } : {}), ...(options.follow ? { follow: true } : {}) });
+      },
+    );
 
   cli
     .command('show')
@@ -301,7 +350,7 @@ export function program(remoteCommand: string[] = []): Command {
 
   cli
     .command('ssh')
-    .description('log in to a member with OpenSSH, the reservation\'s key and a pinned host key; paddock ssh ID [TARGET] [-- CMD…]')
+    .description("log in to a member with OpenSSH, the reservation's key and a pinned host key; paddock ssh ID [TARGET] [-- CMD…]")
     .argument('<id>')
     .argument('[target]', 'role, role.N or role[N] (default: the first machine)')
     .action(async (id: string, target: string | undefined) => {
@@ -344,8 +393,13 @@ export function program(remoteCommand: string[] = []): Command {
       const list = await client().machines();
       if (options.json) return print(list);
       const rows = list.map((machine) => [
-        machine.name, machine.kind, machine.state, machine.reservationId ?? '-',
-        Object.entries(machine.labels).map(([key, value]) => `${key}=${value}`).join(' '),
+        machine.name,
+        machine.kind,
+        machine.state,
+        machine.reservationId ?? '-',
+        Object.entries(machine.labels)
+          .map(([key, value]) => `${key}=${value}`)
+          .join(' '),
       ]);
       print(table([['NAME', 'KIND', 'STATE', 'RESERVATION', 'LABELS'], ...rows]));
     });

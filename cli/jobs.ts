@@ -22,7 +22,12 @@ function describeRun(run: RunView): string {
     `${run.id}: ${run.state}${run.exitCode !== undefined ? ` (exit code ${run.exitCode})` : ''}${run.signal ? ` (signal ${run.signal})` : ''}`,
     `  job ${run.job}: ${run.repository} ${run.ref} at ${run.commit}, script ${run.script}`,
   ];
-  if (Object.keys(run.parameters).length > 0) lines.push(`  parameters: ${Object.entries(run.parameters).map(([name, value]) => `${name}=${value}`).join(' ')}`);
+  if (Object.keys(run.parameters).length > 0)
+    lines.push(
+      `  parameters: ${Object.entries(run.parameters)
+        .map(([name, value]) => `${name}=${value}`)
+        .join(' ')}`,
+    );
   if (run.runner) lines.push(`  runner host ${run.runner}`);
   lines.push(`  created ${run.createdAt}${run.startedAt ? `, started ${run.startedAt}` : ''}${run.endedAt ? `, ended ${run.endedAt}` : ''}`);
   if (run.reason) lines.push(`  ${run.fault === 'infrastructure' ? 'infrastructure: ' : ''}${run.reason}`);
@@ -51,7 +56,14 @@ export function addJobCommands(cli: Command, client: () => Paddock, print: (valu
     .option('--time-limit <duration>', 'e.g. 30m', '1h')
     .option('--json', 'JSON')
     .action(async (name: string, options) => {
-      const job = await client().jobs.add({ name, repository: options.repo, ref: options.ref, script: options.script, parameters: options.param, timeLimit: options.timeLimit });
+      const job = await client().jobs.add({
+        name,
+        repository: options.repo,
+        ref: options.ref,
+        script: options.script,
+        parameters: options.param,
+        timeLimit: options.timeLimit,
+      });
       print(options.json ? job : `${job.name} (${job.id}): ${job.repository} ${job.ref}, script ${job.script}`);
     });
 
@@ -64,7 +76,12 @@ export function addJobCommands(cli: Command, client: () => Paddock, print: (valu
       const list = await client().jobs.list({ all: options.all });
       if (options.json) return print(list);
       if (list.length === 0) return print('no jobs');
-      print(table([['JOB', 'OWNER', 'REPOSITORY', 'REF', 'SCRIPT', 'LIMIT'], ...list.map((job: JobView) => [job.name, job.owner, job.repository, job.ref, job.script, `${job.timeLimitSeconds}s`])]));
+      print(
+        table([
+          ['JOB', 'OWNER', 'REPOSITORY', 'REF', 'SCRIPT', 'LIMIT'],
+          ...list.map((job: JobView) => [job.name, job.owner, job.repository, job.ref, job.script, `${job.timeLimitSeconds}s`]),
+        ]),
+      );
     });
 
   jobs
@@ -72,7 +89,7 @@ export function addJobCommands(cli: Command, client: () => Paddock, print: (valu
     .description('run a job at the commit its ref points at now; --wait follows its output until it ends')
     .argument('<job>', 'name or id')
     .option('--param <name=value>', 'override a parameter (repeat for more)', collectParam, {})
-    .option('--wait', 'follow the output and exit with the run\'s outcome (0 passed, 1 failed, 124 timed out, 130 cancelled)')
+    .option('--wait', "follow the output and exit with the run's outcome (0 passed, 1 failed, 124 timed out, 130 cancelled)")
     .option('--json', 'JSON')
     .action(async (job: string, options) => {
       const paddock = client();
@@ -97,7 +114,12 @@ export function addJobCommands(cli: Command, client: () => Paddock, print: (valu
       const list = await client().jobs.runs({ ...(job ? { job } : {}), all: options.all });
       if (options.json) return print(list);
       if (list.length === 0) return print('no runs');
-      print(table([['RUN', 'JOB', 'STATE', 'EXIT', 'COMMIT', 'CREATED'], ...list.map((run) => [run.id, run.job, run.state, run.exitCode === undefined ? '-' : String(run.exitCode), run.commit.slice(0, 12), run.createdAt])]));
+      print(
+        table([
+          ['RUN', 'JOB', 'STATE', 'EXIT', 'COMMIT', 'CREATED'],
+          ...list.map((run) => [run.id, run.job, run.state, run.exitCode === undefined ? '-' : String(run.exitCode), run.commit.slice(0, 12), run.createdAt]),
+        ]),
+      );
     });
 
   jobs
@@ -117,7 +139,13 @@ export function addJobCommands(cli: Command, client: () => Paddock, print: (valu
       print(
         [
           `${job.name} (${job.id}), owner ${job.owner}: ${job.repository} ${job.ref}, script ${job.script}, time limit ${job.timeLimitSeconds}s`,
-          ...(Object.keys(job.parameters).length > 0 ? [`  parameters: ${Object.entries(job.parameters).map(([name, value]) => `${name}=${value}`).join(' ')}`] : []),
+          ...(Object.keys(job.parameters).length > 0
+            ? [
+                `  parameters: ${Object.entries(job.parameters)
+                  .map(([name, value]) => `${name}=${value}`)
+                  .join(' ')}`,
+              ]
+            : []),
           ...runs.map((run) => `  ${run.id} ${run.state}${run.exitCode !== undefined ? ` (exit code ${run.exitCode})` : ''} ${run.createdAt}`),
         ].join('\n'),
       );
@@ -154,7 +182,7 @@ export function addJobCommands(cli: Command, client: () => Paddock, print: (valu
   jobs
     .command('reproduce')
     .description(
-      "run a run again here: the same commit, script and parameters, with a token made for the reproduction (never yours); what it reserves is released when it ends. The script runs as you on this machine: reproduce only code you trust",
+      'run a run again here: the same commit, script and parameters, with a token made for the reproduction (never yours); what it reserves is released when it ends. The script runs as you on this machine: reproduce only code you trust',
     )
     .argument('<run>')
     .option('--keep <dir>', 'check out into this directory and keep it')
@@ -168,15 +196,27 @@ export function addJobCommands(cli: Command, client: () => Paddock, print: (valu
       const workDir = options.keep ? path.resolve(options.keep) : mkdtempSync(path.join(os.tmpdir(), 'paddock-reproduce-'));
       const controller = new AbortController();
       process.once('SIGINT', () => controller.abort(new Error('interrupted')));
-      console.error(`${task.id}: reproducing ${task.job} at ${task.commit.slice(0, 12)} (${task.script}) in ${workDir}, token ${reproduction.id} until ${reproduction.expiresAt}`);
+      console.error(
+        `${task.id}: reproducing ${task.job} at ${task.commit.slice(0, 12)} (${task.script}) in ${workDir}, token ${reproduction.id} until ${reproduction.expiresAt}`,
+      );
       try {
-        const outcome = await execute({ task, url, workDir: options.keep ? workDir : path.join(workDir, 'run'), onOutput: (chunk) => process.stdout.write(chunk), signal: controller.signal });
+        const outcome = await execute({
+          task,
+          url,
+          workDir: options.keep ? workDir : path.join(workDir, 'run'),
+          onOutput: (chunk) => process.stdout.write(chunk),
+          signal: controller.signal,
+        });
         print(`${outcome.outcome}${outcome.exitCode !== undefined ? ` (exit code ${outcome.exitCode})` : ''}${outcome.reason ? `: ${outcome.reason}` : ''}`);
         if (outcome.result !== undefined) print(`result: ${JSON.stringify(outcome.result)}`);
         process.exitCode = outcome.outcome === 'passed' ? 0 : outcome.outcome === 'timed_out' ? 124 : 1;
       } finally {
         // As on a runner host, nothing the reproduction reserved outlives it, and its token goes.
-        await paddock.jobs.endReproduction(reproduction.id).catch((error: unknown) => console.error(`${reproduction.id}: could not end the reproduction (${(error as Error).message}); it ends at ${reproduction.expiresAt}`));
+        await paddock.jobs
+          .endReproduction(reproduction.id)
+          .catch((error: unknown) =>
+            console.error(`${reproduction.id}: could not end the reproduction (${(error as Error).message}); it ends at ${reproduction.expiresAt}`),
+          );
         if (!options.keep) rmSync(workDir, { recursive: true, force: true });
       }
     });
@@ -189,7 +229,12 @@ export function addJobCommands(cli: Command, client: () => Paddock, print: (valu
       const list = await client().jobs.runners();
       if (options.json) return print(list);
       if (list.length === 0) return print('no runner host has been heard from');
-      print(table([['RUNNER', 'ALIVE', 'LAST SEEN', 'RUNS'], ...list.map((each) => [each.name, each.alive ? 'yes' : 'no', each.lastSeen, each.runs.join(',') || '-'])]));
+      print(
+        table([
+          ['RUNNER', 'ALIVE', 'LAST SEEN', 'RUNS'],
+          ...list.map((each) => [each.name, each.alive ? 'yes' : 'no', each.lastSeen, each.runs.join(',') || '-']),
+        ]),
+      );
     });
 
   cli
@@ -215,20 +260,25 @@ export function addJobCommands(cli: Command, client: () => Paddock, print: (valu
       try {
         token = await workerToken(options.tokenFile);
         users = options.singleUser ? undefined : RunUsers.parse(options.runUids);
-        if (users && users.size < slots) throw new SetupError(`--run-uids ${options.runUids} has ${users.size} uids for ${slots} slots: give each slot one at least`);
+        if (users && users.size < slots)
+          throw new SetupError(`--run-uids ${options.runUids} has ${users.size} uids for ${slots} slots: give each slot one at least`);
         await prepareHost(workRoot, users);
       } catch (error) {
-        if (error instanceof SetupError || error instanceof IsolationError || error instanceof TokenError) throw new PaddockError(`runner host: ${error.message}`, 'configuration');
+        if (error instanceof SetupError || error instanceof IsolationError || error instanceof TokenError)
+          throw new PaddockError(`runner host: ${error.message}`, 'configuration');
         throw error;
       }
       const paddock = new Paddock({ token }); // checks PADDOCK_URL
       const url = process.env.PADDOCK_URL!;
       const me = await paddock.whoami();
-      if (me.role !== 'runner' && me.role !== 'admin') throw new PaddockError(`a runner host needs a token of role runner; this one is ${me.role} (paddock token create NAME --role runner)`, 'forbidden');
+      if (me.role !== 'runner' && me.role !== 'admin')
+        throw new PaddockError(`a runner host needs a token of role runner; this one is ${me.role} (paddock token create NAME --role runner)`, 'forbidden');
       options.name ??= me.name;
       const runner = new Runner({ url, token, name: options.name, workRoot, slots, users, heartbeatMs: Math.max(0.1, Number(options.heartbeat)) * 1000 });
       runner.start();
-      const isolation = users ? `each run as a uid of its own from ${options.runUids}, in a PID namespace of its own` : 'SINGLE-USER: scripts run as this user, can read its token and each other, and are not isolated';
+      const isolation = users
+        ? `each run as a uid of its own from ${options.runUids}, in a PID namespace of its own`
+        : 'SINGLE-USER: scripts run as this user, can read its token and each other, and are not isolated';
       console.error(`runner host ${options.name}: pulling runs from ${url} (${slots} at once; ${isolation})`);
       const stop = () => {
         console.error(`runner host ${options.name}: stopping`);

@@ -53,12 +53,12 @@ export class LeaseExpiredError extends PaddockError {}
 /** The reservation ended (failed, expired, cancelled, released) while the client waited for it. */
 export class ReservationFailedError extends PaddockError {
   constructor(readonly view: ReservationView) {
-    super(
-      `reservation ${view.id} is ${view.state}: ${view.reason ?? 'no reason given'}`,
-      'reservation_failed',
-      undefined,
-      { id: view.id, state: view.state, reason: view.reason, code: failureCode(view) },
-    );
+    super(`reservation ${view.id} is ${view.state}: ${view.reason ?? 'no reason given'}`, 'reservation_failed', undefined, {
+      id: view.id,
+      state: view.state,
+      reason: view.reason,
+      code: failureCode(view),
+    });
   }
   get state(): ReservationState {
     return this.view.state;

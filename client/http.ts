@@ -64,7 +64,10 @@ export class Http {
   }
 
   /** GET, with the answer's headers. */
-  async getWithHeaders<T>(path: string, searchParams?: Record<string, string | number>): Promise<{ body: T; headers: Record<string, string | string[] | undefined> }> {
+  async getWithHeaders<T>(
+    path: string,
+    searchParams?: Record<string, string | number>,
+  ): Promise<{ body: T; headers: Record<string, string | string[] | undefined> }> {
     const response = await this.call(() => this.client.get(path, { searchParams, timeout: { connect: 10_000, request: requestTimeoutMs } }));
     return { body: JSON.parse(response.body) as T, headers: response.headers };
   }
@@ -74,7 +77,10 @@ export class Http {
    * `Paddock-Next-Cursor` until the last page (a server that does not paginate answers in one).
    * The headers are the first page's.
    */
-  async getAll<T>(path: string, searchParams: Record<string, string | number> = {}): Promise<{ items: T[]; headers: Record<string, string | string[] | undefined> }> {
+  async getAll<T>(
+    path: string,
+    searchParams: Record<string, string | number> = {},
+  ): Promise<{ items: T[]; headers: Record<string, string | string[] | undefined> }> {
     const items: T[] = [];
     let first: Record<string, string | string[] | undefined> | undefined;
     let cursor: string | undefined;
@@ -101,7 +107,16 @@ export class Http {
    * way and sent last, as the `Paddock-Sha256` HTTP trailer, and the server checks it before it
    * keeps anything. (Node's http, not got: got cannot send trailers.)
    */
-  putWithDigest<T>(path: string, options: { body: Readable; size: number; headers: Record<string, string>; searchParams?: Record<string, string>; onProgress?: (sent: number, total: number) => void }): Promise<T> {
+  putWithDigest<T>(
+    path: string,
+    options: {
+      body: Readable;
+      size: number;
+      headers: Record<string, string>;
+      searchParams?: Record<string, string>;
+      onProgress?: (sent: number, total: number) => void;
+    },
+  ): Promise<T> {
     const url = new URL(`${this.options.url.replace(/\/+$/, '')}/${path}`);
     url.username = '';
     url.password = '';
@@ -109,7 +124,13 @@ export class Http {
     return new Promise<T>((resolve, reject) => {
       const request = (url.protocol === 'https:' ? httpsRequest : httpRequest)(url, {
         method: 'PUT',
-        headers: { ...options.headers, authorization: `Bearer ${this.options.token}`, 'user-agent': 'paddock-client', trailer: 'Paddock-Sha256', 'paddock-size': String(options.size) },
+        headers: {
+          ...options.headers,
+          authorization: `Bearer ${this.options.token}`,
+          'user-agent': 'paddock-client',
+          trailer: 'Paddock-Sha256',
+          'paddock-size': String(options.size),
+        },
         timeout: requestTimeoutMs,
       });
       const fail = (error: unknown) => {
@@ -117,7 +138,13 @@ export class Http {
         reject(error);
       };
       request.on('timeout', () => request.destroy(new Error('timed out')));
-      request.on('error', (error: NodeJS.ErrnoException) => fail(new PaddockConnectionError(`cannot reach Paddock at ${this.where}: ${error.code ?? error.message}`, 'connection_failed', undefined, { reason: error.code ?? error.message })));
+      request.on('error', (error: NodeJS.ErrnoException) =>
+        fail(
+          new PaddockConnectionError(`cannot reach Paddock at ${this.where}: ${error.code ?? error.message}`, 'connection_failed', undefined, {
+            reason: error.code ?? error.message,
+          }),
+        ),
+      );
       request.on('response', (response) => {
         const chunks: Buffer[] = [];
         response.on('data', (chunk: Buffer) => chunks.push(chunk));
@@ -127,7 +154,9 @@ export class Http {
           try {
             body = JSON.parse(text);
           } catch {
-            return fail(new PaddockError(`${this.where} answered with something that is not JSON; is it a Paddock server?`, 'invalid_response', response.statusCode));
+            return fail(
+              new PaddockError(`${this.where} answered with something that is not JSON; is it a Paddock server?`, 'invalid_response', response.statusCode),
+            );
           }
           if ((response.statusCode ?? 500) >= 400) return fail(errorFromBody(response.statusCode ?? 500, text, { secrets: [this.options.token] }));
           resolve(body as T);
@@ -169,7 +198,10 @@ export class Http {
     url.password = '';
     url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
     for (const [key, value] of Object.entries(searchParams)) url.searchParams.set(key, value);
-    const socket = new WebSocketClass(url, { headers: { authorization: `Bearer ${this.options.token}`, 'user-agent': 'paddock-client' }, handshakeTimeout: 30_000 });
+    const socket = new WebSocketClass(url, {
+      headers: { authorization: `Bearer ${this.options.token}`, 'user-agent': 'paddock-client' },
+      handshakeTimeout: 30_000,
+    });
     const opened = new Promise<void>((resolve, reject) => {
       socket.once('open', () => resolve());
       socket.once('unexpected-response', (_request, response) => {
@@ -181,14 +213,22 @@ export class Http {
         });
       });
       socket.once('error', (error: NodeJS.ErrnoException) =>
-        reject(new PaddockConnectionError(`cannot reach Paddock at ${this.where}: ${error.code ?? error.message}`, 'connection_failed', undefined, { reason: error.code ?? error.message })),
+        reject(
+          new PaddockConnectionError(`cannot reach Paddock at ${this.where}: ${error.code ?? error.message}`, 'connection_failed', undefined, {
+            reason: error.code ?? error.message,
+          }),
+        ),
       );
     });
     return { socket, opened };
   }
 
   /** GET of raw bytes into a file, with download progress; `range` asks for part of it. */
-  async download(path: string, target: Writable, options: { range?: string; onProgress?: (received: number, total: number | undefined) => void } = {}): Promise<void> {
+  async download(
+    path: string,
+    target: Writable,
+    options: { range?: string; onProgress?: (received: number, total: number | undefined) => void } = {},
+  ): Promise<void> {
     const stream = this.client.stream.get(path, { headers: options.range ? { range: options.range } : {}, timeout: { connect: 10_000 } });
     if (options.onProgress) stream.on('downloadProgress', (progress) => options.onProgress!(progress.transferred, progress.total));
     try {

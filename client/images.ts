@@ -22,7 +22,6 @@ function path(ref: string): string {
   return `v1/images/${encodeURIComponent(name)}/${encodeURIComponent(tag)}`;
 }
 
-
 export class Images {
   constructor(private readonly http: Http) {}
 
@@ -64,7 +63,11 @@ export class Images {
   }
 
   /** Downloads into `file`; `range` is `start-end` (bytes, inclusive) for part of it. */
-  async download(ref: string, file: string, options: { range?: string; onProgress?: (received: number, total: number | undefined) => void } = {}): Promise<void> {
+  async download(
+    ref: string,
+    file: string,
+    options: { range?: string; onProgress?: (received: number, total: number | undefined) => void } = {},
+  ): Promise<void> {
     await this.http.download(`${path(ref)}/content`, createWriteStream(file), {
       ...(options.range ? { range: `bytes=${options.range}` } : {}),
       ...(options.onProgress ? { onProgress: options.onProgress } : {}),

@@ -180,7 +180,11 @@ export class Reservation {
         if (view.state === 'ready') return this;
         if (isOver(view.state)) throw new ReservationFailedError(view);
         const left = Math.ceil((deadline - Date.now()) / 1000);
-        if (left <= 0) throw new TimeoutError(`reservation ${this.id} was not ready in time (it is ${view.state})`, 'timeout', undefined, { id: this.id, state: view.state });
+        if (left <= 0)
+          throw new TimeoutError(`reservation ${this.id} was not ready in time (it is ${view.state})`, 'timeout', undefined, {
+            id: this.id,
+            state: view.state,
+          });
         const wait = Math.min(left, 60);
         view = await this.http.get<ReservationView>(this.path(), { wait: 'ready', timeout: wait }, wait);
         this.adopt(view);

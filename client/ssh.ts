@@ -39,7 +39,14 @@ export async function connect(target: SshTarget): Promise<Client> {
     throw new PaddockError(`no usable host key for ${where(target)}; is the member ready?`, 'host_key_missing');
   }
   try {
-    const { client } = await sshConnect({ host: target.host, port: target.port, user: target.user, privateKey: target.privateKey, expectedHostKey: pinned, timeoutMs: 20_000 });
+    const { client } = await sshConnect({
+      host: target.host,
+      port: target.port,
+      user: target.user,
+      privateKey: target.privateKey,
+      expectedHostKey: pinned,
+      timeoutMs: 20_000,
+    });
     return client;
   } catch (error) {
     if (error instanceof SshError && error.reason === 'hostKey') {
@@ -76,27 +83,29 @@ async function withConnection<T>(target: SshTarget, work: (client: Client) => Pr
 
 /** Runs a shell command on the member; resolves with its output and exit status. */
 export function runCommand(target: SshTarget, command: string): Promise<CommandResult> {
-  return withConnection(target, (client) =>
-    new Promise<CommandResult>((resolve, reject) => {
-      client.exec(command, (error: Error | undefined, channel: ClientChannel) => {
-        if (error) return reject(new PaddockError(`cannot run a command on ${where(target)}: ${error.message}`, 'ssh_failed'));
-        const stdout: Buffer[] = [];
-        const stderr: Buffer[] = [];
-        let code: number | null = null;
-        let signal: string | undefined;
-        channel.on('data', (chunk: Buffer) => stdout.push(chunk));
-        channel.stderr.on('data', (chunk: Buffer) => stderr.push(chunk));
-        channel.on('exit', (status: number | null, signalName?: string) => {
-          code = typeof status === 'number' ? status : null;
-          if (typeof signalName === 'string') signal = signalName;
+  return withConnection(
+    target,
+    (client) =>
+      new Promise<CommandResult>((resolve, reject) => {
+        client.exec(command, (error: Error | undefined, channel: ClientChannel) => {
+          if (error) return reject(new PaddockError(`cannot run a command on ${where(target)}: ${error.message}`, 'ssh_failed'));
+          const stdout: Buffer[] = [];
+          const stderr: Buffer[] = [];
+          let code: number | null = null;
+          let signal: string | undefined;
+          channel.on('data', (chunk: Buffer) => stdout.push(chunk));
+          channel.stderr.on('data', (chunk: Buffer) => stderr.push(chunk));
+          channel.on('exit', (status: number | null, signalName?: string) => {
+            code = typeof status === 'number' ? status : null;
+            if (typeof signalName === 'string') signal = signalName;
+          });
+          channel.on('close', () => {
+            const result: CommandResult = { stdout: Buffer.concat(stdout).toString('utf8'), stderr: Buffer.concat(stderr).toString('utf8'), code };
+            if (signal !== undefined) result.signal = signal;
+            resolve(result);
+          });
         });
-        channel.on('close', () => {
-          const result: CommandResult = { stdout: Buffer.concat(stdout).toString('utf8'), stderr: Buffer.concat(stderr).toString('utf8'), code };
-          if (signal !== undefined) result.signal = signal;
-          resolve(result);
-        });
-      });
-    }),
+      }),
   );
 }
 
@@ -162,8 +171,7 @@ function catCopy(client: Client, target: SshTarget, command: string, file: { fro
       if (file.from) {
         channel.resume(); // the command's (empty) output must be read for the channel to close
         (local as ReadStream).pipe(channel);
-      }
-      else channel.pipe(local as WriteStream);
+      } else channel.pipe(local as WriteStream);
     });
   });
 }

@@ -175,10 +175,16 @@ try {
   const boardImage = parameter('BOARD_IMAGE');
   const boardSpec = parameter('BOARD_SPEC', 'arch=arm64');
   const boardCount = Number(parameter('BOARD_COUNT', '2'));
-  if (!Number.isInteger(boardCount) || boardCount < 1 || boardCount > 64) throw new JobError(`BOARD_COUNT must be a whole number from 1 to 64, not ${JSON.stringify(parameter('BOARD_COUNT'))}`);
+  if (!Number.isInteger(boardCount) || boardCount < 1 || boardCount > 64)
+    throw new JobError(`BOARD_COUNT must be a whole number from 1 to 64, not ${JSON.stringify(parameter('BOARD_COUNT'))}`);
   const runId = process.env.PADDOCK_RUN_ID?.replace(/\s+/g, ' ').trim() || `local-${randomBytes(4).toString('hex')}`;
   const stamp = `${runId}/${randomBytes(6).toString('hex')}`;
-  const slug = runId.toLowerCase().replace(/[^a-z0-9._-]+/g, '-').replace(/^[^a-z0-9]+/, '').slice(0, 80) || randomBytes(4).toString('hex');
+  const slug =
+    runId
+      .toLowerCase()
+      .replace(/[^a-z0-9._-]+/g, '-')
+      .replace(/^[^a-z0-9]+/, '')
+      .slice(0, 80) || randomBytes(4).toString('hex');
   const imageName = `flagship-${slug}`;
   result.runId = runId;
 
@@ -211,7 +217,8 @@ try {
       const made = keyValues(await check(builder, 'build', `sh ${quote(`${work}/build.sh`)} ${quote(work)} ${quote(runId)} ${quote(stamp)}`, 'the build'));
       await builder.copyFrom('build', `${work}/initrd.out`, path.join(bundleDir, 'initrd'));
       const sha256 = await fileSha256(path.join(bundleDir, 'initrd'));
-      if (sha256 !== made.sha256) throw new JobError(`the initrd copied back differs from the one built (sha256 ${sha256.slice(0, 12)}…, built ${made.sha256?.slice(0, 12)}…)`);
+      if (sha256 !== made.sha256)
+        throw new JobError(`the initrd copied back differs from the one built (sha256 ${sha256.slice(0, 12)}…, built ${made.sha256?.slice(0, 12)}…)`);
       const allocation = builder.view.allocations[0];
       result.build = {
         reservation: builder.id,
@@ -261,7 +268,8 @@ try {
           const target = `${allocation.role}.${allocation.index}`;
           const output = await check(boards, target, 'paddock-check', 'paddock-check');
           const said = keyValues(output);
-          if (said.stamp !== stamp) throw new JobError(`${allocation.machine} did not boot this build: its stamp is ${JSON.stringify(said.stamp)}, not ${JSON.stringify(stamp)}`);
+          if (said.stamp !== stamp)
+            throw new JobError(`${allocation.machine} did not boot this build: its stamp is ${JSON.stringify(said.stamp)}, not ${JSON.stringify(stamp)}`);
           if (said.machine !== 'aarch64') throw new JobError(`${allocation.machine} is ${JSON.stringify(said.machine)}, not aarch64`);
           log(`${allocation.machine}: runs build ${said.stamp} (built ${said.built}) on ${said.machine}, kernel ${said.kernel}`);
           return { machine: allocation.machine, role: target, output };
@@ -272,8 +280,12 @@ try {
   }
 
   result.durations.total = seconds(started);
-  const durations = Object.entries(result.durations).map(([name, value]) => `${name} ${value}s`).join(', ');
-  log(`summary: built ${image.ref} on ${result.build?.machine}, booted on ${result.boards.map((board) => board.machine).join(' and ')}, all checked; ${durations}`);
+  const durations = Object.entries(result.durations)
+    .map(([name, value]) => `${name} ${value}s`)
+    .join(', ');
+  log(
+    `summary: built ${image.ref} on ${result.build?.machine}, booted on ${result.boards.map((board) => board.machine).join(' and ')}, all checked; ${durations}`,
+  );
 } catch (error) {
   let message = error instanceof Error ? error.message : String(error);
   if (error instanceof ReservationFailedError && error.failureCode) message += ` [${error.failureCode}]`;

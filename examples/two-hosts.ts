@@ -74,7 +74,9 @@ try {
   }
   console.log(`copied build:${remote} to test intact: ${readFileSync(artifact, 'utf8').trim()}`);
 
-  console.log(`summary: ${answers.map((answer) => `${answer.role}=${answer.hostname}`).join(', ')}; file checksum ${expected.slice(0, 12)}…; releasing ${reservation.id}`);
+  console.log(
+    `summary: ${answers.map((answer) => `${answer.role}=${answer.hostname}`).join(', ')}; file checksum ${expected.slice(0, 12)}…; releasing ${reservation.id}`,
+  );
 } catch (error) {
   console.error(`job failed: ${(error as Error).message}`);
   process.exitCode = 1;

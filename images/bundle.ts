@@ -45,7 +45,6 @@ export class BundleError extends Error {
   }
 }
 
-
 /**
  * Unpacks `archive` into `dir` unless a finished unpack is already there. The members are listed
  * and checked before anything is written; the unpack goes to a temporary directory renamed into
@@ -134,7 +133,11 @@ async function tar(args: string[]): Promise<string> {
     const { stdout } = await run('tar', args, { maxBuffer: 1024 * 1024, env: { ...process.env, LC_ALL: 'C' } });
     return stdout;
   } catch (error) {
-    const stderr = String((error as { stderr?: string }).stderr ?? '').trim().split('\n').slice(-2).join('; ');
+    const stderr = String((error as { stderr?: string }).stderr ?? '')
+      .trim()
+      .split('\n')
+      .slice(-2)
+      .join('; ');
     throw new BundleError(`not a readable bundle archive${stderr ? `: ${stderr}` : ''}`);
   }
 }

@@ -110,7 +110,8 @@ export class BlobStore {
       transform(chunk: Buffer, _encoding, callback) {
         size += chunk.length;
         if (size > options.maxBytes) return callback(new UploadError(`the upload is larger than the limit of ${options.maxBytes} bytes`, 'too_large'));
-        if (!options.grant.use(chunk.length)) return callback(new UploadError(`the upload is larger than the ${options.grant.limit} bytes it announced`, 'size_mismatch'));
+        if (!options.grant.use(chunk.length))
+          return callback(new UploadError(`the upload is larger than the ${options.grant.limit} bytes it announced`, 'size_mismatch'));
         hash.update(chunk);
         unchecked += chunk.length;
         if (unchecked < checkEvery) return callback(null, chunk);
@@ -137,7 +138,8 @@ export class BlobStore {
       throw new UploadError('the upload is empty', 'empty');
     }
     // A digest sent after the bytes (a trailer) is read only now.
-    const expected = typeof options.expectedSha256 === 'function' ? (options.expectedSha256() ?? '(none: the announced trailer did not come)') : options.expectedSha256;
+    const expected =
+      typeof options.expectedSha256 === 'function' ? (options.expectedSha256() ?? '(none: the announced trailer did not come)') : options.expectedSha256;
     if (expected !== undefined && expected.toLowerCase() !== sha256) {
       await discard();
       throw new UploadError(`sha256 mismatch: the client said ${expected.slice(0, 80)}, the bytes received hash to ${sha256}`, 'checksum_mismatch');

@@ -157,7 +157,9 @@ export class Agent {
       }
     }
     for (const [reason, names] of unlisted) {
-      this.log(`cannot list what ${names.length === 1 ? names[0] : `${names.length} machines (${names[0]}, …)`} hold${names.length === 1 ? 's' : ''}: ${reason}`);
+      this.log(
+        `cannot list what ${names.length === 1 ? names[0] : `${names.length} machines (${names[0]}, …)`} hold${names.length === 1 ? 's' : ''}: ${reason}`,
+      );
     }
     this.suspects = seen;
   }

@@ -47,7 +47,9 @@ export class ImageCache implements ImageSource {
     const [name, tag = 'latest'] = ref.split(':');
     let metadata: ImageMetadata;
     try {
-      metadata = (await this.http.get(`v1/images/${encodeURIComponent(name)}/${encodeURIComponent(tag)}`, { responseType: 'json', ...(signal ? { signal } : {}) }).json()) as ImageMetadata;
+      metadata = (await this.http
+        .get(`v1/images/${encodeURIComponent(name)}/${encodeURIComponent(tag)}`, { responseType: 'json', ...(signal ? { signal } : {}) })
+        .json()) as ImageMetadata;
     } catch (error) {
       const status = (error as { response?: { statusCode?: number } }).response?.statusCode;
       if (status === 404 || status === 400) {
@@ -101,9 +103,13 @@ export class ImageCache implements ImageSource {
       await rm(partial, { force: true });
       if ((error as { code?: string }).code === 'ETIMEDOUT') {
         const idle = `no byte came for ${this.idleTimeoutMs / 1000} s`;
-        throw new ProvisionError(`cannot download image ${metadata.ref}: the download stalled (${idle})`, 'infrastructure', undefined, { code: 'image_download_stalled' });
+        throw new ProvisionError(`cannot download image ${metadata.ref}: the download stalled (${idle})`, 'infrastructure', undefined, {
+          code: 'image_download_stalled',
+        });
       }
-      throw new ProvisionError(`cannot download image ${metadata.ref}: ${(error as Error).message}`, 'infrastructure', undefined, { code: 'image_fetch_failed' });
+      throw new ProvisionError(`cannot download image ${metadata.ref}: ${(error as Error).message}`, 'infrastructure', undefined, {
+        code: 'image_fetch_failed',
+      });
     }
   }
 }

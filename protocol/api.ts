@@ -1,16 +1,7 @@
 // The JSON shapes of Paddock's HTTP API v1. The server produces them and the client library reads
 // them; nothing here has behaviour, so the client may import it without pulling in the server.
 
-export type ReservationState =
-  | 'queued'
-  | 'allocated'
-  | 'provisioning'
-  | 'ready'
-  | 'releasing'
-  | 'released'
-  | 'failed'
-  | 'expired'
-  | 'cancelled';
+export type ReservationState = 'queued' | 'allocated' | 'provisioning' | 'ready' | 'releasing' | 'released' | 'failed' | 'expired' | 'cancelled';
 
 export const endStates: readonly ReservationState[] = ['released', 'failed', 'expired', 'cancelled'];
 

@@ -8,7 +8,7 @@
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
 
-export const greeting = 'paddock console relay: answer with the reservation\'s console secret\r\n';
+export const greeting = "paddock console relay: answer with the reservation's console secret\r\n";
 export type RelayMode = 'read' | 'write';
 /** What a session asks for: watch, type when nobody else does, or type and demote whoever does. */
 export type RelayRequest = RelayMode | 'takeover';

@@ -63,9 +63,12 @@ export function rulesFor(rules: RepositoryRules, owner: string): RepositoryRules
  * last `@` of the authority, so `https://user:p@ss@host/x` too) becomes `***`.
  */
 export function displayRepository(text: string): string {
-  return text.replace(/([a-z][a-z0-9+.-]*:\/\/)([^/\s"]*)@/gi, '$1***@')
-    // scp-like `user:secret@host:path` (git reads no password there, but a user may have meant one): whole strings only.
-    .replace(/^[^:/@\s"{]+:[^/\s"]*@(?=[^/\s"]*:[^\s"]*$)/, '***@');
+  return (
+    text
+      .replace(/([a-z][a-z0-9+.-]*:\/\/)([^/\s"]*)@/gi, '$1***@')
+      // scp-like `user:secret@host:path` (git reads no password there, but a user may have meant one): whole strings only.
+      .replace(/^[^:/@\s"{]+:[^/\s"]*@(?=[^/\s"]*:[^\s"]*$)/, '***@')
+  );
 }
 
 /** How git reaches a checked repository. */
@@ -77,7 +80,15 @@ export interface CheckedRepository {
 
 const hostPattern = /^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])$/;
 const userPattern = /^[A-Za-z0-9._~!$&'()*+,;=%-]*(?::[^\s]*)?$/;
-const schemes: Record<string, NetworkTransport | 'local'> = { https: 'https', http: 'http', ssh: 'ssh', 'git+ssh': 'ssh', 'ssh+git': 'ssh', git: 'git', file: 'local' };
+const schemes: Record<string, NetworkTransport | 'local'> = {
+  https: 'https',
+  http: 'http',
+  ssh: 'ssh',
+  'git+ssh': 'ssh',
+  'ssh+git': 'ssh',
+  git: 'git',
+  file: 'local',
+};
 
 /**
  * Checks `repository` against `rules`; resolves with what git is to be given, or throws
@@ -89,9 +100,12 @@ export async function checkRepository(repository: string, rules: RepositoryRules
   if (repository === '' || repository.length > 2000) throw refuse('not a repository URL or path');
   if (/[\s\p{Cc}]/u.test(repository)) throw refuse('it holds white space or control characters');
   if (repository.startsWith('-')) throw refuse('it starts with -');
-  if (/^[A-Za-z0-9][A-Za-z0-9+.-]*::/.test(repository)) throw refuse("git remote helpers (transport::address, such as ext:: or fd::) are not allowed");
+  if (/^[A-Za-z0-9][A-Za-z0-9+.-]*::/.test(repository)) throw refuse('git remote helpers (transport::address, such as ext:: or fd::) are not allowed');
   const allowed = (transport: NetworkTransport) => {
-    if (!rules.transports.includes(transport)) throw refuse(`the ${transport} transport is not allowed here (allowed: ${rules.transports.join(', ') || 'none'}${rules.localRoots.length > 0 ? ', local paths under the local roots' : ''})`);
+    if (!rules.transports.includes(transport))
+      throw refuse(
+        `the ${transport} transport is not allowed here (allowed: ${rules.transports.join(', ') || 'none'}${rules.localRoots.length > 0 ? ', local paths under the local roots' : ''})`,
+      );
     return { transport, gitUrl: repository };
   };
   const url = /^([A-Za-z][A-Za-z0-9+.-]*):\/\/([^/]*)(.*)$/.exec(repository);
@@ -139,7 +153,8 @@ async function checkLocal(repository: string, rules: RepositoryRules, refuse: (w
   if (rules.localRoots.length === 0) throw refuse('local paths are not allowed here (no local roots are configured)');
   if (!path.isAbsolute(repository)) throw refuse('a local repository is given by its absolute path');
   const roots = rules.localRoots.map((root) => path.resolve(root));
-  const under = (candidate: string, list: string[]) => list.some((root) => candidate === root || candidate.startsWith(root.endsWith(path.sep) ? root : root + path.sep));
+  const under = (candidate: string, list: string[]) =>
+    list.some((root) => candidate === root || candidate.startsWith(root.endsWith(path.sep) ? root : root + path.sep));
   const where = `inside the local roots (${roots.join(', ')})`;
   if (!under(path.resolve(repository), roots)) throw refuse(`a local repository must be ${where}`);
   const realRoots = await Promise.all(roots.map((root) => realpath(root).catch(() => root)));
@@ -166,7 +181,8 @@ async function checkLocal(repository: string, rules: RepositoryRules, refuse: (w
   }
   for (const pointer of pointers) {
     const target = await realpath(pointer).catch(() => pointer);
-    if (!under(target, realRoots)) throw refuse(`the repository points git at a folder outside the local roots (a .git file, commondir or alternates); it must be ${where}`);
+    if (!under(target, realRoots))
+      throw refuse(`the repository points git at a folder outside the local roots (a .git file, commondir or alternates); it must be ${where}`);
   }
   if (!(await stat(real)).isDirectory()) throw new CheckoutError('repository_unreachable', unreachableMessage(repository));
   return real;
@@ -196,7 +212,18 @@ export function gitFence(rules: RepositoryRules, hostSshCommand: boolean): { arg
     GIT_PROTOCOL_FROM_USER: '0',
   };
   if (!env.GIT_SSH_COMMAND && !env.GIT_SSH && !hostSshCommand) env.GIT_SSH_COMMAND = 'ssh -o BatchMode=yes';
-  const args = ['-c', 'core.hooksPath=/dev/null', '-c', 'protocol.allow=never', '-c', 'http.followRedirects=false', '-c', 'submodule.recurse=false', '-c', 'core.askPass='];
+  const args = [
+    '-c',
+    'core.hooksPath=/dev/null',
+    '-c',
+    'protocol.allow=never',
+    '-c',
+    'http.followRedirects=false',
+    '-c',
+    'submodule.recurse=false',
+    '-c',
+    'core.askPass=',
+  ];
   return { args, env };
 }
 
@@ -257,14 +284,20 @@ function listRefs(args: string[], env: NodeJS.ProcessEnv, repository: string, op
         // already gone
       }
     };
-    const unreachable = (gitMessage: string) => new CheckoutError('repository_unreachable', unreachableMessage(repository), { gitMessage: displayRepository(gitMessage) });
+    const unreachable = (gitMessage: string) =>
+      new CheckoutError('repository_unreachable', unreachableMessage(repository), { gitMessage: displayRepository(gitMessage) });
     const timer = setTimeout(() => stop(unreachable(`git ls-remote took longer than ${options.timeoutMs} ms and was stopped`)), options.timeoutMs);
     const onAbort = () => stop(options.signal!.reason as Error);
     options.signal?.addEventListener('abort', onAbort, { once: true });
     child.stdout.on('data', (chunk: Buffer) => {
       size += chunk.length;
       if (size > options.maxOutputBytes) {
-        stop(new CheckoutError('repository_listing_too_large', `repository ${displayRepository(repository)} lists more than ${options.maxOutputBytes} bytes of refs for this ref: give a full ref name (refs/heads/…) or a commit id`));
+        stop(
+          new CheckoutError(
+            'repository_listing_too_large',
+            `repository ${displayRepository(repository)} lists more than ${options.maxOutputBytes} bytes of refs for this ref: give a full ref name (refs/heads/…) or a commit id`,
+          ),
+        );
         return;
       }
       chunks.push(chunk);
@@ -285,7 +318,10 @@ function listRefs(args: string[], env: NodeJS.ProcessEnv, repository: string, op
 
 /** The line of git's stderr that says what failed, credentials masked. */
 export function gitReason(stderr: string): string {
-  const lines = stderr.split('\n').map((line) => line.trim()).filter(Boolean);
+  const lines = stderr
+    .split('\n')
+    .map((line) => line.trim())
+    .filter(Boolean);
   const fatal = lines.find((line) => line.startsWith('fatal:')) ?? lines.at(-1) ?? '';
   return displayRepository(fatal.replace(/^fatal:\s*/, ''));
 }

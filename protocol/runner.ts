@@ -56,7 +56,11 @@ export interface RunFinish {
  * - PADDOCK_RESULT: a file; what the script writes there (JSON, at most 1 MiB) is the run's result;
  * - PADDOCK_PARAM_<NAME>: each parameter, its name upper-cased with non-alphanumerics as `_`.
  */
-export function scriptEnvironment(task: Pick<RunTask, 'id' | 'job' | 'commit' | 'parameters' | 'token'>, url: string, resultFile: string): Record<string, string> {
+export function scriptEnvironment(
+  task: Pick<RunTask, 'id' | 'job' | 'commit' | 'parameters' | 'token'>,
+  url: string,
+  resultFile: string,
+): Record<string, string> {
   const env: Record<string, string> = {
     PADDOCK_URL: url,
     PADDOCK_TOKEN: task.token,

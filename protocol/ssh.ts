@@ -105,9 +105,7 @@ export function sshConnect(options: SshConnectOptions): Promise<{ client: SshCli
     });
     client.on('error', (error: Error & { level?: string; code?: string }) => {
       if (seen !== undefined && expected !== undefined && seen !== expected) {
-        return finish(
-          new SshError(`ssh to ${where}: host key ${fingerprint(seen)} does not match the pinned ${fingerprint(expected)}`, 'hostKey'),
-        );
+        return finish(new SshError(`ssh to ${where}: host key ${fingerprint(seen)} does not match the pinned ${fingerprint(expected)}`, 'hostKey'));
       }
       finish(new SshError(`ssh to ${where}: ${describeFailure(error)}`, classify(error)));
     });
@@ -124,7 +122,9 @@ export function sshConnect(options: SshConnectOptions): Promise<{ client: SshCli
         tryKeyboard: false,
         // With a pinned key, only its algorithm is offered: a server with another key is refused
         // before authentication, so the private key is never used against an impostor.
-        ...(expected === undefined ? {} : { algorithms: { serverHostKey: algorithmsFor(expected.split(' ')[0]) as NonNullable<ConnectConfig['algorithms']>['serverHostKey'] } }),
+        ...(expected === undefined
+          ? {}
+          : { algorithms: { serverHostKey: algorithmsFor(expected.split(' ')[0]) as NonNullable<ConnectConfig['algorithms']>['serverHostKey'] } }),
         hostVerifier: (rawKey: Buffer) => {
           try {
             seen = hostKeyLine(rawKey);
@@ -138,7 +138,9 @@ export function sshConnect(options: SshConnectOptions): Promise<{ client: SshCli
       // ssh2 throws synchronously when it cannot parse the private key; its message names the
       // format problem only, but we do not repeat it to be sure nothing of the key leaks.
       const unparsable = /privateKey/i.test((error as Error).message);
-      finish(new SshError(`ssh to ${where}: ${unparsable ? 'the private key cannot be parsed' : scrub((error as Error).message)}`, unparsable ? 'key' : 'protocol'));
+      finish(
+        new SshError(`ssh to ${where}: ${unparsable ? 'the private key cannot be parsed' : scrub((error as Error).message)}`, unparsable ? 'key' : 'protocol'),
+      );
     }
   });
 }
@@ -216,8 +218,5 @@ export function shellQuote(text: string): string {
 
 /** Removes anything that looks like key material (PEM armour, long base64 runs) from a message. */
 export function scrub(message: string): string {
-  return message
-    .replace(/-----BEGIN [^-]+-----[\s\S]*?(-----END [^-]+-----|$)/g, '[key removed]')
-    .replace(/[A-Za-z0-9+/]{40,}={0,2}/g, '[removed]');
+  return message.replace(/-----BEGIN [^-]+-----[\s\S]*?(-----END [^-]+-----|$)/g, '[key removed]').replace(/[A-Za-z0-9+/]{40,}={0,2}/g, '[removed]');
 }
-

@@ -142,7 +142,9 @@ export async function workerToken(tokenFile: string | undefined): Promise<string
     const info = await handle.stat();
     if (!info.isFile()) throw new TokenError(`the token file ${tokenFile} is not a regular file`);
     if (info.uid !== process.getuid?.() || (info.mode & 0o077) !== 0) {
-      throw new TokenError(`the token file ${tokenFile} must be owned by this user (uid ${process.getuid?.()}) and readable by it alone: chown ${process.getuid?.()} ${tokenFile} && chmod 600 ${tokenFile}`);
+      throw new TokenError(
+        `the token file ${tokenFile} must be owned by this user (uid ${process.getuid?.()}) and readable by it alone: chown ${process.getuid?.()} ${tokenFile} && chmod 600 ${tokenFile}`,
+      );
     }
     const buffer = Buffer.alloc(tokenFileLimit);
     const { bytesRead } = await handle.read(buffer, 0, tokenFileLimit, 0);

@@ -108,7 +108,6 @@ export interface PoolContext {
   consoleLogMax?: number;
 }
 
-
 export interface PoolSupport<Settings = unknown> {
   /**
    * The pool's machines (one per offer and slot, named after the pool) and the most of them that may
@@ -135,7 +134,6 @@ export interface KindContext {
   /** The most bytes one console log may hold (consoles.maxLogSize); 16 MiB when not given. */
   consoleLogMax?: number;
 }
-
 
 /** An image as a file on the agent's host. */
 export interface LocalImage {

@@ -8,7 +8,15 @@
 import { execFile } from 'node:child_process';
 import { realpath, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { checkRepository, CheckoutError, displayRepository, gitFence, gitReason as gitStderrReason, hostSshCommand, type RepositoryRules } from '../protocol/repository.js';
+import {
+  checkRepository,
+  CheckoutError,
+  displayRepository,
+  gitFence,
+  gitReason as gitStderrReason,
+  hostSshCommand,
+  type RepositoryRules,
+} from '../protocol/repository.js';
 
 export { CheckoutError, displayRepository, resolveRef, type CheckoutErrorCode } from '../protocol/repository.js';
 
@@ -37,7 +45,10 @@ export async function checkout(task: CheckoutTask, dir: string, signal?: AbortSi
   const shown = displayRepository(task.repository);
   const commit = task.commit.toLowerCase();
   if (!commitPattern.test(commit)) {
-    throw new CheckoutError('commit_not_found', `'${task.commit}' is not a full commit id (repository ${shown}); a run checks out the commit its ref was resolved to`);
+    throw new CheckoutError(
+      'commit_not_found',
+      `'${task.commit}' is not a full commit id (repository ${shown}); a run checks out the commit its ref was resolved to`,
+    );
   }
   checkScriptPath(task.script, `repository ${shown} at commit ${commit}`);
   const { gitUrl } = await checkRepository(task.repository, task.repositoryRules);
@@ -93,7 +104,8 @@ export async function resolveScript(dir: string, script: string, where: string):
   if (relative === '..' || relative.startsWith(`..${path.sep}`) || path.isAbsolute(relative)) {
     throw new CheckoutError('script_outside_repository', `script '${script}' leads outside the repository through a symlink (${where})`);
   }
-  if (relative.split(path.sep)[0] === '.git') throw new CheckoutError('script_not_found', `script '${script}' is inside git's own directory, not a file of ${where}`);
+  if (relative.split(path.sep)[0] === '.git')
+    throw new CheckoutError('script_not_found', `script '${script}' is inside git's own directory, not a file of ${where}`);
   if (!(await stat(real)).isFile()) throw new CheckoutError('script_not_found', `script '${script}' is not a regular file in ${where}`);
   return real;
 }
@@ -101,7 +113,10 @@ export async function resolveScript(dir: string, script: string, where: string):
 /** Throws unless `script` reads as a path inside a repository: relative, with no `..` segment. */
 function checkScriptPath(script: string, where: string): void {
   if (script === '' || path.isAbsolute(script) || script.split(/[\\/]/).includes('..')) {
-    throw new CheckoutError('script_outside_repository', `script '${script}' is not a path inside the repository (${where}): give it relative to the repository's top, without '..'`);
+    throw new CheckoutError(
+      'script_outside_repository',
+      `script '${script}' is not a path inside the repository (${where}): give it relative to the repository's top, without '..'`,
+    );
   }
 }
 
@@ -116,10 +131,15 @@ async function hasCommit(inCheckout: (args: string[]) => Promise<string>, commit
 async function git(args: string[], options: { rules: RepositoryRules; timeoutMs: number; signal?: AbortSignal }): Promise<string> {
   const fence = gitFence(options.rules, await hostSshCommand());
   return new Promise((resolve, reject) => {
-    execFile('git', [...fence.args, ...args], { env: fence.env, timeout: options.timeoutMs, signal: options.signal, maxBuffer: 64 * 1024 * 1024, encoding: 'utf8' }, (error, stdout, stderr) => {
-      if (error) reject(Object.assign(error, { stderr }));
-      else resolve(stdout);
-    });
+    execFile(
+      'git',
+      [...fence.args, ...args],
+      { env: fence.env, timeout: options.timeoutMs, signal: options.signal, maxBuffer: 64 * 1024 * 1024, encoding: 'utf8' },
+      (error, stdout, stderr) => {
+        if (error) reject(Object.assign(error, { stderr }));
+        else resolve(stdout);
+      },
+    );
   });
 }
 

@@ -63,7 +63,9 @@ export class ScriptNotExecutableError extends Error {
 export async function scriptCommand(scriptPath: string, name = scriptPath): Promise<ScriptCommand> {
   if (nodeScriptExtensions.includes(path.extname(scriptPath))) return { command: process.execPath, args: ['--import', tsxLoader, scriptPath] };
   if (((await stat(scriptPath)).mode & 0o111) === 0) {
-    throw new ScriptNotExecutableError(`script '${name}' is not executable: give it a #! line and mode 755 (git update-index --chmod=+x), or a .ts/.js extension to run it with Node`);
+    throw new ScriptNotExecutableError(
+      `script '${name}' is not executable: give it a #! line and mode 755 (git update-index --chmod=+x), or a .ts/.js extension to run it with Node`,
+    );
   }
   return { command: scriptPath, args: [] };
 }
@@ -104,17 +106,31 @@ async function executeRun(options: ExecuteOptions, output: OutputWriter): Promis
   };
   output.say(`running ${task.script} with a time limit of ${task.timeLimitSeconds}s`);
   const started = Date.now();
-  const end = await runScript(command, { cwd: paths.source, env, user: options.user, timeLimitSeconds: task.timeLimitSeconds, killGraceMs: options.killGraceMs ?? 5000, signal, output });
+  const end = await runScript(command, {
+    cwd: paths.source,
+    env,
+    user: options.user,
+    timeLimitSeconds: task.timeLimitSeconds,
+    killGraceMs: options.killGraceMs ?? 5000,
+    signal,
+    output,
+  });
   const seconds = ((Date.now() - started) / 1000).toFixed(1);
 
   if (end.spawnError) {
     const direct = command.command === scriptPath;
-    return failed(output, `cannot start script ${task.script}: ${end.spawnError.message}${direct ? ' (is the interpreter on its #! line installed?)' : ''}`, direct ? 'request' : 'infrastructure');
+    return failed(
+      output,
+      `cannot start script ${task.script}: ${end.spawnError.message}${direct ? ' (is the interpreter on its #! line installed?)' : ''}`,
+      direct ? 'request' : 'infrastructure',
+    );
   }
   const outcome: RunOutcome = { outcome: end.stopped ?? (end.exitCode === 0 ? 'passed' : 'failed') };
   if (end.exitCode !== null) outcome.exitCode = end.exitCode;
   if (end.signal !== null) outcome.signal = end.signal;
-  output.say(end.signal !== null ? `the script was killed by ${end.signal} after ${seconds}s` : `the script exited with code ${end.exitCode} after ${seconds}s`);
+  output.say(
+    end.signal !== null ? `the script was killed by ${end.signal} after ${seconds}s` : `the script exited with code ${end.exitCode} after ${seconds}s`,
+  );
 
   const { result, note } = await readResult(paths.resultFile, options.user?.uid ?? process.getuid?.());
   if (result !== undefined) outcome.result = result;
@@ -152,7 +168,8 @@ async function prepare(options: ExecuteOptions, paths: RunPaths, output: OutputW
     ({ scriptPath } = await checkout(task, paths.source, signal));
   } catch (error) {
     if (signal.aborted) return cancelledBeforeStart();
-    if (error instanceof CheckoutError) return failed(output, `${error.code}: ${error.message}`, error.code === 'repository_unreachable' ? 'infrastructure' : 'request');
+    if (error instanceof CheckoutError)
+      return failed(output, `${error.code}: ${error.message}`, error.code === 'repository_unreachable' ? 'infrastructure' : 'request');
     return failed(output, `checkout of ${displayRepository(task.repository)} failed: ${(error as Error).message}`, 'infrastructure');
   }
   await linkClientLibrary(paths.source);
@@ -185,7 +202,13 @@ async function linkClientLibrary(source: string): Promise<void> {
   const link = path.join(modules, 'paddock');
   const existing = await lstat(modules).catch(() => undefined);
   if (existing && !existing.isDirectory()) return;
-  if (await lstat(link).then(() => true, () => false)) return;
+  if (
+    await lstat(link).then(
+      () => true,
+      () => false,
+    )
+  )
+    return;
   await mkdir(modules, { recursive: true });
   await symlink(projectRoot, link, 'dir');
 }
@@ -198,7 +221,9 @@ async function handOver(workDir: string, user: RunUser): Promise<void> {
   const walk = async (target: string): Promise<void> => {
     await lchown(target, user.uid, user.gid);
     const entries = await readdir(target, { withFileTypes: true });
-    await Promise.all(entries.map((entry) => (entry.isDirectory() ? walk(path.join(target, entry.name)) : lchown(path.join(target, entry.name), user.uid, user.gid))));
+    await Promise.all(
+      entries.map((entry) => (entry.isDirectory() ? walk(path.join(target, entry.name)) : lchown(path.join(target, entry.name), user.uid, user.gid))),
+    );
   };
   await walk(workDir);
   await chmod(workDir, 0o700);
@@ -249,10 +274,15 @@ async function runScript(command: ScriptCommand, options: RunScriptOptions): Pro
   options.signal.addEventListener('abort', onAbort, { once: true });
   if (options.signal.aborted) onAbort();
 
-  const streamsClosed = Promise.all([script.stdout, script.stderr].map((stream) => new Promise<void>((done) => {
-    stream.on('data', (chunk: Buffer) => output.write(chunk));
-    stream.once('close', done);
-  })));
+  const streamsClosed = Promise.all(
+    [script.stdout, script.stderr].map(
+      (stream) =>
+        new Promise<void>((done) => {
+          stream.on('data', (chunk: Buffer) => output.write(chunk));
+          stream.once('close', done);
+        }),
+    ),
+  );
 
   const end = await script.exited;
   exited = true;
@@ -316,7 +346,8 @@ async function readResult(file: string, owner: number | undefined): Promise<{ re
   try {
     const info = await handle.stat();
     if (!info.isFile()) return { note: 'the result file ($PADDOCK_RESULT) is not a regular file; no result kept' };
-    if ((owner !== undefined && info.uid !== owner) || info.nlink !== 1) return { note: 'the result file ($PADDOCK_RESULT) is not a file the script made (another owner, or a hard link); no result kept' };
+    if ((owner !== undefined && info.uid !== owner) || info.nlink !== 1)
+      return { note: 'the result file ($PADDOCK_RESULT) is not a file the script made (another owner, or a hard link); no result kept' };
     const buffer = Buffer.alloc(resultLimitBytes + 1);
     let length = 0;
     while (length < buffer.length) {

@@ -40,7 +40,8 @@ export class RunUsers {
   static parse(range: string, lockRoot?: string): RunUsers {
     const match = /^(\d+)-(\d+)$/.exec(range.trim());
     const [first, last] = match ? [Number(match[1]), Number(match[2])] : [0, -1];
-    if (!match || first < 1 || last < first || last > 2 ** 32 - 2) throw new IsolationError(`--run-uids takes FIRST-LAST, two uids above 0 with FIRST <= LAST, not '${range}'`);
+    if (!match || first < 1 || last < first || last > 2 ** 32 - 2)
+      throw new IsolationError(`--run-uids takes FIRST-LAST, two uids above 0 with FIRST <= LAST, not '${range}'`);
     return new RunUsers(first, last, lockRoot);
   }
 
@@ -59,7 +60,9 @@ export class RunUsers {
       await clearUser(uid);
       return { uid, gid: uid, release: () => this.release(uid) };
     }
-    throw new IsolationError(`no free run user: every uid of ${this.first}-${this.last} is held by a run (or named in /etc/passwd or /etc/group); give --run-uids a larger range`);
+    throw new IsolationError(
+      `no free run user: every uid of ${this.first}-${this.last} is held by a run (or named in /etc/passwd or /etc/group); give --run-uids a larger range`,
+    );
   }
 
   private async release(uid: number): Promise<void> {
@@ -124,7 +127,11 @@ async function clearUser(uid: number): Promise<void> {
 
 /** The uids /etc/passwd and the gids /etc/group name: real accounts and groups, never handed to a run. */
 async function namedIds(): Promise<Set<number>> {
-  const ids = (file: string) => readFile(file, 'utf8').then((text) => text.split('\n').map((line) => Number(line.split(':')[2])), () => []);
+  const ids = (file: string) =>
+    readFile(file, 'utf8').then(
+      (text) => text.split('\n').map((line) => Number(line.split(':')[2])),
+      () => [],
+    );
   return new Set([...(await ids('/etc/passwd')), ...(await ids('/etc/group'))].filter(Number.isInteger));
 }
 
@@ -147,14 +154,19 @@ async function processAlive(identity: string): Promise<boolean> {
  */
 export async function checkIsolation(users: RunUsers, workRoot: string): Promise<void> {
   const single = 'or start it with --single-user for a personal runner host (scripts then run as this user, with no isolation at all)';
-  if (process.getuid?.() !== 0) throw new IsolationError(`runs cannot be isolated: the runner host runs as uid ${process.getuid?.()}, not root, so it cannot run each script as a user of its own; start it as root, ${single}`);
+  if (process.getuid?.() !== 0)
+    throw new IsolationError(
+      `runs cannot be isolated: the runner host runs as uid ${process.getuid?.()}, not root, so it cannot run each script as a user of its own; start it as root, ${single}`,
+    );
   await checkReachable(workRoot, single);
   const user = await users.acquire();
   try {
     const probe = isolatedCommand({ command: '/bin/sh', args: ['-c', 'echo "$(id -u) $(tr "\\0" " " < /proc/1/cmdline)"'] }, user);
     const { code, stdout, stderr } = await runProbe(probe, workRoot);
     if (code !== 0 || !stdout.startsWith(`${user.uid} `) || !stdout.includes('run-init')) {
-      throw new IsolationError(`runs cannot be isolated: a test script as uid ${user.uid} in a PID namespace of its own failed (${(stderr.trim() || stdout.trim() || `exit code ${code}`).split('\n').at(-1)}); this needs setpriv and unshare (util-linux) and permission to make PID and mount namespaces; ${single}`);
+      throw new IsolationError(
+        `runs cannot be isolated: a test script as uid ${user.uid} in a PID namespace of its own failed (${(stderr.trim() || stdout.trim() || `exit code ${code}`).split('\n').at(-1)}); this needs setpriv and unshare (util-linux) and permission to make PID and mount namespaces; ${single}`,
+      );
     }
   } finally {
     await user.release();
@@ -165,7 +177,10 @@ export async function checkIsolation(users: RunUsers, workRoot: string): Promise
 async function checkReachable(workRoot: string, single: string): Promise<void> {
   for (let dir = path.dirname(workRoot); ; dir = path.dirname(dir)) {
     const info = await lstat(dir);
-    if ((info.mode & 0o001) === 0) throw new IsolationError(`runs cannot be isolated: the run users cannot reach the work folder ${workRoot} because ${dir} does not let others pass (chmod o+x ${dir}, or choose another --work), ${single}`);
+    if ((info.mode & 0o001) === 0)
+      throw new IsolationError(
+        `runs cannot be isolated: the run users cannot reach the work folder ${workRoot} because ${dir} does not let others pass (chmod o+x ${dir}, or choose another --work), ${single}`,
+      );
     if (dir === path.dirname(dir)) return;
   }
 }

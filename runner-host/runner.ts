@@ -127,7 +127,10 @@ export class Runner {
     this.log(`${task.id}: ${task.job} at ${task.commit.slice(0, 12)} (${task.script})`);
     const workDir = path.join(this.options.workRoot, `${task.id}-${randomBytes(3).toString('hex')}`);
     await mkdir(this.options.workRoot, { recursive: true });
-    const output = new OutputStream((chunk) => this.send(task.id, chunk), () => controller.abort(new Error('the API no longer takes output for this run')));
+    const output = new OutputStream(
+      (chunk) => this.send(task.id, chunk),
+      () => controller.abort(new Error('the API no longer takes output for this run')),
+    );
     await this.post(`v1/runner/runs/${task.id}/started`, { runner: this.options.name });
     let outcome: Omit<RunFinish, 'runner'>;
     let user: HeldRunUser | undefined;

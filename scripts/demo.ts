@@ -18,7 +18,10 @@ const bin = path.join(root, 'bin/paddock.js');
 
 console.error('demo: building the x86 test image (cached after the first time)');
 const built = execFileSync('bash', [path.join(root, 'images/recipes/build-test-images.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
-const imageDir = built.split('\n').find((line) => line.startsWith('x86-initramfs '))!.split(' ')[1];
+const imageDir = built
+  .split('\n')
+  .find((line) => line.startsWith('x86-initramfs '))!
+  .split(' ')[1];
 
 const server = spawn(process.execPath, [bin, 'serve', '--listen', `127.0.0.1:${port}`, '--data', path.join(dir, 'data')], { stdio: 'inherit' });
 let code = 1;
@@ -36,9 +39,25 @@ try {
   const run = (command: string, args: string[], extra: Record<string, string> = {}) =>
     new Promise<number>((resolve) => spawn(command, args, { stdio: 'inherit', env: { ...env, ...extra } }).once('exit', (status) => resolve(status ?? 1)));
 
-  code = await run(process.execPath, [bin, 'images', 'upload', path.join(imageDir, 'bundle.tar'), '--name', 'debian-tiny', '--format', 'bundle', '--arch', 'x86_64', '--expires', '1h']);
+  code = await run(process.execPath, [
+    bin,
+    'images',
+    'upload',
+    path.join(imageDir, 'bundle.tar'),
+    '--name',
+    'debian-tiny',
+    '--format',
+    'bundle',
+    '--arch',
+    'x86_64',
+    '--expires',
+    '1h',
+  ]);
   if (code === 0) {
-    code = await run(process.execPath, ['--import', 'tsx', path.join(root, 'examples/two-hosts.ts')], { PADDOCK_EXAMPLE_SPEC: 'arch=x86_64', PADDOCK_EXAMPLE_IMAGE: 'debian-tiny' });
+    code = await run(process.execPath, ['--import', 'tsx', path.join(root, 'examples/two-hosts.ts')], {
+      PADDOCK_EXAMPLE_SPEC: 'arch=x86_64',
+      PADDOCK_EXAMPLE_IMAGE: 'debian-tiny',
+    });
   }
   console.error(code === 0 ? 'demo: the job passed' : `demo: the job failed with exit code ${code}`);
 } finally {

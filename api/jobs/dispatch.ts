@@ -61,16 +61,21 @@ export class Dispatch {
     this.runners.set(runner, this.options.now());
     if (fresh) {
       for (const row of [...this.runs.live.values()]) {
-        if (row.runner === runner) await this.runs.end(row, 'failed', { fault: 'infrastructure', reason: `runner host ${runner} restarted while the run was ${row.state}` });
+        if (row.runner === runner)
+          await this.runs.end(row, 'failed', { fault: 'infrastructure', reason: `runner host ${runner} restarted while the run was ${row.state}` });
       }
     }
     if (slots <= 0) return [];
-    return this.runs.queued.claim(() => this.take(runner, slots), waitMs, () => {
-      // A runner host that went away while it waited (killed, say) must not be handed runs.
-      if (gone()) return false;
-      this.runners.set(runner, this.options.now());
-      return true;
-    });
+    return this.runs.queued.claim(
+      () => this.take(runner, slots),
+      waitMs,
+      () => {
+        // A runner host that went away while it waited (killed, say) must not be handed runs.
+        if (gone()) return false;
+        this.runners.set(runner, this.options.now());
+        return true;
+      },
+    );
   }
 
   private async take(runner: string, slots: number): Promise<RunTask[]> {
@@ -158,13 +163,19 @@ export class Dispatch {
       if (row.state === 'queued' || !row.runner) continue;
       const lastSeen = this.runners.get(row.runner) ?? 0;
       if (now - lastSeen > heartbeatTimeoutMs) {
-        await runs.end(row, 'failed', { fault: 'infrastructure', reason: `runner host ${row.runner} stopped answering (no heartbeat for ${Math.round((now - lastSeen) / 1000)}s)` });
+        await runs.end(row, 'failed', {
+          fault: 'infrastructure',
+          reason: `runner host ${row.runner} stopped answering (no heartbeat for ${Math.round((now - lastSeen) / 1000)}s)`,
+        });
       } else if ((this.heartbeats.get(row.runner) ?? 0) - (runs.knownAt.get(row.id) ?? now) > heartbeatTimeoutMs) {
         // The runner host's heartbeats have left the run out for that long: the answer that handed
         // it over was lost. (A runner host that stopped sending heartbeats is the case above.)
         await runs.end(row, 'failed', { fault: 'infrastructure', reason: `runner host ${row.runner} does not run it (it never received the run, or lost it)` });
       } else if (row.cancelRequested && now - (runs.cancelAt.get(row.id) ?? now) > cancelGraceMs) {
-        await runs.end(row, 'cancelled', { fault: 'infrastructure', reason: `runner host ${row.runner} did not stop the run within ${cancelGraceMs / 1000}s of the cancel` });
+        await runs.end(row, 'cancelled', {
+          fault: 'infrastructure',
+          reason: `runner host ${row.runner} did not stop the run within ${cancelGraceMs / 1000}s of the cancel`,
+        });
       } else if (row.startedAt && now - +new Date(row.startedAt) > row.timeLimit * 1000 + limitGraceMs) {
         await runs.end(row, 'timed_out', { fault: 'infrastructure', reason: `runner host ${row.runner} did not stop the run at its time limit` });
       }

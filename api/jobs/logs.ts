@@ -36,12 +36,19 @@ export class RunLogs {
     const previous = this.writes.get(id) ?? Promise.resolve();
     const next = previous.then(async () => {
       let size = this.sizes.get(id);
-      if (size === undefined) size = await stat(this.file(id)).then((info) => info.size, () => 0);
+      if (size === undefined)
+        size = await stat(this.file(id)).then(
+          (info) => info.size,
+          () => 0,
+        );
       const bytes = typeof data === 'string' ? Buffer.from(data) : data;
       const limit = this.maxBytes;
       if (size >= limit) return;
       const room = limit - size;
-      const kept = bytes.length > room ? Buffer.concat([bytes.subarray(0, room), Buffer.from(`\npaddock: the log reached ${limit} bytes; further output is dropped\n`)]) : bytes;
+      const kept =
+        bytes.length > room
+          ? Buffer.concat([bytes.subarray(0, room), Buffer.from(`\npaddock: the log reached ${limit} bytes; further output is dropped\n`)])
+          : bytes;
       await appendFile(this.file(id), kept, { mode: 0o600 });
       this.sizes.set(id, size + kept.length);
     });

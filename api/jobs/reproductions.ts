@@ -52,7 +52,8 @@ export class Reproductions {
   async create(caller: Caller, runId: string, allowOtherUser: boolean): Promise<ReproductionView> {
     const run = await this.getRun(caller, runId);
     if (run.owner !== caller.name && !allowOtherUser) {
-      throw new DomainError('other_users_run',
+      throw new DomainError(
+        'other_users_run',
         `run ${run.id} belongs to ${run.owner}: reproducing it runs their script on your machine; ask for it explicitly (allowOtherUser, paddock jobs reproduce --allow-other-user)`,
         { owner: run.owner },
       );

@@ -101,7 +101,10 @@ export class Runs {
     } finally {
       admitted?.();
     }
-    await this.logs.write(row.id, `paddock: run ${row.id} of job ${job.name}: ${displayRepository(job.repository)} ${job.ref} at ${commit}, script ${job.script}\n`);
+    await this.logs.write(
+      row.id,
+      `paddock: run ${row.id} of job ${job.name}: ${displayRepository(job.repository)} ${job.ref} at ${commit}, script ${job.script}\n`,
+    );
     this.queued.wake();
     return runView(row);
   }
@@ -118,7 +121,17 @@ export class Runs {
     const where: Record<string, unknown> = options.all && caller.role === 'admin' ? {} : { owner: caller.name };
     if (options.job) where.jobId = (await this.catalog.get(caller, options.job)).id;
     Object.assign(where, afterWhere(['createdAt', 'id'], page, true));
-    const rows = plainRows(await this.db.runs.findAll({ where, order: [['createdAt', 'DESC'], ['id', 'DESC']], limit: page.limit + 1, raw: true }));
+    const rows = plainRows(
+      await this.db.runs.findAll({
+        where,
+        order: [
+          ['createdAt', 'DESC'],
+          ['id', 'DESC'],
+        ],
+        limit: page.limit + 1,
+        raw: true,
+      }),
+    );
     const { items, next } = rowsPage(rows, (row) => [new Date(row.createdAt).getTime(), row.id], page);
     return { items: items.map((row) => runView(this.live.get(row.id) ?? row)), ...(next ? { next } : {}) };
   }
@@ -198,7 +211,14 @@ export class Runs {
       await this.save(row);
       // Its reservations are released.
       const released = await this.releaseAllOf(row.id, `run ${row.id} ended (${state})`);
-      const summary = [`paddock: run ${state}`, row.exitCode !== null ? `exit code ${row.exitCode}` : '', row.signal ? `signal ${row.signal}` : '', row.reason ?? ''].filter(Boolean).join('; ');
+      const summary = [
+        `paddock: run ${state}`,
+        row.exitCode !== null ? `exit code ${row.exitCode}` : '',
+        row.signal ? `signal ${row.signal}` : '',
+        row.reason ?? '',
+      ]
+        .filter(Boolean)
+        .join('; ');
       await this.logs.write(row.id, `${summary}${released.length > 0 ? `; released ${released.join(', ')}` : ''}\n`);
       this.log(`${summary.replace('paddock: run', `run ${row.id}`)}`);
     } finally {

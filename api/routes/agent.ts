@@ -15,7 +15,10 @@ const host = text({ max: 255 });
 
 const claimSchema = z.strictObject({
   agent: agentName,
-  kinds: z.array(text({ max: 40 })).min(1).max(32),
+  kinds: z
+    .array(text({ max: 40 }))
+    .min(1)
+    .max(32),
   resume: z.boolean().default(false),
   wait: z.number().min(0).max(60).default(0),
 });
@@ -59,14 +62,26 @@ function checkAgent(ctx: Koa.Context, agent: string): string {
 export function agentRoutes(table: RouteTable, agents: AgentTasks): void {
   const roles: Role[] = ['agent', 'admin'];
   table.define(
-    { method: 'post', path: '/v1/agent/claim', summary: 'Take provisioning and release tasks (long-polls up to `wait` seconds)', roles, body: { schema: claimSchema, name: 'claim' } },
+    {
+      method: 'post',
+      path: '/v1/agent/claim',
+      summary: 'Take provisioning and release tasks (long-polls up to `wait` seconds)',
+      roles,
+      body: { schema: claimSchema, name: 'claim' },
+    },
     async (ctx, claim) => {
       ctx.body = { tasks: await agents.claim(checkAgent(ctx, claim.agent), claim.kinds, claim.resume, claim.wait * 1000) };
     },
   );
 
   table.define(
-    { method: 'post', path: '/v1/agent/tasks/:id/report', summary: 'Report a stage, readiness, a failure or a finished release (only on a task this agent holds)', roles, body: { schema: reportSchema, name: 'report' } },
+    {
+      method: 'post',
+      path: '/v1/agent/tasks/:id/report',
+      summary: 'Report a stage, readiness, a failure or a finished release (only on a task this agent holds)',
+      roles,
+      body: { schema: reportSchema, name: 'report' },
+    },
     async (ctx, { agent, report }) => {
       await agents.report(checkAgent(ctx, agent), ctx.params.id, report);
       ctx.status = 204;
@@ -74,9 +89,19 @@ export function agentRoutes(table: RouteTable, agents: AgentTasks): void {
   );
 
   table.define(
-    { method: 'get', path: '/v1/agent/machines', summary: 'Machines of the given kinds with their live reservations, for leak cleanup', roles, query: { kinds: 'comma-separated kinds' } },
+    {
+      method: 'get',
+      path: '/v1/agent/machines',
+      summary: 'Machines of the given kinds with their live reservations, for leak cleanup',
+      roles,
+      query: { kinds: 'comma-separated kinds' },
+    },
     (ctx) => {
-      ctx.body = agents.agentMachines(String(ctx.query.kinds ?? '').split(',').filter(Boolean));
+      ctx.body = agents.agentMachines(
+        String(ctx.query.kinds ?? '')
+          .split(',')
+          .filter(Boolean),
+      );
     },
   );
 }

@@ -55,7 +55,12 @@ export function consoleStreamRoute(table: RouteTable): void {
         "A machine's console as a WebSocket (console-stream.ts): binary frames are console bytes both ways, text frames JSON mode changes; " +
         'read-only by default, `mode=write` for the owner (one writer at a time), `takeover=1` demotes the current writer',
       query: { machine: "which of the reservation's machines (default: the first board)", mode: 'read (default) or write', takeover: '1 to take typing over' },
-      responses: { 101: 'switching to the WebSocket protocol', 403: 'not the owner (write, takeover) or not your reservation', 409: 'ended, not ready, or a console that can only be watched', 426: 'not a WebSocket request' },
+      responses: {
+        101: 'switching to the WebSocket protocol',
+        403: 'not the owner (write, takeover) or not your reservation',
+        409: 'ended, not ready, or a console that can only be watched',
+        426: 'not a WebSocket request',
+      },
     },
     (ctx) => {
       ctx.set('Upgrade', 'websocket');
@@ -75,7 +80,8 @@ export function consoleStreams(scheduler: Scheduler, tokens: Tokens, consolesDir
     if (!match) throw new ApiError(404, 'not_found', 'no WebSocket route here (the console stream is /v1/reservations/ID/console/stream)');
     for (const name of url.searchParams.keys()) {
       if (/token/i.test(name)) throw new ApiError(400, 'invalid_parameter', 'send the token in the Authorization header, never in the URL');
-      if (!allowedQuery.has(name)) throw new ApiError(400, 'invalid_parameter', `unknown query parameter ${JSON.stringify(name.slice(0, 40))} (allowed: machine, mode, takeover)`);
+      if (!allowedQuery.has(name))
+        throw new ApiError(400, 'invalid_parameter', `unknown query parameter ${JSON.stringify(name.slice(0, 40))} (allowed: machine, mode, takeover)`);
     }
     const caller = callerOf(tokens, request.headers.authorization);
     const reservation = await scheduler.reservations.get(caller, match[1]);
@@ -108,7 +114,8 @@ export function consoleStreams(scheduler: Scheduler, tokens: Tokens, consolesDir
     if (scheduler.inventory.get(allocation.machine)?.kind === 'board') {
       throw new ApiError(409, 'not_ready', `${allocation.machine}'s console opens to streams once it is ready`);
     }
-    if (request !== 'read') throw new ApiError(409, 'console_read_only', `${allocation.machine}'s console can only be watched (it is a log, not a line to type on)`);
+    if (request !== 'read')
+      throw new ApiError(409, 'console_read_only', `${allocation.machine}'s console can only be watched (it is a log, not a line to type on)`);
     return logSource(consoleLog(consolesDir, reservation, allocation), () => scheduler.reservations.isLive(reservation.id));
   };
 
@@ -130,7 +137,12 @@ export function consoleStreams(scheduler: Scheduler, tokens: Tokens, consolesDir
         return sendJson({ type: 'error', code: 'invalid_request', message: 'text messages are JSON' });
       }
       if (message.type === 'takeover' && owner) source.takeover();
-      else sendJson({ type: 'error', code: message.type === 'takeover' ? 'forbidden' : 'invalid_request', message: message.type === 'takeover' ? 'only the owner types' : 'unknown message type' });
+      else
+        sendJson({
+          type: 'error',
+          code: message.type === 'takeover' ? 'forbidden' : 'invalid_request',
+          message: message.type === 'takeover' ? 'only the owner types' : 'unknown message type',
+        });
     });
     ws.on('close', () => {
       streams.delete(ws);
@@ -191,9 +203,15 @@ function logSource(file: string, live: () => boolean): Source {
     start(send, mode, ended) {
       mode('read', "this machine's console can only be watched");
       void (async () => {
-        let offset = await stat(file).then((info) => info.size, () => 0);
+        let offset = await stat(file).then(
+          (info) => info.size,
+          () => 0,
+        );
         while (!closed && live()) {
-          const size = await stat(file).then((info) => info.size, () => 0);
+          const size = await stat(file).then(
+            (info) => info.size,
+            () => 0,
+          );
           if (size > offset) {
             const handle = await open(file, 'r');
             try {

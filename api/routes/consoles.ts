@@ -30,7 +30,12 @@ export function consoleRoutes(table: RouteTable, scheduler: Scheduler, consolesD
       let allocation = reservationMachine(reservation, ctx.query.machine);
       if (!allocation) {
         for (const candidate of reservation.allocations) {
-          if (await stat(consoleLog(consolesDir, reservation, candidate)).then(() => true, () => false)) {
+          if (
+            await stat(consoleLog(consolesDir, reservation, candidate)).then(
+              () => true,
+              () => false,
+            )
+          ) {
             allocation = candidate;
             break;
           }
@@ -38,9 +43,20 @@ export function consoleRoutes(table: RouteTable, scheduler: Scheduler, consolesD
       }
       allocation ??= reservation.allocations[0];
       const file = allocation && consoleLog(consolesDir, reservation, allocation);
-      const exists = file !== undefined && (await stat(file).then(() => true, () => false));
-      if (!exists && !follow) throw new ApiError(404, 'not_found', `reservation ${reservation.id} has no console log${allocation ? ` for ${allocation.machine}` : ''}`);
-      streamLog(ctx, async () => file, follow, () => !scheduler.reservations.isLive(reservation.id));
+      const exists =
+        file !== undefined &&
+        (await stat(file).then(
+          () => true,
+          () => false,
+        ));
+      if (!exists && !follow)
+        throw new ApiError(404, 'not_found', `reservation ${reservation.id} has no console log${allocation ? ` for ${allocation.machine}` : ''}`);
+      streamLog(
+        ctx,
+        async () => file,
+        follow,
+        () => !scheduler.reservations.isLive(reservation.id),
+      );
     },
   );
 }

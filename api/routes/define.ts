@@ -39,8 +39,10 @@ export class RouteTable {
   ) {}
 
   define<Body extends z.ZodType = z.ZodNever>(doc: RouteDoc<Body>, handler: (ctx: Koa.Context, body: z.infer<Body>) => Promise<void> | void): void {
-    for (const name of pathParameterNames(doc.path)) if (!pathParameters[name]) throw new Error(`${doc.path}: no schema for the path parameter ${name} in api/fields.ts`);
-    for (const name of Object.keys(doc.query ?? {})) if (!queryParameters[name]) throw new Error(`${doc.path}: no schema for the query parameter ${name} in api/fields.ts`);
+    for (const name of pathParameterNames(doc.path))
+      if (!pathParameters[name]) throw new Error(`${doc.path}: no schema for the path parameter ${name} in api/fields.ts`);
+    for (const name of Object.keys(doc.query ?? {}))
+      if (!queryParameters[name]) throw new Error(`${doc.path}: no schema for the query parameter ${name} in api/fields.ts`);
     this.routes.push(doc as RouteDoc);
     const roles = doc.roles ?? peopleRoles;
     const run = async (ctx: Koa.Context) => {
@@ -97,7 +99,13 @@ export function openApiDocument(routes: RouteDoc[], version: string): unknown {
     const path = route.path.replace(/:([A-Za-z]+)/g, '{$1}');
     const parameters = [
       ...pathParameterNames(route.path).map((name) => ({ name, in: 'path', required: true, schema: parameterSchema(pathParameters[name]) })),
-      ...Object.entries(route.query ?? {}).map(([name, description]) => ({ name, in: 'query', required: false, description, schema: parameterSchema(queryParameters[name]) })),
+      ...Object.entries(route.query ?? {}).map(([name, description]) => ({
+        name,
+        in: 'query',
+        required: false,
+        description,
+        schema: parameterSchema(queryParameters[name]),
+      })),
     ];
     const responses: Record<string, unknown> = {};
     for (const [status, description] of Object.entries(route.responses ?? { 200: 'OK' })) responses[status] = { description };
@@ -108,7 +116,14 @@ export function openApiDocument(routes: RouteDoc[], version: string): unknown {
       ...(route.auth === false ? { security: [] } : {}),
       ...(route.auth === false ? {} : { description: `Needs role: ${(route.roles ?? peopleRoles).join(' or ')}.` }),
       ...(parameters.length > 0 ? { parameters } : {}),
-      ...(route.body ? { requestBody: { required: true, content: { 'application/json': { schema: z.toJSONSchema(route.body.schema, { io: 'input', unrepresentable: 'any' }) } } } } : {}),
+      ...(route.body
+        ? {
+            requestBody: {
+              required: true,
+              content: { 'application/json': { schema: z.toJSONSchema(route.body.schema, { io: 'input', unrepresentable: 'any' }) } },
+            },
+          }
+        : {}),
       responses,
     };
   }

@@ -28,7 +28,10 @@ async function copy(ctx: Koa.Context, body: PassThrough, locate: () => Promise<s
     for (;;) {
       file ??= await locate();
       if (file) {
-        const size = await stat(file).then((info) => info.size, () => 0);
+        const size = await stat(file).then(
+          (info) => info.size,
+          () => 0,
+        );
         if (size > offset) {
           const handle = await open(file, 'r');
           try {

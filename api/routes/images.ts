@@ -19,14 +19,28 @@ const expirySchema = duration('expiry', bounds.imageExpirySeconds).optional();
 export function imageRoutes(table: RouteTable, catalog: ImageCatalog): void {
   table.define(
     {
-      method: 'put', path: '/v1/images/:name/:tag', summary: 'Upload an image: the body is the raw file, streamed; Paddock-Sha256 is checked when sent',
-      query: { format: 'qcow2 (default), raw or bundle', arch: 'architecture label (default x86_64)', expires: 'a temporary image: removed after this duration, e.g. 2h' },
+      method: 'put',
+      path: '/v1/images/:name/:tag',
+      summary: 'Upload an image: the body is the raw file, streamed; Paddock-Sha256 is checked when sent',
+      query: {
+        format: 'qcow2 (default), raw or bundle',
+        arch: 'architecture label (default x86_64)',
+        expires: 'a temporary image: removed after this duration, e.g. 2h',
+      },
       // Paddock-Sha256 as a header, or declared in Trailer: and sent after a chunked body; Paddock-Size with a chunked body.
-      responses: { 201: 'stored', 400: 'more bytes than Paddock-Size announced', 408: 'no byte for the idle timeout', 413: 'over the size limit', 422: 'sha256 mismatch', 507: 'not enough disk space' },
+      responses: {
+        201: 'stored',
+        400: 'more bytes than Paddock-Size announced',
+        408: 'no byte for the idle timeout',
+        413: 'over the size limit',
+        422: 'sha256 mismatch',
+        507: 'not enough disk space',
+      },
     },
     async (ctx) => {
       const expiry = expirySchema.safeParse(ctx.query.expires);
-      if (!expiry.success) throw new ApiError(400, 'invalid_parameter', `query parameter expires: ${expiry.error.issues[0].message}`, { in: 'query', parameter: 'expires' });
+      if (!expiry.success)
+        throw new ApiError(400, 'invalid_parameter', `query parameter expires: ${expiry.error.issues[0].message}`, { in: 'query', parameter: 'expires' });
       const expires = expiry.data;
       // The size comes as Content-Length, or as Paddock-Size with a chunked body; the sha256 as a
       // header, or as a trailer after the body (one pass over the file on the client).
@@ -56,7 +70,10 @@ export function imageRoutes(table: RouteTable, catalog: ImageCatalog): void {
 
   table.define(
     {
-      method: 'get', path: '/v1/images', summary: "Every image Paddock stores (origin paddock), then the images each OpenStack pool can boot (origin openstack, ref POOL/NAME)", roles: readers,
+      method: 'get',
+      path: '/v1/images',
+      summary: 'Every image Paddock stores (origin paddock), then the images each OpenStack pool can boot (origin openstack, ref POOL/NAME)',
+      roles: readers,
       query: { origin: 'paddock: only the images Paddock stores', ...pageQuery },
     },
     async (ctx) => {
@@ -64,10 +81,21 @@ export function imageRoutes(table: RouteTable, catalog: ImageCatalog): void {
       if (origin !== undefined && origin !== 'paddock') throw new ApiError(400, 'invalid_request', 'origin is paddock or absent');
       const { images, errors } = await catalog.listAll(origin === 'paddock');
       // A pool that cannot be asked does not hide the others: it is named in a header.
-      if (errors.length > 0) ctx.set('Paddock-Warning', errors.map((error) => encodeURIComponent(`pool ${error.pool}: ${error.message}`)));
+      if (errors.length > 0)
+        ctx.set(
+          'Paddock-Warning',
+          errors.map((error) => encodeURIComponent(`pool ${error.pool}: ${error.message}`)),
+        );
       // Paddock's own by name and tag, then each pool's by ref.
       const key = (image: ImageListEntry): Key => (image.origin === 'paddock' ? [0, image.name, image.tag] : [1, image.ref, '']);
-      sendPage(ctx, slicePage(images.sort((a, b) => compareKeys(key(a), key(b))), key, pageOf(ctx, 3)));
+      sendPage(
+        ctx,
+        slicePage(
+          images.sort((a, b) => compareKeys(key(a), key(b))),
+          key,
+          pageOf(ctx, 3),
+        ),
+      );
     },
   );
 
@@ -76,7 +104,13 @@ export function imageRoutes(table: RouteTable, catalog: ImageCatalog): void {
   });
 
   table.define(
-    { method: 'get', path: '/v1/images/:name/:tag/content', summary: 'Download an image; a single HTTP Range is honoured', roles: readers, responses: { 200: 'the whole file', 206: 'a range', 416: 'range not satisfiable' } },
+    {
+      method: 'get',
+      path: '/v1/images/:name/:tag/content',
+      summary: 'Download an image; a single HTTP Range is honoured',
+      roles: readers,
+      responses: { 200: 'the whole file', 206: 'a range', 416: 'range not satisfiable' },
+    },
     async (ctx) => {
       const row = await catalog.get(ctx.params.name, ctx.params.tag);
       // A reader that takes no byte for the idle timeout is dropped; a slow one is served as long as it reads.
@@ -103,10 +137,13 @@ export function imageRoutes(table: RouteTable, catalog: ImageCatalog): void {
     },
   );
 
-  table.define({ method: 'delete', path: '/v1/images/:name/:tag', summary: 'Delete an image (its owner or an admin; refused while a live reservation uses it)' }, async (ctx) => {
-    await catalog.remove(caller(ctx), ctx.params.name, ctx.params.tag);
-    ctx.status = 204;
-  });
+  table.define(
+    { method: 'delete', path: '/v1/images/:name/:tag', summary: 'Delete an image (its owner or an admin; refused while a live reservation uses it)' },
+    async (ctx) => {
+      await catalog.remove(caller(ctx), ctx.params.name, ctx.params.tag);
+      ctx.status = 204;
+    },
+  );
 }
 
 /** One `bytes=a-b`, `bytes=a-` or `bytes=-n` range; anything else is served whole. */

@@ -19,10 +19,12 @@ const parameterName = text({ max: 64, pattern: /^[A-Za-z_][A-Za-z0-9_]{0,63}$/, 
 const parameters = z.record(parameterName, text({ max: 4096, lines: true })).refine((record) => Object.keys(record).length <= 64, 'at most 64 parameters');
 
 /** A relative path inside the repository: no leading /, no `..`, no empty or `.` segments. */
-const scriptPath = text({ min: 1, max: 500 })
-  .refine((value) => !value.startsWith('/') && !value.includes('\\') && value.split('/').every((part) => part !== '' && part !== '.' && part !== '..'), {
+const scriptPath = text({ min: 1, max: 500 }).refine(
+  (value) => !value.startsWith('/') && !value.includes('\\') && value.split('/').every((part) => part !== '' && part !== '.' && part !== '..'),
+  {
     message: 'the script is a path inside the repository, like ci/build.ts (no leading /, no .. or . segments)',
-  });
+  },
+);
 
 export const jobSchema = z.strictObject({
   name: name('job'),
@@ -40,16 +42,33 @@ const runSchema = z.strictObject({ parameters: parameters.default({}) });
 const reproduceSchema = z.strictObject({ allowOtherUser: z.boolean().default(false) });
 
 export function jobRoutes(table: RouteTable, jobs: JobService): void {
-  table.define({ method: 'post', path: '/v1/jobs', summary: 'Define a job: a script in a git repository, its ref, parameters and time limit', body: { schema: jobSchema, name: 'job' }, responses: { 201: 'created', 422: 'the repository or the ref does not exist' } }, async (ctx, input) => {
-    ctx.body = await jobs.catalog.add(caller(ctx), { ...input, timeLimitSeconds: input.timeLimit });
-    ctx.status = 201;
-  });
+  table.define(
+    {
+      method: 'post',
+      path: '/v1/jobs',
+      summary: 'Define a job: a script in a git repository, its ref, parameters and time limit',
+      body: { schema: jobSchema, name: 'job' },
+      responses: { 201: 'created', 422: 'the repository or the ref does not exist' },
+    },
+    async (ctx, input) => {
+      ctx.body = await jobs.catalog.add(caller(ctx), { ...input, timeLimitSeconds: input.timeLimit });
+      ctx.status = 201;
+    },
+  );
 
-  table.define({ method: 'get', path: '/v1/jobs', summary: 'Your jobs by name (all: every user\'s, admins only); paginated', query: { all: '1 for every user\'s (admins)', ...pageQuery } }, async (ctx) => {
-    const key = (job: JobView): Key => [job.name, job.id];
-    const list = (await jobs.catalog.list(caller(ctx), ctx.query.all === '1')).sort((a, b) => compareKeys(key(a), key(b)));
-    sendPage(ctx, slicePage(list, key, pageOf(ctx, 2)));
-  });
+  table.define(
+    {
+      method: 'get',
+      path: '/v1/jobs',
+      summary: "Your jobs by name (all: every user's, admins only); paginated",
+      query: { all: "1 for every user's (admins)", ...pageQuery },
+    },
+    async (ctx) => {
+      const key = (job: JobView): Key => [job.name, job.id];
+      const list = (await jobs.catalog.list(caller(ctx), ctx.query.all === '1')).sort((a, b) => compareKeys(key(a), key(b)));
+      sendPage(ctx, slicePage(list, key, pageOf(ctx, 2)));
+    },
+  );
 
   table.define({ method: 'get', path: '/v1/jobs/:job', summary: 'One job, by id or name' }, async (ctx) => {
     ctx.body = jobView(await jobs.catalog.get(caller(ctx), ctx.params.job));
@@ -61,7 +80,13 @@ export function jobRoutes(table: RouteTable, jobs: JobService): void {
   });
 
   table.define(
-    { method: 'post', path: '/v1/jobs/:job/runs', summary: 'Run a job: the commit its ref points at now is recorded and the run queued', body: { schema: runSchema, name: 'run request' }, responses: { 201: 'queued', 422: 'the repository or the ref does not exist' } },
+    {
+      method: 'post',
+      path: '/v1/jobs/:job/runs',
+      summary: 'Run a job: the commit its ref points at now is recorded and the run queued',
+      body: { schema: runSchema, name: 'run request' },
+      responses: { 201: 'queued', 422: 'the repository or the ref does not exist' },
+    },
     async (ctx, { parameters: values }) => {
       ctx.body = await jobs.runs.run(caller(ctx), ctx.params.job, values);
       ctx.status = 201;
@@ -69,14 +94,27 @@ export function jobRoutes(table: RouteTable, jobs: JobService): void {
   );
 
   table.define(
-    { method: 'get', path: '/v1/runs', summary: 'Your runs, newest first (job: of one job; all: every user\'s, admins only); paginated', query: { job: 'a job id or name', all: '1 for every user\'s (admins)', ...pageQuery } },
+    {
+      method: 'get',
+      path: '/v1/runs',
+      summary: "Your runs, newest first (job: of one job; all: every user's, admins only); paginated",
+      query: { job: 'a job id or name', all: "1 for every user's (admins)", ...pageQuery },
+    },
     async (ctx) => {
-      sendPage(ctx, await jobs.runs.list(caller(ctx), { ...(typeof ctx.query.job === 'string' ? { job: ctx.query.job } : {}), all: ctx.query.all === '1' }, pageOf(ctx, 2)));
+      sendPage(
+        ctx,
+        await jobs.runs.list(caller(ctx), { ...(typeof ctx.query.job === 'string' ? { job: ctx.query.job } : {}), all: ctx.query.all === '1' }, pageOf(ctx, 2)),
+      );
     },
   );
 
   table.define(
-    { method: 'get', path: '/v1/runs/:id', summary: 'One run; ?wait=end&timeout=60 holds the answer until it has ended', query: { wait: 'end: long-poll until the run has ended', timeout: 'seconds to wait, at most 300' } },
+    {
+      method: 'get',
+      path: '/v1/runs/:id',
+      summary: 'One run; ?wait=end&timeout=60 holds the answer until it has ended',
+      query: { wait: 'end: long-poll until the run has ended', timeout: 'seconds to wait, at most 300' },
+    },
     async (ctx) => {
       if (ctx.query.wait === undefined) {
         ctx.body = await jobs.runs.get(caller(ctx), ctx.params.id);
@@ -90,11 +128,22 @@ export function jobRoutes(table: RouteTable, jobs: JobService): void {
   );
 
   table.define(
-    { method: 'get', path: '/v1/runs/:id/log', summary: "A run's output as text; follow=1 streams it live until the run ends", query: { follow: '1 to keep streaming new output' }, responses: { 200: 'text/plain' } },
+    {
+      method: 'get',
+      path: '/v1/runs/:id/log',
+      summary: "A run's output as text; follow=1 streams it live until the run ends",
+      query: { follow: '1 to keep streaming new output' },
+      responses: { 200: 'text/plain' },
+    },
     async (ctx) => {
       const run = await jobs.runs.get(caller(ctx), ctx.params.id);
       const follow = ctx.query.follow === '1' || ctx.query.follow === 'true';
-      streamLog(ctx, async () => jobs.logs.file(run.id), follow, () => !jobs.runs.isLive(run.id));
+      streamLog(
+        ctx,
+        async () => jobs.logs.file(run.id),
+        follow,
+        () => !jobs.runs.isLive(run.id),
+      );
     },
   );
 
@@ -104,7 +153,7 @@ export function jobRoutes(table: RouteTable, jobs: JobService): void {
       path: '/v1/runs/:id/reproductions',
       summary: "Reproduce a run elsewhere: its task with a token made for the reproduction alone (another user's run only with allowOtherUser)",
       body: { schema: reproduceSchema, name: 'reproduction' },
-      responses: { 201: 'the task and its token', 403: 'other_users_run: another user\'s run, without allowOtherUser' },
+      responses: { 201: 'the task and its token', 403: "other_users_run: another user's run, without allowOtherUser" },
     },
     async (ctx, { allowOtherUser }) => {
       ctx.body = await jobs.reproductions.create(caller(ctx), ctx.params.id, allowOtherUser);
@@ -112,11 +161,17 @@ export function jobRoutes(table: RouteTable, jobs: JobService): void {
     },
   );
 
-  table.define({ method: 'delete', path: '/v1/reproductions/:id', summary: 'End a reproduction: its reservations are released and its token revoked' }, async (ctx) => {
-    ctx.body = { released: await jobs.reproductions.end(caller(ctx), ctx.params.id) };
-  });
+  table.define(
+    { method: 'delete', path: '/v1/reproductions/:id', summary: 'End a reproduction: its reservations are released and its token revoked' },
+    async (ctx) => {
+      ctx.body = { released: await jobs.reproductions.end(caller(ctx), ctx.params.id) };
+    },
+  );
 
-  table.define({ method: 'post', path: '/v1/runs/:id/cancel', summary: 'Cancel a run: a queued one ends at once, a running one is stopped by its runner host' }, async (ctx) => {
-    ctx.body = await jobs.runs.cancel(caller(ctx), ctx.params.id);
-  });
+  table.define(
+    { method: 'post', path: '/v1/runs/:id/cancel', summary: 'Cancel a run: a queued one ends at once, a running one is stopped by its runner host' },
+    async (ctx) => {
+      ctx.body = await jobs.runs.cancel(caller(ctx), ctx.params.id);
+    },
+  );
 }

@@ -14,40 +14,65 @@ const maintenanceSchema = z.strictObject({ reason: text({ max: 500 }).optional()
 const explainSchema = z.strictObject({ spec: text({ max: 2000 }) });
 
 export function machineRoutes(table: RouteTable, scheduler: Scheduler): void {
-  table.define({ method: 'get', path: '/v1/machines', summary: 'Every machine with its state, by name (paginated)', query: { state: 'only machines in this state', ...pageQuery } }, (ctx) => {
-    const state = ctx.query.state;
-    const machines = [...scheduler.inventory.machines.values()]
-      .filter((machine) => state === undefined || machine.state === state)
-      .sort((a, b) => (a.name < b.name ? -1 : 1));
-    const page = slicePage(machines, (machine) => [machine.name], pageOf(ctx, 1));
-    sendPage(ctx, { ...page, items: page.items.map(machineView) });
-  });
+  table.define(
+    {
+      method: 'get',
+      path: '/v1/machines',
+      summary: 'Every machine with its state, by name (paginated)',
+      query: { state: 'only machines in this state', ...pageQuery },
+    },
+    (ctx) => {
+      const state = ctx.query.state;
+      const machines = [...scheduler.inventory.machines.values()]
+        .filter((machine) => state === undefined || machine.state === state)
+        .sort((a, b) => (a.name < b.name ? -1 : 1));
+      const page = slicePage(machines, (machine) => [machine.name], pageOf(ctx, 1));
+      sendPage(ctx, { ...page, items: page.items.map(machineView) });
+    },
+  );
 
   table.define({ method: 'get', path: '/v1/machines/:name', summary: 'One machine' }, (ctx) => {
     ctx.body = machineView(scheduler.machines.machine(ctx.params.name));
   });
 
   table.define(
-    { method: 'post', path: '/v1/machines/:name/maintenance', summary: 'Take a machine out of service (after its current reservation)', roles: ['admin'], body: { schema: maintenanceSchema, name: 'maintenance request' } },
+    {
+      method: 'post',
+      path: '/v1/machines/:name/maintenance',
+      summary: 'Take a machine out of service (after its current reservation)',
+      roles: ['admin'],
+      body: { schema: maintenanceSchema, name: 'maintenance request' },
+    },
     async (ctx, { reason }) => {
       ctx.body = machineView(await scheduler.machines.setMaintenance(ctx.params.name, reason));
     },
   );
 
-  table.define({ method: 'post', path: '/v1/machines/:name/activate', summary: 'Put a machine in maintenance or quarantine back in service', roles: ['admin'] }, async (ctx) => {
-    ctx.body = machineView(await scheduler.machines.activate(ctx.params.name));
-  });
+  table.define(
+    { method: 'post', path: '/v1/machines/:name/activate', summary: 'Put a machine in maintenance or quarantine back in service', roles: ['admin'] },
+    async (ctx) => {
+      ctx.body = machineView(await scheduler.machines.activate(ctx.params.name));
+    },
+  );
 
-  table.define({ method: 'post', path: '/v1/explain', summary: 'Which machines a spec matches, and the first term every other machine fails', body: { schema: explainSchema, name: 'explain request' } }, async (ctx, { spec: text }) => {
-    let spec;
-    try {
-      spec = parseSpec(text);
-    } catch (error) {
-      if (error instanceof SpecError) throw new ApiError(400, 'invalid_spec', error.message, { spec: text, position: error.position });
-      throw error;
-    }
-    const machines = [...scheduler.inventory.machines.values()].filter((machine) => machine.state !== 'retired');
-    const explained: ExplainView = { spec: text, ...explainSpec(spec, machines) };
-    ctx.body = explained;
-  });
+  table.define(
+    {
+      method: 'post',
+      path: '/v1/explain',
+      summary: 'Which machines a spec matches, and the first term every other machine fails',
+      body: { schema: explainSchema, name: 'explain request' },
+    },
+    async (ctx, { spec: text }) => {
+      let spec;
+      try {
+        spec = parseSpec(text);
+      } catch (error) {
+        if (error instanceof SpecError) throw new ApiError(400, 'invalid_spec', error.message, { spec: text, position: error.position });
+        throw error;
+      }
+      const machines = [...scheduler.inventory.machines.values()].filter((machine) => machine.state !== 'retired');
+      const explained: ExplainView = { spec: text, ...explainSpec(spec, machines) };
+      ctx.body = explained;
+    },
+  );
 }

@@ -29,8 +29,11 @@ export function reservationRoutes(table: RouteTable, scheduler: Scheduler, optio
 
   table.define(
     {
-      method: 'post', path: '/v1/reservations', summary: 'Request machines: all members are granted together or the request queues',
-      body: { schema: reservationRequestSchema, name: 'reservation request' }, responses: { 201: 'created', 200: 'an earlier request with the same idempotency key', 422: 'no machine could ever satisfy it' },
+      method: 'post',
+      path: '/v1/reservations',
+      summary: 'Request machines: all members are granted together or the request queues',
+      body: { schema: reservationRequestSchema, name: 'reservation request' },
+      responses: { 201: 'created', 200: 'an earlier request with the same idempotency key', 422: 'no machine could ever satisfy it' },
     },
     async (ctx, request) => {
       const { reservation, created } = await reservations.create(caller(ctx), request);
@@ -41,7 +44,9 @@ export function reservationRoutes(table: RouteTable, scheduler: Scheduler, optio
 
   table.define(
     {
-      method: 'get', path: '/v1/reservations', summary: 'Your live reservations, oldest first (admins: ?all=1 for everyone\'s; ?ended=1: every one, newest first); paginated',
+      method: 'get',
+      path: '/v1/reservations',
+      summary: "Your live reservations, oldest first (admins: ?all=1 for everyone's; ?ended=1: every one, newest first); paginated",
       query: { all: '1: every user (admin)', ended: '1: include ended ones', ...pageQuery },
     },
     async (ctx) => {
@@ -54,7 +59,9 @@ export function reservationRoutes(table: RouteTable, scheduler: Scheduler, optio
 
   table.define(
     {
-      method: 'get', path: '/v1/reservations/:id', summary: 'One reservation; ?wait=ready&timeout=60 holds the answer until it is ready or ended',
+      method: 'get',
+      path: '/v1/reservations/:id',
+      summary: 'One reservation; ?wait=ready&timeout=60 holds the answer until it is ready or ended',
       query: { wait: 'ready: long-poll until ready or ended; granted: until machines are allocated', timeout: 'seconds to wait, at most 300' },
     },
     async (ctx) => {
@@ -72,7 +79,9 @@ export function reservationRoutes(table: RouteTable, scheduler: Scheduler, optio
 
   table.define(
     {
-      method: 'get', path: '/v1/reservations/:id/events', summary: 'Its events, oldest first (paginated); with Accept: text/event-stream, a live stream that ends with the reservation',
+      method: 'get',
+      path: '/v1/reservations/:id/events',
+      summary: 'Its events, oldest first (paginated); with Accept: text/event-stream, a live stream that ends with the reservation',
       query: pageQuery,
     },
     async (ctx) => {
@@ -83,7 +92,10 @@ export function reservationRoutes(table: RouteTable, scheduler: Scheduler, optio
       }
       const page = pageOf(ctx, 1);
       const events = await reservations.events(caller(ctx), id, page.after ? Number(page.after[0]) : 0, page.limit + 1);
-      sendPage(ctx, rowsPage(events, (event) => [event.id], page));
+      sendPage(
+        ctx,
+        rowsPage(events, (event) => [event.id], page),
+      );
     },
   );
 
@@ -99,7 +111,11 @@ export function reservationRoutes(table: RouteTable, scheduler: Scheduler, optio
         members: parseMembers(reservation.members).map((member) => {
           const { matches, rejected } = explainSpec(member.spec, machines);
           return {
-            role: member.role, count: member.count, spec: member.spec.text, matches, rejected,
+            role: member.role,
+            count: member.count,
+            spec: member.spec.text,
+            matches,
+            rejected,
             available: matches.filter((name) => scheduler.inventory.get(name)?.state === 'available'),
           };
         }),
@@ -108,50 +124,54 @@ export function reservationRoutes(table: RouteTable, scheduler: Scheduler, optio
     },
   );
 
-  table.define(
-    { method: 'get', path: '/v1/reservations/:id/credentials', summary: 'The private key and pinned host keys (the owner only)' },
-    async (ctx) => {
-      const reservation = await reservations.get(caller(ctx), ctx.params.id);
-      if (reservation.owner !== caller(ctx).name) throw forbidden('only the owner of a reservation gets its credentials');
-      if (isEnded(reservation.state)) throw new ApiError(409, 'lease_expired', `reservation ${reservation.id} is ${reservation.state}`);
-      const machines = reservation.allocations
-        .filter((allocation) => allocation.state === 'ready' && allocation.host && allocation.hostKey)
-        .map((allocation) => ({
-          role: allocation.role, index: allocation.index, machine: allocation.machine,
-          host: allocation.host!, port: allocation.port!, user: allocation.user!, hostKey: allocation.hostKey!,
-        }));
-      const credentials: CredentialsView = {
-        reservationId: reservation.id,
-        privateKey: reservation.privateKey,
-        publicKey: reservation.publicKey,
-        knownHosts: machines.map((machine) => `${knownHostsLine(machine.host, machine.port, machine.hostKey)}\n`).join(''),
-        machines,
+  table.define({ method: 'get', path: '/v1/reservations/:id/credentials', summary: 'The private key and pinned host keys (the owner only)' }, async (ctx) => {
+    const reservation = await reservations.get(caller(ctx), ctx.params.id);
+    if (reservation.owner !== caller(ctx).name) throw forbidden('only the owner of a reservation gets its credentials');
+    if (isEnded(reservation.state)) throw new ApiError(409, 'lease_expired', `reservation ${reservation.id} is ${reservation.state}`);
+    const machines = reservation.allocations
+      .filter((allocation) => allocation.state === 'ready' && allocation.host && allocation.hostKey)
+      .map((allocation) => ({
+        role: allocation.role,
+        index: allocation.index,
+        machine: allocation.machine,
+        host: allocation.host!,
+        port: allocation.port!,
+        user: allocation.user!,
+        hostKey: allocation.hostKey!,
+      }));
+    const credentials: CredentialsView = {
+      reservationId: reservation.id,
+      privateKey: reservation.privateKey,
+      publicKey: reservation.publicKey,
+      knownHosts: machines.map((machine) => `${knownHostsLine(machine.host, machine.port, machine.hostKey)}\n`).join(''),
+      machines,
+    };
+    const relays = reservation.allocations.filter((allocation) => allocation.state === 'ready' && allocation.console);
+    if (options.telnetConsoles && relays.length > 0) {
+      credentials.console = {
+        secret: consoleSecret(reservation),
+        relays: relays.map((allocation) => ({ role: allocation.role, index: allocation.index, machine: allocation.machine, ...allocation.console! })),
       };
-      const relays = reservation.allocations.filter((allocation) => allocation.state === 'ready' && allocation.console);
-      if (options.telnetConsoles && relays.length > 0) {
-        credentials.console = {
-          secret: consoleSecret(reservation),
-          relays: relays.map((allocation) => ({ role: allocation.role, index: allocation.index, machine: allocation.machine, ...allocation.console! })),
-        };
-      }
-      ctx.set('Cache-Control', 'no-store');
-      ctx.body = credentials;
-    },
-  );
+    }
+    ctx.set('Cache-Control', 'no-store');
+    ctx.body = credentials;
+  });
 
   table.define(
-    { method: 'post', path: '/v1/reservations/:id/renew', summary: 'Heartbeat: extends the lease by its duration, up to the hard cap', responses: { 200: 'renewed', 409: 'already ended' } },
+    {
+      method: 'post',
+      path: '/v1/reservations/:id/renew',
+      summary: 'Heartbeat: extends the lease by its duration, up to the hard cap',
+      responses: { 200: 'renewed', 409: 'already ended' },
+    },
     async (ctx) => {
       ctx.body = view(await reservations.renew(caller(ctx), ctx.params.id));
     },
   );
 
-  table.define(
-    { method: 'delete', path: '/v1/reservations/:id', summary: 'Release (idempotent); a queued request is cancelled' },
-    async (ctx) => {
-      ctx.body = view(await reservations.release(caller(ctx), ctx.params.id));
-    },
-  );
+  table.define({ method: 'delete', path: '/v1/reservations/:id', summary: 'Release (idempotent); a queued request is cancelled' }, async (ctx) => {
+    ctx.body = view(await reservations.release(caller(ctx), ctx.params.id));
+  });
 }
 
 /** Server-sent events: what happened so far, then every new event until the reservation ends. */

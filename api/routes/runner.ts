@@ -12,7 +12,12 @@ import type { RouteTable } from './define.js';
 import { pageOf, pageQuery, sendPage, slicePage } from '../pages.js';
 
 const runnerName = name('runner');
-const claimSchema = z.strictObject({ runner: runnerName, slots: integer(0, 256), fresh: z.boolean().default(false), wait: z.number().min(0).max(60).default(20) });
+const claimSchema = z.strictObject({
+  runner: runnerName,
+  slots: integer(0, 256),
+  fresh: z.boolean().default(false),
+  wait: z.number().min(0).max(60).default(20),
+});
 const heartbeatSchema = z.strictObject({ runner: runnerName, runs: z.array(text({ max: 40 })).max(256) });
 const startedSchema = z.strictObject({ runner: runnerName });
 const finishedSchema = z.strictObject({
@@ -39,35 +44,86 @@ function checkRunner(ctx: Koa.Context, runner: string): string {
 
 export function runnerRoutes(table: RouteTable, dispatch: Dispatch): void {
   const roles: Role[] = ['runner', 'admin'];
-  table.define({ method: 'get', path: '/v1/runners', summary: 'The runner hosts heard from, when last, and the runs they hold, by name (admins; paginated)', roles: ['admin'], query: pageQuery }, (ctx) => {
-    sendPage(ctx, slicePage(dispatch.runnerHosts(), (runner) => [runner.name], pageOf(ctx, 1)));
-  });
+  table.define(
+    {
+      method: 'get',
+      path: '/v1/runners',
+      summary: 'The runner hosts heard from, when last, and the runs they hold, by name (admins; paginated)',
+      roles: ['admin'],
+      query: pageQuery,
+    },
+    (ctx) => {
+      sendPage(
+        ctx,
+        slicePage(dispatch.runnerHosts(), (runner) => [runner.name], pageOf(ctx, 1)),
+      );
+    },
+  );
 
-  table.define({ method: 'post', path: '/v1/runner/claim', summary: 'Take up to `slots` queued runs (long-poll up to `wait` seconds)', roles, body: { schema: claimSchema, name: 'claim' } }, async (ctx, { runner, slots, fresh, wait }) => {
-    checkRunner(ctx, runner);
-    let gone = false;
-    ctx.res.once('close', () => (gone = !ctx.res.writableFinished));
-    ctx.body = { runs: await dispatch.claim(runner, slots, fresh, wait * 1000, () => gone) };
-  });
+  table.define(
+    {
+      method: 'post',
+      path: '/v1/runner/claim',
+      summary: 'Take up to `slots` queued runs (long-poll up to `wait` seconds)',
+      roles,
+      body: { schema: claimSchema, name: 'claim' },
+    },
+    async (ctx, { runner, slots, fresh, wait }) => {
+      checkRunner(ctx, runner);
+      let gone = false;
+      ctx.res.once('close', () => (gone = !ctx.res.writableFinished));
+      ctx.body = { runs: await dispatch.claim(runner, slots, fresh, wait * 1000, () => gone) };
+    },
+  );
 
-  table.define({ method: 'post', path: '/v1/runner/heartbeat', summary: 'Say the runner host is alive and which runs it runs; the answer lists those cancelled', roles, body: { schema: heartbeatSchema, name: 'heartbeat' } }, async (ctx, { runner, runs }) => {
-    ctx.body = dispatch.heartbeat(checkRunner(ctx, runner), runs);
-  });
+  table.define(
+    {
+      method: 'post',
+      path: '/v1/runner/heartbeat',
+      summary: 'Say the runner host is alive and which runs it runs; the answer lists those cancelled',
+      roles,
+      body: { schema: heartbeatSchema, name: 'heartbeat' },
+    },
+    async (ctx, { runner, runs }) => {
+      ctx.body = dispatch.heartbeat(checkRunner(ctx, runner), runs);
+    },
+  );
 
-  table.define({ method: 'post', path: '/v1/runner/runs/:id/started', summary: 'The script of a run has started', roles, body: { schema: startedSchema, name: 'started' } }, async (ctx, { runner }) => {
-    await dispatch.started(checkRunner(ctx, runner), ctx.params.id);
-    ctx.status = 204;
-  });
+  table.define(
+    {
+      method: 'post',
+      path: '/v1/runner/runs/:id/started',
+      summary: 'The script of a run has started',
+      roles,
+      body: { schema: startedSchema, name: 'started' },
+    },
+    async (ctx, { runner }) => {
+      await dispatch.started(checkRunner(ctx, runner), ctx.params.id);
+      ctx.status = 204;
+    },
+  );
 
-  table.define({ method: 'post', path: '/v1/runner/runs/:id/log', summary: "Append to a run's output (text/plain body; ?runner=NAME)", roles, query: { runner: 'the runner host' } }, async (ctx) => {
-    const runner = runnerName.safeParse(ctx.query.runner);
-    if (!runner.success) throw new ApiError(400, 'invalid_request', 'runner is the runner host\'s name');
-    await dispatch.appendLog(checkRunner(ctx, runner.data), ctx.params.id, await readRaw(ctx, maxChunk));
-    ctx.status = 204;
-  });
+  table.define(
+    {
+      method: 'post',
+      path: '/v1/runner/runs/:id/log',
+      summary: "Append to a run's output (text/plain body; ?runner=NAME)",
+      roles,
+      query: { runner: 'the runner host' },
+    },
+    async (ctx) => {
+      const runner = runnerName.safeParse(ctx.query.runner);
+      if (!runner.success) throw new ApiError(400, 'invalid_request', "runner is the runner host's name");
+      await dispatch.appendLog(checkRunner(ctx, runner.data), ctx.params.id, await readRaw(ctx, maxChunk));
+      ctx.status = 204;
+    },
+  );
 
-  table.define({ method: 'post', path: '/v1/runner/runs/:id/finished', summary: 'How a run ended', roles, body: { schema: finishedSchema, name: 'finish' } }, async (ctx, finish) => {
-    await dispatch.finished(checkRunner(ctx, finish.runner), ctx.params.id, finish);
-    ctx.status = 204;
-  });
+  table.define(
+    { method: 'post', path: '/v1/runner/runs/:id/finished', summary: 'How a run ended', roles, body: { schema: finishedSchema, name: 'finish' } },
+    async (ctx, finish) => {
+      await dispatch.finished(checkRunner(ctx, finish.runner), ctx.params.id, finish);
+      ctx.status = 204;
+    },
+  );
 }

@@ -18,7 +18,14 @@ export function tokenRoutes(table: RouteTable, tokens: Tokens): void {
   });
 
   table.define(
-    { method: 'post', path: '/v1/tokens', summary: 'Create a token; the answer is the only time it is shown', roles: ['admin'], body: { schema: tokenSchema, name: 'token request' }, responses: { 201: 'created' } },
+    {
+      method: 'post',
+      path: '/v1/tokens',
+      summary: 'Create a token; the answer is the only time it is shown',
+      roles: ['admin'],
+      body: { schema: tokenSchema, name: 'token request' },
+      responses: { 201: 'created' },
+    },
     async (ctx, { name, role }) => {
       ctx.status = 201;
       ctx.set('Cache-Control', 'no-store');
@@ -26,9 +33,15 @@ export function tokenRoutes(table: RouteTable, tokens: Tokens): void {
     },
   );
 
-  table.define({ method: 'get', path: '/v1/tokens', summary: 'Token names and roles, by name (paginated)', roles: ['admin'], query: pageQuery }, async (ctx) => {
-    sendPage(ctx, slicePage(await tokens.list(), (token) => [token.name], pageOf(ctx, 1)));
-  });
+  table.define(
+    { method: 'get', path: '/v1/tokens', summary: 'Token names and roles, by name (paginated)', roles: ['admin'], query: pageQuery },
+    async (ctx) => {
+      sendPage(
+        ctx,
+        slicePage(await tokens.list(), (token) => [token.name], pageOf(ctx, 1)),
+      );
+    },
+  );
 
   table.define({ method: 'delete', path: '/v1/tokens/:name', summary: 'Revoke a token', roles: ['admin'] }, async (ctx) => {
     await tokens.revoke(ctx.params.name);

@@ -159,8 +159,12 @@ export class AgentTasks {
     return [...this.state.inventory.machines.values()]
       .filter((machine) => kinds.includes(machine.kind) && machine.state !== 'retired')
       .map((machine) => ({
-        name: machine.name, kind: machine.kind, labels: machine.labels, capacities: machine.capacities,
-        settings: machine.settings, liveReservations: live.get(machine.name) ?? [],
+        name: machine.name,
+        kind: machine.kind,
+        labels: machine.labels,
+        capacities: machine.capacities,
+        settings: machine.settings,
+        liveReservations: live.get(machine.name) ?? [],
       }));
   }
 }

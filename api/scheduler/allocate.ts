@@ -92,7 +92,12 @@ export function matchShape(spec: Spec, shape: Shape): MatchResult {
  * gang cannot be granted in full.
  */
 export function allocate(members: readonly GangMember[], shapes: readonly Shape[]): string[][] | null {
-  return allocateFree(members, shapes.map((shape) => ({ shape, from: 0 })))?.machines ?? null;
+  return (
+    allocateFree(
+      members,
+      shapes.map((shape) => ({ shape, from: 0 })),
+    )?.machines ?? null
+  );
 }
 
 /** allocate() over shapes part-used in a pass; also says how many names it took per shape key. */
@@ -147,7 +152,12 @@ export function canEverSatisfy(members: readonly GangMember[], allShapes: readon
   }
   if (reasons.length > 0) return { ok: false, reasons };
 
-  const solution = solve(prepare(members, shapes.map((shape) => ({ shape, from: 0 }))));
+  const solution = solve(
+    prepare(
+      members,
+      shapes.map((shape) => ({ shape, from: 0 })),
+    ),
+  );
   if (solution.ok) return { ok: true };
   const roles = solution.members.map((index) => members[index].role);
   const demand = solution.members.reduce((sum, index) => sum + members[index].count, 0);
@@ -180,9 +190,7 @@ interface Gang {
 }
 
 function prepare(members: readonly GangMember[], free: readonly FreeShape[]): Gang {
-  const candidates = free
-    .filter((entry) => entry.shape.machines.length > entry.from)
-    .sort((a, b) => byText(a.shape.key, b.shape.key));
+  const candidates = free.filter((entry) => entry.shape.machines.length > entry.from).sort((a, b) => byText(a.shape.key, b.shape.key));
   const shapes: FreeShape[] = [];
   const matchedBy: boolean[][] = [];
   for (const entry of candidates) {
@@ -193,7 +201,9 @@ function prepare(members: readonly GangMember[], free: readonly FreeShape[]): Ga
   }
   const matchers = matchedBy.map((row) => row.filter(Boolean).length);
   const size = shapes.map((entry) => Object.values(entry.shape.capacities).reduce((sum, value) => sum + value, 0));
-  const order = shapes.map((_, index) => index).sort((a, b) => matchers[a] - matchers[b] || size[a] - size[b] || byText(shapes[a].shape.key, shapes[b].shape.key));
+  const order = shapes
+    .map((_, index) => index)
+    .sort((a, b) => matchers[a] - matchers[b] || size[a] - size[b] || byText(shapes[a].shape.key, shapes[b].shape.key));
   return {
     members,
     shapes,
@@ -233,9 +243,7 @@ function solve(gang: Gang): Solution {
   return { ok: true, flow };
 }
 
-type Path =
-  | { found: true; end: number; reachedBy: number[]; cameFrom: number[] }
-  | { found: false; members: number[]; shapes: number[] };
+type Path = { found: true; end: number; reachedBy: number[]; cameFrom: number[] } | { found: false; members: number[]; shapes: number[] };
 
 /**
  * Breadth-first search for an augmenting path from `start`: start → shape A (held by member B) →
@@ -269,7 +277,7 @@ function findPath(gang: Gang, flow: number[][], left: number[], start: number): 
 /** Moves as many machines as the path allows (at most `need`) and returns how many. */
 function push(path: Extract<Path, { found: true }>, flow: number[][], left: number[], start: number, need: number): number {
   let amount = Math.min(need, left[path.end]);
-  for (let member = path.reachedBy[path.end]; member !== start; ) {
+  for (let member = path.reachedBy[path.end]; member !== start;) {
     const shape = path.cameFrom[member];
     amount = Math.min(amount, flow[member][shape]);
     member = path.reachedBy[shape];

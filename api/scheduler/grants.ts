@@ -20,7 +20,9 @@ export class Grants {
       this.state.enqueue(reservation);
       return;
     }
-    const missing = reservation.allocations.filter((allocation) => !inventory.get(allocation.machine) || inventory.get(allocation.machine)!.state === 'retired');
+    const missing = reservation.allocations.filter(
+      (allocation) => !inventory.get(allocation.machine) || inventory.get(allocation.machine)!.state === 'retired',
+    );
     if (missing.length > 0 && reservation.state !== 'releasing') {
       this.beginRelease(reservation, 'failed', `machine ${missing[0].machine} left the inventory`);
       return;
@@ -72,7 +74,10 @@ export class Grants {
     for (const id of unfit) {
       if (waiting.isUnfit(id)) continue;
       const members = state.membersOf(state.live.get(id)!);
-      waiting.unfit(id, shapes.filter((shape) => members.some((member) => matchShape(member.spec, shape).ok)).map((shape) => shape.key));
+      waiting.unfit(
+        id,
+        shapes.filter((shape) => members.some((member) => matchShape(member.spec, shape).ok)).map((shape) => shape.key),
+      );
     }
   }
 

@@ -47,8 +47,14 @@ export class Machines {
     for (const row of rows.values()) {
       if (row.state === 'retired') continue;
       const retired = state.inventory.add({
-        name: row.name, kind: row.kind, state: 'retired', labels: JSON.parse(row.labels), capacities: JSON.parse(row.capacities),
-        settings: {}, failures: row.failures, reason: 'no longer in the configuration',
+        name: row.name,
+        kind: row.kind,
+        state: 'retired',
+        labels: JSON.parse(row.labels),
+        capacities: JSON.parse(row.capacities),
+        settings: {},
+        failures: row.failures,
+        reason: 'no longer in the configuration',
       });
       state.store.machine(retired);
     }

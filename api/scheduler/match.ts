@@ -56,9 +56,7 @@ export function termFailure(term: Term, machine: MachineTraits): string | undefi
   }
 
   const values = term.values ?? [];
-  const equal =
-    (label !== undefined && values.includes(label)) ||
-    (capacity !== undefined && values.some((value) => parseQuantity(value) === capacity));
+  const equal = (label !== undefined && values.includes(label)) || (capacity !== undefined && values.some((value) => parseQuantity(value) === capacity));
   const listed = values.length === 1 ? values[0] : `one of ${values.join(', ')}`;
   if (term.op === 'eq') {
     if (equal) return undefined;

@@ -108,8 +108,7 @@ export function scheduleQueue(
     const name = poolOf(shape, left);
     return name === undefined || left.get(name)! > 0;
   };
-  const offeredNow = () =>
-    [...pool.values()].filter((entry) => !held.has(entry.shape.key) && entry.from < entry.shape.machines.length && hasRoom(entry.shape));
+  const offeredNow = () => [...pool.values()].filter((entry) => !held.has(entry.shape.key) && entry.from < entry.shape.machines.length && hasRoom(entry.shape));
   for (const request of queueOrder(queue, nowMs, policy)) {
     const known = unfit.has(request.id);
     const starving = isStarving(request, nowMs, policy);

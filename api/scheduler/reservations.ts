@@ -146,17 +146,35 @@ export class Reservations {
    * One page of the caller's reservations (admins with `all`: everyone's). Live ones oldest first;
    * with `includeEnded`, every stored one newest first. Keys: [createdAt ms, id].
    */
-  async list(caller: Caller, options: { all?: boolean; includeEnded?: boolean }, page: Page = { limit: maxPageSize }): Promise<{ items: Reservation[]; next?: Key }> {
+  async list(
+    caller: Caller,
+    options: { all?: boolean; includeEnded?: boolean },
+    page: Page = { limit: maxPageSize },
+  ): Promise<{ items: Reservation[]; next?: Key }> {
     const { live, store, db } = this.state;
     const everyone = options.all && caller.role === 'admin';
     const key = (reservation: Reservation): Key => [reservation.createdAt, reservation.id];
     if (!options.includeEnded) {
       const mine = [...live.values()].filter((reservation) => everyone || reservation.owner === caller.name);
-      return slicePage(mine.sort((a, b) => compareKeys(key(a), key(b))), key, page);
+      return slicePage(
+        mine.sort((a, b) => compareKeys(key(a), key(b))),
+        key,
+        page,
+      );
     }
     await store.flush();
     const where = { ...(everyone ? {} : { owner: caller.name }), ...afterWhere(['createdAt', 'id'], page, true) };
-    const rows = plainRows(await db.reservations.findAll({ where, order: [['createdAt', 'DESC'], ['id', 'DESC']], limit: page.limit + 1, raw: true }));
+    const rows = plainRows(
+      await db.reservations.findAll({
+        where,
+        order: [
+          ['createdAt', 'DESC'],
+          ['id', 'DESC'],
+        ],
+        limit: page.limit + 1,
+        raw: true,
+      }),
+    );
     const { items, next } = rowsPage(rows, (row) => [new Date(row.createdAt).getTime(), row.id], page);
     return { items: items.map((row) => live.get(row.id) ?? reservationFromRow(row)), ...(next ? { next } : {}) };
   }

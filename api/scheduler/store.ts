@@ -167,8 +167,25 @@ function storeFailed(cause: unknown): DomainError {
 }
 
 const reservationColumns = [
-  'id', 'owner', 'state', 'outcome', 'reason', 'priority', 'leaseSeconds', 'members', 'allocations', 'publicKey',
-  'privateKey', 'idempotencyKey', 'createdAt', 'updatedAt', 'grantedAt', 'expiresAt', 'hardCapAt', 'queueDeadline', 'requeues',
+  'id',
+  'owner',
+  'state',
+  'outcome',
+  'reason',
+  'priority',
+  'leaseSeconds',
+  'members',
+  'allocations',
+  'publicKey',
+  'privateKey',
+  'idempotencyKey',
+  'createdAt',
+  'updatedAt',
+  'grantedAt',
+  'expiresAt',
+  'hardCapAt',
+  'queueDeadline',
+  'requeues',
 ] as const;
 const machineColumns = ['name', 'kind', 'state', 'reservationId', 'reason', 'failures', 'labels', 'capacities', 'updatedAt'] as const;
 const eventColumns = ['id', 'reservationId', 'at', 'type', 'from', 'to', 'machine', 'reason'] as const;

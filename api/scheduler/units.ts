@@ -3,8 +3,15 @@
 
 const multipliers: Record<string, number> = {
   '': 1,
-  k: 1e3, K: 1e3, M: 1e6, G: 1e9, T: 1e12,
-  Ki: 1024, Mi: 1024 ** 2, Gi: 1024 ** 3, Ti: 1024 ** 4,
+  k: 1e3,
+  K: 1e3,
+  M: 1e6,
+  G: 1e9,
+  T: 1e12,
+  Ki: 1024,
+  Mi: 1024 ** 2,
+  Gi: 1024 ** 3,
+  Ti: 1024 ** 4,
 };
 
 const quantityPattern = /^(\d+(?:\.\d+)?)\s*([kKMGT]i?)?(B)?$/;

@@ -42,7 +42,10 @@ async function start(root: string, address: string): Promise<number> {
   const found = await running(root, address);
   if (found !== undefined) return found;
   await mkdir(root, { recursive: true, mode: 0o755 });
-  const child = spawn(binary, ['--foreground', '--secure', '--user', 'root', '--address', address, root], { detached: true, stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(binary, ['--foreground', '--secure', '--user', 'root', '--address', address, root], {
+    detached: true,
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   let stderr = '';
   child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
   const exited = await new Promise<number | null | 'running'>((resolve) => {

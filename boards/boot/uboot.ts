@@ -96,7 +96,9 @@ export async function ubootBoot(boot: UbootBoot): Promise<void> {
       await run('network', `setenv netmask ${boot.network.netmask}`, 5000);
       if (boot.network.gatewayIp) await run('network', `setenv gatewayip ${boot.network.gatewayIp}`, 5000);
     } else {
-      await run('network', 'dhcp', boot.timeouts.tftp, (output) => (/DHCP client bound|Bytes transferred|bound to/i.test(output) ? undefined : `no DHCP answer: ${output.trim().split('\n').pop()}`));
+      await run('network', 'dhcp', boot.timeouts.tftp, (output) =>
+        /DHCP client bound|Bytes transferred|bound to/i.test(output) ? undefined : `no DHCP answer: ${output.trim().split('\n').pop()}`,
+      );
     }
     await run('network', `setenv serverip ${boot.network.serverIp}`, 5000);
   });
@@ -146,7 +148,12 @@ export async function ubootBoot(boot: UbootBoot): Promise<void> {
     if (/bytes read/.test(await load('${ramdisk_addr_r}', '/boot/env.txt'))) await run('flash', 'env import -t ${ramdisk_addr_r} ${filesize}', 5000);
     const kernel = await load('${kernel_addr_r}', '/boot/kernel');
     if (!/bytes read/.test(kernel)) {
-      throw new BootError('flash', 'image_unbootable', 'request', `flash step: the image has no /boot/kernel: ${kernel.trim().split('\n').pop()}; console tail:\n${line.tail()}`);
+      throw new BootError(
+        'flash',
+        'image_unbootable',
+        'request',
+        `flash step: the image has no /boot/kernel: ${kernel.trim().split('\n').pop()}; console tail:\n${line.tail()}`,
+      );
     }
     await decompression(); // booti uses it only for a compressed kernel
     if (/bytes read/.test(await load('${ramdisk_addr_r}', '/boot/initrd'))) {
@@ -167,7 +174,12 @@ export async function ubootBoot(boot: UbootBoot): Promise<void> {
     await line.send(`${typable(`${boot.bootCommand} \${kernel_addr_r} ${initrdArgument} ${fdt}`, 'the boot command')}\n`);
     const { index, before } = await line.expect([/Starting kernel/, prompt], boot.timeouts.kernel, 'the kernel start', signal);
     if (index === 1) {
-      throw new BootError('kernel', 'image_unbootable', 'request', `kernel step: U-Boot did not start the kernel: ${before.trim().split('\n').slice(-2).join(' ')}; console tail:\n${line.tail()}`);
+      throw new BootError(
+        'kernel',
+        'image_unbootable',
+        'request',
+        `kernel step: U-Boot did not start the kernel: ${before.trim().split('\n').slice(-2).join(' ')}; console tail:\n${line.tail()}`,
+      );
     }
   });
 }
@@ -183,13 +195,18 @@ function refuseUntypable(boot: UbootBoot): void {
   if (bad) throw new BootError('kernel', 'image_invalid', 'request', `the kernel command line holds ${bad}: refused before anything was typed at U-Boot`);
   const { network, files } = boot;
   const settings: [string, string | undefined][] = [
-    ['serverIp', network.serverIp], ['ip', network.ip], ['netmask', network.netmask], ['gatewayIp', network.gatewayIp],
-    ['decompressAddress', boot.decompressAddress], ['bootCommand', boot.bootCommand],
+    ['serverIp', network.serverIp],
+    ['ip', network.ip],
+    ['netmask', network.netmask],
+    ['gatewayIp', network.gatewayIp],
+    ['decompressAddress', boot.decompressAddress],
+    ['bootCommand', boot.bootCommand],
     ...Object.entries(files).map(([name, value]): [string, string] => [name, typeof value === 'string' ? value : `${value.interface} ${value.device}`]),
   ];
   for (const [name, value] of settings) {
     const problem = value === undefined ? undefined : firstUntypable(value);
-    if (problem) throw new BootError('bootloader', 'boot_settings_invalid', 'infrastructure', `${name} holds ${problem}: refused before anything was typed at U-Boot`);
+    if (problem)
+      throw new BootError('bootloader', 'boot_settings_invalid', 'infrastructure', `${name} holds ${problem}: refused before anything was typed at U-Boot`);
   }
 }
 

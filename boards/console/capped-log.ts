@@ -53,7 +53,7 @@ export class CappedLog {
 
   private rotating(chunk: Buffer): void {
     const half = Math.max(1, Math.floor(this.maxBytes / 2));
-    for (let rest = chunk; rest.length > 0; ) {
+    for (let rest = chunk; rest.length > 0;) {
       if (this.size >= half) {
         this.stream.end();
         try {

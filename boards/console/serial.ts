@@ -23,7 +23,9 @@ export class SerialTransport implements ConsoleTransport {
     this.closed = false;
     const { SerialPort } = await import('serialport');
     const port = new SerialPort({ path: this.settings.device, baudRate: this.settings.baud, autoOpen: false });
-    await new Promise<void>((resolve, reject) => port.open((error) => (error ? reject(new Error(`cannot open ${this.describe}: ${error.message}`)) : resolve())));
+    await new Promise<void>((resolve, reject) =>
+      port.open((error) => (error ? reject(new Error(`cannot open ${this.describe}: ${error.message}`)) : resolve())),
+    );
     port.on('data', onData);
     port.on('error', () => undefined);
     port.on('close', () => {

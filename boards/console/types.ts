@@ -32,8 +32,12 @@ export class ExpectTimeout extends Error {
 
 /** The last `lines` lines of console output, without carriage returns, escape sequences or control characters. */
 export function consoleLines(text: string, lines: number): string {
-  // eslint-disable-next-line no-control-regex
-  const clean = text.replace(/\r/g, '').replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '').replace(/[\x00-\x08\x0b-\x1f\x7f]/g, '');
+  /* eslint-disable no-control-regex -- removing them is the point */
+  const clean = text
+    .replace(/\r/g, '')
+    .replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '')
+    .replace(/[\x00-\x08\x0b-\x1f\x7f]/g, '');
+  /* eslint-enable no-control-regex */
   return clean.trim().split('\n').slice(-lines).join('\n') || '(the console is empty)';
 }
 

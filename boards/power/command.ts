@@ -24,7 +24,10 @@ const STDERR_TAIL = 4 * 1024;
 
 /** The last lines of a command's stderr, short enough for a message. */
 function tail(stderr: string): string {
-  const lines = stderr.split('\n').map((line) => line.trimEnd()).filter(Boolean);
+  const lines = stderr
+    .split('\n')
+    .map((line) => line.trimEnd())
+    .filter(Boolean);
   const text = lines.slice(-5).join(' | ');
   return text.length > 500 ? `…${text.slice(-500)}` : text;
 }

@@ -108,7 +108,9 @@ async function readStateFile(file: string): Promise<z.output<typeof stateFileSch
   try {
     return stateFileSchema.parse(JSON.parse(text));
   } catch (error) {
-    throw new PowerError(`the power state file ${file} is not valid (expected {"boards": {"<board>": {"lastOffAt": "<ISO time>"}}}); fix or remove it`, { cause: error });
+    throw new PowerError(`the power state file ${file} is not valid (expected {"boards": {"<board>": {"lastOffAt": "<ISO time>"}}}); fix or remove it`, {
+      cause: error,
+    });
   }
 }
 

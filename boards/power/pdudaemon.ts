@@ -43,7 +43,9 @@ export function createPdudaemonDriver(settings: PdudaemonSettings): PowerDriver 
       if (signal?.aborted) throw signal.reason;
       const code = error instanceof RequestError ? error.code : undefined;
       if (code === 'ETIMEDOUT') {
-        throw new PowerError(`${describe}: the PDU daemon at ${where} did not reply to "${action}" within ${settings.timeout}s (the command may still run)`, { cause: error });
+        throw new PowerError(`${describe}: the PDU daemon at ${where} did not reply to "${action}" within ${settings.timeout}s (the command may still run)`, {
+          cause: error,
+        });
       }
       const reason = code === 'ECONNREFUSED' ? 'connection refused; is pdudaemon running?' : (code ?? (error as Error).message);
       throw new PowerError(`${describe}: the PDU daemon at ${where} is unreachable (${reason})`, { cause: error });

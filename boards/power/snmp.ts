@@ -42,7 +42,11 @@ interface NetSnmp {
   Version2c: number;
   ObjectType: { Integer: number };
   ErrorStatus: Record<string, number>;
-  createSession(target: string, community: string, options: { port: number; version: number; timeout: number; retries: number; transport: 'udp4' | 'udp6' }): Session;
+  createSession(
+    target: string,
+    community: string,
+    options: { port: number; version: number; timeout: number; retries: number; transport: 'udp4' | 'udp6' },
+  ): Session;
   isVarbindError(varbind: Varbind): boolean;
   varbindError(varbind: Varbind): string;
 }
@@ -68,9 +72,8 @@ export function createSnmpDriver(settings: SnmpSettings): PowerDriver {
       );
     }
     const refused = [snmp.ErrorStatus.NoAccess, snmp.ErrorStatus.NotWritable, snmp.ErrorStatus.AuthorizationError, snmp.ErrorStatus.NoSuchName];
-    const hint = error.name === 'RequestFailedError' && error.status !== undefined && refused.includes(error.status)
-      ? ` (no such outlet, or a read-only community)`
-      : '';
+    const hint =
+      error.name === 'RequestFailedError' && error.status !== undefined && refused.includes(error.status) ? ` (no such outlet, or a read-only community)` : '';
     return new PowerError(`${describe}: the PDU refused the ${what}: ${redact(error.message)}${hint}`);
   }
 

@@ -21,7 +21,17 @@ import { BundleError, unpackBundle, type Bundle } from '../../images/bundle.js';
 import { stage, unstage } from '../../images/staging.js';
 import type { Stage } from '../../protocol/agent.js';
 import { SshProber } from '../ssh-probe.js';
-import { parseSettings, ProvisionError, type KindContext, type MachineRecord, type Provisioner, type ProvisionerFactory, type ProvisionRequest, type Readiness, type StageReporter } from '../types.js';
+import {
+  parseSettings,
+  ProvisionError,
+  type KindContext,
+  type MachineRecord,
+  type Provisioner,
+  type ProvisionerFactory,
+  type ProvisionRequest,
+  type Readiness,
+  type StageReporter,
+} from '../types.js';
 import { boardSettingsSchema, type BoardSettings } from '../../boards/board.js';
 
 export const createBoardProvisioner: ProvisionerFactory<BoardSettings> = (context) => new BoardProvisioner(context);
@@ -56,16 +66,19 @@ export class BoardProvisioner implements Provisioner<BoardSettings> {
     let stageNow: Stage = 'powerConfirmed';
     const fail = (message: string, fault: 'infrastructure' | 'request', code: string) => new ProvisionError(`${board}: ${message}`, fault, stageNow, { code });
 
-    if (!request.image) throw fail('a board boots an image: name a boot bundle or a raw disk image in the request (image: NAME[:TAG])', 'request', 'image_required');
+    if (!request.image)
+      throw fail('a board boots an image: name a boot bundle or a raw disk image in the request (image: NAME[:TAG])', 'request', 'image_required');
     const image = await this.context.images.fetch(request.image, signal);
     const storage = settings.boot.storage;
     const flashing = image.format === 'raw' && storage !== undefined;
     if (image.format !== 'bundle' && !flashing) {
-      const why = image.format === 'raw' ? 'this board has no storage to flash it to (boot.storage)' : 'boards boot a bundle over TFTP or flash a raw disk image';
+      const why =
+        image.format === 'raw' ? 'this board has no storage to flash it to (boot.storage)' : 'boards boot a bundle over TFTP or flash a raw disk image';
       throw fail(`image ${image.ref} is ${image.format}: ${why}`, 'request', 'image_format_unsupported');
     }
     const arch = request.machine.labels.arch;
-    if (arch !== undefined && image.arch !== arch) throw fail(`image ${image.ref} is for ${image.arch}, this board is ${arch}`, 'request', 'image_arch_mismatch');
+    if (arch !== undefined && image.arch !== arch)
+      throw fail(`image ${image.ref} is for ${image.arch}, this board is ${arch}`, 'request', 'image_arch_mismatch');
     let bundle: Bundle | undefined;
     if (!flashing) {
       try {
@@ -119,7 +132,11 @@ export class BoardProvisioner implements Provisioner<BoardSettings> {
         files:
           flashing && storage
             ? { disk: staged.files.disk, storage }
-            : { kernel: staged.files.kernel, ...(staged.files.initrd ? { initrd: staged.files.initrd } : {}), ...(staged.files.dtb ? { dtb: staged.files.dtb } : {}) },
+            : {
+                kernel: staged.files.kernel,
+                ...(staged.files.initrd ? { initrd: staged.files.initrd } : {}),
+                ...(staged.files.dtb ? { dtb: staged.files.dtb } : {}),
+              },
         kernelCompressed,
         bootCommand: settings.boot.command,
         decompressAddress: settings.boot.decompressAddress,
@@ -128,8 +145,14 @@ export class BoardProvisioner implements Provisioner<BoardSettings> {
         signal,
       });
       // The kernel runs: wait for it to reach user space (or to panic).
-      const booted = await console.expect([/paddock: kernel booted|Run \/init|Freeing unused kernel/, /Kernel panic - not syncing[^\n]*/], settings.timeouts.kernel * 1000, 'the kernel reaching user space', signal);
-      if (booted.index === 1) throw new BootError('kernel', 'image_unbootable', 'request', `kernel step: ${booted.match[0].trim()}; console tail:\n${console.tail()}`);
+      const booted = await console.expect(
+        [/paddock: kernel booted|Run \/init|Freeing unused kernel/, /Kernel panic - not syncing[^\n]*/],
+        settings.timeouts.kernel * 1000,
+        'the kernel reaching user space',
+        signal,
+      );
+      if (booted.index === 1)
+        throw new BootError('kernel', 'image_unbootable', 'request', `kernel step: ${booted.match[0].trim()}; console tail:\n${console.tail()}`);
     } catch (error) {
       if (error instanceof BootError) throw fail(`${error.message}`, error.fault, error.code);
       if (error instanceof ExpectTimeout) throw fail(`kernel step: ${error.message}; console tail:\n${error.tail}`, 'request', 'kernel_timeout');
@@ -262,7 +285,9 @@ export class BoardProvisioner implements Provisioner<BoardSettings> {
         announced = false;
         if (prober.hostKey !== undefined) return prober.hostKey;
         if (/Kernel panic - not syncing/.test(tail)) {
-          throw new ProvisionError(`${request.machine.name}: the kernel panicked; console tail:\n${console.tail()}`, 'request', 'sshReady', { code: 'image_unbootable' });
+          throw new ProvisionError(`${request.machine.name}: the kernel panicked; console tail:\n${console.tail()}`, 'request', 'sshReady', {
+            code: 'image_unbootable',
+          });
         }
         if (Date.now() > deadline) throw new Error(`no SSH login within ${settings.timeouts.login}s (last attempt: ${prober.last})`);
         await sleep(100);

@@ -100,9 +100,17 @@ export class OpenStackClient {
     const credentials = this.options.credentials;
     const identity =
       credentials.kind === 'password'
-        ? { methods: ['password'], password: { user: { name: credentials.username, domain: { name: credentials.userDomain }, password: credentials.password } } }
+        ? {
+            methods: ['password'],
+            password: { user: { name: credentials.username, domain: { name: credentials.userDomain }, password: credentials.password } },
+          }
         : { methods: ['application_credential'], application_credential: { id: credentials.id, secret: credentials.secret } };
-    const body = { auth: { identity, ...(credentials.kind === 'password' ? { scope: { project: { name: credentials.project, domain: { name: credentials.projectDomain } } } } : {}) } };
+    const body = {
+      auth: {
+        identity,
+        ...(credentials.kind === 'password' ? { scope: { project: { name: credentials.project, domain: { name: credentials.projectDomain } } } } : {}),
+      },
+    };
     const url = `${this.options.authUrl.replace(/\/+$/, '').replace(/\/v3$/, '')}/v3/auth/tokens`;
     try {
       const response = await this.http.post(url, { json: body });
@@ -131,7 +139,12 @@ export class OpenStackClient {
   }
 
   /** One call to a service; a 401 renews the token and retries once. */
-  async call<T>(service: string, method: Method, path: string, options: { json?: unknown; body?: Readable; headers?: Record<string, string>; searchParams?: Record<string, string> } = {}): Promise<T> {
+  async call<T>(
+    service: string,
+    method: Method,
+    path: string,
+    options: { json?: unknown; body?: Readable; headers?: Record<string, string>; searchParams?: Record<string, string> } = {},
+  ): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       const token = await this.authenticate(attempt > 1);
       const base = await this.endpoint(service);
@@ -278,7 +291,19 @@ function translate(error: unknown, service: string, what: string): OpenStackErro
     const status = error.response.statusCode;
     const message = serviceMessage(error.response.body) ?? error.response.statusMessage ?? '';
     const kind: OpenStackError['kind'] =
-      status === 401 ? 'unauthorized' : status === 404 ? 'not_found' : status === 409 ? 'conflict' : /quota/i.test(message) || status === 413 ? 'quota' : status === 400 ? 'bad_request' : status === 403 ? 'unauthorized' : 'server';
+      status === 401
+        ? 'unauthorized'
+        : status === 404
+          ? 'not_found'
+          : status === 409
+            ? 'conflict'
+            : /quota/i.test(message) || status === 413
+              ? 'quota'
+              : status === 400
+                ? 'bad_request'
+                : status === 403
+                  ? 'unauthorized'
+                  : 'server';
     return new OpenStackError(`${service} ${what}: HTTP ${status}${message ? `: ${message}` : ''}`, kind, status);
   }
   if (error instanceof RequestError) return new OpenStackError(`${service} is unreachable (${error.code ?? error.message})`, 'unreachable');
@@ -287,7 +312,14 @@ function translate(error: unknown, service: string, what: string): OpenStackErro
 
 /** `{"itemNotFound": {"message": …}}`, `{"error": {"message": …}}`, `{"message": …}`, or Glance's text. */
 function serviceMessage(body: unknown): string | undefined {
-  if (typeof body === 'string') return body.replace(/<[^>]+>/g, ' ').replace(/\s+/g, ' ').trim().slice(0, 300) || undefined;
+  if (typeof body === 'string')
+    return (
+      body
+        .replace(/<[^>]+>/g, ' ')
+        .replace(/\s+/g, ' ')
+        .trim()
+        .slice(0, 300) || undefined
+    );
   if (!body || typeof body !== 'object') return undefined;
   const record = body as Record<string, unknown>;
   if (typeof record.message === 'string') return record.message;

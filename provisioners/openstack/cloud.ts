@@ -34,9 +34,12 @@ export function cloudFromEnvironment(env: NodeJS.ProcessEnv = process.env, cloud
 }
 
 function fromCloudsYaml(name: string, env: NodeJS.ProcessEnv): CloudOptions {
-  const candidates = [env.OS_CLIENT_CONFIG_FILE, path.resolve('clouds.yaml'), path.join(os.homedir(), '.config/openstack/clouds.yaml'), '/etc/openstack/clouds.yaml'].filter(
-    (file): file is string => typeof file === 'string' && file.length > 0,
-  );
+  const candidates = [
+    env.OS_CLIENT_CONFIG_FILE,
+    path.resolve('clouds.yaml'),
+    path.join(os.homedir(), '.config/openstack/clouds.yaml'),
+    '/etc/openstack/clouds.yaml',
+  ].filter((file): file is string => typeof file === 'string' && file.length > 0);
   for (const file of candidates) {
     if (!existsSync(file)) continue;
     const document = load(readFileSync(file, 'utf8')) as { clouds?: Record<string, { auth?: Settings; region_name?: string; interface?: string }> } | undefined;
@@ -65,7 +68,8 @@ function build(auth: Settings, where: { region?: string; interface?: string }, s
     };
   }
   const face = where.interface?.replace(/URL$/i, '');
-  if (face !== undefined && face !== 'public' && face !== 'internal' && face !== 'admin') throw new Error(`${source}: interface ${JSON.stringify(where.interface)} is not public, internal or admin`);
+  if (face !== undefined && face !== 'public' && face !== 'internal' && face !== 'admin')
+    throw new Error(`${source}: interface ${JSON.stringify(where.interface)} is not public, internal or admin`);
   return { authUrl: auth.auth_url, credentials, ...(where.region ? { region: where.region } : {}), ...(face ? { interface: face } : {}) };
 }
 
@@ -91,7 +95,14 @@ function cloudOptions(settings: OpenStackSettings): CloudOptions {
       credentials:
         auth.applicationCredentialId && auth.applicationCredentialSecret
           ? { kind: 'application', id: auth.applicationCredentialId, secret: auth.applicationCredentialSecret }
-          : { kind: 'password', username: auth.username!, password: auth.password!, project: auth.project!, userDomain: auth.userDomain, projectDomain: auth.projectDomain },
+          : {
+              kind: 'password',
+              username: auth.username!,
+              password: auth.password!,
+              project: auth.project!,
+              userDomain: auth.userDomain,
+              projectDomain: auth.projectDomain,
+            },
     };
   } else {
     try {
@@ -108,4 +119,11 @@ function cloudOptions(settings: OpenStackSettings): CloudOptions {
 }
 
 /** What tells one cloud account from another: a pool's listings and uploads are kept per account. */
-export const clientKey = (settings: OpenStackSettings) => [settings.auth?.authUrl, settings.auth?.username, settings.auth?.project, settings.auth?.applicationCredentialId, settings.cloud, settings.region];
+export const clientKey = (settings: OpenStackSettings) => [
+  settings.auth?.authUrl,
+  settings.auth?.username,
+  settings.auth?.project,
+  settings.auth?.applicationCredentialId,
+  settings.cloud,
+  settings.region,
+];

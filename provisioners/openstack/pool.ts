@@ -38,7 +38,12 @@ export async function expandPool(entry: PoolEntry<OpenStackSettings>, context: P
   for (const wanted of settings.flavors) {
     const flavor = flavors.find((each) => each.name === wanted) ?? flavors.find((each) => each.id === wanted);
     if (!flavor) {
-      throw new Error(`OpenStack pool ${entry.name}: no flavor ${JSON.stringify(wanted)} (the cloud has ${flavors.map((each) => each.name).sort().join(', ')})`);
+      throw new Error(
+        `OpenStack pool ${entry.name}: no flavor ${JSON.stringify(wanted)} (the cloud has ${flavors
+          .map((each) => each.name)
+          .sort()
+          .join(', ')})`,
+      );
     }
     for (let slot = 1; slot <= settings.maxInstances; slot++) {
       machines.push({

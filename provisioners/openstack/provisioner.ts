@@ -98,10 +98,17 @@ export class OpenStackProvisioner implements Provisioner<OpenStackSettings> {
     }
   }
 
-  private async bringUp(request: ProvisionRequest<OpenStackSettings>, settings: OpenStackSettings, report: StageReporter, signal: AbortSignal, where: string): Promise<SshReadiness> {
+  private async bringUp(
+    request: ProvisionRequest<OpenStackSettings>,
+    settings: OpenStackSettings,
+    report: StageReporter,
+    signal: AbortSignal,
+    where: string,
+  ): Promise<SshReadiness> {
     const client = clientFor(settings);
     const network = await client.networkId(settings.network);
-    if (!network) throw new ProvisionError(`${where}: the cloud has no network ${settings.network}`, 'infrastructure', 'powerConfirmed', { code: 'cloud_misconfigured' });
+    if (!network)
+      throw new ProvisionError(`${where}: the cloud has no network ${settings.network}`, 'infrastructure', 'powerConfirmed', { code: 'cloud_misconfigured' });
     const imageId = await this.imageFor(client, request, settings, signal, where);
     const keyName = this.keypairName(request.reservationId, request.machine.name);
     if (settings.keys === 'keypair') {
@@ -114,7 +121,12 @@ export class OpenStackProvisioner implements Provisioner<OpenStackSettings> {
       imageRef: imageId,
       networks: [{ uuid: network }],
       tags: [this.tag, `paddock-reservation:${request.reservationId}`],
-      metadata: { paddock_reservation: request.reservationId, paddock_allocation: request.allocationId, paddock_machine: request.machine.name, paddock_instance: this.instance },
+      metadata: {
+        paddock_reservation: request.reservationId,
+        paddock_allocation: request.allocationId,
+        paddock_machine: request.machine.name,
+        paddock_instance: this.instance,
+      },
       ...(settings.keys === 'keypair'
         ? { key_name: keyName }
         : { user_data: Buffer.from(`#cloud-config\nssh_authorized_keys:\n  - ${request.publicKey}\n`).toString('base64') }),
@@ -126,7 +138,8 @@ export class OpenStackProvisioner implements Provisioner<OpenStackSettings> {
     for (let attempt = 0; attempt <= settings.replaceAttempts; attempt++) {
       signal.throwIfAborted();
       // After an agent restart the server made before it may still be booting: carry on with it.
-      server = attempt === 0 ? (await this.servers(client)).find((each) => ownerOf(each).allocation === request.allocationId && each.status !== 'ERROR') : undefined;
+      server =
+        attempt === 0 ? (await this.servers(client)).find((each) => ownerOf(each).allocation === request.allocationId && each.status !== 'ERROR') : undefined;
       if (!server) {
         try {
           server = await client.createServer(body);
@@ -155,14 +168,20 @@ export class OpenStackProvisioner implements Provisioner<OpenStackSettings> {
     }
     if (!server) {
       const tries = settings.replaceAttempts + 1;
-      throw new ProvisionError(`${where}: no server became ACTIVE in ${tries} ${tries === 1 ? 'try' : 'tries'}; last: ${lastFailure}`, 'infrastructure', 'bootSeen', { code: 'cloud_error' });
+      throw new ProvisionError(
+        `${where}: no server became ACTIVE in ${tries} ${tries === 1 ? 'try' : 'tries'}; last: ${lastFailure}`,
+        'infrastructure',
+        'bootSeen',
+        { code: 'cloud_error' },
+      );
     }
     await report.stage('bootSeen');
 
     const deadline = Date.now() + settings.activeTimeout * 1000;
     let address = addressOf(server, settings.network);
     while (!address) {
-      if (Date.now() > deadline) throw new ProvisionError(`${where}: server ${server.id} is ACTIVE but has no address`, 'infrastructure', 'addressKnown', { code: 'cloud_error' });
+      if (Date.now() > deadline)
+        throw new ProvisionError(`${where}: server ${server.id} is ACTIVE but has no address`, 'infrastructure', 'addressKnown', { code: 'cloud_error' });
       await sleep(settings.pollInterval * 1000, undefined, { signal });
       server = (await client.server(server.id)) ?? server;
       address = addressOf(server, settings.network);
@@ -180,7 +199,9 @@ export class OpenStackProvisioner implements Provisioner<OpenStackSettings> {
       prober.poke(false);
       if (prober.hostKey !== undefined) break;
       if (Date.now() > sshDeadline) {
-        throw new ProvisionError(`${where}: no SSH login on ${address} within ${settings.sshTimeout}s (last attempt: ${prober.last})`, 'request', 'sshReady', { code: 'boot_timeout' });
+        throw new ProvisionError(`${where}: no SSH login on ${address} within ${settings.sshTimeout}s (last attempt: ${prober.last})`, 'request', 'sshReady', {
+          code: 'boot_timeout',
+        });
       }
       await sleep(250, undefined, { signal });
     }
@@ -190,7 +211,12 @@ export class OpenStackProvisioner implements Provisioner<OpenStackSettings> {
   }
 
   /** Polls a new server until it is ACTIVE, goes to ERROR, or the activeTimeout passes. */
-  private async awaitActive(client: OpenStackClient, id: string, settings: OpenStackSettings, signal: AbortSignal): Promise<{ ok: true; server: Server } | { ok: false; reason: string }> {
+  private async awaitActive(
+    client: OpenStackClient,
+    id: string,
+    settings: OpenStackSettings,
+    signal: AbortSignal,
+  ): Promise<{ ok: true; server: Server } | { ok: false; reason: string }> {
     const deadline = Date.now() + settings.activeTimeout * 1000;
     for (;;) {
       const server = await client.server(id);
@@ -203,26 +229,44 @@ export class OpenStackProvisioner implements Provisioner<OpenStackSettings> {
   }
 
   /** The Glance image to boot: one of the cloud's (`POOL/NAME`), or a Paddock image uploaded once. */
-  private async imageFor(client: OpenStackClient, request: ProvisionRequest<OpenStackSettings>, settings: OpenStackSettings, signal: AbortSignal, where: string): Promise<string> {
+  private async imageFor(
+    client: OpenStackClient,
+    request: ProvisionRequest<OpenStackSettings>,
+    settings: OpenStackSettings,
+    signal: AbortSignal,
+    where: string,
+  ): Promise<string> {
     const ref = request.image;
-    if (!ref) throw new ProvisionError(`${where}: an OpenStack machine boots an image: name one (NAME[:TAG] from Paddock, or ${settings.pool}/NAME from the cloud)`, 'request', undefined, { code: 'image_required' });
+    if (!ref)
+      throw new ProvisionError(
+        `${where}: an OpenStack machine boots an image: name one (NAME[:TAG] from Paddock, or ${settings.pool}/NAME from the cloud)`,
+        'request',
+        undefined,
+        { code: 'image_required' },
+      );
     const slash = ref.indexOf('/');
     if (slash >= 0) {
       const pool = ref.slice(0, slash);
       const name = ref.slice(slash + 1);
-      if (pool !== settings.pool) throw new ProvisionError(`${where}: image ${ref} belongs to pool ${pool}, not ${settings.pool}`, 'request', undefined, { code: 'image_not_found' });
+      if (pool !== settings.pool)
+        throw new ProvisionError(`${where}: image ${ref} belongs to pool ${pool}, not ${settings.pool}`, 'request', undefined, { code: 'image_not_found' });
       let found: GlanceImage | undefined = (await client.images({ name, status: 'active' }))[0];
       if (!found && /^[0-9a-f-]{36}$/i.test(name)) found = await client.image(name);
-      if (!found || found.status !== 'active') throw new ProvisionError(`${where}: the cloud has no active image ${name}`, 'request', undefined, { code: 'image_not_found' });
+      if (!found || found.status !== 'active')
+        throw new ProvisionError(`${where}: the cloud has no active image ${name}`, 'request', undefined, { code: 'image_not_found' });
       return found.id;
     }
     const local = await this.context.images.fetch(ref, signal);
     if (local.format === 'bundle') {
-      throw new ProvisionError(`${where}: image ${local.ref} is a kernel bundle; OpenStack boots qcow2 or raw disk images`, 'request', undefined, { code: 'image_format_unsupported' });
+      throw new ProvisionError(`${where}: image ${local.ref} is a kernel bundle; OpenStack boots qcow2 or raw disk images`, 'request', undefined, {
+        code: 'image_format_unsupported',
+      });
     }
     const arch = request.machine.labels.arch;
     if (arch !== undefined && local.arch !== arch) {
-      throw new ProvisionError(`${where}: image ${local.ref} is for ${local.arch}, this pool runs ${arch}`, 'request', undefined, { code: 'image_arch_mismatch' });
+      throw new ProvisionError(`${where}: image ${local.ref} is for ${local.arch}, this pool runs ${arch}`, 'request', undefined, {
+        code: 'image_arch_mismatch',
+      });
     }
     const key = `${JSON.stringify(clientKey(settings))}:${local.sha256}`;
     let upload = this.uploads.get(key);
@@ -271,7 +315,10 @@ export class OpenStackProvisioner implements Provisioner<OpenStackSettings> {
         const owner = ownerOf(server);
         return owner.reservation === request.reservationId && owner.machine === request.machine.name;
       });
-      await this.deleteServers(client, servers.map((server) => server.id));
+      await this.deleteServers(
+        client,
+        servers.map((server) => server.id),
+      );
       await client.deleteKeypair(this.keypairName(request.reservationId, request.machine.name));
     } catch (error) {
       throw asProvisionError(error, request.machine.name);
@@ -384,7 +431,6 @@ export class OpenStackProvisioner implements Provisioner<OpenStackSettings> {
   }
 }
 
-
 const keypairSafe = (text: string) => text.replace(/[^A-Za-z0-9_ -]/g, '_');
 
 /** The server's address on the pool's network (by name), else its first, IPv4 before IPv6. */
@@ -399,10 +445,15 @@ function asProvisionError(error: unknown, where: string): Error {
   if (error instanceof ProvisionError || (error as Error).name === 'AbortError') return error as Error;
   if (error instanceof OpenStackError) {
     if (error.kind === 'unreachable' || error.kind === 'unauthorized') {
-      return new ProvisionError(`${where}: the cloud cannot be used: ${error.message}`, 'infrastructure', undefined, { code: 'cloud_unreachable', cause: error });
+      return new ProvisionError(`${where}: the cloud cannot be used: ${error.message}`, 'infrastructure', undefined, {
+        code: 'cloud_unreachable',
+        cause: error,
+      });
     }
-    if (error.kind === 'quota') return new ProvisionError(`${where}: the cloud is full: ${error.message}`, 'infrastructure', undefined, { code: 'no_capacity', cause: error });
-    if (error.kind === 'bad_request') return new ProvisionError(`${where}: the cloud refused the server: ${error.message}`, 'request', undefined, { code: 'cloud_rejected', cause: error });
+    if (error.kind === 'quota')
+      return new ProvisionError(`${where}: the cloud is full: ${error.message}`, 'infrastructure', undefined, { code: 'no_capacity', cause: error });
+    if (error.kind === 'bad_request')
+      return new ProvisionError(`${where}: the cloud refused the server: ${error.message}`, 'request', undefined, { code: 'cloud_rejected', cause: error });
     return new ProvisionError(`${where}: ${error.message}`, 'infrastructure', undefined, { code: 'cloud_error', cause: error });
   }
   return error as Error;

@@ -1,18 +1,20 @@
 // The `openstack` kind's settings: schema, types and what reads them; light, so the API loads it.
 import { z } from 'zod';
 
-const authSchema = z.strictObject({
-  authUrl: z.string().url(),
-  username: z.string().min(1).optional(),
-  password: z.string().min(1).optional(),
-  project: z.string().min(1).optional(),
-  userDomain: z.string().min(1).default('Default'),
-  projectDomain: z.string().min(1).default('Default'),
-  applicationCredentialId: z.string().min(1).optional(),
-  applicationCredentialSecret: z.string().min(1).optional(),
-}).refine((auth) => (auth.applicationCredentialId && auth.applicationCredentialSecret) || (auth.username && auth.password && auth.project), {
-  message: 'give username, password and project, or applicationCredentialId and applicationCredentialSecret',
-});
+const authSchema = z
+  .strictObject({
+    authUrl: z.string().url(),
+    username: z.string().min(1).optional(),
+    password: z.string().min(1).optional(),
+    project: z.string().min(1).optional(),
+    userDomain: z.string().min(1).default('Default'),
+    projectDomain: z.string().min(1).default('Default'),
+    applicationCredentialId: z.string().min(1).optional(),
+    applicationCredentialSecret: z.string().min(1).optional(),
+  })
+  .refine((auth) => (auth.applicationCredentialId && auth.applicationCredentialSecret) || (auth.username && auth.password && auth.project), {
+    message: 'give username, password and project, or applicationCredentialId and applicationCredentialSecret',
+  });
 
 export const openstackSettingsSchema = z.strictObject({
   /** Credentials written in the config; without them, `cloud` or the OS_* variables are used. */
@@ -33,7 +35,10 @@ export const openstackSettingsSchema = z.strictObject({
    */
   ready: z.enum(['ssh', 'active']).default('ssh'),
   /** The guest user the reservation's key logs in as. */
-  user: z.string().regex(/^[a-z_][a-z0-9_.-]*\$?$/i, 'not a user name').default('root'),
+  user: z
+    .string()
+    .regex(/^[a-z_][a-z0-9_.-]*\$?$/i, 'not a user name')
+    .default('root'),
   /** How the reservation's public key reaches the server: a Nova keypair, or cloud-init user data. */
   keys: z.enum(['keypair', 'userdata']).default('keypair'),
   /** Seconds a new server has to become ACTIVE before it is deleted and replaced. */
@@ -47,7 +52,10 @@ export const openstackSettingsSchema = z.strictObject({
   /** Seconds between looks at a ready server: if it went to ERROR or was deleted, the reservation fails. */
   watchInterval: z.number().min(0.5).max(3600).default(15),
   /** The Nova microversion sent (2.52 or later: tags at creation). */
-  computeVersion: z.string().regex(/^2\.\d+$/, 'a Nova microversion such as 2.79').default('2.79'),
+  computeVersion: z
+    .string()
+    .regex(/^2\.\d+$/, 'a Nova microversion such as 2.79')
+    .default('2.79'),
   /** Set for each machine when the pool is expanded: the flavor this machine boots and its pool. */
   flavor: z.string().optional(),
   pool: z.string().optional(),

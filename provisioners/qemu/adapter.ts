@@ -58,20 +58,33 @@ export interface VmSpec extends Pick<QemuSettings, 'binary' | 'machine' | 'accel
 /** QEMU's arguments for a VM: no display, user networking with SSH forwarded, the key in fw_cfg. */
 export function qemuArgs(vm: VmSpec): string[] {
   const args = [
-    '-name', `${optionValue(vm.name)},process=${optionValue(vm.name)}`,
-    '-machine', `${vm.machine},accel=${vm.accel}`,
-    '-cpu', vm.cpu,
-    '-smp', String(vm.cpus),
-    '-m', String(vm.memoryMiB),
-    '-nodefaults', '-no-user-config', '-display', 'none',
+    '-name',
+    `${optionValue(vm.name)},process=${optionValue(vm.name)}`,
+    '-machine',
+    `${vm.machine},accel=${vm.accel}`,
+    '-cpu',
+    vm.cpu,
+    '-smp',
+    String(vm.cpus),
+    '-m',
+    String(vm.memoryMiB),
+    '-nodefaults',
+    '-no-user-config',
+    '-display',
+    'none',
     // The console goes to a socket, not a file: the agent writes the log, capped (attachConsole).
     // With nobody connected QEMU drops the output, so the guest never blocks on it.
-    '-chardev', `socket,id=console,path=${optionValue(vm.consoleSocket)},server=on,wait=off`,
-    '-serial', 'chardev:console',
-    '-nic', `user,model=${vm.nic},hostfwd=tcp:127.0.0.1:${vm.port}-:${vm.guestPort}`,
+    '-chardev',
+    `socket,id=console,path=${optionValue(vm.consoleSocket)},server=on,wait=off`,
+    '-serial',
+    'chardev:console',
+    '-nic',
+    `user,model=${vm.nic},hostfwd=tcp:127.0.0.1:${vm.port}-:${vm.guestPort}`,
     // The reservation's public key: the guest reads it at boot (no key is built into images).
-    '-fw_cfg', `name=opt/paddock/authorized_keys,file=${optionValue(vm.keyFile)}`,
-    '-device', 'virtio-rng-pci',
+    '-fw_cfg',
+    `name=opt/paddock/authorized_keys,file=${optionValue(vm.keyFile)}`,
+    '-device',
+    'virtio-rng-pci',
   ];
   if (vm.kernel) {
     args.push('-kernel', vm.kernel.kernel, '-append', vm.kernel.append);
@@ -162,7 +175,8 @@ export async function stopVm(pid: number, marker: string): Promise<void> {
 /** Unix socket paths are limited to 107 bytes; a longer data dir cannot host QEMU's console socket. */
 export function consoleSocketPath(runDir: string): string {
   const socket = path.join(runDir, 'console.sock');
-  if (Buffer.byteLength(socket) > 107) throw new Error(`the console socket path ${socket} is longer than a unix socket allows (107 bytes): use a shorter dataDir`);
+  if (Buffer.byteLength(socket) > 107)
+    throw new Error(`the console socket path ${socket} is longer than a unix socket allows (107 bytes): use a shorter dataDir`);
   return socket;
 }
 
@@ -212,7 +226,10 @@ export async function readConsole(file: string, offset: number): Promise<{ text:
 
 /** The last lines of the console log, for failure reasons (control characters removed). */
 export async function consoleTail(file: string, lines = 15): Promise<string> {
-  const size = await stat(file).then((info) => info.size, () => 0);
+  const size = await stat(file).then(
+    (info) => info.size,
+    () => 0,
+  );
   const { text } = await readConsole(file, Math.max(0, size - 8192));
   return consoleLines(text, lines);
 }

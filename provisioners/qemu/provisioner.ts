@@ -29,7 +29,21 @@ import {
   type SshReadiness,
   type StageReporter,
 } from '../types.js';
-import { attachConsole, consoleSocketPath, consoleTail, createOverlay, freeLoopbackPort, isVmProcess, qemuArgs, QemuStartError, readConsole, startVm, stopVm, vmProcessesUnder, type VmSpec } from './adapter.js';
+import {
+  attachConsole,
+  consoleSocketPath,
+  consoleTail,
+  createOverlay,
+  freeLoopbackPort,
+  isVmProcess,
+  qemuArgs,
+  QemuStartError,
+  readConsole,
+  startVm,
+  stopVm,
+  vmProcessesUnder,
+  type VmSpec,
+} from './adapter.js';
 import { qemuSettings, type QemuSettings } from './settings.js';
 import { CappedLog, defaultConsoleLogMax } from '../../boards/console/capped-log.js';
 
@@ -121,7 +135,8 @@ export class QemuProvisioner implements Provisioner<QemuSettings> {
   }
 
   private runDir(machine: string, reservationId: string): string {
-    if (!/^[A-Za-z0-9._-]+$/.test(reservationId) || reservationId.startsWith('.')) throw new ProvisionError(`bad reservation id ${JSON.stringify(reservationId)}`, 'infrastructure');
+    if (!/^[A-Za-z0-9._-]+$/.test(reservationId) || reservationId.startsWith('.'))
+      throw new ProvisionError(`bad reservation id ${JSON.stringify(reservationId)}`, 'infrastructure');
     return path.join(this.root, machine, reservationId);
   }
 
@@ -147,15 +162,25 @@ export class QemuProvisioner implements Provisioner<QemuSettings> {
   }
 
   /** Prepares the disk or kernel from the image and starts QEMU. */
-  private async boot(request: ProvisionRequest<QemuSettings>, settings: QemuSettings, runDir: string, consoleLog: string, signal: AbortSignal): Promise<RunState & { pid: number }> {
+  private async boot(
+    request: ProvisionRequest<QemuSettings>,
+    settings: QemuSettings,
+    runDir: string,
+    consoleLog: string,
+    signal: AbortSignal,
+  ): Promise<RunState & { pid: number }> {
     const machine = request.machine;
     if (!request.image) {
-      throw new ProvisionError(`${machine.name}: a QEMU machine boots an image: name one in the request (image: NAME[:TAG])`, 'request', undefined, { code: 'image_required' });
+      throw new ProvisionError(`${machine.name}: a QEMU machine boots an image: name one in the request (image: NAME[:TAG])`, 'request', undefined, {
+        code: 'image_required',
+      });
     }
     const image = await this.context.images.fetch(request.image, signal);
     const arch = machine.labels.arch;
     if (arch !== undefined && image.arch !== arch) {
-      throw new ProvisionError(`${machine.name}: image ${image.ref} is for ${image.arch}, this slot runs ${arch}`, 'request', undefined, { code: 'image_arch_mismatch' });
+      throw new ProvisionError(`${machine.name}: image ${image.ref} is for ${image.arch}, this slot runs ${arch}`, 'request', undefined, {
+        code: 'image_arch_mismatch',
+      });
     }
     signal.throwIfAborted();
     await mkdir(runDir, { recursive: true, mode: 0o700 });
@@ -215,7 +240,12 @@ export class QemuProvisioner implements Provisioner<QemuSettings> {
         if (error instanceof BundleError) throw corrupt(error.message, error.code);
         throw error;
       }
-      kernel = { kernel: bundle.kernel, append: bundle.cmdline, ...(bundle.initrd ? { initrd: bundle.initrd } : {}), ...(bundle.dtb ? { dtb: bundle.dtb } : {}) };
+      kernel = {
+        kernel: bundle.kernel,
+        append: bundle.cmdline,
+        ...(bundle.initrd ? { initrd: bundle.initrd } : {}),
+        ...(bundle.dtb ? { dtb: bundle.dtb } : {}),
+      };
       base = bundle.rootfs;
     } else {
       base = { file: image.file, format: image.format };

@@ -6,14 +6,26 @@ export const qemuSettingsSchema = z.strictObject({
   binary: z.string().min(1).default('qemu-system-x86_64'),
   /** qemu-img, to make each reservation's copy-on-write overlay. */
   qemuImg: z.string().min(1).default('qemu-img'),
-  machine: z.string().regex(/^[a-z0-9_.,=-]+$/i, 'a QEMU machine type such as q35').default('q35'),
+  machine: z
+    .string()
+    .regex(/^[a-z0-9_.,=-]+$/i, 'a QEMU machine type such as q35')
+    .default('q35'),
   /** tcg (emulation) or kvm. */
   accel: z.enum(['tcg', 'kvm']).default('tcg'),
-  cpu: z.string().regex(/^[a-z0-9_.,=+-]+$/i, 'a QEMU CPU model such as max').default('max'),
+  cpu: z
+    .string()
+    .regex(/^[a-z0-9_.,=+-]+$/i, 'a QEMU CPU model such as max')
+    .default('max'),
   /** The guest's network card, on QEMU user networking with the SSH port forwarded to loopback. */
-  nic: z.string().regex(/^[a-z0-9_-]+$/i, 'a QEMU NIC model such as virtio-net-pci').default('virtio-net-pci'),
+  nic: z
+    .string()
+    .regex(/^[a-z0-9_-]+$/i, 'a QEMU NIC model such as virtio-net-pci')
+    .default('virtio-net-pci'),
   /** The guest user the reservation's key logs in as. */
-  user: z.string().regex(/^[a-z_][a-z0-9_.-]*\$?$/i, 'not a user name').default('root'),
+  user: z
+    .string()
+    .regex(/^[a-z_][a-z0-9_.-]*\$?$/i, 'not a user name')
+    .default('root'),
   /** The guest's SSH port. */
   guestPort: z.number().int().min(1).max(65535).default(22),
   /** Seconds from QEMU's start until the SSH handshake must have worked. */

@@ -6,7 +6,16 @@
 import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { parseSettings, ProvisionError, type MachineRecord, type Provisioner, type ProvisionerFactory, type ProvisionRequest, type SshReadiness, type StageReporter } from '../types.js';
+import {
+  parseSettings,
+  ProvisionError,
+  type MachineRecord,
+  type Provisioner,
+  type ProvisionerFactory,
+  type ProvisionRequest,
+  type SshReadiness,
+  type StageReporter,
+} from '../types.js';
 import type { Stage } from '../../protocol/agent.js';
 import { sshConnect, sshHandshake, type SshClient } from '../../protocol/ssh.js';
 import { addReservationKey, listReservations, releaseTenant, type ReleaseResult } from './adapter.js';
@@ -36,7 +45,8 @@ export class StaticProvisioner implements Provisioner<StaticSettings> {
     signal.throwIfAborted();
 
     const stage: Stage = 'sshReady';
-    if (request.hardCapAt === undefined) throw new ProvisionError(`${request.machine.name}: no hard cap given: a key without an expiry is never added`, 'infrastructure', stage);
+    if (request.hardCapAt === undefined)
+      throw new ProvisionError(`${request.machine.name}: no hard cap given: a key without an expiry is never added`, 'infrastructure', stage);
     const expiresAt = new Date(request.hardCapAt);
     const hostKey = await this.withTenant(request.machine, settings, stage, signal, (client) =>
       addReservationKey(client, { file: tenantKeysFile(settings), user: settings.user }, request.reservationId, request.publicKey, expiresAt),
@@ -53,11 +63,7 @@ export class StaticProvisioner implements Provisioner<StaticSettings> {
         timeoutMs: settings.connectTimeout * 1000,
         signal,
       }).catch((error: unknown) => {
-        throw new ProvisionError(
-          `${request.machine.name}: login with the reservation's key failed: ${(error as Error).message}`,
-          'infrastructure',
-          stage,
-        );
+        throw new ProvisionError(`${request.machine.name}: login with the reservation's key failed: ${(error as Error).message}`, 'infrastructure', stage);
       });
     }
     await report.stage(stage);
@@ -90,10 +96,15 @@ export class StaticProvisioner implements Provisioner<StaticSettings> {
   private alert(request: ProvisionRequest<StaticSettings>, settings: StaticSettings, result: ReleaseResult): void {
     const where = `${request.machine.name} (${settings.user}, ${tenantKeysFile(settings)})`;
     if (result.unexpected > 0) {
-      this.log(`ALERT ${where}: removed ${result.unexpected} line(s) Paddock did not write, at the release of ${request.reservationId}: ${result.strangeLines.join(' | ')}`);
+      this.log(
+        `ALERT ${where}: removed ${result.unexpected} line(s) Paddock did not write, at the release of ${request.reservationId}: ${result.strangeLines.join(' | ')}`,
+      );
     }
     if (result.unsafe) this.log(`ALERT ${where}: the tenant can change her key file: unsafe owner or mode on${result.unsafe}`);
-    if (result.others > 0) this.log(`${where}: ${result.others} other reservation key(s) present at the release of ${request.reservationId}; the tenant's processes were left running`);
+    if (result.others > 0)
+      this.log(
+        `${where}: ${result.others} other reservation key(s) present at the release of ${request.reservationId}; the tenant's processes were left running`,
+      );
     if (result.killed > 0) this.log(`${where}: ended ${result.killed} process(es) of ${settings.user} at the release of ${request.reservationId}`);
   }
 
@@ -183,7 +194,11 @@ class AdminSessions {
   }
 
   closeAll(): void {
-    for (const [key, pending] of this.sessions) void pending.then((session) => this.drop(key, session), () => undefined);
+    for (const [key, pending] of this.sessions)
+      void pending.then(
+        (session) => this.drop(key, session),
+        () => undefined,
+      );
   }
 
   private open(key: string, connect: () => Promise<{ client: SshClient; hostKey: string }>): Promise<AdminSession> {

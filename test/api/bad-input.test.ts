@@ -64,7 +64,12 @@ test('malformed JSON, unknown fields and wrong types are 400 with stable codes',
   expectError(t, await http.post('v1/reservations', { json: { members: [] } }), 400, 'invalid_request');
   expectError(t, await http.post('v1/reservations', { json: { members: [{ role: 'a', spec: 'static-host' }], lease: 'forever' } }), 400, 'invalid_request');
   expectError(t, await http.post('v1/reservations', { body: 'members=1', headers: { 'content-type': 'text/plain' } }), 415, 'unsupported_media_type');
-  expectError(t, await http.post('v1/reservations', { body: JSON.stringify({ pad: 'x'.repeat(2 * 1024 * 1024) }), headers: { 'content-type': 'application/json' } }), 413, 'payload_too_large');
+  expectError(
+    t,
+    await http.post('v1/reservations', { body: JSON.stringify({ pad: 'x'.repeat(2 * 1024 * 1024) }), headers: { 'content-type': 'application/json' } }),
+    413,
+    'payload_too_large',
+  );
   const unknown = await http.post('v1/reservations', { json: { members: [{ role: 'a', spec: 'static-host' }], colour: 'red' } });
   t.regex((unknown.body as { message: string }).message, /colour/);
 });

@@ -83,7 +83,10 @@ ${staticMachinesYaml(
     await Promise.all(hosts.map((host) => host.stop()));
   }
   t.is(outcomes.length, requests);
-  t.true(outcomes.every((state) => state === 'granted' || state === 'expired'), JSON.stringify(outcomes.filter((state) => state !== 'granted' && state !== 'expired')));
+  t.true(
+    outcomes.every((state) => state === 'granted' || state === 'expired'),
+    JSON.stringify(outcomes.filter((state) => state !== 'granted' && state !== 'expired')),
+  );
   t.true(outcomes.filter((state) => state === 'granted').length > requests / 2, 'most requests were granted');
 
   const db = new sqlite3.Database(dbFile);
@@ -91,10 +94,15 @@ ${staticMachinesYaml(
   const [{ journal_mode: journal }] = await all<{ journal_mode: string }>('PRAGMA journal_mode');
   t.is(journal, 'wal', 'the database is in WAL mode');
   const reservations = await all<{ id: string; state: string }>('SELECT id, state FROM reservations');
-  const events = await all<{ id: number; reservationId: string; type: string; to: string; machine: string | null }>('SELECT id, reservationId, type, "to", machine FROM events ORDER BY id');
+  const events = await all<{ id: number; reservationId: string; type: string; to: string; machine: string | null }>(
+    'SELECT id, reservationId, type, "to", machine FROM events ORDER BY id',
+  );
   db.close();
   t.is(reservations.length, requests);
-  t.true(reservations.every((reservation) => reservation.state === 'released' || reservation.state === 'expired'), 'every request ended');
+  t.true(
+    reservations.every((reservation) => reservation.state === 'released' || reservation.state === 'expired'),
+    'every request ended',
+  );
   // Replay the history in commit order: a machine is taken by an allocation event 'pending' and
   // given back by 'released'; it must never be taken twice without a release in between.
   const holder = new Map<string, string>();

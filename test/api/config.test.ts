@@ -27,7 +27,6 @@ test('a valid config parses, with capacities in bytes and defaults filled in', (
   t.is(config.queue.aging, 60);
 });
 
-
 test('an unknown key is refused with its line and path', (t) => {
   const message = problems(`listen: 127.0.0.1:7300\nlisten_port: 9\n`);
   t.regex(message, /^lab\.yaml: invalid configuration/);
@@ -72,7 +71,7 @@ test('loadConfig names the file it cannot read and resolves dataDir and key path
     writeFileSync(path.join(dir, 'paddock.yaml'), `dataDir: state\n${machine().replace('/etc/paddock/key', 'keys/admin')}`);
     const config = loadConfig(path.join(dir, 'paddock.yaml'));
     t.is(config.dataDir, path.join(dir, 'state'));
-    t.is((config.machines[0].settings as { adminKey: string }).adminKey, path.join(dir, 'keys/admin'), 'key paths are taken from the file\'s folder');
+    t.is((config.machines[0].settings as { adminKey: string }).adminKey, path.join(dir, 'keys/admin'), "key paths are taken from the file's folder");
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -95,7 +94,10 @@ test('a board is checked at load: power driver, console, boot settings, each nam
 
 test('a QEMU pool: count makes NAME-1 … NAME-N with the slot size as capacities', (t) => {
   const config = parseConfig('machines:\n  - name: vm\n    kind: qemu\n    count: 3\n    capacities: { ram: 512MiB }\n');
-  t.deepEqual(config.machines.map((machine) => machine.name), ['vm-1', 'vm-2', 'vm-3']);
+  t.deepEqual(
+    config.machines.map((machine) => machine.name),
+    ['vm-1', 'vm-2', 'vm-3'],
+  );
   t.deepEqual(config.machines[2].capacities, { cpus: 1, ram: 512 * 1024 ** 2 });
   t.is(config.machines[0].labels.arch, 'x86_64');
   t.regex(problems('machines:\n  - name: vm\n    kind: qemu\n    settings: { accel: hvf }\n'), /machines\[0\]\.settings\.accel/);

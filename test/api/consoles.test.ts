@@ -22,7 +22,14 @@ test.before(async () => {
   hosts = await Promise.all([startSshd(), startSshd(), startSshd()]);
   api = await startApi(
     testConfig(
-      staticMachinesYaml(hosts.map((host, index) => ({ name: `host-${index + 1}`, port: host.port, adminKeyPath: host.adminKey.path, authorizedKeysFile: host.authorizedKeysFile }))),
+      staticMachinesYaml(
+        hosts.map((host, index) => ({
+          name: `host-${index + 1}`,
+          port: host.port,
+          adminKeyPath: host.adminKey.path,
+          authorizedKeysFile: host.authorizedKeysFile,
+        })),
+      ),
     ),
   );
   const token = async (name: string) => ((await api.http().post('v1/tokens', { json: { name, role: 'user' } })).body as { token: string }).token;
@@ -53,7 +60,7 @@ test.after.always(async () => {
 
 const consoleOf = (client: JsonClient, id: string, query: string) => client.get(`v1/reservations/${id}/console${query}`);
 
-test('the console route refuses paths and other reservations\' machines, and reads nothing', async (t) => {
+test("the console route refuses paths and other reservations' machines, and reads nothing", async (t) => {
   const own = aliceReservation.allocations[0].machine;
   const other = bobReservation.allocations[0].machine;
   t.not(own, other);
@@ -90,12 +97,18 @@ test('the console route refuses paths and other reservations\' machines, and rea
 });
 
 /** Opens the console stream as any WebSocket client would; resolves with the socket or the refusal. */
-function stream(id: string, query: string, headers: Record<string, string>): Promise<{ socket?: WebSocket; status?: number; body?: string; received: string[]; modes: string[] }> {
+function stream(
+  id: string,
+  query: string,
+  headers: Record<string, string>,
+): Promise<{ socket?: WebSocket; status?: number; body?: string; received: string[]; modes: string[] }> {
   return new Promise((resolve) => {
     const socket = new WebSocket(`${api.url.replace('http', 'ws')}/v1/reservations/${id}/console/stream${query}`, { headers });
     const received: string[] = [];
     const modes: string[] = [];
-    socket.on('message', (data: Buffer, binary: boolean) => (binary ? received.push(data.toString()) : modes.push((JSON.parse(data.toString()) as { mode: string }).mode)));
+    socket.on('message', (data: Buffer, binary: boolean) =>
+      binary ? received.push(data.toString()) : modes.push((JSON.parse(data.toString()) as { mode: string }).mode),
+    );
     socket.once('open', () => resolve({ socket, received, modes }));
     socket.once('unexpected-response', (_request, response) => {
       let body = '';
@@ -107,7 +120,9 @@ function stream(id: string, query: string, headers: Record<string, string>): Pro
 }
 
 test('the console stream checks the token, the owner and the machine before it opens', async (t) => {
-  const tokens = await Promise.all(['carol', 'dave'].map(async (name) => ((await api.http().post('v1/tokens', { json: { name, role: 'user' } })).body as { token: string }).token));
+  const tokens = await Promise.all(
+    ['carol', 'dave'].map(async (name) => ((await api.http().post('v1/tokens', { json: { name, role: 'user' } })).body as { token: string }).token),
+  );
   const [carol, dave] = tokens;
   const carolClient = api.http(carol);
   const created = (await carolClient.post('v1/reservations', { json: { members: [{ role: 'host', spec: 'type=static-host' }] } })).body as ReservationView;
@@ -117,14 +132,14 @@ test('the console stream checks the token, the owner and the machine before it o
   const cases: [string, string, Record<string, string>, number, string][] = [
     ['no token', '', {}, 401, 'unauthorized'],
     ['a wrong token', '', bearer('pdk_nope'), 401, 'unauthorized'],
-    ['another user\'s token', '', bearer(dave), 403, 'forbidden'],
-    ['another user\'s token asking to type', '?mode=write&takeover=1', bearer(dave), 403, 'forbidden'],
+    ["another user's token", '', bearer(dave), 403, 'forbidden'],
+    ["another user's token asking to type", '?mode=write&takeover=1', bearer(dave), 403, 'forbidden'],
     ['the token in the URL', `?token=${carol}`, {}, 400, 'invalid_parameter'],
     ['a path as machine', '?machine=../../secret', bearer(carol), 400, 'invalid_parameter'],
-    ['another reservation\'s machine', `?machine=${bobReservation.allocations[0].machine}`, bearer(carol), 404, 'not_found'],
+    ["another reservation's machine", `?machine=${bobReservation.allocations[0].machine}`, bearer(carol), 404, 'not_found'],
     ['an unknown parameter', '?follow=1', bearer(carol), 400, 'invalid_parameter'],
     ['a bad mode', '?mode=admin', bearer(carol), 400, 'invalid_parameter'],
-    ['the admin asking to type at a user\'s console', '?mode=write', bearer(api.adminToken), 403, 'forbidden'],
+    ["the admin asking to type at a user's console", '?mode=write', bearer(api.adminToken), 403, 'forbidden'],
     ['typing at a console that is only a log', '?mode=write', bearer(carol), 409, 'console_read_only'],
   ];
   for (const [what, query, headers, status, code] of cases) {

@@ -68,7 +68,11 @@ test('kill -9 mid-run and restart: nothing lost, nothing stuck busy', async (t) 
       if (machines.every((machine) => machine.state === 'available')) break;
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
-    t.deepEqual(machines.map((machine) => machine.state), ['available', 'available', 'available'], 'no machine stuck busy');
+    t.deepEqual(
+      machines.map((machine) => machine.state),
+      ['available', 'available', 'available'],
+      'no machine stuck busy',
+    );
     for (const host of hosts) t.notRegex(readFileSync(host.authorizedKeysFile, 'utf8'), /paddock:r-/, 'no reservation key left on a host');
     const everything = (await http.get('v1/reservations', { searchParams: { all: 1, ended: 1 } })).body as ReservationView[];
     t.is(everything.length, 4, 'no reservation lost');

@@ -23,13 +23,59 @@ function random(state: number) {
 }
 
 const hostileStrings = [
-  '\u0000', 'a\u0000b', 'r-\u0000', '\u001b[31mred', 'line\nbreak', 'tab\there', '\r\n', '\u007f', '\u0085', '\u009b',
-  '\ud800', 'x\udc00y', '\u202etxt', '🙂'.repeat(3000), 'é'.repeat(70_000), '../../../../etc/passwd', '..', '%00', '%2e%2e%2f',
-  '1e13s', '1e308', '-1', '', ' ', "'; DROP TABLE reservations; --", '"', '\\', '${PATH}', '$(id)', 'ａｂｃ', '\ufeff', 'x'.repeat(100_001),
+  '\u0000',
+  'a\u0000b',
+  'r-\u0000',
+  '\u001b[31mred',
+  'line\nbreak',
+  'tab\there',
+  '\r\n',
+  '\u007f',
+  '\u0085',
+  '\u009b',
+  '\ud800',
+  'x\udc00y',
+  '\u202etxt',
+  '🙂'.repeat(3000),
+  'é'.repeat(70_000),
+  '../../../../etc/passwd',
+  '..',
+  '%00',
+  '%2e%2e%2f',
+  '1e13s',
+  '1e308',
+  '-1',
+  '',
+  ' ',
+  "'; DROP TABLE reservations; --",
+  '"',
+  '\\',
+  '${PATH}',
+  '$(id)',
+  'ａｂｃ',
+  '\ufeff',
+  'x'.repeat(100_001),
 ];
 const hostileValues: unknown[] = [
-  ...hostileStrings, 1e308, -1e308, 1e13, -1, 0, 2 ** 53, -(2 ** 63), 0.5, Number.MAX_SAFE_INTEGER, null, true, false, [], {}, [null], { a: '\u0000' },
-  ['\u0000'], Array.from({ length: 2000 }, () => 1),
+  ...hostileStrings,
+  1e308,
+  -1e308,
+  1e13,
+  -1,
+  0,
+  2 ** 53,
+  -(2 ** 63),
+  0.5,
+  Number.MAX_SAFE_INTEGER,
+  null,
+  true,
+  false,
+  [],
+  {},
+  [null],
+  { a: '\u0000' },
+  ['\u0000'],
+  Array.from({ length: 2000 }, () => 1),
 ];
 
 interface Operation {
@@ -60,7 +106,8 @@ function hostileBody(schema: JsonSchema, pick: () => number, depth = 0): unknown
     if (pick() < 0.1) body['\u0000unknown'] = any();
     return body;
   }
-  if (schema.type === 'array' && schema.items && depth < 3) return Array.from({ length: 1 + Math.floor(pick() * 3) }, () => hostileBody(schema.items!, pick, depth + 1));
+  if (schema.type === 'array' && schema.items && depth < 3)
+    return Array.from({ length: 1 + Math.floor(pick() * 3) }, () => hostileBody(schema.items!, pick, depth + 1));
   return any();
 }
 
@@ -85,10 +132,15 @@ test('every string field of every request body is checked for control characters
   t.teardown(() => api.close());
   const document = (await api.http().get('v1/openapi.json')).body as { paths: Record<string, Record<string, Operation>> };
   const bodies = Object.entries(document.paths).flatMap(([route, methods]) =>
-    Object.entries(methods).flatMap(([method, operation]) => (operation.requestBody ? [[`${method} ${route}`, operation.requestBody.content['application/json'].schema] as const] : [])),
+    Object.entries(methods).flatMap(([method, operation]) =>
+      operation.requestBody ? [[`${method} ${route}`, operation.requestBody.content['application/json'].schema] as const] : [],
+    ),
   );
   t.true(bodies.length >= 10, 'the routes with bodies are found');
-  t.deepEqual(bodies.flatMap(([route, schema]) => unmarkedStrings(schema, route)), []);
+  t.deepEqual(
+    bodies.flatMap(([route, schema]) => unmarkedStrings(schema, route)),
+    [],
+  );
 });
 
 test('thousands of hostile requests on every route: no 5xx; then a normal user works and the database matches', async (t) => {
@@ -96,11 +148,15 @@ test('thousands of hostile requests on every route: no 5xx; then a normal user w
   t.log(`seed ${seed} (PADDOCK_FUZZ_SEED=${seed} replays it)`);
   const host = await startSshd();
   t.teardown(() => host.stop());
-  const api = await startApi(testConfig(staticMachinesYaml([{ name: 'h1', port: host.port, adminKeyPath: host.adminKey.path, authorizedKeysFile: host.authorizedKeysFile }])));
+  const api = await startApi(
+    testConfig(staticMachinesYaml([{ name: 'h1', port: host.port, adminKeyPath: host.adminKey.path, authorizedKeysFile: host.authorizedKeysFile }])),
+  );
   t.teardown(() => api.close());
   const mallory = ((await api.http().post('v1/tokens', { json: { name: 'mallory' } })).body as { token: string }).token;
   const document = (await api.http().get('v1/openapi.json')).body as { paths: Record<string, Record<string, Operation>> };
-  const operations = Object.entries(document.paths).flatMap(([route, methods]) => Object.entries(methods).map(([method, operation]) => ({ route, method, operation })));
+  const operations = Object.entries(document.paths).flatMap(([route, methods]) =>
+    Object.entries(methods).map(([method, operation]) => ({ route, method, operation })),
+  );
   t.true(operations.length >= 30, `${operations.length} operations`);
 
   const pick = random(seed);
@@ -124,7 +180,12 @@ test('thousands of hostile requests on every route: no 5xx; then a normal user w
       const schema = operation.requestBody?.content['application/json'].schema;
       const stray = method !== 'get' && pick() < 0.2 ? JSON.stringify(hostileValues[Math.floor(pick() * hostileValues.length)]) : undefined;
       const body = schema ? JSON.stringify(hostileBody(schema, pick)) : stray;
-      cases.push({ method, url: `${url.slice(1)}${query.length > 0 ? `?${query.join('&')}` : ''}`, ...(body === undefined ? {} : { body }), token: pick() < 0.5 ? mallory : api.adminToken });
+      cases.push({
+        method,
+        url: `${url.slice(1)}${query.length > 0 ? `?${query.join('&')}` : ''}`,
+        ...(body === undefined ? {} : { body }),
+        token: pick() < 0.5 ? mallory : api.adminToken,
+      });
     }
   }
   t.true(cases.length >= 2000, `${cases.length} cases`);
@@ -144,7 +205,8 @@ test('thousands of hostile requests on every route: no 5xx; then a normal user w
         timeout: { request: 120_000 },
       });
       statuses.set(response.statusCode, (statuses.get(response.statusCode) ?? 0) + 1);
-      if (response.statusCode >= 500) failures.push(`${item.method} ${item.url.slice(0, 200)} ${item.body?.slice(0, 200) ?? ''} -> ${response.statusCode} ${response.body.slice(0, 200)}`);
+      if (response.statusCode >= 500)
+        failures.push(`${item.method} ${item.url.slice(0, 200)} ${item.body?.slice(0, 200) ?? ''} -> ${response.statusCode} ${response.body.slice(0, 200)}`);
     }
   };
   await Promise.all(Array.from({ length: 8 }, worker));
@@ -160,13 +222,16 @@ test('thousands of hostile requests on every route: no 5xx; then a normal user w
   t.is(((await alice.get(`v1/reservations/${id}`, { searchParams: { wait: 'ready', timeout: 300 } })).body as ReservationView).state, 'ready');
   t.is((await alice.delete(`v1/reservations/${id}`)).statusCode, 200);
   const deadline = Date.now() + 60_000;
-  while (((await alice.get(`v1/reservations/${id}`)).body as ReservationView).state !== 'released' && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 200));
+  while (((await alice.get(`v1/reservations/${id}`)).body as ReservationView).state !== 'released' && Date.now() < deadline)
+    await new Promise((resolve) => setTimeout(resolve, 200));
   t.is(((await alice.get(`v1/reservations/${id}`)).body as ReservationView).state, 'released');
 
   // The database holds what the API shows.
   const db = new sqlite3.Database(path.join(api.dataDir, 'paddock.sqlite'));
   const all = <T>(sql: string) => new Promise<T[]>((resolve, reject) => db.all(sql, (error, rows) => (error ? reject(error) : resolve(rows as T[]))));
-  const live = await all<{ id: string; state: string }>("SELECT id, state FROM reservations WHERE state IN ('queued','allocated','provisioning','ready','releasing')");
+  const live = await all<{ id: string; state: string }>(
+    "SELECT id, state FROM reservations WHERE state IN ('queued','allocated','provisioning','ready','releasing')",
+  );
   const machines = await all<{ name: string; state: string }>('SELECT name, state FROM machines');
   const [row] = await all<{ state: string }>(`SELECT state FROM reservations WHERE id = '${id}'`);
   await new Promise<void>((resolve) => db.close(() => resolve()));

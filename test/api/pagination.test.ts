@@ -34,11 +34,21 @@ const http = got.extend({ throwHttpErrors: false, retry: { limit: 0 } });
  * Walks a list route `limit` items at a time, calling `add` after every page; returns every item's
  * identity in the order seen and checks the Link header agrees with the cursor.
  */
-async function walk(t: ExecutionContext, route: string, identity: (item: Record<string, unknown>) => string, limit: number, add: () => Promise<void> = async () => undefined, query: Record<string, string> = {}): Promise<string[]> {
+async function walk(
+  t: ExecutionContext,
+  route: string,
+  identity: (item: Record<string, unknown>) => string,
+  limit: number,
+  add: () => Promise<void> = async () => undefined,
+  query: Record<string, string> = {},
+): Promise<string[]> {
   const seen: string[] = [];
   let cursor: string | undefined;
   for (let pages = 0; pages < 200; pages++) {
-    const response = await http.get(`${api.url}/${route}`, { headers: { authorization: `Bearer ${api.adminToken}` }, searchParams: { ...query, limit, ...(cursor ? { cursor } : {}) } });
+    const response = await http.get(`${api.url}/${route}`, {
+      headers: { authorization: `Bearer ${api.adminToken}` },
+      searchParams: { ...query, limit, ...(cursor ? { cursor } : {}) },
+    });
     t.is(response.statusCode, 200, response.body);
     const items = JSON.parse(response.body) as Record<string, unknown>[];
     t.true(items.length <= limit);
@@ -62,7 +72,8 @@ function assertOnce(t: ExecutionContext, seen: string[], before: string[]): void
 }
 
 const id = (item: Record<string, unknown>) => String(item.id);
-const reserve = async (count = 1) => (await api.http().post('v1/reservations', { json: { members: [{ role: 'main', spec: 'box', count }], lease: 600 } })).body as ReservationView;
+const reserve = async (count = 1) =>
+  (await api.http().post('v1/reservations', { json: { members: [{ role: 'main', spec: 'box', count }], lease: 600 } })).body as ReservationView;
 
 test.serial('reservations, live and ended, and their queue positions: each once while more are made', async (t) => {
   const holder = await reserve(23);
@@ -74,7 +85,8 @@ test.serial('reservations, live and ended, and their queue positions: each once 
   t.deepEqual(seen.slice(0, before.length), before, 'oldest first');
 
   // The positions on a page are those each reservation shows alone.
-  const page = (await api.http().get('v1/reservations', { searchParams: { limit: 10, cursor: Buffer.from(JSON.stringify([0, ''])).toString('base64url') } })).body as ReservationView[];
+  const page = (await api.http().get('v1/reservations', { searchParams: { limit: 10, cursor: Buffer.from(JSON.stringify([0, ''])).toString('base64url') } }))
+    .body as ReservationView[];
   for (const view of page.filter((each) => each.state === 'queued')) {
     t.is(view.queuePosition, ((await api.http().get(`v1/reservations/${view.id}`)).body as ReservationView).queuePosition);
   }
@@ -87,13 +99,19 @@ test.serial('reservations, live and ended, and their queue positions: each once 
   t.deepEqual(ended.slice(0, all.length), all, 'newest first, the same order page by page');
 
   const events = await walk(t, `v1/reservations/${holder.id}/events`, id, 1);
-  t.deepEqual(events, ((await api.http().get(`v1/reservations/${holder.id}/events`)).body as { id: number }[]).map((event) => String(event.id)));
+  t.deepEqual(
+    events,
+    ((await api.http().get(`v1/reservations/${holder.id}/events`)).body as { id: number }[]).map((event) => String(event.id)),
+  );
   t.true(events.length > 20, 'the holder has an event per machine');
 });
 
 test.serial('machines, tokens, images, jobs, runs and runners: each once while more are made', async (t) => {
   const machineNames = await walk(t, 'v1/machines', (item) => String(item.name), 5);
-  t.deepEqual(machineNames, Array.from({ length: 23 }, (_, index) => `m${String(index).padStart(2, '0')}`));
+  t.deepEqual(
+    machineNames,
+    Array.from({ length: 23 }, (_, index) => `m${String(index).padStart(2, '0')}`),
+  );
 
   let made = 0;
   const token = async () => void (await api.http().post('v1/tokens', { json: { name: `user-${String(made++).padStart(3, '0')}` } }));
@@ -103,7 +121,11 @@ test.serial('machines, tokens, images, jobs, runs and runners: each once while m
 
   const upload = async () => {
     const bytes = Buffer.from(`image ${made++}`);
-    await api.http().put(`v1/images/img-${made}/v1`, { body: bytes.toString(), searchParams: { format: 'raw' }, headers: { 'paddock-sha256': createHash('sha256').update(bytes).digest('hex') } });
+    await api.http().put(`v1/images/img-${made}/v1`, {
+      body: bytes.toString(),
+      searchParams: { format: 'raw' },
+      headers: { 'paddock-sha256': createHash('sha256').update(bytes).digest('hex') },
+    });
   };
   for (let index = 0; index < 7; index++) await upload();
   const imagesBefore = ((await api.http().get('v1/images')).body as { ref: string }[]).map((image) => image.ref);
@@ -134,7 +156,13 @@ test.serial('a bad limit or a cursor the list did not make is 400 and lists noth
     t.is(response.statusCode, 400, limit);
     t.is((response.body as { code: string }).code, 'invalid_request');
   }
-  const cursors = ['%%%', Buffer.from('{"a":1}').toString('base64url'), Buffer.from('[1]').toString('base64url'), Buffer.from('[null,"x"]').toString('base64url'), 'x'.repeat(3000)];
+  const cursors = [
+    '%%%',
+    Buffer.from('{"a":1}').toString('base64url'),
+    Buffer.from('[1]').toString('base64url'),
+    Buffer.from('[null,"x"]').toString('base64url'),
+    'x'.repeat(3000),
+  ];
   for (const cursor of cursors) {
     const response = await api.http().get('v1/reservations', { searchParams: { cursor } });
     t.is(response.statusCode, 400, cursor.slice(0, 20));
@@ -148,7 +176,10 @@ test.serial('the client library and its lists follow the cursors to the last pag
   const paddock = new Paddock({ url: api.url, token: api.adminToken });
   const listed = await paddock.list({ ended: true });
   const walked = await walk(t, 'v1/reservations', id, 7, undefined, { ended: '1' });
-  t.deepEqual(listed.map((view) => view.id), walked);
+  t.deepEqual(
+    listed.map((view) => view.id),
+    walked,
+  );
   t.is((await paddock.machines()).length, 23);
   t.true((await paddock.tokens()).length > 10);
 });

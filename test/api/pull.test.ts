@@ -32,7 +32,11 @@ test('a claim that times out takes once more and leaves no waiter behind', async
 test('retake can refuse to take after the wait (the worker went away)', async (t) => {
   const pull = new LongPoll();
   let takes = 0;
-  const claim = pull.claim(() => (takes++ === 0 ? [] : ['a']), 60_000, () => false);
+  const claim = pull.claim(
+    () => (takes++ === 0 ? [] : ['a']),
+    60_000,
+    () => false,
+  );
   await new Promise((resolve) => setImmediate(resolve));
   pull.wake();
   t.deepEqual(await claim, []);

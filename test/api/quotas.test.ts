@@ -75,7 +75,10 @@ test.serial('live reservations and machines: a flood past the limit gets 429, ke
   t.is(alice.statusCode, 201, JSON.stringify(alice.body));
   t.is((alice.body as ReservationView).state, 'allocated', 'another user is granted at once');
   t.deepEqual(await listed('mallory'), before, "nothing of mallory's was lost or changed");
-  t.deepEqual(before.map((entry) => entry.split(':')[1]), ['allocated', 'allocated', 'allocated']);
+  t.deepEqual(
+    before.map((entry) => entry.split(':')[1]),
+    ['allocated', 'allocated', 'allocated'],
+  );
 
   await as('mallory').delete(`v1/reservations/${accepted[0]}`);
   const again = await as('mallory').post('v1/reservations', { json: one });
@@ -114,7 +117,13 @@ function put(token: string, pathname: string, bytes: Buffer, options: { release?
   const size = options.chunked ? {} : { 'content-length': bytes.length };
   return new Promise((resolve, reject) => {
     const request = http.request(
-      { host: url.hostname, port: url.port, method: 'PUT', path: pathname, headers: { authorization: `Bearer ${token}`, ...size, 'paddock-sha256': createHash('sha256').update(bytes).digest('hex') } },
+      {
+        host: url.hostname,
+        port: url.port,
+        method: 'PUT',
+        path: pathname,
+        headers: { authorization: `Bearer ${token}`, ...size, 'paddock-sha256': createHash('sha256').update(bytes).digest('hex') },
+      },
       (response) => {
         const chunks: Buffer[] = [];
         response.on('data', (chunk: Buffer) => chunks.push(chunk));
@@ -136,7 +145,7 @@ test.serial('image bytes and uploads at once: over either limit is 429, the stor
   const chunked = await put(tokens.mallory, '/v1/images/big/three?format=raw', randomBytes(60 * 1024), { chunked: true });
   assertQuota(t, chunked, 'imageBytes', 100 * 1024);
   const replaced = await upload(tokens.mallory, 'big:one', randomBytes(70 * 1024));
-  t.is(replaced.statusCode, 201, 'replacing one\'s own image counts only the new bytes');
+  t.is(replaced.statusCode, 201, "replacing one's own image counts only the new bytes");
 
   let finish!: () => void;
   const slow = put(tokens.dave, '/v1/images/slow/one?format=raw', randomBytes(8 * 1024), { release: new Promise((resolve) => (finish = resolve)) });
@@ -148,7 +157,11 @@ test.serial('image bytes and uploads at once: over either limit is 429, the stor
 
   t.is((await upload(tokens.alice, 'hers:one', randomBytes(60 * 1024))).statusCode, 201, 'another user uploads');
   const images = (await api.http().get('v1/images', { searchParams: { origin: 'paddock' } })).body as { ref: string; size: number; owner: string }[];
-  t.deepEqual(images.map((image) => `${image.ref}:${image.owner}:${image.size}`).sort(), ['big:one:mallory:71680', 'hers:one:alice:61440', 'slow:one:dave:8192']);
+  t.deepEqual(images.map((image) => `${image.ref}:${image.owner}:${image.size}`).sort(), [
+    'big:one:mallory:71680',
+    'hers:one:alice:61440',
+    'slow:one:dave:8192',
+  ]);
 });
 
 test.serial('queued runs: past the limit 429; a run token counts against its job owner', async (t) => {

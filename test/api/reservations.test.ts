@@ -35,7 +35,8 @@ test.after.always(async () => {
 });
 
 const reserve = async (body: unknown) => api.http().post('v1/reservations', { json: body });
-const waitReady = async (id: string) => (await api.http().get(`v1/reservations/${id}`, { searchParams: { wait: 'ready', timeout: 300 } })).body as ReservationView;
+const waitReady = async (id: string) =>
+  (await api.http().get(`v1/reservations/${id}`, { searchParams: { wait: 'ready', timeout: 300 } })).body as ReservationView;
 const release = async (id: string) => (await api.http().delete(`v1/reservations/${id}`)).body as ReservationView;
 const waitState = async (id: string, state: string, seconds = 20) => {
   const deadline = Date.now() + seconds * 1000;
@@ -65,13 +66,25 @@ test.serial('a spec no machine has is refused at once with the reasons per membe
 });
 
 test.serial('a gang is granted together, provisioned over SSH, and its key removed on release', async (t) => {
-  const created = await reserve({ members: [{ role: 'build', spec: 'disk=ssd' }, { role: 'test', spec: 'cpus>=4 ram>=4GiB' }], lease: 60 });
+  const created = await reserve({
+    members: [
+      { role: 'build', spec: 'disk=ssd' },
+      { role: 'test', spec: 'cpus>=4 ram>=4GiB' },
+    ],
+    lease: 60,
+  });
   t.is(created.statusCode, 201, JSON.stringify(created.body));
   const ready = await waitReady((created.body as ReservationView).id);
   t.is(ready.state, 'ready', ready.reason);
-  t.deepEqual(ready.allocations.map((allocation) => [allocation.role, allocation.machine]), [['build', 'host-1'], ['test', 'host-2']]);
+  t.deepEqual(
+    ready.allocations.map((allocation) => [allocation.role, allocation.machine]),
+    [
+      ['build', 'host-1'],
+      ['test', 'host-2'],
+    ],
+  );
   for (const [index, allocation] of ready.allocations.entries()) {
-    t.is(allocation.hostKey, hosts[index].hostKey, 'the host key seen at readiness is the server\'s');
+    t.is(allocation.hostKey, hosts[index].hostKey, "the host key seen at readiness is the server's");
     t.truthy(allocation.stages.sshReady);
     t.regex(readFileSync(hosts[index].authorizedKeysFile, 'utf8'), new RegExp(`paddock:${ready.id}`));
   }
@@ -134,7 +147,9 @@ test.serial('a lease that is not renewed is reaped and its key removed; a renewe
     const expired = await waitState(reaped.id, 'expired', 120);
     t.is(expired.state, 'expired');
     t.is(expired.reason, 'lease expired');
-    const history = ((await api.http().get(`v1/reservations/${reaped.id}/events`)).body as EventView[]).filter((event) => event.type === 'state').map((event) => event.to);
+    const history = ((await api.http().get(`v1/reservations/${reaped.id}/events`)).body as EventView[])
+      .filter((event) => event.type === 'state')
+      .map((event) => event.to);
     t.true(history.indexOf('ready') >= 0 && history.indexOf('ready') < history.indexOf('expired'), history.join(' → '));
     t.notRegex(readFileSync(hosts[1].authorizedKeysFile, 'utf8'), new RegExp(`paddock:${reaped.id}`));
     while (Date.now() <= firstExpiry + 1000) await new Promise((resolve) => setTimeout(resolve, 200));
@@ -197,7 +212,11 @@ test.serial('events stream as server-sent events, and long-poll, idempotency key
   t.deepEqual(states, ['queued', 'allocated', 'provisioning', 'ready', 'releasing', 'released']);
   t.true(seen.some((event) => event.type === 'stage' && event.to === 'sshReady'));
   const stored = (await api.http().get(`v1/reservations/${id}/events`)).body as EventView[];
-  t.deepEqual(stored.map((event) => event.id), seen.map((event) => event.id), 'the stream and the stored history agree');
+  t.deepEqual(
+    stored.map((event) => event.id),
+    seen.map((event) => event.id),
+    'the stream and the stored history agree',
+  );
 
   // A queued request released before it is granted ends cancelled.
   const blockers = await Promise.all([reserve({ members: [{ role: 'main', spec: 'static-host', count: 2 }] })]);
@@ -224,5 +243,11 @@ test.serial('machines can be put in maintenance and back', async (t) => {
   await release(queued.id);
   await waitState(queued.id, 'released');
   const machines = (await admin.get('v1/machines')).body as { name: string; state: string }[];
-  t.deepEqual(machines.map((machine) => [machine.name, machine.state]), [['host-1', 'available'], ['host-2', 'available']]);
+  t.deepEqual(
+    machines.map((machine) => [machine.name, machine.state]),
+    [
+      ['host-1', 'available'],
+      ['host-2', 'available'],
+    ],
+  );
 });

@@ -34,11 +34,17 @@ test('agent and runner tokens cannot reserve, upload or list reservations; users
   t.is(mine.statusCode, 201, JSON.stringify(mine.body));
   const id = (mine.body as ReservationView).id;
 
-  for (const [role, client] of [['agent', agent], ['runner', runner]] as const) {
+  for (const [role, client] of [
+    ['agent', agent],
+    ['runner', runner],
+  ] as const) {
     const reserve = await client.post('v1/reservations', { json: reservation });
     t.is(reserve.statusCode, 403, `${role} reserve: ${JSON.stringify(reserve.body)}`);
     t.is((reserve.body as { code: string }).code, 'forbidden');
-    const upload = await client.put('v1/images/evil/1', { body: 'not an image', headers: { 'content-type': 'application/octet-stream', 'paddock-format': 'raw', 'paddock-arch': 'x86_64' } });
+    const upload = await client.put('v1/images/evil/1', {
+      body: 'not an image',
+      headers: { 'content-type': 'application/octet-stream', 'paddock-format': 'raw', 'paddock-arch': 'x86_64' },
+    });
     t.is(upload.statusCode, 403, `${role} upload: ${JSON.stringify(upload.body)}`);
     for (const path of ['v1/reservations', `v1/reservations/${id}`, `v1/reservations/${id}/credentials`, 'v1/jobs', 'v1/runs', 'v1/machines']) {
       const read = await client.get(path);
@@ -58,7 +64,10 @@ test('agent and runner tokens cannot reserve, upload or list reservations; users
   t.is((after.body as ReservationView).owner, 'alice');
   t.is((await user.delete(`v1/reservations/${id}`)).statusCode, 200);
   const listed = (await api.http().get('v1/reservations', { searchParams: { all: 1, ended: 1 } })).body as ReservationView[];
-  t.deepEqual(listed.map((each) => each.owner), ['alice']);
+  t.deepEqual(
+    listed.map((each) => each.owner),
+    ['alice'],
+  );
 });
 
 test('an agent token speaks only for its own name and reports only on the tasks it holds', async (t) => {
@@ -98,7 +107,9 @@ test('an agent token speaks only for its own name and reports only on the tasks 
   t.is((await api.http().get('v1/machines/vm-1')).statusCode, 200);
 
   // The holder reports as usual.
-  const ready = await labA.post(`v1/agent/tasks/${encodeURIComponent(task.id)}/report`, { json: { agent: 'lab-a', report: { ...fakeReady, host: '127.0.0.1' } } });
+  const ready = await labA.post(`v1/agent/tasks/${encodeURIComponent(task.id)}/report`, {
+    json: { agent: 'lab-a', report: { ...fakeReady, host: '127.0.0.1' } },
+  });
   t.is(ready.statusCode, 204, JSON.stringify(ready.body));
   view = (await user.get(`v1/reservations/${id}`)).body as ReservationView;
   t.is(view.state, 'ready');

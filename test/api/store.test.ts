@@ -10,7 +10,8 @@ import { startApi, staticMachinesYaml, testConfig, type TestApi } from '../helpe
 import { startSshd } from '../helpers/sshd.js';
 
 /** Static machines no agent ever visits, each a login of its own. */
-const nowhere = (name: string, index: number) => `  - { name: ${name}, kind: static, labels: { type: t }, settings: { address: 127.0.0.${index + 2}, user: ci, adminKey: /nonexistent } }`;
+const nowhere = (name: string, index: number) =>
+  `  - { name: ${name}, kind: static, labels: { type: t }, settings: { address: 127.0.0.${index + 2}, user: ci, adminKey: /nonexistent } }`;
 const labYaml = (names: string[]) => `agent: { enabled: false }\nmachines:\n${names.map(nowhere).join('\n')}\n`;
 
 function openDb(api: TestApi) {
@@ -29,14 +30,24 @@ async function userToken(api: TestApi, name: string): Promise<string> {
 async function assertDatabaseMatches(t: import('ava').ExecutionContext, api: TestApi): Promise<void> {
   const db = openDb(api);
   try {
-    const live = ((await api.http().get('v1/reservations', { searchParams: { all: 1 } })).body as ReservationView[]).map((view) => `${view.id}:${view.state}`).sort();
+    const live = ((await api.http().get('v1/reservations', { searchParams: { all: 1 } })).body as ReservationView[])
+      .map((view) => `${view.id}:${view.state}`)
+      .sort();
     const rows = await db.all<{ id: string; state: string }>(
       "SELECT id, state FROM reservations WHERE state IN ('queued','allocated','provisioning','ready','releasing') ORDER BY id",
     );
     t.deepEqual(rows.map((row) => `${row.id}:${row.state}`).sort(), live, 'live reservations: API and database agree');
-    const machines = ((await api.http().get('v1/machines')).body as MachineView[]).map((machine) => `${machine.name}:${machine.state}:${machine.reservationId ?? ''}`);
-    const machineRows = await db.all<{ name: string; state: string; reservationId: string | null }>('SELECT name, state, reservationId FROM machines ORDER BY name');
-    t.deepEqual(machineRows.map((row) => `${row.name}:${row.state}:${row.reservationId ?? ''}`), machines, 'machines: API and database agree');
+    const machines = ((await api.http().get('v1/machines')).body as MachineView[]).map(
+      (machine) => `${machine.name}:${machine.state}:${machine.reservationId ?? ''}`,
+    );
+    const machineRows = await db.all<{ name: string; state: string; reservationId: string | null }>(
+      'SELECT name, state, reservationId FROM machines ORDER BY name',
+    );
+    t.deepEqual(
+      machineRows.map((row) => `${row.name}:${row.state}:${row.reservationId ?? ''}`),
+      machines,
+      'machines: API and database agree',
+    );
   } finally {
     await db.close();
   }
@@ -109,8 +120,20 @@ test("a NUL in a static host's cleanup output is stored as text; later writes an
   t.teardown(() => Promise.all([host.stop(), spare.stop()]).then(() => undefined));
   const config = testConfig(
     `health: { quarantineAfter: 3 }\n${staticMachinesYaml([
-      { name: 'h1', port: host.port, adminKeyPath: host.adminKey.path, authorizedKeysFile: host.authorizedKeysFile, labels: { type: 'static-host', slot: '1' } },
-      { name: 'h2', port: spare.port, adminKeyPath: spare.adminKey.path, authorizedKeysFile: spare.authorizedKeysFile, labels: { type: 'static-host', slot: '2' } },
+      {
+        name: 'h1',
+        port: host.port,
+        adminKeyPath: host.adminKey.path,
+        authorizedKeysFile: host.authorizedKeysFile,
+        labels: { type: 'static-host', slot: '1' },
+      },
+      {
+        name: 'h2',
+        port: spare.port,
+        adminKeyPath: spare.adminKey.path,
+        authorizedKeysFile: spare.authorizedKeysFile,
+        labels: { type: 'static-host', slot: '2' },
+      },
     ])}`,
   );
   let api = await startApi(config);
@@ -124,7 +147,10 @@ test("a NUL in a static host's cleanup output is stored as text; later writes an
   // A cleanup that prints a NUL and fails: a forced command on the line of the key Paddock cleans
   // up with (only root on the host can put it there now; the tenant's keys live in another file).
   const keys = await readFile(host.adminAuthorizedKeysFile, 'utf8');
-  await writeFile(host.adminAuthorizedKeysFile, keys.replace(host.adminKey.publicKey, `command="printf 'cleanup\\000failed' >&2; exit 3" ${host.adminKey.publicKey}`));
+  await writeFile(
+    host.adminAuthorizedKeysFile,
+    keys.replace(host.adminKey.publicKey, `command="printf 'cleanup\\000failed' >&2; exit 3" ${host.adminKey.publicKey}`),
+  );
   await new Promise((resolve) => setTimeout(resolve, 7000)); // Paddock's open admin login idles out
   t.is((await mallory.delete(`v1/reservations/${created.id}`)).statusCode, 200);
 
@@ -137,7 +163,10 @@ test("a NUL in a static host's cleanup output is stored as text; later writes an
   t.is(machine.state, 'quarantined', 'a failed cleanup takes the host out of service');
   t.true(machine.reason?.includes('cleanup\u0000failed'), JSON.stringify(machine.reason));
   const events = (await mallory.get(`v1/reservations/${created.id}/events`)).body as { reason?: string }[];
-  t.true(events.some((event) => event.reason?.includes('cleanup\u0000failed')), 'the event keeps the text whole');
+  t.true(
+    events.some((event) => event.reason?.includes('cleanup\u0000failed')),
+    'the event keeps the text whole',
+  );
 
   // Other users' writes go on, and the rows hold the NUL.
   const other = (await bob.post('v1/reservations', { json: { members: [{ role: 'main', spec: 'static-host' }] } })).body as ReservationView;

@@ -103,41 +103,46 @@ async function relaySession(reservation: Reservation, input: string, until: RegE
   });
 }
 
-test.serial('an arm64 board boots a stored bundle over TFTP: SSH with the pinned host key, the console relay, then release powers it off and unstages', async (t) => {
-  const reservation = await paddock.reserve({ members: [{ role: 'board', spec: 'arch=arm64 type=qemu-virt', image: 'arm' }], lease: '10m' });
-  // `paddock console ID -f` follows the boot live, from before power-on until the reservation ends.
-  let followed = '';
-  const follower = execFile(process.execPath, [path.resolve('bin/paddock.js'), 'console', reservation.id, '-f'], { env: { ...process.env, PADDOCK_URL: api.url, PADDOCK_TOKEN: api.adminToken } });
-  follower.stdout!.on('data', (chunk: string) => (followed += chunk));
-  const followerDone = new Promise<number | null>((resolve) => follower.once('exit', resolve));
+test.serial(
+  'an arm64 board boots a stored bundle over TFTP: SSH with the pinned host key, the console relay, then release powers it off and unstages',
+  async (t) => {
+    const reservation = await paddock.reserve({ members: [{ role: 'board', spec: 'arch=arm64 type=qemu-virt', image: 'arm' }], lease: '10m' });
+    // `paddock console ID -f` follows the boot live, from before power-on until the reservation ends.
+    let followed = '';
+    const follower = execFile(process.execPath, [path.resolve('bin/paddock.js'), 'console', reservation.id, '-f'], {
+      env: { ...process.env, PADDOCK_URL: api.url, PADDOCK_TOKEN: api.adminToken },
+    });
+    follower.stdout!.on('data', (chunk: string) => (followed += chunk));
+    const followerDone = new Promise<number | null>((resolve) => follower.once('exit', resolve));
 
-  await reservation.ready({ timeout: 180 });
-  const allocation = reservation.view.allocations[0];
-  t.deepEqual(Object.keys(allocation.stages).sort(), ['addressKnown', 'bootSeen', 'powerConfirmed', 'sshReady']);
-  t.regex(allocation.hostKey ?? '', /^ssh-ed25519 /);
-  const board = lab.boards.find((each) => `board-${each.outlet}` === allocation.machine)!;
-  t.is(outletState(board.outlet), 'on');
-  const uname = await reservation.run('board', 'uname -m; cat /proc/cmdline');
-  t.is(uname.code, 0, uname.stderr);
-  t.regex(uname.stdout, /^aarch64\n/);
-  t.regex(uname.stdout, /paddock\.authorized_key=/, 'the key came on the kernel command line');
-  t.true(existsSync(path.join(tftpRoot, 'paddock', `${reservation.id}-${allocation.machine}`, 'kernel')), 'the files are staged while reserved');
+    await reservation.ready({ timeout: 180 });
+    const allocation = reservation.view.allocations[0];
+    t.deepEqual(Object.keys(allocation.stages).sort(), ['addressKnown', 'bootSeen', 'powerConfirmed', 'sshReady']);
+    t.regex(allocation.hostKey ?? '', /^ssh-ed25519 /);
+    const board = lab.boards.find((each) => `board-${each.outlet}` === allocation.machine)!;
+    t.is(outletState(board.outlet), 'on');
+    const uname = await reservation.run('board', 'uname -m; cat /proc/cmdline');
+    t.is(uname.code, 0, uname.stderr);
+    t.regex(uname.stdout, /^aarch64\n/);
+    t.regex(uname.stdout, /paddock\.authorized_key=/, 'the key came on the kernel command line');
+    t.true(existsSync(path.join(tftpRoot, 'paddock', `${reservation.id}-${allocation.machine}`, 'kernel')), 'the files are staged while reserved');
 
-  // The console relay: a shell on the board's serial console.
-  t.truthy(allocation.console);
-  const shell = await relaySession(reservation, 'echo relay-$((20+22))\n', /relay-42/);
-  t.regex(shell, /relay-42/);
-  await waitFor(async () => /relay-42/.test(followed), 120_000, 'the followed console showing the relay session');
+    // The console relay: a shell on the board's serial console.
+    t.truthy(allocation.console);
+    const shell = await relaySession(reservation, 'echo relay-$((20+22))\n', /relay-42/);
+    t.regex(shell, /relay-42/);
+    await waitFor(async () => /relay-42/.test(followed), 120_000, 'the followed console showing the relay session');
 
-  await reservation.release();
-  await waitFor(async () => (await reservation.refresh()).state === 'released', 120_000, 'the release');
-  t.is(outletState(board.outlet), 'off', 'release powered the board off');
-  t.false(existsSync(path.join(tftpRoot, 'paddock', `${reservation.id}-${allocation.machine}`)), 'the staged files are gone');
-  t.is(await followerDone, 0, 'paddock console -f ends with the reservation');
-  t.regex(followed, /U-Boot 20\d\d/);
-  t.regex(followed, /Starting kernel/);
-  t.regex(followed, /paddock: ssh ready/);
-});
+    await reservation.release();
+    await waitFor(async () => (await reservation.refresh()).state === 'released', 120_000, 'the release');
+    t.is(outletState(board.outlet), 'off', 'release powered the board off');
+    t.false(existsSync(path.join(tftpRoot, 'paddock', `${reservation.id}-${allocation.machine}`)), 'the staged files are gone');
+    t.is(await followerDone, 0, 'paddock console -f ends with the reservation');
+    t.regex(followed, /U-Boot 20\d\d/);
+    t.regex(followed, /Starting kernel/);
+    t.regex(followed, /paddock: ssh ready/);
+  },
+);
 
 test.serial('two boards in one gang boot in parallel, one on pdudaemon, one on an APC PDU over SNMP', async (t) => {
   const gang = await paddock.reserve({
@@ -152,7 +157,10 @@ test.serial('two boards in one gang boot in parallel, one on pdudaemon, one on a
   t.not(a.machine, b.machine);
   t.true(a.stages.powerConfirmed! < b.stages.sshReady! && b.stages.powerConfirmed! < a.stages.sshReady!, 'both booted at the same time');
   const answers = await Promise.all([gang.run('a', 'uname -m'), gang.run('b', 'uname -m')]);
-  t.deepEqual(answers.map((answer) => answer.stdout.trim()), ['aarch64', 'aarch64']);
+  t.deepEqual(
+    answers.map((answer) => answer.stdout.trim()),
+    ['aarch64', 'aarch64'],
+  );
   t.deepEqual([outletState(1), outletState(2)], ['on', 'on']);
   await gang.release();
   await waitFor(async () => (await gang.refresh()).state === 'released', 120_000, 'the release');
@@ -168,30 +176,36 @@ test.serial('an armv7 board (zImage, bootz) is matched by arch=armv7 and boots i
   await reservation.release();
 });
 
-test.serial('a console-only board (an image without network, console on TCP) is reached through the telnet relay; a second connection watches read-only', async (t) => {
-  const reservation = await paddock.reserve({ members: [{ role: 'board', spec: 'type=console-only', image: 'arm-nonet' }], lease: '10m' });
-  await reservation.ready({ timeout: 180 });
-  const allocation = reservation.view.allocations[0];
-  t.is(allocation.host, undefined, 'no SSH');
-  t.truthy(allocation.console);
-  const watcher = relaySession(reservation, '', /done-42/, 'read');
-  await new Promise((resolve) => setTimeout(resolve, 200));
-  const shell = await relaySession(reservation, 'cat /proc/cmdline; echo done-$((6*7))\n', /done-42/);
-  t.regex(shell, /paddock\.network=off/);
-  t.regex(await watcher, /done-42/, 'a second connection sees the same console');
-  await t.throwsAsync(reservation.run('board', 'true'), { message: /no ready member/ });
-  // The CLI shows where to telnet to, in text and in --json.
-  const cli = (args: string[]) =>
-    new Promise<string>((resolve, reject) =>
-      execFile(process.execPath, [path.resolve('bin/paddock.js'), ...args], { env: { ...process.env, PADDOCK_URL: api.url, PADDOCK_TOKEN: api.adminToken } }, (error, stdout) =>
-        error ? reject(error) : resolve(stdout),
-      ),
-    );
-  t.regex(await cli(['show', reservation.id]), new RegExp(`console-board ready console telnet ${allocation.console!.host} ${allocation.console!.port}`));
-  await reservation.release();
-});
+test.serial(
+  'a console-only board (an image without network, console on TCP) is reached through the telnet relay; a second connection watches read-only',
+  async (t) => {
+    const reservation = await paddock.reserve({ members: [{ role: 'board', spec: 'type=console-only', image: 'arm-nonet' }], lease: '10m' });
+    await reservation.ready({ timeout: 180 });
+    const allocation = reservation.view.allocations[0];
+    t.is(allocation.host, undefined, 'no SSH');
+    t.truthy(allocation.console);
+    const watcher = relaySession(reservation, '', /done-42/, 'read');
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const shell = await relaySession(reservation, 'cat /proc/cmdline; echo done-$((6*7))\n', /done-42/);
+    t.regex(shell, /paddock\.network=off/);
+    t.regex(await watcher, /done-42/, 'a second connection sees the same console');
+    await t.throwsAsync(reservation.run('board', 'true'), { message: /no ready member/ });
+    // The CLI shows where to telnet to, in text and in --json.
+    const cli = (args: string[]) =>
+      new Promise<string>((resolve, reject) =>
+        execFile(
+          process.execPath,
+          [path.resolve('bin/paddock.js'), ...args],
+          { env: { ...process.env, PADDOCK_URL: api.url, PADDOCK_TOKEN: api.adminToken } },
+          (error, stdout) => (error ? reject(error) : resolve(stdout)),
+        ),
+      );
+    t.regex(await cli(['show', reservation.id]), new RegExp(`console-board ready console telnet ${allocation.console!.host} ${allocation.console!.port}`));
+    await reservation.release();
+  },
+);
 
-test.serial('flash mode: a raw disk image is written to the board\'s storage through U-Boot, and the board boots from it', async (t) => {
+test.serial("flash mode: a raw disk image is written to the board's storage through U-Boot, and the board boots from it", async (t) => {
   const reservation = await paddock.reserve({ members: [{ role: 'board', spec: 'arch=arm64 storage', image: 'arm-disk' }], lease: '10m' });
   await reservation.ready({ timeout: 180 });
   const allocation = reservation.view.allocations[0];
@@ -210,14 +224,17 @@ test.serial('flash mode: a raw disk image is written to the board\'s storage thr
   t.true(disk.equals(image), 'the storage holds the flashed image');
 });
 
-test.serial('a kernel that panics fails the reservation as the image\'s fault, with the console tail', async (t) => {
+test.serial("a kernel that panics fails the reservation as the image's fault, with the console tail", async (t) => {
   const reservation = await paddock.reserve({ members: [{ role: 'board', spec: 'type=qemu-virt', image: 'arm-panic' }], lease: '10m' });
   const error = await t.throwsAsync(reservation.ready({ timeout: 180 }), { instanceOf: ReservationFailedError });
   t.is(error?.failureCode, 'image_unbootable');
   const failure = error?.view.allocations[0].failure;
   t.is(failure?.fault, 'request');
   t.regex(failure?.reason ?? '', /Kernel panic - not syncing/);
-  t.true((await paddock.machines()).every((machine) => machine.failures === 0), 'an image fault does not count against the board');
+  t.true(
+    (await paddock.machines()).every((machine) => machine.failures === 0),
+    'an image fault does not count against the board',
+  );
   const image = await paddock.images.show('arm-panic');
   t.is(image.bootFailures, 1, 'it counts against the image');
   t.regex(image.lastBootFailure ?? '', /^image_unbootable on board-\d: /);

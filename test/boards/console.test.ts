@@ -29,7 +29,9 @@ test.before(async () => {
   lab = await startLab(1, { tcpConsoles: [1] });
   scratch = mkdtempSync(path.join(os.tmpdir(), 'paddock-console-test-'));
   api = await startApi(
-    testConfig(['machines:', lab.boardYaml(lab.boards[0], { tftpRoot, name: 'console-board', labels: { arch: 'arm64', type: 'console-only' }, ssh: false })].join('\n')),
+    testConfig(
+      ['machines:', lab.boardYaml(lab.boards[0], { tftpRoot, name: 'console-board', labels: { arch: 'arm64', type: 'console-only' }, ssh: false })].join('\n'),
+    ),
   );
   const token = async (name: string) => ((await api.http().post('v1/tokens', { json: { name, role: 'user' } })).body as { token: string }).token;
   ownerToken = await token('olivia');
@@ -64,7 +66,10 @@ test.serial('a bundle whose cmdline holds a newline and ^C is refused before any
   t.is(outletState(), 'off', 'the board was never powered on');
   const log = path.join(api.dataDir, 'consoles', reservation.id, 'console-board.log');
   t.false(existsSync(log) && /reset|tftpboot/.test(readFileSync(log, 'utf8')), 'nothing was typed');
-  t.true((await owner.machines()).every((machine) => machine.failures === 0), 'not counted against the board');
+  t.true(
+    (await owner.machines()).every((machine) => machine.failures === 0),
+    'not counted against the board',
+  );
 });
 
 /** `paddock console ID -i` as the owner runs it, stdin a pipe. */

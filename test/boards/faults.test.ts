@@ -60,7 +60,7 @@ async function failure(paddock: Paddock, spec = 'arch=arm64'): Promise<Reservati
 const outletState = (outlet: number) => execFileSync(powerScript, [lab.dir, 'status', String(outlet)], { encoding: 'utf8' }).trim();
 const machine = async (paddock: Paddock, name: string) => (await paddock.machines()).find((each) => each.name === name) as MachineView;
 
-test.serial('a kernel U-Boot refuses is the image\'s fault: failed at bootSeen, board powered off, staged files removed, health untouched', async (t) => {
+test.serial("a kernel U-Boot refuses is the image's fault: failed at bootSeen, board powered off, staged files removed, health untouched", async (t) => {
   await withPaddock(lab.boardYaml(lab.boards[0], { tftpRoot }), async (paddock) => {
     const error = await failure(paddock);
     t.is(error.failureCode, 'image_unbootable', error.view.allocations[0].failure?.reason);
@@ -72,7 +72,10 @@ test.serial('a kernel U-Boot refuses is the image\'s fault: failed at bootSeen, 
     await waitFor(async () => (await machine(paddock, 'board-1')).state === 'available');
     t.is((await machine(paddock, 'board-1')).failures, 0);
     t.is(outletState(1), 'off', 'release powered the board off');
-    t.false(readdirSync(path.join(tftpRoot, 'paddock')).some((name) => name.startsWith(error.view.id)), 'the staged files are gone');
+    t.false(
+      readdirSync(path.join(tftpRoot, 'paddock')).some((name) => name.startsWith(error.view.id)),
+      'the staged files are gone',
+    );
   });
 });
 
@@ -80,50 +83,56 @@ test.serial('a TFTP file the server does not have fails at bootSeen as an infras
   const elsewhere = mkdtempSync(path.join(os.tmpdir(), 'paddock-unserved-tftp-'));
   try {
     // Files staged in a root no TFTP server serves: U-Boot asks the lab's server, which has no such file.
-    await withPaddock(lab.boardYaml(lab.boards[0], { tftpRoot: elsewhere }).replace(`tftpRoot: "${elsewhere}"`, `tftpRoot: "${elsewhere}", tftpServer: external`), async (paddock) => {
-      const error = await failure(paddock);
-      t.is(error.failureCode, 'tftp_failed');
-      const allocation = error.view.allocations[0];
-      t.is(allocation.failure?.fault, 'infrastructure');
-      t.is(allocation.failure?.stage, 'bootSeen');
-      t.regex(allocation.failure?.reason ?? '', /File not found|TFTP error/);
-      t.is((await machine(paddock, 'board-1')).failures, 1);
-    });
+    await withPaddock(
+      lab.boardYaml(lab.boards[0], { tftpRoot: elsewhere }).replace(`tftpRoot: "${elsewhere}"`, `tftpRoot: "${elsewhere}", tftpServer: external`),
+      async (paddock) => {
+        const error = await failure(paddock);
+        t.is(error.failureCode, 'tftp_failed');
+        const allocation = error.view.allocations[0];
+        t.is(allocation.failure?.fault, 'infrastructure');
+        t.is(allocation.failure?.stage, 'bootSeen');
+        t.regex(allocation.failure?.reason ?? '', /File not found|TFTP error/);
+        t.is((await machine(paddock, 'board-1')).failures, 1);
+      },
+    );
   } finally {
     rmSync(elsewhere, { recursive: true, force: true });
   }
 });
 
-test.serial('a board that never shows U-Boot fails at bootSeen with bootloader_timeout; two in a row quarantine it, and requests get another board', async (t) => {
-  writeFileSync(path.join(lab.boards[1].dir, 'broken'), '');
-  try {
-    const yaml = [
-      lab.boardYaml(lab.boards[0], { tftpRoot }),
-      lab.boardYaml(lab.boards[1], { tftpRoot, labels: { arch: 'arm64', type: 'flaky' }, extra: '      timeouts: { bootloader: 4 }' }),
-    ].join('\n');
-    await withPaddock(yaml, async (paddock) => {
-      for (let attempt = 1; attempt <= 2; attempt++) {
-        const error = await failure(paddock, 'type=flaky');
-        t.is(error.failureCode, 'bootloader_timeout');
-        t.is(error.view.allocations[0].failure?.fault, 'infrastructure');
-        t.is(error.view.allocations[0].failure?.stage, 'bootSeen');
-        t.regex(error.view.allocations[0].failure?.reason ?? '', /not seen within 4s/);
-      }
-      await waitFor(async () => (await machine(paddock, 'board-2')).state === 'quarantined');
-      t.regex((await machine(paddock, 'board-2')).reason ?? '', /2 infrastructure failures in a row/);
-      // A quarantined board is no longer matched: an arm64 request gets the other board, and one
-      // only the quarantined board could serve waits.
-      const other = await paddock.reserve({ members: [{ role: 'board', spec: 'arch=arm64', image: 'junk' }], lease: '10m' }, { renew: false });
-      t.is(other.view.allocations[0]?.machine, 'board-1');
-      const waiting = await paddock.reserve({ members: [{ role: 'board', spec: 'type=flaky', image: 'junk' }], lease: '10m' }, { renew: false });
-      t.is(waiting.view.state, 'queued');
-      await waiting.release();
-      await other.release();
-    });
-  } finally {
-    rmSync(path.join(lab.boards[1].dir, 'broken'), { force: true });
-  }
-});
+test.serial(
+  'a board that never shows U-Boot fails at bootSeen with bootloader_timeout; two in a row quarantine it, and requests get another board',
+  async (t) => {
+    writeFileSync(path.join(lab.boards[1].dir, 'broken'), '');
+    try {
+      const yaml = [
+        lab.boardYaml(lab.boards[0], { tftpRoot }),
+        lab.boardYaml(lab.boards[1], { tftpRoot, labels: { arch: 'arm64', type: 'flaky' }, extra: '      timeouts: { bootloader: 4 }' }),
+      ].join('\n');
+      await withPaddock(yaml, async (paddock) => {
+        for (let attempt = 1; attempt <= 2; attempt++) {
+          const error = await failure(paddock, 'type=flaky');
+          t.is(error.failureCode, 'bootloader_timeout');
+          t.is(error.view.allocations[0].failure?.fault, 'infrastructure');
+          t.is(error.view.allocations[0].failure?.stage, 'bootSeen');
+          t.regex(error.view.allocations[0].failure?.reason ?? '', /not seen within 4s/);
+        }
+        await waitFor(async () => (await machine(paddock, 'board-2')).state === 'quarantined');
+        t.regex((await machine(paddock, 'board-2')).reason ?? '', /2 infrastructure failures in a row/);
+        // A quarantined board is no longer matched: an arm64 request gets the other board, and one
+        // only the quarantined board could serve waits.
+        const other = await paddock.reserve({ members: [{ role: 'board', spec: 'arch=arm64', image: 'junk' }], lease: '10m' }, { renew: false });
+        t.is(other.view.allocations[0]?.machine, 'board-1');
+        const waiting = await paddock.reserve({ members: [{ role: 'board', spec: 'type=flaky', image: 'junk' }], lease: '10m' }, { renew: false });
+        t.is(waiting.view.state, 'queued');
+        await waiting.release();
+        await other.release();
+      });
+    } finally {
+      rmSync(path.join(lab.boards[1].dir, 'broken'), { force: true });
+    }
+  },
+);
 
 test.serial('the PDU daemon down fails at powerConfirmed as an infrastructure fault', async (t) => {
   await withPaddock(lab.boardYaml(lab.boards[0], { tftpRoot }), async (paddock) => {

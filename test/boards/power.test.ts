@@ -72,12 +72,15 @@ async function startPdudaemon(name: string, pdus: string[]): Promise<Pdudaemon> 
     daemon: { hostname: '127.0.0.1', port, logging_level: 'DEBUG', listener: 'http' },
     // localcmdline runs `cmd % port`: a literal % would have to be written %%.
     pdus: Object.fromEntries(
-      pdus.map((pdu) => [pdu, {
-        driver: 'localcmdline',
-        retries: 1,
-        cmd_on: `/bin/sh ${sh(portScript)} on %s ${sh(dir(pdu)).replaceAll('%', '%%')}`,
-        cmd_off: `/bin/sh ${sh(portScript)} off %s ${sh(dir(pdu)).replaceAll('%', '%%')}`,
-      }]),
+      pdus.map((pdu) => [
+        pdu,
+        {
+          driver: 'localcmdline',
+          retries: 1,
+          cmd_on: `/bin/sh ${sh(portScript)} on %s ${sh(dir(pdu)).replaceAll('%', '%%')}`,
+          cmd_off: `/bin/sh ${sh(portScript)} off %s ${sh(dir(pdu)).replaceAll('%', '%%')}`,
+        },
+      ]),
     ),
   };
   const conf = `${base}.json`;
@@ -88,10 +91,14 @@ async function startPdudaemon(name: string, pdus: string[]): Promise<Pdudaemon> 
   let stderr = '';
   child.stderr?.on('data', (chunk) => (stderr += chunk));
   try {
-    await waitFor(async () => {
-      if (child.exitCode !== null) throw new Error(`pdudaemon exited with ${child.exitCode}: ${stderr}`);
-      return canConnect(port);
-    }, 120_000, `pdudaemon listening on ${port}`);
+    await waitFor(
+      async () => {
+        if (child.exitCode !== null) throw new Error(`pdudaemon exited with ${child.exitCode}: ${stderr}`);
+        return canConnect(port);
+      },
+      120_000,
+      `pdudaemon listening on ${port}`,
+    );
   } catch (error) {
     await stop(child);
     throw error;
@@ -125,11 +132,19 @@ async function actions(dir: string): Promise<Action[]> {
   return done.sort((a, b) => a.start - b.start);
 }
 
-const portState = (dir: string, port: number) => readFile(path.join(dir, `port-${port}`), 'utf8').then((text) => text.trim(), () => 'never switched');
+const portState = (dir: string, port: number) =>
+  readFile(path.join(dir, `port-${port}`), 'utf8').then(
+    (text) => text.trim(),
+    () => 'never switched',
+  );
 
 function pdudaemonControl(daemon: Pdudaemon, pdu: string, port: number, options: { board?: string; minOffTimeMs?: number; clock?: PowerClock } = {}) {
   const settings = powerSettingsSchema.parse({ driver: 'pdudaemon', url: daemon.url, pdu, port, timeout: 20 });
-  return new PowerControl(createPowerDriver(settings), { board: options.board ?? `${pdu}-${port}`, minOffTimeMs: options.minOffTimeMs, ...(options.clock ? { clock: options.clock } : {}) });
+  return new PowerControl(createPowerDriver(settings), {
+    board: options.board ?? `${pdu}-${port}`,
+    minOffTimeMs: options.minOffTimeMs,
+    ...(options.clock ? { clock: options.clock } : {}),
+  });
 }
 
 /**
@@ -161,13 +176,27 @@ const sharedDaemon = () => (daemon ??= startPdudaemon('pdudaemon', ['basic', 'se
 
 test('settings: defaults filled, unknown keys and unknown drivers rejected', (t) => {
   t.deepEqual(powerSettingsSchema.parse({ driver: 'pdudaemon', pdu: 'pdu01', port: 1 }), {
-    driver: 'pdudaemon', url: 'http://127.0.0.1:16421', pdu: 'pdu01', port: 1, timeout: 60,
+    driver: 'pdudaemon',
+    url: 'http://127.0.0.1:16421',
+    pdu: 'pdu01',
+    port: 1,
+    timeout: 60,
   });
   t.deepEqual(powerSettingsSchema.parse({ driver: 'command', on: 'relay 1 on', off: 'relay 1 off' }), {
-    driver: 'command', on: 'relay 1 on', off: 'relay 1 off', timeout: 30, pdu: 'command',
+    driver: 'command',
+    on: 'relay 1 on',
+    off: 'relay 1 off',
+    timeout: 30,
+    pdu: 'command',
   });
   t.deepEqual(powerSettingsSchema.parse({ driver: 'snmp', host: 'pdu.lab', outlet: 4, version: 1 }), {
-    driver: 'snmp', host: 'pdu.lab', port: 161, community: 'private', version: '1', outlet: 4, timeout: 5,
+    driver: 'snmp',
+    host: 'pdu.lab',
+    port: 161,
+    community: 'private',
+    version: '1',
+    outlet: 4,
+    timeout: 5,
   });
   t.false(powerSettingsSchema.safeParse({ driver: 'pdudaemon', pdu: 'pdu01', port: 1, prot: 2 }).success);
   t.false(powerSettingsSchema.safeParse({ driver: 'snmp', host: 'pdu.lab', outlet: 4, version: '3' }).success);
@@ -190,7 +219,10 @@ test('pdudaemon: on and off reach the PDU command; the state is tracked from the
   await control.off();
   t.is(await portState(pd.dir('basic'), 3), 'off');
   t.is(control.state, 'off');
-  t.deepEqual((await actions(pd.dir('basic'))).map((a) => `${a.port} ${a.action}`), ['3 on', '3 off']);
+  t.deepEqual(
+    (await actions(pd.dir('basic'))).map((a) => `${a.port} ${a.action}`),
+    ['3 on', '3 off'],
+  );
 });
 
 test('pdudaemon: an unknown PDU is a PowerError naming the PDU, the port and the reply', async (t) => {
@@ -222,7 +254,10 @@ test('pdudaemon: two boards on one PDU never overlap; the second request is sent
     .map((match) => new Date(`${match[1]}T${match[2]}.${match[3]}`).getTime());
   t.is(requests.length, 4);
   for (let index = 1; index < requests.length; index++) {
-    t.true(requests[index] >= done[index - 1].end - 2, `request ${index} arrived ${done[index - 1].end - requests[index]} ms before command ${index - 1} ended`);
+    t.true(
+      requests[index] >= done[index - 1].end - 2,
+      `request ${index} arrived ${done[index - 1].end - requests[index]} ms before command ${index - 1} ended`,
+    );
   }
 });
 
@@ -282,7 +317,11 @@ test('pdudaemon: a stopped daemon is a PowerError saying it is unreachable', asy
 // ---------------------------------------------------------------------------------------------
 // command
 
-function commandControl(settings: Omit<Extract<PowerSettings, { driver: 'command' }>, 'driver' | 'timeout' | 'pdu'> & { pdu?: string; timeout?: number }, board: string, minOffTimeMs?: number) {
+function commandControl(
+  settings: Omit<Extract<PowerSettings, { driver: 'command' }>, 'driver' | 'timeout' | 'pdu'> & { pdu?: string; timeout?: number },
+  board: string,
+  minOffTimeMs?: number,
+) {
   const parsed = powerSettingsSchema.parse({ driver: 'command', ...settings });
   return new PowerControl(createPowerDriver(parsed), { board, minOffTimeMs });
 }
@@ -300,10 +339,13 @@ test('command: on, off and state through real shell commands on a state file', a
 });
 
 test('command: a failing command is a PowerError with its stderr tail, not the command text', async (t) => {
-  const control = commandControl({
-    on: 'TOKEN=hunter2; echo "connecting" >&2; echo "relay 7: no such device" >&2; exit 3',
-    off: 'true',
-  }, 'command-failing');
+  const control = commandControl(
+    {
+      on: 'TOKEN=hunter2; echo "connecting" >&2; echo "relay 7: no such device" >&2; exit 3',
+      off: 'true',
+    },
+    'command-failing',
+  );
   const error = await t.throwsAsync(control.on(), { instanceOf: PowerError });
   t.is(error.message, 'command: the on command exited with status 3: connecting | relay 7: no such device');
   t.false(error.message.includes('hunter2'));
@@ -336,7 +378,10 @@ test('command: two boards on one PDU never overlap; on two PDUs they do', async 
   const shared = path.join(work, 'command-shared');
   const separate = path.join(work, 'command-separate');
   const board = (dir: string, port: number, pdu: string) =>
-    commandControl({ on: `/bin/sh ${sh(portScript)} on ${port} ${sh(dir)}`, off: `/bin/sh ${sh(portScript)} off ${port} ${sh(dir)}`, pdu }, `${path.basename(dir)}-${port}`);
+    commandControl(
+      { on: `/bin/sh ${sh(portScript)} on ${port} ${sh(dir)}`, off: `/bin/sh ${sh(portScript)} off ${port} ${sh(dir)}`, pdu },
+      `${path.basename(dir)}-${port}`,
+    );
 
   await Promise.all([board(shared, 1, 'relays').on(), board(shared, 2, 'relays').on(), board(shared, 3, 'relays').on()]);
   const serial = await actions(shared);
@@ -351,8 +396,7 @@ test('command: two boards on one PDU never overlap; on two PDUs they do', async 
 
 test('command: a signal that fires while the command waits for its PDU means it never runs', async (t) => {
   const dir = path.join(work, 'command-abort');
-  const board = (port: number) =>
-    commandControl({ on: `/bin/sh ${sh(portScript)} on ${port} ${sh(dir)}`, off: 'true', pdu: 'abort-pdu' }, `abort-${port}`);
+  const board = (port: number) => commandControl({ on: `/bin/sh ${sh(portScript)} on ${port} ${sh(dir)}`, off: 'true', pdu: 'abort-pdu' }, `abort-${port}`);
   const first = board(1).on();
   const reason = new Error('reservation cancelled');
   const controller = new AbortController();
@@ -363,7 +407,10 @@ test('command: a signal that fires while the command waits for its PDU means it 
   t.deepEqual(await actions(dir), [], 'the waiting command gave up at once, while the first was still running');
   await first;
   await delay(400);
-  t.deepEqual((await actions(dir)).map((a) => a.port), [1]);
+  t.deepEqual(
+    (await actions(dir)).map((a) => a.port),
+    [1],
+  );
 });
 
 test('command: the off time survives a restart through the state file', async (t) => {
@@ -409,12 +456,10 @@ async function startSnmpd(): Promise<Snmpd> {
   const community = `rw-${Math.random().toString(36).slice(2, 12)}`;
   const readOnlyCommunity = `ro-${Math.random().toString(36).slice(2, 12)}`;
   const conf = path.join(base, 'snmpd.conf');
-  await writeFile(conf, [
-    `rwcommunity ${community} 127.0.0.1`,
-    `rocommunity ${readOnlyCommunity} 127.0.0.1`,
-    `pass .${APC_COLUMN} /bin/sh ${outletScript}`,
-    '',
-  ].join('\n'));
+  await writeFile(
+    conf,
+    [`rwcommunity ${community} 127.0.0.1`, `rocommunity ${readOnlyCommunity} 127.0.0.1`, `pass .${APC_COLUMN} /bin/sh ${outletScript}`, ''].join('\n'),
+  );
   for (let attempt = 1; ; attempt++) {
     const port = await freePort(); // a free TCP port; its UDP twin is almost always free too
     // -f foreground, -Lo log to stdout, -C only our config. No MIBs (Debian ships few and
@@ -428,10 +473,14 @@ async function startSnmpd(): Promise<Snmpd> {
     child.stdout?.on('data', (chunk) => (output += chunk));
     child.stderr?.on('data', (chunk) => (output += chunk));
     try {
-      await waitFor(async () => {
-        if (child.exitCode !== null) throw new Error(`snmpd exited with ${child.exitCode}: ${output}`);
-        return output.includes('NET-SNMP version');
-      }, 120_000, 'snmpd started');
+      await waitFor(
+        async () => {
+          if (child.exitCode !== null) throw new Error(`snmpd exited with ${child.exitCode}: ${output}`);
+          return output.includes('NET-SNMP version');
+        },
+        120_000,
+        'snmpd started',
+      );
       return { port, community, readOnlyCommunity, outlets };
     } catch (error) {
       await stop(child);
@@ -453,7 +502,10 @@ async function walk(agent: Snmpd): Promise<string[]> {
   const { stdout } = await run('snmpwalk', ['-v2c', '-c', agent.community, '-On', '-Oq', `127.0.0.1:${agent.port}`, `.${APC_COLUMN}`], {
     env: { ...process.env, MIBS: '', SNMP_PERSISTENT_DIR: path.join(work, 'snmpd', 'persistent') },
   });
-  return stdout.trim().split('\n').map((line) => line.replace(`.${APC_COLUMN}.`, ''));
+  return stdout
+    .trim()
+    .split('\n')
+    .map((line) => line.replace(`.${APC_COLUMN}.`, ''));
 }
 
 test('snmp: on, off and the state read back through a real snmpd', async (t) => {
@@ -483,14 +535,23 @@ test('snmp: a wrong community is a clear error that does not contain any communi
   const wrong = `wrong-${Math.random().toString(36).slice(2, 12)}`;
   const control = snmpControl(agent, 3, { community: wrong, timeout: 0.5 });
   const error = await t.throwsAsync(control.on(), { instanceOf: PowerError });
-  t.is(error.message, `127.0.0.1:${agent.port} outlet 3: no SNMP reply to the SET immediateOn within 0.5s (sent 2 times); check the community, the SNMP version (2c) and that the PDU is reachable`);
+  t.is(
+    error.message,
+    `127.0.0.1:${agent.port} outlet 3: no SNMP reply to the SET immediateOn within 0.5s (sent 2 times); check the community, the SNMP version (2c) and that the PDU is reachable`,
+  );
   t.false(JSON.stringify([error.message, error.stack, String(error.cause)]).includes(wrong));
 
   const readOnly = snmpControl(agent, 3, { community: agent.readOnlyCommunity });
   const refused = await t.throwsAsync(readOnly.on(), { instanceOf: PowerError });
   t.regex(refused.message, /^127\.0\.0\.1:\d+ outlet 3: the PDU refused the SET immediateOn: NoAccess.*read-only community/);
   for (const secret of [agent.community, agent.readOnlyCommunity]) t.false(JSON.stringify([refused.message, refused.stack]).includes(secret));
-  t.false(await access(path.join(agent.outlets, 'outlet-3')).then(() => true, () => false), 'outlet 3 was never switched');
+  t.false(
+    await access(path.join(agent.outlets, 'outlet-3')).then(
+      () => true,
+      () => false,
+    ),
+    'outlet 3 was never switched',
+  );
 });
 
 test('snmp: an outlet that does not switch is a read-back PowerError', async (t) => {

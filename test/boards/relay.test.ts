@@ -106,8 +106,8 @@ test('one writer at a time: a second writer watches until it takes over; the fir
   second.on('data', (bytes: Buffer) => (secondSaw += bytes.toString()));
   second.write(Buffer.from('second-too-early\n'));
   first.write(Buffer.from('first-types\n'));
-  await waitFor(async () => secondSaw.includes('first-types'), 120_000, 'the watcher seeing the writer\'s echo');
-  t.is(line.received(), 'first-types\n', 'the watcher\'s keystrokes were dropped');
+  await waitFor(async () => secondSaw.includes('first-types'), 120_000, "the watcher seeing the writer's echo");
+  t.is(line.received(), 'first-types\n', "the watcher's keystrokes were dropped");
 
   const demoted = new Promise<ModeChange>((resolve) => first.once('mode', resolve));
   const promoted = new Promise<ModeChange>((resolve) => second.once('mode', resolve));

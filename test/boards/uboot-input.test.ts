@@ -66,7 +66,9 @@ for (const [what, bootargs] of [
 
 test("a board setting or a staged file name with a control character is refused as the infrastructure's fault, before typing", async (t) => {
   const line = await recordingLine(t);
-  const settings = await t.throwsAsync(ubootBoot(boot(line.console, { network: { serverIp: '10.0.2.2\nreset', netmask: '255.255.255.0' } })), { instanceOf: BootError });
+  const settings = await t.throwsAsync(ubootBoot(boot(line.console, { network: { serverIp: '10.0.2.2\nreset', netmask: '255.255.255.0' } })), {
+    instanceOf: BootError,
+  });
   t.is(settings?.code, 'boot_settings_invalid');
   t.is(settings?.fault, 'infrastructure');
   const file = await t.throwsAsync(ubootBoot(boot(line.console, { files: { kernel: 'paddock/x\x03/kernel' } })), { instanceOf: BootError });

@@ -54,10 +54,14 @@ test.serial('an agent started on its own provisions and releases its machine; th
   const reservation = await user.reserve({ members: [{ role: 'main', spec: 'static-host' }], lease: '10m' }, { renew: false });
   const env: NodeJS.ProcessEnv = { ...process.env, PADDOCK_URL: api.url };
   delete env.PADDOCK_TOKEN;
-  const agent: ChildProcess = spawn(process.execPath, [bin, 'agent', '--name', 'lab-1', '--token-file', tokenFile, '--data', path.join(dir, 'data'), '--kinds', 'static'], {
-    env,
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
+  const agent: ChildProcess = spawn(
+    process.execPath,
+    [bin, 'agent', '--name', 'lab-1', '--token-file', tokenFile, '--data', path.join(dir, 'data'), '--kinds', 'static'],
+    {
+      env,
+      stdio: ['ignore', 'ignore', 'pipe'],
+    },
+  );
   let stderr = '';
   agent.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
   try {

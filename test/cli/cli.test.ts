@@ -28,7 +28,10 @@ test.before(async () => {
     testConfig(
       staticMachinesYaml(
         hosts.map((host, index) => ({
-          name: `host-${index + 1}`, port: host.port, adminKeyPath: host.adminKey.path, authorizedKeysFile: host.authorizedKeysFile,
+          name: `host-${index + 1}`,
+          port: host.port,
+          adminKeyPath: host.adminKey.path,
+          authorizedKeysFile: host.authorizedKeysFile,
           labels: { type: 'static-host', arch: 'x86_64', role: index === 0 ? 'builder' : 'tester' },
         })),
       ),
@@ -47,9 +50,19 @@ test.after.always(async () => {
 test.serial('reserve a gang with --wait --json, ssh into a member, list, show, release', async (t) => {
   const reserved = await paddock(['reserve', '-m', 'build=role=builder', '-m', 'test:1=arch=x86_64 role=tester', '--lease', '5m', '--wait', '--json']);
   t.is(reserved.code, 0, reserved.stderr);
-  const summary = JSON.parse(reserved.stdout) as { id: string; state: string; members: { role: string; machine: string; host: string; port: number; user: string; hostKey: string }[] };
+  const summary = JSON.parse(reserved.stdout) as {
+    id: string;
+    state: string;
+    members: { role: string; machine: string; host: string; port: number; user: string; hostKey: string }[];
+  };
   t.is(summary.state, 'ready');
-  t.deepEqual(summary.members.map((member) => [member.role, member.machine]), [['build', 'host-1'], ['test', 'host-2']]);
+  t.deepEqual(
+    summary.members.map((member) => [member.role, member.machine]),
+    [
+      ['build', 'host-1'],
+      ['test', 'host-2'],
+    ],
+  );
   t.is(summary.members[1].hostKey, hosts[1].hostKey);
   t.is(summary.members[0].port, hosts[0].port);
   t.regex(reserved.stderr, /sshReady/, '--wait shows progress on stderr');
@@ -61,7 +74,10 @@ test.serial('reserve a gang with --wait --json, ssh into a member, list, show, r
   t.is(failing.code, 7, 'the remote exit code comes through');
 
   const listed = await paddock(['ls', '--json']);
-  t.deepEqual((JSON.parse(listed.stdout) as { id: string }[]).map((entry) => entry.id), [summary.id]);
+  t.deepEqual(
+    (JSON.parse(listed.stdout) as { id: string }[]).map((entry) => entry.id),
+    [summary.id],
+  );
   const shown = await paddock(['show', summary.id]);
   t.regex(shown.stdout, new RegExp(`${summary.id}\\s+ready`));
   t.regex(shown.stdout, /build\.0 host-1 ready/);
@@ -77,7 +93,10 @@ test.serial('explain, machines and maintenance', async (t) => {
   const explained = await paddock(['explain', 'role=builder', '--json']);
   const explanation = JSON.parse(explained.stdout) as { matches: string[]; rejected: { machine: string; term: string }[] };
   t.deepEqual(explanation.matches, ['host-1']);
-  t.deepEqual(explanation.rejected.map((entry) => [entry.machine, entry.term]), [['host-2', 'role=builder']]);
+  t.deepEqual(
+    explanation.rejected.map((entry) => [entry.machine, entry.term]),
+    [['host-2', 'role=builder']],
+  );
   const denied = await paddock(['machines', 'maintenance', 'host-2']);
   t.is(denied.code, 1);
   t.regex(denied.stderr, /\(forbidden\)/);

@@ -91,7 +91,7 @@ test('unknown codes and bodies without a code still give a PaddockError', (t) =>
   t.is(errorFromBody(400, { code: 'invalid_request' }).message, 'invalid_request', 'no message: the code stands in');
 });
 
-test('tokens never reach a message: the client\'s own, or anything shaped like one', (t) => {
+test("tokens never reach a message: the client's own, or anything shaped like one", (t) => {
   const token = 'pdk_Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MA';
   const error = errorFromBody(401, { code: 'unauthorized', message: `token ${token} is not known; also s3cret-value` }, { secrets: ['s3cret-value'] });
   t.false(error.message.includes(token));
@@ -104,7 +104,15 @@ test('ReservationFailedError carries the state and the reason', (t) => {
   const view = { id: 'r-1', state: 'failed', reason: 'boot timed out on host-2' } as ReservationView;
   t.is(new ReservationFailedError(view).failureCode, undefined, 'a view without allocations has no failure code');
   view.allocations = [
-    { id: 'r-1.0', role: 'vm', index: 0, machine: 'host-2', state: 'failed', stages: {}, failure: { code: 'boot_timeout', fault: 'request', reason: 'boot timed out' } },
+    {
+      id: 'r-1.0',
+      role: 'vm',
+      index: 0,
+      machine: 'host-2',
+      state: 'failed',
+      stages: {},
+      failure: { code: 'boot_timeout', fault: 'request', reason: 'boot timed out' },
+    },
   ];
   const error = new ReservationFailedError(view);
   t.is(error.failureCode, 'boot_timeout');

@@ -24,8 +24,11 @@ test.after.always(async () => {
 
 function paddock(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [path.resolve('bin/paddock.js'), ...args], { env: { ...process.env, PADDOCK_URL: api.url, PADDOCK_TOKEN: api.adminToken }, timeout: 60_000 }, (error, stdout, stderr) =>
-      resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    execFile(
+      process.execPath,
+      [path.resolve('bin/paddock.js'), ...args],
+      { env: { ...process.env, PADDOCK_URL: api.url, PADDOCK_TOKEN: api.adminToken }, timeout: 60_000 },
+      (error, stdout, stderr) => resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, stdout, stderr }),
     );
   });
 }

@@ -17,7 +17,12 @@ test.before(async () => {
   api = await startApi(
     testConfig(
       `lease: { default: 60, max: 600 }\nreaper: { interval: 0.2 }\n${staticMachinesYaml(
-        hosts.map((host, index) => ({ name: `host-${index + 1}`, port: host.port, adminKeyPath: host.adminKey.path, authorizedKeysFile: host.authorizedKeysFile })),
+        hosts.map((host, index) => ({
+          name: `host-${index + 1}`,
+          port: host.port,
+          adminKeyPath: host.adminKey.path,
+          authorizedKeysFile: host.authorizedKeysFile,
+        })),
       )}`,
     ),
   );
@@ -45,7 +50,10 @@ test.serial('reserve, wait with progress, run, copy both ways, and release on sc
 
       const [first, second] = await Promise.all([reservation.run('pair', 'echo out; echo err >&2; exit 3'), reservation.run('pair.1', 'id -un')]);
       t.deepEqual(first, { stdout: 'out\n', stderr: 'err\n', code: 3 });
-      t.true(hosts.some((host) => host.tenant === second.stdout.trim()), `logged in as a host's tenant, not ${second.stdout}`);
+      t.true(
+        hosts.some((host) => host.tenant === second.stdout.trim()),
+        `logged in as a host's tenant, not ${second.stdout}`,
+      );
 
       writeFileSync(path.join(dir, 'up.txt'), 'payload 42\n');
       await reservation.copyTo('pair[1]', path.join(dir, 'up.txt'), path.join(dir, 'remote.txt'));

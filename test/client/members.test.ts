@@ -12,7 +12,19 @@ test('ROLE=SPEC and ROLE:COUNT=SPEC, split at the first =', (t) => {
 });
 
 test('malformed members say what is expected', (t) => {
-  for (const bad of ['build', '=x86', 'build:=x86', 'build:0=x86', '3build=x86', 'build=', 'build=   ', 'build:two=x86', 'bu ild=x86', 'build:-1=x86', 'build:99999999999999999999=x']) {
+  for (const bad of [
+    'build',
+    '=x86',
+    'build:=x86',
+    'build:0=x86',
+    '3build=x86',
+    'build=',
+    'build=   ',
+    'build:two=x86',
+    'bu ild=x86',
+    'build:-1=x86',
+    'build:99999999999999999999=x',
+  ]) {
     const error = t.throws(() => parseMemberArgument(bad), { instanceOf: MemberSyntaxError }, bad);
     t.is(error?.code, 'usage');
     t.true(error?.message.includes(bad), `the message quotes the argument: ${bad}`);

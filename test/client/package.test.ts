@@ -22,7 +22,9 @@ let dir: string;
 
 test.before(async () => {
   host = await startSshd();
-  api = await startApi(testConfig(staticMachinesYaml([{ name: 'pack-host', port: host.port, adminKeyPath: host.adminKey.path, authorizedKeysFile: host.authorizedKeysFile }])));
+  api = await startApi(
+    testConfig(staticMachinesYaml([{ name: 'pack-host', port: host.port, adminKeyPath: host.adminKey.path, authorizedKeysFile: host.authorizedKeysFile }])),
+  );
   dir = mkdtempSync(path.join(os.tmpdir(), 'paddock-package-'));
 });
 
@@ -37,17 +39,30 @@ test('npm pack, install into an empty project, and the README job script runs th
   await run('npx', ['tsc', '-p', path.join(clientDir, 'tsconfig.json')], { cwd: path.resolve('.') });
   const packed = await run('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', dir], { cwd: clientDir });
   const [{ filename, files }] = JSON.parse(packed.stdout) as { filename: string; files: { path: string }[] }[];
-  t.true(files.some((file) => file.path === 'dist/client/index.js'), 'the compiled library is in the tarball');
-  t.true(files.some((file) => file.path === 'dist/client/index.d.ts'), 'with its type declarations');
-  t.false(files.some((file) => file.path.endsWith('.ts') && !file.path.endsWith('.d.ts')), 'and no TypeScript source');
+  t.true(
+    files.some((file) => file.path === 'dist/client/index.js'),
+    'the compiled library is in the tarball',
+  );
+  t.true(
+    files.some((file) => file.path === 'dist/client/index.d.ts'),
+    'with its type declarations',
+  );
+  t.false(
+    files.some((file) => file.path.endsWith('.ts') && !file.path.endsWith('.d.ts')),
+    'and no TypeScript source',
+  );
 
   const project = path.join(dir, 'job');
   await run('mkdir', ['-p', project]);
   writeFileSync(path.join(project, 'package.json'), JSON.stringify({ name: 'ci-job', version: '1.0.0', private: true, type: 'module' }));
-  await run('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', '--ignore-scripts', path.join(dir, filename)], { cwd: project, timeout: 600_000 });
+  await run('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', '--ignore-scripts', path.join(dir, filename)], {
+    cwd: project,
+    timeout: 600_000,
+  });
   const installed = readdirSync(path.join(project, 'node_modules'));
   for (const wanted of ['paddock', 'got', 'ssh2', 'ws']) t.true(installed.includes(wanted), `${wanted} is installed`);
-  for (const server of ['koa', 'sequelize', 'sqlite3', 'serialport', 'net-snmp', 'tsx', 'zod', '@koa']) t.false(installed.includes(server), `${server} (the server's) is not`);
+  for (const server of ['koa', 'sequelize', 'sqlite3', 'serialport', 'net-snmp', 'tsx', 'zod', '@koa'])
+    t.false(installed.includes(server), `${server} (the server's) is not`);
   t.false(existsSync(path.join(project, 'node_modules', 'paddock', 'api')), 'no server code');
 
   // The README's job script, as it is written there.
@@ -65,11 +80,17 @@ test('npm pack, install into an empty project, and the README job script runs th
 
   // Released: the machine is free again, and nothing of the key is left on the host.
   const admin = new Paddock({ url: api.url, token: api.adminToken });
-  await waitFor(async () => (await admin.machines()).find((machine) => machine.name === 'pack-host')?.state === 'available', 120_000, 'pack-host available again');
+  await waitFor(
+    async () => (await admin.machines()).find((machine) => machine.name === 'pack-host')?.state === 'available',
+    120_000,
+    'pack-host available again',
+  );
   t.notRegex(readFileSync(host.authorizedKeysFile, 'utf8'), /paddock:r-/);
 
   // A wrong token: a clear error with its code, exit 1, the token not shown.
-  const refused = await run(process.execPath, ['job.mjs'], { cwd: project, env: { ...env, PADDOCK_TOKEN: 'wrong-token' } }).catch((error: { code: number; stderr: string }) => error);
+  const refused = await run(process.execPath, ['job.mjs'], { cwd: project, env: { ...env, PADDOCK_TOKEN: 'wrong-token' } }).catch(
+    (error: { code: number; stderr: string }) => error,
+  );
   t.is((refused as { code: number }).code, 1);
   t.regex((refused as { stderr: string }).stderr, /unknown or revoked token|unauthorized/);
   t.false((refused as { stderr: string }).stderr.includes('wrong-token'));

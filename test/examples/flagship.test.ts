@@ -86,96 +86,122 @@ function runJob(env: NodeJS.ProcessEnv): Promise<{ code: number | string; stdout
 const allAvailable = async (paddock: Paddock) => (await paddock.machines()).every((machine) => machine.state === 'available');
 
 // Serial: both tests want the one VM slot, and each ends by checking that every machine is free.
-test.serial('the flagship job, from a git repository through a runner host, builds an arm64 initramfs on a VM, boots it on two boards as one gang, and proves they run it', async (t) => {
-  const paddock = new Paddock({ url: api!.url, token: api!.adminToken });
-  // The job repository: the example script as it is, in an ESM TypeScript repository.
-  const repo = path.join(scratch, 'flagship.git');
-  mkdirSync(path.join(repo, 'ci'), { recursive: true });
-  copyFileSync(path.resolve(import.meta.dirname, '../../examples/flagship.ts'), path.join(repo, 'ci', 'flagship.ts'));
-  writeFileSync(path.join(repo, 'package.json'), '{ "type": "module", "private": true }\n');
-  execFileSync('git', ['init', '-q', '-b', 'main', repo]);
-  execFileSync('git', ['-C', repo, 'add', '.']);
-  execFileSync('git', ['-C', repo, '-c', 'user.name=ci', '-c', 'user.email=ci@example.com', 'commit', '-q', '-m', 'the flagship job']);
+test.serial(
+  'the flagship job, from a git repository through a runner host, builds an arm64 initramfs on a VM, boots it on two boards as one gang, and proves they run it',
+  async (t) => {
+    const paddock = new Paddock({ url: api!.url, token: api!.adminToken });
+    // The job repository: the example script as it is, in an ESM TypeScript repository.
+    const repo = path.join(scratch, 'flagship.git');
+    mkdirSync(path.join(repo, 'ci'), { recursive: true });
+    copyFileSync(path.resolve(import.meta.dirname, '../../examples/flagship.ts'), path.join(repo, 'ci', 'flagship.ts'));
+    writeFileSync(path.join(repo, 'package.json'), '{ "type": "module", "private": true }\n');
+    execFileSync('git', ['init', '-q', '-b', 'main', repo]);
+    execFileSync('git', ['-C', repo, 'add', '.']);
+    execFileSync('git', ['-C', repo, '-c', 'user.name=ci', '-c', 'user.email=ci@example.com', 'commit', '-q', '-m', 'the flagship job']);
 
-  const runnerToken = (await paddock.createToken('flagship-runner', 'runner')).token;
-  let runnerLog = '';
-  runner = spawn(process.execPath, [bin, 'runner', '--name', 'flagship-runner', '--work', path.join(scratch, 'work'), '--heartbeat', '1'], {
-    env: { ...process.env, PADDOCK_URL: api!.url, PADDOCK_TOKEN: runnerToken },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  runner.stderr!.on('data', (chunk: Buffer) => (runnerLog += chunk.toString()));
-
-  const cli = (...args: string[]) =>
-    new Promise<{ code: number | string; stdout: string; stderr: string }>((resolve) => {
-      execFile(process.execPath, [bin, ...args], { env: jobEnv({}), timeout: 240_000 }, (error, stdout, stderr) =>
-        resolve({ code: error ? ((error as { code?: number | string }).code ?? 1) : 0, stdout, stderr }),
-      );
+    const runnerToken = (await paddock.createToken('flagship-runner', 'runner')).token;
+    let runnerLog = '';
+    runner = spawn(process.execPath, [bin, 'runner', '--name', 'flagship-runner', '--work', path.join(scratch, 'work'), '--heartbeat', '1'], {
+      env: { ...process.env, PADDOCK_URL: api!.url, PADDOCK_TOKEN: runnerToken },
+      stdio: ['ignore', 'ignore', 'pipe'],
     });
-  const added = await cli('jobs', 'add', 'flagship', '--repo', repo, '--script', 'ci/flagship.ts', '--param', 'BUILD_IMAGE=x86', '--param', 'BOARD_IMAGE=arm', '--time-limit', '10m');
-  t.is(added.code, 0, added.stderr);
-  const since = Date.now();
-  const { code, stdout, stderr } = await cli('jobs', 'run', 'flagship', '--wait');
-  t.log(`the run took ${((Date.now() - since) / 1000).toFixed(1)} s`);
-  t.is(code, 0, `${stdout}\n${stderr}\n${runnerLog}`);
-  const run: RunView = (await paddock.jobs.runs({ job: 'flagship' }))[0];
-  t.is(run.state, 'passed');
-  t.is(run.runner, 'flagship-runner');
-  const runId = run.id;
+    runner.stderr!.on('data', (chunk: Buffer) => (runnerLog += chunk.toString()));
 
-  const result = run.result as FlagshipResult;
-  t.is(result.error, undefined);
-  t.is(result.runId, runId);
-  t.log(`durations: ${JSON.stringify(result.durations)}`);
+    const cli = (...args: string[]) =>
+      new Promise<{ code: number | string; stdout: string; stderr: string }>((resolve) => {
+        execFile(process.execPath, [bin, ...args], { env: jobEnv({}), timeout: 240_000 }, (error, stdout, stderr) =>
+          resolve({ code: error ? ((error as { code?: number | string }).code ?? 1) : 0, stdout, stderr }),
+        );
+      });
+    const added = await cli(
+      'jobs',
+      'add',
+      'flagship',
+      '--repo',
+      repo,
+      '--script',
+      'ci/flagship.ts',
+      '--param',
+      'BUILD_IMAGE=x86',
+      '--param',
+      'BOARD_IMAGE=arm',
+      '--time-limit',
+      '10m',
+    );
+    t.is(added.code, 0, added.stderr);
+    const since = Date.now();
+    const { code, stdout, stderr } = await cli('jobs', 'run', 'flagship', '--wait');
+    t.log(`the run took ${((Date.now() - since) / 1000).toFixed(1)} s`);
+    t.is(code, 0, `${stdout}\n${stderr}\n${runnerLog}`);
+    const run: RunView = (await paddock.jobs.runs({ job: 'flagship' }))[0];
+    t.is(run.state, 'passed');
+    t.is(run.runner, 'flagship-runner');
+    const runId = run.id;
 
-  // Built on the x86 VM, stamped with this run.
-  const build = result.build!;
-  t.is(build.machine, 'vm-1');
-  t.regex(build.uname, /x86_64/);
-  t.true(build.stamp.startsWith(`${runId}/`), build.stamp);
-  t.true(build.initrd.files > 100, 'the whole initramfs was unpacked and packed again');
+    const result = run.result as FlagshipResult;
+    t.is(result.error, undefined);
+    t.is(result.runId, runId);
+    t.log(`durations: ${JSON.stringify(result.durations)}`);
 
-  // Both boards booted that build: each prints the stamp and runs on aarch64.
-  const boards = result.boards!;
-  t.is(boards.length, 2);
-  t.deepEqual(boards.map((board) => board.machine).sort(), ['board-1', 'board-2']);
-  for (const board of boards) {
-    t.true(board.output.split('\n').includes(`stamp=${build.stamp}`), `${board.machine}: ${board.output}`);
-    t.regex(board.output, /^machine=aarch64$/m, board.machine);
-    t.regex(board.output, new RegExp(`^run=${runId}$`, 'm'), board.machine);
-    t.regex(board.output, /^builder=Linux .*x86_64/m, `${board.machine} shows where it was built`);
-  }
+    // Built on the x86 VM, stamped with this run.
+    const build = result.build!;
+    t.is(build.machine, 'vm-1');
+    t.regex(build.uname, /x86_64/);
+    t.true(build.stamp.startsWith(`${runId}/`), build.stamp);
+    t.true(build.initrd.files > 100, 'the whole initramfs was unpacked and packed again');
 
-  // The temporary image is stored, with an expiry about two hours away.
-  const image = await paddock.images.show(result.image!.ref);
-  t.is(image.ref, `flagship-${runId}:latest`);
-  t.is(image.format, 'bundle');
-  t.is(image.arch, 'arm64');
-  t.is(image.sha256, result.image!.sha256);
-  t.truthy(image.expiresAt);
-  const expiresIn = Date.parse(image.expiresAt!) - Date.now();
-  t.true(expiresIn > 100 * 60_000 && expiresIn <= 120 * 60_000, `expires at ${image.expiresAt}`);
+    // Both boards booted that build: each prints the stamp and runs on aarch64.
+    const boards = result.boards!;
+    t.is(boards.length, 2);
+    t.deepEqual(boards.map((board) => board.machine).sort(), ['board-1', 'board-2']);
+    for (const board of boards) {
+      t.true(board.output.split('\n').includes(`stamp=${build.stamp}`), `${board.machine}: ${board.output}`);
+      t.regex(board.output, /^machine=aarch64$/m, board.machine);
+      t.regex(board.output, new RegExp(`^run=${runId}$`, 'm'), board.machine);
+      t.regex(board.output, /^builder=Linux .*x86_64/m, `${board.machine} shows where it was built`);
+    }
 
-  // Progress was shown, and every machine is back once the releases have run their course.
-  t.regex(stdout, /vm-1: sshReady/);
-  t.regex(stdout, /board-1: sshReady/);
-  t.regex(stdout, /board-2: sshReady/);
-  t.regex(stdout, /summary: built flagship-/);
-  await waitFor(() => allAvailable(paddock), 60_000, 'every machine available again');
-  t.deepEqual((await paddock.machines()).map((machine) => `${machine.name} ${machine.state}`).sort(), ['board-1 available', 'board-2 available', 'vm-1 available']);
-});
+    // The temporary image is stored, with an expiry about two hours away.
+    const image = await paddock.images.show(result.image!.ref);
+    t.is(image.ref, `flagship-${runId}:latest`);
+    t.is(image.format, 'bundle');
+    t.is(image.arch, 'arm64');
+    t.is(image.sha256, result.image!.sha256);
+    t.truthy(image.expiresAt);
+    const expiresIn = Date.parse(image.expiresAt!) - Date.now();
+    t.true(expiresIn > 100 * 60_000 && expiresIn <= 120 * 60_000, `expires at ${image.expiresAt}`);
+
+    // Progress was shown, and every machine is back once the releases have run their course.
+    t.regex(stdout, /vm-1: sshReady/);
+    t.regex(stdout, /board-1: sshReady/);
+    t.regex(stdout, /board-2: sshReady/);
+    t.regex(stdout, /summary: built flagship-/);
+    await waitFor(() => allAvailable(paddock), 60_000, 'every machine available again');
+    t.deepEqual((await paddock.machines()).map((machine) => `${machine.name} ${machine.state}`).sort(), [
+      'board-1 available',
+      'board-2 available',
+      'vm-1 available',
+    ]);
+  },
+);
 
 test.serial('a failing flagship job says why, exits non-zero, records the error and releases the VM it holds', async (t) => {
   const paddock = new Paddock({ url: api!.url, token: api!.adminToken });
   const resultFile = path.join(scratch, 'failed.json');
   // The board image does not exist: the download fails while the build VM is being reserved.
-  const { code, stdout, stderr } = await runJob(jobEnv({ PADDOCK_RUN_ID: 'test-missing', PADDOCK_RESULT: resultFile, PADDOCK_PARAM_BUILD_IMAGE: 'x86', PADDOCK_PARAM_BOARD_IMAGE: 'no-such-image' }));
+  const { code, stdout, stderr } = await runJob(
+    jobEnv({ PADDOCK_RUN_ID: 'test-missing', PADDOCK_RESULT: resultFile, PADDOCK_PARAM_BUILD_IMAGE: 'x86', PADDOCK_PARAM_BOARD_IMAGE: 'no-such-image' }),
+  );
   t.is(code, 1, `${stdout}\n${stderr}`);
   t.regex(stderr, /^job failed: image no-such-image:latest not found \[not_found\]$/m);
   const result = JSON.parse(readFileSync(resultFile, 'utf8')) as FlagshipResult;
   t.regex(result.error ?? '', /no-such-image/);
   t.is(result.boards, undefined);
   await waitFor(() => allAvailable(paddock), 120_000, 'the build VM released');
-  t.false((await paddock.images.list({ origin: 'paddock' })).some((image) => image.ref.startsWith('flagship-test-missing')), 'nothing was uploaded');
+  t.false(
+    (await paddock.images.list({ origin: 'paddock' })).some((image) => image.ref.startsWith('flagship-test-missing')),
+    'nothing was uploaded',
+  );
 
   // A required parameter missing: refused before anything is reserved.
   const missing = await runJob(jobEnv({ PADDOCK_PARAM_BOARD_IMAGE: 'arm' }));

@@ -90,7 +90,15 @@ export function jsonClient(url: string, token: string | undefined): JsonClient {
  * tests, and lends the server's tenant (test/helpers/sshd.ts) unless `user` names another login.
  */
 export function staticMachinesYaml(
-  hosts: { name: string; port: number; adminKeyPath: string; authorizedKeysFile: string; user?: string; labels?: Record<string, string>; capacities?: Record<string, string | number> }[],
+  hosts: {
+    name: string;
+    port: number;
+    adminKeyPath: string;
+    authorizedKeysFile: string;
+    user?: string;
+    labels?: Record<string, string>;
+    capacities?: Record<string, string | number>;
+  }[],
 ): string {
   return [
     'machines:',

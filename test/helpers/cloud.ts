@@ -57,10 +57,16 @@ export async function setInstanceQuota(cloud: TestCloud, instances: number): Pro
 
 /** Enables or disables the two compute hosts: the working one, and the one that fails every build. */
 export async function setComputeHosts(cloud: TestCloud, enabled: { working: boolean; broken: boolean }): Promise<void> {
-  const { services } = await cloud.admin.call<{ services: { id: string; host: string; binary: string }[] }>('compute', 'GET', '/os-services?binary=nova-compute');
+  const { services } = await cloud.admin.call<{ services: { id: string; host: string; binary: string }[] }>(
+    'compute',
+    'GET',
+    '/os-services?binary=nova-compute',
+  );
   const set = (host: string, on: boolean) => {
     const service = services.find((each) => each.host === host)!;
-    return cloud.admin.call('compute', 'PUT', `/os-services/${service.id}`, { json: on ? { status: 'enabled' } : { status: 'disabled', disabled_reason: 'paddock tests' } });
+    return cloud.admin.call('compute', 'PUT', `/os-services/${service.id}`, {
+      json: on ? { status: 'enabled' } : { status: 'disabled', disabled_reason: 'paddock tests' },
+    });
   };
   // Enable before disabling, so a switch from one host to the other never leaves none.
   const order: [string, boolean][] = [

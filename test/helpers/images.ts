@@ -25,7 +25,12 @@ export function testImages(): Promise<TestImages> {
   built ??= (async () => {
     const script = path.resolve(import.meta.dirname, '../../images/recipes/build-test-images.sh');
     const { stdout } = await run('bash', [script], { maxBuffer: 1024 * 1024 });
-    const dirs = Object.fromEntries(stdout.trim().split('\n').map((line) => line.split(' ') as [string, string]));
+    const dirs = Object.fromEntries(
+      stdout
+        .trim()
+        .split('\n')
+        .map((line) => line.split(' ') as [string, string]),
+    );
     return {
       initramfs: path.join(dirs['x86-initramfs'], 'bundle.tar'),
       disk: path.join(dirs['x86-disk'], 'bundle.tar'),

@@ -6,8 +6,10 @@ import path from 'node:path';
 
 /** YAML lines for `count` static machines `m00`, `m01` … labelled type=box, each on its own address. */
 export function unprovisionedMachines(count: number, subnet = 1): string {
-  return Array.from({ length: count }, (_, index) =>
-    `  - { name: m${String(index).padStart(2, '0')}, kind: static, labels: { type: box }, settings: { address: 127.0.${subnet}.${index + 1}, user: ci, adminKey: /nonexistent } }`,
+  return Array.from(
+    { length: count },
+    (_, index) =>
+      `  - { name: m${String(index).padStart(2, '0')}, kind: static, labels: { type: box }, settings: { address: 127.0.${subnet}.${index + 1}, user: ci, adminKey: /nonexistent } }`,
   ).join('\n');
 }
 

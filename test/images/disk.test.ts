@@ -99,7 +99,8 @@ onSmallDisk('parallel uploads over the free space get 507 insufficient_storage, 
   const alice = (await api.http().post('v1/tokens', { json: { name: 'alice' } })).body as { token: string };
   const created = await api.http(alice.token).post('v1/reservations', { json: { members: [{ role: 'host', spec: 'static-host' }], lease: 60 } });
   t.is(created.statusCode, 201, JSON.stringify(created.body));
-  const ready = (await api.http(alice.token).get(`v1/reservations/${(created.body as ReservationView).id}`, { searchParams: { wait: 'ready', timeout: 300 } })).body as ReservationView;
+  const ready = (await api.http(alice.token).get(`v1/reservations/${(created.body as ReservationView).id}`, { searchParams: { wait: 'ready', timeout: 300 } }))
+    .body as ReservationView;
   t.is(ready.state, 'ready', ready.reason);
   t.is((await api.http(alice.token).delete(`v1/reservations/${ready.id}`)).statusCode, 200);
 
@@ -138,7 +139,11 @@ onSmallDisk('an upload stops with 507 when another writer fills the disk under i
   t.is(result.statusCode, 507, result.body);
   t.is((JSON.parse(result.body) as { code: string }).code, 'insufficient_storage');
   t.deepEqual(incoming(), [], 'the partial file is gone');
-  t.deepEqual((await listed()).map((image) => image.ref), listedBefore.map((image) => image.ref), 'no image was added or lost');
+  t.deepEqual(
+    (await listed()).map((image) => image.ref),
+    listedBefore.map((image) => image.ref),
+    'no image was added or lost',
+  );
 });
 
 async function listed(): Promise<ImageView[]> {
@@ -150,7 +155,10 @@ async function checkStore(t: import('ava').ExecutionContext, stored: { ref: stri
   const images = await listed();
   t.deepEqual(images.map((image) => image.ref).sort(), stored.map((file) => file.ref.replace('/', ':')).sort());
   for (const image of images) {
-    const content = await got.get(`${api.url}/v1/images/${image.name}/${image.tag}/content`, { headers: { authorization: `Bearer ${api.adminToken}` }, responseType: 'buffer' });
+    const content = await got.get(`${api.url}/v1/images/${image.name}/${image.tag}/content`, {
+      headers: { authorization: `Bearer ${api.adminToken}` },
+      responseType: 'buffer',
+    });
     t.is(sha(content.body), image.sha256, `${image.ref} downloads whole`);
   }
 }

@@ -25,7 +25,13 @@ const sha = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
 // A connection per request: a kept-alive socket the server closes as it is reused is a reset
 // no retry may hide, and not what this test is about.
 const http = () =>
-  got.extend({ prefixUrl: api.url, headers: { authorization: `Bearer ${api.adminToken}` }, throwHttpErrors: false, retry: { limit: 0 }, agent: { http: new Agent({ keepAlive: false }) } });
+  got.extend({
+    prefixUrl: api.url,
+    headers: { authorization: `Bearer ${api.adminToken}` },
+    throwHttpErrors: false,
+    retry: { limit: 0 },
+    agent: { http: new Agent({ keepAlive: false }) },
+  });
 /** Rounds per batch; four batches (each its own test, so each ends inside ava's timeout). */
 const rounds = Number(process.env.PADDOCK_IMAGE_ROUNDS ?? 500);
 
@@ -52,7 +58,9 @@ async function playRounds(batch: number): Promise<Map<string, number>> {
         ['delete', client.delete(`v1/images/${name}/a`)],
         ['put', put(`${name}/expiring`, bytes, '&expires=1s')],
         // One round in three replaces the deleted tag with other bytes, one in three races the second tag's upload with other bytes.
-        ...(round % 3 === 2 ? [] : [['put', put(`${name}/${round % 3 === 0 ? 'a' : 'b'}`, Buffer.from(`other bytes for ${name}\n`))] as [string, Promise<{ statusCode: number }>]]),
+        ...(round % 3 === 2
+          ? []
+          : [['put', put(`${name}/${round % 3 === 0 ? 'a' : 'b'}`, Buffer.from(`other bytes for ${name}\n`))] as [string, Promise<{ statusCode: number }>]]),
       ];
       for (const [what, answer] of operations) count(what, (await answer).statusCode);
     }
@@ -84,7 +92,11 @@ async function checkStore(t: ExecutionContext): Promise<void> {
     await new Promise((resolve) => setTimeout(resolve, 100));
     listed = await listing();
   }
-  t.deepEqual(listed.filter((image) => image.expiresAt !== undefined).map((image) => image.ref), [], 'the expired images were collected');
+  t.deepEqual(
+    listed.filter((image) => image.expiresAt !== undefined).map((image) => image.ref),
+    [],
+    'the expired images were collected',
+  );
   t.true(listed.length > 0, 'some images stay');
   for (const image of listed) {
     const content = await client.get(`v1/images/${image.name}/${image.tag}/content`, { responseType: 'buffer' });
@@ -99,12 +111,15 @@ async function checkStore(t: ExecutionContext): Promise<void> {
 }
 
 for (const batch of [1, 2, 3, 4]) {
-  test.serial(`concurrent upload, delete, replace and expiry of identical bytes, batch ${batch} of ${rounds} rounds: every listed image stays whole`, async (t) => {
-    const statuses = await playRounds(batch);
-    t.log([...statuses].map(([key, value]) => `${key}: ${value}`).join(', '));
-    const unexpected = [...statuses.keys()].filter((key) => !/^put 201$|^delete (204|404)$/.test(key));
-    t.deepEqual(unexpected, [], 'only stored, deleted or already gone');
-    t.true((statuses.get('delete 204') ?? 0) > rounds / 2, 'the deletes really raced the uploads');
-    await checkStore(t);
-  });
+  test.serial(
+    `concurrent upload, delete, replace and expiry of identical bytes, batch ${batch} of ${rounds} rounds: every listed image stays whole`,
+    async (t) => {
+      const statuses = await playRounds(batch);
+      t.log([...statuses].map(([key, value]) => `${key}: ${value}`).join(', '));
+      const unexpected = [...statuses.keys()].filter((key) => !/^put 201$|^delete (204|404)$/.test(key));
+      t.deepEqual(unexpected, [], 'only stored, deleted or already gone');
+      t.true((statuses.get('delete 204') ?? 0) > rounds / 2, 'the deletes really raced the uploads');
+      await checkStore(t);
+    },
+  );
 }

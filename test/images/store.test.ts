@@ -16,7 +16,9 @@ let host: TestSshd;
 test.before(async () => {
   host = await startSshd();
   api = await startApi(
-    testConfig(`images: { maxSize: 1MiB, collectInterval: 0.2 }\n${staticMachinesYaml([{ name: 'host-1', port: host.port, adminKeyPath: host.adminKey.path, authorizedKeysFile: host.authorizedKeysFile }])}`),
+    testConfig(
+      `images: { maxSize: 1MiB, collectInterval: 0.2 }\n${staticMachinesYaml([{ name: 'host-1', port: host.port, adminKeyPath: host.adminKey.path, authorizedKeysFile: host.authorizedKeysFile }])}`,
+    ),
   );
 });
 
@@ -32,7 +34,11 @@ const incoming = () => readdirSync(path.join(api.dataDir, 'images', 'incoming'))
 async function upload(ref: string, bytes: Buffer, options: { query?: string; sha256?: string } = {}) {
   const response = await got.put(`${api.url}/v1/images/${ref}${options.query ? `?${options.query}` : ''}`, {
     body: bytes,
-    headers: { authorization: `Bearer ${api.adminToken}`, 'content-type': 'application/octet-stream', ...(options.sha256 ? { 'paddock-sha256': options.sha256 } : {}) },
+    headers: {
+      authorization: `Bearer ${api.adminToken}`,
+      'content-type': 'application/octet-stream',
+      ...(options.sha256 ? { 'paddock-sha256': options.sha256 } : {}),
+    },
     throwHttpErrors: false,
     retry: { limit: 0 },
   });
@@ -43,17 +49,36 @@ test.serial('upload, list, show and download whole and by range; sha256 verified
   const bytes = randomBytes(300_000);
   const stored = await upload('alpine/3.19', bytes, { query: 'format=raw&arch=x86_64', sha256: sha(bytes) });
   t.is(stored.statusCode, 201, JSON.stringify(stored.body));
-  t.like(stored.body, { ref: 'alpine:3.19', name: 'alpine', tag: '3.19', format: 'raw', arch: 'x86_64', size: bytes.length, sha256: sha(bytes), owner: 'admin', origin: 'paddock' });
+  t.like(stored.body, {
+    ref: 'alpine:3.19',
+    name: 'alpine',
+    tag: '3.19',
+    format: 'raw',
+    arch: 'x86_64',
+    size: bytes.length,
+    sha256: sha(bytes),
+    owner: 'admin',
+    origin: 'paddock',
+  });
   const listed = (await api.http().get('v1/images')).body as ImageView[];
-  t.deepEqual(listed.map((image) => image.ref), ['alpine:3.19']);
+  t.deepEqual(
+    listed.map((image) => image.ref),
+    ['alpine:3.19'],
+  );
   const whole = await got.get(`${api.url}/v1/images/alpine/3.19/content`, { headers: { authorization: `Bearer ${api.adminToken}` }, responseType: 'buffer' });
   t.is(whole.statusCode, 200);
   t.true(whole.body.equals(bytes));
-  const part = await got.get(`${api.url}/v1/images/alpine/3.19/content`, { headers: { authorization: `Bearer ${api.adminToken}`, range: 'bytes=1000-1999' }, responseType: 'buffer' });
+  const part = await got.get(`${api.url}/v1/images/alpine/3.19/content`, {
+    headers: { authorization: `Bearer ${api.adminToken}`, range: 'bytes=1000-1999' },
+    responseType: 'buffer',
+  });
   t.is(part.statusCode, 206);
   t.is(part.headers['content-range'], `bytes 1000-1999/${bytes.length}`);
   t.true(part.body.equals(bytes.subarray(1000, 2000)));
-  const tail = await got.get(`${api.url}/v1/images/alpine/3.19/content`, { headers: { authorization: `Bearer ${api.adminToken}`, range: 'bytes=-10' }, responseType: 'buffer' });
+  const tail = await got.get(`${api.url}/v1/images/alpine/3.19/content`, {
+    headers: { authorization: `Bearer ${api.adminToken}`, range: 'bytes=-10' },
+    responseType: 'buffer',
+  });
   t.true(tail.body.equals(bytes.subarray(bytes.length - 10)));
   const outside = await api.http().get('v1/images/alpine/3.19/content', { headers: { range: `bytes=${bytes.length}-` } });
   t.is(outside.statusCode, 416);
@@ -144,7 +169,8 @@ test.serial('an expired temporary image is collected; an image in use cannot be 
   t.false(blobs().includes(sha(bytes)));
 
   t.is((await upload('kept/v1', randomBytes(100))).statusCode, 201);
-  const reservation = (await api.http().post('v1/reservations', { json: { members: [{ role: 'main', spec: 'static-host', image: 'kept:v1' }] } })).body as ReservationView;
+  const reservation = (await api.http().post('v1/reservations', { json: { members: [{ role: 'main', spec: 'static-host', image: 'kept:v1' }] } }))
+    .body as ReservationView;
   const refused = await api.http().delete('v1/images/kept/v1');
   t.is(refused.statusCode, 409);
   t.is((refused.body as { code: string }).code, 'image_in_use');

@@ -33,7 +33,11 @@ const sha = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
 const incoming = () => readdirSync(path.join(api.dataDir, 'images', 'incoming'));
 
 /** A PUT whose body goes out in `slices` of 16 KiB, `pauseMs` apart; `stallAfter` slices, then silence. */
-function slowUpload(ref: string, bytes: Buffer, options: { pauseMs: number; stallAfter?: number }): Promise<{ statusCode: number; body: { code?: string; sha256?: string; message?: string } }> {
+function slowUpload(
+  ref: string,
+  bytes: Buffer,
+  options: { pauseMs: number; stallAfter?: number },
+): Promise<{ statusCode: number; body: { code?: string; sha256?: string; message?: string } }> {
   return new Promise((resolve, reject) => {
     const request = httpRequest(`${api.url}/v1/images/${ref}?format=raw`, {
       method: 'PUT',

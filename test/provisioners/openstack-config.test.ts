@@ -20,7 +20,6 @@ ${settings
   .join('\n')}
 `;
 
-
 test('a pool parses with its defaults; it stays one entry until the server expands it from the cloud', (t) => {
   const config = parseConfig(pool('network: net1\nflavors: [m1.small]'));
   t.is(config.machines.length, 1);
@@ -40,14 +39,25 @@ test('bad pool settings are named with their line: unknown key, no flavors, half
 });
 
 test('credentials from OS_* variables: password or application credential; what is missing is named, never a secret', (t) => {
-  const password = cloudFromEnvironment({ OS_AUTH_URL: 'http://k:5000/v3', OS_USERNAME: 'ci', OS_PASSWORD: 'pw-secret', OS_PROJECT_NAME: 'ci', OS_REGION_NAME: 'R1', OS_INTERFACE: 'internal' });
+  const password = cloudFromEnvironment({
+    OS_AUTH_URL: 'http://k:5000/v3',
+    OS_USERNAME: 'ci',
+    OS_PASSWORD: 'pw-secret',
+    OS_PROJECT_NAME: 'ci',
+    OS_REGION_NAME: 'R1',
+    OS_INTERFACE: 'internal',
+  });
   t.deepEqual(password, {
     authUrl: 'http://k:5000/v3',
     credentials: { kind: 'password', username: 'ci', password: 'pw-secret', project: 'ci', userDomain: 'Default', projectDomain: 'Default' },
     region: 'R1',
     interface: 'internal',
   });
-  const application = cloudFromEnvironment({ OS_AUTH_URL: 'http://k:5000/v3', OS_APPLICATION_CREDENTIAL_ID: 'id1', OS_APPLICATION_CREDENTIAL_SECRET: 's3cret' });
+  const application = cloudFromEnvironment({
+    OS_AUTH_URL: 'http://k:5000/v3',
+    OS_APPLICATION_CREDENTIAL_ID: 'id1',
+    OS_APPLICATION_CREDENTIAL_SECRET: 's3cret',
+  });
   t.deepEqual(application.credentials, { kind: 'application', id: 'id1', secret: 's3cret' });
   const missing = t.throws(() => cloudFromEnvironment({ OS_AUTH_URL: 'http://k:5000/v3', OS_PASSWORD: 'pw-secret' }));
   t.regex(missing?.message ?? '', /missing username, project_name/);

@@ -71,7 +71,14 @@ const reserve = (members: { role: string; spec: string; image?: string; count?: 
 /** Releases and waits until the reservation has ended. */
 async function releaseAll(...reservations: Reservation[]): Promise<void> {
   await Promise.all(reservations.map((reservation) => reservation.release()));
-  await waitFor(async () => (await Promise.all(reservations.map(async (reservation) => ['released', 'failed', 'cancelled', 'expired'].includes((await reservation.refresh()).state)))).every(Boolean), 120_000, 'released');
+  await waitFor(
+    async () =>
+      (
+        await Promise.all(reservations.map(async (reservation) => ['released', 'failed', 'cancelled', 'expired'].includes((await reservation.refresh()).state)))
+      ).every(Boolean),
+    120_000,
+    'released',
+  );
 }
 
 test.before(async () => {
@@ -114,13 +121,19 @@ test.serial('client: password and application-credential logins get a token and 
   t.regex(await cloud.user.endpoint('compute'), /^http:\/\/.+\/v2\.1/);
   t.regex(await cloud.user.endpoint('image'), /^http:\/\//);
   t.regex(await cloud.user.endpoint('network'), /^http:\/\//);
-  const withSecret = new OpenStackClient({ authUrl: cloud.options.authUrl, credentials: { kind: 'application', id: cloud.env.PADDOCK_TEST_APP_CRED_ID, secret: cloud.env.PADDOCK_TEST_APP_CRED_SECRET } });
+  const withSecret = new OpenStackClient({
+    authUrl: cloud.options.authUrl,
+    credentials: { kind: 'application', id: cloud.env.PADDOCK_TEST_APP_CRED_ID, secret: cloud.env.PADDOCK_TEST_APP_CRED_SECRET },
+  });
   t.true((await withSecret.flavors()).length > 0);
 });
 
 test.serial('client: a wrong password is an unauthorized error that does not show it; a dead Keystone is unreachable', async (t) => {
   const password = `wrong-${randomBytes(6).toString('hex')}`;
-  const bad = new OpenStackClient({ ...cloud.options, credentials: { ...(cloud.options.credentials as Extract<CloudOptions['credentials'], { kind: 'password' }>), password } });
+  const bad = new OpenStackClient({
+    ...cloud.options,
+    credentials: { ...(cloud.options.credentials as Extract<CloudOptions['credentials'], { kind: 'password' }>), password },
+  });
   const error = await t.throwsAsync(bad.flavors(), { instanceOf: OpenStackError });
   t.is(error?.kind, 'unauthorized');
   t.false(error?.message.includes(password));
@@ -133,7 +146,12 @@ test.serial('client: a wrong password is an unauthorized error that does not sho
 test.serial('client: Glance: an image is created, uploaded, found again by its sha256, and listed across pages', async (t) => {
   const bytes = randomBytes(256 * 1024);
   const sha512 = createHash('sha512').update(bytes).digest('hex');
-  const image = await cloud.user.createImage({ name: `paddock-test-${randomBytes(3).toString('hex')}`, disk_format: 'raw', container_format: 'bare', visibility: 'private' });
+  const image = await cloud.user.createImage({
+    name: `paddock-test-${randomBytes(3).toString('hex')}`,
+    disk_format: 'raw',
+    container_format: 'bare',
+    visibility: 'private',
+  });
   t.teardown(() => cloud.user.call('image', 'DELETE', `/v2/images/${image.id}`).catch(() => undefined));
   await cloud.user.uploadImage(image.id, Readable.from(bytes));
   const stored = await cloud.user.image(image.id);
@@ -171,7 +189,10 @@ test.serial('client: Nova: flavors, keypairs, a tagged server to ACTIVE with an 
   }, 120_000);
   t.is(server.status, 'ACTIVE', server.fault?.message);
   t.true(Object.values(server.addresses).flat().length > 0, 'an address is known');
-  t.deepEqual((await cloud.user.servers({ tags: tag })).map((each) => each.id), [created.id]);
+  t.deepEqual(
+    (await cloud.user.servers({ tags: tag })).map((each) => each.id),
+    [created.id],
+  );
   await cloud.user.deleteServer(created.id);
   await waitFor(async () => (await cloud.user.server(created.id)) === undefined, 120_000);
   await cloud.user.deleteKeypair(keyName);
@@ -191,14 +212,17 @@ test.serial('the pool offers one machine per flavor and slot, sized by the flavo
   t.regex(tooBig?.message ?? '', /cloud runs at most 4/);
 });
 
-test.serial('images: the cloud\'s bootable images are listed beside Paddock\'s, marked by origin (API and CLI)', async (t) => {
+test.serial("images: the cloud's bootable images are listed beside Paddock's, marked by origin (API and CLI)", async (t) => {
   const listed: ImageListEntry[] = await paddock.images.list();
   const own = listed.find((image) => image.ref === 'tiny-raw:latest');
   t.is(own?.origin, 'paddock');
   const cirros = listed.find((image) => image.ref === 'cloud/cirros-fake');
   t.is(cirros?.origin, 'openstack');
   t.is(cirros?.origin === 'openstack' ? cirros.id : undefined, cloud.env.PADDOCK_TEST_IMAGE_ID);
-  t.deepEqual((await paddock.images.list({ origin: 'paddock' })).map((image) => image.origin), ['paddock']);
+  t.deepEqual(
+    (await paddock.images.list({ origin: 'paddock' })).map((image) => image.origin),
+    ['paddock'],
+  );
 
   const env = { ...process.env, PADDOCK_URL: url, PADDOCK_TOKEN: readFileSync(path.join(data, 'admin-token'), 'utf8').trim() };
   const { stdout } = await run(process.execPath, [bin, 'images', 'ls'], { env });
@@ -273,10 +297,14 @@ test.serial('a server that goes to ERROR is deleted and replaced by a new one', 
   try {
     reservation = await reserve([{ role: 'vm', spec: 'cpus>=1' }]);
     // Once the first server has gone to ERROR, new builds go to the working host again.
-    await waitFor(async () => {
-      for (const each of await serversOf(reservation!)) if (each.status === 'ERROR') errored.add(each.id);
-      return errored.size > 0;
-    }, 120_000, 'a server in ERROR');
+    await waitFor(
+      async () => {
+        for (const each of await serversOf(reservation!)) if (each.status === 'ERROR') errored.add(each.id);
+        return errored.size > 0;
+      },
+      120_000,
+      'a server in ERROR',
+    );
   } finally {
     await breakCompute(cloud, false);
   }
@@ -290,7 +318,7 @@ test.serial('a server that goes to ERROR is deleted and replaced by a new one', 
   t.deepEqual(await serversOf(reservation), []);
 });
 
-test.serial('servers that keep going to ERROR: after the retries the reservation fails with the cloud\'s reason, and no server is left', async (t) => {
+test.serial("servers that keep going to ERROR: after the retries the reservation fails with the cloud's reason, and no server is left", async (t) => {
   await breakCompute(cloud, true);
   let reservation: Reservation | undefined;
   try {
@@ -315,7 +343,11 @@ test.serial('a full cloud (instance quota 2) queues the third request, which is 
     await Promise.all([a.ready({ timeout: 300 }), b.ready({ timeout: 300 })]);
     const c = await reserve([{ role: 'vm', spec: 'cpus>=1' }]);
     // Paddock's own limit (4) lets it try; Nova refuses (quota), and the request waits again.
-    await waitFor(async () => (await c.events()).some((event) => event.type === 'state' && event.from === 'releasing' && event.to === 'queued'), 120_000, 'requeued');
+    await waitFor(
+      async () => (await c.events()).some((event) => event.type === 'state' && event.from === 'releasing' && event.to === 'queued'),
+      120_000,
+      'requeued',
+    );
     const view = await c.refresh();
     t.is(view.state, 'queued');
     t.deepEqual(view.allocations, []);
@@ -336,7 +368,11 @@ test.serial('no valid host (every compute host disabled) queues the request; it 
   let reservation: Reservation | undefined;
   try {
     reservation = await reserve([{ role: 'vm', spec: 'cpus>=1' }]);
-    await waitFor(async () => (await reservation!.events()).some((event) => event.type === 'state' && event.from === 'releasing' && event.to === 'queued'), 120_000, 'requeued');
+    await waitFor(
+      async () => (await reservation!.events()).some((event) => event.type === 'state' && event.from === 'releasing' && event.to === 'queued'),
+      120_000,
+      'requeued',
+    );
     const view = await reservation.refresh();
     t.is(view.state, 'queued');
     t.regex(view.reason ?? '', /cloud is full: went to ERROR: No valid host/);
@@ -370,19 +406,25 @@ async function secondPaddock(extra: Parameters<typeof poolYaml>[1]): Promise<{ c
   };
 }
 
-test.serial('a server that is not ACTIVE in time (the cloud\'s conductor is stopped) is deleted; after the retries the reservation fails', async (t) => {
+test.serial("a server that is not ACTIVE in time (the cloud's conductor is stopped) is deleted; after the retries the reservation fails", async (t) => {
   const second = await secondPaddock({ activeTimeout: 2, replaceAttempts: 1 });
   // The conductor schedules new servers: stopped, they stay in BUILD.
-  const [group] = readFileSync(path.join(cloud.env.PADDOCK_TEST_CLOUD_DIR, 'pids', 'nova-conductor.pid'), 'utf8').trim().split(' ');
+  const [group] = readFileSync(path.join(cloud.env.PADDOCK_TEST_CLOUD_DIR, 'pids', 'nova-conductor.pid'), 'utf8')
+    .trim()
+    .split(' ');
   process.kill(-Number(group), 'SIGSTOP');
   let reservation: Reservation | undefined;
   const seen = new Set<string>();
   try {
     reservation = await second.client.reserve({ members: [{ role: 'vm', spec: 'cpus>=1', image: 'cloud/cirros-fake' }], lease: '10m' }, { renew: false });
-    await waitFor(async () => {
-      for (const each of await serversOf(reservation!)) seen.add(each.id);
-      return (await reservation!.refresh()).state === 'failed';
-    }, 120_000, 'failed');
+    await waitFor(
+      async () => {
+        for (const each of await serversOf(reservation!)) seen.add(each.id);
+        return (await reservation!.refresh()).state === 'failed';
+      },
+      120_000,
+      'failed',
+    );
   } finally {
     process.kill(-Number(group), 'SIGCONT');
   }
@@ -412,58 +454,69 @@ test.serial('Keystone down: a clear infrastructure error, nothing leaked, no sec
     t.regex(failure?.reason ?? '', /Keystone is unreachable/);
     t.false(JSON.stringify(reservation.view).includes(cloud.env.OS_PASSWORD), 'the password is not shown');
     const machine = (await client.machines()).find((each) => each.name === reservation.view.allocations[0].machine);
-    t.is(machine?.failures ?? 0, 0, 'a dead Keystone is not the machine\'s fault');
+    t.is(machine?.failures ?? 0, 0, "a dead Keystone is not the machine's fault");
   } finally {
     await second.stop();
   }
 });
 
-test.serial('kill -9 with servers up, restart: servers carried on, orphans deleted (at start, and by the sweep after two sightings), nothing leaks', async (t) => {
-  const kept = await reserve([
-    { role: 'a', spec: 'ram<=512MiB' },
-    { role: 'b', spec: 'cpus>=2' },
-  ]);
-  await kept.ready({ timeout: 300 });
-  const before = (await serversOf(kept)).map((each) => each.id).sort();
-  t.is(before.length, 2);
+test.serial(
+  'kill -9 with servers up, restart: servers carried on, orphans deleted (at start, and by the sweep after two sightings), nothing leaks',
+  async (t) => {
+    const kept = await reserve([
+      { role: 'a', spec: 'ram<=512MiB' },
+      { role: 'b', spec: 'cpus>=2' },
+    ]);
+    await kept.ready({ timeout: 300 });
+    const before = (await serversOf(kept)).map((each) => each.id).sort();
+    t.is(before.length, 2);
 
-  await killHard(server!);
-  // What a crash between the cloud's answer and the database write would leave: a server and a
-  // keypair of a reservation Paddock no longer has.
-  const orphan = 'r-0000000000bb';
-  const orphanKey = `paddock-${instance}-${orphan}-cloud-m1_tiny-4`;
-  await cloud.user.createKeypair(orphanKey, 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGb9ECWwBTBGl7dYLK6LzPGAbdUG4chd0q0lqQLRDsah orphan');
-  const planted = await cloud.user.createServer({
-    name: `paddock-${orphan}-cloud-m1.tiny-4`,
-    flavorRef: '1',
-    imageRef: cloud.env.PADDOCK_TEST_IMAGE_ID,
-    networks: [{ uuid: cloud.env.PADDOCK_TEST_NETWORK_ID }],
-    tags: [`paddock:${instance}`, `paddock-reservation:${orphan}`],
-    metadata: { paddock_reservation: orphan, paddock_allocation: `${orphan}.0`, paddock_machine: 'cloud-m1.tiny-4', paddock_instance: instance },
-  });
+    await killHard(server!);
+    // What a crash between the cloud's answer and the database write would leave: a server and a
+    // keypair of a reservation Paddock no longer has.
+    const orphan = 'r-0000000000bb';
+    const orphanKey = `paddock-${instance}-${orphan}-cloud-m1_tiny-4`;
+    await cloud.user.createKeypair(orphanKey, 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGb9ECWwBTBGl7dYLK6LzPGAbdUG4chd0q0lqQLRDsah orphan');
+    const planted = await cloud.user.createServer({
+      name: `paddock-${orphan}-cloud-m1.tiny-4`,
+      flavorRef: '1',
+      imageRef: cloud.env.PADDOCK_TEST_IMAGE_ID,
+      networks: [{ uuid: cloud.env.PADDOCK_TEST_NETWORK_ID }],
+      tags: [`paddock:${instance}`, `paddock-reservation:${orphan}`],
+      metadata: { paddock_reservation: orphan, paddock_allocation: `${orphan}.0`, paddock_machine: 'cloud-m1.tiny-4', paddock_instance: instance },
+    });
 
-  server = await startServerProcess(serverArgs(), url);
-  await waitFor(async () => (await cloud.user.server(planted.id)) === undefined && !(await cloud.user.keypairs()).includes(orphanKey), 120_000, 'the orphan server and keypair deleted');
-  t.is(await cloud.user.server(planted.id), undefined, 'the orphan server is deleted');
-  t.false((await cloud.user.keypairs()).includes(orphanKey), 'the orphan keypair is deleted');
-  t.is((await kept.refresh()).state, 'ready', 'the live reservation carries on');
-  t.deepEqual((await serversOf(kept)).map((each) => each.id).sort(), before, 'on the same servers');
+    server = await startServerProcess(serverArgs(), url);
+    await waitFor(
+      async () => (await cloud.user.server(planted.id)) === undefined && !(await cloud.user.keypairs()).includes(orphanKey),
+      120_000,
+      'the orphan server and keypair deleted',
+    );
+    t.is(await cloud.user.server(planted.id), undefined, 'the orphan server is deleted');
+    t.false((await cloud.user.keypairs()).includes(orphanKey), 'the orphan keypair is deleted');
+    t.is((await kept.refresh()).state, 'ready', 'the live reservation carries on');
+    t.deepEqual((await serversOf(kept)).map((each) => each.id).sort(), before, 'on the same servers');
 
-  // While running: an orphan appears; the periodic sweep (every 2 s) deletes it once it has seen it twice.
-  const later = await cloud.user.createServer({
-    name: 'paddock-r-0000000000cc-cloud-m1.tiny-4',
-    flavorRef: '1',
-    imageRef: cloud.env.PADDOCK_TEST_IMAGE_ID,
-    networks: [{ uuid: cloud.env.PADDOCK_TEST_NETWORK_ID }],
-    tags: [`paddock:${instance}`, 'paddock-reservation:r-0000000000cc'],
-    metadata: { paddock_reservation: 'r-0000000000cc', paddock_machine: 'cloud-m1.tiny-4', paddock_instance: instance },
-  });
-  await waitFor(async () => (await cloud.user.server(later.id)) === undefined, 120_000, 'the later orphan deleted');
+    // While running: an orphan appears; the periodic sweep (every 2 s) deletes it once it has seen it twice.
+    const later = await cloud.user.createServer({
+      name: 'paddock-r-0000000000cc-cloud-m1.tiny-4',
+      flavorRef: '1',
+      imageRef: cloud.env.PADDOCK_TEST_IMAGE_ID,
+      networks: [{ uuid: cloud.env.PADDOCK_TEST_NETWORK_ID }],
+      tags: [`paddock:${instance}`, 'paddock-reservation:r-0000000000cc'],
+      metadata: { paddock_reservation: 'r-0000000000cc', paddock_machine: 'cloud-m1.tiny-4', paddock_instance: instance },
+    });
+    await waitFor(async () => (await cloud.user.server(later.id)) === undefined, 120_000, 'the later orphan deleted');
 
-  await releaseAll(kept);
-  t.deepEqual(await cloud.user.servers({ tags: `paddock:${instance}` }), [], 'no server of this Paddock is left');
-  t.deepEqual((await cloud.user.keypairs()).filter((name) => name.startsWith(`paddock-${instance}-`)), [], 'no keypair is left');
-});
+    await releaseAll(kept);
+    t.deepEqual(await cloud.user.servers({ tags: `paddock:${instance}` }), [], 'no server of this Paddock is left');
+    t.deepEqual(
+      (await cloud.user.keypairs()).filter((name) => name.startsWith(`paddock-${instance}-`)),
+      [],
+      'no keypair is left',
+    );
+  },
+);
 
 test.serial('the Glance copy of an image Paddock no longer stores is deleted by the sweep; copies still stored are kept', async (t) => {
   const file = path.join(dir, 'gone.raw');

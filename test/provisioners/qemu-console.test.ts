@@ -34,7 +34,11 @@ test('a guest printing four times the cap on its serial console leaves a log of 
     const log = path.join(api.dataDir, 'consoles', reservation.id, `${machine}.log`);
     const flood = await reservation.run('vm', `(head -c ${4 * cap} /dev/zero | tr '\\000' x > /dev/ttyS0; echo flood-done > /tmp/flood) >/dev/null 2>&1 &`);
     t.is(flood.code, 0, flood.stderr);
-    await waitFor(async () => (await reservation.run('vm', 'cat /tmp/flood 2>/dev/null || true')).stdout.includes('flood-done'), 240_000, 'the guest to finish printing');
+    await waitFor(
+      async () => (await reservation.run('vm', 'cat /tmp/flood 2>/dev/null || true')).stdout.includes('flood-done'),
+      240_000,
+      'the guest to finish printing',
+    );
     await waitFor(async () => readFileSync(log, 'utf8').endsWith(cappedMarker(cap)), 120_000, 'the marker in the log');
     const text = readFileSync(log, 'utf8');
     t.is(statSync(log).size, cap, 'the log stops at the cap');

@@ -115,7 +115,10 @@ test.serial('a corrupt image fails the reservation with image_corrupt and leaves
   t.is(error?.failureCode, 'image_corrupt');
   t.regex(error?.reason ?? '', /image junk:test cannot be used/);
   const machines = await paddock.machines();
-  t.true(machines.every((machine) => machine.failures === 0), 'a bad image does not count against the slot');
+  t.true(
+    machines.every((machine) => machine.failures === 0),
+    'a bad image does not count against the slot',
+  );
   t.is((await paddock.images.show('junk:test')).bootFailures, 1, 'it counts against the image');
   await waitFor(async () => (await paddock.machines()).every((machine) => machine.state === 'available'));
   t.deepEqual(await vmProcessesUnder(qemuRoot()), []);
@@ -140,5 +143,5 @@ test.serial('QEMU dying mid-lease fails the reservation with an event', async (t
   t.true(events.some((event) => event.type === 'state' && event.to === 'failed' && /machine_lost/.test(event.reason ?? '')));
   const runDir = path.join(qemuRoot(), view.allocations[0].machine, view.id);
   await waitFor(async () => !existsSync(runDir)).catch(() => undefined);
-  t.false(existsSync(runDir), 'the dead VM\'s overlay and run directory are cleaned up');
+  t.false(existsSync(runDir), "the dead VM's overlay and run directory are cleaned up");
 });

@@ -17,7 +17,6 @@ import {
 import { runSsh, startSshd, type TestSshd } from '../helpers/sshd.js';
 import { assertNoKeyMaterial } from '../helpers/secrets.js';
 
-
 async function withSshd(t: ExecutionContext, options: { authorizedKeys?: string[] }, body: (sshd: TestSshd) => Promise<void>) {
   const sshd = await startSshd(options);
   t.teardown(() => sshd.stop());
@@ -77,7 +76,11 @@ test('sshHandshake captures the server host key, the same line as the server key
 });
 
 test('hostKeyLine reads ed25519, ECDSA and RSA key blobs', (t) => {
-  for (const [type, options] of [['ed25519', {}], ['ecdsa', { bits: 256 }], ['rsa', { bits: 2048 }]] as const) {
+  for (const [type, options] of [
+    ['ed25519', {}],
+    ['ecdsa', { bits: 256 }],
+    ['rsa', { bits: 2048 }],
+  ] as const) {
     const line = ssh2.utils.generateKeyPairSync(type as 'ecdsa', options as { bits: 256 }).public.trim();
     const [keyType, blob] = line.split(' ');
     t.is(hostKeyLine(Buffer.from(blob, 'base64')), `${keyType} ${blob}`);
@@ -104,10 +107,9 @@ test('a host key other than the pinned one is refused, naming fingerprints only'
 test('authentication failures and closed ports fail without key material in the message', async (t) => {
   await withSshd(t, {}, async (sshd) => {
     const stranger = generateKeyPair('stranger');
-    const refused = await t.throwsAsync(
-      sshConnect({ host: sshd.host, port: sshd.port, user: sshd.user, privateKey: stranger.privateKey, timeoutMs: 5000 }),
-      { instanceOf: SshError },
-    );
+    const refused = await t.throwsAsync(sshConnect({ host: sshd.host, port: sshd.port, user: sshd.user, privateKey: stranger.privateKey, timeoutMs: 5000 }), {
+      instanceOf: SshError,
+    });
     t.is(refused?.reason, 'auth');
     t.regex(refused?.message ?? '', new RegExp(`@127\\.0\\.0\\.1:${sshd.port}`));
     assertNoKeyMaterial(t, refused?.message ?? '', stranger.privateKey);

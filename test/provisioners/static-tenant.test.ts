@@ -20,7 +20,9 @@ const run = promisify(execFile);
 async function lab(t: ExecutionContext, extra = ''): Promise<{ sshd: TestSshd; api: TestApi; user: (name: string) => Promise<Tenant> }> {
   const sshd = await host(t);
   const api = await startApi(
-    testConfig(`${extra}\n${staticMachinesYaml([{ name: 'shared-1', port: sshd.port, adminKeyPath: sshd.adminKey.path, authorizedKeysFile: sshd.authorizedKeysFile }])}`),
+    testConfig(
+      `${extra}\n${staticMachinesYaml([{ name: 'shared-1', port: sshd.port, adminKeyPath: sshd.adminKey.path, authorizedKeysFile: sshd.authorizedKeysFile }])}`,
+    ),
   );
   t.teardown(() => api.close());
   const user = async (name: string) => {
@@ -38,7 +40,8 @@ interface Tenant {
 
 function tenant(sshd: TestSshd, api: TestApi, token: string): Tenant {
   const http = api.http(token);
-  const view = async (id: string, wait?: string) => (await http.get(`v1/reservations/${id}`, { searchParams: wait ? { wait, timeout: 60 } : {} })).body as ReservationView;
+  const view = async (id: string, wait?: string) =>
+    (await http.get(`v1/reservations/${id}`, { searchParams: wait ? { wait, timeout: 60 } : {} })).body as ReservationView;
   return {
     async reserve() {
       const created = await http.post('v1/reservations', { json: { members: [{ role: 'main', spec: 'static-host' }], lease: 600 } });
@@ -64,7 +67,9 @@ function tenant(sshd: TestSshd, api: TestApi, token: string): Tenant {
 
 /** The tenant's processes that still run (zombies aside), as `pid command` lines. */
 async function processesOf(user: string): Promise<string[]> {
-  const { stdout } = await run('ps', ['-U', user, '-u', user, '-o', 'stat=', '-o', 'pid=', '-o', 'args=']).catch((error: { stdout?: string }) => ({ stdout: error.stdout ?? '' }));
+  const { stdout } = await run('ps', ['-U', user, '-u', user, '-o', 'stat=', '-o', 'pid=', '-o', 'args=']).catch((error: { stdout?: string }) => ({
+    stdout: error.stdout ?? '',
+  }));
   return stdout
     .split('\n')
     .map((line) => line.trim())
@@ -100,7 +105,10 @@ test('a hostile tenant keeps nothing after her release: no key of hers, no repla
   t.is(left.stdout.trim(), 'left', left.stderr);
   const session = alice.ssh(reservation, 'sleep 600'); // a login still open at the release
   await new Promise((resolve) => setTimeout(resolve, 1000));
-  t.true((await processesOf(sshd.tenant)).some((line) => line.includes('sleep 1001')), 'her processes run before the release');
+  t.true(
+    (await processesOf(sshd.tenant)).some((line) => line.includes('sleep 1001')),
+    'her processes run before the release',
+  );
 
   const released = await alice.release(reservation.id);
   t.is(released.state, 'released', released.reason);
@@ -115,8 +123,17 @@ test('a hostile tenant keeps nothing after her release: no key of hers, no repla
   t.is(await readFile(sshd.adminAuthorizedKeysFile, 'utf8'), adminFileBefore, 'the admin key file is untouched');
   const admin = await runSsh(sshd, { privateKey: sshd.adminKey.privateKey, knownHosts, command: 'id -u' });
   t.is(admin.stdout.trim(), '0', `the admin login still works: ${admin.stderr}`);
-  t.false(await readFile(`/tmp/pwned-${sshd.port}`).then(() => true, () => false), 'no forced command ran');
-  t.true(api.logs.some((line) => /ended \d+ process\(es\) of pdkt\d+ at the release/.test(line)), api.logs.join('\n'));
+  t.false(
+    await readFile(`/tmp/pwned-${sshd.port}`).then(
+      () => true,
+      () => false,
+    ),
+    'no forced command ran',
+  );
+  t.true(
+    api.logs.some((line) => /ended \d+ process\(es\) of pdkt\d+ at the release/.test(line)),
+    api.logs.join('\n'),
+  );
 
   // The next user of the host finds it clean, and only her own key works.
   const next = await bob.reserve();
@@ -143,8 +160,14 @@ test('the leak sweep removes an ended reservation’s key and never a live one�
   t.false(file.includes('r-ended0000001'), `the orphan is swept: ${api.logs.join('\n')}`);
   t.true(file.includes(`paddock:${live.id}`), 'the live key stays');
   t.is((await carol.ssh(live, 'echo still')).stdout.trim(), 'still');
-  t.true((await processesOf(sshd.tenant)).some((line) => line.includes('sleep 1004')), 'the live reservation’s processes run on');
-  t.true(api.logs.some((line) => line.includes('other reservation key(s) present at the release of r-ended0000001')), api.logs.join('\n'));
+  t.true(
+    (await processesOf(sshd.tenant)).some((line) => line.includes('sleep 1004')),
+    'the live reservation’s processes run on',
+  );
+  t.true(
+    api.logs.some((line) => line.includes('other reservation key(s) present at the release of r-ended0000001')),
+    api.logs.join('\n'),
+  );
   t.is((await carol.release(live.id)).state, 'released');
   t.deepEqual(await processesOf(sshd.tenant), []);
 });

@@ -30,7 +30,9 @@ test('provision installs a restricted key expiring at the hard cap for the tenan
   t.deepEqual(readiness, { host: '127.0.0.1', port: sshd.port, user: sshd.tenant, hostKey: sshd.hostKey });
   t.deepEqual(stages, ['addressKnown', 'sshReady']);
   const file = await readFile(sshd.authorizedKeysFile, 'utf8');
-  t.deepEqual(linesTagged(file, request.reservationId), [`expiry-time="20990304050607Z",restrict,pty ${keyOf(keys.publicKey)} paddock:${request.reservationId}`]);
+  t.deepEqual(linesTagged(file, request.reservationId), [
+    `expiry-time="20990304050607Z",restrict,pty ${keyOf(keys.publicKey)} paddock:${request.reservationId}`,
+  ]);
   const modes = await stat(sshd.authorizedKeysFile);
   t.is(modes.uid, 0, 'the file is root’s');
   t.is(modes.mode & 0o777, 0o644, 'sshd reads it as the tenant; only root writes it');
@@ -90,8 +92,14 @@ test('release removes that reservation’s line and any line Paddock did not wri
   t.is(linesTagged(after, second.request.reservationId).length, 1);
   t.false(after.includes('command='));
   t.is(await readFile(sshd.adminAuthorizedKeysFile, 'utf8'), adminFile);
-  t.true(logs.some((line) => /^ALERT static-\d+ .*removed 2 line\(s\) Paddock did not write/.test(line) && line.includes('command="nc -l 4444"')), logs.join('\n'));
-  t.true(logs.some((line) => line.includes('1 other reservation key(s) present')), 'the tenant’s processes were left to the other reservation');
+  t.true(
+    logs.some((line) => /^ALERT static-\d+ .*removed 2 line\(s\) Paddock did not write/.test(line) && line.includes('command="nc -l 4444"')),
+    logs.join('\n'),
+  );
+  t.true(
+    logs.some((line) => line.includes('1 other reservation key(s) present')),
+    'the tenant’s processes were left to the other reservation',
+  );
   t.is((await stat(sshd.authorizedKeysFile)).mode & 0o777, 0o644, 'the file keeps its mode');
   t.deepEqual(await provisioner.owned(machine), [second.request.reservationId]);
 
@@ -222,9 +230,16 @@ test('a wrong admin key, a closed port, an unreadable key file, a wrong pinned h
   const closedMachine = machineFor(closed);
   await closed.stop();
   await writeFile(strangerPath, closed.adminKey.privateKey, { mode: 0o600 });
-  const refused = await t.throwsAsync(provisioner.provision(requestFor({ ...closedMachine, settings: { ...closedMachine.settings, adminKey: strangerPath } }).request, recorder().report, signal()), {
-    instanceOf: ProvisionError,
-  });
+  const refused = await t.throwsAsync(
+    provisioner.provision(
+      requestFor({ ...closedMachine, settings: { ...closedMachine.settings, adminKey: strangerPath } }).request,
+      recorder().report,
+      signal(),
+    ),
+    {
+      instanceOf: ProvisionError,
+    },
+  );
   t.is(refused?.fault, 'infrastructure');
   t.regex(refused?.message ?? '', /ECONNREFUSED/);
   assertNoKeyMaterial(t, refused?.message ?? '', closed.adminKey.privateKey);
@@ -264,7 +279,13 @@ test('the registry knows static and names the known kinds for an unknown one', (
 
 test('a provisioner made from the descriptor loads the static provisioner on its first call', async (t) => {
   const provisioner = createProvisioner(staticKind, testKindContext(t.title));
-  const machine = { name: 'nokey', kind: 'static', labels: {}, capacities: {}, settings: staticSettingsSchema.parse({ address: '127.0.0.1', user: 'ci', adminKey: '/nonexistent/key' }) };
+  const machine = {
+    name: 'nokey',
+    kind: 'static',
+    labels: {},
+    capacities: {},
+    settings: staticSettingsSchema.parse({ address: '127.0.0.1', user: 'ci', adminKey: '/nonexistent/key' }),
+  };
   const error = await t.throwsAsync(provisioner.owned(machine), { instanceOf: ProvisionError });
   t.regex(error.message, /^nokey: cannot read the admin key \/nonexistent\/key \(ENOENT\)/);
   await provisioner.close?.();
@@ -287,7 +308,10 @@ test('two static machines with the same address, port and user are refused; anot
   t.regex(message, /^lab\.yaml: invalid configuration/);
   t.regex(message, /line 7: machines\[1\]\.settings: build-2 is ci@10\.0\.0\.5:22, the same as build-1/);
   // Host names are compared without case: BUILD.lab and build.lab are one host.
-  t.regex(configProblems(`machines:${staticEntry('a', 'address: Build.lab, user: ci')}${staticEntry('b', 'address: build.LAB, user: ci')}\n`), /machines\[1\]\.settings: b is ci@build\.lab:22, the same as a/);
+  t.regex(
+    configProblems(`machines:${staticEntry('a', 'address: Build.lab, user: ci')}${staticEntry('b', 'address: build.LAB, user: ci')}\n`),
+    /machines\[1\]\.settings: b is ci@build\.lab:22, the same as a/,
+  );
 
   // Two logins whose keys would go to one file share it all the same.
   const oneFile = 'authorizedKeys: /etc/paddock/keys';
@@ -296,6 +320,11 @@ test('two static machines with the same address, port and user are refused; anot
     /line 7: machines\[1\]\.settings: d is the key file \/etc\/paddock\/keys on h:22, the same as c/,
   );
 
-  const distinct = parseConfig(`machines:${first}${staticEntry('build-2', 'address: 10.0.0.5, user: ci2')}${staticEntry('build-3', 'address: 10.0.0.5, port: 2222, user: ci')}\n`);
-  t.deepEqual(distinct.machines.map((machine) => machine.name), ['build-1', 'build-2', 'build-3']);
+  const distinct = parseConfig(
+    `machines:${first}${staticEntry('build-2', 'address: 10.0.0.5, user: ci2')}${staticEntry('build-3', 'address: 10.0.0.5, port: 2222, user: ci')}\n`,
+  );
+  t.deepEqual(
+    distinct.machines.map((machine) => machine.name),
+    ['build-1', 'build-2', 'build-3'],
+  );
 });

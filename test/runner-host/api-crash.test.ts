@@ -20,7 +20,10 @@ test('the API killed with -9 mid-run and started again: the run ends passed, its
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
   const config = path.join(dir, 'paddock.yaml');
-  writeFileSync(config, `listen: 127.0.0.1:${port}\ndataDir: data\nrunners: { heartbeatTimeout: 20 }\nrepositories: { localRoots: [${JSON.stringify(dir)}] }\n`);
+  writeFileSync(
+    config,
+    `listen: 127.0.0.1:${port}\ndataDir: data\nrunners: { heartbeatTimeout: 20 }\nrepositories: { localRoots: [${JSON.stringify(dir)}] }\n`,
+  );
   const repo = path.join(dir, 'jobs.git');
   mkdirSync(path.join(repo, 'ci'), { recursive: true });
   writeFileSync(path.join(repo, 'ci', 'long.sh'), '#!/bin/sh\necho before\nsleep 6\necho after\n');

@@ -115,7 +115,10 @@ interface Ran {
 }
 
 /** Runs a task the way the runner host does; `onText` sees the output so far, for aborting mid-run. */
-async function runTask(task: RunTask, options: { signal?: AbortSignal; killGraceMs?: number; onText?: (text: string) => void; singleUser?: boolean } = {}): Promise<Ran> {
+async function runTask(
+  task: RunTask,
+  options: { signal?: AbortSignal; killGraceMs?: number; onText?: (text: string) => void; singleUser?: boolean } = {},
+): Promise<Ran> {
   const workDir = path.join(root, task.id);
   const chunks: Buffer[] = [];
   const user = options.singleUser ? undefined : await users.acquire();
@@ -153,7 +156,13 @@ async function processTable(): Promise<ProcessEntry[]> {
   const lines = await Promise.all(names.map((name) => readFile(`/proc/${name}/stat`, 'utf8').catch(() => '')));
   return lines.filter(Boolean).map((line) => {
     const [state, ppid, pgid] = line.slice(line.lastIndexOf(')') + 2).split(' ');
-    return { pid: Number(line.slice(0, line.indexOf(' '))), state, ppid: Number(ppid), pgid: Number(pgid), comm: line.slice(line.indexOf('(') + 1, line.lastIndexOf(')')) };
+    return {
+      pid: Number(line.slice(0, line.indexOf(' '))),
+      state,
+      ppid: Number(ppid),
+      pgid: Number(pgid),
+      comm: line.slice(line.indexOf('(') + 1, line.lastIndexOf(')')),
+    };
   });
 }
 
@@ -170,9 +179,17 @@ async function assertNothingLeft(t: ExecutionContext, task: RunTask): Promise<vo
     const environ = await readFile(`/proc/${entry.pid}/environ`, 'latin1').catch(() => '');
     return environ.split('\0').includes(`PADDOCK_RUN_ID=${task.id}`);
   });
-  t.deepEqual(ofRun.map((entry) => `${entry.pid} ${entry.comm}`), [], 'no process of the run is left');
+  t.deepEqual(
+    ofRun.map((entry) => `${entry.pid} ${entry.comm}`),
+    [],
+    'no process of the run is left',
+  );
   const gits = await running((entry) => entry.ppid === process.pid && entry.comm.startsWith('git'));
-  t.deepEqual(gits.map((entry) => entry.pid), [], 'no git process is left');
+  t.deepEqual(
+    gits.map((entry) => entry.pid),
+    [],
+    'no git process is left',
+  );
 }
 
 async function isRunning(pid: number): Promise<boolean> {
@@ -183,7 +200,10 @@ async function isRunning(pid: number): Promise<boolean> {
 const ownLines = (output: string) => output.split('\n').filter((line) => line.startsWith('paddock: '));
 
 function assertTokenNotShown(t: ExecutionContext, ran: Ran): void {
-  t.false(ownLines(ran.output).some((line) => line.includes(token)), 'no paddock line shows the token');
+  t.false(
+    ownLines(ran.output).some((line) => line.includes(token)),
+    'no paddock line shows the token',
+  );
   t.false(String(ran.outcome.reason ?? '').includes(token), 'the reason does not show the token');
 }
 
@@ -209,7 +229,12 @@ test.serial('a shell script runs at the exact commit, with its parameters and on
   t.is(await git(path.join(ran.workDir, 'src'), 'rev-parse', 'HEAD'), repo.commit);
   t.is(await git(path.join(ran.workDir, 'src'), 'status', '--porcelain', '--untracked-files=no'), '', 'the checkout is clean');
 
-  const env = Object.fromEntries((await readFile(path.join(ran.workDir, 'home', 'env.txt'), 'utf8')).trim().split('\n').map((line) => [line.slice(0, line.indexOf('=')), line.slice(line.indexOf('=') + 1)]));
+  const env = Object.fromEntries(
+    (await readFile(path.join(ran.workDir, 'home', 'env.txt'), 'utf8'))
+      .trim()
+      .split('\n')
+      .map((line) => [line.slice(0, line.indexOf('=')), line.slice(line.indexOf('=') + 1)]),
+  );
   t.like(env, {
     PATH: process.env.PATH,
     HOME: path.join(ran.workDir, 'home'),
@@ -225,9 +250,16 @@ test.serial('a shell script runs at the exact commit, with its parameters and on
     PADDOCK_PARAM_BUILD_TYPE: 'debug',
   });
   const shellOwn = new Set(['PWD', 'OLDPWD', 'SHLVL', '_']);
-  t.deepEqual(Object.keys(env).filter((name) => !name.startsWith('PADDOCK_') && !['PATH', 'HOME', 'TMPDIR', 'LANG'].includes(name) && !shellOwn.has(name)), [], 'nothing of the host leaks in');
+  t.deepEqual(
+    Object.keys(env).filter((name) => !name.startsWith('PADDOCK_') && !['PATH', 'HOME', 'TMPDIR', 'LANG'].includes(name) && !shellOwn.has(name)),
+    [],
+    'nothing of the host leaks in',
+  );
   t.false('PADDOCK_TEST_HOST_ONLY' in env, 'a variable of the host is not passed on');
-  t.true(ownLines(ran.output).some((line) => line.startsWith('paddock: the script exited with code 0')), ran.output);
+  t.true(
+    ownLines(ran.output).some((line) => line.startsWith('paddock: the script exited with code 0')),
+    ran.output,
+  );
   assertTokenNotShown(t, ran);
   await assertNothingLeft(t, task);
 });
@@ -258,7 +290,10 @@ test.serial('a result that is not JSON is kept as text; one over 1 MiB is left o
   t.is(big.outcome.outcome, 'passed');
   t.false('result' in big.outcome);
   t.regex(big.outcome.reason ?? '', /over the 1 MiB limit/);
-  t.true(ownLines(big.output).some((line) => line.includes('over the 1 MiB limit')), big.output);
+  t.true(
+    ownLines(big.output).some((line) => line.includes('over the 1 MiB limit')),
+    big.output,
+  );
 });
 
 test.serial('a script that exits 3 fails with exit code 3 and no fault of the runner host', async (t) => {
@@ -303,7 +338,7 @@ test.serial('a background process left by a script that passed is stopped', asyn
   const ran = await runTask(task);
   t.deepEqual(ran.outcome, { outcome: 'passed', exitCode: 0 });
   t.true(ownLines(ran.output).includes('paddock: stopping the processes the script left running'), ran.output);
-  t.deepEqual(ran.left, [], 'no process of the run\'s user is left');
+  t.deepEqual(ran.left, [], "no process of the run's user is left");
   await assertNothingLeft(t, task);
 });
 
@@ -314,7 +349,7 @@ test.serial('aborting mid-run cancels it: SIGTERM to the group, nothing left', a
   const ran = await runTask(task, { signal: controller.signal, killGraceMs: 5000, onText: (text) => text.includes('started\n') && controller.abort() });
   t.deepEqual(ran.outcome, { outcome: 'cancelled', signal: 'SIGTERM' });
   t.true(ownLines(ran.output).includes('paddock: the run was cancelled, stopping the script'), ran.output);
-  t.deepEqual(ran.left, [], 'no process of the run\'s user is left');
+  t.deepEqual(ran.left, [], "no process of the run's user is left");
   await assertNothingLeft(t, task);
 });
 
@@ -357,7 +392,8 @@ test.serial('checkout() throws CheckoutError with the code, naming the repositor
   const outside = path.join(root, 'outside-too.sh');
   await writeFile(outside, 'echo\n');
   const repo = await repository({ 'ci/escape.sh': { symlink: outside }, 'ci/inner.sh': { symlink: 'real.sh' }, 'ci/real.sh': 'echo\n' });
-  const attempt = (script: string, commit = repo.commit) => checkout({ repository: repo.dir, repositoryRules: localRules(), commit, script }, path.join(root, `checkout-${randomBytes(4).toString('hex')}`));
+  const attempt = (script: string, commit = repo.commit) =>
+    checkout({ repository: repo.dir, repositoryRules: localRules(), commit, script }, path.join(root, `checkout-${randomBytes(4).toString('hex')}`));
 
   const escaped = await t.throwsAsync(attempt('ci/escape.sh'), { instanceOf: CheckoutError });
   t.is(escaped?.code, 'script_outside_repository');
@@ -372,7 +408,7 @@ test.serial('checkout() throws CheckoutError with the code, naming the repositor
   t.is(scriptPath, path.join(await realpath(dir), 'ci', 'real.sh'), 'a symlink that stays inside resolves to its target');
 });
 
-test.serial('a commit the repository does not have fails the run as the request\'s fault', async (t) => {
+test.serial("a commit the repository does not have fails the run as the request's fault", async (t) => {
   const repo = await repository({ 'ok.sh': executable('#!/bin/sh\necho ok\n') });
   const task = taskFor(repo, 'ok.sh', { commit: 'a'.repeat(40) });
   const ran = await runTask(task);
@@ -382,7 +418,7 @@ test.serial('a commit the repository does not have fails the run as the request\
   await assertNothingLeft(t, task);
 });
 
-test.serial('a repository that does not exist fails the run as the infrastructure\'s fault', async (t) => {
+test.serial("a repository that does not exist fails the run as the infrastructure's fault", async (t) => {
   const repo = await repository({ 'ok.sh': executable('#!/bin/sh\necho ok\n') });
   const missing = path.join(root, 'no-such-repository');
   const task = taskFor(repo, 'ok.sh', { repository: missing });
@@ -395,7 +431,10 @@ test.serial('a repository that does not exist fails the run as the infrastructur
 
 test.serial('a credential in the repository URL never shows in the output or the reason', async (t) => {
   const repo = await repository({ 'ok.sh': executable('#!/bin/sh\necho ok\n') });
-  const task = taskFor(repo, 'ok.sh', { repository: `http://ci:${token}@127.0.0.1:9/group/project.git`, repositoryRules: { transports: ['http'], localRoots: [] } });
+  const task = taskFor(repo, 'ok.sh', {
+    repository: `http://ci:${token}@127.0.0.1:9/group/project.git`,
+    repositoryRules: { transports: ['http'], localRoots: [] },
+  });
   const ran = await runTask(task);
   t.is(ran.outcome.outcome, 'failed');
   t.true(ran.outcome.reason?.startsWith('repository_unreachable: cannot clone repository http://***@127.0.0.1:9/group/project.git: '), ran.outcome.reason);
@@ -420,7 +459,11 @@ test.serial('resolveRef gives the commit of a branch, a tag or HEAD, takes a ful
   const missing = await t.throwsAsync(resolveLocal(repo.dir, 'no-such-branch'), { instanceOf: CheckoutError });
   t.is(missing?.code, 'ref_not_found');
   t.true(missing?.message.includes("'no-such-branch'") && missing.message.includes(repo.dir), missing?.message);
-  t.is((await t.throwsAsync(resolveLocal(repo.dir, repo.commit.slice(0, 12)), { instanceOf: CheckoutError }))?.code, 'ref_not_found', 'a short commit id is not enough');
+  t.is(
+    (await t.throwsAsync(resolveLocal(repo.dir, repo.commit.slice(0, 12)), { instanceOf: CheckoutError }))?.code,
+    'ref_not_found',
+    'a short commit id is not enough',
+  );
   t.is((await t.throwsAsync(resolveLocal(repo.dir, '--upload-pack=touch /tmp/x'), { instanceOf: CheckoutError }))?.code, 'ref_not_found');
   t.is((await t.throwsAsync(resolveLocal(path.join(root, 'nowhere'), 'main'), { instanceOf: CheckoutError }))?.code, 'repository_unreachable');
 });
@@ -484,7 +527,7 @@ while :; do sleep 1; done
   const task = taskFor(repo, 'escape.sh', { timeLimitSeconds: 2 });
   const ran = await runTask(task, { killGraceMs: 500 });
   t.deepEqual(ran.outcome, { outcome: 'timed_out', signal: 'SIGKILL' }, ran.output);
-  t.deepEqual(ran.left, [], 'no process of the run\'s user is left, the setsid one included');
+  t.deepEqual(ran.left, [], "no process of the run's user is left, the setsid one included");
   const alive = path.join(ran.workDir, 'home', 'alive');
   const before = await readFile(alive, 'utf8');
   await new Promise((resolve) => setTimeout(resolve, 1000));
@@ -492,13 +535,15 @@ while :; do sleep 1; done
   await assertNothingLeft(t, task);
 });
 
-test.serial('isolated: the script runs as its own user, owns its checkout, sees no process but its own, and cannot read the runner host\'s files or environment', async (t) => {
-  // A file only the runner host may read, as its token file is.
-  const secretFile = path.join(root, 'runner.token');
-  const secret = `pdk_${randomBytes(16).toString('hex')}`;
-  await writeFile(secretFile, `${secret}\n`, { mode: 0o600 });
-  const repo = await repository({
-    'hostile.sh': executable(`#!/bin/sh
+test.serial(
+  "isolated: the script runs as its own user, owns its checkout, sees no process but its own, and cannot read the runner host's files or environment",
+  async (t) => {
+    // A file only the runner host may read, as its token file is.
+    const secretFile = path.join(root, 'runner.token');
+    const secret = `pdk_${randomBytes(16).toString('hex')}`;
+    await writeFile(secretFile, `${secret}\n`, { mode: 0o600 });
+    const repo = await repository({
+      'hostile.sh': executable(`#!/bin/sh
 echo "uid $(id -u)"
 echo "checkout owner $(stat -c %u .)"
 echo "processes $(ls /proc | grep -c '^[0-9]')"
@@ -508,20 +553,21 @@ cat "$PADDOCK_PARAM_SECRET" 2>&1 || echo "token file refused"
 # A result that is the runner host's token file, by hard link or by symlink.
 ln "$PADDOCK_PARAM_SECRET" "$PADDOCK_RESULT" 2>&1 || ln -s "$PADDOCK_PARAM_SECRET" "$PADDOCK_RESULT"
 `),
-  });
-  const task = taskFor(repo, 'hostile.sh', { parameters: { secret: secretFile } });
-  const ran = await runTask(task);
-  t.is(ran.outcome.outcome, 'passed', ran.output);
-  t.true(ran.output.includes(`uid ${ran.uid}\n`), ran.output);
-  t.true(ran.output.includes(`checkout owner ${ran.uid}\n`), ran.output);
-  t.true(Number(/processes (\d+)/.exec(ran.output)?.[1]) <= 6, `only the init, the script and its own commands: ${ran.output}`);
-  t.true(ran.output.includes('token file refused'), ran.output);
-  t.false(ran.output.includes(secret), 'the secret shows nowhere in the output');
-  t.false(ran.output.includes('PADDOCK_TEST_HOST_ONLY'), 'no variable of the runner host is seen');
-  t.false('result' in ran.outcome, 'the linked token file is not taken as the result');
-  t.regex(ran.outcome.reason ?? '', /result file/);
-  t.false(JSON.stringify(ran.outcome).includes(secret));
-  const objects = await run('find', [path.join(repo.dir, '.git', 'objects'), '-type', 'f', '!', '-uid', '0']);
-  t.is(objects.stdout, '', 'the repository cloned from keeps its owner: the checkout shares no file with it');
-  await assertNothingLeft(t, task);
-});
+    });
+    const task = taskFor(repo, 'hostile.sh', { parameters: { secret: secretFile } });
+    const ran = await runTask(task);
+    t.is(ran.outcome.outcome, 'passed', ran.output);
+    t.true(ran.output.includes(`uid ${ran.uid}\n`), ran.output);
+    t.true(ran.output.includes(`checkout owner ${ran.uid}\n`), ran.output);
+    t.true(Number(/processes (\d+)/.exec(ran.output)?.[1]) <= 6, `only the init, the script and its own commands: ${ran.output}`);
+    t.true(ran.output.includes('token file refused'), ran.output);
+    t.false(ran.output.includes(secret), 'the secret shows nowhere in the output');
+    t.false(ran.output.includes('PADDOCK_TEST_HOST_ONLY'), 'no variable of the runner host is seen');
+    t.false('result' in ran.outcome, 'the linked token file is not taken as the result');
+    t.regex(ran.outcome.reason ?? '', /result file/);
+    t.false(JSON.stringify(ran.outcome).includes(secret));
+    const objects = await run('find', [path.join(repo.dir, '.git', 'objects'), '-type', 'f', '!', '-uid', '0']);
+    t.is(objects.stdout, '', 'the repository cloned from keeps its owner: the checkout shares no file with it');
+    await assertNothingLeft(t, task);
+  },
+);

@@ -38,7 +38,8 @@ let gitServer: Server;
 let aliceRepository: string;
 let malloryRepository: string;
 
-const git = (repo: string, ...args: string[]) => execFileSync('git', ['-C', repo, '-c', 'user.name=ci', '-c', 'user.email=ci@example.com', ...args], { encoding: 'utf8' }).trim();
+const git = (repo: string, ...args: string[]) =>
+  execFileSync('git', ['-C', repo, '-c', 'user.name=ci', '-c', 'user.email=ci@example.com', ...args], { encoding: 'utf8' }).trim();
 
 function repository(name: string, files: Record<string, string>): string {
   const repo = path.join(scratch, name);
@@ -78,10 +79,29 @@ async function serveWithPassword(repo: string): Promise<string> {
 
 function startRunner(): ChildProcess {
   // The token both in a private file and, the worst case, in the runner host's own environment.
-  const child = spawn(process.execPath, [bin, 'runner', '--name', 'isolation-runner', '--token-file', tokenFile, '--run-uids', runUids, '--slots', '3', '--work', path.join(scratch, 'work'), '--heartbeat', '0.5'], {
-    env: { ...process.env, PADDOCK_URL: api.url, PADDOCK_TOKEN: runnerToken },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
+  const child = spawn(
+    process.execPath,
+    [
+      bin,
+      'runner',
+      '--name',
+      'isolation-runner',
+      '--token-file',
+      tokenFile,
+      '--run-uids',
+      runUids,
+      '--slots',
+      '3',
+      '--work',
+      path.join(scratch, 'work'),
+      '--heartbeat',
+      '0.5',
+    ],
+    {
+      env: { ...process.env, PADDOCK_URL: api.url, PADDOCK_TOKEN: runnerToken },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    },
+  );
   child.stderr!.on('data', (chunk: Buffer) => (runnerLog += chunk.toString()));
   return child;
 }
@@ -171,54 +191,81 @@ test.after.always(async () => {
   if (scratch) rmSync(scratch, { recursive: true, force: true });
 });
 
-test.serial("a hostile script finds neither the runner host's token nor the other run, forges nothing, cannot outlive its run; the other user's run passes untouched", async (t) => {
-  const alice = new Paddock({ url: api.url, token: (await admin.createToken('alice', 'user')).token });
-  const mallory = new Paddock({ url: api.url, token: (await admin.createToken('mallory', 'user')).token });
-  await alice.jobs.add({ name: 'build', repository: aliceRepository, script: 'ci/alice.sh', parameters: { SECRET: aliceSecret } });
-  await mallory.jobs.add({ name: 'snoop', repository: malloryRepository, script: 'ci/hostile.ts' });
+test.serial(
+  "a hostile script finds neither the runner host's token nor the other run, forges nothing, cannot outlive its run; the other user's run passes untouched",
+  async (t) => {
+    const alice = new Paddock({ url: api.url, token: (await admin.createToken('alice', 'user')).token });
+    const mallory = new Paddock({ url: api.url, token: (await admin.createToken('mallory', 'user')).token });
+    await alice.jobs.add({ name: 'build', repository: aliceRepository, script: 'ci/alice.sh', parameters: { SECRET: aliceSecret } });
+    await mallory.jobs.add({ name: 'snoop', repository: malloryRepository, script: 'ci/hostile.ts' });
 
-  const aliceRun = await alice.jobs.run('build');
-  await waitFor(async () => (await alice.jobs.getRun(aliceRun.id)).state === 'running' && processesOfRun(aliceRun.id).length > 0, 60_000, "alice's run running");
-  const aliceDir = readdirSync(path.join(scratch, 'work')).find((name) => name.startsWith(aliceRun.id));
-  const malloryRun = await mallory.jobs.run('snoop', { TOKEN_FILE: tokenFile, ALICE_RUN: aliceRun.id, ALICE_DIR: aliceDir ?? '' });
-  const snooped = await finished(malloryRun.id, mallory);
-  t.is(snooped.state, 'passed', `${await logOf(malloryRun.id)}\n${runnerLog}`);
-  const report = snooped.result as { processes: number; tokens: string[]; parent: string; tokenFile: string; otherRuns: string; aliceHome: string; answers: Record<string, number> };
-  t.log(JSON.stringify({ ...report, parent: report.parent.length, tokens: report.tokens.map((token) => token.slice(0, 8)) }));
+    const aliceRun = await alice.jobs.run('build');
+    await waitFor(
+      async () => (await alice.jobs.getRun(aliceRun.id)).state === 'running' && processesOfRun(aliceRun.id).length > 0,
+      60_000,
+      "alice's run running",
+    );
+    const aliceDir = readdirSync(path.join(scratch, 'work')).find((name) => name.startsWith(aliceRun.id));
+    const malloryRun = await mallory.jobs.run('snoop', { TOKEN_FILE: tokenFile, ALICE_RUN: aliceRun.id, ALICE_DIR: aliceDir ?? '' });
+    const snooped = await finished(malloryRun.id, mallory);
+    t.is(snooped.state, 'passed', `${await logOf(malloryRun.id)}\n${runnerLog}`);
+    const report = snooped.result as {
+      processes: number;
+      tokens: string[];
+      parent: string;
+      tokenFile: string;
+      otherRuns: string;
+      aliceHome: string;
+      answers: Record<string, number>;
+    };
+    t.log(JSON.stringify({ ...report, parent: report.parent.length, tokens: report.tokens.map((token) => token.slice(0, 8)) }));
 
-  const malloryLog = await logOf(malloryRun.id);
-  const everything = `${malloryLog}\n${JSON.stringify(report)}`;
-  t.false(everything.includes(runnerToken), "the runner host's token is found nowhere");
-  t.false(everything.includes(aliceSecret), "Alice's parameter is found nowhere");
-  t.false(everything.includes(repositoryPassword), "Alice's repository password is found nowhere");
-  t.true(report.processes < 10, `the script sees its own few processes, not the machine's (${report.processes})`);
-  t.true(report.tokenFile.startsWith('refused: EACCES'), report.tokenFile);
-  t.true(report.otherRuns.startsWith('refused: EACCES'), `the work folder cannot be listed: ${report.otherRuns}`);
-  t.true(report.aliceHome.startsWith('refused: EACCES'), `Alice's folder cannot be read: ${report.aliceHome}`);
-  t.true(report.tokens.every((token) => token !== runnerToken), 'the only tokens in sight are the run\'s own');
-  t.true(Object.keys(report.answers).length > 0 && Object.values(report.answers).every((status) => status === 401 || status === 403), JSON.stringify(report.answers));
+    const malloryLog = await logOf(malloryRun.id);
+    const everything = `${malloryLog}\n${JSON.stringify(report)}`;
+    t.false(everything.includes(runnerToken), "the runner host's token is found nowhere");
+    t.false(everything.includes(aliceSecret), "Alice's parameter is found nowhere");
+    t.false(everything.includes(repositoryPassword), "Alice's repository password is found nowhere");
+    t.true(report.processes < 10, `the script sees its own few processes, not the machine's (${report.processes})`);
+    t.true(report.tokenFile.startsWith('refused: EACCES'), report.tokenFile);
+    t.true(report.otherRuns.startsWith('refused: EACCES'), `the work folder cannot be listed: ${report.otherRuns}`);
+    t.true(report.aliceHome.startsWith('refused: EACCES'), `Alice's folder cannot be read: ${report.aliceHome}`);
+    t.true(
+      report.tokens.every((token) => token !== runnerToken),
+      "the only tokens in sight are the run's own",
+    );
+    t.true(
+      Object.keys(report.answers).length > 0 && Object.values(report.answers).every((status) => status === 401 || status === 403),
+      JSON.stringify(report.answers),
+    );
 
-  // Nothing of Mallory's run outlives it: not the setsid'd loop, not its heartbeat file.
-  await waitFor(async () => processesOfRun(malloryRun.id).length === 0, 120_000, "mallory's processes gone").catch(() => undefined);
-  t.deepEqual(processesOfRun(malloryRun.id), [], 'no process of the run is left');
-  t.false(existsSync(`/tmp/mallory-${malloryRun.id}`), 'its heartbeat file in the shared /tmp was removed with its user');
+    // Nothing of Mallory's run outlives it: not the setsid'd loop, not its heartbeat file.
+    await waitFor(async () => processesOfRun(malloryRun.id).length === 0, 120_000, "mallory's processes gone").catch(() => undefined);
+    t.deepEqual(processesOfRun(malloryRun.id), [], 'no process of the run is left');
+    t.false(existsSync(`/tmp/mallory-${malloryRun.id}`), 'its heartbeat file in the shared /tmp was removed with its user');
 
-  const done = await finished(aliceRun.id, alice);
-  t.is(done.state, 'passed', await logOf(aliceRun.id));
-  t.is(done.runner, 'isolation-runner');
-  t.like(done.result as object, { secret: aliceSecret, password: 'absent' }, 'her parameter reached her script; her repository password did not');
-  t.false(JSON.stringify(done.result).includes(repositoryPassword), 'the checkout\'s remote keeps no password');
-  const aliceLog = await logOf(aliceRun.id);
-  t.regex(aliceLog, /alice starts\n[^]*alice ends\n/);
-  t.notRegex(aliceLog, /forged/);
-});
+    const done = await finished(aliceRun.id, alice);
+    t.is(done.state, 'passed', await logOf(aliceRun.id));
+    t.is(done.runner, 'isolation-runner');
+    t.like(done.result as object, { secret: aliceSecret, password: 'absent' }, 'her parameter reached her script; her repository password did not');
+    t.false(JSON.stringify(done.result).includes(repositoryPassword), "the checkout's remote keeps no password");
+    const aliceLog = await logOf(aliceRun.id);
+    t.regex(aliceLog, /alice starts\n[^]*alice ends\n/);
+    t.notRegex(aliceLog, /forged/);
+  },
+);
 
 /** `paddock runner …` as `uid` (root when undefined): its exit code and what it said, or 'running' when it kept running. */
 function runnerCommand(args: string[], options: { uid?: number; env?: NodeJS.ProcessEnv } = {}): Promise<{ code: number | string; stderr: string }> {
-  const command = options.uid === undefined ? [process.execPath, bin] : ['setpriv', `--reuid=${options.uid}`, `--regid=${options.uid}`, '--clear-groups', process.execPath, bin];
+  const command =
+    options.uid === undefined
+      ? [process.execPath, bin]
+      : ['setpriv', `--reuid=${options.uid}`, `--regid=${options.uid}`, '--clear-groups', process.execPath, bin];
   return new Promise((resolve) => {
-    const child = execFile(command[0], [...command.slice(1), 'runner', ...args], { env: { ...process.env, PADDOCK_URL: api.url, PADDOCK_TOKEN: '', ...options.env }, timeout: 120_000 }, (error, _stdout, stderr) =>
-      resolve({ code: error ? ((error as { code?: number | string }).code ?? 1) : 0, stderr }),
+    const child = execFile(
+      command[0],
+      [...command.slice(1), 'runner', ...args],
+      { env: { ...process.env, PADDOCK_URL: api.url, PADDOCK_TOKEN: '', ...options.env }, timeout: 120_000 },
+      (error, _stdout, stderr) => resolve({ code: error ? ((error as { code?: number | string }).code ?? 1) : 0, stderr }),
     );
     // A runner host that started says so on its first line; stop it there.
     let said = '';
@@ -229,28 +276,31 @@ function runnerCommand(args: string[], options: { uid?: number; env?: NodeJS.Pro
   });
 }
 
-test.serial('a runner host that cannot isolate runs refuses to start and says why, unless started --single-user; a token file others can read is refused', async (t) => {
-  const uid = 61899; // not root: cannot switch users
-  const home = path.join(scratch, 'personal');
-  mkdirSync(home);
-  const personalToken = path.join(home, 'runner.token');
-  writeFileSync(personalToken, `${runnerToken}\n`, { mode: 0o600 });
-  chownSync(home, uid, uid);
-  chownSync(personalToken, uid, uid);
+test.serial(
+  'a runner host that cannot isolate runs refuses to start and says why, unless started --single-user; a token file others can read is refused',
+  async (t) => {
+    const uid = 61899; // not root: cannot switch users
+    const home = path.join(scratch, 'personal');
+    mkdirSync(home);
+    const personalToken = path.join(home, 'runner.token');
+    writeFileSync(personalToken, `${runnerToken}\n`, { mode: 0o600 });
+    chownSync(home, uid, uid);
+    chownSync(personalToken, uid, uid);
 
-  const refused = await runnerCommand(['--token-file', personalToken, '--work', path.join(home, 'work')], { uid });
-  t.not(refused.code, 0);
-  t.regex(refused.stderr, /runs cannot be isolated: the runner host runs as uid 61899, not root/);
-  t.regex(refused.stderr, /--single-user/);
-  t.false(refused.stderr.includes(runnerToken));
+    const refused = await runnerCommand(['--token-file', personalToken, '--work', path.join(home, 'work')], { uid });
+    t.not(refused.code, 0);
+    t.regex(refused.stderr, /runs cannot be isolated: the runner host runs as uid 61899, not root/);
+    t.regex(refused.stderr, /--single-user/);
+    t.false(refused.stderr.includes(runnerToken));
 
-  const personal = await runnerCommand(['--token-file', personalToken, '--work', path.join(home, 'work'), '--single-user', '--name', 'personal'], { uid });
-  t.regex(personal.stderr, /SINGLE-USER: scripts run as this user, can read its token and each other, and are not isolated/, personal.stderr);
+    const personal = await runnerCommand(['--token-file', personalToken, '--work', path.join(home, 'work'), '--single-user', '--name', 'personal'], { uid });
+    t.regex(personal.stderr, /SINGLE-USER: scripts run as this user, can read its token and each other, and are not isolated/, personal.stderr);
 
-  const readable = path.join(scratch, 'readable.token');
-  writeFileSync(readable, `${runnerToken}\n`, { mode: 0o644 });
-  const open = await runnerCommand(['--token-file', readable, '--work', path.join(scratch, 'work-2')]);
-  t.not(open.code, 0);
-  t.regex(open.stderr, /the token file .* must be owned by this user \(uid 0\) and readable by it alone/);
-  t.false(open.stderr.includes(runnerToken));
-});
+    const readable = path.join(scratch, 'readable.token');
+    writeFileSync(readable, `${runnerToken}\n`, { mode: 0o644 });
+    const open = await runnerCommand(['--token-file', readable, '--work', path.join(scratch, 'work-2')]);
+    t.not(open.code, 0);
+    t.regex(open.stderr, /the token file .* must be owned by this user \(uid 0\) and readable by it alone/);
+    t.false(open.stderr.includes(runnerToken));
+  },
+);

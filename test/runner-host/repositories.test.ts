@@ -22,7 +22,8 @@ let root: string;
 const tokens: Record<string, string> = {};
 const servers: { close(): void }[] = [];
 
-const git = (dir: string, ...args: string[]) => execFileSync('git', ['-C', dir, '-c', 'user.name=ci', '-c', 'user.email=ci@example.com', ...args], { encoding: 'utf8' }).trim();
+const git = (dir: string, ...args: string[]) =>
+  execFileSync('git', ['-C', dir, '-c', 'user.name=ci', '-c', 'user.email=ci@example.com', ...args], { encoding: 'utf8' }).trim();
 
 /** A repository with one commit on main holding ci/ok.sh. */
 function makeRepository(dir: string): string {
@@ -119,7 +120,7 @@ test.serial('the defaults allow https and ssh only, and no local path', (t) => {
   t.throws(() => parseConfig('repositories: { transports: [ext] }'), { message: /repositories\.transports\[0\]/ });
 });
 
-test.serial('a user cannot name another user\'s local repository, by path, file://, .., a symlink, a .git file or alternates', async (t) => {
+test.serial("a user cannot name another user's local repository, by path, file://, .., a symlink, a .git file or alternates", async (t) => {
   const alicePath = path.join(root, 'users', 'alice', 'private.git');
   t.is((await addJob('alice', alicePath)).statusCode, 201, 'the owner may');
   t.is((await addJob('alice', `file://${alicePath}`)).statusCode, 201, 'the owner may, as a file:// URL too');
@@ -199,7 +200,10 @@ test.serial('a closed port, a host that never answers and a server that is not g
   t.false(/connection|timed out|tls|ssl|port [0-9]/i.test(answers[0].message), answers[0].message);
   t.deepEqual(gitProcesses(`127.0.0.1:${silent}`), [], 'git was stopped at the time cap');
   // git's own words went to the operator's log.
-  t.true(api.logs.some((line) => line.includes(`127.0.0.1:${silent}`) && line.includes('stopped')), api.logs.join('\n'));
+  t.true(
+    api.logs.some((line) => line.includes(`127.0.0.1:${silent}`) && line.includes('stopped')),
+    api.logs.join('\n'),
+  );
 });
 
 test.serial('an HTTP redirect is not followed, whatever it points at', async (t) => {
@@ -224,7 +228,7 @@ test.serial('an HTTP redirect is not followed, whatever it points at', async (t)
   t.is(targetHits, 0, 'the redirect target was never asked');
 });
 
-test.serial('a huge ref listing is cut at the cap with git stopped; five at once leave the API\'s memory as it was', async (t) => {
+test.serial("a huge ref listing is cut at the cap with git stopped; five at once leave the API's memory as it was", async (t) => {
   const big = path.join(root, 'shared', 'big.git');
   const commit = makeRepository(big);
   // 60,000 tags whose names end in /main: `ls-remote big main` lists them all (4 MB of output).

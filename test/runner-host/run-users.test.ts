@@ -31,7 +31,11 @@ test.serial('two pools over one range never hand out the same uid at once; a fre
 });
 
 test.serial('a uid /etc/passwd names is never handed out', async (t) => {
-  const ids = (file: string) => readFileSync(file, 'utf8').split('\n').map((line) => Number(line.split(':')[2])).filter(Number.isInteger);
+  const ids = (file: string) =>
+    readFileSync(file, 'utf8')
+      .split('\n')
+      .map((line) => Number(line.split(':')[2]))
+      .filter(Number.isInteger);
   const taken = new Set([...ids('/etc/passwd'), ...ids('/etc/group')]);
   // An account's uid followed by a number nothing names.
   const named = ids('/etc/passwd').find((uid) => uid > 0 && !taken.has(uid + 1))!;
@@ -42,25 +46,33 @@ test.serial('a uid /etc/passwd names is never handed out', async (t) => {
   await user.release();
 });
 
-test.serial("freeing a uid kills what it still runs and removes its files from /tmp; a dead runner host's lock is taken over, and what it left is cleared", async (t) => {
-  const users = new RunUsers(61960, 61960, locks);
-  const user = await users.acquire();
-  const leftFile = path.join('/tmp', `paddock-left-${user.uid}-${process.pid}`);
-  const survivor = spawn('sh', ['-c', `setsid sleep 1000 & echo left > ${leftFile}; sleep 1000`], { uid: user.uid, gid: user.gid, detached: true, stdio: 'ignore' });
-  await waitFor(async () => existsSync(leftFile) && (await processesOf(user.uid)).length >= 3, 120_000, 'the run user\'s processes');
-  await user.release();
-  t.deepEqual(await processesOf(user.uid), [], 'no process of the uid is left');
-  t.false(existsSync(leftFile), 'its file in /tmp is gone');
-  t.not(survivor.exitCode ?? survivor.signalCode, undefined);
+test.serial(
+  "freeing a uid kills what it still runs and removes its files from /tmp; a dead runner host's lock is taken over, and what it left is cleared",
+  async (t) => {
+    const users = new RunUsers(61960, 61960, locks);
+    const user = await users.acquire();
+    const leftFile = path.join('/tmp', `paddock-left-${user.uid}-${process.pid}`);
+    const survivor = spawn('sh', ['-c', `setsid sleep 1000 & echo left > ${leftFile}; sleep 1000`], {
+      uid: user.uid,
+      gid: user.gid,
+      detached: true,
+      stdio: 'ignore',
+    });
+    await waitFor(async () => existsSync(leftFile) && (await processesOf(user.uid)).length >= 3, 120_000, "the run user's processes");
+    await user.release();
+    t.deepEqual(await processesOf(user.uid), [], 'no process of the uid is left');
+    t.false(existsSync(leftFile), 'its file in /tmp is gone');
+    t.not(survivor.exitCode ?? survivor.signalCode, undefined);
 
-  // A runner host that died holding the uid: its lock names a process that no longer exists.
-  mkdirSync(path.join(locks, '61960'));
-  writeFileSync(path.join(locks, '61960', 'owner'), '999999999 1');
-  const planted = path.join('/tmp', `paddock-planted-${process.pid}`);
-  writeFileSync(planted, 'from the last run');
-  chownSync(planted, 61960, 61960);
-  const taken = await users.acquire();
-  t.is(taken.uid, 61960);
-  t.false(existsSync(planted), 'what the last run left is cleared before the uid is handed out again');
-  await taken.release();
-});
+    // A runner host that died holding the uid: its lock names a process that no longer exists.
+    mkdirSync(path.join(locks, '61960'));
+    writeFileSync(path.join(locks, '61960', 'owner'), '999999999 1');
+    const planted = path.join('/tmp', `paddock-planted-${process.pid}`);
+    writeFileSync(planted, 'from the last run');
+    chownSync(planted, 61960, 61960);
+    const taken = await users.acquire();
+    t.is(taken.uid, 61960);
+    t.false(existsSync(planted), 'what the last run left is cleared before the uid is handed out again');
+    await taken.release();
+  },
+);

@@ -28,7 +28,8 @@ let runnerToken: string;
 let runner: ChildProcess | undefined;
 let runnerLog = '';
 
-const git = (...args: string[]) => execFileSync('git', ['-C', repo, '-c', 'user.name=ci', '-c', 'user.email=ci@example.com', ...args], { encoding: 'utf8' }).trim();
+const git = (...args: string[]) =>
+  execFileSync('git', ['-C', repo, '-c', 'user.name=ci', '-c', 'user.email=ci@example.com', ...args], { encoding: 'utf8' }).trim();
 
 function commitFile(file: string, text: string, mode = 0o644): string {
   const full = path.join(repo, file);
@@ -41,10 +42,14 @@ function commitFile(file: string, text: string, mode = 0o644): string {
 }
 
 function startRunner(name = 'runner-1'): ChildProcess {
-  const child = spawn(process.execPath, [bin, 'runner', ...(name === 'runner-1' ? [] : ['--name', name]), '--slots', '3', '--work', path.join(scratch, 'work'), '--heartbeat', '0.5'], {
-    env: { ...process.env, PADDOCK_URL: api.url, PADDOCK_TOKEN: runnerToken },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
+  const child = spawn(
+    process.execPath,
+    [bin, 'runner', ...(name === 'runner-1' ? [] : ['--name', name]), '--slots', '3', '--work', path.join(scratch, 'work'), '--heartbeat', '0.5'],
+    {
+      env: { ...process.env, PADDOCK_URL: api.url, PADDOCK_TOKEN: runnerToken },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    },
+  );
   child.stderr!.on('data', (chunk: Buffer) => (runnerLog += chunk.toString()));
   return child;
 }
@@ -115,7 +120,11 @@ test.before(async () => {
   execFileSync('git', ['init', '-q', '-b', 'main', repo]);
   // A TypeScript job repository: ESM, so scripts may use top-level await.
   commitFile('package.json', '{ "type": "module", "private": true }\n');
-  commitFile('ci/hello.sh', '#!/bin/sh\necho "hello from $PADDOCK_JOB, greeting=$PADDOCK_PARAM_GREETING"\necho "{\\"greeting\\": \\"$PADDOCK_PARAM_GREETING\\"}" > "$PADDOCK_RESULT"\n', 0o755);
+  commitFile(
+    'ci/hello.sh',
+    '#!/bin/sh\necho "hello from $PADDOCK_JOB, greeting=$PADDOCK_PARAM_GREETING"\necho "{\\"greeting\\": \\"$PADDOCK_PARAM_GREETING\\"}" > "$PADDOCK_RESULT"\n',
+    0o755,
+  );
   commitFile('ci/fail.sh', '#!/bin/sh\necho "about to fail" >&2\nexit 7\n', 0o755);
   commitFile('ci/slow.sh', '#!/bin/sh\necho step one\nsleep 1000 &\necho $! > "$HOME/background.pid"\nsleep 1000\n', 0o755);
   // Long enough between the steps for a follower started after the run (a CLI process) to connect.
@@ -204,7 +213,7 @@ test.serial('a script that reserves a VM and exits without releasing it: the VM 
   const { reservation } = view.result as { reservation: string };
   const left = await admin.reservation(reservation, { renew: false });
   await waitFor(async () => (await left.refresh()).state === 'released', 120_000, 'released');
-  t.is(left.view.owner, view.id, 'made with the run\'s own token');
+  t.is(left.view.owner, view.id, "made with the run's own token");
   await waitFor(async () => (await admin.machines()).every((machine) => machine.state === 'available'), 120_000, 'machines free');
   t.true((await admin.machines()).every((machine) => machine.state === 'available'));
 });
@@ -218,7 +227,10 @@ test.serial('a cancelled run is killed and its reservations released', async (t)
   t.is(view.state, 'cancelled');
   t.deepEqual(processesOfRun(started.id), [], 'the script is gone');
   await waitFor(async () => (await admin.machines()).every((machine) => machine.state === 'available'), 120_000, 'machines free');
-  t.true((await admin.list({ all: true })).every((reservation) => reservation.owner !== started.id), 'no live reservation of the run');
+  t.true(
+    (await admin.list({ all: true })).every((reservation) => reservation.owner !== started.id),
+    'no live reservation of the run',
+  );
 });
 
 test.serial('several runs at once, and the log followed live (`paddock jobs logs -f`) shows output before the run ends', async (t) => {
@@ -233,9 +245,16 @@ test.serial('several runs at once, and the log followed live (`paddock jobs logs
     if (/step one/.test(followed) && !/step two/.test(followed)) sawStepOneWhileRunning = true;
   });
   const followerDone = new Promise((resolve) => follower.once('exit', resolve));
-  await waitFor(async () => (await Promise.all(runs.map((each) => admin.jobs.getRun(each.id)))).every((each) => each.state === 'running'), 120_000, 'all three running at once');
+  await waitFor(
+    async () => (await Promise.all(runs.map((each) => admin.jobs.getRun(each.id)))).every((each) => each.state === 'running'),
+    120_000,
+    'all three running at once',
+  );
   const views = await Promise.all(runs.map((each) => finished(each.id)));
-  t.deepEqual(views.map((view) => view.state), ['passed', 'passed', 'passed']);
+  t.deepEqual(
+    views.map((view) => view.state),
+    ['passed', 'passed', 'passed'],
+  );
   await followerDone;
   t.true(sawStepOneWhileRunning, `the first line came before the last; the follower got:\n${followed}`);
   t.regex(followed, /step one\n(.|\n)*step two\n(.|\n)*paddock: run passed/);
@@ -250,56 +269,67 @@ test.serial('a run is reproduced locally with one command: the same commit, scri
   t.regex(stdout, /result: \{"greeting":"bonjour"\}/);
 });
 
-test.serial("reproduce: another user's run only when asked; the script gets a token of its own, revoked with what it reserved when the reproduction ends", async (t) => {
-  commitFile(
-    'ci/who.ts',
-    `import { writeFileSync } from 'node:fs';
+test.serial(
+  "reproduce: another user's run only when asked; the script gets a token of its own, revoked with what it reserved when the reproduction ends",
+  async (t) => {
+    commitFile(
+      'ci/who.ts',
+      `import { writeFileSync } from 'node:fs';
 import { Paddock } from 'paddock';
 const paddock = new Paddock();
 const me = await paddock.whoami();
 const reservation = await paddock.reserve({ members: [{ role: 'vm', spec: '${vmSpec}', image: 'tiny' }], lease: '30m' }, { renew: false });
 writeFileSync(process.env.PADDOCK_RESULT!, JSON.stringify({ name: me.name, role: me.role, token: process.env.PADDOCK_TOKEN, reservation: reservation.id }));
 `,
-  );
-  const danaToken = (await admin.createToken('dana', 'user')).token;
-  const dana = new Paddock({ url: api.url, token: danaToken });
-  await dana.jobs.add({ name: 'who', repository: repo, script: 'ci/who.ts' });
-  const original = await finished((await dana.jobs.run('who')).id, dana);
-  t.is(original.state, 'passed');
-  const adminEnv = { ...process.env, PADDOCK_URL: api.url, PADDOCK_TOKEN: api.adminToken };
-  const reproduce = (...args: string[]) =>
-    run(process.execPath, [bin, 'jobs', 'reproduce', original.id, ...args], { env: adminEnv }).then(
-      ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
-      (error: { code: number; stdout: string; stderr: string }) => error,
     );
-  const refused = await reproduce();
-  t.not(refused.code, 0);
-  t.regex(refused.stderr, /belongs to dana.*\(other_users_run\)/);
-  t.notRegex(refused.stdout, /passed/, 'nothing ran');
+    const danaToken = (await admin.createToken('dana', 'user')).token;
+    const dana = new Paddock({ url: api.url, token: danaToken });
+    await dana.jobs.add({ name: 'who', repository: repo, script: 'ci/who.ts' });
+    const original = await finished((await dana.jobs.run('who')).id, dana);
+    t.is(original.state, 'passed');
+    const adminEnv = { ...process.env, PADDOCK_URL: api.url, PADDOCK_TOKEN: api.adminToken };
+    const reproduce = (...args: string[]) =>
+      run(process.execPath, [bin, 'jobs', 'reproduce', original.id, ...args], { env: adminEnv }).then(
+        ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
+        (error: { code: number; stdout: string; stderr: string }) => error,
+      );
+    const refused = await reproduce();
+    t.not(refused.code, 0);
+    t.regex(refused.stderr, /belongs to dana.*\(other_users_run\)/);
+    t.notRegex(refused.stdout, /passed/, 'nothing ran');
 
-  const allowed = await reproduce('--allow-other-user');
-  t.is(allowed.code, 0, allowed.stderr);
-  const result = JSON.parse(/^result: (.*)$/m.exec(allowed.stdout)?.[1] ?? '{}') as { name: string; role: string; token: string; reservation: string };
-  t.regex(result.name, /^repro-[0-9a-f]{12}$/, 'a token made for the reproduction');
-  t.is(result.role, 'user', 'not the admin role of the caller');
-  t.not(result.token, api.adminToken);
-  t.is((await api.http(result.token).get('v1/whoami')).statusCode, 401, 'revoked when the reproduction ended');
-  const reservation = (await api.http().get(`v1/reservations/${result.reservation}`)).body as { state: string };
-  t.true(['releasing', 'released', 'cancelled'].includes(reservation.state), reservation.state);
-  // The owner reproduces her own run without asking; another user cannot reproduce it at all.
-  const own = await run(process.execPath, [bin, 'jobs', 'reproduce', original.id], { env: { ...adminEnv, PADDOCK_TOKEN: danaToken } });
-  t.regex(own.stdout, /^passed/m);
-  const stranger = await run(process.execPath, [bin, 'jobs', 'reproduce', original.id, '--allow-other-user'], { env: { ...adminEnv, PADDOCK_TOKEN: (await admin.createToken('eve', 'user')).token } }).catch((error: { stderr: string }) => error);
-  t.regex(stranger.stderr, /belongs to another user/);
-});
+    const allowed = await reproduce('--allow-other-user');
+    t.is(allowed.code, 0, allowed.stderr);
+    const result = JSON.parse(/^result: (.*)$/m.exec(allowed.stdout)?.[1] ?? '{}') as { name: string; role: string; token: string; reservation: string };
+    t.regex(result.name, /^repro-[0-9a-f]{12}$/, 'a token made for the reproduction');
+    t.is(result.role, 'user', 'not the admin role of the caller');
+    t.not(result.token, api.adminToken);
+    t.is((await api.http(result.token).get('v1/whoami')).statusCode, 401, 'revoked when the reproduction ended');
+    const reservation = (await api.http().get(`v1/reservations/${result.reservation}`)).body as { state: string };
+    t.true(['releasing', 'released', 'cancelled'].includes(reservation.state), reservation.state);
+    // The owner reproduces her own run without asking; another user cannot reproduce it at all.
+    const own = await run(process.execPath, [bin, 'jobs', 'reproduce', original.id], { env: { ...adminEnv, PADDOCK_TOKEN: danaToken } });
+    t.regex(own.stdout, /^passed/m);
+    const stranger = await run(process.execPath, [bin, 'jobs', 'reproduce', original.id, '--allow-other-user'], {
+      env: { ...adminEnv, PADDOCK_TOKEN: (await admin.createToken('eve', 'user')).token },
+    }).catch((error: { stderr: string }) => error);
+    t.regex(stranger.stderr, /belongs to another user/);
+  },
+);
 
-test.serial('users see their own jobs and runs; admins see all; another user\'s run is forbidden', async (t) => {
+test.serial("users see their own jobs and runs; admins see all; another user's run is forbidden", async (t) => {
   const alice = new Paddock({ url: api.url, token: (await admin.createToken('alice', 'user')).token });
   const bob = new Paddock({ url: api.url, token: (await admin.createToken('bob', 'user')).token });
   await alice.jobs.add({ name: 'mine', repository: repo, script: 'ci/steps.sh' });
   const aliceRun = await alice.jobs.run('mine');
-  t.deepEqual((await bob.jobs.list()).map((job) => job.name), []);
-  t.deepEqual((await bob.jobs.runs()).map((each) => each.id), []);
+  t.deepEqual(
+    (await bob.jobs.list()).map((job) => job.name),
+    [],
+  );
+  t.deepEqual(
+    (await bob.jobs.runs()).map((each) => each.id),
+    [],
+  );
   await t.throwsAsync(bob.jobs.getRun(aliceRun.id), { message: /belongs to another user/ });
   await t.throwsAsync(bob.jobs.cancel(aliceRun.id), { message: /belongs to another user/ });
   await t.throwsAsync(bob.jobs.run('mine'), { message: /job mine/ });
@@ -318,7 +348,9 @@ test.serial('bad input: a missing repository or ref, a script outside the reposi
   const ext = await t.throwsAsync(admin.jobs.add({ name: 'nope', repository: `ext::sh -c touch% ${planted}`, script: 'ci/hello.sh' }));
   t.is((ext as { code?: string }).code, 'repository_refused');
   t.throws(() => readFileSync(planted), undefined, 'the command did not run');
-  const withPassword = await t.throwsAsync(admin.jobs.add({ name: 'nope', repository: 'https://ci:hunter2-secret@127.0.0.1:9/jobs.git', script: 'ci/hello.sh' }));
+  const withPassword = await t.throwsAsync(
+    admin.jobs.add({ name: 'nope', repository: 'https://ci:hunter2-secret@127.0.0.1:9/jobs.git', script: 'ci/hello.sh' }),
+  );
   t.is((withPassword as { code?: string }).code, 'repository_not_found');
   t.false(withPassword?.message.includes('hunter2-secret'), 'a password in the URL is not shown');
   const missingRef = await t.throwsAsync(admin.jobs.add({ name: 'nope', repository: repo, ref: 'no-such-branch', script: 'ci/hello.sh' }));
@@ -376,26 +408,29 @@ test.serial('a run handed to a runner host that never got it (the answer was los
     t.is(view.state, 'failed');
     t.is(view.fault, 'infrastructure');
     t.regex(view.reason ?? '', /runner host forgetful does not run it/);
-    await t.throwsAsync(new Paddock({ url: api.url, token: task.token }).whoami(), { message: /unknown or revoked token/ }, 'the run\'s token is revoked');
+    await t.throwsAsync(new Paddock({ url: api.url, token: task.token }).whoami(), { message: /unknown or revoked token/ }, "the run's token is revoked");
   } finally {
     runner = startRunner();
   }
 });
 
-test.serial('the runner host killed mid-run: the run ends as an infrastructure failure and its VM is freed; a restarted runner host stops what it left running', async (t) => {
-  const started = await admin.jobs.run('leave-vm', { HOLD: 'yes' });
-  await waitFor(async () => /holding the vm/.test(await logOf(started.id)), 120_000, 'holding');
-  await stopRunner('SIGKILL');
-  const view = await finished(started.id, admin, 60);
-  t.is(view.state, 'failed');
-  t.is(view.fault, 'infrastructure');
-  t.regex(view.reason ?? '', /runner host runner-1 stopped answering/);
-  await waitFor(async () => (await admin.machines()).every((machine) => machine.state === 'available'), 120_000, 'machines free');
-  t.true((await admin.machines()).every((machine) => machine.state === 'available'));
-  // The script outlived its runner host; the runner host's next start stops it.
-  runner = startRunner();
-  await waitFor(async () => processesOfRun(started.id).length === 0, 120_000, 'the orphaned script stopped').catch(() => undefined);
-  t.deepEqual(processesOfRun(started.id), [], 'nothing of the run is left running');
-  const after = await finished((await admin.jobs.run('hello')).id);
-  t.is(after.state, 'passed', 'the restarted runner host takes runs again');
-});
+test.serial(
+  'the runner host killed mid-run: the run ends as an infrastructure failure and its VM is freed; a restarted runner host stops what it left running',
+  async (t) => {
+    const started = await admin.jobs.run('leave-vm', { HOLD: 'yes' });
+    await waitFor(async () => /holding the vm/.test(await logOf(started.id)), 120_000, 'holding');
+    await stopRunner('SIGKILL');
+    const view = await finished(started.id, admin, 60);
+    t.is(view.state, 'failed');
+    t.is(view.fault, 'infrastructure');
+    t.regex(view.reason ?? '', /runner host runner-1 stopped answering/);
+    await waitFor(async () => (await admin.machines()).every((machine) => machine.state === 'available'), 120_000, 'machines free');
+    t.true((await admin.machines()).every((machine) => machine.state === 'available'));
+    // The script outlived its runner host; the runner host's next start stops it.
+    runner = startRunner();
+    await waitFor(async () => processesOfRun(started.id).length === 0, 120_000, 'the orphaned script stopped').catch(() => undefined);
+    t.deepEqual(processesOfRun(started.id), [], 'nothing of the run is left running');
+    const after = await finished((await admin.jobs.run('hello')).id);
+    t.is(after.state, 'passed', 'the restarted runner host takes runs again');
+  },
+);

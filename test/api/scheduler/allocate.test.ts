@@ -12,8 +12,7 @@ type Machine = { name: string; labels: Record<string, string>; capacities: Recor
 const machines = (prefix: string, count: number, labels: Record<string, string>, capacities: Record<string, number>): Machine[] =>
   Array.from({ length: count }, (_, index) => ({ name: `${prefix}-${index}`, labels, capacities }));
 
-const gang = (...members: [string, string, number][]): GangMember[] =>
-  members.map(([role, spec, count]) => ({ role, spec: parseSpec(spec), count }));
+const gang = (...members: [string, string, number][]): GangMember[] => members.map(([role, spec, count]) => ({ role, spec: parseSpec(spec), count }));
 
 /** A seeded generator (mulberry32), so every run sees the same permutations. */
 function random(seed: number): () => number {
@@ -170,7 +169,15 @@ test('on random small cases it grants exactly when some assignment exists', (t) 
       for (const key of ['a', 'b', 'c']) if (next() < 0.5) labels[key] = '1';
       fleet.push(...machines(`s${shape}`, 1 + Math.floor(next() * 3), labels, { ram: 1 + Math.floor(next() * 4) }));
     }
-    const members = gang(...Array.from({ length: 1 + Math.floor(next() * 4) }, (_, index): [string, string, number] => [`m${index}`, pick(specs).replace(/^([a-c])$/, '$1 ram>=0').replace(/^a\|b=1$/, 'a=1|2'), 1 + Math.floor(next() * 3)]));
+    const members = gang(
+      ...Array.from({ length: 1 + Math.floor(next() * 4) }, (_, index): [string, string, number] => [
+        `m${index}`,
+        pick(specs)
+          .replace(/^([a-c])$/, '$1 ram>=0')
+          .replace(/^a\|b=1$/, 'a=1|2'),
+        1 + Math.floor(next() * 3),
+      ]),
+    );
     const shapes = groupShapes(fleet);
     const result = allocate(members, shapes);
     t.is(result !== null, feasible(members, shapes), `round ${round}: ${members.map((member) => `${member.spec.text}×${member.count}`).join(', ')}`);
@@ -183,7 +190,9 @@ test('on random small cases it grants exactly when some assignment exists', (t) 
 });
 
 test('it reads only the names it hands out, never the whole inventory', (t) => {
-  const fleet = Array.from({ length: 24 }, (_, shape) => machines(`s${String(shape).padStart(2, '0')}`, 500, { arch: ['x86_64', 'armv7', 'arm64'][shape % 3], n: String(shape) }, { ram: (1 + (shape % 4)) * GiB }));
+  const fleet = Array.from({ length: 24 }, (_, shape) =>
+    machines(`s${String(shape).padStart(2, '0')}`, 500, { arch: ['x86_64', 'armv7', 'arm64'][shape % 3], n: String(shape) }, { ram: (1 + (shape % 4)) * GiB }),
+  );
   let reads = 0;
   const shapes = groupShapes(fleet.flat()).map((shape) => ({
     ...shape,
@@ -200,10 +209,7 @@ test('it reads only the names it hands out, never the whole inventory', (t) => {
 });
 
 test('canEverSatisfy: no machine matches, with the most common first failing term', (t) => {
-  const shapes = groupShapes([
-    ...machines('x86', 6, { arch: 'x86_64' }, { ram: 8 * GiB }),
-    ...machines('arm', 3, { arch: 'armv7' }, { ram: 1 * GiB }),
-  ]);
+  const shapes = groupShapes([...machines('x86', 6, { arch: 'x86_64' }, { ram: 8 * GiB }), ...machines('arm', 3, { arch: 'armv7' }, { ram: 1 * GiB })]);
   t.deepEqual(canEverSatisfy(gang(['ok', 'arch=x86_64', 2], ['board', 'arch=armv7 ram>=2GiB', 1], ['gpu', 'gpu', 1]), shapes), {
     ok: false,
     reasons: [

@@ -5,7 +5,13 @@ import { Inventory } from '../../../api/scheduler/inventory.js';
 import type { MachineEntry } from '../../../api/scheduler/records.js';
 
 const machine = (name: string, pool: string | undefined, state: MachineEntry['state'] = 'available'): Omit<MachineEntry, 'shapeKey'> => ({
-  name, kind: 'openstack', state, labels: pool ? { pool } : {}, capacities: { cpus: 1 }, settings: {}, failures: 0,
+  name,
+  kind: 'openstack',
+  state,
+  labels: pool ? { pool } : {},
+  capacities: { cpus: 1 },
+  settings: {},
+  failures: 0,
 });
 
 test('reserved machines are counted per pool through every change of state', (t) => {
@@ -23,5 +29,8 @@ test('reserved machines are counted per pool through every change of state', (t)
   t.is(inventory.reservedIn('cloud'), 1);
   inventory.setState(a, 'available');
   t.is(inventory.reservedIn('cloud'), 0);
-  t.deepEqual(inventory.freeShapes().flatMap((shape) => shape.machines), ['cloud-a']);
+  t.deepEqual(
+    inventory.freeShapes().flatMap((shape) => shape.machines),
+    ['cloud-a'],
+  );
 });

@@ -120,7 +120,10 @@ test('explainSpec lists matches and rejections sorted by name, each with its fir
       { machine: 'arm-1', term: 'ram>=2GiB', reason: 'ram is 1GiB, needs >= 2GiB' },
     ],
   });
-  t.deepEqual(explainSpec(parseSpec('armv7'), fleet).rejected.map((entry) => entry.term), ['type=armv7', 'type=armv7', 'type=armv7', 'type=armv7']);
+  t.deepEqual(
+    explainSpec(parseSpec('armv7'), fleet).rejected.map((entry) => entry.term),
+    ['type=armv7', 'type=armv7', 'type=armv7', 'type=armv7'],
+  );
   t.deepEqual(explainSpec(parseSpec('arch'), []), { matches: [], rejected: [] });
 });
 
@@ -129,5 +132,8 @@ test('explainSpec does not depend on the order of machines and does not reorder 
   const reversed = [...fleet].reverse();
   const names = reversed.map((machine) => machine.name);
   t.deepEqual(explainSpec(spec, reversed), explainSpec(spec, fleet));
-  t.deepEqual(reversed.map((machine) => machine.name), names);
+  t.deepEqual(
+    reversed.map((machine) => machine.name),
+    names,
+  );
 });

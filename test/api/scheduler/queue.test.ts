@@ -16,7 +16,9 @@ const request = (id: string, priority: number, createdAtMs: number, ...members: 
 });
 
 const lab = (...groups: [string, number, Record<string, string>][]): Shape[] =>
-  groupShapes(groups.flatMap(([prefix, count, labels]) => Array.from({ length: count }, (_, index) => ({ name: `${prefix}-${index}`, labels, capacities: {} }))));
+  groupShapes(
+    groups.flatMap(([prefix, count, labels]) => Array.from({ length: count }, (_, index) => ({ name: `${prefix}-${index}`, labels, capacities: {} }))),
+  );
 
 const priorities: [number, number, QueuePolicy, number][] = [
   // [priority, seconds waited, policy, effective priority]
@@ -53,8 +55,14 @@ test('queue order: effective priority, then older first, then id; independent of
     request('low', -1, now),
   ];
   const expected = ['old-low', 'new-high', 'older-tie', 'a-tie', 'b-tie', 'low'];
-  t.deepEqual(queueOrder(requests, now, policy).map((entry) => entry.id), expected);
-  t.deepEqual(queueOrder([...requests].reverse(), now, policy).map((entry) => entry.id), expected);
+  t.deepEqual(
+    queueOrder(requests, now, policy).map((entry) => entry.id),
+    expected,
+  );
+  t.deepEqual(
+    queueOrder([...requests].reverse(), now, policy).map((entry) => entry.id),
+    expected,
+  );
   t.is(requests[0].id, 'new-high', 'the input is not reordered');
   t.deepEqual(queueOrder(requests, now, { agingSeconds: 0, starvationSeconds: 300 })[0].id, 'new-high', 'without aging priority alone decides');
 });
@@ -169,8 +177,24 @@ test('a limited pool never has more than its room granted across its shapes, in 
     request('host', 0, 4 * s, ['type=host', 1]),
   ];
   const { grants } = schedulePass(queue, shapes, 10 * s, policy, room);
-  t.deepEqual(grants.map((grant) => grant.id), ['two-small', 'one-large', 'host'], 'two-large would make 4; the smaller one and the host fit');
-  t.deepEqual(schedulePass(queue, shapes, 10 * s, policy).grants.map((grant) => grant.id), ['two-small', 'two-large', 'one-large', 'host'], 'without a limit all fit');
-  t.deepEqual(schedulePass([request('gang', 0, 0, ['flavor=small', 2], ['flavor=large', 2])], shapes, 10 * s, policy, room).grants, [], 'a gang of 4 does not fit in 3');
-  t.deepEqual(schedulePass(queue, shapes, 10 * s, policy, new Map([['cloud', 0]])).grants.map((grant) => grant.id), ['host'], 'a full pool offers nothing');
+  t.deepEqual(
+    grants.map((grant) => grant.id),
+    ['two-small', 'one-large', 'host'],
+    'two-large would make 4; the smaller one and the host fit',
+  );
+  t.deepEqual(
+    schedulePass(queue, shapes, 10 * s, policy).grants.map((grant) => grant.id),
+    ['two-small', 'two-large', 'one-large', 'host'],
+    'without a limit all fit',
+  );
+  t.deepEqual(
+    schedulePass([request('gang', 0, 0, ['flavor=small', 2], ['flavor=large', 2])], shapes, 10 * s, policy, room).grants,
+    [],
+    'a gang of 4 does not fit in 3',
+  );
+  t.deepEqual(
+    schedulePass(queue, shapes, 10 * s, policy, new Map([['cloud', 0]])).grants.map((grant) => grant.id),
+    ['host'],
+    'a full pool offers nothing',
+  );
 });

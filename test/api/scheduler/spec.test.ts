@@ -11,7 +11,13 @@ const parsed: [string, Partial<Term>[]][] = [
   ['arch=x86_64', [{ text: 'arch=x86_64', start: 0, key: 'arch', op: 'eq', values: ['x86_64'] }]],
   ['type=panda', [{ key: 'type', op: 'eq', values: ['panda'] }]],
   ['!flaky', [{ text: '!flaky', start: 0, key: 'flaky', op: 'absent' }]],
-  ['kvm arch=x86_64', [{ text: 'kvm', start: 0, key: 'kvm', op: 'present' }, { start: 4, key: 'arch', op: 'eq', values: ['x86_64'] }]],
+  [
+    'kvm arch=x86_64',
+    [
+      { text: 'kvm', start: 0, key: 'kvm', op: 'present' },
+      { start: 4, key: 'arch', op: 'eq', values: ['x86_64'] },
+    ],
+  ],
   ['arch=armv7|arm64', [{ key: 'arch', op: 'eq', values: ['armv7', 'arm64'] }]],
   ['arch!=armv7', [{ key: 'arch', op: 'ne', values: ['armv7'] }]],
   ['arch!=armv7|arm64', [{ key: 'arch', op: 'ne', values: ['armv7', 'arm64'] }]],

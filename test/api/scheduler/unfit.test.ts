@@ -86,7 +86,10 @@ for (const entry of cases) {
   test(entry.title, (t) => {
     const room = entry.room ? new Map(Object.entries(entry.room)) : undefined;
     const result = scheduleQueue(entry.queue, groupShapes(entry.lab), now, policy, { room, unfit: new Set(entry.known ?? []) });
-    t.deepEqual(result.grants.map((grant) => grant.id), entry.grants);
+    t.deepEqual(
+      result.grants.map((grant) => grant.id),
+      entry.grants,
+    );
     t.deepEqual([...result.unfit].sort(), [...entry.unfit].sort());
   });
 }
@@ -113,7 +116,10 @@ function randomLab(next: () => number): Machine[] {
 }
 
 function randomRequest(next: () => number, id: string): QueuedRequest {
-  const members: [string, number][] = Array.from({ length: 1 + Math.floor(next() * 3) }, () => [specs[Math.floor(next() * specs.length)], 1 + Math.floor(next() * 3)]);
+  const members: [string, number][] = Array.from({ length: 1 + Math.floor(next() * 3) }, () => [
+    specs[Math.floor(next() * specs.length)],
+    1 + Math.floor(next() * 3),
+  ]);
   return request(id, Math.floor(next() * 600), ...members);
 }
 
@@ -132,7 +138,10 @@ test('feeding back what a pass found unfit never changes the grants of the next 
     // Nothing freed since: the machines left are those the first pass did not grant; new requests arrive.
     const granted = new Set(first.grants.map((grant) => grant.id));
     const left: Shape[] = groupShapes(withoutGranted(lab, first.grants));
-    const queueAfter = [...queue.filter((entry) => !granted.has(entry.id)), ...Array.from({ length: Math.floor(next() * 3) }, (_, index) => randomRequest(next, `n${round}-${index}`))];
+    const queueAfter = [
+      ...queue.filter((entry) => !granted.has(entry.id)),
+      ...Array.from({ length: Math.floor(next() * 3) }, (_, index) => randomRequest(next, `n${round}-${index}`)),
+    ];
     const later = now + Math.floor(next() * 400) * s; // time passes: some requests start starving
     const plain = scheduleQueue(queueAfter, left, later, policy);
     const hinted = scheduleQueue(queueAfter, left, later, policy, { unfit: new Set(first.unfit) });

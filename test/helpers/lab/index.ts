@@ -62,7 +62,9 @@ export async function startLab(count: number, labOptions: LabOptions = {}): Prom
     if (tcpConsoles.includes(outlet)) {
       // Like ser2net: the serial line on a TCP port, kept across connections.
       const consolePort = await freePort();
-      children.push(spawn('socat', [`TCP-LISTEN:${consolePort},bind=127.0.0.1,reuseaddr,fork`, `FILE:${path.join(boardDir, 'line')},raw,echo=0`], { stdio: 'ignore' }));
+      children.push(
+        spawn('socat', [`TCP-LISTEN:${consolePort},bind=127.0.0.1,reuseaddr,fork`, `FILE:${path.join(boardDir, 'line')},raw,echo=0`], { stdio: 'ignore' }),
+      );
       children.push(spawn('socat', [`pty,raw,echo=0,link=${path.join(boardDir, 'line')}`, qemuSide], { stdio: 'ignore' }));
       boards.push({ outlet, tty, tcp: `127.0.0.1:${consolePort}`, sshPort, dir: boardDir });
     } else {
@@ -103,7 +105,10 @@ export async function startLab(count: number, labOptions: LabOptions = {}): Prom
   if (snmpOutlets.length > 0) {
     const community = `lab-${Math.random().toString(36).slice(2, 10)}`;
     const snmpConf = path.join(dir, 'snmpd.conf');
-    writeFileSync(snmpConf, `rwcommunity ${community} 127.0.0.1\npass .1.3.6.1.4.1.318.1.1.12.3.3.1.1.4 /bin/sh ${path.join(import.meta.dirname, 'apc-pdu.sh')}\n`);
+    writeFileSync(
+      snmpConf,
+      `rwcommunity ${community} 127.0.0.1\npass .1.3.6.1.4.1.318.1.1.12.3.3.1.1.4 /bin/sh ${path.join(import.meta.dirname, 'apc-pdu.sh')}\n`,
+    );
     mkdirSync(path.join(dir, 'snmp'));
     const port = await freePort();
     const child = spawn('snmpd', ['-f', '-Lo', '-C', '-c', snmpConf, `udp:127.0.0.1:${port}`], {

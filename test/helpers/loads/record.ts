@@ -10,4 +10,11 @@ if (!file) throw new Error('PADDOCK_LOADS names the file the loaded modules are 
 writeFileSync(file, '');
 register('./hooks.ts', import.meta.url, { data: { file } });
 const required = createRequire(import.meta.url).cache;
-process.on('exit', () => appendFileSync(file, Object.keys(required).map((path) => `${pathToFileURL(path).href}\n`).join('')));
+process.on('exit', () =>
+  appendFileSync(
+    file,
+    Object.keys(required)
+      .map((path) => `${pathToFileURL(path).href}\n`)
+      .join(''),
+  ),
+);
