@@ -115,7 +115,7 @@ test.serial(
     follower.stdout!.on('data', (chunk: string) => (followed += chunk));
     const followerDone = new Promise<number | null>((resolve) => follower.once('exit', resolve));
 
-    await reservation.ready({ timeout: 180 });
+    await reservation.ready({ timeout: 300 });
     const allocation = reservation.view.allocations[0];
     t.deepEqual(Object.keys(allocation.stages).sort(), ['addressKnown', 'bootSeen', 'powerConfirmed', 'sshReady']);
     t.regex(allocation.hostKey ?? '', /^ssh-ed25519 /);
@@ -152,7 +152,7 @@ test.serial('two boards in one gang boot in parallel, one on pdudaemon, one on a
     ],
     lease: '10m',
   });
-  await gang.ready({ timeout: 240 });
+  await gang.ready({ timeout: 300 });
   const [a, b] = gang.view.allocations;
   t.not(a.machine, b.machine);
   t.true(a.stages.powerConfirmed! < b.stages.sshReady! && b.stages.powerConfirmed! < a.stages.sshReady!, 'both booted at the same time');
@@ -169,7 +169,7 @@ test.serial('two boards in one gang boot in parallel, one on pdudaemon, one on a
 
 test.serial('an armv7 board (zImage, bootz) is matched by arch=armv7 and boots its image', async (t) => {
   const reservation = await paddock.reserve({ members: [{ role: 'board', spec: 'arch=armv7 subarch=neon ram>=512MiB', image: 'arm32' }], lease: '10m' });
-  await reservation.ready({ timeout: 180 });
+  await reservation.ready({ timeout: 300 });
   t.is(reservation.view.allocations[0].machine, 'armv7-board');
   const uname = await reservation.run('board', 'uname -m');
   t.is(uname.stdout.trim(), 'armv7l');
@@ -180,7 +180,7 @@ test.serial(
   'a console-only board (an image without network, console on TCP) is reached through the telnet relay; a second connection watches read-only',
   async (t) => {
     const reservation = await paddock.reserve({ members: [{ role: 'board', spec: 'type=console-only', image: 'arm-nonet' }], lease: '10m' });
-    await reservation.ready({ timeout: 180 });
+    await reservation.ready({ timeout: 300 });
     const allocation = reservation.view.allocations[0];
     t.is(allocation.host, undefined, 'no SSH');
     t.truthy(allocation.console);
@@ -207,7 +207,7 @@ test.serial(
 
 test.serial("flash mode: a raw disk image is written to the board's storage through U-Boot, and the board boots from it", async (t) => {
   const reservation = await paddock.reserve({ members: [{ role: 'board', spec: 'arch=arm64 storage', image: 'arm-disk' }], lease: '10m' });
-  await reservation.ready({ timeout: 180 });
+  await reservation.ready({ timeout: 300 });
   const allocation = reservation.view.allocations[0];
   t.is(allocation.machine, 'board-1', 'only board 1 has storage');
   const cmdline = await reservation.run('board', 'cat /proc/cmdline');
@@ -226,7 +226,7 @@ test.serial("flash mode: a raw disk image is written to the board's storage thro
 
 test.serial("a kernel that panics fails the reservation as the image's fault, with the console tail", async (t) => {
   const reservation = await paddock.reserve({ members: [{ role: 'board', spec: 'type=qemu-virt', image: 'arm-panic' }], lease: '10m' });
-  const error = await t.throwsAsync(reservation.ready({ timeout: 180 }), { instanceOf: ReservationFailedError });
+  const error = await t.throwsAsync(reservation.ready({ timeout: 300 }), { instanceOf: ReservationFailedError });
   t.is(error?.failureCode, 'image_unbootable');
   const failure = error?.view.allocations[0].failure;
   t.is(failure?.fault, 'request');

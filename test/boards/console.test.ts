@@ -88,7 +88,7 @@ function cli(reservation: Reservation, args: string[] = []) {
 
 test.serial('only the owner types at the board: paddock console -i, a hostile local process on the relay, another user, a takeover', async (t) => {
   const reservation = await owner.reserve({ members: [{ role: 'board', spec: 'type=console-only', image: 'arm-nonet' }], lease: '10m' });
-  await reservation.ready({ timeout: 180 });
+  await reservation.ready({ timeout: 300 });
   const relay = reservation.view.allocations[0].console!;
   t.truthy(relay, 'the board has a relay on its lab host');
   t.is((await reservation.credentials()).console, undefined, 'telnet is off: no console secret is handed out');

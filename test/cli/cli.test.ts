@@ -16,7 +16,7 @@ function paddock(args: string[], token: string | null = userToken): Promise<{ co
     const env: NodeJS.ProcessEnv = { ...process.env, PADDOCK_URL: api.url };
     if (token === null) delete env.PADDOCK_TOKEN;
     else env.PADDOCK_TOKEN = token;
-    execFile(process.execPath, [bin, ...args], { env, timeout: 60_000 }, (error, stdout, stderr) => {
+    execFile(process.execPath, [bin, ...args], { env, timeout: 300_000 }, (error, stdout, stderr) => {
       resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, stdout, stderr });
     });
   });

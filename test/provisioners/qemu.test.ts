@@ -39,7 +39,7 @@ const qemuRoot = () => path.join(api.dataDir, 'qemu');
 
 test.serial('a VM from a stored image: uname over SSH with the pinned host key, copies both ways, nothing left after release', async (t) => {
   const reservation = await paddock.reserve({ members: [{ role: 'vm', spec: 'arch=x86_64 ram>=256MiB', image: 'tiny:test' }], lease: '10m' });
-  await reservation.ready({ timeout: 180 });
+  await reservation.ready({ timeout: 300 });
   const allocation = reservation.view.allocations[0];
   t.deepEqual(Object.keys(allocation.stages).sort(), ['addressKnown', 'bootSeen', 'powerConfirmed', 'sshReady']);
   t.is(allocation.host, '127.0.0.1');
@@ -79,7 +79,7 @@ test.serial('a gang of two boots in parallel from a disk image overlay; a third 
   });
   const third = await paddock.reserve({ members: [{ role: 'extra', spec: 'arch=x86_64', image: 'tiny:test' }], lease: '10m' });
   t.is(third.state, 'queued');
-  await gang.ready({ timeout: 180 });
+  await gang.ready({ timeout: 300 });
   const [build, testing] = gang.view.allocations;
   // Booted side by side, not one after the other in the gang's order: the second member was started
   // before the first was ready. (The disk image is fetched into the agent's cache first, so on a busy
@@ -92,14 +92,14 @@ test.serial('a gang of two boots in parallel from a disk image overlay; a third 
   t.is((await third.refresh()).state, 'queued', 'the third waits while both slots are taken');
 
   await gang.release();
-  await third.ready({ timeout: 180 });
+  await third.ready({ timeout: 300 });
   t.is((await third.run('extra', 'true')).code, 0);
   await third.release();
   t.is(readdirSync(path.join(api.dataDir, 'images'), { recursive: true }).length, storedBefore, 'the stored images are unchanged');
 
   // Nothing persists between reservations: a fresh boot of the disk image has no mark.
   const again = await paddock.reserve({ members: [{ role: 'build', spec: 'arch=x86_64', image: 'disk:test' }], lease: '10m' });
-  await again.ready({ timeout: 180 });
+  await again.ready({ timeout: 300 });
   t.is((await again.run('build', 'test -e /root/mark')).code, 1);
   await again.release();
   await waitFor(async () => (await vmProcessesUnder(qemuRoot())).length === 0).catch(() => undefined);
@@ -132,7 +132,7 @@ test.serial('an image that does not exist fails with image_not_found', async (t)
 
 test.serial('QEMU dying mid-lease fails the reservation with an event', async (t) => {
   const reservation = await paddock.reserve({ members: [{ role: 'vm', spec: 'arch=x86_64', image: 'tiny:test' }], lease: '10m' });
-  await reservation.ready({ timeout: 180 });
+  await reservation.ready({ timeout: 300 });
   const [vm] = await vmProcessesUnder(qemuRoot());
   process.kill(vm.pid, 'SIGKILL');
   await waitFor(async () => (await reservation.refresh()).state === 'failed');

@@ -41,7 +41,7 @@ interface Tenant {
 function tenant(sshd: TestSshd, api: TestApi, token: string): Tenant {
   const http = api.http(token);
   const view = async (id: string, wait?: string) =>
-    (await http.get(`v1/reservations/${id}`, { searchParams: wait ? { wait, timeout: 60 } : {} })).body as ReservationView;
+    (await http.get(`v1/reservations/${id}`, { searchParams: wait ? { wait, timeout: 300 } : {} })).body as ReservationView;
   return {
     async reserve() {
       const created = await http.post('v1/reservations', { json: { members: [{ role: 'main', spec: 'static-host' }], lease: 600 } });
