@@ -1,9 +1,9 @@
 // The database: one SQLite file in the data directory, in WAL mode, its schema brought up to date
-// by migrations (umzug) on open so an upgrade keeps the data.
+// by migrations (umzug) on open so an upgrade keeps the data. umzug is loaded only when a migration
+// is pending: a start on an up-to-date file reads the list of applied ones and goes on.
 import { chmodSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { DataTypes, Sequelize, type Model, type ModelStatic } from 'sequelize';
-import { Umzug, SequelizeStorage } from 'umzug';
 import * as initial from './migrations/0001-initial.js';
 import * as images from './migrations/0002-images.js';
 import * as imageHealth from './migrations/0003-image-health.js';
@@ -136,6 +136,15 @@ const migrations = [
   { name: '0005-jobs', module: jobs },
 ];
 
+/** Whether a migration has not been applied yet, read from umzug's own table (`SequelizeMeta`). */
+async function migrationsPending(sequelize: Sequelize): Promise<boolean> {
+  const [tables] = await sequelize.query(`SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'SequelizeMeta'`);
+  if (tables.length === 0) return true;
+  const [rows] = await sequelize.query('SELECT name FROM "SequelizeMeta"');
+  const applied = new Set((rows as { name: string }[]).map((row) => row.name));
+  return migrations.some(({ name }) => !applied.has(name));
+}
+
 export async function openDatabase(dataDir: string): Promise<Database> {
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   const storage = path.join(dataDir, 'paddock.sqlite');
@@ -154,13 +163,16 @@ export async function openDatabase(dataDir: string): Promise<Database> {
   await sequelize.query('PRAGMA synchronous = NORMAL');
   await sequelize.query('PRAGMA busy_timeout = 5000');
 
-  const umzug = new Umzug({
-    migrations: migrations.map(({ name, module }) => ({ name, up: module.up, down: module.down })),
-    context: sequelize.getQueryInterface(),
-    storage: new SequelizeStorage({ sequelize }),
-    logger: undefined,
-  });
-  await umzug.up();
+  if (await migrationsPending(sequelize)) {
+    const { Umzug, SequelizeStorage } = await import('umzug');
+    const umzug = new Umzug({
+      migrations: migrations.map(({ name, module }) => ({ name, up: module.up, down: module.down })),
+      context: sequelize.getQueryInterface(),
+      storage: new SequelizeStorage({ sequelize }),
+      logger: undefined,
+    });
+    await umzug.up();
+  }
 
   const plain = { timestamps: false, freezeTableName: true };
   const tokens = sequelize.define<Model<TokenRow>>(

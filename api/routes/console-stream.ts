@@ -17,7 +17,7 @@ import type { IncomingMessage } from 'node:http';
 import { STATUS_CODES } from 'node:http';
 import { open, stat } from 'node:fs/promises';
 import type { Duplex } from 'node:stream';
-import { WebSocketServer, type RawData, type WebSocket } from 'ws';
+import type { RawData, WebSocket, WebSocketServer } from 'ws';
 import { RelayClient, type RelayRequest } from '../../protocol/console-relay.js';
 import { callerOf, type Tokens } from '../auth.js';
 import { ApiError, forbidden, toApiError, type Logger } from '../errors.js';
@@ -70,8 +70,10 @@ export function consoleStreamRoute(table: RouteTable): void {
 }
 
 export function consoleStreams(scheduler: Scheduler, tokens: Tokens, consolesDir: string, log: Logger): ConsoleStreams {
-  // Keystrokes come in small frames; 64 KiB is plenty for a paste.
-  const server = new WebSocketServer({ noServer: true, maxPayload: 64 * 1024 });
+  // Keystrokes come in small frames; 64 KiB is plenty for a paste. ws is loaded by the first stream,
+  // not at start.
+  let server: Promise<WebSocketServer> | undefined;
+  const websockets = () => (server ??= import('ws').then(({ WebSocketServer }) => new WebSocketServer({ noServer: true, maxPayload: 64 * 1024 })));
   const streams = new Set<WebSocket>();
 
   const accept = async (request: IncomingMessage, socket: Duplex, head: Buffer) => {
@@ -100,7 +102,7 @@ export function consoleStreams(scheduler: Scheduler, tokens: Tokens, consolesDir
       reservation.allocations[0];
     if (!allocation) throw new ApiError(409, 'not_ready', `reservation ${reservation.id} has no machine yet`);
     const source = await sourceFor(reservation, allocation, wantsTakeover ? 'takeover' : mode);
-    server.handleUpgrade(request, socket, head, (ws) => bridge(ws, source, owner));
+    (await websockets()).handleUpgrade(request, socket, head, (ws) => bridge(ws, source, owner));
   };
 
   const sourceFor = async (reservation: Reservation, allocation: Allocation, request: RelayRequest): Promise<Source> => {
@@ -162,7 +164,7 @@ export function consoleStreams(scheduler: Scheduler, tokens: Tokens, consolesDir
     },
     close() {
       for (const ws of streams) ws.terminate();
-      server.close();
+      void server?.then((websocketServer) => websocketServer.close());
     },
   };
 }
