@@ -1,13 +1,18 @@
 // The lab-host agent: pulls tasks from the API over HTTP (long-poll, so it needs no inbound
 // connection), runs them through the shared loop, and reports stages, readiness, failures and
 // releases back. `paddock serve` runs one in-process over loopback HTTP, so the path a remote lab
-// host uses is always the path exercised.
+// host uses is always the path exercised. Its sweeps read the loop's provisioning records
+// (journal.ts, under DATA/agent/provisioning/): a reservation with a record on a machine left work
+// there; with what kinds report of traces outside the records (Provisioner.owned: cloud servers,
+// keys on static hosts), that is what is released once its reservation has ended, and a ready
+// machine of a reservation that lives on is handed back to its kind (Provisioner.adopt).
 import { setTimeout as sleep } from 'node:timers/promises';
 import path from 'node:path';
 import { ImageCache } from './image-cache.js';
 import type { AgentMachine, AgentReport, AgentTask } from '../protocol/agent.js';
 import { describeFailure, PullWorker } from '../protocol/worker.js';
 import { createProvisioner, machineKinds } from '../provisioners/registry.js';
+import { ProvisioningJournal, type JournalEntry } from './journal.js';
 import { TaskLoop } from './loop.js';
 import type { Provisioner } from '../provisioners/types.js';
 
@@ -34,6 +39,9 @@ export class Agent {
   private readonly provisioners = new Map<string, Provisioner>();
   private readonly kinds: string[];
   private readonly images: ImageCache;
+  private readonly journal: ProvisioningJournal;
+  /** Unreadable records and records of unknown machines already reported (reported once per agent run). */
+  private readonly reported = new Set<string>();
   private readonly log: (line: string) => void;
   private sweeper?: NodeJS.Timeout;
   /** Leftovers seen by the last periodic sweep (machine + reservation): removed when seen again. */
@@ -54,8 +62,10 @@ export class Agent {
       log: this.log,
     });
     this.images = new ImageCache(this.worker.http, path.join(options.dataDir, 'agent', 'images'), options.imageIdleTimeoutMs);
+    this.journal = new ProvisioningJournal(path.join(options.dataDir, 'agent', 'provisioning'));
     this.loop = new TaskLoop({
       provisioner: (kind) => this.provisioner(kind),
+      journal: this.journal,
       report: (taskId, report) => this.report(taskId, report),
       log: this.log,
       concurrency: options.concurrency ?? 16,
@@ -117,33 +127,48 @@ export class Agent {
   }
 
   /**
-   * Removes what ended reservations left on this agent's machines (after a crash, say). With
-   * `twice`, only what the previous sweep saw orphaned too.
+   * Removes what ended reservations left on this agent's machines (after a crash, say), and takes
+   * back the ready machines of reservations that live on. With `twice`, only what the previous
+   * sweep saw orphaned too is removed.
    */
   private async sweepLeaks(twice: boolean): Promise<void> {
     const seen = new Set<string>();
     // One line per reason, not one per machine: a cloud that is down would otherwise fill the log.
     const unlisted = new Map<string, string[]>();
     const machines = (await this.worker.http.get('v1/agent/machines', { searchParams: { kinds: this.kinds.join(',') } }).json()) as AgentMachine[];
+    // The first sweep runs before any task is taken: temporary files of interrupted writes can go.
+    const records = this.recordsByMachine(await this.journal.list({ clean: !twice }), machines);
     await Promise.all(
       machines.map(async (machine) => {
         const provisioner = this.provisioner(machine.kind);
-        let owned: string[];
-        try {
-          owned = await provisioner.owned(machine);
-        } catch (error) {
-          const reason = (error as Error).message;
-          unlisted.set(reason, [...(unlisted.get(reason) ?? []), machine.name]);
-          return;
+        const left = new Map<string, JournalEntry | undefined>();
+        for (const entry of records.get(machine.name) ?? []) {
+          const live = machine.liveReservations.includes(entry.reservationId);
+          if ('problem' in entry) this.reportOnce(`${machine.name}/${entry.reservationId}`, this.unreadable(entry, live));
+          else if (entry.record.kind !== machine.kind) {
+            this.reportOnce(
+              `${machine.name}/${entry.reservationId}`,
+              `the provisioning record of ${entry.reservationId} on ${machine.name} is of kind ${entry.record.kind}, the machine now of kind ${machine.kind}: left alone`,
+            );
+            continue;
+          } else if (live) await this.loop.adopt(machine, entry.record);
+          left.set(entry.reservationId, entry);
         }
-        for (const reservationId of owned.filter((id) => !machine.liveReservations.includes(id))) {
+        if (provisioner.owned) {
+          try {
+            for (const reservationId of await provisioner.owned(machine)) if (!left.has(reservationId)) left.set(reservationId, undefined);
+          } catch (error) {
+            const reason = (error as Error).message;
+            unlisted.set(reason, [...(unlisted.get(reason) ?? []), machine.name]);
+          }
+        }
+        for (const [reservationId, entry] of left) {
+          if (machine.liveReservations.includes(reservationId)) continue;
           const key = `${machine.name}\u0000${reservationId}`;
           seen.add(key);
           if (twice && !this.suspects.has(key)) continue;
           this.log(`removing traces of ended reservation ${reservationId} from ${machine.name}`);
-          await provisioner
-            .release({ reservationId, allocationId: `${reservationId}.sweep`, machine, publicKey: '' })
-            .catch((error) => this.log(`could not clean ${machine.name}: ${(error as Error).message}`));
+          await this.loop.cleanUp(machine, reservationId, entry && 'record' in entry ? entry.record : undefined);
         }
       }),
     );
@@ -162,6 +187,34 @@ export class Agent {
       );
     }
     this.suspects = seen;
+  }
+
+  /** The records by machine; records of machines this agent is not given (gone from the config, retired) are reported and kept. */
+  private recordsByMachine(entries: JournalEntry[], machines: AgentMachine[]): Map<string, JournalEntry[]> {
+    const known = new Set(machines.map((machine) => machine.name));
+    const byMachine = new Map<string, JournalEntry[]>();
+    for (const entry of entries) {
+      if (!known.has(entry.machine)) {
+        this.reportOnce(
+          `${entry.machine}/${entry.reservationId}`,
+          `a provisioning record of ${entry.reservationId} is on ${entry.machine}, a machine this agent does not serve now: left alone`,
+        );
+        continue;
+      }
+      byMachine.set(entry.machine, [...(byMachine.get(entry.machine) ?? []), entry]);
+    }
+    return byMachine;
+  }
+
+  private unreadable(entry: Extract<JournalEntry, { problem: string }>, live: boolean): string {
+    const what = `the provisioning record of ${entry.reservationId} on ${entry.machine} is unreadable (${entry.problem})`;
+    return live ? `${what}: its reservation lives on, its next task replaces the record` : `${what}: released as a leftover`;
+  }
+
+  private reportOnce(key: string, line: string): void {
+    if (this.reported.has(key)) return;
+    this.reported.add(key);
+    this.log(line);
   }
 
   /** A 4xx (the reservation ended meanwhile) is not retried: retrying cannot help. */

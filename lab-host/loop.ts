@@ -1,13 +1,18 @@
 // The shared loop that drives provisioners for an agent: one queue per machine so a machine's
 // release never overlaps its provisioning, a limit on tasks at once, a timeout on provisioning,
-// bounded retries with backoff for releases, and the mapping of errors to reports. Kinds implement
-// only the Provisioner interface; none of this is written per kind.
+// bounded retries with backoff for releases, the mapping of errors to reports, and the persisted
+// provisioning state (journal.ts): a record per machine and reservation, written when provisioning
+// starts, on every stage and at readiness, removed once a release succeeds; a kind reads and saves
+// its own part (`detail`) through the request's `state`. Kinds implement only the Provisioner
+// interface; none of this is written per kind.
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { AgentReport, AgentTask, Stage } from '../protocol/agent.js';
-import { ProvisionError, type Provisioner, type ProvisionRequest } from '../provisioners/types.js';
+import type { AgentMachine, AgentReport, AgentTask, Stage } from '../protocol/agent.js';
+import { ProvisionError, type Provisioner, type ProvisionRequest, type ProvisionState } from '../provisioners/types.js';
+import { OpenRecord, recordVersion, type ProvisioningJournal, type ProvisioningRecord } from './journal.js';
 
 export interface LoopOptions {
   provisioner: (kind: string) => Provisioner;
+  journal: ProvisioningJournal;
   report: (taskId: string, report: AgentReport) => Promise<void>;
   log: (line: string) => void;
   concurrency: number;
@@ -22,6 +27,8 @@ export const defaultRetryDelay = (attempt: number) => Math.min(30_000, 1000 * 2 
 export class TaskLoop {
   private readonly machineQueues = new Map<string, Promise<void>>();
   private readonly inFlight = new Map<string, AbortController>();
+  /** Allocations made ready or adopted by this agent run: not adopted again. */
+  private readonly readyHere = new Set<string>();
   private running = 0;
   private readonly slotWaiters: (() => void)[] = [];
   private stopped = false;
@@ -31,11 +38,53 @@ export class TaskLoop {
   /** Queues a task behind earlier ones for the same machine. A release aborts a provisioning in flight. */
   submit(task: AgentTask): Promise<void> {
     if (task.action === 'release') this.inFlight.get(task.id)?.abort(new Error('released while provisioning'));
-    const previous = this.machineQueues.get(task.machine.name) ?? Promise.resolve();
-    const next = previous.then(() => this.withSlot(() => this.run(task)));
-    this.machineQueues.set(task.machine.name, next);
+    return this.enqueue(task.machine.name, () => this.run(task));
+  }
+
+  /**
+   * Releases what an ended reservation left on a machine (the agent's leak sweep), in the machine's
+   * queue, without a report; the record goes once the release succeeds. Resolves to whether it did.
+   */
+  cleanUp(machine: AgentMachine, reservationId: string, record?: ProvisioningRecord): Promise<boolean> {
+    let done = false;
+    return this.enqueue(machine.name, async () => {
+      if (this.stopped) return;
+      const allocationId = record?.allocationId ?? `${reservationId}.sweep`;
+      const request = this.request({ id: allocationId, reservationId, machine, publicKey: '' }, this.recordState(machine, reservationId, allocationId));
+      try {
+        await this.releaseOnce(this.options.provisioner(machine.kind), request);
+        done = true;
+      } catch (error) {
+        this.options.log(`could not clean ${reservationId} from ${machine.name}: ${(error as Error).message}`);
+      }
+    }).then(() => done);
+  }
+
+  /**
+   * Hands a ready machine of a live reservation, known from its record, back to its kind after an
+   * agent restart (Provisioner.adopt), once per allocation and agent run.
+   */
+  adopt(machine: AgentMachine, record: ProvisioningRecord): Promise<void> {
+    return this.enqueue(machine.name, async () => {
+      const provisioner = this.options.provisioner(machine.kind);
+      if (this.stopped || !record.ready || !provisioner.adopt || this.readyHere.has(record.allocationId)) return;
+      this.readyHere.add(record.allocationId);
+      const request = this.request(
+        { id: record.allocationId, reservationId: record.reservationId, machine, publicKey: '' },
+        this.recordState(machine, record.reservationId, record.allocationId),
+      );
+      await provisioner
+        .adopt(request)
+        .catch((error: unknown) => this.options.log(`${record.allocationId}: could not take back ${machine.name}: ${(error as Error).message}`));
+    });
+  }
+
+  private enqueue(machine: string, work: () => Promise<void>): Promise<void> {
+    const previous = this.machineQueues.get(machine) ?? Promise.resolve();
+    const next = previous.then(() => this.withSlot(work));
+    this.machineQueues.set(machine, next);
     void next.finally(() => {
-      if (this.machineQueues.get(task.machine.name) === next) this.machineQueues.delete(task.machine.name);
+      if (this.machineQueues.get(machine) === next) this.machineQueues.delete(machine);
     });
     return next;
   }
@@ -63,39 +112,101 @@ export class TaskLoop {
 
   private async run(task: AgentTask): Promise<void> {
     if (this.stopped) return;
-    const request: ProvisionRequest = {
+    const provisioner = this.options.provisioner(task.machine.kind);
+    if (task.action === 'provision') await this.provision(task, provisioner);
+    else await this.release(task, provisioner);
+  }
+
+  private request(task: Pick<AgentTask, 'id' | 'reservationId' | 'machine' | 'publicKey'> & Partial<AgentTask>, state: ProvisionState): ProvisionRequest {
+    return {
       reservationId: task.reservationId,
       allocationId: task.id,
       machine: task.machine,
       publicKey: task.publicKey,
-      privateKey: task.privateKey,
-      consoleSecret: task.consoleSecret,
+      ...(task.privateKey !== undefined ? { privateKey: task.privateKey } : {}),
+      ...(task.consoleSecret !== undefined ? { consoleSecret: task.consoleSecret } : {}),
       ...(task.image ? { image: task.image } : {}),
       ...(task.hardCapAt ? { hardCapAt: Date.parse(task.hardCapAt) } : {}),
+      state,
     };
-    const provisioner = this.options.provisioner(task.machine.kind);
-    if (task.action === 'provision') await this.provision(task, provisioner, request);
-    else await this.release(task, provisioner, request);
   }
 
-  private async provision(task: AgentTask, provisioner: Provisioner, request: ProvisionRequest): Promise<void> {
+  /**
+   * The record for a provisioning, written before the kind acts. A provisioning taken up again
+   * (after an agent crash) keeps its record's start time and detail; a record of another allocation
+   * (or one that cannot be read) is replaced.
+   */
+  private async openRecord(task: AgentTask): Promise<OpenRecord> {
+    const { journal } = this.options;
+    const found = await journal.read(task.machine.name, task.reservationId);
+    if (found && 'problem' in found) this.options.log(`${task.id}: replacing the unreadable provisioning record on ${task.machine.name}: ${found.problem}`);
+    const earlier = found && 'record' in found && found.record.allocationId === task.id ? found.record : undefined;
+    const now = new Date().toISOString();
+    const record = new OpenRecord(journal, {
+      version: recordVersion,
+      kind: task.machine.kind,
+      machine: task.machine.name,
+      reservationId: task.reservationId,
+      allocationId: task.id,
+      ...(earlier?.stage ? { stage: earlier.stage } : {}),
+      ready: false,
+      startedAt: earlier?.startedAt ?? now,
+      updatedAt: now,
+      ...(earlier?.detail !== undefined ? { detail: earlier.detail } : {}),
+    });
+    await record.update({});
+    return record;
+  }
+
+  /** The state handle outside provisioning (releases, adoption): the record as it is on disk, of whichever allocation. */
+  private recordState(machine: AgentTask['machine'], reservationId: string, allocationId: string): ProvisionState {
+    const { journal } = this.options;
+    const current = async () => {
+      const found = await journal.read(machine.name, reservationId);
+      if (found && 'problem' in found) this.options.log(`the provisioning record of ${reservationId} on ${machine.name} is unreadable: ${found.problem}`);
+      return found && 'record' in found ? found.record : undefined;
+    };
+    return {
+      read: async () => (await current())?.detail,
+      save: async (detail) => {
+        const now = new Date().toISOString();
+        const record = await current();
+        await journal.write({
+          ...(record ?? { version: recordVersion, kind: machine.kind, machine: machine.name, reservationId, allocationId, ready: false, startedAt: now }),
+          updatedAt: now,
+          detail,
+        });
+      },
+    };
+  }
+
+  private async provision(task: AgentTask, provisioner: Provisioner): Promise<void> {
     const controller = new AbortController();
     this.inFlight.set(task.id, controller);
+    this.readyHere.delete(task.id);
     const signal = AbortSignal.any([controller.signal, AbortSignal.timeout(this.options.provisionTimeoutMs)]);
     let stage: Stage | undefined;
     const started = Date.now();
     try {
+      const record = await this.openRecord(task);
+      const state: ProvisionState = {
+        read: async () => record.record.detail,
+        save: (detail) => record.update({ detail }),
+      };
       const readiness = await provisioner.provision(
-        request,
+        this.request(task, state),
         {
           stage: async (next) => {
             stage = next;
+            await record.update({ stage: next });
             await this.options.report(task.id, { kind: 'stage', stage: next });
           },
         },
         signal,
       );
       if (controller.signal.aborted) return;
+      await record.update({ ready: true, readiness, readyAt: new Date().toISOString() });
+      this.readyHere.add(task.id);
       await this.options.report(task.id, { kind: 'ready', ...readiness });
       this.options.log(`${task.id} ready on ${task.machine.name} in ${((Date.now() - started) / 1000).toFixed(1)}s`);
     } catch (error) {
@@ -120,12 +231,20 @@ export class TaskLoop {
     }
   }
 
-  private async release(task: AgentTask, provisioner: Provisioner, request: ProvisionRequest): Promise<void> {
+  /** Releases, then removes the record: a release that fails leaves the record for the next try or sweep. */
+  private async releaseOnce(provisioner: Provisioner, request: ProvisionRequest): Promise<void> {
+    await provisioner.release(request);
+    this.readyHere.delete(request.allocationId);
+    await this.options.journal.remove(request.machine.name, request.reservationId);
+  }
+
+  private async release(task: AgentTask, provisioner: Provisioner): Promise<void> {
     const attempts = this.options.releaseAttempts ?? 5;
     const delay = this.options.retryDelayMs ?? defaultRetryDelay;
+    const request = this.request(task, this.recordState(task.machine, task.reservationId, task.id));
     for (let attempt = 1; ; attempt++) {
       try {
-        await provisioner.release(request);
+        await this.releaseOnce(provisioner, request);
         await this.options.report(task.id, { kind: 'released' });
         return;
       } catch (error) {

@@ -29,9 +29,10 @@ export function getKind(kind: string): KindDescriptor {
 /**
  * A provisioner of the kind, made at once; the kind's implementation is imported in the background
  * from now on and awaited by the first call, so a lab host loads only the kinds it provisions. A
- * failed import is tried again by the next call.
+ * failed import is tried again by the next call. Its optional methods are always there: for a kind
+ * without them they do nothing (`owned` lists no reservation).
  */
-export function createProvisioner(kind: KindDescriptor, context: KindContext): Provisioner {
+export function createProvisioner(kind: KindDescriptor, context: KindContext): Required<Provisioner> {
   let loading: Promise<Provisioner> | undefined;
   const loaded = () =>
     (loading ??= kind.load().then(
@@ -45,7 +46,8 @@ export function createProvisioner(kind: KindDescriptor, context: KindContext): P
   return {
     provision: async (request, report, signal) => (await loaded()).provision(request, report, signal),
     release: async (request) => (await loaded()).release(request),
-    owned: async (machine) => (await loaded()).owned(machine),
+    adopt: async (request) => (await loaded()).adopt?.(request),
+    owned: async (machine) => (await loaded()).owned?.(machine) ?? [],
     sweep: async (machines) => (await loaded()).sweep?.(machines),
     close: async () => {
       const provisioner = await loading?.catch(() => undefined);

@@ -1,7 +1,9 @@
-// The provisioner interface: what a machine kind implements so the shared loop (loop.ts) can turn
-// (machine, image, credentials) into a reachable host and tear it down again. A kind declares its
-// settings schema (validated when the config loads, unknown keys rejected) and acts on one machine at
-// a time; timeouts, retries and reporting to the API belong to the loop, not to the kind.
+// The provisioner interface: what a machine kind implements so the shared loop (lab-host/loop.ts)
+// can turn (machine, image, credentials) into a reachable host and tear it down again. A kind
+// declares its settings schema (validated when the config loads, unknown keys rejected) and acts on
+// one machine at a time; timeouts, retries, reporting to the API and the persisted provisioning
+// record belong to the loop, not to the kind: a kind keeps what it must remember across an agent
+// crash in the record's `detail`, through the ProvisionState handle the loop passes in.
 import type { ImageFormat, ProviderImage } from '../protocol/api.js';
 import type { z } from 'zod';
 import type { Stage } from '../protocol/agent.js';
@@ -14,7 +16,7 @@ export interface MachineRecord<Settings = unknown> {
   settings: Settings;
 }
 
-export interface ProvisionRequest<Settings = unknown> {
+export interface ProvisionRequest<Settings = unknown, Detail = unknown> {
   reservationId: string;
   allocationId: string;
   machine: MachineRecord<Settings>;
@@ -27,6 +29,24 @@ export interface ProvisionRequest<Settings = unknown> {
   image?: string;
   /** The reservation's hard cap (ms since the epoch): credentials a kind installs expire then. */
   hardCapAt?: number;
+  /** The kind's part of the loop's provisioning record for this machine and reservation. */
+  state: ProvisionState<Detail>;
+}
+
+/**
+ * The kind's own part (`detail`) of the provisioning record the shared loop keeps for one machine
+ * and one reservation on the agent's disk: what the kind needs to find its work again after an
+ * agent crash (a VM's pid and port, say). The loop owns the record (written at the start, on every
+ * stage, at readiness; removed once a release succeeds); the kind only reads and replaces its detail.
+ */
+export interface ProvisionState<Detail = unknown> {
+  /**
+   * The detail saved for this machine and reservation, if any. While provisioning, only a detail
+   * saved by the same allocation is returned (one an earlier allocation saved describes other work).
+   */
+  read(): Promise<Detail | undefined>;
+  /** Replaces the detail; resolves once the record is on disk (an atomic replace). */
+  save(detail: Detail): Promise<void>;
 }
 
 /**
@@ -48,13 +68,29 @@ export interface StageReporter {
   stage(stage: Stage): Promise<void>;
 }
 
-export interface Provisioner<Settings = unknown> {
-  /** Brings the machine up for the reservation. Must be safe to call again after a crash. */
-  provision(request: ProvisionRequest<Settings>, report: StageReporter, signal: AbortSignal): Promise<Readiness>;
-  /** Tears down what provision did. Idempotent: releasing twice, or what was never provisioned, succeeds. */
-  release(request: ProvisionRequest<Settings>): Promise<void>;
-  /** Reservation ids that still leave traces on the machine (keys, VMs), for leak cleanup on start. */
-  owned(machine: MachineRecord<Settings>): Promise<string[]>;
+export interface Provisioner<Settings = unknown, Detail = unknown> {
+  /**
+   * Brings the machine up for the reservation. Must be safe to call again after a crash: the
+   * detail the same allocation saved before is in `request.state`.
+   */
+  provision(request: ProvisionRequest<Settings, Detail>, report: StageReporter, signal: AbortSignal): Promise<Readiness>;
+  /**
+   * Tears down what provision did. Idempotent: releasing twice, or what was never provisioned,
+   * succeeds. The leak sweep calls it with only the ids (no keys) and whatever detail was saved.
+   */
+  release(request: ProvisionRequest<Settings, Detail>): Promise<void>;
+  /**
+   * Takes back a machine that was ready when the agent stopped and whose reservation lives on (a
+   * VM to watch again), from the detail in `request.state`. Called by the agent's sweeps, once per
+   * allocation and agent run; kinds that hold nothing between tasks leave it out.
+   */
+  adopt?(request: ProvisionRequest<Settings, Detail>): Promise<void>;
+  /**
+   * Reservation ids that leave traces outside the agent's provisioning records (servers in a
+   * cloud, keys on a static host), for leak cleanup. Kinds whose every trace is covered by the
+   * records (the loop writes one before a kind acts and removes it only after a release) leave it out.
+   */
+  owned?(machine: MachineRecord<Settings>): Promise<string[]>;
   /** Lets go of what the provisioner keeps open between tasks (connections), when the agent stops. */
   close?(): Promise<void>;
   /**
@@ -65,7 +101,7 @@ export interface Provisioner<Settings = unknown> {
 }
 
 /** Makes a kind's provisioner for an agent. */
-export type ProvisionerFactory<Settings = unknown> = (context: KindContext) => Provisioner<Settings>;
+export type ProvisionerFactory<Settings = unknown, Detail = unknown> = (context: KindContext) => Provisioner<Settings, Detail>;
 
 /**
  * A machine kind as the config and the API know it: its settings schema, defaults and pool
@@ -120,7 +156,7 @@ export interface PoolSupport<Settings = unknown> {
 
 /** What an agent gives the provisioners it creates. */
 export interface KindContext {
-  /** The agent's own directory: run state, caches. */
+  /** The agent's own directory: run directories, caches (provisioning records are the loop's: agent/provisioning/). */
   dataDir: string;
   /** Images fetched from the API into a local cache, verified by sha256. */
   images: ImageSource;

@@ -5,10 +5,13 @@
 // boot the kernel with the reservation's key on the command line, then wait for the kernel and,
 // when the board has SSH, for a login with the reservation's key. Release powers the board off,
 // removes the staged files and closes the relay. The board is driven as a board: nothing here knows
-// it may be QEMU.
+// it may be QEMU. Which folder under the TFTP root was staged for the reservation is the kind's
+// detail in the loop's provisioning record (BoardDetail, saved through request.state before staging),
+// so a crash right after staging still leaves a record the agent's sweep releases; the TFTP root may
+// be shared with other servers on the host, so what is staged there is never taken for Paddock's.
 import { setTimeout as sleep } from 'node:timers/promises';
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { BoardConsole, ExpectTimeout } from '../../boards/console/index.js';
 import { CappedLog, defaultConsoleLogMax } from '../../boards/console/capped-log.js';
@@ -34,7 +37,15 @@ import {
 } from '../types.js';
 import { boardSettingsSchema, type BoardSettings } from '../../boards/board.js';
 
-export const createBoardProvisioner: ProvisionerFactory<BoardSettings> = (context) => new BoardProvisioner(context);
+export const createBoardProvisioner: ProvisionerFactory<BoardSettings, BoardDetail> = (context) => new BoardProvisioner(context);
+
+/** The kind's detail in the provisioning record. */
+export interface BoardDetail {
+  /** The folder staged for the reservation under the TFTP root's paddock/ folder. */
+  staging: string;
+}
+
+type BoardRequest = ProvisionRequest<BoardSettings, BoardDetail>;
 
 const settingsOf = (machine: MachineRecord<BoardSettings>) => parseSettings({ kind: 'board', settingsSchema: boardSettingsSchema }, machine);
 
@@ -43,7 +54,7 @@ interface Session {
   untap: () => void;
 }
 
-export class BoardProvisioner implements Provisioner<BoardSettings> {
+export class BoardProvisioner implements Provisioner<BoardSettings, BoardDetail> {
   private readonly consoles = new Map<string, BoardConsole>();
   private readonly powers = new Map<string, PowerControl>();
   private readonly sessions = new Map<string, Session>();
@@ -60,7 +71,7 @@ export class BoardProvisioner implements Provisioner<BoardSettings> {
     this.consoles.clear();
   }
 
-  async provision(request: ProvisionRequest<BoardSettings>, report: StageReporter, signal: AbortSignal): Promise<Readiness> {
+  async provision(request: BoardRequest, report: StageReporter, signal: AbortSignal): Promise<Readiness> {
     const board = request.machine.name;
     const settings = settingsOf(request.machine);
     let stageNow: Stage = 'powerConfirmed';
@@ -99,8 +110,9 @@ export class BoardProvisioner implements Provisioner<BoardSettings> {
     if (bundle?.initrd) files.initrd = bundle.initrd;
     if (bundle?.dtb) files.dtb = bundle.dtb;
     // Recorded first, so a crash right after staging still leaves a trace the next start cleans.
-    await this.remember(board, { reservationId: request.reservationId, allocationId: request.allocationId });
-    const staged = await stage(root, stagingName(request.reservationId, board), files);
+    const staging = stagingName(request.reservationId, board);
+    await request.state.save({ staging });
+    const staged = await stage(root, staging, files);
 
     const console = await this.console(board, settings).catch((error: unknown) => {
       throw fail(`cannot open the console: ${(error as Error).message}`, 'infrastructure', 'console_unavailable');
@@ -181,7 +193,7 @@ export class BoardProvisioner implements Provisioner<BoardSettings> {
     return { host: settings.ssh.host, port: settings.ssh.port, user: settings.ssh.user, hostKey, console: relay };
   }
 
-  async release(request: ProvisionRequest<BoardSettings>): Promise<void> {
+  async release(request: BoardRequest): Promise<void> {
     const board = request.machine.name;
     const settings = settingsOf(request.machine);
     const session = this.sessions.get(request.allocationId);
@@ -190,25 +202,17 @@ export class BoardProvisioner implements Provisioner<BoardSettings> {
       session.untap();
       await session.relay.close();
     }
-    // The staged files go first: a PDU that does not answer must not leave them behind.
-    await unstage(this.tftpRoot(settings), stagingName(request.reservationId, board));
+    // The staged files go first: a PDU that does not answer must not leave them behind. The folder
+    // recorded is taken only if it is a folder name (the record is data like any other).
+    const recorded = (await request.state.read())?.staging;
+    const staging = typeof recorded === 'string' && /^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(recorded) ? recorded : stagingName(request.reservationId, board);
+    await unstage(this.tftpRoot(settings), staging);
     try {
       await this.power(board, settings).off(AbortSignal.timeout(settings.timeouts.power * 1000));
     } catch (error) {
       if (error instanceof PowerError) throw new ProvisionError(`${board}: power off: ${error.message}`, 'infrastructure', undefined, { code: 'power_failed' });
       throw error;
     }
-    const state = await this.recalled(board);
-    if (state?.reservationId === request.reservationId) await rm(this.stateFile(board), { force: true });
-  }
-
-  /**
-   * The reservation this agent last set the board up for, from its own record (the TFTP root may
-   * be shared with other servers on the host: what is staged there is not necessarily ours).
-   */
-  async owned(machine: MachineRecord<BoardSettings>): Promise<string[]> {
-    const state = await this.recalled(machine.name);
-    return state ? [state.reservationId] : [];
   }
 
   private tftpRoot(settings: BoardSettings): string {
@@ -239,7 +243,7 @@ export class BoardProvisioner implements Provisioner<BoardSettings> {
   }
 
   /** The relay for the owner and the reservation's copy of the console log. */
-  private async openSession(request: ProvisionRequest<BoardSettings>, settings: BoardSettings, console: BoardConsole): Promise<{ host: string; port: number }> {
+  private async openSession(request: BoardRequest, settings: BoardSettings, console: BoardConsole): Promise<{ host: string; port: number }> {
     const previous = this.sessions.get(request.allocationId);
     if (previous) {
       previous.untap();
@@ -262,7 +266,7 @@ export class BoardProvisioner implements Provisioner<BoardSettings> {
   }
 
   /** Tries SSH logins with the reservation's key until one works; the host key is pinned from the console when it prints one. */
-  private async awaitSsh(request: ProvisionRequest<BoardSettings>, settings: BoardSettings, console: BoardConsole, signal: AbortSignal): Promise<string> {
+  private async awaitSsh(request: BoardRequest, settings: BoardSettings, console: BoardConsole, signal: AbortSignal): Promise<string> {
     const ssh = settings.ssh!;
     const deadline = Date.now() + settings.timeouts.login * 1000;
     // The console announcing SSH starts a login attempt at once (the marker may span chunks).
@@ -294,23 +298,6 @@ export class BoardProvisioner implements Provisioner<BoardSettings> {
       }
     } finally {
       untap();
-    }
-  }
-
-  private stateFile(board: string): string {
-    return path.join(this.context.dataDir, 'boards', board, 'reservation.json');
-  }
-
-  private async remember(board: string, state: { reservationId: string; allocationId: string }): Promise<void> {
-    await mkdir(path.dirname(this.stateFile(board)), { recursive: true });
-    await writeFile(this.stateFile(board), JSON.stringify(state));
-  }
-
-  private async recalled(board: string): Promise<{ reservationId: string; allocationId: string } | undefined> {
-    try {
-      return JSON.parse(await readFile(this.stateFile(board), 'utf8')) as { reservationId: string; allocationId: string };
-    } catch {
-      return undefined;
     }
   }
 }

@@ -6,13 +6,16 @@
 // known (addressKnown), an SSH login with the reservation's key works and its host key is captured
 // (sshReady). A ready VM is watched: if QEMU ends mid-lease the reservation fails.
 //
-// On disk, per slot and reservation: DATA/qemu/SLOT/RESERVATION/ holds state.json, the key, the
-// overlay, QEMU's pid file and its console socket; the agent copies the console, capped at
-// consoles.maxLogSize, to DATA/consoles/RESERVATION/SLOT.log, kept after release. After a crash the
-// run directories and the process table (QEMU's -pidfile path) say which VMs are Paddock's, so none
-// is leaked.
+// On disk, per slot and reservation: DATA/qemu/SLOT/RESERVATION/ holds the key, the overlay, QEMU's
+// pid file and its console socket; the agent copies the console, capped at consoles.maxLogSize, to
+// DATA/consoles/RESERVATION/SLOT.log, kept after release. What a restarted agent needs to judge and
+// re-adopt its VM (the forwarded port, QEMU's pid, the host key) is the kind's detail in the loop's
+// provisioning record (QemuDetail, saved through request.state); the loop writes that record before
+// the kind acts and removes it only after a release, so the records say which VMs are Paddock's and
+// none is leaked. A release also finds QEMU by its pid file and by the process table (the -pidfile
+// path), in case the record lost a pid to a crash.
 import { setTimeout as sleep } from 'node:timers/promises';
-import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { unpackBundle, BundleError } from '../../images/bundle.js';
 import type { Stage } from '../../protocol/agent.js';
@@ -47,17 +50,19 @@ import {
 import { qemuSettings, type QemuSettings } from './settings.js';
 import { CappedLog, defaultConsoleLogMax } from '../../boards/console/capped-log.js';
 
-export const createQemuProvisioner: ProvisionerFactory<QemuSettings> = (context) => new QemuProvisioner(context);
+export const createQemuProvisioner: ProvisionerFactory<QemuSettings, QemuDetail> = (context) => new QemuProvisioner(context);
 
-/** What a run directory records, so a restarted agent can find and judge its VM. */
-interface RunState {
-  reservationId: string;
-  allocationId: string;
+/** The kind's detail in the provisioning record, so a restarted agent can find and judge its VM. */
+export interface QemuDetail {
+  /** The loopback port forwarded to the guest's SSH. */
   port: number;
+  /** QEMU's process, once started. */
   pid?: number;
-  ready?: boolean;
+  /** The guest's host key, once an SSH login worked. */
   hostKey?: string;
 }
+
+type QemuRequest = ProvisionRequest<QemuSettings, QemuDetail>;
 
 /** Console lines that show a kernel is running (generic Linux, and the test images' marker). */
 const bootPatterns = [/Linux version \d/, /paddock: kernel booted/, /\blogin: /, /Run \/init|Run \/sbin\/init|Freeing unused kernel/];
@@ -66,7 +71,7 @@ const deadPatterns = [/Kernel panic - not syncing/, /paddock: error: /];
 
 const MiB = 1024 ** 2;
 
-export class QemuProvisioner implements Provisioner<QemuSettings> {
+export class QemuProvisioner implements Provisioner<QemuSettings, QemuDetail> {
   private readonly root: string;
   private readonly consoles: string;
   private readonly watchers = new Map<string, NodeJS.Timeout>();
@@ -86,52 +91,45 @@ export class QemuProvisioner implements Provisioner<QemuSettings> {
     this.consoleCopies.clear();
   }
 
-  async provision(request: ProvisionRequest<QemuSettings>, report: StageReporter, signal: AbortSignal): Promise<SshReadiness> {
+  async provision(request: QemuRequest, report: StageReporter, signal: AbortSignal): Promise<SshReadiness> {
     const settings = settingsOf(request.machine);
     const runDir = this.runDir(request.machine.name, request.reservationId);
     const consoleLog = path.join(this.consoles, request.reservationId, `${request.machine.name}.log`);
     const started = Date.now();
 
-    // After an agent restart the VM may still run: carry on with it rather than boot twice.
-    let state = await readState(runDir);
-    const alive = state?.allocationId === request.allocationId && state.pid !== undefined && (await isVmProcess(state.pid, runDir));
-    if (!alive || !state?.pid) {
-      await this.discard(runDir);
-      state = await this.boot(request, settings, runDir, consoleLog, signal);
-    } else {
+    // After an agent restart the VM may still run: carry on with it rather than boot twice (the
+    // loop hands back only a detail this same allocation saved).
+    const earlier = await request.state.read();
+    let vm: { pid: number; port: number };
+    if (earlier?.pid !== undefined && (await isVmProcess(earlier.pid, runDir))) {
+      vm = { pid: earlier.pid, port: earlier.port };
       this.copyConsole(runDir, consoleLog);
+    } else {
+      await this.discard(runDir, earlier);
+      vm = await this.boot(request, settings, runDir, consoleLog, signal);
     }
-    const vm = { pid: state.pid!, port: state.port };
     await report.stage('powerConfirmed');
 
     const hostKey = await this.awaitReady(request, settings, vm, runDir, consoleLog, report, signal, started);
-    await writeState(runDir, { ...state, ready: true, hostKey });
+    await request.state.save({ ...vm, hostKey });
     this.watch(request, vm.pid, runDir, consoleLog);
     return { host: '127.0.0.1', port: vm.port, user: settings.user, hostKey };
   }
 
-  async release(request: ProvisionRequest<QemuSettings>): Promise<void> {
+  async release(request: QemuRequest): Promise<void> {
     this.unwatch(request.allocationId);
     const runDir = this.runDir(request.machine.name, request.reservationId);
-    // Find the VM by its pid file and by the process table (a pid file may be missing after a crash).
-    await this.discard(runDir);
+    await this.discard(runDir, await request.state.read());
   }
 
-  async owned(machine: MachineRecord<QemuSettings>): Promise<string[]> {
-    const slotDir = path.join(this.root, machine.name);
-    const ids = new Set<string>((await readdir(slotDir).catch(() => [])).filter((name) => !name.startsWith('.')));
-    for (const { pidFile } of await vmProcessesUnder(slotDir)) ids.add(path.basename(path.dirname(pidFile)));
-    // A ready VM of a reservation that lives on is watched again; the agent releases the others.
-    for (const id of ids) {
-      const runDir = this.runDir(machine.name, id);
-      const state = await readState(runDir);
-      if (state?.ready && state.pid !== undefined && !this.watchers.has(state.allocationId)) {
-        const consoleLog = path.join(this.consoles, id, `${machine.name}.log`);
-        this.copyConsole(runDir, consoleLog);
-        this.watch({ reservationId: id, allocationId: state.allocationId }, state.pid, runDir, consoleLog);
-      }
-    }
-    return [...ids];
+  /** A VM that was ready when the agent stopped: its console is copied and it is watched again. */
+  async adopt(request: QemuRequest): Promise<void> {
+    const detail = await request.state.read();
+    if (detail?.pid === undefined || this.watchers.has(request.allocationId)) return;
+    const runDir = this.runDir(request.machine.name, request.reservationId);
+    const consoleLog = path.join(this.consoles, request.reservationId, `${request.machine.name}.log`);
+    this.copyConsole(runDir, consoleLog);
+    this.watch(request, detail.pid, runDir, consoleLog);
   }
 
   private runDir(machine: string, reservationId: string): string {
@@ -147,13 +145,16 @@ export class QemuProvisioner implements Provisioner<QemuSettings> {
     this.consoleCopies.set(runDir, attachConsole(consoleSocketPath(runDir), log));
   }
 
-  /** Stops whatever VM belongs to the run directory and removes the directory (overlay included). */
-  private async discard(runDir: string): Promise<void> {
+  /**
+   * Stops whatever VM belongs to the run directory and removes the directory (overlay included).
+   * The VM is found by the recorded pid, its pid file and the process table (a crash may have cost
+   * the record its pid, or the pid file).
+   */
+  private async discard(runDir: string, detail: QemuDetail | undefined): Promise<void> {
     this.consoleCopies.get(runDir)?.detach();
     this.consoleCopies.delete(runDir);
-    const state = await readState(runDir);
     const pids = new Set<number>();
-    if (state?.pid !== undefined) pids.add(state.pid);
+    if (Number.isSafeInteger(detail?.pid) && detail!.pid! > 0) pids.add(detail!.pid!);
     const fromFile = Number((await readFile(path.join(runDir, 'qemu.pid'), 'utf8').catch(() => '')).trim());
     if (fromFile > 0) pids.add(fromFile);
     for (const { pid } of await vmProcessesUnder(runDir)) pids.add(pid);
@@ -163,12 +164,12 @@ export class QemuProvisioner implements Provisioner<QemuSettings> {
 
   /** Prepares the disk or kernel from the image and starts QEMU. */
   private async boot(
-    request: ProvisionRequest<QemuSettings>,
+    request: QemuRequest,
     settings: QemuSettings,
     runDir: string,
     consoleLog: string,
     signal: AbortSignal,
-  ): Promise<RunState & { pid: number }> {
+  ): Promise<{ pid: number; port: number }> {
     const machine = request.machine;
     if (!request.image) {
       throw new ProvisionError(`${machine.name}: a QEMU machine boots an image: name one in the request (image: NAME[:TAG])`, 'request', undefined, {
@@ -192,8 +193,7 @@ export class QemuProvisioner implements Provisioner<QemuSettings> {
     const pidFile = path.join(runDir, 'qemu.pid');
     for (let attempt = 1; ; attempt++) {
       const port = await freeLoopbackPort();
-      const state: RunState = { reservationId: request.reservationId, allocationId: request.allocationId, port };
-      await writeState(runDir, state);
+      await request.state.save({ port });
       const spec: VmSpec = {
         binary: settings.binary,
         machine: settings.machine,
@@ -214,9 +214,8 @@ export class QemuProvisioner implements Provisioner<QemuSettings> {
       try {
         const pid = await startVm(settings.binary, qemuArgs(spec), pidFile);
         this.copyConsole(runDir, consoleLog);
-        const running = { ...state, pid };
-        await writeState(runDir, running);
-        return running;
+        await request.state.save({ port, pid });
+        return { pid, port };
       } catch (error) {
         if (error instanceof QemuStartError && error.portTaken && attempt < 3) continue;
         const reason = error instanceof QemuStartError ? error.message : `cannot run ${settings.binary}: ${(error as Error).message}`;
@@ -264,7 +263,7 @@ export class QemuProvisioner implements Provisioner<QemuSettings> {
 
   /** Follows the console and tries SSH until a login with the reservation's key works. */
   private async awaitReady(
-    request: ProvisionRequest<QemuSettings>,
+    request: QemuRequest,
     settings: QemuSettings,
     vm: { pid: number; port: number },
     runDir: string,
@@ -340,20 +339,6 @@ export class QemuProvisioner implements Provisioner<QemuSettings> {
     clearInterval(this.watchers.get(allocationId));
     this.watchers.delete(allocationId);
   }
-}
-
-async function readState(runDir: string): Promise<RunState | undefined> {
-  try {
-    return JSON.parse(await readFile(path.join(runDir, 'state.json'), 'utf8')) as RunState;
-  } catch {
-    return undefined;
-  }
-}
-
-async function writeState(runDir: string, state: RunState): Promise<void> {
-  const file = path.join(runDir, 'state.json');
-  await writeFile(`${file}.new`, JSON.stringify(state), { mode: 0o600 });
-  await rename(`${file}.new`, file);
 }
 
 const settingsOf = (machine: MachineRecord<QemuSettings>) => parseSettings(qemuSettings, machine);

@@ -8,7 +8,7 @@ import { staticSettingsSchema, type StaticSettings } from '../../provisioners/st
 import { createStaticProvisioner, type StaticProvisioner } from '../../provisioners/static/provisioner.js';
 import type { Stage } from '../../protocol/agent.js';
 import type { MachineRecord, ProvisionRequest } from '../../provisioners/types.js';
-import { testKindContext } from './kind-context.js';
+import { memoryState, testKindContext } from './kind-context.js';
 import { startSshd, type TestSshd } from './sshd.js';
 
 export async function host(t: ExecutionContext, authorizedKeys: string[] = []): Promise<TestSshd> {
@@ -49,6 +49,7 @@ export function requestFor(machine: MachineRecord<StaticSettings>, options: { wi
     machine,
     publicKey: keys.publicKey,
     hardCapAt: options.hardCapAt ?? Date.now() + 3600_000,
+    state: memoryState(),
     ...(options.withPrivateKey === false ? {} : { privateKey: keys.privateKey }),
   };
   return { request, keys };

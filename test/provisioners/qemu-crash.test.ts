@@ -1,8 +1,9 @@
 // kill -9 of `paddock serve` while QEMU VMs run, then a restart on the same data directory: the
 // ready VM is re-attached (still serving, and watched again), the VM caught mid-boot is finished,
-// a VM left by a reservation that is over is stopped, and no QEMU process is unaccounted for.
+// a VM left by a reservation that is over (known from its provisioning record) is stopped, and no
+// QEMU process is unaccounted for.
 import { execFileSync, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import test from 'ava';
@@ -12,6 +13,7 @@ import { freePort } from '../helpers/ports.js';
 import { waitFor } from '../helpers/wait.js';
 import { testImages } from '../helpers/images.js';
 import { killHard, startServerProcess } from '../helpers/server.js';
+import { readyVmRecord, writeRecordFile } from '../helpers/records.js';
 
 test('kill -9 while VMs run, restart: VMs re-attached or cleaned, none unaccounted for', async (t) => {
   t.timeout(240_000);
@@ -35,12 +37,15 @@ test('kill -9 while VMs run, restart: VMs re-attached or cleaned, none unaccount
     await waitFor(async () => (await midway.refresh()).allocations[0]?.stages.powerConfirmed !== undefined, 60_000);
 
     // A VM whose reservation is over (as a crash during its release would leave it): a QEMU
-    // process with its pid file in a run directory no live reservation owns.
+    // process with its pid file in its run directory, and the loop's provisioning record of a
+    // ready VM that no live reservation owns.
     const orphanDir = path.join(qemuRoot, 'vm-1', 'r-0000000000aa');
     mkdirSync(orphanDir, { recursive: true });
-    writeFileSync(path.join(orphanDir, 'state.json'), JSON.stringify({ reservationId: 'r-0000000000aa', allocationId: 'r-0000000000aa.0', port: 1 }));
     execFileSync('qemu-system-x86_64', ['-machine', 'none', '-nodefaults', '-display', 'none', '-daemonize', '-pidfile', path.join(orphanDir, 'qemu.pid')]);
     const orphanPid = Number(readFileSync(path.join(orphanDir, 'qemu.pid'), 'utf8'));
+    const records = path.join(data, 'agent', 'provisioning');
+    t.true(existsSync(path.join(records, ready.view.allocations[0].machine, `${ready.id}.json`)), 'the ready VM has its provisioning record');
+    writeRecordFile(data, 'vm-1', 'r-0000000000aa', JSON.stringify(readyVmRecord('vm-1', 'r-0000000000aa', { port: 1, pid: orphanPid })));
 
     await killHard(server);
     t.true(await isVmProcess(readyVm.pid, qemuRoot), 'VMs outlive a crashed server');
