@@ -8,7 +8,8 @@
 // more, the `Paddock-Next-Cursor` header carries the cursor of the next page and `Link` its URL
 // (rel="next"). The client library follows them (client/http.ts getAll).
 import type Koa from 'koa';
-import { Op, type WhereOptions } from 'sequelize';
+import { Op, type Model, type ModelStatic, type WhereOptions } from 'sequelize';
+import { plainRows } from './db/index.js';
 import { ApiError } from './errors.js';
 
 export type KeyPart = string | number;
@@ -113,6 +114,29 @@ export function rowsPage<T>(rows: T[], key: (row: T) => Key, page: Page): { item
   if (rows.length <= page.limit) return { items: rows };
   const items = rows.slice(0, page.limit);
   return { items, next: key(items[items.length - 1]) };
+}
+
+/**
+ * One page of the rows of `model` that match `where`, newest first: keys [createdAt ms, id], both
+ * descending, so rows made in the same millisecond keep one order across pages.
+ */
+export async function newestFirst<Row extends { createdAt: Date; id: string }>(
+  model: ModelStatic<Model<Row>>,
+  where: WhereOptions<Row>,
+  page: Page,
+): Promise<{ items: Row[]; next?: Key }> {
+  const rows = plainRows(
+    await model.findAll({
+      where: { ...where, ...afterWhere(['createdAt', 'id'], page, true) },
+      order: [
+        ['createdAt', 'DESC'],
+        ['id', 'DESC'],
+      ],
+      limit: page.limit + 1,
+      raw: true,
+    }),
+  );
+  return rowsPage(rows, (row) => [new Date(row.createdAt).getTime(), row.id], page);
 }
 
 /** Answers with the page's items, and the next page's cursor in headers when there is one. */
