@@ -10,7 +10,7 @@
 import type Koa from 'koa';
 import { Op, type Model, type ModelStatic, type WhereOptions } from 'sequelize';
 import { plainRows } from './db/index.js';
-import { ApiError } from './errors.js';
+import { DomainError } from './domain-error.js';
 
 export type KeyPart = string | number;
 export type Key = KeyPart[];
@@ -30,14 +30,14 @@ export const pageQuery = {
   cursor: 'from the Paddock-Next-Cursor header of the page before',
 };
 
-/** The page a request asks for; 400 invalid_request for a bad limit or a cursor this list did not make. */
+/** The page a request asks for; `invalid_request` for a bad limit or a cursor this list did not make. */
 export function pageOf(ctx: Koa.Context, keyLength: number): Page {
   const limitText = ctx.query.limit;
   let limit = defaultPageSize;
   if (limitText !== undefined) {
     limit = Number(limitText);
     if (typeof limitText !== 'string' || !/^\d{1,4}$/.test(limitText) || limit < 1 || limit > maxPageSize) {
-      throw new ApiError(400, 'invalid_request', `limit is a whole number from 1 to ${maxPageSize}`, { max: maxPageSize });
+      throw new DomainError('invalid_request', `limit is a whole number from 1 to ${maxPageSize}`, { max: maxPageSize });
     }
   }
   const cursor = ctx.query.cursor;
@@ -53,7 +53,7 @@ export function pageOf(ctx: Koa.Context, keyLength: number): Page {
     Array.isArray(after) &&
     after.length === keyLength &&
     after.every((part) => typeof part === 'string' || (typeof part === 'number' && Number.isFinite(part)));
-  if (!valid) throw new ApiError(400, 'invalid_request', 'not a cursor of this list: pass the Paddock-Next-Cursor of the page before, unchanged');
+  if (!valid) throw new DomainError('invalid_request', 'not a cursor of this list: pass the Paddock-Next-Cursor of the page before, unchanged');
   return { limit, after: after as Key };
 }
 
