@@ -7,7 +7,7 @@ import path from 'node:path';
 import type Koa from 'koa';
 import type { Role, TokenView } from '../protocol/api.js';
 import { plainRow, plainRows, type Database } from './db/index.js';
-import { ApiError } from './errors.js';
+import { DomainError, notFound } from './domain-error.js';
 import type { Caller } from '../protocol/api.js';
 
 const hash = (token: string) => createHash('sha256').update(token).digest('hex');
@@ -29,7 +29,7 @@ export class Tokens {
   }
 
   async create(name: string, role: Role): Promise<TokenView & { token: string }> {
-    if (await this.db.tokens.findByPk(name)) throw new ApiError(409, 'conflict', `a token named ${name} exists already`);
+    if (await this.db.tokens.findByPk(name)) throw new DomainError('conflict', `a token named ${name} exists already`);
     const token = `pdk_${randomBytes(24).toString('base64url')}`;
     const createdAt = new Date();
     await this.db.tokens.create({ name, role, hash: hash(token), createdAt });
@@ -44,7 +44,7 @@ export class Tokens {
   async rotate(name: string, role: Role): Promise<string> {
     const existing = plainRow(await this.db.tokens.findByPk(name, { raw: true }));
     if (existing && existing.role !== role) {
-      throw new ApiError(409, 'conflict', `a ${existing.role} token named ${name} exists: cannot make a ${role} token of that name`);
+      throw new DomainError('conflict', `a ${existing.role} token named ${name} exists: cannot make a ${role} token of that name`);
     }
     if (existing) await this.revoke(name);
     return (await this.create(name, role)).token;
@@ -57,7 +57,7 @@ export class Tokens {
 
   async revoke(name: string): Promise<void> {
     const row = plainRow(await this.db.tokens.findByPk(name, { raw: true }));
-    if (!row) throw new ApiError(404, 'not_found', `token ${name} not found`);
+    if (!row) throw notFound(`token ${name}`);
     await this.db.tokens.destroy({ where: { name } });
     this.byHash.delete(row.hash);
   }
@@ -79,10 +79,10 @@ export function authenticate(tokens: Tokens): Koa.Middleware {
 
 /** The caller an Authorization header names (also for requests that are not Koa's: WebSocket upgrades). */
 export function callerOf(tokens: Tokens, header: string | undefined): Caller {
-  if (!header) throw new ApiError(401, 'unauthorized', 'missing token: send Authorization: Bearer <token>');
+  if (!header) throw new DomainError('unauthorized', 'missing token: send Authorization: Bearer <token>');
   const match = /^Bearer\s+(\S+)$/i.exec(header);
-  if (!match) throw new ApiError(401, 'unauthorized', 'malformed Authorization header: expected Bearer <token>');
+  if (!match) throw new DomainError('unauthorized', 'malformed Authorization header: expected Bearer <token>');
   const caller = tokens.check(match[1]);
-  if (!caller) throw new ApiError(401, 'unauthorized', 'unknown or revoked token');
+  if (!caller) throw new DomainError('unauthorized', 'unknown or revoked token');
   return caller;
 }

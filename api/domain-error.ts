@@ -1,6 +1,7 @@
-// What the scheduler and the job service throw when they refuse something: a stable string code, a
-// message for people and optional details, and nothing about HTTP. Only api/errors.ts turns a code
-// into a status (one table), so these parts can be driven by something other than the API.
+// What the services under api/ (the scheduler, the job service, tokens, quotas, images, repository
+// resolution, pagination) throw when they refuse something: a stable string code, a message for
+// people and optional details, and nothing about HTTP. Only api/errors.ts turns a code into a
+// status (one table), so these parts can be driven by something other than the API.
 
 /** Every code a domain error may carry; api/errors.ts gives each its HTTP status. */
 export type DomainCode =
@@ -16,7 +17,23 @@ export type DomainCode =
   | 'store_failed'
   | 'job_running'
   | 'run_ended'
-  | 'other_users_run';
+  | 'other_users_run'
+  | 'unauthorized'
+  | 'quota_exceeded'
+  | 'resolutions_busy'
+  | 'repository_refused'
+  | 'repository_not_found'
+  | 'repository_listing_too_large'
+  | 'ref_not_found'
+  | 'invalid_name'
+  | 'image_in_use'
+  | 'payload_too_large'
+  | 'size_mismatch'
+  | 'checksum_mismatch'
+  | 'insufficient_storage'
+  | 'upload_stalled'
+  | 'empty_upload'
+  | 'upload_aborted';
 
 export class DomainError extends Error {
   constructor(

@@ -1,7 +1,7 @@
 // API errors: a stable string code, an HTTP status, a message for people and optional details.
 // The error middleware turns them into `{code, message, details}`; a domain error (what the
-// scheduler and the job service throw) gets its status from `domainStatus`; anything else becomes a
-// bare 500 whose cause is logged without the request's secrets and never sent to the client.
+// services throw) gets its status from `domainStatus`; anything else becomes a bare 500 whose
+// cause is logged without the request's secrets and never sent to the client.
 import type Koa from 'koa';
 import type { ApiErrorBody } from '../protocol/api.js';
 import { displayRepository } from '../protocol/repository.js';
@@ -37,6 +37,22 @@ export const domainStatus: Record<DomainCode, number> = {
   job_running: 409,
   run_ended: 409,
   other_users_run: 403,
+  unauthorized: 401,
+  quota_exceeded: 429,
+  resolutions_busy: 429,
+  repository_refused: 422,
+  repository_not_found: 422,
+  repository_listing_too_large: 422,
+  ref_not_found: 422,
+  invalid_name: 400,
+  image_in_use: 409,
+  payload_too_large: 413,
+  size_mismatch: 400,
+  checksum_mismatch: 422,
+  insufficient_storage: 507,
+  upload_stalled: 408,
+  empty_upload: 400,
+  upload_aborted: 400,
 };
 
 export type Logger = (line: string) => void;

@@ -7,7 +7,7 @@ import { Op, QueryTypes, type WhereOptions } from 'sequelize';
 import type { ImageFormat, ImageListEntry, ImageView, ProviderImage } from '../protocol/api.js';
 
 import { plainRow, plainRows, type Database, type ImageRow } from './db/index.js';
-import { ApiError, forbidden, notFound } from './errors.js';
+import { DomainError, forbidden, notFound, type DomainCode } from './domain-error.js';
 import type { Quotas } from './quotas.js';
 import type { Caller } from '../protocol/api.js';
 import { KeyedQueue } from '../images/keyed-queue.js';
@@ -37,7 +37,7 @@ export interface UploadRequest {
 /** Checks a name or tag: no slashes, no dots at the start, nothing that could leave the store. */
 export function checkName(what: 'name' | 'tag', value: string): string {
   if (!namePattern.test(value) || value.includes('..')) {
-    throw new ApiError(400, 'invalid_name', `image ${what} ${JSON.stringify(value)} is not allowed: use a-z, 0-9, . _ - (no "..", up to 100)`, {
+    throw new DomainError('invalid_name', `image ${what} ${JSON.stringify(value)} is not allowed: use a-z, 0-9, . _ - (no "..", up to 100)`, {
       [what]: value,
     });
   }
@@ -47,7 +47,7 @@ export function checkName(what: 'name' | 'tag', value: string): string {
 /** `name` or `name:tag` (tag latest by default). */
 export function parseRef(ref: string): { name: string; tag: string } {
   const [name, tag = 'latest', ...rest] = ref.split(':');
-  if (rest.length > 0) throw new ApiError(400, 'invalid_name', `not an image reference: ${JSON.stringify(ref)} (use name or name:tag)`);
+  if (rest.length > 0) throw new DomainError('invalid_name', `not an image reference: ${JSON.stringify(ref)} (use name or name:tag)`);
   return { name: checkName('name', name), tag: checkName('tag', tag) };
 }
 
@@ -108,14 +108,14 @@ export class ImageCatalog {
     const name = checkName('name', request.name);
     const tag = checkName('tag', request.tag);
     if (!imageFormats.includes(request.format as ImageFormat)) {
-      throw new ApiError(400, 'invalid_request', `format is one of ${imageFormats.join(', ')}, not ${JSON.stringify(request.format)}`);
+      throw new DomainError('invalid_request', `format is one of ${imageFormats.join(', ')}, not ${JSON.stringify(request.format)}`);
     }
-    if (!/^[A-Za-z0-9_.-]{1,32}$/.test(request.arch)) throw new ApiError(400, 'invalid_request', `not an architecture: ${JSON.stringify(request.arch)}`);
+    if (!/^[A-Za-z0-9_.-]{1,32}$/.test(request.arch)) throw new DomainError('invalid_request', `not an architecture: ${JSON.stringify(request.arch)}`);
     if (typeof request.expectedSha256 === 'string' && !/^[0-9a-fA-F]{64}$/.test(request.expectedSha256)) {
-      throw new ApiError(400, 'invalid_request', 'the expected sha256 must be 64 hex digits');
+      throw new DomainError('invalid_request', 'the expected sha256 must be 64 hex digits');
     }
     if (request.expiresInSeconds !== undefined && request.expiresInSeconds > this.limits.maxExpiry) {
-      throw new ApiError(400, 'invalid_request', `expiry longer than the maximum of ${this.limits.maxExpiry}s`);
+      throw new DomainError('invalid_request', `expiry longer than the maximum of ${this.limits.maxExpiry}s`);
     }
     const ref = `${name}:${tag}`;
     const existing = plainRow(await this.db.images.findByPk(ref, { raw: true }));
@@ -188,7 +188,7 @@ export class ImageCatalog {
     });
   }
 
-  /** Throws 429 if `size` more bytes under `ref` (replacing the caller's own image there) pass the caller's quota. */
+  /** Throws `quota_exceeded` if `size` more bytes under `ref` (replacing the caller's own image there) pass the caller's quota. */
   private async admitBytes(caller: Caller, ref: string, size: number): Promise<void> {
     if (this.quotas?.limitsOf(caller)?.imageBytes === undefined) return;
     const account = this.quotas.accountOf(caller.name);
@@ -235,7 +235,7 @@ export class ImageCatalog {
   async remove(caller: Caller, name: string, tag: string): Promise<void> {
     const row = await this.get(name, tag);
     if (row.owner !== caller.name && caller.role !== 'admin') throw forbidden(`image ${row.ref} belongs to another user`);
-    if (this.inUse(row.ref)) throw new ApiError(409, 'image_in_use', `image ${row.ref} is used by a live reservation`);
+    if (this.inUse(row.ref)) throw new DomainError('image_in_use', `image ${row.ref} is used by a live reservation`);
     // Only the record as read goes: the same tag uploaded anew meanwhile stays.
     await this.forget({ ref: row.ref, sha256: row.sha256 });
   }
@@ -274,31 +274,27 @@ export class ImageCatalog {
   }
 }
 
-/** Runs `step`, turning the store's refusals into API errors with stable codes. */
+/** The code a user is told for each of the store's refusals. */
+const refusalCodes: Record<Exclude<UploadError['reason'], 'too_large'>, DomainCode> = {
+  size_mismatch: 'size_mismatch',
+  checksum_mismatch: 'checksum_mismatch',
+  no_space: 'insufficient_storage',
+  stalled: 'upload_stalled',
+  empty: 'empty_upload',
+  aborted: 'upload_aborted',
+};
+
+/** Runs `step`, turning the store's refusals into domain errors with stable codes. */
 async function refusals<T>(step: () => Promise<T>, maxSize: number): Promise<T> {
   try {
     return await step();
   } catch (error) {
     if (!(error instanceof UploadError)) throw error;
-    switch (error.reason) {
-      case 'too_large':
-        throw tooLarge(maxSize);
-      case 'size_mismatch':
-        throw new ApiError(400, 'size_mismatch', error.message);
-      case 'checksum_mismatch':
-        throw new ApiError(422, 'checksum_mismatch', error.message);
-      case 'no_space':
-        throw new ApiError(507, 'insufficient_storage', error.message);
-      case 'stalled':
-        throw new ApiError(408, 'upload_stalled', error.message);
-      case 'empty':
-        throw new ApiError(400, 'empty_upload', error.message);
-      default:
-        throw new ApiError(400, 'upload_aborted', error.message);
-    }
+    if (error.reason === 'too_large') throw tooLarge(maxSize);
+    throw new DomainError(refusalCodes[error.reason] ?? 'upload_aborted', error.message);
   }
 }
 
-function tooLarge(limit: number): ApiError {
-  return new ApiError(413, 'payload_too_large', `the image is larger than the limit of ${limit} bytes`, { limit });
+function tooLarge(limit: number): DomainError {
+  return new DomainError('payload_too_large', `the image is larger than the limit of ${limit} bytes`, { limit });
 }

@@ -8,8 +8,9 @@
 // more, the `Paddock-Next-Cursor` header carries the cursor of the next page and `Link` its URL
 // (rel="next"). The client library follows them (client/http.ts getAll).
 import type Koa from 'koa';
-import { Op, type WhereOptions } from 'sequelize';
-import { ApiError } from './errors.js';
+import { Op, type Model, type ModelStatic, type WhereOptions } from 'sequelize';
+import { plainRows } from './db/index.js';
+import { DomainError } from './domain-error.js';
 
 export type KeyPart = string | number;
 export type Key = KeyPart[];
@@ -29,14 +30,14 @@ export const pageQuery = {
   cursor: 'from the Paddock-Next-Cursor header of the page before',
 };
 
-/** The page a request asks for; 400 invalid_request for a bad limit or a cursor this list did not make. */
+/** The page a request asks for; `invalid_request` for a bad limit or a cursor this list did not make. */
 export function pageOf(ctx: Koa.Context, keyLength: number): Page {
   const limitText = ctx.query.limit;
   let limit = defaultPageSize;
   if (limitText !== undefined) {
     limit = Number(limitText);
     if (typeof limitText !== 'string' || !/^\d{1,4}$/.test(limitText) || limit < 1 || limit > maxPageSize) {
-      throw new ApiError(400, 'invalid_request', `limit is a whole number from 1 to ${maxPageSize}`, { max: maxPageSize });
+      throw new DomainError('invalid_request', `limit is a whole number from 1 to ${maxPageSize}`, { max: maxPageSize });
     }
   }
   const cursor = ctx.query.cursor;
@@ -52,7 +53,7 @@ export function pageOf(ctx: Koa.Context, keyLength: number): Page {
     Array.isArray(after) &&
     after.length === keyLength &&
     after.every((part) => typeof part === 'string' || (typeof part === 'number' && Number.isFinite(part)));
-  if (!valid) throw new ApiError(400, 'invalid_request', 'not a cursor of this list: pass the Paddock-Next-Cursor of the page before, unchanged');
+  if (!valid) throw new DomainError('invalid_request', 'not a cursor of this list: pass the Paddock-Next-Cursor of the page before, unchanged');
   return { limit, after: after as Key };
 }
 
@@ -113,6 +114,29 @@ export function rowsPage<T>(rows: T[], key: (row: T) => Key, page: Page): { item
   if (rows.length <= page.limit) return { items: rows };
   const items = rows.slice(0, page.limit);
   return { items, next: key(items[items.length - 1]) };
+}
+
+/**
+ * One page of the rows of `model` that match `where`, newest first: keys [createdAt ms, id], both
+ * descending, so rows made in the same millisecond keep one order across pages.
+ */
+export async function newestFirst<Row extends { createdAt: Date; id: string }>(
+  model: ModelStatic<Model<Row>>,
+  where: WhereOptions<Row>,
+  page: Page,
+): Promise<{ items: Row[]; next?: Key }> {
+  const rows = plainRows(
+    await model.findAll({
+      where: { ...where, ...afterWhere(['createdAt', 'id'], page, true) },
+      order: [
+        ['createdAt', 'DESC'],
+        ['id', 'DESC'],
+      ],
+      limit: page.limit + 1,
+      raw: true,
+    }),
+  );
+  return rowsPage(rows, (row) => [new Date(row.createdAt).getTime(), row.id], page);
 }
 
 /** Answers with the page's items, and the next page's cursor in headers when there is one. */

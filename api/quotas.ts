@@ -1,7 +1,7 @@
 // Per-user quotas: what one user may hold, queue and store at once, so no user can crowd the others
 // out. Limits come from the config (`quotas.default`, and `quotas.tokens.NAME` over it for one
 // token). The checks are called from the places that create what they count (reservations, runs,
-// image uploads) and throw 429 `quota_exceeded` with `{ quota, limit, current, requested }`.
+// image uploads) and throw `quota_exceeded` (429) with `{ quota, limit, current, requested }`.
 //
 // Whose use is counted: a caller's "account". A run token (named after its run) counts against the
 // owner of the run's job, so a job cannot multiply its owner's quota by running many times. Admin
@@ -9,7 +9,7 @@
 // it gets the admin account's limits like any run (the script is untrusted code).
 import type { Reservation } from './scheduler/records.js';
 import type { Caller } from '../protocol/api.js';
-import { ApiError } from './errors.js';
+import { DomainError } from './domain-error.js';
 import { KeyedQueue } from '../images/keyed-queue.js';
 
 export const quotaNames = ['reservations', 'queued', 'machines', 'imageBytes', 'uploads', 'runs'] as const;
@@ -51,7 +51,7 @@ export class Quotas {
   }
 
   /**
-   * Throws 429 when `current` (what the caller's account holds, counted by the caller) plus what is
+   * Throws `quota_exceeded` when `current` (what the caller's account holds, counted by the caller) plus what is
    * in flight plus `requested` is over the limit. Otherwise the requested amount stays in flight
    * until the returned function is called: callers whose new item becomes countable only after an
    * await hold it that way, so concurrent requests cannot all pass the same check.
@@ -62,7 +62,7 @@ export class Quotas {
     const key = `${this.accountOf(caller.name)}\u0000${quota}`;
     const held = this.inFlight.get(key) ?? 0;
     if (current + held + requested > limit) {
-      throw new ApiError(429, 'quota_exceeded', `over your quota of ${limit} ${meaning[quota]}: you have ${current + held}, this asks for ${requested} more`, {
+      throw new DomainError('quota_exceeded', `over your quota of ${limit} ${meaning[quota]}: you have ${current + held}, this asks for ${requested} more`, {
         quota,
         limit,
         current: current + held,

@@ -6,16 +6,18 @@
 // codes; git's own words go to the server log only, since they would tell a user whether an
 // internal host:port is open.
 import type { Config } from './config.js';
-import { ApiError, type Logger } from './errors.js';
-import { CheckoutError, displayRepository, resolveRef, rulesFor, type RepositoryRules } from '../protocol/repository.js';
+import { DomainError, type DomainCode } from './domain-error.js';
+import type { Logger } from './errors.js';
+import { CheckoutError, displayRepository, type CheckoutErrorCode, resolveRef, rulesFor, type RepositoryRules } from '../protocol/repository.js';
 
 export type RepositoryConfig = Config['repositories'];
 
-const errorStatus: Record<string, { status: number; code: string }> = {
-  repository_refused: { status: 422, code: 'repository_refused' },
-  repository_unreachable: { status: 422, code: 'repository_not_found' },
-  repository_listing_too_large: { status: 422, code: 'repository_listing_too_large' },
-  ref_not_found: { status: 422, code: 'ref_not_found' },
+/** The code a user is told for each refusal of a checkout; git's own words stay in the log. */
+const refusalCodes: Partial<Record<CheckoutErrorCode, DomainCode>> = {
+  repository_refused: 'repository_refused',
+  repository_unreachable: 'repository_not_found',
+  repository_listing_too_large: 'repository_listing_too_large',
+  ref_not_found: 'ref_not_found',
 };
 
 interface Waiter {
@@ -23,7 +25,7 @@ interface Waiter {
   start(): void;
 }
 
-const busy = (message: string, limit: number, scope: 'user' | 'server') => new ApiError(429, 'resolutions_busy', message, { limit, scope });
+const busy = (message: string, limit: number, scope: 'user' | 'server') => new DomainError('resolutions_busy', message, { limit, scope });
 
 export class RepositoryResolver {
   private running = 0;
@@ -40,16 +42,16 @@ export class RepositoryResolver {
     return rulesFor({ transports: this.config.transports, localRoots: this.config.localRoots }, owner);
   }
 
-  /** The commit `ref` names in `repository`, resolved for `owner`; an ApiError with a stable code otherwise. */
+  /** The commit `ref` names in `repository`, resolved for `owner`; a DomainError with a stable code otherwise. */
   async resolve(owner: string, repository: string, ref: string): Promise<string> {
     await this.acquire(owner);
     try {
       return await resolveRef(repository, ref, { rules: this.rulesFor(owner), timeoutMs: this.config.timeout * 1000, maxOutputBytes: this.config.maxListing });
     } catch (error) {
-      if (!(error instanceof CheckoutError) || !errorStatus[error.code]) throw error;
+      const code = error instanceof CheckoutError ? refusalCodes[error.code] : undefined;
+      if (!(error instanceof CheckoutError) || !code) throw error;
       if (error.gitMessage) this.log(`repository ${displayRepository(repository)} of ${owner}: ${error.gitMessage}`);
-      const { status, code } = errorStatus[error.code];
-      throw new ApiError(status, code, error.message, { repository: displayRepository(repository), ref });
+      throw new DomainError(code, error.message, { repository: displayRepository(repository), ref });
     } finally {
       this.release(owner);
     }
@@ -64,7 +66,7 @@ export class RepositoryResolver {
     this.runningFor.set(owner, (this.runningFor.get(owner) ?? 0) + 1);
   }
 
-  /** A slot for `owner`, at once or after waiting in order; 429 when the user's queue is full or no slot comes within the timeout. */
+  /** A slot for `owner`, at once or after waiting in order; `resolutions_busy` when the user's queue is full or no slot comes within the timeout. */
   private async acquire(owner: string): Promise<void> {
     if (this.canStart(owner) && !this.waiters.some((waiter) => waiter.owner === owner)) return this.take(owner);
     const queued = this.waiters.filter((waiter) => waiter.owner === owner).length;

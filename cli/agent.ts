@@ -15,7 +15,8 @@ export interface AgentCommandOptions {
   tokenFile?: string;
   data: string;
   kinds?: string;
-  concurrency: string;
+  /** Checked by the command line (1 to 256, as the config's agent.concurrency). */
+  concurrency: number;
 }
 
 export async function runAgent(options: AgentCommandOptions): Promise<Agent> {
@@ -29,9 +30,6 @@ export async function runAgent(options: AgentCommandOptions): Promise<Agent> {
   const kinds = options.kinds?.split(',').filter(Boolean);
   const unknown = kinds?.filter((kind) => !knownKinds().includes(kind)) ?? [];
   if (unknown.length > 0) throw new PaddockError(`agent: unknown kind ${unknown.join(', ')}; the kinds are ${knownKinds().join(', ')}`, 'configuration');
-  const concurrency = Number(options.concurrency);
-  if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 256)
-    throw new PaddockError(`agent: --concurrency ${options.concurrency} is not a whole number from 1 to 256`, 'configuration');
   const paddock = new Paddock({ token }); // checks PADDOCK_URL
   const url = process.env.PADDOCK_URL!;
   const me = await paddock.whoami();
@@ -40,7 +38,15 @@ export async function runAgent(options: AgentCommandOptions): Promise<Agent> {
   if (me.name !== options.name)
     throw new PaddockError(`this token is for agent ${me.name}, not ${options.name}: an agent token speaks only for its own name`, 'forbidden');
   const dataDir = path.resolve(options.data);
-  const agent = new Agent({ url, token, name: options.name, dataDir, concurrency, ...(kinds ? { kinds } : {}), log: (line) => console.error(line) });
+  const agent = new Agent({
+    url,
+    token,
+    name: options.name,
+    dataDir,
+    concurrency: options.concurrency,
+    ...(kinds ? { kinds } : {}),
+    log: (line) => console.error(line),
+  });
   agent.start();
   console.error(`agent ${options.name}: pulling work from ${url} for ${(kinds ?? knownKinds()).join(', ')} machines, data in ${dataDir}`);
   const stop = (signal: string) => {

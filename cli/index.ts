@@ -21,8 +21,10 @@ const progress = (line: string): void => {
   process.stderr.write(`${line}\n`);
 };
 
-const positiveInteger = (name: string) => (value: string) => {
-  if (!/^\d+$/.test(value) || Number(value) < 1) throw new InvalidArgumentError(`${name} is a whole number of at least 1`);
+const positiveInteger = (name: string, max?: number) => (value: string) => {
+  if (!/^\d+$/.test(value) || Number(value) < 1 || (max !== undefined && Number(value) > max)) {
+    throw new InvalidArgumentError(`${name} is a whole number ${max === undefined ? 'of at least 1' : `from 1 to ${max}`}`);
+  }
   return Number(value);
 };
 const integer = (value: string) => {
@@ -235,8 +237,8 @@ export function program(remoteCommand: string[] = []): Command {
     .option('--token-file <file>', 'read the token from this file (owned by this user, mode 0600) rather than PADDOCK_TOKEN')
     .option('--data <dir>', 'where the agent keeps its image cache and what its machines hold', './paddock-agent-data')
     .option('--kinds <kinds>', 'the machine kinds it provisions, comma-separated (default: every kind)')
-    .option('--concurrency <n>', 'provisioning and release tasks at once', '16')
-    .action(async (options: { name: string; tokenFile?: string; data: string; kinds?: string; concurrency: string }) => {
+    .option('--concurrency <n>', 'provisioning and release tasks at once, 1 to 256', positiveInteger('--concurrency', 256), 16)
+    .action(async (options: { name: string; tokenFile?: string; data: string; kinds?: string; concurrency: number }) => {
       const { runAgent } = await import('./agent.js');
       await runAgent(options); // the agent keeps the process alive
     });

@@ -11,7 +11,7 @@ import type { RunState } from '../../protocol/runner.js';
 import type { Tokens } from '../auth.js';
 import { plainRow, plainRows, type Database, type RunRow } from '../db/index.js';
 import { DomainError, forbidden, notFound } from '../domain-error.js';
-import { afterWhere, maxPageSize, rowsPage, type Key, type Page } from '../pages.js';
+import { maxPageSize, newestFirst, type Key, type Page } from '../pages.js';
 import { LongPoll } from '../pull.js';
 import type { JobCatalog } from './catalog.js';
 import type { RunLogs } from './logs.js';
@@ -118,21 +118,9 @@ export class Runs {
 
   /** One page of runs, newest first (keys: [createdAt ms, id]). */
   async list(caller: Caller, options: { job?: string; all?: boolean }, page: Page = { limit: maxPageSize }): Promise<{ items: RunView[]; next?: Key }> {
-    const where: Record<string, unknown> = options.all && caller.role === 'admin' ? {} : { owner: caller.name };
+    const where: { owner?: string; jobId?: string } = options.all && caller.role === 'admin' ? {} : { owner: caller.name };
     if (options.job) where.jobId = (await this.catalog.get(caller, options.job)).id;
-    Object.assign(where, afterWhere(['createdAt', 'id'], page, true));
-    const rows = plainRows(
-      await this.db.runs.findAll({
-        where,
-        order: [
-          ['createdAt', 'DESC'],
-          ['id', 'DESC'],
-        ],
-        limit: page.limit + 1,
-        raw: true,
-      }),
-    );
-    const { items, next } = rowsPage(rows, (row) => [new Date(row.createdAt).getTime(), row.id], page);
+    const { items, next } = await newestFirst(this.db.runs, where, page);
     return { items: items.map((row) => runView(this.live.get(row.id) ?? row)), ...(next ? { next } : {}) };
   }
 

@@ -2,11 +2,13 @@
 // explain, credentials, renew, release.
 import type Koa from 'koa';
 import { PassThrough } from 'node:stream';
+import { z } from 'zod';
 import { consoleSecret } from '../scheduler/console-secret.js';
 import type { CredentialsView, ReservationExplainView, ReservationState } from '../../protocol/api.js';
 import { ApiError, forbidden } from '../errors.js';
+import { bounds, duration, integer, text } from '../fields.js';
 import { explainSpec } from '../scheduler/match.js';
-import { parseMembers, reservationRequestSchema } from '../scheduler/requests.js';
+import { parseMembers } from '../scheduler/requests.js';
 import { reservationView, type Reservation } from '../scheduler/records.js';
 import type { Caller } from '../../protocol/api.js';
 import type { Reservations } from '../scheduler/reservations.js';
@@ -17,6 +19,22 @@ import { pageOf, pageQuery, rowsPage, sendPage } from '../pages.js';
 import { knownHostsLine } from '../../protocol/ssh.js';
 
 const caller = (ctx: Koa.Context) => ctx.state.caller as Caller;
+
+const memberSchema = z.strictObject({
+  role: text({ max: 32, pattern: /^[A-Za-z][A-Za-z0-9_-]{0,31}$/, message: 'a role is a word: letters, digits, _ and -' }),
+  spec: text({ min: 1, max: 2000 }),
+  count: integer(1, 1000).default(1),
+  image: text({ min: 1, max: 200 }).optional(),
+});
+
+/** The body of POST /v1/reservations; what it parses to is what the scheduler takes. */
+const reservationRequestSchema = z.strictObject({
+  members: z.array(memberSchema).min(1).max(64),
+  lease: duration('lease', bounds.leaseSeconds).optional(),
+  priority: integer(-1000, 1000).default(0),
+  queueTimeout: duration('queue timeout', bounds.queueTimeoutSeconds).optional(),
+  idempotencyKey: text({ min: 1, max: 200 }).optional(),
+});
 
 const waitStates: Record<string, ReservationState[]> = {
   ready: ['ready'],

@@ -1,27 +1,20 @@
-// The shape of a reservation request, validated at the edge; specs are parsed here too so that a
-// malformed one is refused with its position before anything else happens.
-import { z } from 'zod';
+// A reservation request as the scheduler takes it, and its members' specs parsed here so that a
+// malformed one is refused with its position before anything else happens. The request's shape is
+// checked at the edge (the route's schema, api/routes/reservations.ts); the scheduler trusts it.
 import type { MemberView } from '../../protocol/api.js';
 import { DomainError } from '../domain-error.js';
 import { parseSpecCached, SpecError, type Spec } from './spec.js';
-import { bounds, duration, integer, text } from '../fields.js';
 
-export const memberSchema = z.strictObject({
-  role: text({ max: 32, pattern: /^[A-Za-z][A-Za-z0-9_-]{0,31}$/, message: 'a role is a word: letters, digits, _ and -' }),
-  spec: text({ min: 1, max: 2000 }),
-  count: integer(1, 1000).default(1),
-  image: text({ min: 1, max: 200 }).optional(),
-});
-
-export const reservationRequestSchema = z.strictObject({
-  members: z.array(memberSchema).min(1).max(64),
-  lease: duration('lease', bounds.leaseSeconds).optional(),
-  priority: integer(-1000, 1000).default(0),
-  queueTimeout: duration('queue timeout', bounds.queueTimeoutSeconds).optional(),
-  idempotencyKey: text({ min: 1, max: 200 }).optional(),
-});
-
-export type ReservationRequestInput = z.infer<typeof reservationRequestSchema>;
+/** A reservation request once the edge has checked it: durations in seconds, defaults filled in. */
+export interface ReservationRequestInput {
+  members: MemberView[];
+  /** Seconds; the policy's default lease when absent. */
+  lease?: number;
+  priority: number;
+  /** Seconds; the policy's queue timeout when absent. */
+  queueTimeout?: number;
+  idempotencyKey?: string;
+}
 
 export interface ParsedMember {
   role: string;

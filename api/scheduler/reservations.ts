@@ -7,7 +7,7 @@ import type { Caller, EventView, ReservationState } from '../../protocol/api.js'
 import { generateKeyPairAsync } from '../../protocol/ssh.js';
 import { plainRow, plainRows, type EventRow } from '../db/index.js';
 import { DomainError, forbidden, notFound } from '../domain-error.js';
-import { afterWhere, compareKeys, maxPageSize, rowsPage, slicePage, type Key, type Page } from '../pages.js';
+import { compareKeys, maxPageSize, newestFirst, slicePage, type Key, type Page } from '../pages.js';
 import { canEverSatisfy } from './allocate.js';
 import type { Grants } from './grants.js';
 import { isEnded, liveStates } from './lifecycle.js';
@@ -163,19 +163,7 @@ export class Reservations {
       );
     }
     await store.flush();
-    const where = { ...(everyone ? {} : { owner: caller.name }), ...afterWhere(['createdAt', 'id'], page, true) };
-    const rows = plainRows(
-      await db.reservations.findAll({
-        where,
-        order: [
-          ['createdAt', 'DESC'],
-          ['id', 'DESC'],
-        ],
-        limit: page.limit + 1,
-        raw: true,
-      }),
-    );
-    const { items, next } = rowsPage(rows, (row) => [new Date(row.createdAt).getTime(), row.id], page);
+    const { items, next } = await newestFirst(db.reservations, everyone ? {} : { owner: caller.name }, page);
     return { items: items.map((row) => live.get(row.id) ?? reservationFromRow(row)), ...(next ? { next } : {}) };
   }
 

@@ -106,3 +106,22 @@ test.serial("tokens that are not the agent's own are refused before any work is 
   t.is(badKind.code, 1);
   t.regex(badKind.stderr, /unknown kind \.\.\/\.\.\/etc; the kinds are/);
 });
+
+test.serial('a --concurrency that is not a whole number from 1 to 256 is a usage error (exit 2) before the agent starts', async (t) => {
+  const token = (await admin.createToken('lab-3', 'agent')).token;
+  for (const value of ['0', '-1', 'x', '1.5', '257', '99999999999999999999']) {
+    const bad = await agentExits(['--name', 'lab-3', '--data', path.join(dir, 'c'), '--concurrency', value], token);
+    t.is(bad.code, 2, value);
+    t.regex(
+      bad.stderr,
+      new RegExp(`argument '${value.replace('.', '\\.')}' is invalid\\. --concurrency is a whole number from 1 to 256 \\(usage\\)\\n$`),
+      value,
+    );
+    t.notRegex(bad.stderr, /\n\s+at /, `${value}: no stack trace`);
+  }
+  // The bound itself is taken: this run gets past the option and is refused for its token instead.
+  const userToken = (await admin.createToken('fay', 'user')).token;
+  const atBound = await agentExits(['--name', 'fay', '--data', path.join(dir, 'c'), '--concurrency', '256'], userToken);
+  t.is(atBound.code, 1);
+  t.regex(atBound.stderr, /an agent needs a token of role agent.*\(forbidden\)/);
+});
