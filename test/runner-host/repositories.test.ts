@@ -90,7 +90,7 @@ test.before(async () => {
         '  transports: [https, ssh, http]',
         // Each user's own folder, and one shared folder.
         `  localRoots: [${JSON.stringify(path.join(root, 'users', '{user}'))}, ${JSON.stringify(path.join(root, 'shared'))}]`,
-        '  timeout: 3s',
+        '  timeout: 10s', // long enough for git to list 60,000 refs on a busy machine
         '  maxListing: 64KiB',
         '  concurrency: 8',
         '  perUser: 2',
