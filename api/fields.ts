@@ -113,6 +113,7 @@ export const queryParameters: Record<string, z.ZodType> = {
   all: flag,
   ended: flag,
   follow: flag,
+  offset: text({ max: 15, pattern: /^\d+$/, message: 'a number of bytes (a whole number)' }),
   wait: word,
   timeout: text({ max: 12, pattern: /^\d+(\.\d+)?$/, message: 'a number of seconds' }),
   state: word,

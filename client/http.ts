@@ -8,6 +8,8 @@ import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import type { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { once } from 'node:events';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type WebSocket from 'ws';
 import got, { HTTPError, ParseError, RequestError, type Got } from 'got';
 import { errorFromBody, PaddockConnectionError, PaddockError } from './errors.js';
@@ -27,6 +29,9 @@ export interface ServerSentEvent {
 
 /** Ordinary requests give up after this; long-polls add the time they asked the server to wait. */
 const requestTimeoutMs = 60_000;
+
+/** A broken follow is taken up again this many times in a row, up to 5 s apart: about 5 minutes. */
+const followAttempts = 64;
 
 export class Http {
   private readonly client: Got;
@@ -235,6 +240,39 @@ export class Http {
       await pipeline(stream, target);
     } catch (error) {
       throw this.translate(error);
+    }
+  }
+
+  /**
+   * A growing log (`follow=1`) into `target` until the server ends it. A connection that breaks (the
+   * server restarting, the network gone for a while) is taken up again at the byte where it stopped
+   * (`offset`), so the target gets every byte once. `pin` names a query parameter to fix from the
+   * first answer's `Paddock-<Name>` header (which machine's console), so a resumed stream is the same
+   * one. An error answer is not retried.
+   */
+  async follow(path: string, query: URLSearchParams, target: Writable, pin?: string): Promise<void> {
+    let offset = 0;
+    for (let failures = 0; ;) {
+      if (offset > 0) query.set('offset', String(offset));
+      const stream = this.client.stream.get(`${path}?${query.toString()}`, { retry: { limit: 0 }, timeout: { connect: 10_000 } });
+      if (pin) {
+        stream.once('response', (response: { headers: Record<string, string | string[] | undefined> }) => {
+          const value = response.headers[`paddock-${pin}`];
+          if (typeof value === 'string' && !query.has(pin)) query.set(pin, value);
+        });
+      }
+      try {
+        for await (const chunk of stream as AsyncIterable<Buffer>) {
+          offset += chunk.length;
+          failures = 0;
+          if (!target.write(chunk)) await once(target, 'drain');
+        }
+        return;
+      } catch (error) {
+        const translated = this.translate(error);
+        if (!(translated instanceof PaddockConnectionError) || ++failures >= followAttempts) throw translated;
+        await sleep(Math.min(5000, 100 * 2 ** failures));
+      }
     }
   }
 

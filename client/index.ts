@@ -200,13 +200,16 @@ export class Reservation {
 
   /**
    * Writes a machine's serial console log (default: the first machine with one) into `target`;
-   * with `follow`, keeps streaming new output until the reservation ends.
+   * with `follow`, keeps streaming new output until the reservation ends, taking a broken connection
+   * up again where it stopped.
    */
   async console(target: Writable, options: { machine?: string; follow?: boolean } = {}): Promise<void> {
     const query = new URLSearchParams();
     if (options.machine) query.set('machine', options.machine);
-    if (options.follow) query.set('follow', '1');
-    await this.http.download(`${this.path()}/console${query.size ? `?${query.toString()}` : ''}`, target);
+    if (options.follow) {
+      query.set('follow', '1');
+      await this.http.follow(`${this.path()}/console`, query, target, 'machine');
+    } else await this.http.download(`${this.path()}/console${query.size ? `?${query.toString()}` : ''}`, target);
   }
 
   /**

@@ -80,9 +80,13 @@ export class Jobs {
     }
   }
 
-  /** Writes the run's output into `target`; with `follow`, keeps streaming until the run ends. */
+  /**
+   * Writes the run's output into `target`; with `follow`, keeps streaming until the run ends, taking
+   * a broken connection up again where it stopped.
+   */
   async log(id: string, target: Writable, options: { follow?: boolean } = {}): Promise<void> {
-    await this.http.download(`${runPath(id)}/log${options.follow ? '?follow=1' : ''}`, target);
+    if (options.follow) await this.http.follow(`${runPath(id)}/log`, new URLSearchParams({ follow: '1' }), target);
+    else await this.http.download(`${runPath(id)}/log`, target);
   }
 
   /** The runner hosts heard from (admins). */

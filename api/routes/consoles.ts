@@ -13,7 +13,7 @@ import type { Allocation, Reservation } from '../scheduler/records.js';
 import type { Caller } from '../../protocol/api.js';
 import type { Scheduler } from '../scheduler/scheduler.js';
 import type { RouteTable } from './define.js';
-import { streamLog } from './follow.js';
+import { offsetOf, streamLog } from './follow.js';
 
 export function consoleRoutes(table: RouteTable, scheduler: Scheduler, consolesDir: string): void {
   table.define(
@@ -21,7 +21,11 @@ export function consoleRoutes(table: RouteTable, scheduler: Scheduler, consolesD
       method: 'get',
       path: '/v1/reservations/:id/console',
       summary: "A machine's serial console log, as text; `follow=1` streams it live until the reservation ends",
-      query: { machine: "which of the reservation's machines (default: the first with a log)", follow: '1 to keep streaming new output' },
+      query: {
+        machine: "which of the reservation's machines (default: the first with a log; the answer's Paddock-Machine header says which)",
+        follow: '1 to keep streaming new output',
+        offset: 'bytes to skip: where a broken follow stopped',
+      },
       responses: { 200: 'text/plain', 400: 'machine is not a machine name', 404: 'not a machine of this reservation, or no console log (yet)' },
     },
     async (ctx) => {
@@ -51,11 +55,14 @@ export function consoleRoutes(table: RouteTable, scheduler: Scheduler, consolesD
         ));
       if (!exists && !follow)
         throw new ApiError(404, 'not_found', `reservation ${reservation.id} has no console log${allocation ? ` for ${allocation.machine}` : ''}`);
+      const start = offsetOf(ctx);
+      if (allocation) ctx.set('Paddock-Machine', allocation.machine);
       streamLog(
         ctx,
         async () => file,
         follow,
         () => !scheduler.reservations.isLive(reservation.id),
+        start,
       );
     },
   );

@@ -1,25 +1,42 @@
 // Streams a growing log file (a console, a job run's output) as a text answer. With `follow` the
 // answer stays open and carries what is appended until `ended()` holds; one last pass after the end
-// sends what came in before it.
+// sends what came in before it. `offset` starts the answer that many bytes in, so a follower whose
+// connection broke picks up where it stopped: nothing twice, nothing lost.
 import { setTimeout as sleep } from 'node:timers/promises';
 import { open, stat } from 'node:fs/promises';
 import { PassThrough } from 'node:stream';
 import type Koa from 'koa';
+import { ApiError } from '../errors.js';
+
+/** The query's `offset`: a byte count to start from (0 when absent). */
+export function offsetOf(ctx: Koa.Context): number {
+  const value = ctx.query.offset;
+  if (value === undefined) return 0;
+  if (typeof value !== 'string' || !/^\d{1,15}$/.test(value)) throw new ApiError(400, 'invalid_parameter', 'offset is a number of bytes (a whole number)');
+  return Number(value);
+}
 
 /**
  * Sets `ctx.body` to the file's text, from `locate()` (which may name no file yet: when following,
  * it is asked again until one appears).
  */
-export function streamLog(ctx: Koa.Context, locate: () => Promise<string | undefined>, follow: boolean, ended: () => boolean): void {
+export function streamLog(ctx: Koa.Context, locate: () => Promise<string | undefined>, follow: boolean, ended: () => boolean, start = 0): void {
   ctx.type = 'text/plain; charset=utf-8';
   ctx.set('Cache-Control', 'no-store');
   const body = new PassThrough();
   ctx.body = body;
-  void copy(ctx, body, locate, follow, ended);
+  void copy(ctx, body, locate, follow, ended, start);
 }
 
-async function copy(ctx: Koa.Context, body: PassThrough, locate: () => Promise<string | undefined>, follow: boolean, ended: () => boolean): Promise<void> {
-  let offset = 0;
+async function copy(
+  ctx: Koa.Context,
+  body: PassThrough,
+  locate: () => Promise<string | undefined>,
+  follow: boolean,
+  ended: () => boolean,
+  start: number,
+): Promise<void> {
+  let offset = start;
   let closed = false;
   let finishing = false;
   let file: string | undefined;

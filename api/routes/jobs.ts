@@ -10,7 +10,7 @@ import type { Caller } from '../../protocol/api.js';
 import type { RouteTable } from './define.js';
 import { compareKeys, pageOf, pageQuery, sendPage, slicePage, type Key } from '../pages.js';
 import type { JobView } from '../../protocol/api.js';
-import { streamLog } from './follow.js';
+import { offsetOf, streamLog } from './follow.js';
 
 const caller = (ctx: Koa.Context) => ctx.state.caller as Caller;
 
@@ -132,7 +132,7 @@ export function jobRoutes(table: RouteTable, jobs: JobService): void {
       method: 'get',
       path: '/v1/runs/:id/log',
       summary: "A run's output as text; follow=1 streams it live until the run ends",
-      query: { follow: '1 to keep streaming new output' },
+      query: { follow: '1 to keep streaming new output', offset: 'bytes to skip: where a broken follow stopped' },
       responses: { 200: 'text/plain' },
     },
     async (ctx) => {
@@ -143,6 +143,7 @@ export function jobRoutes(table: RouteTable, jobs: JobService): void {
         async () => jobs.logs.file(run.id),
         follow,
         () => !jobs.runs.isLive(run.id),
+        offsetOf(ctx),
       );
     },
   );

@@ -75,6 +75,9 @@ test("the console route refuses paths and other reservations' machines, and read
     [`?machine=${own}%00`, 400],
     [`?machine=${own}&machine=${other}`, 400],
     ['?machine=', 400],
+    ['?offset=-1', 400],
+    ['?offset=1e3', 400],
+    ['?offset=12345678901234567890', 400],
     [`?machine=${other}`, 404],
     ['?machine=no-such-machine', 404],
   ];
@@ -94,6 +97,9 @@ test("the console route refuses paths and other reservations' machines, and read
   t.is((await consoleOf(alice, aliceReservation.id, `?machine=${own}`)).body, 'alice console: login ok\n');
   t.is((await consoleOf(alice, aliceReservation.id, '')).body, 'alice console: login ok\n');
   t.is((await consoleOf(bob, bobReservation.id, '')).body, 'bob console: BOB-PRIVATE-OUTPUT\n');
+  // A follower whose connection broke asks from where it stopped; the answer names the machine.
+  const resumed = await consoleOf(alice, aliceReservation.id, '?offset=6');
+  t.is(resumed.body, 'console: login ok\n');
 });
 
 /** Opens the console stream as any WebSocket client would; resolves with the socket or the refusal. */

@@ -49,18 +49,23 @@ test('the API killed with -9 mid-run and started again: the run ends passed, its
       return sink.text;
     };
     await waitFor(async () => /before/.test(await logOf()), 120_000, 'the first line');
+    // A follower started before the crash rides it out: it takes the log up again where it broke.
+    const followed = textSink();
+    const following = paddock.jobs.log(run.id, followed, { follow: true });
 
     await killHard(server);
     server = undefined;
     await new Promise((resolve) => setTimeout(resolve, 2000));
     server = await startServerProcess(['--config', config], url);
 
-    const ended = await paddock.jobs.wait(run.id, { timeoutSeconds: 90 });
+    const ended = await paddock.jobs.wait(run.id, { timeoutSeconds: 300 });
     t.is(ended.state, 'passed', await logOf());
     t.is(ended.exitCode, 0);
     const log = await logOf();
     t.regex(log, /before\n(.|\n)*after\n(.|\n)*paddock: run passed/);
-    const next = await paddock.jobs.wait((await paddock.jobs.run('long')).id, { timeoutSeconds: 90 });
+    await following;
+    t.is(followed.text, log, 'the follower got every byte of the log, once');
+    const next = await paddock.jobs.wait((await paddock.jobs.run('long')).id, { timeoutSeconds: 300 });
     t.is(next.state, 'passed', 'the runner host takes the next run');
   } finally {
     await stopGracefully(runner);
