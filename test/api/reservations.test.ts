@@ -38,7 +38,7 @@ const reserve = async (body: unknown) => api.http().post('v1/reservations', { js
 const waitReady = async (id: string) =>
   (await api.http().get(`v1/reservations/${id}`, { searchParams: { wait: 'ready', timeout: 300 } })).body as ReservationView;
 const release = async (id: string) => (await api.http().delete(`v1/reservations/${id}`)).body as ReservationView;
-const waitState = async (id: string, state: string, seconds = 20) => {
+const waitState = async (id: string, state: string, seconds = 120) => {
   const deadline = Date.now() + seconds * 1000;
   for (;;) {
     const view = (await api.http().get(`v1/reservations/${id}`)).body as ReservationView;

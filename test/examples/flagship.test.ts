@@ -176,7 +176,7 @@ test.serial(
     t.regex(stdout, /board-1: sshReady/);
     t.regex(stdout, /board-2: sshReady/);
     t.regex(stdout, /summary: built flagship-/);
-    await waitFor(() => allAvailable(paddock), 60_000, 'every machine available again');
+    await waitFor(() => allAvailable(paddock), 180_000, 'every machine available again');
     t.deepEqual((await paddock.machines()).map((machine) => `${machine.name} ${machine.state}`).sort(), [
       'board-1 available',
       'board-2 available',

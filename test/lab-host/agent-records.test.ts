@@ -30,7 +30,7 @@ test('leftover records at start: released, unreadable ones too; records of unkno
   const api = await startApi(testConfig(embeddedConfig, data));
   t.teardown(() => api.close());
   const removed = Object.values(files).filter(([, , goes]) => goes);
-  await waitFor(async () => removed.every(([name]) => !existsSync(path.join(records, `${name}.json`))), 60_000, 'the leftover records removed');
+  await waitFor(async () => removed.every(([name]) => !existsSync(path.join(records, `${name}.json`))), 180_000, 'the leftover records removed');
   t.false(existsSync(runDir), "the whole record's run directory was released");
   t.true(existsSync(path.join(records, `${files.unknownMachine[0]}.json`)), 'the record of a machine not served is kept');
 
