@@ -6,6 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import path from 'node:path';
 import { ImageCache } from './image-cache.js';
 import type { AgentMachine, AgentReport, AgentTask } from '../protocol/agent.js';
+import { version } from '../protocol/version.js';
 import { describeFailure, PullWorker } from '../protocol/worker.js';
 import { createProvisioner, machineKinds } from '../provisioners/registry.js';
 import { TaskLoop } from './loop.js';
@@ -47,8 +48,9 @@ export class Agent {
       url: options.url,
       token: options.token,
       claimPath: 'v1/agent/claim',
-      // `resume` on the first claim: the API hands back what this agent held before it stopped.
-      claimBody: (first) => ({ agent: options.name, kinds: this.kinds, resume: first, wait: 20 }),
+      // `resume` on the first claim: the API hands back what this agent held before it stopped. The
+      // version and the clock let the API tell a lab host that lags behind (`paddock agents ls`).
+      claimBody: (first) => ({ agent: options.name, kinds: this.kinds, resume: first, wait: 20, version, clock: new Date().toISOString() }),
       tasksOf: (answer) => (answer as { tasks: AgentTask[] }).tasks,
       onTask: (task) => void this.loop.submit(task),
       log: this.log,
@@ -124,7 +126,9 @@ export class Agent {
     const seen = new Set<string>();
     // One line per reason, not one per machine: a cloud that is down would otherwise fill the log.
     const unlisted = new Map<string, string[]>();
-    const machines = (await this.worker.http.get('v1/agent/machines', { searchParams: { kinds: this.kinds.join(',') } }).json()) as AgentMachine[];
+    const machines = (await this.worker.http
+      .get('v1/agent/machines', { searchParams: { kinds: this.kinds.join(','), agent: this.options.name } })
+      .json()) as AgentMachine[];
     await Promise.all(
       machines.map(async (machine) => {
         const provisioner = this.provisioner(machine.kind);

@@ -1,5 +1,6 @@
 // /v1/agent: how lab-host agents pull work and report back. Agents need the agent or admin role,
-// and an agent token speaks only for the agent of its own name.
+// and an agent token speaks only for the agent of its own name, which is its lab host's: it sees and
+// moves only the machines whose `labHost` is that name. /v1/agents lists them for admins.
 import type Koa from 'koa';
 import { z } from 'zod';
 import { stages, type Caller, type Role } from '../../protocol/api.js';
@@ -7,6 +8,7 @@ import { ApiError } from '../errors.js';
 import { integer, machineText, name, text } from '../fields.js';
 import type { AgentTasks } from '../scheduler/agents.js';
 import type { RouteTable } from './define.js';
+import { pageOf, pageQuery, sendPage, slicePage } from '../pages.js';
 
 const agentName = name('agent', { at: true });
 const port = integer(1, 65535);
@@ -21,6 +23,9 @@ const claimSchema = z.strictObject({
     .max(32),
   resume: z.boolean().default(false),
   wait: z.number().min(0).max(60).default(0),
+  /** The agent's Paddock version and its clock (ISO 8601), shown on `paddock agents ls`. */
+  version: text({ max: 40 }).optional(),
+  clock: z.iso.datetime({ offset: true }).optional(),
 });
 
 const reportSchema = z.strictObject({
@@ -70,7 +75,11 @@ export function agentRoutes(table: RouteTable, agents: AgentTasks): void {
       body: { schema: claimSchema, name: 'claim' },
     },
     async (ctx, claim) => {
-      ctx.body = { tasks: await agents.claim(checkAgent(ctx, claim.agent), claim.kinds, claim.resume, claim.wait * 1000) };
+      checkAgent(ctx, claim.agent);
+      let gone = false;
+      ctx.res.once('close', () => (gone = !ctx.res.writableFinished));
+      const info = { ...(claim.version === undefined ? {} : { version: claim.version }), ...(claim.clock === undefined ? {} : { clock: claim.clock }) };
+      ctx.body = { tasks: await agents.claim(claim.agent, claim.kinds, claim.resume, claim.wait * 1000, info, () => gone) };
     },
   );
 
@@ -92,15 +101,37 @@ export function agentRoutes(table: RouteTable, agents: AgentTasks): void {
     {
       method: 'get',
       path: '/v1/agent/machines',
-      summary: 'Machines of the given kinds with their live reservations, for leak cleanup',
+      summary: "The machines of an agent's lab host of the given kinds with their live reservations, for leak cleanup",
       roles,
-      query: { kinds: 'comma-separated kinds' },
+      query: {
+        kinds: 'comma-separated kinds',
+        agent: "the agent (an agent token: its own name, the default; an admin: any, or every lab host's machines without it)",
+      },
     },
     (ctx) => {
+      const caller = ctx.state.caller as Caller;
+      const agent = typeof ctx.query.agent === 'string' ? checkAgent(ctx, ctx.query.agent) : caller.role === 'agent' ? caller.name : undefined;
       ctx.body = agents.agentMachines(
+        agent,
         String(ctx.query.kinds ?? '')
           .split(',')
           .filter(Boolean),
+      );
+    },
+  );
+
+  table.define(
+    {
+      method: 'get',
+      path: '/v1/agents',
+      summary: 'The lab hosts and their agents: state, version, last heard, machines, tasks held, warnings, by name (admins; paginated)',
+      roles: ['admin'],
+      query: pageQuery,
+    },
+    (ctx) => {
+      sendPage(
+        ctx,
+        slicePage(agents.agentViews(), (agent) => [agent.name], pageOf(ctx, 1)),
       );
     },
   );
