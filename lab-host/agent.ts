@@ -37,6 +37,8 @@ export class Agent {
   private readonly images: ImageCache;
   private readonly log: (line: string) => void;
   private sweeper?: NodeJS.Timeout;
+  private heartbeats?: NodeJS.Timeout;
+  private beating = false;
   /** Leftovers seen by the last periodic sweep (machine + reservation): removed when seen again. */
   private suspects = new Set<string>();
 
@@ -66,10 +68,34 @@ export class Agent {
   }
 
   start(): void {
+    this.beating = true;
+    this.heartbeat();
     this.worker.start(() => this.startSweeping());
   }
 
+  /**
+   * Heartbeats beside the claims, so the API hears this agent while it sweeps at start or backs
+   * off; the API answers how often it wants them.
+   */
+  private heartbeat(): void {
+    const json = { agent: this.options.name, version, clock: new Date().toISOString() };
+    void this.worker.http
+      .post('v1/agent/heartbeat', { json })
+      .json<{ intervalSeconds: number }>()
+      .then(
+        (answer) => Math.max(100, answer.intervalSeconds * 1000),
+        () => 5000,
+      )
+      .then((delay) => {
+        if (!this.beating) return;
+        this.heartbeats = setTimeout(() => this.heartbeat(), delay);
+        this.heartbeats.unref();
+      });
+  }
+
   async stop(): Promise<void> {
+    this.beating = false;
+    clearTimeout(this.heartbeats);
     clearInterval(this.sweeper);
     await this.worker.stop();
     // Provisioning in flight is abandoned (the next start resumes it); a release under way is

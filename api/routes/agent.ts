@@ -7,6 +7,7 @@ import { stages, type Caller, type Role } from '../../protocol/api.js';
 import { ApiError } from '../errors.js';
 import { integer, machineText, name, text } from '../fields.js';
 import type { AgentTasks } from '../scheduler/agents.js';
+import type { AgentInfo } from '../scheduler/lab-hosts.js';
 import type { RouteTable } from './define.js';
 import { pageOf, pageQuery, sendPage, slicePage } from '../pages.js';
 
@@ -25,7 +26,13 @@ const claimSchema = z.strictObject({
   wait: z.number().min(0).max(60).default(0),
   /** The agent's Paddock version and its clock (ISO 8601), shown on `paddock agents ls`. */
   version: text({ max: 40 }).optional(),
-  clock: z.iso.datetime({ offset: true }).optional(),
+  clock: text({ max: 40, pattern: /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?(Z|[+-]\d\d:\d\d)$/, message: 'an ISO 8601 time' }).optional(),
+});
+
+const heartbeatSchema = z.strictObject({
+  agent: agentName,
+  version: claimSchema.shape.version,
+  clock: claimSchema.shape.clock,
 });
 
 const reportSchema = z.strictObject({
@@ -64,6 +71,11 @@ function checkAgent(ctx: Koa.Context, agent: string): string {
   return agent;
 }
 
+/** What an agent says of itself in a claim or a heartbeat. */
+function agentInfo(body: { version?: string; clock?: string }): AgentInfo {
+  return { ...(body.version === undefined ? {} : { version: body.version }), ...(body.clock === undefined ? {} : { clock: body.clock }) };
+}
+
 export function agentRoutes(table: RouteTable, agents: AgentTasks): void {
   const roles: Role[] = ['agent', 'admin'];
   table.define(
@@ -78,8 +90,21 @@ export function agentRoutes(table: RouteTable, agents: AgentTasks): void {
       checkAgent(ctx, claim.agent);
       let gone = false;
       ctx.res.once('close', () => (gone = !ctx.res.writableFinished));
-      const info = { ...(claim.version === undefined ? {} : { version: claim.version }), ...(claim.clock === undefined ? {} : { clock: claim.clock }) };
-      ctx.body = { tasks: await agents.claim(claim.agent, claim.kinds, claim.resume, claim.wait * 1000, info, () => gone) };
+      ctx.body = { tasks: await agents.claim(claim.agent, claim.kinds, claim.resume, claim.wait * 1000, agentInfo(claim), () => gone) };
+    },
+  );
+
+  table.define(
+    {
+      method: 'post',
+      path: '/v1/agent/heartbeat',
+      summary: 'Say the agent is alive (with its version and clock) while it does other things than claim; answers how often to send it',
+      roles,
+      body: { schema: heartbeatSchema, name: 'heartbeat' },
+    },
+    async (ctx, heartbeat) => {
+      checkAgent(ctx, heartbeat.agent);
+      ctx.body = { intervalSeconds: await agents.heartbeat(heartbeat.agent, agentInfo(heartbeat)) };
     },
   );
 
@@ -108,10 +133,10 @@ export function agentRoutes(table: RouteTable, agents: AgentTasks): void {
         agent: "the agent (an agent token: its own name, the default; an admin: any, or every lab host's machines without it)",
       },
     },
-    (ctx) => {
+    async (ctx) => {
       const caller = ctx.state.caller as Caller;
       const agent = typeof ctx.query.agent === 'string' ? checkAgent(ctx, ctx.query.agent) : caller.role === 'agent' ? caller.name : undefined;
-      ctx.body = agents.agentMachines(
+      ctx.body = await agents.agentMachines(
         agent,
         String(ctx.query.kinds ?? '')
           .split(',')

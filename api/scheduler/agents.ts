@@ -72,6 +72,13 @@ export class AgentTasks {
     return tasks;
   }
 
+  /** An agent's heartbeat: it is heard. Answers how often to send one (a third of the timeout), in seconds. */
+  async heartbeat(agent: string, info: AgentInfo): Promise<number> {
+    this.hear(agent, info);
+    await this.state.store.flush();
+    return this.heartbeatTimeoutMs / 3000;
+  }
+
   private get heartbeatTimeoutMs(): number {
     return (this.state.policy.agents?.heartbeatTimeout ?? 30) * 1000;
   }
@@ -186,9 +193,13 @@ export class AgentTasks {
 
   /**
    * The machines of the given kinds (of one lab host, when `agent` names it), with the reservations
-   * that may leave traces on each.
+   * that may leave traces on each. Asked in an agent's name, it counts as hearing from it.
    */
-  agentMachines(agent: string | undefined, kinds: string[]): AgentMachine[] {
+  async agentMachines(agent: string | undefined, kinds: string[]): Promise<AgentMachine[]> {
+    if (agent !== undefined) {
+      this.hear(agent);
+      await this.state.store.flush();
+    }
     const live = new Map<string, string[]>();
     for (const reservation of this.state.live.values()) {
       for (const allocation of reservation.allocations) {
