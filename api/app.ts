@@ -17,8 +17,9 @@ import { machineRoutes } from './routes/machines.js';
 import { reservationRoutes } from './routes/reservations.js';
 import { tokenRoutes } from './routes/tokens.js';
 import type { Scheduler } from './scheduler/scheduler.js';
+import { version } from '../protocol/version.js';
 
-export const version = '0.1.0';
+export { version };
 
 export interface AppDeps {
   scheduler: Scheduler;

@@ -38,6 +38,8 @@ const machineSchema = z.strictObject({
   labels: z.record(labelKey, z.union([z.string(), z.number(), z.boolean()]).transform(String)).default({}),
   capacities: z.record(labelKey, quantity).default({}),
   settings: z.unknown().optional(),
+  /** The lab host whose agent (`paddock agent --name NAME`) provisions it; by default the embedded agent's (`agent.name`). */
+  labHost: nameSchema.optional(),
   /** A pool of this many identical machines (VM slots), named NAME-1 … NAME-N. */
   count: z.number().int().min(1).max(10000).optional(),
 });
@@ -129,6 +131,15 @@ export const configSchema = z.strictObject({
       sweepInterval: duration.default(60),
     })
     .default({ enabled: true, name: 'local', concurrency: 16, provisionTimeout: 600, sweepInterval: 60 }),
+  agents: z
+    .strictObject({
+      /**
+       * A lab host's agent not heard from for this long (no claim open, no report) is silent: its
+       * machines go offline until it is heard again.
+       */
+      heartbeatTimeout: duration.refine((seconds) => seconds >= 1, 'at least 1s').default(30),
+    })
+    .default({ heartbeatTimeout: 30 }),
   images: z
     .strictObject({
       /** The largest upload accepted. */
@@ -175,7 +186,8 @@ export const configSchema = z.strictObject({
   machines: z.array(machineSchema).default([]),
 });
 
-export type Config = z.infer<typeof configSchema>;
+/** A parsed config: every machine names its lab host (the embedded agent's when it named none). */
+export type Config = Omit<z.infer<typeof configSchema>, 'machines'> & { machines: (z.infer<typeof configSchema>['machines'][number] & { labHost: string })[] };
 
 /**
  * What `paddock serve` runs without a config file: the API on 127.0.0.1:7300, data in
@@ -259,7 +271,10 @@ export function parseConfig(text: string, file = '<config>'): Config {
       parsed.error.issues.map((issue) => `${where(issue.path)}: ${issue.message}`),
     );
   }
-  const config = parsed.data;
+  const config: Config = {
+    ...parsed.data,
+    machines: parsed.data.machines.map((machine) => ({ ...machine, labHost: machine.labHost ?? parsed.data.agent.name })),
+  };
   const problems: string[] = [];
   const seen = new Set<string>();
   const identities = new Map<string, string>();

@@ -128,6 +128,7 @@ export const queryParameters: Record<string, z.ZodType> = {
   origin: word,
   expires: text({ max: 40 }),
   runner: name('runner'),
+  agent: name('agent', { at: true }),
   // Their meaning is checked by api/pages.ts (400 invalid_request); here only what any text must be.
   limit: text({ max: 40 }),
   cursor: text({ max: 4000 }),

@@ -51,8 +51,8 @@ export async function startApi(options: ServeOptions): Promise<RunningApi> {
   const agentToken = config.agent.enabled ? await tokens.rotate(config.agent.name, 'agent').catch(closing(db)) : undefined;
   // Provider pools (OpenStack flavors) become machines before the scheduler loads the inventory.
   const pools = await expandProviderPools(config, { dataDir: config.dataDir, log });
-  const { lease, queue, health, reaper } = config;
-  const scheduler = new Scheduler(db, { machines: config.machines, policy: { lease, queue, health, reaper }, poolLimits: pools.limits });
+  const { lease, queue, health, reaper, agents } = config;
+  const scheduler = new Scheduler(db, { machines: config.machines, policy: { lease, queue, health, reaper, agents }, poolLimits: pools.limits });
   const quotas = new Quotas(config.quotas);
   scheduler.reservations.admit = (caller, members, live) => quotas.admitReservation(caller, members, live);
   await scheduler.start();

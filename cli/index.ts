@@ -398,12 +398,15 @@ export function program(remoteCommand: string[] = []): Command {
         machine.name,
         machine.kind,
         machine.state,
+        machine.labHost,
         machine.reservationId ?? '-',
         Object.entries(machine.labels)
           .map(([key, value]) => `${key}=${value}`)
           .join(' '),
       ]);
-      print(table([['NAME', 'KIND', 'STATE', 'RESERVATION', 'LABELS'], ...rows]));
+      print(table([['NAME', 'KIND', 'STATE', 'LAB HOST', 'RESERVATION', 'LABELS'], ...rows]));
+      for (const machine of list.filter((each) => each.state === 'offline'))
+        print(`${machine.name}: offline since ${machine.offlineSince ?? '?'}: ${machine.reason ?? ''}`);
     });
   machines
     .command('maintenance')
@@ -416,6 +419,28 @@ export function program(remoteCommand: string[] = []): Command {
     .description('put a machine back into service (admins)')
     .argument('<name>')
     .action(async (name: string) => print(`${name}: ${(await client().activate(name)).state}`));
+
+  cli
+    .command('agents')
+    .description('the lab hosts and their agents (admins)')
+    .command('ls')
+    .description('every lab host the machines name and every agent heard: state, version, last heard, machines, tasks, warnings')
+    .option('--json', 'as JSON')
+    .action(async (options: { json?: boolean }) => {
+      const list = await client().agents();
+      if (options.json) return print(list);
+      if (list.length === 0) return print('no lab hosts');
+      const rows = list.map((agent) => [
+        agent.name,
+        agent.state,
+        agent.version ?? '-',
+        agent.lastHeard ?? 'never',
+        agent.machines.join(',') || '-',
+        agent.tasks.join(',') || '-',
+      ]);
+      print(table([['NAME', 'STATE', 'VERSION', 'LAST HEARD', 'MACHINES', 'TASKS'], ...rows]));
+      for (const agent of list) for (const warning of agent.warnings) print(`${agent.name}: ${warning}`);
+    });
 
   const tokens = cli.command('token').description('tokens (admins)');
   tokens

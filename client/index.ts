@@ -8,6 +8,7 @@
 //   const { stdout } = await reservation.run('build', 'uname -a');
 import { setTimeout as sleep } from 'node:timers/promises';
 import type {
+  AgentView,
   CredentialsView,
   EventView,
   ExplainView,
@@ -104,6 +105,11 @@ export class Paddock {
 
   activate(name: string): Promise<MachineView> {
     return this.http.post(`v1/machines/${encodeURIComponent(name)}/activate`);
+  }
+
+  /** The lab hosts and their agents (admins): state, version, last heard, machines, tasks, warnings. */
+  async agents(): Promise<AgentView[]> {
+    return (await this.http.getAll<AgentView>('v1/agents')).items;
   }
 
   /** Which machines a spec matches, and the first term every other machine fails. */

@@ -10,6 +10,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import path from 'node:path';
 import { ImageCache } from './image-cache.js';
 import type { AgentMachine, AgentReport, AgentTask } from '../protocol/agent.js';
+import { version } from '../protocol/version.js';
 import { describeFailure, PullWorker } from '../protocol/worker.js';
 import { createProvisioner, machineKinds } from '../provisioners/registry.js';
 import { ProvisioningJournal, type JournalEntry } from './journal.js';
@@ -44,6 +45,8 @@ export class Agent {
   private readonly reported = new Set<string>();
   private readonly log: (line: string) => void;
   private sweeper?: NodeJS.Timeout;
+  private heartbeats?: NodeJS.Timeout;
+  private beating = false;
   /** Leftovers seen by the last periodic sweep (machine + reservation): removed when seen again. */
   private suspects = new Set<string>();
 
@@ -55,8 +58,9 @@ export class Agent {
       url: options.url,
       token: options.token,
       claimPath: 'v1/agent/claim',
-      // `resume` on the first claim: the API hands back what this agent held before it stopped.
-      claimBody: (first) => ({ agent: options.name, kinds: this.kinds, resume: first, wait: 20 }),
+      // `resume` on the first claim: the API hands back what this agent held before it stopped. The
+      // version and the clock let the API tell a lab host that lags behind (`paddock agents ls`).
+      claimBody: (first) => ({ agent: options.name, kinds: this.kinds, resume: first, wait: 20, version, clock: new Date().toISOString() }),
       tasksOf: (answer) => (answer as { tasks: AgentTask[] }).tasks,
       onTask: (task) => void this.loop.submit(task),
       log: this.log,
@@ -74,10 +78,34 @@ export class Agent {
   }
 
   start(): void {
+    this.beating = true;
+    this.heartbeat();
     this.worker.start(() => this.startSweeping());
   }
 
+  /**
+   * Heartbeats beside the claims, so the API hears this agent while it sweeps at start or backs
+   * off; the API answers how often it wants them.
+   */
+  private heartbeat(): void {
+    const json = { agent: this.options.name, version, clock: new Date().toISOString() };
+    void this.worker.http
+      .post('v1/agent/heartbeat', { json })
+      .json<{ intervalSeconds: number }>()
+      .then(
+        (answer) => Math.max(100, answer.intervalSeconds * 1000),
+        () => 5000,
+      )
+      .then((delay) => {
+        if (!this.beating) return;
+        this.heartbeats = setTimeout(() => this.heartbeat(), delay);
+        this.heartbeats.unref();
+      });
+  }
+
   async stop(): Promise<void> {
+    this.beating = false;
+    clearTimeout(this.heartbeats);
     clearInterval(this.sweeper);
     await this.worker.stop();
     // Provisioning in flight is abandoned (the next start resumes it); a release under way is
@@ -135,7 +163,9 @@ export class Agent {
     const seen = new Set<string>();
     // One line per reason, not one per machine: a cloud that is down would otherwise fill the log.
     const unlisted = new Map<string, string[]>();
-    const machines = (await this.worker.http.get('v1/agent/machines', { searchParams: { kinds: this.kinds.join(',') } }).json()) as AgentMachine[];
+    const machines = (await this.worker.http
+      .get('v1/agent/machines', { searchParams: { kinds: this.kinds.join(','), agent: this.options.name } })
+      .json()) as AgentMachine[];
     // The first sweep runs before any task is taken: temporary files of interrupted writes can go.
     const records = this.recordsByMachine(await this.journal.list({ clean: !twice }), machines);
     await Promise.all(

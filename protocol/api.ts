@@ -5,7 +5,8 @@ export type ReservationState = 'queued' | 'allocated' | 'provisioning' | 'ready'
 
 export const endStates: readonly ReservationState[] = ['released', 'failed', 'expired', 'cancelled'];
 
-export type MachineState = 'new' | 'available' | 'reserved' | 'maintenance' | 'quarantined' | 'retired';
+/** `offline`: its lab host's agent is silent (past `agents.heartbeatTimeout`); it returns to its state before when the agent is heard again. */
+export type MachineState = 'new' | 'available' | 'reserved' | 'maintenance' | 'quarantined' | 'offline' | 'retired';
 
 export { stages } from './agent.js';
 export type { Stage, AgentTask, AgentReport, AgentMachine } from './agent.js';
@@ -60,6 +61,11 @@ export interface AllocationView {
    * goes through it; telnet to it works where the lab allows it and asks for the console secret first.
    */
   console?: { host: string; port: number };
+  /**
+   * Set while the machine's lab host is silent (ISO 8601, since when): the machine may still work,
+   * but its agent cannot release it, report a loss or relay its console until it is heard again.
+   */
+  labHostSilentSince?: string;
 }
 
 /**
@@ -123,12 +129,36 @@ export interface EventView {
 export interface MachineView {
   name: string;
   kind: string;
+  /** The lab host whose agent provisions it (config `labHost`). */
+  labHost: string;
   state: MachineState;
   labels: Record<string, string>;
   capacities: Record<string, number>;
   reservationId?: string;
   reason?: string;
   failures: number;
+  /** While offline: since when (ISO 8601); `reason` says why. */
+  offlineSince?: string;
+}
+
+/** A lab host's agent as the API knows it (GET /v1/agents): the lab hosts the machines name, and every agent heard. */
+export interface AgentView {
+  name: string;
+  /** `silent`: not heard within `agents.heartbeatTimeout`, its machines are offline. */
+  state: 'online' | 'silent';
+  /** What it said in its last claim. */
+  version?: string;
+  /** When it was last heard (a claim, a report); absent if not since the API started. */
+  lastHeard?: string;
+  silentSince?: string;
+  /** Its clock minus the API's, in seconds, as its last claim showed it. */
+  clockOffsetSeconds?: number;
+  /** The machines whose `labHost` is this name. */
+  machines: string[];
+  /** The allocations it holds a provisioning or release task of. */
+  tasks: string[];
+  /** What is wrong with it: an older version, a clock off by more than the bound. */
+  warnings: string[];
 }
 
 export interface ExplainView {

@@ -9,6 +9,7 @@ import * as images from './migrations/0002-images.js';
 import * as imageHealth from './migrations/0003-image-health.js';
 import * as requeues from './migrations/0004-requeues.js';
 import * as jobs from './migrations/0005-jobs.js';
+import * as offline from './migrations/0006-offline-machines.js';
 
 export interface TokenRow {
   name: string;
@@ -27,6 +28,9 @@ export interface MachineRow {
   labels: string;
   capacities: string;
   updatedAt: Date;
+  /** While offline (its lab host silent): the state it returns to, and since when. */
+  onlineState: string | null;
+  offlineSince: Date | null;
 }
 
 export interface ReservationRow {
@@ -134,6 +138,7 @@ const migrations = [
   { name: '0003-image-health', module: imageHealth },
   { name: '0004-requeues', module: requeues },
   { name: '0005-jobs', module: jobs },
+  { name: '0006-offline-machines', module: offline },
 ];
 
 /** Whether a migration has not been applied yet, read from umzug's own table (`SequelizeMeta`). */
@@ -197,6 +202,8 @@ export async function openDatabase(dataDir: string): Promise<Database> {
       labels: DataTypes.TEXT,
       capacities: DataTypes.TEXT,
       updatedAt: DataTypes.DATE,
+      onlineState: DataTypes.STRING,
+      offlineSince: DataTypes.DATE,
     },
     plain,
   );

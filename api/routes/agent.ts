@@ -1,12 +1,15 @@
 // /v1/agent: how lab-host agents pull work and report back. Agents need the agent or admin role,
-// and an agent token speaks only for the agent of its own name.
+// and an agent token speaks only for the agent of its own name, which is its lab host's: it sees and
+// moves only the machines whose `labHost` is that name. /v1/agents lists them for admins.
 import type Koa from 'koa';
 import { z } from 'zod';
 import { stages, type Caller, type Role } from '../../protocol/api.js';
 import { ApiError } from '../errors.js';
 import { integer, machineText, name, text } from '../fields.js';
 import type { AgentTasks } from '../scheduler/agents.js';
+import type { AgentInfo } from '../scheduler/lab-hosts.js';
 import type { RouteTable } from './define.js';
+import { pageOf, pageQuery, sendPage, slicePage } from '../pages.js';
 
 const agentName = name('agent', { at: true });
 const port = integer(1, 65535);
@@ -21,6 +24,15 @@ const claimSchema = z.strictObject({
     .max(32),
   resume: z.boolean().default(false),
   wait: z.number().min(0).max(60).default(0),
+  /** The agent's Paddock version and its clock (ISO 8601), shown on `paddock agents ls`. */
+  version: text({ max: 40 }).optional(),
+  clock: text({ max: 40, pattern: /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?(Z|[+-]\d\d:\d\d)$/, message: 'an ISO 8601 time' }).optional(),
+});
+
+const heartbeatSchema = z.strictObject({
+  agent: agentName,
+  version: claimSchema.shape.version,
+  clock: claimSchema.shape.clock,
 });
 
 const reportSchema = z.strictObject({
@@ -59,6 +71,11 @@ function checkAgent(ctx: Koa.Context, agent: string): string {
   return agent;
 }
 
+/** What an agent says of itself in a claim or a heartbeat. */
+function agentInfo(body: { version?: string; clock?: string }): AgentInfo {
+  return { ...(body.version === undefined ? {} : { version: body.version }), ...(body.clock === undefined ? {} : { clock: body.clock }) };
+}
+
 export function agentRoutes(table: RouteTable, agents: AgentTasks): void {
   const roles: Role[] = ['agent', 'admin'];
   table.define(
@@ -70,7 +87,24 @@ export function agentRoutes(table: RouteTable, agents: AgentTasks): void {
       body: { schema: claimSchema, name: 'claim' },
     },
     async (ctx, claim) => {
-      ctx.body = { tasks: await agents.claim(checkAgent(ctx, claim.agent), claim.kinds, claim.resume, claim.wait * 1000) };
+      checkAgent(ctx, claim.agent);
+      let gone = false;
+      ctx.res.once('close', () => (gone = !ctx.res.writableFinished));
+      ctx.body = { tasks: await agents.claim(claim.agent, claim.kinds, claim.resume, claim.wait * 1000, agentInfo(claim), () => gone) };
+    },
+  );
+
+  table.define(
+    {
+      method: 'post',
+      path: '/v1/agent/heartbeat',
+      summary: 'Say the agent is alive (with its version and clock) while it does other things than claim; answers how often to send it',
+      roles,
+      body: { schema: heartbeatSchema, name: 'heartbeat' },
+    },
+    async (ctx, heartbeat) => {
+      checkAgent(ctx, heartbeat.agent);
+      ctx.body = { intervalSeconds: await agents.heartbeat(heartbeat.agent, agentInfo(heartbeat)) };
     },
   );
 
@@ -92,15 +126,37 @@ export function agentRoutes(table: RouteTable, agents: AgentTasks): void {
     {
       method: 'get',
       path: '/v1/agent/machines',
-      summary: 'Machines of the given kinds with their live reservations, for leak cleanup',
+      summary: "The machines of an agent's lab host of the given kinds with their live reservations, for leak cleanup",
       roles,
-      query: { kinds: 'comma-separated kinds' },
+      query: {
+        kinds: 'comma-separated kinds',
+        agent: "the agent (an agent token: its own name, the default; an admin: any, or every lab host's machines without it)",
+      },
     },
-    (ctx) => {
-      ctx.body = agents.agentMachines(
+    async (ctx) => {
+      const caller = ctx.state.caller as Caller;
+      const agent = typeof ctx.query.agent === 'string' ? checkAgent(ctx, ctx.query.agent) : caller.role === 'agent' ? caller.name : undefined;
+      ctx.body = await agents.agentMachines(
+        agent,
         String(ctx.query.kinds ?? '')
           .split(',')
           .filter(Boolean),
+      );
+    },
+  );
+
+  table.define(
+    {
+      method: 'get',
+      path: '/v1/agents',
+      summary: 'The lab hosts and their agents: state, version, last heard, machines, tasks held, warnings, by name (admins; paginated)',
+      roles: ['admin'],
+      query: pageQuery,
+    },
+    (ctx) => {
+      sendPage(
+        ctx,
+        slicePage(agents.agentViews(), (agent) => [agent.name], pageOf(ctx, 1)),
       );
     },
   );

@@ -1,12 +1,15 @@
 // The agents' side of the scheduler: lab-host agents take provisioning and release tasks (a
 // long-poll, api/pull.ts) and report stages, readiness, failures and finished releases, which move
 // reservations along. What a failure means is failure.ts's pure verdict; this file carries it out.
-import type { AgentMachine, AgentReport, AgentTask } from '../../protocol/api.js';
+// An agent is the agent of one lab host (its name): it gets the tasks of that lab host's machines
+// only. A lab host not heard from (lab-hosts.ts) has its machines taken offline by `watch`.
+import type { AgentMachine, AgentReport, AgentTask, AgentView } from '../../protocol/api.js';
 import { DomainError, notFound } from '../domain-error.js';
 import { consoleSecret } from './console-secret.js';
 import { failureVerdict } from './failure.js';
 import type { Grants } from './grants.js';
 import type { Machines } from './machines.js';
+import type { AgentInfo, LabHosts } from './lab-hosts.js';
 import type { Allocation, MachineEntry, Reservation } from './records.js';
 import type { SchedulerState } from './state.js';
 
@@ -20,14 +23,31 @@ export class AgentTasks {
     private readonly state: SchedulerState,
     private readonly grants: Grants,
     private readonly machines: Machines,
+    private readonly labHosts: LabHosts,
   ) {}
 
+  /** At start: every lab host the machines name; those with machines stored offline stay silent. */
+  start(): void {
+    const offlineSince = new Map<string, number | undefined>();
+    for (const machine of this.state.inventory.machines.values()) {
+      if (machine.state === 'retired') continue;
+      const since = machine.state === 'offline' ? machine.offlineSince : undefined;
+      const known = offlineSince.get(machine.labHost);
+      offlineSince.set(machine.labHost, known === undefined ? since : since === undefined ? known : Math.min(known, since));
+    }
+    this.labHosts.start(offlineSince);
+  }
+
   /**
-   * Hands an agent the tasks for machines of its kinds. `resume` (an agent's first claim after it
-   * started) also hands back the tasks it had taken before a crash, which provisioners redo safely.
+   * Hands an agent the tasks for the machines of its lab host (its name) and of its kinds. `resume`
+   * (an agent's first claim after it started) also hands back the tasks it had taken before a
+   * crash, which provisioners redo safely. The claim counts as hearing from the agent for as long
+   * as it is open and `gone` (the agent hung up) says no; it waits at most half the heartbeat
+   * timeout, so an agent whose connection died without a word is not heard for long.
    */
-  async claim(agent: string, kinds: string[], resume: boolean, waitMs: number): Promise<AgentTask[]> {
+  async claim(agent: string, kinds: string[], resume: boolean, waitMs: number, info: AgentInfo = {}, gone: () => boolean = () => false): Promise<AgentTask[]> {
     const { state } = this;
+    this.hear(agent, info);
     if (resume) {
       for (const reservation of state.live.values()) {
         for (const allocation of reservation.allocations) {
@@ -37,9 +57,30 @@ export class AgentTasks {
         }
       }
     }
-    const tasks = await state.agentPull.claim(() => this.take(agent, kinds), waitMs);
+    const closed = this.labHosts.claimOpened(agent, gone);
+    let tasks: AgentTask[];
+    try {
+      tasks = await state.agentPull.claim(
+        () => this.take(agent, kinds),
+        Math.min(waitMs, this.heartbeatTimeoutMs / 2),
+        () => !gone(),
+      );
+    } finally {
+      closed();
+    }
     await state.store.flush();
     return tasks;
+  }
+
+  /** An agent's heartbeat: it is heard. Answers how often to send one (a third of the timeout), in seconds. */
+  async heartbeat(agent: string, info: AgentInfo): Promise<number> {
+    this.hear(agent, info);
+    await this.state.store.flush();
+    return this.heartbeatTimeoutMs / 3000;
+  }
+
+  private get heartbeatTimeoutMs(): number {
+    return (this.state.policy.agents?.heartbeatTimeout ?? 30) * 1000;
   }
 
   private take(agent: string, kinds: string[]): AgentTask[] {
@@ -47,7 +88,7 @@ export class AgentTasks {
     const taken: AgentTask[] = [];
     for (const [id, task] of state.tasks) {
       const machine = state.inventory.get(task.allocation.machine);
-      if (!machine || !kinds.includes(machine.kind)) continue;
+      if (!machine || machine.labHost !== agent || !kinds.includes(machine.kind)) continue;
       state.tasks.delete(id);
       const { reservation, allocation } = task;
       allocation.agent = agent;
@@ -81,8 +122,10 @@ export class AgentTasks {
     if (!reservation || !allocation) throw notFound(`allocation ${allocationId} of a live reservation`);
     // Only the agent that took the task may move it: another lab host's agent cannot declare a
     // machine ready (or released) that it does not run.
-    if (allocation.agent !== agent) throw new DomainError('not_your_task', `allocation ${allocationId} is not held by agent ${agent}`);
     const machine = state.inventory.get(allocation.machine)!;
+    if (allocation.agent !== agent || machine.labHost !== agent)
+      throw new DomainError('not_your_task', `allocation ${allocationId} is not held by agent ${agent}`);
+    this.hear(agent);
     const provisioning = allocation.state === 'provisioning';
     switch (report.kind) {
       case 'stage':
@@ -148,8 +191,15 @@ export class AgentTasks {
     this.grants.finishIfReleased(reservation);
   }
 
-  /** The machines of the given kinds, with the reservations that may leave traces on each. */
-  agentMachines(kinds: string[]): AgentMachine[] {
+  /**
+   * The machines of the given kinds (of one lab host, when `agent` names it), with the reservations
+   * that may leave traces on each. Asked in an agent's name, it counts as hearing from it.
+   */
+  async agentMachines(agent: string | undefined, kinds: string[]): Promise<AgentMachine[]> {
+    if (agent !== undefined) {
+      this.hear(agent);
+      await this.state.store.flush();
+    }
     const live = new Map<string, string[]>();
     for (const reservation of this.state.live.values()) {
       for (const allocation of reservation.allocations) {
@@ -157,7 +207,7 @@ export class AgentTasks {
       }
     }
     return [...this.state.inventory.machines.values()]
-      .filter((machine) => kinds.includes(machine.kind) && machine.state !== 'retired')
+      .filter((machine) => kinds.includes(machine.kind) && machine.state !== 'retired' && (agent === undefined || machine.labHost === agent))
       .map((machine) => ({
         name: machine.name,
         kind: machine.kind,
@@ -166,5 +216,97 @@ export class AgentTasks {
         settings: machine.settings,
         liveReservations: live.get(machine.name) ?? [],
       }));
+  }
+
+  /** Every lab host the machines name and every agent heard, by name: machines, tasks held, warnings. */
+  agentViews(): AgentView[] {
+    const machines = new Map<string, string[]>(this.labHosts.names().map((name) => [name, []]));
+    for (const machine of this.state.inventory.machines.values()) {
+      if (machine.state !== 'retired') machines.set(machine.labHost, [...(machines.get(machine.labHost) ?? []), machine.name]);
+    }
+    const tasks = new Map<string, string[]>();
+    for (const reservation of this.state.live.values()) {
+      for (const allocation of reservation.allocations) {
+        if (allocation.agent === undefined || (allocation.state !== 'provisioning' && allocation.state !== 'releasing')) continue;
+        tasks.set(allocation.agent, [...(tasks.get(allocation.agent) ?? []), allocation.id]);
+      }
+    }
+    return [...machines.keys()]
+      .sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))
+      .map((name) => this.labHosts.view(name, machines.get(name)!.sort(), tasks.get(name) ?? []));
+  }
+
+  /**
+   * Brings the machines of lab hosts heard again back, and takes those of silent lab hosts offline:
+   * their provisioning fails (an infrastructure failure, not the machine's), their ready machines go
+   * on with the allocation flagged (`labHostSilentSince`). Runs with the reaper; safe to run again.
+   */
+  async watch(): Promise<void> {
+    const { state } = this;
+    const silent = this.labHosts.silent();
+    let back = false;
+    for (const machine of state.inventory.machines.values()) {
+      const since = silent.get(machine.labHost);
+      if (since !== undefined) this.machines.takeOffline(machine, since);
+      else if (machine.state === 'offline') {
+        this.machines.bringOnline(machine);
+        back = true;
+      }
+    }
+    for (const reservation of [...state.live.values()]) {
+      for (const allocation of [...reservation.allocations]) {
+        const machine = state.inventory.get(allocation.machine);
+        if (!machine) continue;
+        const since = silent.get(machine.labHost);
+        if (since === undefined) {
+          if (allocation.labHostSilentSince !== undefined) this.flag(reservation, allocation, undefined);
+        } else if (allocation.state === 'pending' || allocation.state === 'provisioning') {
+          this.labHostLost(reservation, allocation, machine);
+        } else if (allocation.state === 'ready' && allocation.labHostSilentSince === undefined) {
+          this.flag(reservation, allocation, since);
+        }
+      }
+    }
+    if (back) this.grants.schedule();
+    await state.store.flush();
+  }
+
+  /** An agent was heard: if its lab host was silent, its machines come back at once. */
+  private hear(agent: string, info?: AgentInfo): void {
+    if (!this.labHosts.heard(agent, info)) return;
+    const { state } = this;
+    for (const machine of state.inventory.machines.values()) if (machine.labHost === agent) this.machines.bringOnline(machine);
+    for (const reservation of state.live.values()) {
+      for (const allocation of reservation.allocations) {
+        if (allocation.labHostSilentSince !== undefined && state.inventory.get(allocation.machine)?.labHost === agent)
+          this.flag(reservation, allocation, undefined);
+      }
+    }
+    this.grants.schedule();
+  }
+
+  private flag(reservation: Reservation, allocation: Allocation, since: number | undefined): void {
+    const labHost = this.state.inventory.get(allocation.machine)?.labHost;
+    if (since === undefined) delete allocation.labHostSilentSince;
+    else allocation.labHostSilentSince = new Date(since).toISOString();
+    this.state.record(reservation, {
+      type: 'allocation',
+      from: allocation.state,
+      to: allocation.state,
+      machine: allocation.machine,
+      reason: since === undefined ? `lab host ${labHost} is heard again` : `lab host ${labHost} is silent: the machine goes on, unwatched`,
+    });
+  }
+
+  /** Provisioning on a silent lab host fails: the infrastructure's fault, not the machine's. */
+  private labHostLost(reservation: Reservation, allocation: Allocation, machine: MachineEntry): void {
+    const reason = `lab host ${machine.labHost} is silent (its agent was not heard for ${this.heartbeatTimeoutMs / 1000}s)`;
+    if (allocation.state === 'provisioning') {
+      this.failed(reservation, allocation, machine, { kind: 'failed', fault: 'infrastructure', code: 'lab_host_offline', reason });
+      return;
+    }
+    // Never taken by an agent: nothing to undo on the machine, released as it is.
+    allocation.failure = { code: 'lab_host_offline', fault: 'infrastructure', reason };
+    this.grants.beginRelease(reservation, 'failed', `${allocation.role}[${allocation.index}] on ${machine.name}: lab_host_offline: ${reason}`);
   }
 }

@@ -8,7 +8,7 @@ import type { AllocationState } from '../../protocol/api.js';
 /** Failure codes that say the image did not boot: they count against the image. */
 const imageFaults = new Set(['image_corrupt', 'image_unbootable', 'kernel_timeout', 'boot_timeout']);
 /** Infrastructure failures that are not the machine's: they do not count toward its quarantine. */
-const notTheMachine = new Set(['no_capacity', 'cloud_unreachable']);
+const notTheMachine = new Set(['no_capacity', 'cloud_unreachable', 'lab_host_offline']);
 
 export interface FailureReport {
   fault: 'infrastructure' | 'request';

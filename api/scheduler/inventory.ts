@@ -25,7 +25,7 @@ export class Inventory {
       insertSorted(this.shape(this.all, machine).machines, machine.name);
       if (machine.state === 'available') insertSorted(this.shape(this.free, machine).machines, machine.name);
     }
-    if (machine.state === 'reserved') this.countReserved(machine, 1);
+    if (holds(machine.state, machine.onlineState)) this.countReserved(machine, 1);
     return machine;
   }
 
@@ -61,17 +61,24 @@ export class Inventory {
     return [...this.all.values()];
   }
 
-  /** Moves a machine to a new state, keeping the free index in step. */
-  setState(machine: MachineEntry, state: MachineState): void {
-    if (machine.state === state) return;
+  /**
+   * Moves a machine to a new state, keeping the free index in step. An offline machine keeps the
+   * state it returns to (`onlineState`); while that is `reserved` it still counts in its pool.
+   */
+  setState(machine: MachineEntry, state: MachineState, onlineState?: MachineState): void {
+    const online = state === 'offline' ? onlineState : undefined;
+    if (machine.state === state && machine.onlineState === online) return;
     const wasFree = machine.state === 'available';
-    if (machine.state === 'reserved') {
+    const wasHeld = holds(machine.state, machine.onlineState);
+    const isHeld = holds(state, online);
+    if (wasHeld && !isHeld) {
       this.countReserved(machine, -1);
       if (machine.labels.pool !== undefined) for (const shape of this.all.values()) if (shape.labels.pool === machine.labels.pool) this.grown.add(shape.key);
     }
     if (state === 'available') this.grown.add(machine.shapeKey);
-    if (state === 'reserved') this.countReserved(machine, 1);
+    if (!wasHeld && isHeld) this.countReserved(machine, 1);
     machine.state = state;
+    machine.onlineState = online;
     if (wasFree && state !== 'available') removeSorted(this.shape(this.free, machine).machines, machine.name);
     if (!wasFree && state === 'available') insertSorted(this.shape(this.free, machine).machines, machine.name);
   }
@@ -85,6 +92,9 @@ export class Inventory {
     return shape;
   }
 }
+
+/** Whether a reservation holds the machine: reserved, or offline while reserved. */
+const holds = (state: MachineState, onlineState: MachineState | undefined) => state === 'reserved' || (state === 'offline' && onlineState === 'reserved');
 
 function position(names: string[], name: string): number {
   let low = 0;

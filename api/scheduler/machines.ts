@@ -4,7 +4,7 @@ import { plainRows } from '../db/index.js';
 import { DomainError, notFound } from '../domain-error.js';
 import { quarantines } from './failure.js';
 import type { Grants } from './grants.js';
-import type { MachineEntry } from './records.js';
+import { ms, type MachineEntry } from './records.js';
 import type { MachineDefinition, SchedulerState } from './state.js';
 
 export class Machines {
@@ -30,25 +30,34 @@ export class Machines {
       rows.delete(machine.name);
       const stored = row?.state as MachineEntry['state'] | undefined;
       const reservationId = held.get(machine.name);
-      const current = reservationId ? 'reserved' : stored === 'maintenance' || stored === 'quarantined' ? stored : 'available';
+      // An offline machine stays offline until its lab host is heard; what it returns to is worked
+      // out as for any other machine.
+      const offline = stored === 'offline';
+      const before = offline ? (row?.onlineState as MachineEntry['state'] | null) : stored;
+      const online = reservationId ? 'reserved' : before === 'maintenance' || before === 'quarantined' ? before : 'available';
       const entry = state.inventory.add({
         name: machine.name,
         kind: machine.kind,
-        state: current,
+        labHost: machine.labHost ?? 'local',
+        state: offline ? 'offline' : online,
         labels: machine.labels,
         capacities: machine.capacities,
         settings: machine.settings,
         failures: row?.failures ?? 0,
         reservationId,
-        reason: current === stored ? (row?.reason ?? undefined) : undefined,
+        reason: online === before ? (row?.reason ?? undefined) : undefined,
+        ...(offline ? { onlineState: online, offlineSince: ms(row?.offlineSince ?? null) ?? state.now() } : {}),
       });
-      if (!row || row.state !== entry.state || row.labels !== JSON.stringify(entry.labels)) state.store.machine(entry);
+      if (!row || row.state !== entry.state || row.onlineState !== (entry.onlineState ?? null) || row.labels !== JSON.stringify(entry.labels)) {
+        state.store.machine(entry);
+      }
     }
     for (const row of rows.values()) {
       if (row.state === 'retired') continue;
       const retired = state.inventory.add({
         name: row.name,
         kind: row.kind,
+        labHost: 'local',
         state: 'retired',
         labels: JSON.parse(row.labels),
         capacities: JSON.parse(row.capacities),
@@ -69,8 +78,8 @@ export class Machines {
   async setMaintenance(name: string, reason: string | undefined): Promise<MachineEntry> {
     const machine = this.inService(name);
     machine.reason = reason ?? 'maintenance';
-    if (machine.state === 'reserved') machine.pendingState = 'maintenance';
-    else this.state.inventory.setState(machine, 'maintenance');
+    if (this.heldState(machine) === 'reserved') machine.pendingState = 'maintenance';
+    else this.setOnlineState(machine, 'maintenance');
     this.state.store.machine(machine);
     await this.state.store.flush();
     return machine;
@@ -81,7 +90,7 @@ export class Machines {
     machine.pendingState = undefined;
     machine.reason = undefined;
     machine.failures = 0;
-    if (machine.state !== 'reserved') this.state.inventory.setState(machine, 'available');
+    if (this.heldState(machine) !== 'reserved') this.setOnlineState(machine, 'available');
     this.state.store.machine(machine);
     this.grants.schedule();
     await this.state.store.flush();
@@ -112,6 +121,36 @@ export class Machines {
     machine.pendingState = 'quarantined';
     machine.reason = `release failed: ${reason}`;
     this.state.store.machine(machine);
+  }
+
+  /**
+   * Its lab host went silent: the machine is offline (not matched) until the agent is heard again,
+   * then goes back to the state it had (or was given meanwhile).
+   */
+  takeOffline(machine: MachineEntry, since: number): void {
+    if (machine.state === 'offline' || machine.state === 'retired') return;
+    this.state.inventory.setState(machine, 'offline', machine.state);
+    machine.offlineSince = since;
+    this.state.store.machine(machine);
+  }
+
+  /** Its lab host was heard again. */
+  bringOnline(machine: MachineEntry): void {
+    if (machine.state !== 'offline') return;
+    this.state.inventory.setState(machine, machine.onlineState ?? 'available');
+    machine.offlineSince = undefined;
+    this.state.store.machine(machine);
+  }
+
+  /** The state that counts for maintenance and activation: an offline machine's is the one it returns to. */
+  private heldState(machine: MachineEntry): MachineEntry['state'] {
+    return machine.state === 'offline' ? (machine.onlineState ?? 'available') : machine.state;
+  }
+
+  /** Sets the state, or, while offline, the state it returns to. */
+  private setOnlineState(machine: MachineEntry, next: MachineEntry['state']): void {
+    if (machine.state === 'offline') this.state.inventory.setState(machine, 'offline', next);
+    else this.state.inventory.setState(machine, next);
   }
 
   private inService(name: string): MachineEntry {

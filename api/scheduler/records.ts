@@ -33,6 +33,8 @@ export interface Allocation {
   failure?: AllocationFailure;
   /** A board's console relay (telnet host:port) while reserved. */
   console?: { host: string; port: number };
+  /** While the machine's lab host is silent: since when (ISO 8601). */
+  labHostSilentSince?: string;
 }
 
 export interface Reservation {
@@ -62,6 +64,8 @@ export interface Reservation {
 export interface MachineEntry {
   name: string;
   kind: string;
+  /** The lab host whose agent provisions it. */
+  labHost: string;
   state: MachineState;
   labels: Record<string, string>;
   capacities: Record<string, number>;
@@ -72,12 +76,15 @@ export interface MachineEntry {
   shapeKey: string;
   /** Set when a machine is put in maintenance or quarantined while reserved: applied on release. */
   pendingState?: MachineState;
+  /** While offline: the state it goes back to when its lab host is heard again, and since when it is offline. */
+  onlineState?: MachineState;
+  offlineSince?: number;
 }
 
 const iso = (ms: number | undefined) => (ms === undefined ? undefined : new Date(ms).toISOString());
 const date = (ms: number | undefined) => (ms === undefined ? null : new Date(ms));
 // SQLite hands dates back as text when read raw; Date accepts both forms.
-const ms = (value: Date | string | null) => (value === null ? undefined : new Date(value).getTime());
+export const ms = (value: Date | string | null) => (value === null ? undefined : new Date(value).getTime());
 
 export function reservationView(reservation: Reservation, queuePosition?: number): ReservationView {
   const view: ReservationView = {
@@ -109,6 +116,7 @@ export function machineView(machine: MachineEntry): MachineView {
   const view: MachineView = {
     name: machine.name,
     kind: machine.kind,
+    labHost: machine.labHost,
     state: machine.state,
     labels: machine.labels,
     capacities: machine.capacities,
@@ -116,6 +124,10 @@ export function machineView(machine: MachineEntry): MachineView {
   };
   if (machine.reservationId !== undefined) view.reservationId = machine.reservationId;
   if (machine.reason !== undefined) view.reason = machine.reason;
+  if (machine.state === 'offline' && machine.offlineSince !== undefined) {
+    view.offlineSince = iso(machine.offlineSince);
+    view.reason = `its lab host ${machine.labHost} is silent: its agent was not heard within agents.heartbeatTimeout`;
+  }
   return view;
 }
 
@@ -179,6 +191,8 @@ export function machineToRow(machine: MachineEntry, now: number): MachineRow {
     labels: JSON.stringify(machine.labels),
     capacities: JSON.stringify(machine.capacities),
     updatedAt: new Date(now),
+    onlineState: machine.onlineState ?? null,
+    offlineSince: date(machine.offlineSince),
   };
 }
 

@@ -1,7 +1,7 @@
 // The scheduler, put together: one state (state.ts) and the parts that act on it, each calling only
 // the parts below it:
 //
-//   reservations (owners' requests, the reaper)   agents (tasks, reports)
+//   reservations (owners' requests, the reaper)   agents (tasks, reports, lab hosts heard or silent)
 //            \                                      /        |
 //             \                               machines (inventory, health)
 //              \                                /
@@ -13,9 +13,11 @@
 import type { Database } from '../db/index.js';
 import { AgentTasks } from './agents.js';
 import { Grants } from './grants.js';
+import { LabHosts } from './lab-hosts.js';
 import { Machines } from './machines.js';
 import { Reservations } from './reservations.js';
 import { SchedulerState, type MachineDefinition, type SchedulerPolicy } from './state.js';
+import { version } from '../../protocol/version.js';
 
 export type { MachineDefinition, SchedulerPolicy } from './state.js';
 
@@ -42,7 +44,8 @@ export class Scheduler {
     this.grants = new Grants(this.state);
     this.reservations = new Reservations(this.state, this.grants);
     this.machines = new Machines(this.state, this.grants);
-    this.agents = new AgentTasks(this.state, this.grants, this.machines);
+    const labHosts = new LabHosts((options.policy.agents?.heartbeatTimeout ?? 30) * 1000, this.state.now, version);
+    this.agents = new AgentTasks(this.state, this.grants, this.machines, labHosts);
   }
 
   /** Every machine, by name (read only: changes go through the parts). */
@@ -56,13 +59,17 @@ export class Scheduler {
     await state.store.init();
     const live = await this.reservations.loadLive();
     await this.machines.load(this.definitions);
+    this.agents.start();
     state.store.adopt(state.live.values(), state.inventory.machines.values());
     state.store.onRollback = () => state.rollback();
     for (const reservation of live) this.grants.resume(reservation);
     this.grants.schedule();
     await state.store.flush();
     const interval = Math.max(50, state.policy.reaper.interval * 1000);
-    this.reaper = setInterval(() => void this.reservations.reap().catch(() => undefined), interval);
+    this.reaper = setInterval(() => {
+      void this.reservations.reap().catch(() => undefined);
+      void this.agents.watch().catch(() => undefined);
+    }, interval);
     this.reaper.unref();
   }
 

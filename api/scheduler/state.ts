@@ -10,7 +10,7 @@ import { LongPoll } from '../pull.js';
 import { Inventory } from './inventory.js';
 import { assertTransition } from './lifecycle.js';
 import type { QueuePolicy, QueuedRequest } from './queue.js';
-import { reservationFromRow, type Allocation, type MachineEntry, type Reservation } from './records.js';
+import { ms, reservationFromRow, type Allocation, type MachineEntry, type Reservation } from './records.js';
 import { parseMembers, type ParsedMember } from './requests.js';
 import { Store } from './store.js';
 import { WaitingRequests } from './waiting.js';
@@ -20,14 +20,18 @@ export interface SchedulerPolicy {
   lease: { default: number; max: number };
   queue: { timeout: number; aging: number; starvation: number };
   health: { quarantineAfter: number };
-  /** How often leases and queue timeouts are checked. */
+  /** How often leases and queue timeouts are checked (and whether lab hosts went silent). */
   reaper: { interval: number };
+  /** A lab host's agent not heard from for this long is silent: its machines go offline. */
+  agents?: { heartbeatTimeout: number };
 }
 
 /** A machine as configured: what the inventory is loaded from. */
 export interface MachineDefinition {
   name: string;
   kind: string;
+  /** The lab host whose agent provisions it (`local` when not given: the embedded agent's default name). */
+  labHost?: string;
   labels: Record<string, string>;
   capacities: Record<string, number>;
   settings?: unknown;
@@ -121,7 +125,9 @@ export class SchedulerState {
     machine.reservationId = undefined;
     const next = machine.pendingState ?? 'available';
     machine.pendingState = undefined;
-    this.inventory.setState(machine, next);
+    // An offline machine stays offline: what it returns to when its lab host is back changes.
+    if (machine.state === 'offline') this.inventory.setState(machine, 'offline', next);
+    else this.inventory.setState(machine, next);
     this.store.machine(machine);
   }
 
@@ -166,7 +172,8 @@ export class SchedulerState {
     for (const machine of this.inventory.machines.values()) {
       const image = this.store.committedMachines.get(machine.name);
       if (!image) continue;
-      this.inventory.setState(machine, image.row.state as MachineEntry['state']);
+      this.inventory.setState(machine, image.row.state as MachineEntry['state'], (image.row.onlineState ?? undefined) as MachineEntry['state'] | undefined);
+      machine.offlineSince = ms(image.row.offlineSince);
       machine.reservationId = image.row.reservationId ?? undefined;
       machine.reason = image.row.reason ?? undefined;
       machine.failures = image.row.failures;

@@ -187,7 +187,19 @@ const reservationColumns = [
   'queueDeadline',
   'requeues',
 ] as const;
-const machineColumns = ['name', 'kind', 'state', 'reservationId', 'reason', 'failures', 'labels', 'capacities', 'updatedAt'] as const;
+const machineColumns = [
+  'name',
+  'kind',
+  'state',
+  'reservationId',
+  'reason',
+  'failures',
+  'labels',
+  'capacities',
+  'updatedAt',
+  'onlineState',
+  'offlineSince',
+] as const;
 const eventColumns = ['id', 'reservationId', 'at', 'type', 'from', 'to', 'machine', 'reason'] as const;
 
 const probeIntervalMs = 2000;

@@ -102,3 +102,24 @@ test('a QEMU pool: count makes NAME-1 … NAME-N with the slot size as capacitie
   t.is(config.machines[0].labels.arch, 'x86_64');
   t.regex(problems('machines:\n  - name: vm\n    kind: qemu\n    settings: { accel: hvf }\n'), /machines\[0\]\.settings\.accel/);
 });
+
+test("labHost names a machine's lab host: the embedded agent's by default, any valid name, checked like other names", (t) => {
+  t.is(parseConfig(machine()).machines[0].labHost, 'local', "without labHost: the embedded agent's default name");
+  t.is(parseConfig(`agent: { name: bench-1 }\n${machine()}`).machines[0].labHost, 'bench-1', "without labHost: the embedded agent's name");
+  t.is(parseConfig(machine('\n    labHost: lab-nowhere.example')).machines[0].labHost, 'lab-nowhere.example', 'an unknown lab host is just a name');
+  const pool = parseConfig(`machines:\n  - { name: vm, kind: qemu, count: 2, labHost: lab-b }\n`);
+  t.deepEqual(
+    pool.machines.map((each) => [each.name, each.labHost]),
+    [
+      ['vm-1', 'lab-b'],
+      ['vm-2', 'lab-b'],
+    ],
+  );
+  for (const bad of ['"lab a"', '"../etc"', '"-lab"', '"lab\\u0007"', '""']) {
+    t.regex(problems(machine(`\n    labHost: ${bad}`)), /line 8: machines\[0\]\.labHost: names use letters, digits/, bad);
+  }
+  t.is(parseConfig('').agents.heartbeatTimeout, 30);
+  t.is(parseConfig('agents: { heartbeatTimeout: 3s }').agents.heartbeatTimeout, 3);
+  t.regex(problems('agents: { heartbeatTimeout: 0 }'), /agents\.heartbeatTimeout: at least 1s/);
+  t.regex(problems('agents: { heartbeat: 3s }'), /agents.*heartbeat/);
+});

@@ -20,7 +20,9 @@ let repo: string;
 test.before(async () => {
   scratch = mkdtempSync(path.join(os.tmpdir(), 'paddock-page-test-'));
   repo = jobRepository(scratch);
-  api = await startApi(testConfig(`agent: { enabled: false }\n${localRepositories(scratch)}\nmachines:\n${unprovisionedMachines(23)}\n`));
+  api = await startApi(
+    testConfig(`agent: { enabled: false }\nagents: { heartbeatTimeout: 1d }\n${localRepositories(scratch)}\nmachines:\n${unprovisionedMachines(23)}\n`),
+  );
 });
 
 test.after.always(async () => {

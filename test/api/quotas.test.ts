@@ -22,6 +22,8 @@ test.before(async () => {
   api = await startApi(
     testConfig(`
 agent: { enabled: false }
+# No agent serves these machines: they must not go offline while the tests run.
+agents: { heartbeatTimeout: 1d }
 ${localRepositories(scratch)}
 quotas:
   default: { reservations: 3, queued: 2, machines: 4, imageBytes: 100KiB, uploads: 1, runs: 2 }

@@ -12,6 +12,7 @@ machines:
   - name: vm
     kind: qemu
     count: 2
+    labHost: lab-a
     labels: { arch: x86_64 }
     capacities: { cpus: 1, ram: 256MiB }
 `;
@@ -84,6 +85,17 @@ test('an agent token speaks only for its own name and reports only on the tasks 
   const impersonated = await labB.post('v1/agent/claim', { json: { agent: 'lab-a', kinds: ['qemu'] } });
   t.is(impersonated.statusCode, 403, JSON.stringify(impersonated.body));
   t.is((impersonated.body as { code: string }).code, 'forbidden');
+
+  // In its own name, lab-b gets none of lab-a's tasks, and sees none of lab-a's machines.
+  const own = await labB.post('v1/agent/claim', { json: { agent: 'lab-b', kinds: ['qemu'] } });
+  t.is(own.statusCode, 200, JSON.stringify(own.body));
+  t.deepEqual((own.body as { tasks: AgentTask[] }).tasks, []);
+  t.deepEqual((await labB.get('v1/agent/machines', { searchParams: { kinds: 'qemu' } })).body, []);
+  t.is((await labB.get('v1/agent/machines', { searchParams: { kinds: 'qemu', agent: 'lab-a' } })).statusCode, 403);
+  t.deepEqual(
+    ((await labA.get('v1/agent/machines', { searchParams: { kinds: 'qemu' } })).body as { name: string }[]).map((machine) => machine.name),
+    ['vm-1', 'vm-2'],
+  );
 
   const claimed = await labA.post('v1/agent/claim', { json: { agent: 'lab-a', kinds: ['qemu'] } });
   t.is(claimed.statusCode, 200, JSON.stringify(claimed.body));

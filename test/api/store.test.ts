@@ -12,7 +12,7 @@ import { startSshd } from '../helpers/sshd.js';
 /** Static machines no agent ever visits, each a login of its own. */
 const nowhere = (name: string, index: number) =>
   `  - { name: ${name}, kind: static, labels: { type: t }, settings: { address: 127.0.0.${index + 2}, user: ci, adminKey: /nonexistent } }`;
-const labYaml = (names: string[]) => `agent: { enabled: false }\nmachines:\n${names.map(nowhere).join('\n')}\n`;
+const labYaml = (names: string[]) => `agent: { enabled: false }\nagents: { heartbeatTimeout: 1d }\nmachines:\n${names.map(nowhere).join('\n')}\n`;
 
 function openDb(api: TestApi) {
   const db = new sqlite3.Database(path.join(api.dataDir, 'paddock.sqlite'));

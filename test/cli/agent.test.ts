@@ -21,7 +21,7 @@ let dir: string;
 test.before(async () => {
   host = await startSshd();
   dir = mkdtempSync(path.join(os.tmpdir(), 'paddock-agent-test-'));
-  const yaml = `agent: { enabled: false }\n${staticMachinesYaml([{ name: 'lab-host-1', port: host.port, adminKeyPath: host.adminKey.path, authorizedKeysFile: host.authorizedKeysFile }])}`;
+  const yaml = `agent: { enabled: false }\n${staticMachinesYaml([{ name: 'lab-host-1', labHost: 'lab-1', port: host.port, adminKeyPath: host.adminKey.path, authorizedKeysFile: host.authorizedKeysFile }])}`;
   api = await startApi(testConfig(yaml));
   admin = new Paddock({ url: api.url, token: api.adminToken });
 });

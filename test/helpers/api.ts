@@ -96,6 +96,8 @@ export function staticMachinesYaml(
     adminKeyPath: string;
     authorizedKeysFile: string;
     user?: string;
+    /** The lab host whose agent provisions it (default: the embedded agent's). */
+    labHost?: string;
     labels?: Record<string, string>;
     capacities?: Record<string, string | number>;
   }[],
@@ -106,6 +108,7 @@ export function staticMachinesYaml(
       [
         `  - name: ${host.name}`,
         '    kind: static',
+        ...(host.labHost ? [`    labHost: ${host.labHost}`] : []),
         `    labels: ${JSON.stringify(host.labels ?? { type: 'static-host', arch: 'x86_64' })}`,
         `    capacities: ${JSON.stringify(host.capacities ?? { cpus: 2, ram: '2GiB' })}`,
         '    settings:',

@@ -19,6 +19,8 @@ const table: [AllocationState, FailureReport, FailureVerdict][] = [
   ['provisioning', request(), fail('request_failed', false, false)],
   ['provisioning', infrastructure('ssh_timeout'), fail('ssh_timeout', true, false)],
   ['provisioning', infrastructure('cloud_unreachable'), fail('cloud_unreachable', false, false)],
+  // The lab host went silent: not the machine's fault.
+  ['provisioning', infrastructure('lab_host_offline'), fail('lab_host_offline', false, false)],
   // The image is blamed for the codes that say it did not boot, when the request is at fault.
   ['provisioning', request('image_corrupt'), fail('image_corrupt', false, true)],
   ['provisioning', request('image_unbootable'), fail('image_unbootable', false, true)],

@@ -7,6 +7,7 @@ import type { MachineEntry } from '../../../api/scheduler/records.js';
 const machine = (name: string, pool: string | undefined, state: MachineEntry['state'] = 'available'): Omit<MachineEntry, 'shapeKey'> => ({
   name,
   kind: 'openstack',
+  labHost: 'local',
   state,
   labels: pool ? { pool } : {},
   capacities: { cpus: 1 },
@@ -33,4 +34,28 @@ test('reserved machines are counted per pool through every change of state', (t)
     inventory.freeShapes().flatMap((shape) => shape.machines),
     ['cloud-a'],
   );
+});
+
+test('an offline machine is never free, and still counts in its pool while a reservation holds it', (t) => {
+  const inventory = new Inventory();
+  const held = inventory.add(machine('cloud-a', 'cloud', 'reserved'));
+  const idle = inventory.add(machine('cloud-b', 'cloud'));
+  inventory.setState(held, 'offline', 'reserved');
+  inventory.setState(idle, 'offline', 'available');
+  t.is(inventory.reservedIn('cloud'), 1, 'offline while reserved: still held');
+  t.deepEqual(
+    inventory.freeShapes().flatMap((shape) => shape.machines),
+    [],
+    'no offline machine is free',
+  );
+  t.is(inventory.allShapes()[0].machines.length, 2, 'offline machines still count for what could ever be granted');
+  inventory.setState(held, 'offline', 'available');
+  t.is(inventory.reservedIn('cloud'), 0, 'released while offline: no longer held');
+  inventory.setState(held, 'available');
+  inventory.setState(idle, 'available');
+  t.deepEqual(
+    inventory.freeShapes().flatMap((shape) => shape.machines),
+    ['cloud-a', 'cloud-b'],
+  );
+  t.is(held.onlineState, undefined);
 });
