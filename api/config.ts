@@ -3,8 +3,9 @@
 // the path inside the document and the problem. Unknown keys are rejected everywhere.
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import { createRequire } from 'node:module';
 import { load as loadYaml, type YAMLException } from 'js-yaml';
-import { parseDocument, LineCounter, isNode } from 'yaml';
+import type * as Yaml from 'yaml';
 import { z } from 'zod';
 import { parseDuration, parseQuantity } from './scheduler/units.js';
 import { getKind } from '../provisioners/registry.js';
@@ -214,8 +215,12 @@ export class ConfigError extends Error {
   }
 }
 
-/** `line N: a.b[2].c` for a path in the document, the line found with `yaml`'s source ranges. */
+/**
+ * `line N: a.b[2].c` for a path in the document, the line found with `yaml`'s source ranges. `yaml`
+ * is loaded only here, when a config is wrong: a start with a good config does without it.
+ */
 function locator(text: string): (issuePath: PropertyKey[]) => string {
+  const { parseDocument, LineCounter, isNode } = createRequire(import.meta.url)('yaml') as typeof Yaml;
   const lineCounter = new LineCounter();
   const document = parseDocument(text, { lineCounter });
   return (issuePath) => {
