@@ -12,7 +12,14 @@ const sizes = [100, 1000, 10_000];
 
 /** A lab of `count` machines in 24 shapes (arch × ram × cpus), as a real lab has few board types. */
 function configYaml(count: number, port: number): string {
-  const lines = [`listen: 127.0.0.1:${port}`, 'dataDir: data', 'agent: { enabled: false }', 'lease: { default: 1h, max: 8h }', 'machines:'];
+  const lines = [
+    `listen: 127.0.0.1:${port}`,
+    'dataDir: data',
+    'agent: { enabled: false }',
+    'agents: { heartbeatTimeout: 1d }' /* no agent: keep the machines online */,
+    'lease: { default: 1h, max: 8h }',
+    'machines:',
+  ];
   const arches = ['x86_64', 'armv7', 'arm64'];
   const rams = ['2GiB', '4GiB', '8GiB', '16GiB'];
   for (let index = 0; index < count; index++) {

@@ -27,6 +27,8 @@ function configYaml(port: number): string {
       `listen: 127.0.0.1:${port}`,
       'dataDir: data',
       'agent: { enabled: false }',
+      // No agent serves these machines: without this their lab host would be silent, and they offline.
+      'agents: { heartbeatTimeout: 1d }',
       'lease: { default: 2h, max: 8h }',
       'queue: { timeout: 4h }',
       'quotas: { default: { reservations: 1000, queued: 1000, machines: 1000 } }',
