@@ -15,7 +15,7 @@ import { mkdir, open, readdir, readFile, rename, rm, rmdir } from 'node:fs/promi
 import path from 'node:path';
 import { z } from 'zod';
 import { stages, type Stage } from '../protocol/agent.js';
-import type { Readiness } from '../provisioners/types.js';
+import type { ProvisionState, Readiness } from '../provisioners/types.js';
 
 /** The record format's version; a record of any other version is unreadable to this agent. */
 export const recordVersion = 1;
@@ -196,6 +196,14 @@ export class OpenRecord {
     this.writes = write.catch(() => undefined);
     return write;
   }
+}
+
+/** The kind's handle on its part (`detail`) of a record being provisioned: ProvisionRequest.state. */
+export function detailOf<Detail = unknown>(record: OpenRecord): ProvisionState<Detail> {
+  return {
+    read: async () => record.record.detail as Detail | undefined,
+    save: (detail) => record.update({ detail }),
+  };
 }
 
 async function namesIn(folder: string): Promise<string[]> {

@@ -8,7 +8,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { AgentMachine, AgentReport, AgentTask, Stage } from '../protocol/agent.js';
 import { ProvisionError, type Provisioner, type ProvisionRequest, type ProvisionState } from '../provisioners/types.js';
-import { OpenRecord, recordVersion, type ProvisioningJournal, type ProvisioningRecord } from './journal.js';
+import { detailOf, OpenRecord, recordVersion, type ProvisioningJournal, type ProvisioningRecord } from './journal.js';
 
 export interface LoopOptions {
   provisioner: (kind: string) => Provisioner;
@@ -189,12 +189,8 @@ export class TaskLoop {
     const started = Date.now();
     try {
       const record = await this.openRecord(task);
-      const state: ProvisionState = {
-        read: async () => record.record.detail,
-        save: (detail) => record.update({ detail }),
-      };
       const readiness = await provisioner.provision(
-        this.request(task, state),
+        this.request(task, detailOf(record)),
         {
           stage: async (next) => {
             stage = next;

@@ -1,18 +1,6 @@
 // A KindContext for driving a provisioner directly, without an agent (the static kind uses none
-// of it): no image store behind it, and losses are not expected; and a ProvisionState kept in
-// memory, where the agent's loop would keep the provisioning record on disk.
-import type { KindContext, ProvisionState } from '../../provisioners/types.js';
-
-/** A provisioning record's detail held in memory (no agent, no journal). */
-export function memoryState<Detail = unknown>(): ProvisionState<Detail> {
-  let detail: Detail | undefined;
-  return {
-    read: async () => detail,
-    save: async (next) => {
-      detail = next;
-    },
-  };
-}
+// of it): no image store behind it, and losses are not expected.
+import type { KindContext } from '../../provisioners/types.js';
 
 export function testKindContext(dataDir: string): KindContext {
   return {

@@ -2,13 +2,15 @@
 // tenant, reservation requests with fresh keys and a hard cap, a stage recorder, and a provisioner
 // whose log lines the test can read.
 import os from 'node:os';
+import path from 'node:path';
 import type { ExecutionContext } from 'ava';
 import { generateKeyPair } from '../../protocol/ssh.js';
 import { staticSettingsSchema, type StaticSettings } from '../../provisioners/static/index.js';
 import { createStaticProvisioner, type StaticProvisioner } from '../../provisioners/static/provisioner.js';
 import type { Stage } from '../../protocol/agent.js';
 import type { MachineRecord, ProvisionRequest } from '../../provisioners/types.js';
-import { memoryState, testKindContext } from './kind-context.js';
+import { testKindContext } from './kind-context.js';
+import { detailOf, OpenRecord, ProvisioningJournal, recordVersion } from '../../lab-host/journal.js';
 import { startSshd, type TestSshd } from './sshd.js';
 
 export async function host(t: ExecutionContext, authorizedKeys: string[] = []): Promise<TestSshd> {
@@ -39,6 +41,7 @@ export function machineFor(sshd: TestSshd, overrides: Partial<StaticSettings> = 
 }
 
 let reservations = 0;
+const journal = new ProvisioningJournal(path.join(os.tmpdir(), `paddock-static-records-${process.pid}`));
 /** A reservation of the machine with a fresh key pair and a hard cap an hour away (unless given). */
 export function requestFor(machine: MachineRecord<StaticSettings>, options: { withPrivateKey?: boolean; hardCapAt?: number } = {}) {
   const reservationId = `r-${process.pid}x${++reservations}`;
@@ -49,7 +52,19 @@ export function requestFor(machine: MachineRecord<StaticSettings>, options: { wi
     machine,
     publicKey: keys.publicKey,
     hardCapAt: options.hardCapAt ?? Date.now() + 3600_000,
-    state: memoryState(),
+    // The record the agent's loop would keep, in a journal of the test's own.
+    state: detailOf(
+      new OpenRecord(journal, {
+        version: recordVersion,
+        kind: 'static',
+        machine: machine.name,
+        reservationId,
+        allocationId: `${reservationId}.0`,
+        ready: false,
+        startedAt: new Date().toISOString(),
+        updatedAt: new Date().toISOString(),
+      }),
+    ),
     ...(options.withPrivateKey === false ? {} : { privateKey: keys.privateKey }),
   };
   return { request, keys };
