@@ -8,7 +8,7 @@ import { ApiError } from '../errors.js';
 import { integer, machineText, name, text } from '../fields.js';
 import type { AgentTasks } from '../scheduler/agents.js';
 import type { AgentInfo } from '../scheduler/lab-hosts.js';
-import type { RouteTable } from './define.js';
+import { hungUp, type RouteTable } from './define.js';
 import { pageOf, pageQuery, sendPage, slicePage } from '../pages.js';
 
 const agentName = name('agent', { at: true });
@@ -88,9 +88,7 @@ export function agentRoutes(table: RouteTable, agents: AgentTasks): void {
     },
     async (ctx, claim) => {
       checkAgent(ctx, claim.agent);
-      let gone = false;
-      ctx.res.once('close', () => (gone = !ctx.res.writableFinished));
-      ctx.body = { tasks: await agents.claim(claim.agent, claim.kinds, claim.resume, claim.wait * 1000, agentInfo(claim), () => gone) };
+      ctx.body = { tasks: await agents.claim(claim.agent, claim.kinds, claim.resume, claim.wait * 1000, agentInfo(claim), hungUp(ctx)) };
     },
   );
 

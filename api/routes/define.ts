@@ -144,3 +144,10 @@ export function openApiDocument(routes: RouteDoc[], version: string): unknown {
     paths,
   };
 }
+
+/** Whether the caller hung up before its answer was sent: a long-poll whose worker went away. */
+export function hungUp(ctx: Koa.Context): () => boolean {
+  let gone = false;
+  ctx.res.once('close', () => (gone = !ctx.res.writableFinished));
+  return () => gone;
+}

@@ -8,7 +8,7 @@ import { ApiError } from '../errors.js';
 import { integer, machineText, name, text } from '../fields.js';
 import type { Caller, Role } from '../../protocol/api.js';
 import type { Dispatch } from '../jobs/dispatch.js';
-import type { RouteTable } from './define.js';
+import { hungUp, type RouteTable } from './define.js';
 import { pageOf, pageQuery, sendPage, slicePage } from '../pages.js';
 
 const runnerName = name('runner');
@@ -70,9 +70,7 @@ export function runnerRoutes(table: RouteTable, dispatch: Dispatch): void {
     },
     async (ctx, { runner, slots, fresh, wait }) => {
       checkRunner(ctx, runner);
-      let gone = false;
-      ctx.res.once('close', () => (gone = !ctx.res.writableFinished));
-      ctx.body = { runs: await dispatch.claim(runner, slots, fresh, wait * 1000, () => gone) };
+      ctx.body = { runs: await dispatch.claim(runner, slots, fresh, wait * 1000, hungUp(ctx)) };
     },
   );
 
