@@ -346,7 +346,7 @@ test.serial('aborting mid-run cancels it: SIGTERM to the group, nothing left', a
   const repo = await repository({ 'wait.sh': executable('#!/bin/sh\nsleep 1000 &\necho $! > "$HOME/child.pid"\necho started\nsleep 1000\n') });
   const task = taskFor(repo, 'wait.sh');
   const controller = new AbortController();
-  const ran = await runTask(task, { signal: controller.signal, killGraceMs: 5000, onText: (text) => text.includes('started\n') && controller.abort() });
+  const ran = await runTask(task, { signal: controller.signal, killGraceMs: 60_000, onText: (text) => text.includes('started\n') && controller.abort() });
   t.deepEqual(ran.outcome, { outcome: 'cancelled', signal: 'SIGTERM' });
   t.true(ownLines(ran.output).includes('paddock: the run was cancelled, stopping the script'), ran.output);
   t.deepEqual(ran.left, [], "no process of the run's user is left");
