@@ -10,7 +10,12 @@
 set -u
 LAB=$1 CMD=$2 N=$3
 DIR=$LAB/board$N PID=$LAB/board$N/qemu.pid
-alive() { [ -f "$PID" ] && kill -0 "$(cat "$PID" 2>/dev/null)" 2>/dev/null; }
+# A zombie (exited, not yet reaped by whoever adopted the daemon) is not alive.
+alive() {
+  local pid
+  pid=$(cat "$PID" 2>/dev/null) || return 1
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && ! grep -q '^[0-9]* ([^)]*) Z' "/proc/$pid/stat" 2>/dev/null
+}
 echo "$(date +%s.%N) $CMD $N" >> "$LAB/power.log"
 case $CMD in
   on)
@@ -20,15 +25,26 @@ case $CMD in
     [ -e "$DIR/broken" ] && bios=/dev/null
     storage=()
     [ -e "$DIR/disk.img" ] && storage=(-drive "if=none,file=$DIR/disk.img,format=raw,id=storage" -device virtio-blk-pci,drive=storage)
-    "${qemu[@]}" -m 512 -nodefaults -display none \
-      -bios "$bios" \
-      -nic "user,model=virtio-net-pci,mac=52:52:52:52:52:52,hostfwd=tcp:127.0.0.1:$(cat "$DIR/ssh-port")-:22" \
-      -chardev "serial,id=con,path=$DIR/tty.qemu" -serial chardev:con "${storage[@]}" \
-      -pidfile "$PID" -daemonize 2>> "$DIR/qemu.err" ;;
+    # A QEMU that was just switched off may hold the SSH forward a moment longer on a loaded
+    # machine: a start that fails is tried again for a while (every failure is in qemu.err).
+    for _ in $(seq 40); do
+      "${qemu[@]}" -m 512 -nodefaults -display none \
+        -bios "$bios" \
+        -nic "user,model=virtio-net-pci,mac=52:52:52:52:52:52,hostfwd=tcp:127.0.0.1:$(cat "$DIR/ssh-port")-:22" \
+        -chardev "serial,id=con,path=$DIR/tty.qemu" -serial chardev:con "${storage[@]}" \
+        -pidfile "$PID" -daemonize 2>> "$DIR/qemu.err" && exit 0
+      sleep 0.25
+    done
+    exit 1 ;;
   off)
+    # Power is cut: TERM, then KILL if QEMU lingers; the pid file goes only once it is gone.
     if alive; then
-      kill "$(cat "$PID")"
+      kill "$(cat "$PID")" 2>/dev/null
       for _ in $(seq 100); do alive || break; sleep 0.05; done
+      if alive; then
+        kill -9 "$(cat "$PID")" 2>/dev/null
+        for _ in $(seq 200); do alive || break; sleep 0.05; done
+      fi
     fi
     rm -f "$PID" ;;
   status)
