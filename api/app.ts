@@ -4,6 +4,7 @@ import Router from '@koa/router';
 import Koa from 'koa';
 import { authenticate, type Tokens } from './auth.js';
 import { ApiError, errorMiddleware, type Logger } from './errors.js';
+import type { ConsoleLogs } from './console-logs.js';
 import { agentRoutes } from './routes/agent.js';
 import { consoleStreamRoute, consoleStreams, type ConsoleStreams } from './routes/console-stream.js';
 import { consoleRoutes } from './routes/consoles.js';
@@ -27,13 +28,13 @@ export interface AppDeps {
   images: ImageCatalog;
   jobs: JobService;
   log: Logger;
-  /** Where agents write console logs (DATA/consoles). */
-  consolesDir: string;
+  /** The console logs agents send (DATA/consoles), each capped. */
+  consoles: ConsoleLogs;
   /** Whether credentials carry the board consoles' telnet relays (config `consoles.telnet`). */
   telnetConsoles: boolean;
 }
 
-export function createApp({ scheduler, tokens, images, jobs, log, consolesDir, telnetConsoles }: AppDeps): {
+export function createApp({ scheduler, tokens, images, jobs, log, consoles, telnetConsoles }: AppDeps): {
   app: Koa;
   table: RouteTable;
   streams: ConsoleStreams;
@@ -52,10 +53,10 @@ export function createApp({ scheduler, tokens, images, jobs, log, consolesDir, t
   tokenRoutes(table, tokens);
   machineRoutes(table, scheduler);
   reservationRoutes(table, scheduler, { telnetConsoles });
-  consoleRoutes(table, scheduler, consolesDir);
+  consoleRoutes(table, scheduler, consoles);
   consoleStreamRoute(table);
   imageRoutes(table, images);
-  agentRoutes(table, scheduler.agents);
+  agentRoutes(table, scheduler, consoles);
   jobRoutes(table, jobs);
   runnerRoutes(table, jobs.dispatch);
   // A client that stops reading an event stream is not an error worth a log line.
@@ -66,5 +67,5 @@ export function createApp({ scheduler, tokens, images, jobs, log, consolesDir, t
   app.use(errorMiddleware(log));
   app.use(router.routes());
   app.use(router.allowedMethods({ throw: true }));
-  return { app, table, streams: consoleStreams(scheduler, tokens, consolesDir, log) };
+  return { app, table, streams: consoleStreams(scheduler, tokens, consoles, log) };
 }

@@ -104,6 +104,7 @@ const word = text({ max: 40, pattern: /^[A-Za-z0-9_.-]+$/, message: 'a word: let
 export const pathParameters: Record<string, z.ZodType> = {
   id,
   job: id,
+  machine: id,
   name: text({ max: 128, pattern: /^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$/, message: 'a name uses letters, digits, . _ @ - (up to 128)' }),
   tag: imageWord,
 };

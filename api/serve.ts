@@ -4,6 +4,7 @@
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { createApp } from './app.js';
+import { ConsoleLogs } from './console-logs.js';
 import { Tokens } from './auth.js';
 import { embeddedConfig, loadConfig, parseConfig, parseListen, type Config } from './config.js';
 import { openDatabase } from './db/index.js';
@@ -101,7 +102,7 @@ export async function startApi(options: ServeOptions): Promise<RunningApi> {
     images,
     jobs,
     log,
-    consolesDir: path.join(config.dataDir, 'consoles'),
+    consoles: new ConsoleLogs(path.join(config.dataDir, 'consoles'), config.consoles.maxLogSize),
     telnetConsoles: config.consoles.telnet,
   });
   const server = app.listen(config.listen.port, config.listen.host);

@@ -8,6 +8,7 @@
 // machine of a reservation that lives on is handed back to its kind (Provisioner.adopt).
 import { setTimeout as sleep } from 'node:timers/promises';
 import path from 'node:path';
+import { ConsoleShipper } from './console-shipper.js';
 import { ImageCache } from './image-cache.js';
 import type { AgentMachine, AgentReport, AgentTask } from '../protocol/agent.js';
 import { version } from '../protocol/version.js';
@@ -41,6 +42,7 @@ export class Agent {
   private readonly kinds: string[];
   private readonly images: ImageCache;
   private readonly journal: ProvisioningJournal;
+  private readonly consoles: ConsoleShipper;
   /** Unreadable records and records of unknown machines already reported (reported once per agent run). */
   private readonly reported = new Set<string>();
   private readonly log: (line: string) => void;
@@ -67,6 +69,7 @@ export class Agent {
     });
     this.images = new ImageCache(this.worker.http, path.join(options.dataDir, 'agent', 'images'), options.imageIdleTimeoutMs);
     this.journal = new ProvisioningJournal(path.join(options.dataDir, 'agent', 'provisioning'));
+    this.consoles = new ConsoleShipper({ http: this.worker.http, dir: path.join(options.dataDir, 'agent', 'consoles'), log: this.log });
     this.loop = new TaskLoop({
       provisioner: (kind) => this.provisioner(kind),
       journal: this.journal,
@@ -74,12 +77,14 @@ export class Agent {
       log: this.log,
       concurrency: options.concurrency ?? 16,
       provisionTimeoutMs: options.provisionTimeoutMs ?? 600_000,
+      consoleEnded: (reservationId, machine) => this.consoles.finish(reservationId, machine),
     });
   }
 
   start(): void {
     this.beating = true;
     this.heartbeat();
+    this.consoles.start();
     this.worker.start(() => this.startSweeping());
   }
 
@@ -113,6 +118,9 @@ export class Agent {
     this.loop.stop();
     await Promise.race([this.loop.idle(), sleep(10_000, undefined, { ref: false })]);
     await Promise.all([...this.provisioners.values()].map((provisioner) => provisioner.close?.()));
+    // The last lines the machines printed go to the API before the agent ends.
+    this.consoles.stop();
+    await Promise.race([this.consoles.pass(), sleep(5_000, undefined, { ref: false })]);
   }
 
   private provisioner(kind: string): Provisioner {
@@ -122,6 +130,7 @@ export class Agent {
     if (!definition) throw new Error(`this agent has no provisioner for kind ${kind}`);
     const provisioner: Provisioner = createProvisioner(definition, {
       dataDir: this.options.dataDir,
+      consolesDir: this.consoles.dir,
       ...(this.options.consoleLogMax === undefined ? {} : { consoleLogMax: this.options.consoleLogMax }),
       images: this.images,
       log: this.log,

@@ -18,6 +18,8 @@ export interface LoopOptions {
   concurrency: number;
   provisionTimeoutMs: number;
   releaseAttempts?: number;
+  /** After a machine's release: its console log is sent to the API in full, then removed here. */
+  consoleEnded?: (reservationId: string, machine: string) => Promise<void>;
   retryDelayMs?: (attempt: number) => number;
 }
 
@@ -231,6 +233,7 @@ export class TaskLoop {
   private async releaseOnce(provisioner: Provisioner, request: ProvisionRequest): Promise<void> {
     await provisioner.release(request);
     this.readyHere.delete(request.allocationId);
+    await this.options.consoleEnded?.(request.reservationId, request.machine.name);
     await this.options.journal.remove(request.machine.name, request.reservationId);
   }
 

@@ -158,6 +158,11 @@ export interface PoolSupport<Settings = unknown> {
 export interface KindContext {
   /** The agent's own directory: run directories, caches (provisioning records are the loop's: agent/provisioning/). */
   dataDir: string;
+  /**
+   * Where reservations' console logs go, CONSOLES/RESERVATION/MACHINE.log (a kind writes them with
+   * CappedLog, policy `head`); the agent sends them on to the API and removes them after release.
+   */
+  consolesDir: string;
   /** Images fetched from the API into a local cache, verified by sha256. */
   images: ImageSource;
   /**

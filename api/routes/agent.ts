@@ -6,9 +6,12 @@ import { z } from 'zod';
 import { stages, type Caller, type Role } from '../../protocol/api.js';
 import { ApiError } from '../errors.js';
 import { integer, machineText, name, text } from '../fields.js';
-import type { AgentTasks } from '../scheduler/agents.js';
+import { readRaw } from '../body.js';
+import type { ConsoleLogs } from '../console-logs.js';
+import type { Scheduler } from '../scheduler/scheduler.js';
 import type { AgentInfo } from '../scheduler/lab-hosts.js';
 import { hungUp, type RouteTable } from './define.js';
+import { offsetOf } from './follow.js';
 import { pageOf, pageQuery, sendPage, slicePage } from '../pages.js';
 
 const agentName = name('agent', { at: true });
@@ -76,7 +79,11 @@ function agentInfo(body: { version?: string; clock?: string }): AgentInfo {
   return { ...(body.version === undefined ? {} : { version: body.version }), ...(body.clock === undefined ? {} : { clock: body.clock }) };
 }
 
-export function agentRoutes(table: RouteTable, agents: AgentTasks): void {
+/** The most bytes of console one request carries (agents send 256 KiB chunks). */
+const consoleChunkMax = 1024 * 1024;
+
+export function agentRoutes(table: RouteTable, scheduler: Scheduler, consoles: ConsoleLogs): void {
+  const { agents } = scheduler;
   const roles: Role[] = ['agent', 'admin'];
   table.define(
     {
@@ -140,6 +147,31 @@ export function agentRoutes(table: RouteTable, agents: AgentTasks): void {
           .split(',')
           .filter(Boolean),
       );
+    },
+  );
+
+  table.define(
+    {
+      method: 'post',
+      path: '/v1/agent/consoles/:id/:machine',
+      summary:
+        "Append to a machine's console log (the body's raw bytes, from byte `offset` of the lab host's log; bytes the API has are skipped); " +
+        'answers the size to send from next, and whether the log reached its cap',
+      roles,
+      query: { offset: "where the body starts in the lab host's log" },
+      responses: {
+        200: '{ size, capped }',
+        403: "not a machine of this agent's lab host (not_your_task)",
+        404: 'no such reservation, or not one of its machines',
+        409: 'offset_ahead: the API holds fewer bytes than offset (details.size)',
+        413: 'a chunk over 1 MiB',
+      },
+    },
+    async (ctx) => {
+      const caller = ctx.state.caller as Caller;
+      const reservation = await scheduler.reservations.consoleOf(caller.role === 'agent' ? caller.name : undefined, ctx.params.id, ctx.params.machine);
+      const bytes = await readRaw(ctx, consoleChunkMax);
+      ctx.body = await consoles.append(reservation.id, ctx.params.machine, offsetOf(ctx), bytes);
     },
   );
 

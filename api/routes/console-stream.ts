@@ -20,11 +20,12 @@ import type { Duplex } from 'node:stream';
 import type { RawData, WebSocket, WebSocketServer } from 'ws';
 import { RelayClient, type RelayRequest } from '../../protocol/console-relay.js';
 import { callerOf, type Tokens } from '../auth.js';
+import type { ConsoleLogs } from '../console-logs.js';
 import { ApiError, forbidden, toApiError, type Logger } from '../errors.js';
 import { consoleSecret } from '../scheduler/console-secret.js';
 import type { Allocation, Reservation } from '../scheduler/records.js';
 import type { Scheduler } from '../scheduler/scheduler.js';
-import { consoleLog, reservationMachine } from './consoles.js';
+import { reservationMachine } from './consoles.js';
 import type { RouteTable } from './define.js';
 
 const pathPattern = /^\/v1\/reservations\/([^/]+)\/console\/stream$/;
@@ -69,7 +70,7 @@ export function consoleStreamRoute(table: RouteTable): void {
   );
 }
 
-export function consoleStreams(scheduler: Scheduler, tokens: Tokens, consolesDir: string, log: Logger): ConsoleStreams {
+export function consoleStreams(scheduler: Scheduler, tokens: Tokens, consoles: ConsoleLogs, log: Logger): ConsoleStreams {
   // Keystrokes come in small frames; 64 KiB is plenty for a paste. ws is loaded by the first stream,
   // not at start.
   let server: Promise<WebSocketServer> | undefined;
@@ -118,7 +119,7 @@ export function consoleStreams(scheduler: Scheduler, tokens: Tokens, consolesDir
     }
     if (request !== 'read')
       throw new ApiError(409, 'console_read_only', `${allocation.machine}'s console can only be watched (it is a log, not a line to type on)`);
-    return logSource(consoleLog(consolesDir, reservation, allocation), () => scheduler.reservations.isLive(reservation.id));
+    return logSource(consoles.file(reservation.id, allocation.machine), () => scheduler.reservations.isLive(reservation.id));
   };
 
   const bridge = (ws: WebSocket, source: Source, owner: boolean) => {

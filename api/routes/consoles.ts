@@ -1,13 +1,12 @@
 // /v1/reservations/:id/console: the serial console a reservation's machines printed (boards and
 // VMs), kept after release. `?follow=1` keeps the answer open and streams new output until the
-// reservation has ended. The logs are files the agent writes under the data directory, so this
-// serves the agents running inside `paddock serve`.
+// reservation has ended. The logs are the API's copies (console-logs.ts), which every lab host's
+// agent sends as its machines print.
 //
 // Only the reservation's own machines are served: `machine` must name one of its allocations, and
 // the file's path is built from the reservation's id and that allocation's machine name, never from
 // the query text.
-import path from 'node:path';
-import { stat } from 'node:fs/promises';
+import type { ConsoleLogs } from '../console-logs.js';
 import { ApiError } from '../errors.js';
 import type { Allocation, Reservation } from '../scheduler/records.js';
 import type { Caller } from '../../protocol/api.js';
@@ -15,7 +14,7 @@ import type { Scheduler } from '../scheduler/scheduler.js';
 import type { RouteTable } from './define.js';
 import { offsetOf, streamLog } from './follow.js';
 
-export function consoleRoutes(table: RouteTable, scheduler: Scheduler, consolesDir: string): void {
+export function consoleRoutes(table: RouteTable, scheduler: Scheduler, consoles: ConsoleLogs): void {
   table.define(
     {
       method: 'get',
@@ -34,25 +33,15 @@ export function consoleRoutes(table: RouteTable, scheduler: Scheduler, consolesD
       let allocation = reservationMachine(reservation, ctx.query.machine);
       if (!allocation) {
         for (const candidate of reservation.allocations) {
-          if (
-            await stat(consoleLog(consolesDir, reservation, candidate)).then(
-              () => true,
-              () => false,
-            )
-          ) {
+          if ((await consoles.size(reservation.id, candidate.machine)) > 0) {
             allocation = candidate;
             break;
           }
         }
       }
       allocation ??= reservation.allocations[0];
-      const file = allocation && consoleLog(consolesDir, reservation, allocation);
-      const exists =
-        file !== undefined &&
-        (await stat(file).then(
-          () => true,
-          () => false,
-        ));
+      const file = allocation && consoles.file(reservation.id, allocation.machine);
+      const exists = allocation !== undefined && (await consoles.size(reservation.id, allocation.machine)) > 0;
       if (!exists && !follow)
         throw new ApiError(404, 'not_found', `reservation ${reservation.id} has no console log${allocation ? ` for ${allocation.machine}` : ''}`);
       const start = offsetOf(ctx);
@@ -83,12 +72,4 @@ export function reservationMachine(reservation: Reservation, machine: unknown): 
   const allocation = reservation.allocations.find((candidate) => candidate.machine === machine);
   if (!allocation) throw new ApiError(404, 'not_found', `machine ${machine} is not one of reservation ${reservation.id}'s machines`);
   return allocation;
-}
-
-/** The console log of one of the reservation's machines: built from checked names only. */
-export function consoleLog(consolesDir: string, reservation: Reservation, allocation: Allocation): string {
-  for (const name of [reservation.id, allocation.machine]) {
-    if (!machineName.test(name)) throw new ApiError(500, 'internal', 'a stored name is not a name');
-  }
-  return path.join(consolesDir, reservation.id, `${allocation.machine}.log`);
 }

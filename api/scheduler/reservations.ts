@@ -135,6 +135,24 @@ export class Reservations {
     return reservation;
   }
 
+  /**
+   * The reservation whose console log a lab host's agent sends: `machine` must be one of its
+   * allocations and on that agent's lab host (`agent` undefined: an admin, any). Ended ones too: the
+   * last lines arrive after the release.
+   */
+  async consoleOf(agent: string | undefined, id: string, machine: string): Promise<Reservation> {
+    const reservation = this.state.live.get(id) ?? (await this.load(id));
+    if (!reservation) throw notFound(`reservation ${id}`);
+    if (!reservation.allocations.some((allocation) => allocation.machine === machine)) {
+      throw notFound(`machine ${machine} in reservation ${id}`);
+    }
+    const labHost = this.state.inventory.get(machine)?.labHost;
+    if (agent !== undefined && labHost !== agent) {
+      throw new DomainError('not_your_task', `${machine} is not a machine of lab host ${agent}`, { agent });
+    }
+    return reservation;
+  }
+
   private async load(id: string): Promise<Reservation | undefined> {
     if (!/^r-[0-9a-f]{12}$/.test(id)) return undefined;
     await this.state.store.flush();

@@ -1,7 +1,7 @@
 // A console log on disk that never grows past its cap, whatever a guest or a board prints.
 //
 // Two policies, for two kinds of log:
-// - `head` (a reservation's log, DATA/consoles/RESERVATION/MACHINE.log): the first bytes up to the
+// - `head` (a reservation's log, DATA/agent/consoles/RESERVATION/MACHINE.log): the first bytes up to the
 //   cap are kept, then one marker line says the rest was dropped. The boot, where failures are
 //   read, is what a reader needs; a guest that floods its console loses only its own later output.
 // - `rotate` (a board's lifetime log, DATA/boards/BOARD/console.log): when the file reaches half the

@@ -249,7 +249,7 @@ export class BoardProvisioner implements Provisioner<BoardSettings, BoardDetail>
       previous.untap();
       await previous.relay.close();
     }
-    const logFile = path.join(this.context.dataDir, 'consoles', request.reservationId, `${request.machine.name}.log`);
+    const logFile = path.join(this.context.consolesDir, request.reservationId, `${request.machine.name}.log`);
     const log = new CappedLog(logFile, this.context.consoleLogMax ?? defaultConsoleLogMax, 'head');
     const untapLog = console.tap((chunk) => log.write(chunk));
     // Without the secret (a task from an older API) the relay lets nobody in.

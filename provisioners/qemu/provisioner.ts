@@ -8,7 +8,8 @@
 //
 // On disk, per slot and reservation: DATA/qemu/SLOT/RESERVATION/ holds the key, the overlay, QEMU's
 // pid file and its console socket; the agent copies the console, capped at consoles.maxLogSize, to
-// DATA/consoles/RESERVATION/SLOT.log, kept after release. What a restarted agent needs to judge and
+// DATA/agent/consoles/RESERVATION/SLOT.log, which it sends on to the API (kept there after
+// release). What a restarted agent needs to judge and
 // re-adopt its VM (the forwarded port, QEMU's pid, the host key) is the kind's detail in the loop's
 // provisioning record (QemuDetail, saved through request.state); the loop writes that record before
 // the kind acts and removes it only after a release, so the records say which VMs are Paddock's and
@@ -80,7 +81,7 @@ export class QemuProvisioner implements Provisioner<QemuSettings, QemuDetail> {
 
   constructor(private readonly context: KindContext) {
     this.root = path.join(context.dataDir, 'qemu');
-    this.consoles = path.join(context.dataDir, 'consoles');
+    this.consoles = context.consolesDir;
   }
 
   async close(): Promise<void> {

@@ -1,10 +1,12 @@
 // A KindContext for driving a provisioner directly, without an agent (the static kind uses none
 // of it): no image store behind it, and losses are not expected.
+import path from 'node:path';
 import type { KindContext } from '../../provisioners/types.js';
 
 export function testKindContext(dataDir: string): KindContext {
   return {
     dataDir,
+    consolesDir: path.join(dataDir, 'agent', 'consoles'),
     images: {
       fetch: async (ref) => {
         throw new Error(`no image store in this test (asked for ${ref})`);

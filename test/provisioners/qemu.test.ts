@@ -66,6 +66,7 @@ test.serial('a VM from a stored image: uname over SSH with the pinned host key, 
   t.false(existsSync(runDir), 'the overlay and run directory are gone');
   t.deepEqual(await vmProcessesUnder(qemuRoot()), [], 'no QEMU process is left');
   t.regex(readFileSync(console, 'utf8'), /paddock: ssh ready/, 'the console log is kept with the reservation');
+  t.false(existsSync(path.join(api.dataDir, 'agent', 'consoles', reservation.id)), "the lab host's copy went once the API had it all");
 });
 
 test.serial('a gang of two boots in parallel from a disk image overlay; a third request queues until one is released', async (t) => {
