@@ -6,7 +6,7 @@ import { authenticate, type Tokens } from './auth.js';
 import { ApiError, errorMiddleware, type Logger } from './errors.js';
 import type { ConsoleLogs } from './console-logs.js';
 import { agentRoutes } from './routes/agent.js';
-import { consoleStreamRoute, consoleStreams, type ConsoleStreams } from './routes/console-stream.js';
+import { consoleStreamRoute, consoleStreamSocket } from './routes/console-stream.js';
 import { consoleRoutes } from './routes/consoles.js';
 import { imageRoutes } from './routes/images.js';
 import { jobRoutes } from './routes/jobs.js';
@@ -17,6 +17,9 @@ import { openApiDocument, RouteTable } from './routes/define.js';
 import { machineRoutes } from './routes/machines.js';
 import { reservationRoutes } from './routes/reservations.js';
 import { tokenRoutes } from './routes/tokens.js';
+import { tunnelRoutes, tunnelSockets } from './routes/tunnels.js';
+import { webSockets, type WebSockets } from './routes/websockets.js';
+import { TunnelBroker } from './tunnels.js';
 import type { Scheduler } from './scheduler/scheduler.js';
 import { version } from '../protocol/version.js';
 
@@ -37,8 +40,11 @@ export interface AppDeps {
 export function createApp({ scheduler, tokens, images, jobs, log, consoles, telnetConsoles }: AppDeps): {
   app: Koa;
   table: RouteTable;
-  streams: ConsoleStreams;
+  /** The WebSocket routes (console streams, tunnels), for the server's `upgrade` event. */
+  streams: WebSockets;
+  tunnels: TunnelBroker;
 } {
+  const tunnels = new TunnelBroker();
   const app = new Koa();
   app.proxy = false;
   const router = new Router();
@@ -59,6 +65,7 @@ export function createApp({ scheduler, tokens, images, jobs, log, consoles, teln
   agentRoutes(table, scheduler, consoles);
   jobRoutes(table, jobs);
   runnerRoutes(table, jobs.dispatch);
+  tunnelRoutes(table, tunnels);
   // A client that stops reading an event stream is not an error worth a log line.
   app.on('error', (error: NodeJS.ErrnoException) => {
     if (error.code === 'ERR_STREAM_PREMATURE_CLOSE' || error.code === 'ECONNRESET' || error.code === 'EPIPE') return;
@@ -67,5 +74,6 @@ export function createApp({ scheduler, tokens, images, jobs, log, consoles, teln
   app.use(errorMiddleware(log));
   app.use(router.routes());
   app.use(router.allowedMethods({ throw: true }));
-  return { app, table, streams: consoleStreams(scheduler, tokens, consoles, log) };
+  const streams = webSockets([consoleStreamSocket(scheduler, tokens, consoles, tunnels, log), ...tunnelSockets(scheduler, tokens, tunnels)], log);
+  return { app, table, streams, tunnels };
 }

@@ -41,6 +41,12 @@ const machineSchema = z.strictObject({
   settings: z.unknown().optional(),
   /** The lab host whose agent (`paddock agent --name NAME`) provisions it; by default the embedded agent's (`agent.name`). */
   labHost: nameSchema.optional(),
+  /**
+   * How owners reach it: `direct` (its address as its lab host reports it) or `paddock` (through a
+   * tunnel via the API, for machines only their lab host can reach). Default: its lab host's
+   * (`labHosts.NAME.access`), else direct.
+   */
+  access: z.enum(['direct', 'paddock']).optional(),
   /** A pool of this many identical machines (VM slots), named NAME-1 … NAME-N. */
   count: z.number().int().min(1).max(10000).optional(),
 });
@@ -132,6 +138,8 @@ export const configSchema = z.strictObject({
       sweepInterval: duration.default(60),
     })
     .default({ enabled: true, name: 'local', concurrency: 16, provisionTimeout: 600, sweepInterval: 60 }),
+  /** Settings per lab host, by name: `access` for all its machines (a machine's own `access` wins). */
+  labHosts: z.record(nameSchema, z.strictObject({ access: z.enum(['direct', 'paddock']).default('direct') })).default({}),
   agents: z
     .strictObject({
       /**
@@ -188,7 +196,9 @@ export const configSchema = z.strictObject({
 });
 
 /** A parsed config: every machine names its lab host (the embedded agent's when it named none). */
-export type Config = Omit<z.infer<typeof configSchema>, 'machines'> & { machines: (z.infer<typeof configSchema>['machines'][number] & { labHost: string })[] };
+export type Config = Omit<z.infer<typeof configSchema>, 'machines'> & {
+  machines: (z.infer<typeof configSchema>['machines'][number] & { labHost: string; access: 'direct' | 'paddock' })[];
+};
 
 /**
  * What `paddock serve` runs without a config file: the API on 127.0.0.1:7300, data in
@@ -278,7 +288,10 @@ export function parseConfig(text: string, file = '<config>'): Config {
   }
   const config: Config = {
     ...parsed.data,
-    machines: parsed.data.machines.map((machine) => ({ ...machine, labHost: machine.labHost ?? parsed.data.agent.name })),
+    machines: parsed.data.machines.map((machine) => {
+      const labHost = machine.labHost ?? parsed.data.agent.name;
+      return { ...machine, labHost, access: machine.access ?? parsed.data.labHosts[labHost]?.access ?? 'direct' };
+    }),
   };
   const problems: string[] = [];
   const seen = new Set<string>();

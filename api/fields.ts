@@ -122,6 +122,8 @@ export const queryParameters: Record<string, z.ZodType> = {
   // The console stream's (checked again where the WebSocket upgrade is taken).
   mode: word,
   takeover: flag,
+  // A tunnel's (checked again where the WebSocket upgrade is taken).
+  port: word,
   job: id,
   kinds: text({ max: 1000, pattern: /^([A-Za-z0-9_-]+(,[A-Za-z0-9_-]+)*)?$/, message: 'kinds separated by commas' }),
   format: word,

@@ -96,7 +96,7 @@ export async function startApi(options: ServeOptions): Promise<RunningApi> {
     return account;
   };
   await jobs.start();
-  const { app, table, streams } = createApp({
+  const { app, table, streams, tunnels } = createApp({
     scheduler,
     tokens,
     images,
@@ -134,6 +134,7 @@ export async function startApi(options: ServeOptions): Promise<RunningApi> {
       clearInterval(collector);
       await jobs.stop();
       await scheduler.stop();
+      tunnels.close();
       streams.close();
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));

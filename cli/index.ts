@@ -11,6 +11,7 @@ import type { ExplainView, ReservationExplainView, ReservationView } from '../pr
 import { interactiveConsole, memberMachine } from './console.js';
 import { addImageCommands } from './images.js';
 import { addJobCommands } from './jobs.js';
+import { addTunnelCommands, proxyCommand } from './tunnel.js';
 import { membersFromArguments, MemberSyntaxError, splitRemoteCommand } from '../client/members.js';
 import { isEvent, Paddock, PaddockError, TimeoutError, type Progress, type Reservation } from '../client/index.js';
 
@@ -136,7 +137,10 @@ async function openSsh(id: string, target: string | undefined, command: string[]
     const knownHosts = path.join(dir, 'known_hosts');
     await writeFile(keyFile, credentials.privateKey, { mode: 0o600 });
     await writeFile(knownHosts, `${machine.port === 22 ? machine.host : `[${machine.host}]:${machine.port}`} ${machine.hostKey}\n`, { mode: 0o600 });
+    // Through the API's tunnel: ssh still checks the pinned key, under the address the lab host reported.
+    const tunnelled = machine.via === 'paddock' ? ['-o', `ProxyCommand=${proxyCommand(reservation.id, target ?? `${first.role}.${first.index}`)}`] : [];
     const args = [
+      ...tunnelled,
       '-i',
       keyFile,
       '-o',
@@ -465,6 +469,7 @@ export function program(remoteCommand: string[] = []): Command {
 
   addImageCommands(cli, client, print, table);
   addJobCommands(cli, client, print, table);
+  addTunnelCommands(cli);
 
   cli
     .command('whoami')

@@ -22,7 +22,7 @@ import type {
 } from '../protocol/api.js';
 import { MemberSyntaxError, parseMemberTarget } from './members.js';
 import { LeaseExpiredError, NotFoundError, PaddockError, ReservationFailedError, TimeoutError, UnauthorizedError, ForbiddenError } from './errors.js';
-import type { Writable } from 'node:stream';
+import type { Duplex, Writable } from 'node:stream';
 import { Images } from './images.js';
 import { Jobs } from './jobs.js';
 import { Http } from './http.js';
@@ -252,7 +252,39 @@ export class Reservation {
       machine = find(credentials);
     }
     if (!machine) throw new PaddockError(`reservation ${this.id} has no ready member ${member.role}[${member.index}]`, 'invalid_target');
-    return { host: machine.host, port: machine.port, user: machine.user, hostKey: machine.hostKey, privateKey: credentials.privateKey };
+    const via = machine.via ?? 'direct';
+    const name = machine.machine;
+    return {
+      host: machine.host,
+      port: machine.port,
+      user: machine.user,
+      hostKey: machine.hostKey,
+      privateKey: credentials.privateKey,
+      via,
+      ...(via === 'paddock' ? { tunnel: () => this.tunnel(name, 'ssh') } : {}),
+    };
+  }
+
+  /**
+   * A stream to a port of one of the reservation's machines (by machine name), through the API and
+   * the machine's lab host: `ssh` (22) or `console` (a board's relay). The owner only.
+   */
+  async tunnel(machine: string, port: 'ssh' | 'console' | '22' = 'ssh'): Promise<Duplex> {
+    const { createWebSocketStream } = await import('ws');
+    const { socket, opened } = await this.http.webSocket(`${this.path()}/tunnel`, { machine, port });
+    // The stream listens from the start: bytes that come right after the opening are not lost.
+    const stream = createWebSocketStream(socket);
+    const early = () => undefined;
+    stream.on('error', early);
+    try {
+      await opened;
+    } catch (error) {
+      stream.destroy();
+      throw error;
+    } finally {
+      stream.off('error', early);
+    }
+    return stream;
   }
 
   /** Runs a shell command on a member: `{ stdout, stderr, code }` (a non-zero code is no error). */

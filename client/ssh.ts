@@ -5,6 +5,7 @@
 import type { Client, ClientChannel, SFTPWrapper } from 'ssh2';
 import { shellQuote, SshError, sshConnect } from '../protocol/ssh.js';
 import { createReadStream, createWriteStream, type ReadStream, type WriteStream } from 'node:fs';
+import type { Duplex } from 'node:stream';
 import { PaddockError } from './errors.js';
 
 export interface SshTarget {
@@ -15,6 +16,10 @@ export interface SshTarget {
   hostKey: string;
   /** OpenSSH private key of the reservation. */
   privateKey: string;
+  /** `paddock`: reached through the API's tunnel (host and port are then the lab host's view). */
+  via?: 'direct' | 'paddock';
+  /** Opens the tunnel to the machine's SSH port, where `via` is `paddock`. */
+  tunnel?: () => Promise<Duplex>;
 }
 
 export interface CommandResult {
@@ -30,7 +35,7 @@ export function keyIdentity(line: string): string {
   return line.trim().split(/\s+/).slice(0, 2).join(' ');
 }
 
-const where = (target: SshTarget) => `${target.user}@${target.host}:${target.port}`;
+const where = (target: SshTarget) => `${target.user}@${target.host}:${target.port}${target.via === 'paddock' ? ' (through Paddock)' : ''}`;
 
 /** Opens an authenticated connection (protocol/ssh.ts: the pinned host key's algorithm only); the caller ends it. */
 export async function connect(target: SshTarget): Promise<Client> {
@@ -38,8 +43,10 @@ export async function connect(target: SshTarget): Promise<Client> {
   if (!pinned.split(' ')[0] || !pinned.includes(' ')) {
     throw new PaddockError(`no usable host key for ${where(target)}; is the member ready?`, 'host_key_missing');
   }
+  const sock = target.via === 'paddock' && target.tunnel ? await target.tunnel() : undefined;
   try {
     const { client } = await sshConnect({
+      ...(sock ? { sock } : {}),
       host: target.host,
       port: target.port,
       user: target.user,

@@ -5,7 +5,9 @@
 // (journal.ts, under DATA/agent/provisioning/): a reservation with a record on a machine left work
 // there; with what kinds report of traces outside the records (Provisioner.owned: cloud servers,
 // keys on static hosts), that is what is released once its reservation has ended, and a ready
-// machine of a reservation that lives on is handed back to its kind (Provisioner.adopt).
+// machine of a reservation that lives on is handed back to its kind (Provisioner.adopt). Beside the
+// tasks it sends its machines' console logs to the API (console-shipper.ts) and opens the tunnels
+// owners ask for (tunnels.ts), also by dialling out.
 import { setTimeout as sleep } from 'node:timers/promises';
 import path from 'node:path';
 import { ConsoleShipper } from './console-shipper.js';
@@ -16,6 +18,7 @@ import { describeFailure, PullWorker } from '../protocol/worker.js';
 import { createProvisioner, machineKinds } from '../provisioners/registry.js';
 import { ProvisioningJournal, type JournalEntry } from './journal.js';
 import { TaskLoop } from './loop.js';
+import { TunnelEnd } from './tunnels.js';
 import type { Provisioner } from '../provisioners/types.js';
 
 export interface AgentOptions {
@@ -43,6 +46,7 @@ export class Agent {
   private readonly images: ImageCache;
   private readonly journal: ProvisioningJournal;
   private readonly consoles: ConsoleShipper;
+  private readonly tunnels: TunnelEnd;
   /** Unreadable records and records of unknown machines already reported (reported once per agent run). */
   private readonly reported = new Set<string>();
   private readonly log: (line: string) => void;
@@ -69,6 +73,7 @@ export class Agent {
     });
     this.images = new ImageCache(this.worker.http, path.join(options.dataDir, 'agent', 'images'), options.imageIdleTimeoutMs);
     this.journal = new ProvisioningJournal(path.join(options.dataDir, 'agent', 'provisioning'));
+    this.tunnels = new TunnelEnd({ url: options.url, token: options.token, name: options.name, journal: this.journal, log: this.log });
     this.consoles = new ConsoleShipper({ http: this.worker.http, dir: path.join(options.dataDir, 'agent', 'consoles'), log: this.log });
     this.loop = new TaskLoop({
       provisioner: (kind) => this.provisioner(kind),
@@ -85,6 +90,7 @@ export class Agent {
     this.beating = true;
     this.heartbeat();
     this.consoles.start();
+    this.tunnels.start();
     this.worker.start(() => this.startSweeping());
   }
 
@@ -112,7 +118,7 @@ export class Agent {
     this.beating = false;
     clearTimeout(this.heartbeats);
     clearInterval(this.sweeper);
-    await this.worker.stop();
+    await Promise.all([this.worker.stop(), this.tunnels.stop()]);
     // Provisioning in flight is abandoned (the next start resumes it); a release under way is
     // given a few seconds to finish so the host is left clean.
     this.loop.stop();

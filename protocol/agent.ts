@@ -5,6 +5,26 @@
 export const stages = ['powerConfirmed', 'bootSeen', 'addressKnown', 'sshReady', 'probed'] as const;
 export type Stage = (typeof stages)[number];
 
+/**
+ * A tunnel a lab-host agent is asked to open: it connects to a port of one of its ready machines
+ * (SSH, or a board's console relay), then opens the WebSocket /v1/agent/tunnels/ID to the API,
+ * which bridges it to the owner's stream. Lab hosts only dial out.
+ */
+export interface TunnelTask {
+  /** Unguessable; names the agent's WebSocket. */
+  id: string;
+  reservationId: string;
+  machine: string;
+  service: TunnelService;
+  /** The address as the agent reported it at readiness (on the lab host's own network). */
+  host: string;
+  port: number;
+}
+
+/** The ports a tunnel reaches: a machine's SSH, or a board's console relay. */
+export const tunnelServices = ['ssh', 'console'] as const;
+export type TunnelService = (typeof tunnelServices)[number];
+
 /** Work handed to a lab-host agent: one machine of one reservation. */
 export interface AgentTask {
   /** The allocation id. */

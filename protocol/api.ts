@@ -107,7 +107,11 @@ export interface CredentialsView {
   publicKey: string;
   /** known_hosts lines pinning every ready machine's host key. */
   knownHosts: string;
-  machines: { role: string; index: number; machine: string; host: string; port: number; user: string; hostKey: string }[];
+  /**
+   * `via: paddock`: reach the machine through the API's tunnel (`paddock tunnel`, GET
+   * /v1/reservations/ID/tunnel); host and port are then its address on its lab host's network.
+   */
+  machines: { role: string; index: number; machine: string; host: string; port: number; user: string; hostKey: string; via: 'direct' | 'paddock' }[];
   /**
    * Only where the lab allows telnet to console relays (`consoles.telnet`): the relays of the
    * ready boards, and the secret to answer first (`telnet HOST PORT`, then type the secret).

@@ -7,6 +7,7 @@
 // relay: `D` keystrokes, `T` take over typing.
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
+import type { Duplex } from 'node:stream';
 
 export const greeting = "paddock console relay: answer with the reservation's console secret\r\n";
 export type RelayMode = 'read' | 'write';
@@ -52,16 +53,21 @@ export class FrameReader {
  */
 export class RelayClient extends EventEmitter {
   private constructor(
-    private readonly socket: net.Socket,
+    private readonly socket: Duplex,
     public mode: RelayMode,
   ) {
     super();
   }
 
   static connect(address: { host: string; port: number }, secret: string, request: RelayRequest, timeoutMs = 10_000): Promise<RelayClient> {
+    const socket = net.connect(address);
+    socket.setNoDelay(true);
+    return RelayClient.over(socket, `${address.host}:${address.port}`, secret, request, timeoutMs);
+  }
+
+  /** The same over a stream already open to the relay (a tunnel through the API); `where` names it in errors. */
+  static over(socket: Duplex, where: string, secret: string, request: RelayRequest, timeoutMs = 10_000): Promise<RelayClient> {
     return new Promise((resolve, reject) => {
-      const socket = net.connect(address);
-      socket.setNoDelay(true);
       let text = '';
       let client: RelayClient | undefined;
       const reader = new FrameReader();
@@ -70,7 +76,7 @@ export class RelayClient extends EventEmitter {
         socket.destroy();
         reject(new Error(message));
       };
-      const timer = setTimeout(() => fail(`the console relay at ${address.host}:${address.port} did not answer`), timeoutMs);
+      const timer = setTimeout(() => fail(`the console relay at ${where} did not answer`), timeoutMs);
       const frames = (chunk: Buffer) => {
         let received;
         try {
@@ -111,7 +117,7 @@ export class RelayClient extends EventEmitter {
         if (!closed) client.emit('close');
         closed = true;
       };
-      socket.on('error', (error) => gone(`cannot reach the console relay at ${address.host}:${address.port}: ${error.message}`));
+      socket.on('error', (error) => gone(`cannot reach the console relay at ${where}: ${error.message}`));
       socket.on('close', () => gone('the console relay refused the session'));
     });
   }

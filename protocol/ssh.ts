@@ -3,6 +3,7 @@
 // tenant and the client library). Contract for everything here: no error
 // message ever contains key material. Messages are built from what we know (user, host, port,
 // fingerprints of public host keys) plus ssh2's own reason, scrubbed of anything key-shaped.
+import type { Duplex } from 'node:stream';
 import ssh2 from 'ssh2';
 import type { Client as SshClient, ConnectConfig } from 'ssh2';
 import { fingerprint, hostKeyLine, normalizeKeyLine } from './ssh-keys.js';
@@ -59,6 +60,8 @@ export interface SshConnectOptions {
   expectedHostKey?: string;
   timeoutMs: number;
   signal?: AbortSignal;
+  /** An open stream to the SSH server (a tunnel through the API) instead of a TCP connection to host:port. */
+  sock?: Duplex;
 }
 
 export type SshFailure = 'connect' | 'timeout' | 'auth' | 'hostKey' | 'key' | 'aborted' | 'protocol';
@@ -115,6 +118,7 @@ export function sshConnect(options: SshConnectOptions): Promise<{ client: SshCli
       client.connect({
         host: options.host,
         port: options.port,
+        ...(options.sock ? { sock: options.sock as NonNullable<ConnectConfig['sock']> } : {}),
         username: options.user,
         privateKey: options.privateKey,
         readyTimeout: options.timeoutMs,

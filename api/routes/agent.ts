@@ -66,7 +66,7 @@ const reportSchema = z.strictObject({
 });
 
 /** An agent token speaks only for the agent of its own name (an admin may speak for any). */
-function checkAgent(ctx: Koa.Context, agent: string): string {
+export function checkAgent(ctx: Koa.Context, agent: string): string {
   const caller = ctx.state.caller as Caller;
   if (caller.role === 'agent' && caller.name !== agent) {
     throw new ApiError(403, 'forbidden', `this token is for agent ${caller.name}, not ${agent}`, { agent: caller.name });

@@ -9,34 +9,24 @@
 // when the session starts and whenever it changes (another session took over: this one is demoted),
 // from the client `{"type":"takeover"}`.
 //
-// A board's console comes through its relay on the lab host, which arbitrates who types across every
-// session (streams and telnet alike) after checking the reservation's console secret. A VM's console
-// is its log, watched read-only from where it stands when the stream opens.
+// A board's console comes through its relay on the lab host, reached through a tunnel its agent opens
+// (tunnels.ts: lab hosts only dial out); the relay arbitrates who types across every session (streams
+// and telnet alike) after checking the reservation's console secret. A VM's console is its log,
+// watched read-only from where it stands when the stream opens.
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { IncomingMessage } from 'node:http';
-import { STATUS_CODES } from 'node:http';
 import { open, stat } from 'node:fs/promises';
-import type { Duplex } from 'node:stream';
-import type { RawData, WebSocket, WebSocketServer } from 'ws';
+import type { RawData, WebSocket } from 'ws';
 import { RelayClient, type RelayRequest } from '../../protocol/console-relay.js';
 import { callerOf, type Tokens } from '../auth.js';
 import type { ConsoleLogs } from '../console-logs.js';
-import { ApiError, forbidden, toApiError, type Logger } from '../errors.js';
+import { ApiError, forbidden, type Logger } from '../errors.js';
 import { consoleSecret } from '../scheduler/console-secret.js';
 import type { Allocation, Reservation } from '../scheduler/records.js';
 import type { Scheduler } from '../scheduler/scheduler.js';
 import { reservationMachine } from './consoles.js';
 import type { RouteTable } from './define.js';
-
-const pathPattern = /^\/v1\/reservations\/([^/]+)\/console\/stream$/;
-const allowedQuery = new Set(['machine', 'mode', 'takeover']);
-
-export interface ConsoleStreams {
-  /** For the HTTP server's `upgrade` event. */
-  upgrade(request: IncomingMessage, socket: Duplex, head: Buffer): void;
-  /** Ends every open stream (the server is stopping). */
-  close(): void;
-}
+import type { TunnelBroker } from '../tunnels.js';
+import { one, onlyParameters, type WebSocketRoute } from './websockets.js';
 
 interface Source {
   /** Starts sending console bytes and mode changes; `ended` when the console closes. */
@@ -70,22 +60,9 @@ export function consoleStreamRoute(table: RouteTable): void {
   );
 }
 
-export function consoleStreams(scheduler: Scheduler, tokens: Tokens, consoles: ConsoleLogs, log: Logger): ConsoleStreams {
-  // Keystrokes come in small frames; 64 KiB is plenty for a paste. ws is loaded by the first stream,
-  // not at start.
-  let server: Promise<WebSocketServer> | undefined;
-  const websockets = () => (server ??= import('ws').then(({ WebSocketServer }) => new WebSocketServer({ noServer: true, maxPayload: 64 * 1024 })));
-  const streams = new Set<WebSocket>();
-
-  const accept = async (request: IncomingMessage, socket: Duplex, head: Buffer) => {
-    const url = new URL(request.url ?? '/', 'http://paddock');
-    const match = pathPattern.exec(url.pathname);
-    if (!match) throw new ApiError(404, 'not_found', 'no WebSocket route here (the console stream is /v1/reservations/ID/console/stream)');
-    for (const name of url.searchParams.keys()) {
-      if (/token/i.test(name)) throw new ApiError(400, 'invalid_parameter', 'send the token in the Authorization header, never in the URL');
-      if (!allowedQuery.has(name))
-        throw new ApiError(400, 'invalid_parameter', `unknown query parameter ${JSON.stringify(name.slice(0, 40))} (allowed: machine, mode, takeover)`);
-    }
+export function consoleStreamSocket(scheduler: Scheduler, tokens: Tokens, consoles: ConsoleLogs, tunnels: TunnelBroker, log: Logger): WebSocketRoute {
+  const accept: WebSocketRoute['accept'] = async (request, match, url, take) => {
+    onlyParameters(url, ['machine', 'mode', 'takeover']);
     const caller = callerOf(tokens, request.headers.authorization);
     const reservation = await scheduler.reservations.get(caller, match[1]);
     const mode = one(url, 'mode') ?? 'read';
@@ -103,15 +80,21 @@ export function consoleStreams(scheduler: Scheduler, tokens: Tokens, consoles: C
       reservation.allocations[0];
     if (!allocation) throw new ApiError(409, 'not_ready', `reservation ${reservation.id} has no machine yet`);
     const source = await sourceFor(reservation, allocation, wantsTakeover ? 'takeover' : mode);
-    (await websockets()).handleUpgrade(request, socket, head, (ws) => bridge(ws, source, owner));
+    if (!(await take((ws) => bridge(ws, source, owner)))) source.close();
   };
 
   const sourceFor = async (reservation: Reservation, allocation: Allocation, request: RelayRequest): Promise<Source> => {
     if (allocation.console) {
-      const relay = await RelayClient.connect(allocation.console, consoleSecret(reservation), request).catch((error: unknown) => {
-        log(`console stream: ${reservation.id} ${allocation.machine}: ${(error as Error).message}`);
-        throw new ApiError(502, 'console_unavailable', `the console of ${allocation.machine} cannot be reached now`);
-      });
+      const { console } = allocation;
+      const labHost = scheduler.inventory.get(allocation.machine)?.labHost ?? '';
+      const relay = await tunnels
+        .open(labHost, { reservationId: reservation.id, machine: allocation.machine, service: 'console', host: console.host, port: console.port })
+        .then((stream) => RelayClient.over(stream, `${allocation.machine}'s console relay`, consoleSecret(reservation), request))
+        .catch((error: unknown) => {
+          log(`console stream: ${reservation.id} ${allocation.machine}: ${(error as Error).message}`);
+          const why = error instanceof ApiError ? `: ${error.message}` : '';
+          throw new ApiError(502, 'console_unavailable', `the console of ${allocation.machine} cannot be reached now${why}`);
+        });
       return relaySource(relay);
     }
     if (scheduler.inventory.get(allocation.machine)?.kind === 'board') {
@@ -123,7 +106,6 @@ export function consoleStreams(scheduler: Scheduler, tokens: Tokens, consoles: C
   };
 
   const bridge = (ws: WebSocket, source: Source, owner: boolean) => {
-    streams.add(ws);
     const sendJson = (message: object) => ws.readyState === ws.OPEN && ws.send(JSON.stringify(message));
     source.start(
       (bytes) => ws.readyState === ws.OPEN && ws.send(bytes, { binary: true }),
@@ -147,42 +129,12 @@ export function consoleStreams(scheduler: Scheduler, tokens: Tokens, consoles: C
           message: message.type === 'takeover' ? 'only the owner types' : 'unknown message type',
         });
     });
-    ws.on('close', () => {
-      streams.delete(ws);
-      source.close();
-    });
+    ws.on('close', () => source.close());
     ws.on('error', () => ws.terminate());
   };
 
-  return {
-    upgrade(request, socket, head) {
-      socket.on('error', () => undefined);
-      accept(request, socket, head).catch((error: unknown) => {
-        const apiError = toApiError(error);
-        if (apiError.status >= 500 && apiError.code === 'internal') log(`error: console stream: ${(error as Error).message}`);
-        refuse(socket, apiError);
-      });
-    },
-    close() {
-      for (const ws of streams) ws.terminate();
-      void server?.then((websocketServer) => websocketServer.close());
-    },
-  };
-}
-
-function one(url: URL, name: string): string | undefined {
-  const values = url.searchParams.getAll(name);
-  if (values.length > 1) throw new ApiError(400, 'invalid_parameter', `${name} is given once`);
-  return values[0];
-}
-
-/** An error answer in place of the upgrade, shaped as every other API error. */
-function refuse(socket: Duplex, error: ApiError): void {
-  const body = JSON.stringify({ code: error.code, message: error.message, ...(error.details === undefined ? {} : { details: error.details }) });
-  socket.end(
-    `HTTP/1.1 ${error.status} ${STATUS_CODES[error.status] ?? 'Error'}\r\nContent-Type: application/json; charset=utf-8\r\n` +
-      `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
-  );
+  // Keystrokes come in small frames; 64 KiB is plenty for a paste.
+  return { pattern: /^\/v1\/reservations\/([^/]+)\/console\/stream$/, maxPayload: 64 * 1024, accept };
 }
 
 function relaySource(relay: RelayClient): Source {

@@ -156,6 +156,7 @@ export function reservationRoutes(table: RouteTable, scheduler: Scheduler, optio
         port: allocation.port!,
         user: allocation.user!,
         hostKey: allocation.hostKey!,
+        via: scheduler.inventory.get(allocation.machine)?.access ?? 'direct',
       }));
     const credentials: CredentialsView = {
       reservationId: reservation.id,

@@ -66,6 +66,8 @@ export interface MachineEntry {
   kind: string;
   /** The lab host whose agent provisions it. */
   labHost: string;
+  /** How owners reach it: directly, or through a tunnel via the API. */
+  access: 'direct' | 'paddock';
   state: MachineState;
   labels: Record<string, string>;
   capacities: Record<string, number>;

@@ -32,6 +32,8 @@ export interface MachineDefinition {
   kind: string;
   /** The lab host whose agent provisions it (`local` when not given: the embedded agent's default name). */
   labHost?: string;
+  /** How owners reach it (`direct` when not given). */
+  access?: 'direct' | 'paddock';
   labels: Record<string, string>;
   capacities: Record<string, number>;
   settings?: unknown;

@@ -1,7 +1,7 @@
 // Console access through the API, driven as a hostile user would: the console route serves only the
 // reservation's own machines (no path in `machine`, no other reservation's machine), and the
 // console stream checks the token and the owner before anything is sent. The console logs are
-// written where the agent writes them (DATA/consoles/RESERVATION/MACHINE.log).
+// written where the API keeps what lab hosts send (DATA/consoles/RESERVATION/MACHINE.log).
 import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import test from 'ava';

@@ -98,6 +98,8 @@ export function staticMachinesYaml(
     user?: string;
     /** The lab host whose agent provisions it (default: the embedded agent's). */
     labHost?: string;
+    /** How owners reach it (default: its lab host's, else direct). */
+    access?: 'direct' | 'paddock';
     labels?: Record<string, string>;
     capacities?: Record<string, string | number>;
   }[],
@@ -109,6 +111,7 @@ export function staticMachinesYaml(
         `  - name: ${host.name}`,
         '    kind: static',
         ...(host.labHost ? [`    labHost: ${host.labHost}`] : []),
+        ...(host.access ? [`    access: ${host.access}`] : []),
         `    labels: ${JSON.stringify(host.labels ?? { type: 'static-host', arch: 'x86_64' })}`,
         `    capacities: ${JSON.stringify(host.capacities ?? { cpus: 2, ram: '2GiB' })}`,
         '    settings:',

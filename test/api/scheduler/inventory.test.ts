@@ -8,6 +8,7 @@ const machine = (name: string, pool: string | undefined, state: MachineEntry['st
   name,
   kind: 'openstack',
   labHost: 'local',
+  access: 'direct',
   state,
   labels: pool ? { pool } : {},
   capacities: { cpus: 1 },

@@ -1,0 +1,101 @@
+// The API's WebSocket routes (the console stream, tunnels): one `upgrade` handler for the HTTP
+// server that picks the route by path. Everything is checked before the upgrade, and a refusal is
+// an ordinary HTTP error answer shaped as every other. ws is loaded by the first WebSocket, not at
+// start.
+import type { IncomingMessage } from 'node:http';
+import { STATUS_CODES } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { WebSocket, WebSocketServer } from 'ws';
+import { ApiError, toApiError, type Logger } from '../errors.js';
+
+export interface WebSocketRoute {
+  /** The path it serves; its groups are the path's parameters. */
+  pattern: RegExp;
+  /** The largest message taken from the other end. */
+  maxPayload: number;
+  /** Checks the request (throwing ApiErrors), then calls `take` to upgrade. */
+  accept(request: IncomingMessage, match: RegExpExecArray, url: URL, take: (open: (ws: WebSocket) => void) => Promise<boolean>): Promise<void>;
+}
+
+export interface WebSockets {
+  /** For the HTTP server's `upgrade` event. */
+  upgrade(request: IncomingMessage, socket: Duplex, head: Buffer): void;
+  /** Ends every open WebSocket (the server is stopping). */
+  close(): void;
+}
+
+export function webSockets(routes: WebSocketRoute[], log: Logger): WebSockets {
+  const servers = new Map<number, Promise<WebSocketServer>>();
+  const serverFor = (maxPayload: number) => {
+    let server = servers.get(maxPayload);
+    if (!server) {
+      server = import('ws').then(({ WebSocketServer }) => new WebSocketServer({ noServer: true, maxPayload }));
+      servers.set(maxPayload, server);
+    }
+    return server;
+  };
+  const open = new Set<WebSocket>();
+
+  const accept = async (request: IncomingMessage, socket: Duplex, head: Buffer) => {
+    const url = new URL(request.url ?? '/', 'http://paddock');
+    for (const route of routes) {
+      const match = route.pattern.exec(url.pathname);
+      if (!match) continue;
+      for (const name of url.searchParams.keys()) {
+        if (/token/i.test(name)) throw new ApiError(400, 'invalid_parameter', 'send the token in the Authorization header, never in the URL');
+      }
+      // `take` says whether it upgraded: not when the caller hung up while the route checked.
+      return route.accept(request, match, url, async (opened) => {
+        const server = await serverFor(route.maxPayload);
+        if (socket.destroyed) return false;
+        server.handleUpgrade(request, socket, head, (ws) => {
+          open.add(ws);
+          ws.once('close', () => open.delete(ws));
+          opened(ws);
+        });
+        return true;
+      });
+    }
+    throw new ApiError(404, 'not_found', 'no WebSocket route here');
+  };
+
+  return {
+    upgrade(request, socket, head) {
+      socket.on('error', () => undefined);
+      accept(request, socket, head).catch((error: unknown) => {
+        const apiError = toApiError(error);
+        if (apiError.status >= 500 && apiError.code === 'internal') log(`error: websocket ${request.url?.split('?')[0]}: ${(error as Error).message}`);
+        refuse(socket, apiError);
+      });
+    },
+    close() {
+      for (const ws of open) ws.terminate();
+      for (const server of servers.values()) void server.then((each) => each.close());
+    },
+  };
+}
+
+/** A query parameter given at most once. */
+export function one(url: URL, name: string): string | undefined {
+  const values = url.searchParams.getAll(name);
+  if (values.length > 1) throw new ApiError(400, 'invalid_parameter', `${name} is given once`);
+  return values[0];
+}
+
+/** Only the parameters a route takes. */
+export function onlyParameters(url: URL, allowed: readonly string[]): void {
+  for (const name of url.searchParams.keys()) {
+    if (!allowed.includes(name))
+      throw new ApiError(400, 'invalid_parameter', `unknown query parameter ${JSON.stringify(name.slice(0, 40))} (allowed: ${allowed.join(', ') || 'none'})`);
+  }
+}
+
+/** An error answer in place of the upgrade, shaped as every other API error. */
+function refuse(socket: Duplex, error: ApiError): void {
+  if (socket.destroyed) return;
+  const body = JSON.stringify({ code: error.code, message: error.message, ...(error.details === undefined ? {} : { details: error.details }) });
+  socket.end(
+    `HTTP/1.1 ${error.status} ${STATUS_CODES[error.status] ?? 'Error'}\r\nContent-Type: application/json; charset=utf-8\r\n` +
+      `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  );
+}
