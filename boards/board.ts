@@ -23,10 +23,13 @@ const bootSettingsSchema = z.strictObject({
   ip: ipv4.optional(),
   netmask: ipv4.default('255.255.255.0'),
   gatewayIp: ipv4.optional(),
-  /** Where staged files go; default DATA/tftp. */
+  /** Where staged files go; default DATA/tftp, in the data directory of the lab host's agent. */
   tftpRoot: z.string().min(1).optional(),
-  /** Paddock starts tftpd-hpa for the root on this address, unless `external`. */
-  tftpServer: z.union([z.literal('external'), hostPortSchema]).default('127.0.0.1:69'),
+  /**
+   * Where the lab host's TFTP server for the root listens (host:port), which Paddock starts unless
+   * `external`; default serverIp:69, the lab host's address on the boards' network.
+   */
+  tftpServer: z.union([z.literal('external'), hostPortSchema]).optional(),
   /**
    * The board's storage, for images of format raw: U-Boot writes the image to it and boots
    * from it (flash mode). Bundles always boot from RAM over TFTP.
@@ -40,6 +43,11 @@ const bootSettingsSchema = z.strictObject({
 });
 
 export type BootSettings = z.output<typeof bootSettingsSchema>;
+
+/** Where the TFTP server the board fetches from listens: the setting, or the board's server address, port 69. */
+export function tftpServerAddress(boot: Pick<BootSettings, 'serverIp' | 'tftpServer'>): string {
+  return boot.tftpServer ?? `${boot.serverIp}:69`;
+}
 /** A board's storage, where flash mode writes a raw image. */
 export type BoardStorage = NonNullable<BootSettings['storage']>;
 

@@ -2,6 +2,7 @@
 // delete.
 import type Koa from 'koa';
 import { ApiError } from '../errors.js';
+import { byteRange } from '../byte-ranges.js';
 import { imageView, type ImageCatalog } from '../images.js';
 import type { Caller } from '../../protocol/api.js';
 import { bounds, duration } from '../fields.js';
@@ -107,9 +108,13 @@ export function imageRoutes(table: RouteTable, catalog: ImageCatalog): void {
     {
       method: 'get',
       path: '/v1/images/:name/:tag/content',
-      summary: 'Download an image; a single HTTP Range is honoured',
+      summary: 'Download an image; one HTTP Range (bytes=a-b, a- or -n) is honoured, with If-Range on its ETag (the quoted sha256)',
       roles: readers,
-      responses: { 200: 'the whole file', 206: 'a range', 416: 'range not satisfiable' },
+      responses: {
+        200: 'the whole file (also for a malformed Range, ranges that stay apart, or an If-Range that does not match)',
+        206: 'a range',
+        416: 'no range inside the file',
+      },
     },
     async (ctx) => {
       const row = await catalog.get(ctx.params.name, ctx.params.tag);
@@ -118,14 +123,15 @@ export function imageRoutes(table: RouteTable, catalog: ImageCatalog): void {
       ctx.res.once('finish', () => ctx.req.setTimeout(0));
       const size = Number(row.size);
       ctx.set('Accept-Ranges', 'bytes');
-      ctx.set('ETag', `"${row.sha256}"`);
+      const etag = `"${row.sha256}"`;
+      ctx.set('ETag', etag);
       ctx.type = 'application/octet-stream';
-      const range = parseRange(ctx.get('range'), size);
-      if (range === 'unsatisfiable') {
+      const range = byteRange({ range: ctx.get('range'), ifRange: ctx.get('if-range'), etag }, size);
+      if (range.kind === 'unsatisfiable') {
         ctx.set('Content-Range', `bytes */${size}`);
-        throw new ApiError(416, 'range_not_satisfiable', `the range ${ctx.get('range')} is outside the file's ${size} bytes`);
+        throw new ApiError(416, 'range_not_satisfiable', `no range of ${JSON.stringify(ctx.get('range').slice(0, 200))} is inside the file's ${size} bytes`);
       }
-      if (range) {
+      if (range.kind === 'part') {
         ctx.status = 206;
         ctx.set('Content-Range', `bytes ${range.start}-${range.end}/${size}`);
         ctx.length = range.end - range.start + 1;
@@ -144,21 +150,4 @@ export function imageRoutes(table: RouteTable, catalog: ImageCatalog): void {
       ctx.status = 204;
     },
   );
-}
-
-/** One `bytes=a-b`, `bytes=a-` or `bytes=-n` range; anything else is served whole. */
-function parseRange(header: string, size: number): { start: number; end: number } | 'unsatisfiable' | undefined {
-  const match = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
-  if (!match || (match[1] === '' && match[2] === '')) return undefined;
-  let start: number;
-  let end: number;
-  if (match[1] === '') {
-    start = Math.max(0, size - Number(match[2]));
-    end = size - 1;
-  } else {
-    start = Number(match[1]);
-    end = match[2] === '' ? size - 1 : Math.min(Number(match[2]), size - 1);
-  }
-  if (start > end || start >= size) return 'unsatisfiable';
-  return { start, end };
 }

@@ -35,7 +35,7 @@ import {
   type Readiness,
   type StageReporter,
 } from '../types.js';
-import { boardSettingsSchema, type BoardSettings } from '../../boards/board.js';
+import { boardSettingsSchema, tftpServerAddress, type BoardSettings } from '../../boards/board.js';
 
 export const createBoardProvisioner: ProvisionerFactory<BoardSettings, BoardDetail> = (context) => new BoardProvisioner(context);
 
@@ -101,8 +101,9 @@ export class BoardProvisioner implements Provisioner<BoardSettings, BoardDetail>
     }
 
     const root = this.tftpRoot(settings);
-    if (settings.boot.tftpServer !== 'external') {
-      await ensureTftpd(root, settings.boot.tftpServer).catch((error: unknown) => {
+    const tftpServer = tftpServerAddress(settings.boot);
+    if (tftpServer !== 'external') {
+      await ensureTftpd(root, tftpServer).catch((error: unknown) => {
         throw fail((error as Error).message, 'infrastructure', 'tftp_unavailable');
       });
     }
@@ -215,6 +216,7 @@ export class BoardProvisioner implements Provisioner<BoardSettings, BoardDetail>
     }
   }
 
+  /** The board's TFTP root: its own setting, or this lab host's (each agent has its own data directory). */
   private tftpRoot(settings: BoardSettings): string {
     return settings.boot.tftpRoot ?? path.join(this.context.dataDir, 'tftp');
   }

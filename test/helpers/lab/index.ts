@@ -28,11 +28,25 @@ export interface Lab {
   dir: string;
   boards: LabBoard[];
   pdu: { url: string; name: string };
-  /** The YAML of a board machine entry for Paddock's config. */
-  boardYaml(board: LabBoard, options?: { name?: string; labels?: Record<string, string>; ssh?: boolean; tftpRoot: string; extra?: string }): string;
+  /**
+   * The YAML of a board machine entry for Paddock's config. Without `tftpRoot` the board is staged
+   * in its lab host's own root; `serverIp` (default 127.0.0.1) is where the board asks for files, and
+   * with it where that root is served: QEMU's user network takes the board's TFTP to that host address.
+   */
+  boardYaml(board: LabBoard, options?: BoardYamlOptions): string;
   /** Stops pdudaemon (to test a PDU that is down). */
   stopPdu(): Promise<void>;
   stop(): Promise<void>;
+}
+
+export interface BoardYamlOptions {
+  name?: string;
+  labels?: Record<string, string>;
+  ssh?: boolean;
+  tftpRoot?: string;
+  serverIp?: string;
+  labHost?: string;
+  extra?: string;
 }
 
 export interface LabOptions {
@@ -142,6 +156,7 @@ export async function startLab(count: number, labOptions: LabOptions = {}): Prom
       [
         `  - name: ${options?.name ?? `board-${board.outlet}`}`,
         '    kind: board',
+        ...(options?.labHost ? [`    labHost: ${options.labHost}`] : []),
         `    labels: ${JSON.stringify(options?.labels ?? { arch: 'arm64', type: 'qemu-virt' })}`,
         '    capacities: { cpus: 1, ram: 512MiB }',
         '    settings:',
@@ -149,7 +164,7 @@ export async function startLab(count: number, labOptions: LabOptions = {}): Prom
           ? `      power: { driver: snmp, host: 127.0.0.1, port: ${snmp.port}, community: "${snmp.community}", outlet: ${board.outlet}, timeout: 10 }`
           : `      power: { driver: pdudaemon, url: "${url}", pdu: lab-pdu, port: ${board.outlet} }`,
         board.tcp ? `      console: { tcp: "${board.tcp}" }` : `      console: { device: "${board.tty}", baud: 115200 }`,
-        `      boot: { serverIp: 127.0.0.1, ip: 10.0.2.15, gatewayIp: 10.0.2.2, tftpRoot: "${options?.tftpRoot}"${existsSync(path.join(board.dir, 'disk.img')) ? ', storage: { interface: virtio }' : ''}${existsSync(path.join(board.dir, 'armv7')) ? ', command: bootz' : ''} }`,
+        `      boot: { serverIp: ${options?.serverIp ?? '127.0.0.1'}, ip: 10.0.2.15, gatewayIp: 10.0.2.2${options?.tftpRoot ? `, tftpRoot: "${options.tftpRoot}"` : ''}${existsSync(path.join(board.dir, 'disk.img')) ? ', storage: { interface: virtio }' : ''}${existsSync(path.join(board.dir, 'armv7')) ? ', command: bootz' : ''} }`,
         ...(options?.ssh === false ? [] : [`      ssh: { host: 127.0.0.1, port: ${board.sshPort} }`]),
         '      minOffTime: 1',
         ...(options?.extra ? [options.extra] : []),
