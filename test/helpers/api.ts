@@ -38,6 +38,14 @@ export async function startApi(config: Config): Promise<TestApi> {
     http,
     logs,
     async close() {
+      // Releases asked for just before go through first, so no VM outlives its test's data dir.
+      const admin = jsonClient(server.url, adminToken);
+      const deadline = Date.now() + 120_000;
+      while (config.agent.enabled && Date.now() < deadline) {
+        const live = await admin.get('v1/reservations', { searchParams: { all: 1, limit: 1000 } }).catch(() => undefined);
+        if (!Array.isArray(live?.body) || !(live.body as { state: string }[]).some((reservation) => reservation.state === 'releasing')) break;
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
       await server.close();
       rmSync(config.dataDir, { recursive: true, force: true });
     },
