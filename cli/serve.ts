@@ -2,7 +2,7 @@
 // config turns it off, one local lab-host agent that talks to it over loopback HTTP, so the path a
 // remote lab host (`paddock agent`) uses is always the path exercised.
 import { startApi, type RunningApi, type ServeOptions } from '../api/serve.js';
-import { Agent } from '../lab-host/agent.js';
+import type { Agent, AgentOptions } from '../lab-host/agent.js';
 
 export type { ServeOptions };
 export type RunningServer = Omit<RunningApi, 'agentToken'>;
@@ -11,29 +11,43 @@ export async function serve(options: ServeOptions): Promise<RunningServer> {
   const log = options.log ?? ((line: string) => console.error(line));
   const { agentToken, ...api } = await startApi({ ...options, log });
   const { config, url } = api;
-  let agent: Agent | undefined;
-  if (agentToken !== undefined) {
-    agent = new Agent({
-      url,
-      token: agentToken,
-      name: config.agent.name,
-      dataDir: config.dataDir,
-      concurrency: config.agent.concurrency,
-      provisionTimeoutMs: config.agent.provisionTimeout * 1000,
-      sweepIntervalMs: config.agent.sweepInterval * 1000,
-      imageIdleTimeoutMs: config.images.idleTimeout * 1000,
-      consoleLogMax: config.consoles.maxLogSize,
-      log,
-    });
-    agent.start();
-  }
+  const agent =
+    agentToken === undefined
+      ? Promise.resolve(undefined)
+      : startAgent({
+          url,
+          token: agentToken,
+          name: config.agent.name,
+          dataDir: config.dataDir,
+          concurrency: config.agent.concurrency,
+          provisionTimeoutMs: config.agent.provisionTimeout * 1000,
+          sweepIntervalMs: config.agent.sweepInterval * 1000,
+          imageIdleTimeoutMs: config.images.idleTimeout * 1000,
+          consoleLogMax: config.consoles.maxLogSize,
+          log,
+        }).catch((error: unknown) => {
+          log(`the embedded agent did not start: ${(error as Error).message}`);
+          return undefined;
+        });
   let closing: Promise<void> | undefined;
   return {
     ...api,
     close: () =>
       (closing ??= (async () => {
-        await agent?.stop();
+        await (await agent)?.stop();
         await api.close();
       })()),
   };
+}
+
+/**
+ * The agent, and the HTTP client and provisioners behind it, are loaded once the API listens: the
+ * API serves without them, and the agent reaches it over HTTP as any lab host does, which may come
+ * later too.
+ */
+async function startAgent(options: AgentOptions): Promise<Agent> {
+  const { Agent } = await import('../lab-host/agent.js');
+  const agent = new Agent(options);
+  agent.start();
+  return agent;
 }

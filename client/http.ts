@@ -2,7 +2,8 @@
 // failure turned into a typed error: an API error answer into its class (errors.ts), anything on
 // the way there into PaddockConnectionError. The token travels in the Authorization header only;
 // it is never put into a message, and got's own error objects (which hold the request options,
-// headers included) are not kept as causes.
+// headers included) are not kept as causes. got is loaded by the first request, so a process that
+// only imports the library (the CLI on its way to `paddock serve`) does without it.
 import { createHash } from 'node:crypto';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
@@ -11,7 +12,8 @@ import { pipeline } from 'node:stream/promises';
 import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type WebSocket from 'ws';
-import got, { HTTPError, ParseError, RequestError, type Got } from 'got';
+import type * as GotModule from 'got';
+import type { Got } from 'got';
 import { errorFromBody, PaddockConnectionError, PaddockError } from './errors.js';
 
 export interface HttpOptions {
@@ -34,7 +36,10 @@ const requestTimeoutMs = 60_000;
 const followAttempts = 64;
 
 export class Http {
-  private readonly client: Got;
+  /** got bound to the server and the token, made by the first request. */
+  private bound?: Promise<Got>;
+  /** got's module once loaded, for its error classes. */
+  private got?: typeof GotModule;
   /** The server's address as it may appear in messages (no user:password part). */
   readonly where: string;
 
@@ -52,20 +57,26 @@ export class Http {
     base.username = '';
     base.password = '';
     this.where = base.href.replace(/\/+$/, '');
-    this.client = got.extend({
-      prefixUrl: options.url.replace(/\/+$/, ''),
-      headers: { authorization: `Bearer ${options.token}`, 'user-agent': 'paddock-client' },
-      // Reads and releases are idempotent, so a dropped connection is retried; creating is not
-      // (a retried POST /v1/reservations is safe only with an idempotencyKey, the caller's choice).
-      retry: { limit: 2, methods: ['GET', 'DELETE'] },
-      timeout: { connect: 10_000, request: requestTimeoutMs },
-    });
+  }
+
+  private client(): Promise<Got> {
+    return (this.bound ??= import('got').then((got) => {
+      this.got = got;
+      return got.default.extend({
+        prefixUrl: this.options.url.replace(/\/+$/, ''),
+        headers: { authorization: `Bearer ${this.options.token}`, 'user-agent': 'paddock-client' },
+        // Reads and releases are idempotent, so a dropped connection is retried; creating is not
+        // (a retried POST /v1/reservations is safe only with an idempotencyKey, the caller's choice).
+        retry: { limit: 2, methods: ['GET', 'DELETE'] },
+        timeout: { connect: 10_000, request: requestTimeoutMs },
+      });
+    }));
   }
 
   /** GET; `waitSeconds` is how long the server was asked to hold the answer (long-poll). */
   get<T>(path: string, searchParams?: Record<string, string | number>, waitSeconds = 0): Promise<T> {
     const timeout = { connect: 10_000, request: requestTimeoutMs + waitSeconds * 1000 };
-    return this.call(() => this.client.get(path, { searchParams, timeout }).json<T>());
+    return this.call((client) => client.get(path, { searchParams, timeout }).json<T>());
   }
 
   /** GET, with the answer's headers. */
@@ -73,7 +84,7 @@ export class Http {
     path: string,
     searchParams?: Record<string, string | number>,
   ): Promise<{ body: T; headers: Record<string, string | string[] | undefined> }> {
-    const response = await this.call(() => this.client.get(path, { searchParams, timeout: { connect: 10_000, request: requestTimeoutMs } }));
+    const response = await this.call((client) => client.get(path, { searchParams, timeout: { connect: 10_000, request: requestTimeoutMs } }));
     return { body: JSON.parse(response.body) as T, headers: response.headers };
   }
 
@@ -100,11 +111,11 @@ export class Http {
   }
 
   post<T>(path: string, json: unknown = {}): Promise<T> {
-    return this.call(() => this.client.post(path, { json }).json<T>());
+    return this.call((client) => client.post(path, { json }).json<T>());
   }
 
   delete<T>(path: string): Promise<T> {
-    return this.call(() => this.client.delete(path).json<T>());
+    return this.call((client) => client.delete(path).json<T>());
   }
 
   /**
@@ -234,7 +245,7 @@ export class Http {
     target: Writable,
     options: { range?: string; onProgress?: (received: number, total: number | undefined) => void } = {},
   ): Promise<void> {
-    const stream = this.client.stream.get(path, { headers: options.range ? { range: options.range } : {}, timeout: { connect: 10_000 } });
+    const stream = (await this.client()).stream.get(path, { headers: options.range ? { range: options.range } : {}, timeout: { connect: 10_000 } });
     if (options.onProgress) stream.on('downloadProgress', (progress) => options.onProgress!(progress.transferred, progress.total));
     try {
       await pipeline(stream, target);
@@ -251,10 +262,11 @@ export class Http {
    * one. An error answer is not retried.
    */
   async follow(path: string, query: URLSearchParams, target: Writable, pin?: string): Promise<void> {
+    const client = await this.client();
     let offset = 0;
     for (let failures = 0; ;) {
       if (offset > 0) query.set('offset', String(offset));
-      const stream = this.client.stream.get(`${path}?${query.toString()}`, { retry: { limit: 0 }, timeout: { connect: 10_000 } });
+      const stream = client.stream.get(`${path}?${query.toString()}`, { retry: { limit: 0 }, timeout: { connect: 10_000 } });
       if (pin) {
         stream.once('response', (response: { headers: Record<string, string | string[] | undefined> }) => {
           const value = response.headers[`paddock-${pin}`];
@@ -282,7 +294,9 @@ export class Http {
    */
   async *serverSentEvents(path: string, signal: AbortSignal): AsyncGenerator<ServerSentEvent> {
     if (signal.aborted) return;
-    const stream = this.client.stream(path, {
+    const client = await this.client();
+    if (signal.aborted) return;
+    const stream = client.stream(path, {
       headers: { accept: 'text/event-stream' },
       retry: { limit: 0 },
       timeout: { connect: 10_000 },
@@ -310,15 +324,17 @@ export class Http {
     }
   }
 
-  private async call<T>(request: () => Promise<T>): Promise<T> {
+  private async call<T>(request: (client: Got) => Promise<T>): Promise<T> {
     try {
-      return await request();
+      return await request(await this.client());
     } catch (error) {
       throw this.translate(error);
     }
   }
 
   private translate(error: unknown): unknown {
+    if (!this.got) return error;
+    const { HTTPError, ParseError, RequestError } = this.got;
     if (error instanceof HTTPError) {
       return errorFromBody(error.response.statusCode, error.response.body, { secrets: [this.options.token] });
     }

@@ -1,6 +1,6 @@
 // The database: one SQLite file in the data directory, in WAL mode, its schema brought up to date
-// by migrations (umzug) on open so an upgrade keeps the data. umzug is loaded only when a migration
-// is pending: a start on an up-to-date file reads the list of applied ones and goes on.
+// by the migrations (migrations/) on open so an upgrade keeps the data. A start on an up-to-date
+// file reads the list of applied ones and goes on.
 import { chmodSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { DataTypes, Sequelize, type Model, type ModelStatic } from 'sequelize';
@@ -141,13 +141,39 @@ const migrations = [
   { name: '0006-offline-machines', module: offline },
 ];
 
-/** Whether a migration has not been applied yet, read from umzug's own table (`SequelizeMeta`). */
-async function migrationsPending(sequelize: Sequelize): Promise<boolean> {
+/**
+ * The migrations not applied yet, read from `SequelizeMeta`: the table umzug kept (and the format it
+ * kept it in) when it applied them, so a file migrated by an older Paddock keeps its record.
+ */
+async function pendingMigrations(sequelize: Sequelize): Promise<typeof migrations> {
   const [tables] = await sequelize.query(`SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'SequelizeMeta'`);
-  if (tables.length === 0) return true;
+  if (tables.length === 0) return migrations;
   const [rows] = await sequelize.query('SELECT name FROM "SequelizeMeta"');
   const applied = new Set((rows as { name: string }[]).map((row) => row.name));
-  return migrations.some(({ name }) => !applied.has(name));
+  return migrations.filter(({ name }) => !applied.has(name));
+}
+
+/**
+ * Applies the pending migrations in order, and records each, in one transaction: a fresh file gets
+ * its whole schema in one commit, and a migration that fails leaves the file as it was. The list is
+ * read again under the write lock, so a second process opening the file at once applies nothing twice.
+ */
+async function migrate(sequelize: Sequelize): Promise<void> {
+  if ((await pendingMigrations(sequelize)).length === 0) return;
+  await sequelize.query('BEGIN IMMEDIATE');
+  try {
+    await sequelize.query('CREATE TABLE IF NOT EXISTS `SequelizeMeta` (`name` VARCHAR(255) NOT NULL UNIQUE PRIMARY KEY)');
+    const context = sequelize.getQueryInterface();
+    for (const { name, module } of await pendingMigrations(sequelize)) {
+      await module.up({ context });
+      await sequelize.query('INSERT INTO `SequelizeMeta` (`name`) VALUES (?)', { replacements: [name] });
+    }
+    await sequelize.query('COMMIT');
+  } catch (error) {
+    // SQLite has rolled back by itself after some failures (a full disk): then there is nothing to end.
+    await sequelize.query('ROLLBACK').catch(() => undefined);
+    throw error;
+  }
 }
 
 export async function openDatabase(dataDir: string): Promise<Database> {
@@ -168,16 +194,10 @@ export async function openDatabase(dataDir: string): Promise<Database> {
   await sequelize.query('PRAGMA synchronous = NORMAL');
   await sequelize.query('PRAGMA busy_timeout = 5000');
 
-  if (await migrationsPending(sequelize)) {
-    const { Umzug, SequelizeStorage } = await import('umzug');
-    const umzug = new Umzug({
-      migrations: migrations.map(({ name, module }) => ({ name, up: module.up, down: module.down })),
-      context: sequelize.getQueryInterface(),
-      storage: new SequelizeStorage({ sequelize }),
-      logger: undefined,
-    });
-    await umzug.up();
-  }
+  await migrate(sequelize).catch(async (error: unknown) => {
+    await sequelize.close();
+    throw error;
+  });
 
   const plain = { timestamps: false, freezeTableName: true };
   const tokens = sequelize.define<Model<TokenRow>>(

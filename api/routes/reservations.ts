@@ -16,7 +16,7 @@ import type { Scheduler } from '../scheduler/scheduler.js';
 import { isEnded } from '../scheduler/lifecycle.js';
 import type { RouteTable } from './define.js';
 import { pageOf, pageQuery, rowsPage, sendPage } from '../pages.js';
-import { knownHostsLine } from '../../protocol/ssh.js';
+import { knownHostsLine } from '../../protocol/ssh-keys.js';
 
 const caller = (ctx: Koa.Context) => ctx.state.caller as Caller;
 

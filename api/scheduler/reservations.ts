@@ -4,7 +4,6 @@
 import { randomBytes } from 'node:crypto';
 import { Op } from 'sequelize';
 import type { Caller, EventView, ReservationState } from '../../protocol/api.js';
-import { generateKeyPairAsync } from '../../protocol/ssh.js';
 import { plainRow, plainRows, type EventRow } from '../db/index.js';
 import { DomainError, forbidden, notFound } from '../domain-error.js';
 import { compareKeys, maxPageSize, newestFirst, slicePage, type Key, type Page } from '../pages.js';
@@ -85,6 +84,8 @@ export class Reservations {
     }
     this.admit?.(caller, members, state.live.values()); // again below, after the await: this one spares a key pair
     const id = `r-${randomBytes(6).toString('hex')}`;
+    // The SSH library is loaded by the first request, not at start: the API needs it for nothing else.
+    const { generateKeyPairAsync } = await import('../../protocol/ssh.js');
     const keys = await generateKeyPairAsync(`paddock:${id}`);
     const now = state.now();
     const reservation: Reservation = {

@@ -2,8 +2,8 @@
 // `GET /power/control/{on|off}?hostname=<pdu>&port=<n>`. The reply comes once the command has run
 // (200 "OK - accepted request", 500 "Invalid request" for an unknown PDU or a missing port).
 // pdudaemon cannot report a port's state, so this driver has no readState; and for `localcmdline`
-// PDUs it ignores the command's exit status, so a 200 only means the command was run.
-import got, { RequestError } from 'got';
+// PDUs it ignores the command's exit status, so a 200 only means the command was run. got is loaded
+// when a driver first talks to pdudaemon: reading the settings (the API process) does not load it.
 import { z } from 'zod';
 import { PowerError, type PowerDriver } from './types.js';
 
@@ -29,6 +29,7 @@ export function createPdudaemonDriver(settings: PdudaemonSettings): PowerDriver 
 
   async function control(action: 'on' | 'off', signal?: AbortSignal): Promise<void> {
     signal?.throwIfAborted();
+    const { default: got, RequestError } = await import('got');
     let response;
     try {
       response = await got(new URL(`power/control/${action}`, base), {

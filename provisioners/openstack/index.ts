@@ -5,7 +5,6 @@
 // Credentials come from `auth`, from the clouds.yaml entry `cloud`, or from the standard OS_*
 // environment variables of the process, in that order. Unknown keys are rejected.
 import type { KindDescriptor } from '../types.js';
-import { expandPool, poolImages } from './pool.js';
 import { openstackSettingsSchema, openstackDefaults, type OpenStackSettings } from './settings.js';
 
 export * from './settings.js';
@@ -14,6 +13,11 @@ export const openstackKind: KindDescriptor<OpenStackSettings> = {
   kind: 'openstack',
   settingsSchema: openstackSettingsSchema,
   defaults: openstackDefaults,
-  pool: { expand: expandPool, images: poolImages },
+  // pool.ts (with the cloud's HTTP client) is loaded by the first pool the API expands: a config
+  // without an OpenStack pool does without it.
+  pool: {
+    expand: async (entry, context) => (await import('./pool.js')).expandPool(entry, context),
+    images: async (entry) => (await import('./pool.js')).poolImages(entry),
+  },
   load: async () => (await import('./provisioner.js')).createOpenStackProvisioner,
 };

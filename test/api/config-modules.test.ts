@@ -1,7 +1,8 @@
 // The API process reads the config through the kinds' descriptors only: loading api/config.ts and
 // api/pools.ts and reading a config with every kind loads no provisioner, no serial port, no SNMP
-// library and no SSH library. Each case runs in a fresh process whose loaded modules are recorded
-// (test/helpers/loads/).
+// library and no SSH library; and the API starts without them, without an HTTP client (got) and
+// without the WebSocket library. Each case runs in a fresh process whose loaded modules are
+// recorded (test/helpers/loads/).
 import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -53,12 +54,12 @@ async function loadedBy(script: string): Promise<string[]> {
   }
 }
 
-/** What of `urls` the API process must not load: heavy packages and the kinds' provisioners. */
+/** What of `urls` the API process must not load at start: heavy packages and the kinds' provisioners. */
 function heavy(urls: string[]): string[] {
   const found = new Set<string>();
   for (const url of urls) {
     const dependency = /\/node_modules\/((?:@serialport\/)?[^/]+)\//.exec(url)?.[1];
-    if (dependency && /^(serialport|@serialport\/.+|net-snmp|ssh2)$/.test(dependency)) found.add(dependency.replace(/^@serialport\/.+/, 'serialport'));
+    if (dependency && /^(serialport|@serialport\/.+|net-snmp|ssh2|got|ws)$/.test(dependency)) found.add(dependency.replace(/^@serialport\/.+/, 'serialport'));
     const provisioner = /\/provisioners\/([^/]+\/provisioner|ssh-probe)\.ts$/.exec(url)?.[1];
     if (provisioner) found.add(provisioner);
   }
@@ -74,6 +75,28 @@ const readConfig = `
 
 test('reading a config with every kind loads no provisioner, no serial port, no SNMP and no SSH library', async (t) => {
   t.deepEqual(heavy(await loadedBy(readConfig)), []);
+});
+
+test('starting the API on a config with every kind but a cloud pool loads none of them either', async (t) => {
+  const loads = await loadedBy(`
+    const { mkdtemp, rm } = await import('node:fs/promises');
+    const path = await import('node:path');
+    const os = await import('node:os');
+    const { parseConfig } = await import(${source('api/config.ts')});
+    const { startApi } = await import(${source('api/serve.ts')});
+    const dataDir = await mkdtemp(path.join(os.tmpdir(), 'paddock-loads-api-'));
+    const config = { ...parseConfig(${JSON.stringify(everyKind.replace(/^.*kind: openstack.*$/m, ''))}), listen: { host: '127.0.0.1', port: 0 }, dataDir };
+    const api = await startApi({ config, log: () => undefined });
+    const answer = await fetch(api.url + '/healthz');
+    if (answer.status !== 200) throw new Error('healthz answered ' + answer.status);
+    await api.close();
+    await rm(dataDir, { recursive: true, force: true });
+  `);
+  t.true(
+    loads.some((url) => url.endsWith('/api/serve.ts')),
+    'the recording sees the API',
+  );
+  t.deepEqual(heavy(loads), []);
 });
 
 test('an agent loads the provisioners of the kinds it provisions (the recording sees them)', async (t) => {

@@ -1,34 +1,61 @@
 // The database file across versions: a file left by an older Paddock gets the migrations it lacks on
-// the next start, and keeps its data; an up-to-date file is opened as it is.
+// the next start, and keeps its data; an up-to-date file is opened as it is; a migration that fails
+// changes nothing.
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
+import type { Sequelize } from 'sequelize';
 import { openDatabase } from '../../api/db/index.js';
 
-test('a file without the newest migration gets it on open and keeps its rows; an up-to-date file opens unchanged', async (t) => {
+/**
+ * What a Paddock from before jobs left, with one token (carol's): no jobs or runs tables, and
+ * umzug's record without 0005; then `extra` statements.
+ */
+async function fileBeforeJobs(t: ExecutionContext, ...extra: string[]): Promise<string> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'paddock-migrations-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const first = await openDatabase(dir);
   await first.tokens.create({ name: 'carol', role: 'user', hash: 'h', createdAt: new Date() });
-  // What a Paddock from before jobs left: no jobs or runs tables, and umzug's record without 0005.
-  await first.sequelize.query('DROP TABLE runs');
-  await first.sequelize.query('DROP TABLE jobs');
-  await first.sequelize.query(`DELETE FROM "SequelizeMeta" WHERE name = '0005-jobs'`);
+  for (const statement of ['DROP TABLE runs', 'DROP TABLE jobs', `DELETE FROM "SequelizeMeta" WHERE name = '0005-jobs'`, ...extra]) {
+    await first.sequelize.query(statement);
+  }
   await first.close();
+  return dir;
+}
 
+async function applied(sequelize: Sequelize): Promise<string[]> {
+  const [rows] = await sequelize.query('SELECT name FROM "SequelizeMeta" ORDER BY name');
+  return (rows as { name: string }[]).map((row) => row.name);
+}
+
+test('a file without the newest migration gets it on open and keeps its rows; an up-to-date file opens unchanged', async (t) => {
+  const dir = await fileBeforeJobs(t);
   const upgraded = await openDatabase(dir);
   t.is(await upgraded.runs.count(), 0, 'the runs table is back');
   t.is(await upgraded.jobs.count(), 0, 'the jobs table is back');
   t.is((await upgraded.tokens.findByPk('carol'))?.get('role'), 'user', 'the older rows are kept');
-  const [applied] = await upgraded.sequelize.query('SELECT name FROM "SequelizeMeta" ORDER BY name');
-  t.deepEqual(
-    (applied as { name: string }[]).map((row) => row.name),
-    ['0001-initial', '0002-images', '0003-image-health', '0004-requeues', '0005-jobs', '0006-offline-machines'],
-  );
+  t.deepEqual(await applied(upgraded.sequelize), ['0001-initial', '0002-images', '0003-image-health', '0004-requeues', '0005-jobs', '0006-offline-machines']);
   await upgraded.close();
 
   const again = await openDatabase(dir);
   t.is(await again.tokens.count(), 1);
   await again.close();
+});
+
+test('a migration that fails leaves the file as it was: no table of it, no record, and the next open fails the same way', async (t) => {
+  // 0005 makes the jobs table, then its index jobs_owner_name: a table of that name makes it fail
+  // after its first statement.
+  const dir = await fileBeforeJobs(t, 'CREATE TABLE jobs_owner_name (x TEXT)');
+  await t.throwsAsync(openDatabase(dir), { message: /jobs_owner_name/ });
+  await t.throwsAsync(openDatabase(dir), { message: /jobs_owner_name/ });
+
+  const { Sequelize } = await import('sequelize');
+  const sequelize = new Sequelize({ dialect: 'sqlite', storage: path.join(dir, 'paddock.sqlite'), logging: false });
+  t.teardown(() => sequelize.close());
+  const [tables] = await sequelize.query(`SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('jobs', 'runs')`);
+  t.deepEqual(tables, [], 'the jobs table the failed migration made is gone');
+  t.deepEqual(await applied(sequelize), ['0001-initial', '0002-images', '0003-image-health', '0004-requeues', '0006-offline-machines']);
+  const [tokens] = await sequelize.query('SELECT name FROM tokens');
+  t.deepEqual(tokens, [{ name: 'carol' }]);
 });
