@@ -165,8 +165,9 @@ export class SchedulerState {
 
   /**
    * After a failed commit: every record goes back to its last committed image, in place (waiters
-   * hold these objects), and the queue and the agents' tasks are rebuilt from them, so no change
-   * of any code path can stay in memory without being in the database.
+   * hold these objects), and the queue (every request in it to be tried again) and the agents'
+   * tasks are rebuilt from them, so no change of any code path can stay in memory without being in
+   * the database.
    */
   rollback(): void {
     for (const machine of this.inventory.machines.values()) {
@@ -192,6 +193,9 @@ export class SchedulerState {
     this.parsed.clear();
     this.tasks.clear();
     this.queue = [...this.live.values()].filter((reservation) => reservation.state === 'queued').sort((a, b) => a.createdAt - b.createdAt);
+    // Every queued request is tried again: one the undone batch granted, say, left the waiting lists.
+    this.waiting.clear();
+    for (const reservation of this.queue) this.waiting.add(reservation.id);
     for (const reservation of this.live.values()) {
       this.addOpenTasks(reservation);
       this.changes.emit(`change:${reservation.id}`);

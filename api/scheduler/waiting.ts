@@ -24,6 +24,13 @@ export class WaitingRequests {
     this.untried.delete(id);
   }
 
+  /** Everything forgotten (after a rollback, before the queue is put back). */
+  clear(): void {
+    this.untried.clear();
+    this.waitsOn.clear();
+    this.byShape.clear();
+  }
+
   isUnfit(id: string): boolean {
     return this.waitsOn.has(id);
   }
