@@ -105,8 +105,7 @@ export class Reservations {
     this.admit?.(caller, members, state.live.values());
     state.addLive(reservation, parsed);
     state.record(reservation, { type: 'state', to: 'queued', reason: `requested by ${caller.name}` });
-    state.queue.push(reservation);
-    state.waiting.add(id);
+    state.enqueue(reservation);
     this.grants.schedule();
     await state.store.flush();
     return { reservation, created: true };
@@ -170,7 +169,7 @@ export class Reservations {
   /** The queue position of a queued reservation: O(queue), no sort (see queuePositions for many). */
   queuePosition(reservation: Reservation): number | undefined {
     const { state } = this;
-    if (reservation.state !== 'queued' || !state.queue.includes(reservation)) return undefined;
+    if (reservation.state !== 'queued' || !state.queue.has(reservation)) return undefined;
     const now = state.now();
     const policy = state.queuePolicy();
     const target = state.queueEntry(reservation);
