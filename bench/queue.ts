@@ -2,14 +2,15 @@
 // admin holds, then: the time of one page of the reservation list (everyone's, an admin's view, and
 // one user's), /healthz latency while lists run back to back, reserve+release cycles per second on
 // other machines with the queue there, against the same measured before the queue was made (the
-// baseline, in the same run), and the server's memory per queued request. The server runs as
-// `paddock serve` in a child process with a real SQLite file, its agent off.
+// baseline, in the same run), and the server's memory per queued request (its heap after a full
+// garbage collection). The server runs as `paddock serve` in a child process with a real SQLite
+// file, its agent off.
 //
 //   npm run bench:queue      (PADDOCK_BENCH_QUICK=1 for a short run)
 //
 // Aims: a page under 50 ms, /healthz under 50 ms, at least 1,000 cycles/s.
 import { setTimeout as sleep } from 'node:timers/promises';
-import { build, cyclesPerSecond, request, rssMiB, startServer, stopServer, type Server } from './server.js';
+import { build, cyclesPerSecond, heapMiB, request, rssMiB, startServer, stopServer, type Server } from './server.js';
 
 const quick = process.env.PADDOCK_BENCH_QUICK === '1';
 const users = 100;
@@ -88,7 +89,7 @@ async function healthDuringLists(server: Server, pathname: string, seconds: numb
 
 async function main(): Promise<void> {
   build();
-  const server = await startServer(configYaml);
+  const server = await startServer(configYaml, { heap: true });
   try {
     const tokens: string[] = [];
     for (let index = 0; index < users; index++) {
@@ -104,14 +105,16 @@ async function main(): Promise<void> {
       ),
     );
     await sleep(1000);
+    const heapBefore = await heapMiB(server);
     const rssBefore = rssMiB(server.child.pid!);
 
     const createRate = await makeQueue(server, tokens);
     await sleep(1000);
+    const heapAfter = await heapMiB(server);
     const rssAfter = rssMiB(server.child.pid!);
     console.log(`queued ${users * perUser} requests from ${users} users at ${createRate.toFixed(0)} requests/s`);
     console.log(
-      `memory per queued request: ${(((rssAfter - rssBefore) * 1024) / (users * perUser)).toFixed(2)} KiB (resident ${rssBefore.toFixed(1)} → ${rssAfter.toFixed(1)} MiB)`,
+      `memory per queued request: ${(((heapAfter - heapBefore) * 1024) / (users * perUser)).toFixed(2)} KiB of heap after a full GC (heap ${heapBefore.toFixed(1)} → ${heapAfter.toFixed(1)} MiB; resident ${rssBefore.toFixed(1)} → ${rssAfter.toFixed(1)} MiB)`,
     );
 
     const rounds = quick ? 10 : 30;
