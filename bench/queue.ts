@@ -2,9 +2,10 @@
 // admin holds, then: the time of one page of the reservation list (everyone's, an admin's view, and
 // one user's), /healthz latency while lists run back to back, reserve+release cycles per second on
 // other machines with the queue there, against the same measured before the queue was made (the
-// baseline, in the same run), and the server's memory per queued request (its heap after a full
-// garbage collection). The server runs as `paddock serve` in a child process with a real SQLite
-// file, its agent off.
+// baseline, in the same run), the same once every queued request is starving (waited past
+// queue.starvation), and the server's memory per queued request (its heap after a full garbage
+// collection). The server runs as `paddock serve` in a child process with a real SQLite file, its
+// agent off.
 //
 //   npm run bench:queue      (PADDOCK_BENCH_QUICK=1 for a short run)
 //
@@ -19,6 +20,8 @@ const boards = 100;
 const vms = 64;
 /** What a reserve+release cycle asks for: one of the machines the queue does not want. */
 const vm = { role: 'main', spec: 'type=vm', count: 1 };
+/** Seconds a request waits before it is starving (queue.starvation): the whole queue is by the last measurement. */
+const starvation = 60;
 
 function configYaml(port: number): string {
   const machine = (name: string, type: string) =>
@@ -31,7 +34,7 @@ function configYaml(port: number): string {
       // No agent serves these machines: without this their lab host would be silent, and they offline.
       'agents: { heartbeatTimeout: 1d }',
       'lease: { default: 2h, max: 8h }',
-      'queue: { timeout: 4h }',
+      `queue: { timeout: 4h, starvation: ${starvation}s }`,
       'quotas: { default: { reservations: 1000, queued: 1000, machines: 1000 } }',
       'machines:',
       ...Array.from({ length: boards }, (_, index) => machine(`board-${index}`, 'board')),
@@ -109,6 +112,7 @@ async function main(): Promise<void> {
     const rssBefore = rssMiB(server.child.pid!);
 
     const createRate = await makeQueue(server, tokens);
+    const queuedAt = Date.now();
     await sleep(1000);
     const heapAfter = await heapMiB(server);
     const rssAfter = rssMiB(server.child.pid!);
@@ -144,6 +148,11 @@ async function main(): Promise<void> {
     const rate = await cyclesPerSecond(server, quick ? 3 : 10, 64, vm);
     console.log(
       `reserve+release cycles/s from 64 clients with the queue there: ${rate.toFixed(0)} (no queue, same run: ${baselineRate.toFixed(0)}; ratio ${(rate / baselineRate).toFixed(2)}) (aim: at least 1,000)`,
+    );
+    await sleep(queuedAt + (starvation + 1) * 1000 - Date.now());
+    const starvingRate = await cyclesPerSecond(server, quick ? 3 : 10, 64, vm);
+    console.log(
+      `reserve+release cycles/s with every queued request starving: ${starvingRate.toFixed(0)} (ratio to no queue ${(starvingRate / baselineRate).toFixed(2)}) (aim: at least 1,000)`,
     );
     const still = await timed(server, server.token, '/v1/reservations?all=1&limit=1000');
     if (still.count !== 1000) throw new Error('the queue should still be there');
