@@ -3,35 +3,30 @@
 // tenant and the client library). Contract for everything here: no error
 // message ever contains key material. Messages are built from what we know (user, host, port,
 // fingerprints of public host keys) plus ssh2's own reason, scrubbed of anything key-shaped.
+import { generateKeyPair as generateEd25519, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import ssh2 from 'ssh2';
 import type { Client as SshClient, ConnectConfig } from 'ssh2';
-import { fingerprint, hostKeyLine, normalizeKeyLine } from './ssh-keys.js';
+import { fingerprint, hostKeyLine, normalizeKeyLine, openSshEd25519 } from './ssh-keys.js';
 
 export { fingerprint, hostKeyLine, knownHostsLine, normalizeKeyLine } from './ssh-keys.js';
 
-const { Client, utils } = ssh2;
+const { Client } = ssh2;
 
 export type { SshClient };
 
 /** A fresh ed25519 key pair in OpenSSH formats; `publicKey` is one authorized_keys line. */
 export function generateKeyPair(comment: string): { privateKey: string; publicKey: string } {
   checkComment(comment);
-  for (;;) {
-    const pair = usable(utils.generateKeyPairSync('ed25519', { comment }));
-    if (pair) return pair;
-  }
+  return inOpenSshFormats(generateKeyPairSync('ed25519').privateKey, comment);
 }
 
 /** The same, generated on libuv's thread pool so a busy server does not stall on it. */
 export async function generateKeyPairAsync(comment: string): Promise<{ privateKey: string; publicKey: string }> {
   checkComment(comment);
-  for (;;) {
-    const generated = await new Promise<{ private: string; public: string }>((resolve, reject) =>
-      utils.generateKeyPair('ed25519', { comment }, (error, pair) => (error ? reject(error) : resolve(pair))),
-    );
-    const pair = usable(generated);
-    if (pair) return pair;
-  }
+  const privateKey = await new Promise<KeyObject>((resolve, reject) =>
+    generateEd25519('ed25519', undefined, (error, _publicKey, privateKey) => (error ? reject(error) : resolve(privateKey))),
+  );
+  return inOpenSshFormats(privateKey, comment);
 }
 
 function checkComment(comment: string): void {
@@ -39,14 +34,12 @@ function checkComment(comment: string): void {
 }
 
 /**
- * ssh2's generator now and then (about 1 key in 250, measured over thousands) writes an OpenSSH
- * private key that neither it nor OpenSSH can parse back; such a pair is thrown away and made again.
+ * Node's key written out by openSshEd25519, from its raw bytes (ssh2's generator, which goes
+ * through DER, costs several times as much and now and then writes a key nothing can parse back).
  */
-function usable(pair: { private: string; public: string }): { privateKey: string; publicKey: string } | undefined {
-  // OpenSSH's parser wants the PEM armour to end with a newline.
-  const privateKey = pair.private.endsWith('\n') ? pair.private : `${pair.private}\n`;
-  if (utils.parseKey(privateKey) instanceof Error) return undefined;
-  return { privateKey, publicKey: pair.public.trim() };
+function inOpenSshFormats(privateKey: KeyObject, comment: string): { privateKey: string; publicKey: string } {
+  const jwk = privateKey.export({ format: 'jwk' });
+  return openSshEd25519({ publicKey: Buffer.from(jwk.x!, 'base64url'), seed: Buffer.from(jwk.d!, 'base64url') }, comment);
 }
 
 export interface SshConnectOptions {
