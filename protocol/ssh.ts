@@ -3,7 +3,7 @@
 // tenant and the client library). Contract for everything here: no error
 // message ever contains key material. Messages are built from what we know (user, host, port,
 // fingerprints of public host keys) plus ssh2's own reason, scrubbed of anything key-shaped.
-import { generateKeyPair as generateEd25519, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import ssh2 from 'ssh2';
 import type { Client as SshClient, ConnectConfig } from 'ssh2';
 import { fingerprint, hostKeyLine, normalizeKeyLine, openSshEd25519 } from './ssh-keys.js';
@@ -14,19 +14,14 @@ const { Client } = ssh2;
 
 export type { SshClient };
 
-/** A fresh ed25519 key pair in OpenSSH formats; `publicKey` is one authorized_keys line. */
+/**
+ * A fresh ed25519 key pair in OpenSSH formats; `publicKey` is one authorized_keys line. Made in
+ * place: it takes less of the main thread than a job on libuv's thread pool, whose setup and
+ * result still run here.
+ */
 export function generateKeyPair(comment: string): { privateKey: string; publicKey: string } {
   checkComment(comment);
   return inOpenSshFormats(generateKeyPairSync('ed25519').privateKey, comment);
-}
-
-/** The same, generated on libuv's thread pool so a busy server does not stall on it. */
-export async function generateKeyPairAsync(comment: string): Promise<{ privateKey: string; publicKey: string }> {
-  checkComment(comment);
-  const privateKey = await new Promise<KeyObject>((resolve, reject) =>
-    generateEd25519('ed25519', undefined, (error, _publicKey, privateKey) => (error ? reject(error) : resolve(privateKey))),
-  );
-  return inOpenSshFormats(privateKey, comment);
 }
 
 function checkComment(comment: string): void {

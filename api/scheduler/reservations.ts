@@ -4,7 +4,7 @@
 import { randomBytes } from 'node:crypto';
 import { Op } from 'sequelize';
 import type { Caller, EventView, ReservationState } from '../../protocol/api.js';
-import { generateKeyPairAsync } from '../../protocol/ssh.js';
+import { generateKeyPair } from '../../protocol/ssh.js';
 import { plainRow, plainRows, type EventRow } from '../db/index.js';
 import { DomainError, forbidden, notFound } from '../domain-error.js';
 import { compareKeys, maxPageSize, newestFirst, slicePage, type Key, type Page } from '../pages.js';
@@ -83,9 +83,10 @@ export class Reservations {
         pools: Object.fromEntries(state.poolLimits),
       });
     }
-    this.admit?.(caller, members, state.live.values()); // again below, after the await: this one spares a key pair
+    // From here to addLive nothing awaits, so what admit counted is still what is live.
+    this.admit?.(caller, members, state.live.values());
     const id = `r-${randomBytes(6).toString('hex')}`;
-    const keys = await generateKeyPairAsync(`paddock:${id}`);
+    const keys = generateKeyPair(`paddock:${id}`);
     const now = state.now();
     const reservation: Reservation = {
       id,
@@ -102,7 +103,6 @@ export class Reservations {
       updatedAt: now,
       queueDeadline: now + (request.queueTimeout ?? state.policy.queue.timeout) * 1000,
     };
-    this.admit?.(caller, members, state.live.values());
     state.addLive(reservation, parsed);
     state.record(reservation, { type: 'state', to: 'queued', reason: `requested by ${caller.name}` });
     state.enqueue(reservation);
