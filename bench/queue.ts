@@ -2,14 +2,16 @@
 // admin holds, then: the time of one page of the reservation list (everyone's, an admin's view, and
 // one user's), /healthz latency while lists run back to back, reserve+release cycles per second on
 // other machines with the queue there, against the same measured before the queue was made (the
-// baseline, in the same run), and the server's memory per queued request. The server runs as
-// `paddock serve` in a child process with a real SQLite file, its agent off.
+// baseline, in the same run), the same once every queued request is starving (waited past
+// queue.starvation), and the server's memory per queued request (its heap after a full garbage
+// collection). The server runs as `paddock serve` in a child process with a real SQLite file, its
+// agent off.
 //
 //   npm run bench:queue      (PADDOCK_BENCH_QUICK=1 for a short run)
 //
 // Aims: a page under 50 ms, /healthz under 50 ms, at least 1,000 cycles/s.
 import { setTimeout as sleep } from 'node:timers/promises';
-import { build, cyclesPerSecond, request, rssMiB, startServer, stopServer, type Server } from './server.js';
+import { build, cyclesPerSecond, heapMiB, request, rssMiB, startServer, stopServer, type Server } from './server.js';
 
 const quick = process.env.PADDOCK_BENCH_QUICK === '1';
 const users = 100;
@@ -18,6 +20,8 @@ const boards = 100;
 const vms = 64;
 /** What a reserve+release cycle asks for: one of the machines the queue does not want. */
 const vm = { role: 'main', spec: 'type=vm', count: 1 };
+/** Seconds a request waits before it is starving (queue.starvation): the whole queue is by the last measurement. */
+const starvation = 60;
 
 function configYaml(port: number): string {
   const machine = (name: string, type: string) =>
@@ -30,7 +34,7 @@ function configYaml(port: number): string {
       // No agent serves these machines: without this their lab host would be silent, and they offline.
       'agents: { heartbeatTimeout: 1d }',
       'lease: { default: 2h, max: 8h }',
-      'queue: { timeout: 4h }',
+      `queue: { timeout: 4h, starvation: ${starvation}s }`,
       'quotas: { default: { reservations: 1000, queued: 1000, machines: 1000 } }',
       'machines:',
       ...Array.from({ length: boards }, (_, index) => machine(`board-${index}`, 'board')),
@@ -88,7 +92,7 @@ async function healthDuringLists(server: Server, pathname: string, seconds: numb
 
 async function main(): Promise<void> {
   build();
-  const server = await startServer(configYaml);
+  const server = await startServer(configYaml, { heap: true });
   try {
     const tokens: string[] = [];
     for (let index = 0; index < users; index++) {
@@ -104,14 +108,17 @@ async function main(): Promise<void> {
       ),
     );
     await sleep(1000);
+    const heapBefore = await heapMiB(server);
     const rssBefore = rssMiB(server.child.pid!);
 
     const createRate = await makeQueue(server, tokens);
+    const queuedAt = Date.now();
     await sleep(1000);
+    const heapAfter = await heapMiB(server);
     const rssAfter = rssMiB(server.child.pid!);
     console.log(`queued ${users * perUser} requests from ${users} users at ${createRate.toFixed(0)} requests/s`);
     console.log(
-      `memory per queued request: ${(((rssAfter - rssBefore) * 1024) / (users * perUser)).toFixed(2)} KiB (resident ${rssBefore.toFixed(1)} → ${rssAfter.toFixed(1)} MiB)`,
+      `memory per queued request: ${(((heapAfter - heapBefore) * 1024) / (users * perUser)).toFixed(2)} KiB of heap after a full GC (heap ${heapBefore.toFixed(1)} → ${heapAfter.toFixed(1)} MiB; resident ${rssBefore.toFixed(1)} → ${rssAfter.toFixed(1)} MiB)`,
     );
 
     const rounds = quick ? 10 : 30;
@@ -141,6 +148,11 @@ async function main(): Promise<void> {
     const rate = await cyclesPerSecond(server, quick ? 3 : 10, 64, vm);
     console.log(
       `reserve+release cycles/s from 64 clients with the queue there: ${rate.toFixed(0)} (no queue, same run: ${baselineRate.toFixed(0)}; ratio ${(rate / baselineRate).toFixed(2)}) (aim: at least 1,000)`,
+    );
+    await sleep(queuedAt + (starvation + 1) * 1000 - Date.now());
+    const starvingRate = await cyclesPerSecond(server, quick ? 3 : 10, 64, vm);
+    console.log(
+      `reserve+release cycles/s with every queued request starving: ${starvingRate.toFixed(0)} (ratio to no queue ${(starvingRate / baselineRate).toFixed(2)}) (aim: at least 1,000)`,
     );
     const still = await timed(server, server.token, '/v1/reservations?all=1&limit=1000');
     if (still.count !== 1000) throw new Error('the queue should still be there');

@@ -1,11 +1,14 @@
 // What the API benchmarks share: the server compiled to JavaScript and run as `paddock serve` in a
-// child process (with a real SQLite file), plain keep-alive HTTP against it, and its memory.
+// child process (with a real SQLite file), plain keep-alive HTTP against it, and its memory: resident
+// (what the system sees), or the JavaScript heap in use after a full garbage collection (what the
+// server's records hold, without the garbage and the free pages a resident figure goes up and down with).
 import { setTimeout as sleep } from 'node:timers/promises';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { freePort } from '../test/helpers/ports.js';
 
 /** The server runs as deployed: compiled to JavaScript (`npm run build`, into dist/), without the TypeScript loader. */
@@ -23,13 +26,31 @@ export function build(): void {
   execFileSync(process.execPath, [path.resolve('node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'], { stdio: 'inherit' });
 }
 
-/** Starts the built server on a free port with the config `yaml(port)` gives; resolves once /healthz answers. */
-export async function startServer(yaml: (port: number) => string): Promise<Server> {
+/**
+ * Loaded into a server started with `heap: true` (with --expose-gc and a channel to the benchmark):
+ * asked 'heap', it runs a full garbage collection and answers the heap in use.
+ */
+const heapProbe = `process.on('message', (message) => {
+  if (message !== 'heap') return;
+  globalThis.gc();
+  process.send({ heapUsed: process.memoryUsage().heapUsed });
+});
+process.channel.unref();
+`;
+
+/**
+ * Starts the built server on a free port with the config `yaml(port)` gives; resolves once /healthz
+ * answers. With `heap`, heapMiB can ask it for its heap (the server's code is unchanged).
+ */
+export async function startServer(yaml: (port: number) => string, options: { heap?: boolean } = {}): Promise<Server> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'paddock-bench-'));
   const port = await freePort();
   writeFileSync(path.join(dir, 'paddock.yaml'), yaml(port));
-  const child = spawn(process.execPath, [path.join(buildDir, 'cli/server-process.js'), '--config', path.join(dir, 'paddock.yaml')], {
-    stdio: ['ignore', 'ignore', 'inherit'],
+  const probe = path.join(dir, 'heap-probe.js');
+  if (options.heap) writeFileSync(probe, heapProbe);
+  const flags = options.heap ? ['--expose-gc', `--import=${pathToFileURL(probe).href}`] : [];
+  const child = spawn(process.execPath, [...flags, path.join(buildDir, 'cli/server-process.js'), '--config', path.join(dir, 'paddock.yaml')], {
+    stdio: ['ignore', 'ignore', 'inherit', ...(options.heap ? (['ipc'] as const) : [])],
   });
   for (let attempt = 0; ; attempt++) {
     try {
@@ -107,6 +128,16 @@ export async function cyclesPerSecond(server: Server, seconds: number, concurren
     }),
   );
   return done / ((Date.now() - started) / 1000);
+}
+
+/** The server's heap in use after a full garbage collection (a server started with `heap: true`). */
+export function heapMiB(server: Server): Promise<number> {
+  const { child } = server;
+  if (!child.send) return Promise.reject(new Error('the server was not started with heap: true'));
+  return new Promise((resolve) => {
+    child.once('message', (answer: { heapUsed: number }) => resolve(answer.heapUsed / 1024 / 1024));
+    child.send('heap');
+  });
 }
 
 export function rssMiB(pid: number): number {

@@ -1,7 +1,8 @@
 // SSH key lines as every process writes and reads them: host key lines from key blobs, public key
-// lines without their comment, known_hosts lines and fingerprints. Plain text and a hash: nothing
-// here loads ssh2, so the API can check a configured key without it.
-import { createHash } from 'node:crypto';
+// lines without their comment, known_hosts lines and fingerprints, and an ed25519 key pair written
+// out in OpenSSH's formats. Plain text, bytes and a hash: nothing here loads ssh2, so the API can
+// check a configured key without it.
+import { createHash, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
 
 /**
  * The OpenSSH line (`ssh-ed25519 AAAA…`) for a raw public key blob in SSH wire format, as ssh2's
@@ -44,4 +45,73 @@ function looksLikeKeyType(field: string): boolean {
 
 function isBase64(field: string): boolean {
   return /^[A-Za-z0-9+/]+={0,2}$/.test(field) && field.length >= 16;
+}
+
+/**
+ * An ed25519 key pair in OpenSSH's formats from its raw keys (32 bytes each): the private key file
+ * as `ssh-keygen` writes it (openssh-key-v1, not encrypted; see OpenSSH's PROTOCOL.key) and the
+ * authorized_keys line. The comment is in both.
+ */
+export function openSshEd25519(keys: { publicKey: Buffer; seed: Buffer }, comment: string): { privateKey: string; publicKey: string } {
+  if (keys.publicKey.length !== 32 || keys.seed.length !== 32) throw new Error('an ed25519 key is 32 bytes');
+  const type = 'ssh-ed25519';
+  const blob = Buffer.concat([sshString(type), sshString(keys.publicKey)]);
+  // Two equal random words let a reader check the decryption; the padding counts 1, 2, 3… up to a block of 8.
+  const check = randomBytes(4);
+  const secret = Buffer.concat([
+    check,
+    check,
+    sshString(type),
+    sshString(keys.publicKey),
+    sshString(Buffer.concat([keys.seed, keys.publicKey])),
+    sshString(comment),
+  ]);
+  const padding = Buffer.from(Array.from({ length: (8 - (secret.length % 8)) % 8 }, (_, index) => index + 1));
+  const count = Buffer.alloc(4);
+  count.writeUInt32BE(1);
+  const file = Buffer.concat([
+    Buffer.from('openssh-key-v1\0', 'latin1'),
+    sshString('none'), // cipher
+    sshString('none'), // key derivation
+    sshString(''), // its options
+    count,
+    sshString(blob),
+    sshString(Buffer.concat([secret, padding])),
+  ]);
+  const lines = file.toString('base64').match(/.{1,70}/g)!;
+  return {
+    privateKey: `-----BEGIN OPENSSH PRIVATE KEY-----\n${lines.join('\n')}\n-----END OPENSSH PRIVATE KEY-----\n`,
+    publicKey: `${type} ${blob.toString('base64')} ${comment}`,
+  };
+}
+
+/** A string in SSH wire format: its length (32 bits, big-endian), then its bytes. */
+function sshString(value: Buffer | string): Buffer {
+  const bytes = typeof value === 'string' ? Buffer.from(value, 'utf8') : value;
+  const length = Buffer.alloc(4);
+  length.writeUInt32BE(bytes.length);
+  return Buffer.concat([length, bytes]);
+}
+
+/**
+ * A fresh ed25519 key pair in OpenSSH formats; `publicKey` is one authorized_keys line. Made in
+ * place: it takes less of the main thread than a job on libuv's thread pool, whose setup and
+ * result still run here.
+ */
+export function generateKeyPair(comment: string): { privateKey: string; publicKey: string } {
+  checkComment(comment);
+  return inOpenSshFormats(generateKeyPairSync('ed25519').privateKey, comment);
+}
+
+function checkComment(comment: string): void {
+  if (/[\r\n]/.test(comment)) throw new Error('a key comment must be a single line');
+}
+
+/**
+ * Node's key written out by openSshEd25519, from its raw bytes (ssh2's generator, which goes
+ * through DER, costs several times as much and now and then writes a key nothing can parse back).
+ */
+function inOpenSshFormats(privateKey: KeyObject, comment: string): { privateKey: string; publicKey: string } {
+  const jwk = privateKey.export({ format: 'jwk' });
+  return openSshEd25519({ publicKey: Buffer.from(jwk.x!, 'base64url'), seed: Buffer.from(jwk.d!, 'base64url') }, comment);
 }

@@ -8,47 +8,11 @@ import ssh2 from 'ssh2';
 import type { Client as SshClient, ConnectConfig } from 'ssh2';
 import { fingerprint, hostKeyLine, normalizeKeyLine } from './ssh-keys.js';
 
-export { fingerprint, hostKeyLine, knownHostsLine, normalizeKeyLine } from './ssh-keys.js';
+export { fingerprint, generateKeyPair, hostKeyLine, knownHostsLine, normalizeKeyLine } from './ssh-keys.js';
 
-const { Client, utils } = ssh2;
+const { Client } = ssh2;
 
 export type { SshClient };
-
-/** A fresh ed25519 key pair in OpenSSH formats; `publicKey` is one authorized_keys line. */
-export function generateKeyPair(comment: string): { privateKey: string; publicKey: string } {
-  checkComment(comment);
-  for (;;) {
-    const pair = usable(utils.generateKeyPairSync('ed25519', { comment }));
-    if (pair) return pair;
-  }
-}
-
-/** The same, generated on libuv's thread pool so a busy server does not stall on it. */
-export async function generateKeyPairAsync(comment: string): Promise<{ privateKey: string; publicKey: string }> {
-  checkComment(comment);
-  for (;;) {
-    const generated = await new Promise<{ private: string; public: string }>((resolve, reject) =>
-      utils.generateKeyPair('ed25519', { comment }, (error, pair) => (error ? reject(error) : resolve(pair))),
-    );
-    const pair = usable(generated);
-    if (pair) return pair;
-  }
-}
-
-function checkComment(comment: string): void {
-  if (/[\r\n]/.test(comment)) throw new Error('a key comment must be a single line');
-}
-
-/**
- * ssh2's generator now and then (about 1 key in 250, measured over thousands) writes an OpenSSH
- * private key that neither it nor OpenSSH can parse back; such a pair is thrown away and made again.
- */
-function usable(pair: { private: string; public: string }): { privateKey: string; publicKey: string } | undefined {
-  // OpenSSH's parser wants the PEM armour to end with a newline.
-  const privateKey = pair.private.endsWith('\n') ? pair.private : `${pair.private}\n`;
-  if (utils.parseKey(privateKey) instanceof Error) return undefined;
-  return { privateKey, publicKey: pair.public.trim() };
-}
 
 export interface SshConnectOptions {
   host: string;

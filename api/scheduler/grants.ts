@@ -5,7 +5,7 @@
 import type { ReservationState } from '../../protocol/api.js';
 import { matchShape } from './allocate.js';
 import { isEnded } from './lifecycle.js';
-import { isStarving, schedulePass, scheduleQueue } from './queue.js';
+import { comesBefore, isStarving, schedulePass, scheduleQueue, type QueuePolicy, type QueuedRequest } from './queue.js';
 import type { Allocation, Reservation } from './records.js';
 import type { ParsedMember } from './requests.js';
 import type { SchedulerState } from './state.js';
@@ -41,34 +41,33 @@ export class Grants {
   /**
    * Grants every queued request the free machines allow, in queue order. A request found not to
    * fit waits on the shapes it matches (waiting.ts) and is left out of passes until one of them
-   * gains a free machine, unless it is starving (then it holds machines back from later requests,
-   * so it stays in the pass, but its gang allocation is not run again). A pass over a long queue
-   * of requests that cannot fit costs about as much as the new and woken ones.
+   * gains a free machine. A starving one among them still holds machines back from later requests
+   * (queue.ts), so the pass walks the few that can hold anything (starvingHolders), without running
+   * their gang allocation again. A pass over a long queue of requests that cannot fit, starving or
+   * not, costs about as much as the new and woken ones.
    */
   schedule(): void {
     const { state } = this;
     const { waiting, inventory } = state;
-    if (state.queue.length === 0) return;
+    if (state.queue.size === 0) return;
     waiting.wake(inventory.drainGrown());
     const now = state.now();
     const policy = state.queuePolicy();
     const candidates = new Set<Reservation>();
-    const known = new Set<string>();
-    // The queue is kept in creation order, so the starving requests are a prefix of it.
-    for (const reservation of state.queue) {
-      if (!isStarving(state.queueEntry(reservation), now, policy)) break;
-      candidates.add(reservation);
-      if (waiting.isUnfit(reservation.id)) known.add(reservation.id);
-    }
     for (const id of waiting.untried) {
       const reservation = state.live.get(id);
-      if (reservation?.state === 'queued' && (state.heldUntil.get(id) ?? 0) <= now) candidates.add(reservation);
+      if (reservation?.state !== 'queued') continue;
+      // Held back after a full cloud: not tried before its time, unless it is starving.
+      if ((state.heldUntil.get(id) ?? 0) <= now || isStarving(state.queueEntry(reservation), now, policy)) candidates.add(reservation);
     }
     if (candidates.size === 0) return;
-    const { grants, unfit } = scheduleQueue(state.queueInput([...candidates]), inventory.freeShapes(), now, policy, { room: this.poolRoom(), unfit: known });
-    const granted = new Set(grants.map((grant) => grant.id));
+    const known = new Set<string>();
+    for (const reservation of this.starvingHolders(now, policy)) {
+      candidates.add(reservation);
+      known.add(reservation.id);
+    }
+    const { grants, unfit } = scheduleQueue(state.queueInput(candidates), inventory.freeShapes(), now, policy, { room: this.poolRoom(), unfit: known });
     for (const grant of grants) this.grant(state.live.get(grant.id)!, grant.machines);
-    if (grants.length > 0) state.queue = state.queue.filter((reservation) => !granted.has(reservation.id));
     // Grants only take machines: what did not fit before them does not fit after them.
     const shapes = inventory.allShapes();
     for (const id of unfit) {
@@ -81,6 +80,31 @@ export class Grants {
     }
   }
 
+  /**
+   * The starving requests known not to fit that can hold machines back in a pass: per shape with
+   * free machines, the first in queue order of the starving ones waiting on it (the shapes a
+   * request waits on are the ones it matches). The others would hold nothing: a shape one of them
+   * matches is either held by that first one when the pass reaches them, or was not offered to it
+   * and so is not offered later either (a pass only takes free machines, pool room and held shapes
+   * away); a shape without free machines is never offered.
+   */
+  private starvingHolders(now: number, policy: QueuePolicy): Set<Reservation> {
+    const { state } = this;
+    const holders = new Set<Reservation>();
+    for (const shape of state.inventory.freeShapes()) {
+      if (shape.machines.length === 0) continue;
+      let first: QueuedRequest | undefined;
+      for (const id of state.waiting.waitingOn(shape.key)) {
+        const reservation = state.live.get(id);
+        if (reservation?.state !== 'queued') continue;
+        const entry = state.queueEntry(reservation);
+        if (isStarving(entry, now, policy) && (!first || comesBefore(entry, first, now, policy))) first = entry;
+      }
+      if (first) holders.add(state.live.get(first.id)!);
+    }
+    return holders;
+  }
+
   /** Room left in each limited pool: its limit less its reserved machines. */
   private poolRoom(): Map<string, number> | undefined {
     const { poolLimits, inventory } = this.state;
@@ -91,6 +115,7 @@ export class Grants {
   private grant(reservation: Reservation, machines: string[][]): void {
     const { state } = this;
     const now = state.now();
+    state.queue.delete(reservation);
     state.waiting.delete(reservation.id);
     state.transition(reservation, 'allocated', 'grant', 'all members matched free machines');
     reservation.grantedAt = now;
@@ -121,7 +146,7 @@ export class Grants {
     const { state } = this;
     if (isEnded(reservation.state) || reservation.state === 'releasing') return;
     if (reservation.state === 'queued') {
-      state.queue = state.queue.filter((queued) => queued !== reservation);
+      state.queue.delete(reservation);
       state.transition(reservation, outcome === 'released' ? 'cancelled' : outcome, 'release', reason);
       state.forget(reservation);
       return;

@@ -4,6 +4,7 @@
 import { randomBytes } from 'node:crypto';
 import { Op } from 'sequelize';
 import type { Caller, EventView, ReservationState } from '../../protocol/api.js';
+import { generateKeyPair } from '../../protocol/ssh-keys.js';
 import { plainRow, plainRows, type EventRow } from '../db/index.js';
 import { DomainError, forbidden, notFound } from '../domain-error.js';
 import { compareKeys, maxPageSize, newestFirst, slicePage, type Key, type Page } from '../pages.js';
@@ -82,11 +83,10 @@ export class Reservations {
         pools: Object.fromEntries(state.poolLimits),
       });
     }
-    this.admit?.(caller, members, state.live.values()); // again below, after the await: this one spares a key pair
+    // From here to addLive nothing awaits, so what admit counted is still what is live.
+    this.admit?.(caller, members, state.live.values());
     const id = `r-${randomBytes(6).toString('hex')}`;
-    // The SSH library is loaded by the first request, not at start: the API needs it for nothing else.
-    const { generateKeyPairAsync } = await import('../../protocol/ssh.js');
-    const keys = await generateKeyPairAsync(`paddock:${id}`);
+    const keys = generateKeyPair(`paddock:${id}`);
     const now = state.now();
     const reservation: Reservation = {
       id,
@@ -103,11 +103,9 @@ export class Reservations {
       updatedAt: now,
       queueDeadline: now + (request.queueTimeout ?? state.policy.queue.timeout) * 1000,
     };
-    this.admit?.(caller, members, state.live.values());
     state.addLive(reservation, parsed);
     state.record(reservation, { type: 'state', to: 'queued', reason: `requested by ${caller.name}` });
-    state.queue.push(reservation);
-    state.waiting.add(id);
+    state.enqueue(reservation);
     this.grants.schedule();
     await state.store.flush();
     return { reservation, created: true };
@@ -189,7 +187,7 @@ export class Reservations {
   /** The queue position of a queued reservation: O(queue), no sort (see queuePositions for many). */
   queuePosition(reservation: Reservation): number | undefined {
     const { state } = this;
-    if (reservation.state !== 'queued' || !state.queue.includes(reservation)) return undefined;
+    if (reservation.state !== 'queued' || !state.queue.has(reservation)) return undefined;
     const now = state.now();
     const policy = state.queuePolicy();
     const target = state.queueEntry(reservation);

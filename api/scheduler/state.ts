@@ -45,8 +45,8 @@ export type Task = { action: 'provision' | 'release'; reservation: Reservation; 
 export class SchedulerState {
   readonly inventory = new Inventory();
   readonly live = new Map<string, Reservation>();
-  /** Queued reservations in creation order (so the starving ones are a prefix). */
-  queue: Reservation[] = [];
+  /** Queued reservations, in no particular order (queue.ts's queueOrder gives the order when it is needed). */
+  readonly queue = new Set<Reservation>();
   /** Tasks not yet taken by an agent, by allocation id. */
   readonly tasks = new Map<string, Task>();
   /** Agents waiting in a claim for a task. */
@@ -104,14 +104,13 @@ export class SchedulerState {
     return { id: reservation.id, priority: reservation.priority, createdAtMs: reservation.createdAt, members: this.membersOf(reservation) };
   }
 
-  queueInput(queue: readonly Reservation[] = this.queue): QueuedRequest[] {
-    return queue.map((reservation) => this.queueEntry(reservation));
+  queueInput(queue: Iterable<Reservation> = this.queue): QueuedRequest[] {
+    return Array.from(queue, (reservation) => this.queueEntry(reservation));
   }
 
-  /** Puts a reservation in the queue at its place (creation time); the next pass tries it. */
+  /** Puts a reservation in the queue (its place in the order is its creation time's); the next pass tries it. */
   enqueue(reservation: Reservation): void {
-    this.queue.push(reservation);
-    this.queue.sort((a, b) => a.createdAt - b.createdAt);
+    this.queue.add(reservation);
     this.waiting.add(reservation.id);
   }
 
@@ -167,8 +166,9 @@ export class SchedulerState {
 
   /**
    * After a failed commit: every record goes back to its last committed image, in place (waiters
-   * hold these objects), and the queue and the agents' tasks are rebuilt from them, so no change
-   * of any code path can stay in memory without being in the database.
+   * hold these objects), and the queue (every request in it to be tried again) and the agents'
+   * tasks are rebuilt from them, so no change of any code path can stay in memory without being in
+   * the database.
    */
   rollback(): void {
     for (const machine of this.inventory.machines.values()) {
@@ -193,7 +193,10 @@ export class SchedulerState {
     }
     this.parsed.clear();
     this.tasks.clear();
-    this.queue = [...this.live.values()].filter((reservation) => reservation.state === 'queued').sort((a, b) => a.createdAt - b.createdAt);
+    // Every queued request is tried again: one the undone batch granted, say, left the waiting lists.
+    this.queue.clear();
+    this.waiting.clear();
+    for (const reservation of this.live.values()) if (reservation.state === 'queued') this.enqueue(reservation);
     for (const reservation of this.live.values()) {
       this.addOpenTasks(reservation);
       this.changes.emit(`change:${reservation.id}`);

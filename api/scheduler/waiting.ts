@@ -1,9 +1,9 @@
 // Which queued requests a scheduling pass must look at. A request is "untried" until a pass finds
 // that it does not fit; then it waits on the shapes its members match, and only a machine of one of
 // those shapes becoming free (or room opening in its pool) makes it untried again. A pass therefore
-// looks at the untried requests (new ones, woken ones) and the starving ones (which hold machines
-// back from the rest), not at the whole queue: a long queue of requests that cannot fit costs a
-// pass nothing while nothing they could use frees up.
+// tries the untried requests (new ones, woken ones), and of the starving ones that wait only those
+// that can hold machines back from the rest (grants.ts), not the whole queue: a long queue of
+// requests that cannot fit costs a pass nothing while nothing they could use frees up.
 export class WaitingRequests {
   /** Requests a pass should try. */
   readonly untried = new Set<string>();
@@ -24,6 +24,13 @@ export class WaitingRequests {
     this.untried.delete(id);
   }
 
+  /** Everything forgotten (after a rollback, before the queue is put back). */
+  clear(): void {
+    this.untried.clear();
+    this.waitsOn.clear();
+    this.byShape.clear();
+  }
+
   isUnfit(id: string): boolean {
     return this.waitsOn.has(id);
   }
@@ -38,6 +45,11 @@ export class WaitingRequests {
       if (!waiting) this.byShape.set(key, (waiting = new Set()));
       waiting.add(id);
     }
+  }
+
+  /** The requests found unfit that wait on the shape. */
+  waitingOn(shape: string): ReadonlySet<string> {
+    return this.byShape.get(shape) ?? noRequests;
   }
 
   /** These shapes gained a free machine (or pool room): every request waiting on one is untried again. */
@@ -56,3 +68,5 @@ export class WaitingRequests {
     this.waitsOn.delete(id);
   }
 }
+
+const noRequests: ReadonlySet<string> = new Set();

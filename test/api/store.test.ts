@@ -81,6 +81,33 @@ test('a commit SQLite refuses fails that request alone: nothing stays in memory,
   await assertDatabaseMatches(t, api);
 });
 
+test('a grant undone by a failed commit leaves its request queued, and the next machine freed goes to it', async (t) => {
+  const api = await startApi(testConfig(labYaml(['m1'])));
+  t.teardown(() => api.close());
+  const alice = api.http(await userToken(api, 'alice'));
+  const bob = api.http(await userToken(api, 'bob'));
+  const held = (await alice.post('v1/reservations', { json: { members: [{ role: 'main', spec: 't' }] } })).body as ReservationView;
+  t.is(held.state, 'allocated');
+  const waiting = (await bob.post('v1/reservations', { json: { members: [{ role: 'main', spec: 't' }] } })).body as ReservationView;
+  t.is(waiting.state, 'queued');
+
+  // The release commits together with the grant it makes: refuse the grant, and both are undone.
+  const db = openDb(api);
+  await db.run(
+    "CREATE TRIGGER refuse_grant BEFORE UPDATE ON reservations WHEN NEW.owner = 'bob' AND NEW.state = 'allocated' BEGIN SELECT RAISE(ABORT, 'refused for the test'); END",
+  );
+  const refused = await alice.delete(`v1/reservations/${held.id}`);
+  t.is(refused.statusCode, 503, JSON.stringify(refused.body));
+  t.is(((await alice.get(`v1/reservations/${held.id}`)).body as ReservationView).state, 'allocated');
+  t.is(((await bob.get(`v1/reservations/${waiting.id}`)).body as ReservationView).state, 'queued');
+  await db.run('DROP TRIGGER refuse_grant');
+  await db.close();
+
+  t.is((await alice.delete(`v1/reservations/${held.id}`)).statusCode, 200);
+  t.is(((await bob.get(`v1/reservations/${waiting.id}`)).body as ReservationView).state, 'allocated', 'the queued request is tried again');
+  await assertDatabaseMatches(t, api);
+});
+
 test('while the database refuses every write, /healthz is 503 and requests fail without a trace; then it recovers', async (t) => {
   t.timeout(120_000);
   const api = await startApi(testConfig(labYaml(['m1', 'm2'])));
