@@ -10,6 +10,7 @@ import * as imageHealth from './migrations/0003-image-health.js';
 import * as requeues from './migrations/0004-requeues.js';
 import * as jobs from './migrations/0005-jobs.js';
 import * as offline from './migrations/0006-offline-machines.js';
+import * as unreachable from './migrations/0007-unreachable-machines.js';
 
 export interface TokenRow {
   name: string;
@@ -31,6 +32,9 @@ export interface MachineRow {
   /** While offline (its lab host silent): the state it returns to, and since when. */
   onlineState: string | null;
   offlineSince: Date | null;
+  /** While its lab host's agent reports it cannot reach it: since when, and why. */
+  unreachableSince: Date | null;
+  unreachableReason: string | null;
 }
 
 export interface ReservationRow {
@@ -139,6 +143,7 @@ const migrations = [
   { name: '0004-requeues', module: requeues },
   { name: '0005-jobs', module: jobs },
   { name: '0006-offline-machines', module: offline },
+  { name: '0007-unreachable-machines', module: unreachable },
 ];
 
 /** Whether a migration has not been applied yet, read from umzug's own table (`SequelizeMeta`). */
@@ -204,6 +209,8 @@ export async function openDatabase(dataDir: string): Promise<Database> {
       updatedAt: DataTypes.DATE,
       onlineState: DataTypes.STRING,
       offlineSince: DataTypes.DATE,
+      unreachableSince: DataTypes.DATE,
+      unreachableReason: DataTypes.TEXT,
     },
     plain,
   );

@@ -3,7 +3,7 @@
 // reservations along. What a failure means is failure.ts's pure verdict; this file carries it out.
 // An agent is the agent of one lab host (its name): it gets the tasks of that lab host's machines
 // only. A lab host not heard from (lab-hosts.ts) has its machines taken offline by `watch`.
-import type { AgentMachine, AgentReport, AgentTask, AgentView } from '../../protocol/api.js';
+import type { AgentMachine, AgentReport, AgentTask, AgentView, MachineProblem } from '../../protocol/api.js';
 import { DomainError, notFound } from '../domain-error.js';
 import { consoleSecret } from './console-secret.js';
 import { failureVerdict } from './failure.js';
@@ -72,11 +72,34 @@ export class AgentTasks {
     return tasks;
   }
 
-  /** An agent's heartbeat: it is heard. Answers how often to send one (a third of the timeout), in seconds. */
-  async heartbeat(agent: string, info: AgentInfo): Promise<number> {
+  /**
+   * An agent's heartbeat: it is heard. With `problems` (what its checks found, the whole list), the
+   * machines of its lab host named there are marked unreachable and the others lifted; a name that
+   * is not one of its machines refuses the whole heartbeat (not_your_task), so an agent can mark
+   * only its own lab host's machines. Answers how often to send one (a third of the timeout), in seconds.
+   */
+  async heartbeat(agent: string, info: AgentInfo, problems?: readonly MachineProblem[]): Promise<number> {
+    const reasons = problems === undefined ? undefined : this.problemsOf(agent, problems);
     this.hear(agent, info);
+    if (reasons !== undefined) {
+      let back = false;
+      for (const machine of this.state.inventory.machines.values()) {
+        if (machine.labHost === agent && machine.state !== 'retired') back = this.machines.setReach(machine, reasons.get(machine.name)) || back;
+      }
+      if (back) this.grants.schedule();
+    }
     await this.state.store.flush();
     return this.heartbeatTimeoutMs / 3000;
+  }
+
+  /** The reason by machine (one per machine: the route's schema), each machine checked to be one of the agent's lab host. */
+  private problemsOf(agent: string, problems: readonly MachineProblem[]): Map<string, string> {
+    for (const { machine: name } of problems) {
+      const machine = this.state.inventory.get(name);
+      if (!machine || machine.labHost !== agent || machine.state === 'retired')
+        throw new DomainError('not_your_task', `${name} is not a machine of lab host ${agent}`, { agent, machine: name });
+    }
+    return new Map(problems.map((problem) => [problem.machine, problem.reason]));
   }
 
   private get heartbeatTimeoutMs(): number {

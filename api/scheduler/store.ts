@@ -199,6 +199,8 @@ const machineColumns = [
   'updatedAt',
   'onlineState',
   'offlineSince',
+  'unreachableSince',
+  'unreachableReason',
 ] as const;
 const eventColumns = ['id', 'reservationId', 'at', 'type', 'from', 'to', 'machine', 'reason'] as const;
 

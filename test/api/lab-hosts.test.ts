@@ -2,7 +2,7 @@
 // is heard; then they return to the state they had (here: one in maintenance, one available). The
 // agent is played over HTTP with an agent token, as test/api/roles.test.ts does.
 import test from 'ava';
-import type { AgentView, MachineView } from '../../protocol/api.js';
+import type { AgentView, ExplainView, MachineView, ReservationExplainView, ReservationView } from '../../protocol/api.js';
 import { startApi, testConfig } from '../helpers/api.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -58,4 +58,116 @@ test('offline machines stay offline across a restart until their agent is heard,
   t.truthy(view.clockOffsetSeconds! > 15);
   t.deepEqual(view.warnings, [`version 0.0.9 is older than the API's 0.1.0`, `its clock is ${view.clockOffsetSeconds}s ahead of the API's (more than 5s)`]);
   t.is((await agent.get('v1/agents')).statusCode, 403, 'agents ls is for admins');
+});
+
+/** The same lab-a, never silent here, and lab-b with one machine. */
+const twoLabs = `${yaml.replace('heartbeatTimeout: 1s', 'heartbeatTimeout: 1d')}  - { name: b1, kind: static, labHost: lab-b, labels: { type: other }, settings: { address: 127.0.9.3, user: ci, adminKey: /nonexistent } }
+`;
+
+test('a machine its agent reports unreachable is not matched until a heartbeat no longer says so; another lab host cannot mark it', async (t) => {
+  const config = testConfig(twoLabs);
+  const first = await startApi(config);
+  const admin = first.http();
+  const tokenOf = async (name: string) => ((await admin.post('v1/tokens', { json: { name, role: 'agent' } })).body as { token: string }).token;
+  const [labA, labB] = [first.http(await tokenOf('lab-a')), first.http(await tokenOf('lab-b'))];
+  const user = first.http(((await admin.post('v1/tokens', { json: { name: 'erin', role: 'user' } })).body as { token: string }).token);
+  const machine = async (name: string) => (await admin.get(`v1/machines/${name}`)).body as MachineView;
+  const beat = (http: typeof admin, body: object) => http.post('v1/agent/heartbeat', { json: { version: '0.1.0', ...body } });
+
+  const reported = await beat(labA, { agent: 'lab-a', problems: [{ machine: 'm1', reason: 'no such serial device /dev/ttyUSB9' }] });
+  t.is(reported.statusCode, 200, JSON.stringify(reported.body));
+  const m1 = await machine('m1');
+  t.is(m1.state, 'available', 'its state is kept');
+  t.is(m1.unreachable?.reason, 'no such serial device /dev/ttyUSB9');
+  t.truthy(m1.unreachable?.since);
+  t.is((await machine('m2')).unreachable, undefined);
+
+  // Only m2 is handed out; the next request waits, and explain says m1 is unreachable.
+  const members = [{ role: 'main', spec: 'type=box' }];
+  const granted = (await user.post('v1/reservations', { json: { members } })).body as ReservationView;
+  t.is(granted.allocations[0]?.machine, 'm2');
+  const waiting = (await user.post('v1/reservations', { json: { members } })).body as ReservationView;
+  t.is(waiting.state, 'queued');
+  const explained = (await user.get(`v1/reservations/${waiting.id}/explain`)).body as ReservationExplainView;
+  t.deepEqual(explained.members[0].matches, ['m1', 'm2']);
+  t.deepEqual(explained.members[0].available, []);
+  t.deepEqual(
+    explained.members[0].unavailable.map((entry) => [entry.machine, entry.state]),
+    [
+      ['m1', 'available'],
+      ['m2', 'reserved'],
+    ],
+  );
+  t.regex(explained.members[0].unavailable[0].reason, /^unreachable: its lab host lab-a reports since \S+: no such serial device \/dev\/ttyUSB9$/);
+  t.is(explained.members[0].unavailable[1].reason, 'reserved');
+  const bySpec = (await user.post('v1/explain', { json: { spec: 'type=box' } })).body as ExplainView;
+  t.deepEqual(bySpec.unavailable, explained.members[0].unavailable);
+
+  // Hostile heartbeats change nothing: lab-b's agent naming lab-a's machines (in its own name or
+  // in lab-a's), a list mixing machines, an admin speaking for lab-b, machines that do not exist,
+  // oversized lists and reasons, control characters, one machine twice.
+  const says = (agent: string, ...problems: [string, string][]) => ({ agent, problems: problems.map(([machine, reason]) => ({ machine, reason })) });
+  const lift = says('lab-a');
+  const refused: [typeof admin, object, number][] = [
+    [labB, says('lab-b'), 200], // lab-b's own, empty: touches only lab-b's machines
+    [labB, says('lab-b', ['m2', 'forged']), 403],
+    [labB, says('lab-b', ['b1', 'mine'], ['m2', 'forged']), 403],
+    [labB, lift, 403],
+    [admin, says('lab-b', ['m2', 'forged']), 403],
+    [labA, says('lab-a', ['nosuch', 'x']), 403],
+    [labA, says('lab-a', ...Array.from({ length: 1025 }, (_, index): [string, string] => [`m${index}`, 'x'])), 400],
+    [labA, says('lab-a', ['m2', 'x'.repeat(501)]), 400],
+    [labA, says('lab-a', ['m2', 'red \u001b[31m alert']), 400],
+    [labA, says('lab-a', ['m2', 'two\nlines']), 400],
+    [labA, says('lab-a', ['m2', '']), 400],
+    [labA, says('lab-a', ['../m2', 'x']), 400],
+    [labA, says('lab-a', ['m2', 'x'], ['m2', 'y']), 400],
+    [labA, { agent: 'lab-a', problems: [{ machine: 'm2', reason: 'x', extra: 1 }] }, 400],
+  ];
+  for (const [http, body, status] of refused) {
+    const answer = await beat(http, body);
+    t.is(answer.statusCode, status, `${JSON.stringify(body).slice(0, 200)}: ${JSON.stringify(answer.body)}`);
+  }
+  t.is((await machine('m1')).unreachable?.reason, 'no such serial device /dev/ttyUSB9', 'still marked');
+  t.is((await machine('m2')).unreachable, undefined, 'not marked by anyone else');
+  t.is((await machine('b1')).unreachable, undefined);
+  t.is(((await user.get(`v1/reservations/${waiting.id}`)).body as ReservationView).state, 'queued');
+
+  // A heartbeat without problems (an agent that has not checked yet) leaves the mark; the mark and
+  // its time survive a restart of the API.
+  t.is((await beat(labA, { agent: 'lab-a' })).statusCode, 200);
+  const since = (await machine('m1')).unreachable?.since;
+  t.truthy(since);
+  await first.server.close();
+  const second = await startApi(config);
+  t.teardown(() => second.close());
+  const again = second.http();
+  const restarted = (await again.get('v1/machines/m1')).body as MachineView;
+  t.deepEqual(restarted.unreachable, { since: since!, reason: 'no such serial device /dev/ttyUSB9' });
+  t.is(((await again.get(`v1/reservations/${waiting.id}`)).body as ReservationView).state, 'queued', 'still waiting after the restart');
+
+  // A new reason keeps the time; a heartbeat without m1 lifts it, and the waiting request gets it
+  // (an admin speaks for lab-a here).
+  const asAdmin = (body: object) => again.post('v1/agent/heartbeat', { json: body });
+  t.is((await asAdmin({ agent: 'lab-a', problems: [{ machine: 'm1', reason: 'the PDU at 10.0.0.9 does not answer' }] })).statusCode, 200);
+  t.deepEqual(((await again.get('v1/machines/m1')).body as MachineView).unreachable, { since: since!, reason: 'the PDU at 10.0.0.9 does not answer' });
+  t.is((await asAdmin(lift)).statusCode, 200);
+  t.is(((await again.get('v1/machines/m1')).body as MachineView).unreachable, undefined);
+  const got = (await again.get(`v1/reservations/${waiting.id}`)).body as ReservationView;
+  t.is(got.state, 'allocated');
+  t.is(got.allocations[0].machine, 'm1');
+});
+
+test('explain says which matching machines are offline because their lab host is silent', async (t) => {
+  const api = await startApi(testConfig(yaml));
+  t.teardown(() => api.close());
+  const admin = api.http();
+  await waitFor(async () => ((await admin.get('v1/machines/m1')).body as MachineView).state === 'offline', 120_000, 'offline');
+  const waiting = (await admin.post('v1/reservations', { json: { members: [{ role: 'main', spec: 'type=box' }] } })).body as ReservationView;
+  t.is(waiting.state, 'queued');
+  const explained = (await admin.get(`v1/reservations/${waiting.id}/explain`)).body as ReservationExplainView;
+  t.deepEqual(explained.members[0].available, []);
+  const m1 = explained.members[0].unavailable.find((entry) => entry.machine === 'm1');
+  t.is(m1?.state, 'offline');
+  t.regex(m1?.reason ?? '', /^offline: its lab host lab-a is silent since \d{4}-\d\d-\d\dT/);
 });
