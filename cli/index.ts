@@ -254,7 +254,8 @@ export function program(remoteCommand: string[] = []): Command {
     .option('--data <dir>', 'where the agent keeps its image cache and what its machines hold', './paddock-agent-data')
     .option('--kinds <kinds>', 'the machine kinds it provisions, comma-separated (default: every kind)')
     .option('--concurrency <n>', 'provisioning and release tasks at once, 1 to 256', positiveInteger('--concurrency', 256), 16)
-    .action(async (options: { name: string; tokenFile?: string; data: string; kinds?: string; concurrency: number }) => {
+    .option('--check-interval <seconds>', 'how often it checks that it can reach its machines (serial devices, PDUs, SSH ports); 0: never', seconds, 30)
+    .action(async (options: { name: string; tokenFile?: string; data: string; kinds?: string; concurrency: number; checkInterval: number }) => {
       const { runAgent } = await import('./agent.js');
       await runAgent(options); // the agent keeps the process alive
     });
