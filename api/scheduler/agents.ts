@@ -4,6 +4,7 @@
 // An agent is the agent of one lab host (its name): it gets the tasks of that lab host's machines
 // only. A lab host not heard from (lab-hosts.ts) has its machines taken offline by `watch`.
 import type { AgentMachine, AgentReport, AgentTask, AgentView, MachineProblem } from '../../protocol/api.js';
+import { plainRows } from '../db/index.js';
 import { DomainError, notFound } from '../domain-error.js';
 import { consoleSecret } from './console-secret.js';
 import { failureVerdict } from './failure.js';
@@ -26,8 +27,8 @@ export class AgentTasks {
     private readonly labHosts: LabHosts,
   ) {}
 
-  /** At start: every lab host the machines name; those with machines stored offline stay silent. */
-  start(): void {
+  /** At start: every lab host the machines name, with when it was last heard; those with machines stored offline stay silent. */
+  async start(): Promise<void> {
     const offlineSince = new Map<string, number | undefined>();
     for (const machine of this.state.inventory.machines.values()) {
       if (machine.state === 'retired') continue;
@@ -35,7 +36,7 @@ export class AgentTasks {
       const known = offlineSince.get(machine.labHost);
       offlineSince.set(machine.labHost, known === undefined ? since : since === undefined ? known : Math.min(known, since));
     }
-    this.labHosts.start(offlineSince);
+    this.labHosts.start(offlineSince, plainRows(await this.state.db.labHosts.findAll({ raw: true })));
   }
 
   /**
@@ -296,8 +297,11 @@ export class AgentTasks {
 
   /** An agent was heard: if its lab host was silent, its machines come back at once. */
   private hear(agent: string, info?: AgentInfo): void {
-    if (!this.labHosts.heard(agent, info)) return;
+    const wasSilent = this.labHosts.heard(agent, info);
     const { state } = this;
+    const row = this.labHosts.due(agent);
+    if (row) state.store.labHost(row);
+    if (!wasSilent) return;
     for (const machine of state.inventory.machines.values()) if (machine.labHost === agent) this.machines.bringOnline(machine);
     for (const reservation of state.live.values()) {
       for (const allocation of reservation.allocations) {

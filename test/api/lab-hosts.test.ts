@@ -4,6 +4,7 @@
 import test from 'ava';
 import type { AgentView, ExplainView, MachineView, ReservationExplainView, ReservationView } from '../../protocol/api.js';
 import { startApi, testConfig } from '../helpers/api.js';
+import { runPaddock } from '../helpers/server.js';
 import { waitFor } from '../helpers/wait.js';
 
 const yaml = `
@@ -76,6 +77,8 @@ test('a machine its agent reports unreachable is not matched until a heartbeat n
 
   const reported = await beat(labA, { agent: 'lab-a', problems: [{ machine: 'm1', reason: 'no such serial device /dev/ttyUSB9' }] });
   t.is(reported.statusCode, 200, JSON.stringify(reported.body));
+  const labAView = async (http: typeof admin) => ((await http.get('v1/agents')).body as AgentView[]).find((agent) => agent.name === 'lab-a')!;
+  const firstHeard = Date.parse((await labAView(admin)).lastHeard!);
   const m1 = await machine('m1');
   t.is(m1.state, 'available', 'its state is kept');
   t.is(m1.unreachable?.reason, 'no such serial device /dev/ttyUSB9');
@@ -138,10 +141,23 @@ test('a machine its agent reports unreachable is not matched until a heartbeat n
   t.is((await beat(labA, { agent: 'lab-a' })).statusCode, 200);
   const since = (await machine('m1')).unreachable?.since;
   t.truthy(since);
+  const lastHeard = Date.parse((await labAView(admin)).lastHeard!);
   await first.server.close();
   const second = await startApi(config);
   t.teardown(() => second.close());
   const again = second.http();
+  // When lab-a was last heard (stored at most once a second) and its version are still shown.
+  const shown = await labAView(again);
+  t.true(
+    Date.parse(shown.lastHeard!) >= firstHeard && Date.parse(shown.lastHeard!) <= lastHeard,
+    `${shown.lastHeard} between the first and the last heartbeat`,
+  );
+  t.is(shown.version, '0.1.0');
+  t.deepEqual(shown.warnings, ['not heard since the API started']);
+  const listed = await runPaddock(second.url, second.adminToken, ['agents', 'ls']);
+  t.is(listed.code, 0, listed.stderr);
+  t.regex(listed.stdout, new RegExp(`^lab-a\\s+online\\s+0\\.1\\.0\\s+${shown.lastHeard!.replaceAll('.', '\\.')}\\s+m1,m2\\s`, 'm'));
+  t.regex(listed.stdout, /^lab-b\s+online\s+0\.1\.0\s+\d{4}-\S+Z\s+b1/m, 'lab-b, heard once');
   const restarted = (await again.get('v1/machines/m1')).body as MachineView;
   t.deepEqual(restarted.unreachable, { since: since!, reason: 'no such serial device /dev/ttyUSB9' });
   t.is(((await again.get(`v1/reservations/${waiting.id}`)).body as ReservationView).state, 'queued', 'still waiting after the restart');

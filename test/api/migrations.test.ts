@@ -24,7 +24,7 @@ test('a file without the newest migration gets it on open and keeps its rows; an
   const [applied] = await upgraded.sequelize.query('SELECT name FROM "SequelizeMeta" ORDER BY name');
   t.deepEqual(
     (applied as { name: string }[]).map((row) => row.name),
-    ['0001-initial', '0002-images', '0003-image-health', '0004-requeues', '0005-jobs', '0006-offline-machines', '0007-unreachable-machines'],
+    ['0001-initial', '0002-images', '0003-image-health', '0004-requeues', '0005-jobs', '0006-offline-machines', '0007-unreachable-machines', '0008-lab-hosts'],
   );
   await upgraded.close();
 
