@@ -2,7 +2,7 @@
 // is heard; then they return to the state they had (here: one in maintenance, one available). The
 // agent is played over HTTP with an agent token, as test/api/roles.test.ts does.
 import test from 'ava';
-import type { AgentView, ExplainView, MachineView, ReservationExplainView, ReservationView } from '../../protocol/api.js';
+import type { AgentTask, AgentView, ExplainView, MachineView, ReservationExplainView, ReservationView } from '../../protocol/api.js';
 import { startApi, testConfig } from '../helpers/api.js';
 import { runPaddock } from '../helpers/server.js';
 import { waitFor } from '../helpers/wait.js';
@@ -186,4 +186,69 @@ test('explain says which matching machines are offline because their lab host is
   const m1 = explained.members[0].unavailable.find((entry) => entry.machine === 'm1');
   t.is(m1?.state, 'offline');
   t.regex(m1?.reason ?? '', /^offline: its lab host lab-a is silent since \d{4}-\d\d-\d\dT/);
+});
+
+test('provisioning cut short by a silent lab host fails as lab_host_offline, not counted against the machine; its release waits for the agent and completes when it is back', async (t) => {
+  const api = await startApi(
+    testConfig(`
+agent: { enabled: false }
+agents: { heartbeatTimeout: 3s }
+reaper: { interval: 0.1 }
+health: { quarantineAfter: 1 }
+machines:
+  - { name: m1, kind: static, labHost: lab-a, labels: { type: box }, settings: { address: 127.0.9.1, user: ci, adminKey: /nonexistent } }
+`),
+  );
+  t.teardown(() => api.close());
+  const admin = api.http();
+  const agent = api.http(((await admin.post('v1/tokens', { json: { name: 'lab-a', role: 'agent' } })).body as { token: string }).token);
+  const machine = async () => (await admin.get('v1/machines/m1')).body as MachineView;
+  // lab-a's agent is heard until it takes the provisioning task, then says nothing more.
+  let beating = true;
+  const heartbeats = (async () => {
+    while (beating) {
+      await agent.post('v1/agent/heartbeat', { json: { agent: 'lab-a' } });
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+  })();
+  const created = (await admin.post('v1/reservations', { json: { members: [{ role: 'main', spec: 'type=box' }] } })).body as ReservationView;
+  const claimed = (await agent.post('v1/agent/claim', { json: { agent: 'lab-a', kinds: ['static'], wait: 30 } })).body as { tasks: AgentTask[] };
+  beating = false;
+  await heartbeats;
+  t.deepEqual(
+    claimed.tasks.map((task) => [task.action, task.machine.name]),
+    [['provision', 'm1']],
+  );
+  const allocation = claimed.tasks[0].id;
+
+  const reservation = async () => (await admin.get(`v1/reservations/${created.id}`)).body as ReservationView;
+  await waitFor(async () => (await reservation()).state === 'releasing', 120_000, 'provisioning failed');
+  const failed = await reservation();
+  t.is(failed.allocations[0].failure?.code, 'lab_host_offline');
+  t.is(failed.allocations[0].failure?.fault, 'infrastructure');
+  t.is(failed.allocations[0].state, 'releasing', 'its release waits for the agent: nothing else can undo what it did on m1');
+  t.is((await machine()).failures, 0, 'not counted against the machine');
+  t.is((await machine()).state, 'offline');
+
+  // A late report of the cut-short provisioning is not the agent's to make any more.
+  const late = await agent.post(`v1/agent/tasks/${encodeURIComponent(allocation)}/report`, {
+    json: { agent: 'lab-a', report: { kind: 'failed', reason: 'no SSH login', fault: 'infrastructure', code: 'ssh_timeout' } },
+  });
+  t.is(late.statusCode, 403);
+  t.is((await reservation()).state, 'releasing');
+
+  // The agent comes back (its first claim resumes): it gets the release, and the release completes.
+  const resumed = (await agent.post('v1/agent/claim', { json: { agent: 'lab-a', kinds: ['static'], resume: true } })).body as { tasks: AgentTask[] };
+  t.deepEqual(
+    resumed.tasks.map((task) => [task.action, task.id]),
+    [['release', allocation]],
+  );
+  const released = await agent.post(`v1/agent/tasks/${encodeURIComponent(allocation)}/report`, { json: { agent: 'lab-a', report: { kind: 'released' } } });
+  t.is(released.statusCode, 204, JSON.stringify(released.body));
+  const ended = await reservation();
+  t.is(ended.state, 'failed');
+  t.is(ended.allocations[0].state, 'released');
+  const m1 = await machine();
+  t.is(m1.state, 'available', 'not quarantined (quarantineAfter: 1)');
+  t.is(m1.failures, 0);
 });

@@ -2,8 +2,10 @@
 // its own `paddock agent --name lab-a|lab-b` process with its own agent token, and an API whose
 // embedded agent is off. Each agent provisions only its machines and cannot speak for the other's;
 // a lab host killed with -9 goes silent and its machines offline (a ready reservation goes on,
-// flagged; new requests queue or go to the other lab host) until its agent comes back.
+// flagged; new requests queue or go to the other lab host; a release waits) until its agent comes
+// back.
 import { mkdtempSync, rmSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import test from 'ava';
@@ -190,22 +192,32 @@ test.serial(
     const table = await paddock(['agents', 'ls'], api.adminToken);
     t.regex(table.stdout, /lab-a\s+silent\s+0\.1\.0\s+\S+\s+a1,a2/);
 
-    // lab-a comes back: its machines return to what they were, the queued request gets a2.
+    // Its owner releases the ready reservation while lab-a is silent: nothing can undo the
+    // reservation's work on a1 meanwhile, so the release waits for lab-a's agent.
+    await held.release();
+    await waitFor(async () => (await reservationOf(http, held.id)).state === 'releasing', 300_000, 'releasing');
+    t.is((await reservationOf(http, held.id)).allocations[0].state, 'releasing');
+    t.is((await machine('a1')).state, 'offline');
+    const keys = () => readFile(hosts.a1.authorizedKeysFile, 'utf8').catch(() => '');
+    t.regex(await keys(), new RegExp(`paddock:${held.id}`), "the reservation's key is still on a1");
+
+    // lab-a comes back: its machines return to what they were, the queued request gets a2, and the
+    // release asked meanwhile completes (the key is gone from a1's tenant).
     startAgent('lab-a');
     await queued.ready({ timeout: 300 });
     t.is(queued.view.allocations[0].machine, 'a2');
-    t.is((await machine('a1')).state, 'reserved');
+    await waitFor(async () => (await held.refresh()).state === 'released', 300_000, 'the release asked while silent');
     const unflagged = await reservationOf(http, held.id);
-    t.is(unflagged.state, 'ready');
+    t.is(unflagged.allocations[0].state, 'released');
     t.is(unflagged.allocations[0].labHostSilentSince, undefined);
+    t.notRegex(await keys(), new RegExp(`paddock:${held.id}`));
     const back = (await admin.agents()).find((agent) => agent.name === 'lab-a')!;
     t.is(back.state, 'online');
     t.is(back.silentSince, undefined);
 
-    // The reconciled agent releases what it held before it was killed.
-    await Promise.all([held.release(), queued.release(), elsewhere.release()]);
+    await Promise.all([queued.release(), elsewhere.release()]);
     await waitFor(
-      async () => (await Promise.all([held, queued, elsewhere].map((each) => each.refresh()))).every((view) => view.state === 'released'),
+      async () => (await Promise.all([queued, elsewhere].map((each) => each.refresh()))).every((view) => view.state === 'released'),
       300_000,
       'released',
     );
