@@ -119,13 +119,20 @@ export class Agent {
   /** One heartbeat, with what the last round of checks found; resolves with the delay until the next. */
   private beat(): Promise<number> {
     const problems = this.checks?.problems;
-    const heartbeat: AgentHeartbeat = { agent: this.options.name, version, clock: new Date().toISOString(), ...(problems ? { problems } : {}) };
+    const checked = problems ? { problems, kinds: this.kinds } : {};
+    const heartbeat: AgentHeartbeat = { agent: this.options.name, version, clock: new Date().toISOString(), ...checked };
     return this.worker.http
       .post('v1/agent/heartbeat', { json: heartbeat })
       .json<{ intervalSeconds: number }>()
       .then(
         (answer) => Math.max(100, answer.intervalSeconds * 1000),
-        () => 5000,
+        (error: unknown) => {
+          // Refused (not the API being away): said, so the lab host's operator sees why.
+          const failure = describeFailure(error);
+          if (/^HTTP 4/.test(failure))
+            this.log(`heartbeat refused (${failure}): ${String((error as { response?: { body?: unknown } }).response?.body).slice(0, 500)}`);
+          return 5000;
+        },
       );
   }
 

@@ -67,4 +67,9 @@ export interface AgentHeartbeat {
   /** Its clock (ISO 8601). */
   clock?: string;
   problems?: MachineProblem[];
+  /**
+   * The kinds whose machines its checks covered (its `--kinds`): `problems` speaks for those only,
+   * so two agents of one lab host serving other kinds do not lift each other's marks. All kinds without it.
+   */
+  kinds?: string[];
 }

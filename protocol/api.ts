@@ -163,7 +163,7 @@ export interface AgentView {
   machines: string[];
   /** The allocations it holds a provisioning or release task of. */
   tasks: string[];
-  /** What is wrong with it: an older version, a clock off by more than the bound. */
+  /** What is wrong with it: an older version, a clock off by more than the bound, machines it cannot reach. */
   warnings: string[];
 }
 

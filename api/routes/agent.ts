@@ -42,6 +42,8 @@ const heartbeatSchema = z.strictObject({
     .max(machineProblemLimits.count)
     .refine((problems) => new Set(problems.map((problem) => problem.machine)).size === problems.length, 'one entry per machine')
     .optional(),
+  /** The kinds whose machines the problems speak for (every kind without it). */
+  kinds: claimSchema.shape.kinds.optional(),
 });
 
 const reportSchema = z.strictObject({
@@ -118,7 +120,8 @@ export function agentRoutes(table: RouteTable, scheduler: Scheduler, consoles: C
     },
     async (ctx, heartbeat) => {
       checkAgent(ctx, heartbeat.agent);
-      ctx.body = { intervalSeconds: await agents.heartbeat(heartbeat.agent, agentInfo(heartbeat), heartbeat.problems) };
+      const checked = heartbeat.problems === undefined ? undefined : { problems: heartbeat.problems, ...(heartbeat.kinds ? { kinds: heartbeat.kinds } : {}) };
+      ctx.body = { intervalSeconds: await agents.heartbeat(heartbeat.agent, agentInfo(heartbeat), checked) };
     },
   );
 

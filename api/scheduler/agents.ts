@@ -74,31 +74,33 @@ export class AgentTasks {
   }
 
   /**
-   * An agent's heartbeat: it is heard. With `problems` (what its checks found, the whole list), the
-   * machines of its lab host named there are marked unreachable and the others lifted; a name that
-   * is not one of its machines refuses the whole heartbeat (not_your_task), so an agent can mark
-   * only its own lab host's machines. Answers how often to send one (a third of the timeout), in seconds.
+   * An agent's heartbeat: it is heard. With what its checks found (`problems`, the whole list for
+   * the machines of its lab host and of `kinds`, every kind without them), the machines named there
+   * are marked unreachable and the others of those kinds lifted; a name that is not one of those
+   * machines refuses the whole heartbeat (not_your_task), so an agent can mark only its own lab
+   * host's machines. Answers how often to send one (a third of the timeout), in seconds.
    */
-  async heartbeat(agent: string, info: AgentInfo, problems?: readonly MachineProblem[]): Promise<number> {
-    const reasons = problems === undefined ? undefined : this.problemsOf(agent, problems);
+  async heartbeat(agent: string, info: AgentInfo, checked?: { problems: readonly MachineProblem[]; kinds?: readonly string[] }): Promise<number> {
+    const covers = (machine: MachineEntry) =>
+      machine.labHost === agent && machine.state !== 'retired' && (checked?.kinds === undefined || checked.kinds.includes(machine.kind));
+    const reasons = checked === undefined ? undefined : this.problemsOf(agent, checked.problems, covers);
     this.hear(agent, info);
     if (reasons !== undefined) {
       let back = false;
-      for (const machine of this.state.inventory.machines.values()) {
-        if (machine.labHost === agent && machine.state !== 'retired') back = this.machines.setReach(machine, reasons.get(machine.name)) || back;
-      }
+      for (const machine of this.state.inventory.machines.values())
+        if (covers(machine)) back = this.machines.setReach(machine, reasons.get(machine.name)) || back;
       if (back) this.grants.schedule();
     }
     await this.state.store.flush();
     return this.heartbeatTimeoutMs / 3000;
   }
 
-  /** The reason by machine (one per machine: the route's schema), each machine checked to be one of the agent's lab host. */
-  private problemsOf(agent: string, problems: readonly MachineProblem[]): Map<string, string> {
+  /** The reason by machine (one per machine: the route's schema), each machine checked to be one the heartbeat covers. */
+  private problemsOf(agent: string, problems: readonly MachineProblem[], covers: (machine: MachineEntry) => boolean): Map<string, string> {
     for (const { machine: name } of problems) {
       const machine = this.state.inventory.get(name);
-      if (!machine || machine.labHost !== agent || machine.state === 'retired')
-        throw new DomainError('not_your_task', `${name} is not a machine of lab host ${agent}`, { agent, machine: name });
+      if (!machine || !covers(machine))
+        throw new DomainError('not_your_task', `${name} is not a machine of lab host ${agent} of the kinds it checked`, { agent, machine: name });
     }
     return new Map(problems.map((problem) => [problem.machine, problem.reason]));
   }
@@ -255,9 +257,10 @@ export class AgentTasks {
         tasks.set(allocation.agent, [...(tasks.get(allocation.agent) ?? []), allocation.id]);
       }
     }
+    const unreachable = (name: string) => machines.get(name)!.filter((machine) => this.state.inventory.get(machine)?.unreachable !== undefined);
     return [...machines.keys()]
       .sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))
-      .map((name) => this.labHosts.view(name, machines.get(name)!.sort(), tasks.get(name) ?? []));
+      .map((name) => this.labHosts.view(name, machines.get(name)!.sort(), tasks.get(name) ?? [], unreachable(name)));
   }
 
   /**

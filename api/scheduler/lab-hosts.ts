@@ -115,7 +115,8 @@ export class LabHosts {
     return [...this.hosts.keys()];
   }
 
-  view(name: string, machines: string[], tasks: string[]): AgentView {
+  /** What the API knows of the lab host; `unreachable`: its machines its agent reports it cannot reach. */
+  view(name: string, machines: string[], tasks: string[], unreachable: string[] = []): AgentView {
     const host = this.host(name);
     const iso = (ms: number) => new Date(ms).toISOString();
     const warnings: string[] = [];
@@ -125,6 +126,10 @@ export class LabHosts {
     const offset = host.clockOffsetMs === undefined ? undefined : Math.round(host.clockOffsetMs / 100) / 10;
     if (offset !== undefined && Math.abs(offset) > clockToleranceSeconds) {
       warnings.push(`its clock is ${Math.abs(offset)}s ${offset > 0 ? 'ahead of' : 'behind'} the API's (more than ${clockToleranceSeconds}s)`);
+    }
+    if (unreachable.length > 0) {
+      const named = unreachable.length > 5 ? `${unreachable.slice(0, 5).join(', ')}, …` : unreachable.join(', ');
+      warnings.push(`it cannot reach ${unreachable.length} of its machines: ${named} (paddock machines ls says why)`);
     }
     return {
       name,

@@ -126,6 +126,9 @@ test('a machine its agent reports unreachable is not matched until a heartbeat n
     [labA, says('lab-a', ['../m2', 'x']), 400],
     [labA, says('lab-a', ['m2', 'x'], ['m2', 'y']), 400],
     [labA, { agent: 'lab-a', problems: [{ machine: 'm2', reason: 'x', extra: 1 }] }, 400],
+    // An agent of lab-a serving only qemu speaks for no static machine: it neither marks nor lifts one.
+    [labA, { ...says('lab-a', ['m2', 'x']), kinds: ['qemu'] }, 403],
+    [labA, { ...lift, kinds: ['qemu'] }, 200],
   ];
   for (const [http, body, status] of refused) {
     const answer = await beat(http, body);
@@ -153,7 +156,7 @@ test('a machine its agent reports unreachable is not matched until a heartbeat n
     `${shown.lastHeard} between the first and the last heartbeat`,
   );
   t.is(shown.version, '0.1.0');
-  t.deepEqual(shown.warnings, ['not heard since the API started']);
+  t.deepEqual(shown.warnings, ['not heard since the API started', 'it cannot reach 1 of its machines: m1 (paddock machines ls says why)']);
   const listed = await runPaddock(second.url, second.adminToken, ['agents', 'ls']);
   t.is(listed.code, 0, listed.stderr);
   t.regex(listed.stdout, new RegExp(`^lab-a\\s+online\\s+0\\.1\\.0\\s+${shown.lastHeard!.replaceAll('.', '\\.')}\\s+m1,m2\\s`, 'm'));

@@ -147,6 +147,10 @@ test.serial('the agent reports the machines it cannot reach, and they are shown 
   t.regex(shown.stdout, /^tcpcon {2}board {2}available, unreachable {2}lab host lab-c$/m);
   t.regex(shown.stdout, /^tcpcon: unreachable since \S+: the console at tcp/m);
 
+  const agents = await paddock(['agents', 'ls'], api.adminToken);
+  t.is(agents.code, 0, agents.stderr);
+  t.regex(agents.stdout, /^lab-c: it cannot reach 3 of its machines: nodev, noqemu, tcpcon \(paddock machines ls says why\)$/m);
+
   // Unreachable machines are not handed out: a request only they could serve waits.
   const user = new Paddock({ url: api.url, token: userToken });
   const board = await user.reserve({ members: [{ role: 'board', spec: 'type=board' }], lease: '10m' }, { renew: false });
