@@ -84,13 +84,15 @@ export class AgentTasks {
     const covers = (machine: MachineEntry) =>
       machine.labHost === agent && machine.state !== 'retired' && (checked?.kinds === undefined || checked.kinds.includes(machine.kind));
     const reasons = checked === undefined ? undefined : this.problemsOf(agent, checked.problems, covers);
-    this.hear(agent, info);
+    // Marks first: a lab host heard again brings its machines back, and they must not be granted
+    // before the marks this heartbeat carries.
+    let back = false;
     if (reasons !== undefined) {
-      let back = false;
       for (const machine of this.state.inventory.machines.values())
         if (covers(machine)) back = this.machines.setReach(machine, reasons.get(machine.name)) || back;
-      if (back) this.grants.schedule();
     }
+    this.hear(agent, info);
+    if (back) this.grants.schedule();
     await this.state.store.flush();
     return this.heartbeatTimeoutMs / 3000;
   }
