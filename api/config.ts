@@ -136,8 +136,10 @@ export const configSchema = z.strictObject({
       provisionTimeout: duration.default(600),
       /** How often the agent looks for what ended reservations left behind (VMs, servers, keys). */
       sweepInterval: duration.default(60),
+      /** How often the agent checks that it can reach its machines (serial devices, PDUs, SSH ports); 0 checks none. */
+      checkInterval: duration.default(30),
     })
-    .default({ enabled: true, name: 'local', concurrency: 16, provisionTimeout: 600, sweepInterval: 60 }),
+    .default({ enabled: true, name: 'local', concurrency: 16, provisionTimeout: 600, sweepInterval: 60, checkInterval: 30 }),
   /** Settings per lab host, by name: `access` for all its machines (a machine's own `access` wins). */
   labHosts: z.record(nameSchema, z.strictObject({ access: z.enum(['direct', 'paddock']).default('direct') })).default({}),
   agents: z

@@ -17,6 +17,8 @@ export interface AgentCommandOptions {
   kinds?: string;
   /** Checked by the command line (1 to 256, as the config's agent.concurrency). */
   concurrency: number;
+  /** Seconds between checks of its machines (0: none); checked by the command line. */
+  checkInterval?: number;
 }
 
 export async function runAgent(options: AgentCommandOptions): Promise<Agent> {
@@ -44,6 +46,7 @@ export async function runAgent(options: AgentCommandOptions): Promise<Agent> {
     name: options.name,
     dataDir,
     concurrency: options.concurrency,
+    ...(options.checkInterval === undefined ? {} : { checkIntervalMs: options.checkInterval * 1000 }),
     ...(kinds ? { kinds } : {}),
     log: (line) => console.error(line),
   });

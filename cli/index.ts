@@ -7,7 +7,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import type { ExplainView, ReservationExplainView, ReservationView } from '../protocol/api.js';
+import type { ExplainView, MachineView, ReservationExplainView, ReservationView } from '../protocol/api.js';
 import { interactiveConsole, memberMachine } from './console.js';
 import { addImageCommands } from './images.js';
 import { addJobCommands } from './jobs.js';
@@ -103,6 +103,7 @@ function showReservation(view: ReservationView): string {
 function showExplain(explained: ExplainView): string {
   return [
     `matches: ${explained.matches.join(', ') || 'none'}`,
+    ...explained.unavailable.map((entry) => `  ${entry.machine}: not free now: ${entry.reason}`),
     ...explained.rejected.map((entry) => `  ${entry.machine}: ${entry.term}: ${entry.reason}`),
   ].join('\n');
 }
@@ -113,9 +114,24 @@ function showReservationExplain(explained: ReservationExplainView): string {
     lines.push(
       `${member.role} ×${member.count} (${member.spec}): matches ${member.matches.join(', ') || 'none'}; free now ${member.available.join(', ') || 'none'}`,
     );
+    for (const entry of member.unavailable) lines.push(`  ${entry.machine}: not free now: ${entry.reason}`);
     for (const entry of member.rejected) lines.push(`  ${entry.machine}: ${entry.term}: ${entry.reason}`);
   }
   return lines.join('\n');
+}
+
+/** Labels or capacities as `key=value` words. */
+const pairs = (record: Record<string, string | number>) =>
+  Object.entries(record)
+    .map(([key, value]) => `${key}=${value}`)
+    .join(' ');
+
+/** Why a machine is out of reach, one line each: its lab host silent, or the machine unreachable from it. */
+function machineNotes(machine: MachineView): string[] {
+  return [
+    ...(machine.state === 'offline' ? [`${machine.name}: offline since ${machine.offlineSince ?? '?'}: ${machine.reason ?? ''}`] : []),
+    ...(machine.unreachable ? [`${machine.name}: unreachable since ${machine.unreachable.since}: ${machine.unreachable.reason}`] : []),
+  ];
 }
 
 /**
@@ -242,7 +258,8 @@ export function program(remoteCommand: string[] = []): Command {
     .option('--data <dir>', 'where the agent keeps its image cache and what its machines hold', './paddock-agent-data')
     .option('--kinds <kinds>', 'the machine kinds it provisions, comma-separated (default: every kind)')
     .option('--concurrency <n>', 'provisioning and release tasks at once, 1 to 256', positiveInteger('--concurrency', 256), 16)
-    .action(async (options: { name: string; tokenFile?: string; data: string; kinds?: string; concurrency: number }) => {
+    .option('--check-interval <seconds>', 'how often it checks that it can reach its machines (serial devices, PDUs, SSH ports); 0: never', seconds, 30)
+    .action(async (options: { name: string; tokenFile?: string; data: string; kinds?: string; concurrency: number; checkInterval: number }) => {
       const { runAgent } = await import('./agent.js');
       await runAgent(options); // the agent keeps the process alive
     });
@@ -401,16 +418,29 @@ export function program(remoteCommand: string[] = []): Command {
       const rows = list.map((machine) => [
         machine.name,
         machine.kind,
-        machine.state,
+        machine.unreachable ? `${machine.state}, unreachable` : machine.state,
         machine.labHost,
         machine.reservationId ?? '-',
-        Object.entries(machine.labels)
-          .map(([key, value]) => `${key}=${value}`)
-          .join(' '),
+        pairs(machine.labels),
       ]);
       print(table([['NAME', 'KIND', 'STATE', 'LAB HOST', 'RESERVATION', 'LABELS'], ...rows]));
-      for (const machine of list.filter((each) => each.state === 'offline'))
-        print(`${machine.name}: offline since ${machine.offlineSince ?? '?'}: ${machine.reason ?? ''}`);
+      for (const line of list.flatMap(machineNotes)) print(line);
+    });
+  machines
+    .command('show')
+    .description('one machine: state, lab host, labels, capacities, and why it is offline or unreachable')
+    .argument('<name>')
+    .option('--json', 'as JSON')
+    .action(async (name: string, options: { json?: boolean }) => {
+      const machine = await client().machine(name);
+      if (options.json) return print(machine);
+      print(`${machine.name}  ${machine.kind}  ${machine.state}${machine.unreachable ? ', unreachable' : ''}  lab host ${machine.labHost}`);
+      if (machine.reservationId) print(`reservation ${machine.reservationId}`);
+      if (machine.reason && machine.state !== 'offline') print(`reason: ${machine.reason}`);
+      print(`labels: ${pairs(machine.labels) || '-'}`);
+      print(`capacities: ${pairs(machine.capacities) || '-'}`);
+      print(`failures in a row: ${machine.failures}`);
+      for (const line of machineNotes(machine)) print(line);
     });
   machines
     .command('maintenance')

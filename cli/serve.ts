@@ -22,6 +22,7 @@ export async function serve(options: ServeOptions): Promise<RunningServer> {
           concurrency: config.agent.concurrency,
           provisionTimeoutMs: config.agent.provisionTimeout * 1000,
           sweepIntervalMs: config.agent.sweepInterval * 1000,
+          checkIntervalMs: config.agent.checkInterval * 1000,
           imageIdleTimeoutMs: config.images.idleTimeout * 1000,
           consoleLogMax: config.consoles.maxLogSize,
           log,

@@ -98,6 +98,11 @@ export class Paddock {
     return (await this.http.getAll<MachineView>('v1/machines')).items;
   }
 
+  /** One machine: its state, lab host, labels, and why it is offline or unreachable when it is. */
+  machine(name: string): Promise<MachineView> {
+    return this.http.get(`v1/machines/${encodeURIComponent(name)}`);
+  }
+
   /** Takes a machine out of service (admins); a reserved one leaves when released. */
   maintenance(name: string, reason?: string): Promise<MachineView> {
     return this.http.post(`v1/machines/${encodeURIComponent(name)}/maintenance`, reason === undefined ? {} : { reason });
@@ -112,12 +117,12 @@ export class Paddock {
     return (await this.http.getAll<AgentView>('v1/agents')).items;
   }
 
-  /** Which machines a spec matches, and the first term every other machine fails. */
+  /** Which machines a spec matches (and why those not free now are not), and the first term every other machine fails. */
   explain(spec: string): Promise<ExplainView> {
     return this.http.post('v1/explain', { spec });
   }
 
-  /** Why a reservation waits: matches per member and its queue position. */
+  /** Why a reservation waits: matches per member, why those not free now are not (offline, unreachable, …), and its queue position. */
   explainReservation(id: string): Promise<ReservationExplainView> {
     return this.http.get(`${reservationPath(id)}/explain`);
   }

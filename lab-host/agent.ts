@@ -10,9 +10,10 @@
 // owners ask for (tunnels.ts), also by dialling out.
 import { setTimeout as sleep } from 'node:timers/promises';
 import path from 'node:path';
+import { MachineChecks } from './checks.js';
 import { ConsoleShipper } from './console-shipper.js';
 import { ImageCache } from './image-cache.js';
-import type { AgentMachine, AgentReport, AgentTask } from '../protocol/agent.js';
+import type { AgentHeartbeat, AgentMachine, AgentReport, AgentTask } from '../protocol/agent.js';
 import { version } from '../protocol/version.js';
 import { describeFailure, PullWorker } from '../protocol/worker.js';
 import { createProvisioner, machineKinds } from '../provisioners/registry.js';
@@ -35,6 +36,8 @@ export interface AgentOptions {
   imageIdleTimeoutMs?: number;
   /** The most bytes one console log may hold (VM serial logs, board logs); 16 MiB by default. */
   consoleLogMax?: number;
+  /** How often its machines are checked (checks.ts), 30 s by default; 0 checks none. */
+  checkIntervalMs?: number;
   log?: (line: string) => void;
 }
 
@@ -47,6 +50,7 @@ export class Agent {
   private readonly journal: ProvisioningJournal;
   private readonly consoles: ConsoleShipper;
   private readonly tunnels: TunnelEnd;
+  private readonly checks?: MachineChecks;
   /** Unreadable records and records of unknown machines already reported (reported once per agent run). */
   private readonly reported = new Set<string>();
   private readonly log: (line: string) => void;
@@ -84,11 +88,23 @@ export class Agent {
       provisionTimeoutMs: options.provisionTimeoutMs ?? 600_000,
       consoleEnded: (reservationId, machine) => this.consoles.finish(reservationId, machine),
     });
+    const checkIntervalMs = options.checkIntervalMs ?? 30_000;
+    if (checkIntervalMs > 0) {
+      this.checks = new MachineChecks({
+        machines: () => this.machines(),
+        provisioner: (kind) => this.provisioner(kind),
+        intervalMs: checkIntervalMs,
+        // What changed goes to the API at once, not at the next heartbeat.
+        changed: () => void this.beat(),
+        log: this.log,
+      });
+    }
   }
 
   start(): void {
     this.beating = true;
     this.heartbeat();
+    this.checks?.start();
     this.consoles.start();
     this.tunnels.start();
     this.worker.start(() => this.startSweeping());
@@ -99,24 +115,44 @@ export class Agent {
    * off; the API answers how often it wants them.
    */
   private heartbeat(): void {
-    const json = { agent: this.options.name, version, clock: new Date().toISOString() };
-    void this.worker.http
-      .post('v1/agent/heartbeat', { json })
+    void this.beat().then((delay) => {
+      if (!this.beating) return;
+      this.heartbeats = setTimeout(() => this.heartbeat(), delay);
+      this.heartbeats.unref();
+    });
+  }
+
+  /** One heartbeat, with what the last round of checks found; resolves with the delay until the next. */
+  private beat(): Promise<number> {
+    const problems = this.checks?.problems;
+    const checked = problems ? { problems, kinds: this.kinds } : {};
+    const heartbeat: AgentHeartbeat = { agent: this.options.name, version, clock: new Date().toISOString(), ...checked };
+    return this.worker.http
+      .post('v1/agent/heartbeat', { json: heartbeat })
       .json<{ intervalSeconds: number }>()
       .then(
         (answer) => Math.max(100, answer.intervalSeconds * 1000),
-        () => 5000,
-      )
-      .then((delay) => {
-        if (!this.beating) return;
-        this.heartbeats = setTimeout(() => this.heartbeat(), delay);
-        this.heartbeats.unref();
-      });
+        (error: unknown) => {
+          // Refused (not the API being away): said, so the lab host's operator sees why.
+          const failure = describeFailure(error);
+          if (/^HTTP 4/.test(failure))
+            this.log(`heartbeat refused (${failure}): ${String((error as { response?: { body?: unknown } }).response?.body).slice(0, 500)}`);
+          return 5000;
+        },
+      );
+  }
+
+  /** The machines of this lab host and of this agent's kinds, as the API lists them. */
+  private async machines(): Promise<AgentMachine[]> {
+    return (await this.worker.http
+      .get('v1/agent/machines', { searchParams: { kinds: this.kinds.join(','), agent: this.options.name } })
+      .json()) as AgentMachine[];
   }
 
   async stop(): Promise<void> {
     this.beating = false;
     clearTimeout(this.heartbeats);
+    this.checks?.stop();
     clearInterval(this.sweeper);
     await Promise.all([this.worker.stop(), this.tunnels.stop()]);
     // Provisioning in flight is abandoned (the next start resumes it); a release under way is
@@ -178,9 +214,7 @@ export class Agent {
     const seen = new Set<string>();
     // One line per reason, not one per machine: a cloud that is down would otherwise fill the log.
     const unlisted = new Map<string, string[]>();
-    const machines = (await this.worker.http
-      .get('v1/agent/machines', { searchParams: { kinds: this.kinds.join(','), agent: this.options.name } })
-      .json()) as AgentMachine[];
+    const machines = await this.machines();
     // The first sweep runs before any task is taken: temporary files of interrupted writes can go.
     const records = this.recordsByMachine(await this.journal.list({ clean: !twice }), machines);
     await Promise.all(

@@ -66,3 +66,30 @@ export interface AgentMachine {
   settings: unknown;
   liveReservations: string[];
 }
+
+/**
+ * What an agent's checks found wrong with one of its machines (no such serial device, the PDU does
+ * not answer, the SSH port refuses): sent in every heartbeat as the whole list, so a machine missing
+ * from it is fine again. The API takes no more than `machineProblemLimits.count` of them, each
+ * reason at most `machineProblemLimits.reason` characters without control characters.
+ */
+export interface MachineProblem {
+  machine: string;
+  reason: string;
+}
+
+export const machineProblemLimits = { count: 1024, reason: 500 } as const;
+
+/** An agent's heartbeat (POST /v1/agent/heartbeat); `problems` only once its checks have run. */
+export interface AgentHeartbeat {
+  agent: string;
+  version?: string;
+  /** Its clock (ISO 8601). */
+  clock?: string;
+  problems?: MachineProblem[];
+  /**
+   * The kinds whose machines its checks covered (its `--kinds`): `problems` speaks for those only,
+   * so two agents of one lab host serving other kinds do not lift each other's marks. All kinds without it.
+   */
+  kinds?: string[];
+}

@@ -9,7 +9,8 @@ export const endStates: readonly ReservationState[] = ['released', 'failed', 'ex
 export type MachineState = 'new' | 'available' | 'reserved' | 'maintenance' | 'quarantined' | 'offline' | 'retired';
 
 export { stages } from './agent.js';
-export type { Stage, AgentTask, AgentReport, AgentMachine } from './agent.js';
+export { machineProblemLimits } from './agent.js';
+export type { Stage, AgentTask, AgentReport, AgentMachine, AgentHeartbeat, MachineProblem } from './agent.js';
 export type { RunState, RunTask, RunFinish } from './runner.js';
 import type { RunState, RunTask } from './runner.js';
 import type { Stage } from './agent.js';
@@ -143,6 +144,11 @@ export interface MachineView {
   failures: number;
   /** While offline: since when (ISO 8601); `reason` says why. */
   offlineSince?: string;
+  /**
+   * While its lab host's agent reports it cannot reach the machine (its serial device, its PDU, its
+   * SSH port): since when and why. It is not matched meanwhile, whatever its state.
+   */
+  unreachable?: { since: string; reason: string };
 }
 
 /** A lab host's agent as the API knows it (GET /v1/agents): the lab hosts the machines name, and every agent heard. */
@@ -161,22 +167,42 @@ export interface AgentView {
   machines: string[];
   /** The allocations it holds a provisioning or release task of. */
   tasks: string[];
-  /** What is wrong with it: an older version, a clock off by more than the bound. */
+  /** What is wrong with it: an older version, a clock off by more than the bound, machines it cannot reach. */
   warnings: string[];
 }
 
 export interface ExplainView {
   spec: string;
   matches: string[];
-  /** Every other machine with the first term it fails (or why it cannot be used now). */
+  /** Every other machine with the first term it fails. */
   rejected: { machine: string; term: string; reason: string }[];
+  /** The matching machines that cannot be handed out now, and why (reserved, offline, unreachable, …). */
+  unavailable: UnavailableMachine[];
+}
+
+/**
+ * A machine that matches but cannot be handed out now. `reason` starts with what stops it:
+ * `offline` (its lab host is silent), `unreachable` (its lab host's agent cannot reach it), or its state.
+ */
+export interface UnavailableMachine {
+  machine: string;
+  state: MachineState;
+  reason: string;
 }
 
 export interface ReservationExplainView {
   id: string;
   state: ReservationState;
   queuePosition?: number;
-  members: { role: string; count: number; spec: string; matches: string[]; available: string[]; rejected: ExplainView['rejected'] }[];
+  members: {
+    role: string;
+    count: number;
+    spec: string;
+    matches: string[];
+    available: string[];
+    rejected: ExplainView['rejected'];
+    unavailable: UnavailableMachine[];
+  }[];
 }
 
 export interface TokenView {

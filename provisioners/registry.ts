@@ -30,7 +30,7 @@ export function getKind(kind: string): KindDescriptor {
  * A provisioner of the kind, made at once; the kind's implementation is imported in the background
  * from now on and awaited by the first call, so a lab host loads only the kinds it provisions. A
  * failed import is tried again by the next call. Its optional methods are always there: for a kind
- * without them they do nothing (`owned` lists no reservation).
+ * without them they do nothing (`owned` lists no reservation, `check` finds no problem).
  */
 export function createProvisioner(kind: KindDescriptor, context: KindContext): Required<Provisioner> {
   let loading: Promise<Provisioner> | undefined;
@@ -49,6 +49,7 @@ export function createProvisioner(kind: KindDescriptor, context: KindContext): R
     adopt: async (request) => (await loaded()).adopt?.(request),
     owned: async (machine) => (await loaded()).owned?.(machine) ?? [],
     sweep: async (machines) => (await loaded()).sweep?.(machines),
+    check: async (machine, signal) => (await loaded()).check?.(machine, signal) ?? [],
     close: async () => {
       const provisioner = await loading?.catch(() => undefined);
       await provisioner?.close?.();

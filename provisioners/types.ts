@@ -91,6 +91,13 @@ export interface Provisioner<Settings = unknown, Detail = unknown> {
    * records (the loop writes one before a kind acts and removes it only after a release) leave it out.
    */
   owned?(machine: MachineRecord<Settings>): Promise<string[]>;
+  /**
+   * What keeps this lab host from using the machine now, one sentence each (no such serial device,
+   * a PDU that does not answer, an SSH port that refuses); empty when nothing does. Cheap, and
+   * never powers, boots or changes anything: the agent runs it periodically on every machine,
+   * reserved or not, and gives up on it when `signal` fires. Kinds with nothing to check leave it out.
+   */
+  check?(machine: MachineRecord<Settings>, signal: AbortSignal): Promise<string[]>;
   /** Lets go of what the provisioner keeps open between tasks (connections), when the agent stops. */
   close?(): Promise<void>;
   /**

@@ -10,6 +10,8 @@ import * as imageHealth from './migrations/0003-image-health.js';
 import * as requeues from './migrations/0004-requeues.js';
 import * as jobs from './migrations/0005-jobs.js';
 import * as offline from './migrations/0006-offline-machines.js';
+import * as unreachable from './migrations/0007-unreachable-machines.js';
+import * as labHosts from './migrations/0008-lab-hosts.js';
 
 export interface TokenRow {
   name: string;
@@ -31,6 +33,16 @@ export interface MachineRow {
   /** While offline (its lab host silent): the state it returns to, and since when. */
   onlineState: string | null;
   offlineSince: Date | null;
+  /** While its lab host's agent reports it cannot reach it: since when, and why. */
+  unreachableSince: Date | null;
+  unreachableReason: string | null;
+}
+
+/** A lab host's agent: when it was last heard, and the version it said then. */
+export interface LabHostRow {
+  name: string;
+  lastHeard: Date;
+  version: string | null;
 }
 
 export interface ReservationRow {
@@ -129,6 +141,7 @@ export interface Database {
   images: ModelStatic<Model<ImageRow>>;
   jobs: ModelStatic<Model<JobRow>>;
   runs: ModelStatic<Model<RunRow>>;
+  labHosts: ModelStatic<Model<LabHostRow>>;
   close(): Promise<void>;
 }
 
@@ -139,6 +152,8 @@ const migrations = [
   { name: '0004-requeues', module: requeues },
   { name: '0005-jobs', module: jobs },
   { name: '0006-offline-machines', module: offline },
+  { name: '0007-unreachable-machines', module: unreachable },
+  { name: '0008-lab-hosts', module: labHosts },
 ];
 
 /**
@@ -224,6 +239,8 @@ export async function openDatabase(dataDir: string): Promise<Database> {
       updatedAt: DataTypes.DATE,
       onlineState: DataTypes.STRING,
       offlineSince: DataTypes.DATE,
+      unreachableSince: DataTypes.DATE,
+      unreachableReason: DataTypes.TEXT,
     },
     plain,
   );
@@ -326,7 +343,16 @@ export async function openDatabase(dataDir: string): Promise<Database> {
     },
     plain,
   );
-  return { sequelize, tokens, machines, reservations, events, images, jobs, runs, close: () => sequelize.close() };
+  const labHosts = sequelize.define<Model<LabHostRow>>(
+    'labHosts',
+    {
+      name: { type: DataTypes.STRING, primaryKey: true },
+      lastHeard: DataTypes.DATE,
+      version: DataTypes.STRING,
+    },
+    plain,
+  );
+  return { sequelize, tokens, machines, reservations, events, images, jobs, runs, labHosts, close: () => sequelize.close() };
 }
 
 /** Rows read with `raw: true` are plain objects; these give them back their row types. */

@@ -3,7 +3,7 @@
 // moves only the machines whose `labHost` is that name. /v1/agents lists them for admins.
 import type Koa from 'koa';
 import { z } from 'zod';
-import { stages, type Caller, type Role } from '../../protocol/api.js';
+import { machineProblemLimits, stages, type Caller, type Role } from '../../protocol/api.js';
 import { ApiError } from '../errors.js';
 import { integer, machineText, name, text } from '../fields.js';
 import { readRaw } from '../body.js';
@@ -36,6 +36,14 @@ const heartbeatSchema = z.strictObject({
   agent: agentName,
   version: claimSchema.shape.version,
   clock: claimSchema.shape.clock,
+  /** What the agent's checks found wrong, one entry per machine of its lab host: the whole list, so the others are fine. */
+  problems: z
+    .array(z.strictObject({ machine: name('machine'), reason: text({ min: 1, max: machineProblemLimits.reason }) }))
+    .max(machineProblemLimits.count)
+    .refine((problems) => new Set(problems.map((problem) => problem.machine)).size === problems.length, 'one entry per machine')
+    .optional(),
+  /** The kinds whose machines the problems speak for (every kind without it). */
+  kinds: claimSchema.shape.kinds.optional(),
 });
 
 const reportSchema = z.strictObject({
@@ -103,13 +111,17 @@ export function agentRoutes(table: RouteTable, scheduler: Scheduler, consoles: C
     {
       method: 'post',
       path: '/v1/agent/heartbeat',
-      summary: 'Say the agent is alive (with its version and clock) while it does other things than claim; answers how often to send it',
+      summary:
+        'Say the agent is alive (with its version and clock) while it does other things than claim, and which of its machines it cannot reach; ' +
+        'answers how often to send it',
       roles,
       body: { schema: heartbeatSchema, name: 'heartbeat' },
+      responses: { 200: '{ intervalSeconds }', 403: "a problem names a machine that is not of this agent's lab host (not_your_task): nothing changes" },
     },
     async (ctx, heartbeat) => {
       checkAgent(ctx, heartbeat.agent);
-      ctx.body = { intervalSeconds: await agents.heartbeat(heartbeat.agent, agentInfo(heartbeat)) };
+      const checked = heartbeat.problems === undefined ? undefined : { problems: heartbeat.problems, ...(heartbeat.kinds ? { kinds: heartbeat.kinds } : {}) };
+      ctx.body = { intervalSeconds: await agents.heartbeat(heartbeat.agent, agentInfo(heartbeat), checked) };
     },
   );
 

@@ -3,7 +3,6 @@ import { z } from 'zod';
 import { text } from '../fields.js';
 import type { ExplainView } from '../../protocol/api.js';
 import { ApiError } from '../errors.js';
-import { explainSpec } from '../scheduler/match.js';
 import { machineView } from '../scheduler/records.js';
 import type { Scheduler } from '../scheduler/scheduler.js';
 import { parseSpec, SpecError } from '../scheduler/spec.js';
@@ -59,7 +58,7 @@ export function machineRoutes(table: RouteTable, scheduler: Scheduler): void {
     {
       method: 'post',
       path: '/v1/explain',
-      summary: 'Which machines a spec matches, and the first term every other machine fails',
+      summary: 'Which machines a spec matches (and why those not free now are not), and the first term every other machine fails',
       body: { schema: explainSchema, name: 'explain request' },
     },
     async (ctx, { spec: text }) => {
@@ -70,8 +69,8 @@ export function machineRoutes(table: RouteTable, scheduler: Scheduler): void {
         if (error instanceof SpecError) throw new ApiError(400, 'invalid_spec', error.message, { spec: text, position: error.position });
         throw error;
       }
-      const machines = [...scheduler.inventory.machines.values()].filter((machine) => machine.state !== 'retired');
-      const explained: ExplainView = { spec: text, ...explainSpec(spec, machines) };
+      const { matches, rejected, unavailable } = scheduler.inventory.explain(spec);
+      const explained: ExplainView = { spec: text, matches, rejected, unavailable };
       ctx.body = explained;
     },
   );

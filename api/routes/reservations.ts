@@ -7,7 +7,6 @@ import { consoleSecret } from '../scheduler/console-secret.js';
 import type { CredentialsView, ReservationExplainView, ReservationState } from '../../protocol/api.js';
 import { ApiError, forbidden } from '../errors.js';
 import { bounds, duration, integer, text } from '../fields.js';
-import { explainSpec } from '../scheduler/match.js';
 import { parseMembers } from '../scheduler/requests.js';
 import { reservationView, type Reservation } from '../scheduler/records.js';
 import type { Caller } from '../../protocol/api.js';
@@ -118,24 +117,20 @@ export function reservationRoutes(table: RouteTable, scheduler: Scheduler, optio
   );
 
   table.define(
-    { method: 'get', path: '/v1/reservations/:id/explain', summary: 'Why a reservation waits: matches per member and its queue position' },
+    {
+      method: 'get',
+      path: '/v1/reservations/:id/explain',
+      summary: 'Why a reservation waits: matches per member, why those not free now are not (offline, unreachable, …), and its queue position',
+    },
     async (ctx) => {
       const reservation = await reservations.get(caller(ctx), ctx.params.id);
-      const machines = [...scheduler.inventory.machines.values()].filter((machine) => machine.state !== 'retired');
       const explained: ReservationExplainView = {
         id: reservation.id,
         state: reservation.state,
         queuePosition: reservations.queuePosition(reservation),
         members: parseMembers(reservation.members).map((member) => {
-          const { matches, rejected } = explainSpec(member.spec, machines);
-          return {
-            role: member.role,
-            count: member.count,
-            spec: member.spec.text,
-            matches,
-            rejected,
-            available: matches.filter((name) => scheduler.inventory.get(name)?.state === 'available'),
-          };
+          const { matches, rejected, available, unavailable } = scheduler.inventory.explain(member.spec);
+          return { role: member.role, count: member.count, spec: member.spec.text, matches, rejected, available, unavailable };
         }),
       };
       ctx.body = explained;

@@ -3,7 +3,8 @@
 // reservations along. What a failure means is failure.ts's pure verdict; this file carries it out.
 // An agent is the agent of one lab host (its name): it gets the tasks of that lab host's machines
 // only. A lab host not heard from (lab-hosts.ts) has its machines taken offline by `watch`.
-import type { AgentMachine, AgentReport, AgentTask, AgentView } from '../../protocol/api.js';
+import type { AgentMachine, AgentReport, AgentTask, AgentView, MachineProblem } from '../../protocol/api.js';
+import { plainRows } from '../db/index.js';
 import { DomainError, notFound } from '../domain-error.js';
 import { consoleSecret } from './console-secret.js';
 import { failureVerdict } from './failure.js';
@@ -26,8 +27,8 @@ export class AgentTasks {
     private readonly labHosts: LabHosts,
   ) {}
 
-  /** At start: every lab host the machines name; those with machines stored offline stay silent. */
-  start(): void {
+  /** At start: every lab host the machines name, with when it was last heard; those with machines stored offline stay silent. */
+  async start(): Promise<void> {
     const offlineSince = new Map<string, number | undefined>();
     for (const machine of this.state.inventory.machines.values()) {
       if (machine.state === 'retired') continue;
@@ -35,7 +36,7 @@ export class AgentTasks {
       const known = offlineSince.get(machine.labHost);
       offlineSince.set(machine.labHost, known === undefined ? since : since === undefined ? known : Math.min(known, since));
     }
-    this.labHosts.start(offlineSince);
+    this.labHosts.start(offlineSince, plainRows(await this.state.db.labHosts.findAll({ raw: true })));
   }
 
   /**
@@ -72,11 +73,38 @@ export class AgentTasks {
     return tasks;
   }
 
-  /** An agent's heartbeat: it is heard. Answers how often to send one (a third of the timeout), in seconds. */
-  async heartbeat(agent: string, info: AgentInfo): Promise<number> {
+  /**
+   * An agent's heartbeat: it is heard. With what its checks found (`problems`, the whole list for
+   * the machines of its lab host and of `kinds`, every kind without them), the machines named there
+   * are marked unreachable and the others of those kinds lifted; a name that is not one of those
+   * machines refuses the whole heartbeat (not_your_task), so an agent can mark only its own lab
+   * host's machines. Answers how often to send one (a third of the timeout), in seconds.
+   */
+  async heartbeat(agent: string, info: AgentInfo, checked?: { problems: readonly MachineProblem[]; kinds?: readonly string[] }): Promise<number> {
+    const covers = (machine: MachineEntry) =>
+      machine.labHost === agent && machine.state !== 'retired' && (checked?.kinds === undefined || checked.kinds.includes(machine.kind));
+    const reasons = checked === undefined ? undefined : this.problemsOf(agent, checked.problems, covers);
+    // Marks first: a lab host heard again brings its machines back, and they must not be granted
+    // before the marks this heartbeat carries.
+    let back = false;
+    if (reasons !== undefined) {
+      for (const machine of this.state.inventory.machines.values())
+        if (covers(machine)) back = this.machines.setReach(machine, reasons.get(machine.name)) || back;
+    }
     this.hear(agent, info);
+    if (back) this.grants.schedule();
     await this.state.store.flush();
     return this.heartbeatTimeoutMs / 3000;
+  }
+
+  /** The reason by machine (one per machine: the route's schema), each machine checked to be one the heartbeat covers. */
+  private problemsOf(agent: string, problems: readonly MachineProblem[], covers: (machine: MachineEntry) => boolean): Map<string, string> {
+    for (const { machine: name } of problems) {
+      const machine = this.state.inventory.get(name);
+      if (!machine || !covers(machine))
+        throw new DomainError('not_your_task', `${name} is not a machine of lab host ${agent} of the kinds it checked`, { agent, machine: name });
+    }
+    return new Map(problems.map((problem) => [problem.machine, problem.reason]));
   }
 
   private get heartbeatTimeoutMs(): number {
@@ -231,9 +259,10 @@ export class AgentTasks {
         tasks.set(allocation.agent, [...(tasks.get(allocation.agent) ?? []), allocation.id]);
       }
     }
+    const unreachable = (name: string) => machines.get(name)!.filter((machine) => this.state.inventory.get(machine)?.unreachable !== undefined);
     return [...machines.keys()]
       .sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))
-      .map((name) => this.labHosts.view(name, machines.get(name)!.sort(), tasks.get(name) ?? []));
+      .map((name) => this.labHosts.view(name, machines.get(name)!.sort(), tasks.get(name) ?? [], unreachable(name)));
   }
 
   /**
@@ -273,8 +302,11 @@ export class AgentTasks {
 
   /** An agent was heard: if its lab host was silent, its machines come back at once. */
   private hear(agent: string, info?: AgentInfo): void {
-    if (!this.labHosts.heard(agent, info)) return;
+    const wasSilent = this.labHosts.heard(agent, info);
     const { state } = this;
+    const row = this.labHosts.due(agent);
+    if (row) state.store.labHost(row);
+    if (!wasSilent) return;
     for (const machine of state.inventory.machines.values()) if (machine.labHost === agent) this.machines.bringOnline(machine);
     for (const reservation of state.live.values()) {
       for (const allocation of reservation.allocations) {

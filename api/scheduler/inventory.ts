@@ -2,9 +2,11 @@
 // the same labels and capacities form a shape, and each shape keeps the sorted names of its free
 // machines. Matching a spec is then done per shape, not per machine, so allocation cost depends on
 // the number of shapes (a handful in a real lab), not on the number of machines.
-import type { MachineState } from '../../protocol/api.js';
+import type { MachineState, UnavailableMachine } from '../../protocol/api.js';
 import { shapeKey, type Shape } from './allocate.js';
-import type { MachineEntry } from './records.js';
+import { explainSpec, type Explanation } from './match.js';
+import { unavailableMachine, type MachineEntry } from './records.js';
+import type { Spec } from './spec.js';
 
 export class Inventory {
   readonly machines = new Map<string, MachineEntry>();
@@ -19,11 +21,11 @@ export class Inventory {
 
   add(entry: Omit<MachineEntry, 'shapeKey'>): MachineEntry {
     const machine: MachineEntry = { ...entry, shapeKey: shapeKey(entry.labels, entry.capacities) };
-    if (machine.state === 'available') this.grown.add(machine.shapeKey);
+    if (isFree(machine)) this.grown.add(machine.shapeKey);
     this.machines.set(machine.name, machine);
     if (machine.state !== 'retired') {
       insertSorted(this.shape(this.all, machine).machines, machine.name);
-      if (machine.state === 'available') insertSorted(this.shape(this.free, machine).machines, machine.name);
+      if (isFree(machine)) insertSorted(this.shape(this.free, machine).machines, machine.name);
     }
     if (holds(machine.state, machine.onlineState)) this.countReserved(machine, 1);
     return machine;
@@ -53,6 +55,25 @@ export class Inventory {
     return this.machines.get(name);
   }
 
+  /**
+   * What the spec matches among the machines in service, the first term every other machine fails,
+   * and which of the matches are free now, with why each of the others is not (offline, unreachable, …).
+   */
+  explain(spec: Spec): Explanation & { available: string[]; unavailable: UnavailableMachine[] } {
+    const explanation = explainSpec(
+      spec,
+      [...this.machines.values()].filter((machine) => machine.state !== 'retired'),
+    );
+    const available: string[] = [];
+    const unavailable: UnavailableMachine[] = [];
+    for (const name of explanation.matches) {
+      const why = unavailableMachine(this.machines.get(name)!);
+      if (why === undefined) available.push(name);
+      else unavailable.push(why);
+    }
+    return { ...explanation, available, unavailable };
+  }
+
   freeShapes(): Shape[] {
     return [...this.free.values()];
   }
@@ -68,19 +89,40 @@ export class Inventory {
   setState(machine: MachineEntry, state: MachineState, onlineState?: MachineState): void {
     const online = state === 'offline' ? onlineState : undefined;
     if (machine.state === state && machine.onlineState === online) return;
-    const wasFree = machine.state === 'available';
     const wasHeld = holds(machine.state, machine.onlineState);
     const isHeld = holds(state, online);
     if (wasHeld && !isHeld) {
       this.countReserved(machine, -1);
       if (machine.labels.pool !== undefined) for (const shape of this.all.values()) if (shape.labels.pool === machine.labels.pool) this.grown.add(shape.key);
     }
-    if (state === 'available') this.grown.add(machine.shapeKey);
     if (!wasHeld && isHeld) this.countReserved(machine, 1);
-    machine.state = state;
-    machine.onlineState = online;
-    if (wasFree && state !== 'available') removeSorted(this.shape(this.free, machine).machines, machine.name);
-    if (!wasFree && state === 'available') insertSorted(this.shape(this.free, machine).machines, machine.name);
+    this.keepingFree(machine, () => {
+      machine.state = state;
+      machine.onlineState = online;
+    });
+  }
+
+  /**
+   * Marks a machine its lab host cannot reach (or lifts the mark): while marked it is not free,
+   * whatever its state; a reserved one stays with its reservation.
+   */
+  setUnreachable(machine: MachineEntry, unreachable: MachineEntry['unreachable']): void {
+    this.keepingFree(machine, () => {
+      if (unreachable === undefined) delete machine.unreachable;
+      else machine.unreachable = unreachable;
+    });
+  }
+
+  /** Runs a change of the machine, then keeps the free index in step with it. */
+  private keepingFree(machine: MachineEntry, change: () => void): void {
+    const wasFree = isFree(machine);
+    change();
+    const free = isFree(machine);
+    if (wasFree && !free) removeSorted(this.shape(this.free, machine).machines, machine.name);
+    if (!wasFree && free) {
+      insertSorted(this.shape(this.free, machine).machines, machine.name);
+      this.grown.add(machine.shapeKey);
+    }
   }
 
   private shape(index: Map<string, Shape>, machine: MachineEntry): Shape {
@@ -92,6 +134,9 @@ export class Inventory {
     return shape;
   }
 }
+
+/** Whether a machine may be matched: available, and not reported unreachable by its lab host. */
+export const isFree = (machine: Pick<MachineEntry, 'state' | 'unreachable'>) => machine.state === 'available' && machine.unreachable === undefined;
 
 /** Whether a reservation holds the machine: reserved, or offline while reserved. */
 const holds = (state: MachineState, onlineState: MachineState | undefined) => state === 'reserved' || (state === 'offline' && onlineState === 'reserved');

@@ -1,8 +1,12 @@
 // Which lab hosts are heard from. A lab host's agent is heard while one of its claims is open (the
 // claim long-polls, so a live agent nearly always has one) and whenever it claims or reports; one
-// not heard for the heartbeat timeout is silent, and agents.ts takes its machines offline. Only
-// bookkeeping here: what silence does to machines and reservations is agents.ts's.
+// not heard for the heartbeat timeout is silent, and agents.ts takes its machines offline. When the
+// lab hosts the machines name were last heard is stored (at most once a second each), so it is
+// still shown after a restart; silence is counted from the restart all the same, since no agent
+// could be heard while the API was down. Only bookkeeping here: what silence does to machines and
+// reservations is agents.ts's.
 import type { AgentView } from '../../protocol/api.js';
+import type { LabHostRow } from '../db/index.js';
 import { olderThan } from '../../protocol/version.js';
 
 /** What an agent says of itself in a claim. */
@@ -26,7 +30,14 @@ interface LabHost {
   silentSince?: number;
   version?: string;
   clockOffsetMs?: number;
+  /** A lab host the machines name: when it was heard is stored. */
+  named?: boolean;
+  /** As stored: when it was last heard, by this API or an earlier run of it. */
+  storedHeardAt?: number;
 }
+
+/** Lab hosts' rows are written at most this often each. */
+const storeEveryMs = 1000;
 
 export class LabHosts {
   private readonly hosts = new Map<string, LabHost>();
@@ -41,9 +52,27 @@ export class LabHosts {
    * The lab hosts the machines name, at start. One whose machines were stored offline stays
    * silent (since then) until its agent is heard; the others get a heartbeat timeout to show up.
    */
-  start(offlineSince: ReadonlyMap<string, number | undefined>): void {
+  start(offlineSince: ReadonlyMap<string, number | undefined>, stored: readonly LabHostRow[] = []): void {
     const now = this.now();
-    for (const [name, since] of offlineSince) this.hosts.set(name, { since: now, open: new Set(), ...(since === undefined ? {} : { silentSince: since }) });
+    const rows = new Map(stored.map((row) => [row.name, row]));
+    for (const [name, since] of offlineSince) {
+      const row = rows.get(name);
+      this.hosts.set(name, {
+        since: now,
+        open: new Set(),
+        named: true,
+        ...(since === undefined ? {} : { silentSince: since }),
+        ...(row ? { storedHeardAt: new Date(row.lastHeard).getTime(), ...(row.version === null ? {} : { version: row.version }) } : {}),
+      });
+    }
+  }
+
+  /** The row to store for a lab host the machines name, when it is due (heard a second or more after the last one stored). */
+  due(name: string): LabHostRow | undefined {
+    const host = this.hosts.get(name);
+    if (!host?.named || host.heardAt === undefined || host.heardAt - (host.storedHeardAt ?? -Infinity) < storeEveryMs) return undefined;
+    host.storedHeardAt = host.heardAt;
+    return { name, lastHeard: new Date(host.heardAt), version: host.version ?? null };
   }
 
   /** The agent was heard; says whether its lab host was silent until now. */
@@ -86,7 +115,8 @@ export class LabHosts {
     return [...this.hosts.keys()];
   }
 
-  view(name: string, machines: string[], tasks: string[]): AgentView {
+  /** What the API knows of the lab host; `unreachable`: its machines its agent reports it cannot reach. */
+  view(name: string, machines: string[], tasks: string[], unreachable: string[] = []): AgentView {
     const host = this.host(name);
     const iso = (ms: number) => new Date(ms).toISOString();
     const warnings: string[] = [];
@@ -97,11 +127,15 @@ export class LabHosts {
     if (offset !== undefined && Math.abs(offset) > clockToleranceSeconds) {
       warnings.push(`its clock is ${Math.abs(offset)}s ${offset > 0 ? 'ahead of' : 'behind'} the API's (more than ${clockToleranceSeconds}s)`);
     }
+    if (unreachable.length > 0) {
+      const named = unreachable.length > 5 ? `${unreachable.slice(0, 5).join(', ')}, …` : unreachable.join(', ');
+      warnings.push(`it cannot reach ${unreachable.length} of its machines: ${named} (paddock machines ls says why)`);
+    }
     return {
       name,
       state: host.silentSince === undefined ? 'online' : 'silent',
       ...(host.version === undefined ? {} : { version: host.version }),
-      ...(host.heardAt === undefined ? {} : { lastHeard: iso(host.heardAt) }),
+      ...(host.heardAt === undefined && host.storedHeardAt === undefined ? {} : { lastHeard: iso(host.heardAt ?? host.storedHeardAt!) }),
       ...(host.silentSince === undefined ? {} : { silentSince: iso(host.silentSince) }),
       ...(offset === undefined ? {} : { clockOffsetSeconds: offset }),
       machines,

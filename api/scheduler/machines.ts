@@ -4,7 +4,7 @@ import { plainRows } from '../db/index.js';
 import { DomainError, notFound } from '../domain-error.js';
 import { quarantines } from './failure.js';
 import type { Grants } from './grants.js';
-import { ms, type MachineEntry } from './records.js';
+import { ms, unreachableFromRow, type MachineEntry } from './records.js';
 import type { MachineDefinition, SchedulerState } from './state.js';
 
 export class Machines {
@@ -48,6 +48,8 @@ export class Machines {
         reservationId,
         reason: online === before ? (row?.reason ?? undefined) : undefined,
         ...(offline ? { onlineState: online, offlineSince: ms(row?.offlineSince ?? null) ?? state.now() } : {}),
+        // Until its agent's next heartbeat says otherwise.
+        ...(row && unreachableFromRow(row) ? { unreachable: unreachableFromRow(row) } : {}),
       });
       if (!row || row.state !== entry.state || row.onlineState !== (entry.onlineState ?? null) || row.labels !== JSON.stringify(entry.labels)) {
         state.store.machine(entry);
@@ -142,6 +144,18 @@ export class Machines {
     this.state.inventory.setState(machine, machine.onlineState ?? 'available');
     machine.offlineSince = undefined;
     this.state.store.machine(machine);
+  }
+
+  /**
+   * What its lab host's agent says of its reach: a reason marks the machine unreachable (not matched,
+   * since the first report of it), none lifts the mark. Says whether the machine came back.
+   */
+  setReach(machine: MachineEntry, reason: string | undefined): boolean {
+    const known = machine.unreachable;
+    if (reason === known?.reason) return false;
+    this.state.inventory.setUnreachable(machine, reason === undefined ? undefined : { since: known?.since ?? this.state.now(), reason });
+    this.state.store.machine(machine);
+    return reason === undefined;
   }
 
   /** The state that counts for maintenance and activation: an offline machine's is the one it returns to. */

@@ -12,6 +12,7 @@ import type {
   ReservationState,
   ReservationView,
   Stage,
+  UnavailableMachine,
 } from '../../protocol/api.js';
 import type { EventRow, MachineRow, ReservationRow } from '../db/index.js';
 
@@ -81,6 +82,8 @@ export interface MachineEntry {
   /** While offline: the state it goes back to when its lab host is heard again, and since when it is offline. */
   onlineState?: MachineState;
   offlineSince?: number;
+  /** Reported by its lab host's agent (a missing serial device, a PDU that does not answer): not matched meanwhile. */
+  unreachable?: { since: number; reason: string };
 }
 
 const iso = (ms: number | undefined) => (ms === undefined ? undefined : new Date(ms).toISOString());
@@ -130,7 +133,21 @@ export function machineView(machine: MachineEntry): MachineView {
     view.offlineSince = iso(machine.offlineSince);
     view.reason = `its lab host ${machine.labHost} is silent: its agent was not heard within agents.heartbeatTimeout`;
   }
+  if (machine.unreachable !== undefined) view.unreachable = { since: iso(machine.unreachable.since)!, reason: machine.unreachable.reason };
   return view;
+}
+
+/** Why a machine that matches cannot be handed out now; undefined when it can. */
+export function unavailableMachine(machine: MachineEntry): UnavailableMachine | undefined {
+  if (machine.state === 'available' && machine.unreachable === undefined) return undefined;
+  const reasons: string[] = [];
+  if (machine.state === 'offline') reasons.push(`offline: its lab host ${machine.labHost} is silent since ${iso(machine.offlineSince) ?? '?'}`);
+  if (machine.unreachable !== undefined) {
+    reasons.push(`unreachable: its lab host ${machine.labHost} reports since ${iso(machine.unreachable.since)}: ${machine.unreachable.reason}`);
+  }
+  const state = machine.state === 'offline' ? machine.onlineState : machine.state;
+  if (state !== undefined && state !== 'available') reasons.push(machine.reason !== undefined && state !== 'reserved' ? `${state}: ${machine.reason}` : state);
+  return { machine: machine.name, state: machine.state, reason: reasons.join('; ') };
 }
 
 export function reservationToRow(reservation: Reservation): ReservationRow {
@@ -195,7 +212,15 @@ export function machineToRow(machine: MachineEntry, now: number): MachineRow {
     updatedAt: new Date(now),
     onlineState: machine.onlineState ?? null,
     offlineSince: date(machine.offlineSince),
+    unreachableSince: date(machine.unreachable?.since),
+    unreachableReason: machine.unreachable?.reason ?? null,
   };
+}
+
+/** A machine's unreachable mark as a row holds it. */
+export function unreachableFromRow(row: Pick<MachineRow, 'unreachableSince' | 'unreachableReason'>): MachineEntry['unreachable'] {
+  const since = ms(row.unreachableSince);
+  return since === undefined || row.unreachableReason === null ? undefined : { since, reason: row.unreachableReason };
 }
 
 export function eventView(row: EventRow): EventView {

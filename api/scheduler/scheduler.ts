@@ -59,7 +59,7 @@ export class Scheduler {
     await state.store.init();
     const live = await this.reservations.loadLive();
     await this.machines.load(this.definitions);
-    this.agents.start();
+    await this.agents.start();
     state.store.adopt(state.live.values(), state.inventory.machines.values());
     state.store.onRollback = () => state.rollback();
     for (const reservation of live) this.grants.resume(reservation);

@@ -10,7 +10,7 @@ import { LongPoll } from '../pull.js';
 import { Inventory } from './inventory.js';
 import { assertTransition } from './lifecycle.js';
 import type { QueuePolicy, QueuedRequest } from './queue.js';
-import { ms, reservationFromRow, type Allocation, type MachineEntry, type Reservation } from './records.js';
+import { ms, reservationFromRow, unreachableFromRow, type Allocation, type MachineEntry, type Reservation } from './records.js';
 import { parseMembers, type ParsedMember } from './requests.js';
 import { Store } from './store.js';
 import { WaitingRequests } from './waiting.js';
@@ -176,6 +176,7 @@ export class SchedulerState {
       if (!image) continue;
       this.inventory.setState(machine, image.row.state as MachineEntry['state'], (image.row.onlineState ?? undefined) as MachineEntry['state'] | undefined);
       machine.offlineSince = ms(image.row.offlineSince);
+      this.inventory.setUnreachable(machine, unreachableFromRow(image.row));
       machine.reservationId = image.row.reservationId ?? undefined;
       machine.reason = image.row.reason ?? undefined;
       machine.failures = image.row.failures;

@@ -12,9 +12,12 @@
 //   whose change was undone (this batch's and the next's) gets the error. So a value SQLite refuses
 //   fails one batch, once, and the next batch starts from what the database holds.
 // - `failing` holds the last commit's error until a commit succeeds (/healthz answers 503 then).
+// - Lab hosts' rows (when each agent was last heard) are the one exception: memory is ahead of them
+//   by design, so a failed commit drops their marks and undoes nothing; the next heartbeat marks
+//   them again.
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { MachineState } from '../../protocol/api.js';
-import type { Database, EventRow, MachineRow, ReservationRow } from '../db/index.js';
+import type { Database, EventRow, LabHostRow, MachineRow, ReservationRow } from '../db/index.js';
 import { DomainError } from '../domain-error.js';
 import { liveStates } from './lifecycle.js';
 import { machineToRow, reservationToRow, type MachineEntry, type Reservation } from './records.js';
@@ -34,6 +37,7 @@ interface Batch {
 export class Store {
   private dirtyReservations = new Map<string, Reservation>();
   private dirtyMachines = new Map<string, MachineEntry>();
+  private dirtyLabHosts = new Map<string, LabHostRow>();
   private pendingEvents: EventRow[] = [];
   private nextEventId = 1;
   /** The batch collecting callers now; its marks are taken when its commit starts. */
@@ -77,6 +81,10 @@ export class Store {
     this.dirtyMachines.set(machine.name, machine);
   }
 
+  labHost(row: LabHostRow): void {
+    this.dirtyLabHosts.set(row.name, row);
+  }
+
   event(event: Omit<EventRow, 'id'>): EventRow {
     const row = { ...event, id: this.nextEventId++ };
     this.pendingEvents.push(row);
@@ -118,11 +126,13 @@ export class Store {
   private async commitBatch(batch: Batch): Promise<void> {
     const dirtyReservations = [...this.dirtyReservations.values()];
     const dirtyMachines = [...this.dirtyMachines.values()];
+    const labHosts = [...this.dirtyLabHosts.values()];
     const events = this.pendingEvents;
     this.dirtyReservations = new Map();
     this.dirtyMachines = new Map();
+    this.dirtyLabHosts = new Map();
     this.pendingEvents = [];
-    if (dirtyReservations.length + dirtyMachines.length + events.length === 0 && this.failing === null) {
+    if (dirtyReservations.length + dirtyMachines.length + labHosts.length + events.length === 0 && this.failing === null) {
       batch.resolve();
       return;
     }
@@ -130,7 +140,7 @@ export class Store {
       const now = Date.now();
       const reservations = dirtyReservations.map(reservationToRow);
       const machines = dirtyMachines.map((machine) => machineToRow(machine, now));
-      await this.writer.write(reservations, machines, events);
+      await this.writer.write(reservations, machines, labHosts, events);
       this.failing = null;
       for (const row of reservations) {
         if (liveStates.includes(row.state as Reservation['state'])) this.committedReservations.set(row.id, row);
@@ -144,6 +154,7 @@ export class Store {
       // marks of the next batch go too, and its callers get the same error.
       this.dirtyReservations = new Map();
       this.dirtyMachines = new Map();
+      this.dirtyLabHosts = new Map();
       this.pendingEvents = [];
       this.onRollback();
       const error = storeFailed(cause);
@@ -199,8 +210,11 @@ const machineColumns = [
   'updatedAt',
   'onlineState',
   'offlineSince',
+  'unreachableSince',
+  'unreachableReason',
 ] as const;
 const eventColumns = ['id', 'reservationId', 'at', 'type', 'from', 'to', 'machine', 'reason'] as const;
+const labHostColumns = ['name', 'lastHeard', 'version'] as const;
 
 const probeIntervalMs = 2000;
 
@@ -227,12 +241,13 @@ class Writer {
 
   constructor(private readonly db: Database) {}
 
-  async write(reservations: ReservationRow[], machines: MachineRow[], events: EventRow[]): Promise<void> {
+  async write(reservations: ReservationRow[], machines: MachineRow[], labHosts: LabHostRow[], events: EventRow[]): Promise<void> {
     const connection = await this.open();
     // Rows become parameters before the transaction starts: a value that cannot be stored fails here.
     const work = [
       ...this.plan(connection, 'reservations', 'id', reservationColumns, reservations),
       ...this.plan(connection, 'machines', 'name', machineColumns, machines),
+      ...this.plan(connection, 'labHosts', 'name', labHostColumns, labHosts),
       ...this.plan(connection, 'events', 'id', eventColumns, events),
     ];
     await call((done) => connection.run('BEGIN IMMEDIATE', done));

@@ -46,6 +46,11 @@ export class BoardConsole implements Console {
     return this.opening;
   }
 
+  /** Whether the line can be reached now (the transport's check: this console's open line counts). */
+  check(signal: AbortSignal): Promise<void> {
+    return this.transport.check(signal);
+  }
+
   async close(): Promise<void> {
     await this.transport.close();
     this.log?.end();

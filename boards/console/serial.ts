@@ -2,6 +2,8 @@
 // is opened again when it drops (an adapter unplugged, a pty whose other side went away), since a
 // console must outlive power cycles. serialport (a native module) is loaded when a line is first
 // opened, so reading a board's settings never loads it.
+import { constants } from 'node:fs';
+import { access, stat } from 'node:fs/promises';
 import type { SerialPort } from 'serialport';
 import { z } from 'zod';
 import type { ConsoleTransport } from './types.js';
@@ -32,6 +34,22 @@ export class SerialTransport implements ConsoleTransport {
       if (!this.closed) setTimeout(() => void this.open(onData).catch(() => undefined), 1000).unref();
     });
     this.port = port;
+  }
+
+  /** The device exists, is a character device, and this process may read and write it. */
+  async check(): Promise<void> {
+    const { device } = this.settings;
+    const code = (error: unknown) => (error as NodeJS.ErrnoException).code ?? (error as Error).message;
+    let stats;
+    try {
+      stats = await stat(device);
+    } catch (error) {
+      throw new Error(code(error) === 'ENOENT' ? `no such serial device ${device}` : `cannot look at serial device ${device} (${code(error)})`);
+    }
+    if (!stats.isCharacterDevice()) throw new Error(`${device} is not a serial device (not a character device)`);
+    await access(device, constants.R_OK | constants.W_OK).catch((error: unknown) => {
+      throw new Error(`serial device ${device} cannot be opened for reading and writing (${code(error)})`);
+    });
   }
 
   async write(data: string | Buffer): Promise<void> {

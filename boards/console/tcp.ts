@@ -2,6 +2,7 @@
 // drops, since a console must outlive power cycles.
 import net from 'node:net';
 import { z } from 'zod';
+import { tcpConnects } from '../../protocol/reach.js';
 import type { ConsoleTransport } from './types.js';
 
 /** `host:port` or `[v6]:port`. */
@@ -39,6 +40,14 @@ export class TcpTransport implements ConsoleTransport {
       if (!this.closed) setTimeout(() => void this.open(onData).catch(() => undefined), 1000).unref();
     });
     this.socket = socket;
+  }
+
+  /** Connected now, or a connection is accepted (and closed at once: nothing is read or written). */
+  async check(signal: AbortSignal): Promise<void> {
+    if (this.socket && !this.socket.destroyed && !this.socket.connecting) return;
+    await tcpConnects(this.host, this.port, signal).catch((error: unknown) => {
+      throw new Error(`the ${this.describe} does not answer (${(error as Error).message})`);
+    });
   }
 
   async write(data: string | Buffer): Promise<void> {

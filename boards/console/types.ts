@@ -48,4 +48,10 @@ export interface ConsoleTransport {
   open(onData: (chunk: Buffer) => void): Promise<void>;
   write(data: string | Buffer): Promise<void>;
   close(): Promise<void>;
+  /**
+   * Whether the line can be reached now, without writing to it or taking it from whoever holds it:
+   * throws saying what is wrong (no such device, nothing listening). A line this transport holds
+   * open is reached.
+   */
+  check(signal: AbortSignal): Promise<void>;
 }

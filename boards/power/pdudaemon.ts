@@ -27,6 +27,12 @@ export function createPdudaemonDriver(settings: PdudaemonSettings): PowerDriver 
   const where = `${base.origin}${base.pathname === '/' ? '' : base.pathname}`;
   const describe = `${settings.pdu} port ${settings.port}`;
 
+  const unreachable = (error: unknown) => {
+    const code = (error as { code?: string }).code;
+    const reason = code === 'ECONNREFUSED' ? 'connection refused; is pdudaemon running?' : (code ?? (error as Error).message);
+    return new PowerError(`${describe}: the PDU daemon at ${where} is unreachable (${reason})`, { cause: error });
+  };
+
   async function control(action: 'on' | 'off', signal?: AbortSignal): Promise<void> {
     signal?.throwIfAborted();
     const { default: got, RequestError } = await import('got');
@@ -48,8 +54,7 @@ export function createPdudaemonDriver(settings: PdudaemonSettings): PowerDriver 
           cause: error,
         });
       }
-      const reason = code === 'ECONNREFUSED' ? 'connection refused; is pdudaemon running?' : (code ?? (error as Error).message);
-      throw new PowerError(`${describe}: the PDU daemon at ${where} is unreachable (${reason})`, { cause: error });
+      throw unreachable(error);
     }
     if (response.statusCode === 200) return;
     const body = response.body.trim().slice(0, 200);
@@ -62,5 +67,15 @@ export function createPdudaemonDriver(settings: PdudaemonSettings): PowerDriver 
     describe,
     on: (signal) => control('on', signal),
     off: (signal) => control('off', signal),
+    // Any HTTP answer to its base URL (aiohttp's 404) shows the daemon listens; nothing is switched.
+    async check(signal) {
+      const { default: got } = await import('got');
+      try {
+        await got(base, { throwHttpErrors: false, followRedirect: false, retry: { limit: 0 }, signal });
+      } catch (error) {
+        if (signal.aborted) throw new PowerError(`${describe}: the PDU daemon at ${where} did not answer within the check's time limit`);
+        throw unreachable(error);
+      }
+    },
   };
 }

@@ -5,6 +5,7 @@
 // quote it, so they are redacted and not kept as the cause).
 import { createRequire } from 'node:module';
 import { z } from 'zod';
+import { hostResolves } from '../../protocol/reach.js';
 import { PowerError, type PowerDriver, type PowerState } from './types.js';
 
 export const APC_OUTLET_CONTROL_OID = '1.3.6.1.4.1.318.1.1.12.3.3.1.1.4';
@@ -121,16 +122,27 @@ export function createSnmpDriver(settings: SnmpSettings): PowerDriver {
     await request(what, (session, callback) => session.set([{ oid, type: snmp.ObjectType.Integer, value }], callback), signal);
   };
 
+  const readState = async (signal?: AbortSignal): Promise<PowerState> => {
+    const varbind = await request('GET of the outlet state', (session, callback) => session.get([oid], callback), signal);
+    if (varbind.value === ON) return 'on';
+    if (varbind.value === OFF) return 'off';
+    throw new PowerError(`${describe}: the PDU reports outlet state ${JSON.stringify(varbind.value)}, expected 1 (on) or 2 (off)`);
+  };
+
   return {
     pdu: `snmp ${target}`,
     describe,
     on: (signal) => command(ON, signal),
     off: (signal) => command(OFF, signal),
-    async readState(signal): Promise<PowerState> {
-      const varbind = await request('GET of the outlet state', (session, callback) => session.get([oid], callback), signal);
-      if (varbind.value === ON) return 'on';
-      if (varbind.value === OFF) return 'off';
-      throw new PowerError(`${describe}: the PDU reports outlet state ${JSON.stringify(varbind.value)}, expected 1 (on) or 2 (off)`);
+    readState,
+    /** The address resolves and the PDU answers a GET of the outlet's state (nothing is SET). */
+    async check(signal): Promise<void> {
+      await hostResolves(settings.host, signal).catch((error: unknown) => {
+        throw new PowerError(`${describe}: the PDU's address ${settings.host} does not resolve (${(error as Error).message})`);
+      });
+      await readState(signal).catch((error: unknown) => {
+        throw signal.aborted ? new PowerError(`${describe}: no SNMP reply within the check's time limit`) : error;
+      });
     },
   };
 }

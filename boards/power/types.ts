@@ -14,6 +14,11 @@ export interface PowerDriver {
   off(signal?: AbortSignal): Promise<void>;
   /** The port's state read back from the PDU; absent when the PDU cannot report it. */
   readState?(signal?: AbortSignal): Promise<PowerState>;
+  /**
+   * Whether the PDU answers, without switching anything: throws a PowerError saying what is wrong.
+   * Absent where that cannot be asked without running a command (a `command` driver).
+   */
+  check?(signal: AbortSignal): Promise<void>;
 }
 
 /** A power command failed, or the state read back differs from the one commanded. */

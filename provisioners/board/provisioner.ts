@@ -14,6 +14,7 @@ import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { BoardConsole, ExpectTimeout } from '../../boards/console/index.js';
+import { createTransport } from '../../boards/console/transport.js';
 import { CappedLog, defaultConsoleLogMax } from '../../boards/console/capped-log.js';
 import { ConsoleRelay } from '../../boards/console/relay.js';
 import { ubootBoot, BootError } from '../../boards/boot/uboot.js';
@@ -69,6 +70,20 @@ export class BoardProvisioner implements Provisioner<BoardSettings, BoardDetail>
     this.sessions.clear();
     await Promise.all([...this.consoles.values()].map((console) => console.close()));
     this.consoles.clear();
+  }
+
+  /**
+   * The console line (a serial device that exists, a TCP console that answers: the line this agent
+   * holds open counts) and the PDU (it answers, where its driver can ask without switching).
+   */
+  async check(machine: MachineRecord<BoardSettings>, signal: AbortSignal): Promise<string[]> {
+    const settings = settingsOf(machine);
+    const console = this.consoles.get(machine.name);
+    const outcomes = await Promise.allSettled([
+      console ? console.check(signal) : createTransport(settings.console).check(signal),
+      this.power(machine.name, settings).driver.check?.(signal),
+    ]);
+    return outcomes.flatMap((outcome) => (outcome.status === 'rejected' ? [(outcome.reason as Error).message] : []));
   }
 
   async provision(request: BoardRequest, report: StageReporter, signal: AbortSignal): Promise<Readiness> {

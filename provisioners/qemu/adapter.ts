@@ -4,7 +4,8 @@
 // stopping a VM. No reservation logic lives here.
 import { setTimeout as sleep } from 'node:timers/promises';
 import { execFile, spawn } from 'node:child_process';
-import { open, readdir, readFile, stat } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { access, open, readdir, readFile, stat } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -30,6 +31,42 @@ export async function freeLoopbackPort(): Promise<number> {
       server.close(() => resolve(port));
     });
   });
+}
+
+/** Whether `command` (a path, or a name looked up on PATH as a shell would) is an executable file here. */
+export async function isExecutable(command: string): Promise<boolean> {
+  const candidates = command.includes('/')
+    ? [command]
+    : (process.env.PATH ?? '')
+        .split(':')
+        .filter(Boolean)
+        .map((dir) => path.join(dir, command));
+  for (const candidate of candidates) {
+    const file = await stat(candidate).catch(() => undefined);
+    if (
+      file?.isFile() &&
+      (await access(candidate, constants.X_OK).then(
+        () => true,
+        () => false,
+      ))
+    )
+      return true;
+  }
+  return false;
+}
+
+/** What keeps this host from running the slot's VMs: its QEMU or qemu-img missing, KVM asked for and not there. */
+export async function hostProblems(settings: Pick<QemuSettings, 'binary' | 'qemuImg' | 'accel'>): Promise<string[]> {
+  const problems: string[] = [];
+  for (const command of [settings.binary, settings.qemuImg]) {
+    if (!(await isExecutable(command))) problems.push(`${command} is not an executable file${command.includes('/') ? '' : ' on PATH'} on this lab host`);
+  }
+  if (settings.accel === 'kvm') {
+    await access('/dev/kvm', constants.R_OK | constants.W_OK).catch((error: unknown) =>
+      problems.push(`accel kvm, but /dev/kvm cannot be opened (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`),
+    );
+  }
+  return problems;
 }
 
 /** Makes `overlay` (qcow2) backed by `base`, which is never written. Throws with qemu-img's reason. */

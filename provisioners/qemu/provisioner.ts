@@ -39,6 +39,7 @@ import {
   consoleTail,
   createOverlay,
   freeLoopbackPort,
+  hostProblems,
   isVmProcess,
   qemuArgs,
   QemuStartError,
@@ -90,6 +91,11 @@ export class QemuProvisioner implements Provisioner<QemuSettings, QemuDetail> {
     this.watchers.clear();
     for (const copy of this.consoleCopies.values()) copy.detach();
     this.consoleCopies.clear();
+  }
+
+  /** QEMU and qemu-img are here (and /dev/kvm where the slot asks for KVM). */
+  async check(machine: MachineRecord<QemuSettings>): Promise<string[]> {
+    return hostProblems(settingsOf(machine));
   }
 
   async provision(request: QemuRequest, report: StageReporter, signal: AbortSignal): Promise<SshReadiness> {

@@ -17,6 +17,7 @@ import {
   type StageReporter,
 } from '../types.js';
 import type { Stage } from '../../protocol/agent.js';
+import { tcpConnects } from '../../protocol/reach.js';
 import { sshConnect, sshHandshake, type SshClient } from '../../protocol/ssh.js';
 import { addReservationKey, listReservations, releaseTenant, type ReleaseResult } from './adapter.js';
 import { staticIdentity, staticSettings, tenantKeysFile, type StaticSettings } from './settings.js';
@@ -37,6 +38,15 @@ export class StaticProvisioner implements Provisioner<StaticSettings> {
 
   async close(): Promise<void> {
     this.sessions.closeAll();
+  }
+
+  /** The host's SSH port accepts a connection (closed at once: no login, nothing sent). */
+  async check(machine: MachineRecord<StaticSettings>, signal: AbortSignal): Promise<string[]> {
+    const { address, port } = settingsOf(machine);
+    return tcpConnects(address, port, signal).then(
+      () => [],
+      (error: unknown) => [`its SSH port ${address}:${port} does not answer (${(error as Error).message})`],
+    );
   }
 
   async provision(request: ProvisionRequest<StaticSettings>, report: StageReporter, signal: AbortSignal): Promise<SshReadiness> {

@@ -35,7 +35,16 @@ test('a file without the newest migration gets it on open and keeps its rows; an
   t.is(await upgraded.runs.count(), 0, 'the runs table is back');
   t.is(await upgraded.jobs.count(), 0, 'the jobs table is back');
   t.is((await upgraded.tokens.findByPk('carol'))?.get('role'), 'user', 'the older rows are kept');
-  t.deepEqual(await applied(upgraded.sequelize), ['0001-initial', '0002-images', '0003-image-health', '0004-requeues', '0005-jobs', '0006-offline-machines']);
+  t.deepEqual(await applied(upgraded.sequelize), [
+    '0001-initial',
+    '0002-images',
+    '0003-image-health',
+    '0004-requeues',
+    '0005-jobs',
+    '0006-offline-machines',
+    '0007-unreachable-machines',
+    '0008-lab-hosts',
+  ]);
   await upgraded.close();
 
   const again = await openDatabase(dir);

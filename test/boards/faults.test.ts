@@ -35,8 +35,8 @@ test.after.always(async () => {
   rmSync(scratch, { recursive: true, force: true });
 });
 
-async function withPaddock(machinesYaml: string, work: (paddock: Paddock, api: TestApi) => Promise<void>): Promise<void> {
-  const api = await startApi(testConfig(`health: { quarantineAfter: 2 }\nmachines:\n${machinesYaml}\n`));
+async function withPaddock(machinesYaml: string, work: (paddock: Paddock, api: TestApi) => Promise<void>, extraYaml = ''): Promise<void> {
+  const api = await startApi(testConfig(`health: { quarantineAfter: 2 }\n${extraYaml}machines:\n${machinesYaml}\n`));
   try {
     const paddock = new Paddock({ url: api.url, token: api.adminToken });
     await paddock.images.upload(junkBundle, { name: 'junk', format: 'bundle', arch: 'arm64' });
@@ -134,14 +134,20 @@ test.serial(
   },
 );
 
+// A PDU that goes down between two of the agent's checks: the checks are off here, so the request
+// is granted and fails (test/cli/lab-host-checks.test.ts shows a PDU found down by a check).
 test.serial('the PDU daemon down fails at powerConfirmed as an infrastructure fault', async (t) => {
-  await withPaddock(lab.boardYaml(lab.boards[0], { tftpRoot }), async (paddock) => {
-    await lab.stopPdu();
-    const error = await failure(paddock);
-    t.is(error.failureCode, 'power_failed');
-    t.is(error.view.allocations[0].failure?.fault, 'infrastructure');
-    t.is(error.view.allocations[0].failure?.stage, 'powerConfirmed');
-    t.regex(error.view.allocations[0].failure?.reason ?? '', /unreachable|ECONNREFUSED|refused/i);
-    t.false(existsSync(path.join(tftpRoot, 'paddock', `${error.view.id}-board-1`)));
-  });
+  await withPaddock(
+    lab.boardYaml(lab.boards[0], { tftpRoot }),
+    async (paddock) => {
+      await lab.stopPdu();
+      const error = await failure(paddock);
+      t.is(error.failureCode, 'power_failed');
+      t.is(error.view.allocations[0].failure?.fault, 'infrastructure');
+      t.is(error.view.allocations[0].failure?.stage, 'powerConfirmed');
+      t.regex(error.view.allocations[0].failure?.reason ?? '', /unreachable|ECONNREFUSED|refused/i);
+      t.false(existsSync(path.join(tftpRoot, 'paddock', `${error.view.id}-board-1`)));
+    },
+    'agent: { checkInterval: 0 }\n',
+  );
 });

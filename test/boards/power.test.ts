@@ -314,6 +314,17 @@ test('pdudaemon: a stopped daemon is a PowerError saying it is unreachable', asy
   t.is(control.state, 'unknown');
 });
 
+test('pdudaemon: the check sees a daemon that answers without switching anything, and one that is down', async (t) => {
+  const pd = await startPdudaemon('checked', ['pdu01']);
+  const driver = pdudaemonControl(pd, 'pdu01', 1).driver;
+  await t.notThrowsAsync(driver.check!(AbortSignal.timeout(20_000)));
+  t.deepEqual(await actions(pd.dir('pdu01')), [], 'no port was switched');
+  t.false((await readFile(pd.log, 'utf8')).includes('Handling HTTP request'), 'no power request reached pdudaemon');
+  await stop(pd.process);
+  const error = await t.throwsAsync(driver.check!(AbortSignal.timeout(20_000)), { instanceOf: PowerError });
+  t.is(error.message, `pdu01 port 1: the PDU daemon at ${pd.url} is unreachable (connection refused; is pdudaemon running?)`);
+});
+
 // ---------------------------------------------------------------------------------------------
 // command
 
@@ -571,4 +582,28 @@ test('snmp: an outlet the PDU does not have is a clear error', async (t) => {
   t.is(error.message, `127.0.0.1:${agent.port} outlet 42: the PDU refused the GET of the outlet state: NoSuchInstance: ${APC_COLUMN}.42 (no such outlet?)`);
   const setError = await t.throwsAsync(control.on(), { instanceOf: PowerError });
   t.regex(setError.message, /outlet 42: the PDU refused the SET immediateOn: NotWritable/);
+});
+
+test('snmp: the check reads the outlet without switching it; an outlet the PDU lacks, a host that does not resolve and a silent port are problems', async (t) => {
+  const agent = await sharedSnmpd();
+  await t.notThrowsAsync(snmpControl(agent, 5).driver.check!(AbortSignal.timeout(20_000)));
+  const sets = await readFile(path.join(agent.outlets, 'sets.log'), 'utf8').catch(() => '');
+  t.false(/^5 /m.test(sets), 'outlet 5 was not SET');
+  t.false(
+    await access(path.join(agent.outlets, 'outlet-5')).then(
+      () => true,
+      () => false,
+    ),
+  );
+  const missing = await t.throwsAsync(snmpControl(agent, 42).driver.check!(AbortSignal.timeout(20_000)), { instanceOf: PowerError });
+  t.regex(missing.message, /outlet 42: the PDU refused the GET of the outlet state: NoSuchInstance/);
+  const unresolved = await t.throwsAsync(snmpControl(agent, 1, { host: 'pdu.invalid' }).driver.check!(AbortSignal.timeout(20_000)), {
+    instanceOf: PowerError,
+  });
+  t.is(unresolved.message, `pdu.invalid:${agent.port} outlet 1: the PDU's address pdu.invalid does not resolve (the name does not resolve)`);
+  // Nothing answers on this port: the check gives up when its signal fires, before the SNMP timeout.
+  const silent = await t.throwsAsync(snmpControl(agent, 1, { port: await freePort(), timeout: 60 }).driver.check!(AbortSignal.timeout(500)), {
+    instanceOf: PowerError,
+  });
+  t.regex(silent.message, /outlet 1: no SNMP reply within the check's time limit$/);
 });

@@ -2,27 +2,27 @@
 // its own `paddock agent --name lab-a|lab-b` process with its own agent token, and an API whose
 // embedded agent is off. Each agent provisions only its machines and cannot speak for the other's;
 // a lab host killed with -9 goes silent and its machines offline (a ready reservation goes on,
-// flagged; new requests queue or go to the other lab host) until its agent comes back.
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+// flagged; new requests queue or go to the other lab host; a release waits) until its agent comes
+// back.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import test from 'ava';
 import { Paddock } from '../../client/index.js';
 import type { AgentTask, AgentView, MachineView, ReservationView } from '../../protocol/api.js';
 import { startApi, staticMachinesYaml, testConfig, type JsonClient, type TestApi } from '../helpers/api.js';
-import { killHard, stopGracefully } from '../helpers/server.js';
+import { killHard, runPaddock, startAgentProcess, stopGracefully, type AgentProcess } from '../helpers/server.js';
 import { startSshd, type TestSshd } from '../helpers/sshd.js';
 import { waitFor } from '../helpers/wait.js';
 
-const bin = path.resolve('bin/paddock.js');
 let api: TestApi;
 let hosts: Record<'a1' | 'a2' | 'b1', TestSshd>;
 let admin: Paddock;
 let userToken: string;
 let dir: string;
 const agentTokens: Record<string, string> = {};
-const agents: Record<string, { child: ChildProcess; stderr: () => string }> = {};
+const agents: Record<string, AgentProcess> = {};
 
 test.before(async () => {
   const [a1, a2, b1] = await Promise.all([startSshd(), startSshd(), startSshd()]);
@@ -51,29 +51,12 @@ test.after.always(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-/** `paddock agent --name NAME` as its own process, its token in a 0600 file, its data in its own folder. */
+/** `paddock agent --name NAME` as its own process, with its own token and data. */
 function startAgent(name: string): void {
-  const tokenFile = path.join(dir, `${name}-token`);
-  writeFileSync(tokenFile, `${agentTokens[name]}\n`, { mode: 0o600 });
-  const env: NodeJS.ProcessEnv = { ...process.env, PADDOCK_URL: api.url };
-  delete env.PADDOCK_TOKEN;
-  const child = spawn(process.execPath, [bin, 'agent', '--name', name, '--token-file', tokenFile, '--data', path.join(dir, name), '--kinds', 'static'], {
-    env,
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  let stderr = '';
-  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  agents[name] = { child, stderr: () => stderr };
+  agents[name] = startAgentProcess({ url: api.url, name, token: agentTokens[name], dir, args: ['--kinds', 'static'] });
 }
 
-function paddock(args: string[], token: string): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const env: NodeJS.ProcessEnv = { ...process.env, PADDOCK_URL: api.url, PADDOCK_TOKEN: token };
-    execFile(process.execPath, [bin, ...args], { env, timeout: 300_000 }, (error, stdout, stderr) =>
-      resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, stdout, stderr }),
-    );
-  });
-}
+const paddock = (args: string[], token: string) => runPaddock(api.url, token, args);
 
 /** Until the agent's claims are heard (it took longer than the heartbeat timeout to start, its lab host may have gone silent before). */
 const heard = (name: string) =>
@@ -209,22 +192,32 @@ test.serial(
     const table = await paddock(['agents', 'ls'], api.adminToken);
     t.regex(table.stdout, /lab-a\s+silent\s+0\.1\.0\s+\S+\s+a1,a2/);
 
-    // lab-a comes back: its machines return to what they were, the queued request gets a2.
+    // Its owner releases the ready reservation while lab-a is silent: nothing can undo the
+    // reservation's work on a1 meanwhile, so the release waits for lab-a's agent.
+    await held.release();
+    await waitFor(async () => (await reservationOf(http, held.id)).state === 'releasing', 300_000, 'releasing');
+    t.is((await reservationOf(http, held.id)).allocations[0].state, 'releasing');
+    t.is((await machine('a1')).state, 'offline');
+    const keys = () => readFile(hosts.a1.authorizedKeysFile, 'utf8').catch(() => '');
+    t.regex(await keys(), new RegExp(`paddock:${held.id}`), "the reservation's key is still on a1");
+
+    // lab-a comes back: its machines return to what they were, the queued request gets a2, and the
+    // release asked meanwhile completes (the key is gone from a1's tenant).
     startAgent('lab-a');
     await queued.ready({ timeout: 300 });
     t.is(queued.view.allocations[0].machine, 'a2');
-    t.is((await machine('a1')).state, 'reserved');
+    await waitFor(async () => (await held.refresh()).state === 'released', 300_000, 'the release asked while silent');
     const unflagged = await reservationOf(http, held.id);
-    t.is(unflagged.state, 'ready');
+    t.is(unflagged.allocations[0].state, 'released');
     t.is(unflagged.allocations[0].labHostSilentSince, undefined);
+    t.notRegex(await keys(), new RegExp(`paddock:${held.id}`));
     const back = (await admin.agents()).find((agent) => agent.name === 'lab-a')!;
     t.is(back.state, 'online');
     t.is(back.silentSince, undefined);
 
-    // The reconciled agent releases what it held before it was killed.
-    await Promise.all([held.release(), queued.release(), elsewhere.release()]);
+    await Promise.all([queued.release(), elsewhere.release()]);
     await waitFor(
-      async () => (await Promise.all([held, queued, elsewhere].map((each) => each.refresh()))).every((view) => view.state === 'released'),
+      async () => (await Promise.all([queued, elsewhere].map((each) => each.refresh()))).every((view) => view.state === 'released'),
       300_000,
       'released',
     );

@@ -1,5 +1,7 @@
-// `paddock serve` as its own process, for tests that kill it (-9) and start it again.
-import { spawn, type ChildProcess } from 'node:child_process';
+// `paddock serve` and `paddock agent` as processes of their own, for tests that kill them (-9) and
+// start them again, and the `paddock` command line run as a user would.
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import got from 'got';
 
@@ -37,4 +39,36 @@ export async function stopGracefully(child: ChildProcess | undefined): Promise<v
   const exited = new Promise((resolve) => child.once('exit', resolve));
   child.kill('SIGTERM');
   await exited;
+}
+
+export interface AgentProcess {
+  child: ChildProcess;
+  /** What it wrote to stderr so far (its log). */
+  stderr(): string;
+}
+
+/**
+ * `paddock agent --name NAME ARGS…` as its own process against the API at `url`: its token in a
+ * 0600 file and its data in a folder of its own, both under `dir`.
+ */
+export function startAgentProcess(options: { url: string; name: string; token: string; dir: string; args?: string[] }): AgentProcess {
+  const tokenFile = path.join(options.dir, `${options.name}-token`);
+  writeFileSync(tokenFile, `${options.token}\n`, { mode: 0o600 });
+  const env: NodeJS.ProcessEnv = { ...process.env, PADDOCK_URL: options.url };
+  delete env.PADDOCK_TOKEN;
+  const args = ['agent', '--name', options.name, '--token-file', tokenFile, '--data', path.join(options.dir, options.name), ...(options.args ?? [])];
+  const child = spawn(process.execPath, [bin, ...args], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  return { child, stderr: () => stderr };
+}
+
+/** Runs the `paddock` command line against the API at `url` with `token`; never throws. */
+export function runPaddock(url: string, token: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const env: NodeJS.ProcessEnv = { ...process.env, PADDOCK_URL: url, PADDOCK_TOKEN: token };
+    execFile(process.execPath, [bin, ...args], { env, timeout: 300_000 }, (error, stdout, stderr) =>
+      resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    );
+  });
 }

@@ -60,3 +60,25 @@ test('an offline machine is never free, and still counts in its pool while a res
   );
   t.is(held.onlineState, undefined);
 });
+
+test('a machine marked unreachable is not free whatever its state, and is free again once the mark is lifted', (t) => {
+  const inventory = new Inventory();
+  const free = () => inventory.freeShapes().flatMap((shape) => shape.machines);
+  const marked = inventory.add({ ...machine('lab-1', undefined), unreachable: { since: 1, reason: 'no such serial device' } });
+  const other = inventory.add(machine('lab-2', undefined, 'reserved'));
+  t.deepEqual(free(), [], 'loaded with the mark: not free');
+  inventory.drainGrown();
+  inventory.setUnreachable(other, { since: 2, reason: 'the PDU does not answer' });
+  inventory.setState(other, 'available');
+  t.deepEqual(free(), [], 'released while marked: not free');
+  t.deepEqual(inventory.drainGrown(), [], 'and no request is woken for it');
+  inventory.setUnreachable(marked, undefined);
+  t.deepEqual(free(), ['lab-1']);
+  t.deepEqual(inventory.drainGrown(), [marked.shapeKey], 'lifting the mark wakes the requests that wait on its shape');
+  inventory.setState(marked, 'reserved');
+  inventory.setUnreachable(marked, { since: 3, reason: 'gone' });
+  inventory.setState(marked, 'available');
+  inventory.setUnreachable(other, undefined);
+  t.deepEqual(free(), ['lab-2']);
+  t.is(inventory.allShapes()[0].machines.length, 2, 'marked machines still count for what could ever be granted');
+});
