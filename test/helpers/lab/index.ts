@@ -173,8 +173,18 @@ export async function startLab(count: number, labOptions: LabOptions = {}): Prom
     async stop() {
       await stopPdu();
       await Promise.all(boards.map((board) => run(powerScript, [dir, 'off', String(board.outlet)]).catch(() => undefined)));
-      for (const child of children) child.kill('SIGTERM');
-      rmSync(dir, { recursive: true, force: true });
+      // The lab's daemons (socat, snmpd) are gone before their files are: snmpd writes its state on the way out.
+      await Promise.all(
+        children.map(
+          (child) =>
+            new Promise<void>((resolve) => {
+              if (child.exitCode !== null || child.signalCode !== null) return resolve();
+              child.once('exit', () => resolve());
+              child.kill('SIGTERM');
+            }),
+        ),
+      );
+      rmSync(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 });
     },
   };
 }
