@@ -64,7 +64,15 @@ test('a migration that fails leaves the file as it was: no table of it, no recor
   t.teardown(() => sequelize.close());
   const [tables] = await sequelize.query(`SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('jobs', 'runs')`);
   t.deepEqual(tables, [], 'the jobs table the failed migration made is gone');
-  t.deepEqual(await applied(sequelize), ['0001-initial', '0002-images', '0003-image-health', '0004-requeues', '0006-offline-machines']);
+  t.deepEqual(await applied(sequelize), [
+    '0001-initial',
+    '0002-images',
+    '0003-image-health',
+    '0004-requeues',
+    '0006-offline-machines',
+    '0007-unreachable-machines',
+    '0008-lab-hosts',
+  ]);
   const [tokens] = await sequelize.query('SELECT name FROM tokens');
   t.deepEqual(tokens, [{ name: 'carol' }]);
 });
