@@ -278,7 +278,7 @@ export class Reservation {
     const { createWebSocketStream } = await import('ws');
     const { socket, opened } = await this.http.webSocket(`${this.path()}/tunnel`, { machine, port });
     // The stream listens from the start: bytes that come right after the opening are not lost.
-    const stream = createWebSocketStream(socket);
+    const stream = createWebSocketStream(socket, { highWaterMark: 1 << 20 });
     const early = () => undefined;
     stream.on('error', early);
     try {

@@ -97,7 +97,7 @@ export class TunnelEnd {
     url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
     const ws = new WebSocket(url, { headers: { authorization: `Bearer ${this.options.token}` }, handshakeTimeout: 15_000, maxPayload: 1024 * 1024 });
     // The stream listens from the start: the owner's first bytes may come right after the opening.
-    const stream = createWebSocketStream(ws);
+    const stream = createWebSocketStream(ws, { highWaterMark: 1 << 20 });
     stream.on('error', () => undefined);
     await new Promise<void>((resolve, reject) => {
       ws.once('open', () => resolve());

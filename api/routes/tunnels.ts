@@ -138,7 +138,7 @@ export function tunnelSockets(scheduler: Scheduler, tokens: Tokens, broker: Tunn
       const { createWebSocketStream } = await import('ws');
       const upgraded = await take((ws) => {
         // Bridged at once: the owner's first bytes come right after the upgrade.
-        const ownerEnd = bridge(createWebSocketStream(ws), agentEnd);
+        const ownerEnd = bridge(createWebSocketStream(ws, { highWaterMark: 1 << 20 }), agentEnd);
         open.set(ownerEnd, reservation.id);
         ownerEnd.once('close', () => open.delete(ownerEnd));
       });
@@ -156,7 +156,7 @@ export function tunnelSockets(scheduler: Scheduler, tokens: Tokens, broker: Tunn
       if (!broker.waitsFor(match[1], caller.role === 'agent' ? caller.name : undefined))
         throw new ApiError(404, 'not_found', `no tunnel ${match[1]} waits for ${caller.name}`);
       const { createWebSocketStream } = await import('ws');
-      await take((ws) => broker.connected(match[1], createWebSocketStream(ws)));
+      await take((ws) => broker.connected(match[1], createWebSocketStream(ws, { highWaterMark: 1 << 20 })));
     },
   };
   return [owner, agent];
