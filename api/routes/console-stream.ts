@@ -26,7 +26,7 @@ import type { Scheduler } from '../scheduler/scheduler.js';
 import { reservationMachine } from './consoles.js';
 import type { RouteTable } from './define.js';
 import type { TunnelBroker } from '../tunnels.js';
-import { one, onlyParameters, type WebSocketRoute } from './websockets.js';
+import { one, onlyParameters, upgradeRequired, type WebSocketRoute } from './websockets.js';
 
 interface Source {
   /** Starts sending console bytes and mode changes; `ended` when the console closes. */
@@ -53,10 +53,7 @@ export function consoleStreamRoute(table: RouteTable): void {
         426: 'not a WebSocket request',
       },
     },
-    (ctx) => {
-      ctx.set('Upgrade', 'websocket');
-      throw new ApiError(426, 'upgrade_required', 'the console stream is a WebSocket: send Connection: Upgrade, Upgrade: websocket');
-    },
+    upgradeRequired,
   );
 }
 

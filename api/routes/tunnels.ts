@@ -19,7 +19,7 @@ import type { TunnelBroker } from '../tunnels.js';
 import { reservationMachine } from './consoles.js';
 import { checkAgent } from './agent.js';
 import { hungUp, type RouteTable } from './define.js';
-import { one, onlyParameters, type WebSocketRoute } from './websockets.js';
+import { one, onlyParameters, upgradeRequired, type WebSocketRoute } from './websockets.js';
 
 const claimSchema = z.strictObject({ agent: name('agent', { at: true }), wait: z.number().min(0).max(60).default(0) });
 const failSchema = z.strictObject({ agent: name('agent', { at: true }), reason: machineText(2000) });
@@ -86,11 +86,6 @@ export function tunnelRoutes(table: RouteTable, broker: TunnelBroker): void {
       ctx.status = 204;
     },
   );
-}
-
-function upgradeRequired(ctx: { set(name: string, value: string): void }): never {
-  ctx.set('Upgrade', 'websocket');
-  throw new ApiError(426, 'upgrade_required', 'this is a WebSocket: send Connection: Upgrade, Upgrade: websocket');
 }
 
 /** 22 and ssh name a machine's SSH port; console its console relay. */

@@ -75,6 +75,12 @@ export function webSockets(routes: WebSocketRoute[], log: Logger): WebSockets {
   };
 }
 
+/** The handler of a WebSocket route as the OpenAPI document shows it: a plain GET (no upgrade) gets 426. */
+export function upgradeRequired(ctx: { set(name: string, value: string): void }): never {
+  ctx.set('Upgrade', 'websocket');
+  throw new ApiError(426, 'upgrade_required', 'this is a WebSocket: send Connection: Upgrade, Upgrade: websocket');
+}
+
 /** A query parameter given at most once. */
 export function one(url: URL, name: string): string | undefined {
   const values = url.searchParams.getAll(name);

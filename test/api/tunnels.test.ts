@@ -204,5 +204,13 @@ test.serial('tunnels refuse other users, admins, ports a machine does not offer,
   const ended = await upgrade(at('?machine=host-1'), tokens.alice);
   t.is(ended.status, 409);
   t.regex(ended.body, /"code":"lease_expired"/);
+  // A machine whose SSH server stopped answering: the lab host says so, and the owner is told why.
+  const gone = hosts[1];
+  await gone.stop();
+  hosts[1] = { ...gone, stop: async () => undefined };
+  const failed = await upgrade(`v1/reservations/${direct.id}/tunnel?machine=host-2`, tokens.alice);
+  t.is(failed.status, 502, failed.body);
+  t.regex(failed.body, /"code":"tunnel_failed"/);
+  t.regex(failed.body, /lab host local cannot reach host-2's ssh port: 127\.0\.0\.1:\d+: ECONNREFUSED/);
   await direct.release();
 });
