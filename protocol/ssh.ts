@@ -4,13 +4,15 @@
 // message ever contains key material. Messages are built from what we know (user, host, port,
 // fingerprints of public host keys) plus ssh2's own reason, scrubbed of anything key-shaped.
 import type { Duplex } from 'node:stream';
-import ssh2 from 'ssh2';
 import type { Client as SshClient, ConnectConfig } from 'ssh2';
 import { fingerprint, hostKeyLine, normalizeKeyLine } from './ssh-keys.js';
 
 export { fingerprint, generateKeyPair, hostKeyLine, knownHostsLine, normalizeKeyLine } from './ssh-keys.js';
 
-const { Client } = ssh2;
+// ssh2 is loaded when a connection is first made: the commands and the API that only quote or
+// read key lines start without it (it takes some 50 ms to load).
+let ssh2: Promise<typeof import('ssh2')> | undefined;
+const loadSsh2 = () => (ssh2 ??= import('ssh2').then((module) => module.default));
 
 export type { SshClient };
 
@@ -42,7 +44,8 @@ export class SshError extends Error {
 }
 
 /** Connects and authenticates; resolves with the client and the host key seen on the handshake. */
-export function sshConnect(options: SshConnectOptions): Promise<{ client: SshClient; hostKey: string }> {
+export async function sshConnect(options: SshConnectOptions): Promise<{ client: SshClient; hostKey: string }> {
+  const { Client } = await loadSsh2();
   const where = `${options.user}@${options.host}:${options.port}`;
   const expected = options.expectedHostKey === undefined ? undefined : normalizeKeyLine(options.expectedHostKey);
   return new Promise((resolve, reject) => {
