@@ -3,8 +3,13 @@
 // round trip of one command on an open SSH connection, directly and through the tunnel. The API
 // runs as deployed (`paddock serve`, compiled, its embedded agent opening the tunnels); the machine
 // is a real sshd. Aims: tunnel throughput at least 0.7 of direct; at most 2 ms added per command.
-import { execFileSync } from 'node:child_process';
+// A third way shows what any relay in the path costs on this machine: scp through two bare Node TCP
+// relays (a ProxyCommand piping stdin and stdout to a socket, and a relay process standing for the
+// API and the lab host), no Paddock code at all. On a machine with few cores the relays, ssh and
+// sshd compete for them, so this ceiling is printed next to the tunnel's figure.
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { once } from 'node:events';
 import os from 'node:os';
 import path from 'node:path';
 import { Paddock } from '../client/index.js';
@@ -40,8 +45,10 @@ try {
   const file = path.join(scratch, 'payload.bin');
   execFileSync('sh', ['-c', `head -c ${sizeMiB * 1024 * 1024} /dev/urandom > ${file}`]);
   const env = { ...process.env, PADDOCK_URL: url, PADDOCK_TOKEN: server.token };
+  const relay = await startRelay(machine.host, machine.port);
+  const relayProxy = `ProxyCommand=${process.execPath} -e ${JSON.stringify(stdioRelay(relay.port))}`;
   const proxy = `ProxyCommand=${process.execPath} ${path.resolve('bin/paddock.js')} tunnel ${reservation.id} host 22`;
-  const scp = (through: boolean) => {
+  const scp = (way: Way) => {
     const args = [
       '-q',
       '-i',
@@ -55,22 +62,27 @@ try {
       '-P',
       String(machine.port),
     ];
-    if (through) args.push('-o', proxy);
+    if (way !== 'direct') args.push('-o', way === 'tunnel' ? proxy : relayProxy);
     const started = process.hrtime.bigint();
     execFileSync('scp', [...args, file, `${machine.user}@${machine.host}:bench-payload.bin`], { env, stdio: 'inherit' });
     return Number(process.hrtime.bigint() - started) / 1e9;
   };
-  const times = { direct: [] as number[], tunnel: [] as number[] };
+  const times: Record<Way, number[]> = { direct: [], tunnel: [], relay: [] };
   for (let round = 0; round < rounds; round++) {
-    const order: ('direct' | 'tunnel')[] = round % 2 === 0 ? ['direct', 'tunnel'] : ['tunnel', 'direct'];
-    for (const way of order) times[way].push(scp(way === 'tunnel'));
+    const order: Way[] = round % 2 === 0 ? ['direct', 'tunnel', 'relay'] : ['relay', 'tunnel', 'direct'];
+    for (const way of order) times[way].push(scp(way));
   }
+  relay.child.kill();
   const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
   const rate = (seconds: number) => sizeMiB / seconds;
   const direct = rate(median(times.direct));
   const tunnelled = rate(median(times.tunnel));
+  const relayed = rate(median(times.relay));
   console.log(
     `scp of ${sizeMiB} MiB, median of ${rounds}: direct ${direct.toFixed(0)} MiB/s, through the tunnel ${tunnelled.toFixed(0)} MiB/s; ratio ${(tunnelled / direct).toFixed(2)} (aim: at least 0.70)`,
+  );
+  console.log(
+    `the same through two bare Node TCP relays (no Paddock): ${relayed.toFixed(0)} MiB/s, ratio ${(relayed / direct).toFixed(2)} to direct; the tunnel reaches ${(tunnelled / relayed).toFixed(2)} of it (${os.availableParallelism()} cores)`,
   );
 
   // One connection each way, then `true` many times on it: the added time is the tunnel's.
@@ -108,4 +120,19 @@ try {
   await stopServer(server);
   await sshd.stop();
   rmSync(scratch, { recursive: true, force: true });
+}
+
+type Way = 'direct' | 'tunnel' | 'relay';
+
+/** A ProxyCommand's program: stdin and stdout piped to a TCP port on loopback. */
+function stdioRelay(port: number): string {
+  return `const s=require('net').connect(${port},'127.0.0.1');process.stdin.pipe(s);s.pipe(process.stdout);s.on('close',()=>process.exit(0))`;
+}
+
+/** A process relaying each connection on a loopback port to host:port. */
+async function startRelay(host: string, port: number): Promise<{ port: number; child: ReturnType<typeof spawn> }> {
+  const code = `const net=require('net');const server=net.createServer((a)=>{const b=net.connect(${port},${JSON.stringify(host)});a.pipe(b);b.pipe(a);a.on('error',()=>b.destroy());b.on('error',()=>a.destroy())});server.listen(0,'127.0.0.1',()=>console.log(server.address().port))`;
+  const child = spawn(process.execPath, ['-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const [line] = (await once(child.stdout!, 'data')) as [Buffer];
+  return { port: Number(line.toString().trim()), child };
 }
