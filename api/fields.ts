@@ -128,6 +128,7 @@ export const queryParameters: Record<string, z.ZodType> = {
   kinds: text({ max: 1000, pattern: /^([A-Za-z0-9_-]+(,[A-Za-z0-9_-]+)*)?$/, message: 'kinds separated by commas' }),
   format: word,
   arch: word,
+  access: word,
   origin: word,
   expires: text({ max: 40 }),
   runner: name('runner'),

@@ -4,7 +4,7 @@
 // temporary images and blobs no record refers to are collected.
 import type { Readable } from 'node:stream';
 import { Op, QueryTypes, type WhereOptions } from 'sequelize';
-import type { ImageFormat, ImageListEntry, ImageView, ProviderImage } from '../protocol/api.js';
+import { imageAccesses, type ImageAccess, type ImageFormat, type ImageListEntry, type ImageView, type ProviderImage } from '../protocol/api.js';
 
 import { plainRow, plainRows, type Database, type ImageRow } from './db/index.js';
 import { DomainError, forbidden, notFound, type DomainCode } from './domain-error.js';
@@ -28,6 +28,8 @@ export interface UploadRequest {
   tag: string;
   format: string;
   arch: string;
+  /** How a reservation's key reaches the machine (default hook). */
+  access?: string;
   expiresInSeconds?: number;
   /** The sha256 the client sent, or how to read it once the body is in (an HTTP trailer). */
   expectedSha256?: string | (() => string | undefined);
@@ -58,6 +60,7 @@ export function imageView(row: ImageRow): ImageView {
     tag: row.tag,
     format: row.format as ImageFormat,
     arch: row.arch,
+    access: (row.access ?? 'hook') as ImageAccess,
     size: Number(row.size),
     sha256: row.sha256,
     owner: row.owner,
@@ -111,6 +114,12 @@ export class ImageCatalog {
       throw new DomainError('invalid_request', `format is one of ${imageFormats.join(', ')}, not ${JSON.stringify(request.format)}`);
     }
     if (!/^[A-Za-z0-9_.-]{1,32}$/.test(request.arch)) throw new DomainError('invalid_request', `not an architecture: ${JSON.stringify(request.arch)}`);
+    const access = request.access ?? 'hook';
+    if (!imageAccesses.includes(access as ImageAccess)) {
+      throw new DomainError('invalid_request', `access is one of ${imageAccesses.join(', ')}, not ${JSON.stringify(access.slice(0, 40))}`);
+    }
+    if (access === 'overlay' && request.format !== 'bundle') throw new DomainError('invalid_request', 'access overlay is for boot bundles (format bundle)');
+    if (access === 'cloud-init' && request.format === 'bundle') throw new DomainError('invalid_request', 'access cloud-init is for disk images (qcow2 or raw)');
     if (typeof request.expectedSha256 === 'string' && !/^[0-9a-fA-F]{64}$/.test(request.expectedSha256)) {
       throw new DomainError('invalid_request', 'the expected sha256 must be 64 hex digits');
     }
@@ -145,6 +154,7 @@ export class ImageCatalog {
       tag,
       format: request.format,
       arch: request.arch,
+      access,
       size: blob.size,
       sha256: blob.sha256,
       owner: caller.name,

@@ -41,9 +41,17 @@ export function progressBar(
   };
 }
 
+/** What each access asks of the image, as `images show` says it. */
+const accessWords: Record<string, string> = {
+  hook: "the image reads the reservation's key the Paddock way (fw_cfg, paddock.authorized_key=)",
+  'cloud-init': 'a NoCloud seed gives cloud-init the key, an instance id and a hostname',
+  overlay: "an archive appended to the bundle's initrd carries the key and a host key",
+};
+
 function describe(image: ImageView): string {
   return [
     `${image.ref}  ${image.format} ${image.arch}  ${mib(image.size)}`,
+    `access ${image.access}: ${accessWords[image.access] ?? ''}`,
     `sha256 ${image.sha256}`,
     `owner ${image.owner}, created ${image.createdAt}${image.expiresAt ? `, expires ${image.expiresAt}` : ''}, origin ${image.origin}`,
     ...(image.bootFailures
@@ -63,6 +71,7 @@ export function addImageCommands(cli: Command, client: () => Paddock, print: (va
     .option('--tag <tag>', 'tag', 'latest')
     .addOption(new Option('--format <format>').choices(['qcow2', 'raw', 'bundle']).default('qcow2'))
     .option('--arch <arch>', 'architecture', 'x86_64')
+    .addOption(new Option('--access <access>', 'how a reservation key reaches the machine').choices(['hook', 'cloud-init', 'overlay']).default('hook'))
     .option('--expires <duration>', 'a temporary image, removed after this long (e.g. 2h)')
     .option('--json', 'the stored image as JSON')
     .option('--quiet', 'no progress')
@@ -74,6 +83,7 @@ export function addImageCommands(cli: Command, client: () => Paddock, print: (va
         tag: options.tag,
         format: options.format,
         arch: options.arch,
+        access: options.access,
         ...(options.expires ? { expires: options.expires } : {}),
         onProgress: (done, total) => {
           sent = done;

@@ -2,7 +2,7 @@
 // it), list, show, download (whole or a byte range), remove. A reference is `name` or `name:tag`.
 import { createReadStream, createWriteStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
-import type { ImageFormat, ImageListEntry, ImageView } from '../protocol/api.js';
+import type { ImageAccess, ImageFormat, ImageListEntry, ImageView } from '../protocol/api.js';
 import { PaddockError } from './errors.js';
 import type { Http } from './http.js';
 
@@ -11,6 +11,8 @@ export interface UploadOptions {
   tag?: string;
   format?: ImageFormat;
   arch?: string;
+  /** How a reservation's key reaches a machine booted from it (default hook: the image reads it the Paddock way). */
+  access?: ImageAccess;
   /** A temporary image: removed after this long, e.g. `2h`. */
   expires?: string;
   onProgress?: (sent: number, total: number) => void;
@@ -29,6 +31,7 @@ export class Images {
     const { size } = await stat(file);
     const searchParams: Record<string, string> = { format: options.format ?? 'qcow2', arch: options.arch ?? 'x86_64' };
     if (options.expires) searchParams.expires = options.expires;
+    if (options.access) searchParams.access = options.access;
     // One read of the file: its sha256 follows the bytes as a trailer, checked by the server.
     return this.http.putWithDigest<ImageView>(path(`${options.name}:${options.tag ?? 'latest'}`), {
       body: createReadStream(file, { highWaterMark: 1024 * 1024 }),

@@ -13,13 +13,14 @@ import { mkdir, open, rm, rename, stat, utimes } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Got } from 'got';
-import type { ImageFormat } from '../protocol/api.js';
+import { imageAccesses, type ImageAccess, type ImageFormat } from '../protocol/api.js';
 import { ProvisionError, type ImageSource, type LocalImage } from '../provisioners/types.js';
 
 interface ImageMetadata {
   ref: string;
   format: ImageFormat;
   arch: string;
+  access?: ImageAccess;
   size: number;
   sha256: string;
 }
@@ -75,7 +76,9 @@ export class ImageCache implements ImageSource {
       const now = new Date();
       await utimes(file, now, now).catch(() => undefined);
     }
-    return { ref: metadata.ref, sha256: metadata.sha256, format: metadata.format, arch: metadata.arch, size: metadata.size, file };
+    // An API older than image access serves only hook images.
+    const access = imageAccesses.includes(metadata.access as ImageAccess) ? (metadata.access as ImageAccess) : 'hook';
+    return { ref: metadata.ref, sha256: metadata.sha256, format: metadata.format, arch: metadata.arch, access, size: metadata.size, file };
   }
 
   /**

@@ -229,6 +229,15 @@ export interface ApiErrorBody {
 
 export type ImageFormat = 'qcow2' | 'raw' | 'bundle';
 
+/**
+ * How a reservation's key reaches a machine booted from an image: `hook`, the image reads it the
+ * Paddock way (QEMU fw_cfg, the board kernel's `paddock.authorized_key=`); `cloud-init`, a NoCloud
+ * seed (an attached `cidata` volume on QEMU, user data on OpenStack); `overlay`, an initramfs
+ * archive appended to a board bundle's initrd. Set at upload (default `hook`).
+ */
+export const imageAccesses = ['hook', 'cloud-init', 'overlay'] as const;
+export type ImageAccess = (typeof imageAccesses)[number];
+
 /** An image a provider can boot, as the API lists it beside Paddock's own. */
 export interface ProviderImage {
   /** What a reservation member's `image` names: `POOL/NAME`. */
@@ -261,6 +270,8 @@ export interface ImageView {
   tag: string;
   format: ImageFormat;
   arch: string;
+  /** How a reservation's key reaches a machine booted from it. */
+  access: ImageAccess;
   size: number;
   sha256: string;
   owner: string;

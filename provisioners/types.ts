@@ -4,7 +4,7 @@
 // one machine at a time; timeouts, retries, reporting to the API and the persisted provisioning
 // record belong to the loop, not to the kind: a kind keeps what it must remember across an agent
 // crash in the record's `detail`, through the ProvisionState handle the loop passes in.
-import type { ImageFormat, ProviderImage } from '../protocol/api.js';
+import type { ImageAccess, ImageFormat, ProviderImage } from '../protocol/api.js';
 import type { z } from 'zod';
 import type { Stage } from '../protocol/agent.js';
 
@@ -189,6 +189,8 @@ export interface LocalImage {
   sha256: string;
   format: ImageFormat;
   arch: string;
+  /** How the reservation's key reaches a machine booted from it. */
+  access: ImageAccess;
   size: number;
   file: string;
 }

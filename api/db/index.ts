@@ -12,6 +12,7 @@ import * as jobs from './migrations/0005-jobs.js';
 import * as offline from './migrations/0006-offline-machines.js';
 import * as unreachable from './migrations/0007-unreachable-machines.js';
 import * as labHosts from './migrations/0008-lab-hosts.js';
+import * as imageAccess from './migrations/0009-image-access.js';
 
 export interface TokenRow {
   name: string;
@@ -84,6 +85,7 @@ export interface ImageRow {
   tag: string;
   format: string;
   arch: string;
+  access?: string;
   size: number;
   sha256: string;
   owner: string;
@@ -154,6 +156,7 @@ const migrations = [
   { name: '0006-offline-machines', module: offline },
   { name: '0007-unreachable-machines', module: unreachable },
   { name: '0008-lab-hosts', module: labHosts },
+  { name: '0009-image-access', module: imageAccess },
 ];
 
 /**
@@ -291,6 +294,7 @@ export async function openDatabase(dataDir: string): Promise<Database> {
       tag: DataTypes.STRING,
       format: DataTypes.STRING,
       arch: DataTypes.STRING,
+      access: { type: DataTypes.STRING, defaultValue: 'hook' },
       size: DataTypes.BIGINT,
       sha256: DataTypes.STRING,
       owner: DataTypes.STRING,

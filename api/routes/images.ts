@@ -26,6 +26,8 @@ export function imageRoutes(table: RouteTable, catalog: ImageCatalog): void {
       query: {
         format: 'qcow2 (default), raw or bundle',
         arch: 'architecture label (default x86_64)',
+        access:
+          'how a reservation key reaches the machine: hook (default; the image reads it the Paddock way), cloud-init (a NoCloud seed) or overlay (appended to a bundle initrd)',
         expires: 'a temporary image: removed after this duration, e.g. 2h',
       },
       // Paddock-Sha256 as a header, or declared in Trailer: and sent after a chunked body; Paddock-Size with a chunked body.
@@ -58,6 +60,7 @@ export function imageRoutes(table: RouteTable, catalog: ImageCatalog): void {
           tag: ctx.params.tag,
           format: String(ctx.query.format ?? 'qcow2'),
           arch: String(ctx.query.arch ?? 'x86_64'),
+          ...(ctx.query.access === undefined ? {} : { access: String(ctx.query.access) }),
           ...(expires === undefined ? {} : { expiresInSeconds: expires }),
           ...(sha ? { expectedSha256: sha } : {}),
           ...(length ? { contentLength: Number(length) } : {}),

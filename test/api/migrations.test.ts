@@ -44,6 +44,7 @@ test('a file without the newest migration gets it on open and keeps its rows; an
     '0006-offline-machines',
     '0007-unreachable-machines',
     '0008-lab-hosts',
+    '0009-image-access',
   ]);
   await upgraded.close();
 
@@ -72,6 +73,7 @@ test('a migration that fails leaves the file as it was: no table of it, no recor
     '0006-offline-machines',
     '0007-unreachable-machines',
     '0008-lab-hosts',
+    '0009-image-access',
   ]);
   const [tokens] = await sequelize.query('SELECT name FROM tokens');
   t.deepEqual(tokens, [{ name: 'carol' }]);

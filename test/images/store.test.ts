@@ -181,3 +181,25 @@ test.serial('an expired temporary image is collected; an image in use cannot be 
   }
   t.is((await api.http().delete('v1/images/kept/v1')).statusCode, 204);
 });
+
+test.serial("an image's access is set at upload, shown, and checked against its format", async (t) => {
+  const bytes = randomBytes(2000);
+  const plain = await upload('access/plain', bytes);
+  t.is(plain.statusCode, 201);
+  t.is((plain.body as unknown as ImageView).access, 'hook', 'hook by default');
+  const cloud = await upload('access/cloud', bytes, { query: 'format=qcow2&access=cloud-init' });
+  t.is(cloud.statusCode, 201);
+  const shown = await api.http().get('v1/images/access/cloud', { responseType: 'json' });
+  t.is((shown.body as ImageView).access, 'cloud-init');
+  for (const [query, words] of [
+    ['access=password', 'access is one of hook, cloud-init, overlay'],
+    ['format=qcow2&access=overlay', 'access overlay is for boot bundles'],
+    ['format=bundle&access=cloud-init', 'access cloud-init is for disk images'],
+  ]) {
+    const refused = await upload('access/refused', bytes, { query });
+    t.is(refused.statusCode, 400, query);
+    t.is((refused.body as unknown as { code: string }).code, 'invalid_request', query);
+    t.true((refused.body as unknown as { message: string }).message.includes(words), query);
+  }
+  t.is((await api.http().get('v1/images/access/refused')).statusCode, 404, 'a refused upload stores nothing');
+});
