@@ -326,27 +326,33 @@ export function program(remoteCommand: string[] = []): Command {
     .command('release')
     .description('give machines back (idempotent)')
     .argument('[ids...]', 'the reservations (default: $PADDOCK_RESERVATION)')
-    .action(async (given: string[]) => {
+    .option('--json', 'the released reservations as JSON: [{id, state}]')
+    .action(async (given: string[], options: { json?: boolean }) => {
       const ids = given.length > 0 ? given : [reservationIdOr(undefined)];
       const paddock = client();
+      const released: { id: string; state: string }[] = [];
       let failed: unknown;
       for (const id of ids) {
         try {
-          print(`${id}: ${(await (await paddock.reservation(id)).release()).state}`);
+          const { state } = await (await paddock.reservation(id)).release();
+          released.push({ id, state });
+          if (!options.json) print(`${id}: ${state}`);
         } catch (error) {
           if (ids.length === 1) throw error;
           report(error);
           failed = error;
         }
       }
+      if (options.json) print(released);
       if (failed) process.exitCode = 1;
     });
 
   cli
     .command('renew')
     .description('extend the lease (up to the hard cap)')
-    .argument('<id>')
-    .action(async (id: string) => {
+    .argument('[id]', 'the reservation (default: $PADDOCK_RESERVATION)')
+    .action(async (given: string | undefined) => {
+      const id = reservationIdOr(given);
       const view = await (await client().reservation(id)).renew();
       print(`${id}: ${view.state}, expires ${view.expiresAt ?? '-'}`);
     });

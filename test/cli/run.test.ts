@@ -241,9 +241,13 @@ test.serial('PADDOCK_RESERVATION is the default reservation; without one, a clea
   t.is((await paddock(['ssh', '--', 'true'])).code, 2);
   t.is((await paddock(['release'])).code, 2);
 
-  const released = await paddock(['release'], { env });
+  const renewed = await paddock(['renew'], { env });
+  t.regex(renewed.stdout, new RegExp(`^${id}: ready, expires `));
+  const released = await paddock(['release', '--json'], { env });
   t.is(released.code, 0, released.stderr);
-  t.regex(released.stdout, new RegExp(`${id}: (releasing|released)`));
+  const [entry] = JSON.parse(released.stdout) as { id: string; state: string }[];
+  t.is(entry.id, id);
+  t.true(ended(entry.state));
 });
 
 test.serial("another user's reservation in PADDOCK_RESERVATION is refused, and left alone", async (t) => {
