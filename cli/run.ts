@@ -122,6 +122,17 @@ function setupFailure(error: unknown): unknown {
 /** A role as it appears in an environment variable name: upper case, `-` as `_`. */
 const variableRole = (role: string) => role.toUpperCase().replace(/-/g, '_');
 
+/** Two roles that would share PADDOCK_HOST_<ROLE>_<N> (`a-b` and `a_b`, `x` and `X`) are a usage error. */
+function checkVariableNames(members: readonly MemberRequest[]): void {
+  const seen = new Map<string, string>();
+  for (const { role } of members) {
+    const other = seen.get(variableRole(role));
+    if (other !== undefined)
+      throw new MemberSyntaxError(`roles ${other} and ${role} would share the variables PADDOCK_HOST_${variableRole(role)}_N; rename one`);
+    seen.set(variableRole(role), role);
+  }
+}
+
 /**
  * What `run --local` gives its command (README: "Commands that hold a lease"): the reservation,
  * its members as JSON, each member's address as PADDOCK_HOST_/PORT_/USER_<ROLE>_<N>, and an
@@ -204,6 +215,7 @@ export function addRunCommands(cli: Command, dependencies: RunDependencies, remo
       if (remoteCommand.length === 0) throw new MemberSyntaxError('run needs a command after --, e.g. paddock run x86 -- make test');
       if (options.local && options.on !== undefined) throw new MemberSyntaxError('--on names the member CMD runs on over SSH; with --local it runs here');
       const request = holdRequest(spec, options);
+      if (options.local) checkVariableNames(request.members);
       process.exitCode = await hold(dependencies, request, options.timeout, (reservation, stop) => {
         if (options.local) return runLocally(reservation, remoteCommand, stop);
         progress(`${reservation.id}: running on ${options.on ?? 'the first member'}`);

@@ -209,6 +209,9 @@ test.serial('run --on picks the member of a gang; bad requests fail before anyth
   const badOn = await paddock(['run', 'role=builder', '--on', 'test', '--', 'true']);
   t.is(badOn.code, 2);
   t.regex(badOn.stderr, /no member has role "test"/);
+  const clash = await paddock(['run', '--local', '-m', 'a-b=role=builder', '-m', 'A_b=role=tester', '--', 'true']);
+  t.is(clash.code, 2);
+  t.regex(clash.stderr, /roles a-b and A_b would share the variables PADDOCK_HOST_A_B_N/);
   const unsatisfiable = await paddock(['run', 'arch=armv7', '--', 'true']);
   t.is(unsatisfiable.code, 125, 'the reservation failed: 125, not a status CMD could have');
   t.regex(unsatisfiable.stderr, /\(unsatisfiable\)/);
