@@ -263,6 +263,11 @@ test.serial("another user's reservation in PADDOCK_RESERVATION is refused, and l
     t.notRegex(attempt.stderr + attempt.stdout, /PRIVATE KEY/);
   }
   t.is((await view(theirs, dave)).state, 'ready', "dave's reservation lives on");
+  for (const twisted of ['../tokens', '..', 'r-0123456789ab/../../tokens', '%2e%2e']) {
+    const attempt = await paddock(['show'], { env: { PADDOCK_RESERVATION: twisted } });
+    t.is(attempt.code, 1, twisted);
+    t.regex(attempt.stderr, /\((not_found|invalid_parameter)\)\n$/, twisted);
+  }
   t.is((await paddock(['release', theirs], { token: dave })).code, 0);
 });
 
