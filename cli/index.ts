@@ -2,16 +2,16 @@
 // Answers go to stdout (--json for programs), progress to stderr. Errors print one line,
 // `paddock: <message> (<code>)`, and exit 1, or 2 for usage errors; a stack trace only with
 // PADDOCK_DEBUG=1.
-import { spawn } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
-import path from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import type { ExplainView, MachineView, ReservationExplainView, ReservationView } from '../protocol/api.js';
 import { interactiveConsole, memberMachine } from './console.js';
 import { addImageCommands } from './images.js';
 import { addJobCommands } from './jobs.js';
-import { addTunnelCommands, proxyCommand } from './tunnel.js';
+import { addTunnelCommands } from './tunnel.js';
+import { openSsh } from './openssh.js';
+import { reservationAndMember, reservationIdOr } from './reservation-id.js';
+import { addRunCommands } from './run.js';
 import { membersFromArguments, MemberSyntaxError, splitRemoteCommand } from '../client/members.js';
 import { isEvent, Paddock, PaddockError, TimeoutError, type Progress, type Reservation } from '../client/index.js';
 
@@ -22,6 +22,7 @@ const progress = (line: string): void => {
   process.stderr.write(`${line}\n`);
 };
 
+const collect = (value: string, list: string[]) => [...list, value];
 const positiveInteger = (name: string, max?: number) => (value: string) => {
   if (!/^\d+$/.test(value) || Number(value) < 1 || (max !== undefined && Number(value) > max)) {
     throw new InvalidArgumentError(`${name} is a whole number ${max === undefined ? 'of at least 1' : `from 1 to ${max}`}`);
@@ -135,67 +136,6 @@ function machineNotes(machine: MachineView): string[] {
 }
 
 /**
- * Logs in with the real OpenSSH client: the reservation's key in a temp file (0600) and a temp
- * known_hosts pinning the member's host key, both removed afterwards, also when a signal comes.
- * Resolves with ssh's exit status (the remote command's, or 255 for ssh's own failures).
- */
-async function openSsh(id: string, target: string | undefined, command: string[]): Promise<number> {
-  const reservation = await new Paddock().reservation(id);
-  const credentials = await reservation.credentials();
-  const first = credentials.machines[0];
-  if (!target && !first) throw new PaddockError(`reservation ${id} has no ready member (it is ${reservation.state})`, 'invalid_target');
-  const machine = await reservation.target(target ?? `${first.role}.${first.index}`);
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'paddock-ssh-'));
-  let child: ReturnType<typeof spawn> | undefined;
-  const forward = (signal: NodeJS.Signals) => child?.kill(signal);
-  try {
-    const keyFile = path.join(dir, 'key');
-    const knownHosts = path.join(dir, 'known_hosts');
-    await writeFile(keyFile, credentials.privateKey, { mode: 0o600 });
-    await writeFile(knownHosts, `${machine.port === 22 ? machine.host : `[${machine.host}]:${machine.port}`} ${machine.hostKey}\n`, { mode: 0o600 });
-    // Through the API's tunnel: ssh still checks the pinned key, under the address the lab host reported.
-    const tunnelled = machine.via === 'paddock' ? ['-o', `ProxyCommand=${proxyCommand(reservation.id, target ?? `${first.role}.${first.index}`)}`] : [];
-    const args = [
-      ...tunnelled,
-      '-i',
-      keyFile,
-      '-o',
-      'IdentitiesOnly=yes',
-      '-o',
-      'StrictHostKeyChecking=yes',
-      '-o',
-      `UserKnownHostsFile=${knownHosts}`,
-      '-o',
-      'GlobalKnownHostsFile=/dev/null',
-      '-o',
-      'UpdateHostKeys=no',
-      '-o',
-      'LogLevel=ERROR',
-      '-p',
-      String(machine.port),
-      '-l',
-      machine.user,
-      '--',
-      machine.host,
-      ...command,
-    ];
-    // Until ssh exits, signals go to it (a ^C reaches it through the terminal anyway), so this
-    // process lives on to remove the key.
-    for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, forward);
-    return await new Promise<number>((resolve, reject) => {
-      child = spawn('ssh', args, { stdio: 'inherit' });
-      child.once('error', (error: NodeJS.ErrnoException) =>
-        reject(error.code === 'ENOENT' ? new PaddockError('the OpenSSH client (ssh) is not installed or not on PATH', 'ssh_not_found') : error),
-      );
-      child.once('exit', (code, signal) => resolve(code ?? 128 + (signal ? (os.constants.signals[signal] ?? 0) : 127)));
-    });
-  } finally {
-    for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.off(signal, forward);
-    await rm(dir, { recursive: true, force: true });
-  }
-}
-
-/**
  * `reserve --wait`: progress on stderr until ready. Nobody renews the lease after this process
  * exits, so a request it gives up on (timeout, ^C, SIGTERM) is cancelled rather than left to
  * grab machines later.
@@ -269,8 +209,8 @@ export function program(remoteCommand: string[] = []): Command {
     .description('reserve machines: a SPEC for one member, or -m ROLE[:COUNT]=SPEC for a gang')
     .argument('[spec]', 'spec of a single member (role main)')
     .option('-n, --count <n>', 'machines for the positional spec', positiveInteger('--count'))
-    .option('-m, --member <ROLE[:COUNT]=SPEC>', 'a gang member (repeatable)', (value: string, list: string[]) => [...list, value], [] as string[])
-    .option('--image <name>', 'image to boot on every member')
+    .option('-m, --member <ROLE[:COUNT]=SPEC>', 'a gang member (repeatable)', collect, [] as string[])
+    .option('--image <[ROLE=]IMAGE>', 'image to boot: IMAGE on every member, ROLE=IMAGE on the members of one role (repeatable)', collect, [] as string[])
     .option('--lease <duration>', 'lease, e.g. 30m', duration)
     .option('--priority <n>', 'queue priority (higher first)', integer)
     .option('--queue-timeout <duration>', 'give up if not granted within this, e.g. 1h', duration)
@@ -317,7 +257,7 @@ export function program(remoteCommand: string[] = []): Command {
   cli
     .command('console')
     .description("a reservation's serial console log; -f follows it live until the reservation ends; -i types at it (the owner, one at a time)")
-    .argument('<id>')
+    .argument('[id]', 'the reservation (default: $PADDOCK_RESERVATION)')
     .argument('[member]', 'role, role.N or role[N] (default: the first machine)')
     .option('--machine <name>', 'which machine, by name')
     .option('-f, --follow', 'keep printing new output until the reservation ends')
@@ -326,10 +266,11 @@ export function program(remoteCommand: string[] = []): Command {
     .option('--read-only', 'with -i: only watch')
     .action(
       async (
-        id: string,
-        member: string | undefined,
+        first: string | undefined,
+        second: string | undefined,
         options: { machine?: string; follow?: boolean; interactive?: boolean; takeover?: boolean; readOnly?: boolean },
       ) => {
+        const { id, member } = reservationAndMember(first, second);
         const reservation = await client().reservation(id, { renew: false });
         if (options.interactive) {
           process.exitCode = await interactiveConsole(reservation, { ...options, ...(member ? { member } : {}) });
@@ -343,10 +284,10 @@ export function program(remoteCommand: string[] = []): Command {
   cli
     .command('show')
     .description('a reservation: state, lease, machines with their stages, last events')
-    .argument('<id>')
+    .argument('[id]', 'the reservation (default: $PADDOCK_RESERVATION)')
     .option('--json', 'the reservation as JSON')
-    .action(async (id: string, options) => {
-      const reservation = await client().reservation(id);
+    .action(async (id: string | undefined, options) => {
+      const reservation = await client().reservation(reservationIdOr(id));
       if (options.json) return print(reservation.view);
       print(showReservation(reservation.view));
       const events = await reservation.events();
@@ -373,37 +314,45 @@ export function program(remoteCommand: string[] = []): Command {
 
   cli
     .command('ssh')
-    .description("log in to a member with OpenSSH, the reservation's key and a pinned host key; paddock ssh ID [TARGET] [-- CMD…]")
-    .argument('<id>')
+    .description("log in to a member with OpenSSH, the reservation's key and a pinned host key; paddock ssh [ID] [TARGET] [-- CMD…]")
+    .argument('[id]', 'the reservation (default: $PADDOCK_RESERVATION)')
     .argument('[target]', 'role, role.N or role[N] (default: the first machine)')
-    .action(async (id: string, target: string | undefined) => {
-      process.exitCode = await openSsh(id, target, remoteCommand);
+    .action(async (first: string | undefined, second: string | undefined) => {
+      const { id, member } = reservationAndMember(first, second);
+      process.exitCode = await openSsh(await client().reservation(id), member, remoteCommand);
     });
 
   cli
     .command('release')
     .description('give machines back (idempotent)')
-    .argument('<ids...>')
-    .action(async (ids: string[]) => {
+    .argument('[ids...]', 'the reservations (default: $PADDOCK_RESERVATION)')
+    .option('--json', 'the released reservations as JSON: [{id, state}]')
+    .action(async (given: string[], options: { json?: boolean }) => {
+      const ids = given.length > 0 ? given : [reservationIdOr(undefined)];
       const paddock = client();
+      const released: { id: string; state: string }[] = [];
       let failed: unknown;
       for (const id of ids) {
         try {
-          print(`${id}: ${(await (await paddock.reservation(id)).release()).state}`);
+          const { state } = await (await paddock.reservation(id)).release();
+          released.push({ id, state });
+          if (!options.json) print(`${id}: ${state}`);
         } catch (error) {
           if (ids.length === 1) throw error;
           report(error);
           failed = error;
         }
       }
+      if (options.json) print(released);
       if (failed) process.exitCode = 1;
     });
 
   cli
     .command('renew')
     .description('extend the lease (up to the hard cap)')
-    .argument('<id>')
-    .action(async (id: string) => {
+    .argument('[id]', 'the reservation (default: $PADDOCK_RESERVATION)')
+    .action(async (given: string | undefined) => {
+      const id = reservationIdOr(given);
       const view = await (await client().reservation(id)).renew();
       print(`${id}: ${view.state}, expires ${view.expiresAt ?? '-'}`);
     });
@@ -500,6 +449,7 @@ export function program(remoteCommand: string[] = []): Command {
   addImageCommands(cli, client, print, table);
   addJobCommands(cli, client, print, table);
   addTunnelCommands(cli);
+  addRunCommands(cli, { client, waitUntilReady, parse: { positiveInteger, integer, seconds, duration } }, remoteCommand);
 
   cli
     .command('whoami')
@@ -534,6 +484,7 @@ export async function main(argv: string[]): Promise<void> {
       return;
     }
     report(error);
-    process.exitCode = error instanceof MemberSyntaxError ? 2 : 1;
+    // Some errors carry their own status: `run` when no machine was had (125), no reservation given (2).
+    process.exitCode = error instanceof MemberSyntaxError ? 2 : ((error as { exitStatus?: number }).exitStatus ?? 1);
   }
 }

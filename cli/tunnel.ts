@@ -19,7 +19,7 @@ export function proxyCommand(id: string, member: string): string {
 }
 
 /** The ssh Host alias of a member, also the name its host key is pinned under. */
-export const hostAlias = (id: string, machine: CredentialsView['machines'][number]) => `paddock-${id}-${machine.role}.${machine.index}`;
+export const hostAlias = (id: string, machine: Pick<CredentialsView['machines'][number], 'role' | 'index'>) => `paddock-${id}-${machine.role}.${machine.index}`;
 
 async function tunnel(id: string, member: string, port: string): Promise<void> {
   if (!['22', 'ssh', 'console'].includes(port)) throw new PaddockError(`a tunnel goes to port 22 (ssh) or console, not ${port}`, 'port_not_allowed');

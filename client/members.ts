@@ -2,7 +2,8 @@
 // - when reserving, `-m ROLE[:COUNT]=SPEC`, e.g. `-m build=x86`, `-m test:3='arch=armv7 ram>=1GiB'`.
 //   The text is split at the first `=`, so specs keep theirs;
 // - when using one, a target `role`, `role.N` or `role[N]` (0-based; `role` is `role.0`);
-// - `paddock ssh ID [TARGET] -- CMD…`: everything after `--` is the remote command.
+// - `--image IMAGE` (every member) or `--image ROLE=IMAGE` (one role), repeatable;
+// - `paddock ssh ID [TARGET] -- CMD…`, `paddock run SPEC -- CMD…`: everything after `--` is the command.
 import type { MemberRequest } from '../protocol/api.js';
 
 /** A malformed member argument: a usage error (the CLI exits 2). */
@@ -28,10 +29,15 @@ export function parseMemberArgument(text: string): MemberRequest {
 }
 
 /**
- * The members of `paddock reserve [SPEC] [-n COUNT] [-m …]…`: a positional spec is role `main`
- * (listed first); `--image` applies to every member. Roles must be distinct.
+ * The members of `paddock reserve [SPEC] [-n COUNT] [-m …]… [--image …]…`: a positional spec is
+ * role `main` (listed first). Roles must be distinct. See `withImages` for the images.
  */
-export function membersFromArguments(spec: string | undefined, count: number | undefined, members: readonly string[], image?: string): MemberRequest[] {
+export function membersFromArguments(
+  spec: string | undefined,
+  count: number | undefined,
+  members: readonly string[],
+  images: string | readonly string[] = [],
+): MemberRequest[] {
   const list = members.map(parseMemberArgument);
   if (spec !== undefined) {
     if (!spec.trim()) throw new MemberSyntaxError('the SPEC is empty');
@@ -46,7 +52,38 @@ export function membersFromArguments(spec: string | undefined, count: number | u
     if (roles.has(member.role)) throw new MemberSyntaxError(`role ${member.role} is given twice; use ROLE:COUNT for several machines of one role`);
     roles.add(member.role);
   }
-  return image === undefined ? list : list.map((member) => ({ ...member, image }));
+  return withImages(list, typeof images === 'string' ? [images] : images);
+}
+
+/**
+ * Applies `--image` arguments: `IMAGE` boots on every member without an image of its own,
+ * `ROLE=IMAGE` on that role's members (image names hold no `=`). A role that is not a member, a
+ * role named twice or two bare images are usage errors.
+ */
+export function withImages(members: readonly MemberRequest[], images: readonly string[]): MemberRequest[] {
+  let everyMember: string | undefined;
+  const perRole = new Map<string, string>();
+  for (const text of images) {
+    const at = text.indexOf('=');
+    const image = text.slice(at + 1).trim();
+    if (!image) throw new MemberSyntaxError(`--image "${text}": the image name is empty`);
+    if (at < 0) {
+      if (everyMember !== undefined)
+        throw new MemberSyntaxError(`--image is given twice for every member (${everyMember}, ${image}); write --image ROLE=IMAGE per member`);
+      everyMember = image;
+      continue;
+    }
+    const role = text.slice(0, at).trim();
+    if (!members.some((member) => member.role === role)) {
+      throw new MemberSyntaxError(`--image "${text}": no member has role "${role}" (the roles are ${members.map((member) => member.role).join(', ')})`);
+    }
+    if (perRole.has(role)) throw new MemberSyntaxError(`--image is given twice for role ${role}`);
+    perRole.set(role, image);
+  }
+  return members.map((member) => {
+    const image = perRole.get(member.role) ?? everyMember;
+    return image === undefined ? { ...member } : { ...member, image };
+  });
 }
 
 /** A member of a granted reservation: `build` (= `build.0`), `test.1` or `test[1]`. */
@@ -58,15 +95,18 @@ export function parseMemberTarget(text: string): { role: string; index: number }
   return { role: match[1], index };
 }
 
+/** The subcommands that take a command after `--`. */
+const commandTaking = ['ssh', 'run'];
+
 /**
- * Splits `ssh ID [TARGET] -- CMD…` at the first `--` after the subcommand: what comes before goes
- * to the option parser, what comes after is the remote command verbatim (so `ssh ID -- uname -a`
- * runs `uname -a` on the default member instead of taking `uname` for a target). Other
- * subcommands are returned untouched.
+ * Splits `ssh ID [TARGET] -- CMD…` (and `run … -- CMD…`) at the first `--` after the subcommand:
+ * what comes before goes to the option parser, what comes after is the command verbatim (so
+ * `ssh ID -- uname -a` runs `uname -a` on the default member instead of taking `uname` for a
+ * target). Other subcommands are returned untouched.
  */
 export function splitRemoteCommand(argv: readonly string[]): { args: string[]; command: string[] } {
   const subcommand = argv.findIndex((arg) => !arg.startsWith('-'));
-  if (subcommand < 0 || argv[subcommand] !== 'ssh') return { args: [...argv], command: [] };
+  if (subcommand < 0 || !commandTaking.includes(argv[subcommand])) return { args: [...argv], command: [] };
   const separator = argv.indexOf('--', subcommand + 1);
   if (separator < 0) return { args: [...argv], command: [] };
   return { args: argv.slice(0, separator), command: argv.slice(separator + 1) };

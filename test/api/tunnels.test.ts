@@ -152,6 +152,10 @@ test.serial('the owner reaches a via-paddock machine through the tunnel: run, co
   const viaSsh = await paddock(['ssh', reservation.id, 'host', '--', 'echo', 'paddock-ssh-ok'], tokens.alice);
   t.is(viaSsh.code, 0, viaSsh.stderr);
   t.is(viaSsh.stdout, 'paddock-ssh-ok\n');
+  const scpBackViaPaddock = path.join(scratch, 'paddock-scp-back.bin');
+  const viaScp = await paddock(['scp', `${reservation.id}:host:tunnel-payload.bin`, scpBackViaPaddock], tokens.alice);
+  t.is(viaScp.code, 0, viaScp.stderr);
+  t.is(sha256(scpBackViaPaddock), sha256(local), 'paddock scp goes through the tunnel too');
 
   // A tunnel open when the reservation ends is closed with it.
   const stream = await reservation.tunnel('host-1', 'ssh');
@@ -162,6 +166,18 @@ test.serial('the owner reaches a via-paddock machine through the tunnel: run, co
   stream.resume();
   await reservation.release();
   t.regex(await ended, /end|close/, 'the stream ended with the reservation');
+});
+
+test.serial('paddock run reaches a via-paddock machine through the tunnel, and --local gets an ssh_config that does', async (t) => {
+  const run = await paddock(['run', 'slot=1', '--', 'sh', '-c', 'echo "run-$((6*7))"'], tokens.alice);
+  t.is(run.code, 0, run.stderr);
+  t.is(run.stdout, 'run-42\n');
+  const local = await paddock(
+    ['run', '--local', 'slot=1', '--', 'ssh -F "$PADDOCK_SSH_CONFIG" "paddock-$PADDOCK_RESERVATION-main.0" echo local-$((6*7))'],
+    tokens.alice,
+  );
+  t.is(local.code, 0, local.stderr);
+  t.is(local.stdout, 'local-42\n');
 });
 
 test.serial('tunnels refuse other users, admins, ports a machine does not offer, other machines, ended reservations, and other lab hosts', async (t) => {

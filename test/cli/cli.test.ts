@@ -2,7 +2,7 @@
 import { execFile } from 'node:child_process';
 import path from 'node:path';
 import test from 'ava';
-import { startApi, staticMachinesYaml, testConfig, type TestApi } from '../helpers/api.js';
+import { startApi, staticHostOn, staticMachinesYaml, testConfig, type TestApi } from '../helpers/api.js';
 import { startSshd, type TestSshd } from '../helpers/sshd.js';
 
 let api: TestApi;
@@ -27,13 +27,7 @@ test.before(async () => {
   api = await startApi(
     testConfig(
       staticMachinesYaml(
-        hosts.map((host, index) => ({
-          name: `host-${index + 1}`,
-          port: host.port,
-          adminKeyPath: host.adminKey.path,
-          authorizedKeysFile: host.authorizedKeysFile,
-          labels: { type: 'static-host', arch: 'x86_64', role: index === 0 ? 'builder' : 'tester' },
-        })),
+        hosts.map((host, index) => staticHostOn(host, `host-${index + 1}`, { type: 'static-host', arch: 'x86_64', role: index === 0 ? 'builder' : 'tester' })),
       ),
     ),
   );

@@ -46,6 +46,32 @@ test('a positional spec is role main and comes first; -n counts it; an image app
   ]);
 });
 
+test('--image ROLE=IMAGE per role; a bare image is for the members without one of their own', (t) => {
+  const gang = ['build=arch=x86_64', 'test:3=type=board'];
+  t.deepEqual(membersFromArguments(undefined, undefined, gang, ['build=x86:ci-12', 'test=arm:ci-12']), [
+    { role: 'build', spec: 'arch=x86_64', count: 1, image: 'x86:ci-12' },
+    { role: 'test', spec: 'type=board', count: 3, image: 'arm:ci-12' },
+  ]);
+  t.deepEqual(membersFromArguments(undefined, undefined, gang, ['test=arm:1', 'base:2']), [
+    { role: 'build', spec: 'arch=x86_64', count: 1, image: 'base:2' },
+    { role: 'test', spec: 'type=board', count: 3, image: 'arm:1' },
+  ]);
+  t.deepEqual(membersFromArguments(undefined, undefined, gang, ['test=arm:1']), [
+    { role: 'build', spec: 'arch=x86_64', count: 1 },
+    { role: 'test', spec: 'type=board', count: 3, image: 'arm:1' },
+  ]);
+  const refused: [string[], RegExp][] = [
+    [['deploy=x:1'], /no member has role "deploy" \(the roles are build, test\)/],
+    [['a:1', 'b:1'], /given twice for every member/],
+    [['test=a:1', 'test=b:1'], /given twice for role test/],
+    [['test='], /image name is empty/],
+    [[''], /image name is empty/],
+  ];
+  for (const [images, message] of refused) {
+    t.throws(() => membersFromArguments(undefined, undefined, gang, images), { instanceOf: MemberSyntaxError, message }, images.join(' '));
+  }
+});
+
 test('roles cannot repeat, something must be asked for, and -n needs a positional spec', (t) => {
   t.throws(() => membersFromArguments(undefined, undefined, ['a=x', 'a:2=y']), { instanceOf: MemberSyntaxError, message: /role a is given twice/ });
   t.throws(() => membersFromArguments('x', undefined, ['main=y']), { message: /role main is given twice/ });
@@ -64,10 +90,11 @@ test('member targets: role, role.N, role[N]', (t) => {
   }
 });
 
-test('ssh: everything after the first -- is the remote command, verbatim', (t) => {
+test('ssh and run: everything after the first -- is the command, verbatim', (t) => {
   t.deepEqual(splitRemoteCommand(['ssh', 'r-1', '--', 'uname', '-a']), { args: ['ssh', 'r-1'], command: ['uname', '-a'] });
   t.deepEqual(splitRemoteCommand(['ssh', 'r-1', 'test.1', '--', 'sh', '-c', 'a -- b']), { args: ['ssh', 'r-1', 'test.1'], command: ['sh', '-c', 'a -- b'] });
   t.deepEqual(splitRemoteCommand(['ssh', 'r-1']), { args: ['ssh', 'r-1'], command: [] });
   t.deepEqual(splitRemoteCommand(['ssh', 'r-1', '--']), { args: ['ssh', 'r-1'], command: [] });
+  t.deepEqual(splitRemoteCommand(['run', '-m', 'a=x', '--', 'make', '--', 'check']), { args: ['run', '-m', 'a=x'], command: ['make', '--', 'check'] });
   t.deepEqual(splitRemoteCommand(['reserve', '--', '-weird']), { args: ['reserve', '--', '-weird'], command: [] }, 'other commands are left alone');
 });

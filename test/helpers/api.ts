@@ -6,7 +6,7 @@ import path from 'node:path';
 import got from 'got';
 import { parseConfig, type Config } from '../../api/config.js';
 import { serve, type RunningServer } from '../../cli/serve.js';
-import { tenantOf } from './sshd.js';
+import { tenantOf, type TestSshd } from './sshd.js';
 
 export interface TestApi {
   url: string;
@@ -92,6 +92,15 @@ export function jsonClient(url: string, token: string | undefined): JsonClient {
   };
   return { get: call('get'), post: call('post'), put: call('put'), delete: call('delete') };
 }
+
+/** A static machine named `name` on a test sshd, for staticMachinesYaml. */
+export const staticHostOn = (sshd: TestSshd, name: string, labels?: Record<string, string>) => ({
+  name,
+  port: sshd.port,
+  adminKeyPath: sshd.adminKey.path,
+  authorizedKeysFile: sshd.authorizedKeysFile,
+  ...(labels ? { labels } : {}),
+});
 
 /**
  * YAML for static machines backed by test sshd instances: Paddock logs in as the user running the
