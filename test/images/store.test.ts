@@ -189,7 +189,7 @@ test.serial("an image's access is set at upload, shown, and checked against its 
   t.is((plain.body as unknown as ImageView).access, 'hook', 'hook by default');
   const cloud = await upload('access/cloud', bytes, { query: 'format=qcow2&access=cloud-init' });
   t.is(cloud.statusCode, 201);
-  const shown = await api.http().get('v1/images/access/cloud', { responseType: 'json' });
+  const shown = await api.http().get('v1/images/access/cloud');
   t.is((shown.body as ImageView).access, 'cloud-init');
   for (const [query, words] of [
     ['access=password', 'access is one of hook, cloud-init, overlay'],
