@@ -19,6 +19,9 @@
 import { stringify } from 'yaml';
 import { generateKeyPair } from '../protocol/ssh-keys.js';
 
+/** cloud-init reads YAML 1.1 (PyYAML), where a bare `off` or `yes` is a boolean: such strings are quoted. */
+const yaml11 = { lineWidth: 0, version: '1.1' } as const;
+
 export interface HostKeyPair {
   /** OpenSSH private key file text. */
   privateKey: string;
@@ -45,7 +48,7 @@ export function cloudConfig(options: { publicKey: string; hostKey: HostKeyPair }
     cloud_config_modules: ['set-passwords', 'runcmd'],
     cloud_final_modules: ['scripts-per-instance', 'scripts-user', 'final-message'],
   };
-  return `#cloud-config\n${stringify(config, { lineWidth: 0 })}`;
+  return `#cloud-config\n${stringify(config, yaml11)}`;
 }
 
 /**
@@ -53,7 +56,7 @@ export function cloudConfig(options: { publicKey: string; hostKey: HostKeyPair }
  * modules, the keys among them, only once per id) and the hostname.
  */
 export function noCloudMetaData(options: { instanceId: string; hostname: string }): string {
-  return stringify({ 'instance-id': options.instanceId, 'local-hostname': options.hostname });
+  return stringify({ 'instance-id': options.instanceId, 'local-hostname': options.hostname }, yaml11);
 }
 
 /** A hostname (one DNS label) from a machine name: lower case, other characters as `-`, at most 63. */
