@@ -5,9 +5,9 @@
 // its sha256; `POOL/NAME` names one of the cloud's own), the reservation's public key as a Nova
 // keypair, as cloud-init user data (`keys: userdata`), or both (images whose access is cloud-init);
 // user data also carries a host key made for the server, which readiness and clients pin. The server
-// is tagged with this Paddock's id and the reservation id. Readiness: the server is accepted (powerConfirmed), ACTIVE (bootSeen), has an
-// address (addressKnown), and an SSH login works with its host key captured (sshReady; skipped
-// with `ready: active`). A server that goes to ERROR or is not ACTIVE in time is deleted and
+// is tagged with this Paddock's id and the reservation id. Readiness: the server is accepted
+// (powerConfirmed), ACTIVE (bootSeen), has an address (addressKnown), and an SSH login works with
+// its host key captured (sshReady; skipped with `ready: active`). A server that goes to ERROR or is not ACTIVE in time is deleted and
 // replaced, up to replaceAttempts; "no valid host" and quota errors say the cloud is full, and the
 // scheduler queues the request again. Release deletes the server and the keypair and waits until
 // they are gone. What the cloud holds is found by the tags (servers) and the names (keypairs), so a
