@@ -1,5 +1,18 @@
 // Reserve→ready through Paddock against a plain script doing the same by hand: rounds alternate
 // which goes first (so neither always runs on a warmer machine), and the medians are compared.
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Paddock } from '../client/index.js';
+
+/** Seconds from reserving one VM of `image` until it is ready; then released, and the slot free again. */
+export async function reserveToReady(paddock: Paddock, image: string, timeoutSeconds: number): Promise<number> {
+  const started = process.hrtime.bigint();
+  const reservation = await paddock.reserve({ members: [{ role: 'vm', spec: 'arch=x86_64', image }], lease: '60m' }, { renew: false });
+  await reservation.ready({ timeout: timeoutSeconds });
+  const elapsed = Number(process.hrtime.bigint() - started) / 1e9;
+  await reservation.release();
+  while ((await paddock.machines()).some((machine) => machine.state !== 'available')) await sleep(50);
+  return elapsed;
+}
 export async function compareToPlain(options: {
   rounds: number;
   what: string;

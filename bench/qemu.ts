@@ -15,7 +15,7 @@ import { parseConfig } from '../api/config.js';
 import { serve } from '../cli/serve.js';
 import { Paddock } from '../client/index.js';
 import { freeLoopbackPort } from '../provisioners/qemu/adapter.js';
-import { compareToPlain } from './compare.js';
+import { compareToPlain, reserveToReady } from './compare.js';
 
 const run = promisify(execFile);
 const rounds = Number(process.argv[2] ?? 7);
@@ -57,15 +57,7 @@ try {
   const paddock = new Paddock({ url: server.url, token: readFileSync(server.adminTokenFile, 'utf8').trim() });
   await paddock.images.upload(path.join(imageDir, 'bundle.tar'), { name: 'tiny', format: 'bundle' });
 
-  const throughPaddock = async () => {
-    const started = process.hrtime.bigint();
-    const reservation = await paddock.reserve({ members: [{ role: 'vm', spec: 'arch=x86_64', image: 'tiny' }], lease: '10m' }, { renew: false });
-    await reservation.ready({ timeout: 300 });
-    const elapsed = seconds(started);
-    await reservation.release();
-    while ((await paddock.machines()).some((machine) => machine.state !== 'available')) await sleep(50);
-    return elapsed;
-  };
+  const throughPaddock = () => reserveToReady(paddock, 'tiny', 300);
   const plain = async (round: number) => {
     const runDir = mkdtempSync(path.join(dir, `plain-${round}-`));
     const port = await freeLoopbackPort();

@@ -35,5 +35,6 @@ fi
 # The `paddock` command runs the compiled code (bin/paddock.js): build it.
 npm run --silent build
 
-# The x86 test images (kernel + initramfs bundle, qcow2 disk bundle): a stamp check when cached.
+# The test images (kernel + initramfs bundles, a qcow2 disk bundle, and as root a stock Debian cloud
+# image, about 3 minutes to build with mmdebstrap): a stamp check when cached.
 bash images/recipes/build-test-images.sh >/dev/null

@@ -4,6 +4,8 @@
 #   CACHEDIR/x86-disk/        (x86-disk.sh)        disk.qcow2 vmlinux initrd.cpio.gz cmdline kernel-release bundle.tar
 #   CACHEDIR/arm64-initramfs/ (arm64-initramfs.sh) Image.gz initrd.cpio.gz cmdline kernel-release bundle.tar
 #   CACHEDIR/armv7-initramfs/ (armv7-initramfs.sh) zImage initrd.cpio.gz cmdline kernel-release bundle.tar
+#   CACHEDIR/debian-cloud/    (debian-cloud.sh)    disk.qcow2: a stock Debian cloud image (cloud-init), no bundle;
+#                             built only as root (mmdebstrap), about 3 minutes
 #   CACHEDIR/debs/            downloaded .debs, shared by the recipes (unused ones are pruned), and
 #   CACHEDIR/debs/apt-arm64/, apt-armhf/   the private apt states (package lists) for the ARM packages
 # CACHEDIR defaults to ${PADDOCK_IMAGE_CACHE:-$HOME/.cache/paddock/images}.
@@ -19,10 +21,11 @@
 #   x86-disk /root/.cache/paddock/images/x86-disk
 #   arm64-initramfs /root/.cache/paddock/images/arm64-initramfs
 #   armv7-initramfs /root/.cache/paddock/images/armv7-initramfs
+#   debian-cloud /root/.cache/paddock/images/debian-cloud   (absent when not root and not built before)
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 CACHE=${1:-${PADDOCK_IMAGE_CACHE:-$HOME/.cache/paddock/images}}
-IMAGES=(x86-initramfs x86-disk arm64-initramfs armv7-initramfs)
+IMAGES=(x86-initramfs x86-disk arm64-initramfs armv7-initramfs debian-cloud)
 arch_of() { case $1 in arm64-*) echo arm64 ;; armv7-*) echo armhf ;; *) echo amd64 ;; esac; }
 
 PROG=build-test-images
@@ -54,10 +57,19 @@ for name in "${IMAGES[@]}"; do
   PACKAGES[$arch]=$(package_state)
 done
 
-recipes_hash=$(cd "$HERE" && find . -name '*.sh' -type f | LC_ALL=C sort | xargs sha256sum)
+# (debian-cloud.sh is left out: the small images do not use it)
+recipes_hash=$(cd "$HERE" && find . -name '*.sh' -type f ! -name debian-cloud.sh | LC_ALL=C sort | xargs sha256sum)
 # a recipe's stamp: every recipe file (they share lib/ and guest/) + its packages + its name
+# The cloud image shares nothing with the others: its stamp is its own recipe, the amd64 kernel and
+# the versions of its main packages (mmdebstrap resolves the rest itself), so a change to the small
+# images' recipes does not cost a rebuild of it.
 stamp_of() {
-  printf '%s\n%s\n%s\n' "$1" "$recipes_hash" "${PACKAGES[$(arch_of "$1")]}" | sha256sum | cut -d' ' -f1
+  if [ "$1" = debian-cloud ]; then
+    printf '%s\n%s\n%s\n%s\n' "$1" "$(sha256sum "$HERE/debian-cloud.sh")" "${PACKAGES[amd64]}" \
+      "$(apt-cache policy cloud-init openssh-server systemd 2>/dev/null | awk '/^[^ ]/ { p = $1 } /^  Candidate:/ { print p, $2 }')"
+  else
+    printf '%s\n%s\n%s\n' "$1" "$recipes_hash" "${PACKAGES[$(arch_of "$1")]}"
+  fi | sha256sum | cut -d' ' -f1
 }
 
 touch "$CACHE/.build-start"
@@ -70,13 +82,17 @@ for name in "${IMAGES[@]}"; do
     log "$name is up to date"
     continue
   fi
+  if [ "$name" = debian-cloud ] && [ "$(id -u)" -ne 0 ]; then
+    log "$name: not building it (needs root); the tests that boot it will say so"
+    continue
+  fi
   log "building $name (recipes or packages changed, or no image yet)"
   start=$(date +%s)
   rm -rf "$dir.new"
   "$HERE/$name.sh" "$dir.new" ||
     { rm -rf "$dir.new"; log "$name: build failed"; exit 1; }
   # bundle.tar: the ARM recipes write their own; the x86 ones leave it to this script
-  [ -f "$dir.new/bundle.tar" ] || pack_bundle "$dir.new"
+  [ -f "$dir.new/bundle.tar" ] || [ "$name" = debian-cloud ] || pack_bundle "$dir.new"
   echo "$stamp" > "$dir.new/.stamp"
   rm -rf "$dir.old"
   if [ -e "$dir" ]; then mv "$dir" "$dir.old"; fi
@@ -103,5 +119,5 @@ fi
 rm -f "$CACHE/.build-start"
 
 for name in "${IMAGES[@]}"; do
-  echo "$name $CACHE/$name"
+  [ ! -d "$CACHE/$name" ] || echo "$name $CACHE/$name"
 done

@@ -3,10 +3,11 @@
 //
 // For a reservation: the image (one stored in Paddock is uploaded to Glance once and found again by
 // its sha256; `POOL/NAME` names one of the cloud's own), the reservation's public key as a Nova
-// keypair or as cloud-init user data, and a server tagged with this Paddock's id and the
-// reservation id. Readiness: the server is accepted (powerConfirmed), ACTIVE (bootSeen), has an
-// address (addressKnown), and an SSH login works with its host key captured (sshReady; skipped
-// with `ready: active`). A server that goes to ERROR or is not ACTIVE in time is deleted and
+// keypair, as cloud-init user data (`keys: userdata`), or both (images whose access is cloud-init);
+// user data also carries a host key made for the server, which readiness and clients pin. The server
+// is tagged with this Paddock's id and the reservation id. Readiness: the server is accepted
+// (powerConfirmed), ACTIVE (bootSeen), has an address (addressKnown), and an SSH login works with
+// its host key captured (sshReady; skipped with `ready: active`). A server that goes to ERROR or is not ACTIVE in time is deleted and
 // replaced, up to replaceAttempts; "no valid host" and quota errors say the cloud is full, and the
 // scheduler queues the request again. Release deletes the server and the keypair and waits until
 // they are gone. What the cloud holds is found by the tags (servers) and the names (keypairs), so a
@@ -15,6 +16,8 @@ import { randomBytes } from 'node:crypto';
 import { createReadStream, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { ImageAccess } from '../../protocol/api.js';
+import { cloudConfig, newHostKey } from '../cloud-init.js';
 import { SshProber } from '../ssh-probe.js';
 import {
   parseSettings,
@@ -30,6 +33,11 @@ import {
 import { OpenStackError, type GlanceImage, type OpenStackClient, type Server } from './client.js';
 import { clientFor, clientKey } from './cloud.js';
 import { openstackSettings, type OpenStackSettings } from './settings.js';
+
+/** What the kind keeps in the provisioning record: the host key a server's user data gave it. */
+interface OpenStackDetail {
+  pinnedHostKey?: string;
+}
 
 export const createOpenStackProvisioner: ProvisionerFactory<OpenStackSettings> = (context) => new OpenStackProvisioner(context);
 
@@ -109,8 +117,12 @@ export class OpenStackProvisioner implements Provisioner<OpenStackSettings> {
     const network = await client.networkId(settings.network);
     if (!network)
       throw new ProvisionError(`${where}: the cloud has no network ${settings.network}`, 'infrastructure', 'powerConfirmed', { code: 'cloud_misconfigured' });
-    const imageId = await this.imageFor(client, request, settings, signal, where);
+    const image = await this.imageFor(client, request, settings, signal, where);
     const keyName = this.keypairName(request.reservationId, request.machine.name);
+    // cloud-init user data for `keys: userdata` pools and for images whose access is cloud-init (then
+    // beside the keypair): the key, and a host key made here that readiness and clients pin.
+    const hostKey = settings.keys === 'userdata' || image.access === 'cloud-init' ? newHostKey(`paddock-host:${request.allocationId}`) : undefined;
+    const earlier = (await request.state.read()) as OpenStackDetail | undefined;
     if (settings.keys === 'keypair') {
       await client.deleteKeypair(keyName);
       await client.createKeypair(keyName, request.publicKey);
@@ -118,7 +130,7 @@ export class OpenStackProvisioner implements Provisioner<OpenStackSettings> {
     const body = {
       name: `paddock-${request.reservationId}-${request.machine.name}`,
       flavorRef: settings.flavor,
-      imageRef: imageId,
+      imageRef: image.id,
       networks: [{ uuid: network }],
       tags: [this.tag, `paddock-reservation:${request.reservationId}`],
       metadata: {
@@ -127,20 +139,25 @@ export class OpenStackProvisioner implements Provisioner<OpenStackSettings> {
         paddock_machine: request.machine.name,
         paddock_instance: this.instance,
       },
-      ...(settings.keys === 'keypair'
-        ? { key_name: keyName }
-        : { user_data: Buffer.from(`#cloud-config\nssh_authorized_keys:\n  - ${request.publicKey}\n`).toString('base64') }),
+      ...(settings.keys === 'keypair' ? { key_name: keyName } : {}),
+      // Nova takes user data base64-encoded (at most 65535 bytes once encoded).
+      ...(hostKey ? { user_data: Buffer.from(cloudConfig({ publicKey: request.publicKey, hostKey })).toString('base64') } : {}),
     };
 
     let server: Server | undefined;
     let lastFailure = '';
     let powered = false;
+    let pinnedHostKey = hostKey?.publicKey;
     for (let attempt = 0; attempt <= settings.replaceAttempts; attempt++) {
       signal.throwIfAborted();
-      // After an agent restart the server made before it may still be booting: carry on with it.
+      // After an agent restart the server made before it may still be booting: carry on with it
+      // (and with the host key its user data gave it).
       server =
         attempt === 0 ? (await this.servers(client)).find((each) => ownerOf(each).allocation === request.allocationId && each.status !== 'ERROR') : undefined;
-      if (!server) {
+      if (server) pinnedHostKey = earlier?.pinnedHostKey;
+      else {
+        pinnedHostKey = hostKey?.publicKey;
+        if (pinnedHostKey) await request.state.save({ pinnedHostKey });
         try {
           server = await client.createServer(body);
         } catch (error) {
@@ -191,12 +208,12 @@ export class OpenStackProvisioner implements Provisioner<OpenStackSettings> {
 
     if (settings.ready === 'active') {
       this.watch(request, client, serverId, settings.watchInterval);
-      return { host: address, port: 22, user: settings.user };
+      return { host: address, port: 22, user: settings.user, ...(pinnedHostKey ? { hostKey: pinnedHostKey } : {}) };
     }
     const prober = new SshProber({ host: address, port: 22, user: settings.user, privateKey: request.privateKey ?? '', signal }, 0);
     const sshDeadline = Date.now() + settings.sshTimeout * 1000;
     for (;;) {
-      prober.poke(false);
+      prober.poke(false, pinnedHostKey);
       if (prober.hostKey !== undefined) break;
       if (Date.now() > sshDeadline) {
         throw new ProvisionError(`${where}: no SSH login on ${address} within ${settings.sshTimeout}s (last attempt: ${prober.last})`, 'request', 'sshReady', {
@@ -235,7 +252,7 @@ export class OpenStackProvisioner implements Provisioner<OpenStackSettings> {
     settings: OpenStackSettings,
     signal: AbortSignal,
     where: string,
-  ): Promise<string> {
+  ): Promise<{ id: string; access?: ImageAccess }> {
     const ref = request.image;
     if (!ref)
       throw new ProvisionError(
@@ -254,7 +271,7 @@ export class OpenStackProvisioner implements Provisioner<OpenStackSettings> {
       if (!found && /^[0-9a-f-]{36}$/i.test(name)) found = await client.image(name);
       if (!found || found.status !== 'active')
         throw new ProvisionError(`${where}: the cloud has no active image ${name}`, 'request', undefined, { code: 'image_not_found' });
-      return found.id;
+      return { id: found.id };
     }
     const local = await this.context.images.fetch(ref, signal);
     if (local.format === 'bundle') {
@@ -279,7 +296,7 @@ export class OpenStackProvisioner implements Provisioner<OpenStackSettings> {
         () => this.uploads.delete(key),
       );
     }
-    return upload;
+    return { id: await upload, access: local.access };
   }
 
   private async upload(client: OpenStackClient, ref: string, sha256: string, format: string, file: string): Promise<string> {

@@ -39,7 +39,11 @@ export const openstackSettingsSchema = z.strictObject({
     .string()
     .regex(/^[a-z_][a-z0-9_.-]*\$?$/i, 'not a user name')
     .default('root'),
-  /** How the reservation's public key reaches the server: a Nova keypair, or cloud-init user data. */
+  /**
+   * How the reservation's public key reaches the server: a Nova keypair, or cloud-init user data (the
+   * key for the image's default user and root, and a host key Paddock made, so it is pinned from the
+   * first login). Images uploaded with access `cloud-init` get the user data with either.
+   */
   keys: z.enum(['keypair', 'userdata']).default('keypair'),
   /** Seconds a new server has to become ACTIVE before it is deleted and replaced. */
   activeTimeout: z.number().positive().max(3600).default(300),

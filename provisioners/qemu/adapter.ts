@@ -87,12 +87,15 @@ export interface VmSpec extends Pick<QemuSettings, 'binary' | 'machine' | 'accel
   pidFile: string;
   /** A unix socket QEMU listens on for the serial console (consoleSocket). */
   consoleSocket: string;
-  keyFile: string;
+  /** The reservation's public key for the guest's fw_cfg hook (images with access `hook`). */
+  keyFile?: string;
+  /** A NoCloud `cidata` volume, attached read-only after the disk (images with access `cloud-init`). */
+  seed?: string;
   disk?: string;
   kernel?: { kernel: string; initrd?: string; dtb?: string; append: string };
 }
 
-/** QEMU's arguments for a VM: no display, user networking with SSH forwarded, the key in fw_cfg. */
+/** QEMU's arguments for a VM: no display, user networking with SSH forwarded, the key in fw_cfg or a cloud-init seed. */
 export function qemuArgs(vm: VmSpec): string[] {
   const args = [
     '-name',
@@ -117,18 +120,18 @@ export function qemuArgs(vm: VmSpec): string[] {
     'chardev:console',
     '-nic',
     `user,model=${vm.nic},hostfwd=tcp:127.0.0.1:${vm.port}-:${vm.guestPort}`,
-    // The reservation's public key: the guest reads it at boot (no key is built into images).
-    '-fw_cfg',
-    `name=opt/paddock/authorized_keys,file=${optionValue(vm.keyFile)}`,
     '-device',
     'virtio-rng-pci',
   ];
+  // The reservation's public key: the guest reads it at boot (no key is built into images).
+  if (vm.keyFile) args.push('-fw_cfg', `name=opt/paddock/authorized_keys,file=${optionValue(vm.keyFile)}`);
   if (vm.kernel) {
     args.push('-kernel', vm.kernel.kernel, '-append', vm.kernel.append);
     if (vm.kernel.initrd) args.push('-initrd', vm.kernel.initrd);
     if (vm.kernel.dtb) args.push('-dtb', vm.kernel.dtb);
   }
   if (vm.disk) args.push('-drive', `file=${optionValue(vm.disk)},if=virtio,format=qcow2,cache=unsafe`);
+  if (vm.seed) args.push('-drive', `file=${optionValue(vm.seed)},if=virtio,format=raw,readonly=on`);
   args.push(...vm.extraArgs, '-daemonize', '-pidfile', vm.pidFile);
   return args;
 }

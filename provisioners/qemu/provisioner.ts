@@ -1,13 +1,15 @@
 // The `qemu` kind's provisioner: VM slots on the agent's host. For a reservation it fetches the
 // image, makes a copy-on-write overlay (the stored image is never written and nothing outlives the
 // reservation), starts QEMU with user networking forwarding a free loopback port to the guest's SSH
-// and the reservation's public key in fw_cfg, and captures the serial console. Readiness: the
-// process runs (powerConfirmed), the console shows the kernel (bootSeen), the forwarded port is
-// known (addressKnown), an SSH login with the reservation's key works and its host key is captured
-// (sshReady). A ready VM is watched: if QEMU ends mid-lease the reservation fails.
+// and the reservation's public key (in fw_cfg for images with Paddock's hook; for `cloud-init`
+// images in a NoCloud seed volume, seed.ts, with a host key made for this VM), and captures the serial
+// console. Readiness: the process runs (powerConfirmed), the console shows the kernel (bootSeen), the
+// forwarded port is known (addressKnown), an SSH login with the reservation's key works and its host
+// key is captured (sshReady; a cloud-init guest must present the host key its seed gave it). A ready
+// VM is watched: if QEMU ends mid-lease the reservation fails.
 //
-// On disk, per slot and reservation: DATA/qemu/SLOT/RESERVATION/ holds the key, the overlay, QEMU's
-// pid file and its console socket; the agent copies the console, capped at consoles.maxLogSize, to
+// On disk, per slot and reservation: DATA/qemu/SLOT/RESERVATION/ (0700) holds the key or the seed,
+// the overlay, QEMU's pid file and its console socket; the agent copies the console, capped at consoles.maxLogSize, to
 // DATA/agent/consoles/RESERVATION/SLOT.log, which it sends on to the API (kept there after
 // release). What a restarted agent needs to judge and
 // re-adopt its VM (the forwarded port, QEMU's pid, the host key) is the kind's detail in the loop's
@@ -50,6 +52,7 @@ import {
   type VmSpec,
 } from './adapter.js';
 import { qemuSettings, type QemuSettings } from './settings.js';
+import { SeedError, writeSeed } from './seed.js';
 import { CappedLog, defaultConsoleLogMax } from '../../boards/console/capped-log.js';
 
 export const createQemuProvisioner: ProvisionerFactory<QemuSettings, QemuDetail> = (context) => new QemuProvisioner(context);
@@ -62,9 +65,14 @@ export interface QemuDetail {
   pid?: number;
   /** The guest's host key, once an SSH login worked. */
   hostKey?: string;
+  /** The host key the guest was given in its cloud-init seed: readiness accepts no other. */
+  pinnedHostKey?: string;
 }
 
 type QemuRequest = ProvisionRequest<QemuSettings, QemuDetail>;
+
+/** A started VM: its process, its forwarded port, and the host key its seed gave it (cloud-init images). */
+type RunningVm = { pid: number; port: number; pinnedHostKey?: string };
 
 /** Console lines that show a kernel is running (generic Linux, and the test images' marker). */
 const bootPatterns = [/Linux version \d/, /paddock: kernel booted/, /\blogin: /, /Run \/init|Run \/sbin\/init|Freeing unused kernel/];
@@ -107,9 +115,9 @@ export class QemuProvisioner implements Provisioner<QemuSettings, QemuDetail> {
     // After an agent restart the VM may still run: carry on with it rather than boot twice (the
     // loop hands back only a detail this same allocation saved).
     const earlier = await request.state.read();
-    let vm: { pid: number; port: number };
+    let vm: RunningVm;
     if (earlier?.pid !== undefined && (await isVmProcess(earlier.pid, runDir))) {
-      vm = { pid: earlier.pid, port: earlier.port };
+      vm = { pid: earlier.pid, port: earlier.port, ...(earlier.pinnedHostKey ? { pinnedHostKey: earlier.pinnedHostKey } : {}) };
       this.copyConsole(runDir, consoleLog);
     } else {
       await this.discard(runDir, earlier);
@@ -170,13 +178,7 @@ export class QemuProvisioner implements Provisioner<QemuSettings, QemuDetail> {
   }
 
   /** Prepares the disk or kernel from the image and starts QEMU. */
-  private async boot(
-    request: QemuRequest,
-    settings: QemuSettings,
-    runDir: string,
-    consoleLog: string,
-    signal: AbortSignal,
-  ): Promise<{ pid: number; port: number }> {
+  private async boot(request: QemuRequest, settings: QemuSettings, runDir: string, consoleLog: string, signal: AbortSignal): Promise<RunningVm> {
     const machine = request.machine;
     if (!request.image) {
       throw new ProvisionError(`${machine.name}: a QEMU machine boots an image: name one in the request (image: NAME[:TAG])`, 'request', undefined, {
@@ -193,14 +195,14 @@ export class QemuProvisioner implements Provisioner<QemuSettings, QemuDetail> {
     signal.throwIfAborted();
     await mkdir(runDir, { recursive: true, mode: 0o700 });
     await mkdir(path.dirname(consoleLog), { recursive: true });
-    const keyFile = path.join(runDir, 'authorized_keys');
-    await writeFile(keyFile, `${request.publicKey}\n`, { mode: 0o600 });
+    const access = await this.keyAccess(request, image, runDir);
     const boot = await this.bootMedia(image, runDir, settings, machine.name);
 
     const pidFile = path.join(runDir, 'qemu.pid');
     for (let attempt = 1; ; attempt++) {
       const port = await freeLoopbackPort();
-      await request.state.save({ port });
+      const pinned = access.pinnedHostKey ? { pinnedHostKey: access.pinnedHostKey } : {};
+      await request.state.save({ port, ...pinned });
       const spec: VmSpec = {
         binary: settings.binary,
         machine: settings.machine,
@@ -214,21 +216,41 @@ export class QemuProvisioner implements Provisioner<QemuSettings, QemuDetail> {
         name: `paddock-${request.reservationId}`,
         pidFile,
         consoleSocket: consoleSocketPath(runDir),
-        keyFile,
+        ...(access.keyFile ? { keyFile: access.keyFile } : {}),
+        ...(access.seed ? { seed: access.seed } : {}),
         ...boot,
         extraArgs: settings.extraArgs,
       };
       try {
         const pid = await startVm(settings.binary, qemuArgs(spec), pidFile);
         this.copyConsole(runDir, consoleLog);
-        await request.state.save({ port, pid });
-        return { pid, port };
+        await request.state.save({ port, pid, ...pinned });
+        return { pid, port, ...pinned };
       } catch (error) {
         if (error instanceof QemuStartError && error.portTaken && attempt < 3) continue;
         const reason = error instanceof QemuStartError ? error.message : `cannot run ${settings.binary}: ${(error as Error).message}`;
         throw new ProvisionError(`${machine.name}: QEMU did not start: ${reason}`, 'infrastructure', 'powerConfirmed', { code: 'vm_start_failed' });
       }
     }
+  }
+
+  /**
+   * How the reservation's key reaches the guest, by the image's access: a file for the fw_cfg hook of
+   * Paddock's images, or a NoCloud seed (with the host key the guest will present) for cloud-init.
+   */
+  private async keyAccess(request: QemuRequest, image: LocalImage, runDir: string): Promise<{ keyFile?: string; seed?: string; pinnedHostKey?: string }> {
+    if (image.access === 'cloud-init') {
+      try {
+        const seed = await writeSeed({ runDir, instanceId: request.allocationId, machine: request.machine.name, publicKey: request.publicKey });
+        return { seed: seed.iso, pinnedHostKey: seed.hostKey };
+      } catch (error) {
+        if (!(error instanceof SeedError)) throw error;
+        throw new ProvisionError(`${request.machine.name}: ${error.message}`, 'infrastructure', undefined, { code: 'vm_start_failed' });
+      }
+    }
+    const keyFile = path.join(runDir, 'authorized_keys');
+    await writeFile(keyFile, `${request.publicKey}\n`, { mode: 0o600 });
+    return { keyFile };
   }
 
   /** The overlay disk and/or the kernel to boot, from a disk image or a boot bundle. */
@@ -272,7 +294,7 @@ export class QemuProvisioner implements Provisioner<QemuSettings, QemuDetail> {
   private async awaitReady(
     request: QemuRequest,
     settings: QemuSettings,
-    vm: { pid: number; port: number },
+    vm: RunningVm,
     runDir: string,
     consoleLog: string,
     report: StageReporter,
@@ -310,7 +332,7 @@ export class QemuProvisioner implements Provisioner<QemuSettings, QemuDetail> {
       // A console line saying SSH is up starts a fresh login attempt at once.
       const announced = /paddock: ssh ready/.test(seen);
       if (announced) seen = seen.replace(/paddock: ssh ready/g, 'paddock: ssh up');
-      prober.poke(announced, consoleHostKey);
+      prober.poke(announced, vm.pinnedHostKey ?? consoleHostKey);
       if (prober.hostKey !== undefined) {
         await reach('sshReady');
         return prober.hostKey;

@@ -279,8 +279,8 @@ let keyFiles = 0;
  * `knownHosts` (StrictHostKeyChecking=yes). Never throws for a failed login: look at `code`.
  */
 export async function runSsh(
-  sshd: TestSshd,
-  options: { privateKey: string; knownHosts: string; command: string; user?: string },
+  sshd: Pick<TestSshd, 'port' | 'user' | 'dir'> & { host: string },
+  options: { privateKey: string; knownHosts: string; command: string; user?: string; timeout?: number },
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   keyFiles += 1;
   const keyPath = path.join(sshd.dir, `client_key_${process.pid}_${keyFiles}`);
@@ -314,7 +314,7 @@ export async function runSsh(
     options.command,
   ];
   try {
-    const { stdout, stderr } = await run('ssh', args, { timeout: 30_000 });
+    const { stdout, stderr } = await run('ssh', args, { timeout: options.timeout ?? 30_000 });
     return { code: 0, stdout, stderr };
   } catch (error) {
     const failure = error as { code?: number | string; stdout?: string; stderr?: string };
