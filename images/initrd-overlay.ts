@@ -16,7 +16,7 @@
 // zero-padded to a multiple of 4 bytes before the overlay: the kernel skips zeros between archives
 // but looks for an uncompressed cpio header only at 4-byte offsets.
 import { execFile, spawn } from 'node:child_process';
-import { chmod, copyFile, mkdir, mkdtemp, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, lstat, mkdir, mkdtemp, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { gzipSync } from 'node:zlib';
@@ -55,20 +55,42 @@ const servers = new Map<string, Promise<SshServer[]>>();
 export function sshServersOf(initrd: string): Promise<SshServer[]> {
   let found = servers.get(initrd);
   if (!found) {
-    found = listInitrd(initrd).then((names) => {
-      const base = new Set(names.map((name) => name.split('/').pop()));
-      const result: SshServer[] = [];
-      if (base.has('dropbear') || base.has('dropbearmulti')) result.push('dropbear');
-      if (base.has('sshd')) result.push('openssh');
-      return result;
-    });
+    found = readServers(initrd);
     found.catch(() => servers.delete(initrd));
     servers.set(initrd, found);
   }
   return found;
 }
 
-async function listInitrd(initrd: string): Promise<string[]> {
+async function readServers(initrd: string): Promise<SshServer[]> {
+  const listed = await throughInitrd(initrd, ['cpio', '-it', '--quiet']);
+  if (listed.code !== 0)
+    throw new OverlayError(`the initrd is not a readable cpio archive: ${listed.stderr.trim().split('\n').pop() ?? `cpio exit ${listed.code}`}`);
+  const names = new Set(listed.stdout.split('\n').map((name) => name.split('/').pop()));
+  const result: SshServer[] = [];
+  if (names.has('dropbear') || names.has('dropbearmulti')) result.push('dropbear');
+  if (names.has('sshd')) result.push('openssh');
+  return result;
+}
+
+/** The marker of Paddock's key hook: what an init that reads the key from the kernel command line looks for. */
+const hookMarker = 'paddock.authorized_key';
+
+/**
+ * How a key reaches a system booted from this initrd, where it can be told: `hook` when it holds
+ * the hook's marker (`paddock.authorized_key`, the kernel command line argument its init reads),
+ * `overlay` when it holds an SSH server the overlay knows and no marker; undefined when it cannot
+ * tell (no SSH server, or not a cpio archive it can read).
+ */
+export async function detectAccess(initrd: string): Promise<'hook' | 'overlay' | undefined> {
+  const found = await readServers(initrd).catch(() => undefined);
+  if (!found?.length) return undefined;
+  const marker = await throughInitrd(initrd, ['grep', '-qaF', hookMarker]);
+  return marker.code === 0 ? 'hook' : 'overlay';
+}
+
+/** Runs `consumer` on the initrd's decompressed bytes (its first archive's compression: concatenated members of the same kind too). */
+async function throughInitrd(initrd: string, consumer: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const handle = await open(initrd, 'r');
   const head = Buffer.alloc(8);
   try {
@@ -78,25 +100,43 @@ async function listInitrd(initrd: string): Promise<string[]> {
   }
   const decompressor = decompressors.find(({ magic }) => head.subarray(0, magic.length).equals(magic));
   if (!decompressor) throw new OverlayError(`the initrd is neither a cpio archive nor compressed in a known way (starts with ${head.toString('hex')})`);
-  // decompressor | cpio -it: only the first archive's names (cpio stops at its trailer)
   return new Promise((resolve, reject) => {
     const [command, ...args] = decompressor.command;
     const unpack = spawn(command, [...args, initrd], { stdio: ['ignore', 'pipe', 'ignore'] });
-    const list = spawn('cpio', ['-it', '--quiet'], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, LC_ALL: 'C' } });
-    unpack.stdout.pipe(list.stdin);
-    list.stdin.on('error', () => undefined); // cpio stops reading at the trailer
+    const [program, ...options] = consumer;
+    const reader = spawn(program, options, { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, LC_ALL: 'C' } });
+    unpack.stdout.pipe(reader.stdin);
+    reader.stdin.on('error', () => undefined); // the reader may stop early (cpio at its trailer, grep -q at a match)
     unpack.on('error', (error) => reject(new OverlayError(`cannot read the initrd with ${command}: ${error.message}`, 'overlay_failed')));
-    let names = '';
-    let errors = '';
-    list.stdout.on('data', (chunk: Buffer) => (names += chunk.toString('latin1')));
-    list.stderr.on('data', (chunk: Buffer) => (errors += chunk.toString('latin1')));
-    list.on('error', (error) => reject(new OverlayError(`cannot list the initrd: ${error.message}`, 'overlay_failed')));
-    list.on('close', (code) => {
+    let stdout = '';
+    let stderr = '';
+    reader.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString('latin1')));
+    reader.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString('latin1')));
+    reader.on('error', (error) => reject(new OverlayError(`cannot read the initrd with ${program}: ${error.message}`, 'overlay_failed')));
+    reader.on('close', (code) => {
       unpack.kill();
-      if (code === 0) resolve(names.split('\n').filter(Boolean));
-      else reject(new OverlayError(`the initrd is not a readable cpio archive: ${errors.trim().split('\n').pop() ?? `cpio exit ${code}`}`));
+      resolve({ code, stdout, stderr });
     });
   });
+}
+
+/**
+ * detectAccess for a bundle archive (its `initrd` member, copied to a temporary file in `workDir`);
+ * undefined for a bundle with no initrd or one that cannot be read.
+ */
+export async function detectBundleAccess(bundle: string, workDir: string): Promise<'hook' | 'overlay' | undefined> {
+  await mkdir(workDir, { recursive: true, mode: 0o700 });
+  const work = await mkdtemp(path.join(workDir, 'detect-'));
+  try {
+    const initrd = path.join(work, 'initrd');
+    await run('tar', ['-xf', bundle, '--occurrence=1', '-C', work, '--no-same-owner', '--no-same-permissions', 'initrd']);
+    if (!(await lstat(initrd)).isFile()) return undefined; // a link could point anywhere on this host
+    return await detectAccess(initrd);
+  } catch {
+    return undefined;
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
 }
 
 export interface OverlayRequest {

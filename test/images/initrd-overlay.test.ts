@@ -7,7 +7,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import test from 'ava';
+import { Paddock, PaddockError } from '../../client/index.js';
 import { OverlayError, sshServersOf, writeOverlayInitrd } from '../../images/initrd-overlay.js';
+import { startApi, testConfig } from '../helpers/api.js';
 import { testImages } from '../helpers/images.js';
 
 let scratch: string;
@@ -140,4 +142,36 @@ test('an OpenSSH-based initrd gets the key in OpenSSH format; one with no SSH se
 
 test("Paddock's own hook image is found to have dropbear too (the listing reads a real initrd)", async (t) => {
   t.deepEqual(await sshServersOf(hookInitrd), ['dropbear']);
+});
+
+test("an upload detects a bundle's access where it can: Paddock's hook, an SSH server without it, or neither", async (t) => {
+  const images = await testImages();
+  const api = await startApi(testConfig(''));
+  try {
+    const paddock = new Paddock({ url: api.url, token: api.adminToken });
+    const upload = (file: string, name: string, access?: 'hook' | 'overlay') =>
+      paddock.images.upload(file, { name, format: 'bundle', arch: 'arm64', ...(access ? { access } : {}) });
+    t.is((await upload(images.arm64, 'hooked')).access, 'hook', 'the initrd names paddock.authorized_key');
+    t.is((await upload(images.arm64Plain, 'plain')).access, 'overlay', 'dropbear and no hook');
+    t.is((await upload(images.arm64Plain, 'plain-hook', 'hook')).access, 'hook', 'what the uploader says wins');
+    // A bundle whose initrd cannot be read (or has no SSH server) stays hook, the default.
+    writeFileSync(path.join(scratch, 'initrd'), 'not an archive');
+    writeFileSync(path.join(scratch, 'kernel'), 'not a kernel');
+    execFileSync('tar', ['-cf', path.join(scratch, 'junk.tar'), '-C', scratch, 'kernel', 'initrd']);
+    t.is((await upload(path.join(scratch, 'junk.tar'), 'junk')).access, 'hook');
+    // A link named initrd is not followed to a file of the API's host.
+    execFileSync('ln', ['-sf', '/etc/passwd', path.join(scratch, 'initrd')]);
+    execFileSync('tar', ['-cf', path.join(scratch, 'link.tar'), '-C', scratch, 'kernel', 'initrd']);
+    t.is((await upload(path.join(scratch, 'link.tar'), 'link')).access, 'hook');
+
+    const refused = await t.throwsAsync(upload(images.arm64, 'hooked-as-overlay', 'overlay'), { instanceOf: PaddockError });
+    t.is(refused.code, 'invalid_request');
+    t.regex(refused.message, /reads the key from the kernel command line/);
+    t.false(
+      (await paddock.images.list()).some((image) => image.name === 'hooked-as-overlay'),
+      'nothing was stored',
+    );
+  } finally {
+    await api.close();
+  }
 });
