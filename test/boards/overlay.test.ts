@@ -164,8 +164,10 @@ test.serial("the next reservation gets another host key, and the first reservati
 test.serial('the same bundle stored as access hook gives no login: there is no hook in it', async (t) => {
   const reservation = await reserve('plain-as-hook');
   const failed = await t.throwsAsync(reservation.ready({ timeout: 300 }), { instanceOf: ReservationFailedError });
-  t.regex(failed.message, /boot_timeout|no SSH login/);
-  const view = await reservation.refresh();
-  t.is(view.state, 'failed');
-  t.regex(JSON.stringify(view), /Permission denied|auth/i, 'the SSH server answered but let nobody in');
+  t.is((await reservation.refresh()).state, 'failed');
+  // The image ran (its init started dropbear) but nothing in it took the key from the command line,
+  // and it printed none of the hook's markers, so readiness never saw it reach user space.
+  t.regex(failed.message, /kernel_timeout|boot_timeout/);
+  t.regex(failed.message, /board: dropbear started/);
+  t.notRegex(failed.message, /paddock: /);
 });
