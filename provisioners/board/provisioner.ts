@@ -14,7 +14,7 @@
 // be shared with other servers on the host, so what is staged there is never taken for Paddock's.
 import { setTimeout as sleep } from 'node:timers/promises';
 import { randomBytes } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { BoardConsole, ExpectTimeout } from '../../boards/console/index.js';
 import { createTransport } from '../../boards/console/transport.js';
@@ -64,7 +64,16 @@ export class BoardProvisioner implements Provisioner<BoardSettings, BoardDetail>
   private readonly powers = new Map<string, PowerControl>();
   private readonly sessions = new Map<string, Session>();
 
-  constructor(private readonly context: KindContext) {}
+  /** Overlays half built when an agent stopped hold host keys: gone before this agent builds any. */
+  private readonly overlaysCleared: Promise<void>;
+
+  constructor(private readonly context: KindContext) {
+    this.overlaysCleared = rm(this.overlaysDir(), { recursive: true, force: true }).catch(() => undefined);
+  }
+
+  private overlaysDir(): string {
+    return path.join(this.context.dataDir, 'agent', 'overlays');
+  }
 
   async close(): Promise<void> {
     for (const session of this.sessions.values()) {
@@ -312,13 +321,14 @@ export class BoardProvisioner implements Provisioner<BoardSettings, BoardDetail>
     fail: (message: string, fault: 'infrastructure' | 'request', code: string) => ProvisionError,
   ): Promise<Overlay & { path: string }> {
     const target = secretFile(staged, 'initrd');
+    await this.overlaysCleared;
     try {
       const overlay = await writeOverlayInitrd({
         base: initrd,
         target: target.file,
         mode: 0o644,
         authorizedKeys: request.publicKey,
-        workDir: path.join(this.context.dataDir, 'agent', 'overlays'),
+        workDir: this.overlaysDir(),
       });
       const { key, archive, total } = overlay.timings;
       this.context.log(
