@@ -2,10 +2,12 @@
 // images/. Uploads stream straight from the request into the store; records are visible to every
 // user, removable by their owner or an admin, never while a live reservation names them; expired
 // temporary images and blobs no record refers to are collected.
+import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { Op, QueryTypes, type WhereOptions } from 'sequelize';
 import { imageAccesses, type ImageAccess, type ImageFormat, type ImageListEntry, type ImageView, type ProviderImage } from '../protocol/api.js';
 
+import { detectBundleAccess } from '../images/initrd-overlay.js';
 import { plainRow, plainRows, type Database, type ImageRow } from './db/index.js';
 import { DomainError, forbidden, notFound, type DomainCode } from './domain-error.js';
 import type { Quotas } from './quotas.js';
@@ -174,6 +176,14 @@ export class ImageCatalog {
           await blob.discard();
           throw error;
         }
+        if (request.format === 'bundle') {
+          try {
+            row.access = await this.bundleAccess(blob.sha256, request.access as ImageAccess | undefined);
+          } catch (error) {
+            await this.dropIfUnused(blob.sha256);
+            throw error;
+          }
+        }
         const before = plainRow(await this.db.images.findByPk(ref, { raw: true }));
         try {
           await this.recordWithinQuota(caller, row);
@@ -186,6 +196,23 @@ export class ImageCatalog {
     );
     if (replaced !== undefined && replaced !== blob.sha256) await this.collectBlob(replaced);
     return imageView(row);
+  }
+
+  /**
+   * A bundle's access, detected from its initrd where it can be: with none given, `hook` when the
+   * initrd holds the hook's marker, `overlay` when it holds an SSH server and no marker. `overlay`
+   * for an initrd with the hook is refused: its init would replace the overlay's authorized_keys
+   * with the (absent) key from the command line, and no login would ever work.
+   */
+  private async bundleAccess(sha256: string, given: ImageAccess | undefined): Promise<ImageAccess> {
+    const detected = await detectBundleAccess(this.blobs.pathOf(sha256), path.join(this.blobs.root, 'incoming'));
+    if (given === 'overlay' && detected === 'hook') {
+      throw new DomainError(
+        'invalid_request',
+        "access overlay: this bundle's initrd reads the key from the kernel command line (paddock.authorized_key), which would replace the overlay's; upload it with access hook",
+      );
+    }
+    return given ?? detected ?? 'hook';
   }
 
   /** Stores the record unless it takes the caller over their stored-bytes quota. Inside withDigest(row.sha256). */

@@ -2,7 +2,7 @@
 # Installs what Paddock and its tests need on Debian bookworm with Node 20: the OpenSSH server and
 # client (static hosts in the demo and the tests are real sshd processes), QEMU and the tools the
 # image recipes use (images/recipes/packages.txt), the lab parts boards need and their tests use
-# (boards/packages.txt: pdudaemon, tftpd-hpa, snmpd, socat; iproute2 for the lab in network namespaces), the npm dependencies, and the x86 test images
+# (boards/packages.txt: pdudaemon, tftpd-hpa, snmpd, socat; iproute2 for the lab in network namespaces; cpio and dropbear-bin for the initrd overlays of images with access overlay), the npm dependencies, and the x86 test images
 # (built once from Debian packages and cached). Safe to run again; it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."

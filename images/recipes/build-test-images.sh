@@ -4,6 +4,7 @@
 #   CACHEDIR/x86-disk/        (x86-disk.sh)        disk.qcow2 vmlinux initrd.cpio.gz cmdline kernel-release bundle.tar
 #   CACHEDIR/arm64-initramfs/ (arm64-initramfs.sh) Image.gz initrd.cpio.gz cmdline kernel-release bundle.tar
 #   CACHEDIR/armv7-initramfs/ (armv7-initramfs.sh) zImage initrd.cpio.gz cmdline kernel-release bundle.tar
+#   CACHEDIR/arm64-plain-initramfs/ (arm64-plain-initramfs.sh) the same files as arm64-initramfs, no Paddock hook
 #   CACHEDIR/debian-cloud/    (debian-cloud.sh)    disk.qcow2: a stock Debian cloud image (cloud-init), no bundle;
 #                             built only as root (mmdebstrap), about 3 minutes
 #   CACHEDIR/debs/            downloaded .debs, shared by the recipes (unused ones are pruned), and
@@ -25,7 +26,7 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 CACHE=${1:-${PADDOCK_IMAGE_CACHE:-$HOME/.cache/paddock/images}}
-IMAGES=(x86-initramfs x86-disk arm64-initramfs armv7-initramfs debian-cloud)
+IMAGES=(x86-initramfs x86-disk arm64-initramfs armv7-initramfs arm64-plain-initramfs debian-cloud)
 arch_of() { case $1 in arm64-*) echo arm64 ;; armv7-*) echo armhf ;; *) echo amd64 ;; esac; }
 
 PROG=build-test-images

@@ -3,7 +3,10 @@
 // the TFTP root (ROOT/paddock/RESERVATION-BOARD/), open the console (kept for the agent's lifetime,
 // logged) and a relay for the owner, power the board off and on through its PDU, drive U-Boot to
 // boot the kernel with the reservation's key on the command line, then wait for the kernel and,
-// when the board has SSH, for a login with the reservation's key. Release powers the board off,
+// when the board has SSH, for a login with the reservation's key. A bundle stored with access
+// `overlay` (an image with no Paddock hook) gets no key on the command line: its initrd is staged
+// with an initramfs overlay appended (images/initrd-overlay.ts) that carries the key and a host key
+// made for the reservation, which readiness then pins. Release powers the board off,
 // removes the staged files and closes the relay. The board is driven as a board: nothing here knows
 // it may be QEMU. Which folder under the TFTP root was staged for the reservation is the kind's
 // detail in the loop's provisioning record (BoardDetail, saved through request.state before staging),
@@ -11,7 +14,7 @@
 // be shared with other servers on the host, so what is staged there is never taken for Paddock's.
 import { setTimeout as sleep } from 'node:timers/promises';
 import { randomBytes } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { BoardConsole, ExpectTimeout } from '../../boards/console/index.js';
 import { createTransport } from '../../boards/console/transport.js';
@@ -22,7 +25,8 @@ import { ensureTftpd } from '../../boards/boot/tftpd.js';
 import { createPowerDriver, PowerControl } from '../../boards/power/index.js';
 import { PowerError } from '../../boards/power/types.js';
 import { BundleError, unpackBundle, type Bundle } from '../../images/bundle.js';
-import { stage, unstage } from '../../images/staging.js';
+import { OverlayError, writeOverlayInitrd, type Overlay } from '../../images/initrd-overlay.js';
+import { secretFile, stage, unstage, type Staged } from '../../images/staging.js';
 import type { Stage } from '../../protocol/agent.js';
 import { SshProber } from '../ssh-probe.js';
 import {
@@ -60,7 +64,16 @@ export class BoardProvisioner implements Provisioner<BoardSettings, BoardDetail>
   private readonly powers = new Map<string, PowerControl>();
   private readonly sessions = new Map<string, Session>();
 
-  constructor(private readonly context: KindContext) {}
+  /** Overlays half built when an agent stopped hold host keys: gone before this agent builds any. */
+  private readonly overlaysCleared: Promise<void>;
+
+  constructor(private readonly context: KindContext) {
+    this.overlaysCleared = rm(this.overlaysDir(), { recursive: true, force: true }).catch(() => undefined);
+  }
+
+  private overlaysDir(): string {
+    return path.join(this.context.dataDir, 'agent', 'overlays');
+  }
 
   async close(): Promise<void> {
     for (const session of this.sessions.values()) {
@@ -122,13 +135,24 @@ export class BoardProvisioner implements Provisioner<BoardSettings, BoardDetail>
         throw fail((error as Error).message, 'infrastructure', 'tftp_unavailable');
       });
     }
+    const overlaid = bundle !== undefined && image.access === 'overlay' && settings.ssh !== undefined;
+    if (overlaid && !bundle?.initrd) throw fail(`image ${image.ref} has access overlay but its bundle has no initrd to append to`, 'request', 'image_invalid');
+    if (overlaid && settings.ssh?.user !== 'root') {
+      throw fail(
+        `image ${image.ref} has access overlay, which installs root's key; this board logs in as ${settings.ssh?.user}`,
+        'request',
+        'overlay_unsupported',
+      );
+    }
     const files: Record<string, string> = bundle ? { kernel: bundle.kernel } : { disk: image.file };
-    if (bundle?.initrd) files.initrd = bundle.initrd;
+    if (bundle?.initrd && !overlaid) files.initrd = bundle.initrd;
     if (bundle?.dtb) files.dtb = bundle.dtb;
     // Recorded first, so a crash right after staging still leaves a trace the next start cleans.
     const staging = stagingName(request.reservationId, board);
     await request.state.save({ staging });
     const staged = await stage(root, staging, files);
+    const overlay = overlaid ? await this.stageOverlay(request, bundle!.initrd!, staged, fail) : undefined;
+    if (overlay) staged.files.initrd = overlay.path;
 
     const console = await this.console(board, settings).catch((error: unknown) => {
       throw fail(`cannot open the console: ${(error as Error).message}`, 'infrastructure', 'console_unavailable');
@@ -168,18 +192,22 @@ export class BoardProvisioner implements Provisioner<BoardSettings, BoardDetail>
         kernelCompressed,
         bootCommand: settings.boot.command,
         decompressAddress: settings.boot.decompressAddress,
-        bootargs: `${bundle?.cmdline ?? ''} paddock.authorized_key=${key}`.trim(),
+        bootargs: overlay ? (bundle?.cmdline ?? '') : `${bundle?.cmdline ?? ''} paddock.authorized_key=${key}`.trim(),
         timeouts: { bootloader: settings.timeouts.bootloader * 1000, tftp: settings.timeouts.tftp * 1000, kernel: settings.timeouts.kernel * 1000 },
         signal,
       });
-      // The kernel runs: wait for it to reach user space (or to panic).
-      const booted = await console.expect(
-        [/paddock: kernel booted|Run \/init|Freeing unused kernel/, /Kernel panic - not syncing[^\n]*/],
-        settings.timeouts.kernel * 1000,
-        'the kernel reaching user space',
-        signal,
-      );
-      if (booted.index === 1)
+      // The kernel runs: wait for it to reach user space (or to panic). An image with no hook may
+      // boot without a word (`quiet`, no markers): for it the kernel starting is the boot seen, and
+      // the SSH wait below still catches a panic.
+      const booted = overlay
+        ? undefined
+        : await console.expect(
+            [/paddock: kernel booted|Run \/init|Freeing unused kernel/, /Kernel panic - not syncing[^\n]*/],
+            settings.timeouts.kernel * 1000,
+            'the kernel reaching user space',
+            signal,
+          );
+      if (booted?.index === 1)
         throw new BootError('kernel', 'image_unbootable', 'request', `kernel step: ${booted.match[0].trim()}; console tail:\n${console.tail()}`);
     } catch (error) {
       if (error instanceof BootError) throw fail(`${error.message}`, error.fault, error.code);
@@ -200,7 +228,7 @@ export class BoardProvisioner implements Provisioner<BoardSettings, BoardDetail>
     }
     await report.stage('addressKnown');
     stageNow = 'sshReady';
-    const hostKey = await this.awaitSsh(request, settings, console, signal).catch((error: unknown) => {
+    const hostKey = await this.awaitSsh(request, settings, console, signal, overlay?.hostKey).catch((error: unknown) => {
       if (error instanceof ProvisionError) throw error;
       signal.throwIfAborted();
       throw fail(`ssh step: ${(error as Error).message}; console tail:\n${console.tail()}`, 'request', 'boot_timeout');
@@ -282,8 +310,42 @@ export class BoardProvisioner implements Provisioner<BoardSettings, BoardDetail>
     return address;
   }
 
-  /** Tries SSH logins with the reservation's key until one works; the host key is pinned from the console when it prints one. */
-  private async awaitSsh(request: BoardRequest, settings: BoardSettings, console: BoardConsole, signal: AbortSignal): Promise<string> {
+  /**
+   * The bundle's initrd with the reservation's overlay appended, staged under a name nobody can
+   * guess (it holds the host key's private half), for the board to fetch instead of the initrd.
+   */
+  private async stageOverlay(
+    request: BoardRequest,
+    initrd: string,
+    staged: Staged,
+    fail: (message: string, fault: 'infrastructure' | 'request', code: string) => ProvisionError,
+  ): Promise<Overlay & { path: string }> {
+    const target = secretFile(staged, 'initrd');
+    await this.overlaysCleared;
+    try {
+      const overlay = await writeOverlayInitrd({
+        base: initrd,
+        target: target.file,
+        mode: 0o644,
+        authorizedKeys: request.publicKey,
+        workDir: this.overlaysDir(),
+      });
+      const { key, archive, total } = overlay.timings;
+      this.context.log(
+        `${request.machine.name}: initrd overlay for ${request.reservationId} (${overlay.servers.join(', ')}) in ${total.toFixed(0)} ms (host key ${key.toFixed(0)} ms, archive ${archive.toFixed(0)} ms)`,
+      );
+      return { ...overlay, path: target.path };
+    } catch (error) {
+      if (error instanceof OverlayError) throw fail(error.message, error.code === 'image_invalid' ? 'request' : 'infrastructure', error.code);
+      throw error;
+    }
+  }
+
+  /**
+   * Tries SSH logins with the reservation's key until one works. The host key is pinned: to the one
+   * the overlay installed, else to the one the console prints (when it prints one).
+   */
+  private async awaitSsh(request: BoardRequest, settings: BoardSettings, console: BoardConsole, signal: AbortSignal, pinned?: string): Promise<string> {
     const ssh = settings.ssh!;
     const deadline = Date.now() + settings.timeouts.login * 1000;
     // The console announcing SSH starts a login attempt at once (the marker may span chunks).
@@ -302,7 +364,7 @@ export class BoardProvisioner implements Provisioner<BoardSettings, BoardDetail>
         signal.throwIfAborted();
         const tail = console.tail(200);
         // The last key printed: earlier boots of the board printed theirs too.
-        prober.poke(announced, [...tail.matchAll(/paddock: ssh host key (ssh-[a-z0-9-]+ [A-Za-z0-9+/=]+)/g)].pop()?.[1]);
+        prober.poke(announced, pinned ?? [...tail.matchAll(/paddock: ssh host key (ssh-[a-z0-9-]+ [A-Za-z0-9+/=]+)/g)].pop()?.[1]);
         announced = false;
         if (prober.hostKey !== undefined) return prober.hostKey;
         if (/Kernel panic - not syncing/.test(tail)) {

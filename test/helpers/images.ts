@@ -17,6 +17,8 @@ export interface TestImages {
   arm64: string;
   /** Boot bundle for armv7 boards: zImage (bootz) + initramfs, key from the kernel command line. */
   armv7: string;
+  /** Boot bundle for arm64 boards with no Paddock hook (dropbear -R, no authorized_keys): access overlay. */
+  arm64Plain: string;
   /** A stock Debian cloud image (qcow2, cloud-init, nothing of Paddock); built only as root. */
   cloud?: string;
 }
@@ -39,6 +41,7 @@ export function testImages(): Promise<TestImages> {
       qcow2: path.join(dirs['x86-disk'], 'disk.qcow2'),
       arm64: path.join(dirs['arm64-initramfs'], 'bundle.tar'),
       armv7: path.join(dirs['armv7-initramfs'], 'bundle.tar'),
+      arm64Plain: path.join(dirs['arm64-plain-initramfs'], 'bundle.tar'),
       ...(dirs['debian-cloud'] ? { cloud: path.join(dirs['debian-cloud'], 'disk.qcow2') } : {}),
     };
   })();

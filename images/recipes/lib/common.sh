@@ -516,6 +516,15 @@ pack_cpio() {
   mv "$2.tmp" "$2"
 }
 
+# pack_arm64_kernel: OUTDIR/Image.gz, the kernel package's arm64 Image (checked: "ARM\x64" at offset
+# 56) gzipped (-6: -9 takes 3x as long for 0.2 % less)
+pack_arm64_kernel() {
+  [ "$(od -An -c -j56 -N4 "$X/boot/vmlinuz-$KREL" | tr -d ' ')" = 'ARMd' ] ||
+    die "boot/vmlinuz-$KREL in $KERNEL_PKG is not an uncompressed arm64 Image"
+  gzip -6 -n -c "$X/boot/vmlinuz-$KREL" > "$OUTDIR/Image.gz.tmp"
+  mv "$OUTDIR/Image.gz.tmp" "$OUTDIR/Image.gz"
+}
+
 # pack_bundle DIR: DIR/bundle.tar, what Paddock stores as one image of format "bundle" (see
 # images/bundle.ts): members kernel (DIR/vmlinux, DIR/Image.gz for arm64 or DIR/zImage for armhf),
 # initrd, cmdline and, for a disk image, rootfs.qcow2. Plain tar: the kernel is already uncompressed
