@@ -55,7 +55,12 @@ export async function startApi(options: ServeOptions): Promise<RunningApi> {
   const pools = await expandProviderPools(config, { dataDir: config.dataDir, log });
   const { lease, queue, health, reaper, agents } = config;
   const leaseActionKinds = new Set(Object.values(machineKinds).flatMap((kind) => (kind.leaseActions ? [kind.kind] : [])));
-  const scheduler = new Scheduler(db, { machines: config.machines, policy: { lease, queue, health, reaper, agents }, poolLimits: pools.limits, leaseActionKinds });
+  const scheduler = new Scheduler(db, {
+    machines: config.machines,
+    policy: { lease, queue, health, reaper, agents },
+    poolLimits: pools.limits,
+    leaseActionKinds,
+  });
   const quotas = new Quotas(config.quotas);
   scheduler.reservations.admit = (caller, members, live) => quotas.admitReservation(caller, members, live);
   await scheduler.start();

@@ -47,7 +47,8 @@ function describe(update: Progress): string | undefined {
   if (!isEvent(update)) return update.state === 'queued' && update.queuePosition ? `queued, position ${update.queuePosition}` : undefined;
   const time = update.at.slice(11, 19);
   const change = `${update.from ? `${update.from} → ` : ''}${update.to}`;
-  if (update.type === 'stage' || update.type === 'action') return `${time} ${update.machine}: ${update.to}${update.type === 'action' && update.reason ? ` (${update.reason})` : ''}`;
+  if (update.type === 'stage' || update.type === 'action')
+    return `${time} ${update.machine}: ${update.to}${update.type === 'action' && update.reason ? ` (${update.reason})` : ''}`;
   if (update.type === 'allocation') return `${time} ${update.machine}: ${change}${update.reason ? ` (${update.reason})` : ''}`;
   return `${time} ${change}${update.reason ? `: ${update.reason}` : ''}`;
 }

@@ -48,7 +48,10 @@ export function createProvisioner(kind: KindDescriptor, context: KindContext): R
     release: async (request) => (await loaded()).release(request),
     power: async (request, action, report, signal) => {
       const provisioner = await loaded();
-      if (!provisioner.power) throw new ProvisionError(`${request.machine.name}: a ${kind.kind} machine cannot be powered during a lease`, 'request', undefined, { code: 'power_not_supported' });
+      if (!provisioner.power)
+        throw new ProvisionError(`${request.machine.name}: a ${kind.kind} machine cannot be powered during a lease`, 'request', undefined, {
+          code: 'power_not_supported',
+        });
       return provisioner.power(request, action, report, signal);
     },
     adopt: async (request) => (await loaded()).adopt?.(request),

@@ -350,7 +350,6 @@ export class BoardProvisioner implements Provisioner<BoardSettings, BoardDetail>
   }
 }
 
-
 function stagingName(reservationId: string, board: string): string {
   return `${reservationId}-${board}`;
 }

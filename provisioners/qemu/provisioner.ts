@@ -424,5 +424,4 @@ interface Booted {
   consoleOffset: number;
 }
 
-
 const settingsOf = (machine: MachineRecord<QemuSettings>) => parseSettings(qemuSettings, machine);
