@@ -156,6 +156,8 @@ export class Reservation {
   private renewal?: NodeJS.Timeout;
   private renewing = false;
   private cachedCredentials?: CredentialsView;
+  /** The members' logins in the view the cached credentials were fetched with. */
+  private cachedFor = '';
   private released = false;
 
   constructor(
@@ -241,11 +243,19 @@ export class Reservation {
     return openConsole(this.http, this.path(), options);
   }
 
-  /** The private key and the pinned host keys (owner only). Cached once every member is in it. */
+  /**
+   * The private key and the pinned host keys (owner only). Cached once every member is in it, for
+   * as long as the last view shows the members where they were (a reboot or a re-deploy, here or
+   * by another client, may give a member another address or host key).
+   */
   async credentials(): Promise<CredentialsView> {
-    if (this.cachedCredentials) return this.cachedCredentials;
+    if (this.cachedCredentials && this.cachedFor === logins(this.current)) return this.cachedCredentials;
     const credentials = await this.http.get<CredentialsView>(`${this.path()}/credentials`);
-    if (credentials.machines.length >= this.current.allocations.length && this.current.allocations.length > 0) this.cachedCredentials = credentials;
+    this.cachedCredentials = undefined;
+    if (credentials.machines.length >= this.current.allocations.length && this.current.allocations.length > 0) {
+      this.cachedCredentials = credentials;
+      this.cachedFor = logins(this.current);
+    }
     return credentials;
   }
 
@@ -417,6 +427,10 @@ export class Reservation {
     return reservationPath(this.id);
   }
 }
+
+/** Where each member is logged in to, as a view shows it: what the cached credentials depend on. */
+const logins = (view: ReservationView) =>
+  JSON.stringify(view.allocations.map((allocation) => [allocation.state, allocation.host, allocation.port, allocation.hostKey]));
 
 const reservationPath = (id: string) => `v1/reservations/${encodeURIComponent(id)}`;
 

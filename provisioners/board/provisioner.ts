@@ -336,7 +336,8 @@ export class BoardProvisioner implements Provisioner<BoardSettings, BoardDetail>
         prober.poke(announced, [...tail.matchAll(/paddock: ssh host key (ssh-[a-z0-9-]+ [A-Za-z0-9+/=]+)/g)].pop()?.[1]);
         announced = false;
         if (prober.hostKey !== undefined) return prober.hostKey;
-        if (/Kernel panic - not syncing/.test(tail)) {
+        // Only this boot's output: the console holds earlier boots of the board (an earlier image's panic, say).
+        if (/Kernel panic - not syncing/.test(console.unread())) {
           throw new ProvisionError(`${request.machine.name}: the kernel panicked; console tail:\n${console.tail()}`, 'request', 'sshReady', {
             code: 'image_unbootable',
           });

@@ -131,9 +131,11 @@ export class QemuProvisioner implements Provisioner<QemuSettings, QemuDetail> {
     const consoleLog = path.join(this.consoles, request.reservationId, `${request.machine.name}.log`);
     const started = Date.now();
     this.unwatch(request.allocationId);
-    await this.stop(runDir, await request.state.read());
+    const detail = await request.state.read();
+    await this.stop(runDir, detail);
     if (action === 'off') return undefined;
-    const vm = await this.boot(request, settings, runDir, consoleLog, signal, `power ${action}`);
+    // The same forwarded port where it is still free, so the owner's address stays.
+    const vm = await this.boot(request, settings, runDir, consoleLog, signal, { note: `power ${action}`, port: detail?.port });
     return this.untilReady(request, settings, vm, runDir, consoleLog, report, signal, started);
   }
 
@@ -215,7 +217,14 @@ export class QemuProvisioner implements Provisioner<QemuSettings, QemuDetail> {
    * Prepares the disk or kernel from the image and starts QEMU. `again` (a power action) boots on
    * the overlay already there, and says so in the console log.
    */
-  private async boot(request: QemuRequest, settings: QemuSettings, runDir: string, consoleLog: string, signal: AbortSignal, again?: string): Promise<Booted> {
+  private async boot(
+    request: QemuRequest,
+    settings: QemuSettings,
+    runDir: string,
+    consoleLog: string,
+    signal: AbortSignal,
+    again?: { note: string; port?: number },
+  ): Promise<Booted> {
     const machine = request.machine;
     if (!request.image) {
       throw new ProvisionError(`${machine.name}: a QEMU machine boots an image: name one in the request (image: NAME[:TAG])`, 'request', undefined, {
@@ -243,7 +252,7 @@ export class QemuProvisioner implements Provisioner<QemuSettings, QemuDetail> {
 
     const pidFile = path.join(runDir, 'qemu.pid');
     for (let attempt = 1; ; attempt++) {
-      const port = await freeLoopbackPort();
+      const port = attempt === 1 && again?.port !== undefined ? again.port : await freeLoopbackPort();
       await request.state.save({ port, consoleOffset });
       const spec: VmSpec = {
         binary: settings.binary,
@@ -264,7 +273,7 @@ export class QemuProvisioner implements Provisioner<QemuSettings, QemuDetail> {
       };
       try {
         const pid = await startVm(settings.binary, qemuArgs(spec), pidFile);
-        this.copyConsole(runDir, consoleLog, again ?? (consoleOffset > 0 ? `boot ${image.ref}` : undefined));
+        this.copyConsole(runDir, consoleLog, again?.note ?? (consoleOffset > 0 ? `boot ${image.ref}` : undefined));
         await request.state.save({ port, pid, consoleOffset });
         return { pid, port, consoleOffset };
       } catch (error) {
