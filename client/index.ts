@@ -200,7 +200,8 @@ export class Reservation {
       let view = this.current;
       for (;;) {
         await feed?.catchUp(view);
-        if (view.state === 'ready') return this;
+        // Ready, with no member in the middle of a power action or re-deploy.
+        if (view.state === 'ready' && !view.allocations.some((allocation) => allocation.state === 'provisioning')) return this;
         if (isOver(view.state)) throw new ReservationFailedError(view);
         const left = Math.ceil((deadline - Date.now()) / 1000);
         if (left <= 0)
