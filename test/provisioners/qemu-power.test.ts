@@ -83,8 +83,13 @@ const bootId = async (reservation: Reservation, target: string) => {
 
 const allocationOf = (reservation: Reservation, role: string) => reservation.view.allocations.find((allocation) => allocation.role === role)!;
 
-test.serial('power cycle keeps the disk and boots anew, off and on, boot another image, a bad image fails that member alone', async (t) => {
-  const reservation = await owner.reserve({
+// One gang for the first tests (serial, each a step of a developer's loop): `dev` is acted on, `peer` must not notice.
+let reservation: Reservation;
+let machine: string;
+let peerBoot: string;
+
+test.serial('a power cycle through the CLI keeps the disk and boots anew; the other member is untouched', async (t) => {
+  reservation = await owner.reserve({
     members: [
       { role: 'dev', spec: 'arch=x86_64', image: 'disk:test' },
       { role: 'peer', spec: 'arch=x86_64', image: 'tiny:test' },
@@ -92,10 +97,10 @@ test.serial('power cycle keeps the disk and boots anew, off and on, boot another
     lease: '20m',
   });
   await reservation.ready({ timeout: 600 });
-  const peerBoot = await bootId(reservation, 'peer');
+  peerBoot = await bootId(reservation, 'peer');
   const firstBoot = await bootId(reservation, 'dev');
   t.is((await reservation.run('dev', 'echo kept > /marker && sync && cat /marker')).stdout.trim(), 'kept');
-  const machine = allocationOf(reservation, 'dev').machine;
+  machine = allocationOf(reservation, 'dev').machine;
   const actionAt = Date.now();
 
   // A cycle through the CLI: the member comes back ready with fresh stages, the disk kept.
@@ -122,7 +127,9 @@ test.serial('power cycle keeps the disk and boots anew, off and on, boot another
   t.is(story.at(-1), 'allocation:provisioning>ready');
   t.true(story.includes('stage:powerConfirmed') && story.indexOf('stage:powerConfirmed') < story.indexOf('stage:sshReady'));
   t.regex(events[0].reason ?? '', /asked by olga/);
+});
 
+test.serial('off leaves the member off and without a login until on, which boots the same disk', async (t) => {
   // Off: not ready (no login offered) until on; on boots the same disk again.
   const off = await reservation.power('dev', 'off');
   t.is(off.allocations.find((allocation) => allocation.role === 'dev')!.state, 'off');
@@ -134,7 +141,9 @@ test.serial('power cycle keeps the disk and boots anew, off and on, boot another
   await reservation.power('dev', 'on');
   t.is(allocationOf(reservation, 'dev').state, 'ready');
   t.is((await reservation.run('dev', 'cat /marker')).stdout.trim(), 'kept');
+});
 
+test.serial('a re-deploy boots another image in the lease; a bad image fails that member alone, which boots again', async (t) => {
   // Re-deploy: another image on the same machine, the lease and the other member kept.
   const { expiresAt } = reservation.view;
   await reservation.boot('dev', 'tiny:test');
@@ -149,7 +158,7 @@ test.serial('power cycle keeps the disk and boots anew, off and on, boot another
   await reservation.refresh();
   t.is(reservation.state, 'ready');
   t.is(allocationOf(reservation, 'dev').state, 'failed');
-  t.is(await bootId(reservation, 'peer'), peerBoot);
+  t.is(await bootId(reservation, 'peer'), peerBoot, 'the other member was not touched');
   const image = await owner.images.show('broken:test');
   t.true(image.bootFailures >= 1, 'the image is blamed');
   // ...and the member can be booted again with a good one, through the CLI.
@@ -158,7 +167,9 @@ test.serial('power cycle keeps the disk and boots anew, off and on, boot another
   t.regex(again.stdout, / ready /);
   await reservation.refresh();
   t.is((await reservation.run('dev', 'echo $((6*7))')).stdout.trim(), '42');
+});
 
+test.serial('the console log keeps every boot of the lease, each after a line naming what started it', async (t) => {
   // The console log holds every boot of the lease, each after a line naming what started it.
   await reservation.release();
   await waitFor(async () => (await reservation.refresh()).state === 'released');
