@@ -21,7 +21,8 @@ let paddock: Paddock;
 let scratch: string;
 let cmdline: string;
 
-test.before(async () => {
+test.before(async (t) => {
+  t.timeout(900_000);
   const images = await testImages();
   lab = await startLab(1);
   scratch = mkdtempSync(path.join(os.tmpdir(), 'paddock-board-power-'));
@@ -53,10 +54,15 @@ const run = async (reservation: Reservation, command: string) => {
   return result.stdout.trim();
 };
 
-test.serial('a board is cycled through its PDU with its minimum off-time, switched off and on, and booted with other images', async (t) => {
-  const reservation = await paddock.reserve({ members: [{ role: 'board', spec: 'arch=arm64', image: 'arm' }], lease: '30m' });
+// One reservation for the tests (serial, each a step of a developer's loop).
+let reservation: Reservation;
+let board: string;
+
+test.serial('a board is cycled through its PDU with its minimum off-time, keeping its console relay', async (t) => {
+  t.timeout(900_000); // boots on a loaded machine
+  reservation = await paddock.reserve({ members: [{ role: 'board', spec: 'arch=arm64', image: 'arm' }], lease: '30m' });
   await reservation.ready({ timeout: 900 });
-  const board = reservation.view.allocations[0].machine;
+  board = reservation.view.allocations[0].machine;
   const relay = reservation.view.allocations[0].console;
   const firstBoot = await run(reservation, 'cat /proc/sys/kernel/random/boot_id');
 
@@ -73,7 +79,10 @@ test.serial('a board is cycled through its PDU with its minimum off-time, switch
   t.true(offAt >= asked - 1000, 'the PDU switched it off for the cycle');
   t.true(Date.parse(allocation.stages.powerConfirmed!) - offAt >= 1000, 'it stayed off for its minimum off-time');
   t.deepEqual(allocation.console, relay, "the owner's console relay is kept");
+});
 
+test.serial('off leaves the outlet off and the member not ready until on', async (t) => {
+  t.timeout(900_000); // boots on a loaded machine
   // Off: the outlet is off and the member not ready; on boots it again.
   const off = await reservation.power('board', 'off');
   t.is(off.allocations[0].state, 'off');
@@ -81,7 +90,10 @@ test.serial('a board is cycled through its PDU with its minimum off-time, switch
   await reservation.power('board', 'on');
   t.is(reservation.view.allocations[0].state, 'ready');
   t.is(outletState(lab.boards[0].outlet), 'on');
+});
 
+test.serial('a re-deploy boots another bundle, or the first with a command line of the owner', async (t) => {
+  t.timeout(900_000); // boots on a loaded machine
   // Re-deploy: another bundle, then the first again with a kernel command line of the owner's.
   await reservation.boot('board', 'arm-two');
   t.regex(await run(reservation, 'cat /proc/cmdline'), /paddock\.build=two/);
@@ -89,7 +101,10 @@ test.serial('a board is cycled through its PDU with its minimum off-time, switch
   const proc = await run(reservation, 'cat /proc/cmdline');
   t.regex(proc, /paddock\.mine=1/);
   t.notRegex(proc, /paddock\.build=two/);
+});
 
+test.serial('a panicking image fails that member alone; the board boots a good one again; the log keeps every boot', async (t) => {
+  t.timeout(900_000); // boots on a loaded machine
   // A panicking image fails that member with the image blamed; the reservation lives on, and the
   // board boots a good image again (the old panic on its console is not taken for the new boot's).
   const failed = await t.throwsAsync(reservation.boot('board', 'arm-panic'), { instanceOf: MemberFailedError });

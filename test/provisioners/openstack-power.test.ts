@@ -20,7 +20,8 @@ let paddock: Paddock;
 let dir: string;
 const shas: string[] = [];
 
-test.before(async () => {
+test.before(async (t) => {
+  t.timeout(900_000);
   cloud = await testCloud();
   dir = mkdtempSync(path.join(os.tmpdir(), 'paddock-openstack-power-'));
   api = await startApi(
@@ -73,6 +74,7 @@ const serversOf = async (id: string): Promise<Server[]> =>
   (await cloud.user.servers({ tags: `paddock-reservation:${id}` })).filter((server) => server.status !== 'DELETED');
 
 test.serial('an OpenStack server is rebooted, stopped and started in place, and replaced by a re-deploy', async (t) => {
+  t.timeout(900_000); // boots on a loaded machine
   const reservation = await paddock.reserve({ members: [{ role: 'vm', spec: 'arch=x86_64', image: 'one' }], lease: '10m' });
   await reservation.ready({ timeout: 300 });
   const [server] = await serversOf(reservation.id);

@@ -45,7 +45,8 @@ function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: st
   });
 }
 
-test.before(async () => {
+test.before(async (t) => {
+  t.timeout(900_000);
   const images = await testImages();
   scratch = mkdtempSync(path.join(os.tmpdir(), 'paddock-qemu-power-'));
   sshd = await startSshd();
@@ -89,6 +90,7 @@ let machine: string;
 let peerBoot: string;
 
 test.serial('a power cycle through the CLI keeps the disk and boots anew; the other member is untouched', async (t) => {
+  t.timeout(900_000); // boots on a loaded machine
   reservation = await owner.reserve({
     members: [
       { role: 'dev', spec: 'arch=x86_64', image: 'disk:test' },
@@ -130,6 +132,7 @@ test.serial('a power cycle through the CLI keeps the disk and boots anew; the ot
 });
 
 test.serial('off leaves the member off and without a login until on, which boots the same disk', async (t) => {
+  t.timeout(900_000); // boots on a loaded machine
   // Off: not ready (no login offered) until on; on boots the same disk again.
   const off = await reservation.power('dev', 'off');
   t.is(off.allocations.find((allocation) => allocation.role === 'dev')!.state, 'off');
@@ -144,6 +147,7 @@ test.serial('off leaves the member off and without a login until on, which boots
 });
 
 test.serial('a re-deploy boots another image in the lease; a bad image fails that member alone, which boots again', async (t) => {
+  t.timeout(900_000); // boots on a loaded machine
   // Re-deploy: another image on the same machine, the lease and the other member kept.
   const { expiresAt } = reservation.view;
   await reservation.boot('dev', 'tiny:test');
@@ -170,6 +174,7 @@ test.serial('a re-deploy boots another image in the lease; a bad image fails tha
 });
 
 test.serial('the console log keeps every boot of the lease, each after a line naming what started it', async (t) => {
+  t.timeout(900_000); // boots on a loaded machine
   // The console log holds every boot of the lease, each after a line naming what started it.
   await reservation.release();
   await waitFor(async () => (await reservation.refresh()).state === 'released');
@@ -180,6 +185,7 @@ test.serial('the console log keeps every boot of the lease, each after a line na
 });
 
 test.serial('hostile and racing requests get stable codes; a release during a cycle leaves nothing behind', async (t) => {
+  t.timeout(900_000); // boots on a loaded machine
   const reservation = await owner.reserve({ members: [{ role: 'vm', spec: 'arch=x86_64', image: 'tiny:test' }], lease: '10m' });
   await reservation.ready({ timeout: 600 });
   await t.throwsAsync(stranger.reservation(reservation.id), { instanceOf: ForbiddenError });
@@ -211,6 +217,7 @@ test.serial('hostile and racing requests get stable codes; a release during a cy
 });
 
 test.serial('another user gets 403 and a static host answers power_not_supported', async (t) => {
+  t.timeout(900_000); // boots on a loaded machine
   const reservation = await owner.reserve({ members: [{ role: 'host', spec: 'static-host' }], lease: '10m' });
   await reservation.ready({ timeout: 300 });
   const mallory = await api.http(strangerToken).post(`v1/reservations/${reservation.id}/power`, { json: { role: 'host', action: 'cycle' } });
