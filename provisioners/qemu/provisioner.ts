@@ -133,7 +133,12 @@ export class QemuProvisioner implements Provisioner<QemuSettings, QemuDetail> {
     this.unwatch(request.allocationId);
     const detail = await request.state.read();
     await this.stop(runDir, detail);
-    if (action === 'off') return undefined;
+    if (action === 'off') {
+      const log = new CappedLog(consoleLog, this.context.consoleLogMax ?? defaultConsoleLogMax, 'head');
+      log.write(Buffer.from(bootNote('power off')));
+      log.end();
+      return undefined;
+    }
     // The same forwarded port where it is still free, so the owner's address stays.
     const vm = await this.boot(request, settings, runDir, consoleLog, signal, { note: `power ${action}`, port: detail?.port });
     return this.untilReady(request, settings, vm, runDir, consoleLog, report, signal, started);

@@ -108,6 +108,6 @@ test.serial('an OpenStack server is rebooted, stopped and started in place, and 
   const story = (await reservation.events()).filter((event) => event.type === 'action').map((event) => event.to);
   t.deepEqual(story, ['power cycle', 'power off', 'power on', 'boot two']);
   await reservation.release();
-  await waitFor(async () => (await serversOf(reservation.id)).length === 0);
-  t.is((await reservation.refresh()).state, 'released');
+  await waitFor(async () => (await reservation.refresh()).state === 'released');
+  t.deepEqual(await serversOf(reservation.id), [], 'no server is left');
 });
