@@ -58,7 +58,7 @@ machines:
 test.after.always(async () => {
   await api?.close();
   for (const sha of shas) for (const image of await cloud.user.images({ paddock_sha256: sha }).catch(() => [])) await cloud.user.deleteImage(image.id);
-  rmSync(dir, { recursive: true, force: true });
+  if (dir) rmSync(dir, { recursive: true, force: true });
   await cloud?.release();
 });
 
