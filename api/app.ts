@@ -16,6 +16,7 @@ import type { ImageCatalog } from './images.js';
 import { openApiDocument, RouteTable } from './routes/define.js';
 import { machineRoutes } from './routes/machines.js';
 import { reservationRoutes } from './routes/reservations.js';
+import { leaseActionRoutes } from './routes/lease-actions.js';
 import { tokenRoutes } from './routes/tokens.js';
 import { tunnelRoutes, tunnelSockets } from './routes/tunnels.js';
 import { webSockets, type WebSockets } from './routes/websockets.js';
@@ -59,6 +60,7 @@ export function createApp({ scheduler, tokens, images, jobs, log, consoles, teln
   tokenRoutes(table, tokens);
   machineRoutes(table, scheduler);
   reservationRoutes(table, scheduler, { telnetConsoles });
+  leaseActionRoutes(table, scheduler);
   consoleRoutes(table, scheduler, consoles);
   consoleStreamRoute(table);
   imageRoutes(table, images);

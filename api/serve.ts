@@ -12,6 +12,7 @@ import { Scheduler } from './scheduler/scheduler.js';
 import { BlobStore } from '../images/store.js';
 import { ImageCatalog } from './images.js';
 import { expandProviderPools, providerImages } from './pools.js';
+import { machineKinds } from '../provisioners/registry.js';
 import { JobService } from './jobs/service.js';
 import { Quotas } from './quotas.js';
 import { RepositoryResolver } from './repositories.js';
@@ -53,7 +54,13 @@ export async function startApi(options: ServeOptions): Promise<RunningApi> {
   // Provider pools (OpenStack flavors) become machines before the scheduler loads the inventory.
   const pools = await expandProviderPools(config, { dataDir: config.dataDir, log });
   const { lease, queue, health, reaper, agents } = config;
-  const scheduler = new Scheduler(db, { machines: config.machines, policy: { lease, queue, health, reaper, agents }, poolLimits: pools.limits });
+  const leaseActionKinds = new Set(Object.values(machineKinds).flatMap((kind) => (kind.leaseActions ? [kind.kind] : [])));
+  const scheduler = new Scheduler(db, {
+    machines: config.machines,
+    policy: { lease, queue, health, reaper, agents },
+    poolLimits: pools.limits,
+    leaseActionKinds,
+  });
   const quotas = new Quotas(config.quotas);
   scheduler.reservations.admit = (caller, members, live) => quotas.admitReservation(caller, members, live);
   await scheduler.start();

@@ -12,6 +12,7 @@ import { addTunnelCommands } from './tunnel.js';
 import { openSsh } from './openssh.js';
 import { reservationAndMember, reservationIdOr } from './reservation-id.js';
 import { addRunCommands } from './run.js';
+import { addLeaseCommands } from './lease.js';
 import { membersFromArguments, MemberSyntaxError, splitRemoteCommand } from '../client/members.js';
 import { isEvent, Paddock, PaddockError, TimeoutError, type Progress, type Reservation } from '../client/index.js';
 
@@ -47,7 +48,8 @@ function describe(update: Progress): string | undefined {
   if (!isEvent(update)) return update.state === 'queued' && update.queuePosition ? `queued, position ${update.queuePosition}` : undefined;
   const time = update.at.slice(11, 19);
   const change = `${update.from ? `${update.from} → ` : ''}${update.to}`;
-  if (update.type === 'stage') return `${time} ${update.machine}: ${update.to}`;
+  if (update.type === 'stage' || update.type === 'action')
+    return `${time} ${update.machine}: ${update.to}${update.type === 'action' && update.reason ? ` (${update.reason})` : ''}`;
   if (update.type === 'allocation') return `${time} ${update.machine}: ${change}${update.reason ? ` (${update.reason})` : ''}`;
   return `${time} ${change}${update.reason ? `: ${update.reason}` : ''}`;
 }
@@ -446,6 +448,7 @@ export function program(remoteCommand: string[] = []): Command {
       print(options.json ? created : created.token);
     });
 
+  addLeaseCommands(cli, client, print);
   addImageCommands(cli, client, print, table);
   addJobCommands(cli, client, print, table);
   addTunnelCommands(cli);

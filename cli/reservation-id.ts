@@ -5,6 +5,9 @@ import { PaddockError } from '../client/index.js';
 
 const reservationIdPattern = /^r-[0-9a-f]{12}$/;
 
+/** Whether a word has the form of a reservation id. */
+export const looksLikeReservationId = (word: string): boolean => reservationIdPattern.test(word);
+
 /** Neither an ID argument nor PADDOCK_RESERVATION: exit 2, like the other usage errors. */
 export class NoReservationError extends PaddockError {
   readonly exitStatus = 2;
@@ -25,7 +28,7 @@ export function reservationIdOr(id: string | undefined): string {
  * unless it has the form of a reservation id (`r-` and 12 hex digits).
  */
 export function reservationAndMember(first: string | undefined, second: string | undefined): { id: string; member: string | undefined } {
-  if (first !== undefined && second === undefined && process.env.PADDOCK_RESERVATION?.trim() && !reservationIdPattern.test(first)) {
+  if (first !== undefined && second === undefined && process.env.PADDOCK_RESERVATION?.trim() && !looksLikeReservationId(first)) {
     return { id: reservationIdOr(undefined), member: first };
   }
   return { id: reservationIdOr(first), member: second };

@@ -87,6 +87,39 @@ export class QuotaExceededError extends PaddockError {
   }
 }
 
+/**
+ * A member's power action or re-deploy failed (the member is `failed`; the reservation and its other
+ * members live on). `failureCode` is the member's stable code (`image_corrupt`, `boot_timeout`, …).
+ */
+export class MemberFailedError extends PaddockError {
+  constructor(
+    readonly view: ReservationView,
+    readonly member: { role: string; index: number },
+  ) {
+    const allocation = view.allocations.find((each) => each.role === member.role && each.index === member.index);
+    const failure = allocation?.failure;
+    super(
+      `${member.role}[${member.index}] of reservation ${view.id} failed: ${failure ? `${failure.code}: ${failure.reason}` : 'no reason given'}`,
+      'member_failed',
+      undefined,
+      {
+        id: view.id,
+        role: member.role,
+        index: member.index,
+        code: failure?.code,
+      },
+    );
+  }
+  get failureCode(): string | undefined {
+    return field<string>(this.details, 'code');
+  }
+}
+
+/** The member is busy with a power action or re-deploy, or still being provisioned (409 `member_busy`). */
+export class MemberBusyError extends PaddockError {}
+/** The member's machine cannot be powered or booted again during a lease (a static host: 409 `power_not_supported`). */
+export class PowerNotSupportedError extends PaddockError {}
+
 /** The client gave up waiting (`ready({ timeout })`); the reservation itself lives on. */
 export class TimeoutError extends PaddockError {}
 /** The server could not be reached, or answered with something that is not HTTP. */
@@ -105,6 +138,8 @@ const byCode: Record<string, typeof PaddockError> = {
   unsatisfiable: NoMatchError,
   illegal_transition: IllegalTransitionError,
   lease_expired: LeaseExpiredError,
+  member_busy: MemberBusyError,
+  power_not_supported: PowerNotSupportedError,
   quota_exceeded: QuotaExceededError,
 };
 

@@ -13,6 +13,7 @@ import type {
   EventView,
   ExplainView,
   MachineView,
+  PowerAction,
   ReservationExplainView,
   ReservationRequest,
   ReservationState,
@@ -21,7 +22,16 @@ import type {
   TokenView,
 } from '../protocol/api.js';
 import { MemberSyntaxError, parseMemberTarget } from './members.js';
-import { LeaseExpiredError, NotFoundError, PaddockError, ReservationFailedError, TimeoutError, UnauthorizedError, ForbiddenError } from './errors.js';
+import {
+  LeaseExpiredError,
+  MemberFailedError,
+  NotFoundError,
+  PaddockError,
+  ReservationFailedError,
+  TimeoutError,
+  UnauthorizedError,
+  ForbiddenError,
+} from './errors.js';
 import type { Duplex, Writable } from 'node:stream';
 import { Images } from './images.js';
 import { Jobs } from './jobs.js';
@@ -146,6 +156,8 @@ export class Reservation {
   private renewal?: NodeJS.Timeout;
   private renewing = false;
   private cachedCredentials?: CredentialsView;
+  /** The members' logins in the view the cached credentials were fetched with. */
+  private cachedFor = '';
   private released = false;
 
   constructor(
@@ -188,7 +200,8 @@ export class Reservation {
       let view = this.current;
       for (;;) {
         await feed?.catchUp(view);
-        if (view.state === 'ready') return this;
+        // Ready, with no member in the middle of a power action or re-deploy.
+        if (view.state === 'ready' && !view.allocations.some((allocation) => allocation.state === 'provisioning')) return this;
         if (isOver(view.state)) throw new ReservationFailedError(view);
         const left = Math.ceil((deadline - Date.now()) / 1000);
         if (left <= 0)
@@ -231,23 +244,25 @@ export class Reservation {
     return openConsole(this.http, this.path(), options);
   }
 
-  /** The private key and the pinned host keys (owner only). Cached once every member is in it. */
+  /**
+   * The private key and the pinned host keys (owner only). Cached once every member is in it, for
+   * as long as the last view shows the members where they were (a reboot or a re-deploy, here or
+   * by another client, may give a member another address or host key).
+   */
   async credentials(): Promise<CredentialsView> {
-    if (this.cachedCredentials) return this.cachedCredentials;
+    if (this.cachedCredentials && this.cachedFor === logins(this.current)) return this.cachedCredentials;
     const credentials = await this.http.get<CredentialsView>(`${this.path()}/credentials`);
-    if (credentials.machines.length >= this.current.allocations.length && this.current.allocations.length > 0) this.cachedCredentials = credentials;
+    this.cachedCredentials = undefined;
+    if (credentials.machines.length >= this.current.allocations.length && this.current.allocations.length > 0) {
+      this.cachedCredentials = credentials;
+      this.cachedFor = logins(this.current);
+    }
     return credentials;
   }
 
   /** Where to reach a member: `role` (its first machine), `role.N` or `role[N]`. */
   async target(target: string): Promise<SshTarget> {
-    let member: { role: string; index: number };
-    try {
-      member = parseMemberTarget(target);
-    } catch (error) {
-      if (error instanceof MemberSyntaxError) throw new PaddockError(error.message, 'invalid_target');
-      throw error;
-    }
+    const member = this.member(target);
     const find = (credentials: CredentialsView) => credentials.machines.find((machine) => machine.role === member.role && machine.index === member.index);
     let credentials = await this.credentials();
     let machine = find(credentials);
@@ -308,6 +323,56 @@ export class Reservation {
     await downloadFile(await this.target(target), remotePath, localPath);
   }
 
+  /**
+   * Powers a member (`role`, `role.N`, `role[N]`) off, on, or cycles it (a reboot that keeps its
+   * disk), then waits until it is ready again (`off`: until it is off). Its stages start over and
+   * SSH is probed again; the host key is pinned anew. Throws MemberFailedError if it fails,
+   * MemberBusyError while another action runs on it, PowerNotSupportedError for a static host.
+   */
+  async power(target: string, action: PowerAction, options: { wait?: boolean; timeout?: number } = {}): Promise<ReservationView> {
+    const member = this.member(target);
+    this.adopt(await this.http.post<ReservationView>(`${this.path()}/power`, { ...member, action }));
+    return options.wait === false ? this.current : this.settle(member, options.timeout);
+  }
+
+  /**
+   * Boots another image on a member's machine (a re-deploy), keeping the lease and the other
+   * members; `cmdline` replaces the boot bundle's kernel command line. Waits until the member is
+   * ready again; a bad image throws MemberFailedError and leaves the other members as they are.
+   */
+  async boot(target: string, image: string, options: { cmdline?: string; wait?: boolean; timeout?: number } = {}): Promise<ReservationView> {
+    const member = this.member(target);
+    const body = { ...member, image, ...(options.cmdline !== undefined ? { cmdline: options.cmdline } : {}) };
+    this.adopt(await this.http.post<ReservationView>(`${this.path()}/boot`, body));
+    return options.wait === false ? this.current : this.settle(member, options.timeout);
+  }
+
+  private member(target: string): { role: string; index: number } {
+    try {
+      return parseMemberTarget(target);
+    } catch (error) {
+      if (error instanceof MemberSyntaxError) throw new PaddockError(error.message, 'invalid_target');
+      throw error;
+    }
+  }
+
+  /** Waits until no member is busy (long-polling `?wait=ready`), then judges the member acted on. */
+  private async settle(member: { role: string; index: number }, timeout = 3600): Promise<ReservationView> {
+    const deadline = Date.now() + timeout * 1000;
+    this.cachedCredentials = undefined; // its host key, address or relay may change
+    for (;;) {
+      const allocation = this.current.allocations.find((each) => each.role === member.role && each.index === member.index);
+      if (isOver(this.current.state) || this.current.state === 'releasing') throw new ReservationFailedError(this.current);
+      if (allocation?.state === 'failed') throw new MemberFailedError(this.current, member);
+      if (allocation && allocation.state !== 'provisioning') return this.current;
+      const left = Math.ceil((deadline - Date.now()) / 1000);
+      if (left <= 0)
+        throw new TimeoutError(`${member.role}[${member.index}] of reservation ${this.id} was not ready in time`, 'timeout', undefined, { id: this.id });
+      const wait = Math.min(left, 60);
+      this.adopt(await this.http.get<ReservationView>(this.path(), { wait: 'ready', timeout: wait }, wait));
+    }
+  }
+
   /** Extends the lease by its duration, up to the hard cap; LeaseExpiredError once it has ended. */
   async renew(): Promise<ReservationView> {
     return this.adopt(await this.http.post<ReservationView>(`${this.path()}/renew`));
@@ -363,6 +428,10 @@ export class Reservation {
     return reservationPath(this.id);
   }
 }
+
+/** Where each member is logged in to, as a view shows it: what the cached credentials depend on. */
+const logins = (view: ReservationView) =>
+  JSON.stringify(view.allocations.map((allocation) => [allocation.state, allocation.host, allocation.port, allocation.hostKey]));
 
 const reservationPath = (id: string) => `v1/reservations/${encodeURIComponent(id)}`;
 

@@ -7,7 +7,7 @@
 // interface; none of this is written per kind.
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { AgentMachine, AgentReport, AgentTask, Stage } from '../protocol/agent.js';
-import { ProvisionError, type Provisioner, type ProvisionRequest, type ProvisionState } from '../provisioners/types.js';
+import { ProvisionError, type Provisioner, type ProvisionRequest, type ProvisionState, type Readiness, type StageReporter } from '../provisioners/types.js';
 import { detailOf, OpenRecord, recordVersion, type ProvisioningJournal, type ProvisioningRecord } from './journal.js';
 
 export interface LoopOptions {
@@ -37,7 +37,7 @@ export class TaskLoop {
 
   constructor(private readonly options: LoopOptions) {}
 
-  /** Queues a task behind earlier ones for the same machine. A release aborts a provisioning in flight. */
+  /** Queues a task behind earlier ones for the same machine. A release aborts a provisioning (or a power action, a re-deploy) in flight. */
   submit(task: AgentTask): Promise<void> {
     if (task.action === 'release') this.inFlight.get(task.id)?.abort(new Error('released while provisioning'));
     return this.enqueue(task.machine.name, () => this.run(task));
@@ -116,7 +116,8 @@ export class TaskLoop {
     if (this.stopped) return;
     const provisioner = this.options.provisioner(task.machine.kind);
     if (task.action === 'provision') await this.provision(task, provisioner);
-    else await this.release(task, provisioner);
+    else if (task.action === 'release') await this.release(task, provisioner);
+    else await this.act(task, provisioner);
   }
 
   private request(task: Pick<AgentTask, 'id' | 'reservationId' | 'machine' | 'publicKey'> & Partial<AgentTask>, state: ProvisionState): ProvisionRequest {
@@ -128,6 +129,7 @@ export class TaskLoop {
       ...(task.privateKey !== undefined ? { privateKey: task.privateKey } : {}),
       ...(task.consoleSecret !== undefined ? { consoleSecret: task.consoleSecret } : {}),
       ...(task.image ? { image: task.image } : {}),
+      ...(task.cmdline !== undefined ? { cmdline: task.cmdline } : {}),
       ...(task.hardCapAt ? { hardCapAt: Date.parse(task.hardCapAt) } : {}),
       state,
     };
@@ -182,7 +184,40 @@ export class TaskLoop {
     };
   }
 
-  private async provision(task: AgentTask, provisioner: Provisioner): Promise<void> {
+  private provision(task: AgentTask, provisioner: Provisioner): Promise<void> {
+    return this.bringUp(task, (request, report, signal) => provisioner.provision(request, report, signal));
+  }
+
+  /**
+   * A power action or a re-deploy during the lease, done like a provisioning (its record, the
+   * timeout, the reports, a release aborting it): the machine's readiness is tracked again from
+   * powerConfirmed. A re-deploy releases what runs (keeping the console log and the record) and
+   * provisions the machine again with the task's image; `power off` reports `off`.
+   */
+  private act(task: AgentTask, provisioner: Provisioner): Promise<void> {
+    if (task.action === 'boot') {
+      return this.bringUp(task, async (request, report, signal) => {
+        await provisioner.release(request);
+        signal.throwIfAborted();
+        return provisioner.provision(request, report, signal);
+      });
+    }
+    const action = task.power;
+    if (!action || !provisioner.power) {
+      return this.bringUp(task, () => {
+        throw new ProvisionError(`${task.machine.name}: a ${task.machine.kind} machine cannot be powered during a lease`, 'request', undefined, {
+          code: 'power_not_supported',
+        });
+      });
+    }
+    return this.bringUp(task, (request, report, signal) => provisioner.power!(request, action, report, signal));
+  }
+
+  /** Runs `work` toward readiness (or, when it resolves to nothing, a machine switched off) and reports how it went. */
+  private async bringUp(
+    task: AgentTask,
+    work: (request: ProvisionRequest, report: StageReporter, signal: AbortSignal) => Promise<Readiness | undefined>,
+  ): Promise<void> {
     const controller = new AbortController();
     this.inFlight.set(task.id, controller);
     this.readyHere.delete(task.id);
@@ -191,7 +226,7 @@ export class TaskLoop {
     const started = Date.now();
     try {
       const record = await this.openRecord(task);
-      const readiness = await provisioner.provision(
+      const readiness = await work(
         this.request(task, detailOf(record)),
         {
           stage: async (next) => {
@@ -203,6 +238,11 @@ export class TaskLoop {
         signal,
       );
       if (controller.signal.aborted) return;
+      if (!readiness) {
+        await this.options.report(task.id, { kind: 'off' });
+        this.options.log(`${task.id}: ${task.machine.name} is off`);
+        return;
+      }
       await record.update({ ready: true, readiness, readyAt: new Date().toISOString() });
       this.readyHere.add(task.id);
       await this.options.report(task.id, { kind: 'ready', ...readiness });

@@ -25,11 +25,21 @@ export interface TunnelTask {
 export const tunnelServices = ['ssh', 'console'] as const;
 export type TunnelService = (typeof tunnelServices)[number];
 
-/** Work handed to a lab-host agent: one machine of one reservation. */
+/** What an owner may do to the power of a machine during a lease: `cycle` is off, the minimum off-time, on (a reboot). */
+export const powerActions = ['on', 'off', 'cycle'] as const;
+export type PowerAction = (typeof powerActions)[number];
+
+/**
+ * Work handed to a lab-host agent: one machine of one reservation. `provision` and `release` begin
+ * and end a lease; `power` (switch the machine off, on, or off and on) and `boot` (another image in
+ * place of the one running) act during it, on a machine already provisioned for it.
+ */
 export interface AgentTask {
   /** The allocation id. */
   id: string;
-  action: 'provision' | 'release';
+  action: 'provision' | 'release' | 'power' | 'boot';
+  /** For `power`: what to do. */
+  power?: PowerAction;
   reservationId: string;
   role: string;
   machine: { name: string; kind: string; labels: Record<string, string>; capacities: Record<string, number>; settings: unknown };
@@ -42,6 +52,8 @@ export interface AgentTask {
    */
   consoleSecret: string;
   image?: string;
+  /** The kernel command line in place of the boot bundle's, when the owner gave one with a re-deploy. */
+  cmdline?: string;
   /** When the reservation ends at the latest (ISO 8601): keys installed for it expire then. */
   hardCapAt?: string;
 }
@@ -55,7 +67,9 @@ export type AgentReport =
    * machine-readable (`image_corrupt`, `boot_timeout`, `machine_lost`, …).
    */
   | { kind: 'failed'; reason: string; fault: 'infrastructure' | 'request'; stage?: Stage; code?: string }
-  | { kind: 'released' };
+  | { kind: 'released' }
+  /** A `power off` is done: the machine is off (and not ready) until a `power on`. */
+  | { kind: 'off' };
 
 /** A machine an agent serves, with the reservations that may legitimately leave traces on it. */
 export interface AgentMachine {

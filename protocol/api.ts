@@ -8,14 +8,19 @@ export const endStates: readonly ReservationState[] = ['released', 'failed', 'ex
 /** `offline`: its lab host's agent is silent (past `agents.heartbeatTimeout`); it returns to its state before when the agent is heard again. */
 export type MachineState = 'new' | 'available' | 'reserved' | 'maintenance' | 'quarantined' | 'offline' | 'retired';
 
-export { stages } from './agent.js';
+export { stages, powerActions } from './agent.js';
 export { machineProblemLimits } from './agent.js';
-export type { Stage, AgentTask, AgentReport, AgentMachine, AgentHeartbeat, MachineProblem } from './agent.js';
+export type { Stage, AgentTask, AgentReport, AgentMachine, AgentHeartbeat, MachineProblem, PowerAction } from './agent.js';
 export type { RunState, RunTask, RunFinish } from './runner.js';
 import type { RunState, RunTask } from './runner.js';
-import type { Stage } from './agent.js';
+import type { PowerAction, Stage } from './agent.js';
 
-export type AllocationState = 'pending' | 'provisioning' | 'ready' | 'failed' | 'releasing' | 'released';
+/**
+ * `off`: switched off by its owner during the lease (not ready until switched on). A member whose
+ * power action or re-deploy failed is `failed` while the reservation lives on: the others keep
+ * working, and it can be booted or switched on again.
+ */
+export type AllocationState = 'pending' | 'provisioning' | 'ready' | 'off' | 'failed' | 'releasing' | 'released';
 
 /** A duration is seconds, or a string such as `90s`, `10m`, `2h`, `1d`. */
 export type Duration = number | string;
@@ -67,7 +72,16 @@ export interface AllocationView {
    * but its agent cannot release it, report a loss or relay its console until it is heard again.
    */
   labHostSilentSince?: string;
+  /** The image booted by the last re-deploy (`paddock boot`), in place of the member's. */
+  image?: string;
+  /** The kernel command line given with that re-deploy. */
+  cmdline?: string;
+  /** The power action or re-deploy under way (the allocation is `provisioning` meanwhile). */
+  action?: LeaseAction;
 }
+
+/** A power action or a re-deploy asked for during a lease. */
+export type LeaseAction = { type: 'power'; power: PowerAction; by: string } | { type: 'boot'; image: string; cmdline?: string; by: string };
 
 /**
  * Why an allocation failed. `code` is stable: `image_not_found`, `image_corrupt`, `image_invalid` (a bundle's cmdline with a control character), `image_unbootable`,
@@ -124,7 +138,8 @@ export interface EventView {
   id: number;
   reservationId: string;
   at: string;
-  type: 'state' | 'stage' | 'allocation';
+  /** `action`: a power action or re-deploy asked for (`to` says which: `power cycle`, `boot IMAGE`, …). */
+  type: 'state' | 'stage' | 'allocation' | 'action';
   from?: string;
   to: string;
   machine?: string;

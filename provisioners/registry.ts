@@ -6,7 +6,7 @@ import { boardKind } from './board/index.js';
 import { openstackKind } from './openstack/index.js';
 import { qemuKind } from './qemu/index.js';
 import { staticKind } from './static/index.js';
-import type { KindContext, KindDescriptor, Provisioner } from './types.js';
+import { ProvisionError, type KindContext, type KindDescriptor, type Provisioner } from './types.js';
 
 // Each kind has its own settings type; the map holds them with settings erased (`unknown`): callers
 // validate settings with the kind's own schema before handing them back to that kind.
@@ -30,7 +30,7 @@ export function getKind(kind: string): KindDescriptor {
  * A provisioner of the kind, made at once; the kind's implementation is imported in the background
  * from now on and awaited by the first call, so a lab host loads only the kinds it provisions. A
  * failed import is tried again by the next call. Its optional methods are always there: for a kind
- * without them they do nothing (`owned` lists no reservation, `check` finds no problem).
+ * without them they do nothing (`owned` lists no reservation, `check` finds no problem), or refuse (`power`).
  */
 export function createProvisioner(kind: KindDescriptor, context: KindContext): Required<Provisioner> {
   let loading: Promise<Provisioner> | undefined;
@@ -46,6 +46,14 @@ export function createProvisioner(kind: KindDescriptor, context: KindContext): R
   return {
     provision: async (request, report, signal) => (await loaded()).provision(request, report, signal),
     release: async (request) => (await loaded()).release(request),
+    power: async (request, action, report, signal) => {
+      const provisioner = await loaded();
+      if (!provisioner.power)
+        throw new ProvisionError(`${request.machine.name}: a ${kind.kind} machine cannot be powered during a lease`, 'request', undefined, {
+          code: 'power_not_supported',
+        });
+      return provisioner.power(request, action, report, signal);
+    },
     adopt: async (request) => (await loaded()).adopt?.(request),
     owned: async (machine) => (await loaded()).owned?.(machine) ?? [],
     sweep: async (machines) => (await loaded()).sweep?.(machines),

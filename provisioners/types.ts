@@ -6,7 +6,7 @@
 // crash in the record's `detail`, through the ProvisionState handle the loop passes in.
 import type { ImageAccess, ImageFormat, ProviderImage } from '../protocol/api.js';
 import type { z } from 'zod';
-import type { Stage } from '../protocol/agent.js';
+import type { PowerAction, Stage } from '../protocol/agent.js';
 
 export interface MachineRecord<Settings = unknown> {
   name: string;
@@ -27,6 +27,8 @@ export interface ProvisionRequest<Settings = unknown, Detail = unknown> {
   /** What a connection to the console relay must answer first (boards); see AgentTask. */
   consoleSecret?: string;
   image?: string;
+  /** A kernel command line in place of the boot bundle's (a re-deploy's `--cmdline`); kinds that boot no bundle refuse it. */
+  cmdline?: string;
   /** The reservation's hard cap (ms since the epoch): credentials a kind installs expire then. */
   hardCapAt?: number;
   /** The kind's part of the loop's provisioning record for this machine and reservation. */
@@ -80,6 +82,14 @@ export interface Provisioner<Settings = unknown, Detail = unknown> {
    */
   release(request: ProvisionRequest<Settings, Detail>): Promise<void>;
   /**
+   * Switches a machine provisioned for the reservation off, on, or off and on again (a reboot that
+   * keeps its disk), during the lease. `on` and `cycle` track readiness again as provision does
+   * (stages from powerConfirmed) and resolve to it; `off` resolves to undefined once the machine is
+   * off. Kinds whose descriptor says `leaseActions` implement it. A re-deploy needs nothing of the
+   * kind: the loop releases the machine and provisions it again with the new image.
+   */
+  power?(request: ProvisionRequest<Settings, Detail>, action: PowerAction, report: StageReporter, signal: AbortSignal): Promise<Readiness | undefined>;
+  /**
    * Takes back a machine that was ready when the agent stopped and whose reservation lives on (a
    * VM to watch again), from the detail in `request.state`. Called by the agent's sweeps, once per
    * allocation and agent run; kinds that hold nothing between tasks leave it out.
@@ -129,6 +139,12 @@ export interface KindDescriptor<Settings = unknown> {
    * keys: the config refuses them, and refuses `count` on such a kind.
    */
   identities?(settings: Settings): string[];
+  /**
+   * Whether a machine of this kind can be powered off, on and rebooted, and booted with another
+   * image, during a lease (its provisioner implements `power`). Static hosts cannot: the API refuses
+   * both with `power_not_supported`.
+   */
+  leaseActions?: boolean;
   /** For kinds whose config entry is a pool offered by a provider (OpenStack flavors). */
   pool?: PoolSupport<Settings>;
   /** The kind's provisioner, imported on first use. */

@@ -70,6 +70,7 @@ const reportSchema = z.strictObject({
       code: text({ max: 48, pattern: /^[a-z][a-z0-9_]{0,47}$/, message: 'a code is lower-case letters, digits and _' }).optional(),
     }),
     z.strictObject({ kind: z.literal('released') }),
+    z.strictObject({ kind: z.literal('off') }),
   ]),
 });
 

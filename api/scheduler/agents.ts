@@ -53,7 +53,7 @@ export class AgentTasks {
       for (const reservation of state.live.values()) {
         for (const allocation of reservation.allocations) {
           if (allocation.agent !== agent) continue;
-          if (allocation.state === 'provisioning') state.tasks.set(allocation.id, { action: 'provision', reservation, allocation });
+          if (allocation.state === 'provisioning') state.tasks.set(allocation.id, { action: allocation.action?.type ?? 'provision', reservation, allocation });
           if (allocation.state === 'releasing') state.tasks.set(allocation.id, { action: 'release', reservation, allocation });
         }
       }
@@ -126,16 +126,19 @@ export class AgentTasks {
       }
       state.store.reservation(reservation);
       const member = reservation.members.find((candidate) => candidate.role === allocation.role);
+      const image = allocation.image ?? member?.image;
       taken.push({
         id: allocation.id,
         action: task.action,
+        ...(task.action === 'power' && allocation.action?.type === 'power' ? { power: allocation.action.power } : {}),
         reservationId: reservation.id,
         role: allocation.role,
         machine: { name: machine.name, kind: machine.kind, labels: machine.labels, capacities: machine.capacities, settings: machine.settings },
         publicKey: reservation.publicKey,
         privateKey: reservation.privateKey,
         consoleSecret: consoleSecret(reservation),
-        ...(member?.image ? { image: member.image } : {}),
+        ...(image ? { image } : {}),
+        ...(allocation.cmdline !== undefined ? { cmdline: allocation.cmdline } : {}),
         ...(reservation.hardCapAt !== undefined ? { hardCapAt: new Date(reservation.hardCapAt).toISOString() } : {}),
       });
     }
@@ -165,6 +168,9 @@ export class AgentTasks {
       case 'ready':
         if (provisioning) {
           const { kind: _kind, ...access } = report;
+          // A reboot or re-deploy may come back with another address, host key or relay.
+          for (const field of ['host', 'port', 'user', 'hostKey', 'console'] as const) delete allocation[field];
+          delete allocation.action;
           Object.assign(allocation, access);
           state.setAllocation(reservation, allocation, 'ready');
           this.machines.countSuccess(machine);
@@ -178,6 +184,12 @@ export class AgentTasks {
       case 'failed':
         this.failed(reservation, allocation, machine, report);
         break;
+      case 'off':
+        if (provisioning && allocation.action) {
+          delete allocation.action;
+          state.setAllocation(reservation, allocation, 'off', 'switched off by its owner');
+        }
+        break;
       case 'released':
         if (allocation.state === 'releasing') this.released(reservation, allocation, machine);
         break;
@@ -186,7 +198,7 @@ export class AgentTasks {
   }
 
   private failed(reservation: Reservation, allocation: Allocation, machine: MachineEntry, report: FailedReport): void {
-    const verdict = failureVerdict(allocation.state, report);
+    const verdict = failureVerdict(allocation.state, report, allocation.action !== undefined);
     const where = `${allocation.role}[${allocation.index}] on ${machine.name}`;
     const failure = (code: string) => ({ code, fault: report.fault, reason: report.reason, ...(report.stage ? { stage: report.stage } : {}) });
     switch (verdict.action) {
@@ -199,9 +211,19 @@ export class AgentTasks {
         allocation.failure = failure(code);
         this.state.setAllocation(reservation, allocation, 'failed', `${code}: ${report.reason}`);
         if (verdict.countAgainstMachine) this.machines.countFailure(machine, report.reason);
-        const image = reservation.members.find((member) => member.role === allocation.role)?.image;
-        if (image && verdict.blameImage) this.onImageFailure?.(image, `${code} on ${machine.name}: ${report.reason}`);
+        this.blameImage(reservation, allocation, machine, verdict, report.reason);
         this.grants.beginRelease(reservation, 'failed', `${where}${report.stage ? ` at ${report.stage}` : ''}: ${code}: ${report.reason}`);
+        break;
+      }
+      case 'failMember': {
+        const { code } = verdict;
+        const action = allocation.action;
+        delete allocation.action;
+        allocation.failure = failure(code);
+        const during = action ? `${action.type === 'power' ? `power ${action.power}` : `boot ${action.image}`} failed: ` : '';
+        this.state.setAllocation(reservation, allocation, 'failed', `${during}${code}: ${report.reason}`);
+        if (verdict.countAgainstMachine) this.machines.countFailure(machine, report.reason);
+        this.blameImage(reservation, allocation, machine, verdict, report.reason);
         break;
       }
       case 'quarantine':
@@ -211,6 +233,18 @@ export class AgentTasks {
       case 'ignore':
         break;
     }
+  }
+
+  /** Tells serve.ts the image the machine booted (a re-deploy's, else the member's) failed, where the verdict blames it. */
+  private blameImage(
+    reservation: Reservation,
+    allocation: Allocation,
+    machine: MachineEntry,
+    verdict: { code: string; blameImage: boolean },
+    reason: string,
+  ): void {
+    const image = allocation.image ?? reservation.members.find((member) => member.role === allocation.role)?.image;
+    if (image && verdict.blameImage) this.onImageFailure?.(image, `${verdict.code} on ${machine.name}: ${reason}`);
   }
 
   private released(reservation: Reservation, allocation: Allocation, machine: MachineEntry, reason?: string): void {

@@ -1,6 +1,7 @@
 // What a failure an agent reports means, as a pure function of the allocation's state and the
 // report: requeue the request (the cloud was full), fail the reservation (counting the failure
-// against the machine's health and blaming the image where the code says so), quarantine the
+// against the machine's health and blaming the image where the code says so), fail one member
+// (its power action or re-deploy during the lease failed), quarantine the
 // machine (its teardown failed), or nothing (the report is about work already finished).
 // agents.ts carries the verdict out; the table tests are in test/api/scheduler/failure.test.ts.
 import type { AllocationState } from '../../protocol/api.js';
@@ -25,11 +26,25 @@ export type FailureVerdict =
    * again: a failed provisioning whose cleanup fails too is one fault of the machine, not two.
    */
   | { action: 'quarantine' }
+  /**
+   * A power action or re-deploy during the lease failed: that member fails alone (the reservation and
+   * its other members live on), counting against the machine or blaming the image as a provisioning would.
+   */
+  | { action: 'failMember'; code: string; countAgainstMachine: boolean; blameImage: boolean }
   /** A report about work already finished (or a lost machine that is being released anyway). */
   | { action: 'ignore' };
 
-export function failureVerdict(allocation: AllocationState, report: FailureReport): FailureVerdict {
+export function failureVerdict(allocation: AllocationState, report: FailureReport, leaseAction = false): FailureVerdict {
   const provisioning = allocation === 'provisioning';
+  if (provisioning && leaseAction) {
+    const code = report.code ?? `${report.fault === 'request' ? 'request' : 'infrastructure'}_failed`;
+    return {
+      action: 'failMember',
+      code,
+      countAgainstMachine: report.fault === 'infrastructure' && !notTheMachine.has(code),
+      blameImage: report.fault === 'request' && imageFaults.has(code),
+    };
+  }
   if (provisioning && report.code === 'no_capacity') return { action: 'requeue', code: report.code };
   if (provisioning || allocation === 'ready') {
     const code = report.code ?? (provisioning ? `${report.fault === 'request' ? 'request' : 'infrastructure'}_failed` : 'machine_lost');

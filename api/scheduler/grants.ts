@@ -168,6 +168,8 @@ export class Grants {
       return;
     }
     allocation.agent = undefined;
+    // A power action or re-deploy under way ends here: the release replaces its task.
+    delete allocation.action;
     state.setAllocation(reservation, allocation, 'releasing');
     state.addTask('release', reservation, allocation);
   }

@@ -6,6 +6,7 @@ import type {
   AllocationState,
   AllocationView,
   EventView,
+  LeaseAction,
   MachineState,
   MachineView,
   MemberView,
@@ -36,6 +37,11 @@ export interface Allocation {
   console?: { host: string; port: number };
   /** While the machine's lab host is silent: since when (ISO 8601). */
   labHostSilentSince?: string;
+  /** The image of the last re-deploy, in place of the member's, and its kernel command line. */
+  image?: string;
+  cmdline?: string;
+  /** The power action or re-deploy under way (lease-actions.ts). */
+  action?: LeaseAction;
 }
 
 export interface Reservation {

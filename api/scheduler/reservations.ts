@@ -252,10 +252,14 @@ export class Reservations {
     return () => changes.off(channel, handler);
   }
 
-  /** Resolves when the reservation reaches one of the states, ends, or the timeout passes. */
+  /**
+   * Resolves when the reservation reaches one of the states, ends, or the timeout passes. Waiting
+   * for `ready` also waits out the power actions and re-deploys under way on its members.
+   */
   async waitFor(reservation: Reservation, states: ReservationState[], timeoutMs: number): Promise<Reservation> {
     const { changes } = this.state;
-    const done = () => states.includes(reservation.state) || isEnded(reservation.state);
+    const busy = () => states.includes('ready') && reservation.allocations.some((allocation) => allocation.state === 'provisioning');
+    const done = () => (states.includes(reservation.state) && !busy()) || isEnded(reservation.state);
     if (done() || !this.state.live.has(reservation.id)) return reservation;
     return new Promise((resolve) => {
       const channel = `change:${reservation.id}`;
@@ -284,11 +288,12 @@ export class Reservations {
     await this.state.store.flush();
   }
 
-  /** Whether a live reservation names the image (`name` means `name:latest`). */
+  /** Whether a live reservation names the image (`name` means `name:latest`), for a member or in a re-deploy. */
   imageInUse(ref: string): boolean {
     const full = (image: string) => (image.includes(':') ? image : `${image}:latest`);
     for (const reservation of this.state.live.values()) {
       if (reservation.members.some((member) => member.image !== undefined && full(member.image) === ref)) return true;
+      if (reservation.allocations.some((allocation) => allocation.image !== undefined && full(allocation.image) === ref)) return true;
     }
     return false;
   }

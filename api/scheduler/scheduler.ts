@@ -1,6 +1,8 @@
 // The scheduler, put together: one state (state.ts) and the parts that act on it, each calling only
 // the parts below it:
 //
+//   lease actions (power, boot)
+//            |
 //   reservations (owners' requests, the reaper)   agents (tasks, reports, lab hosts heard or silent)
 //            \                                      /        |
 //             \                               machines (inventory, health)
@@ -15,6 +17,7 @@ import { AgentTasks } from './agents.js';
 import { Grants } from './grants.js';
 import { LabHosts } from './lab-hosts.js';
 import { Machines } from './machines.js';
+import { LeaseActions } from './lease-actions.js';
 import { Reservations } from './reservations.js';
 import { SchedulerState, type MachineDefinition, type SchedulerPolicy } from './state.js';
 import { version } from '../../protocol/version.js';
@@ -26,6 +29,8 @@ export interface SchedulerOptions {
   policy: SchedulerPolicy;
   /** The most machines of each provider pool (by `pool` label) reserved at once. */
   poolLimits?: ReadonlyMap<string, number>;
+  /** The machine kinds whose machines can be powered and re-deployed during a lease (none when not given). */
+  leaseActionKinds?: ReadonlySet<string>;
   now?: () => number;
 }
 
@@ -33,6 +38,7 @@ export class Scheduler {
   readonly reservations: Reservations;
   readonly machines: Machines;
   readonly agents: AgentTasks;
+  readonly leaseActions: LeaseActions;
   private readonly state: SchedulerState;
   private readonly grants: Grants;
   private readonly definitions: readonly MachineDefinition[];
@@ -46,6 +52,7 @@ export class Scheduler {
     this.machines = new Machines(this.state, this.grants);
     const labHosts = new LabHosts((options.policy.agents?.heartbeatTimeout ?? 30) * 1000, this.state.now, version);
     this.agents = new AgentTasks(this.state, this.grants, this.machines, labHosts);
+    this.leaseActions = new LeaseActions(this.state, this.reservations, options.leaseActionKinds ?? new Set());
   }
 
   /** Every machine, by name (read only: changes go through the parts). */

@@ -39,8 +39,8 @@ export interface MachineDefinition {
   settings?: unknown;
 }
 
-/** Work for an agent: provision an allocation's machine, or release it. */
-export type Task = { action: 'provision' | 'release'; reservation: Reservation; allocation: Allocation };
+/** Work for an agent: provision an allocation's machine, release it, or power or re-deploy it during the lease (lease-actions.ts). */
+export type Task = { action: 'provision' | 'release' | 'power' | 'boot'; reservation: Reservation; allocation: Allocation };
 
 export class SchedulerState {
   readonly inventory = new Inventory();
@@ -204,10 +204,11 @@ export class SchedulerState {
     }
   }
 
-  /** The tasks a reservation's allocations wait for: provisioning not yet taken, releases no agent holds. */
+  /** The tasks a reservation's allocations wait for: provisioning not yet taken, releases and lease actions no agent holds. */
   addOpenTasks(reservation: Reservation): void {
     for (const allocation of reservation.allocations) {
       if (allocation.state === 'pending') this.addTask('provision', reservation, allocation);
+      if (allocation.state === 'provisioning' && allocation.action && !allocation.agent) this.addTask(allocation.action.type, reservation, allocation);
       if (allocation.state === 'releasing' && !allocation.agent) this.addTask('release', reservation, allocation);
     }
   }

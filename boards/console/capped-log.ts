@@ -17,9 +17,18 @@ export function cappedMarker(maxBytes: number): string {
   return `\n[paddock: console log capped at ${maxBytes} bytes; later output is not kept]\n`;
 }
 
+/** The line a reservation's log gets before another boot of the same lease (a power action, a re-deploy) is appended. */
+export function bootNote(what: string): string {
+  return `\n[paddock: ${what} at ${new Date().toISOString()}]\n`;
+}
+
 export class CappedLog {
   private stream: WriteStream;
   private size: number;
+  /** Bytes in the file now (what was there at open, and what was written since). */
+  get bytes(): number {
+    return this.size;
+  }
   private capped = false;
 
   constructor(

@@ -101,6 +101,11 @@ export class BoardConsole implements Console {
     }
   }
 
+  /** What the board printed since the last match of `expect` (or the mark), as far as it is kept. */
+  unread(): string {
+    return this.text.slice(this.cursor);
+  }
+
   tail(lines = 15): string {
     return consoleLines(this.text.slice(-8192), lines);
   }

@@ -7,5 +7,6 @@ import type { KindDescriptor } from '../types.js';
 export const boardKind: KindDescriptor<BoardSettings> = {
   kind: 'board',
   settingsSchema: boardSettingsSchema,
+  leaseActions: true,
   load: async () => (await import('./provisioner.js')).createBoardProvisioner,
 };

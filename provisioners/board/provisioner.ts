@@ -18,7 +18,7 @@ import { readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { BoardConsole, ExpectTimeout } from '../../boards/console/index.js';
 import { createTransport } from '../../boards/console/transport.js';
-import { CappedLog, defaultConsoleLogMax } from '../../boards/console/capped-log.js';
+import { bootNote, CappedLog, defaultConsoleLogMax } from '../../boards/console/capped-log.js';
 import { ConsoleRelay } from '../../boards/console/relay.js';
 import { ubootBoot, BootError } from '../../boards/boot/uboot.js';
 import { ensureTftpd } from '../../boards/boot/tftpd.js';
@@ -27,7 +27,7 @@ import { PowerError } from '../../boards/power/types.js';
 import { BundleError, unpackBundle, type Bundle } from '../../images/bundle.js';
 import { OverlayError, writeOverlayInitrd, type Overlay } from '../../images/initrd-overlay.js';
 import { secretFile, stage, unstage, type Staged } from '../../images/staging.js';
-import type { Stage } from '../../protocol/agent.js';
+import type { PowerAction, Stage } from '../../protocol/agent.js';
 import { SshProber } from '../ssh-probe.js';
 import {
   parseSettings,
@@ -56,6 +56,8 @@ const settingsOf = (machine: MachineRecord<BoardSettings>) => parseSettings({ ki
 
 interface Session {
   relay: ConsoleRelay;
+  address: { host: string; port: number };
+  log: CappedLog;
   untap: () => void;
 }
 
@@ -94,12 +96,12 @@ export class BoardProvisioner implements Provisioner<BoardSettings, BoardDetail>
     const console = this.consoles.get(machine.name);
     const outcomes = await Promise.allSettled([
       console ? console.check(signal) : createTransport(settings.console).check(signal),
-      this.power(machine.name, settings).driver.check?.(signal),
+      this.powerOf(machine.name, settings).driver.check?.(signal),
     ]);
     return outcomes.flatMap((outcome) => (outcome.status === 'rejected' ? [(outcome.reason as Error).message] : []));
   }
 
-  async provision(request: BoardRequest, report: StageReporter, signal: AbortSignal): Promise<Readiness> {
+  async provision(request: BoardRequest, report: StageReporter, signal: AbortSignal, again?: string): Promise<Readiness> {
     const board = request.machine.name;
     const settings = settingsOf(request.machine);
     let stageNow: Stage = 'powerConfirmed';
@@ -157,12 +159,12 @@ export class BoardProvisioner implements Provisioner<BoardSettings, BoardDetail>
     const console = await this.console(board, settings).catch((error: unknown) => {
       throw fail(`cannot open the console: ${(error as Error).message}`, 'infrastructure', 'console_unavailable');
     });
-    const relay = await this.openSession(request, settings, console);
+    const relay = await this.openSession(request, settings, console, again);
 
     // Power cycle with the console already listening, so nothing U-Boot prints is missed. A board
     // known to be off (Paddock switched it off at the last release) is only switched on; on() keeps
     // the minimum off-time either way.
-    const power = this.power(board, settings);
+    const power = this.powerOf(board, settings);
     try {
       if (power.state !== 'off') await power.off(AbortSignal.any([signal, AbortSignal.timeout(settings.timeouts.power * 1000)]));
       console.mark();
@@ -192,7 +194,7 @@ export class BoardProvisioner implements Provisioner<BoardSettings, BoardDetail>
         kernelCompressed,
         bootCommand: settings.boot.command,
         decompressAddress: settings.boot.decompressAddress,
-        bootargs: overlay ? (bundle?.cmdline ?? '') : `${bundle?.cmdline ?? ''} paddock.authorized_key=${key}`.trim(),
+        bootargs: overlay ? (request.cmdline ?? bundle?.cmdline ?? '') : `${request.cmdline ?? bundle?.cmdline ?? ''} paddock.authorized_key=${key}`.trim(),
         timeouts: { bootloader: settings.timeouts.bootloader * 1000, tftp: settings.timeouts.tftp * 1000, kernel: settings.timeouts.kernel * 1000 },
         signal,
       });
@@ -237,6 +239,24 @@ export class BoardProvisioner implements Provisioner<BoardSettings, BoardDetail>
     return { host: settings.ssh.host, port: settings.ssh.port, user: settings.ssh.user, hostKey, console: relay };
   }
 
+  /**
+   * Power during the lease: `off` switches the board off through its PDU; `on` and `cycle` boot the
+   * staged image again from the bootloader up, as provisioning does (off unless it is off, the
+   * minimum off-time, on), keeping the owner's console relay and appending to the console log.
+   */
+  async power(request: BoardRequest, action: PowerAction, report: StageReporter, signal: AbortSignal): Promise<Readiness | undefined> {
+    if (action !== 'off') return this.provision(request, report, signal, `power ${action}`);
+    const settings = settingsOf(request.machine);
+    this.sessions.get(request.allocationId)?.log.write(Buffer.from(bootNote('power off')));
+    try {
+      await this.powerOf(request.machine.name, settings).off(AbortSignal.any([signal, AbortSignal.timeout(settings.timeouts.power * 1000)]));
+    } catch (error) {
+      signal.throwIfAborted();
+      throw new ProvisionError(`${request.machine.name}: power off: ${(error as Error).message}`, 'infrastructure', 'powerConfirmed', { code: 'power_failed' });
+    }
+    return undefined;
+  }
+
   async release(request: BoardRequest): Promise<void> {
     const board = request.machine.name;
     const settings = settingsOf(request.machine);
@@ -252,7 +272,7 @@ export class BoardProvisioner implements Provisioner<BoardSettings, BoardDetail>
     const staging = typeof recorded === 'string' && /^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(recorded) ? recorded : stagingName(request.reservationId, board);
     await unstage(this.tftpRoot(settings), staging);
     try {
-      await this.power(board, settings).off(AbortSignal.timeout(settings.timeouts.power * 1000));
+      await this.powerOf(board, settings).off(AbortSignal.timeout(settings.timeouts.power * 1000));
     } catch (error) {
       if (error instanceof PowerError) throw new ProvisionError(`${board}: power off: ${error.message}`, 'infrastructure', undefined, { code: 'power_failed' });
       throw error;
@@ -274,7 +294,7 @@ export class BoardProvisioner implements Provisioner<BoardSettings, BoardDetail>
     return opened.open().then(() => opened);
   }
 
-  private power(board: string, settings: BoardSettings): PowerControl {
+  private powerOf(board: string, settings: BoardSettings): PowerControl {
     let power = this.powers.get(board);
     if (!power) {
       power = new PowerControl(createPowerDriver(settings.power), {
@@ -287,21 +307,32 @@ export class BoardProvisioner implements Provisioner<BoardSettings, BoardDetail>
     return power;
   }
 
-  /** The relay for the owner and the reservation's copy of the console log. */
-  private async openSession(request: BoardRequest, settings: BoardSettings, console: BoardConsole): Promise<{ host: string; port: number }> {
+  /**
+   * The relay for the owner and the reservation's copy of the console log. A boot again in the same
+   * lease (`again`: a power action) keeps both, and notes in the log what started it; after a
+   * re-deploy (the session was closed with the release) the log is appended to.
+   */
+  private async openSession(request: BoardRequest, settings: BoardSettings, console: BoardConsole, again?: string): Promise<{ host: string; port: number }> {
     const previous = this.sessions.get(request.allocationId);
+    if (previous && again !== undefined) {
+      previous.log.write(Buffer.from(bootNote(again)));
+      return previous.address;
+    }
     if (previous) {
       previous.untap();
       await previous.relay.close();
     }
     const logFile = path.join(this.context.consolesDir, request.reservationId, `${request.machine.name}.log`);
     const log = new CappedLog(logFile, this.context.consoleLogMax ?? defaultConsoleLogMax, 'head');
+    if (log.bytes > 0) log.write(Buffer.from(bootNote(again ?? (request.image ? `boot ${request.image}` : 'boot'))));
     const untapLog = console.tap((chunk) => log.write(chunk));
     // Without the secret (a task from an older API) the relay lets nobody in.
     const relay = new ConsoleRelay(console, request.consoleSecret ?? randomBytes(24).toString('base64url'));
     const address = await relay.listen(settings.relay.host);
     this.sessions.set(request.allocationId, {
       relay,
+      address,
+      log,
       untap: () => {
         untapLog();
         log.end();
@@ -367,7 +398,8 @@ export class BoardProvisioner implements Provisioner<BoardSettings, BoardDetail>
         prober.poke(announced, pinned ?? [...tail.matchAll(/paddock: ssh host key (ssh-[a-z0-9-]+ [A-Za-z0-9+/=]+)/g)].pop()?.[1]);
         announced = false;
         if (prober.hostKey !== undefined) return prober.hostKey;
-        if (/Kernel panic - not syncing/.test(tail)) {
+        // Only this boot's output: the console holds earlier boots of the board (an earlier image's panic, say).
+        if (/Kernel panic - not syncing/.test(console.unread())) {
           throw new ProvisionError(`${request.machine.name}: the kernel panicked; console tail:\n${console.tail()}`, 'request', 'sshReady', {
             code: 'image_unbootable',
           });

@@ -55,6 +55,8 @@ export interface Server {
   flavor?: { original_name?: string; id?: string };
   /** The image booted (empty when the server boots from a volume). */
   image?: { id?: string } | '';
+  /** What Nova is doing to it (`rebooting_hard`, `powering-off`, …); null when nothing. */
+  'OS-EXT-STS:task_state'?: string | null;
 }
 
 export interface Flavor {
@@ -208,6 +210,11 @@ export class OpenStackClient {
   servers(query: Record<string, string> = {}): Promise<Server[]> {
     const search = new URLSearchParams({ limit: '100', ...query });
     return this.all<Server>('compute', `/servers/detail?${search.toString()}`, 'servers');
+  }
+
+  /** A server action (`{ reboot: { type: 'HARD' } }`, `{ 'os-stop': null }`, `{ 'os-start': null }`). */
+  async serverAction(id: string, action: Record<string, unknown>): Promise<void> {
+    await this.call('compute', 'POST', `/servers/${encodeURIComponent(id)}/action`, { json: action });
   }
 
   async deleteServer(id: string): Promise<void> {

@@ -19,5 +19,6 @@ export const openstackKind: KindDescriptor<OpenStackSettings> = {
     expand: async (entry, context) => (await import('./pool.js')).expandPool(entry, context),
     images: async (entry) => (await import('./pool.js')).poolImages(entry),
   },
+  leaseActions: true,
   load: async () => (await import('./provisioner.js')).createOpenStackProvisioner,
 };

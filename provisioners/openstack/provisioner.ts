@@ -18,6 +18,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ImageAccess } from '../../protocol/api.js';
 import { cloudConfig, newHostKey } from '../cloud-init.js';
+import type { PowerAction } from '../../protocol/agent.js';
 import { SshProber } from '../ssh-probe.js';
 import {
   parseSettings,
@@ -113,6 +114,15 @@ export class OpenStackProvisioner implements Provisioner<OpenStackSettings> {
     signal: AbortSignal,
     where: string,
   ): Promise<SshReadiness> {
+    if (request.cmdline !== undefined)
+      throw new ProvisionError(
+        `${where}: an OpenStack server boots its image's own kernel command line (--cmdline goes with a boot bundle)`,
+        'request',
+        undefined,
+        {
+          code: 'cmdline_not_supported',
+        },
+      );
     const client = clientFor(settings);
     const network = await client.networkId(settings.network);
     if (!network)
@@ -193,7 +203,90 @@ export class OpenStackProvisioner implements Provisioner<OpenStackSettings> {
       );
     }
     await report.stage('bootSeen');
+    return this.login(request, settings, client, server, report, signal, where, pinnedHostKey);
+  }
 
+  /**
+   * Power during the lease, through Nova's server actions: `off` stops the server (SHUTOFF), `on`
+   * starts it, `cycle` reboots it (HARD: the power is cut; a stopped server is started). Readiness
+   * is tracked again: ACTIVE with nothing under way, an address, an SSH login.
+   */
+  async power(
+    request: ProvisionRequest<OpenStackSettings>,
+    action: PowerAction,
+    report: StageReporter,
+    signal: AbortSignal,
+  ): Promise<SshReadiness | undefined> {
+    const settings = parseSettings(openstackSettings, request.machine);
+    const where = `${request.machine.name} (OpenStack pool ${settings.pool ?? '?'})`;
+    try {
+      const client = clientFor(settings);
+      const server = (await this.servers(client)).find((each) => ownerOf(each).allocation === request.allocationId);
+      if (!server) throw new ProvisionError(`${where}: the reservation's server is gone`, 'infrastructure', 'powerConfirmed', { code: 'machine_lost' });
+      this.unwatch(request.allocationId);
+      const stopped = server.status === 'SHUTOFF';
+      if (action === 'off') {
+        if (!stopped) await client.serverAction(server.id, { 'os-stop': null });
+        await this.awaitSettled(client, server.id, 'SHUTOFF', settings, signal, where);
+        return undefined;
+      }
+      if (stopped) await client.serverAction(server.id, { 'os-start': null });
+      else if (action === 'cycle') await client.serverAction(server.id, { reboot: { type: 'HARD' } });
+      await report.stage('powerConfirmed');
+      const active = await this.awaitSettled(client, server.id, 'ACTIVE', settings, signal, where);
+      await report.stage('bootSeen');
+      // A reboot keeps the host key the server's user data gave it at its first boot.
+      const pinnedHostKey = ((await request.state.read()) as OpenStackDetail | undefined)?.pinnedHostKey;
+      return await this.login(request, settings, client, active, report, signal, where, pinnedHostKey);
+    } catch (error) {
+      throw asProvisionError(error, where);
+    }
+  }
+
+  /** Polls a server after an action until it is `status` with no task under way, or fails. */
+  private async awaitSettled(
+    client: OpenStackClient,
+    id: string,
+    status: string,
+    settings: OpenStackSettings,
+    signal: AbortSignal,
+    where: string,
+  ): Promise<Server> {
+    const deadline = Date.now() + settings.activeTimeout * 1000;
+    for (;;) {
+      const server = await client.server(id);
+      if (!server || server.status === 'DELETED')
+        throw new ProvisionError(`${where}: server ${id} disappeared`, 'infrastructure', undefined, { code: 'machine_lost' });
+      if (server.status === 'ERROR')
+        throw new ProvisionError(`${where}: server ${id} went to ERROR: ${server.fault?.message ?? 'the cloud gave no reason'}`, 'infrastructure', undefined, {
+          code: 'cloud_error',
+        });
+      if (server.status === status && !server['OS-EXT-STS:task_state']) return server;
+      if (Date.now() > deadline)
+        throw new ProvisionError(
+          `${where}: server ${id} was not ${status} within ${settings.activeTimeout}s (still ${server.status})`,
+          'infrastructure',
+          undefined,
+          {
+            code: 'cloud_error',
+          },
+        );
+      await sleep(settings.pollInterval * 1000, undefined, { signal });
+    }
+  }
+
+  /** From an ACTIVE server to a login: its address, then SSH with the host key captured (unless `ready: active`); then it is watched. */
+  private async login(
+    request: ProvisionRequest<OpenStackSettings>,
+    settings: OpenStackSettings,
+    client: OpenStackClient,
+    active: Server,
+    report: StageReporter,
+    signal: AbortSignal,
+    where: string,
+    pinnedHostKey: string | undefined,
+  ): Promise<SshReadiness> {
+    let server = active;
     const deadline = Date.now() + settings.activeTimeout * 1000;
     let address = addressOf(server, settings.network);
     while (!address) {

@@ -11,5 +11,6 @@ export const qemuKind: KindDescriptor<QemuSettings> = {
   kind: 'qemu',
   settingsSchema: qemuSettingsSchema,
   defaults: qemuDefaults,
+  leaseActions: true,
   load: async () => (await import('./provisioner.js')).createQemuProvisioner,
 };

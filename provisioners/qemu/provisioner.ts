@@ -18,10 +18,10 @@
 // none is leaked. A release also finds QEMU by its pid file and by the process table (the -pidfile
 // path), in case the record lost a pid to a crash.
 import { setTimeout as sleep } from 'node:timers/promises';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { unpackBundle, BundleError } from '../../images/bundle.js';
-import type { Stage } from '../../protocol/agent.js';
+import type { PowerAction, Stage } from '../../protocol/agent.js';
 import { SshProber } from '../ssh-probe.js';
 import {
   parseSettings,
@@ -53,7 +53,7 @@ import {
 } from './adapter.js';
 import { qemuSettings, type QemuSettings } from './settings.js';
 import { SeedError, writeSeed } from './seed.js';
-import { CappedLog, defaultConsoleLogMax } from '../../boards/console/capped-log.js';
+import { bootNote, CappedLog, defaultConsoleLogMax } from '../../boards/console/capped-log.js';
 
 export const createQemuProvisioner: ProvisionerFactory<QemuSettings, QemuDetail> = (context) => new QemuProvisioner(context);
 
@@ -67,12 +67,11 @@ export interface QemuDetail {
   hostKey?: string;
   /** The host key the guest was given in its cloud-init seed: readiness accepts no other. */
   pinnedHostKey?: string;
+  /** Where the current boot starts in the console log (earlier boots of the lease come before it). */
+  consoleOffset?: number;
 }
 
 type QemuRequest = ProvisionRequest<QemuSettings, QemuDetail>;
-
-/** A started VM: its process, its forwarded port, and the host key its seed gave it (cloud-init images). */
-type RunningVm = { pid: number; port: number; pinnedHostKey?: string };
 
 /** Console lines that show a kernel is running (generic Linux, and the test images' marker). */
 const bootPatterns = [/Linux version \d/, /paddock: kernel booted/, /\blogin: /, /Run \/init|Run \/sbin\/init|Freeing unused kernel/];
@@ -115,16 +114,62 @@ export class QemuProvisioner implements Provisioner<QemuSettings, QemuDetail> {
     // After an agent restart the VM may still run: carry on with it rather than boot twice (the
     // loop hands back only a detail this same allocation saved).
     const earlier = await request.state.read();
-    let vm: RunningVm;
+    let vm: Booted;
     if (earlier?.pid !== undefined && (await isVmProcess(earlier.pid, runDir))) {
-      vm = { pid: earlier.pid, port: earlier.port, ...(earlier.pinnedHostKey ? { pinnedHostKey: earlier.pinnedHostKey } : {}) };
+      vm = {
+        pid: earlier.pid,
+        port: earlier.port,
+        consoleOffset: earlier.consoleOffset ?? 0,
+        ...(earlier.pinnedHostKey ? { pinnedHostKey: earlier.pinnedHostKey } : {}),
+      };
       this.copyConsole(runDir, consoleLog);
     } else {
       await this.discard(runDir, earlier);
       vm = await this.boot(request, settings, runDir, consoleLog, signal);
     }
-    await report.stage('powerConfirmed');
+    return this.untilReady(request, settings, vm, runDir, consoleLog, report, signal, started);
+  }
 
+  /**
+   * Power during the lease: `off` stops QEMU and keeps the run directory (the overlay disk with
+   * everything written to it); `on` starts QEMU again on that disk; `cycle` is both (a reboot from
+   * the firmware up, the disk kept). Readiness is tracked again from the new boot's console output.
+   */
+  async power(request: QemuRequest, action: PowerAction, report: StageReporter, signal: AbortSignal): Promise<SshReadiness | undefined> {
+    const settings = settingsOf(request.machine);
+    const runDir = this.runDir(request.machine.name, request.reservationId);
+    const consoleLog = path.join(this.consoles, request.reservationId, `${request.machine.name}.log`);
+    const started = Date.now();
+    this.unwatch(request.allocationId);
+    const detail = await request.state.read();
+    await this.stop(runDir, detail);
+    if (action === 'off') {
+      const log = new CappedLog(consoleLog, this.context.consoleLogMax ?? defaultConsoleLogMax, 'head');
+      log.write(Buffer.from(bootNote('power off')));
+      log.end();
+      return undefined;
+    }
+    // The same forwarded port where it is still free, so the owner's address stays.
+    const vm = await this.boot(request, settings, runDir, consoleLog, signal, {
+      note: `power ${action}`,
+      port: detail?.port,
+      pinnedHostKey: detail?.pinnedHostKey,
+    });
+    return this.untilReady(request, settings, vm, runDir, consoleLog, report, signal, started);
+  }
+
+  /** From a started VM to a login: the stages, the detail saved, the VM watched. */
+  private async untilReady(
+    request: QemuRequest,
+    settings: QemuSettings,
+    vm: Booted,
+    runDir: string,
+    consoleLog: string,
+    report: StageReporter,
+    signal: AbortSignal,
+    started: number,
+  ): Promise<SshReadiness> {
+    await report.stage('powerConfirmed');
     const hostKey = await this.awaitReady(request, settings, vm, runDir, consoleLog, report, signal, started);
     await request.state.save({ ...vm, hostKey });
     this.watch(request, vm.pid, runDir, consoleLog);
@@ -153,19 +198,30 @@ export class QemuProvisioner implements Provisioner<QemuSettings, QemuDetail> {
     return path.join(this.root, machine, reservationId);
   }
 
-  /** Copies the VM's console into its log, capped at consoles.maxLogSize (once per run directory). */
-  private copyConsole(runDir: string, consoleLog: string): void {
+  /**
+   * Copies the VM's console into its log, capped at consoles.maxLogSize (once per run directory).
+   * A later boot in the same lease (a power action, a re-deploy) appends to the same log after a
+   * line saying what started it.
+   */
+  private copyConsole(runDir: string, consoleLog: string, note?: string): void {
     if (this.consoleCopies.has(runDir)) return;
     const log = new CappedLog(consoleLog, this.context.consoleLogMax ?? defaultConsoleLogMax, 'head');
+    if (note) log.write(Buffer.from(bootNote(note)));
     this.consoleCopies.set(runDir, attachConsole(consoleSocketPath(runDir), log));
   }
 
-  /**
-   * Stops whatever VM belongs to the run directory and removes the directory (overlay included).
-   * The VM is found by the recorded pid, its pid file and the process table (a crash may have cost
-   * the record its pid, or the pid file).
-   */
+  /** Stops whatever VM belongs to the run directory and removes the directory (overlay included). */
   private async discard(runDir: string, detail: QemuDetail | undefined): Promise<void> {
+    await this.stop(runDir, detail);
+    await rm(runDir, { recursive: true, force: true });
+  }
+
+  /**
+   * Stops whatever VM belongs to the run directory, keeping the directory. The VM is found by the
+   * recorded pid, its pid file and the process table (a crash may have cost the record its pid, or
+   * the pid file).
+   */
+  private async stop(runDir: string, detail: QemuDetail | undefined): Promise<void> {
     this.consoleCopies.get(runDir)?.detach();
     this.consoleCopies.delete(runDir);
     const pids = new Set<number>();
@@ -174,11 +230,20 @@ export class QemuProvisioner implements Provisioner<QemuSettings, QemuDetail> {
     if (fromFile > 0) pids.add(fromFile);
     for (const { pid } of await vmProcessesUnder(runDir)) pids.add(pid);
     for (const pid of pids) await stopVm(pid, runDir);
-    await rm(runDir, { recursive: true, force: true });
   }
 
-  /** Prepares the disk or kernel from the image and starts QEMU. */
-  private async boot(request: QemuRequest, settings: QemuSettings, runDir: string, consoleLog: string, signal: AbortSignal): Promise<RunningVm> {
+  /**
+   * Prepares the disk or kernel from the image and starts QEMU. `again` (a power action) boots on
+   * the overlay already there, and says so in the console log.
+   */
+  private async boot(
+    request: QemuRequest,
+    settings: QemuSettings,
+    runDir: string,
+    consoleLog: string,
+    signal: AbortSignal,
+    again?: { note: string; port?: number; pinnedHostKey?: string },
+  ): Promise<Booted> {
     const machine = request.machine;
     if (!request.image) {
       throw new ProvisionError(`${machine.name}: a QEMU machine boots an image: name one in the request (image: NAME[:TAG])`, 'request', undefined, {
@@ -195,14 +260,23 @@ export class QemuProvisioner implements Provisioner<QemuSettings, QemuDetail> {
     signal.throwIfAborted();
     await mkdir(runDir, { recursive: true, mode: 0o700 });
     await mkdir(path.dirname(consoleLog), { recursive: true });
-    const access = await this.keyAccess(request, image, runDir);
-    const boot = await this.bootMedia(image, runDir, settings, machine.name);
+    // A power action boots the same disk again: its cloud-init has run for this instance and keeps
+    // the host key the first seed gave it, so the seed and the pinned key stay as they are.
+    const access = again?.pinnedHostKey
+      ? { seed: path.join(runDir, 'seed.iso'), pinnedHostKey: again.pinnedHostKey }
+      : await this.keyAccess(request, image, runDir);
+    const boot = await this.bootMedia(image, runDir, settings, machine.name, request.cmdline, again !== undefined);
+    // Output of earlier boots of the lease is in the log already: readiness reads from here on.
+    const consoleOffset = await stat(consoleLog).then(
+      (file) => file.size,
+      () => 0,
+    );
 
     const pidFile = path.join(runDir, 'qemu.pid');
     for (let attempt = 1; ; attempt++) {
-      const port = await freeLoopbackPort();
+      const port = attempt === 1 && again?.port !== undefined ? again.port : await freeLoopbackPort();
       const pinned = access.pinnedHostKey ? { pinnedHostKey: access.pinnedHostKey } : {};
-      await request.state.save({ port, ...pinned });
+      await request.state.save({ port, consoleOffset, ...pinned });
       const spec: VmSpec = {
         binary: settings.binary,
         machine: settings.machine,
@@ -223,9 +297,9 @@ export class QemuProvisioner implements Provisioner<QemuSettings, QemuDetail> {
       };
       try {
         const pid = await startVm(settings.binary, qemuArgs(spec), pidFile);
-        this.copyConsole(runDir, consoleLog);
-        await request.state.save({ port, pid, ...pinned });
-        return { pid, port, ...pinned };
+        this.copyConsole(runDir, consoleLog, again?.note ?? (consoleOffset > 0 ? `boot ${image.ref}` : undefined));
+        await request.state.save({ port, pid, consoleOffset, ...pinned });
+        return { pid, port, consoleOffset, ...pinned };
       } catch (error) {
         if (error instanceof QemuStartError && error.portTaken && attempt < 3) continue;
         const reason = error instanceof QemuStartError ? error.message : `cannot run ${settings.binary}: ${(error as Error).message}`;
@@ -254,7 +328,14 @@ export class QemuProvisioner implements Provisioner<QemuSettings, QemuDetail> {
   }
 
   /** The overlay disk and/or the kernel to boot, from a disk image or a boot bundle. */
-  private async bootMedia(image: LocalImage, runDir: string, settings: QemuSettings, machine: string): Promise<Pick<VmSpec, 'disk' | 'kernel'>> {
+  private async bootMedia(
+    image: LocalImage,
+    runDir: string,
+    settings: QemuSettings,
+    machine: string,
+    cmdline: string | undefined,
+    keepDisk: boolean,
+  ): Promise<Pick<VmSpec, 'disk' | 'kernel'>> {
     const corrupt = (reason: string, code = 'image_corrupt') =>
       new ProvisionError(`${machine}: image ${image.ref} cannot be used: ${reason}`, 'request', undefined, { code });
     const overlay = path.join(runDir, 'overlay.qcow2');
@@ -270,15 +351,33 @@ export class QemuProvisioner implements Provisioner<QemuSettings, QemuDetail> {
       }
       kernel = {
         kernel: bundle.kernel,
-        append: bundle.cmdline,
+        append: cmdline ?? bundle.cmdline,
         ...(bundle.initrd ? { initrd: bundle.initrd } : {}),
         ...(bundle.dtb ? { dtb: bundle.dtb } : {}),
       };
       base = bundle.rootfs;
     } else {
+      if (cmdline !== undefined) {
+        throw new ProvisionError(
+          `${machine}: image ${image.ref} is a disk image: its kernel command line is its own (--cmdline goes with a boot bundle)`,
+          'request',
+          undefined,
+          {
+            code: 'cmdline_not_supported',
+          },
+        );
+      }
       base = { file: image.file, format: image.format };
     }
     if (!base) return { ...(kernel ? { kernel } : {}) };
+    if (
+      keepDisk &&
+      (await stat(overlay).then(
+        () => true,
+        () => false,
+      ))
+    )
+      return { disk: overlay, ...(kernel ? { kernel } : {}) };
     try {
       await createOverlay(settings.qemuImg, base.file, base.format, overlay);
     } catch (error) {
@@ -294,7 +393,7 @@ export class QemuProvisioner implements Provisioner<QemuSettings, QemuDetail> {
   private async awaitReady(
     request: QemuRequest,
     settings: QemuSettings,
-    vm: RunningVm,
+    vm: Booted,
     runDir: string,
     consoleLog: string,
     report: StageReporter,
@@ -303,7 +402,7 @@ export class QemuProvisioner implements Provisioner<QemuSettings, QemuDetail> {
   ): Promise<string> {
     const machine = request.machine.name;
     const deadline = started + settings.bootTimeout * 1000;
-    let offset = 0;
+    let offset = vm.consoleOffset;
     let seen = '';
     let stage: Stage = 'powerConfirmed';
     let consoleHostKey: string | undefined;
@@ -368,6 +467,15 @@ export class QemuProvisioner implements Provisioner<QemuSettings, QemuDetail> {
     clearInterval(this.watchers.get(allocationId));
     this.watchers.delete(allocationId);
   }
+}
+
+/** A VM started: its process, its forwarded SSH port, and where its boot starts in the console log. */
+/** A started VM: its process, its forwarded port, where its boot starts in the console log, and the host key its seed gave it (cloud-init images). */
+interface Booted {
+  pid: number;
+  port: number;
+  consoleOffset: number;
+  pinnedHostKey?: string;
 }
 
 const settingsOf = (machine: MachineRecord<QemuSettings>) => parseSettings(qemuSettings, machine);

@@ -51,6 +51,34 @@ for (const [state, report, verdict] of table) {
   });
 }
 
+const failMember = (code: string, countAgainstMachine: boolean, blameImage: boolean): FailureVerdict => ({
+  action: 'failMember',
+  code,
+  countAgainstMachine,
+  blameImage,
+});
+
+// A power action or re-deploy during the lease: the member fails alone; a full cloud does not send
+// a granted reservation back to the queue; the image and the machine are judged as in provisioning.
+const duringLease: [AllocationState, FailureReport, FailureVerdict][] = [
+  ['provisioning', request('image_corrupt'), failMember('image_corrupt', false, true)],
+  ['provisioning', request('image_not_found'), failMember('image_not_found', false, false)],
+  ['provisioning', request(), failMember('request_failed', false, false)],
+  ['provisioning', infrastructure('power_failed'), failMember('power_failed', true, false)],
+  ['provisioning', infrastructure('no_capacity'), failMember('no_capacity', false, false)],
+  ['provisioning', infrastructure('lab_host_offline'), failMember('lab_host_offline', false, false)],
+  // A member switched off, or failed already, is not lost again.
+  ['off', infrastructure('machine_lost'), { action: 'ignore' }],
+  ['failed', infrastructure(), { action: 'ignore' }],
+  ['releasing', infrastructure(), { action: 'quarantine' }],
+];
+
+for (const [state, report, verdict] of duringLease) {
+  test(`during a lease action: ${state}, ${report.fault} fault${report.code ? ` ${report.code}` : ''} → ${verdict.action}`, (t) => {
+    t.deepEqual(failureVerdict(state, report, true), verdict);
+  });
+}
+
 test('a machine is quarantined at the health limit of failures in a row, not before', (t) => {
   const cases: [number, number, boolean][] = [
     // [failures in a row, quarantineAfter, quarantined]
