@@ -244,6 +244,15 @@ test.serial('PADDOCK_RESERVATION is the default reservation; without one, a clea
   t.is((await paddock(['ssh', '--', 'true'])).code, 2);
   t.is((await paddock(['release'])).code, 2);
 
+  // power and boot take it too: static hosts cannot do either, and say so for this reservation.
+  const power = await paddock(['power', 'test', 'cycle'], { env });
+  t.is(power.code, 1, power.stderr);
+  t.regex(power.stderr, /\(power_not_supported\)/);
+  const boot = await paddock(['boot', 'test', '--image', 'none:1'], { env });
+  t.is(boot.code, 1, boot.stderr);
+  t.notRegex(boot.stderr, /no_reservation/);
+  t.is((await paddock(['power', 'cycle'])).code, 2, 'power without ID or PADDOCK_RESERVATION is a usage error');
+
   const renewed = await paddock(['renew'], { env });
   t.regex(renewed.stdout, new RegExp(`^${id}: ready, expires `));
   const released = await paddock(['release', '--json'], { env });
