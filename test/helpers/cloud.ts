@@ -80,3 +80,28 @@ export async function setComputeHosts(cloud: TestCloud, enabled: { working: bool
 export function breakCompute(cloud: TestCloud, broken: boolean): Promise<void> {
   return setComputeHosts(cloud, { working: !broken, broken });
 }
+
+/**
+ * A config's `machines` entry for an OpenStack pool on the test cloud: m1.tiny on net1, ready when
+ * ACTIVE (the fake driver's servers have no SSH), short polls; `extra` adds settings lines.
+ */
+export function testPoolYaml(cloud: TestCloud, name: string, extra: string[] = []): string {
+  return [
+    `  - name: ${name}`,
+    '    kind: openstack',
+    '    labels: { arch: x86_64 }',
+    '    settings:',
+    '      auth:',
+    `        authUrl: ${cloud.env.OS_AUTH_URL}`,
+    '        username: paddock',
+    `        password: "${cloud.env.OS_PASSWORD}"`,
+    '        project: paddock',
+    '      network: net1',
+    '      maxInstances: 2',
+    '      flavors: [m1.tiny]',
+    '      ready: active',
+    '      pollInterval: 0.3',
+    '      watchInterval: 1',
+    ...extra.map((line) => `      ${line}`),
+  ].join('\n');
+}

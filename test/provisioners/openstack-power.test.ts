@@ -11,7 +11,7 @@ import test from 'ava';
 import { Paddock } from '../../client/index.js';
 import type { Server } from '../../provisioners/openstack/client.js';
 import { startApi, testConfig, type TestApi } from '../helpers/api.js';
-import { testCloud, type TestCloud } from '../helpers/cloud.js';
+import { testCloud, testPoolYaml, type TestCloud } from '../helpers/cloud.js';
 import { waitFor } from '../helpers/wait.js';
 
 let cloud: TestCloud;
@@ -24,27 +24,7 @@ test.before(async (t) => {
   t.timeout(900_000);
   cloud = await testCloud();
   dir = mkdtempSync(path.join(os.tmpdir(), 'paddock-openstack-power-'));
-  api = await startApi(
-    testConfig(`
-machines:
-  - name: cloud
-    kind: openstack
-    labels: { arch: x86_64 }
-    settings:
-      auth:
-        authUrl: ${cloud.env.OS_AUTH_URL}
-        username: paddock
-        password: "${cloud.env.OS_PASSWORD}"
-        project: paddock
-      network: net1
-      maxInstances: 2
-      flavors: [m1.tiny]
-      ready: active
-      pollInterval: 0.3
-      watchInterval: 1
-      activeTimeout: 120
-`),
-  );
+  api = await startApi(testConfig(`machines:\n${testPoolYaml(cloud, 'cloud', ['activeTimeout: 120'])}\n`));
   paddock = new Paddock({ url: api.url, token: api.adminToken });
   // Small raw disk images: the fake driver never reads them, Glance stores and hashes them.
   for (const name of ['one', 'two']) {

@@ -12,7 +12,7 @@ import test from 'ava';
 import { parse } from 'yaml';
 import { Paddock, type Reservation } from '../../client/index.js';
 import { normalizeKeyLine } from '../../protocol/ssh-keys.js';
-import { testCloud, type TestCloud } from '../helpers/cloud.js';
+import { testCloud, testPoolYaml, type TestCloud } from '../helpers/cloud.js';
 import { freePort } from '../helpers/ports.js';
 import { killHard, startServerProcess } from '../helpers/server.js';
 import { waitFor } from '../helpers/wait.js';
@@ -24,23 +24,7 @@ let paddock: Paddock;
 let instance: string;
 const shas: string[] = [];
 
-const pool = (name: string, keys: 'userdata' | 'keypair') => `
-  - name: ${name}
-    kind: openstack
-    labels: { arch: x86_64 }
-    settings:
-      auth:
-        authUrl: ${cloud.env.OS_AUTH_URL}
-        username: paddock
-        password: "${cloud.env.OS_PASSWORD}"
-        project: paddock
-      network: net1
-      maxInstances: 2
-      flavors: [m1.tiny]
-      ready: active
-      keys: ${keys}
-      pollInterval: 0.3
-      watchInterval: 1`;
+const pool = (name: string, keys: 'userdata' | 'keypair') => `\n${testPoolYaml(cloud, name, [`keys: ${keys}`])}`;
 
 test.before(async () => {
   cloud = await testCloud();
