@@ -36,6 +36,10 @@ log() { printf 'build-test-images: %s\n' "$*" >&2; }
 
 mkdir -p "$CACHE"
 CACHE=$(cd "$CACHE" && pwd)
+# One build at a time per cache: test runs that start together share one build (the later ones wait
+# for it, then find their images up to date).
+exec 9>"$CACHE/.lock"
+flock 9
 exec 9> "$CACHE/.lock"
 if ! flock -n 9; then
   log "waiting for another build in $CACHE"
@@ -66,7 +70,7 @@ recipes_hash=$(cd "$HERE" && find . -name '*.sh' -type f ! -name debian-cloud.sh
 # images' recipes does not cost a rebuild of it.
 stamp_of() {
   if [ "$1" = debian-cloud ]; then
-    printf '%s\n%s\n%s\n%s\n' "$1" "$(sha256sum "$HERE/debian-cloud.sh")" "${PACKAGES[amd64]}" \
+    printf '%s\n%s\n%s\n%s\n' "$1" "$(sha256sum < "$HERE/debian-cloud.sh")" "${PACKAGES[amd64]}" \
       "$(apt-cache policy cloud-init openssh-server systemd 2>/dev/null | awk '/^[^ ]/ { p = $1 } /^  Candidate:/ { print p, $2 }')"
   else
     printf '%s\n%s\n%s\n' "$1" "$recipes_hash" "${PACKAGES[$(arch_of "$1")]}"
