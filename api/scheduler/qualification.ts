@@ -25,8 +25,16 @@ export const qualificationOwner = 'paddock';
 const lowestPriority = -1000;
 /** Failure codes that are not the machine's (the cloud, the lab host): the boot is not counted and is done again. */
 const notCounted = new Set(['no_capacity', 'cloud_unreachable', 'lab_host_offline']);
+/**
+ * A boot that failed for its request (the reference image is missing or bad) is not the machine's
+ * fault and is not counted: the next one waits this long, for an admin to put the image right.
+ */
+const requestFaultPauseMs = 60_000;
 
 export class Qualifications {
+  /** Machines whose last boot failed for its image: no boot before this time. */
+  private readonly pausedUntil = new Map<string, number>();
+
   constructor(
     private readonly state: SchedulerState,
     private readonly grants: Grants,
@@ -78,6 +86,8 @@ export class Qualifications {
       }
       if (machine.state !== 'qualifying' || machine.unreachable !== undefined || machine.qualify === undefined) continue;
       if (machine.qualification?.state !== 'running') this.begin(machine);
+      if ((this.pausedUntil.get(machine.name) ?? 0) > this.state.now()) continue;
+      this.pausedUntil.delete(machine.name);
       if (machine.qualification!.current === undefined && this.mayBoot(machine)) this.boot(machine);
     }
   }
@@ -92,7 +102,10 @@ export class Qualifications {
     delete qualification.current;
     const failure = allocation.failure;
     if (reservation.state === 'released' && allocation.stages.probed !== undefined) qualification.passed += 1;
-    else if (reservation.state === 'failed' && failure && !notCounted.has(failure.code)) {
+    else if (failure?.fault === 'request') {
+      qualification.reason = `a boot was not counted: its image failed (${failure.code}: ${failure.reason}); the next one in ${requestFaultPauseMs / 1000}s`;
+      this.pausedUntil.set(machine.name, this.state.now() + requestFaultPauseMs);
+    } else if (reservation.state === 'failed' && failure && !notCounted.has(failure.code)) {
       qualification.failed += 1;
       qualification.failures.push({
         reservationId: reservation.id,
@@ -136,6 +149,7 @@ export class Qualifications {
     if (passed >= needed) {
       qualification.state = 'passed';
       qualification.endedAt = now;
+      delete qualification.reason;
       machine.reason = undefined;
       this.setHeldState(machine, 'available');
       this.grants.schedule();
