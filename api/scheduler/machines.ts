@@ -106,7 +106,7 @@ export class Machines {
     if (this.heldState(machine) === 'reserved') machine.pendingState = machine.qualify !== undefined ? 'qualifying' : undefined;
     else this.setOnlineState(machine, machine.qualify !== undefined ? 'qualifying' : 'available');
     this.state.store.machine(machine);
-    this.qualifications.advance();
+    this.qualifications.advance(machine);
     this.grants.schedule();
     await this.state.store.flush();
     return machine;

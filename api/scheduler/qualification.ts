@@ -34,6 +34,8 @@ const requestFaultPauseMs = 60_000;
 export class Qualifications {
   /** Machines whose last boot failed for its image: no boot before this time. */
   private readonly pausedUntil = new Map<string, number>();
+  /** The machines qualifying or with a qualification running: what advance looks at (not every machine). */
+  private readonly watched = new Set<string>();
 
   constructor(
     private readonly state: SchedulerState,
@@ -46,6 +48,7 @@ export class Qualifications {
    */
   start(): void {
     for (const machine of this.state.inventory.machines.values()) {
+      if (machine.state === 'qualifying' || machine.onlineState === 'qualifying' || machine.qualification?.state === 'running') this.watched.add(machine.name);
       const current = machine.qualification?.state === 'running' ? machine.qualification.current : undefined;
       if (current === undefined) continue;
       if (this.state.live.has(current)) machine.pendingState ??= 'qualifying';
@@ -74,27 +77,47 @@ export class Qualifications {
     this.grants.beginRelease(reservation, 'released', 'qualification boot passed its check');
   }
 
-  /** Starts the next boot of every qualifying machine that has none under way and may boot now. */
-  advance(): void {
-    for (const machine of this.state.inventory.machines.values()) {
-      const qualification = machine.qualification;
-      if (qualification?.state === 'running' && qualification.current === undefined && machine.state !== 'qualifying' && machine.state !== 'offline') {
-        // Put in maintenance or retired between two boots: the qualification stops there.
-        this.decide(machine);
-        this.state.store.machine(machine);
-        continue;
-      }
-      if (machine.state !== 'qualifying' || machine.unreachable !== undefined || machine.qualify === undefined) continue;
-      if (machine.qualification?.state !== 'running') this.begin(machine);
-      if ((this.pausedUntil.get(machine.name) ?? 0) > this.state.now()) continue;
-      this.pausedUntil.delete(machine.name);
-      if (machine.qualification!.current === undefined && this.mayBoot(machine)) this.boot(machine);
-    }
+  /**
+   * Starts the next boot of every qualifying machine that has none under way and may boot now;
+   * `machine`, just put in qualifying (an admin activated it), is looked at from now on.
+   */
+  advance(machine?: MachineEntry): void {
+    if (machine) this.watched.add(machine.name);
+    for (const name of this.watched) this.advanceOne(name);
   }
 
-  /** A reservation ended: when it was a qualification boot, it is counted and the qualification decided or carried on. */
+  private advanceOne(name: string): void {
+    const machine = this.state.inventory.get(name);
+    if (!machine) {
+      this.watched.delete(name);
+      return;
+    }
+    const qualification = machine.qualification;
+    if (qualification?.state === 'running' && qualification.current === undefined && machine.state !== 'qualifying' && machine.state !== 'offline') {
+      // Put in maintenance or retired between two boots: the qualification stops there.
+      this.decide(machine);
+      this.state.store.machine(machine);
+    }
+    if (machine.qualification?.state !== 'running' && machine.state !== 'qualifying' && machine.onlineState !== 'qualifying') {
+      this.watched.delete(name);
+      return;
+    }
+    if (machine.state !== 'qualifying' || machine.unreachable !== undefined || machine.qualify === undefined) return;
+    if (machine.qualification?.state !== 'running') this.begin(machine);
+    if ((this.pausedUntil.get(machine.name) ?? 0) > this.state.now()) return;
+    this.pausedUntil.delete(machine.name);
+    if (machine.qualification!.current === undefined && this.mayBoot(machine)) this.boot(machine);
+  }
+
+  /**
+   * A reservation ended: when it was a qualification boot, it is counted and the qualification
+   * decided or carried on; any other may have left room in a pool for a boot.
+   */
   ended(reservation: Reservation): void {
-    if (reservation.owner !== qualificationOwner) return;
+    if (reservation.owner !== qualificationOwner) {
+      if (this.watched.size > 0) this.advance();
+      return;
+    }
     const allocation = reservation.allocations[0];
     const machine = this.state.inventory.get(allocation?.machine ?? '');
     if (!machine || !this.isBoot(reservation, machine)) return;

@@ -40,7 +40,7 @@ export class Scheduler {
   readonly machines: Machines;
   readonly agents: AgentTasks;
   readonly leaseActions: LeaseActions;
-  private readonly qualifications: Qualifications;
+  readonly qualifications: Qualifications;
   private readonly state: SchedulerState;
   private readonly grants: Grants;
   private readonly definitions: readonly MachineDefinition[];
