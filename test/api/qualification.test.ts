@@ -2,6 +2,7 @@
 // boots `boots` times with the check command before anyone gets it; one that fails too often is
 // quarantined with the failures' codes and stages, and qualifies again once activated; a restart
 // goes on with a qualification where it was.
+import { execFile } from 'node:child_process';
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -40,6 +41,14 @@ function checkScratch(t: ExecutionContext): { dir: string; check: string; runs: 
 
 function qualifyingHostYaml(sshd: TestSshd, qualify: string): string {
   return `${staticMachinesYaml([staticHostOn(sshd, 'fresh-1')])}\n    qualify: ${qualify}\n`;
+}
+
+/** `paddock ARGS` against the API, as an admin at a terminal would run it. */
+function paddock(api: TestApi, args: string[]): Promise<string> {
+  const env = { ...process.env, PADDOCK_URL: api.url, PADDOCK_TOKEN: api.adminToken, PADDOCK_FROM_SOURCE: '1' };
+  return new Promise((resolve, reject) =>
+    execFile(process.execPath, [path.resolve('bin/paddock.js'), ...args], { env }, (error, stdout) => (error ? reject(error) : resolve(stdout))),
+  );
 }
 
 async function machine(api: TestApi, name = 'fresh-1'): Promise<MachineView> {
@@ -96,6 +105,11 @@ test('a machine that fails too often is quarantined with the failures, and quali
   t.is(scratch.runs(), 3, 'it stops as soon as 3 of 4 can no longer pass');
   t.like(quarantined.qualification, { state: 'failed', passed: 1, failed: 2, boots: 4, needed: 3 });
   t.regex(quarantined.reason ?? '', /^failed qualification: 1 of 3 boots passed, 3 of 4 needed; failures: check_failed at probed, check_failed at probed$/);
+
+  const shown = await paddock(api, ['machines', 'show', 'fresh-1']);
+  t.regex(shown, /^fresh-1 {2}static {2}quarantined/);
+  t.regex(shown, /\nqualification failed at \S+: 1 passed, 2 failed of at most 4 boots \(3 needed\); 1 of 3 boots passed, 3 of 4 needed\n/);
+  t.regex(shown, /\n {2}failed boot r-[0-9a-f]+: check_failed at probed: qualification check exited 3: run 2: the check fails\n/);
 
   // Repaired: an admin activates it, and it qualifies again before it is available.
   scratch.failOn([]);
