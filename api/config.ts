@@ -33,6 +33,27 @@ const quantity = z.union([z.number(), z.string()]).transform((value, ctx) => {
 const nameSchema = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'names use letters, digits, . _ - (up to 63)');
 const labelKey = z.string().regex(/^[A-Za-z_][A-Za-z0-9_.-]*$/, 'label keys use letters, digits, _ . -');
 
+/**
+ * Qualification: a machine seen for the first time, or activated after quarantine or maintenance,
+ * boots `boots` times from `image` and runs `check` over SSH each time; it goes into service when
+ * `pass` of them passed (default: 95 % of the boots, 19 of 20), else it is quarantined.
+ */
+const qualifySchema = z
+  .strictObject({
+    /** The pool's reference image (NAME[:TAG]); kinds that boot no image (static hosts) leave it out. */
+    image: z.string().min(1).max(200).optional(),
+    /** A shell command run on the machine as its login user; exit 0 passes the boot. */
+    check: z
+      .string()
+      .min(1)
+      .max(4096)
+      .refine((command) => !/\p{Cc}/u.test(command.replace(/[\t\n]/g, '')), 'control characters are refused in the check command'),
+    boots: z.number().int().min(1).max(1000).default(20),
+    pass: z.number().int().min(1).optional(),
+  })
+  .transform((qualify) => ({ ...qualify, pass: qualify.pass ?? Math.ceil(qualify.boots * 0.95) }))
+  .refine((qualify) => qualify.pass <= qualify.boots, { message: 'pass cannot be more than boots', path: ['pass'] });
+
 const machineSchema = z.strictObject({
   name: nameSchema,
   kind: z.string(),
@@ -49,6 +70,8 @@ const machineSchema = z.strictObject({
   access: z.enum(['direct', 'paddock']).optional(),
   /** A pool of this many identical machines (VM slots), named NAME-1 … NAME-N. */
   count: z.number().int().min(1).max(10000).optional(),
+  /** Boot it this many times before it goes into service (first seen, or activated): see qualifySchema. */
+  qualify: qualifySchema.optional(),
 });
 
 /** A quota: a count or a size (`20GiB`), or `unlimited`. */

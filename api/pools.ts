@@ -27,7 +27,8 @@ export async function expandProviderPools(config: Config, context: PoolContext):
     const expanded = await support.expand(entry, context);
     entries.push(entry);
     limits.set(machine.name, expanded.maxInstances);
-    for (const each of expanded.machines) machines.push({ ...each, kind: machine.kind, labHost: machine.labHost, access: machine.access });
+    for (const each of expanded.machines)
+      machines.push({ ...each, kind: machine.kind, labHost: machine.labHost, access: machine.access, qualify: machine.qualify });
   }
   if (entries.length === 0) return { entries, limits };
   const names = new Set<string>();

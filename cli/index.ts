@@ -134,7 +134,16 @@ function machineNotes(machine: MachineView): string[] {
   return [
     ...(machine.state === 'offline' ? [`${machine.name}: offline since ${machine.offlineSince ?? '?'}: ${machine.reason ?? ''}`] : []),
     ...(machine.unreachable ? [`${machine.name}: unreachable since ${machine.unreachable.since}: ${machine.unreachable.reason}`] : []),
+    ...(machine.qualification?.state === 'running' ? [`${machine.name}: ${qualificationLine(machine.qualification)}`] : []),
   ];
+}
+
+/** A qualification in one line: how far it is, or how it ended. */
+function qualificationLine(qualification: NonNullable<MachineView['qualification']>): string {
+  const { state, passed, failed, boots, needed } = qualification;
+  const counts = `${passed} passed, ${failed} failed of at most ${boots} boots (${needed} needed)`;
+  if (state === 'running') return `qualifying since ${qualification.startedAt}: ${counts}${qualification.reason ? `; ${qualification.reason}` : ''}`;
+  return `qualification ${state} at ${qualification.endedAt ?? '?'}: ${counts}${qualification.reason ? `; ${qualification.reason}` : ''}`;
 }
 
 /**
@@ -391,6 +400,10 @@ export function program(remoteCommand: string[] = []): Command {
       print(`labels: ${pairs(machine.labels) || '-'}`);
       print(`capacities: ${pairs(machine.capacities) || '-'}`);
       print(`failures in a row: ${machine.failures}`);
+      if (machine.qualification && machine.qualification.state !== 'running') print(qualificationLine(machine.qualification));
+      for (const failure of machine.qualification?.failures ?? []) {
+        print(`  failed boot ${failure.reservationId}: ${failure.code}${failure.stage ? ` at ${failure.stage}` : ''}: ${failure.reason}`);
+      }
       for (const line of machineNotes(machine)) print(line);
     });
   machines

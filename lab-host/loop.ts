@@ -9,6 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { AgentMachine, AgentReport, AgentTask, Stage } from '../protocol/agent.js';
 import { ProvisionError, type Provisioner, type ProvisionRequest, type ProvisionState, type Readiness, type StageReporter } from '../provisioners/types.js';
 import { detailOf, OpenRecord, recordVersion, type ProvisioningJournal, type ProvisioningRecord } from './journal.js';
+import { runCheck } from './qualify-check.js';
 
 export interface LoopOptions {
   provisioner: (kind: string) => Provisioner;
@@ -226,18 +227,20 @@ export class TaskLoop {
     const started = Date.now();
     try {
       const record = await this.openRecord(task);
-      const readiness = await work(
-        this.request(task, detailOf(record)),
-        {
-          stage: async (next) => {
-            stage = next;
-            await record.update({ stage: next });
-            await this.options.report(task.id, { kind: 'stage', stage: next });
-          },
+      const reporter: StageReporter = {
+        stage: async (next) => {
+          stage = next;
+          await record.update({ stage: next });
+          await this.options.report(task.id, { kind: 'stage', stage: next });
         },
-        signal,
-      );
+      };
+      const readiness = await work(this.request(task, detailOf(record)), reporter, signal);
       if (controller.signal.aborted) return;
+      // A qualification boot is ready only once its check passed on the machine.
+      if (readiness && task.check !== undefined) {
+        await runCheck(task.check, readiness, task.privateKey, signal);
+        await reporter.stage('probed');
+      }
       if (!readiness) {
         await this.options.report(task.id, { kind: 'off' });
         this.options.log(`${task.id}: ${task.machine.name} is off`);

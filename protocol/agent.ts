@@ -56,6 +56,11 @@ export interface AgentTask {
   cmdline?: string;
   /** When the reservation ends at the latest (ISO 8601): keys installed for it expire then. */
   hardCapAt?: string;
+  /**
+   * A qualification boot's check: a shell command the agent runs over SSH, with the reservation's
+   * key, once the machine is up; it is ready only if the command exits 0 (else `check_failed`).
+   */
+  check?: string;
 }
 
 export type AgentReport =

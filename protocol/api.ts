@@ -6,7 +6,7 @@ export type ReservationState = 'queued' | 'allocated' | 'provisioning' | 'ready'
 export const endStates: readonly ReservationState[] = ['released', 'failed', 'expired', 'cancelled'];
 
 /** `offline`: its lab host's agent is silent (past `agents.heartbeatTimeout`); it returns to its state before when the agent is heard again. */
-export type MachineState = 'new' | 'available' | 'reserved' | 'maintenance' | 'quarantined' | 'offline' | 'retired';
+export type MachineState = 'new' | 'qualifying' | 'available' | 'reserved' | 'maintenance' | 'quarantined' | 'offline' | 'retired';
 
 export { stages, powerActions } from './agent.js';
 export { machineProblemLimits } from './agent.js';
@@ -164,6 +164,29 @@ export interface MachineView {
    * SSH port): since when and why. It is not matched meanwhile, whatever its state.
    */
   unreachable?: { since: string; reason: string };
+  /** The machine's last qualification (config `qualify`): running while it is `qualifying`. */
+  qualification?: QualificationView;
+}
+
+/**
+ * A qualification: the machine booted `boots` times from its pool's reference image with a check
+ * command; it goes into service when `needed` of them passed, and is quarantined as soon as that can
+ * no longer happen. Stops early once the outcome is certain.
+ */
+export interface QualificationView {
+  state: 'running' | 'passed' | 'failed' | 'stopped';
+  boots: number;
+  needed: number;
+  passed: number;
+  failed: number;
+  /** The failed boots, oldest first: the failure's code, stage and reason, and the boot's reservation. */
+  failures: { reservationId: string; code: string; stage?: string; reason: string }[];
+  /** The boot under way (its reservation, owned by `paddock`). */
+  current?: string;
+  startedAt: string;
+  endedAt?: string;
+  /** Why it ended, when it did not pass. */
+  reason?: string;
 }
 
 /** A lab host's agent as the API knows it (GET /v1/agents): the lab hosts the machines name, and every agent heard. */

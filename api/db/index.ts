@@ -13,6 +13,7 @@ import * as offline from './migrations/0006-offline-machines.js';
 import * as unreachable from './migrations/0007-unreachable-machines.js';
 import * as labHosts from './migrations/0008-lab-hosts.js';
 import * as imageAccess from './migrations/0009-image-access.js';
+import * as qualification from './migrations/0011-qualification.js';
 
 export interface TokenRow {
   name: string;
@@ -37,6 +38,8 @@ export interface MachineRow {
   /** While its lab host's agent reports it cannot reach it: since when, and why. */
   unreachableSince: Date | null;
   unreachableReason: string | null;
+  /** Its last qualification, as JSON (a QualificationView). */
+  qualification: string | null;
 }
 
 /** A lab host's agent: when it was last heard, and the version it said then. */
@@ -157,6 +160,7 @@ const migrations = [
   { name: '0007-unreachable-machines', module: unreachable },
   { name: '0008-lab-hosts', module: labHosts },
   { name: '0009-image-access', module: imageAccess },
+  { name: '0011-qualification', module: qualification },
 ];
 
 /**
@@ -244,6 +248,7 @@ export async function openDatabase(dataDir: string): Promise<Database> {
       offlineSince: DataTypes.DATE,
       unreachableSince: DataTypes.DATE,
       unreachableReason: DataTypes.TEXT,
+      qualification: DataTypes.TEXT,
     },
     plain,
   );

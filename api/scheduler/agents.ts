@@ -19,6 +19,9 @@ type FailedReport = Extract<AgentReport, { kind: 'failed' }>;
 export class AgentTasks {
   /** Told when a machine failed because of its image (serve.ts counts it on the image). */
   onImageFailure?: (ref: string, reason: string) => void;
+  /** Told when a reservation became ready; and asked for the check command of a task (qualification.ts). */
+  onReady?: (reservation: Reservation) => void;
+  checkFor?: (reservation: Reservation, machine: MachineEntry) => string | undefined;
 
   constructor(
     private readonly state: SchedulerState,
@@ -127,6 +130,7 @@ export class AgentTasks {
       state.store.reservation(reservation);
       const member = reservation.members.find((candidate) => candidate.role === allocation.role);
       const image = allocation.image ?? member?.image;
+      const check = task.action === 'provision' ? this.checkFor?.(reservation, machine) : undefined;
       taken.push({
         id: allocation.id,
         action: task.action,
@@ -140,6 +144,7 @@ export class AgentTasks {
         ...(image ? { image } : {}),
         ...(allocation.cmdline !== undefined ? { cmdline: allocation.cmdline } : {}),
         ...(reservation.hardCapAt !== undefined ? { hardCapAt: new Date(reservation.hardCapAt).toISOString() } : {}),
+        ...(check !== undefined ? { check } : {}),
       });
     }
     return taken;
@@ -178,6 +183,7 @@ export class AgentTasks {
             state.transition(reservation, 'ready', 'ready', 'every machine is ready');
             const now = state.now();
             reservation.expiresAt = Math.min(Math.max(reservation.expiresAt ?? 0, now + reservation.leaseSeconds * 1000), reservation.hardCapAt ?? Infinity);
+            this.onReady?.(reservation);
           }
         }
         break;

@@ -11,6 +11,9 @@ import type { ParsedMember } from './requests.js';
 import type { SchedulerState } from './state.js';
 
 export class Grants {
+  /** Told when a reservation has ended (qualification.ts counts its boots). */
+  onEnded?: (reservation: Reservation) => void;
+
   constructor(private readonly state: SchedulerState) {}
 
   /** Puts a reservation loaded from the database back in the queue or the agents' task list. */
@@ -112,7 +115,8 @@ export class Grants {
     return new Map([...poolLimits].map(([pool, limit]) => [pool, limit - inventory.reservedIn(pool)]));
   }
 
-  private grant(reservation: Reservation, machines: string[][]): void {
+  /** Hands the machines (per member) to a reservation; qualification.ts pins a boot to its machine with it. */
+  grant(reservation: Reservation, machines: string[][]): void {
     const { state } = this;
     const now = state.now();
     state.queue.delete(reservation);
@@ -208,6 +212,7 @@ export class Grants {
     state.heldUntil.clear();
     state.transition(reservation, reservation.outcome ?? 'released', 'finish release', reservation.reason ?? 'released');
     state.forget(reservation);
+    this.onEnded?.(reservation);
     this.schedule();
   }
 }

@@ -4,6 +4,7 @@ import { plainRows } from '../db/index.js';
 import { DomainError, notFound } from '../domain-error.js';
 import { quarantines } from './failure.js';
 import type { Grants } from './grants.js';
+import type { Qualifications } from './qualification.js';
 import { ms, unreachableFromRow, type MachineEntry } from './records.js';
 import type { MachineDefinition, SchedulerState } from './state.js';
 
@@ -11,6 +12,7 @@ export class Machines {
   constructor(
     private readonly state: SchedulerState,
     private readonly grants: Grants,
+    private readonly qualifications: Qualifications,
   ) {}
 
   /**
@@ -34,7 +36,10 @@ export class Machines {
       // out as for any other machine.
       const offline = stored === 'offline';
       const before = offline ? (row?.onlineState as MachineEntry['state'] | null) : stored;
-      const online = reservationId ? 'reserved' : before === 'maintenance' || before === 'quarantined' ? before : 'available';
+      // A machine to qualify (config `qualify`) seen for the first time is qualifying, and stays so
+      // across a restart until its qualification ends (qualification.ts).
+      const qualifies = machine.qualify !== undefined && (!row || before === 'qualifying');
+      const online = reservationId ? 'reserved' : before === 'maintenance' || before === 'quarantined' ? before : qualifies ? 'qualifying' : 'available';
       const entry = state.inventory.add({
         name: machine.name,
         kind: machine.kind,
@@ -46,6 +51,8 @@ export class Machines {
         settings: machine.settings,
         failures: row?.failures ?? 0,
         reservationId,
+        qualify: machine.qualify,
+        ...(row?.qualification ? { qualification: JSON.parse(row.qualification) } : {}),
         reason: online === before ? (row?.reason ?? undefined) : undefined,
         ...(offline ? { onlineState: online, offlineSince: ms(row?.offlineSince ?? null) ?? state.now() } : {}),
         // Until its agent's next heartbeat says otherwise.
@@ -94,8 +101,12 @@ export class Machines {
     machine.pendingState = undefined;
     machine.reason = undefined;
     machine.failures = 0;
-    if (this.heldState(machine) !== 'reserved') this.setOnlineState(machine, 'available');
+    // A machine to qualify boots its qualification again before it serves anyone.
+    if (machine.qualify !== undefined) machine.qualification = undefined;
+    if (this.heldState(machine) === 'reserved') machine.pendingState = machine.qualify !== undefined ? 'qualifying' : undefined;
+    else this.setOnlineState(machine, machine.qualify !== undefined ? 'qualifying' : 'available');
     this.state.store.machine(machine);
+    this.qualifications.advance(machine);
     this.grants.schedule();
     await this.state.store.flush();
     return machine;

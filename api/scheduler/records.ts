@@ -9,6 +9,7 @@ import type {
   LeaseAction,
   MachineState,
   MachineView,
+  QualificationView,
   MemberView,
   ReservationState,
   ReservationView,
@@ -68,6 +69,14 @@ export interface Reservation {
   requeues?: number;
 }
 
+/** Qualification before service: `boots` boots from `image` with `check`, `pass` of them to pass. */
+export interface QualifyPolicy {
+  image?: string;
+  check: string;
+  boots: number;
+  pass: number;
+}
+
 export interface MachineEntry {
   name: string;
   kind: string;
@@ -90,6 +99,9 @@ export interface MachineEntry {
   offlineSince?: number;
   /** Reported by its lab host's agent (a missing serial device, a PDU that does not answer): not matched meanwhile. */
   unreachable?: { since: number; reason: string };
+  /** Its qualification policy (config), and its last qualification (qualification.ts). */
+  qualify?: QualifyPolicy;
+  qualification?: QualificationView;
 }
 
 const iso = (ms: number | undefined) => (ms === undefined ? undefined : new Date(ms).toISOString());
@@ -128,7 +140,8 @@ export function machineView(machine: MachineEntry): MachineView {
     name: machine.name,
     kind: machine.kind,
     labHost: machine.labHost,
-    state: machine.state,
+    // A machine busy with a boot of its qualification is shown qualifying, not reserved.
+    state: machine.state === 'reserved' && machine.qualification?.current === machine.reservationId ? 'qualifying' : machine.state,
     labels: machine.labels,
     capacities: machine.capacities,
     failures: machine.failures,
@@ -140,6 +153,7 @@ export function machineView(machine: MachineEntry): MachineView {
     view.reason = `its lab host ${machine.labHost} is silent: its agent was not heard within agents.heartbeatTimeout`;
   }
   if (machine.unreachable !== undefined) view.unreachable = { since: iso(machine.unreachable.since)!, reason: machine.unreachable.reason };
+  if (machine.qualification !== undefined) view.qualification = machine.qualification;
   return view;
 }
 
@@ -220,6 +234,7 @@ export function machineToRow(machine: MachineEntry, now: number): MachineRow {
     offlineSince: date(machine.offlineSince),
     unreachableSince: date(machine.unreachable?.since),
     unreachableReason: machine.unreachable?.reason ?? null,
+    qualification: machine.qualification ? JSON.stringify(machine.qualification) : null,
   };
 }
 

@@ -18,6 +18,7 @@ import { Grants } from './grants.js';
 import { LabHosts } from './lab-hosts.js';
 import { Machines } from './machines.js';
 import { LeaseActions } from './lease-actions.js';
+import { Qualifications } from './qualification.js';
 import { Reservations } from './reservations.js';
 import { SchedulerState, type MachineDefinition, type SchedulerPolicy } from './state.js';
 import { version } from '../../protocol/version.js';
@@ -39,6 +40,7 @@ export class Scheduler {
   readonly machines: Machines;
   readonly agents: AgentTasks;
   readonly leaseActions: LeaseActions;
+  readonly qualifications: Qualifications;
   private readonly state: SchedulerState;
   private readonly grants: Grants;
   private readonly definitions: readonly MachineDefinition[];
@@ -48,10 +50,14 @@ export class Scheduler {
     this.state = new SchedulerState(db, options.policy, options.now ?? Date.now, options.poolLimits);
     this.definitions = options.machines;
     this.grants = new Grants(this.state);
+    this.qualifications = new Qualifications(this.state, this.grants);
+    this.grants.onEnded = (reservation) => this.qualifications.ended(reservation);
     this.reservations = new Reservations(this.state, this.grants);
-    this.machines = new Machines(this.state, this.grants);
+    this.machines = new Machines(this.state, this.grants, this.qualifications);
     const labHosts = new LabHosts((options.policy.agents?.heartbeatTimeout ?? 30) * 1000, this.state.now, version);
     this.agents = new AgentTasks(this.state, this.grants, this.machines, labHosts);
+    this.agents.onReady = (reservation) => this.qualifications.ready(reservation);
+    this.agents.checkFor = (reservation, machine) => this.qualifications.checkFor(reservation, machine);
     this.leaseActions = new LeaseActions(this.state, this.reservations, options.leaseActionKinds ?? new Set());
   }
 
@@ -70,12 +76,16 @@ export class Scheduler {
     state.store.adopt(state.live.values(), state.inventory.machines.values());
     state.store.onRollback = () => state.rollback();
     for (const reservation of live) this.grants.resume(reservation);
+    this.qualifications.start();
     this.grants.schedule();
     await state.store.flush();
     const interval = Math.max(50, state.policy.reaper.interval * 1000);
     this.reaper = setInterval(() => {
       void this.reservations.reap().catch(() => undefined);
       void this.agents.watch().catch(() => undefined);
+      // A qualification boot waiting for pool room, or a machine back from offline, boots now.
+      this.qualifications.advance();
+      void state.store.flush().catch(() => undefined);
     }, interval);
     this.reaper.unref();
   }

@@ -10,7 +10,7 @@ import { LongPoll } from '../pull.js';
 import { Inventory } from './inventory.js';
 import { assertTransition } from './lifecycle.js';
 import type { QueuePolicy, QueuedRequest } from './queue.js';
-import { ms, reservationFromRow, unreachableFromRow, type Allocation, type MachineEntry, type Reservation } from './records.js';
+import { ms, reservationFromRow, unreachableFromRow, type Allocation, type MachineEntry, type QualifyPolicy, type Reservation } from './records.js';
 import { parseMembers, type ParsedMember } from './requests.js';
 import { Store } from './store.js';
 import { WaitingRequests } from './waiting.js';
@@ -37,6 +37,8 @@ export interface MachineDefinition {
   labels: Record<string, string>;
   capacities: Record<string, number>;
   settings?: unknown;
+  /** Qualification before service (config `qualify`; qualification.ts). */
+  qualify?: QualifyPolicy;
 }
 
 /** Work for an agent: provision an allocation's machine, release it, or power or re-deploy it during the lease (lease-actions.ts). */
@@ -181,6 +183,7 @@ export class SchedulerState {
       machine.reason = image.row.reason ?? undefined;
       machine.failures = image.row.failures;
       machine.pendingState = image.pendingState;
+      machine.qualification = image.row.qualification ? JSON.parse(image.row.qualification) : undefined;
     }
     for (const id of this.live.keys()) if (!this.store.committedReservations.has(id)) this.live.delete(id);
     for (const row of this.store.committedReservations.values()) {

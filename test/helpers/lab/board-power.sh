@@ -5,6 +5,7 @@
 #   LAB/boardN/tty.qemu   the board side of its persistent serial line (a socat pty pair)
 #   LAB/boardN/ssh-port   the loopback port forwarded to the board's SSH
 #   LAB/boardN/broken     if present, the board's firmware is missing (it never reaches U-Boot)
+#   LAB/boardN/fail-boots if present, a count: that many more power-ons leave the console silent, as broken does
 #   LAB/boardN/disk.img   if present, the board's storage (a virtio disk U-Boot can write)
 # pdudaemon runs commands one at a time per PDU, so this must return quickly: QEMU is daemonized.
 set -u
@@ -23,6 +24,8 @@ case $CMD in
     qemu=(qemu-system-aarch64 -M virt -cpu cortex-a53) bios=/usr/lib/u-boot/qemu_arm64/u-boot.bin
     if [ -e "$DIR/armv7" ]; then qemu=(qemu-system-arm -M virt,highmem=off -cpu cortex-a15) bios=/usr/lib/u-boot/qemu_arm/u-boot.bin; fi
     [ -e "$DIR/broken" ] && bios=/dev/null
+    fails=$(cat "$DIR/fail-boots" 2>/dev/null || echo 0)
+    if [ "$fails" -gt 0 ] 2>/dev/null; then bios=/dev/null; echo $((fails - 1)) > "$DIR/fail-boots"; fi
     storage=()
     [ -e "$DIR/disk.img" ] && storage=(-drive "if=none,file=$DIR/disk.img,format=raw,id=storage" -device virtio-blk-pci,drive=storage)
     # A QEMU that was just switched off may hold the SSH forward a moment longer on a loaded
