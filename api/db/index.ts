@@ -163,6 +163,9 @@ const migrations = [
   { name: '0011-qualification', module: qualification },
 ];
 
+/** Every migration's name, in order: what an up-to-date file has applied. */
+export const migrationNames: readonly string[] = migrations.map(({ name }) => name);
+
 /**
  * The migrations not applied yet, read from `SequelizeMeta`: the table umzug kept (and the format it
  * kept it in) when it applied them, so a file migrated by an older Paddock keeps its record.

@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import type { Sequelize } from 'sequelize';
-import { openDatabase } from '../../api/db/index.js';
+import { migrationNames, openDatabase } from '../../api/db/index.js';
 
 /**
  * What a Paddock from before jobs left, with one token (carol's): no jobs or runs tables, and
@@ -35,17 +35,8 @@ test('a file without the newest migration gets it on open and keeps its rows; an
   t.is(await upgraded.runs.count(), 0, 'the runs table is back');
   t.is(await upgraded.jobs.count(), 0, 'the jobs table is back');
   t.is((await upgraded.tokens.findByPk('carol'))?.get('role'), 'user', 'the older rows are kept');
-  t.deepEqual(await applied(upgraded.sequelize), [
-    '0001-initial',
-    '0002-images',
-    '0003-image-health',
-    '0004-requeues',
-    '0005-jobs',
-    '0006-offline-machines',
-    '0007-unreachable-machines',
-    '0008-lab-hosts',
-    '0009-image-access',
-  ]);
+  t.deepEqual(await applied(upgraded.sequelize), [...migrationNames].sort());
+  t.true(migrationNames.includes('0005-jobs'));
   await upgraded.close();
 
   const again = await openDatabase(dir);
@@ -65,16 +56,7 @@ test('a migration that fails leaves the file as it was: no table of it, no recor
   t.teardown(() => sequelize.close());
   const [tables] = await sequelize.query(`SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('jobs', 'runs')`);
   t.deepEqual(tables, [], 'the jobs table the failed migration made is gone');
-  t.deepEqual(await applied(sequelize), [
-    '0001-initial',
-    '0002-images',
-    '0003-image-health',
-    '0004-requeues',
-    '0006-offline-machines',
-    '0007-unreachable-machines',
-    '0008-lab-hosts',
-    '0009-image-access',
-  ]);
+  t.deepEqual(await applied(sequelize), migrationNames.filter((name) => name !== '0005-jobs').sort(), 'every migration but the failed one');
   const [tokens] = await sequelize.query('SELECT name FROM tokens');
   t.deepEqual(tokens, [{ name: 'carol' }]);
 });
