@@ -19,6 +19,7 @@ import { LabHosts } from './lab-hosts.js';
 import { Machines } from './machines.js';
 import { LeaseActions } from './lease-actions.js';
 import { Reservations } from './reservations.js';
+import { Retries } from './retries.js';
 import { SchedulerState, type MachineDefinition, type SchedulerPolicy } from './state.js';
 import { version } from '../../protocol/version.js';
 
@@ -41,6 +42,7 @@ export class Scheduler {
   readonly leaseActions: LeaseActions;
   private readonly state: SchedulerState;
   private readonly grants: Grants;
+  private readonly retries: Retries;
   private readonly definitions: readonly MachineDefinition[];
   private reaper?: NodeJS.Timeout;
 
@@ -52,6 +54,9 @@ export class Scheduler {
     this.machines = new Machines(this.state, this.grants);
     const labHosts = new LabHosts((options.policy.agents?.heartbeatTimeout ?? 30) * 1000, this.state.now, version);
     this.agents = new AgentTasks(this.state, this.grants, this.machines, labHosts);
+    this.retries = new Retries(this.state, this.grants, this.machines);
+    this.agents.retries = this.retries;
+    this.grants.beforePass = () => this.retries.serve();
     this.leaseActions = new LeaseActions(this.state, this.reservations, options.leaseActionKinds ?? new Set());
   }
 
@@ -68,8 +73,12 @@ export class Scheduler {
     await this.machines.load(this.definitions);
     await this.agents.start();
     state.store.adopt(state.live.values(), state.inventory.machines.values());
-    state.store.onRollback = () => state.rollback();
+    state.store.onRollback = () => {
+      state.rollback();
+      this.retries.reindex();
+    };
     for (const reservation of live) this.grants.resume(reservation);
+    this.retries.reindex();
     this.grants.schedule();
     await state.store.flush();
     const interval = Math.max(50, state.policy.reaper.interval * 1000);
