@@ -201,7 +201,7 @@ export class AgentTasks {
   }
 
   private failed(reservation: Reservation, allocation: Allocation, machine: MachineEntry, report: FailedReport): void {
-    const verdict = failureVerdict(allocation.state, report, allocation.action !== undefined, this.retries?.retriesLeft(allocation) ?? 0);
+    const verdict = failureVerdict(allocation.state, report, allocation.action !== undefined, this.retries?.retriesLeft(reservation, allocation) ?? 0);
     const where = `${allocation.role}[${allocation.index}] on ${machine.name}`;
     const failure = (code: string) => ({ code, fault: report.fault, reason: report.reason, ...(report.stage ? { stage: report.stage } : {}) });
     switch (verdict.action) {
