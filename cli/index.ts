@@ -128,6 +128,11 @@ function showReservationExplain(explained: ReservationExplainView): string {
     );
     for (const entry of member.unavailable) lines.push(`  ${entry.machine}: not free now: ${entry.reason}`);
     for (const entry of member.rejected) lines.push(`  ${entry.machine}: ${entry.term}: ${entry.reason}`);
+    for (const entry of member.waiting ?? []) {
+      lines.push(
+        `  ${member.role}.${entry.index}: waits for a free machine other than ${entry.failedOn.join(', ')} (${entry.code}) until ${entry.waitingUntil}`,
+      );
+    }
   }
   return lines.join('\n');
 }

@@ -226,6 +226,8 @@ export interface ReservationExplainView {
     available: string[];
     rejected: ExplainView['rejected'];
     unavailable: UnavailableMachine[];
+    /** Its machines that failed while being provisioned and wait for another (never one of `failedOn`) until `waitingUntil`. */
+    waiting?: { index: number; code: string; failedOn: string[]; waitingUntil: string }[];
   }[];
 }
 

@@ -7,7 +7,7 @@ import { execFile } from 'node:child_process';
 import path from 'node:path';
 import test from 'ava';
 import { Paddock, ReservationFailedError } from '../../client/index.js';
-import type { EventView, MachineView, ReservationView } from '../../protocol/api.js';
+import type { EventView, MachineView, ReservationExplainView, ReservationView } from '../../protocol/api.js';
 import { startApi, staticHostOn, staticMachinesYaml, testConfig, type TestApi } from '../helpers/api.js';
 import { startSshd, type TestSshd } from '../helpers/sshd.js';
 
@@ -138,6 +138,8 @@ test('with no twin free the member waits without a machine, survives a restart a
   t.truthy(waitingMember(waiting)?.waitingUntil);
   const waitEvent = (await reservation.events()).find((event) => event.to === 'waiting');
   t.regex(waitEvent?.reason ?? '', /^web\[0\]: no other machine matching type=web is free after \w+ on web-1; waiting until /);
+  const explained = (await env.api.http().get(`v1/reservations/${reservation.id}/explain`)).body as ReservationExplainView;
+  t.like(explained.members[1].waiting?.[0], { index: 0, failedOn: ['web-1'], waitingUntil: waitingMember(waiting)?.waitingUntil }, 'explain says it waits');
   const shown = await cli(env.api, ['show', reservation.id]);
   t.regex(shown, /web\.0 - waiting for another machine after \w+ on web-1, until /, 'paddock show says the member waits and why');
   await until(
