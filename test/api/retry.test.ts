@@ -140,6 +140,8 @@ test('with no twin free the member waits without a machine, survives a restart a
   t.regex(waitEvent?.reason ?? '', /^web\[0\]: no other machine matching type=web is free after \w+ on web-1; waiting until /);
   const explained = (await env.api.http().get(`v1/reservations/${reservation.id}/explain`)).body as ReservationExplainView;
   t.like(explained.members[1].waiting?.[0], { index: 0, failedOn: ['web-1'], waitingUntil: waitingMember(waiting)?.waitingUntil }, 'explain says it waits');
+  const log = await env.api.http().get(`v1/reservations/${reservation.id}/console`);
+  t.is(log.statusCode, 404, 'no console log, and the waiting member (no machine) breaks nothing');
   const shown = await cli(env.api, ['show', reservation.id]);
   t.regex(shown, /web\.0 - waiting for another machine after \w+ on web-1, until /, 'paddock show says the member waits and why');
   await until(
