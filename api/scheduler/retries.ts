@@ -42,14 +42,15 @@ export class Retries {
   ) {}
 
   /**
-   * How many more times the allocation's member may move to another machine: none when no other
-   * machine in service (busy or not) matches its spec, since waiting could never end well.
+   * How many more times the allocation's member may move to another machine: none when no machine
+   * in service (busy or not) matches its spec but those it failed on and those its own reservation
+   * holds, since waiting could never end well.
    */
   retriesLeft(reservation: Reservation, allocation: Allocation): number {
     const left = Math.max(0, this.state.policy.health.retries - (allocation.retries ?? 0));
     if (left === 0) return 0;
     const member = this.state.membersOf(reservation).find((candidate) => candidate.role === allocation.role);
-    const tried = new Set([...(allocation.failedOn ?? []), allocation.machine]);
+    const tried = new Set([...(allocation.failedOn ?? []), ...reservation.allocations.map((each) => each.machine)]);
     const other = this.state.inventory
       .allShapes()
       .some((shape) => member !== undefined && shape.machines.some((name) => !tried.has(name)) && matchShape(member.spec, shape).ok);
