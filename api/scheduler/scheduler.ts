@@ -11,6 +11,9 @@
 //                            |
 //               state (memory, events, store)     pure policy: spec, match, allocate, queue, failure
 //
+// Beside machines, retries (retries.ts) moves a member whose machine failed while being provisioned
+// to another machine: agents hand it those failures, and grants run it first in every pass.
+//
 // Nothing here knows HTTP: refusals are domain errors (api/domain-error.ts) that api/ maps to statuses.
 import type { Database } from '../db/index.js';
 import { AgentTasks } from './agents.js';
