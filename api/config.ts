@@ -150,7 +150,13 @@ export const configSchema = z.strictObject({
     })
     .default({ timeout: 3600, aging: 60, starvation: 300 }),
   reaper: z.strictObject({ interval: duration.default(1) }).default({ interval: 1 }),
-  health: z.strictObject({ quarantineAfter: z.number().int().min(1).default(3) }).default({ quarantineAfter: 3 }),
+  health: z
+    .strictObject({
+      quarantineAfter: z.number().int().min(1).default(3),
+      /** How many times a member whose machine failed while being provisioned moves to another machine. */
+      retries: z.number().int().min(0).max(20).default(2),
+    })
+    .default({ quarantineAfter: 3, retries: 2 }),
   agent: z
     .strictObject({
       enabled: z.boolean().default(true),

@@ -50,9 +50,12 @@ function describe(update: Progress): string | undefined {
   const change = `${update.from ? `${update.from} → ` : ''}${update.to}`;
   if (update.type === 'stage' || update.type === 'action')
     return `${time} ${update.machine}: ${update.to}${update.type === 'action' && update.reason ? ` (${update.reason})` : ''}`;
-  if (update.type === 'allocation') return `${time} ${update.machine}: ${change}${update.reason ? ` (${update.reason})` : ''}`;
+  if (update.type === 'allocation') return `${time} ${update.machine ?? 'no machine'}: ${change}${update.reason ? ` (${update.reason})` : ''}`;
   return `${time} ${change}${update.reason ? `: ${update.reason}` : ''}`;
 }
+
+/** A member's current allocation, not one that failed and was replaced by a retry on another machine. */
+const isCurrent = (allocation: ReservationView['allocations'][number]) => allocation.replacedBy === undefined;
 
 /** What `reserve --json` prints: enough to log in. */
 function summary(view: ReservationView) {
@@ -60,7 +63,7 @@ function summary(view: ReservationView) {
     id: view.id,
     state: view.state,
     ...(view.reason ? { reason: view.reason } : {}),
-    members: view.allocations.map((allocation) => ({
+    members: view.allocations.filter(isCurrent).map((allocation) => ({
       role: allocation.role,
       index: allocation.index,
       machine: allocation.machine,
@@ -98,7 +101,13 @@ function showReservation(view: ReservationView): string {
     const stages = Object.entries(allocation.stages)
       .map(([stage, at]) => `${stage} ${String(at).slice(11, 19)}`)
       .join(', ');
-    lines.push(`  ${allocation.role}.${allocation.index} ${allocation.machine} ${allocation.state}${where}${stages ? ` [${stages}]` : ''}`);
+    const retry = allocation.waitingUntil
+      ? ` for another machine after ${allocation.failure?.code ?? 'a failure'} on ${allocation.failedOn?.at(-1) ?? '?'}, until ${allocation.waitingUntil}`
+      : allocation.replacedBy
+        ? ` (replaced by ${allocation.replacedBy})`
+        : '';
+    const line = `${allocation.machine || '-'} ${allocation.state}${allocation.waitingUntil ? retry : `${where}${retry}`}`;
+    lines.push(`  ${allocation.role}.${allocation.index} ${line}${stages ? ` [${stages}]` : ''}`);
   }
   return lines.join('\n');
 }
@@ -119,6 +128,11 @@ function showReservationExplain(explained: ReservationExplainView): string {
     );
     for (const entry of member.unavailable) lines.push(`  ${entry.machine}: not free now: ${entry.reason}`);
     for (const entry of member.rejected) lines.push(`  ${entry.machine}: ${entry.term}: ${entry.reason}`);
+    for (const entry of member.waiting ?? []) {
+      lines.push(
+        `  ${member.role}.${entry.index}: waits for a free machine other than ${entry.failedOn.join(', ')} (${entry.code}) until ${entry.waitingUntil}`,
+      );
+    }
   }
   return lines.join('\n');
 }

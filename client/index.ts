@@ -253,7 +253,8 @@ export class Reservation {
     if (this.cachedCredentials && this.cachedFor === logins(this.current)) return this.cachedCredentials;
     const credentials = await this.http.get<CredentialsView>(`${this.path()}/credentials`);
     this.cachedCredentials = undefined;
-    if (credentials.machines.length >= this.current.allocations.length && this.current.allocations.length > 0) {
+    const current = this.current.allocations.filter((allocation) => allocation.replacedBy === undefined);
+    if (credentials.machines.length >= current.length && current.length > 0) {
       this.cachedCredentials = credentials;
       this.cachedFor = logins(this.current);
     }

@@ -18,9 +18,10 @@ import type { PowerAction, Stage } from './agent.js';
 /**
  * `off`: switched off by its owner during the lease (not ready until switched on). A member whose
  * power action or re-deploy failed is `failed` while the reservation lives on: the others keep
- * working, and it can be booted or switched on again.
+ * working, and it can be booted or switched on again. `waiting`: its machine failed while being
+ * provisioned and no other matching machine is free yet; it holds no machine meanwhile (`machine` is empty).
  */
-export type AllocationState = 'pending' | 'provisioning' | 'ready' | 'off' | 'failed' | 'releasing' | 'released';
+export type AllocationState = 'pending' | 'provisioning' | 'ready' | 'off' | 'failed' | 'releasing' | 'released' | 'waiting';
 
 /** A duration is seconds, or a string such as `90s`, `10m`, `2h`, `1d`. */
 export type Duration = number | string;
@@ -78,6 +79,14 @@ export interface AllocationView {
   cmdline?: string;
   /** The power action or re-deploy under way (the allocation is `provisioning` meanwhile). */
   action?: LeaseAction;
+  /** Retry on another machine (`health.retries`): how many times this member was moved to another machine so far. */
+  retries?: number;
+  /** The machines this member failed on while being provisioned: it is not given them again. */
+  failedOn?: string[];
+  /** While `waiting`: when it gives up (ISO 8601), the request's queue timeout after the failure. */
+  waitingUntil?: string;
+  /** Set once this allocation failed and its member moved on: the id of the allocation that replaced it. */
+  replacedBy?: string;
 }
 
 /** A power action or a re-deploy asked for during a lease. */
@@ -240,6 +249,8 @@ export interface ReservationExplainView {
     available: string[];
     rejected: ExplainView['rejected'];
     unavailable: UnavailableMachine[];
+    /** Its machines that failed while being provisioned and wait for another (never one of `failedOn`) until `waitingUntil`. */
+    waiting?: { index: number; code: string; failedOn: string[]; waitingUntil: string }[];
   }[];
 }
 

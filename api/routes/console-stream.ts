@@ -74,7 +74,7 @@ export function consoleStreamSocket(scheduler: Scheduler, tokens: Tokens, consol
     const allocation =
       reservationMachine(reservation, machines.length > 1 ? machines : machines[0]) ??
       reservation.allocations.find((candidate) => candidate.console) ??
-      reservation.allocations[0];
+      reservation.allocations.find((candidate) => candidate.machine !== '');
     if (!allocation) throw new ApiError(409, 'not_ready', `reservation ${reservation.id} has no machine yet`);
     const source = await sourceFor(reservation, allocation, wantsTakeover ? 'takeover' : mode);
     if (!(await take((ws) => bridge(ws, source, owner)))) source.close();

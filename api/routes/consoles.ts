@@ -32,14 +32,15 @@ export function consoleRoutes(table: RouteTable, scheduler: Scheduler, consoles:
       const follow = ctx.query.follow === '1' || ctx.query.follow === 'true';
       let allocation = reservationMachine(reservation, ctx.query.machine);
       if (!allocation) {
-        for (const candidate of reservation.allocations) {
+        // A member waiting for another machine (machine '') has no console.
+        for (const candidate of reservation.allocations.filter((each) => each.machine !== '')) {
           if ((await consoles.size(reservation.id, candidate.machine)) > 0) {
             allocation = candidate;
             break;
           }
         }
       }
-      allocation ??= reservation.allocations[0];
+      allocation ??= reservation.allocations.find((each) => each.machine !== '');
       const file = allocation && consoles.file(reservation.id, allocation.machine);
       const exists = allocation !== undefined && (await consoles.size(reservation.id, allocation.machine)) > 0;
       if (!exists && !follow)

@@ -130,7 +130,24 @@ export function reservationRoutes(table: RouteTable, scheduler: Scheduler, optio
         queuePosition: reservations.queuePosition(reservation),
         members: parseMembers(reservation.members).map((member) => {
           const { matches, rejected, available, unavailable } = scheduler.inventory.explain(member.spec);
-          return { role: member.role, count: member.count, spec: member.spec.text, matches, rejected, available, unavailable };
+          const waiting = reservation.allocations
+            .filter((allocation) => allocation.role === member.role && allocation.state === 'waiting')
+            .map((allocation) => ({
+              index: allocation.index,
+              code: allocation.failure?.code ?? 'infrastructure_failed',
+              failedOn: allocation.failedOn ?? [],
+              waitingUntil: allocation.waitingUntil ?? '',
+            }));
+          return {
+            role: member.role,
+            count: member.count,
+            spec: member.spec.text,
+            matches,
+            rejected,
+            available,
+            unavailable,
+            ...(waiting.length ? { waiting } : {}),
+          };
         }),
       };
       ctx.body = explained;

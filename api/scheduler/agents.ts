@@ -12,6 +12,7 @@ import type { Grants } from './grants.js';
 import type { Machines } from './machines.js';
 import type { AgentInfo, LabHosts } from './lab-hosts.js';
 import type { Allocation, MachineEntry, Reservation } from './records.js';
+import { isCurrent, type Retries } from './retries.js';
 import type { SchedulerState } from './state.js';
 
 type FailedReport = Extract<AgentReport, { kind: 'failed' }>;
@@ -22,6 +23,8 @@ export class AgentTasks {
   /** Told when a reservation became ready; and asked for the check command of a task (qualification.ts). */
   onReady?: (reservation: Reservation) => void;
   checkFor?: (reservation: Reservation, machine: MachineEntry) => string | undefined;
+  /** Moves a member whose machine failed while being provisioned to another machine (set by scheduler.ts). */
+  retries?: Retries;
 
   constructor(
     private readonly state: SchedulerState,
@@ -179,7 +182,7 @@ export class AgentTasks {
           Object.assign(allocation, access);
           state.setAllocation(reservation, allocation, 'ready');
           this.machines.countSuccess(machine);
-          if (reservation.state === 'provisioning' && reservation.allocations.every((each) => each.state === 'ready')) {
+          if (reservation.state === 'provisioning' && reservation.allocations.filter(isCurrent).every((each) => each.state === 'ready')) {
             state.transition(reservation, 'ready', 'ready', 'every machine is ready');
             const now = state.now();
             reservation.expiresAt = Math.min(Math.max(reservation.expiresAt ?? 0, now + reservation.leaseSeconds * 1000), reservation.hardCapAt ?? Infinity);
@@ -204,13 +207,16 @@ export class AgentTasks {
   }
 
   private failed(reservation: Reservation, allocation: Allocation, machine: MachineEntry, report: FailedReport): void {
-    const verdict = failureVerdict(allocation.state, report, allocation.action !== undefined);
+    const verdict = failureVerdict(allocation.state, report, allocation.action !== undefined, this.retries?.retriesLeft(reservation, allocation) ?? 0);
     const where = `${allocation.role}[${allocation.index}] on ${machine.name}`;
     const failure = (code: string) => ({ code, fault: report.fault, reason: report.reason, ...(report.stage ? { stage: report.stage } : {}) });
     switch (verdict.action) {
       case 'requeue':
         allocation.failure = failure(verdict.code);
         this.grants.requeue(reservation, `${where}: ${report.reason}; waiting for room`);
+        break;
+      case 'retry':
+        this.retries!.retry(reservation, allocation, machine, failure(verdict.code), verdict.countAgainstMachine);
         break;
       case 'fail': {
         const { code } = verdict;
@@ -257,6 +263,8 @@ export class AgentTasks {
     this.state.setAllocation(reservation, allocation, 'released', reason);
     this.state.freeMachine(machine.name);
     this.grants.finishIfReleased(reservation);
+    // A machine torn down after its member moved on (retries.ts) is free for others now.
+    if (!isCurrent(allocation)) this.grants.schedule();
   }
 
   /**

@@ -1,5 +1,7 @@
 // What a failure an agent reports means, as a pure function of the allocation's state and the
-// report: requeue the request (the cloud was full), fail the reservation (counting the failure
+// report: requeue the request (the cloud was full), move the member to another machine (an
+// infrastructure failure while provisioning, with retries left: retries.ts carries it out), fail
+// the reservation (counting the failure
 // against the machine's health and blaming the image where the code says so), fail one member
 // (its power action or re-deploy during the lease failed), quarantine the
 // machine (its teardown failed), or nothing (the report is about work already finished).
@@ -19,6 +21,12 @@ export interface FailureReport {
 export type FailureVerdict =
   /** The cloud is full (quota, no valid host): not the request's fault nor the machine's; it waits in the queue again. */
   | { action: 'requeue'; code: string }
+  /**
+   * The machine failed while being provisioned and the member has retries left: it moves to another
+   * matching machine (or waits for one) while the failed one is torn down; the gang's other members
+   * keep theirs. Request failures (a bad image) are never retried: another machine would fail the same.
+   */
+  | { action: 'retry'; code: string; countAgainstMachine: boolean }
   /** The reservation fails with `code`; a ready machine can be lost too (its VM died). */
   | { action: 'fail'; code: string; countAgainstMachine: boolean; blameImage: boolean }
   /**
@@ -34,7 +42,7 @@ export type FailureVerdict =
   /** A report about work already finished (or a lost machine that is being released anyway). */
   | { action: 'ignore' };
 
-export function failureVerdict(allocation: AllocationState, report: FailureReport, leaseAction = false): FailureVerdict {
+export function failureVerdict(allocation: AllocationState, report: FailureReport, leaseAction = false, retriesLeft = 0): FailureVerdict {
   const provisioning = allocation === 'provisioning';
   if (provisioning && leaseAction) {
     const code = report.code ?? `${report.fault === 'request' ? 'request' : 'infrastructure'}_failed`;
@@ -46,6 +54,10 @@ export function failureVerdict(allocation: AllocationState, report: FailureRepor
     };
   }
   if (provisioning && report.code === 'no_capacity') return { action: 'requeue', code: report.code };
+  if (provisioning && report.fault === 'infrastructure' && retriesLeft > 0) {
+    const code = report.code ?? 'infrastructure_failed';
+    return { action: 'retry', code, countAgainstMachine: !notTheMachine.has(code) };
+  }
   if (provisioning || allocation === 'ready') {
     const code = report.code ?? (provisioning ? `${report.fault === 'request' ? 'request' : 'infrastructure'}_failed` : 'machine_lost');
     return {

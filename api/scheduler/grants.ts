@@ -13,6 +13,8 @@ import type { SchedulerState } from './state.js';
 export class Grants {
   /** Told when a reservation has ended (qualification.ts counts its boots). */
   onEnded?: (reservation: Reservation) => void;
+  /** Runs first in every scheduling pass: members moving to another machine are served before the queue (retries.ts). */
+  beforePass?: () => void;
 
   constructor(private readonly state: SchedulerState) {}
 
@@ -24,7 +26,10 @@ export class Grants {
       return;
     }
     const missing = reservation.allocations.filter(
-      (allocation) => !inventory.get(allocation.machine) || inventory.get(allocation.machine)!.state === 'retired',
+      (allocation) =>
+        allocation.state !== 'waiting' &&
+        allocation.replacedBy === undefined &&
+        (!inventory.get(allocation.machine) || inventory.get(allocation.machine)!.state === 'retired'),
     );
     if (missing.length > 0 && reservation.state !== 'releasing') {
       this.beginRelease(reservation, 'failed', `machine ${missing[0].machine} left the inventory`);
@@ -52,6 +57,7 @@ export class Grants {
   schedule(): void {
     const { state } = this;
     const { waiting, inventory } = state;
+    this.beforePass?.();
     if (state.queue.size === 0) return;
     waiting.wake(inventory.drainGrown());
     const now = state.now();
@@ -164,6 +170,11 @@ export class Grants {
   private releaseAllocation(reservation: Reservation, allocation: Allocation): void {
     const { state } = this;
     if (allocation.state === 'released' || allocation.state === 'releasing') return;
+    if (allocation.state === 'waiting') {
+      // Waiting for another machine (retries.ts): it holds none.
+      state.setAllocation(reservation, allocation, 'released', 'was waiting for a machine');
+      return;
+    }
     if (allocation.state === 'pending') {
       // Never handed to an agent: nothing to undo on the machine.
       state.tasks.delete(allocation.id);

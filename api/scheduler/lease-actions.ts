@@ -49,7 +49,9 @@ export class LeaseActions {
         state: reservation.state,
       });
     }
-    const allocation = reservation.allocations.find((candidate) => candidate.role === member.role && candidate.index === member.index);
+    const allocation = reservation.allocations.find(
+      (candidate) => candidate.role === member.role && candidate.index === member.index && candidate.replacedBy === undefined,
+    );
     if (!allocation) throw notFound(`member ${member.role}[${member.index}] of reservation ${reservation.id}`);
     const machine = state.inventory.get(allocation.machine);
     if (!machine || !this.kinds.has(machine.kind)) {

@@ -43,6 +43,11 @@ export interface Allocation {
   cmdline?: string;
   /** The power action or re-deploy under way (lease-actions.ts). */
   action?: LeaseAction;
+  /** Retry on another machine (retries.ts): moves so far, machines failed on, the waiting deadline, the successor. */
+  retries?: number;
+  failedOn?: string[];
+  waitingUntil?: string;
+  replacedBy?: string;
 }
 
 export interface Reservation {

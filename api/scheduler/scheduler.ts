@@ -11,6 +11,9 @@
 //                            |
 //               state (memory, events, store)     pure policy: spec, match, allocate, queue, failure
 //
+// Beside machines, retries (retries.ts) moves a member whose machine failed while being provisioned
+// to another machine: agents hand it those failures, and grants run it first in every pass.
+//
 // Nothing here knows HTTP: refusals are domain errors (api/domain-error.ts) that api/ maps to statuses.
 import type { Database } from '../db/index.js';
 import { AgentTasks } from './agents.js';
@@ -20,6 +23,7 @@ import { Machines } from './machines.js';
 import { LeaseActions } from './lease-actions.js';
 import { Qualifications } from './qualification.js';
 import { Reservations } from './reservations.js';
+import { Retries } from './retries.js';
 import { SchedulerState, type MachineDefinition, type SchedulerPolicy } from './state.js';
 import { version } from '../../protocol/version.js';
 
@@ -43,6 +47,7 @@ export class Scheduler {
   readonly qualifications: Qualifications;
   private readonly state: SchedulerState;
   private readonly grants: Grants;
+  private readonly retries: Retries;
   private readonly definitions: readonly MachineDefinition[];
   private reaper?: NodeJS.Timeout;
 
@@ -58,6 +63,9 @@ export class Scheduler {
     this.agents = new AgentTasks(this.state, this.grants, this.machines, labHosts);
     this.agents.onReady = (reservation) => this.qualifications.ready(reservation);
     this.agents.checkFor = (reservation, machine) => this.qualifications.checkFor(reservation, machine);
+    this.retries = new Retries(this.state, this.grants, this.machines);
+    this.agents.retries = this.retries;
+    this.grants.beforePass = () => this.retries.serve();
     this.leaseActions = new LeaseActions(this.state, this.reservations, options.leaseActionKinds ?? new Set());
   }
 
@@ -74,9 +82,13 @@ export class Scheduler {
     await this.machines.load(this.definitions);
     await this.agents.start();
     state.store.adopt(state.live.values(), state.inventory.machines.values());
-    state.store.onRollback = () => state.rollback();
+    state.store.onRollback = () => {
+      state.rollback();
+      this.retries.reindex();
+    };
     for (const reservation of live) this.grants.resume(reservation);
     this.qualifications.start();
+    this.retries.reindex();
     this.grants.schedule();
     await state.store.flush();
     const interval = Math.max(50, state.policy.reaper.interval * 1000);

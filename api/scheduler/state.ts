@@ -19,7 +19,8 @@ import { WaitingRequests } from './waiting.js';
 export interface SchedulerPolicy {
   lease: { default: number; max: number };
   queue: { timeout: number; aging: number; starvation: number };
-  health: { quarantineAfter: number };
+  /** `retries`: moves to another machine per member after infrastructure failures while provisioning (retries.ts). */
+  health: { quarantineAfter: number; retries: number };
   /** How often leases and queue timeouts are checked (and whether lab hosts went silent). */
   reaper: { interval: number };
   /** A lab host's agent not heard from for this long is silent: its machines go offline. */

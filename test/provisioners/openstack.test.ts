@@ -37,6 +37,8 @@ function poolYaml(port: number, extra: { authUrl?: string; activeTimeout?: numbe
 listen: 127.0.0.1:${port}
 dataDir: data
 agent: { sweepInterval: 2 }
+# The provisioner's own replacements are under test here, not a move to another slot (test/api/retry.test.ts).
+health: { retries: 0 }
 machines:
   - name: cloud
     kind: openstack

@@ -125,10 +125,13 @@ test.serial('a corrupt image fails the reservation with image_corrupt and leaves
   t.deepEqual(await vmProcessesUnder(qemuRoot()), []);
 });
 
-test.serial('an image that does not exist fails with image_not_found', async (t) => {
+test.serial('an image that does not exist fails with image_not_found, not retried on the other slot', async (t) => {
   const reservation = await paddock.reserve({ members: [{ role: 'vm', spec: 'arch=x86_64', image: 'nothing-here:test' }], lease: '10m' });
   const error = await t.throwsAsync(reservation.ready({ timeout: 300 }), { instanceOf: ReservationFailedError });
   t.is(error?.failureCode, 'image_not_found');
+  // A request fault: another machine would fail the same, so the member does not move.
+  t.is(error?.view.allocations.length, 1);
+  t.false((await reservation.events()).some((event) => /retrying/.test(event.reason ?? '')));
 });
 
 test.serial('QEMU dying mid-lease fails the reservation with an event', async (t) => {

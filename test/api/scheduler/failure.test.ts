@@ -79,6 +79,34 @@ for (const [state, report, verdict] of duringLease) {
   });
 }
 
+// Retry on another machine: an infrastructure failure while provisioning, with retries left, moves
+// the member; the machine still pays for its own failures. A full cloud requeues, a request fault
+// (a bad image) fails, a lease action fails its member alone, and no retries left fails as before.
+const retry = (code: string, countAgainstMachine: boolean): FailureVerdict => ({ action: 'retry', code, countAgainstMachine });
+const withRetries: [AllocationState, FailureReport, boolean, number, FailureVerdict][] = [
+  // [the allocation's state, the report, during a lease action, retries left, the verdict]
+  ['provisioning', infrastructure(), false, 1, retry('infrastructure_failed', true)],
+  ['provisioning', infrastructure('power_failed'), false, 2, retry('power_failed', true)],
+  ['provisioning', infrastructure('boot_timeout'), false, 1, retry('boot_timeout', true)],
+  ['provisioning', infrastructure('lab_host_offline'), false, 1, retry('lab_host_offline', false)],
+  ['provisioning', infrastructure('cloud_unreachable'), false, 1, retry('cloud_unreachable', false)],
+  ['provisioning', infrastructure('power_failed'), false, 0, fail('power_failed', true, false)],
+  ['provisioning', infrastructure('no_capacity'), false, 2, { action: 'requeue', code: 'no_capacity' }],
+  ['provisioning', request('image_not_found'), false, 2, fail('image_not_found', false, false)],
+  ['provisioning', request('image_corrupt'), false, 2, fail('image_corrupt', false, true)],
+  ['provisioning', infrastructure('power_failed'), true, 2, failMember('power_failed', true, false)],
+  ['ready', infrastructure('machine_lost'), false, 2, fail('machine_lost', true, false)],
+  ['releasing', infrastructure(), false, 2, { action: 'quarantine' }],
+  ['pending', infrastructure(), false, 2, { action: 'ignore' }],
+];
+
+for (const [state, report, leaseAction, retriesLeft, verdict] of withRetries) {
+  const during = leaseAction ? ' during a lease action' : '';
+  test(`${retriesLeft} retries left${during}: ${state}, ${report.fault} fault${report.code ? ` ${report.code}` : ''} → ${verdict.action}`, (t) => {
+    t.deepEqual(failureVerdict(state, report, leaseAction, retriesLeft), verdict);
+  });
+}
+
 test('a machine is quarantined at the health limit of failures in a row, not before', (t) => {
   const cases: [number, number, boolean][] = [
     // [failures in a row, quarantineAfter, quarantined]

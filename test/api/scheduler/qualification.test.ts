@@ -13,7 +13,7 @@ import type { AgentTask } from '../../../protocol/agent.js';
 const policy = {
   lease: { default: 600, max: 3600 },
   queue: { timeout: 600, aging: 60, starvation: 300 },
-  health: { quarantineAfter: 3 },
+  health: { quarantineAfter: 3, retries: 2 },
   reaper: { interval: 3600 },
 };
 
