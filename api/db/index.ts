@@ -13,6 +13,7 @@ import * as offline from './migrations/0006-offline-machines.js';
 import * as unreachable from './migrations/0007-unreachable-machines.js';
 import * as labHosts from './migrations/0008-lab-hosts.js';
 import * as imageAccess from './migrations/0009-image-access.js';
+import * as provisionings from './migrations/0010-provisionings.js';
 
 export interface TokenRow {
   name: string;
@@ -37,6 +38,26 @@ export interface MachineRow {
   /** While its lab host's agent reports it cannot reach it: since when, and why. */
   unreachableSince: Date | null;
   unreachableReason: string | null;
+}
+
+/** One provisioning attempt of a machine as it ended (api/scheduler/health.ts). */
+export interface ProvisioningRow {
+  id: number;
+  machine: string;
+  reservationId: string;
+  allocationId: string;
+  owner: string;
+  image: string | null;
+  outcome: string;
+  code: string | null;
+  fault: string | null;
+  stage: string | null;
+  counted: boolean;
+  qualification: boolean;
+  /** JSON: when each readiness stage was reached. */
+  stages: string;
+  startedAt: Date;
+  endedAt: Date;
 }
 
 /** A lab host's agent: when it was last heard, and the version it said then. */
@@ -144,6 +165,7 @@ export interface Database {
   jobs: ModelStatic<Model<JobRow>>;
   runs: ModelStatic<Model<RunRow>>;
   labHosts: ModelStatic<Model<LabHostRow>>;
+  provisionings: ModelStatic<Model<ProvisioningRow>>;
   close(): Promise<void>;
 }
 
@@ -157,6 +179,7 @@ const migrations = [
   { name: '0007-unreachable-machines', module: unreachable },
   { name: '0008-lab-hosts', module: labHosts },
   { name: '0009-image-access', module: imageAccess },
+  { name: '0010-provisionings', module: provisionings },
 ];
 
 /**
@@ -356,7 +379,28 @@ export async function openDatabase(dataDir: string): Promise<Database> {
     },
     plain,
   );
-  return { sequelize, tokens, machines, reservations, events, images, jobs, runs, labHosts, close: () => sequelize.close() };
+  const provisionings = sequelize.define<Model<ProvisioningRow>>(
+    'provisionings',
+    {
+      id: { type: DataTypes.INTEGER, primaryKey: true },
+      machine: DataTypes.STRING,
+      reservationId: DataTypes.STRING,
+      allocationId: DataTypes.STRING,
+      owner: DataTypes.STRING,
+      image: DataTypes.STRING,
+      outcome: DataTypes.STRING,
+      code: DataTypes.STRING,
+      fault: DataTypes.STRING,
+      stage: DataTypes.STRING,
+      counted: DataTypes.BOOLEAN,
+      qualification: DataTypes.BOOLEAN,
+      stages: DataTypes.TEXT,
+      startedAt: DataTypes.DATE,
+      endedAt: DataTypes.DATE,
+    },
+    plain,
+  );
+  return { sequelize, tokens, machines, reservations, events, images, jobs, runs, labHosts, provisionings, close: () => sequelize.close() };
 }
 
 /** Rows read with `raw: true` are plain objects; these give them back their row types. */

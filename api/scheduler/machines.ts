@@ -1,9 +1,11 @@
 // The machines: loaded from the configuration and the database at start, taken out of service and
-// put back by admins, and quarantined by their health (failures in a row, see failure.ts).
+// put back by admins, quarantined by their health (failures in a row, see failure.ts; the score,
+// see health.ts), and retired for good.
 import { plainRows } from '../db/index.js';
 import { DomainError, notFound } from '../domain-error.js';
 import { quarantines } from './failure.js';
 import type { Grants } from './grants.js';
+import type { MachineRow } from '../db/index.js';
 import { ms, unreachableFromRow, type MachineEntry } from './records.js';
 import type { MachineDefinition, SchedulerState } from './state.js';
 
@@ -15,7 +17,8 @@ export class Machines {
 
   /**
    * The configured machines with what the database remembers of them (maintenance, quarantine,
-   * failures); stored machines no longer configured are retired. Needs the live reservations
+   * failures); stored machines no longer configured are retired, and a retired machine stays
+   * retired even when the configuration names it again (with its history kept). Needs the live reservations
    * loaded: a machine is reserved only if one of them holds it, so a crash can leave none stuck.
    */
   async load(definitions: readonly MachineDefinition[]): Promise<void> {
@@ -35,6 +38,11 @@ export class Machines {
       const offline = stored === 'offline';
       const before = offline ? (row?.onlineState as MachineEntry['state'] | null) : stored;
       const online = reservationId ? 'reserved' : before === 'maintenance' || before === 'quarantined' ? before : 'available';
+      if (stored === 'retired' || before === 'retired') {
+        const { labels, capacities, settings } = machine;
+        this.addRetired(row!, { labHost: machine.labHost ?? 'local', access: machine.access ?? 'direct', labels, capacities, settings });
+        continue;
+      }
       const entry = state.inventory.add({
         name: machine.name,
         kind: machine.kind,
@@ -56,21 +64,50 @@ export class Machines {
       }
     }
     for (const row of rows.values()) {
-      if (row.state === 'retired') continue;
-      const retired = state.inventory.add({
-        name: row.name,
-        kind: row.kind,
+      const retired = this.addRetired(row, {
         labHost: 'local',
         access: 'direct',
-        state: 'retired',
         labels: JSON.parse(row.labels),
         capacities: JSON.parse(row.capacities),
         settings: {},
-        failures: row.failures,
-        reason: 'no longer in the configuration',
       });
-      state.store.machine(retired);
+      if (row.state !== 'retired') {
+        retired.reason = 'no longer in the configuration';
+        state.store.machine(retired);
+      }
     }
+  }
+
+  /** A retired machine in the inventory (listed, its history shown), never matched. */
+  private addRetired(row: MachineRow, traits: Pick<MachineEntry, 'labHost' | 'access' | 'labels' | 'capacities' | 'settings'>): MachineEntry {
+    const { health: _health, ...capacities } = traits.capacities;
+    return this.state.inventory.add({
+      name: row.name,
+      kind: row.kind,
+      ...traits,
+      capacities,
+      state: 'retired',
+      failures: row.failures,
+      reason: row.reason ?? undefined,
+    });
+  }
+
+  /**
+   * Retires a machine for good (admins): never matched again, kept with its history; a reserved one
+   * is retired once released.
+   */
+  async retire(name: string, reason: string | undefined): Promise<MachineEntry> {
+    const machine = this.inService(name);
+    machine.reason = reason ?? 'retired';
+    if (this.heldState(machine) === 'reserved') machine.pendingState = 'retired';
+    else {
+      this.state.inventory.setState(machine, 'retired');
+      machine.offlineSince = undefined;
+      machine.pendingState = undefined;
+    }
+    this.state.store.machine(machine);
+    await this.state.store.flush();
+    return machine;
   }
 
   machine(name: string): MachineEntry {
@@ -171,7 +208,11 @@ export class Machines {
 
   private inService(name: string): MachineEntry {
     const machine = this.machine(name);
-    if (machine.state === 'retired') throw new DomainError('illegal_transition', `machine ${name} is retired`);
+    if (machine.state === 'retired' || machine.pendingState === 'retired') {
+      throw new DomainError('machine_retired', `machine ${name} is retired${machine.state === 'retired' ? '' : ' (once released)'}: it never comes back`, {
+        machine: name,
+      });
+    }
     return machine;
   }
 }

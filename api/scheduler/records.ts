@@ -130,8 +130,9 @@ export function machineView(machine: MachineEntry): MachineView {
     labHost: machine.labHost,
     state: machine.state,
     labels: machine.labels,
-    capacities: machine.capacities,
+    capacities: configured(machine.capacities),
     failures: machine.failures,
+    health: machine.capacities.health ?? 1,
   };
   if (machine.reservationId !== undefined) view.reservationId = machine.reservationId;
   if (machine.reason !== undefined) view.reason = machine.reason;
@@ -141,6 +142,12 @@ export function machineView(machine: MachineEntry): MachineView {
   }
   if (machine.unreachable !== undefined) view.unreachable = { since: iso(machine.unreachable.since)!, reason: machine.unreachable.reason };
   return view;
+}
+
+/** The capacities as configured: without the health score the scheduler keeps among them (health.ts). */
+function configured(capacities: Record<string, number>): Record<string, number> {
+  const { health: _health, ...rest } = capacities;
+  return rest;
 }
 
 /** Why a machine that matches cannot be handed out now; undefined when it can. */

@@ -15,6 +15,7 @@
 import type { Database } from '../db/index.js';
 import { AgentTasks } from './agents.js';
 import { Grants } from './grants.js';
+import { Health } from './health.js';
 import { LabHosts } from './lab-hosts.js';
 import { Machines } from './machines.js';
 import { LeaseActions } from './lease-actions.js';
@@ -39,6 +40,7 @@ export class Scheduler {
   readonly machines: Machines;
   readonly agents: AgentTasks;
   readonly leaseActions: LeaseActions;
+  readonly health: Health;
   private readonly state: SchedulerState;
   private readonly grants: Grants;
   private readonly definitions: readonly MachineDefinition[];
@@ -51,7 +53,8 @@ export class Scheduler {
     this.reservations = new Reservations(this.state, this.grants);
     this.machines = new Machines(this.state, this.grants);
     const labHosts = new LabHosts((options.policy.agents?.heartbeatTimeout ?? 30) * 1000, this.state.now, version);
-    this.agents = new AgentTasks(this.state, this.grants, this.machines, labHosts);
+    this.health = new Health(this.state, this.machines);
+    this.agents = new AgentTasks(this.state, this.grants, this.machines, labHosts, this.health);
     this.leaseActions = new LeaseActions(this.state, this.reservations, options.leaseActionKinds ?? new Set());
   }
 
@@ -66,9 +69,13 @@ export class Scheduler {
     await state.store.init();
     const live = await this.reservations.loadLive();
     await this.machines.load(this.definitions);
+    await this.health.load();
     await this.agents.start();
     state.store.adopt(state.live.values(), state.inventory.machines.values());
-    state.store.onRollback = () => state.rollback();
+    state.store.onRollback = () => {
+      state.rollback();
+      this.health.rollback();
+    };
     for (const reservation of live) this.grants.resume(reservation);
     this.grants.schedule();
     await state.store.flush();

@@ -45,6 +45,7 @@ test('a file without the newest migration gets it on open and keeps its rows; an
     '0007-unreachable-machines',
     '0008-lab-hosts',
     '0009-image-access',
+    '0010-provisionings',
   ]);
   await upgraded.close();
 
@@ -74,6 +75,7 @@ test('a migration that fails leaves the file as it was: no table of it, no recor
     '0007-unreachable-machines',
     '0008-lab-hosts',
     '0009-image-access',
+    '0010-provisionings',
   ]);
   const [tokens] = await sequelize.query('SELECT name FROM tokens');
   t.deepEqual(tokens, [{ name: 'carol' }]);
