@@ -38,6 +38,8 @@ export interface MachineRow {
   /** While its lab host's agent reports it cannot reach it: since when, and why. */
   unreachableSince: Date | null;
   unreachableReason: string | null;
+  /** While reserved: the state it takes once released (maintenance, quarantined, retired). */
+  pendingState?: string | null;
 }
 
 /** One provisioning attempt of a machine as it ended (api/scheduler/health.ts). */
@@ -267,6 +269,7 @@ export async function openDatabase(dataDir: string): Promise<Database> {
       offlineSince: DataTypes.DATE,
       unreachableSince: DataTypes.DATE,
       unreachableReason: DataTypes.TEXT,
+      pendingState: DataTypes.STRING,
     },
     plain,
   );

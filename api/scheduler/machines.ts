@@ -37,10 +37,14 @@ export class Machines {
       // out as for any other machine.
       const offline = stored === 'offline';
       const before = offline ? (row?.onlineState as MachineEntry['state'] | null) : stored;
-      const online = reservationId ? 'reserved' : before === 'maintenance' || before === 'quarantined' ? before : 'available';
-      if (stored === 'retired' || before === 'retired') {
+      // What an admin or the health rules set while it was reserved: kept while a reservation holds
+      // it, taken at once when none does any more.
+      const pending = reservationId ? undefined : ((row?.pendingState ?? undefined) as MachineEntry['state'] | undefined);
+      const online = reservationId ? 'reserved' : (pending ?? (before === 'maintenance' || before === 'quarantined' ? before : 'available'));
+      if (stored === 'retired' || before === 'retired' || online === 'retired') {
         const { labels, capacities, settings } = machine;
-        this.addRetired(row!, { labHost: machine.labHost ?? 'local', access: machine.access ?? 'direct', labels, capacities, settings });
+        const retired = this.addRetired(row!, { labHost: machine.labHost ?? 'local', access: machine.access ?? 'direct', labels, capacities, settings });
+        if (stored !== 'retired') state.store.machine(retired);
         continue;
       }
       const entry = state.inventory.add({
@@ -54,12 +58,19 @@ export class Machines {
         settings: machine.settings,
         failures: row?.failures ?? 0,
         reservationId,
-        reason: online === before ? (row?.reason ?? undefined) : undefined,
+        reason: online === before || pending !== undefined ? (row?.reason ?? undefined) : undefined,
+        ...(reservationId && row?.pendingState ? { pendingState: row.pendingState as MachineEntry['state'] } : {}),
         ...(offline ? { onlineState: online, offlineSince: ms(row?.offlineSince ?? null) ?? state.now() } : {}),
         // Until its agent's next heartbeat says otherwise.
         ...(row && unreachableFromRow(row) ? { unreachable: unreachableFromRow(row) } : {}),
       });
-      if (!row || row.state !== entry.state || row.onlineState !== (entry.onlineState ?? null) || row.labels !== JSON.stringify(entry.labels)) {
+      if (
+        !row ||
+        row.state !== entry.state ||
+        row.onlineState !== (entry.onlineState ?? null) ||
+        (row.pendingState ?? null) !== (entry.pendingState ?? null) ||
+        row.labels !== JSON.stringify(entry.labels)
+      ) {
         state.store.machine(entry);
       }
     }

@@ -227,6 +227,7 @@ export function machineToRow(machine: MachineEntry, now: number): MachineRow {
     offlineSince: date(machine.offlineSince),
     unreachableSince: date(machine.unreachable?.since),
     unreachableReason: machine.unreachable?.reason ?? null,
+    pendingState: machine.pendingState ?? null,
   };
 }
 

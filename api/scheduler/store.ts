@@ -236,6 +236,7 @@ const machineColumns = [
   'offlineSince',
   'unreachableSince',
   'unreachableReason',
+  'pendingState',
 ] as const;
 const eventColumns = ['id', 'reservationId', 'at', 'type', 'from', 'to', 'machine', 'reason'] as const;
 const labHostColumns = ['name', 'lastHeard', 'version'] as const;

@@ -4,75 +4,11 @@
 // history survives a restart of the API. The lab host's agent is played over HTTP with an agent
 // token (as test/api/lab-hosts.test.ts does), so each outcome is exactly the one reported.
 import test from 'ava';
-import type { AgentTask, ExplainView, MachineView, ReservationView } from '../../protocol/api.js';
-import { startApi, testConfig, type JsonClient, type TestApi } from '../helpers/api.js';
+import type { ExplainView, MachineView, ReservationView } from '../../protocol/api.js';
+import { startApi, testConfig, type JsonClient } from '../helpers/api.js';
+import { lab, playedLabMachines as machines, provision, release, type Outcome } from '../helpers/played-agent.js';
 
-const machines = `
-agent: { enabled: false }
-agents: { heartbeatTimeout: 1d }
-machines:
-  - { name: m1, kind: static, labHost: lab-a, labels: { type: box, slot: a }, settings: { address: 127.0.9.1, user: ci, adminKey: /nonexistent } }
-  - { name: m2, kind: static, labHost: lab-a, labels: { type: box, slot: b }, settings: { address: 127.0.9.2, user: ci, adminKey: /nonexistent } }
-`;
 const yaml = `health: { quarantineAfter: 10, window: 4, minScore: 0.5, minSamples: 3 }\n${machines}`;
-
-/** What the played agent reports for one provisioning: its stages, then ready or a failure. */
-type Outcome = { stages: ('addressKnown' | 'sshReady')[] } & (
-  { kind: 'ready' } | { kind: 'failed'; fault: 'infrastructure' | 'request'; code: string; stage?: 'sshReady' }
-);
-
-interface Lab {
-  api: TestApi;
-  admin: JsonClient;
-  user: JsonClient;
-  agent: JsonClient;
-}
-
-async function lab(api: TestApi): Promise<Lab> {
-  const admin = api.http();
-  const tokenOf = async (name: string, role: string) => ((await admin.post('v1/tokens', { json: { name, role } })).body as { token: string }).token;
-  return { api, admin, user: api.http(await tokenOf('erin', 'user')), agent: api.http(await tokenOf('lab-a', 'agent')) };
-}
-
-/** The agent's tasks for one reservation, claimed until they come. */
-async function tasksOf({ agent }: Lab, reservationId: string, action: AgentTask['action']): Promise<AgentTask[]> {
-  for (;;) {
-    const claimed = await agent.post('v1/agent/claim', { json: { agent: 'lab-a', kinds: ['static'], wait: 1 } });
-    const tasks = (claimed.body as { tasks: AgentTask[] }).tasks.filter((task) => task.reservationId === reservationId && task.action === action);
-    if (tasks.length > 0) return tasks;
-  }
-}
-
-const report = (lab: Lab, task: AgentTask, body: object) => lab.agent.post(`v1/agent/tasks/${task.id}/report`, { json: { agent: 'lab-a', report: body } });
-
-/** The user reserves by spec, the agent reports the outcome; a failed reservation is released by the agent too. */
-async function provision(lab: Lab, spec: string, outcome: Outcome, image?: string): Promise<ReservationView> {
-  const created = (await lab.user.post('v1/reservations', { json: { members: [{ role: 'main', spec, ...(image ? { image } : {}) }] } }))
-    .body as ReservationView;
-  const [task] = await tasksOf(lab, created.id, 'provision');
-  for (const stage of outcome.stages) {
-    await new Promise((resolve) => setTimeout(resolve, 20));
-    await report(lab, task, { kind: 'stage', stage });
-  }
-  const { stages: _stages, ...last } = outcome;
-  const ended = await report(
-    lab,
-    task,
-    last.kind === 'ready' ? { kind: 'ready', host: '127.0.9.1', port: 22, user: 'ci' } : { ...last, reason: `${last.code} here` },
-  );
-  if (ended.statusCode !== 204) throw new Error(JSON.stringify(ended.body));
-  if (last.kind === 'failed') await finishRelease(lab, created.id);
-  return (await lab.user.get(`v1/reservations/${created.id}`)).body as ReservationView;
-}
-
-async function finishRelease(lab: Lab, id: string): Promise<void> {
-  for (const task of await tasksOf(lab, id, 'release')) await report(lab, task, { kind: 'released' });
-}
-
-async function release(lab: Lab, id: string): Promise<void> {
-  await lab.user.delete(`v1/reservations/${id}`);
-  await finishRelease(lab, id);
-}
 
 const ready: Outcome = { stages: ['addressKnown', 'sshReady'], kind: 'ready' };
 const sshTimeout: Outcome = { stages: ['addressKnown'], kind: 'failed', fault: 'infrastructure', code: 'ssh_timeout', stage: 'sshReady' };

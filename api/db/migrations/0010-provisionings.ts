@@ -1,5 +1,7 @@
 // Every provisioning attempt of a machine as it ended (ready or failed, with its stages): the
 // machine's history, from which its health score is worked out. Read newest first per machine.
+// Machines keep the state they take once released (maintenance, quarantine, retirement), so a
+// restart in between does not lose it.
 import { DataTypes, type QueryInterface } from 'sequelize';
 
 export async function up({ context: queryInterface }: { context: QueryInterface }): Promise<void> {
@@ -23,8 +25,10 @@ export async function up({ context: queryInterface }: { context: QueryInterface 
     endedAt: { type: DataTypes.DATE, allowNull: false },
   });
   await queryInterface.addIndex('provisionings', ['machine', 'endedAt'], { name: 'provisionings_machine_ended' });
+  await queryInterface.addColumn('machines', 'pendingState', { type: DataTypes.STRING, allowNull: true });
 }
 
 export async function down({ context: queryInterface }: { context: QueryInterface }): Promise<void> {
+  await queryInterface.removeColumn('machines', 'pendingState');
   await queryInterface.dropTable('provisionings');
 }
