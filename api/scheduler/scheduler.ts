@@ -5,7 +5,8 @@
 //            |
 //   reservations (owners' requests, the reaper)   agents (tasks, reports, lab hosts heard or silent)
 //            \                                      /        |
-//             \                               machines (inventory, health)
+//             \                               machines (inventory, health, retirement;
+//                                              health.ts: the history and score)
 //              \                                /
 //               grants (the scheduling pass, release, requeue)
 //                            |
