@@ -108,8 +108,9 @@ export class Health {
   }
 
   /**
-   * The provisioning failed (`allocation.failure` says how): recorded; when the failure is the
-   * machine's (`counted`), it counts toward both quarantine rules.
+   * The provisioning failed (`allocation.failure` says how), or a ready machine was lost
+   * (`machine_lost`, from its start to now): recorded; when the failure is the machine's
+   * (`counted`), it counts toward both quarantine rules.
    */
   failed(reservation: Reservation, allocation: Allocation, machine: MachineEntry, counted: boolean, reason: string): void {
     const score = this.record(reservation, allocation, machine, allocation.failure, counted);

@@ -1,11 +1,10 @@
 // The machines: loaded from the configuration and the database at start, taken out of service and
 // put back by admins, quarantined by their health (failures in a row, see failure.ts; the score,
 // see health.ts), and retired for good.
-import { plainRows } from '../db/index.js';
+import { plainRows, type MachineRow } from '../db/index.js';
 import { DomainError, notFound } from '../domain-error.js';
 import { quarantines } from './failure.js';
 import type { Grants } from './grants.js';
-import type { MachineRow } from '../db/index.js';
 import { ms, unreachableFromRow, type MachineEntry } from './records.js';
 import type { MachineDefinition, SchedulerState } from './state.js';
 
