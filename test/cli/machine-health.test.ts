@@ -1,12 +1,13 @@
-// `paddock machines` for a machine's health, as a user and an admin run it, on a real sshd: a
-// reservation that comes up, one that fails because Paddock's admin key went missing (an
-// infrastructure failure at sshReady), the HEALTH column, the history in `machines show`, and
+// `paddock machines` for a machine's health, as a user and an admin run it, on a real sshd: after a
+// reservation that fails because Paddock's admin key went missing (an infrastructure failure at
+// sshReady) and one that comes up, the HEALTH column, the history in `machines show`, and
 // `machines retire` with `ls --retired`.
 import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import test from 'ava';
-import type { MachineView, ReservationView } from '../../protocol/api.js';
+import { Paddock } from '../../client/index.js';
+import type { MachineView } from '../../protocol/api.js';
 import { startApi, staticMachinesYaml, testConfig } from '../helpers/api.js';
 import { runPaddock } from '../helpers/server.js';
 import { startSshd } from '../helpers/sshd.js';
@@ -29,22 +30,19 @@ test('machines ls and show give the health score and the history; retire takes a
 
   // Without the key first (an admin login, once open, is kept a few seconds), then with it. The key
   // comes back while the failed reservation is released, so its release goes through.
+  // The reservations go through the client library: the commands under test are the machines ones.
+  const user = new Paddock({ url: api.url, token: userToken });
+  const request = { members: [{ role: 'main', spec: 'static-host' }], lease: '10m' };
   rmSync(adminKey);
-  const reserving = paddock(['reserve', 'static-host', '--wait', '--json']);
-  await waitFor(
-    async () => ((await api.http().get('v1/reservations', { searchParams: { all: 1 } })).body as ReservationView[]).some((view) => view.state === 'releasing'),
-    120_000,
-    'the failed reservation releasing',
-  );
+  const down = await user.reserve(request, { renew: false });
+  await waitFor(async () => (await down.refresh()).state === 'releasing', 120_000, 'the failed reservation releasing');
   copyFileSync(host.adminKey.path, adminKey);
-  const down = await reserving;
-  t.is(down.code, 1);
-  const downId = /(r-[0-9a-f]+)/.exec(down.stderr)?.[1];
-  t.truthy(downId, down.stderr);
-  const up = await paddock(['reserve', 'static-host', '--wait', '--json']);
-  t.is(up.code, 0, up.stderr);
-  const upId = (JSON.parse(up.stdout) as { id: string }).id;
-  t.is((await paddock(['release', upId])).code, 0);
+  await t.throwsAsync(down.ready({ timeout: 120 }), { message: /infrastructure_failed/ });
+  const downId = down.id;
+  const up = await user.reserve(request, { renew: false });
+  await up.ready({ timeout: 120 });
+  const upId = up.id;
+  await up.release();
 
   const listed = await paddock(['machines', 'ls']);
   t.is(listed.code, 0, listed.stderr);
