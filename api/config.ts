@@ -7,6 +7,8 @@ import { createRequire } from 'node:module';
 import { load as loadYaml, type YAMLException } from 'js-yaml';
 import type * as Yaml from 'yaml';
 import { z } from 'zod';
+import { healthDefaults } from './scheduler/health.js';
+import { provisioningsKept } from './scheduler/store.js';
 import { parseDuration, parseQuantity } from './scheduler/units.js';
 import { getKind } from '../provisioners/registry.js';
 import type { KindDescriptor } from '../provisioners/types.js';
@@ -152,11 +154,17 @@ export const configSchema = z.strictObject({
   reaper: z.strictObject({ interval: duration.default(1) }).default({ interval: 1 }),
   health: z
     .strictObject({
+      /** Infrastructure failures in a row that quarantine a machine. */
       quarantineAfter: z.number().int().min(1).default(3),
       /** How many times a member whose machine failed while being provisioned moves to another machine. */
       retries: z.number().int().min(0).max(20).default(2),
+      /** The health score is the share of a machine's last `window` provisionings that came up. */
+      window: z.number().int().min(1).max(provisioningsKept).default(healthDefaults.window),
+      /** A score under `minScore` quarantines a machine once its window holds `minSamples` provisionings. */
+      minScore: z.number().min(0).max(1).default(healthDefaults.minScore),
+      minSamples: z.number().int().min(1).max(provisioningsKept).default(healthDefaults.minSamples),
     })
-    .default({ quarantineAfter: 3, retries: 2 }),
+    .default({ quarantineAfter: 3, retries: 2, ...healthDefaults }),
   agent: z
     .strictObject({
       enabled: z.boolean().default(true),
@@ -342,6 +350,13 @@ export function parseConfig(text: string, file = '<config>'): Config {
     }
     if (kind.pool && machine.count !== undefined) {
       problems.push(`${where(['machines', index, 'count'])}: a pool of kind ${machine.kind} is sized by its settings (maxInstances), not count`);
+    }
+    for (const [map, what] of [
+      ['labels', 'label'],
+      ['capacities', 'capacity'],
+    ] as const) {
+      if (Object.hasOwn(machine[map], 'health'))
+        problems.push(`${where(['machines', index, map, 'health'])}: health is reserved: the machine's health score (a ${what} of that name cannot be set)`);
     }
     machine.labels.kind = machine.kind;
     machine.labels = { ...kind.defaults?.labels, ...machine.labels };

@@ -16,6 +16,7 @@ export type DomainCode =
   | 'member_busy'
   | 'power_not_supported'
   | 'illegal_transition'
+  | 'machine_retired'
   | 'not_your_task'
   | 'store_failed'
   | 'job_running'

@@ -35,6 +35,7 @@ export const domainStatus: Record<DomainCode, number> = {
   member_busy: 409,
   power_not_supported: 409,
   illegal_transition: 409,
+  machine_retired: 409,
   not_your_task: 403,
   store_failed: 503,
   job_running: 409,

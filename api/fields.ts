@@ -113,6 +113,7 @@ export const pathParameters: Record<string, z.ZodType> = {
 export const queryParameters: Record<string, z.ZodType> = {
   all: flag,
   ended: flag,
+  retired: flag,
   follow: flag,
   offset: text({ max: 15, pattern: /^\d+$/, message: 'a number of bytes (a whole number)' }),
   wait: word,

@@ -13,6 +13,7 @@ import { openSsh } from './openssh.js';
 import { reservationAndMember, reservationIdOr } from './reservation-id.js';
 import { addRunCommands } from './run.js';
 import { addLeaseCommands } from './lease.js';
+import { addRetireCommand, healthLines, provisioningRows } from './machines.js';
 import { membersFromArguments, MemberSyntaxError, splitRemoteCommand } from '../client/members.js';
 import { isEvent, Paddock, PaddockError, TimeoutError, type Progress, type Reservation } from '../client/index.js';
 
@@ -386,27 +387,30 @@ export function program(remoteCommand: string[] = []): Command {
   machines
     .command('ls')
     .option('--json', 'the machines as JSON')
+    .option('--retired', 'the retired machines (left out otherwise)')
     .action(async (options) => {
-      const list = await client().machines();
+      const list = await client().machines({ retired: options.retired === true });
       if (options.json) return print(list);
       const rows = list.map((machine) => [
         machine.name,
         machine.kind,
         machine.unreachable ? `${machine.state}, unreachable` : machine.state,
         machine.labHost,
+        String(machine.health),
         machine.reservationId ?? '-',
         pairs(machine.labels),
       ]);
-      print(table([['NAME', 'KIND', 'STATE', 'LAB HOST', 'RESERVATION', 'LABELS'], ...rows]));
+      print(table([['NAME', 'KIND', 'STATE', 'LAB HOST', 'HEALTH', 'RESERVATION', 'LABELS'], ...rows]));
       for (const line of list.flatMap(machineNotes)) print(line);
     });
   machines
     .command('show')
-    .description('one machine: state, lab host, labels, capacities, and why it is offline or unreachable')
+    .description('one machine: state, lab host, labels, capacities, why it is offline or unreachable, its health score and last provisionings')
     .argument('<name>')
     .option('--json', 'as JSON')
-    .action(async (name: string, options: { json?: boolean }) => {
-      const machine = await client().machine(name);
+    .option('--limit <n>', 'how many of its last provisionings (default: the health window)', positiveInteger('--limit', 100))
+    .action(async (name: string, options: { json?: boolean; limit?: number }) => {
+      const machine = await client().machine(name, options.limit === undefined ? {} : { limit: options.limit });
       if (options.json) return print(machine);
       print(`${machine.name}  ${machine.kind}  ${machine.state}${machine.unreachable ? ', unreachable' : ''}  lab host ${machine.labHost}`);
       if (machine.reservationId) print(`reservation ${machine.reservationId}`);
@@ -419,6 +423,9 @@ export function program(remoteCommand: string[] = []): Command {
         print(`  failed boot ${failure.reservationId}: ${failure.code}${failure.stage ? ` at ${failure.stage}` : ''}: ${failure.reason}`);
       }
       for (const line of machineNotes(machine)) print(line);
+      for (const line of healthLines(machine)) print(line);
+      const history = provisioningRows(machine);
+      if (history.length > 0) print(table(history));
     });
   machines
     .command('maintenance')
@@ -431,6 +438,7 @@ export function program(remoteCommand: string[] = []): Command {
     .description('put a machine back into service (admins)')
     .argument('<name>')
     .action(async (name: string) => print(`${name}: ${(await client().activate(name)).state}`));
+  addRetireCommand(machines, client, print);
 
   cli
     .command('agents')

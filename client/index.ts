@@ -104,13 +104,17 @@ export class Paddock {
     return (await this.http.getAll<ReservationView>('v1/reservations', { ...(options.all ? { all: 1 } : {}), ...(options.ended ? { ended: 1 } : {}) })).items;
   }
 
-  async machines(): Promise<MachineView[]> {
-    return (await this.http.getAll<MachineView>('v1/machines')).items;
+  /** The machines in service with their states and health scores; `retired`: the retired ones instead. */
+  async machines(options: { retired?: boolean } = {}): Promise<MachineView[]> {
+    return (await this.http.getAll<MachineView>('v1/machines', options.retired ? { retired: 1 } : {})).items;
   }
 
-  /** One machine: its state, lab host, labels, and why it is offline or unreachable when it is. */
-  machine(name: string): Promise<MachineView> {
-    return this.http.get(`v1/machines/${encodeURIComponent(name)}`);
+  /**
+   * One machine: its state, lab host, labels, why it is offline or unreachable when it is, its health
+   * score and its last provisionings (`limit`: how many, default the server's health window).
+   */
+  machine(name: string, options: { limit?: number } = {}): Promise<MachineView> {
+    return this.http.get(`v1/machines/${encodeURIComponent(name)}`, options.limit === undefined ? undefined : { limit: options.limit });
   }
 
   /** Takes a machine out of service (admins); a reserved one leaves when released. */
@@ -120,6 +124,11 @@ export class Paddock {
 
   activate(name: string): Promise<MachineView> {
     return this.http.post(`v1/machines/${encodeURIComponent(name)}/activate`);
+  }
+
+  /** Retires a machine for good (admins): never handed out again, its history kept; a reserved one once released. */
+  retire(name: string, reason?: string): Promise<MachineView> {
+    return this.http.post(`v1/machines/${encodeURIComponent(name)}/retire`, reason === undefined ? {} : { reason });
   }
 
   /** The lab hosts and their agents (admins): state, version, last heard, machines, tasks, warnings. */

@@ -173,8 +173,39 @@ export interface MachineView {
    * SSH port): since when and why. It is not matched meanwhile, whatever its state.
    */
   unreachable?: { since: string; reason: string };
-  /** The machine's last qualification (config `qualify`): running while it is `qualifying`. */
+  /**
+   * Its health score: the share of its last `health.window` provisionings that came up (a request's
+   * fault left out), to two decimals, rounded down; 1 with no history. Specs match it as the
+   * capacity `health` (`health>=0.95`).
+   */
+  health: number;
+  /** GET /v1/machines/NAME only: its last provisionings, newest first. */
+  provisionings?: ProvisioningView[];
+  /** Its last qualification run (boots from its pool's reference image before service), when it had one. */
   qualification?: QualificationView;
+}
+
+/** One provisioning of a machine (the first boot of a reservation, or a re-deploy or power-on during its lease) as it ended. */
+export interface ProvisioningView {
+  reservationId: string;
+  /** The reservation's owner (`paddock` for the system's own boots). */
+  owner: string;
+  image?: string;
+  outcome: 'ready' | 'failed';
+  /** When it failed: the stable code, whose fault, and the stage it failed at (when known). */
+  code?: string;
+  fault?: 'infrastructure' | 'request';
+  stage?: Stage;
+  /** Whether it counts toward the health score: a success, or a failure that is the machine's. */
+  counted: boolean;
+  /** A qualification boot rather than a user's reservation. */
+  qualification: boolean;
+  startedAt: string;
+  endedAt: string;
+  /** From start to end. */
+  seconds: number;
+  /** Each stage reached, with how long it took since the one before (or the start). */
+  stages: { stage: Stage; at: string; seconds: number }[];
 }
 
 /**

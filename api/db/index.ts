@@ -13,6 +13,7 @@ import * as offline from './migrations/0006-offline-machines.js';
 import * as unreachable from './migrations/0007-unreachable-machines.js';
 import * as labHosts from './migrations/0008-lab-hosts.js';
 import * as imageAccess from './migrations/0009-image-access.js';
+import * as provisionings from './migrations/0010-provisionings.js';
 import * as qualification from './migrations/0011-qualification.js';
 
 export interface TokenRow {
@@ -40,6 +41,28 @@ export interface MachineRow {
   unreachableReason: string | null;
   /** Its last qualification, as JSON (a QualificationView). */
   qualification: string | null;
+  /** While reserved: the state it takes once released (maintenance, quarantined, retired). */
+  pendingState?: string | null;
+}
+
+/** One provisioning attempt of a machine as it ended (api/scheduler/health.ts). */
+export interface ProvisioningRow {
+  id: number;
+  machine: string;
+  reservationId: string;
+  allocationId: string;
+  owner: string;
+  image: string | null;
+  outcome: string;
+  code: string | null;
+  fault: string | null;
+  stage: string | null;
+  counted: boolean;
+  qualification: boolean;
+  /** JSON: when each readiness stage was reached. */
+  stages: string;
+  startedAt: Date;
+  endedAt: Date;
 }
 
 /** A lab host's agent: when it was last heard, and the version it said then. */
@@ -147,6 +170,7 @@ export interface Database {
   jobs: ModelStatic<Model<JobRow>>;
   runs: ModelStatic<Model<RunRow>>;
   labHosts: ModelStatic<Model<LabHostRow>>;
+  provisionings: ModelStatic<Model<ProvisioningRow>>;
   close(): Promise<void>;
 }
 
@@ -160,6 +184,7 @@ const migrations = [
   { name: '0007-unreachable-machines', module: unreachable },
   { name: '0008-lab-hosts', module: labHosts },
   { name: '0009-image-access', module: imageAccess },
+  { name: '0010-provisionings', module: provisionings },
   { name: '0011-qualification', module: qualification },
 ];
 
@@ -252,6 +277,7 @@ export async function openDatabase(dataDir: string): Promise<Database> {
       unreachableSince: DataTypes.DATE,
       unreachableReason: DataTypes.TEXT,
       qualification: DataTypes.TEXT,
+      pendingState: DataTypes.STRING,
     },
     plain,
   );
@@ -364,7 +390,28 @@ export async function openDatabase(dataDir: string): Promise<Database> {
     },
     plain,
   );
-  return { sequelize, tokens, machines, reservations, events, images, jobs, runs, labHosts, close: () => sequelize.close() };
+  const provisionings = sequelize.define<Model<ProvisioningRow>>(
+    'provisionings',
+    {
+      id: { type: DataTypes.INTEGER, primaryKey: true },
+      machine: DataTypes.STRING,
+      reservationId: DataTypes.STRING,
+      allocationId: DataTypes.STRING,
+      owner: DataTypes.STRING,
+      image: DataTypes.STRING,
+      outcome: DataTypes.STRING,
+      code: DataTypes.STRING,
+      fault: DataTypes.STRING,
+      stage: DataTypes.STRING,
+      counted: DataTypes.BOOLEAN,
+      qualification: DataTypes.BOOLEAN,
+      stages: DataTypes.TEXT,
+      startedAt: DataTypes.DATE,
+      endedAt: DataTypes.DATE,
+    },
+    plain,
+  );
+  return { sequelize, tokens, machines, reservations, events, images, jobs, runs, labHosts, provisionings, close: () => sequelize.close() };
 }
 
 /** Rows read with `raw: true` are plain objects; these give them back their row types. */

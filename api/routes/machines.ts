@@ -1,4 +1,5 @@
-// /v1/machines and /v1/explain: the inventory with its states, maintenance, and spec explanations.
+// /v1/machines and /v1/explain: the inventory with its states and health, maintenance, retirement,
+// and spec explanations.
 import { z } from 'zod';
 import { text } from '../fields.js';
 import type { ExplainView } from '../../protocol/api.js';
@@ -10,6 +11,7 @@ import type { RouteTable } from './define.js';
 import { pageOf, pageQuery, sendPage, slicePage } from '../pages.js';
 
 const maintenanceSchema = z.strictObject({ reason: text({ max: 500 }).optional() });
+const retireSchema = maintenanceSchema;
 const explainSchema = z.strictObject({ spec: text({ max: 2000 }) });
 
 export function machineRoutes(table: RouteTable, scheduler: Scheduler): void {
@@ -17,22 +19,48 @@ export function machineRoutes(table: RouteTable, scheduler: Scheduler): void {
     {
       method: 'get',
       path: '/v1/machines',
-      summary: 'Every machine with its state, by name (paginated)',
-      query: { state: 'only machines in this state', ...pageQuery },
+      summary: 'Every machine in service with its state and health score, by name (paginated); the retired ones with retired=true',
+      query: { state: 'only machines in this state', retired: 'the retired machines instead (they are left out otherwise)', ...pageQuery },
     },
     (ctx) => {
       const state = ctx.query.state;
+      const retired = ctx.query.retired === '1' || ctx.query.retired === 'true' || state === 'retired';
       const machines = [...scheduler.inventory.machines.values()]
-        .filter((machine) => state === undefined || machine.state === state)
+        .filter((machine) => (machine.state === 'retired') === retired && (state === undefined || machine.state === state))
         .sort((a, b) => (a.name < b.name ? -1 : 1));
       const page = slicePage(machines, (machine) => [machine.name], pageOf(ctx, 1));
       sendPage(ctx, { ...page, items: page.items.map(machineView) });
     },
   );
 
-  table.define({ method: 'get', path: '/v1/machines/:name', summary: 'One machine' }, (ctx) => {
-    ctx.body = machineView(scheduler.machines.machine(ctx.params.name));
-  });
+  table.define(
+    {
+      method: 'get',
+      path: '/v1/machines/:name',
+      summary: 'One machine, with its health score and its last provisionings (newest first; limit: how many, 1 to 100, default health.window)',
+      query: { limit: 'how many of its last provisionings' },
+    },
+    (ctx) => {
+      const machine = scheduler.machines.machine(ctx.params.name);
+      const limit = ctx.query.limit === undefined ? undefined : Number(ctx.query.limit);
+      if (limit !== undefined && !(Number.isInteger(limit) && limit >= 1 && limit <= 100))
+        throw new ApiError(400, 'invalid_request', 'limit is a whole number from 1 to 100', { limit: ctx.query.limit });
+      ctx.body = { ...machineView(machine), provisionings: scheduler.health.provisionings(machine.name, limit) };
+    },
+  );
+
+  table.define(
+    {
+      method: 'post',
+      path: '/v1/machines/:name/retire',
+      summary: 'Retire a machine for good (after its current reservation): never handed out again, its history kept',
+      roles: ['admin'],
+      body: { schema: retireSchema, name: 'retire request' },
+    },
+    async (ctx, { reason }) => {
+      ctx.body = machineView(await scheduler.machines.retire(ctx.params.name, reason));
+    },
+  );
 
   table.define(
     {

@@ -9,6 +9,7 @@ import { DomainError, notFound } from '../domain-error.js';
 import { consoleSecret } from './console-secret.js';
 import { failureVerdict } from './failure.js';
 import type { Grants } from './grants.js';
+import type { Health } from './health.js';
 import type { Machines } from './machines.js';
 import type { AgentInfo, LabHosts } from './lab-hosts.js';
 import type { Allocation, MachineEntry, Reservation } from './records.js';
@@ -31,6 +32,7 @@ export class AgentTasks {
     private readonly grants: Grants,
     private readonly machines: Machines,
     private readonly labHosts: LabHosts,
+    private readonly health: Health,
   ) {}
 
   /** At start: every lab host the machines name, with when it was last heard; those with machines stored offline stay silent. */
@@ -126,6 +128,7 @@ export class AgentTasks {
       state.tasks.delete(id);
       const { reservation, allocation } = task;
       allocation.agent = agent;
+      if (task.action !== 'release') this.health.taken(allocation);
       if (task.action === 'provision') {
         if (allocation.state === 'pending') state.setAllocation(reservation, allocation, 'provisioning');
         if (reservation.state === 'allocated') state.transition(reservation, 'provisioning', 'provision', `agent ${agent} took it`);
@@ -181,7 +184,7 @@ export class AgentTasks {
           delete allocation.action;
           Object.assign(allocation, access);
           state.setAllocation(reservation, allocation, 'ready');
-          this.machines.countSuccess(machine);
+          this.health.ready(reservation, allocation, machine);
           if (reservation.state === 'provisioning' && reservation.allocations.filter(isCurrent).every((each) => each.state === 'ready')) {
             state.transition(reservation, 'ready', 'ready', 'every machine is ready');
             const now = state.now();
@@ -222,7 +225,7 @@ export class AgentTasks {
         const { code } = verdict;
         allocation.failure = failure(code);
         this.state.setAllocation(reservation, allocation, 'failed', `${code}: ${report.reason}`);
-        if (verdict.countAgainstMachine) this.machines.countFailure(machine, report.reason);
+        this.health.failed(reservation, allocation, machine, verdict.countAgainstMachine, report.reason);
         this.blameImage(reservation, allocation, machine, verdict, report.reason);
         this.grants.beginRelease(reservation, 'failed', `${where}${report.stage ? ` at ${report.stage}` : ''}: ${code}: ${report.reason}`);
         break;
@@ -234,7 +237,7 @@ export class AgentTasks {
         allocation.failure = failure(code);
         const during = action ? `${action.type === 'power' ? `power ${action.power}` : `boot ${action.image}`} failed: ` : '';
         this.state.setAllocation(reservation, allocation, 'failed', `${during}${code}: ${report.reason}`);
-        if (verdict.countAgainstMachine) this.machines.countFailure(machine, report.reason);
+        this.health.failed(reservation, allocation, machine, verdict.countAgainstMachine, report.reason);
         this.blameImage(reservation, allocation, machine, verdict, report.reason);
         break;
       }

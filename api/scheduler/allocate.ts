@@ -7,7 +7,7 @@
 //
 // Best fit: a member prefers the shapes that fewer members of this request match (so it does not
 // take what another member needs), then shapes with a smaller total of capacities (so big machines
-// stay free for requests that need them), then the lower shape key; within a shape it takes the
+// stay free for requests that need them), then the healthier shape, then the lower shape key; within a shape it takes the
 // lowest names. Members are served in request order, each from its preferred shapes first; when a
 // member's shapes run dry, an augmenting path moves earlier members to other shapes they match, so
 // an assignment is found whenever one exists (greedy alone fails on overlapping members).
@@ -200,10 +200,13 @@ function prepare(members: readonly GangMember[], free: readonly FreeShape[]): Ga
     matchedBy.push(row);
   }
   const matchers = matchedBy.map((row) => row.filter(Boolean).length);
-  const size = shapes.map((entry) => Object.values(entry.shape.capacities).reduce((sum, value) => sum + value, 0));
+  // The health score (a capacity the scheduler sets, health.ts) is no size: of two shapes alike but
+  // for it, the healthier goes first.
+  const size = shapes.map((entry) => Object.entries(entry.shape.capacities).reduce((sum, [key, value]) => (key === 'health' ? sum : sum + value), 0));
+  const health = shapes.map((entry) => entry.shape.capacities.health ?? 1);
   const order = shapes
     .map((_, index) => index)
-    .sort((a, b) => matchers[a] - matchers[b] || size[a] - size[b] || byText(shapes[a].shape.key, shapes[b].shape.key));
+    .sort((a, b) => matchers[a] - matchers[b] || size[a] - size[b] || health[b] - health[a] || byText(shapes[a].shape.key, shapes[b].shape.key));
   return {
     members,
     shapes,

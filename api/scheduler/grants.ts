@@ -60,6 +60,7 @@ export class Grants {
     this.beforePass?.();
     if (state.queue.size === 0) return;
     waiting.wake(inventory.drainGrown());
+    if (inventory.drainNewShapes()) waiting.wakeAll();
     const now = state.now();
     const policy = state.queuePolicy();
     const candidates = new Set<Reservation>();

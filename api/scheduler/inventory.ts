@@ -18,6 +18,8 @@ export class Inventory {
   private readonly reservedPerPool = new Map<string, number>();
   /** Shapes that gained a free machine, or whose pool gained room, since drainGrown was last called. */
   private readonly grown = new Set<string>();
+  /** Whether a machine moved to a shape the inventory did not have, since drainNewShapes was last called. */
+  private newShapes = false;
 
   add(entry: Omit<MachineEntry, 'shapeKey'>): MachineEntry {
     const machine: MachineEntry = { ...entry, shapeKey: shapeKey(entry.labels, entry.capacities) };
@@ -49,6 +51,13 @@ export class Inventory {
     const keys = [...this.grown];
     this.grown.clear();
     return keys;
+  }
+
+  /** Whether a new shape appeared (a health score moved a machine) since the last call: every waiting request may match it. */
+  drainNewShapes(): boolean {
+    const appeared = this.newShapes;
+    this.newShapes = false;
+    return appeared;
   }
 
   get(name: string): MachineEntry | undefined {
@@ -96,10 +105,48 @@ export class Inventory {
       if (machine.labels.pool !== undefined) for (const shape of this.all.values()) if (shape.labels.pool === machine.labels.pool) this.grown.add(shape.key);
     }
     if (!wasHeld && isHeld) this.countReserved(machine, 1);
+    // A retired machine leaves every shape: no request can count on it any more.
+    if (state === 'retired' && machine.state !== 'retired') this.leaveAll(machine);
+    if (state !== 'retired' && machine.state === 'retired') insertSorted(this.shape(this.all, machine).machines, machine.name);
     this.keepingFree(machine, () => {
       machine.state = state;
       machine.onlineState = online;
     });
+  }
+
+  /**
+   * Gives a machine new capacities (its health score changed): it moves to the shape they make,
+   * free or not; a shape left without machines goes.
+   */
+  setCapacities(machine: MachineEntry, capacities: Record<string, number>): void {
+    const key = shapeKey(machine.labels, capacities);
+    if (key === machine.shapeKey) return;
+    const inService = machine.state !== 'retired';
+    const free = isFree(machine);
+    if (free) removeSorted(this.shape(this.free, machine).machines, machine.name);
+    // The requests waiting on its old shape are tried again (and then wait on the shapes they match
+    // now); a shape new to the inventory may match requests that wait on none of the old ones.
+    this.grown.add(machine.shapeKey);
+    if (inService && !this.all.has(key)) this.newShapes = true;
+    if (inService) this.leaveAll(machine);
+    machine.capacities = capacities;
+    machine.shapeKey = key;
+    if (inService) insertSorted(this.shape(this.all, machine).machines, machine.name);
+    if (free) {
+      insertSorted(this.shape(this.free, machine).machines, machine.name);
+      this.grown.add(key);
+    }
+  }
+
+  /** Takes a machine out of its shape in `all`; an empty shape goes from both indexes. */
+  private leaveAll(machine: MachineEntry): void {
+    const shape = this.all.get(machine.shapeKey);
+    if (!shape) return;
+    removeSorted(shape.machines, machine.name);
+    if (shape.machines.length === 0) {
+      this.all.delete(machine.shapeKey);
+      if (this.free.get(machine.shapeKey)?.machines.length === 0) this.free.delete(machine.shapeKey);
+    }
   }
 
   /**

@@ -1,6 +1,7 @@
 // The machines: loaded from the configuration and the database at start, taken out of service and
-// put back by admins, and quarantined by their health (failures in a row, see failure.ts).
-import { plainRows } from '../db/index.js';
+// put back by admins, quarantined by their health (failures in a row, see failure.ts; the score,
+// see health.ts), and retired for good.
+import { plainRows, type MachineRow } from '../db/index.js';
 import { DomainError, notFound } from '../domain-error.js';
 import { quarantines } from './failure.js';
 import type { Grants } from './grants.js';
@@ -17,7 +18,8 @@ export class Machines {
 
   /**
    * The configured machines with what the database remembers of them (maintenance, quarantine,
-   * failures); stored machines no longer configured are retired. Needs the live reservations
+   * failures); stored machines no longer configured are retired, and a retired machine stays
+   * retired even when the configuration names it again (with its history kept). Needs the live reservations
    * loaded: a machine is reserved only if one of them holds it, so a crash can leave none stuck.
    */
   async load(definitions: readonly MachineDefinition[]): Promise<void> {
@@ -36,10 +38,21 @@ export class Machines {
       // out as for any other machine.
       const offline = stored === 'offline';
       const before = offline ? (row?.onlineState as MachineEntry['state'] | null) : stored;
+      // What an admin or the health rules set while it was reserved: kept while a reservation holds
+      // it, taken at once when none does any more.
+      const pending = reservationId ? undefined : ((row?.pendingState ?? undefined) as MachineEntry['state'] | undefined);
       // A machine to qualify (config `qualify`) seen for the first time is qualifying, and stays so
       // across a restart until its qualification ends (qualification.ts).
       const qualifies = machine.qualify !== undefined && (!row || before === 'qualifying');
-      const online = reservationId ? 'reserved' : before === 'maintenance' || before === 'quarantined' ? before : qualifies ? 'qualifying' : 'available';
+      const online = reservationId
+        ? 'reserved'
+        : (pending ?? (before === 'maintenance' || before === 'quarantined' ? before : qualifies ? 'qualifying' : 'available'));
+      if (stored === 'retired' || before === 'retired' || online === 'retired') {
+        const { labels, capacities, settings } = machine;
+        const retired = this.addRetired(row!, { labHost: machine.labHost ?? 'local', access: machine.access ?? 'direct', labels, capacities, settings });
+        if (stored !== 'retired') state.store.machine(retired);
+        continue;
+      }
       const entry = state.inventory.add({
         name: machine.name,
         kind: machine.kind,
@@ -53,31 +66,67 @@ export class Machines {
         reservationId,
         qualify: machine.qualify,
         ...(row?.qualification ? { qualification: JSON.parse(row.qualification) } : {}),
-        reason: online === before ? (row?.reason ?? undefined) : undefined,
+        reason: online === before || pending !== undefined ? (row?.reason ?? undefined) : undefined,
+        ...(reservationId && row?.pendingState ? { pendingState: row.pendingState as MachineEntry['state'] } : {}),
         ...(offline ? { onlineState: online, offlineSince: ms(row?.offlineSince ?? null) ?? state.now() } : {}),
         // Until its agent's next heartbeat says otherwise.
         ...(row && unreachableFromRow(row) ? { unreachable: unreachableFromRow(row) } : {}),
       });
-      if (!row || row.state !== entry.state || row.onlineState !== (entry.onlineState ?? null) || row.labels !== JSON.stringify(entry.labels)) {
+      if (
+        !row ||
+        row.state !== entry.state ||
+        row.onlineState !== (entry.onlineState ?? null) ||
+        (row.pendingState ?? null) !== (entry.pendingState ?? null) ||
+        row.labels !== JSON.stringify(entry.labels)
+      ) {
         state.store.machine(entry);
       }
     }
     for (const row of rows.values()) {
-      if (row.state === 'retired') continue;
-      const retired = state.inventory.add({
-        name: row.name,
-        kind: row.kind,
+      const retired = this.addRetired(row, {
         labHost: 'local',
         access: 'direct',
-        state: 'retired',
         labels: JSON.parse(row.labels),
         capacities: JSON.parse(row.capacities),
         settings: {},
-        failures: row.failures,
-        reason: 'no longer in the configuration',
       });
-      state.store.machine(retired);
+      if (row.state !== 'retired') {
+        retired.reason = 'no longer in the configuration';
+        state.store.machine(retired);
+      }
     }
+  }
+
+  /** A retired machine in the inventory (listed, its history shown), never matched. */
+  private addRetired(row: MachineRow, traits: Pick<MachineEntry, 'labHost' | 'access' | 'labels' | 'capacities' | 'settings'>): MachineEntry {
+    const { health: _health, ...capacities } = traits.capacities;
+    return this.state.inventory.add({
+      name: row.name,
+      kind: row.kind,
+      ...traits,
+      capacities,
+      state: 'retired',
+      failures: row.failures,
+      reason: row.reason ?? undefined,
+    });
+  }
+
+  /**
+   * Retires a machine for good (admins): never matched again, kept with its history; a reserved one
+   * is retired once released.
+   */
+  async retire(name: string, reason: string | undefined): Promise<MachineEntry> {
+    const machine = this.inService(name);
+    machine.reason = reason ?? 'retired';
+    if (this.heldState(machine) === 'reserved') machine.pendingState = 'retired';
+    else {
+      this.state.inventory.setState(machine, 'retired');
+      machine.offlineSince = undefined;
+      machine.pendingState = undefined;
+    }
+    this.state.store.machine(machine);
+    await this.state.store.flush();
+    return machine;
   }
 
   machine(name: string): MachineEntry {
@@ -182,7 +231,11 @@ export class Machines {
 
   private inService(name: string): MachineEntry {
     const machine = this.machine(name);
-    if (machine.state === 'retired') throw new DomainError('illegal_transition', `machine ${name} is retired`);
+    if (machine.state === 'retired' || machine.pendingState === 'retired') {
+      throw new DomainError('machine_retired', `machine ${name} is retired${machine.state === 'retired' ? '' : ' (once released)'}: it never comes back`, {
+        machine: name,
+      });
+    }
     return machine;
   }
 }

@@ -148,8 +148,9 @@ export function machineView(machine: MachineEntry): MachineView {
     // A machine busy with a boot of its qualification is shown qualifying, not reserved.
     state: machine.state === 'reserved' && machine.qualification?.current === machine.reservationId ? 'qualifying' : machine.state,
     labels: machine.labels,
-    capacities: machine.capacities,
+    capacities: configured(machine.capacities),
     failures: machine.failures,
+    health: machine.capacities.health ?? 1,
   };
   if (machine.reservationId !== undefined) view.reservationId = machine.reservationId;
   if (machine.reason !== undefined) view.reason = machine.reason;
@@ -160,6 +161,12 @@ export function machineView(machine: MachineEntry): MachineView {
   if (machine.unreachable !== undefined) view.unreachable = { since: iso(machine.unreachable.since)!, reason: machine.unreachable.reason };
   if (machine.qualification !== undefined) view.qualification = machine.qualification;
   return view;
+}
+
+/** The capacities as configured: without the health score the scheduler keeps among them (health.ts). */
+function configured(capacities: Record<string, number>): Record<string, number> {
+  const { health: _health, ...rest } = capacities;
+  return rest;
 }
 
 /** Why a machine that matches cannot be handed out now; undefined when it can. */
@@ -240,6 +247,7 @@ export function machineToRow(machine: MachineEntry, now: number): MachineRow {
     unreachableSince: date(machine.unreachable?.since),
     unreachableReason: machine.unreachable?.reason ?? null,
     qualification: machine.qualification ? JSON.stringify(machine.qualification) : null,
+    pendingState: machine.pendingState ?? null,
   };
 }
 

@@ -5,7 +5,8 @@
 //            |
 //   reservations (owners' requests, the reaper)   agents (tasks, reports, lab hosts heard or silent)
 //            \                                      /        |
-//             \                               machines (inventory, health)
+//             \                               machines (inventory, health, retirement;
+//                                              health.ts: the history and score)
 //              \                                /
 //               grants (the scheduling pass, release, requeue)
 //                            |
@@ -18,6 +19,7 @@
 import type { Database } from '../db/index.js';
 import { AgentTasks } from './agents.js';
 import { Grants } from './grants.js';
+import { Health } from './health.js';
 import { LabHosts } from './lab-hosts.js';
 import { Machines } from './machines.js';
 import { LeaseActions } from './lease-actions.js';
@@ -45,6 +47,7 @@ export class Scheduler {
   readonly agents: AgentTasks;
   readonly leaseActions: LeaseActions;
   readonly qualifications: Qualifications;
+  readonly health: Health;
   private readonly state: SchedulerState;
   private readonly grants: Grants;
   private readonly retries: Retries;
@@ -60,7 +63,8 @@ export class Scheduler {
     this.reservations = new Reservations(this.state, this.grants);
     this.machines = new Machines(this.state, this.grants, this.qualifications);
     const labHosts = new LabHosts((options.policy.agents?.heartbeatTimeout ?? 30) * 1000, this.state.now, version);
-    this.agents = new AgentTasks(this.state, this.grants, this.machines, labHosts);
+    this.health = new Health(this.state, this.machines);
+    this.agents = new AgentTasks(this.state, this.grants, this.machines, labHosts, this.health);
     this.agents.onReady = (reservation) => this.qualifications.ready(reservation);
     this.agents.checkFor = (reservation, machine) => this.qualifications.checkFor(reservation, machine);
     this.retries = new Retries(this.state, this.grants, this.machines);
@@ -80,11 +84,13 @@ export class Scheduler {
     await state.store.init();
     const live = await this.reservations.loadLive();
     await this.machines.load(this.definitions);
+    await this.health.load();
     await this.agents.start();
     state.store.adopt(state.live.values(), state.inventory.machines.values());
     state.store.onRollback = () => {
       state.rollback();
       this.retries.reindex();
+      this.health.rollback();
     };
     for (const reservation of live) this.grants.resume(reservation);
     this.qualifications.start();

@@ -19,8 +19,12 @@ import { WaitingRequests } from './waiting.js';
 export interface SchedulerPolicy {
   lease: { default: number; max: number };
   queue: { timeout: number; aging: number; starvation: number };
-  /** `retries`: moves to another machine per member after infrastructure failures while provisioning (retries.ts). */
-  health: { quarantineAfter: number; retries: number };
+  /**
+   * Quarantine after `quarantineAfter` infrastructure failures in a row, or a health score (over the
+   * last `window` provisionings) under `minScore` over at least `minSamples` of them (health.ts);
+   * `retries`: moves to another machine per member after infrastructure failures while provisioning (retries.ts).
+   */
+  health: { quarantineAfter: number; retries: number; window?: number; minScore?: number; minSamples?: number };
   /** How often leases and queue timeouts are checked (and whether lab hosts went silent). */
   reaper: { interval: number };
   /** A lab host's agent not heard from for this long is silent: its machines go offline. */

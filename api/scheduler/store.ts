@@ -12,12 +12,14 @@
 //   whose change was undone (this batch's and the next's) gets the error. So a value SQLite refuses
 //   fails one batch, once, and the next batch starts from what the database holds.
 // - `failing` holds the last commit's error until a commit succeeds (/healthz answers 503 then).
+// - Provisionings (a machine's history, health.ts) are appended like events; each commit also drops
+//   a machine's rows beyond the newest `provisioningsKept`.
 // - Lab hosts' rows (when each agent was last heard) are the one exception: memory is ahead of them
 //   by design, so a failed commit drops their marks and undoes nothing; the next heartbeat marks
 //   them again.
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { MachineState } from '../../protocol/api.js';
-import type { Database, EventRow, LabHostRow, MachineRow, ReservationRow } from '../db/index.js';
+import type { Database, EventRow, LabHostRow, MachineRow, ProvisioningRow, ReservationRow } from '../db/index.js';
 import { DomainError } from '../domain-error.js';
 import { liveStates } from './lifecycle.js';
 import { machineToRow, reservationToRow, type MachineEntry, type Reservation } from './records.js';
@@ -27,6 +29,12 @@ export interface MachineImage {
   row: MachineRow;
   pendingState?: MachineState;
 }
+
+/**
+ * How many provisionings of a machine are kept: the health window is at most this long (config.ts),
+ * and `machines show` can look back further than the window at little cost (100 small rows a machine).
+ */
+export const provisioningsKept = 100;
 
 interface Batch {
   promise: Promise<void>;
@@ -40,6 +48,10 @@ export class Store {
   private dirtyLabHosts = new Map<string, LabHostRow>();
   private pendingEvents: EventRow[] = [];
   private nextEventId = 1;
+  private pendingProvisionings: ProvisioningRow[] = [];
+  private nextProvisioningId = 1;
+  /** The highest provisioning id committed: those above it are undone by a failed commit. */
+  committedProvisioningId = 0;
   /** The batch collecting callers now; its marks are taken when its commit starts. */
   private collecting: Batch | null = null;
   private writing = false;
@@ -59,6 +71,8 @@ export class Store {
   async init(): Promise<void> {
     const max = (await this.db.events.max('id')) as number | null;
     this.nextEventId = (max ?? 0) + 1;
+    this.committedProvisioningId = ((await this.db.provisionings.max('id')) as number | null) ?? 0;
+    this.nextProvisioningId = this.committedProvisioningId + 1;
   }
 
   /** Records loaded from the database: their committed images, without writing them again. */
@@ -88,6 +102,12 @@ export class Store {
   event(event: Omit<EventRow, 'id'>): EventRow {
     const row = { ...event, id: this.nextEventId++ };
     this.pendingEvents.push(row);
+    return row;
+  }
+
+  provisioning(provisioning: Omit<ProvisioningRow, 'id'>): ProvisioningRow {
+    const row = { ...provisioning, id: this.nextProvisioningId++ };
+    this.pendingProvisionings.push(row);
     return row;
   }
 
@@ -128,11 +148,13 @@ export class Store {
     const dirtyMachines = [...this.dirtyMachines.values()];
     const labHosts = [...this.dirtyLabHosts.values()];
     const events = this.pendingEvents;
+    const provisionings = this.pendingProvisionings;
     this.dirtyReservations = new Map();
     this.dirtyMachines = new Map();
     this.dirtyLabHosts = new Map();
     this.pendingEvents = [];
-    if (dirtyReservations.length + dirtyMachines.length + labHosts.length + events.length === 0 && this.failing === null) {
+    this.pendingProvisionings = [];
+    if (dirtyReservations.length + dirtyMachines.length + labHosts.length + events.length + provisionings.length === 0 && this.failing === null) {
       batch.resolve();
       return;
     }
@@ -140,8 +162,9 @@ export class Store {
       const now = Date.now();
       const reservations = dirtyReservations.map(reservationToRow);
       const machines = dirtyMachines.map((machine) => machineToRow(machine, now));
-      await this.writer.write(reservations, machines, labHosts, events);
+      await this.writer.write(reservations, machines, labHosts, events, provisionings);
       this.failing = null;
+      if (provisionings.length > 0) this.committedProvisioningId = provisionings[provisionings.length - 1].id;
       for (const row of reservations) {
         if (liveStates.includes(row.state as Reservation['state'])) this.committedReservations.set(row.id, row);
         else this.committedReservations.delete(row.id);
@@ -156,6 +179,7 @@ export class Store {
       this.dirtyMachines = new Map();
       this.dirtyLabHosts = new Map();
       this.pendingEvents = [];
+      this.pendingProvisionings = [];
       this.onRollback();
       const error = storeFailed(cause);
       batch.reject(error);
@@ -213,9 +237,29 @@ const machineColumns = [
   'unreachableSince',
   'unreachableReason',
   'qualification',
+  'pendingState',
 ] as const;
 const eventColumns = ['id', 'reservationId', 'at', 'type', 'from', 'to', 'machine', 'reason'] as const;
 const labHostColumns = ['name', 'lastHeard', 'version'] as const;
+const provisioningColumns = [
+  'id',
+  'machine',
+  'reservationId',
+  'allocationId',
+  'owner',
+  'image',
+  'outcome',
+  'code',
+  'fault',
+  'stage',
+  'counted',
+  'qualification',
+  'stages',
+  'startedAt',
+  'endedAt',
+] as const;
+/** Drops a machine's provisionings older than its newest `provisioningsKept`. */
+const trimProvisionings = `DELETE FROM "provisionings" WHERE "machine" = ? AND "id" <= (SELECT "id" FROM "provisionings" WHERE "machine" = ? ORDER BY "id" DESC LIMIT 1 OFFSET ${provisioningsKept})`;
 
 const probeIntervalMs = 2000;
 
@@ -242,7 +286,13 @@ class Writer {
 
   constructor(private readonly db: Database) {}
 
-  async write(reservations: ReservationRow[], machines: MachineRow[], labHosts: LabHostRow[], events: EventRow[]): Promise<void> {
+  async write(
+    reservations: ReservationRow[],
+    machines: MachineRow[],
+    labHosts: LabHostRow[],
+    events: EventRow[],
+    provisionings: ProvisioningRow[],
+  ): Promise<void> {
     const connection = await this.open();
     // Rows become parameters before the transaction starts: a value that cannot be stored fails here.
     const work = [
@@ -250,6 +300,11 @@ class Writer {
       ...this.plan(connection, 'machines', 'name', machineColumns, machines),
       ...this.plan(connection, 'labHosts', 'name', labHostColumns, labHosts),
       ...this.plan(connection, 'events', 'id', eventColumns, events),
+      ...this.plan(connection, 'provisionings', 'id', provisioningColumns, provisionings),
+      ...[...new Set(provisionings.map((row) => row.machine))].map((machine) => ({
+        statement: this.statement(connection, trimProvisionings),
+        params: [machine, machine],
+      })),
     ];
     await call((done) => connection.run('BEGIN IMMEDIATE', done));
     try {
@@ -297,18 +352,24 @@ class Writer {
   }
 
   private prepare(connection: SqliteConnection, table: string, key: string, columns: readonly string[], rows: number): Promise<SqliteStatement> {
-    const name = `${table}/${rows}`;
-    let statement = this.statements.get(name);
+    const quoted = columns.map((column) => `"${column}"`);
+    const updates = quoted.filter((column) => column !== `"${key}"`).map((column) => `${column}=excluded.${column}`);
+    const row = `(${columns.map(() => '?').join(',')})`;
+    return this.statement(
+      connection,
+      `INSERT INTO "${table}" (${quoted.join(',')}) VALUES ${Array(rows).fill(row).join(',')} ON CONFLICT("${key}") DO UPDATE SET ${updates.join(',')}`,
+    );
+  }
+
+  /** A prepared statement, cached by its text. */
+  private statement(connection: SqliteConnection, sql: string): Promise<SqliteStatement> {
+    let statement = this.statements.get(sql);
     if (!statement) {
-      const quoted = columns.map((column) => `"${column}"`);
-      const updates = quoted.filter((column) => column !== `"${key}"`).map((column) => `${column}=excluded.${column}`);
-      const row = `(${columns.map(() => '?').join(',')})`;
-      const sql = `INSERT INTO "${table}" (${quoted.join(',')}) VALUES ${Array(rows).fill(row).join(',')} ON CONFLICT("${key}") DO UPDATE SET ${updates.join(',')}`;
       statement = new Promise((resolve, reject) => {
         const prepared = connection.prepare(sql, (error) => (error ? reject(error) : resolve(prepared)));
       });
-      this.statements.set(name, statement);
-      statement.catch(() => this.statements.delete(name));
+      this.statements.set(sql, statement);
+      statement.catch(() => this.statements.delete(sql));
     }
     return statement;
   }

@@ -59,6 +59,11 @@ export class WaitingRequests {
     }
   }
 
+  /** Every request found unfit is untried again (a shape appeared that they may match). */
+  wakeAll(): void {
+    for (const id of [...this.waitsOn.keys()]) this.add(id);
+  }
+
   private unwait(id: string): void {
     for (const key of this.waitsOn.get(id) ?? []) {
       const waiting = this.byShape.get(key);
