@@ -11,6 +11,9 @@ import type { ParsedMember } from './requests.js';
 import type { SchedulerState } from './state.js';
 
 export class Grants {
+  /** Swaps granted machines for others of the same shape (warm.ts: a warm machine of the member's image). */
+  pick?: (reservation: Reservation, machines: string[][]) => string[][];
+
   constructor(private readonly state: SchedulerState) {}
 
   /** Puts a reservation loaded from the database back in the queue or the agents' task list. */
@@ -112,8 +115,9 @@ export class Grants {
     return new Map([...poolLimits].map(([pool, limit]) => [pool, limit - inventory.reservedIn(pool)]));
   }
 
-  private grant(reservation: Reservation, machines: string[][]): void {
+  private grant(reservation: Reservation, chosen: string[][]): void {
     const { state } = this;
+    const machines = this.pick?.(reservation, chosen) ?? chosen;
     const now = state.now();
     state.queue.delete(reservation);
     state.waiting.delete(reservation.id);

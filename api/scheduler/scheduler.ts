@@ -20,6 +20,7 @@ import { Machines } from './machines.js';
 import { LeaseActions } from './lease-actions.js';
 import { Reservations } from './reservations.js';
 import { SchedulerState, type MachineDefinition, type SchedulerPolicy } from './state.js';
+import { WarmKeeper } from './warm.js';
 import { version } from '../../protocol/version.js';
 
 export type { MachineDefinition, SchedulerPolicy } from './state.js';
@@ -39,6 +40,7 @@ export class Scheduler {
   readonly machines: Machines;
   readonly agents: AgentTasks;
   readonly leaseActions: LeaseActions;
+  readonly warm: WarmKeeper;
   private readonly state: SchedulerState;
   private readonly grants: Grants;
   private readonly definitions: readonly MachineDefinition[];
@@ -48,6 +50,8 @@ export class Scheduler {
     this.state = new SchedulerState(db, options.policy, options.now ?? Date.now, options.poolLimits);
     this.definitions = options.machines;
     this.grants = new Grants(this.state);
+    this.warm = new WarmKeeper(this.state, options.machines);
+    this.grants.pick = (reservation, machines) => this.warm.pick(reservation, machines);
     this.reservations = new Reservations(this.state, this.grants);
     this.machines = new Machines(this.state, this.grants);
     const labHosts = new LabHosts((options.policy.agents?.heartbeatTimeout ?? 30) * 1000, this.state.now, version);

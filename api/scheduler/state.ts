@@ -37,6 +37,9 @@ export interface MachineDefinition {
   labels: Record<string, string>;
   capacities: Record<string, number>;
   settings?: unknown;
+  /** Images its pool keeps warm (idle in seconds), and the pool's name (warm.ts). */
+  warm?: readonly { image: string; count: number; idle: number }[];
+  warmPool?: string;
 }
 
 /** Work for an agent: provision an allocation's machine, release it, or power or re-deploy it during the lease (lease-actions.ts). */
