@@ -52,11 +52,6 @@ export class WarmKeeper {
     }
   }
 
-  /** The image a machine is warm with now (reported ready), if any. */
-  warmWith(machine: string): string | undefined {
-    return this.ready.get(machine);
-  }
-
   /**
    * An agent's report of its warm machines that are ready (the whole list for its lab host), and
    * the plan it is to follow. A machine of another lab host refuses the whole report.
