@@ -16,7 +16,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { AgentTask, WarmPlan, WarmReport } from '../protocol/agent.js';
-import { generateKeyPair, sshConnect, sshExec, sshHandshake } from '../protocol/ssh.js';
+import { generateKeyPair, sshConnect, sshExec, sshHandshake, type SshClient } from '../protocol/ssh.js';
 import {
   ProvisionError,
   type Provisioner,
@@ -41,7 +41,12 @@ interface WarmVm {
   ready?: SshReadiness;
   /** Aborts its boot (a task for another image, a plan that dropped it). */
   booting?: AbortController;
+  /** An SSH session with the agent's key, opened once it is warm, for the key swap. */
+  session?: Promise<SshClient | undefined>;
 }
+
+/** Replaces authorized_keys with what comes on stdin, in one rename. */
+const swapKeys = 'umask 077 && mkdir -p ~/.ssh && cat > ~/.ssh/authorized_keys.new && mv -f ~/.ssh/authorized_keys.new ~/.ssh/authorized_keys';
 
 /** What DATA/agent/warm/MACHINE.json holds. */
 interface WarmNote {
@@ -97,7 +102,11 @@ export class WarmPool {
   stop(): void {
     this.stopped = true;
     clearTimeout(this.timer);
-    for (const vm of this.vms.values()) vm.booting?.abort(new Error('agent stopping'));
+    for (const vm of this.vms.values()) {
+      vm.booting?.abort(new Error('agent stopping'));
+      void vm.session?.then((client) => client?.end());
+      delete vm.session;
+    }
   }
 
   /** Reports now rather than at the next tick (a warm VM was handed over or became ready). */
@@ -153,20 +162,22 @@ export class WarmPool {
 
   private async handOver(vm: WarmVm, ready: SshReadiness, request: ProvisionRequest, report: StageReporter, signal: AbortSignal): Promise<SshReadiness> {
     const target = { host: ready.host, port: ready.port, user: ready.user, expectedHostKey: ready.hostKey, timeoutMs: 10_000, signal };
-    const { client } = await sshConnect({ ...target, privateKey: this.key!.privateKey });
-    try {
-      // The reservation's key alone: the agent's own key stops working with this write.
-      const swap = await sshExec(
-        client,
-        'umask 077 && mkdir -p ~/.ssh && cat > ~/.ssh/authorized_keys.new && mv -f ~/.ssh/authorized_keys.new ~/.ssh/authorized_keys',
-        { stdin: `${request.publicKey.trim()}\n` },
-      );
-      if (swap.code !== 0) throw new ProvisionError(`the key swap failed (exit ${swap.code}): ${swap.stderr.slice(0, 300)}`, 'infrastructure');
-    } finally {
-      client.end();
-    }
-    for (const stage of ['powerConfirmed', 'bootSeen', 'addressKnown'] as const) await report.stage(stage);
-    const hostKey = await sshHandshake({ ...target, privateKey: request.privateKey! });
+    // The reservation's key alone: the agent's own key stops working with this write. The session
+    // opened when the VM became warm saves a handshake; a fresh one is made if it was lost.
+    const swap = async (client: SshClient) => {
+      const result = await sshExec(client, swapKeys, { stdin: `${request.publicKey.trim()}\n` }).finally(() => client.end());
+      if (result.code !== 0) throw new ProvisionError(`the key swap failed (exit ${result.code}): ${result.stderr.slice(0, 300)}`, 'infrastructure');
+    };
+    const kept = await vm.session;
+    delete vm.session;
+    await (kept ? swap(kept) : Promise.reject(new Error('no session'))).catch(async () =>
+      swap((await sshConnect({ ...target, privateKey: this.key!.privateKey })).client),
+    );
+    // The stages before SSH were passed long ago: they are reported while the login is checked.
+    const stages = (async () => {
+      for (const stage of ['powerConfirmed', 'bootSeen', 'addressKnown'] as const) await report.stage(stage);
+    })();
+    const [hostKey] = await Promise.all([sshHandshake({ ...target, privateKey: request.privateKey! }), stages]);
     const provisioner = this.options.provisioner(vm.machine.kind);
     if (!provisioner.handOver) throw new ProvisionError(`${vm.machine.name}: a ${vm.machine.kind} machine is never kept warm`, 'infrastructure');
     await provisioner.handOver(this.request(vm), request);
@@ -229,6 +240,7 @@ export class WarmPool {
         if (!('host' in readiness)) throw new Error('a warm machine must be reachable over SSH');
         vm.ready = readiness;
         delete vm.booting;
+        this.open(vm);
         this.failures.delete(machine.name);
         const found = await this.options.journal.read(machine.name, vm.id);
         const record = found && 'record' in found ? found.record : this.record(vm, false);
@@ -262,9 +274,34 @@ export class WarmPool {
       .finally(() => this.busy.delete(machine));
   }
 
+  /** Opens the session the key swap will use; a session that fails or closes is dropped. */
+  private open(vm: WarmVm): void {
+    const ready = vm.ready!;
+    const session: Promise<SshClient | undefined> = sshConnect({
+      host: ready.host,
+      port: ready.port,
+      user: ready.user,
+      privateKey: this.key!.privateKey,
+      ...(ready.hostKey ? { expectedHostKey: ready.hostKey } : {}),
+      timeoutMs: 10_000,
+    }).then(
+      ({ client }) => {
+        client.on('error', () => undefined);
+        client.on('close', () => {
+          if (vm.session === session) delete vm.session;
+        });
+        return client;
+      },
+      () => undefined,
+    );
+    vm.session = session;
+  }
+
   /** Releases a warm VM (its kind stops it and removes its disk) and forgets it. */
   private async discard(vm: WarmVm): Promise<void> {
     if (this.vms.get(vm.machine.name) === vm) this.vms.delete(vm.machine.name);
+    void vm.session?.then((client) => client?.end());
+    delete vm.session;
     await this.options.provisioner(vm.machine.kind).release(this.request(vm));
     await this.forget(vm);
   }
@@ -288,6 +325,7 @@ export class WarmPool {
       if (record?.ready && record.readiness && 'host' in record.readiness) {
         vm.ready = record.readiness;
         this.vms.set(vm.machine.name, vm);
+        this.open(vm);
         await this.options.provisioner(vm.machine.kind).adopt?.(this.request(vm));
       } else {
         await this.queued(vm.machine.name, () => this.discard(vm));
