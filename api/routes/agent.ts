@@ -139,10 +139,12 @@ export function agentRoutes(table: RouteTable, scheduler: Scheduler, consoles: C
     {
       method: 'post',
       path: '/v1/agent/warm',
-      summary: "Report the agent's warm machines that are ready; answers which machines to keep warm with which image, and how often to report",
+      summary:
+        "Report the agent's warm machines that are ready (machines not of its lab host are ignored, so their VMs are stopped); " +
+        'answers which machines to keep warm with which image, and how often to report',
       roles,
       body: { schema: warmSchema, name: 'warm report' },
-      responses: { 200: '{ targets, held, intervalSeconds }', 403: "a machine that is not of this agent's lab host (not_your_task): nothing changes" },
+      responses: { 200: '{ targets, held, intervalSeconds }' },
     },
     (ctx, report) => {
       ctx.body = scheduler.warm.report(checkAgent(ctx, report.agent), report.warm);

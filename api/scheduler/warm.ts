@@ -11,7 +11,6 @@
 // boots cold; the pool refills behind it). Nothing here is stored: after an API restart the agents'
 // next reports say again which machines are warm, and the idle clocks start again.
 import type { AgentTask, WarmMachine, WarmPlan } from '../../protocol/agent.js';
-import { DomainError } from '../domain-error.js';
 import { isFree } from './inventory.js';
 import type { Reservation } from './records.js';
 import type { MachineDefinition, SchedulerState } from './state.js';
@@ -54,17 +53,13 @@ export class WarmKeeper {
 
   /**
    * An agent's report of its warm machines that are ready (the whole list for its lab host), and
-   * the plan it is to follow. A machine of another lab host refuses the whole report.
+   * the plan it is to follow. A machine that is not of its lab host (gone from the config, moved
+   * to another) is left out of the plan, so its warm VM is stopped; it changes nothing here.
    */
   report(agent: string, warm: readonly WarmMachine[]): WarmPlan {
     const { inventory } = this.state;
-    for (const { machine: name } of warm) {
-      const machine = inventory.get(name);
-      if (!machine || machine.labHost !== agent)
-        throw new DomainError('not_your_task', `${name} is not a machine of lab host ${agent}`, { agent, machine: name });
-    }
     for (const [name] of this.ready) if (inventory.get(name)?.labHost === agent) this.ready.delete(name);
-    for (const { machine, image } of warm) this.ready.set(machine, imageRef(image));
+    for (const { machine, image } of warm) if (inventory.get(machine)?.labHost === agent) this.ready.set(machine, imageRef(image));
     this.plan();
     const targets: WarmPlan['targets'] = [];
     const held: string[] = [];
