@@ -2,7 +2,8 @@
 // agent's own key; a reservation for that image gets it with its key swapped in (the agent's key
 // refused from then on, the host key the same), the pool refills on the other slot, a member of
 // another image gets the cold slot, and a slot used by a reservation is warmed again only by a
-// fresh boot. A second server shows an image nobody asks for given back to cold use.
+// fresh boot. A restarted server keeps the warm VM, and gives it back to cold use once nobody asked
+// for its image within its idle time.
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import test from 'ava';
@@ -113,11 +114,20 @@ test.serial('a warm VM is handed over with the key swapped, the pool refills, an
   await Promise.all([second.release(), third.release()]);
 });
 
-test.serial('an image nobody asks for within its idle time is given back to cold use', async (t) => {
-  const { api } = await server('20s');
-  const qemuRoot = path.join(api.dataDir, 'qemu');
+test.serial('a warm VM outlives a restart; an image nobody asks for within its idle time is given back to cold use', async (t) => {
+  const first = await server('1h');
+  const qemuRoot = path.join(first.api.dataDir, 'qemu');
   const warmVms = async () => (await vmProcessesUnder(qemuRoot)).filter((vm) => vm.pidFile.includes(`${path.sep}warm-`));
-  await waitFor(async () => (await warmVms()).length === 1, 60_000, 'a warm boot');
+  await warmOn(first.api, 'vm-1');
+  const [before] = await warmVms();
+  await first.api.server.close();
+
+  // The same data on a server whose pool gives its image back after 10 s without a request.
+  const api = await startApi(testConfig(poolYaml('10s'), first.api.dataDir));
+  servers.push(api);
+  await new Promise((resolve) => setTimeout(resolve, 2000));
+  t.deepEqual(await warmVms(), [before], 'the warm VM is taken back, not booted again');
+  t.is(warmSlots(api).length, 1);
   await waitFor(async () => (await warmVms()).length === 0, 120_000, 'the warm VM stopped after its idle time');
   t.deepEqual(warmSlots(api), []);
   await new Promise((resolve) => setTimeout(resolve, 3000));
