@@ -93,9 +93,10 @@ export class WarmKeeper {
         this.targets.set(name, image);
         kept.set(image, (kept.get(image) ?? 0) + 1);
       };
-      for (const { image, count } of wanted) {
-        for (const name of free) {
-          if ((kept.get(image) ?? 0) < count && !this.targets.has(name) && (this.ready.get(name) ?? planned.get(name)) === image) keep(name, image);
+      // Warm with the image first, then being warmed with it, then any free slot.
+      for (const held of [(name: string) => this.ready.get(name), (name: string) => planned.get(name)]) {
+        for (const { image, count } of wanted) {
+          for (const name of free) if ((kept.get(image) ?? 0) < count && !this.targets.has(name) && held(name) === image) keep(name, image);
         }
       }
       for (const { image, count } of wanted) {
