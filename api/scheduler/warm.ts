@@ -112,6 +112,7 @@ export class WarmKeeper {
    * one. The images asked for count as asked (their idle clocks start again). Returns the machines.
    */
   pick(reservation: Reservation, machines: string[][]): string[][] {
+    if (this.pools.size === 0) return machines;
     const { inventory } = this.state;
     const now = this.state.now();
     const chosen = new Set(machines.flat());
@@ -122,10 +123,13 @@ export class WarmKeeper {
       return machines[index].map((name) => {
         const machine = inventory.get(name);
         const warm = this.ready.get(name);
-        if (!machine || this.pools.size === 0 || (image !== undefined && warm === image)) return this.take(name);
+        if (!machine || (image !== undefined && warm === image)) return this.take(name);
         const others = (freeByShape.get(machine.shapeKey) ?? []).filter((other) => !chosen.has(other));
         let better = image === undefined ? undefined : others.find((other) => this.ready.get(other) === image);
-        if (better === undefined && (warm !== undefined || this.targets.has(name)))
+        // Warm, or being warmed, for another image: a cold one is taken in its place. One being
+        // warmed with the member's image is kept (its agent lets the task wait for that boot).
+        const warmFor = warm ?? this.targets.get(name);
+        if (better === undefined && warmFor !== undefined && warmFor !== image)
           better = others.find((other) => !this.ready.has(other) && !this.targets.has(other));
         if (better === undefined) return this.take(name);
         chosen.delete(name);
