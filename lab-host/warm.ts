@@ -168,16 +168,20 @@ export class WarmPool {
       const result = await sshExec(client, swapKeys, { stdin: `${request.publicKey.trim()}\n` }).finally(() => client.end());
       if (result.code !== 0) throw new ProvisionError(`the key swap failed (exit ${result.code}): ${result.stderr.slice(0, 300)}`, 'infrastructure');
     };
-    const kept = await vm.session;
-    delete vm.session;
-    await (kept ? swap(kept) : Promise.reject(new Error('no session'))).catch(async () =>
-      swap((await sshConnect({ ...target, privateKey: this.key!.privateKey })).client),
-    );
-    // The stages before SSH were passed long ago: they are reported while the login is checked.
+    // The stages before SSH were passed long ago: they are reported while the keys are swapped
+    // and the login is checked.
     const stages = (async () => {
       for (const stage of ['powerConfirmed', 'bootSeen', 'addressKnown'] as const) await report.stage(stage);
     })();
-    const [hostKey] = await Promise.all([sshHandshake({ ...target, privateKey: request.privateKey! }), stages]);
+    const login = (async () => {
+      const kept = await vm.session;
+      delete vm.session;
+      await (kept ? swap(kept) : Promise.reject(new Error('no session'))).catch(async () =>
+        swap((await sshConnect({ ...target, privateKey: this.key!.privateKey })).client),
+      );
+      return sshHandshake({ ...target, privateKey: request.privateKey! });
+    })();
+    const [hostKey] = await Promise.all([login, stages]);
     const provisioner = this.options.provisioner(vm.machine.kind);
     if (!provisioner.handOver) throw new ProvisionError(`${vm.machine.name}: a ${vm.machine.kind} machine is never kept warm`, 'infrastructure');
     await provisioner.handOver(this.request(vm), request);
