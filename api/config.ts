@@ -55,6 +55,15 @@ const qualifySchema = z
   })
   .transform((qualify) => ({ ...qualify, pass: qualify.pass ?? Math.ceil(qualify.boots * 0.95) }))
   .refine((qualify) => qualify.pass <= qualify.boots, { message: 'pass cannot be more than boots', path: ['pass'] });
+/** One image a pool keeps warm: how many machines, and after how long without a request for it they go back to cold use. */
+const warmSchema = z.strictObject({
+  image: z
+    .string()
+    .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}(:[A-Za-z0-9][A-Za-z0-9._-]{0,127})?$/, 'an image is NAME or NAME:TAG')
+    .transform((ref) => (ref.includes(':') ? ref : `${ref}:latest`)),
+  count: z.number().int().min(1).max(10000),
+  idle: duration.default(1800),
+});
 
 const machineSchema = z.strictObject({
   name: nameSchema,
@@ -74,6 +83,8 @@ const machineSchema = z.strictObject({
   count: z.number().int().min(1).max(10000).optional(),
   /** Boot it this many times before it goes into service (first seen, or activated): see qualifySchema. */
   qualify: qualifySchema.optional(),
+  /** Machines of the entry kept booted from an image ahead of demand (api/scheduler/warm.ts). */
+  warm: z.array(warmSchema).min(1).max(16).optional(),
 });
 
 /** A quota: a count or a size (`20GiB`), or `unlimited`. */
@@ -236,7 +247,8 @@ export const configSchema = z.strictObject({
 
 /** A parsed config: every machine names its lab host (the embedded agent's when it named none). */
 export type Config = Omit<z.infer<typeof configSchema>, 'machines'> & {
-  machines: (z.infer<typeof configSchema>['machines'][number] & { labHost: string; access: 'direct' | 'paddock' })[];
+  /** `warmPool`: the entry a machine with `warm` came from (its pool's name). */
+  machines: (z.infer<typeof configSchema>['machines'][number] & { labHost: string; access: 'direct' | 'paddock'; warmPool?: string })[];
 };
 
 /**
@@ -370,6 +382,7 @@ export function parseConfig(text: string, file = '<config>'): Config {
       machine.settings = settings.data;
       problems.push(...identityProblems(kind, machine, identities, (issuePath) => where(['machines', index, ...issuePath])));
     }
+    problems.push(...warmProblems(machine, (issuePath) => where(['machines', index, ...issuePath])));
   });
   if (config.lease.default > config.lease.max) problems.push(`${where(['lease', 'default'])}: longer than lease.max`);
   if (problems.length > 0) throw new ConfigError(file, problems);
@@ -401,8 +414,28 @@ function identityProblems(
   return problems;
 }
 
-/** A machine with `count: N` becomes N machines NAME-1 … NAME-N with the same labels and settings. */
+/**
+ * `warm` is for QEMU slots (their VMs are handed over with the reservation's key swapped in), and
+ * keeps no more machines warm than the entry has.
+ */
+function warmProblems(machine: MachineConfig, where: (issuePath: PropertyKey[]) => string): string[] {
+  if (machine.warm === undefined) return [];
+  if (machine.kind !== 'qemu') return [`${where(['warm'])}: warm machines are kept for QEMU slots only, not for kind ${machine.kind}`];
+  const problems: string[] = [];
+  const images = new Set<string>();
+  for (const [index, entry] of machine.warm.entries()) {
+    if (images.has(entry.image)) problems.push(`${where(['warm', index, 'image'])}: ${entry.image} is warm twice in one entry`);
+    images.add(entry.image);
+  }
+  const slots = machine.count ?? 1;
+  const total = machine.warm.reduce((sum, entry) => sum + entry.count, 0);
+  if (total > slots) problems.push(`${where(['warm'])}: ${total} warm machines asked of an entry of ${slots} slot${slots === 1 ? '' : 's'}`);
+  return problems;
+}
+
+/** A machine with `count: N` becomes N machines NAME-1 … NAME-N with the same labels and settings; `warm` names the entry. */
 function expandPools(machines: MachineConfig[], file: string): MachineConfig[] {
+  for (const machine of machines) if (machine.warm !== undefined) machine.warmPool = machine.name;
   if (machines.every((machine) => machine.count === undefined)) return machines;
   const expanded: MachineConfig[] = [];
   for (const { count, ...machine } of machines) {

@@ -13,13 +13,14 @@ import path from 'node:path';
 import { MachineChecks } from './checks.js';
 import { ConsoleShipper } from './console-shipper.js';
 import { ImageCache } from './image-cache.js';
-import type { AgentHeartbeat, AgentMachine, AgentReport, AgentTask } from '../protocol/agent.js';
+import type { AgentHeartbeat, AgentMachine, AgentReport, AgentTask, WarmPlan } from '../protocol/agent.js';
 import { version } from '../protocol/version.js';
 import { describeFailure, PullWorker } from '../protocol/worker.js';
 import { createProvisioner, machineKinds } from '../provisioners/registry.js';
 import { ProvisioningJournal, type JournalEntry } from './journal.js';
 import { TaskLoop } from './loop.js';
 import { TunnelEnd } from './tunnels.js';
+import { WarmPool, warmPrefix } from './warm.js';
 import type { Provisioner } from '../provisioners/types.js';
 
 export interface AgentOptions {
@@ -51,6 +52,7 @@ export class Agent {
   private readonly consoles: ConsoleShipper;
   private readonly tunnels: TunnelEnd;
   private readonly checks?: MachineChecks;
+  private readonly warm: WarmPool;
   /** Unreadable records and records of unknown machines already reported (reported once per agent run). */
   private readonly reported = new Set<string>();
   private readonly log: (line: string) => void;
@@ -87,6 +89,18 @@ export class Agent {
       concurrency: options.concurrency ?? 16,
       provisionTimeoutMs: options.provisionTimeoutMs ?? 600_000,
       consoleEnded: (reservationId, machine) => this.consoles.finish(reservationId, machine),
+      warm: { preempt: (machine, image) => this.warm.preempt(machine, image), take: (request, report, signal) => this.warm.take(request, report, signal) },
+    });
+    this.warm = new WarmPool({
+      dataDir: options.dataDir,
+      consolesDir: this.consoles.dir,
+      agent: options.name,
+      journal: this.journal,
+      provisioner: (kind) => this.provisioner(kind),
+      exclusive: (machine, work) => this.loop.exclusive(machine, work),
+      exchange: (report) => this.worker.http.post('v1/agent/warm', { json: report }).json<WarmPlan>(),
+      log: this.log,
+      provisionTimeoutMs: options.provisionTimeoutMs ?? 600_000,
     });
     const checkIntervalMs = options.checkIntervalMs ?? 30_000;
     if (checkIntervalMs > 0) {
@@ -108,6 +122,7 @@ export class Agent {
     this.consoles.start();
     this.tunnels.start();
     this.worker.start(() => this.startSweeping());
+    void this.warm.start().catch((error: unknown) => this.log(`warm pools not kept: ${(error as Error).message}`));
   }
 
   /**
@@ -156,7 +171,8 @@ export class Agent {
     clearInterval(this.sweeper);
     await Promise.all([this.worker.stop(), this.tunnels.stop()]);
     // Provisioning in flight is abandoned (the next start resumes it); a release under way is
-    // given a few seconds to finish so the host is left clean.
+    // given a few seconds to finish so the host is left clean. Warm VMs run on for the next start.
+    this.warm.stop();
     this.loop.stop();
     await Promise.race([this.loop.idle(), sleep(10_000, undefined, { ref: false })]);
     await Promise.all([...this.provisioners.values()].map((provisioner) => provisioner.close?.()));
@@ -177,6 +193,7 @@ export class Agent {
       images: this.images,
       log: this.log,
       lost: (request, reason, fault) => {
+        if (this.warm.lost(request.allocationId)) return;
         this.log(`${request.allocationId} lost: ${reason}`);
         this.report(request.allocationId, { kind: 'failed', reason, fault, code: 'machine_lost' }).catch((error: unknown) =>
           this.log(`${request.allocationId}: could not report the loss: ${describeFailure(error)}`),
@@ -273,6 +290,8 @@ export class Agent {
     const known = new Set(machines.map((machine) => machine.name));
     const byMachine = new Map<string, JournalEntry[]>();
     for (const entry of entries) {
+      // Warm VMs are no reservation's: the warm pool keeps and stops them (warm.ts).
+      if (entry.reservationId.startsWith(warmPrefix)) continue;
       if (!known.has(entry.machine)) {
         this.reportOnce(
           `${entry.machine}/${entry.reservationId}`,

@@ -13,6 +13,7 @@ import { open, readdir, rename, rm, rmdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { Got } from 'got';
 import { describeFailure } from '../protocol/worker.js';
+import { warmPrefix } from './warm.js';
 
 /** The most bytes one request carries. */
 const chunkBytes = 256 * 1024;
@@ -112,7 +113,8 @@ export class ConsoleShipper {
     const found: LogFile[] = [];
     const reservations = await readdir(this.options.dir).catch(() => [] as string[]);
     for (const reservationId of reservations) {
-      if (!name.test(reservationId)) continue;
+      // A warm VM's log (lab-host/warm.ts) is no reservation's: it stays here and goes with the VM.
+      if (!name.test(reservationId) || reservationId.startsWith(warmPrefix)) continue;
       const files = await readdir(path.join(this.options.dir, reservationId)).catch(() => [] as string[]);
       for (const file of files) {
         const ended = file.endsWith(endedSuffix);

@@ -8,6 +8,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { AgentMachine, AgentReport, AgentTask, Stage } from '../protocol/agent.js';
 import { ProvisionError, type Provisioner, type ProvisionRequest, type ProvisionState, type Readiness, type StageReporter } from '../provisioners/types.js';
+import type { WarmPool } from './warm.js';
 import { detailOf, OpenRecord, recordVersion, type ProvisioningJournal, type ProvisioningRecord } from './journal.js';
 import { runCheck } from './qualify-check.js';
 
@@ -22,6 +23,8 @@ export interface LoopOptions {
   /** After a machine's release: its console log is sent to the API in full, then removed here. */
   consoleEnded?: (reservationId: string, machine: string) => Promise<void>;
   retryDelayMs?: (attempt: number) => number;
+  /** The warm pool (warm.ts): a provisioning takes the machine's warm VM, or has it stopped first. */
+  warm?: Pick<WarmPool, 'preempt' | 'take'>;
 }
 
 /** Exponential backoff capped at 30 s: 1 s, 2 s, 4 s, … */
@@ -41,7 +44,13 @@ export class TaskLoop {
   /** Queues a task behind earlier ones for the same machine. A release aborts a provisioning (or a power action, a re-deploy) in flight. */
   submit(task: AgentTask): Promise<void> {
     if (task.action === 'release') this.inFlight.get(task.id)?.abort(new Error('released while provisioning'));
+    if (task.action === 'provision') this.options.warm?.preempt(task.machine.name, task.image);
     return this.enqueue(task.machine.name, () => this.run(task));
+  }
+
+  /** Runs work in the machine's queue, as a task would (the warm pool's boots and stops). */
+  exclusive(machine: string, work: () => Promise<void>): Promise<void> {
+    return this.enqueue(machine, work);
   }
 
   /**
@@ -186,7 +195,10 @@ export class TaskLoop {
   }
 
   private provision(task: AgentTask, provisioner: Provisioner): Promise<void> {
-    return this.bringUp(task, (request, report, signal) => provisioner.provision(request, report, signal));
+    return this.bringUp(
+      task,
+      async (request, report, signal) => (await this.options.warm?.take(request, report, signal)) ?? provisioner.provision(request, report, signal),
+    );
   }
 
   /**

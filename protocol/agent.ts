@@ -112,3 +112,26 @@ export interface AgentHeartbeat {
    */
   kinds?: string[];
 }
+
+/** A machine an agent keeps warm: booted from `image` with the agent's own key, ready to be handed over. */
+export interface WarmMachine {
+  machine: string;
+  image: string;
+}
+
+/** An agent's warm machines that are ready (POST /v1/agent/warm): the whole list for its lab host. */
+export interface WarmReport {
+  agent: string;
+  warm: WarmMachine[];
+}
+
+/**
+ * The API's answer to a warm report: which machine to keep warm with which image (a warm machine
+ * not named here goes), the machines reservations hold (their warm VMs wait for the reservation's
+ * task, which takes or stops them), and how often to report again.
+ */
+export interface WarmPlan {
+  targets: { machine: AgentTask['machine']; image: string }[];
+  held: string[];
+  intervalSeconds: number;
+}

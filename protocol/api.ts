@@ -10,7 +10,7 @@ export type MachineState = 'new' | 'qualifying' | 'available' | 'reserved' | 'ma
 
 export { stages, powerActions } from './agent.js';
 export { machineProblemLimits } from './agent.js';
-export type { Stage, AgentTask, AgentReport, AgentMachine, AgentHeartbeat, MachineProblem, PowerAction } from './agent.js';
+export type { Stage, AgentTask, AgentReport, AgentMachine, AgentHeartbeat, MachineProblem, PowerAction, WarmMachine, WarmPlan, WarmReport } from './agent.js';
 export type { RunState, RunTask, RunFinish } from './runner.js';
 import type { RunState, RunTask } from './runner.js';
 import type { PowerAction, Stage } from './agent.js';

@@ -55,6 +55,11 @@ export function createProvisioner(kind: KindDescriptor, context: KindContext): R
       return provisioner.power(request, action, report, signal);
     },
     adopt: async (request) => (await loaded()).adopt?.(request),
+    handOver: async (warm, request) => {
+      const provisioner = await loaded();
+      if (!provisioner.handOver) throw new ProvisionError(`${request.machine.name}: a ${kind.kind} machine is never kept warm`, 'infrastructure');
+      return provisioner.handOver(warm, request);
+    },
     owned: async (machine) => (await loaded()).owned?.(machine) ?? [],
     sweep: async (machines) => (await loaded()).sweep?.(machines),
     check: async (machine, signal) => (await loaded()).check?.(machine, signal) ?? [],

@@ -108,6 +108,13 @@ export interface Provisioner<Settings = unknown, Detail = unknown> {
    * reserved or not, and gives up on it when `signal` fires. Kinds with nothing to check leave it out.
    */
   check?(machine: MachineRecord<Settings>, signal: AbortSignal): Promise<string[]>;
+  /**
+   * Hands a machine made ready for a warm pool (`warm`: booted ahead of demand with the agent's own
+   * key) over to a reservation (`request`): what the kind keeps of it (its detail, its watch, its
+   * console log) becomes the reservation's. The key swap is the agent's (lab-host/warm.ts); kinds
+   * whose machines are never kept warm leave it out.
+   */
+  handOver?(warm: ProvisionRequest<Settings, Detail>, request: ProvisionRequest<Settings, Detail>): Promise<void>;
   /** Lets go of what the provisioner keeps open between tasks (connections), when the agent stops. */
   close?(): Promise<void>;
   /**

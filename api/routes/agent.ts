@@ -74,6 +74,15 @@ const reportSchema = z.strictObject({
   ]),
 });
 
+const warmSchema = z.strictObject({
+  agent: agentName,
+  /** Its warm machines that are ready, one entry per machine: the whole list. */
+  warm: z
+    .array(z.strictObject({ machine: name('machine'), image: text({ min: 1, max: 200 }) }))
+    .max(machineProblemLimits.count)
+    .refine((warm) => new Set(warm.map((each) => each.machine)).size === warm.length, 'one entry per machine'),
+});
+
 /** An agent token speaks only for the agent of its own name (an admin may speak for any). */
 export function checkAgent(ctx: Koa.Context, agent: string): string {
   const caller = ctx.state.caller as Caller;
@@ -123,6 +132,22 @@ export function agentRoutes(table: RouteTable, scheduler: Scheduler, consoles: C
       checkAgent(ctx, heartbeat.agent);
       const checked = heartbeat.problems === undefined ? undefined : { problems: heartbeat.problems, ...(heartbeat.kinds ? { kinds: heartbeat.kinds } : {}) };
       ctx.body = { intervalSeconds: await agents.heartbeat(heartbeat.agent, agentInfo(heartbeat), checked) };
+    },
+  );
+
+  table.define(
+    {
+      method: 'post',
+      path: '/v1/agent/warm',
+      summary:
+        "Report the agent's warm machines that are ready (machines not of its lab host are ignored, so their VMs are stopped); " +
+        'answers which machines to keep warm with which image, and how often to report',
+      roles,
+      body: { schema: warmSchema, name: 'warm report' },
+      responses: { 200: '{ targets, held, intervalSeconds }' },
+    },
+    (ctx, report) => {
+      ctx.body = scheduler.warm.report(checkAgent(ctx, report.agent), report.warm);
     },
   );
 

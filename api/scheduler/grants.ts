@@ -15,6 +15,8 @@ export class Grants {
   onEnded?: (reservation: Reservation) => void;
   /** Runs first in every scheduling pass: members moving to another machine are served before the queue (retries.ts). */
   beforePass?: () => void;
+  /** Swaps granted machines for others of the same shape (warm.ts: a warm machine of the member's image). */
+  pick?: (reservation: Reservation, machines: string[][]) => string[][];
 
   constructor(private readonly state: SchedulerState) {}
 
@@ -122,9 +124,13 @@ export class Grants {
     return new Map([...poolLimits].map(([pool, limit]) => [pool, limit - inventory.reservedIn(pool)]));
   }
 
-  /** Hands the machines (per member) to a reservation; qualification.ts pins a boot to its machine with it. */
-  grant(reservation: Reservation, machines: string[][]): void {
+  /**
+   * Hands the machines (per member) to a reservation, swapped for warm ones where warm.ts picks;
+   * qualification.ts pins a boot to its machine with `pinned` (no swap).
+   */
+  grant(reservation: Reservation, chosen: string[][], pinned = false): void {
     const { state } = this;
+    const machines = (pinned ? undefined : this.pick?.(reservation, chosen)) ?? chosen;
     const now = state.now();
     state.queue.delete(reservation);
     state.waiting.delete(reservation.id);

@@ -240,6 +240,6 @@ export class Qualifications {
     // Once released, the machine goes back to qualifying (grant makes it reserved meanwhile).
     machine.pendingState = 'qualifying';
     state.store.machine(machine);
-    this.grants.grant(reservation, [[machine.name]]);
+    this.grants.grant(reservation, [[machine.name]], true);
   }
 }

@@ -27,6 +27,7 @@ import { Qualifications } from './qualification.js';
 import { Reservations } from './reservations.js';
 import { Retries } from './retries.js';
 import { SchedulerState, type MachineDefinition, type SchedulerPolicy } from './state.js';
+import { WarmKeeper } from './warm.js';
 import { version } from '../../protocol/version.js';
 
 export type { MachineDefinition, SchedulerPolicy } from './state.js';
@@ -48,6 +49,7 @@ export class Scheduler {
   readonly leaseActions: LeaseActions;
   readonly qualifications: Qualifications;
   readonly health: Health;
+  readonly warm: WarmKeeper;
   private readonly state: SchedulerState;
   private readonly grants: Grants;
   private readonly retries: Retries;
@@ -60,6 +62,8 @@ export class Scheduler {
     this.grants = new Grants(this.state);
     this.qualifications = new Qualifications(this.state, this.grants);
     this.grants.onEnded = (reservation) => this.qualifications.ended(reservation);
+    this.warm = new WarmKeeper(this.state, options.machines);
+    this.grants.pick = (reservation, machines) => this.warm.pick(reservation, machines);
     this.reservations = new Reservations(this.state, this.grants);
     this.machines = new Machines(this.state, this.grants, this.qualifications);
     const labHosts = new LabHosts((options.policy.agents?.heartbeatTimeout ?? 30) * 1000, this.state.now, version);

@@ -44,6 +44,9 @@ export interface MachineDefinition {
   settings?: unknown;
   /** Qualification before service (config `qualify`; qualification.ts). */
   qualify?: QualifyPolicy;
+  /** Images its pool keeps warm (idle in seconds), and the pool's name (warm.ts). */
+  warm?: readonly { image: string; count: number; idle: number }[];
+  warmPool?: string;
 }
 
 /** Work for an agent: provision an allocation's machine, release it, or power or re-deploy it during the lease (lease-actions.ts). */

@@ -69,6 +69,8 @@ export interface QemuDetail {
   pinnedHostKey?: string;
   /** Where the current boot starts in the console log (earlier boots of the lease come before it). */
   consoleOffset?: number;
+  /** The reservation whose run directory the VM uses when not its own: a warm VM handed over keeps the one it booted in. */
+  dir?: string;
 }
 
 type QemuRequest = ProvisionRequest<QemuSettings, QemuDetail>;
@@ -84,8 +86,8 @@ export class QemuProvisioner implements Provisioner<QemuSettings, QemuDetail> {
   private readonly root: string;
   private readonly consoles: string;
   private readonly watchers = new Map<string, NodeJS.Timeout>();
-  /** The agent's copy of each running VM's console into its capped log, by run directory. */
-  private readonly consoleCopies = new Map<string, { detach(): void }>();
+  /** The agent's copy of each running VM's console into its capped log (the log's path), by run directory. */
+  private readonly consoleCopies = new Map<string, { log: string; detach(): void }>();
 
   constructor(private readonly context: KindContext) {
     this.root = path.join(context.dataDir, 'qemu');
@@ -107,13 +109,12 @@ export class QemuProvisioner implements Provisioner<QemuSettings, QemuDetail> {
 
   async provision(request: QemuRequest, report: StageReporter, signal: AbortSignal): Promise<SshReadiness> {
     const settings = settingsOf(request.machine);
-    const runDir = this.runDir(request.machine.name, request.reservationId);
-    const consoleLog = path.join(this.consoles, request.reservationId, `${request.machine.name}.log`);
-    const started = Date.now();
-
     // After an agent restart the VM may still run: carry on with it rather than boot twice (the
     // loop hands back only a detail this same allocation saved).
     const earlier = await request.state.read();
+    const runDir = this.runDir(request.machine.name, earlier?.dir ?? request.reservationId);
+    const consoleLog = path.join(this.consoles, request.reservationId, `${request.machine.name}.log`);
+    const started = Date.now();
     let vm: Booted;
     if (earlier?.pid !== undefined && (await isVmProcess(earlier.pid, runDir))) {
       vm = {
@@ -121,6 +122,7 @@ export class QemuProvisioner implements Provisioner<QemuSettings, QemuDetail> {
         port: earlier.port,
         consoleOffset: earlier.consoleOffset ?? 0,
         ...(earlier.pinnedHostKey ? { pinnedHostKey: earlier.pinnedHostKey } : {}),
+        ...(earlier.dir ? { dir: earlier.dir } : {}),
       };
       this.copyConsole(runDir, consoleLog);
     } else {
@@ -137,11 +139,11 @@ export class QemuProvisioner implements Provisioner<QemuSettings, QemuDetail> {
    */
   async power(request: QemuRequest, action: PowerAction, report: StageReporter, signal: AbortSignal): Promise<SshReadiness | undefined> {
     const settings = settingsOf(request.machine);
-    const runDir = this.runDir(request.machine.name, request.reservationId);
+    const detail = await request.state.read();
+    const runDir = this.runDir(request.machine.name, detail?.dir ?? request.reservationId);
     const consoleLog = path.join(this.consoles, request.reservationId, `${request.machine.name}.log`);
     const started = Date.now();
     this.unwatch(request.allocationId);
-    const detail = await request.state.read();
     await this.stop(runDir, detail);
     if (action === 'off') {
       const log = new CappedLog(consoleLog, this.context.consoleLogMax ?? defaultConsoleLogMax, 'head');
@@ -178,18 +180,28 @@ export class QemuProvisioner implements Provisioner<QemuSettings, QemuDetail> {
 
   async release(request: QemuRequest): Promise<void> {
     this.unwatch(request.allocationId);
-    const runDir = this.runDir(request.machine.name, request.reservationId);
-    await this.discard(runDir, await request.state.read());
+    const detail = await request.state.read();
+    await this.discard(this.runDir(request.machine.name, detail?.dir ?? request.reservationId), detail);
   }
 
   /** A VM that was ready when the agent stopped: its console is copied and it is watched again. */
   async adopt(request: QemuRequest): Promise<void> {
     const detail = await request.state.read();
     if (detail?.pid === undefined || this.watchers.has(request.allocationId)) return;
-    const runDir = this.runDir(request.machine.name, request.reservationId);
+    const runDir = this.runDir(request.machine.name, detail.dir ?? request.reservationId);
     const consoleLog = path.join(this.consoles, request.reservationId, `${request.machine.name}.log`);
     this.copyConsole(runDir, consoleLog);
     this.watch(request, detail.pid, runDir, consoleLog);
+  }
+
+  /** A warm VM (booted for the agent's pool) becomes the reservation's: its detail, watch and console follow; its run directory stays. */
+  async handOver(warm: QemuRequest, request: QemuRequest): Promise<void> {
+    const detail = await warm.state.read();
+    if (detail?.pid === undefined) throw new ProvisionError(`${request.machine.name}: the warm VM has no process`, 'infrastructure');
+    this.unwatch(warm.allocationId);
+    // The reservation's console log starts with this VM's hand-over: readiness reads it from 0.
+    await request.state.save({ ...detail, dir: detail.dir ?? warm.reservationId, consoleOffset: 0 });
+    await this.adopt(request);
   }
 
   private runDir(machine: string, reservationId: string): string {
@@ -204,10 +216,13 @@ export class QemuProvisioner implements Provisioner<QemuSettings, QemuDetail> {
    * line saying what started it.
    */
   private copyConsole(runDir: string, consoleLog: string, note?: string): void {
-    if (this.consoleCopies.has(runDir)) return;
+    const copy = this.consoleCopies.get(runDir);
+    if (copy?.log === consoleLog) return;
+    // A warm VM handed over: its console goes on in the reservation's log.
+    copy?.detach();
     const log = new CappedLog(consoleLog, this.context.consoleLogMax ?? defaultConsoleLogMax, 'head');
     if (note) log.write(Buffer.from(bootNote(note)));
-    this.consoleCopies.set(runDir, attachConsole(consoleSocketPath(runDir), log));
+    this.consoleCopies.set(runDir, { log: consoleLog, ...attachConsole(consoleSocketPath(runDir), log) });
   }
 
   /** Stops whatever VM belongs to the run directory and removes the directory (overlay included). */
@@ -273,9 +288,10 @@ export class QemuProvisioner implements Provisioner<QemuSettings, QemuDetail> {
     );
 
     const pidFile = path.join(runDir, 'qemu.pid');
+    const dir = path.basename(runDir) === request.reservationId ? {} : { dir: path.basename(runDir) };
     for (let attempt = 1; ; attempt++) {
       const port = attempt === 1 && again?.port !== undefined ? again.port : await freeLoopbackPort();
-      const pinned = access.pinnedHostKey ? { pinnedHostKey: access.pinnedHostKey } : {};
+      const pinned = { ...(access.pinnedHostKey ? { pinnedHostKey: access.pinnedHostKey } : {}), ...dir };
       await request.state.save({ port, consoleOffset, ...pinned });
       const spec: VmSpec = {
         binary: settings.binary,
@@ -476,6 +492,7 @@ interface Booted {
   port: number;
   consoleOffset: number;
   pinnedHostKey?: string;
+  dir?: string;
 }
 
 const settingsOf = (machine: MachineRecord<QemuSettings>) => parseSettings(qemuSettings, machine);

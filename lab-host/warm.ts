@@ -1,0 +1,405 @@
+// Warm pools, the agent's half: VMs booted ahead of demand on the machines the API plans warm
+// (api/scheduler/warm.ts), with a key pair only this agent holds (made once, kept under
+// DATA/agent/warm/, never sent anywhere), and handed over to a reservation that asks for their
+// image: the agent logs in with its key, replaces authorized_keys with the reservation's public key
+// alone (its own key no longer works), proves a login with the reservation's key on the same host
+// key, and the VM is the reservation's (Provisioner.handOver). A warm VM is never warmed again: a
+// reservation's VM is released as any other, and the pool refills with a fresh boot.
+//
+// A warm VM is a provisioning record of its own in the loop's journal (reservation id `warm-…`,
+// its kind's detail as for any reservation) and a note DATA/agent/warm/MACHINE.json (its id, its
+// image, the machine as it was given), so an agent restart finds its warm VMs again and stops those
+// no longer planned, even on a machine gone from the config. Warm boots and stops run in the
+// machine's queue of the task loop, so they never overlap its tasks; a provisioning task for
+// another image aborts a warm boot in flight, and stops a ready warm VM, before it boots cold.
+import { randomBytes } from 'node:crypto';
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { AgentTask, WarmPlan, WarmReport } from '../protocol/agent.js';
+import { generateKeyPair, sshConnect, sshExec, sshHandshake, type SshClient } from '../protocol/ssh.js';
+import {
+  ProvisionError,
+  type Provisioner,
+  type ProvisionRequest,
+  type ProvisionState,
+  type Readiness,
+  type SshReadiness,
+  type StageReporter,
+} from '../provisioners/types.js';
+import { recordVersion, type ProvisioningJournal, type ProvisioningRecord } from './journal.js';
+
+/** The reservation ids of warm VMs' records: never a reservation's (`r-…`). */
+export const warmPrefix = 'warm-';
+
+type MachineTask = AgentTask['machine'];
+
+/** A warm VM as this agent keeps it. */
+interface WarmVm {
+  id: string;
+  image: string;
+  machine: MachineTask;
+  ready?: SshReadiness;
+  /** Aborts its boot (a task for another image, a plan that dropped it). */
+  booting?: AbortController;
+  /** An SSH session with the agent's key, opened once it is warm, for the key swap. */
+  session?: Promise<SshClient | undefined>;
+}
+
+/** Replaces authorized_keys with what comes on stdin, in one rename. */
+const swapKeys = 'umask 077 && mkdir -p ~/.ssh && cat > ~/.ssh/authorized_keys.new && mv -f ~/.ssh/authorized_keys.new ~/.ssh/authorized_keys';
+
+/** What DATA/agent/warm/MACHINE.json holds. */
+interface WarmNote {
+  id: string;
+  image: string;
+  machine: MachineTask;
+}
+
+export interface WarmOptions {
+  dataDir: string;
+  /** KindContext.consolesDir: a warm VM's console log until it is handed over goes with it. */
+  consolesDir: string;
+  agent: string;
+  journal: ProvisioningJournal;
+  provisioner: (kind: string) => Provisioner;
+  /** Runs work in the machine's queue of the task loop. */
+  exclusive: (machine: string, work: () => Promise<void>) => Promise<void>;
+  /** Sends the report, answers the plan. */
+  exchange: (report: WarmReport) => Promise<WarmPlan>;
+  log: (line: string) => void;
+  provisionTimeoutMs: number;
+}
+
+/** After warm boots failed in a row, the machine is not warmed again for 5 s, 10 s, 20 s, … up to 5 min (an image not uploaded yet, say). */
+const retryAfterMs = (failures: number) => Math.min(300_000, 5000 * 2 ** (failures - 1));
+
+const sameImage = (a: string | undefined, b: string) => a !== undefined && (a.includes(':') ? a : `${a}:latest`) === b;
+
+export class WarmPool {
+  private readonly vms = new Map<string, WarmVm>();
+  /** Machines with a warm boot or stop queued. */
+  private readonly busy = new Set<string>();
+  /** Warm boots that failed in a row per machine, and when the last did. */
+  private readonly failures = new Map<string, { count: number; at: number }>();
+  private readonly dir: string;
+  private key?: { privateKey: string; publicKey: string };
+  private timer?: NodeJS.Timeout;
+  private stopped = false;
+  private syncing?: Promise<void>;
+
+  constructor(private readonly options: WarmOptions) {
+    this.dir = path.join(options.dataDir, 'agent', 'warm');
+  }
+
+  /** Finds the warm VMs of an earlier run, then reports and follows the plan periodically. */
+  async start(): Promise<void> {
+    this.key = await this.loadKey();
+    await this.restore().catch((error: unknown) => this.options.log(`could not take back the warm VMs: ${(error as Error).message}`));
+    this.schedule(0);
+  }
+
+  /** Stops reporting; warm VMs keep running (the next start finds them). */
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    for (const vm of this.vms.values()) {
+      vm.booting?.abort(new Error('agent stopping'));
+      void vm.session?.then((client) => client?.end());
+      delete vm.session;
+    }
+  }
+
+  /** Reports now rather than at the next tick (a warm VM was handed over or became ready). */
+  kick(): void {
+    if (!this.stopped && this.key) this.schedule(0);
+  }
+
+  /** Whether a lost machine is a warm VM (not a reservation's): then it is stopped and forgotten here. */
+  lost(allocationId: string): boolean {
+    if (!allocationId.startsWith(warmPrefix)) return false;
+    const vm = [...this.vms.values()].find((each) => `${each.id}.0` === allocationId);
+    if (vm?.ready) {
+      this.options.log(`the warm VM on ${vm.machine.name} stopped`);
+      void this.cool(vm.machine.name);
+    }
+    return true;
+  }
+
+  /** A provisioning task arrived: a warm boot of another image on its machine stops at once. */
+  preempt(machine: string, image: string | undefined): void {
+    const vm = this.vms.get(machine);
+    if (vm?.booting && !sameImage(image, vm.image)) vm.booting.abort(new Error('the machine was granted for another image'));
+  }
+
+  /**
+   * In the machine's queue, before a provisioning: hands the machine's warm VM over when it is
+   * ready with the request's image (resolves to its readiness), else stops whatever warm VM is
+   * there and resolves to undefined (the machine boots cold).
+   */
+  async take(request: ProvisionRequest, report: StageReporter, signal: AbortSignal): Promise<Readiness | undefined> {
+    const vm = this.vms.get(request.machine.name);
+    if (!vm) return undefined;
+    if (!vm.ready || !sameImage(request.image, vm.image) || request.privateKey === undefined) {
+      await this.discard(vm);
+      return undefined;
+    }
+    this.vms.delete(vm.machine.name);
+    try {
+      const readiness = await this.handOver(vm, vm.ready, request, report, signal);
+      await this.forget(vm);
+      this.options.log(`${request.allocationId}: warm VM on ${vm.machine.name} handed over`);
+      this.kick();
+      return readiness;
+    } catch (error) {
+      // Whatever half happened, the VM is not trusted: it goes, and the machine boots cold.
+      this.options.log(`${request.allocationId}: the warm VM on ${vm.machine.name} could not be handed over: ${(error as Error).message}`);
+      await request.state.save(undefined);
+      await this.discard(vm);
+      signal.throwIfAborted();
+      return undefined;
+    }
+  }
+
+  private async handOver(vm: WarmVm, ready: SshReadiness, request: ProvisionRequest, report: StageReporter, signal: AbortSignal): Promise<SshReadiness> {
+    const target = { host: ready.host, port: ready.port, user: ready.user, expectedHostKey: ready.hostKey, timeoutMs: 10_000, signal };
+    // The reservation's key alone: the agent's own key stops working with this write. The session
+    // opened when the VM became warm saves a handshake; a fresh one is made if it was lost.
+    const swap = async (client: SshClient) => {
+      const result = await sshExec(client, swapKeys, { stdin: `${request.publicKey.trim()}\n` }).finally(() => client.end());
+      if (result.code !== 0) throw new ProvisionError(`the key swap failed (exit ${result.code}): ${result.stderr.slice(0, 300)}`, 'infrastructure');
+    };
+    // The stages before SSH were passed long ago: they are reported while the keys are swapped
+    // and the login is checked.
+    const stages = (async () => {
+      for (const stage of ['powerConfirmed', 'bootSeen', 'addressKnown'] as const) await report.stage(stage);
+    })();
+    const login = (async () => {
+      const kept = await vm.session;
+      delete vm.session;
+      await (kept ? swap(kept) : Promise.reject(new Error('no session'))).catch(async () =>
+        swap((await sshConnect({ ...target, privateKey: this.key!.privateKey })).client),
+      );
+      return sshHandshake({ ...target, privateKey: request.privateKey! });
+    })();
+    const [hostKey] = await Promise.all([login, stages]);
+    const provisioner = this.options.provisioner(vm.machine.kind);
+    if (!provisioner.handOver) throw new ProvisionError(`${vm.machine.name}: a ${vm.machine.kind} machine is never kept warm`, 'infrastructure');
+    await provisioner.handOver(this.request(vm), request);
+    await report.stage('sshReady');
+    return { ...ready, hostKey };
+  }
+
+  private schedule(delayMs: number): void {
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => void this.sync(), delayMs);
+    this.timer.unref();
+  }
+
+  /** One report and the plan followed: warm boots where planned, warm VMs stopped where not. */
+  private async sync(): Promise<void> {
+    if (this.stopped) return;
+    if (this.syncing) return void this.syncing.then(() => this.kick());
+    let next = 5;
+    this.syncing = (async () => {
+      const warm = [...this.vms.values()].filter((vm) => vm.ready).map((vm) => ({ machine: vm.machine.name, image: vm.image }));
+      const plan = await this.options.exchange({ agent: this.options.agent, warm });
+      next = plan.intervalSeconds;
+      const targets = new Map(plan.targets.map((target) => [target.machine.name, target]));
+      const held = new Set(plan.held);
+      for (const vm of [...this.vms.values()]) {
+        if (held.has(vm.machine.name) || this.busy.has(vm.machine.name)) continue;
+        if (targets.get(vm.machine.name)?.image !== vm.image) {
+          vm.booting?.abort(new Error('no longer planned warm'));
+          void this.cool(vm.machine.name);
+        }
+      }
+      const now = Date.now();
+      for (const { machine, image } of targets.values()) {
+        const failed = this.failures.get(machine.name);
+        if (this.vms.has(machine.name) || this.busy.has(machine.name) || (failed && now - failed.at < retryAfterMs(failed.count))) continue;
+        void this.warmUp(machine, image);
+      }
+    })()
+      .catch((error: unknown) => this.options.log(`warm report failed: ${(error as Error).message}`))
+      .finally(() => (this.syncing = undefined));
+    await this.syncing;
+    if (!this.stopped) this.schedule(next * 1000);
+  }
+
+  /** Boots a warm VM on the machine, in its queue. */
+  private warmUp(machine: MachineTask, image: string): Promise<void> {
+    const vm: WarmVm = { id: `${warmPrefix}${randomBytes(6).toString('hex')}`, image, machine, booting: new AbortController() };
+    this.vms.set(machine.name, vm);
+    return this.queued(machine.name, async () => {
+      if (this.stopped || vm.booting!.signal.aborted) {
+        if (this.vms.get(machine.name) === vm) this.vms.delete(machine.name);
+        return;
+      }
+      const started = Date.now();
+      try {
+        await this.note(vm);
+        await this.options.journal.write(this.record(vm, false));
+        const signal = AbortSignal.any([vm.booting!.signal, AbortSignal.timeout(this.options.provisionTimeoutMs)]);
+        const readiness = await this.options.provisioner(machine.kind).provision(this.request(vm), { stage: async () => undefined }, signal);
+        if (!('host' in readiness)) throw new Error('a warm machine must be reachable over SSH');
+        vm.ready = readiness;
+        delete vm.booting;
+        this.open(vm);
+        this.failures.delete(machine.name);
+        const found = await this.options.journal.read(machine.name, vm.id);
+        const record = found && 'record' in found ? found.record : this.record(vm, false);
+        const now = new Date().toISOString();
+        await this.options.journal.write({ ...record, ready: true, readiness, readyAt: now, updatedAt: now });
+        this.options.log(`${machine.name} warm with ${image} in ${((Date.now() - started) / 1000).toFixed(1)}s`);
+        this.kick();
+      } catch (error) {
+        if (!vm.booting?.signal.aborted) {
+          this.failures.set(machine.name, { count: (this.failures.get(machine.name)?.count ?? 0) + 1, at: Date.now() });
+          this.options.log(`warm boot of ${image} on ${machine.name} failed: ${(error as Error).message}`);
+        }
+        await this.discard(vm);
+      }
+    });
+  }
+
+  /** Stops the machine's warm VM, in its queue. */
+  private cool(machine: string): Promise<void> {
+    return this.queued(machine, async () => {
+      const vm = this.vms.get(machine);
+      if (vm) await this.discard(vm);
+    });
+  }
+
+  private queued(machine: string, work: () => Promise<void>): Promise<void> {
+    this.busy.add(machine);
+    return this.options
+      .exclusive(machine, work)
+      .catch((error: unknown) => this.options.log(`warm work on ${machine} failed: ${(error as Error).message}`))
+      .finally(() => this.busy.delete(machine));
+  }
+
+  /** Opens the session the key swap will use; a session that fails or closes is dropped. */
+  private open(vm: WarmVm): void {
+    const ready = vm.ready!;
+    const session: Promise<SshClient | undefined> = sshConnect({
+      host: ready.host,
+      port: ready.port,
+      user: ready.user,
+      privateKey: this.key!.privateKey,
+      ...(ready.hostKey ? { expectedHostKey: ready.hostKey } : {}),
+      timeoutMs: 10_000,
+    }).then(
+      ({ client }) => {
+        client.on('error', () => undefined);
+        client.on('close', () => {
+          if (vm.session === session) delete vm.session;
+        });
+        return client;
+      },
+      () => undefined,
+    );
+    vm.session = session;
+  }
+
+  /** Releases a warm VM (its kind stops it and removes its disk) and forgets it. */
+  private async discard(vm: WarmVm): Promise<void> {
+    if (this.vms.get(vm.machine.name) === vm) this.vms.delete(vm.machine.name);
+    void vm.session?.then((client) => client?.end());
+    delete vm.session;
+    await this.options.provisioner(vm.machine.kind).release(this.request(vm));
+    await this.forget(vm);
+  }
+
+  private async forget(vm: WarmVm): Promise<void> {
+    await this.options.journal.remove(vm.machine.name, vm.id);
+    await rm(this.notePath(vm.machine.name), { force: true });
+    await rm(path.join(this.options.consolesDir, vm.id), { recursive: true, force: true });
+  }
+
+  /** The warm VMs an earlier run left: ready ones are kept (and watched again), the others stopped. */
+  private async restore(): Promise<void> {
+    const folder = path.join(this.dir, 'vms');
+    const names = await readdir(folder).catch(() => [] as string[]);
+    for (const name of names) {
+      if (!name.endsWith('.json')) continue;
+      const note = JSON.parse(await readFile(path.join(folder, name), 'utf8')) as WarmNote;
+      const vm: WarmVm = { id: note.id, image: note.image, machine: note.machine };
+      const found = await this.options.journal.read(note.machine.name, note.id);
+      const record = found && 'record' in found ? found.record : undefined;
+      if (record?.ready && record.readiness && 'host' in record.readiness) {
+        vm.ready = record.readiness;
+        this.vms.set(vm.machine.name, vm);
+        this.open(vm);
+        await this.options.provisioner(vm.machine.kind).adopt?.(this.request(vm));
+      } else {
+        await this.queued(vm.machine.name, () => this.discard(vm));
+      }
+    }
+  }
+
+  private request(vm: WarmVm): ProvisionRequest {
+    return {
+      reservationId: vm.id,
+      allocationId: `${vm.id}.0`,
+      machine: vm.machine,
+      publicKey: this.key!.publicKey,
+      privateKey: this.key!.privateKey,
+      image: vm.image,
+      state: this.state(vm),
+    };
+  }
+
+  /** The kind's detail in the warm VM's record. */
+  private state(vm: WarmVm): ProvisionState {
+    const { journal } = this.options;
+    const current = async () => {
+      const found = await journal.read(vm.machine.name, vm.id);
+      return found && 'record' in found ? found.record : undefined;
+    };
+    return {
+      read: async () => (await current())?.detail,
+      save: async (detail) => {
+        await journal.write({ ...((await current()) ?? this.record(vm, false)), updatedAt: new Date().toISOString(), detail });
+      },
+    };
+  }
+
+  private record(vm: WarmVm, ready: boolean): ProvisioningRecord {
+    const now = new Date().toISOString();
+    return {
+      version: recordVersion,
+      kind: vm.machine.kind,
+      machine: vm.machine.name,
+      reservationId: vm.id,
+      allocationId: `${vm.id}.0`,
+      ready,
+      startedAt: now,
+      updatedAt: now,
+    };
+  }
+
+  private notePath(machine: string): string {
+    if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(machine)) throw new Error(`not a machine name: ${JSON.stringify(machine)}`);
+    return path.join(this.dir, 'vms', `${machine}.json`);
+  }
+
+  private async note(vm: WarmVm): Promise<void> {
+    await mkdir(path.join(this.dir, 'vms'), { recursive: true, mode: 0o700 });
+    const note: WarmNote = { id: vm.id, image: vm.image, machine: vm.machine };
+    await writeFile(this.notePath(vm.machine.name), JSON.stringify(note), { mode: 0o600 });
+  }
+
+  /** The agent's own key pair for its warm VMs: made once, kept with mode 0600. */
+  private async loadKey(): Promise<{ privateKey: string; publicKey: string }> {
+    const file = path.join(this.dir, 'key.json');
+    const kept = await readFile(file, 'utf8').then(
+      (text) => JSON.parse(text) as { privateKey: string; publicKey: string },
+      () => undefined,
+    );
+    if (kept) return kept;
+    await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    const key = generateKeyPair(`paddock-warm@${this.options.agent}`);
+    await writeFile(file, JSON.stringify(key), { mode: 0o600 });
+    return key;
+  }
+}
