@@ -113,6 +113,8 @@ function launchIsolated(command: ScriptCommand, options: LaunchOptions, user: Ru
   // The first status line says the init runs, so the namespace exists: only then is it looked up.
   // Never before: until unshare has made it, its pid_for_children is the runner host's own.
   let namespace: string | undefined;
+  /** Set once the script started: its PID namespace, looked up (a signal sent meanwhile waits for it). */
+  let namespaceFound: Promise<string | undefined> | undefined;
   let childExited = false;
   const exited = new Promise<ScriptExit>((resolve) => {
     let text = '';
@@ -122,7 +124,7 @@ function launchIsolated(command: ScriptCommand, options: LaunchOptions, user: Ru
         const line = text.slice(0, end);
         text = text.slice(end + 1);
         const status = parseStatus(line);
-        if (status === 'started') void findNamespace(child.pid).then((found) => (namespace = found));
+        if (status === 'started') namespaceFound = findNamespace(child.pid).then((found) => (namespace = found));
         else if (status) resolve(status);
       }
     });
@@ -145,8 +147,14 @@ function launchIsolated(command: ScriptCommand, options: LaunchOptions, user: Ru
     stderr: child.stderr!,
     exited,
     signal: (signal) => {
-      if (namespace) void namespaceMembers(namespace, child.pid).then((pids) => pids.forEach((pid) => signalProcess(pid, signal)));
-      else if (signal === 'SIGKILL') killChain();
+      // A stop asked for right after the script started (its first output) must not be lost while
+      // its namespace is still being looked up: it waits for the lookup.
+      const members = (found: string | undefined) => {
+        if (found) void namespaceMembers(found, child.pid).then((pids) => pids.forEach((pid) => signalProcess(pid, signal)));
+        else if (signal === 'SIGKILL') killChain();
+      };
+      if (namespace !== undefined || namespaceFound === undefined) members(namespace);
+      else void namespaceFound.then(members);
     },
     running: async () => !childExited && (namespace === undefined || (await namespaceMembers(namespace, child.pid)).length > 0),
     close: async () => {
