@@ -3,7 +3,7 @@
 import Router from '@koa/router';
 import Koa from 'koa';
 import { authenticate, type Tokens } from './auth.js';
-import { ApiError, errorMiddleware, type Logger } from './errors.js';
+import { ApiError, errorMiddleware } from './errors.js';
 import type { ConsoleLogs } from './console-logs.js';
 import { agentRoutes } from './routes/agent.js';
 import { consoleStreamRoute, consoleStreamSocket } from './routes/console-stream.js';
@@ -23,6 +23,8 @@ import { webSockets, type WebSockets } from './routes/websockets.js';
 import { TunnelBroker } from './tunnels.js';
 import type { Scheduler } from './scheduler/scheduler.js';
 import { version } from '../protocol/version.js';
+import type { Log } from '../protocol/log.js';
+import { requestLog } from './request-log.js';
 
 export { version };
 
@@ -31,7 +33,7 @@ export interface AppDeps {
   tokens: Tokens;
   images: ImageCatalog;
   jobs: JobService;
-  log: Logger;
+  log: Log;
   /** The console logs agents send (DATA/consoles), each capped. */
   consoles: ConsoleLogs;
   /** Whether credentials carry the board consoles' telnet relays (config `consoles.telnet`). */
@@ -71,8 +73,9 @@ export function createApp({ scheduler, tokens, images, jobs, log, consoles, teln
   // A client that stops reading an event stream is not an error worth a log line.
   app.on('error', (error: NodeJS.ErrnoException) => {
     if (error.code === 'ERR_STREAM_PREMATURE_CLOSE' || error.code === 'ECONNRESET' || error.code === 'EPIPE') return;
-    log(`error: ${error.name}: ${error.message}`);
+    log.error({ error: `${error.name}: ${error.message}` }, 'unexpected error');
   });
+  app.use(requestLog(log));
   app.use(errorMiddleware(log));
   app.use(router.routes());
   app.use(router.allowedMethods({ throw: true }));

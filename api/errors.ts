@@ -4,6 +4,7 @@
 // cause is logged without the request's secrets and never sent to the client.
 import type Koa from 'koa';
 import type { ApiErrorBody } from '../protocol/api.js';
+import type { Log } from '../protocol/log.js';
 import { displayRepository } from '../protocol/repository.js';
 import { DomainError, type DomainCode } from './domain-error.js';
 
@@ -59,9 +60,7 @@ export const domainStatus: Record<DomainCode, number> = {
   upload_aborted: 400,
 };
 
-export type Logger = (line: string) => void;
-
-export function errorMiddleware(log: Logger): Koa.Middleware {
+export function errorMiddleware(log: Log): Koa.Middleware {
   return async (ctx, next) => {
     try {
       await next();
@@ -70,10 +69,11 @@ export function errorMiddleware(log: Logger): Koa.Middleware {
       }
     } catch (error) {
       const apiError = toApiError(error);
-      if (apiError.status >= 500) log(`error: ${ctx.method} ${ctx.path}: ${describe(error)}`);
+      if (apiError.status >= 500) log.error({ method: ctx.method, path: ctx.path, error: describe(error) }, 'request failed');
       // A credential in a URL never leaves in an error, whichever code path wrote the message or details.
       const body: ApiErrorBody = { code: apiError.code, message: displayRepository(apiError.message) };
       if (apiError.details !== undefined) body.details = JSON.parse(displayRepository(JSON.stringify(apiError.details))) as unknown;
+      if (typeof ctx.state.requestId === 'string') body.requestId = ctx.state.requestId;
       ctx.status = apiError.status;
       ctx.body = body;
     }

@@ -7,7 +7,7 @@
 // internal host:port is open.
 import type { Config } from './config.js';
 import { DomainError, type DomainCode } from './domain-error.js';
-import type { Logger } from './errors.js';
+import type { Log } from '../protocol/log.js';
 import { CheckoutError, displayRepository, type CheckoutErrorCode, resolveRef, rulesFor, type RepositoryRules } from '../protocol/repository.js';
 
 export type RepositoryConfig = Config['repositories'];
@@ -34,7 +34,7 @@ export class RepositoryResolver {
 
   constructor(
     private readonly config: RepositoryConfig,
-    private readonly log: Logger,
+    private readonly log: Log,
   ) {}
 
   /** The rules for repositories `owner` names: local roots with `{user}` filled in. Runner hosts get them with each run. */
@@ -50,7 +50,7 @@ export class RepositoryResolver {
     } catch (error) {
       const code = error instanceof CheckoutError ? refusalCodes[error.code] : undefined;
       if (!(error instanceof CheckoutError) || !code) throw error;
-      if (error.gitMessage) this.log(`repository ${displayRepository(repository)} of ${owner}: ${error.gitMessage}`);
+      if (error.gitMessage) this.log.warn({ repository: displayRepository(repository), user: owner, error: error.gitMessage }, 'repository refused');
       throw new DomainError(code, error.message, { repository: displayRepository(repository), ref });
     } finally {
       this.release(owner);

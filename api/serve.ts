@@ -16,6 +16,7 @@ import { machineKinds } from '../provisioners/registry.js';
 import { JobService } from './jobs/service.js';
 import { Quotas } from './quotas.js';
 import { RepositoryResolver } from './repositories.js';
+import { createLog, type Log } from '../protocol/log.js';
 
 export interface ServeOptions {
   configPath?: string;
@@ -24,7 +25,8 @@ export interface ServeOptions {
   dataDir?: string;
   /** A parsed config instead of a file (tests). */
   config?: Config;
-  log?: (line: string) => void;
+  /** Where the API's lines go (component api; its parts log through children). */
+  log?: Log;
 }
 
 export interface RunningApi {
@@ -39,7 +41,7 @@ export interface RunningApi {
 }
 
 export async function startApi(options: ServeOptions): Promise<RunningApi> {
-  const log = options.log ?? ((line: string) => console.error(line));
+  const log = options.log ?? createLog({ component: 'api' });
   const config = options.config ?? (options.configPath ? loadConfig(options.configPath) : parseConfig(embeddedConfig, '<embedded defaults>'));
   if (options.listen !== undefined) config.listen = parseListen(options.listen);
   if (options.dataDir !== undefined) config.dataDir = options.dataDir;
@@ -47,12 +49,12 @@ export async function startApi(options: ServeOptions): Promise<RunningApi> {
   const db = await openDatabase(config.dataDir);
   const tokens = new Tokens(db);
   const { adminTokenFile = path.join(config.dataDir, 'admin-token') } = await tokens.start(config.dataDir);
-  log(`admin token: ${adminTokenFile}`);
+  log.info({ file: adminTokenFile }, 'admin token written');
   // The embedded agent's own token with the agent role and the agent's name, made anew at every
   // start: the agent needs no more, and it speaks only for that name.
   const agentToken = config.agent.enabled ? await tokens.rotate(config.agent.name, 'agent').catch(closing(db)) : undefined;
   // Provider pools (OpenStack flavors) become machines before the scheduler loads the inventory.
-  const pools = await expandProviderPools(config, { dataDir: config.dataDir, log });
+  const pools = await expandProviderPools(config, { dataDir: config.dataDir, log: log.child({ component: 'provisioner' }) });
   const { lease, queue, health, reaper, agents } = config;
   const leaseActionKinds = new Set(Object.values(machineKinds).flatMap((kind) => (kind.leaseActions ? [kind.kind] : [])));
   const scheduler = new Scheduler(db, {
@@ -60,6 +62,7 @@ export async function startApi(options: ServeOptions): Promise<RunningApi> {
     policy: { lease, queue, health, reaper, agents },
     poolLimits: pools.limits,
     leaseActionKinds,
+    log: log.child({ component: 'scheduler' }),
   });
   const quotas = new Quotas(config.quotas);
   scheduler.reservations.admit = (caller, members, live) => quotas.admitReservation(caller, members, live);
@@ -71,15 +74,17 @@ export async function startApi(options: ServeOptions): Promise<RunningApi> {
     blobs,
     config.images,
     (ref) => scheduler.reservations.imageInUse(ref),
-    () => providerImages(pools, { dataDir: config.dataDir, log }),
+    () => providerImages(pools, { dataDir: config.dataDir, log: log.child({ component: 'provisioner' }) }),
   );
   images.quotas = quotas;
   scheduler.agents.onImageFailure = (ref, reason) =>
-    void images.recordBootFailure(ref, reason).catch((error: unknown) => log(`cannot count a boot failure on ${ref}: ${(error as Error).message}`));
+    void images
+      .recordBootFailure(ref, reason)
+      .catch((error: unknown) => log.error({ image: ref, error: (error as Error).message }, 'cannot count a boot failure'));
   const collect = () =>
     images.collect().then(
-      (removed) => removed.forEach((ref) => log(`image ${ref} expired and was removed`)),
-      (error: unknown) => log(`image collection failed: ${(error as Error).message}`),
+      (removed) => removed.forEach((ref) => log.info({ image: ref }, 'image expired and was removed')),
+      (error: unknown) => log.error({ error: (error as Error).message }, 'image collection failed'),
     );
   await collect();
   const collector = setInterval(() => void collect(), Math.max(100, config.images.collectInterval * 1000));
@@ -88,8 +93,8 @@ export async function startApi(options: ServeOptions): Promise<RunningApi> {
     dataDir: config.dataDir,
     heartbeatTimeoutMs: config.runners.heartbeatTimeout * 1000,
     maxLogBytes: config.runners.maxLogSize,
-    log,
-    repositories: new RepositoryResolver(config.repositories, log),
+    log: log.child({ component: 'jobs' }),
+    repositories: new RepositoryResolver(config.repositories, log.child({ component: 'jobs' })),
   });
   jobs.runs.admitRun = (caller, live) => quotas.admitRun(caller, live);
   quotas.accountOf = (name) => {
@@ -127,7 +132,7 @@ export async function startApi(options: ServeOptions): Promise<RunningApi> {
   const address = server.address() as AddressInfo;
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   const url = `http://${host}:${address.port}`;
-  log(`paddock listening on ${url} with ${config.machines.length} machines, data in ${config.dataDir}`);
+  log.info({ url, machines: config.machines.length, dataDir: config.dataDir }, 'paddock listening');
 
   return {
     url,

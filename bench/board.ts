@@ -18,6 +18,7 @@ import { Paddock } from '../client/index.js';
 import { compareToPlain } from './compare.js';
 import { ensureTftpd } from '../boards/boot/tftpd.js';
 import { startLab } from '../test/helpers/lab/index.js';
+import { silentLog } from '../protocol/log.js';
 
 const run = promisify(execFile);
 const rounds = Number(process.argv[2] ?? 5);
@@ -112,7 +113,7 @@ const config = {
   listen: { host: '127.0.0.1', port: 0 },
   dataDir: path.join(dir, 'data'),
 };
-let server = await serve({ config, log: () => undefined });
+let server = await serve({ config, log: silentLog() });
 const client = () => new Paddock({ url: server.url, token: readFileSync(server.adminTokenFile, 'utf8').trim() });
 await client().images.upload(path.join(imageDir, 'bundle.tar'), { name: 'arm', format: 'bundle', arch: 'arm64' });
 
@@ -126,7 +127,7 @@ async function throughPaddock(): Promise<number> {
   while ((await paddock.machines()).some((machine) => machine.state !== 'available')) await sleep(50);
   // Paddock keeps the console open while it runs; the plain script opens the line itself.
   await server.close();
-  server = await serve({ config, log: () => undefined });
+  server = await serve({ config, log: silentLog() });
   return elapsed;
 }
 

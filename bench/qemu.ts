@@ -16,6 +16,7 @@ import { serve } from '../cli/serve.js';
 import { Paddock } from '../client/index.js';
 import { freeLoopbackPort } from '../provisioners/qemu/adapter.js';
 import { compareToPlain, reserveToReady } from './compare.js';
+import { silentLog } from '../protocol/log.js';
 
 const run = promisify(execFile);
 const rounds = Number(process.argv[2] ?? 7);
@@ -51,7 +52,7 @@ const config = {
   listen: { host: '127.0.0.1', port: 0 },
   dataDir: path.join(dir, 'data'),
 };
-const server = await serve({ config, log: () => undefined });
+const server = await serve({ config, log: silentLog() });
 const seconds = (since: bigint) => Number(process.hrtime.bigint() - since) / 1e9;
 try {
   const paddock = new Paddock({ url: server.url, token: readFileSync(server.adminTokenFile, 'utf8').trim() });

@@ -17,6 +17,7 @@ import { parseConfig } from '../api/config.js';
 import { serve } from '../cli/serve.js';
 import { Paddock } from '../client/index.js';
 import { startLab } from '../test/helpers/lab/index.js';
+import { silentLog } from '../protocol/log.js';
 
 const rounds = Number(process.argv[2] ?? 5);
 const root = path.resolve(import.meta.dirname, '..');
@@ -40,7 +41,7 @@ const config = {
   listen: { host: '127.0.0.1', port: 0 },
   dataDir: path.join(dir, 'data'),
 };
-const server = await serve({ config, log: () => undefined });
+const server = await serve({ config, log: silentLog() });
 const seconds = (since: bigint) => Number(process.hrtime.bigint() - since) / 1e9;
 const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
 

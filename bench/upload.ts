@@ -14,6 +14,7 @@ import path from 'node:path';
 import { parseConfig } from '../api/config.js';
 import { serve } from '../cli/serve.js';
 import { Paddock } from '../client/index.js';
+import { silentLog } from '../protocol/log.js';
 
 const run = promisify(execFile);
 const mib = Number(process.argv[2] ?? 512);
@@ -29,7 +30,7 @@ const config = {
   listen: { host: '127.0.0.1', port: 0 },
   dataDir: path.join(dir, 'data'),
 };
-const server = await serve({ config, log: () => undefined });
+const server = await serve({ config, log: silentLog() });
 try {
   const token = (await import('node:fs')).readFileSync(server.adminTokenFile, 'utf8').trim();
   const paddock = new Paddock({ url: server.url, token });

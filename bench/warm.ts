@@ -23,6 +23,7 @@ import { parseConfig } from '../api/config.js';
 import { serve } from '../cli/serve.js';
 import { Paddock } from '../client/index.js';
 import { stopVm, vmProcessesUnder } from '../provisioners/qemu/adapter.js';
+import { silentLog } from '../protocol/log.js';
 
 const rounds = Number(process.argv[2] ?? 5);
 const root = path.resolve(import.meta.dirname, '..');
@@ -44,7 +45,7 @@ async function measure(): Promise<{ warm: number; cold: number }> {
     listen: { host: '127.0.0.1', port: 0 },
     dataDir: path.join(dir, 'data'),
   };
-  const server = await serve({ config, log: () => undefined });
+  const server = await serve({ config, log: silentLog() });
   const records = path.join(config.dataDir, 'agent', 'provisioning', 'warm');
   const warmReady = () =>
     readdirSync(records, { withFileTypes: true })

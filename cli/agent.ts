@@ -7,6 +7,7 @@ import { Agent } from '../lab-host/agent.js';
 import { Paddock, PaddockError } from '../client/index.js';
 import { TokenError, workerToken } from '../protocol/worker.js';
 import { machineKinds } from '../provisioners/registry.js';
+import { createLog, type Log } from '../protocol/log.js';
 
 const knownKinds = () => Object.keys(machineKinds);
 
@@ -19,6 +20,8 @@ export interface AgentCommandOptions {
   concurrency: number;
   /** Seconds between checks of its machines (0: none); checked by the command line. */
   checkInterval?: number;
+  /** Its log (component agent); JSON lines on stderr when not given. */
+  log?: Log;
 }
 
 export async function runAgent(options: AgentCommandOptions): Promise<Agent> {
@@ -40,6 +43,7 @@ export async function runAgent(options: AgentCommandOptions): Promise<Agent> {
   if (me.name !== options.name)
     throw new PaddockError(`this token is for agent ${me.name}, not ${options.name}: an agent token speaks only for its own name`, 'forbidden');
   const dataDir = path.resolve(options.data);
+  const log = (options.log ?? createLog({ component: 'agent' })).child({ component: 'agent', agent: options.name });
   const agent = new Agent({
     url,
     token,
@@ -48,12 +52,12 @@ export async function runAgent(options: AgentCommandOptions): Promise<Agent> {
     concurrency: options.concurrency,
     ...(options.checkInterval === undefined ? {} : { checkIntervalMs: options.checkInterval * 1000 }),
     ...(kinds ? { kinds } : {}),
-    log: (line) => console.error(line),
+    log,
   });
   agent.start();
-  console.error(`agent ${options.name}: pulling work from ${url} for ${(kinds ?? knownKinds()).join(', ')} machines, data in ${dataDir}`);
+  log.info({ url, kinds: kinds ?? knownKinds(), dataDir }, 'pulling work');
   const stop = (signal: string) => {
-    console.error(`agent ${options.name}: ${signal}: stopping`);
+    log.info({ signal }, 'stopping');
     void agent.stop().then(() => process.exit(0));
   };
   process.once('SIGTERM', () => stop('SIGTERM'));

@@ -3,12 +3,13 @@
 // remote lab host (`paddock agent`) uses is always the path exercised.
 import { startApi, type RunningApi, type ServeOptions } from '../api/serve.js';
 import type { Agent, AgentOptions } from '../lab-host/agent.js';
+import { createLog } from '../protocol/log.js';
 
 export type { ServeOptions };
 export type RunningServer = Omit<RunningApi, 'agentToken'>;
 
 export async function serve(options: ServeOptions): Promise<RunningServer> {
-  const log = options.log ?? ((line: string) => console.error(line));
+  const log = options.log ?? createLog({ component: 'api' });
   const { agentToken, ...api } = await startApi({ ...options, log });
   const { config, url } = api;
   const agent =
@@ -25,9 +26,9 @@ export async function serve(options: ServeOptions): Promise<RunningServer> {
           checkIntervalMs: config.agent.checkInterval * 1000,
           imageIdleTimeoutMs: config.images.idleTimeout * 1000,
           consoleLogMax: config.consoles.maxLogSize,
-          log,
+          log: log.child({ component: 'agent', agent: config.agent.name }),
         }).catch((error: unknown) => {
-          log(`the embedded agent did not start: ${(error as Error).message}`);
+          log.error({ error: (error as Error).message }, 'the embedded agent did not start');
           return undefined;
         });
   let closing: Promise<void> | undefined;

@@ -3,11 +3,13 @@
 // nothing either, since every acknowledged change is committed first.
 import { ConfigError } from '../api/config.js';
 import { serve, type RunningServer } from './serve.js';
+import { createLog, type Log } from '../protocol/log.js';
 
-export async function runServer(options: { configPath?: string; listen?: string; dataDir?: string }): Promise<RunningServer> {
+export async function runServer(options: { configPath?: string; listen?: string; dataDir?: string; log?: Log }): Promise<RunningServer> {
+  const log = options.log ?? createLog({ component: 'api' });
   let server: RunningServer;
   try {
-    server = await serve(options);
+    server = await serve({ ...options, log });
   } catch (error) {
     if (error instanceof ConfigError) {
       console.error(`paddock: ${error.message}`);
@@ -19,11 +21,11 @@ export async function runServer(options: { configPath?: string; listen?: string;
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
-    console.error(`paddock: ${signal}: stopping`);
+    log.info({ signal }, 'stopping');
     server.close().then(
       () => process.exit(0),
       (error: unknown) => {
-        console.error(`paddock: error while stopping: ${(error as Error).message}`);
+        log.error({ error: (error as Error).message }, 'error while stopping');
         process.exit(1);
       },
     );

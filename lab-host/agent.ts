@@ -16,6 +16,7 @@ import { ImageCache } from './image-cache.js';
 import type { AgentHeartbeat, AgentMachine, AgentReport, AgentTask, WarmPlan } from '../protocol/agent.js';
 import { version } from '../protocol/version.js';
 import { describeFailure, PullWorker } from '../protocol/worker.js';
+import { silentLog, type Log } from '../protocol/log.js';
 import { createProvisioner, machineKinds } from '../provisioners/registry.js';
 import { ProvisioningJournal, type JournalEntry } from './journal.js';
 import { TaskLoop } from './loop.js';
@@ -39,7 +40,8 @@ export interface AgentOptions {
   consoleLogMax?: number;
   /** How often its machines are checked (checks.ts), 30 s by default; 0 checks none. */
   checkIntervalMs?: number;
-  log?: (line: string) => void;
+  /** Where its lines go (component agent, with its name as `agent`); none when not given. */
+  log?: Log;
 }
 
 export class Agent {
@@ -55,7 +57,7 @@ export class Agent {
   private readonly warm: WarmPool;
   /** Unreadable records and records of unknown machines already reported (reported once per agent run). */
   private readonly reported = new Set<string>();
-  private readonly log: (line: string) => void;
+  private readonly log: Log;
   private sweeper?: NodeJS.Timeout;
   private heartbeats?: NodeJS.Timeout;
   private beating = false;
@@ -64,8 +66,7 @@ export class Agent {
 
   constructor(private readonly options: AgentOptions) {
     this.kinds = options.kinds ?? Object.keys(machineKinds);
-    const log = options.log ?? (() => undefined);
-    this.log = (line) => log(`agent ${options.name}: ${line}`);
+    this.log = (options.log ?? silentLog()).child({ component: 'agent', agent: options.name });
     this.worker = new PullWorker<AgentTask>({
       url: options.url,
       token: options.token,
@@ -79,7 +80,13 @@ export class Agent {
     });
     this.images = new ImageCache(this.worker.http, path.join(options.dataDir, 'agent', 'images'), options.imageIdleTimeoutMs);
     this.journal = new ProvisioningJournal(path.join(options.dataDir, 'agent', 'provisioning'));
-    this.tunnels = new TunnelEnd({ url: options.url, token: options.token, name: options.name, journal: this.journal, log: this.log });
+    this.tunnels = new TunnelEnd({
+      url: options.url,
+      token: options.token,
+      name: options.name,
+      journal: this.journal,
+      log: this.log.child({ component: 'tunnel' }),
+    });
     this.consoles = new ConsoleShipper({ http: this.worker.http, dir: path.join(options.dataDir, 'agent', 'consoles'), log: this.log });
     this.loop = new TaskLoop({
       provisioner: (kind) => this.provisioner(kind),
@@ -99,7 +106,7 @@ export class Agent {
       provisioner: (kind) => this.provisioner(kind),
       exclusive: (machine, work) => this.loop.exclusive(machine, work),
       exchange: (report) => this.worker.http.post('v1/agent/warm', { json: report }).json<WarmPlan>(),
-      log: this.log,
+      log: this.log.child({ component: 'warm' }),
       provisionTimeoutMs: options.provisionTimeoutMs ?? 600_000,
     });
     const checkIntervalMs = options.checkIntervalMs ?? 30_000;
@@ -122,7 +129,7 @@ export class Agent {
     this.consoles.start();
     this.tunnels.start();
     this.worker.start(() => this.startSweeping());
-    void this.warm.start().catch((error: unknown) => this.log(`warm pools not kept: ${(error as Error).message}`));
+    void this.warm.start().catch((error: unknown) => this.log.error({ error: (error as Error).message }, 'warm pools not kept'));
   }
 
   /**
@@ -151,7 +158,7 @@ export class Agent {
           // Refused (not the API being away): said, so the lab host's operator sees why.
           const failure = describeFailure(error);
           if (/^HTTP 4/.test(failure))
-            this.log(`heartbeat refused (${failure}): ${String((error as { response?: { body?: unknown } }).response?.body).slice(0, 500)}`);
+            this.log.warn({ error: failure, answer: String((error as { response?: { body?: unknown } }).response?.body).slice(0, 500) }, 'heartbeat refused');
           return 5000;
         },
       );
@@ -191,12 +198,12 @@ export class Agent {
       consolesDir: this.consoles.dir,
       ...(this.options.consoleLogMax === undefined ? {} : { consoleLogMax: this.options.consoleLogMax }),
       images: this.images,
-      log: this.log,
+      log: this.log.child({ component: 'provisioner', kind }),
       lost: (request, reason, fault) => {
         if (this.warm.lost(request.allocationId)) return;
-        this.log(`${request.allocationId} lost: ${reason}`);
+        this.log.warn({ reservation: request.reservationId, allocation: request.allocationId, reason }, 'machine lost');
         this.report(request.allocationId, { kind: 'failed', reason, fault, code: 'machine_lost' }).catch((error: unknown) =>
-          this.log(`${request.allocationId}: could not report the loss: ${describeFailure(error)}`),
+          this.log.error({ allocation: request.allocationId, error: describeFailure(error) }, 'could not report the loss'),
         );
       },
     });
@@ -208,14 +215,14 @@ export class Agent {
     // At start nothing is being provisioned yet, so whatever no live reservation explains is a
     // leftover. Later sweeps run beside provisioning: a server made for a reservation granted after
     // the list of live ones was read would look orphaned, so a leftover must be seen twice in a row.
-    await this.sweepLeaks(false).catch((error) => this.log(`leak sweep failed: ${(error as Error).message}`));
+    await this.sweepLeaks(false).catch((error) => this.log.error({ error: (error as Error).message }, 'leak sweep failed'));
     if (this.options.sweepIntervalMs !== undefined && this.options.sweepIntervalMs > 0) {
       let sweeping = false;
       this.sweeper = setInterval(() => {
         if (sweeping || !this.worker.isRunning) return;
         sweeping = true;
         void this.sweepLeaks(true)
-          .catch((error) => this.log(`leak sweep failed: ${(error as Error).message}`))
+          .catch((error) => this.log.error({ error: (error as Error).message }, 'leak sweep failed'))
           .finally(() => (sweeping = false));
       }, this.options.sweepIntervalMs);
       this.sweeper.unref();
@@ -263,7 +270,7 @@ export class Agent {
           const key = `${machine.name}\u0000${reservationId}`;
           seen.add(key);
           if (twice && !this.suspects.has(key)) continue;
-          this.log(`removing traces of ended reservation ${reservationId} from ${machine.name}`);
+          this.log.info({ reservation: reservationId, machine: machine.name }, `removing traces of ended reservation ${reservationId} from ${machine.name}`);
           await this.loop.cleanUp(machine, reservationId, entry && 'record' in entry ? entry.record : undefined);
         }
       }),
@@ -274,11 +281,11 @@ export class Agent {
       for (const [kind, ofKind] of byKind) {
         await this.provisioner(kind)
           .sweep?.(ofKind)
-          .catch((error: unknown) => this.log(`${kind} sweep failed: ${(error as Error).message}`));
+          .catch((error: unknown) => this.log.error({ kind, error: (error as Error).message }, 'sweep failed'));
       }
     }
     for (const [reason, names] of unlisted) {
-      this.log(
+      this.log.warn(
         `cannot list what ${names.length === 1 ? names[0] : `${names.length} machines (${names[0]}, …)`} hold${names.length === 1 ? 's' : ''}: ${reason}`,
       );
     }
@@ -312,7 +319,7 @@ export class Agent {
   private reportOnce(key: string, line: string): void {
     if (this.reported.has(key)) return;
     this.reported.add(key);
-    this.log(line);
+    this.log.warn(line);
   }
 
   /** A 4xx (the reservation ended meanwhile) is not retried: retrying cannot help. */

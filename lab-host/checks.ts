@@ -6,6 +6,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { machineProblemLimits, type AgentMachine, type MachineProblem } from '../protocol/agent.js';
 import type { Provisioner } from '../provisioners/types.js';
+import type { Log } from '../protocol/log.js';
 
 export interface MachineChecksOptions {
   /** The machines of this agent's lab host and kinds, from the API. */
@@ -19,7 +20,7 @@ export interface MachineChecksOptions {
   concurrency?: number;
   /** After a round that found other problems than the one before. */
   changed(): void;
-  log(line: string): void;
+  log: Log;
 }
 
 // eslint-disable-next-line no-control-regex -- replacing them is the point
@@ -58,7 +59,7 @@ export class MachineChecks {
   private next(delayMs: number): void {
     this.timer = setTimeout(() => {
       void this.round()
-        .catch((error: unknown) => this.options.log(`machine checks failed: ${(error as Error).message}`))
+        .catch((error: unknown) => this.options.log.error({ error: (error as Error).message }, 'machine checks failed'))
         .finally(() => {
           if (!this.stopped) this.next(this.options.intervalMs);
         });
@@ -83,16 +84,16 @@ export class MachineChecks {
       await Promise.all(Array.from({ length: this.options.concurrency ?? 8 }, worker));
       problems.sort((a, b) => (a.machine < b.machine ? -1 : a.machine > b.machine ? 1 : 0));
       if (problems.length > machineProblemLimits.count) {
-        this.options.log(`${problems.length} machines have problems; the first ${machineProblemLimits.count} are reported`);
+        this.options.log.warn({ problems: problems.length, reported: machineProblemLimits.count }, 'too many machines have problems; the first are reported');
         problems.length = machineProblemLimits.count;
       }
       if (this.stopped) return;
       const before = new Map((this.found ?? []).map((problem) => [problem.machine, problem.reason]));
       for (const problem of problems) {
-        if (before.get(problem.machine) !== problem.reason) this.options.log(`${problem.machine} cannot be reached: ${problem.reason}`);
+        if (before.get(problem.machine) !== problem.reason) this.options.log.warn({ machine: problem.machine, reason: problem.reason }, 'cannot be reached');
         before.delete(problem.machine);
       }
-      for (const machine of before.keys()) this.options.log(`${machine} can be reached again`);
+      for (const machine of before.keys()) this.options.log.info({ machine }, 'can be reached again');
       const changed = this.found === undefined || JSON.stringify(problems) !== JSON.stringify(this.found);
       this.found = problems;
       if (changed) this.options.changed();

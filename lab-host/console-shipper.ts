@@ -14,6 +14,7 @@ import path from 'node:path';
 import type { Got } from 'got';
 import { describeFailure } from '../protocol/worker.js';
 import { warmPrefix } from './warm.js';
+import type { Log } from '../protocol/log.js';
 
 /** The most bytes one request carries. */
 const chunkBytes = 256 * 1024;
@@ -24,7 +25,7 @@ interface ShipperOptions {
   http: Got;
   /** The kinds' console logs (KindContext.consolesDir). */
   dir: string;
-  log: (line: string) => void;
+  log: Log;
   /** How often new bytes are looked for (default 250 ms). */
   intervalMs?: number;
 }
@@ -70,11 +71,11 @@ export class ConsoleShipper {
   async pass(): Promise<void> {
     try {
       await Promise.all((await this.logs()).map((log) => this.ship(log)));
-      if (this.failing) this.options.log(`console logs reach the API again`);
+      if (this.failing) this.options.log.info('console logs reach the API again');
       this.failing = undefined;
     } catch (error) {
       const reason = describeFailure(error);
-      if (this.failing !== reason) this.options.log(`console logs cannot be sent now (${reason}); they wait on this host`);
+      if (this.failing !== reason) this.options.log.warn({ reason }, 'console logs cannot be sent now; they wait on this host');
       this.failing = reason;
     }
   }
@@ -99,8 +100,9 @@ export class ConsoleShipper {
         return;
       } catch (error) {
         if (Date.now() >= deadline) {
-          this.options.log(
-            `the console log of ${machine} in ${reservationId} is not all at the API yet (${describeFailure(error)}); it is kept and sent later`,
+          this.options.log.warn(
+            { reservation: reservationId, machine, error: describeFailure(error) },
+            'the console log is not all at the API yet; it is kept and sent later',
           );
           return;
         }
@@ -177,7 +179,10 @@ export class ConsoleShipper {
     }
     if (answer.statusCode === 404 || answer.statusCode === 403) {
       // Not a log the API takes from this lab host (a reservation it does not know): dropped, once.
-      this.options.log(`the API refuses the console log of ${log.machine} in ${log.reservationId}: ${body.message ?? answer.statusCode}; it is removed here`);
+      this.options.log.warn(
+        { reservation: log.reservationId, machine: log.machine, answer: body.message ?? answer.statusCode },
+        'the API refuses the console log; it is removed here',
+      );
       this.capped.add(id);
       this.sent.set(id, Number.MAX_SAFE_INTEGER);
       return Number.MAX_SAFE_INTEGER;

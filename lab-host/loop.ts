@@ -11,12 +11,13 @@ import { ProvisionError, type Provisioner, type ProvisionRequest, type Provision
 import type { WarmPool } from './warm.js';
 import { detailOf, OpenRecord, recordVersion, type ProvisioningJournal, type ProvisioningRecord } from './journal.js';
 import { runCheck } from './qualify-check.js';
+import type { Log } from '../protocol/log.js';
 
 export interface LoopOptions {
   provisioner: (kind: string) => Provisioner;
   journal: ProvisioningJournal;
   report: (taskId: string, report: AgentReport) => Promise<void>;
-  log: (line: string) => void;
+  log: Log;
   concurrency: number;
   provisionTimeoutMs: number;
   releaseAttempts?: number;
@@ -67,7 +68,7 @@ export class TaskLoop {
         await this.releaseOnce(this.options.provisioner(machine.kind), request);
         done = true;
       } catch (error) {
-        this.options.log(`could not clean ${reservationId} from ${machine.name}: ${(error as Error).message}`);
+        this.options.log.error({ reservation: reservationId, machine: machine.name, error: (error as Error).message }, 'could not clean up');
       }
     }).then(() => done);
   }
@@ -87,7 +88,12 @@ export class TaskLoop {
       );
       await provisioner
         .adopt(request)
-        .catch((error: unknown) => this.options.log(`${record.allocationId}: could not take back ${machine.name}: ${(error as Error).message}`));
+        .catch((error: unknown) =>
+          this.options.log.error(
+            { reservation: record.reservationId, machine: machine.name, allocation: record.allocationId, error: (error as Error).message },
+            'could not take back',
+          ),
+        );
     });
   }
 
@@ -153,7 +159,11 @@ export class TaskLoop {
   private async openRecord(task: AgentTask): Promise<OpenRecord> {
     const { journal } = this.options;
     const found = await journal.read(task.machine.name, task.reservationId);
-    if (found && 'problem' in found) this.options.log(`${task.id}: replacing the unreadable provisioning record on ${task.machine.name}: ${found.problem}`);
+    if (found && 'problem' in found)
+      this.options.log.warn(
+        { reservation: task.reservationId, machine: task.machine.name, allocation: task.id, problem: found.problem },
+        'replacing the unreadable provisioning record',
+      );
     const earlier = found && 'record' in found && found.record.allocationId === task.id ? found.record : undefined;
     const now = new Date().toISOString();
     const record = new OpenRecord(journal, {
@@ -177,7 +187,8 @@ export class TaskLoop {
     const { journal } = this.options;
     const current = async () => {
       const found = await journal.read(machine.name, reservationId);
-      if (found && 'problem' in found) this.options.log(`the provisioning record of ${reservationId} on ${machine.name} is unreadable: ${found.problem}`);
+      if (found && 'problem' in found)
+        this.options.log.warn({ reservation: reservationId, machine: machine.name, problem: found.problem }, 'the provisioning record is unreadable');
       return found && 'record' in found ? found.record : undefined;
     };
     return {
@@ -255,13 +266,16 @@ export class TaskLoop {
       }
       if (!readiness) {
         await this.options.report(task.id, { kind: 'off' });
-        this.options.log(`${task.id}: ${task.machine.name} is off`);
+        this.options.log.info({ reservation: task.reservationId, machine: task.machine.name, allocation: task.id }, 'off');
         return;
       }
       await record.update({ ready: true, readiness, readyAt: new Date().toISOString() });
       this.readyHere.add(task.id);
       await this.options.report(task.id, { kind: 'ready', ...readiness });
-      this.options.log(`${task.id} ready on ${task.machine.name} in ${((Date.now() - started) / 1000).toFixed(1)}s`);
+      this.options.log.info(
+        { reservation: task.reservationId, machine: task.machine.name, allocation: task.id, seconds: (Date.now() - started) / 1000 },
+        'ready',
+      );
     } catch (error) {
       if (controller.signal.aborted) return; // a release or a stop took over
       const timedOut = signal.aborted;
@@ -269,7 +283,7 @@ export class TaskLoop {
       const reason = timedOut
         ? `not ready within ${this.options.provisionTimeoutMs / 1000}s${stage ? ` (last stage reached: ${stage})` : ''}`
         : (error as Error).message;
-      this.options.log(`${task.id} failed on ${task.machine.name}: ${reason}`);
+      this.options.log.warn({ reservation: task.reservationId, machine: task.machine.name, allocation: task.id, reason }, 'provisioning failed');
       await this.options
         .report(task.id, {
           kind: 'failed',
@@ -278,7 +292,12 @@ export class TaskLoop {
           code: timedOut ? 'provision_timeout' : (failure?.code ?? 'infrastructure_failed'),
           ...((failure?.stage ?? stage) ? { stage: failure?.stage ?? stage } : {}),
         })
-        .catch((reportError) => this.options.log(`${task.id}: could not report the failure: ${(reportError as Error).message}`));
+        .catch((reportError) =>
+          this.options.log.error(
+            { reservation: task.reservationId, machine: task.machine.name, allocation: task.id, error: (reportError as Error).message },
+            'could not report the failure',
+          ),
+        );
     } finally {
       this.inFlight.delete(task.id);
     }
@@ -304,7 +323,10 @@ export class TaskLoop {
       } catch (error) {
         const reason = (error as Error).message;
         if (attempt >= attempts || this.stopped) {
-          this.options.log(`${task.id}: release on ${task.machine.name} failed ${attempt} times: ${reason}`);
+          this.options.log.error(
+            { reservation: task.reservationId, machine: task.machine.name, allocation: task.id, attempts: attempt, reason },
+            'release failed',
+          );
           if (!this.stopped) {
             await this.options.report(task.id, { kind: 'failed', reason, fault: 'infrastructure' }).catch(() => undefined);
           }

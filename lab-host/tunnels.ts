@@ -8,13 +8,14 @@ import type { Duplex } from 'node:stream';
 import type { TunnelTask } from '../protocol/agent.js';
 import { describeFailure, PullWorker } from '../protocol/worker.js';
 import type { ProvisioningJournal } from './journal.js';
+import type { Log } from '../protocol/log.js';
 
 interface TunnelEndOptions {
   url: string;
   token: string;
   name: string;
   journal: ProvisioningJournal;
-  log: (line: string) => void;
+  log: Log;
 }
 
 export class TunnelEnd {
@@ -28,7 +29,10 @@ export class TunnelEnd {
       claimPath: 'v1/agent/tunnels/claim',
       claimBody: () => ({ agent: options.name, wait: 20 }),
       tasksOf: (answer) => (answer as { tunnels: TunnelTask[] }).tunnels,
-      onTask: (task) => void this.connect(task).catch((error: unknown) => options.log(`tunnel ${task.id} to ${task.machine}: ${(error as Error).message}`)),
+      onTask: (task) =>
+        void this.connect(task).catch((error: unknown) =>
+          options.log.warn({ tunnel: task.id, machine: task.machine, error: (error as Error).message }, 'tunnel failed'),
+        ),
       log: options.log,
     });
   }
@@ -86,7 +90,7 @@ export class TunnelEnd {
   }
 
   private async fail(task: TunnelTask, reason: string): Promise<void> {
-    this.options.log(`tunnel to ${task.machine} (${task.service}) refused: ${reason}`);
+    this.options.log.warn({ tunnel: task.id, machine: task.machine, service: task.service, reason }, 'tunnel refused');
     await this.worker.post(`v1/agent/tunnels/${task.id}/fail`, { json: { agent: this.options.name, reason }, attempts: 2, gone: [404] });
   }
 

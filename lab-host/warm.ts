@@ -27,6 +27,7 @@ import {
   type StageReporter,
 } from '../provisioners/types.js';
 import { recordVersion, type ProvisioningJournal, type ProvisioningRecord } from './journal.js';
+import type { Log } from '../protocol/log.js';
 
 /** The reservation ids of warm VMs' records: never a reservation's (`r-…`). */
 export const warmPrefix = 'warm-';
@@ -66,7 +67,7 @@ export interface WarmOptions {
   exclusive: (machine: string, work: () => Promise<void>) => Promise<void>;
   /** Sends the report, answers the plan. */
   exchange: (report: WarmReport) => Promise<WarmPlan>;
-  log: (line: string) => void;
+  log: Log;
   provisionTimeoutMs: number;
 }
 
@@ -94,7 +95,7 @@ export class WarmPool {
   /** Finds the warm VMs of an earlier run, then reports and follows the plan periodically. */
   async start(): Promise<void> {
     this.key = await this.loadKey();
-    await this.restore().catch((error: unknown) => this.options.log(`could not take back the warm VMs: ${(error as Error).message}`));
+    await this.restore().catch((error: unknown) => this.options.log.error({ error: (error as Error).message }, 'could not take back the warm VMs'));
     this.schedule(0);
   }
 
@@ -119,7 +120,7 @@ export class WarmPool {
     if (!allocationId.startsWith(warmPrefix)) return false;
     const vm = [...this.vms.values()].find((each) => `${each.id}.0` === allocationId);
     if (vm?.ready) {
-      this.options.log(`the warm VM on ${vm.machine.name} stopped`);
+      this.options.log.warn({ machine: vm.machine.name }, 'the warm VM stopped');
       void this.cool(vm.machine.name);
     }
     return true;
@@ -147,12 +148,15 @@ export class WarmPool {
     try {
       const readiness = await this.handOver(vm, vm.ready, request, report, signal);
       await this.forget(vm);
-      this.options.log(`${request.allocationId}: warm VM on ${vm.machine.name} handed over`);
+      this.options.log.info({ reservation: request.reservationId, machine: vm.machine.name, allocation: request.allocationId }, 'warm VM handed over');
       this.kick();
       return readiness;
     } catch (error) {
       // Whatever half happened, the VM is not trusted: it goes, and the machine boots cold.
-      this.options.log(`${request.allocationId}: the warm VM on ${vm.machine.name} could not be handed over: ${(error as Error).message}`);
+      this.options.log.warn(
+        { reservation: request.reservationId, machine: vm.machine.name, allocation: request.allocationId, error: (error as Error).message },
+        'the warm VM could not be handed over',
+      );
       await request.state.save(undefined);
       await this.discard(vm);
       signal.throwIfAborted();
@@ -220,7 +224,7 @@ export class WarmPool {
         void this.warmUp(machine, image);
       }
     })()
-      .catch((error: unknown) => this.options.log(`warm report failed: ${(error as Error).message}`))
+      .catch((error: unknown) => this.options.log.error({ error: (error as Error).message }, 'warm report failed'))
       .finally(() => (this.syncing = undefined));
     await this.syncing;
     if (!this.stopped) this.schedule(next * 1000);
@@ -250,12 +254,12 @@ export class WarmPool {
         const record = found && 'record' in found ? found.record : this.record(vm, false);
         const now = new Date().toISOString();
         await this.options.journal.write({ ...record, ready: true, readiness, readyAt: now, updatedAt: now });
-        this.options.log(`${machine.name} warm with ${image} in ${((Date.now() - started) / 1000).toFixed(1)}s`);
+        this.options.log.info({ machine: machine.name, image, seconds: (Date.now() - started) / 1000 }, 'warm');
         this.kick();
       } catch (error) {
         if (!vm.booting?.signal.aborted) {
           this.failures.set(machine.name, { count: (this.failures.get(machine.name)?.count ?? 0) + 1, at: Date.now() });
-          this.options.log(`warm boot of ${image} on ${machine.name} failed: ${(error as Error).message}`);
+          this.options.log.warn({ machine: machine.name, image, error: (error as Error).message }, 'warm boot failed');
         }
         await this.discard(vm);
       }
@@ -274,7 +278,7 @@ export class WarmPool {
     this.busy.add(machine);
     return this.options
       .exclusive(machine, work)
-      .catch((error: unknown) => this.options.log(`warm work on ${machine} failed: ${(error as Error).message}`))
+      .catch((error: unknown) => this.options.log.error({ machine, error: (error as Error).message }, 'warm work failed'))
       .finally(() => this.busy.delete(machine));
   }
 

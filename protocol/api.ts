@@ -305,6 +305,8 @@ export interface ApiErrorBody {
   code: string;
   message: string;
   details?: unknown;
+  /** The request's X-Request-Id, to quote when asking about it. */
+  requestId?: string;
 }
 
 export type ImageFormat = 'qcow2' | 'raw' | 'bundle';

@@ -6,6 +6,7 @@ import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import got, { type Got, type OptionsInit } from 'got';
+import type { Log } from './log.js';
 
 export interface PullWorkerOptions<Task> {
   url: string;
@@ -21,7 +22,7 @@ export interface PullWorkerOptions<Task> {
   onTask(task: Task): void;
   /** Resolves when the worker can take work again (a free slot); the claim waits for it. */
   ready?(): Promise<void>;
-  log(line: string): void;
+  log: Log;
 }
 
 /** The longest pause between two failed claims. */
@@ -75,7 +76,7 @@ export class PullWorker<Task> {
       } catch (error) {
         if (!this.running) break;
         failures += 1;
-        this.options.log(`claim failed (${describeFailure(error)}); retrying`);
+        this.options.log.warn({ error: describeFailure(error) }, 'claim failed; retrying');
         await sleep(Math.min(maxBackoffMs, 250 * 2 ** failures));
       }
     }

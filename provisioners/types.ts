@@ -7,6 +7,7 @@
 import type { ImageAccess, ImageFormat, ProviderImage } from '../protocol/api.js';
 import type { z } from 'zod';
 import type { PowerAction, Stage } from '../protocol/agent.js';
+import type { Log } from '../protocol/log.js';
 
 export interface MachineRecord<Settings = unknown> {
   name: string;
@@ -169,7 +170,7 @@ export interface PoolEntry<Settings = unknown> {
 
 export interface PoolContext {
   dataDir: string;
-  log(line: string): void;
+  log: Log;
   /** The most bytes one console log may hold (consoles.maxLogSize); 16 MiB when not given. */
   consoleLogMax?: number;
 }
@@ -201,7 +202,7 @@ export interface KindContext {
    * being released.
    */
   lost(request: Pick<ProvisionRequest, 'reservationId' | 'allocationId'>, reason: string, fault: 'infrastructure' | 'request'): void;
-  log(line: string): void;
+  log: Log;
   /** The most bytes one console log may hold (consoles.maxLogSize); 16 MiB when not given. */
   consoleLogMax?: number;
 }

@@ -11,6 +11,7 @@ import { execute } from './execute.js';
 import type { RunFinish, RunTask } from '../protocol/runner.js';
 import { describeFailure, PullWorker } from '../protocol/worker.js';
 import type { HeldRunUser, RunUsers } from './run-users.js';
+import { createLog, type Log } from '../protocol/log.js';
 
 export interface RunnerOptions {
   url: string;
@@ -24,7 +25,8 @@ export interface RunnerOptions {
   /** Where each run's user comes from; undefined for a single-user runner host (no isolation). */
   users?: RunUsers;
   heartbeatMs?: number;
-  log?: (line: string) => void;
+  /** Where its lines go (component runner, with its name as `runner`); stderr as JSON when not given. */
+  log?: Log;
 }
 
 /**
@@ -40,14 +42,13 @@ const flushBytes = 256 * 1024;
 export class Runner {
   private readonly worker: PullWorker<RunTask>;
   private readonly active = new Map<string, AbortController>();
-  private readonly log: (line: string) => void;
+  private readonly log: Log;
   private heartbeat?: NodeJS.Timeout;
   private slotFreed?: () => void;
   private readonly finishing = new Set<Promise<void>>();
 
   constructor(private readonly options: RunnerOptions) {
-    const log = options.log ?? ((line: string) => console.error(line));
-    this.log = (line) => log(`runner ${options.name}: ${line}`);
+    this.log = (options.log ?? createLog({ component: 'runner' })).child({ component: 'runner', runner: options.name });
     this.worker = new PullWorker<RunTask>({
       url: options.url,
       token: options.token,
@@ -86,7 +87,7 @@ export class Runner {
       const environ = await readFile(`/proc/${pid}/environ`, 'utf8').catch(() => '');
       const id = /(?:^|\0)PADDOCK_RUN_ID=(run-[0-9a-f]{12})(?:\0|$)/.exec(environ)?.[1];
       if (!id || !ids.has(id)) continue;
-      this.log(`${id}: stopping process ${pid}, left running by an earlier start`);
+      this.log.warn({ run: id, pid: Number(pid) }, 'stopping a process left running by an earlier start');
       try {
         process.kill(-Number(pid), 'SIGKILL');
       } catch {
@@ -114,7 +115,7 @@ export class Runner {
     const controller = new AbortController();
     this.active.set(task.id, controller);
     const done = this.run(task, controller)
-      .catch((error: unknown) => this.log(`${task.id}: ${(error as Error).message}`))
+      .catch((error: unknown) => this.log.error({ run: task.id, error: (error as Error).message }, 'run failed'))
       .finally(() => {
         this.active.delete(task.id);
         this.finishing.delete(done);
@@ -124,7 +125,7 @@ export class Runner {
   }
 
   private async run(task: RunTask, controller: AbortController): Promise<void> {
-    this.log(`${task.id}: ${task.job} at ${task.commit.slice(0, 12)} (${task.script})`);
+    this.log.info({ run: task.id, job: task.job, commit: task.commit.slice(0, 12), script: task.script }, 'run started');
     const workDir = path.join(this.options.workRoot, `${task.id}-${randomBytes(3).toString('hex')}`);
     await mkdir(this.options.workRoot, { recursive: true });
     const output = new OutputStream(
@@ -143,13 +144,15 @@ export class Runner {
       await output.close();
       // The run's processes are gone (execute() waits for that); then its files, then its user.
       await rm(workDir, { recursive: true, force: true }).catch(() => undefined);
-      await user?.release().catch((error: unknown) => this.log(`${task.id}: could not free its run user ${user?.uid}: ${(error as Error).message}`));
+      await user
+        ?.release()
+        .catch((error: unknown) => this.log.error({ run: task.id, uid: user?.uid, error: (error as Error).message }, 'could not free its run user'));
     }
     if (!this.worker.isRunning && controller.signal.aborted && outcome.outcome === 'cancelled') {
       outcome = { ...outcome, outcome: 'failed', fault: 'infrastructure', reason: 'the runner host stopped' };
     }
     await this.post(`v1/runner/runs/${task.id}/finished`, { runner: this.options.name, ...outcome });
-    this.log(`${task.id}: ${outcome.outcome}${outcome.exitCode !== undefined ? ` (exit code ${outcome.exitCode})` : ''}`);
+    this.log.info({ run: task.id, outcome: outcome.outcome, exitCode: outcome.exitCode }, 'run ended');
   }
 
   private send(id: string, chunk: Buffer): Promise<'ok' | 'gone'> {
@@ -176,12 +179,12 @@ export class Runner {
       for (const id of cancel) {
         const controller = this.active.get(id);
         if (controller && !controller.signal.aborted) {
-          this.log(`${id}: cancelled`);
+          this.log.info({ run: id }, 'run cancelled');
           controller.abort(new Error('cancelled'));
         }
       }
     } catch (error) {
-      this.log(`heartbeat failed (${describeFailure(error)})`);
+      this.log.warn({ error: describeFailure(error) }, 'heartbeat failed');
     }
   }
 }

@@ -23,7 +23,9 @@ const imageDir = built
   .find((line) => line.startsWith('x86-initramfs '))!
   .split(' ')[1];
 
-const server = spawn(process.execPath, [bin, 'serve', '--listen', `127.0.0.1:${port}`, '--data', path.join(dir, 'data')], { stdio: 'inherit' });
+const server = spawn(process.execPath, [bin, 'serve', '--log-format', 'text', '--listen', `127.0.0.1:${port}`, '--data', path.join(dir, 'data')], {
+  stdio: 'inherit',
+});
 let code = 1;
 try {
   for (let attempt = 0; ; attempt++) {

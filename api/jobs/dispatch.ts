@@ -11,6 +11,7 @@ import { DomainError } from '../domain-error.js';
 import type { RepositoryResolver } from '../repositories.js';
 import type { RunLogs } from './logs.js';
 import { runView, type Runs } from './runs.js';
+import type { Log } from '../../protocol/log.js';
 
 /** Reservations a run made still live this long after a cancel the runner host did not act on: the run is ended here. */
 const cancelGraceMs = 30_000;
@@ -32,7 +33,7 @@ export class Dispatch {
     private readonly options: {
       /** A runner host not heard from for this long is taken for dead; its runs fail. */
       heartbeatTimeoutMs: number;
-      log: (line: string) => void;
+      log: Log;
       now: () => number;
     },
   ) {}
@@ -44,7 +45,10 @@ export class Dispatch {
       if (row.runner && !this.runners.has(row.runner)) this.runners.set(row.runner, now);
       this.runs.knownAt.set(row.id, now);
     }
-    this.watchdog = setInterval(() => void this.watch().catch((error: unknown) => this.options.log(`run watchdog: ${(error as Error).message}`)), 1000);
+    this.watchdog = setInterval(
+      () => void this.watch().catch((error: unknown) => this.options.log.error({ error: (error as Error).message }, 'run watchdog failed')),
+      1000,
+    );
     this.watchdog.unref();
   }
 

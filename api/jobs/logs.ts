@@ -2,6 +2,7 @@
 // with one note. Writes never fail the caller: a write that fails is logged and dropped.
 import { appendFile, mkdir, stat } from 'node:fs/promises';
 import path from 'node:path';
+import type { Log } from '../../protocol/log.js';
 
 export class RunLogs {
   private readonly sizes = new Map<string, number>();
@@ -11,7 +12,7 @@ export class RunLogs {
     private readonly dataDir: string,
     /** The longest log kept per run; output beyond it is dropped (the run goes on). */
     private readonly maxBytes: number,
-    private readonly log: (line: string) => void,
+    private readonly log: Log,
   ) {}
 
   get dir(): string {
@@ -52,7 +53,7 @@ export class RunLogs {
       await appendFile(this.file(id), kept, { mode: 0o600 });
       this.sizes.set(id, size + kept.length);
     });
-    const settled = next.catch((error: unknown) => this.log(`cannot write the log of ${id}: ${(error as Error).message}`));
+    const settled = next.catch((error: unknown) => this.log.error({ run: id, error: (error as Error).message }, 'cannot write the run log'));
     this.writes.set(id, settled);
     void settled.finally(() => {
       if (this.writes.get(id) === settled) this.writes.delete(id);

@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import type { Tokens } from '../auth.js';
 import type { ReproductionView, RunView } from '../../protocol/api.js';
 import { DomainError, forbidden, notFound } from '../domain-error.js';
-import type { Logger } from '../errors.js';
+import type { Log } from '../../protocol/log.js';
 import type { RepositoryResolver } from '../repositories.js';
 import type { Caller } from '../../protocol/api.js';
 
@@ -32,7 +32,7 @@ export class Reproductions {
     private readonly releaseAllOf: (owner: string, reason: string) => Promise<string[]>,
     private readonly getRun: (caller: Caller, id: string) => Promise<RunView>,
     private readonly repositories: RepositoryResolver,
-    private readonly options: { log: Logger; now: () => number },
+    private readonly options: { log: Log; now: () => number },
   ) {}
 
   /** Ends what an earlier start of the API left, then watches expiries. */
@@ -40,7 +40,10 @@ export class Reproductions {
     for (const token of await this.tokens.list()) {
       if (token.name.startsWith(tokenPrefix)) await this.finish(token.name, 'the API restarted during the reproduction');
     }
-    this.timer = setInterval(() => void this.expire().catch((error: unknown) => this.options.log(`reproduction watchdog: ${(error as Error).message}`)), 1000);
+    this.timer = setInterval(
+      () => void this.expire().catch((error: unknown) => this.options.log.error({ error: (error as Error).message }, 'reproduction watchdog failed')),
+      1000,
+    );
     this.timer.unref();
   }
 
@@ -62,7 +65,7 @@ export class Reproductions {
     const { token } = await this.tokens.create(id, 'user');
     const expiresAt = this.options.now() + run.timeLimitSeconds * 1000 + expiryMarginMs;
     this.live.set(id, { id, caller: caller.name, expiresAt });
-    this.options.log(`reproduction ${id} of run ${run.id} (owner ${run.owner}) by ${caller.name}`);
+    this.options.log.info({ reproduction: id, run: run.id, owner: run.owner, user: caller.name }, 'reproduction started');
     const { job, repository, ref, commit, script, parameters, timeLimitSeconds } = run;
     return {
       id,
@@ -87,7 +90,7 @@ export class Reproductions {
     // The token goes first, so nothing new is reserved with it while the rest is released.
     await this.tokens.revoke(id).catch(() => undefined);
     const released = await this.releaseAllOf(id, reason);
-    this.options.log(`${reason}${released.length > 0 ? `; released ${released.join(', ')}` : ''}`);
+    this.options.log.info({ reproduction: id, released }, reason);
     return released;
   }
 

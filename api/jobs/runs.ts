@@ -15,6 +15,7 @@ import { maxPageSize, newestFirst, type Key, type Page } from '../pages.js';
 import { LongPoll } from '../pull.js';
 import type { JobCatalog } from './catalog.js';
 import type { RunLogs } from './logs.js';
+import type { Log } from '../../protocol/log.js';
 
 const liveStates: RunState[] = ['queued', 'assigned', 'running'];
 
@@ -49,7 +50,7 @@ export class Runs {
     private readonly logs: RunLogs,
     /** Releases every live reservation of an owner (the scheduler's releaseAllOf). */
     private readonly releaseAllOf: (owner: string, reason: string) => Promise<string[]>,
-    private readonly log: (line: string) => void,
+    private readonly log: Log,
     private readonly now: () => number,
   ) {
     this.changes.setMaxListeners(0);
@@ -208,7 +209,10 @@ export class Runs {
         .filter(Boolean)
         .join('; ');
       await this.logs.write(row.id, `${summary}${released.length > 0 ? `; released ${released.join(', ')}` : ''}\n`);
-      this.log(`${summary.replace('paddock: run', `run ${row.id}`)}`);
+      this.log.info(
+        { run: row.id, outcome: state, exitCode: row.exitCode ?? undefined, signal: row.signal ?? undefined, reason: row.reason ?? undefined, released },
+        'run ended',
+      );
     } finally {
       this.closingLogs.delete(row.id);
     }

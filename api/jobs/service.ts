@@ -16,6 +16,7 @@ import { Dispatch } from './dispatch.js';
 import { RunLogs } from './logs.js';
 import { Reproductions } from './reproductions.js';
 import { Runs } from './runs.js';
+import type { Log } from '../../protocol/log.js';
 
 export interface JobServiceOptions {
   dataDir: string;
@@ -23,7 +24,7 @@ export interface JobServiceOptions {
   heartbeatTimeoutMs: number;
   /** The longest log kept per run; output beyond it is dropped (the run goes on). */
   maxLogBytes: number;
-  log: (line: string) => void;
+  log: Log;
   /** Resolves refs on the API host within the config's repository rules. */
   repositories: RepositoryResolver;
   now?: () => number;

@@ -19,7 +19,8 @@ import type { RawData, WebSocket } from 'ws';
 import { RelayClient, type RelayRequest } from '../../protocol/console-relay.js';
 import { callerOf, type Tokens } from '../auth.js';
 import type { ConsoleLogs } from '../console-logs.js';
-import { ApiError, forbidden, type Logger } from '../errors.js';
+import { ApiError, forbidden } from '../errors.js';
+import type { Log } from '../../protocol/log.js';
 import { consoleSecret } from '../scheduler/console-secret.js';
 import type { Allocation, Reservation } from '../scheduler/records.js';
 import type { Scheduler } from '../scheduler/scheduler.js';
@@ -57,7 +58,7 @@ export function consoleStreamRoute(table: RouteTable): void {
   );
 }
 
-export function consoleStreamSocket(scheduler: Scheduler, tokens: Tokens, consoles: ConsoleLogs, tunnels: TunnelBroker, log: Logger): WebSocketRoute {
+export function consoleStreamSocket(scheduler: Scheduler, tokens: Tokens, consoles: ConsoleLogs, tunnels: TunnelBroker, log: Log): WebSocketRoute {
   const accept: WebSocketRoute['accept'] = async (request, match, url, take) => {
     onlyParameters(url, ['machine', 'mode', 'takeover']);
     const caller = callerOf(tokens, request.headers.authorization);
@@ -88,7 +89,7 @@ export function consoleStreamSocket(scheduler: Scheduler, tokens: Tokens, consol
         .open(labHost, { reservationId: reservation.id, machine: allocation.machine, service: 'console', host: console.host, port: console.port })
         .then((stream) => RelayClient.over(stream, `${allocation.machine}'s console relay`, consoleSecret(reservation), request))
         .catch((error: unknown) => {
-          log(`console stream: ${reservation.id} ${allocation.machine}: ${(error as Error).message}`);
+          log.warn({ reservation: reservation.id, machine: allocation.machine, error: (error as Error).message }, 'console stream failed');
           const why = error instanceof ApiError ? `: ${error.message}` : '';
           throw new ApiError(502, 'console_unavailable', `the console of ${allocation.machine} cannot be reached now${why}`);
         });

@@ -137,7 +137,7 @@ export function openApiDocument(routes: RouteDoc[], version: string): unknown {
         Error: {
           type: 'object',
           required: ['code', 'message'],
-          properties: { code: { type: 'string' }, message: { type: 'string' }, details: {} },
+          properties: { code: { type: 'string' }, message: { type: 'string' }, details: {}, requestId: { type: 'string' } },
         },
       },
     },

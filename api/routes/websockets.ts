@@ -6,7 +6,8 @@ import type { IncomingMessage } from 'node:http';
 import { STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { WebSocket, WebSocketServer } from 'ws';
-import { ApiError, toApiError, type Logger } from '../errors.js';
+import { ApiError, toApiError } from '../errors.js';
+import type { Log } from '../../protocol/log.js';
 
 export interface WebSocketRoute {
   /** The path it serves; its groups are the path's parameters. */
@@ -24,7 +25,7 @@ export interface WebSockets {
   close(): void;
 }
 
-export function webSockets(routes: WebSocketRoute[], log: Logger): WebSockets {
+export function webSockets(routes: WebSocketRoute[], log: Log): WebSockets {
   const servers = new Map<number, Promise<WebSocketServer>>();
   const serverFor = (maxPayload: number) => {
     let server = servers.get(maxPayload);
@@ -64,7 +65,8 @@ export function webSockets(routes: WebSocketRoute[], log: Logger): WebSockets {
       socket.on('error', () => undefined);
       accept(request, socket, head).catch((error: unknown) => {
         const apiError = toApiError(error);
-        if (apiError.status >= 500 && apiError.code === 'internal') log(`error: websocket ${request.url?.split('?')[0]}: ${(error as Error).message}`);
+        if (apiError.status >= 500 && apiError.code === 'internal')
+          log.error({ path: request.url?.split('?')[0], error: (error as Error).message }, 'websocket failed');
         refuse(socket, apiError);
       });
     },

@@ -29,6 +29,7 @@ import { Retries } from './retries.js';
 import { SchedulerState, type MachineDefinition, type SchedulerPolicy } from './state.js';
 import { WarmKeeper } from './warm.js';
 import { version } from '../../protocol/version.js';
+import type { Log } from '../../protocol/log.js';
 
 export type { MachineDefinition, SchedulerPolicy } from './state.js';
 
@@ -40,6 +41,8 @@ export interface SchedulerOptions {
   /** The machine kinds whose machines can be powered and re-deployed during a lease (none when not given). */
   leaseActionKinds?: ReadonlySet<string>;
   now?: () => number;
+  /** Where the reservations' events are logged (component scheduler); none when not given. */
+  log?: Log;
 }
 
 export class Scheduler {
@@ -58,6 +61,7 @@ export class Scheduler {
 
   constructor(db: Database, options: SchedulerOptions) {
     this.state = new SchedulerState(db, options.policy, options.now ?? Date.now, options.poolLimits);
+    if (options.log) this.state.log = options.log;
     this.definitions = options.machines;
     this.grants = new Grants(this.state);
     this.qualifications = new Qualifications(this.state, this.grants);

@@ -14,6 +14,7 @@ import { ms, reservationFromRow, unreachableFromRow, type Allocation, type Machi
 import { parseMembers, type ParsedMember } from './requests.js';
 import { Store } from './store.js';
 import { WaitingRequests } from './waiting.js';
+import { silentLog, type Log } from '../../protocol/log.js';
 
 /** What the scheduler needs to know of the configuration: durations in seconds. */
 export interface SchedulerPolicy {
@@ -71,6 +72,8 @@ export class SchedulerState {
   /** The most machines of each provider pool (by `pool` label) reserved at once. */
   readonly poolLimits: ReadonlyMap<string, number>;
   private readonly parsed = new Map<string, ParsedMember[]>();
+  /** Every event is logged too, with the reservation and machine as fields. */
+  log: Log = silentLog();
 
   constructor(
     readonly db: Database,
@@ -170,6 +173,10 @@ export class SchedulerState {
       reason: event.reason ?? null,
     });
     this.store.reservation(reservation);
+    this.log.info(
+      { reservation: reservation.id, machine: event.machine, from: event.from, to: event.to, reason: event.reason },
+      `${event.type === 'state' ? 'reservation' : 'allocation'} ${event.to}`,
+    );
     this.changes.emit(`event:${reservation.id}`, row);
     this.changes.emit(`change:${reservation.id}`);
   }

@@ -362,7 +362,8 @@ export class BoardProvisioner implements Provisioner<BoardSettings, BoardDetail>
         workDir: this.overlaysDir(),
       });
       const { key, archive, total } = overlay.timings;
-      this.context.log(
+      this.context.log.info(
+        { reservation: request.reservationId, machine: request.machine.name },
         `${request.machine.name}: initrd overlay for ${request.reservationId} (${overlay.servers.join(', ')}) in ${total.toFixed(0)} ms (host key ${key.toFixed(0)} ms, archive ${archive.toFixed(0)} ms)`,
       );
       return { ...overlay, path: target.path };

@@ -31,7 +31,7 @@ export async function expandPool(entry: PoolEntry<OpenStackSettings>, context: P
   } catch (error) {
     const saved = await readFile(cache, 'utf8').catch(() => undefined);
     if (saved === undefined) throw new Error(`OpenStack pool ${entry.name}: cannot read its flavors: ${(error as Error).message}`);
-    context.log(`OpenStack pool ${entry.name}: cannot read its flavors (${(error as Error).message}); using the ones saved at the last start`);
+    context.log.warn({ pool: entry.name, error: (error as Error).message }, 'cannot read the pool flavors; using the ones saved at the last start');
     flavors = JSON.parse(saved) as Flavor[];
   }
   const machines: Omit<MachineRecord<OpenStackSettings>, 'kind'>[] = [];

@@ -176,7 +176,10 @@ export class OpenStackProvisioner implements Provisioner<OpenStackSettings> {
           }
           throw error;
         }
-        this.context.log(`${request.allocationId}: server ${server.id} created on ${request.machine.name}`);
+        this.context.log.info(
+          { reservation: request.reservationId, machine: request.machine.name, allocation: request.allocationId, server: server.id },
+          'server created',
+        );
       }
       if (!powered) await report.stage('powerConfirmed');
       powered = true;
@@ -186,7 +189,10 @@ export class OpenStackProvisioner implements Provisioner<OpenStackSettings> {
         break;
       }
       lastFailure = outcome.reason;
-      this.context.log(`${request.allocationId}: server ${server.id} ${outcome.reason}; deleting it`);
+      this.context.log.warn(
+        { reservation: request.reservationId, machine: request.machine.name, allocation: request.allocationId, server: server.id, reason: outcome.reason },
+        'server failed; deleting it',
+      );
       await this.deleteServers(client, [server.id]);
       server = undefined;
       if (full(lastFailure)) {
@@ -412,7 +418,7 @@ export class OpenStackProvisioner implements Provisioner<OpenStackSettings> {
       await client.deleteImage(image.id).catch(() => undefined);
       throw error;
     }
-    this.context.log(`image ${ref} uploaded to Glance as ${image.id}`);
+    this.context.log.info({ image: ref, glanceImage: image.id }, 'image uploaded to Glance');
     return image.id;
   }
 
@@ -484,7 +490,7 @@ export class OpenStackProvisioner implements Provisioner<OpenStackSettings> {
         if (sha256 === undefined || wanted.has(sha256) || inUse.has(copy.id)) continue;
         seen.add(copy.id);
         if (!this.unwantedImages.has(copy.id)) continue;
-        this.context.log(`deleting Glance image ${copy.id} (${String(copy.paddock_ref)}): Paddock no longer stores it`);
+        this.context.log.info({ image: String(copy.paddock_ref), glanceImage: copy.id }, 'deleting the Glance image: Paddock no longer stores it');
         await client.deleteImage(copy.id);
       }
     }

@@ -22,6 +22,7 @@ import { sshConnect, sshHandshake, type SshClient } from '../../protocol/ssh.js'
 import { addReservationKey, listReservations, releaseTenant, type ReleaseResult } from './adapter.js';
 import { staticIdentity, staticSettings, tenantKeysFile, type StaticSettings } from './settings.js';
 import { KeyedQueue } from '../../images/keyed-queue.js';
+import { silentLog, type Log } from '../../protocol/log.js';
 
 export const createStaticProvisioner: ProvisionerFactory<StaticSettings> = (context) => new StaticProvisioner(context.log);
 
@@ -34,7 +35,7 @@ export class StaticProvisioner implements Provisioner<StaticSettings> {
    */
   private readonly tenantQueues = new KeyedQueue();
 
-  constructor(private readonly log: (line: string) => void = () => undefined) {}
+  constructor(private readonly log: Log = silentLog()) {}
 
   async close(): Promise<void> {
     this.sessions.closeAll();
@@ -106,16 +107,26 @@ export class StaticProvisioner implements Provisioner<StaticSettings> {
   private alert(request: ProvisionRequest<StaticSettings>, settings: StaticSettings, result: ReleaseResult): void {
     const where = `${request.machine.name} (${settings.user}, ${tenantKeysFile(settings)})`;
     if (result.unexpected > 0) {
-      this.log(
+      this.log.warn(
+        { reservation: request.reservationId, machine: request.machine.name },
         `ALERT ${where}: removed ${result.unexpected} line(s) Paddock did not write, at the release of ${request.reservationId}: ${result.strangeLines.join(' | ')}`,
       );
     }
-    if (result.unsafe) this.log(`ALERT ${where}: the tenant can change her key file: unsafe owner or mode on${result.unsafe}`);
+    if (result.unsafe)
+      this.log.warn(
+        { reservation: request.reservationId, machine: request.machine.name },
+        `ALERT ${where}: the tenant can change her key file: unsafe owner or mode on${result.unsafe}`,
+      );
     if (result.others > 0)
-      this.log(
+      this.log.warn(
+        { reservation: request.reservationId, machine: request.machine.name },
         `${where}: ${result.others} other reservation key(s) present at the release of ${request.reservationId}; the tenant's processes were left running`,
       );
-    if (result.killed > 0) this.log(`${where}: ended ${result.killed} process(es) of ${settings.user} at the release of ${request.reservationId}`);
+    if (result.killed > 0)
+      this.log.info(
+        { reservation: request.reservationId, machine: request.machine.name },
+        `${where}: ended ${result.killed} process(es) of ${settings.user} at the release of ${request.reservationId}`,
+      );
   }
 
   /** `withAdmin` for a change to the tenant's keys or processes, one at a time per tenant. */

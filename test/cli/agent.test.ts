@@ -73,7 +73,7 @@ test.serial('an agent started on its own provisions and releases its machine; th
     await reservation.release();
     await waitFor(async () => (await reservation.refresh()).state === 'released', 120_000, 'released');
     t.notRegex(readFileSync(host.authorizedKeysFile, 'utf8'), new RegExp(`paddock:${reservation.id}`), 'the key is removed on release');
-    t.regex(stderr, /agent lab-1: pulling work from http:\/\/127\.0\.0\.1:\d+ for static machines/);
+    t.regex(stderr, /"agent":"lab-1","url":"http:\/\/127\.0\.0\.1:\d+","kinds":\["static"\].*"msg":"pulling work"/);
     t.false(stderr.includes(token), 'the token is never printed');
   } finally {
     await stopGracefully(agent);

@@ -156,7 +156,7 @@ test.serial('the agent reports the machines it cannot reach, and they are shown 
   const board = await user.reserve({ members: [{ role: 'board', spec: 'type=board' }], lease: '10m' }, { renew: false });
   t.is(board.view.state, 'queued');
   await board.release();
-  t.regex(agent.stderr(), /agent lab-c: nodev cannot be reached: no such serial device/, 'the agent logs what it found');
+  t.regex(agent.stderr(), /"agent":"lab-c","machine":"nodev","reason":"no such serial device.*"msg":"cannot be reached"/, 'the agent logs what it found');
 });
 
 test.serial('a host that stops answering is not matched, explain says why, and a request waiting for it gets it once it answers again', async (t) => {

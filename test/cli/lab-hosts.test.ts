@@ -86,13 +86,17 @@ test.serial('each agent provisions only the machines of its own lab host', async
   );
   t.is(onB.view.allocations[0].machine, 'b1');
   // Which agent did the work: each logs the machines it made ready (just after it reported them).
-  await waitFor(async () => /ready on a1/.test(agents['lab-a'].stderr()) && /ready on a2/.test(agents['lab-a'].stderr()), 60_000, 'logged');
-  await waitFor(async () => /ready on b1/.test(agents['lab-b'].stderr()), 60_000, 'logged');
-  t.regex(agents['lab-a'].stderr(), /ready on a1/);
-  t.regex(agents['lab-a'].stderr(), /ready on a2/);
-  t.notRegex(agents['lab-a'].stderr(), /on b1/);
-  t.regex(agents['lab-b'].stderr(), /ready on b1/);
-  t.notRegex(agents['lab-b'].stderr(), /on a[12]/);
+  await waitFor(
+    async () => /"machine":"a1".*"msg":"ready"/.test(agents['lab-a'].stderr()) && /"machine":"a2".*"msg":"ready"/.test(agents['lab-a'].stderr()),
+    60_000,
+    'logged',
+  );
+  await waitFor(async () => /"machine":"b1".*"msg":"ready"/.test(agents['lab-b'].stderr()), 60_000, 'logged');
+  t.regex(agents['lab-a'].stderr(), /"machine":"a1".*"msg":"ready"/);
+  t.regex(agents['lab-a'].stderr(), /"machine":"a2".*"msg":"ready"/);
+  t.notRegex(agents['lab-a'].stderr(), /"machine":"b1"/);
+  t.regex(agents['lab-b'].stderr(), /"machine":"b1".*"msg":"ready"/);
+  t.notRegex(agents['lab-b'].stderr(), /"machine":"a[12]"/);
 
   // A hostile lab-a, with its real token: it cannot report on lab-b's allocation, in either name,
   // nor claim in lab-b's name, nor list or claim lab-b's machines.

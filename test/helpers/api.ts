@@ -7,6 +7,7 @@ import got from 'got';
 import { parseConfig, type Config } from '../../api/config.js';
 import { serve, type RunningServer } from '../../cli/serve.js';
 import { tenantOf, type TestSshd } from './sshd.js';
+import { captureLog } from './log.js';
 
 export interface TestApi {
   url: string;
@@ -27,7 +28,7 @@ export function testConfig(yaml: string, dataDir = mkdtempSync(path.join(os.tmpd
 
 export async function startApi(config: Config): Promise<TestApi> {
   const logs: string[] = [];
-  const server = await serve({ config, log: (line) => logs.push(line) });
+  const server = await serve({ config, log: captureLog(logs) });
   const adminToken = readFileSync(server.adminTokenFile, 'utf8').trim();
   const http = (token: string | null = adminToken) => jsonClient(server.url, token ?? undefined);
   return {

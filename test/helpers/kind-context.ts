@@ -2,6 +2,7 @@
 // of it): no image store behind it, and losses are not expected.
 import path from 'node:path';
 import type { KindContext } from '../../provisioners/types.js';
+import { silentLog } from '../../protocol/log.js';
 
 export function testKindContext(dataDir: string): KindContext {
   return {
@@ -18,6 +19,6 @@ export function testKindContext(dataDir: string): KindContext {
     lost: (request, reason) => {
       throw new Error(`unexpected loss of ${request.allocationId}: ${reason}`);
     },
-    log: () => undefined,
+    log: silentLog(),
   };
 }

@@ -7,11 +7,14 @@ import got from 'got';
 
 const bin = path.resolve(import.meta.dirname, '../../bin/paddock.js');
 
-/** Starts `paddock serve ARGS…` and resolves once `url`/healthz answers. */
-export async function startServerProcess(args: string[], url: string): Promise<ChildProcess> {
+/** Starts `paddock serve ARGS…` and resolves once `url`/healthz answers; `onOutput` gets its stderr (its log) as it comes. */
+export async function startServerProcess(args: string[], url: string, onOutput?: (chunk: string) => void): Promise<ChildProcess> {
   const child = spawn(process.execPath, [bin, 'serve', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
   let output = '';
-  child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr!.on('data', (chunk: Buffer) => {
+    output += chunk.toString();
+    onOutput?.(chunk.toString());
+  });
   // A deadline only against a server that never comes up: generous, so a busy machine is not a failure.
   const deadline = Date.now() + 180_000;
   for (;;) {

@@ -12,6 +12,7 @@ import { ConsoleShipper } from '../../lab-host/console-shipper.js';
 import { freePort } from '../helpers/ports.js';
 import { killHard, startServerProcess, stopGracefully } from '../helpers/server.js';
 import { waitFor } from '../helpers/wait.js';
+import { silentLog } from '../../protocol/log.js';
 
 test('a growing console log reaches the API whole across kill -9 of the API', async (t) => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'paddock-shipper-'));
@@ -40,7 +41,7 @@ test('a growing console log reaches the API whole across kill -9 of the API', as
     const log = path.join(consoles, reservation.id, 'm1.log');
     mkdirSync(path.dirname(log), { recursive: true });
     const http = got.extend({ prefixUrl: url, headers: { authorization: `Bearer ${agentToken}` }, retry: { limit: 0 }, timeout: { request: 10_000 } });
-    shipper = new ConsoleShipper({ http, dir: consoles, log: () => undefined, intervalMs: 50 });
+    shipper = new ConsoleShipper({ http, dir: consoles, log: silentLog(), intervalMs: 50 });
     shipper.start();
     const apiCopy = path.join(dir, 'data', 'consoles', reservation.id, 'm1.log');
     const print = (count: number) => {
