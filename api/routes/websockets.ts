@@ -7,7 +7,7 @@ import { STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { WebSocket, WebSocketServer } from 'ws';
 import { ApiError, toApiError } from '../errors.js';
-import type { Log } from '../../protocol/log.js';
+import { requestId, withLogFields, type Log } from '../../protocol/log.js';
 
 export interface WebSocketRoute {
   /** The path it serves; its groups are the path's parameters. */
@@ -30,12 +30,18 @@ export function webSockets(routes: WebSocketRoute[], log: Log): WebSockets {
   const serverFor = (maxPayload: number) => {
     let server = servers.get(maxPayload);
     if (!server) {
-      server = import('ws').then(({ WebSocketServer }) => new WebSocketServer({ noServer: true, maxPayload }));
+      server = import('ws').then(({ WebSocketServer }) => {
+        const created = new WebSocketServer({ noServer: true, maxPayload });
+        created.on('headers', (headers, request) => headers.push(`X-Request-Id: ${ids.get(request)}`));
+        return created;
+      });
       servers.set(maxPayload, server);
     }
     return server;
   };
   const open = new Set<WebSocket>();
+  /** The request id of each upgrade request, for the 101 answer's headers. */
+  const ids = new WeakMap<IncomingMessage, string>();
 
   const accept = async (request: IncomingMessage, socket: Duplex, head: Buffer) => {
     const url = new URL(request.url ?? '/', 'http://paddock');
@@ -63,11 +69,31 @@ export function webSockets(routes: WebSocketRoute[], log: Log): WebSockets {
   return {
     upgrade(request, socket, head) {
       socket.on('error', () => undefined);
-      accept(request, socket, head).catch((error: unknown) => {
+      const given = request.headers['x-request-id'];
+      const id = requestId(typeof given === 'string' ? given : undefined);
+      ids.set(request, id);
+      const path = new URL(request.url ?? '/', 'http://paddock').pathname;
+      const matched = routes.find((route) => route.pattern.test(path));
+      let status = 101;
+      const started = process.hrtime.bigint();
+      socket.once('close', () =>
+        log.info(
+          {
+            request: id,
+            method: request.method,
+            route: matched ? routeName(matched.pattern) : '(no route)',
+            status,
+            ms: Number((process.hrtime.bigint() - started) / 1000n) / 1000,
+          },
+          'request',
+        ),
+      );
+      withLogFields({ request: id }, () => accept(request, socket, head)).catch((error: unknown) => {
         const apiError = toApiError(error);
         if (apiError.status >= 500 && apiError.code === 'internal')
           log.error({ path: request.url?.split('?')[0], error: (error as Error).message }, 'websocket failed');
-        refuse(socket, apiError);
+        status = apiError.status;
+        refuse(socket, apiError, id);
       });
     },
     close() {
@@ -98,12 +124,19 @@ export function onlyParameters(url: URL, allowed: readonly string[]): void {
   }
 }
 
+/** A route's pattern as the access log names it: `/v1/reservations/:id/tunnel`. */
+const routeName = (pattern: RegExp) =>
+  pattern.source
+    .replace(/^\^|\$$/g, '')
+    .replaceAll('\\/', '/')
+    .replace(/\([^)]*\)/g, ':id');
+
 /** An error answer in place of the upgrade, shaped as every other API error. */
-function refuse(socket: Duplex, error: ApiError): void {
+function refuse(socket: Duplex, error: ApiError, id: string): void {
   if (socket.destroyed) return;
-  const body = JSON.stringify({ code: error.code, message: error.message, ...(error.details === undefined ? {} : { details: error.details }) });
+  const body = JSON.stringify({ code: error.code, message: error.message, ...(error.details === undefined ? {} : { details: error.details }), requestId: id });
   socket.end(
-    `HTTP/1.1 ${error.status} ${STATUS_CODES[error.status] ?? 'Error'}\r\nContent-Type: application/json; charset=utf-8\r\n` +
+    `HTTP/1.1 ${error.status} ${STATUS_CODES[error.status] ?? 'Error'}\r\nContent-Type: application/json; charset=utf-8\r\nX-Request-Id: ${id}\r\n` +
       `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
   );
 }

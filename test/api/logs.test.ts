@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import test from 'ava';
 import got from 'got';
+import { WebSocket } from 'ws';
 import type { ChildProcess } from 'node:child_process';
 import { Paddock } from '../../client/index.js';
 import { staticHostOn, staticMachinesYaml } from '../helpers/api.js';
@@ -104,6 +105,25 @@ test.serial('a failed request: its error body quotes the request id, its access 
   );
   t.false(stderr.includes('guessed-secret-0815'));
   t.false(stderr.includes('query-secret-4711'));
+
+  // A refused WebSocket upgrade (a console stream of a reservation that does not exist) is answered and logged the same way.
+  const upgrade = await new Promise<{ status: number; id: string | undefined }>((resolve, reject) => {
+    const socket = new WebSocket(`${url.replace('http', 'ws')}/v1/reservations/r-000000000000/console/stream`, {
+      headers: { authorization: `Bearer ${userToken}`, 'x-request-id': 'ws-probe-1' },
+    });
+    socket.on('unexpected-response', (_request, response) => {
+      resolve({ status: response.statusCode ?? 0, id: response.headers['x-request-id'] as string | undefined });
+      response.resume();
+    });
+    socket.on('open', () => reject(new Error('upgraded')));
+    socket.on('error', () => undefined);
+  });
+  t.deepEqual(upgrade, { status: 404, id: 'ws-probe-1' });
+  await waitFor(async () => accessLines().some((line) => line.request === 'ws-probe-1'), 10_000, 'the access line');
+  t.like(
+    accessLines().find((line) => line.request === 'ws-probe-1'),
+    { route: '/v1/reservations/:id/console/stream', status: 404 },
+  );
 
   const noRoute = await http.get<{ requestId: string }>(`${url}/v2/nothing-here`);
   t.is(noRoute.statusCode, 404);

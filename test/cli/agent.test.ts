@@ -78,7 +78,7 @@ test.serial('an agent started on its own provisions and releases its machine; th
   } finally {
     await stopGracefully(agent);
   }
-  t.regex(stderr, /SIGTERM: stopping/);
+  t.regex(stderr, /"signal":"SIGTERM","msg":"stopping"/);
 });
 
 test.serial("tokens that are not the agent's own are refused before any work is taken", async (t) => {

@@ -6,6 +6,11 @@ export function captureLog(lines: string[], component = 'api'): Log {
   return createLog({ component, format: 'json', level: 'debug', destination: { write: (line: string) => void lines.push(line.trimEnd()) } });
 }
 
+/** A log whose lines' messages (`msg`) are pushed onto `messages`, for tests that read what a part said. */
+export function captureMessages(messages: string[], component = 'api'): Log {
+  return createLog({ component, format: 'json', level: 'debug', destination: { write: (line: string) => void messages.push(String(JSON.parse(line).msg)) } });
+}
+
 /** The JSON lines a process wrote (its stderr), parsed; a line that is not JSON fails the parse. */
 export function parseLogLines(text: string): Record<string, unknown>[] {
   return text

@@ -12,7 +12,7 @@ import type { MachineRecord, ProvisionRequest } from '../../provisioners/types.j
 import { testKindContext } from './kind-context.js';
 import { detailOf, OpenRecord, ProvisioningJournal, recordVersion } from '../../lab-host/journal.js';
 import { startSshd, type TestSshd } from './sshd.js';
-import { captureLog } from './log.js';
+import { captureMessages } from './log.js';
 
 export async function host(t: ExecutionContext, authorizedKeys: string[] = []): Promise<TestSshd> {
   const sshd = await startSshd({ authorizedKeys });
@@ -23,7 +23,7 @@ export async function host(t: ExecutionContext, authorizedKeys: string[] = []): 
 /** A static provisioner and the lines it logged. */
 export function loggingProvisioner(): { provisioner: StaticProvisioner; logs: string[] } {
   const logs: string[] = [];
-  const provisioner = createStaticProvisioner({ ...testKindContext(os.tmpdir()), log: captureLog(logs, 'provisioner') }) as StaticProvisioner;
+  const provisioner = createStaticProvisioner({ ...testKindContext(os.tmpdir()), log: captureMessages(logs, 'provisioner') }) as StaticProvisioner;
   return { provisioner, logs };
 }
 
