@@ -1,8 +1,8 @@
 // The long-running processes (`paddock serve`, `paddock agent`, `paddock runner`) log through pino:
 // one JSON object a line on stderr with `level`, `time`, `component` (api, scheduler, agent, runner,
 // provisioner, jobs, …), a message, and the ids in play as fields (`request`, `reservation`,
-// `machine`, `allocation`, `run`, `task`), never baked into the message, so a log pipeline can
-// filter on them. `text` is the same lines for a person at a terminal (pino-pretty, one a line).
+// `machine`, `allocation`, `run`), so a log pipeline filters on them rather than parsing the
+// message. `text` is the same lines for a person at a terminal (pino-pretty, one a line).
 //
 // Every line logged while the API serves a request carries its `request` id, whichever part logs
 // it: the id lives in an AsyncLocalStorage the API's request middleware fills (api/request-log.ts).

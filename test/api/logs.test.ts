@@ -13,7 +13,7 @@ import { WebSocket } from 'ws';
 import type { ChildProcess } from 'node:child_process';
 import { Paddock } from '../../client/index.js';
 import { staticHostOn, staticMachinesYaml } from '../helpers/api.js';
-import { parseLogLines } from '../helpers/log.js';
+import { captureLog, parseLogLines } from '../helpers/log.js';
 import { freePort } from '../helpers/ports.js';
 import { assertNoKeyMaterial } from '../helpers/secrets.js';
 import { runPaddock, startServerProcess, stopGracefully } from '../helpers/server.js';
@@ -194,4 +194,13 @@ test.serial('--log-format text prints lines for people; an unknown format is ref
   const refused = await runPaddock(textUrl, 'unused', ['serve', '--config', config, '--log-format', 'xml']);
   t.not(refused.code, 0);
   t.regex(refused.stderr, /--log-format.*json, text/);
+});
+
+test('credential fields are redacted as a second guard, at the top of a line and one level down', (t) => {
+  const written: string[] = [];
+  const log = captureLog(written).child({ component: 'agent' });
+  log.warn({ token: 'pdk_top-secret', answer: { authorization: 'Bearer pdk_nested', privateKey: 'PEM' }, machine: 'm1' }, 'refused');
+  const [line] = parseLogLines(written.join('\n'));
+  t.like(line, { component: 'agent', machine: 'm1', token: '[redacted]', answer: { authorization: '[redacted]', privateKey: '[redacted]' }, msg: 'refused' });
+  t.false(written.join('\n').includes('pdk_'));
 });
