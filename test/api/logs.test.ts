@@ -174,7 +174,7 @@ test.serial("a reservation's life: scheduler and agent lines carry its ids; no s
   assertNoKeyMaterial(t, stderr, privateKey);
 });
 
-test.serial('--log-format text prints lines for people; an unknown format is refused', async (t) => {
+test.serial('--log-format text prints lines for people; an unknown format or level is refused', async (t) => {
   const port = await freePort();
   const textUrl = `http://127.0.0.1:${port}`;
   const config = path.join(dir, 'text.yaml');
@@ -194,6 +194,9 @@ test.serial('--log-format text prints lines for people; an unknown format is ref
   const refused = await runPaddock(textUrl, 'unused', ['serve', '--config', config, '--log-format', 'xml']);
   t.not(refused.code, 0);
   t.regex(refused.stderr, /--log-format.*json, text/);
+  const loud = await runPaddock(textUrl, 'unused', ['serve', '--config', config, '--log-level', 'loud']);
+  t.not(loud.code, 0);
+  t.regex(loud.stderr, /--log-level.*fatal, error, warn, info, debug, trace, silent/);
 });
 
 test('credential fields are redacted as a second guard, at the top of a line and one level down', (t) => {
