@@ -36,9 +36,11 @@ export interface AppDeps {
   consoles: ConsoleLogs;
   /** Whether credentials carry the board consoles' telnet relays (config `consoles.telnet`). */
   telnetConsoles: boolean;
+  /** Measures every request (api/metrics.ts), when metrics are served. */
+  requestMetrics?: Koa.Middleware;
 }
 
-export function createApp({ scheduler, tokens, images, jobs, log, consoles, telnetConsoles }: AppDeps): {
+export function createApp({ scheduler, tokens, images, jobs, log, consoles, telnetConsoles, requestMetrics }: AppDeps): {
   app: Koa;
   table: RouteTable;
   /** The WebSocket routes (console streams, tunnels), for the server's `upgrade` event. */
@@ -73,6 +75,7 @@ export function createApp({ scheduler, tokens, images, jobs, log, consoles, teln
     if (error.code === 'ERR_STREAM_PREMATURE_CLOSE' || error.code === 'ECONNRESET' || error.code === 'EPIPE') return;
     log(`error: ${error.name}: ${error.message}`);
   });
+  if (requestMetrics) app.use(requestMetrics);
   app.use(errorMiddleware(log));
   app.use(router.routes());
   app.use(router.allowedMethods({ throw: true }));

@@ -7,6 +7,8 @@ import { Agent } from '../lab-host/agent.js';
 import { Paddock, PaddockError } from '../client/index.js';
 import { TokenError, workerToken } from '../protocol/worker.js';
 import { machineKinds } from '../provisioners/registry.js';
+import { serveMetrics } from '../protocol/metrics.js';
+import { metricsAddress } from './metrics.js';
 
 const knownKinds = () => Object.keys(machineKinds);
 
@@ -19,6 +21,8 @@ export interface AgentCommandOptions {
   concurrency: number;
   /** Seconds between checks of its machines (0: none); checked by the command line. */
   checkInterval?: number;
+  /** Where to serve its metrics (host:port), checked by the command line; none when not given. */
+  metricsListen?: string;
 }
 
 export async function runAgent(options: AgentCommandOptions): Promise<Agent> {
@@ -50,11 +54,16 @@ export async function runAgent(options: AgentCommandOptions): Promise<Agent> {
     ...(kinds ? { kinds } : {}),
     log: (line) => console.error(line),
   });
+  const metrics = options.metricsListen ? await serveMetrics(agent.metrics.registry, metricsAddress(options.metricsListen)) : undefined;
   agent.start();
   console.error(`agent ${options.name}: pulling work from ${url} for ${(kinds ?? knownKinds()).join(', ')} machines, data in ${dataDir}`);
+  if (metrics) console.error(`agent ${options.name}: metrics at ${metrics.url}`);
   const stop = (signal: string) => {
     console.error(`agent ${options.name}: ${signal}: stopping`);
-    void agent.stop().then(() => process.exit(0));
+    void agent
+      .stop()
+      .then(() => metrics?.close())
+      .then(() => process.exit(0));
   };
   process.once('SIGTERM', () => stop('SIGTERM'));
   process.once('SIGINT', () => stop('SIGINT'));

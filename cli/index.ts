@@ -13,6 +13,8 @@ import { openSsh } from './openssh.js';
 import { reservationAndMember, reservationIdOr } from './reservation-id.js';
 import { addRunCommands } from './run.js';
 import { addLeaseCommands } from './lease.js';
+import { metricsListenOption } from './metrics.js';
+import type { AgentCommandOptions } from './agent.js';
 import { addRetireCommand, healthLines, provisioningRows } from './machines.js';
 import { membersFromArguments, MemberSyntaxError, splitRemoteCommand } from '../client/members.js';
 import { isEvent, Paddock, PaddockError, TimeoutError, type Progress, type Reservation } from '../client/index.js';
@@ -206,13 +208,15 @@ export function program(remoteCommand: string[] = []): Command {
     .option('--config <file>', 'the YAML config (listen address, data directory, machines); without it, two local QEMU VM slots')
     .option('--listen <host:port>', "listen here instead of the config's address (default 127.0.0.1:7300)")
     .option('--data <dir>', "keep data here instead of the config's dataDir (default ./paddock-data)")
-    .action(async (options: { config?: string; listen?: string; data?: string }) => {
+    .addOption(metricsListenOption())
+    .action(async (options: { config?: string; listen?: string; data?: string; metricsListen?: string }) => {
       const { runServer } = await import('./server-process.js');
       // returns once listening; the server keeps the process alive
       await runServer({
         ...(options.config ? { configPath: options.config } : {}),
         ...(options.listen ? { listen: options.listen } : {}),
         ...(options.data ? { dataDir: options.data } : {}),
+        ...(options.metricsListen ? { metricsListen: options.metricsListen } : {}),
       });
     });
 
@@ -225,7 +229,8 @@ export function program(remoteCommand: string[] = []): Command {
     .option('--kinds <kinds>', 'the machine kinds it provisions, comma-separated (default: every kind)')
     .option('--concurrency <n>', 'provisioning and release tasks at once, 1 to 256', positiveInteger('--concurrency', 256), 16)
     .option('--check-interval <seconds>', 'how often it checks that it can reach its machines (serial devices, PDUs, SSH ports); 0: never', seconds, 30)
-    .action(async (options: { name: string; tokenFile?: string; data: string; kinds?: string; concurrency: number; checkInterval: number }) => {
+    .addOption(metricsListenOption())
+    .action(async (options: AgentCommandOptions) => {
       const { runAgent } = await import('./agent.js');
       await runAgent(options); // the agent keeps the process alive
     });

@@ -7,6 +7,7 @@ import type { Command } from 'commander';
 import type { JobView, RunView } from '../protocol/api.js';
 import { Paddock } from '../client/index.js';
 import { PaddockError } from '../client/errors.js';
+import { metricsAddress, metricsListenOption } from './metrics.js';
 
 const ended = (run: RunView) => ['passed', 'failed', 'timed_out', 'cancelled'].includes(run.state);
 
@@ -247,6 +248,7 @@ export function addJobCommands(cli: Command, client: () => Paddock, print: (valu
     .option('--run-uids <first-last>', 'the uids runs execute as, one per run at a time: set aside for this alone (default 61000-61999)')
     .option('--single-user', 'a personal runner host: scripts run as this user and can read its token and each other; isolates nothing')
     .option('--heartbeat <seconds>', 'seconds between heartbeats', '5')
+    .addOption(metricsListenOption())
     .action(async (options) => {
       const { Runner } = await import('../runner-host/runner.js');
       const { prepareHost, SetupError } = await import('../runner-host/setup.js');
@@ -274,15 +276,30 @@ export function addJobCommands(cli: Command, client: () => Paddock, print: (valu
       if (me.role !== 'runner' && me.role !== 'admin')
         throw new PaddockError(`a runner host needs a token of role runner; this one is ${me.role} (paddock token create NAME --role runner)`, 'forbidden');
       options.name ??= me.name;
-      const runner = new Runner({ url, token, name: options.name, workRoot, slots, users, heartbeatMs: Math.max(0.1, Number(options.heartbeat)) * 1000 });
+      const runner = new Runner({
+        url,
+        token,
+        name: options.name,
+        workRoot,
+        slots,
+        users,
+        heartbeatMs: Math.max(0.1, Number(options.heartbeat)) * 1000,
+        metrics: options.metricsListen !== undefined,
+      });
+      const { serveMetrics } = await import('../protocol/metrics.js');
+      const metrics = runner.metrics && options.metricsListen ? await serveMetrics(runner.metrics.registry, metricsAddress(options.metricsListen)) : undefined;
       runner.start();
       const isolation = users
         ? `each run as a uid of its own from ${options.runUids}, in a PID namespace of its own`
         : 'SINGLE-USER: scripts run as this user, can read its token and each other, and are not isolated';
       console.error(`runner host ${options.name}: pulling runs from ${url} (${slots} at once; ${isolation})`);
+      if (metrics) console.error(`runner host ${options.name}: metrics at ${metrics.url}`);
       const stop = () => {
         console.error(`runner host ${options.name}: stopping`);
-        void runner.stop().then(() => process.exit(0));
+        void runner
+          .stop()
+          .then(() => metrics?.close())
+          .then(() => process.exit(0));
       };
       process.once('SIGTERM', stop);
       process.once('SIGINT', stop);

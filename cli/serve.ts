@@ -25,6 +25,7 @@ export async function serve(options: ServeOptions): Promise<RunningServer> {
           checkIntervalMs: config.agent.checkInterval * 1000,
           imageIdleTimeoutMs: config.images.idleTimeout * 1000,
           consoleLogMax: config.consoles.maxLogSize,
+          ...(api.metrics ? { metrics: api.metrics.registry } : {}),
           log,
         }).catch((error: unknown) => {
           log(`the embedded agent did not start: ${(error as Error).message}`);

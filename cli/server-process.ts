@@ -4,7 +4,7 @@
 import { ConfigError } from '../api/config.js';
 import { serve, type RunningServer } from './serve.js';
 
-export async function runServer(options: { configPath?: string; listen?: string; dataDir?: string }): Promise<RunningServer> {
+export async function runServer(options: { configPath?: string; listen?: string; dataDir?: string; metricsListen?: string }): Promise<RunningServer> {
   let server: RunningServer;
   try {
     server = await serve(options);

@@ -21,6 +21,8 @@ import { ProvisioningJournal, type JournalEntry } from './journal.js';
 import { TaskLoop } from './loop.js';
 import { TunnelEnd } from './tunnels.js';
 import { WarmPool, warmPrefix } from './warm.js';
+import { AgentMetrics } from './metrics.js';
+import type { Registry } from 'prom-client';
 import type { Provisioner } from '../provisioners/types.js';
 
 export interface AgentOptions {
@@ -39,6 +41,8 @@ export interface AgentOptions {
   consoleLogMax?: number;
   /** How often its machines are checked (checks.ts), 30 s by default; 0 checks none. */
   checkIntervalMs?: number;
+  /** Where its metrics go (metrics.ts): the API's registry in `paddock serve`; a registry of its own when not given. */
+  metrics?: Registry;
   log?: (line: string) => void;
 }
 
@@ -53,6 +57,7 @@ export class Agent {
   private readonly tunnels: TunnelEnd;
   private readonly checks?: MachineChecks;
   private readonly warm: WarmPool;
+  readonly metrics: AgentMetrics;
   /** Unreadable records and records of unknown machines already reported (reported once per agent run). */
   private readonly reported = new Set<string>();
   private readonly log: (line: string) => void;
@@ -64,6 +69,7 @@ export class Agent {
 
   constructor(private readonly options: AgentOptions) {
     this.kinds = options.kinds ?? Object.keys(machineKinds);
+    this.metrics = new AgentMetrics(options.metrics);
     const log = options.log ?? (() => undefined);
     this.log = (line) => log(`agent ${options.name}: ${line}`);
     this.worker = new PullWorker<AgentTask>({
@@ -192,6 +198,7 @@ export class Agent {
       ...(this.options.consoleLogMax === undefined ? {} : { consoleLogMax: this.options.consoleLogMax }),
       images: this.images,
       log: this.log,
+      observePower: this.metrics.power,
       lost: (request, reason, fault) => {
         if (this.warm.lost(request.allocationId)) return;
         this.log(`${request.allocationId} lost: ${reason}`);
@@ -318,5 +325,6 @@ export class Agent {
   /** A 4xx (the reservation ended meanwhile) is not retried: retrying cannot help. */
   private async report(taskId: string, report: AgentReport): Promise<void> {
     await this.worker.post(`v1/agent/tasks/${encodeURIComponent(taskId)}/report`, { json: { agent: this.options.name, report } });
+    this.metrics.reported(report);
   }
 }

@@ -11,6 +11,7 @@ import { execute } from './execute.js';
 import type { RunFinish, RunTask } from '../protocol/runner.js';
 import { describeFailure, PullWorker } from '../protocol/worker.js';
 import type { HeldRunUser, RunUsers } from './run-users.js';
+import { RunnerMetrics } from './metrics.js';
 
 export interface RunnerOptions {
   url: string;
@@ -24,6 +25,8 @@ export interface RunnerOptions {
   /** Where each run's user comes from; undefined for a single-user runner host (no isolation). */
   users?: RunUsers;
   heartbeatMs?: number;
+  /** Keep Prometheus metrics of its runs (metrics.ts); served by `paddock runner --metrics-listen`. */
+  metrics?: boolean;
   log?: (line: string) => void;
 }
 
@@ -44,8 +47,10 @@ export class Runner {
   private heartbeat?: NodeJS.Timeout;
   private slotFreed?: () => void;
   private readonly finishing = new Set<Promise<void>>();
+  readonly metrics?: RunnerMetrics;
 
   constructor(private readonly options: RunnerOptions) {
+    if (options.metrics) this.metrics = new RunnerMetrics(options.slots, () => this.active.size);
     const log = options.log ?? ((line: string) => console.error(line));
     this.log = (line) => log(`runner ${options.name}: ${line}`);
     this.worker = new PullWorker<RunTask>({
@@ -126,6 +131,7 @@ export class Runner {
   private async run(task: RunTask, controller: AbortController): Promise<void> {
     this.log(`${task.id}: ${task.job} at ${task.commit.slice(0, 12)} (${task.script})`);
     const workDir = path.join(this.options.workRoot, `${task.id}-${randomBytes(3).toString('hex')}`);
+    const started = performance.now();
     await mkdir(this.options.workRoot, { recursive: true });
     const output = new OutputStream(
       (chunk) => this.send(task.id, chunk),
@@ -149,6 +155,7 @@ export class Runner {
       outcome = { ...outcome, outcome: 'failed', fault: 'infrastructure', reason: 'the runner host stopped' };
     }
     await this.post(`v1/runner/runs/${task.id}/finished`, { runner: this.options.name, ...outcome });
+    this.metrics?.ran(outcome, (performance.now() - started) / 1000);
     this.log(`${task.id}: ${outcome.outcome}${outcome.exitCode !== undefined ? ` (exit code ${outcome.exitCode})` : ''}`);
   }
 
