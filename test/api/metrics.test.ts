@@ -13,6 +13,7 @@ import { Paddock, ReservationFailedError } from '../../client/index.js';
 import type { ReservationView } from '../../protocol/api.js';
 import { startApi, staticMachinesYaml, testConfig, type TestApi } from '../helpers/api.js';
 import { startSshd, type TestSshd } from '../helpers/sshd.js';
+import { exported, samples, scrape as scrapeAt, value } from '../helpers/metrics.js';
 import { waitFor } from '../helpers/wait.js';
 
 let api: TestApi;
@@ -41,49 +42,7 @@ test.after.always(async () => {
   await host?.stop();
 });
 
-/** One scrape, as Prometheus does it: no token. */
-async function scrape(): Promise<string> {
-  const response = await got(metricsUrl, { throwHttpErrors: false });
-  if (response.statusCode !== 200) throw new Error(`scrape answered ${response.statusCode}`);
-  return response.body;
-}
-
-interface Sample {
-  name: string;
-  labels: Record<string, string>;
-  value: number;
-}
-
-function samples(text: string): Sample[] {
-  const parsed: Sample[] = [];
-  for (const line of text.split('\n')) {
-    const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (!match) continue;
-    const labels: Record<string, string> = {};
-    for (const label of (match[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) labels[label[1]] = label[2];
-    parsed.push({ name: match[1], labels, value: Number(match[3]) });
-  }
-  return parsed;
-}
-
-/** The value of the sample with exactly these labels (0 when there is none: a counter not moved yet). */
-function value(text: string, name: string, labels: Record<string, string> = {}): number {
-  const wanted = Object.entries(labels);
-  const found = samples(text).find(
-    (sample) => sample.name === name && Object.keys(sample.labels).length === wanted.length && wanted.every(([key, want]) => sample.labels[key] === want),
-  );
-  return found?.value ?? 0;
-}
-
-/** Metric names a scrape exports (histograms with their _bucket, _sum and _count series). */
-function exported(text: string): Set<string> {
-  const names = new Set<string>();
-  for (const [, name, type] of text.matchAll(/^# TYPE (\S+) (\S+)$/gm)) {
-    names.add(name);
-    if (type === 'histogram' || type === 'summary') for (const suffix of ['_bucket', '_sum', '_count']) names.add(`${name}${suffix}`);
-  }
-  return names;
-}
+const scrape = () => scrapeAt(metricsUrl);
 
 async function ended(user: Paddock, id: string): Promise<ReservationView> {
   let view = (await user.reservation(id)).view;
