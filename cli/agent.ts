@@ -54,7 +54,7 @@ export async function runAgent(options: AgentCommandOptions): Promise<Agent> {
     ...(kinds ? { kinds } : {}),
     log: (line) => console.error(line),
   });
-  const metrics = options.metricsListen ? await serveMetrics(agent.metrics.registry, metricsAddress(options.metricsListen)) : undefined;
+  const metrics = options.metricsListen ? await serveMetrics(agent.metrics.withProcessMetrics(), metricsAddress(options.metricsListen)) : undefined;
   agent.start();
   console.error(`agent ${options.name}: pulling work from ${url} for ${(kinds ?? knownKinds()).join(', ')} machines, data in ${dataDir}`);
   if (metrics) console.error(`agent ${options.name}: metrics at ${metrics.url}`);

@@ -13,10 +13,9 @@ export class AgentMetrics {
   private readonly powerSeconds: Histogram<'driver' | 'operation'>;
   private readonly reports: Counter<'report' | 'code'>;
 
-  /** With a registry: its metrics go there (the API's, in `paddock serve`); without: a registry of its own, with the process's metrics. */
+  /** With a registry: its metrics go there (the API's, in `paddock serve`); without: a registry of its own. */
   constructor(registry?: Registry) {
     this.registry = registry ?? new Registry();
-    if (!registry) collectDefaultMetrics({ register: this.registry });
     const registers = [this.registry];
     this.powerCommands = new Counter({
       name: 'paddock_pdu_operations_total',
@@ -37,6 +36,12 @@ export class AgentMetrics {
       labelNames: ['report', 'code'],
       registers,
     });
+  }
+
+  /** Adds the process's own metrics (CPU, memory, event loop), for an agent that serves its registry itself. */
+  withProcessMetrics(): Registry {
+    collectDefaultMetrics({ register: this.registry });
+    return this.registry;
   }
 
   readonly power: PowerObserver = ({ driver, operation, seconds, failed }) => {
