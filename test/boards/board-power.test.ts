@@ -83,7 +83,10 @@ test.serial('a board is cycled through its PDU with its minimum off-time, keepin
   // The embedded agent counted its PDU commands (on at the first boot, off and on for the cycle), and the API each stage's time.
   const metrics = await scrape(api.server.metrics!.url);
   const commands = samples(metrics).filter((sample) => sample.name === 'paddock_pdu_operations_total' && sample.labels.outcome === 'ok');
-  t.true(commands.some((sample) => sample.labels.operation === 'off' && sample.value >= 1), 'off for the cycle');
+  t.true(
+    commands.some((sample) => sample.labels.operation === 'off' && sample.value >= 1),
+    'off for the cycle',
+  );
   t.true(commands.some((sample) => sample.labels.operation === 'on' && sample.value >= 2));
   // The first boot and the cycle, each recorded with its stages.
   t.is(value(metrics, 'paddock_provisioning_stage_duration_seconds_count', { kind: 'board', stage: 'powerConfirmed' }), 2);
