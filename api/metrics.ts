@@ -62,7 +62,7 @@ export class ApiMetrics {
     });
     this.queueWait = new Histogram({
       name: 'paddock_queue_wait_seconds',
-      help: 'Time a request waited in the queue, from its creation to its grant (outcome granted) or to its end while queued',
+      help: 'Time a request waited in the queue, from its creation to its first grant (outcome granted) or to its end while queued',
       labelNames: ['outcome'],
       buckets: slowBuckets,
       registers,
@@ -234,7 +234,8 @@ export class ApiMetrics {
     observed.changes.on('event', (row: { type: string; from: string | null; to: string; at: Date }, reservation: Reservation) => {
       if (row.type !== 'state' || isSystem(reservation)) return;
       const to = row.to as Reservation['state'];
-      if (row.from === 'queued')
+      // One sample per request: one sent back to the queue (a full cloud) was counted at its first grant.
+      if (row.from === 'queued' && !reservation.requeues)
         this.queueWait.observe({ outcome: to === 'allocated' ? 'granted' : to }, Math.max(0, row.at.getTime() - reservation.createdAt) / 1000);
       if (isEnded(to)) this.ended.inc({ outcome: to, code: to === 'released' ? 'none' : failureCode(reservation) });
     });
