@@ -38,9 +38,11 @@ export interface AppDeps {
   consoles: ConsoleLogs;
   /** Whether credentials carry the board consoles' telnet relays (config `consoles.telnet`). */
   telnetConsoles: boolean;
+  /** Measures every request (api/metrics.ts), when metrics are served. */
+  requestMetrics?: Koa.Middleware;
 }
 
-export function createApp({ scheduler, tokens, images, jobs, log, consoles, telnetConsoles }: AppDeps): {
+export function createApp({ scheduler, tokens, images, jobs, log, consoles, telnetConsoles, requestMetrics }: AppDeps): {
   app: Koa;
   table: RouteTable;
   /** The WebSocket routes (console streams, tunnels), for the server's `upgrade` event. */
@@ -76,6 +78,7 @@ export function createApp({ scheduler, tokens, images, jobs, log, consoles, teln
     log.error({ error: `${error.name}: ${error.message}` }, 'unexpected error');
   });
   app.use(requestLog(log));
+  if (requestMetrics) app.use(requestMetrics);
   app.use(errorMiddleware(log));
   app.use(router.routes());
   app.use(router.allowedMethods({ throw: true }));

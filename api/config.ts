@@ -151,6 +151,8 @@ const repositoriesSchema = z.strictObject({
 
 export const configSchema = z.strictObject({
   listen: listenSchema.default({ host: '127.0.0.1', port: 7300 }),
+  /** Prometheus metrics at /metrics on an address of their own, without a token (api/metrics.ts); none unless given. */
+  metrics: z.strictObject({ listen: listenSchema.optional() }).default({}),
   dataDir: z.string().default('paddock-data'),
   lease: z.strictObject({ default: duration.default(1800), max: duration.default(8 * 3600) }).default({ default: 1800, max: 28800 }),
   queue: z

@@ -99,11 +99,21 @@ export class ImageCatalog {
     return this.limits.idleTimeout * 1000;
   }
 
+  /** Told of every upload as it ends, stored (with its size) or refused (with the error): for metrics. */
+  onUpload: (upload: { format: string; seconds: number; bytes?: number; error?: unknown }) => void = () => undefined;
+
   async upload(caller: Caller, request: UploadRequest, body: Readable): Promise<ImageView> {
     const leave = this.quotas?.admit(caller, 'uploads', 0);
+    const started = performance.now();
+    const seconds = () => (performance.now() - started) / 1000;
     try {
       if (request.contentLength !== undefined) await this.admitBytes(caller, `${request.name}:${request.tag}`, request.contentLength);
-      return await this.receive(caller, request, body);
+      const image = await this.receive(caller, request, body);
+      this.onUpload({ format: image.format, seconds: seconds(), bytes: image.size });
+      return image;
+    } catch (error) {
+      this.onUpload({ format: request.format, seconds: seconds(), error });
+      throw error;
     } finally {
       leave?.();
     }

@@ -17,12 +17,17 @@ import { JobService } from './jobs/service.js';
 import { Quotas } from './quotas.js';
 import { RepositoryResolver } from './repositories.js';
 import { createLog, type Log } from '../protocol/log.js';
+import { ApiMetrics } from './metrics.js';
+import { serveMetrics } from '../protocol/metrics.js';
+import type { Registry } from 'prom-client';
 
 export interface ServeOptions {
   configPath?: string;
   /** Override the config's listen address and data directory (`paddock serve --listen --data`). */
   listen?: string;
   dataDir?: string;
+  /** Serve metrics here instead of the config's `metrics.listen` (`paddock serve --metrics-listen`). */
+  metricsListen?: string;
   /** A parsed config instead of a file (tests). */
   config?: Config;
   /** Where the API's lines go (component api; its parts log through children). */
@@ -35,6 +40,8 @@ export interface RunningApi {
   adminTokenFile: string;
   /** The embedded agent's token (config `agent.enabled`): made anew at every start. */
   agentToken?: string;
+  /** With `metrics.listen`: the metrics' registry (the embedded agent adds its own to it) and where they are served. */
+  metrics?: { registry: Registry; url: string };
   /** What the router actually serves, method and path, for checking the OpenAPI document. */
   routes: { method: string; path: string }[];
   close(): Promise<void>;
@@ -45,6 +52,7 @@ export async function startApi(options: ServeOptions): Promise<RunningApi> {
   const config = options.config ?? (options.configPath ? loadConfig(options.configPath) : parseConfig(embeddedConfig, '<embedded defaults>'));
   if (options.listen !== undefined) config.listen = parseListen(options.listen);
   if (options.dataDir !== undefined) config.dataDir = options.dataDir;
+  if (options.metricsListen !== undefined) config.metrics = { listen: parseListen(options.metricsListen) };
   if (!options.config) config.dataDir = path.resolve(config.dataDir);
   const db = await openDatabase(config.dataDir);
   const tokens = new Tokens(db);
@@ -108,6 +116,10 @@ export async function startApi(options: ServeOptions): Promise<RunningApi> {
     return account;
   };
   await jobs.start();
+  const metrics = config.metrics.listen ? new ApiMetrics() : undefined;
+  metrics?.watch(scheduler);
+  metrics?.watchImages(images);
+  metrics?.watchRuns(jobs);
   const { app, table, streams, tunnels } = createApp({
     scheduler,
     tokens,
@@ -116,7 +128,11 @@ export async function startApi(options: ServeOptions): Promise<RunningApi> {
     log,
     consoles: new ConsoleLogs(path.join(config.dataDir, 'consoles'), config.consoles.maxLogSize),
     telnetConsoles: config.consoles.telnet,
+    ...(metrics ? { requestMetrics: metrics.middleware() } : {}),
   });
+  // Before the API takes its port: an address that cannot be had stops the start with nothing listening.
+  const metricsListener = metrics && config.metrics.listen ? await serveMetrics(metrics.registry, config.metrics.listen) : undefined;
+  if (metricsListener) log.info({ url: metricsListener.url }, 'metrics served');
   const server = app.listen(config.listen.port, config.listen.host);
   // No limit on a whole request: an image upload of many GB takes as long as the network needs,
   // and is cut only when it stalls (images.idleTimeout). Headers still have to come in time.
@@ -139,11 +155,13 @@ export async function startApi(options: ServeOptions): Promise<RunningApi> {
     config,
     adminTokenFile,
     ...(agentToken === undefined ? {} : { agentToken }),
+    ...(metrics && metricsListener ? { metrics: { registry: metrics.registry, url: metricsListener.url } } : {}),
     routes: table.router.stack.flatMap((layer) =>
       layer.methods.filter((method) => method !== 'HEAD').map((method) => ({ method: method.toLowerCase(), path: layer.path as string })),
     ),
     close: once(async () => {
       clearInterval(collector);
+      await metricsListener?.close();
       await jobs.stop();
       await scheduler.stop();
       tunnels.close();

@@ -8,6 +8,8 @@ import { Paddock, PaddockError } from '../client/index.js';
 import { TokenError, workerToken } from '../protocol/worker.js';
 import { machineKinds } from '../provisioners/registry.js';
 import { createLog, type Log } from '../protocol/log.js';
+import { serveMetrics } from '../protocol/metrics.js';
+import { metricsAddress } from './metrics.js';
 
 const knownKinds = () => Object.keys(machineKinds);
 
@@ -22,6 +24,8 @@ export interface AgentCommandOptions {
   checkInterval?: number;
   /** Its log (component agent); JSON lines on stderr when not given. */
   log?: Log;
+  /** Where to serve its metrics (host:port), checked by the command line; none when not given. */
+  metricsListen?: string;
 }
 
 export async function runAgent(options: AgentCommandOptions): Promise<Agent> {
@@ -54,11 +58,16 @@ export async function runAgent(options: AgentCommandOptions): Promise<Agent> {
     ...(kinds ? { kinds } : {}),
     log,
   });
+  const metrics = options.metricsListen ? await serveMetrics(agent.metrics.withProcessMetrics(), metricsAddress(options.metricsListen)) : undefined;
   agent.start();
   log.info({ url, kinds: kinds ?? knownKinds(), dataDir }, 'pulling work');
+  if (metrics) log.info({ url: metrics.url }, 'metrics served');
   const stop = (signal: string) => {
     log.info({ signal }, 'stopping');
-    void agent.stop().then(() => process.exit(0));
+    void agent
+      .stop()
+      .then(() => metrics?.close())
+      .then(() => process.exit(0));
   };
   process.once('SIGTERM', () => stop('SIGTERM'));
   process.once('SIGINT', () => stop('SIGINT'));

@@ -14,6 +14,8 @@ import { reservationAndMember, reservationIdOr } from './reservation-id.js';
 import { addRunCommands } from './run.js';
 import { logFormatOption, logLevelOption, processLog, type LogCommandOptions } from './log-options.js';
 import { addLeaseCommands } from './lease.js';
+import { metricsListenOption } from './metrics.js';
+import type { AgentCommandOptions } from './agent.js';
 import { addRetireCommand, healthLines, provisioningRows } from './machines.js';
 import { membersFromArguments, MemberSyntaxError, splitRemoteCommand } from '../client/members.js';
 import { isEvent, Paddock, PaddockError, TimeoutError, type Progress, type Reservation } from '../client/index.js';
@@ -209,7 +211,8 @@ export function program(remoteCommand: string[] = []): Command {
     .option('--data <dir>', "keep data here instead of the config's dataDir (default ./paddock-data)")
     .addOption(logFormatOption())
     .addOption(logLevelOption())
-    .action(async (options: { config?: string; listen?: string; data?: string } & LogCommandOptions) => {
+    .addOption(metricsListenOption())
+    .action(async (options: { config?: string; listen?: string; data?: string; metricsListen?: string } & LogCommandOptions) => {
       const { runServer } = await import('./server-process.js');
       // returns once listening; the server keeps the process alive
       await runServer({
@@ -217,6 +220,7 @@ export function program(remoteCommand: string[] = []): Command {
         ...(options.listen ? { listen: options.listen } : {}),
         ...(options.data ? { dataDir: options.data } : {}),
         log: await processLog(options, 'api'),
+        ...(options.metricsListen ? { metricsListen: options.metricsListen } : {}),
       });
     });
 
@@ -231,12 +235,11 @@ export function program(remoteCommand: string[] = []): Command {
     .option('--check-interval <seconds>', 'how often it checks that it can reach its machines (serial devices, PDUs, SSH ports); 0: never', seconds, 30)
     .addOption(logFormatOption())
     .addOption(logLevelOption())
-    .action(
-      async (options: { name: string; tokenFile?: string; data: string; kinds?: string; concurrency: number; checkInterval: number } & LogCommandOptions) => {
-        const { runAgent } = await import('./agent.js');
-        await runAgent({ ...options, log: await processLog(options, 'agent') }); // the agent keeps the process alive
-      },
-    );
+    .addOption(metricsListenOption())
+    .action(async (options: AgentCommandOptions & LogCommandOptions) => {
+      const { runAgent } = await import('./agent.js');
+      await runAgent({ ...options, log: await processLog(options, 'agent') }); // the agent keeps the process alive
+    });
 
   cli
     .command('reserve')

@@ -8,6 +8,7 @@ import type { JobView, RunView } from '../protocol/api.js';
 import { Paddock } from '../client/index.js';
 import { PaddockError } from '../client/errors.js';
 import { logFormatOption, logLevelOption, processLog } from './log-options.js';
+import { metricsAddress, metricsListenOption } from './metrics.js';
 
 const ended = (run: RunView) => ['passed', 'failed', 'timed_out', 'cancelled'].includes(run.state);
 
@@ -250,6 +251,7 @@ export function addJobCommands(cli: Command, client: () => Paddock, print: (valu
     .option('--heartbeat <seconds>', 'seconds between heartbeats', '5')
     .addOption(logFormatOption())
     .addOption(logLevelOption())
+    .addOption(metricsListenOption())
     .action(async (options) => {
       const { Runner } = await import('../runner-host/runner.js');
       const { prepareHost, SetupError } = await import('../runner-host/setup.js');
@@ -278,15 +280,31 @@ export function addJobCommands(cli: Command, client: () => Paddock, print: (valu
         throw new PaddockError(`a runner host needs a token of role runner; this one is ${me.role} (paddock token create NAME --role runner)`, 'forbidden');
       options.name ??= me.name;
       const log = (await processLog(options, 'runner')).child({ runner: options.name });
-      const runner = new Runner({ url, token, name: options.name, workRoot, slots, users, heartbeatMs: Math.max(0.1, Number(options.heartbeat)) * 1000, log });
+      const runner = new Runner({
+        url,
+        token,
+        name: options.name,
+        workRoot,
+        slots,
+        users,
+        heartbeatMs: Math.max(0.1, Number(options.heartbeat)) * 1000,
+        metrics: options.metricsListen !== undefined,
+        log,
+      });
+      const { serveMetrics } = await import('../protocol/metrics.js');
+      const metrics = runner.metrics && options.metricsListen ? await serveMetrics(runner.metrics.registry, metricsAddress(options.metricsListen)) : undefined;
       runner.start();
       const isolation = users
         ? `each run as a uid of its own from ${options.runUids}, in a PID namespace of its own`
         : 'SINGLE-USER: scripts run as this user, can read its token and each other, and are not isolated';
       log.info({ url, slots, isolation }, 'pulling runs');
+      if (metrics) log.info({ url: metrics.url }, 'metrics served');
       const stop = () => {
         log.info('stopping');
-        void runner.stop().then(() => process.exit(0));
+        void runner
+          .stop()
+          .then(() => metrics?.close())
+          .then(() => process.exit(0));
       };
       process.once('SIGTERM', stop);
       process.once('SIGINT', stop);

@@ -27,6 +27,7 @@ export async function serve(options: ServeOptions): Promise<RunningServer> {
           imageIdleTimeoutMs: config.images.idleTimeout * 1000,
           consoleLogMax: config.consoles.maxLogSize,
           log: log.child({ component: 'agent', agent: config.agent.name }),
+          ...(api.metrics ? { metrics: api.metrics.registry } : {}),
         }).catch((error: unknown) => {
           log.error({ error: (error as Error).message }, 'the embedded agent did not start');
           return undefined;

@@ -5,7 +5,13 @@ import { ConfigError } from '../api/config.js';
 import { serve, type RunningServer } from './serve.js';
 import { createLog, type Log } from '../protocol/log.js';
 
-export async function runServer(options: { configPath?: string; listen?: string; dataDir?: string; log?: Log }): Promise<RunningServer> {
+export async function runServer(options: {
+  configPath?: string;
+  listen?: string;
+  dataDir?: string;
+  metricsListen?: string;
+  log?: Log;
+}): Promise<RunningServer> {
   const log = options.log ?? createLog({ component: 'api' });
   let server: RunningServer;
   try {

@@ -22,6 +22,8 @@ import { ProvisioningJournal, type JournalEntry } from './journal.js';
 import { TaskLoop } from './loop.js';
 import { TunnelEnd } from './tunnels.js';
 import { WarmPool, warmPrefix } from './warm.js';
+import { AgentMetrics } from './metrics.js';
+import type { Registry } from 'prom-client';
 import type { Provisioner } from '../provisioners/types.js';
 
 export interface AgentOptions {
@@ -42,6 +44,8 @@ export interface AgentOptions {
   checkIntervalMs?: number;
   /** Where its lines go (component agent, with its name as `agent`); none when not given. */
   log?: Log;
+  /** Where its metrics go (metrics.ts): the API's registry in `paddock serve`; a registry of its own when not given. */
+  metrics?: Registry;
 }
 
 export class Agent {
@@ -55,6 +59,7 @@ export class Agent {
   private readonly tunnels: TunnelEnd;
   private readonly checks?: MachineChecks;
   private readonly warm: WarmPool;
+  readonly metrics: AgentMetrics;
   /** Unreadable records and records of unknown machines already reported (reported once per agent run). */
   private readonly reported = new Set<string>();
   private readonly log: Log;
@@ -67,6 +72,7 @@ export class Agent {
   constructor(private readonly options: AgentOptions) {
     this.kinds = options.kinds ?? Object.keys(machineKinds);
     this.log = (options.log ?? silentLog()).child({ component: 'agent', agent: options.name });
+    this.metrics = new AgentMetrics(options.metrics);
     this.worker = new PullWorker<AgentTask>({
       url: options.url,
       token: options.token,
@@ -199,6 +205,7 @@ export class Agent {
       ...(this.options.consoleLogMax === undefined ? {} : { consoleLogMax: this.options.consoleLogMax }),
       images: this.images,
       log: this.log.child({ component: 'provisioner', kind }),
+      observePower: this.metrics.power,
       lost: (request, reason, fault) => {
         if (this.warm.lost(request.allocationId)) return;
         this.log.warn({ reservation: request.reservationId, allocation: request.allocationId, reason }, 'machine lost');
@@ -325,5 +332,6 @@ export class Agent {
   /** A 4xx (the reservation ended meanwhile) is not retried: retrying cannot help. */
   private async report(taskId: string, report: AgentReport): Promise<void> {
     await this.worker.post(`v1/agent/tasks/${encodeURIComponent(taskId)}/report`, { json: { agent: this.options.name, report } });
+    this.metrics.reported(report);
   }
 }

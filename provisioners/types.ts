@@ -8,6 +8,7 @@ import type { ImageAccess, ImageFormat, ProviderImage } from '../protocol/api.js
 import type { z } from 'zod';
 import type { PowerAction, Stage } from '../protocol/agent.js';
 import type { Log } from '../protocol/log.js';
+import type { PowerObserver } from '../boards/power/types.js';
 
 export interface MachineRecord<Settings = unknown> {
   name: string;
@@ -205,6 +206,8 @@ export interface KindContext {
   log: Log;
   /** The most bytes one console log may hold (consoles.maxLogSize); 16 MiB when not given. */
   consoleLogMax?: number;
+  /** Told of every PDU command as it ends (the agent's metrics). */
+  observePower?: PowerObserver;
 }
 
 /** An image as a file on the agent's host. */

@@ -12,6 +12,7 @@ import type { RunFinish, RunTask } from '../protocol/runner.js';
 import { describeFailure, PullWorker } from '../protocol/worker.js';
 import type { HeldRunUser, RunUsers } from './run-users.js';
 import { createLog, type Log } from '../protocol/log.js';
+import { RunnerMetrics } from './metrics.js';
 
 export interface RunnerOptions {
   url: string;
@@ -27,6 +28,8 @@ export interface RunnerOptions {
   heartbeatMs?: number;
   /** Where its lines go (component runner, with its name as `runner`); stderr as JSON when not given. */
   log?: Log;
+  /** Keep Prometheus metrics of its runs (metrics.ts); served by `paddock runner --metrics-listen`. */
+  metrics?: boolean;
 }
 
 /**
@@ -46,9 +49,11 @@ export class Runner {
   private heartbeat?: NodeJS.Timeout;
   private slotFreed?: () => void;
   private readonly finishing = new Set<Promise<void>>();
+  readonly metrics?: RunnerMetrics;
 
   constructor(private readonly options: RunnerOptions) {
     this.log = (options.log ?? createLog({ component: 'runner' })).child({ component: 'runner', runner: options.name });
+    if (options.metrics) this.metrics = new RunnerMetrics(options.slots, () => this.active.size);
     this.worker = new PullWorker<RunTask>({
       url: options.url,
       token: options.token,
@@ -127,6 +132,7 @@ export class Runner {
   private async run(task: RunTask, controller: AbortController): Promise<void> {
     this.log.info({ run: task.id, job: task.job, commit: task.commit.slice(0, 12), script: task.script }, 'run started');
     const workDir = path.join(this.options.workRoot, `${task.id}-${randomBytes(3).toString('hex')}`);
+    const started = performance.now();
     await mkdir(this.options.workRoot, { recursive: true });
     const output = new OutputStream(
       (chunk) => this.send(task.id, chunk),
@@ -153,6 +159,7 @@ export class Runner {
     }
     await this.post(`v1/runner/runs/${task.id}/finished`, { runner: this.options.name, ...outcome });
     this.log.info({ run: task.id, outcome: outcome.outcome, exitCode: outcome.exitCode }, 'run ended');
+    this.metrics?.ran(outcome, (performance.now() - started) / 1000);
   }
 
   private send(id: string, chunk: Buffer): Promise<'ok' | 'gone'> {

@@ -37,6 +37,8 @@ export class Runs {
   readonly queued = new LongPoll();
   /** Refuses a new run (throws), e.g. over the caller's quota; else holds it until the returned function is called. */
   admitRun?: (caller: Caller, live: Iterable<RunRow>) => () => void;
+  /** Told of every run that ended, with its end stored (metrics). */
+  onEnded: (run: RunRow) => void = () => undefined;
   /** Runs whose end is being recorded, so two reports cannot end one run twice. */
   private readonly ending = new Set<string>();
   /** Runs that have ended whose last log line is still being written: followers keep reading. */
@@ -217,6 +219,7 @@ export class Runs {
       this.closingLogs.delete(row.id);
     }
     this.changes.emit(`end:${row.id}`);
+    this.onEnded(row);
   }
 
   async save(row: RunRow): Promise<void> {

@@ -175,6 +175,7 @@ export class Health {
     const list = [row, ...(this.history.get(machine.name) ?? [])];
     list.length = Math.min(list.length, provisioningsKept);
     this.history.set(machine.name, list);
+    this.state.changes.emit('provisioning', row, machine);
     this.rescore(machine, true);
     return this.score(machine.name);
   }

@@ -126,6 +126,14 @@ export class Scheduler {
     }
   }
 
+  /**
+   * What metrics read (api/metrics.ts): the queue and the live reservations at scrape time, the
+   * events and provisionings as they are recorded (`changes`), and each commit's time (`store.onCommit`).
+   */
+  get observed(): Pick<SchedulerState, 'queue' | 'live' | 'changes' | 'store'> {
+    return this.state;
+  }
+
   /** Null while commits succeed; else the last commit's error. */
   storeFailure(): Error | null {
     return this.state.store.failing;

@@ -62,7 +62,11 @@ export class SchedulerState {
   readonly tasks = new Map<string, Task>();
   /** Agents waiting in a claim for a task. */
   readonly agentPull = new LongPoll();
-  /** `change:ID` on every change of a reservation, `event:ID` with each event row. */
+  /**
+   * `change:ID` on every change of a reservation, `event:ID` with each event row; `event` (row and
+   * reservation) with every event row, and `provisioning` (row and machine) with every provisioning
+   * recorded (health.ts), for metrics.
+   */
   readonly changes = new EventEmitter();
   /** Requests sent back to the queue because the cloud was full: not retried before this time. */
   readonly heldUntil = new Map<string, number>();
@@ -179,6 +183,7 @@ export class SchedulerState {
     );
     this.changes.emit(`event:${reservation.id}`, row);
     this.changes.emit(`change:${reservation.id}`);
+    this.changes.emit('event', row, reservation);
   }
 
   /**

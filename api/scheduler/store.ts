@@ -63,6 +63,8 @@ export class Store {
   failing: Error | null = null;
   /** Called after a failed commit: put memory back to `committedReservations` and `committedMachines`. */
   onRollback: () => void = () => undefined;
+  /** Told how long each commit that wrote something took, and whether it failed (metrics). */
+  onCommit: (seconds: number, failed: boolean) => void = () => undefined;
 
   constructor(private readonly db: Database) {
     this.writer = new Writer(db);
@@ -158,11 +160,13 @@ export class Store {
       batch.resolve();
       return;
     }
+    const started = performance.now();
     try {
       const now = Date.now();
       const reservations = dirtyReservations.map(reservationToRow);
       const machines = dirtyMachines.map((machine) => machineToRow(machine, now));
       await this.writer.write(reservations, machines, labHosts, events, provisionings);
+      this.onCommit((performance.now() - started) / 1000, false);
       this.failing = null;
       if (provisionings.length > 0) this.committedProvisioningId = provisionings[provisionings.length - 1].id;
       for (const row of reservations) {
@@ -172,6 +176,7 @@ export class Store {
       dirtyMachines.forEach((machine, index) => this.committedMachines.set(machine.name, { row: machines[index], pendingState: machine.pendingState }));
       batch.resolve();
     } catch (cause) {
+      this.onCommit((performance.now() - started) / 1000, true);
       this.failing = cause as Error;
       // Everything marked since the last commit rests on memory that is about to be undone: the
       // marks of the next batch go too, and its callers get the same error.

@@ -51,6 +51,11 @@ export class WarmKeeper {
     }
   }
 
+  /** The machines warm and ready now, with their images (metrics). */
+  get warmNow(): ReadonlyMap<string, string> {
+    return this.ready;
+  }
+
   /**
    * An agent's report of its warm machines that are ready (the whole list for its lab host), and
    * the plan it is to follow. A machine that is not of its lab host (gone from the config, moved

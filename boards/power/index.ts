@@ -13,9 +13,9 @@ import { z } from 'zod';
 import { commandSettingsSchema, createCommandDriver } from './command.js';
 import { createPdudaemonDriver, pdudaemonSettingsSchema } from './pdudaemon.js';
 import { createSnmpDriver, snmpSettingsSchema } from './snmp.js';
-import { PowerError, type PowerDriver, type PowerState } from './types.js';
+import { PowerError, type PowerDriver, type PowerObserver, type PowerState } from './types.js';
 
-export { PowerError, type PowerDriver, type PowerState } from './types.js';
+export { PowerError, type PowerDriver, type PowerObserver, type PowerState } from './types.js';
 export { pdudaemonSettingsSchema, commandSettingsSchema, snmpSettingsSchema };
 
 export const powerSettingsSchema = z.discriminatedUnion('driver', [pdudaemonSettingsSchema, commandSettingsSchema, snmpSettingsSchema]);
@@ -41,6 +41,8 @@ export interface PowerControlOptions {
   stateFile?: string;
   /** Where the off-time is read and waited (default: the wall clock). */
   clock?: PowerClock;
+  /** The driver's model (`pdudaemon`, `snmp`, `command`), and who is told of each command as it ends. */
+  observe?: { driver: string; observer: PowerObserver };
 }
 
 /** The time the off-time is counted in, and how it is waited. */
@@ -120,6 +122,7 @@ export class PowerControl {
   readonly minOffTimeMs: number;
   readonly stateFile?: string;
   private readonly clock: PowerClock;
+  private readonly observe?: PowerControlOptions['observe'];
 
   constructor(driver: PowerDriver, options: PowerControlOptions) {
     if (!options.board) throw new TypeError('PowerControl needs a board name');
@@ -128,6 +131,7 @@ export class PowerControl {
     this.minOffTimeMs = Math.max(0, options.minOffTimeMs ?? 0);
     this.stateFile = options.stateFile === undefined ? undefined : path.resolve(options.stateFile);
     this.clock = options.clock ?? wallClock;
+    this.observe = options.observe;
     if (!boards.has(this.board)) boards.set(this.board, { state: 'unknown' });
   }
 
@@ -175,13 +179,18 @@ export class PowerControl {
   private switch(wanted: PowerState, signal?: AbortSignal): Promise<void> {
     return serialized(pduQueues, this.driver.pdu, signal, async () => {
       const record = this.record;
+      const started = performance.now();
+      const observe = (failed: boolean) =>
+        this.observe?.observer({ driver: this.observe.driver, operation: wanted, seconds: (performance.now() - started) / 1000, failed });
       try {
         await (wanted === 'on' ? this.driver.on(signal) : this.driver.off(signal));
         record.state = this.driver.readState ? await this.driver.readState(signal) : wanted;
       } catch (error) {
         record.state = 'unknown';
+        observe(true);
         throw error;
       }
+      observe(record.state !== wanted);
       if (record.state !== wanted) {
         throw new PowerError(`${this.board} (${this.driver.describe}): commanded ${wanted} but the PDU reports ${record.state}`);
       }

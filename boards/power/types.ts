@@ -28,3 +28,6 @@ export class PowerError extends Error {
     this.name = 'PowerError';
   }
 }
+
+/** One command a PDU was sent, as it ended (for metrics): the driver's model, on or off, seconds taken, failed or not. */
+export type PowerObserver = (command: { driver: string; operation: PowerState; seconds: number; failed: boolean }) => void;

@@ -301,6 +301,7 @@ export class BoardProvisioner implements Provisioner<BoardSettings, BoardDetail>
         board,
         minOffTimeMs: settings.minOffTime * 1000,
         stateFile: path.join(this.context.dataDir, 'boards', board, 'power.json'),
+        ...(this.context.observePower ? { observe: { driver: settings.power.driver, observer: this.context.observePower } } : {}),
       });
       this.powers.set(board, power);
     }

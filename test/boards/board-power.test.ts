@@ -13,6 +13,7 @@ import { startApi, testConfig, type TestApi } from '../helpers/api.js';
 import { testImages } from '../helpers/images.js';
 import { powerScript, startLab, type Lab } from '../helpers/lab/index.js';
 import { waitFor } from '../helpers/wait.js';
+import { samples, scrape, value } from '../helpers/metrics.js';
 
 const tftpRoot = '/tmp/paddock-test-tftp';
 let lab: Lab;
@@ -26,7 +27,7 @@ test.before(async (t) => {
   const images = await testImages();
   lab = await startLab(1);
   scratch = mkdtempSync(path.join(os.tmpdir(), 'paddock-board-power-'));
-  api = await startApi(testConfig(['machines:', lab.boardYaml(lab.boards[0], { tftpRoot })].join('\n')));
+  api = await startApi(testConfig(["metrics: { listen: '127.0.0.1:0' }", 'machines:', lab.boardYaml(lab.boards[0], { tftpRoot })].join('\n')));
   paddock = new Paddock({ url: api.url, token: api.adminToken });
   await paddock.images.upload(images.arm64, { name: 'arm', format: 'bundle', arch: 'arm64' });
   // The same system with a word of its own on the kernel command line, and one that panics.
@@ -79,6 +80,17 @@ test.serial('a board is cycled through its PDU with its minimum off-time, keepin
   t.true(offAt >= asked - 1000, 'the PDU switched it off for the cycle');
   t.true(Date.parse(allocation.stages.powerConfirmed!) - offAt >= 1000, 'it stayed off for its minimum off-time');
   t.deepEqual(allocation.console, relay, "the owner's console relay is kept");
+  // The embedded agent counted its PDU commands (on at the first boot, off and on for the cycle), and the API each stage's time.
+  const metrics = await scrape(api.server.metrics!.url);
+  const commands = samples(metrics).filter((sample) => sample.name === 'paddock_pdu_operations_total' && sample.labels.outcome === 'ok');
+  t.true(
+    commands.some((sample) => sample.labels.operation === 'off' && sample.value >= 1),
+    'off for the cycle',
+  );
+  t.true(commands.some((sample) => sample.labels.operation === 'on' && sample.value >= 2));
+  // The first boot and the cycle, each recorded with its stages.
+  t.is(value(metrics, 'paddock_provisioning_stage_duration_seconds_count', { kind: 'board', stage: 'powerConfirmed' }), 2);
+  t.is(value(metrics, 'paddock_provisioning_stage_duration_seconds_count', { kind: 'board', stage: 'bootSeen' }), 2);
 });
 
 test.serial('off leaves the outlet off and the member not ready until on', async (t) => {

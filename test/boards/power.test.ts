@@ -11,7 +11,15 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import test from 'ava';
-import { createPowerDriver, PowerControl, PowerError, powerSettingsSchema, type PowerClock, type PowerSettings } from '../../boards/power/index.js';
+import {
+  createPowerDriver,
+  PowerControl,
+  PowerError,
+  powerSettingsSchema,
+  type PowerClock,
+  type PowerObserver,
+  type PowerSettings,
+} from '../../boards/power/index.js';
 import { freePort } from '../helpers/ports.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -332,9 +340,10 @@ function commandControl(
   settings: Omit<Extract<PowerSettings, { driver: 'command' }>, 'driver' | 'timeout' | 'pdu'> & { pdu?: string; timeout?: number },
   board: string,
   minOffTimeMs?: number,
+  observer?: PowerObserver,
 ) {
   const parsed = powerSettingsSchema.parse({ driver: 'command', ...settings });
-  return new PowerControl(createPowerDriver(parsed), { board, minOffTimeMs });
+  return new PowerControl(createPowerDriver(parsed), { board, minOffTimeMs, ...(observer ? { observe: { driver: 'command', observer } } : {}) });
 }
 
 test('command: on, off and state through real shell commands on a state file', async (t) => {
@@ -364,15 +373,21 @@ test('command: a failing command is a PowerError with its stderr tail, not the c
 });
 
 test('command: a state command that disagrees is a PowerError; one that prints nonsense too', async (t) => {
-  const lying = commandControl({ on: 'true', off: 'true', state: 'echo on' }, 'command-lying');
+  // Each command is told to the observer (the agent's metrics) as it ends: the read-back decides whether it failed.
+  const observed: string[] = [];
+  const observer: PowerObserver = ({ driver, operation, failed, seconds }) =>
+    observed.push(`${driver} ${operation} ${failed ? 'failed' : 'ok'} ${seconds >= 0}`);
+  const lying = commandControl({ on: 'true', off: 'true', state: 'echo on' }, 'command-lying', undefined, observer);
   const error = await t.throwsAsync(lying.off(), { instanceOf: PowerError });
   t.is(error.message, 'command-lying (command): commanded off but the PDU reports on');
   t.is(lying.state, 'on');
+  await lying.on();
 
-  const vague = commandControl({ on: 'true', off: 'true', state: 'echo maybe' }, 'command-vague');
+  const vague = commandControl({ on: 'true', off: 'true', state: 'echo maybe' }, 'command-vague', undefined, observer);
   const vagueError = await t.throwsAsync(vague.on(), { instanceOf: PowerError });
   t.is(vagueError.message, 'command: the state command printed "maybe", expected on or off (or 1/0)');
   t.is(vague.state, 'unknown');
+  t.deepEqual(observed, ['command off failed true', 'command on ok true', 'command on failed true']);
 });
 
 test('command: a command past its timeout is killed with its children', async (t) => {

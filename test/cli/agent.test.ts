@@ -11,6 +11,8 @@ import { startApi, staticMachinesYaml, testConfig, type TestApi } from '../helpe
 import { stopGracefully } from '../helpers/server.js';
 import { startSshd, type TestSshd } from '../helpers/sshd.js';
 import { waitFor } from '../helpers/wait.js';
+import { scrape, value } from '../helpers/metrics.js';
+import { freePort } from '../helpers/ports.js';
 
 const bin = path.resolve('bin/paddock.js');
 let api: TestApi;
@@ -54,9 +56,23 @@ test.serial('an agent started on its own provisions and releases its machine; th
   const reservation = await user.reserve({ members: [{ role: 'main', spec: 'static-host' }], lease: '10m' }, { renew: false });
   const env: NodeJS.ProcessEnv = { ...process.env, PADDOCK_URL: api.url };
   delete env.PADDOCK_TOKEN;
+  const metricsPort = await freePort();
   const agent: ChildProcess = spawn(
     process.execPath,
-    [bin, 'agent', '--name', 'lab-1', '--token-file', tokenFile, '--data', path.join(dir, 'data'), '--kinds', 'static'],
+    [
+      bin,
+      'agent',
+      '--name',
+      'lab-1',
+      '--token-file',
+      tokenFile,
+      '--data',
+      path.join(dir, 'data'),
+      '--kinds',
+      'static',
+      '--metrics-listen',
+      `127.0.0.1:${metricsPort}`,
+    ],
     {
       env,
       stdio: ['ignore', 'ignore', 'pipe'],
@@ -75,6 +91,13 @@ test.serial('an agent started on its own provisions and releases its machine; th
     t.notRegex(readFileSync(host.authorizedKeysFile, 'utf8'), new RegExp(`paddock:${reservation.id}`), 'the key is removed on release');
     t.regex(stderr, /"agent":"lab-1","url":"http:\/\/127\.0\.0\.1:\d+","kinds":\["static"\].*"msg":"pulling work"/);
     t.false(stderr.includes(token), 'the token is never printed');
+    // Its own metrics listener counts the reports it sent: every stage, ready and released.
+    const metrics = await scrape(`http://127.0.0.1:${metricsPort}/metrics`);
+    t.is(value(metrics, 'paddock_agent_reports_total', { report: 'ready', code: 'none' }), 1, metrics);
+    t.is(value(metrics, 'paddock_agent_reports_total', { report: 'released', code: 'none' }), 1);
+    t.true(value(metrics, 'paddock_agent_reports_total', { report: 'stage', code: 'none' }) >= 1);
+    t.true(value(metrics, 'process_resident_memory_bytes') > 0, "the process's own metrics");
+    t.false(metrics.includes(reservation.id), 'no reservation id in it');
   } finally {
     await stopGracefully(agent);
   }
@@ -118,6 +141,11 @@ test.serial('a --concurrency that is not a whole number from 1 to 256 is a usage
       value,
     );
     t.notRegex(bad.stderr, /\n\s+at /, `${value}: no stack trace`);
+  }
+  for (const address of ['nowhere', '127.0.0.1:99999', ':7301']) {
+    const bad = await agentExits(['--name', 'lab-3', '--data', path.join(dir, 'c'), '--metrics-listen', address], token);
+    t.is(bad.code, 2, address);
+    t.regex(bad.stderr, /--metrics-listen.* is invalid\. host:port, e\.g\. 127\.0\.0\.1:7301 \(usage\)\n$/, address);
   }
   // The bound itself is taken: this run gets past the option and is refused for its token instead.
   const userToken = (await admin.createToken('fay', 'user')).token;

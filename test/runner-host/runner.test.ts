@@ -16,6 +16,8 @@ import { startApi, testConfig, type TestApi } from '../helpers/api.js';
 import { testImages } from '../helpers/images.js';
 import { textSink } from '../helpers/text-sink.js';
 import { waitFor as waitUntil } from '../helpers/wait.js';
+import { scrape, value } from '../helpers/metrics.js';
+import { freePort } from '../helpers/ports.js';
 
 const run = promisify(execFile);
 const bin = path.resolve(import.meta.dirname, '../../bin/paddock.js');
@@ -27,6 +29,7 @@ let repo: string;
 let runnerToken: string;
 let runner: ChildProcess | undefined;
 let runnerLog = '';
+let runnerMetricsPort: number;
 
 const git = (...args: string[]) =>
   execFileSync('git', ['-C', repo, '-c', 'user.name=ci', '-c', 'user.email=ci@example.com', ...args], { encoding: 'utf8' }).trim();
@@ -41,15 +44,13 @@ function commitFile(file: string, text: string, mode = 0o644): string {
   return git('rev-parse', 'HEAD');
 }
 
-function startRunner(name = 'runner-1'): ChildProcess {
-  const child = spawn(
-    process.execPath,
-    [bin, 'runner', ...(name === 'runner-1' ? [] : ['--name', name]), '--slots', '3', '--work', path.join(scratch, 'work'), '--heartbeat', '0.5'],
-    {
-      env: { ...process.env, PADDOCK_URL: api.url, PADDOCK_TOKEN: runnerToken },
-      stdio: ['ignore', 'ignore', 'pipe'],
-    },
-  );
+function startRunner(name = 'runner-1', metricsPort?: number): ChildProcess {
+  const metrics = metricsPort === undefined ? [] : ['--metrics-listen', `127.0.0.1:${metricsPort}`];
+  const named = name === 'runner-1' ? [] : ['--name', name];
+  const child = spawn(process.execPath, [bin, 'runner', ...named, '--slots', '3', '--work', path.join(scratch, 'work'), '--heartbeat', '0.5', ...metrics], {
+    env: { ...process.env, PADDOCK_URL: api.url, PADDOCK_TOKEN: runnerToken },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   child.stderr!.on('data', (chunk: Buffer) => (runnerLog += chunk.toString()));
   return child;
 }
@@ -109,7 +110,9 @@ test.before(async () => {
   api = await startApi(
     // The embedded defaults (two QEMU VM slots), with runner hosts taken for dead after 6 s of
     // silence and the job repositories local ones in the scratch folder.
-    testConfig(`runners: { heartbeatTimeout: 6 }\nrepositories: { localRoots: [${JSON.stringify(scratch)}] }\n${embeddedConfig}`),
+    testConfig(
+      `metrics: { listen: '127.0.0.1:0' }\nrunners: { heartbeatTimeout: 6 }\nrepositories: { localRoots: [${JSON.stringify(scratch)}] }\n${embeddedConfig}`,
+    ),
   );
   admin = new Paddock({ url: api.url, token: api.adminToken });
   await admin.images.upload(images.initramfs, { name: 'tiny', format: 'bundle' });
@@ -147,7 +150,8 @@ if (process.env.PADDOCK_PARAM_HOLD === 'yes') {
 }
 `,
   );
-  runner = startRunner();
+  runnerMetricsPort = await freePort();
+  runner = startRunner('runner-1', runnerMetricsPort);
 });
 
 test.after.always(async () => {
@@ -192,6 +196,15 @@ test.serial('a failing script gives failed with its exit code; `paddock jobs sho
   t.regex(shown.stdout, new RegExp(`${view.id}: failed \\(exit code 7\\)`));
   const listed = await run(process.execPath, [bin, 'jobs', 'runs', 'fail'], { env });
   t.regex(listed.stdout, new RegExp(`${view.id}\\s+fail\\s+failed\\s+7`));
+  // Runs by outcome, as the API and the runner host's own metrics listener count them.
+  const host = await scrape(`http://127.0.0.1:${runnerMetricsPort}/metrics`);
+  t.true(value(host, 'paddock_runner_runs_total', { outcome: 'passed', fault: 'none' }) >= 1, host);
+  t.true(value(host, 'paddock_runner_runs_total', { outcome: 'failed', fault: 'none' }) >= 1);
+  t.is(value(host, 'paddock_runner_slots'), 3);
+  t.false(host.includes(view.id), 'no run id in the labels');
+  const served = await scrape(api.server.metrics!.url);
+  t.true(value(served, 'paddock_runs_ended_total', { state: 'failed', fault: 'none' }) >= 1);
+  t.true(value(served, 'paddock_runs_ended_total', { state: 'passed', fault: 'none' }) >= 1);
 });
 
 test.serial('a script over its time limit is killed with all its processes, and gives timed_out', async (t) => {
