@@ -1,6 +1,6 @@
 // GET /v1/reservations/:id/console/stream: a machine's console as a WebSocket, for `paddock console
-// -i`, the client library and (later) a browser terminal. The token goes in the Authorization
-// header, never in the URL. Everything is checked before the upgrade, and a refusal is an ordinary
+// -i`, the client library and the dashboard's terminal. The token goes in the Authorization header
+// (a browser's as a subprotocol: websockets.ts `authorizationOf`), never in the URL. Everything is checked before the upgrade, and a refusal is an ordinary
 // HTTP error answer: the caller must see the reservation (its owner, or an admin), `machine` must
 // be one of its machines, and only the owner may ask to type (`mode=write`, `takeover=1`).
 //
@@ -26,7 +26,7 @@ import type { Scheduler } from '../scheduler/scheduler.js';
 import { reservationMachine } from './consoles.js';
 import type { RouteTable } from './define.js';
 import type { TunnelBroker } from '../tunnels.js';
-import { one, onlyParameters, upgradeRequired, type WebSocketRoute } from './websockets.js';
+import { authorizationOf, one, onlyParameters, upgradeRequired, type WebSocketRoute } from './websockets.js';
 
 interface Source {
   /** Starts sending console bytes and mode changes; `ended` when the console closes. */
@@ -60,7 +60,7 @@ export function consoleStreamRoute(table: RouteTable): void {
 export function consoleStreamSocket(scheduler: Scheduler, tokens: Tokens, consoles: ConsoleLogs, tunnels: TunnelBroker, log: Logger): WebSocketRoute {
   const accept: WebSocketRoute['accept'] = async (request, match, url, take) => {
     onlyParameters(url, ['machine', 'mode', 'takeover']);
-    const caller = callerOf(tokens, request.headers.authorization);
+    const caller = callerOf(tokens, authorizationOf(request));
     const reservation = await scheduler.reservations.get(caller, match[1]);
     const mode = one(url, 'mode') ?? 'read';
     if (mode !== 'read' && mode !== 'write') throw new ApiError(400, 'invalid_parameter', 'mode is read or write');
