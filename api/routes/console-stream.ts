@@ -11,8 +11,9 @@
 //
 // A board's console comes through its relay on the lab host, reached through a tunnel its agent opens
 // (tunnels.ts: lab hosts only dial out); the relay arbitrates who types across every session (streams
-// and telnet alike) after checking the reservation's console secret. A VM's console is its log,
-// watched read-only from where it stands when the stream opens.
+// and telnet alike) after checking the reservation's console secret. A QEMU VM's serial console has
+// such a relay too once it is ready; a machine without one (a static host, a warm VM handed over)
+// has its log, watched read-only from where it stands when the stream opens.
 import { setTimeout as sleep } from 'node:timers/promises';
 import { open, stat } from 'node:fs/promises';
 import type { RawData, WebSocket } from 'ws';
@@ -81,6 +82,7 @@ export function consoleStreamSocket(scheduler: Scheduler, tokens: Tokens, consol
   };
 
   const sourceFor = async (reservation: Reservation, allocation: Allocation, request: RelayRequest): Promise<Source> => {
+    const board = scheduler.inventory.get(allocation.machine)?.kind === 'board';
     if (allocation.console) {
       const { console } = allocation;
       const labHost = scheduler.inventory.get(allocation.machine)?.labHost ?? '';
@@ -89,12 +91,14 @@ export function consoleStreamSocket(scheduler: Scheduler, tokens: Tokens, consol
         .then((stream) => RelayClient.over(stream, `${allocation.machine}'s console relay`, consoleSecret(reservation), request))
         .catch((error: unknown) => {
           log(`console stream: ${reservation.id} ${allocation.machine}: ${(error as Error).message}`);
+          // A VM's console is also its log: a watcher watches that while the relay is gone (its agent restarted).
+          if (!board && request === 'read') return undefined;
           const why = error instanceof ApiError ? `: ${error.message}` : '';
           throw new ApiError(502, 'console_unavailable', `the console of ${allocation.machine} cannot be reached now${why}`);
         });
-      return relaySource(relay);
+      if (relay) return relaySource(relay);
     }
-    if (scheduler.inventory.get(allocation.machine)?.kind === 'board') {
+    if (board) {
       throw new ApiError(409, 'not_ready', `${allocation.machine}'s console opens to streams once it is ready`);
     }
     if (request !== 'read')

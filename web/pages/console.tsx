@@ -31,6 +31,7 @@ function Screen({ id, machine, typing }: { id: string; machine: string; typing: 
     const set = (next: Status) => {
       mode = next.mode;
       setStatus(next);
+      if (next.mode === 'write') setNote(undefined);
     };
     // What the console printed before the stream opens, then the stream from there on.
     const query = new URLSearchParams({ machine });
@@ -56,15 +57,19 @@ function Screen({ id, machine, typing }: { id: string; machine: string; typing: 
               event.code === 1000 ? event.reason || 'the console closed' : 'the console stream could not be opened or broke (not ready, ended, or not yours)',
           });
       });
+    // onData carries keys and the terminal's own answers (to a size query, say); only keys are the user's.
     const typed = terminal.onData((data) => {
       const socket = socketRef.current;
       if (mode === 'write' && socket?.readyState === WebSocket.OPEN) socket.send(new TextEncoder().encode(data));
-      else setNote(mode === 'closed' ? 'the console is closed' : 'this console is watched only: what you type is not sent');
+    });
+    const keys = terminal.onKey(() => {
+      if (mode !== 'write') setNote(mode === 'closed' ? 'the console is closed' : 'this console is watched only: what you type is not sent');
     });
     terminal.focus();
     return () => {
       abort.abort();
       typed.dispose();
+      keys.dispose();
       socketRef.current?.close();
       removeEventListener('resize', resized);
       terminal.dispose();
