@@ -85,7 +85,7 @@ function Page({ route, caller }: { route: string[]; caller: Caller }) {
   if (page === 'reservations' && id) return <ReservationPage id={id} caller={caller} />;
   if (page === 'reservations') return <Reservations caller={caller} />;
   if (page === 'console' && id && machine) return <ConsolePage id={id} machine={machine} caller={caller} />;
-  if (page === 'jobs') return <Jobs />;
+  if (page === 'jobs') return <Jobs caller={caller} />;
   if (page === 'runs' && id) return <RunPage id={id} />;
   if (page === 'images') return <Images />;
   return <Machines caller={caller} />;

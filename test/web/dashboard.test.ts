@@ -4,7 +4,9 @@
 // sign in, watch a reservation made with the CLI reach ready, its console, the queue and a cancel,
 // a refused action, release, an admin's view, images and jobs, sign out. A screenshot of each page
 // goes to test-artifacts/dashboard/.
-import { mkdirSync } from 'node:fs';
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import test from 'ava';
 import { chromium, type Browser, type Page } from 'playwright-core';
@@ -13,8 +15,9 @@ import { Paddock } from '../../client/index.js';
 import type { MachineView, ReservationView } from '../../protocol/api.js';
 import { jsonClient, startApi, testConfig, type TestApi } from '../helpers/api.js';
 import { testImages } from '../helpers/images.js';
-import { runPaddock } from '../helpers/server.js';
+import { runPaddock, stopGracefully } from '../helpers/server.js';
 
+const bin = path.resolve(import.meta.dirname, '../../bin/paddock.js');
 const artifacts = path.resolve(import.meta.dirname, '../../test-artifacts/dashboard');
 const slow = 300_000;
 let api: TestApi;
@@ -23,13 +26,28 @@ let page: Page;
 let alice: { token: string; client: Paddock };
 let bob: { token: string; client: Paddock };
 let vm: string;
+let scratch: string;
+let runner: ChildProcess | undefined;
 let reservationId: string;
 /** What the page logged as errors (a refused script or style would show here). */
 const pageErrors: string[] = [];
 
 test.before(async () => {
   const images = await testImages();
-  api = await startApi(testConfig('machines:\n  - { name: vm, kind: qemu, count: 1, labels: { arch: x86_64 }, capacities: { cpus: 1, ram: 256MiB } }\n'));
+  // A job repository in a scratch folder (a local root the API accepts) and a runner host for its runs.
+  scratch = mkdtempSync(path.join(os.tmpdir(), 'paddock-dashboard-test-'));
+  chmodSync(scratch, 0o711);
+  const repo = path.join(scratch, 'jobs.git');
+  execFileSync('git', ['init', '-q', '-b', 'main', repo]);
+  writeFileSync(path.join(repo, 'steps.sh'), '#!/bin/sh\necho "<i>step one</i>"\nsleep 3\necho step two\n', { mode: 0o755 });
+  execFileSync('git', ['-C', repo, '-c', 'user.name=ci', '-c', 'user.email=ci@example.com', 'add', 'steps.sh']);
+  execFileSync('git', ['-C', repo, '-c', 'user.name=ci', '-c', 'user.email=ci@example.com', 'commit', '-q', '-m', 'steps']);
+  api = await startApi(
+    testConfig(
+      `repositories: { localRoots: [${JSON.stringify(scratch)}] }\n` +
+        'machines:\n  - { name: vm, kind: qemu, count: 1, labels: { arch: x86_64 }, capacities: { cpus: 1, ram: 256MiB } }\n',
+    ),
+  );
   const user = async (name: string) => {
     const token = ((await api.http().post('v1/tokens', { json: { name, role: 'user' } })).body as { token: string }).token;
     return { token, client: new Paddock({ url: api.url, token }) };
@@ -38,6 +56,12 @@ test.before(async () => {
   bob = await user('bob');
   await alice.client.images.upload(images.initramfs, { name: 'tiny', tag: 'test', format: 'bundle', arch: 'x86_64' });
   vm = ((await api.http().get('v1/machines')).body as MachineView[])[0].name;
+  const runnerToken = ((await api.http().post('v1/tokens', { json: { name: 'runner-1', role: 'runner' } })).body as { token: string }).token;
+  runner = spawn(process.execPath, [bin, 'runner', '--work', path.join(scratch, 'work'), '--heartbeat', '0.5'], {
+    env: { ...process.env, PADDOCK_URL: api.url, PADDOCK_TOKEN: runnerToken },
+    stdio: 'ignore',
+  });
+  await alice.client.jobs.add({ name: 'steps', repository: repo, script: 'steps.sh' });
   mkdirSync(artifacts, { recursive: true });
   browser = await chromium.launch({ executablePath: '/usr/bin/chromium', headless: true, args: process.getuid?.() === 0 ? ['--no-sandbox'] : [] });
   page = await (await browser.newContext({ viewport: { width: 1366, height: 800 } })).newPage();
@@ -48,7 +72,9 @@ test.before(async () => {
 
 test.after.always(async () => {
   await browser?.close();
+  await stopGracefully(runner);
   await api?.close();
+  if (scratch) rmSync(scratch, { recursive: true, force: true });
 });
 
 const shot = (name: string) => page.screenshot({ path: path.join(artifacts, `${name}.png`), fullPage: true });
@@ -212,14 +238,22 @@ test.serial('signed in as an admin: a reason holding HTML shows as text; mainten
   t.is(((await api.http().get(`v1/machines/${vm}`)).body as MachineView).state, 'available');
 });
 
-test.serial('images with size and expiry; jobs and runs; then sign out leaves nothing behind', async (t) => {
+test.serial('images with size and expiry; a run of a job with its log live; then sign out leaves nothing behind', async (t) => {
   await page.click('nav >> text=Images');
   const image = page.locator('tr[data-image="tiny:test"]');
   await image.waitFor();
   t.regex(await image.innerText(), /tiny:test\s+bundle\s+x86_64\s+[\d.]+ MiB\s+alice\b.*never/s);
   await shot('images');
+  const run = await alice.client.jobs.run('steps');
   await page.click('nav >> text=Jobs');
-  await page.locator('h2', { hasText: 'Runs' }).waitFor();
+  await page.locator(`a[href="#/runs/${run.id}"]`).click();
+  await page.locator('pre.log', { hasText: '<i>step one</i>' }).waitFor({ timeout: 120_000 });
+  t.is(await page.locator('pre.log i').count(), 0, 'a log is text, never markup');
+  await page.locator('pre.log', { hasText: 'step two' }).waitFor({ timeout: 120_000 });
+  await page.locator('h2 .badge', { hasText: 'passed' }).waitFor({ timeout: 120_000 });
+  await shot('run');
+  await page.click('nav >> text=Jobs');
+  await page.locator('td', { hasText: 'steps.sh' }).waitFor();
   await shot('jobs');
   await page.click('header button');
   await page.locator('input[name=token]').waitFor();

@@ -1,14 +1,16 @@
 // Jobs and their runs; one run with its output, live while it runs, and a cancel.
 import { useEffect, useState } from 'preact/hooks';
-import type { JobView, RunView } from '../../protocol/api.js';
+import type { Caller, JobView, RunView } from '../../protocol/api.js';
 import { api, describe, follow, relative } from '../api.js';
 import { Action, Badge, Columns, Loading, usePoll } from '../ui.js';
 
 const live = (run: RunView) => run.state === 'queued' || run.state === 'running';
 
-export function Jobs() {
-  const jobs = usePoll(() => api.get<JobView[]>('/v1/jobs'), 10_000);
-  const runs = usePoll(() => api.get<RunView[]>('/v1/runs?limit=50'), 3000);
+export function Jobs({ caller }: { caller: Caller }) {
+  // Yours; an admin's page shows everyone's.
+  const all = caller.role === 'admin' ? 'all=1&' : '';
+  const jobs = usePoll(() => api.get<JobView[]>(`/v1/jobs?${all}limit=100`), 10_000);
+  const runs = usePoll(() => api.get<RunView[]>(`/v1/runs?${all}limit=50`), 3000);
   return (
     <section>
       <h2>Jobs</h2>
@@ -41,7 +43,7 @@ export function Jobs() {
         <p class="muted">No runs yet.</p>
       ) : (
         <table>
-          <Columns names={['Run', 'Job', 'State', 'Runner', 'Started', 'Exit']} />
+          <Columns names={['Run', 'Job', 'Owner', 'State', 'Runner', 'Started', 'Exit']} />
           <tbody>
             {runs.data.map((run) => (
               <tr key={run.id}>
@@ -49,6 +51,7 @@ export function Jobs() {
                   <a href={`#/runs/${encodeURIComponent(run.id)}`}>{run.id}</a>
                 </td>
                 <td>{run.job}</td>
+                <td>{run.owner}</td>
                 <td>
                   <Badge state={run.state} />
                 </td>
