@@ -35,6 +35,18 @@ module.exports = {
       'runner-host/ talks to the API over HTTP only',
     ),
     forbid(
+      'web-runs-in-the-browser',
+      wing('web'),
+      '^(api|cli|lab-host|runner-host|client|provisioners|boards|images|scripts)/',
+      'web/ is the dashboard in the browser: it imports protocol/ types and nothing of the server',
+    ),
+    forbid(
+      'nothing-imports-the-web-pages',
+      '^(protocol|api|cli|lab-host|runner-host|client|provisioners|boards|images)/',
+      wing('web'),
+      'web/ is bundled, never imported',
+    ),
+    forbid(
       'nothing-imports-the-cli',
       '^(api|lab-host|runner-host|client|provisioners|boards|images|protocol)/',
       wing('cli'),
@@ -46,6 +58,10 @@ module.exports = {
     exclude: { path: '(^|/)(dist|node_modules)/' },
     tsPreCompilationDeps: true,
     tsConfig: { fileName: 'tsconfig.json' },
-    enhancedResolveOptions: { extensions: ['.ts', '.js'], exportsFields: ['exports'], conditionNames: ['import', 'require', 'node', 'default', 'types'] },
+    enhancedResolveOptions: {
+      extensions: ['.ts', '.tsx', '.js'],
+      exportsFields: ['exports'],
+      conditionNames: ['import', 'require', 'node', 'default', 'types'],
+    },
   },
 };

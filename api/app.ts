@@ -8,6 +8,7 @@ import type { ConsoleLogs } from './console-logs.js';
 import { agentRoutes } from './routes/agent.js';
 import { consoleStreamRoute, consoleStreamSocket } from './routes/console-stream.js';
 import { consoleRoutes } from './routes/consoles.js';
+import { dashboard } from './dashboard.js';
 import { imageRoutes } from './routes/images.js';
 import { jobRoutes } from './routes/jobs.js';
 import { runnerRoutes } from './routes/runner.js';
@@ -80,6 +81,7 @@ export function createApp({ scheduler, tokens, images, jobs, log, consoles, teln
   app.use(requestLog(log));
   if (requestMetrics) app.use(requestMetrics);
   app.use(errorMiddleware(log));
+  app.use(dashboard(log));
   app.use(router.routes());
   app.use(router.allowedMethods({ throw: true }));
   const streams = webSockets([consoleStreamSocket(scheduler, tokens, consoles, tunnels, log), ...tunnelSockets(scheduler, tokens, tunnels)], log);

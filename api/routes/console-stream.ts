@@ -1,6 +1,6 @@
 // GET /v1/reservations/:id/console/stream: a machine's console as a WebSocket, for `paddock console
-// -i`, the client library and (later) a browser terminal. The token goes in the Authorization
-// header, never in the URL. Everything is checked before the upgrade, and a refusal is an ordinary
+// -i`, the client library and the dashboard's terminal. The token goes in the Authorization header
+// (a browser's as a subprotocol: websockets.ts `authorizationOf`), never in the URL. Everything is checked before the upgrade, and a refusal is an ordinary
 // HTTP error answer: the caller must see the reservation (its owner, or an admin), `machine` must
 // be one of its machines, and only the owner may ask to type (`mode=write`, `takeover=1`).
 //
@@ -11,8 +11,9 @@
 //
 // A board's console comes through its relay on the lab host, reached through a tunnel its agent opens
 // (tunnels.ts: lab hosts only dial out); the relay arbitrates who types across every session (streams
-// and telnet alike) after checking the reservation's console secret. A VM's console is its log,
-// watched read-only from where it stands when the stream opens.
+// and telnet alike) after checking the reservation's console secret. A QEMU VM's serial console has
+// such a relay too once it is ready; a machine without one (a static host, a warm VM handed over)
+// has its log, watched read-only from where it stands when the stream opens.
 import { setTimeout as sleep } from 'node:timers/promises';
 import { open, stat } from 'node:fs/promises';
 import type { RawData, WebSocket } from 'ws';
@@ -27,7 +28,7 @@ import type { Scheduler } from '../scheduler/scheduler.js';
 import { reservationMachine } from './consoles.js';
 import type { RouteTable } from './define.js';
 import type { TunnelBroker } from '../tunnels.js';
-import { one, onlyParameters, upgradeRequired, type WebSocketRoute } from './websockets.js';
+import { authorizationOf, one, onlyParameters, upgradeRequired, type WebSocketRoute } from './websockets.js';
 
 interface Source {
   /** Starts sending console bytes and mode changes; `ended` when the console closes. */
@@ -61,7 +62,7 @@ export function consoleStreamRoute(table: RouteTable): void {
 export function consoleStreamSocket(scheduler: Scheduler, tokens: Tokens, consoles: ConsoleLogs, tunnels: TunnelBroker, log: Log): WebSocketRoute {
   const accept: WebSocketRoute['accept'] = async (request, match, url, take) => {
     onlyParameters(url, ['machine', 'mode', 'takeover']);
-    const caller = callerOf(tokens, request.headers.authorization);
+    const caller = callerOf(tokens, authorizationOf(request));
     const reservation = await scheduler.reservations.get(caller, match[1]);
     const mode = one(url, 'mode') ?? 'read';
     if (mode !== 'read' && mode !== 'write') throw new ApiError(400, 'invalid_parameter', 'mode is read or write');
@@ -82,6 +83,7 @@ export function consoleStreamSocket(scheduler: Scheduler, tokens: Tokens, consol
   };
 
   const sourceFor = async (reservation: Reservation, allocation: Allocation, request: RelayRequest): Promise<Source> => {
+    const board = scheduler.inventory.get(allocation.machine)?.kind === 'board';
     if (allocation.console) {
       const { console } = allocation;
       const labHost = scheduler.inventory.get(allocation.machine)?.labHost ?? '';
@@ -90,12 +92,14 @@ export function consoleStreamSocket(scheduler: Scheduler, tokens: Tokens, consol
         .then((stream) => RelayClient.over(stream, `${allocation.machine}'s console relay`, consoleSecret(reservation), request))
         .catch((error: unknown) => {
           log.warn({ reservation: reservation.id, machine: allocation.machine, error: (error as Error).message }, 'console stream failed');
+          // A VM's console is also its log: a watcher watches that while the relay is gone (its agent restarted).
+          if (!board && request === 'read') return undefined;
           const why = error instanceof ApiError ? `: ${error.message}` : '';
           throw new ApiError(502, 'console_unavailable', `the console of ${allocation.machine} cannot be reached now${why}`);
         });
-      return relaySource(relay);
+      if (relay) return relaySource(relay);
     }
-    if (scheduler.inventory.get(allocation.machine)?.kind === 'board') {
+    if (board) {
       throw new ApiError(409, 'not_ready', `${allocation.machine}'s console opens to streams once it is ready`);
     }
     if (request !== 'read')

@@ -30,8 +30,14 @@ export function webSockets(routes: WebSocketRoute[], log: Log): WebSockets {
   const serverFor = (maxPayload: number) => {
     let server = servers.get(maxPayload);
     if (!server) {
+      // A browser that sends its token as a subprotocol (see `authorizationOf`) is answered with the
+      // plain `paddock` protocol: the token is never echoed back.
       server = import('ws').then(({ WebSocketServer }) => {
-        const created = new WebSocketServer({ noServer: true, maxPayload });
+        const created = new WebSocketServer({
+          noServer: true,
+          maxPayload,
+          handleProtocols: (offered) => (offered.has(webSocketProtocol) ? webSocketProtocol : false),
+        });
         created.on('headers', (headers, request) => headers.push(`X-Request-Id: ${ids.get(request)}`));
         return created;
       });
@@ -101,6 +107,23 @@ export function webSockets(routes: WebSocketRoute[], log: Log): WebSockets {
       for (const server of servers.values()) void server.then((each) => each.close());
     },
   };
+}
+
+/** The subprotocol a browser asks for beside its token (`new WebSocket(url, ['paddock', 'paddock.bearer.TOKEN'])`). */
+export const webSocketProtocol = 'paddock';
+const bearerProtocol = 'paddock.bearer.';
+
+/**
+ * The Authorization header of an upgrade. A browser cannot set headers on a WebSocket, so it may
+ * send its token as a subprotocol named `paddock.bearer.TOKEN` instead (as Kubernetes does): never
+ * in the URL, where it would reach logs and histories, and never as a cookie, which another page
+ * could make the browser send (the API has no ambient credential for a hostile page to ride on).
+ */
+export function authorizationOf(request: IncomingMessage): string | undefined {
+  if (request.headers.authorization) return request.headers.authorization;
+  const offered = (request.headers['sec-websocket-protocol'] ?? '').split(',').map((protocol) => protocol.trim());
+  const bearer = offered.find((protocol) => protocol.startsWith(bearerProtocol));
+  return bearer === undefined ? undefined : `Bearer ${bearer.slice(bearerProtocol.length)}`;
 }
 
 /** The handler of a WebSocket route as the OpenAPI document shows it: a plain GET (no upgrade) gets 426. */

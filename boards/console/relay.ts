@@ -31,7 +31,8 @@ export class ConsoleRelay {
   private untap?: () => void;
 
   constructor(
-    private readonly console: BoardConsole,
+    /** What it relays: a board's console, or a VM's serial console (provisioners/qemu/console-relay.ts). */
+    private readonly console: Pick<BoardConsole, 'tap' | 'send'>,
     secret: string,
   ) {
     this.secretDigest = digest(secret);

@@ -222,15 +222,19 @@ export function consoleSocketPath(runDir: string): string {
 
 /**
  * Copies a running VM's console from its socket into `log` (capped) until the VM ends or `detach`
- * is called. QEMU may take a moment to listen: connecting is retried for a few seconds.
+ * is called, passing each chunk to `onData` too (the owner's console relay); `write` types on the
+ * console. QEMU may take a moment to listen: connecting is retried for a few seconds.
  */
-export function attachConsole(socket: string, log: CappedLog): { detach(): void } {
+export function attachConsole(socket: string, log: CappedLog, onData?: (chunk: Buffer) => void): { detach(): void; write(bytes: Buffer): void } {
   let connection: net.Socket | undefined;
   let detached = false;
   const connect = (attempt: number) => {
     if (detached) return;
     connection = net.connect(socket);
-    connection.on('data', (chunk: Buffer) => log.write(chunk));
+    connection.on('data', (chunk: Buffer) => {
+      log.write(chunk);
+      onData?.(chunk);
+    });
     connection.on('error', () => {
       if (!detached && attempt < 50) setTimeout(() => connect(attempt + 1), 100).unref();
     });
@@ -244,6 +248,9 @@ export function attachConsole(socket: string, log: CappedLog): { detach(): void 
       detached = true;
       connection?.destroy();
       log.end();
+    },
+    write(bytes) {
+      if (connection?.writable) connection.write(bytes);
     },
   };
 }

@@ -11,7 +11,7 @@
 // On disk, per slot and reservation: DATA/qemu/SLOT/RESERVATION/ (0700) holds the key or the seed,
 // the overlay, QEMU's pid file and its console socket; the agent copies the console, capped at consoles.maxLogSize, to
 // DATA/agent/consoles/RESERVATION/SLOT.log, which it sends on to the API (kept there after
-// release). What a restarted agent needs to judge and
+// release), and relays it to the owner, who may type at it (console-relay.ts). What a restarted agent needs to judge and
 // re-adopt its VM (the forwarded port, QEMU's pid, the host key) is the kind's detail in the loop's
 // provisioning record (QemuDetail, saved through request.state); the loop writes that record before
 // the kind acts and removes it only after a release, so the records say which VMs are Paddock's and
@@ -53,6 +53,7 @@ import {
 } from './adapter.js';
 import { qemuSettings, type QemuSettings } from './settings.js';
 import { SeedError, writeSeed } from './seed.js';
+import { VmConsoleRelays } from './console-relay.js';
 import { bootNote, CappedLog, defaultConsoleLogMax } from '../../boards/console/capped-log.js';
 
 export const createQemuProvisioner: ProvisionerFactory<QemuSettings, QemuDetail> = (context) => new QemuProvisioner(context);
@@ -87,7 +88,9 @@ export class QemuProvisioner implements Provisioner<QemuSettings, QemuDetail> {
   private readonly consoles: string;
   private readonly watchers = new Map<string, NodeJS.Timeout>();
   /** The agent's copy of each running VM's console into its capped log (the log's path), by run directory. */
-  private readonly consoleCopies = new Map<string, { log: string; detach(): void }>();
+  private readonly consoleCopies = new Map<string, { log: string; detach(): void; write(bytes: Buffer): void }>();
+  /** The owner's console relay of each ready VM (console-relay.ts), fed by those copies. */
+  private readonly relays = new VmConsoleRelays((runDir) => this.consoleCopies.get(runDir)?.write);
 
   constructor(private readonly context: KindContext) {
     this.root = path.join(context.dataDir, 'qemu');
@@ -100,6 +103,7 @@ export class QemuProvisioner implements Provisioner<QemuSettings, QemuDetail> {
     this.watchers.clear();
     for (const copy of this.consoleCopies.values()) copy.detach();
     this.consoleCopies.clear();
+    await this.relays.closeAll();
   }
 
   /** QEMU and qemu-img are here (and /dev/kvm where the slot asks for KVM). */
@@ -175,11 +179,16 @@ export class QemuProvisioner implements Provisioner<QemuSettings, QemuDetail> {
     const hostKey = await this.awaitReady(request, settings, vm, runDir, consoleLog, report, signal, started);
     await request.state.save({ ...vm, hostKey });
     this.watch(request, vm.pid, runDir, consoleLog);
-    return { host: '127.0.0.1', port: vm.port, user: settings.user, hostKey };
+    // The owner types at the serial console through a relay that asks for the reservation's console
+    // secret (a warm VM, booted for no reservation yet, has none: its console is only watched).
+    const secret = request.consoleSecret;
+    const console = secret === undefined ? undefined : await this.relays.open(request.allocationId, runDir, secret, this.relays.port(request.allocationId));
+    return { host: '127.0.0.1', port: vm.port, user: settings.user, hostKey, ...(console ? { console } : {}) };
   }
 
   async release(request: QemuRequest): Promise<void> {
     this.unwatch(request.allocationId);
+    await this.relays.close(request.allocationId);
     const detail = await request.state.read();
     await this.discard(this.runDir(request.machine.name, detail?.dir ?? request.reservationId), detail);
   }
@@ -222,7 +231,7 @@ export class QemuProvisioner implements Provisioner<QemuSettings, QemuDetail> {
     copy?.detach();
     const log = new CappedLog(consoleLog, this.context.consoleLogMax ?? defaultConsoleLogMax, 'head');
     if (note) log.write(Buffer.from(bootNote(note)));
-    this.consoleCopies.set(runDir, { log: consoleLog, ...attachConsole(consoleSocketPath(runDir), log) });
+    this.consoleCopies.set(runDir, { log: consoleLog, ...attachConsole(consoleSocketPath(runDir), log, (chunk) => this.relays.feed(runDir, chunk)) });
   }
 
   /** Stops whatever VM belongs to the run directory and removes the directory (overlay included). */
