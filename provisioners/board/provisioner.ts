@@ -12,6 +12,8 @@
 // detail in the loop's provisioning record (BoardDetail, saved through request.state before staging),
 // so a crash right after staging still leaves a record the agent's sweep releases; the TFTP root may
 // be shared with other servers on the host, so what is staged there is never taken for Paddock's.
+// A board kept warm (lab-host/warm.ts) is provisioned the same way for the agent's own key and
+// handed over as it runs (handOver): its staged folder goes with it, its relay is the reservation's.
 import { setTimeout as sleep } from 'node:timers/promises';
 import { randomBytes } from 'node:crypto';
 import { readFile, rm } from 'node:fs/promises';
@@ -260,12 +262,7 @@ export class BoardProvisioner implements Provisioner<BoardSettings, BoardDetail>
   async release(request: BoardRequest): Promise<void> {
     const board = request.machine.name;
     const settings = settingsOf(request.machine);
-    const session = this.sessions.get(request.allocationId);
-    if (session) {
-      this.sessions.delete(request.allocationId);
-      session.untap();
-      await session.relay.close();
-    }
+    await this.closeSession(request.allocationId);
     // The staged files go first: a PDU that does not answer must not leave them behind. The folder
     // recorded is taken only if it is a folder name (the record is data like any other).
     const recorded = (await request.state.read())?.staging;
@@ -277,6 +274,30 @@ export class BoardProvisioner implements Provisioner<BoardSettings, BoardDetail>
       if (error instanceof PowerError) throw new ProvisionError(`${board}: power off: ${error.message}`, 'infrastructure', undefined, { code: 'power_failed' });
       throw error;
     }
+  }
+
+  /**
+   * A board booted for the agent's warm pool becomes the reservation's: its staged folder (the
+   * detail) goes with it, so the reservation's release unstages it and powers the board off. The
+   * warm boot's relay and log are closed; the reservation gets a relay of its own (its console
+   * secret) and a console log that starts at the hand-over.
+   */
+  async handOver(warm: BoardRequest, request: BoardRequest): Promise<{ console: { host: string; port: number } }> {
+    const detail = await warm.state.read();
+    if (detail?.staging === undefined) throw new ProvisionError(`${request.machine.name}: the warm board has no staged boot`, 'infrastructure');
+    await request.state.save(detail);
+    await this.closeSession(warm.allocationId);
+    const settings = settingsOf(request.machine);
+    const console = await this.console(request.machine.name, settings);
+    return { console: await this.openSession(request, settings, console) };
+  }
+
+  private async closeSession(allocationId: string): Promise<void> {
+    const session = this.sessions.get(allocationId);
+    if (!session) return;
+    this.sessions.delete(allocationId);
+    session.untap();
+    await session.relay.close();
   }
 
   /** The board's TFTP root: its own setting, or this lab host's (each agent has its own data directory). */

@@ -1,0 +1,119 @@
+// A warm board on the emulated lab (an arm64 board running Debian's U-Boot, switched by pdudaemon,
+// booted from tftpd-hpa): the agent keeps it booted from the pool's image with its own key; a
+// reservation for that image gets it without a power-on (the lab's PDU log says so) with its key
+// swapped in (the agent's refused), its own console relay and a console log that starts at the
+// hand-over; after release the board is switched off and the refill is a fresh boot from TFTP
+// (the first user's file gone, another boot id). A warm board put in maintenance is switched off
+// and not warmed again.
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import test from 'ava';
+import { ensureTftpd } from '../../boards/boot/tftpd.js';
+import { Paddock, type Reservation } from '../../client/index.js';
+import { sshHandshake } from '../../protocol/ssh.js';
+import { startApi, testConfig } from '../helpers/api.js';
+import { testImages } from '../helpers/images.js';
+import { powerScript, startLab } from '../helpers/lab/index.js';
+import { textSink } from '../helpers/text-sink.js';
+import { waitFor } from '../helpers/wait.js';
+import { warmKey, warmRecords } from '../helpers/warm.js';
+
+const run = promisify(execFile);
+const tftpRoot = '/tmp/paddock-test-tftp';
+
+test('a warm board is handed over without a power-on, its key swapped; after release it is warmed by a fresh boot', async (t) => {
+  t.timeout(600_000);
+  const images = await testImages();
+  await ensureTftpd(tftpRoot, '127.0.0.1:69');
+  const lab = await startLab(1);
+  t.teardown(() => lab.stop());
+
+  // The pool's image is in the store before the board is configured warm.
+  const first = testConfig('machines: []\n');
+  const empty = await startApi(first);
+  await new Paddock({ url: empty.url, token: empty.adminToken }).images.upload(images.arm64, { name: 'arm', format: 'bundle', arch: 'arm64' });
+  await empty.server.close();
+  const board = lab.boardYaml(lab.boards[0], { tftpRoot, extra: '    warm: [{ image: arm, count: 1 }]' });
+  const api = await startApi(testConfig(`agent: { checkInterval: 0 }\nmachines:\n${board}\n`, first.dataDir));
+  t.teardown(() => api.close());
+  const paddock = new Paddock({ url: api.url, token: api.adminToken });
+
+  const powerOns = () =>
+    readFileSync(path.join(lab.dir, 'power.log'), 'utf8')
+      .split('\n')
+      .filter((line) => / on 1$/.test(line)).length;
+  const warmBoot = async (other?: string) => {
+    await waitFor(async () => warmRecords(api.dataDir).some((record) => record.id !== other), 300_000, 'board-1 warm');
+    return warmRecords(api.dataDir)[0];
+  };
+  const reserve = async () => {
+    const reservation = await paddock.reserve({ members: [{ role: 'board', spec: 'arch=arm64', image: 'arm' }], lease: '10m' });
+    await reservation.ready({ timeout: 300 });
+    return reservation;
+  };
+  const released = async (reservation: Reservation) => {
+    await reservation.release();
+    await waitFor(async () => (await reservation.refresh()).state === 'released', 120_000, 'released');
+  };
+  const bootId = async (reservation: Reservation) => (await reservation.run('board', 'cat /proc/sys/kernel/random/boot_id')).stdout.trim();
+
+  const warm = await warmBoot();
+  const ons = powerOns();
+  const reservation = await reserve();
+  const [allocation] = reservation.view.allocations;
+  t.is(allocation.machine, 'board-1');
+  t.is(allocation.hostKey, warm.hostKey, 'the warm boot’s host key, pinned by the client');
+  t.is(powerOns(), ons, 'no power-on after the grant: the board was booted already');
+  t.deepEqual(Object.keys(allocation.stages).sort(), ['addressKnown', 'bootSeen', 'powerConfirmed', 'sshReady']);
+
+  const keys = await reservation.run('board', 'echo first > /root/mark && cat /root/.ssh/authorized_keys');
+  t.is(keys.code, 0, keys.stderr);
+  t.is(keys.stdout.trim().split('\n').length, 1, "authorized_keys holds the reservation's key alone");
+  const refused = await t.throwsAsync(
+    sshHandshake({ host: '127.0.0.1', port: lab.boards[0].sshPort, user: 'root', privateKey: warmKey(api.dataDir), timeoutMs: 10_000 }),
+  );
+  t.regex(refused?.message ?? '', /refused|authentication/i, "the agent's key no longer logs in");
+  const firstBoot = await bootId(reservation);
+
+  // The console relay is the reservation's (its secret), and its log starts at the hand-over.
+  const session = await reservation.openConsole({ write: true });
+  let seen = '';
+  session.on('data', (bytes: Buffer) => (seen += bytes.toString('latin1')));
+  session.write('echo warm-$((6*7))\n');
+  await waitFor(async () => seen.includes('warm-42'), 60_000, 'the board answering on the relay');
+  session.close();
+  const log = textSink();
+  await waitFor(
+    async () => {
+      log.text = '';
+      await reservation.console(log);
+      return log.text.includes('warm-42');
+    },
+    60_000,
+    'the console log',
+  );
+  t.notRegex(log.text, /U-Boot|Starting kernel/, 'no bootloader in the reservation’s console: the board was not booted for it');
+
+  await released(reservation);
+  const refill = await warmBoot(warm.id);
+  t.true(powerOns() > ons, 'the refill is a new power-on');
+  const second = await reserve();
+  t.is(second.view.allocations[0].machine, 'board-1');
+  t.is((await second.run('board', 'test -e /root/mark')).code, 1, 'the first reservation’s file is gone');
+  t.not(await bootId(second), firstBoot, 'a fresh boot from TFTP');
+  t.is(second.view.allocations[0].hostKey, refill.hostKey);
+  t.not(refill.hostKey, warm.hostKey, 'the refill made its own host key');
+  await released(second);
+
+  // In maintenance, a warm board (or one being warmed) is switched off and not warmed again.
+  await paddock.maintenance('board-1', 'cleaning');
+  await new Promise((resolve) => setTimeout(resolve, 2000));
+  const state = async () => (await run(powerScript, [lab.dir, 'status', '1'])).stdout.trim();
+  await waitFor(async () => (await state()) === 'off' && warmRecords(api.dataDir).length === 0, 120_000, 'board-1 off');
+  const settled = powerOns();
+  await new Promise((resolve) => setTimeout(resolve, 4000));
+  t.is(await state(), 'off');
+  t.is(powerOns(), settled, 'no warm boot in maintenance');
+});
