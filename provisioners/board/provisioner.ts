@@ -151,8 +151,11 @@ export class BoardProvisioner implements Provisioner<BoardSettings, BoardDetail>
     const files: Record<string, string> = bundle ? { kernel: bundle.kernel } : { disk: image.file };
     if (bundle?.initrd && !overlaid) files.initrd = bundle.initrd;
     if (bundle?.dtb) files.dtb = bundle.dtb;
-    // Recorded first, so a crash right after staging still leaves a trace the next start cleans.
     const staging = stagingName(request.reservationId, board);
+    // A board handed over warm was staged under its warm boot's name: a boot again in the lease stages it anew under the reservation's.
+    const earlier = await this.recordedStaging(request);
+    if (earlier !== undefined && earlier !== staging) await unstage(root, earlier);
+    // Recorded first, so a crash right after staging still leaves a trace the next start cleans.
     await request.state.save({ staging });
     const staged = await stage(root, staging, files);
     const overlay = overlaid ? await this.stageOverlay(request, bundle!.initrd!, staged, fail) : undefined;
@@ -265,8 +268,7 @@ export class BoardProvisioner implements Provisioner<BoardSettings, BoardDetail>
     await this.closeSession(request.allocationId);
     // The staged files go first: a PDU that does not answer must not leave them behind. The folder
     // recorded is taken only if it is a folder name (the record is data like any other).
-    const recorded = (await request.state.read())?.staging;
-    const staging = typeof recorded === 'string' && /^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(recorded) ? recorded : stagingName(request.reservationId, board);
+    const staging = (await this.recordedStaging(request)) ?? stagingName(request.reservationId, board);
     await unstage(this.tftpRoot(settings), staging);
     try {
       await this.powerOf(board, settings).off(AbortSignal.timeout(settings.timeouts.power * 1000));
@@ -298,6 +300,12 @@ export class BoardProvisioner implements Provisioner<BoardSettings, BoardDetail>
     this.sessions.delete(allocationId);
     session.untap();
     await session.relay.close();
+  }
+
+  /** The folder the record says was staged, if it is a folder name. */
+  private async recordedStaging(request: BoardRequest): Promise<string | undefined> {
+    const recorded = (await request.state.read())?.staging;
+    return typeof recorded === 'string' && /^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(recorded) ? recorded : undefined;
   }
 
   /** The board's TFTP root: its own setting, or this lab host's (each agent has its own data directory). */
