@@ -4,7 +4,8 @@
 // a power-on (the lab's PDU log says so) with its key swapped in (the agent's refused), its own
 // console relay and a console log that starts at the hand-over; after release the board is
 // switched off and the refill is a fresh boot from TFTP (the first user's file gone, another boot
-// id). A warm board put in maintenance is switched off and not warmed again.
+// id; a reboot in the lease stages it for the reservation). A warm board put in maintenance is
+// switched off and not warmed again.
 import { execFile } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -115,9 +116,17 @@ test('a warm board is handed over without a power-on, its key swapped; after rel
   const second = await reserve();
   t.is(second.view.allocations[0].machine, 'board-1');
   t.is((await second.run('board', 'test -e /root/mark')).code, 1, 'the first reservation’s file is gone');
-  t.not(await bootId(second), firstBoot, 'a fresh boot from TFTP');
+  const secondBoot = await bootId(second);
+  t.not(secondBoot, firstBoot, 'a fresh boot from TFTP');
   t.is(second.view.allocations[0].hostKey, refill.hostKey);
   t.not(refill.hostKey, warm.hostKey, 'the refill made its own host key');
+  // A reboot in the lease boots the board for the reservation, staged under its own name.
+  const staged = (id: string) => existsSync(path.join(tftpRoot, 'paddock', `${id}-board-1`));
+  t.true(staged(refill.id));
+  await second.power('board', 'cycle');
+  t.not(await bootId(second), secondBoot, 'booted again');
+  t.false(staged(refill.id), 'the warm boot’s folder went with the reboot');
+  t.true(staged(second.id));
   await released(second);
 
   // In maintenance, a warm board (or one being warmed) is switched off and not warmed again.
@@ -130,5 +139,5 @@ test('a warm board is handed over without a power-on, its key swapped; after rel
   t.is(await state(), 'off');
   t.is(powerOns(), settled, 'no warm boot in maintenance');
   for (const id of [history.provisionings![0].reservationId, warm.id, refill.id, reservation.id, second.id])
-    t.false(existsSync(path.join(tftpRoot, 'paddock', `${id}-board-1`)), `nothing staged for ${id} is left`);
+    t.false(staged(id), `nothing staged for ${id} is left`);
 });
