@@ -72,7 +72,9 @@ test('a warm board is handed over without a power-on, its key swapped; after rel
     'the failed warm boot is in the board’s history and counts',
   );
   const ons = powerOns();
+  const asked = Date.now();
   const reservation = await reserve();
+  t.log(`warm boot ${warm.bootSeconds.toFixed(1)} s; reserve→ready from it ${((Date.now() - asked) / 1000).toFixed(1)} s`);
   const [allocation] = reservation.view.allocations;
   t.is(allocation.machine, 'board-1');
   t.is(allocation.hostKey, warm.hostKey, 'the warm boot’s host key, pinned by the client');

@@ -9,6 +9,8 @@ export interface WarmRecord {
   id: string;
   port: number;
   hostKey: string;
+  /** How long the warm boot took to be ready (seconds). */
+  bootSeconds: number;
 }
 
 /** The machines with a warm boot that is ready. */
@@ -18,9 +20,16 @@ export function warmRecords(dataDir: string): WarmRecord[] {
   if (!existsSync(root)) return found;
   for (const machine of readdirSync(root, { withFileTypes: true }).filter((entry) => entry.isDirectory())) {
     for (const file of readdirSync(path.join(root, machine.name)).filter((name) => name.startsWith('warm-') && name.endsWith('.json'))) {
-      const record = JSON.parse(readFileSync(path.join(root, machine.name, file), 'utf8')) as { ready: boolean; readiness?: { port: number; hostKey: string } };
-      if (record.ready && record.readiness)
-        found.push({ machine: machine.name, id: file.replace(/\.json$/, ''), port: record.readiness.port, hostKey: record.readiness.hostKey });
+      const record = JSON.parse(readFileSync(path.join(root, machine.name, file), 'utf8')) as {
+        ready: boolean;
+        readiness?: { port: number; hostKey: string };
+        startedAt: string;
+        readyAt?: string;
+      };
+      if (!record.ready || !record.readiness) continue;
+      const { port, hostKey } = record.readiness;
+      const bootSeconds = (Date.parse(record.readyAt ?? record.startedAt) - Date.parse(record.startedAt)) / 1000;
+      found.push({ machine: machine.name, id: file.replace(/\.json$/, ''), port, hostKey, bootSeconds });
     }
   }
   return found;
