@@ -384,7 +384,7 @@ export function parseConfig(text: string, file = '<config>'): Config {
       machine.settings = settings.data;
       problems.push(...identityProblems(kind, machine, identities, (issuePath) => where(['machines', index, ...issuePath])));
     }
-    problems.push(...warmProblems(machine, (issuePath) => where(['machines', index, ...issuePath])));
+    problems.push(...warmProblems(machine, kind, settings.success, (issuePath) => where(['machines', index, ...issuePath])));
   });
   if (config.lease.default > config.lease.max) problems.push(`${where(['lease', 'default'])}: longer than lease.max`);
   if (problems.length > 0) throw new ConfigError(file, problems);
@@ -417,12 +417,14 @@ function identityProblems(
 }
 
 /**
- * `warm` is for QEMU slots (their VMs are handed over with the reservation's key swapped in), and
- * keeps no more machines warm than the entry has.
+ * `warm` is for kinds that say so (QEMU slots, boards with SSH: their machines are handed over with
+ * the reservation's key swapped in), and keeps no more machines warm than the entry has.
  */
-function warmProblems(machine: MachineConfig, where: (issuePath: PropertyKey[]) => string): string[] {
+function warmProblems(machine: MachineConfig, kind: KindDescriptor, settingsValid: boolean, where: (issuePath: PropertyKey[]) => string): string[] {
   if (machine.warm === undefined) return [];
-  if (machine.kind !== 'qemu') return [`${where(['warm'])}: warm machines are kept for QEMU slots only, not for kind ${machine.kind}`];
+  if (!kind.warm) return [`${where(['warm'])}: warm machines are kept for QEMU slots and boards only, not for kind ${machine.kind}`];
+  const why = settingsValid ? kind.warm(machine.settings) : undefined;
+  if (why !== undefined) return [`${where(['warm'])}: ${why}`];
   const problems: string[] = [];
   const images = new Set<string>();
   for (const [index, entry] of machine.warm.entries()) {

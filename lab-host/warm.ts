@@ -1,4 +1,4 @@
-// Warm pools, the agent's half: VMs booted ahead of demand on the machines the API plans warm
+// Warm pools, the agent's half: VMs (and boards: "VM" below means either) booted ahead of demand on the machines the API plans warm
 // (api/scheduler/warm.ts), with a key pair only this agent holds (made once, kept under
 // DATA/agent/warm/, never sent anywhere), and handed over to a reservation that asks for their
 // image: the agent logs in with its key, replaces authorized_keys with the reservation's public key
@@ -12,10 +12,11 @@
 // no longer planned, even on a machine gone from the config. Warm boots and stops run in the
 // machine's queue of the task loop, so they never overlap its tasks; a provisioning task for
 // another image aborts a warm boot in flight, and stops a ready warm VM, before it boots cold.
+// A warm boot that fails goes to the API with the next report, for the machine's health.
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import type { AgentTask, WarmPlan, WarmReport } from '../protocol/agent.js';
+import { warmFailuresKept, type AgentTask, type Stage, type WarmFailure, type WarmPlan, type WarmReport } from '../protocol/agent.js';
 import { generateKeyPair, sshConnect, sshExec, sshHandshake, type SshClient } from '../protocol/ssh.js';
 import {
   ProvisionError,
@@ -44,7 +45,12 @@ interface WarmVm {
   booting?: AbortController;
   /** An SSH session with the agent's key, opened once it is warm, for the key swap. */
   session?: Promise<SshClient | undefined>;
+  /** When its release last failed (a PDU that did not answer): it is released again before the machine boots anything. */
+  releaseFailed?: number;
 }
+
+/** How long after a failed release of a warm machine it is tried again. */
+const releaseRetryMs = 30_000;
 
 /** Replaces authorized_keys with what comes on stdin, in one rename. */
 const swapKeys = 'umask 077 && mkdir -p ~/.ssh && cat > ~/.ssh/authorized_keys.new && mv -f ~/.ssh/authorized_keys.new ~/.ssh/authorized_keys';
@@ -82,6 +88,8 @@ export class WarmPool {
   private readonly busy = new Set<string>();
   /** Warm boots that failed in a row per machine, and when the last did. */
   private readonly failures = new Map<string, { count: number; at: number }>();
+  /** Warm boots that failed, for the next report (the API keeps them in the machines' health). */
+  private readonly failedBoots: WarmFailure[] = [];
   private readonly dir: string;
   private key?: { privateKey: string; publicKey: string };
   private timer?: NodeJS.Timeout;
@@ -188,9 +196,9 @@ export class WarmPool {
     const [hostKey] = await Promise.all([login, stages]);
     const provisioner = this.options.provisioner(vm.machine.kind);
     if (!provisioner.handOver) throw new ProvisionError(`${vm.machine.name}: a ${vm.machine.kind} machine is never kept warm`, 'infrastructure');
-    await provisioner.handOver(this.request(vm), request);
+    const handed = await provisioner.handOver(this.request(vm), request);
     await report.stage('sshReady');
-    return { ...ready, hostKey };
+    return { ...ready, hostKey, ...handed };
   }
 
   private schedule(delayMs: number): void {
@@ -206,16 +214,26 @@ export class WarmPool {
     let next = 5;
     this.syncing = (async () => {
       const warm = [...this.vms.values()].filter((vm) => vm.ready).map((vm) => ({ machine: vm.machine.name, image: vm.image }));
-      const plan = await this.options.exchange({ agent: this.options.agent, warm });
+      const failed = this.failedBoots.splice(0);
+      const plan = await this.options.exchange({ agent: this.options.agent, warm, ...(failed.length > 0 ? { failed } : {}) }).catch((error: unknown) => {
+        // Sent again with the next report, unless the API refused them (then they never pass).
+        const status = (error as { response?: { statusCode?: number } }).response?.statusCode;
+        if (status === undefined || status >= 500) this.keepFailed(failed, true);
+        throw error;
+      });
       next = plan.intervalSeconds;
       const targets = new Map(plan.targets.map((target) => [target.machine.name, target]));
       const held = new Set(plan.held);
       for (const vm of [...this.vms.values()]) {
-        if (held.has(vm.machine.name) || this.busy.has(vm.machine.name)) continue;
-        if (targets.get(vm.machine.name)?.image !== vm.image) {
-          vm.booting?.abort(new Error('no longer planned warm'));
-          void this.cool(vm.machine.name);
+        if (held.has(vm.machine.name)) continue;
+        if (vm.releaseFailed !== undefined) {
+          if (!this.busy.has(vm.machine.name) && Date.now() - vm.releaseFailed >= releaseRetryMs) void this.cool(vm.machine.name);
+          continue;
         }
+        if (targets.get(vm.machine.name)?.image === vm.image) continue;
+        // A boot in flight stops now (a board put in maintenance is not booted to the end first).
+        vm.booting?.abort(new Error('no longer planned warm'));
+        if (!this.busy.has(vm.machine.name)) void this.cool(vm.machine.name);
       }
       const now = Date.now();
       for (const { machine, image } of targets.values()) {
@@ -240,11 +258,13 @@ export class WarmPool {
         return;
       }
       const started = Date.now();
+      let stage: Stage | undefined;
+      const timeout = AbortSignal.timeout(this.options.provisionTimeoutMs);
       try {
         await this.note(vm);
         await this.options.journal.write(this.record(vm, false));
-        const signal = AbortSignal.any([vm.booting!.signal, AbortSignal.timeout(this.options.provisionTimeoutMs)]);
-        const readiness = await this.options.provisioner(machine.kind).provision(this.request(vm), { stage: async () => undefined }, signal);
+        const signal = AbortSignal.any([vm.booting!.signal, timeout]);
+        const readiness = await this.options.provisioner(machine.kind).provision(this.request(vm), { stage: async (next) => void (stage = next) }, signal);
         if (!('host' in readiness)) throw new Error('a warm machine must be reachable over SSH');
         vm.ready = readiness;
         delete vm.booting;
@@ -260,10 +280,36 @@ export class WarmPool {
         if (!vm.booting?.signal.aborted) {
           this.failures.set(machine.name, { count: (this.failures.get(machine.name)?.count ?? 0) + 1, at: Date.now() });
           this.options.log.warn({ machine: machine.name, image, error: (error as Error).message }, 'warm boot failed');
+          this.failedBoot(vm, error, timeout.aborted ? 'provision_timeout' : undefined, stage, started);
         }
         await this.discard(vm);
       }
     });
+  }
+
+  /** A warm boot that failed, kept for the next report as the task loop reports a provisioning's failure. */
+  private failedBoot(vm: WarmVm, error: unknown, timedOut: string | undefined, reached: Stage | undefined, started: number): void {
+    const failure = error instanceof ProvisionError ? error : undefined;
+    const stage = failure?.stage ?? reached;
+    this.keepFailed([
+      {
+        machine: vm.machine.name,
+        image: vm.image,
+        id: vm.id,
+        reason: (timedOut ? `not ready within ${this.options.provisionTimeoutMs / 1000}s` : (error as Error).message).slice(0, 20_000),
+        fault: failure?.fault ?? 'infrastructure',
+        code: timedOut ?? failure?.code ?? 'infrastructure_failed',
+        ...(stage ? { stage } : {}),
+        seconds: (Date.now() - started) / 1000,
+      },
+    ]);
+  }
+
+  /** Failed warm boots to report, the newest `warmFailuresKept` of them; `earlier` ones (a report that did not go) before those there. */
+  private keepFailed(boots: WarmFailure[], earlier = false): void {
+    if (earlier) this.failedBoots.unshift(...boots);
+    else this.failedBoots.push(...boots);
+    this.failedBoots.splice(0, Math.max(0, this.failedBoots.length - warmFailuresKept));
   }
 
   /** Stops the machine's warm VM, in its queue. */
@@ -307,10 +353,23 @@ export class WarmPool {
 
   /** Releases a warm VM (its kind stops it and removes its disk) and forgets it. */
   private async discard(vm: WarmVm): Promise<void> {
-    if (this.vms.get(vm.machine.name) === vm) this.vms.delete(vm.machine.name);
+    const name = vm.machine.name;
+    if (this.vms.get(name) === vm) this.vms.delete(name);
     void vm.session?.then((client) => client?.end());
     delete vm.session;
-    await this.options.provisioner(vm.machine.kind).release(this.request(vm));
+    try {
+      await this.options.provisioner(vm.machine.kind).release(this.request(vm));
+    } catch (error) {
+      // Kept, no longer warm (its record says so too, for a restart): no warm boot on the machine
+      // until a release succeeds, and a task for it releases it first (and fails if that fails).
+      delete vm.ready;
+      delete vm.booting;
+      vm.releaseFailed = Date.now();
+      if (!this.vms.has(name)) this.vms.set(name, vm);
+      const found = await this.options.journal.read(name, vm.id);
+      if (found && 'record' in found) await this.options.journal.write({ ...found.record, ready: false, updatedAt: new Date().toISOString() });
+      throw error;
+    }
     await this.forget(vm);
   }
 

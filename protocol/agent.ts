@@ -123,7 +123,26 @@ export interface WarmMachine {
 export interface WarmReport {
   agent: string;
   warm: WarmMachine[];
+  /** Warm boots that failed since the last report the API answered: each is in its machine's health as a failed provisioning. */
+  failed?: WarmFailure[];
 }
+
+/** A warm boot that failed, as a provisioning's failure is reported. */
+export interface WarmFailure {
+  machine: string;
+  image: string;
+  /** The warm boot's id (`warm-…`): its entry in the machine's history. */
+  id: string;
+  reason: string;
+  fault: 'infrastructure' | 'request';
+  code: string;
+  stage?: Stage;
+  /** How long the boot ran. */
+  seconds: number;
+}
+
+/** The most failed warm boots one report carries (an agent keeps no more while the API does not answer). */
+export const warmFailuresKept = 16;
 
 /**
  * The API's answer to a warm report: which machine to keep warm with which image (a warm machine

@@ -114,9 +114,10 @@ export interface Provisioner<Settings = unknown, Detail = unknown> {
    * Hands a machine made ready for a warm pool (`warm`: booted ahead of demand with the agent's own
    * key) over to a reservation (`request`): what the kind keeps of it (its detail, its watch, its
    * console log) becomes the reservation's. The key swap is the agent's (lab-host/warm.ts); kinds
-   * whose machines are never kept warm leave it out.
+   * whose machines are never kept warm leave it out. Resolves to what differs from the warm
+   * machine's readiness for the reservation (a board's console relay, opened for its secret), if anything.
    */
-  handOver?(warm: ProvisionRequest<Settings, Detail>, request: ProvisionRequest<Settings, Detail>): Promise<void>;
+  handOver?(warm: ProvisionRequest<Settings, Detail>, request: ProvisionRequest<Settings, Detail>): Promise<Pick<SshReadiness, 'console'> | void>;
   /** Lets go of what the provisioner keeps open between tasks (connections), when the agent stops. */
   close?(): Promise<void>;
   /**
@@ -154,6 +155,11 @@ export interface KindDescriptor<Settings = unknown> {
    * both with `power_not_supported`.
    */
   leaseActions?: boolean;
+  /**
+   * Kinds whose machines can be kept warm (`warm` in the config; the provisioner implements
+   * `handOver`) say why a machine of theirs cannot, from its settings, or undefined when it can.
+   */
+  warm?(settings: Settings): string | undefined;
   /** For kinds whose config entry is a pool offered by a provider (OpenStack flavors). */
   pool?: PoolSupport<Settings>;
   /** The kind's provisioner, imported on first use. */

@@ -4,6 +4,7 @@
 import type Koa from 'koa';
 import { z } from 'zod';
 import { machineProblemLimits, stages, type Caller, type Role } from '../../protocol/api.js';
+import { warmFailuresKept } from '../../protocol/agent.js';
 import { ApiError } from '../errors.js';
 import { integer, machineText, name, text } from '../fields.js';
 import { readRaw } from '../body.js';
@@ -81,6 +82,25 @@ const warmSchema = z.strictObject({
     .array(z.strictObject({ machine: name('machine'), image: text({ min: 1, max: 200 }) }))
     .max(machineProblemLimits.count)
     .refine((warm) => new Set(warm.map((each) => each.machine)).size === warm.length, 'one entry per machine'),
+  /** Warm boots that failed since its last report. */
+  failed: z
+    .array(
+      z.strictObject({
+        machine: name('machine'),
+        image: text({ min: 1, max: 200 }),
+        id: text({ max: 64, pattern: /^warm-[a-z0-9]{1,48}$/, message: 'a warm boot id is warm- and lower-case letters or digits' }),
+        reason: machineText(20000),
+        fault: z.enum(['infrastructure', 'request']),
+        code: text({ max: 48, pattern: /^[a-z][a-z0-9_]{0,47}$/, message: 'a code is lower-case letters, digits and _' }),
+        stage: z.enum(stages).optional(),
+        seconds: z
+          .number()
+          .min(0)
+          .max(30 * 86400),
+      }),
+    )
+    .max(warmFailuresKept)
+    .optional(),
 });
 
 /** An agent token speaks only for the agent of its own name (an admin may speak for any). */
@@ -147,7 +167,7 @@ export function agentRoutes(table: RouteTable, scheduler: Scheduler, consoles: C
       responses: { 200: '{ targets, held, intervalSeconds }' },
     },
     (ctx, report) => {
-      ctx.body = scheduler.warm.report(checkAgent(ctx, report.agent), report.warm);
+      ctx.body = scheduler.warm.report(checkAgent(ctx, report.agent), report.warm, report.failed);
     },
   );
 

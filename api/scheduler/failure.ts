@@ -72,6 +72,9 @@ export function failureVerdict(allocation: AllocationState, report: FailureRepor
 }
 
 /** Whether a machine with this many infrastructure failures in a row is quarantined. */
+/** Whether a failure that is not a provisioning's (a warm boot's) counts against its machine, as failureVerdict would count it. */
+export const countsAgainstMachine = (report: Required<FailureReport>) => report.fault === 'infrastructure' && !notTheMachine.has(report.code);
+
 export function quarantines(failures: number, health: { quarantineAfter: number }): boolean {
   return failures >= health.quarantineAfter;
 }

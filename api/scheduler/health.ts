@@ -7,6 +7,8 @@
 import type { AllocationFailure, ProvisioningView, Stage } from '../../protocol/api.js';
 import { stages as stageOrder } from '../../protocol/agent.js';
 import { plainRows, type ProvisioningRow } from '../db/index.js';
+import type { WarmFailure } from '../../protocol/agent.js';
+import { countsAgainstMachine } from './failure.js';
 import type { Machines } from './machines.js';
 import { ms, type Allocation, type MachineEntry, type Reservation } from './records.js';
 import type { SchedulerPolicy, SchedulerState } from './state.js';
@@ -114,7 +116,44 @@ export class Health {
    */
   failed(reservation: Reservation, allocation: Allocation, machine: MachineEntry, counted: boolean, reason: string): void {
     const score = this.record(reservation, allocation, machine, allocation.failure, counted);
+    if (counted) this.countFailure(machine, score, reason);
+  }
+
+  /**
+   * A warm boot (a machine booted ahead of demand by its agent, for no reservation) failed: it is
+   * in the history as a failed provisioning of the system's own, and counts as one. A free machine
+   * it quarantines leaves the pool at once, so its agent stops warming it.
+   */
+  warmFailed(machine: MachineEntry, boot: WarmFailure): void {
+    const now = this.state.now();
+    const counted = countsAgainstMachine(boot);
+    const row = this.state.store.provisioning({
+      machine: machine.name,
+      reservationId: boot.id,
+      allocationId: `${boot.id}.0`,
+      owner: systemOwner,
+      image: boot.image,
+      outcome: 'failed',
+      code: boot.code,
+      fault: boot.fault,
+      stage: boot.stage ?? null,
+      counted,
+      qualification: false,
+      stages: '{}',
+      startedAt: new Date(now - boot.seconds * 1000),
+      endedAt: new Date(now),
+    });
+    const score = this.keep(machine, row);
     if (!counted) return;
+    this.countFailure(machine, score, `warm boot of ${boot.image}: ${boot.code}: ${boot.reason}`);
+    if (machine.pendingState === 'quarantined' && machine.state === 'available' && machine.reservationId === undefined) {
+      machine.pendingState = undefined;
+      this.state.inventory.setState(machine, 'quarantined');
+      this.state.store.machine(machine);
+    }
+  }
+
+  private countFailure(machine: MachineEntry, score: Score, reason: string): void {
     this.machines.countFailure(machine, reason);
     if (machine.pendingState === 'quarantined' || !scoreQuarantines(score, this.policy)) return;
     machine.pendingState = 'quarantined';
@@ -172,6 +211,11 @@ export class Health {
       startedAt: new Date(Math.min(startedAt, now)),
       endedAt: new Date(now),
     });
+    return this.keep(machine, row);
+  }
+
+  /** A provisioning stored: first in the machine's history, and its score worked out again. */
+  private keep(machine: MachineEntry, row: ProvisioningRow): Score {
     const list = [row, ...(this.history.get(machine.name) ?? [])];
     list.length = Math.min(list.length, provisioningsKept);
     this.history.set(machine.name, list);

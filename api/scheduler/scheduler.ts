@@ -72,6 +72,7 @@ export class Scheduler {
     this.machines = new Machines(this.state, this.grants, this.qualifications);
     const labHosts = new LabHosts((options.policy.agents?.heartbeatTimeout ?? 30) * 1000, this.state.now, version);
     this.health = new Health(this.state, this.machines);
+    this.warm.boots = { failed: (machine, failure) => this.health.warmFailed(machine, failure), ready: (machine) => this.machines.countSuccess(machine) };
     this.agents = new AgentTasks(this.state, this.grants, this.machines, labHosts, this.health);
     this.agents.onReady = (reservation) => this.qualifications.ready(reservation);
     this.agents.checkFor = (reservation, machine) => this.qualifications.checkFor(reservation, machine);

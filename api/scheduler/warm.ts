@@ -10,9 +10,9 @@
 // back to cold use: no machine is kept warm for it until a member asks for it again (that member
 // boots cold; the pool refills behind it). Nothing here is stored: after an API restart the agents'
 // next reports say again which machines are warm, and the idle clocks start again.
-import type { AgentTask, WarmMachine, WarmPlan } from '../../protocol/agent.js';
+import type { AgentTask, WarmFailure, WarmMachine, WarmPlan } from '../../protocol/agent.js';
 import { isFree } from './inventory.js';
-import type { Reservation } from './records.js';
+import type { MachineEntry, Reservation } from './records.js';
 import type { MachineDefinition, SchedulerState } from './state.js';
 
 interface WarmPool {
@@ -36,6 +36,8 @@ export class WarmKeeper {
   /** When each image was last asked for by a granted member (ms); since the start for those not asked yet. */
   private readonly asked = new Map<string, number>();
   private readonly since: number;
+  /** Told of warm boots: one that failed is in the machine's health as a failed provisioning; one that came up ends its run of failures. */
+  boots?: { failed(machine: MachineEntry, failure: WarmFailure): void; ready(machine: MachineEntry): void };
 
   constructor(
     private readonly state: SchedulerState,
@@ -61,10 +63,23 @@ export class WarmKeeper {
    * the plan it is to follow. A machine that is not of its lab host (gone from the config, moved
    * to another) is left out of the plan, so its warm VM is stopped; it changes nothing here.
    */
-  report(agent: string, warm: readonly WarmMachine[]): WarmPlan {
+  report(agent: string, warm: readonly WarmMachine[], failed: readonly WarmFailure[] = []): WarmPlan {
     const { inventory } = this.state;
+    const ours = (name: string) => {
+      const machine = inventory.get(name);
+      return machine?.labHost === agent && machine.state !== 'retired' ? machine : undefined;
+    };
+    const before = new Set(this.ready.keys());
     for (const [name] of this.ready) if (inventory.get(name)?.labHost === agent) this.ready.delete(name);
     for (const { machine, image } of warm) if (inventory.get(machine)?.labHost === agent) this.ready.set(machine, imageRef(image));
+    for (const failure of failed) {
+      const machine = ours(failure.machine);
+      if (machine) this.boots?.failed(machine, failure);
+    }
+    for (const { machine: name } of warm) {
+      const machine = ours(name);
+      if (machine && !before.has(name)) this.boots?.ready(machine);
+    }
     this.plan();
     const targets: WarmPlan['targets'] = [];
     const held: string[] = [];

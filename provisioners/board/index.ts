@@ -8,5 +8,7 @@ export const boardKind: KindDescriptor<BoardSettings> = {
   kind: 'board',
   settingsSchema: boardSettingsSchema,
   leaseActions: true,
+  // A warm board is handed over by swapping the reservation's key in over SSH.
+  warm: (settings) => (settings.ssh ? undefined : 'a board is kept warm only with ssh settings: the key is swapped over SSH at hand-over'),
   load: async () => (await import('./provisioner.js')).createBoardProvisioner,
 };

@@ -12,6 +12,8 @@
 // detail in the loop's provisioning record (BoardDetail, saved through request.state before staging),
 // so a crash right after staging still leaves a record the agent's sweep releases; the TFTP root may
 // be shared with other servers on the host, so what is staged there is never taken for Paddock's.
+// A board kept warm (lab-host/warm.ts) is provisioned the same way for the agent's own key and
+// handed over as it runs (handOver): its staged folder goes with it, its relay is the reservation's.
 import { setTimeout as sleep } from 'node:timers/promises';
 import { randomBytes } from 'node:crypto';
 import { readFile, rm } from 'node:fs/promises';
@@ -149,8 +151,11 @@ export class BoardProvisioner implements Provisioner<BoardSettings, BoardDetail>
     const files: Record<string, string> = bundle ? { kernel: bundle.kernel } : { disk: image.file };
     if (bundle?.initrd && !overlaid) files.initrd = bundle.initrd;
     if (bundle?.dtb) files.dtb = bundle.dtb;
-    // Recorded first, so a crash right after staging still leaves a trace the next start cleans.
     const staging = stagingName(request.reservationId, board);
+    // A board handed over warm was staged under its warm boot's name: a boot again in the lease stages it anew under the reservation's.
+    const earlier = await this.recordedStaging(request);
+    if (earlier !== undefined && earlier !== staging) await unstage(root, earlier);
+    // Recorded first, so a crash right after staging still leaves a trace the next start cleans.
     await request.state.save({ staging });
     const staged = await stage(root, staging, files);
     const overlay = overlaid ? await this.stageOverlay(request, bundle!.initrd!, staged, fail) : undefined;
@@ -260,16 +265,10 @@ export class BoardProvisioner implements Provisioner<BoardSettings, BoardDetail>
   async release(request: BoardRequest): Promise<void> {
     const board = request.machine.name;
     const settings = settingsOf(request.machine);
-    const session = this.sessions.get(request.allocationId);
-    if (session) {
-      this.sessions.delete(request.allocationId);
-      session.untap();
-      await session.relay.close();
-    }
+    await this.closeSession(request.allocationId);
     // The staged files go first: a PDU that does not answer must not leave them behind. The folder
     // recorded is taken only if it is a folder name (the record is data like any other).
-    const recorded = (await request.state.read())?.staging;
-    const staging = typeof recorded === 'string' && /^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(recorded) ? recorded : stagingName(request.reservationId, board);
+    const staging = (await this.recordedStaging(request)) ?? stagingName(request.reservationId, board);
     await unstage(this.tftpRoot(settings), staging);
     try {
       await this.powerOf(board, settings).off(AbortSignal.timeout(settings.timeouts.power * 1000));
@@ -277,6 +276,36 @@ export class BoardProvisioner implements Provisioner<BoardSettings, BoardDetail>
       if (error instanceof PowerError) throw new ProvisionError(`${board}: power off: ${error.message}`, 'infrastructure', undefined, { code: 'power_failed' });
       throw error;
     }
+  }
+
+  /**
+   * A board booted for the agent's warm pool becomes the reservation's: its staged folder (the
+   * detail) goes with it, so the reservation's release unstages it and powers the board off. The
+   * warm boot's relay and log are closed; the reservation gets a relay of its own (its console
+   * secret) and a console log that starts at the hand-over.
+   */
+  async handOver(warm: BoardRequest, request: BoardRequest): Promise<{ console: { host: string; port: number } }> {
+    const detail = await warm.state.read();
+    if (detail?.staging === undefined) throw new ProvisionError(`${request.machine.name}: the warm board has no staged boot`, 'infrastructure');
+    await request.state.save(detail);
+    await this.closeSession(warm.allocationId);
+    const settings = settingsOf(request.machine);
+    const console = await this.console(request.machine.name, settings);
+    return { console: await this.openSession(request, settings, console) };
+  }
+
+  private async closeSession(allocationId: string): Promise<void> {
+    const session = this.sessions.get(allocationId);
+    if (!session) return;
+    this.sessions.delete(allocationId);
+    session.untap();
+    await session.relay.close();
+  }
+
+  /** The folder the record says was staged, if it is a folder name. */
+  private async recordedStaging(request: BoardRequest): Promise<string | undefined> {
+    const recorded = (await request.state.read())?.staging;
+    return typeof recorded === 'string' && /^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(recorded) ? recorded : undefined;
   }
 
   /** The board's TFTP root: its own setting, or this lab host's (each agent has its own data directory). */

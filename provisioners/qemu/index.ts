@@ -12,5 +12,6 @@ export const qemuKind: KindDescriptor<QemuSettings> = {
   settingsSchema: qemuSettingsSchema,
   defaults: qemuDefaults,
   leaseActions: true,
+  warm: () => undefined,
   load: async () => (await import('./provisioner.js')).createQemuProvisioner,
 };

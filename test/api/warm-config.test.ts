@@ -33,10 +33,23 @@ test('warm asks no more machines than the entry has, once per image, with known 
   refused(t, entry('warm: [{ image: tiny, count: 1, idle: soon }]'), /not a duration/);
 });
 
-test('warm is for QEMU slots: another kind is refused with a clear message', (t) => {
+test('warm is for QEMU slots and boards with SSH: another kind, or a console-only board, is refused with a clear message', (t) => {
   refused(
     t,
     entry('settings: { host: 127.0.0.1, user: ci, key: /k }, warm: [{ image: tiny, count: 1 }]', 'static', ''),
-    /warm machines are kept for QEMU slots only, not for kind static/,
+    /warm machines are kept for QEMU slots and boards only, not for kind static/,
+  );
+  const board = (ssh: string) =>
+    entry(
+      `settings: { power: { driver: command, on: "true", off: "true" }, console: { device: /dev/ttyUSB0 }, boot: { serverIp: 10.0.0.1 }${ssh} }, warm: [{ image: tiny, count: 1 }]`,
+      'board',
+      '',
+    );
+  refused(t, board(''), /machines\[0\]\.warm: a board is kept warm only with ssh settings/);
+  t.deepEqual(parseConfig(board(', ssh: { host: 10.0.0.2 }')).machines[0].warm, [{ image: 'tiny:latest', count: 1, idle: 1800 }]);
+  refused(
+    t,
+    entry('settings: { power: { driver: command, on: "true", off: "true" } }, warm: [{ image: tiny, count: 2 }]', 'board', ''),
+    /2 warm machines asked of an entry of 1 slot/,
   );
 });

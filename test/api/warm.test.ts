@@ -2,7 +2,7 @@
 // plan keeps warm, the swap that gives a member the warm slot of its image and a member of
 // another image a cold one, and what an agent may report.
 import test from 'ava';
-import type { ReservationView, WarmPlan } from '../../protocol/api.js';
+import type { MachineView, ReservationView, WarmPlan } from '../../protocol/api.js';
 import { startApi, testConfig } from '../helpers/api.js';
 
 const yaml = `
@@ -72,4 +72,50 @@ test('only agents report warm machines, each for its own lab host', async (t) =>
   t.is(twice.statusCode, 400);
   const plan = (await api.http(token).post('v1/agent/warm', { json: { agent: 'lab-b', warm: [] } })).body as WarmPlan;
   t.deepEqual(plan, { targets: [], held: [], intervalSeconds: 30 }, 'a lab host without warm pools asks again in 30 s');
+});
+
+test('a failed warm boot is in its machine’s history and counts as a failed provisioning; enough in a row quarantine the machine, which is then not warmed', async (t) => {
+  const api = await startApi(testConfig(`health: { quarantineAfter: 2 }\n${yaml}`));
+  t.teardown(() => api.close());
+  const admin = api.http();
+  const token = ((await admin.post('v1/tokens', { json: { name: 'lab-a', role: 'agent' } })).body as { token: string }).token;
+  const agent = api.http(token);
+  const boot = (id: string, fault: string, code: string, machine = 'vm-1') => ({
+    machine,
+    image: 'tiny:test',
+    id,
+    reason: `${code} in the test`,
+    fault,
+    code,
+    stage: 'powerConfirmed',
+    seconds: 3,
+  });
+  const report = async (warm: { machine: string; image: string }[], failed: object[]) => {
+    const answer = await agent.post('v1/agent/warm', { json: { agent: 'lab-a', warm, failed } });
+    t.is(answer.statusCode, 200, JSON.stringify(answer.body));
+    return (answer.body as WarmPlan).targets.map((target) => target.machine.name);
+  };
+  const vm1 = async () => (await admin.get('v1/machines/vm-1')).body as MachineView;
+
+  t.deepEqual(await report([], [boot('warm-a1', 'infrastructure', 'power_failed'), boot('warm-f1', 'infrastructure', 'power_failed', 'far')]), ['vm-1']);
+  t.like(await vm1(), { state: 'available', failures: 1 });
+  t.deepEqual(
+    (await vm1()).provisionings!.map((run) => [run.reservationId, run.owner, run.outcome, run.code, run.stage, run.counted, run.image]),
+    [['warm-a1', 'paddock', 'failed', 'power_failed', 'powerConfirmed', true, 'tiny:test']],
+  );
+  t.is(((await admin.get('v1/machines/far')).body as MachineView).failures, 0, 'another lab host’s machine is not this agent’s to report');
+  await report([], [boot('warm-a2', 'request', 'image_not_found')]);
+  t.like(await vm1(), { failures: 1, health: 0 }, 'the image’s fault is in the history, not counted');
+  await report([{ machine: 'vm-1', image: 'tiny:test' }], []);
+  t.is((await vm1()).failures, 0, 'a warm boot that came up ends the run of failures');
+
+  t.deepEqual(await report([], [boot('warm-a3', 'infrastructure', 'boot_timeout'), boot('warm-a4', 'infrastructure', 'power_failed')]), ['vm-2']);
+  const quarantined = await vm1();
+  t.is(quarantined.state, 'quarantined', 'a free machine is quarantined at once');
+  t.regex(quarantined.reason ?? '', /^2 infrastructure failures in a row; last: warm boot of tiny:test: power_failed: power_failed in the test$/);
+
+  const forged = await agent.post('v1/agent/warm', {
+    json: { agent: 'lab-a', warm: [], failed: [{ ...boot('../r-1', 'infrastructure', 'x'), id: '../r-1' }] },
+  });
+  t.is(forged.statusCode, 400, 'a warm boot id is warm- and letters or digits');
 });

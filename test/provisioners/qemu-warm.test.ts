@@ -4,7 +4,6 @@
 // another image gets the cold slot, and a slot used by a reservation is warmed again only by a
 // fresh boot. A restarted server keeps the warm VM, and gives it back to cold use once nobody asked
 // for its image within its idle time.
-import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import test from 'ava';
 import { Paddock, type Reservation } from '../../client/index.js';
@@ -14,6 +13,7 @@ import { embeddedConfig } from '../../api/config.js';
 import { startApi, testConfig, type TestApi } from '../helpers/api.js';
 import { waitFor } from '../helpers/wait.js';
 import { testImages, type TestImages } from '../helpers/images.js';
+import { warmKey, warmRecords } from '../helpers/warm.js';
 
 let images: TestImages;
 const servers: TestApi[] = [];
@@ -31,18 +31,7 @@ async function server(idle: string): Promise<{ api: TestApi; paddock: Paddock }>
   return { api, paddock };
 }
 
-/** The slots with a warm VM that is ready, from the agent's provisioning records. */
-function warmSlots(api: TestApi): { machine: string; port: number; hostKey: string }[] {
-  const root = path.join(api.dataDir, 'agent', 'provisioning');
-  const found = [];
-  for (const machine of readdirSync(root, { withFileTypes: true }).filter((entry) => entry.isDirectory())) {
-    for (const file of readdirSync(path.join(root, machine.name)).filter((name) => name.startsWith('warm-') && name.endsWith('.json'))) {
-      const record = JSON.parse(readFileSync(path.join(root, machine.name, file), 'utf8')) as { ready: boolean; readiness?: { port: number; hostKey: string } };
-      if (record.ready && record.readiness) found.push({ machine: machine.name, port: record.readiness.port, hostKey: record.readiness.hostKey });
-    }
-  }
-  return found;
-}
+const warmSlots = (api: TestApi) => warmRecords(api.dataDir);
 
 const warmOn = (api: TestApi, machine: string) =>
   waitFor(async () => warmSlots(api).some((slot) => slot.machine === machine), 180_000, `a warm VM on ${machine}`);
@@ -73,7 +62,7 @@ test.serial('a warm VM is handed over with the key swapped, the pool refills, an
   await paddock.images.upload(images.initramfs, { name: 'other', tag: 'test', format: 'bundle', arch: 'x86_64' });
   await warmOn(api, 'vm-1');
   const [warm] = warmSlots(api);
-  const agentKey = (JSON.parse(readFileSync(path.join(api.dataDir, 'agent', 'warm', 'key.json'), 'utf8')) as { privateKey: string }).privateKey;
+  const agentKey = warmKey(api.dataDir);
 
   const first = await tiny(paddock);
   const [allocation] = first.view.allocations;
