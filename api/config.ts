@@ -415,19 +415,23 @@ function identityProblems(
 }
 
 /**
- * `warm` is for QEMU slots (their VMs are handed over with the reservation's key swapped in), and
- * keeps no more machines warm than the entry has.
+ * `warm` is for QEMU slots and OpenStack pools (their machines are handed over with the
+ * reservation's key swapped in over SSH, so a pool must be `ready: ssh`), and keeps no more
+ * machines warm than the entry has (an OpenStack pool: maxInstances).
  */
 function warmProblems(machine: MachineConfig, where: (issuePath: PropertyKey[]) => string): string[] {
   if (machine.warm === undefined) return [];
-  if (machine.kind !== 'qemu') return [`${where(['warm'])}: warm machines are kept for QEMU slots only, not for kind ${machine.kind}`];
+  if (machine.kind !== 'qemu' && machine.kind !== 'openstack')
+    return [`${where(['warm'])}: warm machines are kept for QEMU slots and OpenStack pools only, not for kind ${machine.kind}`];
+  const cloud = machine.kind === 'openstack' ? (machine.settings as { maxInstances?: number; ready?: string } | undefined) : undefined;
+  if (cloud && cloud.ready !== 'ssh') return [`${where(['warm'])}: a warm server is handed over by an SSH login: the pool must be ready: ssh`];
   const problems: string[] = [];
   const images = new Set<string>();
   for (const [index, entry] of machine.warm.entries()) {
     if (images.has(entry.image)) problems.push(`${where(['warm', index, 'image'])}: ${entry.image} is warm twice in one entry`);
     images.add(entry.image);
   }
-  const slots = machine.count ?? 1;
+  const slots = cloud?.maxInstances ?? machine.count ?? 1;
   const total = machine.warm.reduce((sum, entry) => sum + entry.count, 0);
   if (total > slots) problems.push(`${where(['warm'])}: ${total} warm machines asked of an entry of ${slots} slot${slots === 1 ? '' : 's'}`);
   return problems;

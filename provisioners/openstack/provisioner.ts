@@ -97,6 +97,10 @@ export class OpenStackProvisioner implements Provisioner<OpenStackSettings> {
     return `paddock-${this.instance}-${reservationId}-${keypairSafe(machine)}`;
   }
 
+  private serverName(request: Pick<ProvisionRequest, 'reservationId' | 'machine'>): string {
+    return `paddock-${request.reservationId}-${request.machine.name}`;
+  }
+
   async provision(request: ProvisionRequest<OpenStackSettings>, report: StageReporter, signal: AbortSignal): Promise<SshReadiness> {
     const settings = parseSettings(openstackSettings, request.machine);
     const where = `${request.machine.name} (OpenStack pool ${settings.pool ?? '?'})`;
@@ -138,7 +142,7 @@ export class OpenStackProvisioner implements Provisioner<OpenStackSettings> {
       await client.createKeypair(keyName, request.publicKey);
     }
     const body = {
-      name: `paddock-${request.reservationId}-${request.machine.name}`,
+      name: this.serverName(request),
       flavorRef: settings.flavor,
       imageRef: image.id,
       networks: [{ uuid: network }],
@@ -435,7 +439,34 @@ export class OpenStackProvisioner implements Provisioner<OpenStackSettings> {
     }
   }
 
-  /** Reservations whose servers or keypairs are in the cloud on this machine. */
+  /**
+   * A server booted for the agent's warm pool (with the agent's key, which the agent has swapped for
+   * the reservation's by now) becomes the reservation's: its metadata, tag and name say the reservation
+   * (so its release, power actions and the leak sweep find it as any other), the warm keypair goes,
+   * its pinned host key follows, and it is watched for the reservation.
+   */
+  async handOver(warm: ProvisionRequest<OpenStackSettings>, request: ProvisionRequest<OpenStackSettings>): Promise<void> {
+    const settings = parseSettings(openstackSettings, request.machine);
+    const where = `${request.machine.name} (OpenStack pool ${settings.pool ?? '?'})`;
+    try {
+      const client = clientFor(settings);
+      const server = (await this.servers(client)).find((each) => ownerOf(each).allocation === warm.allocationId);
+      if (!server) throw new ProvisionError(`${where}: the warm server is gone`, 'infrastructure', undefined, { code: 'machine_lost' });
+      this.unwatch(warm.allocationId);
+      await request.state.save({ ...((await warm.state.read()) as OpenStackDetail | undefined) });
+      await client.setServerMetadata(server.id, { paddock_reservation: request.reservationId, paddock_allocation: request.allocationId });
+      await client.tagServer(server.id, `paddock-reservation:${request.reservationId}`, true);
+      await client.tagServer(server.id, `paddock-reservation:${warm.reservationId}`, false);
+      await client.renameServer(server.id, this.serverName(request));
+      await client.deleteKeypair(this.keypairName(warm.reservationId, warm.machine.name));
+      this.context.log(`${request.allocationId}: warm server ${server.id} on ${request.machine.name} handed over`);
+      this.watch(request, client, server.id, settings.watchInterval);
+    } catch (error) {
+      throw asProvisionError(error, where);
+    }
+  }
+
+  /** Reservations whose servers or keypairs are in the cloud on this machine (warm servers are the warm pool's: not listed). */
   async owned(machine: MachineRecord<OpenStackSettings>): Promise<string[]> {
     const settings = parseSettings(openstackSettings, machine);
     const client = clientFor(settings);
@@ -452,7 +483,7 @@ export class OpenStackProvisioner implements Provisioner<OpenStackSettings> {
     const ids = new Set<string>();
     for (const server of await this.listing.servers) {
       const owner = ownerOf(server);
-      if (owner.machine === machine.name && owner.reservation) ids.add(owner.reservation);
+      if (owner.machine === machine.name && owner.reservation?.startsWith('r-')) ids.add(owner.reservation);
     }
     const prefix = `paddock-${this.instance}-`;
     for (const name of await this.listing.keypairs) {

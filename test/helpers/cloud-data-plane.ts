@@ -35,6 +35,8 @@ export interface Guest {
 export interface DataPlane {
   /** The guests answering now, by server id. */
   guests(): ReadonlyMap<string, Guest>;
+  /** The most guests that answered at once. */
+  peak(): number;
   /** Why guests could not be brought up (each once). */
   problems(): string[];
   stop(): Promise<void>;
@@ -63,6 +65,7 @@ export async function startDataPlane(cloud: TestCloud, tags: string, intervalMs 
   const guests = new Map<string, Running>();
   const problems = new Set<string>();
   let stopped = false;
+  let peak = 0;
 
   const down = async (guest: Running, forget: boolean) => {
     guests.delete(guest.serverId);
@@ -103,6 +106,7 @@ export async function startDataPlane(cloud: TestCloud, tags: string, intervalMs 
     const configPath = path.join(dir, 'sshd_config');
     await writeFile(configPath, sshdConfig({ dir, port: 22, hostKeyPath, authorizedKeysFile: '.ssh/authorized_keys', address }));
     guests.set(server.id, { serverId: server.id, address, hostKey, home, dir, sshd: launch(configPath, home) });
+    peak = Math.max(peak, guests.size);
   };
 
   const tick = async () => {
@@ -141,6 +145,7 @@ export async function startDataPlane(cloud: TestCloud, tags: string, intervalMs 
 
   return {
     guests: () => guests,
+    peak: () => peak,
     problems: () => [...problems],
     async stop() {
       stopped = true;
