@@ -35,9 +35,10 @@ import { OpenStackError, type GlanceImage, type OpenStackClient, type Server } f
 import { clientFor, clientKey } from './cloud.js';
 import { openstackSettings, type OpenStackSettings } from './settings.js';
 
-/** What the kind keeps in the provisioning record: the host key a server's user data gave it. */
+/** What the kind keeps in the provisioning record: the host key a server's user data gave it, and the server once ACTIVE. */
 interface OpenStackDetail {
   pinnedHostKey?: string;
+  serverId?: string;
 }
 
 export const createOpenStackProvisioner: ProvisionerFactory<OpenStackSettings> = (context) => new OpenStackProvisioner(context);
@@ -207,6 +208,7 @@ export class OpenStackProvisioner implements Provisioner<OpenStackSettings> {
       );
     }
     await report.stage('bootSeen');
+    await request.state.save({ ...(pinnedHostKey ? { pinnedHostKey } : {}), serverId: server.id });
     return this.login(request, settings, client, server, report, signal, where, pinnedHostKey);
   }
 
@@ -450,17 +452,21 @@ export class OpenStackProvisioner implements Provisioner<OpenStackSettings> {
     const where = `${request.machine.name} (OpenStack pool ${settings.pool ?? '?'})`;
     try {
       const client = clientFor(settings);
-      const server = (await this.servers(client)).find((each) => ownerOf(each).allocation === warm.allocationId);
-      if (!server) throw new ProvisionError(`${where}: the warm server is gone`, 'infrastructure', undefined, { code: 'machine_lost' });
+      const detail = (await warm.state.read()) as OpenStackDetail | undefined;
+      const id = detail?.serverId ?? (await this.servers(client)).find((each) => ownerOf(each).allocation === warm.allocationId)?.id;
+      if (!id) throw new ProvisionError(`${where}: the warm server is gone`, 'infrastructure', undefined, { code: 'machine_lost' });
       this.unwatch(warm.allocationId);
-      await request.state.save({ ...((await warm.state.read()) as OpenStackDetail | undefined) });
-      await client.setServerMetadata(server.id, { paddock_reservation: request.reservationId, paddock_allocation: request.allocationId });
-      await client.tagServer(server.id, `paddock-reservation:${request.reservationId}`, true);
-      await client.tagServer(server.id, `paddock-reservation:${warm.reservationId}`, false);
-      await client.renameServer(server.id, this.serverName(request));
-      await client.deleteKeypair(this.keypairName(warm.reservationId, warm.machine.name));
-      this.context.log(`${request.allocationId}: warm server ${server.id} on ${request.machine.name} handed over`);
-      this.watch(request, client, server.id, settings.watchInterval);
+      await request.state.save({ ...detail, serverId: id });
+      // The metadata first: from then on the reservation's release finds the server.
+      await client.setServerMetadata(id, { paddock_reservation: request.reservationId, paddock_allocation: request.allocationId });
+      await Promise.all([
+        client.tagServer(id, `paddock-reservation:${request.reservationId}`, true),
+        client.tagServer(id, `paddock-reservation:${warm.reservationId}`, false),
+        client.renameServer(id, this.serverName(request)),
+        client.deleteKeypair(this.keypairName(warm.reservationId, warm.machine.name)),
+      ]);
+      this.context.log(`${request.allocationId}: warm server ${id} on ${request.machine.name} handed over`);
+      this.watch(request, client, id, settings.watchInterval);
     } catch (error) {
       throw asProvisionError(error, where);
     }
