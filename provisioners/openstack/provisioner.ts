@@ -441,6 +441,14 @@ export class OpenStackProvisioner implements Provisioner<OpenStackSettings> {
     }
   }
 
+  /** A server that was ready when the agent stopped (a reservation's, or a warm one) is watched again. */
+  async adopt(request: ProvisionRequest<OpenStackSettings>): Promise<void> {
+    const serverId = ((await request.state.read()) as OpenStackDetail | undefined)?.serverId;
+    if (serverId === undefined || this.watched.has(request.allocationId)) return;
+    const settings = parseSettings(openstackSettings, request.machine);
+    this.watch(request, clientFor(settings), serverId, settings.watchInterval);
+  }
+
   /**
    * A server booted for the agent's warm pool (with the agent's key, which the agent has swapped for
    * the reservation's by now) becomes the reservation's: its metadata, tag and name say the reservation
