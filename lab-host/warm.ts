@@ -182,7 +182,9 @@ export class WarmPool {
         // A boot under way releases its VM when it stops; a ready VM goes now, beside its machine's queue (nothing else uses it).
         if (!vm.ready) return void vm.booting?.abort(new Error('given back to cold use'));
         this.options.log(`the warm VM on ${vm.machine.name} is given back for a cold boot on ${machine}`);
-        await this.discard(vm);
+        await this.discard(vm).catch((error: unknown) =>
+          this.options.log(`the warm VM on ${vm.machine.name} could not be stopped: ${(error as Error).message}`),
+        );
       }),
     );
   }
