@@ -97,8 +97,13 @@ test.after.always(async () => {
   await api?.close();
   await plane?.stop();
   // Warm servers outlive their agent by design (the next start takes them back): these go with the test.
-  const leftovers = await cloud.user.servers({ tags: `paddock:${instance}` }).catch(() => []);
-  await Promise.all(leftovers.map((leftover) => cloud.user.deleteServer(leftover.id).catch(() => undefined)));
+  // A loaded cloud may not answer at once: asked again until nothing of this Paddock is left.
+  for (let attempt = 1; instance && attempt <= 5; attempt++) {
+    const leftovers = await cloud.user.servers({ tags: `paddock:${instance}` }).catch(() => undefined);
+    if (leftovers?.length === 0) break;
+    await Promise.all((leftovers ?? []).map((leftover) => cloud.user.deleteServer(leftover.id).catch(() => undefined)));
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+  }
   for (const name of await cloud.user.keypairs().catch(() => [])) if (name.startsWith(`paddock-${instance}-`)) await cloud.user.deleteKeypair(name);
   for (const sha256 of shas) for (const image of await cloud.user.images({ paddock_sha256: sha256 }).catch(() => [])) await cloud.user.deleteImage(image.id);
   if (dir) rmSync(dir, { recursive: true, force: true });
