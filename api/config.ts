@@ -417,21 +417,23 @@ function identityProblems(
 }
 
 /**
- * `warm` is for kinds that say so (QEMU slots, boards with SSH: their machines are handed over with
- * the reservation's key swapped in), and keeps no more machines warm than the entry has.
+ * `warm` is for kinds that say so (QEMU slots, boards with SSH, OpenStack pools that are `ready:
+ * ssh`: their machines are handed over with the reservation's key swapped in over SSH), and keeps
+ * no more machines warm than the entry has (an OpenStack pool: maxInstances).
  */
 function warmProblems(machine: MachineConfig, kind: KindDescriptor, settingsValid: boolean, where: (issuePath: PropertyKey[]) => string): string[] {
   if (machine.warm === undefined) return [];
-  if (!kind.warm) return [`${where(['warm'])}: warm machines are kept for QEMU slots and boards only, not for kind ${machine.kind}`];
+  if (!kind.warm) return [`${where(['warm'])}: warm machines are kept for QEMU slots, boards and OpenStack pools only, not for kind ${machine.kind}`];
   const why = settingsValid ? kind.warm(machine.settings) : undefined;
   if (why !== undefined) return [`${where(['warm'])}: ${why}`];
+  const cloud = machine.kind === 'openstack' ? (machine.settings as { maxInstances?: number } | undefined) : undefined;
   const problems: string[] = [];
   const images = new Set<string>();
   for (const [index, entry] of machine.warm.entries()) {
     if (images.has(entry.image)) problems.push(`${where(['warm', index, 'image'])}: ${entry.image} is warm twice in one entry`);
     images.add(entry.image);
   }
-  const slots = machine.count ?? 1;
+  const slots = cloud?.maxInstances ?? machine.count ?? 1;
   const total = machine.warm.reduce((sum, entry) => sum + entry.count, 0);
   if (total > slots) problems.push(`${where(['warm'])}: ${total} warm machines asked of an entry of ${slots} slot${slots === 1 ? '' : 's'}`);
   return problems;

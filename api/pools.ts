@@ -28,7 +28,15 @@ export async function expandProviderPools(config: Config, context: PoolContext):
     entries.push(entry);
     limits.set(machine.name, expanded.maxInstances);
     for (const each of expanded.machines)
-      machines.push({ ...each, kind: machine.kind, labHost: machine.labHost, access: machine.access, qualify: machine.qualify });
+      machines.push({
+        ...each,
+        kind: machine.kind,
+        labHost: machine.labHost,
+        access: machine.access,
+        qualify: machine.qualify,
+        warm: machine.warm,
+        warmPool: machine.warmPool,
+      });
   }
   if (entries.length === 0) return { entries, limits };
   const names = new Set<string>();

@@ -101,9 +101,11 @@ export class TaskLoop {
     const previous = this.machineQueues.get(machine) ?? Promise.resolve();
     const next = previous.then(() => this.withSlot(work));
     this.machineQueues.set(machine, next);
-    void next.finally(() => {
+    // The caller hears of a failure; this chain must not be left with it unhandled.
+    const forget = () => {
       if (this.machineQueues.get(machine) === next) this.machineQueues.delete(machine);
-    });
+    };
+    next.then(forget, forget);
     return next;
   }
 

@@ -147,9 +147,9 @@ export class WarmPool {
    */
   async take(request: ProvisionRequest, report: StageReporter, signal: AbortSignal): Promise<Readiness | undefined> {
     const vm = this.vms.get(request.machine.name);
-    if (!vm) return undefined;
-    if (!vm.ready || !sameImage(request.image, vm.image) || request.privateKey === undefined) {
-      await this.discard(vm);
+    if (!vm || !vm.ready || !sameImage(request.image, vm.image) || request.privateKey === undefined) {
+      if (vm) await this.discard(vm);
+      await this.giveBack(request.machine.name);
       return undefined;
     }
     this.vms.delete(vm.machine.name);
@@ -170,6 +170,35 @@ export class WarmPool {
       signal.throwIfAborted();
       return undefined;
     }
+  }
+
+  /**
+   * Before a cold boot on `machine`: the warm VMs elsewhere that the API's plan no longer wants
+   * (a pool that limits its machines at once counts warm ones: a reservation took room that a warm
+   * server held, as in an OpenStack pool of several flavors) go first, so the new machine never
+   * runs beside the warm one it displaces, over the pool's maxInstances and the cloud's quota.
+   */
+  private async giveBack(machine: string): Promise<void> {
+    const others = [...this.vms.values()].filter((vm) => vm.machine.name !== machine);
+    if (others.length === 0) return;
+    const warm = others.filter((vm) => vm.ready).map((vm) => ({ machine: vm.machine.name, image: vm.image }));
+    const plan = await this.options.exchange({ agent: this.options.agent, warm }).catch((error: unknown) => {
+      this.options.log.error({ error: (error as Error).message }, 'warm report failed');
+    });
+    if (!plan) return;
+    const targets = new Map(plan.targets.map((target) => [target.machine.name, target.image]));
+    const dropped = others.filter((vm) => targets.get(vm.machine.name) !== vm.image && !plan.held.includes(vm.machine.name));
+    await Promise.all(
+      dropped.map(async (vm) => {
+        if (this.vms.get(vm.machine.name) !== vm) return;
+        // A boot under way releases its VM when it stops; a ready VM goes now, beside its machine's queue (nothing else uses it).
+        if (!vm.ready) return void vm.booting?.abort(new Error('given back to cold use'));
+        this.options.log.info({ machine: vm.machine.name, for: machine }, 'the warm VM is given back for a cold boot');
+        await this.discard(vm).catch((error: unknown) =>
+          this.options.log.error({ machine: vm.machine.name, error: (error as Error).message }, 'the warm VM could not be stopped'),
+        );
+      }),
+    );
   }
 
   private async handOver(vm: WarmVm, ready: SshReadiness, request: ProvisionRequest, report: StageReporter, signal: AbortSignal): Promise<SshReadiness> {

@@ -102,7 +102,11 @@ export class WarmKeeper {
     const now = this.state.now();
     const planned = new Map(this.targets);
     this.targets.clear();
-    for (const pool of this.pools.values()) {
+    for (const [poolName, pool] of this.pools) {
+      // A pool that limits its machines at once (an OpenStack pool's maxInstances) counts warm ones
+      // too: they keep only the room its reservations leave.
+      const limit = this.state.poolLimits.get(poolName);
+      let room = limit === undefined ? Infinity : limit - inventory.reservedIn(poolName);
       const free = pool.machines.filter((name) => {
         const machine = inventory.get(name);
         return machine !== undefined && isFree(machine);
@@ -110,6 +114,8 @@ export class WarmKeeper {
       const wanted = pool.images.filter(({ image, idle }) => now - (this.asked.get(image) ?? this.since) <= idle * 1000);
       const kept = new Map<string, number>();
       const keep = (name: string, image: string) => {
+        if (room <= 0) return;
+        room -= 1;
         this.targets.set(name, image);
         kept.set(image, (kept.get(image) ?? 0) + 1);
       };

@@ -225,6 +225,22 @@ export class OpenStackClient {
     }
   }
 
+  async renameServer(id: string, name: string): Promise<void> {
+    await this.call('compute', 'PUT', `/servers/${encodeURIComponent(id)}`, { json: { server: { name } } });
+  }
+
+  /** Sets these metadata keys of a server (the others stay). */
+  async setServerMetadata(id: string, metadata: Record<string, string>): Promise<void> {
+    await this.call('compute', 'POST', `/servers/${encodeURIComponent(id)}/metadata`, { json: { metadata } });
+  }
+
+  /** Adds a tag to a server, or removes it (Nova 2.26 or later). */
+  async tagServer(id: string, tag: string, present: boolean): Promise<void> {
+    await this.call('compute', present ? 'PUT' : 'DELETE', `/servers/${encodeURIComponent(id)}/tags/${encodeURIComponent(tag)}`).catch((error: unknown) => {
+      if (present || !(error instanceof OpenStackError && error.kind === 'not_found')) throw error;
+    });
+  }
+
   async createKeypair(name: string, publicKey: string): Promise<void> {
     await this.call('compute', 'POST', '/os-keypairs', { json: { keypair: { name, public_key: publicKey } } });
   }

@@ -20,5 +20,7 @@ export const openstackKind: KindDescriptor<OpenStackSettings> = {
     images: async (entry) => (await import('./pool.js')).poolImages(entry),
   },
   leaseActions: true,
+  // A warm server is handed over by swapping the reservation's key in over an SSH login.
+  warm: (settings) => (settings.ready === 'ssh' ? undefined : 'a warm server is handed over by an SSH login: the pool must be ready: ssh'),
   load: async () => (await import('./provisioner.js')).createOpenStackProvisioner,
 };

@@ -35,9 +35,10 @@ import { OpenStackError, type GlanceImage, type OpenStackClient, type Server } f
 import { clientFor, clientKey } from './cloud.js';
 import { openstackSettings, type OpenStackSettings } from './settings.js';
 
-/** What the kind keeps in the provisioning record: the host key a server's user data gave it. */
+/** What the kind keeps in the provisioning record: the host key a server's user data gave it, and the server once ACTIVE. */
 interface OpenStackDetail {
   pinnedHostKey?: string;
+  serverId?: string;
 }
 
 export const createOpenStackProvisioner: ProvisionerFactory<OpenStackSettings> = (context) => new OpenStackProvisioner(context);
@@ -97,6 +98,10 @@ export class OpenStackProvisioner implements Provisioner<OpenStackSettings> {
     return `paddock-${this.instance}-${reservationId}-${keypairSafe(machine)}`;
   }
 
+  private serverName(request: Pick<ProvisionRequest, 'reservationId' | 'machine'>): string {
+    return `paddock-${request.reservationId}-${request.machine.name}`;
+  }
+
   async provision(request: ProvisionRequest<OpenStackSettings>, report: StageReporter, signal: AbortSignal): Promise<SshReadiness> {
     const settings = parseSettings(openstackSettings, request.machine);
     const where = `${request.machine.name} (OpenStack pool ${settings.pool ?? '?'})`;
@@ -138,7 +143,7 @@ export class OpenStackProvisioner implements Provisioner<OpenStackSettings> {
       await client.createKeypair(keyName, request.publicKey);
     }
     const body = {
-      name: `paddock-${request.reservationId}-${request.machine.name}`,
+      name: this.serverName(request),
       flavorRef: settings.flavor,
       imageRef: image.id,
       networks: [{ uuid: network }],
@@ -209,6 +214,7 @@ export class OpenStackProvisioner implements Provisioner<OpenStackSettings> {
       );
     }
     await report.stage('bootSeen');
+    await request.state.save({ ...(pinnedHostKey ? { pinnedHostKey } : {}), serverId: server.id });
     return this.login(request, settings, client, server, report, signal, where, pinnedHostKey);
   }
 
@@ -441,7 +447,49 @@ export class OpenStackProvisioner implements Provisioner<OpenStackSettings> {
     }
   }
 
-  /** Reservations whose servers or keypairs are in the cloud on this machine. */
+  /** A server that was ready when the agent stopped (a reservation's, or a warm one) is watched again. */
+  async adopt(request: ProvisionRequest<OpenStackSettings>): Promise<void> {
+    const serverId = ((await request.state.read()) as OpenStackDetail | undefined)?.serverId;
+    if (serverId === undefined || this.watched.has(request.allocationId)) return;
+    const settings = parseSettings(openstackSettings, request.machine);
+    this.watch(request, clientFor(settings), serverId, settings.watchInterval);
+  }
+
+  /**
+   * A server booted for the agent's warm pool (with the agent's key, which the agent has swapped for
+   * the reservation's by now) becomes the reservation's: its metadata, tag and name say the reservation
+   * (so its release, power actions and the leak sweep find it as any other), the warm keypair goes,
+   * its pinned host key follows, and it is watched for the reservation.
+   */
+  async handOver(warm: ProvisionRequest<OpenStackSettings>, request: ProvisionRequest<OpenStackSettings>): Promise<void> {
+    const settings = parseSettings(openstackSettings, request.machine);
+    const where = `${request.machine.name} (OpenStack pool ${settings.pool ?? '?'})`;
+    try {
+      const client = clientFor(settings);
+      const detail = (await warm.state.read()) as OpenStackDetail | undefined;
+      const id = detail?.serverId ?? (await this.servers(client)).find((each) => ownerOf(each).allocation === warm.allocationId)?.id;
+      if (!id) throw new ProvisionError(`${where}: the warm server is gone`, 'infrastructure', undefined, { code: 'machine_lost' });
+      this.unwatch(warm.allocationId);
+      await request.state.save({ ...detail, serverId: id });
+      // The metadata first: from then on the reservation's release finds the server.
+      await client.setServerMetadata(id, { paddock_reservation: request.reservationId, paddock_allocation: request.allocationId });
+      await Promise.all([
+        client.tagServer(id, `paddock-reservation:${request.reservationId}`, true),
+        client.tagServer(id, `paddock-reservation:${warm.reservationId}`, false),
+        client.renameServer(id, this.serverName(request)),
+        client.deleteKeypair(this.keypairName(warm.reservationId, warm.machine.name)),
+      ]);
+      this.context.log.info(
+        { reservation: request.reservationId, machine: request.machine.name, allocation: request.allocationId, server: id },
+        'warm server handed over',
+      );
+      this.watch(request, client, id, settings.watchInterval);
+    } catch (error) {
+      throw asProvisionError(error, where);
+    }
+  }
+
+  /** Reservations whose servers or keypairs are in the cloud on this machine (warm servers are the warm pool's: not listed). */
   async owned(machine: MachineRecord<OpenStackSettings>): Promise<string[]> {
     const settings = parseSettings(openstackSettings, machine);
     const client = clientFor(settings);
@@ -458,7 +506,7 @@ export class OpenStackProvisioner implements Provisioner<OpenStackSettings> {
     const ids = new Set<string>();
     for (const server of await this.listing.servers) {
       const owner = ownerOf(server);
-      if (owner.machine === machine.name && owner.reservation) ids.add(owner.reservation);
+      if (owner.machine === machine.name && owner.reservation?.startsWith('r-')) ids.add(owner.reservation);
     }
     const prefix = `paddock-${this.instance}-`;
     for (const name of await this.listing.keypairs) {

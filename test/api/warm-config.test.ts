@@ -33,11 +33,11 @@ test('warm asks no more machines than the entry has, once per image, with known 
   refused(t, entry('warm: [{ image: tiny, count: 1, idle: soon }]'), /not a duration/);
 });
 
-test('warm is for QEMU slots and boards with SSH: another kind, or a console-only board, is refused with a clear message', (t) => {
+test('warm is for QEMU slots, boards with SSH and OpenStack pools: another kind, or a console-only board, is refused with a clear message', (t) => {
   refused(
     t,
     entry('settings: { host: 127.0.0.1, user: ci, key: /k }, warm: [{ image: tiny, count: 1 }]', 'static', ''),
-    /warm machines are kept for QEMU slots and boards only, not for kind static/,
+    /warm machines are kept for QEMU slots, boards and OpenStack pools only, not for kind static/,
   );
   const board = (ssh: string) =>
     entry(
@@ -52,4 +52,16 @@ test('warm is for QEMU slots and boards with SSH: another kind, or a console-onl
     entry('settings: { power: { driver: command, on: "true", off: "true" } }, warm: [{ image: tiny, count: 2 }]', 'board', ''),
     /2 warm machines asked of an entry of 1 slot/,
   );
+});
+
+test('an OpenStack pool keeps no more warm servers than its maxInstances, and only with ready: ssh', (t) => {
+  const cloud = (settings: string, count: number) =>
+    entry(
+      `settings: { auth: { authUrl: "http://127.0.0.1:5000/v3", username: u, password: p, project: p }, network: net1, flavors: [m1.tiny], ${settings} }, warm: [{ image: tiny, count: ${count} }]`,
+      'openstack',
+      '',
+    );
+  t.deepEqual(parseConfig(cloud('maxInstances: 3', 3)).machines[0].warm, [{ image: 'tiny:latest', count: 3, idle: 1800 }]);
+  refused(t, cloud('maxInstances: 2', 3), /3 warm machines asked of an entry of 2 slots/);
+  refused(t, cloud('maxInstances: 2, ready: active', 1), /a warm server is handed over by an SSH login: the pool must be ready: ssh/);
 });

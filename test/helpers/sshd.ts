@@ -150,9 +150,9 @@ async function deleteTenant(tenant: string): Promise<void> {
   await userCommand(['userdel', '--force', tenant], [6]);
 }
 
-function sshdConfig(options: { dir: string; port: number; hostKeyPath: string; authorizedKeysFile: string }): string {
+export function sshdConfig(options: { dir: string; port: number; hostKeyPath: string; authorizedKeysFile: string; address?: string }): string {
   return [
-    'ListenAddress 127.0.0.1',
+    `ListenAddress ${options.address ?? '127.0.0.1'}`,
     `Port ${options.port}`,
     `HostKey ${options.hostKeyPath}`,
     `PidFile ${path.join(options.dir, 'sshd.pid')}`,
@@ -173,7 +173,7 @@ function sshdConfig(options: { dir: string; port: number; hostKeyPath: string; a
   ].join('\n');
 }
 
-interface Server {
+export interface Server {
   exited(): boolean;
   bindFailed(): boolean;
   log(): string;
@@ -183,15 +183,19 @@ interface Server {
 // sshd runs under a tiny shell watchdog holding our end of a pipe on fd 3: when the pipe closes,
 // because stop() closed it or because this process died in any way (an ava worker killed on
 // timeout, kill -9), the watchdog stops sshd. So a crashed test never leaves servers behind.
-const watchdog = `exec 3<&0
+// With a home, sshd runs in a mount namespace of its own where that folder is /root.
+const watchdog = `[ -z "$2" ] || mount --bind "$2" /root || exit 1
+exec 3<&0
 ${sshdBinary} -D -e -f "$1" </dev/null 3<&- &
 sshd_pid=$!
 (read -r _ <&3; kill "$sshd_pid" 2>/dev/null) &
 exec 3<&-
 wait "$sshd_pid"`;
 
-function launch(configPath: string): Server {
-  const child = spawn('/bin/sh', ['-c', watchdog, 'sshd-watchdog', configPath], { stdio: ['pipe', 'ignore', 'pipe'] });
+export function launch(configPath: string, rootHome?: string): Server {
+  const shell = ['/bin/sh', '-c', watchdog, 'sshd-watchdog', configPath, rootHome ?? ''];
+  const [command, ...args] = rootHome ? ['unshare', '--mount', '--propagation', 'private', ...shell] : shell;
+  const child = spawn(command, args, { stdio: ['pipe', 'ignore', 'pipe'] });
   let stderr = '';
   let exitedWith: string | undefined;
   const done = new Promise<void>((resolve) => {
