@@ -1,7 +1,8 @@
 // The test cloud: a real OpenStack (Keystone, Glance, Placement, Nova with the fake driver,
 // Neutron, RabbitMQ) that test/cloud/up.sh brings up on this machine, or finds already up.
 import { execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { OpenStackClient, type CloudOptions } from '../../provisioners/openstack/client.js';
@@ -34,8 +35,70 @@ function readEnv(file: string): Record<string, string> {
   );
 }
 
-/** Brings the cloud up (about 25 s; the first time also about 1 minute of apt) or finds it up. */
+// One test file at a time uses the cloud: files change what every user of the project sees (the
+// instance quota, which compute host works, the room in a pool's maxInstances), and two files
+// run at once. A lock file holds the holder's pid; one whose holder died is taken over.
+const lockFile = path.join(os.tmpdir(), 'paddock-test-cloud.lock');
+let holding = false;
+
+function holderAlive(): boolean {
+  const pid = Number(readFileSync(lockFile, 'utf8').trim());
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+function releaseLock(): void {
+  if (!holding) return;
+  holding = false;
+  try {
+    if (readFileSync(lockFile, 'utf8').trim() === String(process.pid)) unlinkSync(lockFile);
+  } catch {
+    // gone already
+  }
+}
+
+async function holdCloud(): Promise<void> {
+  if (holding) return;
+  for (;;) {
+    try {
+      const fd = openSync(lockFile, 'wx');
+      writeSync(fd, String(process.pid));
+      closeSync(fd);
+      holding = true;
+      process.once('exit', releaseLock);
+      return;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+    }
+    let alive = true;
+    try {
+      alive = holderAlive();
+    } catch {
+      continue; // released between the two looks
+    }
+    if (!alive) {
+      try {
+        unlinkSync(lockFile);
+      } catch {
+        // another waiter took it over first
+      }
+      continue;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
+}
+
+/**
+ * Brings the cloud up (about 25 s; the first time also about 1 minute of apt) or finds it up, and
+ * holds it for this test file alone until `release` (or the file's process ends).
+ */
 export async function testCloud(): Promise<TestCloud> {
+  await holdCloud();
   const { stdout, stderr } = await run('bash', [path.resolve(import.meta.dirname, '../cloud/up.sh')], { maxBuffer: 16 * 1024 * 1024, timeout: 15 * 60_000 });
   const startedHere = !/ is already up$/m.test(stderr);
   const envFile = stdout.trim().split('\n').pop()!;
@@ -44,8 +107,12 @@ export async function testCloud(): Promise<TestCloud> {
   const options = { ...cloudFromEnvironment({ ...env, OS_CLOUD: '' }), computeVersion: '2.79' };
   const adminOptions = { ...cloudFromEnvironment({ ...adminEnv, OS_CLOUD: '' }), computeVersion: '2.79' };
   const release = async () => {
-    if (!startedHere || process.env.PADDOCK_KEEP_CLOUD === '1') return;
-    await run('bash', [path.resolve(import.meta.dirname, '../cloud/down.sh')], { timeout: 5 * 60_000 });
+    try {
+      if (!startedHere || process.env.PADDOCK_KEEP_CLOUD === '1') return;
+      await run('bash', [path.resolve(import.meta.dirname, '../cloud/down.sh')], { timeout: 5 * 60_000 });
+    } finally {
+      releaseLock();
+    }
   };
   return { env, options, adminOptions, user: new OpenStackClient(options), admin: new OpenStackClient(adminOptions), release };
 }
