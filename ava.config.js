@@ -8,11 +8,12 @@ if (globalThis.process.execArgv.some((flag) => flag === '-e' || flag === '--eval
 // frees): the longest first, so that none of them starts near the end while the other worker has
 // nothing left to do. The order is that of a whole run timed with `npx ava --verbose` on a loaded
 // 2-core machine (the concurrency test about 7.5 min alone, the board files 2 to 11 min, down to
-// about 1.5 min); the QEMU files stand where their VM boots put them. The rest run after, in path order.
+// about 1.5 min). The rest run after, in path order.
 const longestFirst = [
   'test/api/concurrency.test.ts',
   'test/boards/overlay.test.ts',
   'test/boards/board.test.ts',
+  'test/provisioners/qemu-cloud-init.test.ts',
   'test/boards/board-power.test.ts',
   'test/cli/run.test.ts',
   'test/boards/lab-hosts.test.ts',
@@ -22,8 +23,6 @@ const longestFirst = [
   'test/images/races.test.ts',
   'test/api/crash.test.ts',
   'test/examples/flagship.test.ts',
-  'test/provisioners/qemu-power.test.ts',
-  'test/provisioners/qemu.test.ts',
   'test/api/config-modules.test.ts',
   'test/api/bad-input.test.ts',
   'test/boards/console.test.ts',
