@@ -169,6 +169,10 @@ export function sshdConfig(options: { dir: string; port: number; hostKeyPath: st
     'Subsystem sftp internal-sftp',
     'MaxSessions 50',
     'LogLevel INFO',
+    // bash runs ~/.bashrc for a command sshd starts when it thinks it is a top-level shell
+    // (SHLVL unset): the login user here is the tester's own, whose ~/.bashrc is no part of the
+    // lab (a `pyenv init` there takes a machine-wide lock on every command, seconds each under load).
+    'SetEnv SHLVL=1',
     '',
   ].join('\n');
 }
