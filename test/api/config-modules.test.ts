@@ -86,7 +86,8 @@ test('starting the API on a config with every kind but a cloud pool loads none o
     const { startApi } = await import(${source('api/serve.ts')});
     const dataDir = await mkdtemp(path.join(os.tmpdir(), 'paddock-loads-api-'));
     const config = { ...parseConfig(${JSON.stringify(everyKind.replace(/^.*kind: openstack.*$/m, ''))}), listen: { host: '127.0.0.1', port: 0 }, dataDir };
-    const api = await startApi({ config, log: () => undefined });
+    const { silentLog } = await import(${source('protocol/log.ts')});
+    const api = await startApi({ config, log: silentLog() });
     const answer = await fetch(api.url + '/healthz');
     if (answer.status !== 200) throw new Error('healthz answered ' + answer.status);
     await api.close();
