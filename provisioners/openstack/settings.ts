@@ -23,6 +23,8 @@ export const openstackSettingsSchema = z.strictObject({
   cloud: z.string().min(1).optional(),
   region: z.string().min(1).optional(),
   interface: z.enum(['public', 'internal', 'admin']).optional(),
+  /** A PEM CA bundle that verifies the cloud's TLS endpoints (else clouds.yaml's `cacert`, OS_CACERT, or the system's). */
+  cacert: z.string().min(1).optional(),
   /** The network servers are attached to: its id or its name. */
   network: z.string().min(1),
   /** The most servers this pool runs at once, across its flavors. */
