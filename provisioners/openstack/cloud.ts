@@ -103,10 +103,26 @@ const clients = new Map<string, OpenStackClient>();
 
 /** One client per set of credentials, so tokens are shared by the pool's machines. */
 export function clientFor(settings: OpenStackSettings): OpenStackClient {
-  const key = JSON.stringify([settings.auth, settings.cloud, settings.region, settings.interface, settings.computeVersion, settings.cacert]);
+  const key = JSON.stringify([
+    settings.auth,
+    settings.cloud,
+    settings.region,
+    settings.interface,
+    settings.computeVersion,
+    settings.cacert,
+    settings.requestTimeout,
+    settings.idleTimeout,
+    settings.retries,
+  ]);
   let client = clients.get(key);
   if (!client) {
-    client = new OpenStackClient({ ...cloudOptions(settings), computeVersion: settings.computeVersion });
+    client = new OpenStackClient({
+      ...cloudOptions(settings),
+      computeVersion: settings.computeVersion,
+      timeoutMs: settings.requestTimeout * 1000,
+      idleTimeoutMs: settings.idleTimeout * 1000,
+      retries: settings.retries,
+    });
     clients.set(key, client);
   }
   return client;

@@ -14,7 +14,8 @@ import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import test from 'ava';
 import { OpenStackClient, OpenStackError, type CloudOptions } from '../../provisioners/openstack/client.js';
-import { cloudFromEnvironment } from '../../provisioners/openstack/cloud.js';
+import { clientFor, cloudFromEnvironment } from '../../provisioners/openstack/cloud.js';
+import { parseConfig } from '../../api/config.js';
 import { generateKeyPair } from '../../protocol/ssh.js';
 import { testCloud, type TestCloud } from '../helpers/cloud.js';
 
@@ -196,6 +197,24 @@ test('a TLS endpoint is verified with the cacert of clouds.yaml or OS_CACERT, an
   const missing = t.throws(() => cloudFromEnvironment({ OS_CLOUD: 'lab', OS_CLIENT_CONFIG_FILE: withoutCa, OS_CACERT: path.join(dir, 'nope.pem') }));
   t.regex(missing?.message ?? '', /cacert .*nope\.pem: ENOENT/);
   t.false(missing!.message.includes('app-secret-xyz'));
+});
+
+test("a pool's settings carry its cacert, timeouts and retries to its client", async (t) => {
+  const cloud = await standIn(
+    t,
+    (_request, response) => (cloud.seen.length === 1 ? json(response, 503, { message: 'busy' }) : json(response, 200, flavors)),
+    true,
+  );
+  const pool = (settings: string) =>
+    parseConfig(
+      `machines:\n  - name: cloud\n    kind: openstack\n    settings:\n      network: net1\n      flavors: [m1.tiny]\n      auth: { authUrl: "${cloud.options.authUrl}", applicationCredentialId: app, applicationCredentialSecret: app-secret-xyz }\n${settings}`,
+    ).machines[0].settings as Parameters<typeof clientFor>[0];
+  const noRetries = clientFor(pool(`      cacert: ${path.join(dir, 'ca.pem')}\n      retries: 0\n      requestTimeout: 5\n`));
+  await t.throwsAsync(noRetries.flavors(), { message: /HTTP 503: busy/ });
+  const withRetries = clientFor(pool(`      cacert: ${path.join(dir, 'ca.pem')}\n`));
+  t.is((await withRetries.flavors()).length, 1);
+  t.is(cloud.seen.length, 2);
+  t.throws(() => clientFor(pool(`      cacert: ${path.join(dir, 'ca.key')}\n`)), { message: /the pool settings: cacert .*ca\.key: no PEM certificate in it/ });
 });
 
 // ---- the real test cloud ----------------------------------------------------------------------
