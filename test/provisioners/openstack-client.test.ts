@@ -199,6 +199,24 @@ test('a TLS endpoint is verified with the cacert of clouds.yaml or OS_CACERT, an
   t.false(missing!.message.includes('app-secret-xyz'));
 });
 
+test("keypairs are read page by page with limit and marker, following Nova's next links", async (t) => {
+  const names = ['k1', 'k2', 'k3', 'k4', 'k5'];
+  const cloud = await standIn(t, (request, response) => {
+    const url = new URL(request.url!, 'http://x');
+    const limit = Number(url.searchParams.get('limit'));
+    const from = url.searchParams.has('marker') ? names.indexOf(url.searchParams.get('marker')!) + 1 : 0;
+    const page = names.slice(from, from + limit);
+    const next =
+      from + limit < names.length ? [{ rel: 'next', href: `http://${request.headers.host}/compute/os-keypairs?limit=${limit}&marker=${page.at(-1)}` }] : [];
+    json(response, 200, { keypairs: page.map((name) => ({ keypair: { name } })), keypairs_links: next });
+  });
+  t.deepEqual(await cloud.client({ computeVersion: '2.79' }).keypairs(2), names);
+  t.deepEqual(
+    cloud.seen.map((each) => each.url),
+    ['/compute/os-keypairs?limit=2', '/compute/os-keypairs?limit=2&marker=k2', '/compute/os-keypairs?limit=2&marker=k4'],
+  );
+});
+
 test("a pool's settings carry its cacert, timeouts and retries to its client", async (t) => {
   const cloud = await standIn(
     t,
