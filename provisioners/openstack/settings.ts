@@ -27,7 +27,7 @@ export const openstackSettingsSchema = z.strictObject({
   cacert: z.string().min(1).optional(),
   /** Seconds a JSON call to the cloud may take in all; an upload has no such limit, only `idleTimeout`. */
   requestTimeout: z.number().positive().max(3600).default(30),
-  /** Seconds an upload (or a download) may go without a byte moving before it fails. */
+  /** Seconds an image upload may go without a byte moving before it fails. */
   idleTimeout: z.number().positive().max(3600).default(60),
   /** Retries of an idempotent call (GET, HEAD, PUT, DELETE) on 429, 5xx or a dropped connection; never of a POST or an upload. */
   retries: z.number().int().min(0).max(10).default(4),
