@@ -3,8 +3,14 @@
 // more on a 401; Nova (servers with microversions and paging, flavors, keypairs), Glance v2 (list,
 // create, upload). Only what Paddock's openstack kind uses. Passwords, secrets and tokens never
 // appear in errors.
+//
+// JSON calls have a whole-request timeout; a streamed body (a Glance upload) has none, only an idle
+// one: it fails when no byte moves for that long. Idempotent calls (GET, HEAD, PUT, DELETE without a
+// stream body) are retried on 429 (after Retry-After, when it is within bounds), 5xx and dropped
+// connections, with exponential backoff and jitter; POST never is. A CA bundle (`cacert`) verifies
+// every request to the cloud.
 import type { Readable } from 'node:stream';
-import got, { HTTPError, RequestError, type Got, type Method } from 'got';
+import got, { HTTPError, RequestError, TimeoutError, type Got, type Method, type RetryObject } from 'got';
 
 export type Credentials =
   | { kind: 'password'; username: string; password: string; userDomain: string; project: string; projectDomain: string }
@@ -17,7 +23,16 @@ export interface CloudOptions {
   interface?: 'public' | 'internal' | 'admin';
   /** Nova microversion sent on every compute call. */
   computeVersion?: string;
+  /** PEM CA certificates (the contents of a `cacert` file) that verify the cloud's TLS endpoints. */
+  ca?: string;
+  /** Whole-request limit of a JSON call (default 30 s). */
   timeoutMs?: number;
+  /** A streamed body (upload) fails when no byte moves for this long (default 60 s); it has no whole-request limit. */
+  idleTimeoutMs?: number;
+  /** Retries of an idempotent call (default 4), the first backoff (default 1 s, doubling) and the longest Retry-After waited for (default 60 s). */
+  retries?: number;
+  retryDelayMs?: number;
+  maxRetryAfterMs?: number;
 }
 
 /** A failed call: `kind` says what the caller can do about it. */
@@ -85,7 +100,23 @@ export class OpenStackClient {
   private authenticating?: Promise<Token>;
 
   constructor(private readonly options: CloudOptions) {
-    this.http = got.extend({ retry: { limit: 0 }, timeout: { request: options.timeoutMs ?? 30_000 }, responseType: 'json', throwHttpErrors: true });
+    const base = options.retryDelayMs ?? 1000;
+    this.http = got.extend({
+      retry: {
+        limit: options.retries ?? 4,
+        methods: ['GET', 'HEAD', 'PUT', 'DELETE'],
+        statusCodes: [429, 500, 502, 503, 504],
+        errorCodes: ['ECONNRESET', 'EPIPE', 'ECONNREFUSED', 'ETIMEDOUT', 'EAI_AGAIN'],
+        maxRetryAfter: options.maxRetryAfterMs ?? 60_000,
+        enforceRetryRules: true,
+        calculateDelay: ({ attemptCount, retryAfter, computedValue }: RetryObject) =>
+          // Retry-After as given; otherwise base·2ⁿ⁻¹ with "equal jitter" (half fixed, half random).
+          retryAfter ? computedValue : Math.min(base * 2 ** (attemptCount - 1), 30_000) * (0.5 + Math.random() / 2),
+      },
+      ...(options.ca ? { https: { certificateAuthority: options.ca } } : {}),
+      responseType: 'json',
+      throwHttpErrors: true,
+    });
   }
 
   // ---- Keystone -----------------------------------------------------------------------------
@@ -160,12 +191,15 @@ export class OpenStackClient {
           method,
           headers,
           ...(options.json !== undefined ? { json: options.json } : {}),
-          ...(options.body ? { body: options.body } : {}),
+          // A stream is read once: never replayed, and limited by idleness rather than by its length.
+          ...(options.body
+            ? { body: options.body, retry: { limit: 0 }, timeout: { socket: this.options.idleTimeoutMs ?? 60_000, connect: 30_000 } }
+            : { timeout: { request: this.options.timeoutMs ?? 30_000 } }),
           ...(options.searchParams ? { searchParams: options.searchParams } : {}),
         });
         return response.body as T;
       } catch (error) {
-        if (error instanceof HTTPError && error.response.statusCode === 401 && attempt === 1) continue;
+        if (error instanceof HTTPError && error.response.statusCode === 401 && attempt === 1 && !options.body) continue;
         throw translate(error, service, `${method} ${path.split('?')[0]}`);
       }
     }
@@ -245,8 +279,11 @@ export class OpenStackClient {
     await this.call('compute', 'POST', '/os-keypairs', { json: { keypair: { name, public_key: publicKey } } });
   }
 
-  async keypairs(): Promise<string[]> {
-    const { keypairs } = await this.call<{ keypairs: { keypair: { name: string } }[] }>('compute', 'GET', '/os-keypairs');
+  /** The names of the user's keypairs, all pages (Nova 2.35 or later pages them with `limit` and `marker`). */
+  async keypairs(pageSize = 100): Promise<string[]> {
+    const [major, minor] = (this.options.computeVersion ?? '2.1').split('.').map(Number);
+    const paged = major > 2 || (major === 2 && minor >= 35);
+    const keypairs = await this.all<{ keypair: { name: string } }>('compute', paged ? `/os-keypairs?limit=${pageSize}` : '/os-keypairs', 'keypairs');
     return keypairs.map((entry) => entry.keypair.name);
   }
 
@@ -328,6 +365,13 @@ function translate(error: unknown, service: string, what: string): OpenStackErro
                   ? 'unauthorized'
                   : 'server';
     return new OpenStackError(`${service} ${what}: HTTP ${status}${message ? `: ${message}` : ''}`, kind, status);
+  }
+  if (error instanceof TimeoutError) {
+    const limit = (error.options.timeout as Record<string, number | undefined>)[error.event];
+    const seconds = limit === undefined ? '' : ` ${limit / 1000} s`;
+    return error.event === 'socket'
+      ? new OpenStackError(`${service} ${what}: stalled: no data moved for${seconds} (idle timeout)`, 'unreachable')
+      : new OpenStackError(`${service} ${what}: no answer within${seconds} (${error.event} timeout)`, 'unreachable');
   }
   if (error instanceof RequestError) return new OpenStackError(`${service} is unreachable (${error.code ?? error.message})`, 'unreachable');
   return new OpenStackError(`${service} ${what}: ${(error as Error).message}`, 'server');

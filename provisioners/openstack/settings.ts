@@ -23,6 +23,14 @@ export const openstackSettingsSchema = z.strictObject({
   cloud: z.string().min(1).optional(),
   region: z.string().min(1).optional(),
   interface: z.enum(['public', 'internal', 'admin']).optional(),
+  /** A PEM CA bundle that verifies the cloud's TLS endpoints (else clouds.yaml's `cacert`, OS_CACERT, or the system's). */
+  cacert: z.string().min(1).optional(),
+  /** Seconds a JSON call to the cloud may take in all; an upload has no such limit, only `idleTimeout`. */
+  requestTimeout: z.number().positive().max(3600).default(30),
+  /** Seconds an image upload may go without a byte moving before it fails. */
+  idleTimeout: z.number().positive().max(3600).default(60),
+  /** Retries of an idempotent call (GET, HEAD, PUT, DELETE) on 429, 5xx or a dropped connection; never of a POST or an upload. */
+  retries: z.number().int().min(0).max(10).default(4),
   /** The network servers are attached to: its id or its name. */
   network: z.string().min(1),
   /** The most servers this pool runs at once, across its flavors. */
