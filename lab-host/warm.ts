@@ -262,7 +262,10 @@ export class WarmPool {
         if (targets.get(vm.machine.name)?.image === vm.image) continue;
         // A boot in flight stops now (a board put in maintenance is not booted to the end first).
         vm.booting?.abort(new Error('no longer planned warm'));
-        if (!this.busy.has(vm.machine.name)) void this.cool(vm.machine.name);
+        if (!this.busy.has(vm.machine.name)) {
+          if (vm.ready) this.options.log.info({ machine: vm.machine.name }, 'the warm VM is given back: the plan no longer wants it');
+          void this.cool(vm.machine.name);
+        }
       }
       const now = Date.now();
       for (const { machine, image } of targets.values()) {

@@ -144,7 +144,9 @@ test.serial(
     await waitFor(async () => warmMachines().join() === 'wc-m1.tiny-2', 240_000, 'the pool refilled');
     const second = await reserve('wc/cirros-fake', 'm1.small');
     t.is(second.view.allocations[0].machine, 'wc-m1.small-1');
-    const givenBack = logLine(/"for":"wc-m1\.small-1".*"msg":"the warm VM is given back for a cold boot"/);
+    // Given back either by the cold boot itself or, a moment earlier, by the agent's next warm report
+    // (the API's plan no longer counts room for it once the reservation holds that room).
+    const givenBack = logLine(/"machine":"wc-m1\.tiny-2".*"msg":"the warm VM is given back/);
     const created = logLine(new RegExp(`"reservation":"${second.id}".*"msg":"server created"`));
     t.true(givenBack >= 0 && created > givenBack, 'a warm server was given back before the new server was made');
     t.deepEqual(await warmServers(), [], 'no warm server is left: the room is the reservations’');
