@@ -23,6 +23,7 @@ export type DomainCode =
   | 'run_ended'
   | 'other_users_run'
   | 'unauthorized'
+  | 'token_expired'
   | 'quota_exceeded'
   | 'resolutions_busy'
   | 'repository_refused'

@@ -43,6 +43,7 @@ export const domainStatus: Record<DomainCode, number> = {
   run_ended: 409,
   other_users_run: 403,
   unauthorized: 401,
+  token_expired: 401,
   quota_exceeded: 429,
   resolutions_busy: 429,
   repository_refused: 422,

@@ -88,6 +88,7 @@ export const bounds = {
   leaseSeconds: 30 * 86400,
   queueTimeoutSeconds: 30 * 86400,
   imageExpirySeconds: 365 * 86400,
+  tokenExpirySeconds: 5 * 365 * 86400,
   jobTimeLimitSeconds: 24 * 3600,
   waitSeconds: 300,
 };

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { Option, type Command } from 'commander';
 import type { ImageView } from '../protocol/api.js';
 import type { Paddock } from '../client/index.js';
+import { durationText } from './duration.js';
 
 const mib = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
 
@@ -66,13 +67,13 @@ export function addImageCommands(cli: Command, client: () => Paddock, print: (va
   images
     .command('upload')
     .description('upload a file; its sha256 is sent and checked by the server')
-    .argument('<file>')
+    .argument('<file>', 'the disk image or bundle')
     .requiredOption('--name <name>', 'image name')
     .option('--tag <tag>', 'tag', 'latest')
-    .addOption(new Option('--format <format>').choices(['qcow2', 'raw', 'bundle']).default('qcow2'))
+    .addOption(new Option('--format <format>', 'a disk (qcow2, raw) or a kernel and initrd bundle').choices(['qcow2', 'raw', 'bundle']).default('qcow2'))
     .option('--arch <arch>', 'architecture', 'x86_64')
     .addOption(new Option('--access <access>', 'how a reservation key reaches the machine').choices(['hook', 'cloud-init', 'overlay']).default('hook'))
-    .option('--expires <duration>', 'a temporary image, removed after this long (e.g. 2h)')
+    .option('--expires <duration>', 'a temporary image, removed after this long (e.g. 2h)', durationText)
     .option('--json', 'the stored image as JSON')
     .option('--quiet', 'no progress')
     .action(async (file: string, options) => {
@@ -84,7 +85,7 @@ export function addImageCommands(cli: Command, client: () => Paddock, print: (va
         format: options.format,
         arch: options.arch,
         access: options.access,
-        ...(options.expires ? { expires: options.expires } : {}),
+        ...(options.expires !== undefined ? { expires: options.expires } : {}),
         onProgress: (done, total) => {
           sent = done;
           bar?.update(done, total);
@@ -126,6 +127,7 @@ export function addImageCommands(cli: Command, client: () => Paddock, print: (va
 
   images
     .command('show')
+    .description('one image: format, architecture, size, sha256, owner, expiry, how its key reaches a machine')
     .argument('<image>', 'name or name:tag')
     .option('--json', 'JSON')
     .action(async (ref: string, options) => {
@@ -144,8 +146,9 @@ export function addImageCommands(cli: Command, client: () => Paddock, print: (va
 
   images
     .command('download')
+    .description('download an image to a file (--range: only some bytes)')
     .argument('<image>', 'name or name:tag')
-    .argument('<file>')
+    .argument('<file>', 'where to write it')
     .option('--range <start-end>', 'only these bytes (inclusive), e.g. 0-1023')
     .option('--quiet', 'no progress')
     .action(async (ref: string, file: string, options) => {

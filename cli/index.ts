@@ -1,9 +1,10 @@
-// `paddock`: the command line on top of the client library. Reads PADDOCK_URL and PADDOCK_TOKEN.
-// Answers go to stdout (--json for programs), progress to stderr. Errors print one line,
-// `paddock: <message> (<code>)`, and exit 1, or 2 for usage errors; a stack trace only with
-// PADDOCK_DEBUG=1.
+// `paddock`: the command line on top of the client library. Reads PADDOCK_URL and PADDOCK_TOKEN, else
+// the chosen profile (cli/profiles.ts). Answers go to stdout (--output json|yaml|name for programs),
+// progress to stderr. Errors print one line, `paddock: <message> (<code>)`, and exit 1, or 2 for
+// usage errors; a stack trace only with PADDOCK_DEBUG=1. Habits every command shares (--output,
+// --profile, --version, usage errors) are put on the whole tree at the end (cli/habits.ts).
 import os from 'node:os';
-import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import type { ExplainView, MachineView, ReservationExplainView, ReservationView } from '../protocol/api.js';
 import { interactiveConsole, memberMachine } from './console.js';
 import { addImageCommands } from './images.js';
@@ -17,12 +18,15 @@ import { addLeaseCommands } from './lease.js';
 import { metricsListenOption } from './metrics.js';
 import type { AgentCommandOptions } from './agent.js';
 import { addRetireCommand, healthLines, provisioningRows } from './machines.js';
+import { duration, durationOrZero, durationText } from './duration.js';
+import { print, table } from './output.js';
+import { addTokenCommands, expiryText } from './tokens.js';
+import { activeProfile, addProfileCommands } from './profiles.js';
+import { addCompletionCommand } from './completion.js';
+import { applyHabits } from './habits.js';
 import { membersFromArguments, MemberSyntaxError, splitRemoteCommand } from '../client/members.js';
 import { isEvent, Paddock, PaddockError, TimeoutError, type Progress, type Reservation } from '../client/index.js';
 
-const print = (value: unknown): void => {
-  process.stdout.write(`${typeof value === 'string' ? value : JSON.stringify(value, null, 2)}\n`);
-};
 const progress = (line: string): void => {
   process.stderr.write(`${line}\n`);
 };
@@ -38,14 +42,8 @@ const integer = (value: string) => {
   if (!/^-?\d+$/.test(value)) throw new InvalidArgumentError('a whole number');
   return Number(value);
 };
-const seconds = (value: string) => {
-  if (!/^\d+(\.\d+)?$/.test(value)) throw new InvalidArgumentError('a number of seconds');
-  return Number(value);
-};
-const duration = (value: string) => {
-  if (!/^\d+(\.\d+)?\s*(ms|s|m|h|d)?$/.test(value.trim())) throw new InvalidArgumentError('a duration such as 90, 90s, 30m, 2h or 1d');
-  return /^\d+(\.\d+)?$/.test(value.trim()) ? Number(value) : value.trim();
-};
+// Every time option reads a duration: bare seconds or 30s, 5m, 2h, 30d (cli/duration.ts).
+const seconds = duration;
 
 /** One progress line: a state change, a stage of a machine, or the queue position. */
 function describe(update: Progress): string | undefined {
@@ -79,18 +77,6 @@ function summary(view: ReservationView) {
       ...(allocation.failure ? { failure: allocation.failure } : {}),
     })),
   };
-}
-
-function table(rows: string[][]): string {
-  const widths = rows[0].map((_, column) => Math.max(...rows.map((row) => row[column].length)));
-  return rows
-    .map((row) =>
-      row
-        .map((cell, column) => cell.padEnd(widths[column]))
-        .join('  ')
-        .trimEnd(),
-    )
-    .join('\n');
 }
 
 function showReservation(view: ReservationView): string {
@@ -201,7 +187,7 @@ export function program(remoteCommand: string[] = []): Command {
   cli.exitOverride().configureOutput({
     outputError: (text, write) => write(`paddock: ${text.trim().replace(/^error: /, '')} (usage)\n`),
   });
-  const client = () => new Paddock();
+  const client = () => new Paddock(); // PADDOCK_URL and PADDOCK_TOKEN, set by the profile if not by the caller
 
   cli
     .command('serve')
@@ -232,7 +218,12 @@ export function program(remoteCommand: string[] = []): Command {
     .option('--data <dir>', 'where the agent keeps its image cache and what its machines hold', './paddock-agent-data')
     .option('--kinds <kinds>', 'the machine kinds it provisions, comma-separated (default: every kind)')
     .option('--concurrency <n>', 'provisioning and release tasks at once, 1 to 256', positiveInteger('--concurrency', 256), 16)
-    .option('--check-interval <seconds>', 'how often it checks that it can reach its machines (serial devices, PDUs, SSH ports); 0: never', seconds, 30)
+    .option(
+      '--check-interval <duration>',
+      'how often it checks that it can reach its machines (serial devices, PDUs, SSH ports), e.g. 30s; 0: never',
+      durationOrZero,
+      30,
+    )
     .addOption(logFormatOption())
     .addOption(logLevelOption())
     .addOption(metricsListenOption())
@@ -248,12 +239,12 @@ export function program(remoteCommand: string[] = []): Command {
     .option('-n, --count <n>', 'machines for the positional spec', positiveInteger('--count'))
     .option('-m, --member <ROLE[:COUNT]=SPEC>', 'a gang member (repeatable)', collect, [] as string[])
     .option('--image <[ROLE=]IMAGE>', 'image to boot: IMAGE on every member, ROLE=IMAGE on the members of one role (repeatable)', collect, [] as string[])
-    .option('--lease <duration>', 'lease, e.g. 30m', duration)
+    .option('--lease <duration>', 'lease, e.g. 30m', durationText)
     .option('--priority <n>', 'queue priority (higher first)', integer)
-    .option('--queue-timeout <duration>', 'give up if not granted within this, e.g. 1h', duration)
+    .option('--queue-timeout <duration>', 'give up if not granted within this, e.g. 1h', durationText)
     .option('--idempotency-key <key>', 'a retried request with the same key returns the same reservation')
     .option('--wait', 'wait until every machine is ready, showing progress on stderr')
-    .option('--timeout <seconds>', 'with --wait: give up after this many seconds (and cancel the request)', seconds)
+    .option('--timeout <duration>', 'with --wait: give up after this long, e.g. 5m (and cancel the request)', duration)
     .option('--json', 'print id, state and members as JSON')
     .action(async (spec: string | undefined, options) => {
       const members = membersFromArguments(spec, options.count, options.member, options.image);
@@ -324,7 +315,8 @@ export function program(remoteCommand: string[] = []): Command {
     .argument('[id]', 'the reservation (default: $PADDOCK_RESERVATION)')
     .option('--json', 'the reservation as JSON')
     .action(async (id: string | undefined, options) => {
-      const reservation = await client().reservation(reservationIdOr(id));
+      const given = reservationIdOr(id);
+      const reservation = await client().reservation(given);
       if (options.json) return print(reservation.view);
       print(showReservation(reservation.view));
       const events = await reservation.events();
@@ -394,9 +386,10 @@ export function program(remoteCommand: string[] = []): Command {
       print(`${id}: ${view.state}, expires ${view.expiresAt ?? '-'}`);
     });
 
-  const machines = cli.command('machines').description('the inventory');
+  const machines = cli.command('machines').description('the inventory: ls, show, and (admins) maintenance, activate, retire');
   machines
     .command('ls')
+    .description('every machine: kind, state, lab host, health, reservation, labels')
     .option('--json', 'the machines as JSON')
     .option('--retired', 'the retired machines (left out otherwise)')
     .action(async (options) => {
@@ -442,7 +435,7 @@ export function program(remoteCommand: string[] = []): Command {
     .command('maintenance')
     .description('take a machine out of service (admins)')
     .argument('<name>')
-    .option('--reason <text>')
+    .option('--reason <text>', 'why, shown with the machine')
     .action(async (name: string, options) => print(`${name}: ${(await client().maintenance(name, options.reason)).state}`));
   machines
     .command('activate')
@@ -473,48 +466,44 @@ export function program(remoteCommand: string[] = []): Command {
       for (const agent of list) for (const warning of agent.warnings) print(`${agent.name}: ${warning}`);
     });
 
-  const tokens = cli.command('token').description('tokens (admins)');
-  tokens
-    .command('ls')
-    .description('every token: name, role, created (never the token itself)')
-    .option('--json', 'as JSON')
-    .action(async (options: { json?: boolean }) => {
-      const list = await client().tokens();
-      if (options.json) return print(list);
-      print(table([['NAME', 'ROLE', 'CREATED'], ...list.map((token) => [token.name, token.role, token.createdAt])]));
-    });
-  tokens
-    .command('create')
-    .description('create a token; it is printed once, on stdout')
-    .argument('<name>')
-    .addOption(new Option('--role <role>').choices(['user', 'admin', 'agent', 'runner']).default('user'))
-    .option('--json', 'the token record as JSON')
-    .action(async (name: string, options) => {
-      const created = await client().createToken(name, options.role);
-      print(options.json ? created : created.token);
-    });
+  addTokenCommands(cli, client);
+  addProfileCommands(cli);
+  addCompletionCommand(cli);
 
   addLeaseCommands(cli, client, print);
   addImageCommands(cli, client, print, table);
   addJobCommands(cli, client, print, table);
   addTunnelCommands(cli);
-  addRunCommands(cli, { client, waitUntilReady, parse: { positiveInteger, integer, seconds, duration } }, remoteCommand);
+  addRunCommands(cli, { client, waitUntilReady, parse: { positiveInteger, integer, seconds, duration: durationText } }, remoteCommand);
 
   cli
     .command('whoami')
-    .description('the name and role of PADDOCK_TOKEN')
-    .action(async () => {
+    .description('who the token is (name, role), when it expires, and which server and profile are used')
+    .option('--json', 'as JSON')
+    .action(async (options: { json?: boolean }) => {
       const me = await client().whoami();
+      const profile = activeProfile();
+      if (options.json) return print({ ...me, url: process.env.PADDOCK_URL, ...(profile ? { profile: profile.name } : {}) });
       print(`${me.name} (${me.role})`);
+      print(`server ${process.env.PADDOCK_URL}${profile ? ` (profile ${profile.name}, from ${profile.from})` : ''}`);
+      if (me.expiresAt) print(`token expires ${expiryText(me)}`);
     });
 
+  applyHabits(cli);
   return cli;
 }
 
 /** The one line for an error; a stack only with PADDOCK_DEBUG=1. */
 function report(error: unknown): void {
   if (process.env.PADDOCK_DEBUG === '1') console.error(error);
-  if (error instanceof PaddockError || error instanceof MemberSyntaxError) {
+  if (error instanceof PaddockError && error.code === 'configuration' && /^no (Paddock server|token):/.test(error.message)) {
+    // The client library's words speak to a program ("pass { url }"); a person has a profile too.
+    console.error(
+      error.message.startsWith('no token')
+        ? 'paddock: no token: set PADDOCK_TOKEN, or give the profile a tokenFile (paddock profiles --help) (configuration)'
+        : 'paddock: no Paddock server: set PADDOCK_URL (e.g. http://127.0.0.1:7300), or choose a profile with --profile NAME (paddock profiles --help) (configuration)',
+    );
+  } else if (error instanceof PaddockError || error instanceof MemberSyntaxError) {
     console.error(`paddock: ${error.message} (${error.code})`);
   } else {
     const failure = error as { message?: string; code?: string };
@@ -523,6 +512,11 @@ function report(error: unknown): void {
 }
 
 export async function main(argv: string[]): Promise<void> {
+  // `paddock ls | head`: a reader that has had enough is no error.
+  process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+    throw error;
+  });
   const { args, command } = splitRemoteCommand(argv);
   try {
     await program(command).parseAsync(args, { from: 'user' });

@@ -9,6 +9,7 @@ import { Paddock } from '../client/index.js';
 import { PaddockError } from '../client/errors.js';
 import { logFormatOption, logLevelOption, processLog } from './log-options.js';
 import { metricsAddress, metricsListenOption } from './metrics.js';
+import { duration, durationText } from './duration.js';
 
 const ended = (run: RunView) => ['passed', 'failed', 'timed_out', 'cancelled'].includes(run.state);
 
@@ -55,7 +56,7 @@ export function addJobCommands(cli: Command, client: () => Paddock, print: (valu
     .requiredOption('--script <path>', "the script's path in the repository")
     .option('--ref <ref>', 'branch, tag or commit', 'main')
     .option('--param <name=value>', 'a parameter (repeat for more)', collectParam, {})
-    .option('--time-limit <duration>', 'e.g. 30m', '1h')
+    .option('--time-limit <duration>', 'stop a run after this long, e.g. 30m (at most 24h)', durationText, '1h')
     .option('--json', 'JSON')
     .action(async (name: string, options) => {
       const job = await client().jobs.add({
@@ -248,7 +249,7 @@ export function addJobCommands(cli: Command, client: () => Paddock, print: (valu
     .option('--work <dir>', 'where runs are checked out', path.join(os.tmpdir(), 'paddock-runner'))
     .option('--run-uids <first-last>', 'the uids runs execute as, one per run at a time: set aside for this alone (default 61000-61999)')
     .option('--single-user', 'a personal runner host: scripts run as this user and can read its token and each other; isolates nothing')
-    .option('--heartbeat <seconds>', 'seconds between heartbeats', '5')
+    .option('--heartbeat <duration>', 'time between heartbeats, e.g. 5s', duration, 5)
     .addOption(logFormatOption())
     .addOption(logLevelOption())
     .addOption(metricsListenOption())

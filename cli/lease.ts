@@ -1,15 +1,12 @@
 // `paddock power` and `paddock boot`: what an owner does to a member's machine during the lease.
 // Both wait until the member is ready again (off, for `power off`) and print the member's state and login; a member that fails exits 1 with its failure code.
-import { InvalidArgumentError, type Command } from 'commander';
+import type { Command } from 'commander';
 import { powerActions, type PowerAction, type ReservationView } from '../protocol/api.js';
 import { MemberSyntaxError, parseMemberTarget } from '../client/members.js';
 import type { Paddock } from '../client/index.js';
 import { looksLikeReservationId, reservationAndMember, reservationIdOr } from './reservation-id.js';
 
-const seconds = (value: string) => {
-  if (!/^\d+(\.\d+)?$/.test(value)) throw new InvalidArgumentError('a number of seconds');
-  return Number(value);
-};
+import { duration } from './duration.js';
 
 /** `ID [MEMBER] ACTION`: the member is optional (the first machine) and comes before the action. */
 export function powerArguments(reservation: ReservationView, words: readonly string[]): { member: string; action: PowerAction } {
@@ -34,11 +31,12 @@ export function addLeaseCommands(cli: Command, client: () => Paddock, print: (va
   cli
     .command('power')
     .description(
-      "power a member's machine off, on, or cycle it (a reboot keeping its disk) and wait until it is ready again: paddock power [ID] [MEMBER] on|off|cycle (ID: default $PADDOCK_RESERVATION)",
+      "power a member's machine off, on, or cycle it (a reboot keeping its disk) and wait until it is ready again (ID: default $PADDOCK_RESERVATION)",
     )
-    .argument('<words...>', '[ID] [MEMBER] (role, role.N or role[N]; default: the first machine) and on, off or cycle')
+    .usage('[options] [ID] [MEMBER] on|off|cycle')
+    .argument('<action...>', '[ID] [MEMBER] (role, role.N or role[N]; default: the first machine) and then on, off or cycle')
     .option('--no-wait', 'return once asked, without waiting for the member')
-    .option('--timeout <seconds>', 'give up waiting after this many seconds (the action goes on)', seconds)
+    .option('--timeout <duration>', 'give up waiting after this long, e.g. 5m (the action goes on)', duration)
     .option('--json', 'print the reservation as JSON')
     .action(async (words: string[], options: { wait: boolean; timeout?: number; json?: boolean }) => {
       // The ID is the first word when it looks like one, or when three words are given.
@@ -57,7 +55,7 @@ export function addLeaseCommands(cli: Command, client: () => Paddock, print: (va
     .requiredOption('--image <name>', 'the image to boot (NAME[:TAG])')
     .option('--cmdline <text>', "the kernel command line, in place of the boot bundle's")
     .option('--no-wait', 'return once asked, without waiting for the member')
-    .option('--timeout <seconds>', 'give up waiting after this many seconds (the boot goes on)', seconds)
+    .option('--timeout <duration>', 'give up waiting after this long, e.g. 5m (the boot goes on)', duration)
     .option('--json', 'print the reservation as JSON')
     .action(
       async (

@@ -41,7 +41,7 @@ export function addRetireCommand(machines: Command, client: () => Paddock, print
     .command('retire')
     .description('retire a machine for good (admins): never handed out again, its history kept; a reserved one once released')
     .argument('<name>')
-    .option('--reason <text>')
+    .option('--reason <text>', 'why, kept with the machine')
     .action(async (name: string, options: { reason?: string }) => {
       const machine = await client().retire(name, options.reason);
       print(`${name}: ${machine.state === 'retired' ? 'retired' : `${machine.state}, retired once released`}`);

@@ -55,7 +55,7 @@ function holdOptions(command: Command, parse: RunDependencies['parse']): Command
     .option('--lease <duration>', 'lease, e.g. 30m (renewed while the command runs)', parse.duration)
     .option('--priority <n>', 'queue priority (higher first)', parse.integer)
     .option('--queue-timeout <duration>', 'give up if not granted within this, e.g. 1h', parse.duration)
-    .option('--timeout <seconds>', 'give up if not ready after this many seconds (and cancel the request)', parse.seconds)
+    .option('--timeout <duration>', 'give up if not ready after this long, e.g. 10m (and cancel the request)', parse.seconds)
     .option('--on <member>', 'the member to log in to: ROLE, ROLE.N or ROLE[N] (default: the first)');
 }
 

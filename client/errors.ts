@@ -127,6 +127,7 @@ export class PaddockConnectionError extends PaddockError {}
 
 const byCode: Record<string, typeof PaddockError> = {
   unauthorized: UnauthorizedError,
+  token_expired: UnauthorizedError,
   forbidden: ForbiddenError,
   not_found: NotFoundError,
   invalid_json: InvalidRequestError,

@@ -146,17 +146,34 @@ export class Paddock {
     return this.http.get(`${reservationPath(id)}/explain`);
   }
 
-  /** Creates a token (admins). The answer is the only place the token is ever shown. */
-  createToken(name: string, role: Role = 'user'): Promise<TokenView & { token: string }> {
-    return this.http.post('v1/tokens', { name, role });
+  /**
+   * Creates a token (admins). The answer is the only place the token is ever shown. `expires`: a
+   * duration (seconds, or text such as `30d`) after which it is refused (401 `token_expired`).
+   */
+  createToken(name: string, role: Role = 'user', options: { expires?: number | string } = {}): Promise<TokenView & { token: string }> {
+    return this.http.post('v1/tokens', { name, role, ...(options.expires !== undefined ? { expires: options.expires } : {}) });
   }
 
-  /** Every token's name, role and creation time (admins); never the tokens themselves. */
+  /** Every token's name, role, creation and expiry (admins); never the tokens themselves. */
   async tokens(): Promise<TokenView[]> {
     return (await this.http.getAll<TokenView>('v1/tokens')).items;
   }
 
-  whoami(): Promise<{ name: string; role: Role }> {
+  /** Revokes a token at once: admins any, others their own. */
+  async revokeToken(name: string): Promise<void> {
+    await this.http.delete(`v1/tokens/${encodeURIComponent(name)}`);
+  }
+
+  /**
+   * A new secret for a token, same name and role; the old one stops working at once. Without
+   * `expires` the new one gets the old one's lifetime. Admins any token, others their own.
+   */
+  rotateToken(name: string, options: { expires?: number | string } = {}): Promise<TokenView & { token: string }> {
+    return this.http.post(`v1/tokens/${encodeURIComponent(name)}/rotate`, options.expires !== undefined ? { expires: options.expires } : {});
+  }
+
+  /** The token's name and role, and when it expires if it does. */
+  whoami(): Promise<{ name: string; role: Role; expiresAt?: string }> {
     return this.http.get('v1/whoami');
   }
 }

@@ -289,6 +289,10 @@ export interface TokenView {
   name: string;
   role: Role;
   createdAt: string;
+  /** When it stops being accepted (401 `token_expired`); absent: never. */
+  expiresAt?: string;
+  /** Whether `expiresAt` has passed (only with `expiresAt`). */
+  expired?: boolean;
   /** Only in the answer to the request that created it. */
   token?: string;
 }

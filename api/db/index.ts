@@ -15,12 +15,15 @@ import * as labHosts from './migrations/0008-lab-hosts.js';
 import * as imageAccess from './migrations/0009-image-access.js';
 import * as provisionings from './migrations/0010-provisionings.js';
 import * as qualification from './migrations/0011-qualification.js';
+import * as tokenExpiry from './migrations/0012-token-expiry.js';
 
 export interface TokenRow {
   name: string;
   role: string;
   hash: string;
   createdAt: Date;
+  /** When it stops being accepted; null: never. */
+  expiresAt?: Date | null;
 }
 
 export interface MachineRow {
@@ -186,6 +189,7 @@ const migrations = [
   { name: '0009-image-access', module: imageAccess },
   { name: '0010-provisionings', module: provisionings },
   { name: '0011-qualification', module: qualification },
+  { name: '0012-token-expiry', module: tokenExpiry },
 ];
 
 /** Every migration's name, in order: what an up-to-date file has applied. */
@@ -257,6 +261,7 @@ export async function openDatabase(dataDir: string): Promise<Database> {
       role: DataTypes.STRING,
       hash: DataTypes.STRING,
       createdAt: DataTypes.DATE,
+      expiresAt: DataTypes.DATE,
     },
     plain,
   );

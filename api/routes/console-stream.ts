@@ -18,7 +18,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { open, stat } from 'node:fs/promises';
 import type { RawData, WebSocket } from 'ws';
 import { RelayClient, type RelayRequest } from '../../protocol/console-relay.js';
-import { callerOf, type Tokens } from '../auth.js';
+import { callerOf, endWhenRevoked, type Tokens } from '../auth.js';
 import type { ConsoleLogs } from '../console-logs.js';
 import { ApiError, forbidden } from '../errors.js';
 import type { Log } from '../../protocol/log.js';
@@ -63,6 +63,7 @@ export function consoleStreamSocket(scheduler: Scheduler, tokens: Tokens, consol
   const accept: WebSocketRoute['accept'] = async (request, match, url, take) => {
     onlyParameters(url, ['machine', 'mode', 'takeover']);
     const caller = callerOf(tokens, authorizationOf(request));
+    endWhenRevoked(tokens, caller, request.socket); // revoking the token ends the stream at once
     const reservation = await scheduler.reservations.get(caller, match[1]);
     const mode = one(url, 'mode') ?? 'read';
     if (mode !== 'read' && mode !== 'write') throw new ApiError(400, 'invalid_parameter', 'mode is read or write');

@@ -11,7 +11,7 @@ import type { Duplex } from 'node:stream';
 import { z } from 'zod';
 import type { Caller, Role } from '../../protocol/api.js';
 import type { TunnelService } from '../../protocol/agent.js';
-import { callerOf, type Tokens } from '../auth.js';
+import { callerOf, endWhenRevoked, type Tokens } from '../auth.js';
 import { ApiError, forbidden } from '../errors.js';
 import { machineText, name } from '../fields.js';
 import type { Scheduler } from '../scheduler/scheduler.js';
@@ -111,6 +111,7 @@ export function tunnelSockets(scheduler: Scheduler, tokens: Tokens, broker: Tunn
     async accept(request, match, url, take) {
       onlyParameters(url, ['machine', 'port']);
       const caller = callerOf(tokens, request.headers.authorization);
+      endWhenRevoked(tokens, caller, request.socket);
       const reservation = await scheduler.reservations.get(caller, match[1]);
       if (reservation.owner !== caller.name) throw forbidden("only the reservation's owner opens tunnels to its machines");
       if (!scheduler.reservations.isLive(reservation.id)) throw new ApiError(409, 'lease_expired', `reservation ${reservation.id} is ${reservation.state}`);
@@ -147,6 +148,7 @@ export function tunnelSockets(scheduler: Scheduler, tokens: Tokens, broker: Tunn
     async accept(request, match, url, take) {
       onlyParameters(url, []);
       const caller = callerOf(tokens, request.headers.authorization);
+      endWhenRevoked(tokens, caller, request.socket);
       if (caller.role !== 'agent' && caller.role !== 'admin') throw forbidden('only lab-host agents open the far end of tunnels');
       if (!broker.waitsFor(match[1], caller.role === 'agent' ? caller.name : undefined))
         throw new ApiError(404, 'not_found', `no tunnel ${match[1]} waits for ${caller.name}`);

@@ -60,3 +60,29 @@ test('a migration that fails leaves the file as it was: no table of it, no recor
   const [tokens] = await sequelize.query('SELECT name FROM tokens');
   t.deepEqual(tokens, [{ name: 'carol' }]);
 });
+
+test('tokens made before token expiry keep working and never expire; a new one can expire', async (t) => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'paddock-migrations-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const first = await openDatabase(dir);
+  const { Tokens } = await import('../../api/auth.js');
+  const { token } = await new Tokens(first).create('carol', 'user');
+  for (const statement of ['ALTER TABLE tokens DROP COLUMN expiresAt', `DELETE FROM "SequelizeMeta" WHERE name = '0012-token-expiry'`]) {
+    await first.sequelize.query(statement);
+  }
+  await first.close();
+
+  const upgraded = await openDatabase(dir);
+  t.teardown(() => upgraded.close());
+  t.deepEqual(await applied(upgraded.sequelize), [...migrationNames].sort());
+  let now = Date.now();
+  const tokens = new Tokens(upgraded, () => now);
+  await tokens.start(dir);
+  t.deepEqual(tokens.check(token), { name: 'carol', role: 'user' });
+  t.is((await tokens.get('carol')).expiresAt, undefined);
+  const brief = await tokens.create('brief', 'user', { expiresInSeconds: 60 });
+  t.deepEqual(tokens.check(brief.token), { name: 'brief', role: 'user' });
+  now += 60_000;
+  t.like(tokens.check(brief.token), { expired: { name: 'brief' } }, 'refused from the second it expires');
+  t.true((await tokens.get('brief')).expired);
+});
