@@ -25,7 +25,9 @@ export async function useOutput(chosen: OutputFormat, keys?: readonly string[]):
 
 /** A line of text as it is; any other value in the format asked for (JSON by default). */
 export function print(value: unknown): void {
-  process.stdout.write(`${render(value)}\n`);
+  const text = render(value);
+  // An empty list of names is no line at all (`paddock ls -o name | xargs …` gets nothing).
+  if (text !== '' || typeof value === 'string') process.stdout.write(`${text}\n`);
 }
 
 export function render(value: unknown): string {

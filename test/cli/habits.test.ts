@@ -126,6 +126,7 @@ test.serial('profiles: named servers with a token file, chosen by --profile, PAD
 test('--output json|yaml|name on listings and shows; --json stays', async (t) => {
   const listed = await paddock(['machines', 'ls', '--json']);
   t.deepEqual(JSON.parse(listed.stdout), []);
+  t.is((await paddock(['machines', 'ls', '-o', 'name'])).stdout, '', 'no names, no line (for xargs -r)');
   const me = parseYaml((await paddock(['whoami', '-o', 'yaml'])).stdout) as { name: string; role: string };
   t.like(me, { name: 'admin', role: 'admin' });
   t.is((await paddock(['whoami', '-o', 'name'])).stdout, 'admin\n');
