@@ -422,7 +422,12 @@ test('command: two boards on one PDU never overlap; on two PDUs they do', async 
 
 test('command: a signal that fires while the command waits for its PDU means it never runs', async (t) => {
   const dir = path.join(work, 'command-abort');
-  const board = (port: number) => commandControl({ on: `/bin/sh ${sh(portScript)} on ${port} ${sh(dir)}`, off: 'true', pdu: 'abort-pdu' }, `abort-${port}`);
+  // The first command holds the PDU for 3 s, long enough on a busy machine for the abort to come while it runs.
+  const board = (port: number) =>
+    commandControl(
+      { on: `PDU_PORT_SLEEP=${port === 1 ? 3 : 0.3} /bin/sh ${sh(portScript)} on ${port} ${sh(dir)}`, off: 'true', pdu: 'abort-pdu' },
+      `abort-${port}`,
+    );
   const first = board(1).on();
   const reason = new Error('reservation cancelled');
   const controller = new AbortController();
