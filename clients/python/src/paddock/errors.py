@@ -152,6 +152,7 @@ class HostKeyMismatchError(SshError):
 
 _BY_CODE: Mapping[str, type[PaddockError]] = {
     "unauthorized": UnauthorizedError,
+    "token_expired": UnauthorizedError,
     "forbidden": ForbiddenError,
     "not_found": NotFoundError,
     "invalid_json": InvalidRequestError,
