@@ -159,12 +159,13 @@ function logSource(file: string, live: () => boolean): Source {
   let closed = false;
   return {
     start(send, mode, ended) {
-      mode('read', "this machine's console can only be watched");
       void (async () => {
         let offset = await stat(file).then(
           (info) => info.size,
           () => 0,
         );
+        // Told once the start is fixed: whatever the log gets after this message reaches the watcher.
+        mode('read', "this machine's console can only be watched");
         while (!closed && live()) {
           const size = await stat(file).then(
             (info) => info.size,
