@@ -268,36 +268,111 @@ machines:
 `;
 export type MachineConfig = Config['machines'][number];
 
+/**
+ * One problem of a config file: where it is (1-based line and column of the node at fault, when
+ * the text has it), the path in the document (`machines[2].settings.port`; empty for the file
+ * itself) and what is wrong.
+ */
+export interface ConfigProblem {
+  line?: number;
+  column?: number;
+  path: string;
+  message: string;
+}
+
+/** `line N: path: message`, as a refused start prints it. */
+export function formatProblem(problem: ConfigProblem): string {
+  return `${problem.line === undefined ? '' : `line ${problem.line}: `}${problem.path ? `${problem.path}: ` : ''}${problem.message}`;
+}
+
 export class ConfigError extends Error {
+  /** Each problem as one line (formatProblem). */
+  readonly problems: string[];
+  /** Each problem with its line and column. */
+  readonly issues: ConfigProblem[];
+
   constructor(
     readonly file: string,
-    readonly problems: string[],
+    problems: (string | ConfigProblem)[],
   ) {
-    super(`${file}: invalid configuration:\n  ${problems.join('\n  ')}`);
+    const issues = problems.map((problem) => (typeof problem === 'string' ? { path: '', message: problem } : problem));
+    const lines = issues.map(formatProblem);
+    super(`${file}: invalid configuration:\n  ${lines.join('\n  ')}`);
+    this.issues = issues;
+    this.problems = lines;
     this.name = 'ConfigError';
   }
 }
 
+/** Where a path of the document is in its text, and the path written out (`machines[2].name`). */
+interface Where {
+  (issuePath: readonly PropertyKey[]): Pick<ConfigProblem, 'line' | 'column' | 'path'>;
+  /** The key `key` of the map at `issuePath` (an unknown key): its own line, not its map's. */
+  key(issuePath: readonly PropertyKey[], key: string): Pick<ConfigProblem, 'line' | 'column' | 'path'>;
+}
+
+const dotted = (issuePath: readonly PropertyKey[]) =>
+  issuePath.reduce<string>((text, part) => (typeof part === 'number' ? `${text}[${part}]` : text ? `${text}.${String(part)}` : String(part)), '');
+
+/** The text parsed with `yaml`, which keeps every node's place in it (and goes on past a syntax error). */
+interface YamlSource {
+  document: Yaml.Document.Parsed;
+  where: Where;
+  /** The YAML errors (syntax, duplicate keys), located. */
+  errors: ConfigProblem[];
+}
+
 /**
- * `line N: a.b[2].c` for a path in the document, the line found with `yaml`'s source ranges. `yaml`
- * is loaded only here, when a config is wrong: a start with a good config does without it.
+ * Parses the text with `yaml` for its source ranges. `yaml` is loaded only here, when a config is
+ * wrong or checked (`paddock config check`): a start with a good config does without it.
  */
-function locator(text: string): (issuePath: PropertyKey[]) => string {
-  const { parseDocument, LineCounter, isNode } = createRequire(import.meta.url)('yaml') as typeof Yaml;
+function yamlSource(text: string): YamlSource {
+  const { parseDocument, LineCounter, isNode, isMap, isScalar } = createRequire(import.meta.url)('yaml') as typeof Yaml;
   const lineCounter = new LineCounter();
-  const document = parseDocument(text, { lineCounter });
-  return (issuePath) => {
-    const node = document.getIn(
-      issuePath.map((part) => (typeof part === 'symbol' ? String(part) : part)),
-      true,
-    );
-    const line = isNode(node) && node.range ? lineCounter.linePos(node.range[0]).line : undefined;
-    const dotted = issuePath.reduce<string>(
-      (text, part) => (typeof part === 'number' ? `${text}[${part}]` : text ? `${text}.${String(part)}` : String(part)),
-      '',
-    );
-    return `${line === undefined ? '' : `line ${line}: `}${dotted || '(top)'}`;
+  const document = parseDocument(text, { lineCounter, merge: true });
+  const position = (offset: number) => {
+    const { line, col } = lineCounter.linePos(offset);
+    return { line, column: col };
   };
+  const parts = (issuePath: readonly PropertyKey[]) => issuePath.map((part) => (typeof part === 'symbol' ? String(part) : part));
+  // A path the document lacks (a required key left out) is shown at the nearest node it has.
+  const nodeAt = (issuePath: readonly PropertyKey[]) => {
+    for (let length = issuePath.length; length >= 0; length--) {
+      const node = length === 0 ? document.contents : document.getIn(parts(issuePath.slice(0, length)), true);
+      if (isNode(node) && node.range) return node;
+    }
+    return undefined;
+  };
+  const where: Where = Object.assign(
+    (issuePath: readonly PropertyKey[]) => {
+      const node = nodeAt(issuePath);
+      return { ...(node?.range ? position(node.range[0]) : {}), path: dotted(issuePath) };
+    },
+    {
+      key: (issuePath: readonly PropertyKey[], key: string) => {
+        const map = nodeAt(issuePath);
+        const pair = isMap(map) ? map.items.find((item) => isScalar(item.key) && String(item.key.value) === key) : undefined;
+        const node = pair && isScalar(pair.key) && pair.key.range ? pair.key : map;
+        return { ...(node?.range ? position(node.range[0]) : {}), path: dotted([...issuePath, key]) };
+      },
+    },
+  );
+  const errors = document.errors.map((error) => ({
+    ...(error.linePos ? { line: error.linePos[0].line, column: error.linePos[0].col } : {}),
+    path: '',
+    // yaml's message repeats the place and quotes the text after its first line.
+    message: `YAML: ${error.message.split('\n')[0].replace(/ at line \d+, column \d+:?$/, '')}`,
+  }));
+  return { document, where, errors };
+}
+
+/** Problems by line, then column; those without a place last. */
+function inTextOrder(problems: ConfigProblem[]): ConfigProblem[] {
+  const key = (problem: ConfigProblem) => (problem.line ?? Infinity) * 1e6 + (problem.column ?? 0);
+  return problems
+    .map((problem, index) => ({ problem, index }))
+    .sort((a, b) => key(a.problem) - key(b.problem) || a.index - b.index)
+    .map(({ problem }) => problem);
 }
 
 /** Reads and validates a config file; a relative dataDir or key path is taken from the file's folder. */
@@ -327,69 +402,137 @@ export function parseConfig(text: string, file = '<config>'): Config {
   try {
     raw = loadYaml(text) ?? {};
   } catch (error) {
+    // Every problem of the file, as `paddock config check` reports them; js-yaml's own if `yaml` finds none.
+    const problems = checkConfigText(text);
     const mark = (error as YAMLException).mark;
-    throw new ConfigError(file, [`line ${mark ? mark.line + 1 : '?'}: ${(error as YAMLException).reason ?? (error as Error).message}`]);
-  }
-  let located: ((issuePath: PropertyKey[]) => string) | undefined;
-  const where = (issuePath: PropertyKey[]) => (located ??= locator(text))(issuePath);
-  const parsed = configSchema.safeParse(raw);
-  if (!parsed.success) {
     throw new ConfigError(
       file,
-      parsed.error.issues.map((issue) => `${where(issue.path)}: ${issue.message}`),
+      problems.length > 0
+        ? problems
+        : [
+            {
+              ...(mark ? { line: mark.line + 1, column: mark.column + 1 } : {}),
+              path: '',
+              message: `YAML: ${(error as YAMLException).reason ?? (error as Error).message}`,
+            },
+          ],
     );
   }
-  const config: Config = {
-    ...parsed.data,
-    machines: parsed.data.machines.map((machine) => {
-      const labHost = machine.labHost ?? parsed.data.agent.name;
-      return { ...machine, labHost, access: machine.access ?? parsed.data.labHosts[labHost]?.access ?? 'direct' };
-    }),
+  let source: YamlSource | undefined;
+  const where: Where = Object.assign((issuePath: readonly PropertyKey[]) => (source ??= yamlSource(text)).where(issuePath), {
+    key: (issuePath: readonly PropertyKey[], key: string) => (source ??= yamlSource(text)).where.key(issuePath, key),
+  });
+  const { config, problems } = validate(raw, where);
+  if (!config) throw new ConfigError(file, inTextOrder(problems));
+  return config;
+}
+
+/**
+ * Every problem of a config text in one pass, each with its line and column: YAML errors (the rest
+ * of the document is still checked as `yaml` recovered it), then what the schema, the kinds and
+ * the rules between machines refuse. Empty when the config is good. Nothing is contacted (an
+ * OpenStack pool's cloud is asked only when the server starts).
+ */
+export function checkConfigText(text: string): ConfigProblem[] {
+  const source = yamlSource(text);
+  const problems = [...source.errors];
+  let raw: unknown;
+  try {
+    raw = source.document.toJS() ?? {};
+  } catch (error) {
+    return inTextOrder([...problems, { path: '', message: `YAML: ${(error as Error).message}` }]);
+  }
+  problems.push(...validate(raw, source.where).problems);
+  return inTextOrder(problems);
+}
+
+/** checkConfigText for a file; one that cannot be read is one problem without a line. */
+export function checkConfigFile(file: string): ConfigProblem[] {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (error) {
+    return [{ path: '', message: `cannot read: ${(error as NodeJS.ErrnoException).code ?? String(error)}` }];
+  }
+  return checkConfigText(text);
+}
+
+/** The top level, each machine left to be checked on its own (so one bad machine hides no other problem). */
+const documentSchema = configSchema.extend({ machines: z.array(z.unknown()).default([]) });
+
+/**
+ * Checks a document's value: the top level and each machine against the schema, then each machine
+ * against its kind and the others. Returns the config, or every problem found.
+ */
+function validate(raw: unknown, where: Where): { config?: Config; problems: ConfigProblem[] } {
+  const problems: ConfigProblem[] = [];
+  const problem = (issuePath: readonly PropertyKey[], message: string) => problems.push({ ...where(issuePath), message });
+  const schemaIssues = (issues: readonly z.core.$ZodIssue[], prefix: readonly PropertyKey[]) => {
+    for (const issue of issues) {
+      if (issue.code === 'unrecognized_keys') {
+        for (const key of issue.keys) problems.push({ ...where.key([...prefix, ...issue.path], key), message: `unknown key ${JSON.stringify(key)}` });
+      } else if (issue.code === 'invalid_type' && / received undefined$/.test(issue.message)) {
+        problem([...prefix, ...issue.path], `missing: a required key (${issue.expected})`);
+      } else problem([...prefix, ...issue.path], issue.message);
+    }
   };
-  const problems: string[] = [];
-  const seen = new Set<string>();
+  const top = documentSchema.safeParse(raw);
+  if (!top.success) schemaIssues(top.error.issues, []);
+  const rawObject = raw !== null && typeof raw === 'object' ? (raw as Record<string, unknown>) : {};
+  // With the top level refused, machines are still checked, with the defaults for what they take from it.
+  const agentName = top.success ? top.data.agent.name : 'local';
+  const labHosts = top.success ? top.data.labHosts : {};
+  const entries = top.success ? top.data.machines : Array.isArray(rawObject.machines) ? (rawObject.machines as unknown[]) : [];
+  const machines: { index: number; machine: MachineConfig }[] = [];
+  const names = new Map<string, number>();
+  entries.forEach((entry, index) => {
+    const name = (entry as { name?: unknown } | null)?.name;
+    if (typeof name === 'string') {
+      if (names.has(name)) problem(['machines', index, 'name'], `duplicate machine name ${name} (machines[${names.get(name)}] has it)`);
+      else names.set(name, index);
+    }
+    const parsed = machineSchema.safeParse(entry);
+    if (!parsed.success) return schemaIssues(parsed.error.issues, ['machines', index]);
+    const labHost = parsed.data.labHost ?? agentName;
+    machines.push({ index, machine: { ...parsed.data, labHost, access: parsed.data.access ?? labHosts[labHost]?.access ?? 'direct' } });
+  });
   const identities = new Map<string, string>();
-  config.machines.forEach((machine, index) => {
-    if (seen.has(machine.name)) problems.push(`${where(['machines', index, 'name'])}: duplicate machine name ${machine.name}`);
-    seen.add(machine.name);
+  for (const { index, machine } of machines) {
+    const at = (issuePath: readonly PropertyKey[], message: string) => problem(['machines', index, ...issuePath], message);
     let kind;
     try {
       kind = getKind(machine.kind);
     } catch (error) {
-      problems.push(`${where(['machines', index, 'kind'])}: ${(error as Error).message}`);
-      return;
+      at(['kind'], (error as Error).message);
+      continue;
     }
-    if (machine.labels.kind !== undefined && machine.labels.kind !== machine.kind) {
-      problems.push(`${where(['machines', index, 'labels', 'kind'])}: the kind label is set from kind (${machine.kind})`);
-    }
-    if (kind.pool && machine.count !== undefined) {
-      problems.push(`${where(['machines', index, 'count'])}: a pool of kind ${machine.kind} is sized by its settings (maxInstances), not count`);
-    }
+    if (machine.labels.kind !== undefined && machine.labels.kind !== machine.kind) at(['labels', 'kind'], `the kind label is set from kind (${machine.kind})`);
+    if (kind.pool && machine.count !== undefined) at(['count'], `a pool of kind ${machine.kind} is sized by its settings (maxInstances), not count`);
     for (const [map, what] of [
       ['labels', 'label'],
       ['capacities', 'capacity'],
     ] as const) {
-      if (Object.hasOwn(machine[map], 'health'))
-        problems.push(`${where(['machines', index, map, 'health'])}: health is reserved: the machine's health score (a ${what} of that name cannot be set)`);
+      if (Object.hasOwn(machine[map], 'health')) at([map, 'health'], `health is reserved: the machine's health score (a ${what} of that name cannot be set)`);
     }
     machine.labels.kind = machine.kind;
     machine.labels = { ...kind.defaults?.labels, ...machine.labels };
     machine.capacities = { ...kind.defaults?.capacities, ...machine.capacities };
     const settings = kind.settingsSchema.safeParse(machine.settings ?? {});
-    if (!settings.success) {
-      for (const issue of settings.error.issues) {
-        problems.push(`${where(['machines', index, 'settings', ...issue.path])}: ${issue.message}`);
-      }
-    } else {
+    if (!settings.success) schemaIssues(settings.error.issues, ['machines', index, 'settings']);
+    else {
       machine.settings = settings.data;
-      problems.push(...identityProblems(kind, machine, identities, (issuePath) => where(['machines', index, ...issuePath])));
+      identityProblems(kind, machine, identities, at);
     }
-    problems.push(...warmProblems(machine, kind, settings.success, (issuePath) => where(['machines', index, ...issuePath])));
-  });
-  if (config.lease.default > config.lease.max) problems.push(`${where(['lease', 'default'])}: longer than lease.max`);
-  if (problems.length > 0) throw new ConfigError(file, problems);
-  config.machines = expandPools(config.machines, file);
-  return config;
+    warmProblems(machine, kind, settings.success, at);
+  }
+  if (top.success && top.data.lease.default > top.data.lease.max) problem(['lease', 'default'], 'longer than lease.max');
+  if (!top.success || problems.length > 0) return { problems };
+  const expanded = expandPools(machines.map(({ machine }) => machine));
+  if (typeof expanded === 'string') {
+    problem(['machines'], expanded);
+    return { problems };
+  }
+  return { config: { ...top.data, machines: expanded }, problems };
 }
 
 /**
@@ -400,20 +543,18 @@ function identityProblems(
   kind: KindDescriptor,
   machine: MachineConfig,
   identities: Map<string, string>,
-  where: (issuePath: PropertyKey[]) => string,
-): string[] {
-  if (!kind.identities) return [];
-  const problems: string[] = [];
+  problem: (issuePath: readonly PropertyKey[], message: string) => void,
+): void {
+  if (!kind.identities) return;
   const own = kind.identities(machine.settings);
   if (machine.count !== undefined) {
-    problems.push(`${where(['count'])}: a ${machine.kind} machine is one ${own[0]}; count would give it to ${machine.count} reservations at once`);
+    problem(['count'], `a ${machine.kind} machine is one ${own[0]}; count would give it to ${machine.count} reservations at once`);
   }
   for (const identity of own) {
     const first = identities.get(identity);
-    if (first !== undefined) problems.push(`${where(['settings'])}: ${machine.name} is ${identity}, the same as ${first}; one account cannot be two machines`);
+    if (first !== undefined) problem(['settings'], `${machine.name} is ${identity}, the same as ${first}; one account cannot be two machines`);
     else identities.set(identity, machine.name);
   }
-  return problems;
 }
 
 /**
@@ -421,26 +562,32 @@ function identityProblems(
  * ssh`: their machines are handed over with the reservation's key swapped in over SSH), and keeps
  * no more machines warm than the entry has (an OpenStack pool: maxInstances).
  */
-function warmProblems(machine: MachineConfig, kind: KindDescriptor, settingsValid: boolean, where: (issuePath: PropertyKey[]) => string): string[] {
-  if (machine.warm === undefined) return [];
-  if (!kind.warm) return [`${where(['warm'])}: warm machines are kept for QEMU slots, boards and OpenStack pools only, not for kind ${machine.kind}`];
+function warmProblems(
+  machine: MachineConfig,
+  kind: KindDescriptor,
+  settingsValid: boolean,
+  problem: (issuePath: readonly PropertyKey[], message: string) => void,
+): void {
+  if (machine.warm === undefined) return;
+  if (!kind.warm) return problem(['warm'], `warm machines are kept for QEMU slots, boards and OpenStack pools only, not for kind ${machine.kind}`);
   const why = settingsValid ? kind.warm(machine.settings) : undefined;
-  if (why !== undefined) return [`${where(['warm'])}: ${why}`];
+  if (why !== undefined) return problem(['warm'], why);
   const cloud = machine.kind === 'openstack' ? (machine.settings as { maxInstances?: number } | undefined) : undefined;
-  const problems: string[] = [];
   const images = new Set<string>();
   for (const [index, entry] of machine.warm.entries()) {
-    if (images.has(entry.image)) problems.push(`${where(['warm', index, 'image'])}: ${entry.image} is warm twice in one entry`);
+    if (images.has(entry.image)) problem(['warm', index, 'image'], `${entry.image} is warm twice in one entry`);
     images.add(entry.image);
   }
   const slots = cloud?.maxInstances ?? machine.count ?? 1;
   const total = machine.warm.reduce((sum, entry) => sum + entry.count, 0);
-  if (total > slots) problems.push(`${where(['warm'])}: ${total} warm machines asked of an entry of ${slots} slot${slots === 1 ? '' : 's'}`);
-  return problems;
+  if (total > slots) problem(['warm'], `${total} warm machines asked of an entry of ${slots} slot${slots === 1 ? '' : 's'}`);
 }
 
-/** A machine with `count: N` becomes N machines NAME-1 … NAME-N with the same labels and settings; `warm` names the entry. */
-function expandPools(machines: MachineConfig[], file: string): MachineConfig[] {
+/**
+ * A machine with `count: N` becomes N machines NAME-1 … NAME-N with the same labels and settings;
+ * `warm` names the entry. The problem, when the names made collide.
+ */
+function expandPools(machines: MachineConfig[]): MachineConfig[] | string {
   for (const machine of machines) if (machine.warm !== undefined) machine.warmPool = machine.name;
   if (machines.every((machine) => machine.count === undefined)) return machines;
   const expanded: MachineConfig[] = [];
@@ -450,7 +597,7 @@ function expandPools(machines: MachineConfig[], file: string): MachineConfig[] {
   }
   const names = new Set<string>();
   for (const machine of expanded) {
-    if (names.has(machine.name)) throw new ConfigError(file, [`machines: the pool names make machine ${machine.name} twice`]);
+    if (names.has(machine.name)) return `the pool names make machine ${machine.name} twice`;
     names.add(machine.name);
   }
   return expanded;

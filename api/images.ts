@@ -33,8 +33,8 @@ export interface UploadRequest {
   /** How a reservation's key reaches the machine (default hook). */
   access?: string;
   expiresInSeconds?: number;
-  /** The sha256 the client sent, or how to read it once the body is in (an HTTP trailer). */
-  expectedSha256?: string | (() => string | undefined);
+  /** The sha256 the client sent, or how to read it once the body is in (an HTTP trailer; see ReceiveOptions). */
+  expectedSha256?: string | (() => string | null | undefined);
   contentLength?: number;
 }
 

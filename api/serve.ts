@@ -6,9 +6,10 @@ import path from 'node:path';
 import { createApp } from './app.js';
 import { ConsoleLogs } from './console-logs.js';
 import { Tokens } from './auth.js';
-import { embeddedConfig, loadConfig, parseConfig, parseListen, type Config } from './config.js';
+import { ConfigError, embeddedConfig, loadConfig, parseConfig, parseListen, type Config } from './config.js';
+import { isProviderPool, planReload } from './config-reload.js';
 import { openDatabase } from './db/index.js';
-import { Scheduler } from './scheduler/scheduler.js';
+import { Scheduler, type MachineChanges } from './scheduler/scheduler.js';
 import { BlobStore } from '../images/store.js';
 import { ImageCatalog } from './images.js';
 import { expandProviderPools, providerImages } from './pools.js';
@@ -44,16 +45,35 @@ export interface RunningApi {
   metrics?: { registry: Registry; url: string };
   /** What the router actually serves, method and path, for checking the OpenAPI document. */
   routes: { method: string; path: string }[];
+  /**
+   * Reads the config file again and applies its machine list (SIGHUP); logs what it did, what
+   * waits for a restart, or why the file was refused (the running configuration then stays). Never
+   * throws. Without a config file (the embedded defaults, a config given as an object) there is nothing to read.
+   */
+  reload(): Promise<ReloadOutcome>;
   close(): Promise<void>;
 }
 
-export async function startApi(options: ServeOptions): Promise<RunningApi> {
-  const log = options.log ?? createLog({ component: 'api' });
-  const config = options.config ?? (options.configPath ? loadConfig(options.configPath) : parseConfig(embeddedConfig, '<embedded defaults>'));
+export type ReloadOutcome =
+  ({ applied: true; changed: string[]; restartNeeded: string[] } & MachineChanges) | { applied: false; reason: string; problems?: string[] };
+
+/** The command line's overrides (`--listen`, `--data`, `--metrics-listen`), applied at start and to a reloaded file alike. */
+function applyOverrides(config: Config, options: ServeOptions): Config {
   if (options.listen !== undefined) config.listen = parseListen(options.listen);
   if (options.dataDir !== undefined) config.dataDir = options.dataDir;
   if (options.metricsListen !== undefined) config.metrics = { listen: parseListen(options.metricsListen) };
   if (!options.config) config.dataDir = path.resolve(config.dataDir);
+  return config;
+}
+
+export async function startApi(options: ServeOptions): Promise<RunningApi> {
+  const log = options.log ?? createLog({ component: 'api' });
+  const config = applyOverrides(
+    options.config ?? (options.configPath ? loadConfig(options.configPath) : parseConfig(embeddedConfig, '<embedded defaults>')),
+    options,
+  );
+  // The provider pool entries as the file has them, before their clouds make them machines: a reload compares with these.
+  const startPools = config.machines.filter(isProviderPool);
   const db = await openDatabase(config.dataDir);
   const tokens = new Tokens(db);
   const { adminTokenFile = path.join(config.dataDir, 'admin-token') } = await tokens.start(config.dataDir);
@@ -150,6 +170,43 @@ export async function startApi(options: ServeOptions): Promise<RunningApi> {
   const url = `http://${host}:${address.port}`;
   log.info({ url, machines: config.machines.length, dataDir: config.dataDir }, 'paddock listening');
 
+  const reload = async (): Promise<ReloadOutcome> => {
+    if (options.config || !options.configPath) {
+      log.warn('configuration not reloaded: the server runs without a config file (--config)');
+      return { applied: false, reason: 'no config file' };
+    }
+    let next: Config;
+    try {
+      next = applyOverrides(loadConfig(options.configPath), options);
+    } catch (error) {
+      const problems = error instanceof ConfigError ? error.problems : [(error as Error).message];
+      log.error({ file: options.configPath, problems }, 'configuration not reloaded: the file has problems; the running configuration stays');
+      return { applied: false, reason: 'invalid configuration', problems };
+    }
+    const plan = planReload(config, startPools, next);
+    let changes: MachineChanges;
+    try {
+      changes = await scheduler.applyMachines(plan.definitions);
+    } catch (error) {
+      // The commit failed (/healthz says the store is failing): the machines' states go back to the
+      // committed ones; a machine added stays listed until the next start, which applies the file anyway.
+      log.error({ error: (error as Error).message }, 'configuration not fully reloaded: the machine list could not be stored');
+      return { applied: false, reason: (error as Error).message };
+    }
+    config.machines = plan.definitions;
+    const { added, retired, retiredOnRelease, kept, stillRetired } = changes;
+    log.info(
+      { file: options.configPath, added, retired, retiredOnRelease, kept, machines: config.machines.length },
+      'configuration reloaded: machine list applied',
+    );
+    if (stillRetired.length > 0) log.warn({ machines: stillRetired }, 'named again but retired: a retired machine never comes back');
+    if (plan.restartNeeded.length > 0 || plan.changed.length > 0)
+      log.warn({ settings: plan.restartNeeded, machines: plan.changed }, 'changed in the file but applied only at the next start: a restart is needed');
+    return { applied: true, ...changes, changed: plan.changed, restartNeeded: plan.restartNeeded };
+  };
+  // One reload at a time, in the order asked.
+  let reloading: Promise<unknown> = Promise.resolve();
+
   return {
     url,
     config,
@@ -159,6 +216,11 @@ export async function startApi(options: ServeOptions): Promise<RunningApi> {
     routes: table.router.stack.flatMap((layer) =>
       layer.methods.filter((method) => method !== 'HEAD').map((method) => ({ method: method.toLowerCase(), path: layer.path as string })),
     ),
+    reload: () => {
+      const done = reloading.then(reload, reload);
+      reloading = done.catch(() => undefined);
+      return done;
+    },
     close: once(async () => {
       clearInterval(collector);
       await metricsListener?.close();

@@ -10,6 +10,8 @@ import { interactiveConsole, memberMachine } from './console.js';
 import { addImageCommands } from './images.js';
 import { addJobCommands } from './jobs.js';
 import { addTunnelCommands } from './tunnel.js';
+import { addConfigCommands } from './config-check.js';
+import { addBackupCommand } from './backup.js';
 import { openSsh } from './openssh.js';
 import { reservationAndMember, reservationIdOr } from './reservation-id.js';
 import { addRunCommands } from './run.js';
@@ -474,6 +476,8 @@ export function program(remoteCommand: string[] = []): Command {
   addImageCommands(cli, client, print, table);
   addJobCommands(cli, client, print, table);
   addTunnelCommands(cli);
+  addConfigCommands(cli, print);
+  addBackupCommand(cli, print);
   addRunCommands(cli, { client, waitUntilReady, parse: { positiveInteger, integer, seconds, duration: durationText } }, remoteCommand);
 
   cli

@@ -1,7 +1,11 @@
 // The server process: `paddock serve --config FILE` ends up here. Starts the embedded default
 // (API, SQLite, local agent) and shuts it down cleanly on SIGTERM or SIGINT; a kill -9 loses
-// nothing either, since every acknowledged change is committed first.
+// nothing either, since every acknowledged change is committed first. SIGHUP reads the config file
+// again and applies its machine list (api/serve.ts: reload). A config with problems exits 2; a
+// database written by a newer Paddock exits 3 (NewerDatabaseError), so a service manager can stop
+// retrying (systemd: RestartPreventExitStatus=2 3).
 import { ConfigError } from '../api/config.js';
+import { NewerDatabaseError } from '../api/db/index.js';
 import { serve, type RunningServer } from './serve.js';
 import { createLog, type Log } from '../protocol/log.js';
 
@@ -13,6 +17,10 @@ export async function runServer(options: {
   log?: Log;
 }): Promise<RunningServer> {
   const log = options.log ?? createLog({ component: 'api' });
+  // A SIGHUP while starting (a service manager's reload) would end the process: it is kept for when the server runs.
+  let reloadAsked = false;
+  const early = () => (reloadAsked = true);
+  process.on('SIGHUP', early);
   let server: RunningServer;
   try {
     server = await serve({ ...options, log });
@@ -20,6 +28,10 @@ export async function runServer(options: {
     if (error instanceof ConfigError) {
       console.error(`paddock: ${error.message}`);
       process.exit(2);
+    }
+    if (error instanceof NewerDatabaseError) {
+      console.error(`paddock: ${error.message}`);
+      process.exit(NewerDatabaseError.exitStatus);
     }
     throw error;
   }
@@ -38,6 +50,13 @@ export async function runServer(options: {
   };
   process.once('SIGTERM', () => stop('SIGTERM'));
   process.once('SIGINT', () => stop('SIGINT'));
+  const reload = () => {
+    if (stopping) return;
+    log.info({ signal: 'SIGHUP' }, 'reading the configuration again');
+    void server.reload();
+  };
+  process.on('SIGHUP', reload).off('SIGHUP', early);
+  if (reloadAsked) reload();
   return server;
 }
 

@@ -121,7 +121,9 @@ export class Http {
   /**
    * PUT of a stream in one pass: the bytes go out as they are read, their sha256 is computed on the
    * way and sent last, as the `Paddock-Sha256` HTTP trailer, and the server checks it before it
-   * keeps anything. (Node's http, not got: got cannot send trailers.)
+   * keeps anything. A proxy in front of the API may drop the trailer (nginx and Caddy do): the
+   * sha256 sent is returned with the answer, for the caller to compare with what was stored.
+   * (Node's http, not got: got cannot send trailers.)
    */
   putWithDigest<T>(
     path: string,
@@ -132,12 +134,13 @@ export class Http {
       searchParams?: Record<string, string>;
       onProgress?: (sent: number, total: number) => void;
     },
-  ): Promise<T> {
+  ): Promise<{ body: T; sha256: string }> {
     const url = new URL(`${this.options.url.replace(/\/+$/, '')}/${path}`);
     url.username = '';
     url.password = '';
     for (const [key, value] of Object.entries(options.searchParams ?? {})) url.searchParams.set(key, value);
-    return new Promise<T>((resolve, reject) => {
+    let sha256 = '';
+    return new Promise<{ body: T; sha256: string }>((resolve, reject) => {
       const request = (url.protocol === 'https:' ? httpsRequest : httpRequest)(url, {
         method: 'PUT',
         headers: {
@@ -145,6 +148,8 @@ export class Http {
           authorization: `Bearer ${this.options.token}`,
           'user-agent': 'paddock-client',
           trailer: 'Paddock-Sha256',
+          // A proxy that drops the trailer: the caller compares the answer's sha256 with the one returned here.
+          'paddock-sha256-dropped': 'client-checks',
           'paddock-size': String(options.size),
         },
         timeout: requestTimeoutMs,
@@ -175,7 +180,7 @@ export class Http {
             );
           }
           if ((response.statusCode ?? 500) >= 400) return fail(errorFromBody(response.statusCode ?? 500, text, { secrets: [this.options.token] }));
-          resolve(body as T);
+          resolve({ body: body as T, sha256 });
         });
       });
       const hash = createHash('sha256');
@@ -190,7 +195,8 @@ export class Http {
         }
       });
       options.body.on('end', () => {
-        request.addTrailers({ 'Paddock-Sha256': hash.digest('hex') });
+        sha256 = hash.digest('hex');
+        request.addTrailers({ 'Paddock-Sha256': sha256 });
         request.end();
       });
       options.body.on('error', (error) => {

@@ -33,13 +33,24 @@ export class Images {
     if (options.expires) searchParams.expires = options.expires;
     if (options.access) searchParams.access = options.access;
     // One read of the file: its sha256 follows the bytes as a trailer, checked by the server.
-    return this.http.putWithDigest<ImageView>(path(`${options.name}:${options.tag ?? 'latest'}`), {
+    const ref = `${options.name}:${options.tag ?? 'latest'}`;
+    const { body: image, sha256 } = await this.http.putWithDigest<ImageView>(path(ref), {
       body: createReadStream(file, { highWaterMark: 1024 * 1024 }),
       size,
       headers: { 'content-type': 'application/octet-stream' },
       searchParams,
       ...(options.onProgress ? { onProgress: options.onProgress } : {}),
     });
+    // A proxy in front of the API that drops the trailer leaves the check to here: the answer
+    // carries the sha256 of the bytes stored.
+    if (image.sha256 !== sha256) {
+      await this.remove(ref).catch(() => undefined);
+      throw new PaddockError(
+        `sha256 mismatch: ${file} hashes to ${sha256}, the bytes Paddock stored to ${image.sha256}; the image was removed`,
+        'checksum_mismatch',
+      );
+    }
+    return image;
   }
 
   /**

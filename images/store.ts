@@ -41,7 +41,12 @@ export interface ReceivedBlob extends StoredBlob {
 
 export interface ReceiveOptions {
   maxBytes: number;
-  expectedSha256?: string | (() => string | undefined);
+  /**
+   * The sha256 the client sent, or how to read it once the body is in (an HTTP trailer): undefined
+   * when it did not come (a mismatch), null when it did not come and the client checks the digest
+   * the answer carries itself (a proxy in front of the API dropped the trailer).
+   */
+  expectedSha256?: string | (() => string | null | undefined);
   /** The disk space granted to this upload (DiskSpace.grant). */
   grant: SpaceGrant;
   /** No byte for this long cuts the upload (`stalled`). */
@@ -138,8 +143,13 @@ export class BlobStore {
       throw new UploadError('the upload is empty', 'empty');
     }
     // A digest sent after the bytes (a trailer) is read only now.
+    const trailer = typeof options.expectedSha256 === 'function' ? options.expectedSha256() : undefined;
     const expected =
-      typeof options.expectedSha256 === 'function' ? (options.expectedSha256() ?? '(none: the announced trailer did not come)') : options.expectedSha256;
+      typeof options.expectedSha256 === 'function'
+        ? trailer === null
+          ? undefined
+          : (trailer ?? '(none: the announced trailer did not come)')
+        : options.expectedSha256;
     if (expected !== undefined && expected.toLowerCase() !== sha256) {
       await discard();
       throw new UploadError(`sha256 mismatch: the client said ${expected.slice(0, 80)}, the bytes received hash to ${sha256}`, 'checksum_mismatch');

@@ -1,9 +1,12 @@
 // The database: one SQLite file in the data directory, in WAL mode, its schema brought up to date
 // by the migrations (migrations/) on open so an upgrade keeps the data. A start on an up-to-date
-// file reads the list of applied ones and goes on.
+// file reads the list of applied ones and goes on. A file that has migrations this build does not
+// know was written by a newer Paddock: it is refused as it is (NewerDatabaseError), never opened
+// for use, since this build would misread what it cannot know of.
 import { chmodSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { DataTypes, Sequelize, type Model, type ModelStatic } from 'sequelize';
+import { version } from '../../protocol/version.js';
 import * as initial from './migrations/0001-initial.js';
 import * as images from './migrations/0002-images.js';
 import * as imageHealth from './migrations/0003-image-health.js';
@@ -207,6 +210,35 @@ async function pendingMigrations(sequelize: Sequelize): Promise<typeof migration
   return migrations.filter(({ name }) => !applied.has(name));
 }
 
+/** The database was written by a newer Paddock: a downgrade, refused before anything is read or written. */
+export class NewerDatabaseError extends Error {
+  override readonly name = 'NewerDatabaseError';
+  readonly code = 'database_newer';
+  /** What `paddock serve` exits with: a service manager can tell it from a crash and stop retrying. */
+  static readonly exitStatus = 3;
+  readonly exitStatus = NewerDatabaseError.exitStatus;
+
+  constructor(
+    readonly file: string,
+    /** The applied migrations this build does not know. */
+    readonly unknown: string[],
+  ) {
+    super(
+      `${file} was written by a newer Paddock: it has migration${unknown.length === 1 ? '' : 's'} ${unknown.join(', ')}, which this Paddock ` +
+        `(${version}, whose newest is ${migrationNames.at(-1)}) does not know. A downgrade is refused, the file is left as it is: ` +
+        'run the newer Paddock again, or restore a backup made before the upgrade (paddock backup; README: Running Paddock for a lab)',
+    );
+  }
+}
+
+/** The applied migrations this build does not know (none on a file it made or a fresh one). */
+async function unknownMigrations(sequelize: Sequelize): Promise<string[]> {
+  const [tables] = await sequelize.query(`SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'SequelizeMeta'`);
+  if (tables.length === 0) return [];
+  const [rows] = await sequelize.query('SELECT name FROM "SequelizeMeta" ORDER BY name');
+  return (rows as { name: string }[]).map((row) => row.name).filter((name) => !migrationNames.includes(name));
+}
+
 /**
  * Applies the pending migrations in order, and records each, in one transaction: a fresh file gets
  * its whole schema in one commit, and a migration that fails leaves the file as it was. The list is
@@ -243,6 +275,15 @@ export async function openDatabase(dataDir: string): Promise<Database> {
   // The file holds reservations' private keys: owner only, whatever the data directory's mode.
   // SQLite gives the -wal and -shm files the same mode, so this comes before WAL mode.
   await sequelize.authenticate();
+  // Before anything is changed (not even the journal mode): a newer Paddock's file stays as it left it.
+  const unknown = await unknownMigrations(sequelize).catch(async (error: unknown) => {
+    await sequelize.close();
+    throw error;
+  });
+  if (unknown.length > 0) {
+    await sequelize.close();
+    throw new NewerDatabaseError(storage, unknown);
+  }
   chmodSync(storage, 0o600);
   await sequelize.query('PRAGMA journal_mode = WAL');
   await sequelize.query('PRAGMA synchronous = NORMAL');

@@ -31,6 +31,7 @@ export function imageRoutes(table: RouteTable, catalog: ImageCatalog): void {
         expires: 'a temporary image: removed after this duration, e.g. 2h',
       },
       // Paddock-Sha256 as a header, or declared in Trailer: and sent after a chunked body; Paddock-Size with a chunked body.
+      // Paddock-Sha256-Dropped: client-checks keeps an upload whose announced trailer did not come (a proxy dropped it).
       responses: {
         201: 'stored',
         400: 'more bytes than Paddock-Size announced',
@@ -49,7 +50,12 @@ export function imageRoutes(table: RouteTable, catalog: ImageCatalog): void {
       // header, or as a trailer after the body (one pass over the file on the client).
       const length = ctx.get('content-length') || ctx.get('paddock-size');
       const header = ctx.get('paddock-sha256') || undefined;
-      const trailer = /(^|,)\s*paddock-sha256\s*(,|$)/i.test(ctx.get('trailer')) ? () => ctx.req.trailers['paddock-sha256'] : undefined;
+      // Proxies in front of the API (nginx, Caddy) drop request trailers: a client that compares the
+      // answer's sha256 with its own says so, and its upload is kept without the trailer.
+      const clientChecks = ctx.get('paddock-sha256-dropped').toLowerCase() === 'client-checks';
+      const trailer = /(^|,)\s*paddock-sha256\s*(,|$)/i.test(ctx.get('trailer'))
+        ? () => ctx.req.trailers['paddock-sha256'] ?? (clientChecks ? null : undefined)
+        : undefined;
       const sha = header ?? trailer;
       // A refused upload's unread rest is not waited for: the answer closes the connection.
       ctx.set('Connection', 'close');

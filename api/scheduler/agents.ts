@@ -47,6 +47,11 @@ export class AgentTasks {
     this.labHosts.start(offlineSince, plainRows(await this.state.db.labHosts.findAll({ raw: true })));
   }
 
+  /** Lab hosts the machines name since a configuration reload (lab-hosts.ts). */
+  named(names: Iterable<string>): void {
+    this.labHosts.named(names);
+  }
+
   /**
    * Hands an agent the tasks for the machines of its lab host (its name) and of its kinds. `resume`
    * (an agent's first claim after it started) also hands back the tasks it had taken before a

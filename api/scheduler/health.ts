@@ -97,6 +97,11 @@ export class Health {
     for (const machine of this.state.inventory.machines.values()) this.rescore(machine, false);
   }
 
+  /** A machine added while the API runs (a configuration reload): its score, as one loaded at start gets. */
+  added(machine: MachineEntry): void {
+    this.rescore(machine, false);
+  }
+
   /** An agent took the machine's provisioning (or re-deploy, or power-on): it starts now. */
   taken(allocation: Allocation): void {
     if (allocation.action?.type === 'power' && allocation.action.power === 'off') return;

@@ -67,6 +67,14 @@ export class LabHosts {
     }
   }
 
+  /**
+   * Lab hosts the machines name since a configuration reload: their `lastHeard` is stored from now
+   * on, and one never heard gets a heartbeat timeout from now to show up, as at start.
+   */
+  named(names: Iterable<string>): void {
+    for (const name of names) this.host(name).named = true;
+  }
+
   /** The row to store for a lab host the machines name, when it is due (heard a second or more after the last one stored). */
   due(name: string): LabHostRow | undefined {
     const host = this.hosts.get(name);

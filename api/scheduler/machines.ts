@@ -9,6 +9,9 @@ import type { Qualifications } from './qualification.js';
 import { ms, unreachableFromRow, type MachineEntry } from './records.js';
 import type { MachineDefinition, SchedulerState } from './state.js';
 
+/** Why a machine the configuration no longer names is retired (at start, or by a reload). */
+export const removedFromConfig = 'no longer in the configuration';
+
 export class Machines {
   constructor(
     private readonly state: SchedulerState,
@@ -91,10 +94,58 @@ export class Machines {
         settings: {},
       });
       if (row.state !== 'retired') {
-        retired.reason = 'no longer in the configuration';
+        retired.reason = removedFromConfig;
         state.store.machine(retired);
       }
     }
+  }
+
+  /**
+   * A machine a configuration reload names for the first time: in service at once (qualifying
+   * first when it has `qualify`), as a machine the configuration names at start for the first time.
+   */
+  addDefined(machine: MachineDefinition): MachineEntry {
+    const entry = this.state.inventory.add({
+      name: machine.name,
+      kind: machine.kind,
+      labHost: machine.labHost ?? 'local',
+      access: machine.access ?? 'direct',
+      state: machine.qualify !== undefined ? 'qualifying' : 'available',
+      labels: machine.labels,
+      capacities: machine.capacities,
+      settings: machine.settings,
+      failures: 0,
+      qualify: machine.qualify,
+    });
+    this.state.store.machine(entry);
+    return entry;
+  }
+
+  /**
+   * A machine a configuration reload no longer names: retired, as one removed while the API was
+   * down. A reservation that holds it keeps it to the end (its lease, its release), and it is
+   * retired once released, as an admin's retirement of a reserved machine is. Says which.
+   */
+  retireRemoved(machine: MachineEntry): 'now' | 'on release' {
+    machine.reason = removedFromConfig;
+    const when = this.heldState(machine) === 'reserved' ? 'on release' : 'now';
+    if (when === 'on release') machine.pendingState = 'retired';
+    else {
+      this.state.inventory.setState(machine, 'retired');
+      machine.offlineSince = undefined;
+      machine.pendingState = undefined;
+    }
+    this.state.store.machine(machine);
+    return when;
+  }
+
+  /** A machine to be retired on release because a reload dropped it, named again by a later reload: it stays in service. */
+  keepRemoved(machine: MachineEntry): boolean {
+    if (machine.pendingState !== 'retired' || machine.reason !== removedFromConfig) return false;
+    machine.pendingState = undefined;
+    machine.reason = undefined;
+    this.state.store.machine(machine);
+    return true;
   }
 
   /** A retired machine in the inventory (listed, its history shown), never matched. */

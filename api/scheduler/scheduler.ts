@@ -33,6 +33,20 @@ import type { Log } from '../../protocol/log.js';
 
 export type { MachineDefinition, SchedulerPolicy } from './state.js';
 
+/** What a configuration reload did to the machines (applyMachines). */
+export interface MachineChanges {
+  /** Named for the first time: in service now (qualifying first when they have `qualify`). */
+  added: string[];
+  /** No longer named and free: retired now. */
+  retired: string[];
+  /** No longer named and held by a reservation: retired once it is released. */
+  retiredOnRelease: string[];
+  /** Named again before their reservation ended: they stay in service. */
+  kept: string[];
+  /** Named again, but retired: a retired machine never comes back (its history is kept). */
+  stillRetired: string[];
+}
+
 export interface SchedulerOptions {
   machines: readonly MachineDefinition[];
   policy: SchedulerPolicy;
@@ -115,6 +129,41 @@ export class Scheduler {
       void state.store.flush().catch(() => undefined);
     }, interval);
     this.reaper.unref();
+  }
+
+  /**
+   * The machine list of a reloaded configuration (SIGHUP): machines it names for the first time
+   * are added, machines it no longer names are retired (now, or once the reservation holding them
+   * is released: no reservation loses a machine); a machine named before is left as it is (the
+   * caller hands its running definition: a changed one waits for a restart, api/config-reload.ts).
+   */
+  async applyMachines(definitions: readonly MachineDefinition[]): Promise<MachineChanges> {
+    const { state } = this;
+    const changes: MachineChanges = { added: [], retired: [], retiredOnRelease: [], kept: [], stillRetired: [] };
+    const named = new Set(definitions.map((definition) => definition.name));
+    for (const definition of definitions) {
+      const machine = state.inventory.get(definition.name);
+      if (!machine) {
+        const entry = this.machines.addDefined(definition);
+        this.health.added(entry);
+        if (entry.state === 'qualifying') this.qualifications.advance(entry);
+        changes.added.push(definition.name);
+      } else if (machine.state === 'retired') changes.stillRetired.push(definition.name);
+      else if (this.machines.keepRemoved(machine)) changes.kept.push(definition.name);
+    }
+    for (const machine of state.inventory.machines.values()) {
+      if (named.has(machine.name) || machine.state === 'retired' || machine.pendingState === 'retired') continue;
+      if (this.machines.retireRemoved(machine) === 'now') changes.retired.push(machine.name);
+      else changes.retiredOnRelease.push(machine.name);
+    }
+    // Warm pools of the machines in service (a retired one's warm VM is stopped by its agent's next plan).
+    this.warm.define(definitions.filter((definition) => state.inventory.get(definition.name)?.state !== 'retired'));
+    this.agents.named(changes.added.map((name) => state.inventory.get(name)!.labHost));
+    // A machine added on a silent lab host goes offline before a pass can grant it.
+    await this.agents.watch();
+    this.grants.schedule();
+    await state.store.flush();
+    return changes;
   }
 
   async stop(): Promise<void> {

@@ -141,6 +141,13 @@ export class SchedulerState {
     const machine = this.inventory.get(name);
     if (!machine) return;
     machine.reservationId = undefined;
+    // Retired while a reservation still held it (gone from the configuration across a restart): it
+    // stays retired, whatever its release left pending (a failed release would quarantine it).
+    if (machine.state === 'retired') {
+      machine.pendingState = undefined;
+      this.store.machine(machine);
+      return;
+    }
     const next = machine.pendingState ?? 'available';
     machine.pendingState = undefined;
     // An offline machine stays offline: what it returns to when its lab host is back changes.

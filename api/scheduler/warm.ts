@@ -44,6 +44,13 @@ export class WarmKeeper {
     definitions: readonly MachineDefinition[],
   ) {
     this.since = state.now();
+    this.define(definitions);
+  }
+
+  /** The pools of the configured machines: at start, and again when a configuration reload added or removed machines. */
+  define(definitions: readonly MachineDefinition[]): void {
+    this.pools.clear();
+    this.poolOf.clear();
     for (const definition of definitions) {
       if (!definition.warm || !definition.warmPool) continue;
       const pool = this.pools.get(definition.warmPool) ?? { machines: [], images: definition.warm };

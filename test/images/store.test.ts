@@ -111,11 +111,16 @@ test.serial('a wrong sha256 or an upload over the size limit is refused and leav
 });
 
 /** A chunked PUT whose sha256 comes after the body, as an HTTP trailer (what the client sends). */
-function uploadWithTrailer(ref: string, bytes: Buffer, digest: string | undefined): Promise<{ statusCode: number; body: { code?: string; sha256?: string } }> {
+function uploadWithTrailer(
+  ref: string,
+  bytes: Buffer,
+  digest: string | undefined,
+  headers: Record<string, string> = {},
+): Promise<{ statusCode: number; body: { code?: string; sha256?: string } }> {
   return new Promise((resolve, reject) => {
     const request = httpRequest(`${api.url}/v1/images/${ref}?format=raw`, {
       method: 'PUT',
-      headers: { authorization: `Bearer ${api.adminToken}`, trailer: 'Paddock-Sha256', 'paddock-size': String(bytes.length) },
+      headers: { authorization: `Bearer ${api.adminToken}`, trailer: 'Paddock-Sha256', 'paddock-size': String(bytes.length), ...headers },
     });
     request.on('response', (response) => {
       let text = '';
@@ -145,6 +150,18 @@ test.serial('a sha256 sent as a trailer after the body is checked: right is stor
   t.is(right.statusCode, 201);
   t.is(right.body.sha256, sha(bytes));
   await api.http().delete('v1/images/trailer/right');
+});
+
+test.serial('a client that checks the answer itself has its upload kept when a proxy dropped the trailer; a wrong trailer is still refused', async (t) => {
+  const bytes = randomBytes(4000);
+  const clientChecks = { 'paddock-sha256-dropped': 'client-checks' };
+  const dropped = await uploadWithTrailer('trailer/dropped', bytes, undefined, clientChecks);
+  t.is(dropped.statusCode, 201);
+  t.is(dropped.body.sha256, sha(bytes), 'the answer carries the digest of the bytes stored, for the client to compare');
+  await api.http().delete('v1/images/trailer/dropped');
+  const wrong = await uploadWithTrailer('trailer/wrong', bytes, 'f'.repeat(64), clientChecks);
+  t.is(wrong.statusCode, 422);
+  t.is(wrong.body.code, 'checksum_mismatch');
 });
 
 test.serial('names that try to leave the store are refused', async (t) => {
