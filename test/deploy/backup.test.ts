@@ -122,5 +122,5 @@ test('paddock backup needs a file name', async (t) => {
     child.once('exit', (code) => resolve({ code, stderr }));
   });
   t.is(result.code, 2);
-  t.regex(result.stderr, /missing required argument 'file'/);
+  t.regex(result.stderr, /missing <file>; usage: paddock backup/);
 });
