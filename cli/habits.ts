@@ -92,7 +92,9 @@ export function usageMessage(command: Command, message: string, code: string | u
       const [flags, value, reason] = option ? [option[1], option[2], option[3]] : argument ? [`<${argument[2]}>`, argument[1], argument[3]] : ['', '', first];
       const long = flags.split(/,\s*/).at(-1)?.split(' ')[0] ?? flags;
       const choices = /^Allowed choices are (.*)\.$/.exec(reason)?.[1];
-      return `${long}: ${choices ? `"${value}" is not one of ${choices}` : reason}`;
+      if (choices) return `${long}: "${value}" is not one of ${choices}`;
+      // A reason that names its option already reads on its own after the value.
+      return reason.startsWith(`${long} `) ? `"${value}" is not valid: ${reason}` : `${long}: ${reason}`;
     }
     case 'commander.excessArguments': {
       const expected = command.registeredArguments.length;
