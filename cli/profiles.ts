@@ -45,13 +45,26 @@ const home = (file: string) => {
   return file === dir || file.startsWith(`${dir}/`) ? `~${file.slice(dir.length)}` : file;
 };
 
-/** The profiles file, or undefined when there is none. */
-export async function readProfiles(file = configFile()): Promise<ProfileConfig | undefined> {
+/** Whether this user can see the file at all (stat needs only its folders searchable). */
+function visible(file: string): boolean {
+  try {
+    statSync(file);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The profiles file, or undefined when there is none (or, when no profile is named, none this user can see). */
+export async function readProfiles(file = configFile(), named = true): Promise<ProfileConfig | undefined> {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    // A folder on the way this user cannot enter (another user's HOME, as for a command started under
+    // another uid with HOME kept): there is no file of this user's there. Unless a profile was named.
+    if (!named && (error as NodeJS.ErrnoException).code === 'EACCES' && !visible(file)) return undefined;
     throw new ProfileError(`cannot read ${home(file)}: ${(error as Error).message}`);
   }
   const { parse } = await import('yaml');
@@ -143,7 +156,7 @@ export async function applyProfile(flag: string | undefined): Promise<ChosenProf
   const fromEnvironment = process.env.PADDOCK_PROFILE?.trim() || undefined;
   const named = flag ?? fromEnvironment;
   if (named === undefined && process.env.PADDOCK_URL && process.env.PADDOCK_TOKEN) return undefined;
-  const config = await readProfiles();
+  const config = await readProfiles(configFile(), named !== undefined);
   const file = configFile();
   if (!config) {
     if (named === undefined) return undefined;
