@@ -28,7 +28,7 @@ test('a pool parses with its defaults; it stays one entry until the server expan
 });
 
 test('bad pool settings are named with their line: unknown key, no flavors, half credentials, count', (t) => {
-  t.regex(problems(pool('network: net1\nflavors: [m1.small]\nflavour: x')), /line \d+: machines\[0\]\.settings: Unrecognized key.*flavour/);
+  t.regex(problems(pool('network: net1\nflavors: [m1.small]\nflavour: x')), /line \d+: machines\[0\]\.settings\.flavour: unknown key "flavour"/);
   t.regex(problems(pool('network: net1\nflavors: []')), /machines\[0\]\.settings\.flavors/);
   const secret = 'hunter2-secret';
   const half = problems(pool(`network: net1\nflavors: [m1.small]\nauth: { authUrl: "http://k:5000/v3", username: ci, password: ${secret} }`));
