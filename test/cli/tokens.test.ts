@@ -167,13 +167,13 @@ test.serial('revoking a token cuts its open streams at once: a followed console 
   t.is(follower.exitCode, null, 'the follower is still following');
   t.is(socket.readyState, WebSocket.OPEN);
 
-  const started = Date.now();
   const revoked = await paddock(['token', 'revoke', 'ivan']);
   t.is(revoked.code, 0, revoked.stderr);
   t.not(await socketClosed, 1000, 'the WebSocket is cut, not closed as done');
   t.is(await followerExit, 1);
   t.regex(followerErr, /unknown or revoked token \(unauthorized\)/);
-  t.true(Date.now() - started < 15_000, `cut within ${Date.now() - started} ms`);
+  // Cut by the revocation, not by the reservation's end: the reservation is still ready.
+  t.is(JSON.parse((await paddock(['show', id, '--json'])).stdout).state, 'ready', 'the streams ended while the reservation lives');
 
   await paddock(['release', id]);
   await waitFor(async () => JSON.parse((await paddock(['show', id, '--json'])).stdout).state === 'released', 60_000, 'released');

@@ -19,7 +19,7 @@ from paddock import Paddock
 def url() -> str:
     value = os.environ.get("PADDOCK_URL")
     if not value or not os.environ.get("PADDOCK_TOKEN"):
-        pytest.skip("set PADDOCK_URL and PADDOCK_TOKEN to run against a server")
+        pytest.fail("set PADDOCK_URL and PADDOCK_TOKEN to run against a server")
     return value
 
 
@@ -32,7 +32,7 @@ def client(url: str) -> Paddock:
 def other(url: str) -> Paddock:
     token = os.environ.get("PADDOCK_OTHER_TOKEN")
     if not token:
-        pytest.skip("set PADDOCK_OTHER_TOKEN (another user's token)")
+        pytest.fail("set PADDOCK_OTHER_TOKEN (another user's token)")
     return Paddock(url, token)
 
 
