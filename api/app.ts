@@ -57,8 +57,14 @@ export function createApp({ scheduler, tokens, images, jobs, log, consoles, teln
   const table = new RouteTable(router, authenticate(tokens));
   table.define({ method: 'get', path: '/healthz', summary: 'Liveness: answers without a token; 503 store_failing while commits fail', auth: false }, (ctx) => {
     if (scheduler.storeFailure()) throw new ApiError(503, 'store_failing', 'the database refuses writes; changes are refused until a commit succeeds');
-    ctx.body = { ok: true, version };
+    ctx.body = { ok: true, version, database: scheduler.databaseDialect, role: 'leader' };
   });
+  table.define(
+    { method: 'get', path: '/healthz/leader', summary: 'For load balancers: 200 on the server that leads (a follower answers 503 not_leader)', auth: false },
+    (ctx) => {
+      ctx.body = { ok: true, role: 'leader' };
+    },
+  );
   table.define({ method: 'get', path: '/v1/openapi.json', summary: 'This document' }, (ctx) => {
     ctx.body = openApiDocument(table.routes, version);
   });

@@ -154,6 +154,27 @@ export const configSchema = z.strictObject({
   /** Prometheus metrics at /metrics on an address of their own, without a token (api/metrics.ts); none unless given. */
   metrics: z.strictObject({ listen: listenSchema.optional() }).default({}),
   dataDir: z.string().default('paddock-data'),
+  /**
+   * Where the data is kept: the SQLite file DATA/paddock.sqlite unless a PostgreSQL database is named
+   * (`postgres://user@host:5432/paddock`; a password is better in ~/.pgpass or PGPASSWORD than here).
+   * Several API servers share one PostgreSQL database: one leads (api/leader.ts).
+   */
+  /**
+   * The URL clients reach this server at, where followers send them while it leads (several API
+   * servers on PostgreSQL); by default the address it listens on.
+   */
+  advertise: z
+    .string()
+    .refine(
+      (url) => /^https?:\/\/[^\s/@]+(\/[^\s]*)?$/.test(url) && URL.canParse(url),
+      'advertise is the http(s) URL clients reach this server at, e.g. http://paddock-a:7300',
+    )
+    .transform((url) => url.replace(/\/+$/, ''))
+    .optional(),
+  database: z
+    .string()
+    .refine((url) => /^postgres(ql)?:\/\/[^\s]+$/.test(url) && URL.canParse(url), 'database is a PostgreSQL URL: postgres://user@host:5432/name')
+    .optional(),
   lease: z.strictObject({ default: duration.default(1800), max: duration.default(8 * 3600) }).default({ default: 1800, max: 28800 }),
   queue: z
     .strictObject({

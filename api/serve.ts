@@ -1,14 +1,17 @@
 // The API process: Koa, SQLite, the scheduler, the job service and the image store, listening.
 // `paddock serve` (cli/serve.ts) starts this and, on the embedded default, a lab-host agent beside
 // it that talks to it over loopback HTTP.
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import path from 'node:path';
 import { createApp } from './app.js';
 import { ConsoleLogs } from './console-logs.js';
 import { Tokens } from './auth.js';
 import { ConfigError, embeddedConfig, loadConfig, parseConfig, parseListen, type Config } from './config.js';
 import { isProviderPool, planReload } from './config-reload.js';
-import { openDatabase } from './db/index.js';
+import { databaseName, openDatabase } from './db/index.js';
+import { announceLeader, Follower } from './leader.js';
 import { Scheduler, type MachineChanges } from './scheduler/scheduler.js';
 import { BlobStore } from '../images/store.js';
 import { ImageCatalog } from './images.js';
@@ -33,6 +36,11 @@ export interface ServeOptions {
   config?: Config;
   /** Where the API's lines go (component api; its parts log through children). */
   log?: Log;
+  /**
+   * Told when this server lost leadership (its PostgreSQL session died): it has stopped serving, and
+   * another server may lead already. `paddock serve` exits then, for its service manager to start it again.
+   */
+  onLeadershipLost?: (error: Error) => void;
 }
 
 export interface RunningApi {
@@ -74,7 +82,39 @@ export async function startApi(options: ServeOptions): Promise<RunningApi> {
   );
   // The provider pool entries as the file has them, before their clouds make them machines: a reload compares with these.
   const startPools = config.machines.filter(isProviderPool);
-  const db = await openDatabase(config.dataDir);
+  const db = await openDatabase(config.dataDir, config.database);
+  // One server, its answers: a follower's until this server leads (PostgreSQL), then the API's.
+  let answer: (req: IncomingMessage, res: ServerResponse) => unknown = (_req, res) => res.writeHead(503).end();
+  let upgrade: (req: IncomingMessage, socket: Duplex, head: Buffer) => unknown = (_req, socket) => socket.destroy();
+  const server = createServer((req, res) => void answer(req, res));
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => void upgrade(req, socket, head));
+  // No limit on a whole request: an image upload of many GB takes as long as the network needs,
+  // and is cut only when it stalls (images.idleTimeout). Headers still have to come in time.
+  server.requestTimeout = 0;
+  // Clients (got, Node's agent) drop an idle kept-alive socket after 5 s; the server waits longer,
+  // so it never closes one just as a client sends on it (an ECONNRESET the client cannot retry).
+  server.keepAliveTimeout = 65_000;
+  const listen = async () => {
+    server.listen(config.listen.port, config.listen.host);
+    await new Promise<void>((resolve, reject) => {
+      server.once('listening', resolve);
+      server.once('error', reject);
+    });
+    const address = server.address() as AddressInfo;
+    const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+    return `http://${host}:${address.port}`;
+  };
+  let url = '';
+  if (db.session) {
+    // Several servers may share this database: follow until this one leads.
+    const follower = new Follower(db.session, log.child({ component: 'leader' }));
+    answer = follower.handle;
+    upgrade = follower.upgrade;
+    url = await listen().catch(closing(db));
+    log.info({ url, database: databaseName(db.url!) }, 'paddock listening as a follower; waiting to lead');
+    await follower.lead().catch(closing(db));
+    log.info({ url }, 'leading: loading the state from the database');
+  }
   const tokens = new Tokens(db);
   const { adminTokenFile = path.join(config.dataDir, 'admin-token') } = await tokens.start(config.dataDir);
   log.info({ file: adminTokenFile }, 'admin token written');
@@ -153,22 +193,31 @@ export async function startApi(options: ServeOptions): Promise<RunningApi> {
   // Before the API takes its port: an address that cannot be had stops the start with nothing listening.
   const metricsListener = metrics && config.metrics.listen ? await serveMetrics(metrics.registry, config.metrics.listen) : undefined;
   if (metricsListener) log.info({ url: metricsListener.url }, 'metrics served');
-  const server = app.listen(config.listen.port, config.listen.host);
-  // No limit on a whole request: an image upload of many GB takes as long as the network needs,
-  // and is cut only when it stalls (images.idleTimeout). Headers still have to come in time.
-  server.requestTimeout = 0;
-  // Clients (got, Node's agent) drop an idle kept-alive socket after 5 s; the server waits longer,
-  // so it never closes one just as a client sends on it (an ECONNRESET the client cannot retry).
-  server.keepAliveTimeout = 65_000;
-  server.on('upgrade', streams.upgrade);
-  await new Promise<void>((resolve, reject) => {
-    server.once('listening', resolve);
-    server.once('error', reject);
+  const close = once(async () => {
+    clearInterval(collector);
+    await metricsListener?.close();
+    await jobs.stop();
+    await scheduler.stop();
+    tunnels.close();
+    streams.close();
+    server.closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    await db.close();
   });
-  const address = server.address() as AddressInfo;
-  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
-  const url = `http://${host}:${address.port}`;
+  answer = app.callback();
+  upgrade = streams.upgrade;
+  if (!server.listening) url = await listen();
   log.info({ url, machines: config.machines.length, dataDir: config.dataDir }, 'paddock listening');
+  if (db.session) {
+    // Followers send clients here from now on.
+    const advertised = config.advertise ?? url;
+    await announceLeader(db.session, advertised);
+    log.info({ url: advertised }, 'leading: followers send clients here');
+    void db.session.lost.then((error) => {
+      log.error({ error: error.message }, 'leadership lost (the PostgreSQL session ended): another server may lead now; stopping');
+      void close().finally(() => options.onLeadershipLost?.(error));
+    });
+  }
 
   const reload = async (): Promise<ReloadOutcome> => {
     if (options.config || !options.configPath) {
@@ -221,17 +270,7 @@ export async function startApi(options: ServeOptions): Promise<RunningApi> {
       reloading = done.catch(() => undefined);
       return done;
     },
-    close: once(async () => {
-      clearInterval(collector);
-      await metricsListener?.close();
-      await jobs.stop();
-      await scheduler.stop();
-      tunnels.close();
-      streams.close();
-      server.closeAllConnections();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-      await db.close();
-    }),
+    close,
   };
 }
 

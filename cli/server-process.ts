@@ -23,7 +23,8 @@ export async function runServer(options: {
   process.on('SIGHUP', early);
   let server: RunningServer;
   try {
-    server = await serve({ ...options, log });
+    // A lost leadership (api/leader.ts) ends the process: its service manager starts it again, as a follower.
+    server = await serve({ ...options, log, onLeadershipLost: () => process.exit(1) });
   } catch (error) {
     if (error instanceof ConfigError) {
       console.error(`paddock: ${error.message}`);

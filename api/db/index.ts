@@ -1,8 +1,9 @@
-// The database: one SQLite file in the data directory, in WAL mode, its schema brought up to date
-// by the migrations (migrations/) on open so an upgrade keeps the data. A start on an up-to-date
-// file reads the list of applied ones and goes on. A file that has migrations this build does not
-// know was written by a newer Paddock: it is refused as it is (NewerDatabaseError), never opened
-// for use, since this build would misread what it cannot know of.
+// The database: one SQLite file in the data directory, in WAL mode (the default), or a PostgreSQL
+// database (`database: postgres://…`, for several API servers: api/leader.ts). Its schema is brought
+// up to date by the migrations (migrations/, the same for both) on open so an upgrade keeps the
+// data. A start on an up-to-date database reads the list of applied ones and goes on. A database
+// that has migrations this build does not know was written by a newer Paddock: it is refused as it
+// is (NewerDatabaseError), never opened for use, since this build would misread what it cannot know of.
 import { chmodSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { DataTypes, Sequelize, type Model, type ModelStatic } from 'sequelize';
@@ -19,6 +20,8 @@ import * as imageAccess from './migrations/0009-image-access.js';
 import * as provisionings from './migrations/0010-provisionings.js';
 import * as qualification from './migrations/0011-qualification.js';
 import * as tokenExpiry from './migrations/0012-token-expiry.js';
+import * as leader from './migrations/0013-leader.js';
+import { PostgresSession } from './session.js';
 
 export interface TokenRow {
   name: string;
@@ -168,6 +171,11 @@ export interface RunRow {
 
 export interface Database {
   sequelize: Sequelize;
+  dialect: Dialect;
+  /** The PostgreSQL database's URL (it may hold a password: never shown; `databaseName` is); none on SQLite. */
+  url?: string;
+  /** On PostgreSQL: the connection of the store's commits and of leadership (api/leader.ts). */
+  session?: PostgresSession;
   tokens: ModelStatic<Model<TokenRow>>;
   machines: ModelStatic<Model<MachineRow>>;
   reservations: ModelStatic<Model<ReservationRow>>;
@@ -193,18 +201,30 @@ const migrations = [
   { name: '0010-provisionings', module: provisionings },
   { name: '0011-qualification', module: qualification },
   { name: '0012-token-expiry', module: tokenExpiry },
+  { name: '0013-leader', module: leader },
 ];
 
-/** Every migration's name, in order: what an up-to-date file has applied. */
+/** Every migration's name, in order: what an up-to-date database has applied. */
 export const migrationNames: readonly string[] = migrations.map(({ name }) => name);
+
+/** The engines Paddock stores its data in: SQLite (the default, a file in the data directory) or PostgreSQL. */
+export type Dialect = 'sqlite' | 'postgres';
+
+/** Whether `SequelizeMeta` (the record of applied migrations) exists yet. */
+async function hasMeta(sequelize: Sequelize): Promise<boolean> {
+  const [tables] =
+    sequelize.getDialect() === 'postgres'
+      ? await sequelize.query(`SELECT 1 FROM pg_tables WHERE schemaname = current_schema() AND tablename = 'SequelizeMeta'`)
+      : await sequelize.query(`SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'SequelizeMeta'`);
+  return tables.length > 0;
+}
 
 /**
  * The migrations not applied yet, read from `SequelizeMeta`: the table umzug kept (and the format it
  * kept it in) when it applied them, so a file migrated by an older Paddock keeps its record.
  */
 async function pendingMigrations(sequelize: Sequelize): Promise<typeof migrations> {
-  const [tables] = await sequelize.query(`SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'SequelizeMeta'`);
-  if (tables.length === 0) return migrations;
+  if (!(await hasMeta(sequelize))) return migrations;
   const [rows] = await sequelize.query('SELECT name FROM "SequelizeMeta"');
   const applied = new Set((rows as { name: string }[]).map((row) => row.name));
   return migrations.filter(({ name }) => !applied.has(name));
@@ -219,40 +239,51 @@ export class NewerDatabaseError extends Error {
   readonly exitStatus = NewerDatabaseError.exitStatus;
 
   constructor(
+    /** The SQLite file, or the PostgreSQL database as `databaseName` shows it. */
     readonly file: string,
     /** The applied migrations this build does not know. */
     readonly unknown: string[],
   ) {
     super(
       `${file} was written by a newer Paddock: it has migration${unknown.length === 1 ? '' : 's'} ${unknown.join(', ')}, which this Paddock ` +
-        `(${version}, whose newest is ${migrationNames.at(-1)}) does not know. A downgrade is refused, the file is left as it is: ` +
-        'run the newer Paddock again, or restore a backup made before the upgrade (paddock backup; README: Running Paddock for a lab)',
+        `(${version}, whose newest is ${migrationNames.at(-1)}) does not know. A downgrade is refused, the database is left as it is: ` +
+        'run the newer Paddock again, or restore a backup made before the upgrade (paddock backup, or pg_dump on PostgreSQL; README: Running Paddock for a lab)',
     );
   }
 }
 
-/** The applied migrations this build does not know (none on a file it made or a fresh one). */
+/** The applied migrations this build does not know (none on a database it made or a fresh one). */
 async function unknownMigrations(sequelize: Sequelize): Promise<string[]> {
-  const [tables] = await sequelize.query(`SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'SequelizeMeta'`);
-  if (tables.length === 0) return [];
+  if (!(await hasMeta(sequelize))) return [];
   const [rows] = await sequelize.query('SELECT name FROM "SequelizeMeta" ORDER BY name');
   return (rows as { name: string }[]).map((row) => row.name).filter((name) => !migrationNames.includes(name));
 }
 
 /**
- * Applies the pending migrations in order, and records each, in one transaction: a fresh file gets
- * its whole schema in one commit, and a migration that fails leaves the file as it was. The list is
- * read again under the write lock, so a second process opening the file at once applies nothing twice.
+ * The lock that orders servers migrating one PostgreSQL database at once: a transaction-level
+ * advisory lock, so it ends with the transaction. (Leadership takes a session-level one of another
+ * number: api/leader.ts.)
+ */
+const migrationLock = 7300_0001;
+
+/**
+ * Applies the pending migrations in order, and records each, in one transaction: a fresh database
+ * gets its whole schema in one commit, and a migration that fails leaves it as it was (PostgreSQL's
+ * schema changes are transactional too). The list is read again under the write lock (SQLite's, or
+ * an advisory lock on PostgreSQL), so a second process migrating at once applies nothing twice.
+ * `sequelize` has one connection, so every statement of the migrations lands in the transaction.
  */
 async function migrate(sequelize: Sequelize): Promise<void> {
   if ((await pendingMigrations(sequelize)).length === 0) return;
-  await sequelize.query('BEGIN IMMEDIATE');
+  const postgres = sequelize.getDialect() === 'postgres';
+  await sequelize.query(postgres ? 'BEGIN' : 'BEGIN IMMEDIATE');
   try {
-    await sequelize.query('CREATE TABLE IF NOT EXISTS `SequelizeMeta` (`name` VARCHAR(255) NOT NULL UNIQUE PRIMARY KEY)');
+    if (postgres) await sequelize.query(`SELECT pg_advisory_xact_lock(${migrationLock})`);
+    await sequelize.query('CREATE TABLE IF NOT EXISTS "SequelizeMeta" ("name" VARCHAR(255) NOT NULL UNIQUE PRIMARY KEY)');
     const context = sequelize.getQueryInterface();
     for (const { name, module } of await pendingMigrations(sequelize)) {
       await module.up({ context });
-      await sequelize.query('INSERT INTO `SequelizeMeta` (`name`) VALUES (?)', { replacements: [name] });
+      await sequelize.query('INSERT INTO "SequelizeMeta" ("name") VALUES (?)', { replacements: [name] });
     }
     await sequelize.query('COMMIT');
   } catch (error) {
@@ -262,8 +293,58 @@ async function migrate(sequelize: Sequelize): Promise<void> {
   }
 }
 
-export async function openDatabase(dataDir: string): Promise<Database> {
+/** A `postgres://` URL as it may be shown: without its password. */
+export function databaseName(url: string): string {
+  try {
+    const parsed = new URL(url);
+    parsed.password = '';
+    return parsed.href;
+  } catch {
+    return 'postgres://(not a URL)';
+  }
+}
+
+/** PostgreSQL's BIGINT (image sizes) arrives as text by default; Paddock's are far below 2^53. */
+let bigintsParsed = false;
+async function parseBigints(): Promise<void> {
+  if (bigintsParsed) return;
+  const { default: pg } = await import('pg');
+  pg.types.setTypeParser(pg.types.builtins.INT8, (value: string) => Number(value));
+  bigintsParsed = true;
+}
+
+/** Opens `url` with one connection, for the checks and migrations that must share one session. */
+function postgresSession(url: string): Sequelize {
+  return new Sequelize(url, { dialect: 'postgres', logging: false, pool: { max: 1, min: 0, idle: 10_000 } });
+}
+
+/**
+ * The database: the SQLite file DATA/paddock.sqlite, or the PostgreSQL database at `url`
+ * (`database: postgres://…` in the config). Either is checked against this build (a newer
+ * Paddock's is refused as it is) and migrated, then opened for use.
+ */
+export async function openDatabase(dataDir: string, url?: string): Promise<Database> {
+  // Images, console logs and run logs stay in the data directory on either engine.
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  return url === undefined ? openSqlite(dataDir) : openPostgres(url);
+}
+
+async function openPostgres(url: string): Promise<Database> {
+  await parseBigints();
+  const setup = postgresSession(url);
+  try {
+    await setup.authenticate();
+    const unknown = await unknownMigrations(setup);
+    if (unknown.length > 0) throw new NewerDatabaseError(databaseName(url), unknown);
+    await migrate(setup);
+  } finally {
+    await setup.close();
+  }
+  const sequelize = new Sequelize(url, { dialect: 'postgres', logging: false, pool: { max: 8, min: 0, idle: 30_000 } });
+  return defineModels(sequelize, 'postgres', url);
+}
+
+async function openSqlite(dataDir: string): Promise<Database> {
   const storage = path.join(dataDir, 'paddock.sqlite');
   const sequelize = new Sequelize({
     dialect: 'sqlite',
@@ -293,7 +374,10 @@ export async function openDatabase(dataDir: string): Promise<Database> {
     await sequelize.close();
     throw error;
   });
+  return defineModels(sequelize, 'sqlite');
+}
 
+function defineModels(sequelize: Sequelize, dialect: Dialect, url?: string): Database {
   const plain = { timestamps: false, freezeTableName: true };
   const tokens = sequelize.define<Model<TokenRow>>(
     'tokens',
@@ -457,7 +541,25 @@ export async function openDatabase(dataDir: string): Promise<Database> {
     },
     plain,
   );
-  return { sequelize, tokens, machines, reservations, events, images, jobs, runs, labHosts, provisionings, close: () => sequelize.close() };
+  const db: Database = {
+    sequelize,
+    dialect,
+    ...(url === undefined ? {} : { url, session: new PostgresSession(url) }),
+    tokens,
+    machines,
+    reservations,
+    events,
+    images,
+    jobs,
+    runs,
+    labHosts,
+    provisionings,
+    close: async () => {
+      await db.session?.close();
+      await sequelize.close();
+    },
+  };
+  return db;
 }
 
 /** Rows read with `raw: true` are plain objects; these give them back their row types. */

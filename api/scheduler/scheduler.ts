@@ -184,6 +184,11 @@ export class Scheduler {
     return this.state;
   }
 
+  /** The engine the data is kept in (for /healthz). */
+  get databaseDialect(): Database['dialect'] {
+    return this.state.db.dialect;
+  }
+
   /** Null while commits succeed; else the last commit's error. */
   storeFailure(): Error | null {
     return this.state.store.failing;

@@ -19,6 +19,7 @@
 //   them again.
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { MachineState } from '../../protocol/api.js';
+import type { PostgresSession } from '../db/session.js';
 import type { Database, EventRow, LabHostRow, MachineRow, ProvisioningRow, ReservationRow } from '../db/index.js';
 import { DomainError } from '../domain-error.js';
 import { liveStates } from './lifecycle.js';
@@ -67,7 +68,7 @@ export class Store {
   onCommit: (seconds: number, failed: boolean) => void = () => undefined;
 
   constructor(private readonly db: Database) {
-    this.writer = new Writer(db);
+    this.writer = db.session ? new PostgresWriter(db.session) : new SqliteWriter(db);
   }
 
   async init(): Promise<void> {
@@ -165,7 +166,7 @@ export class Store {
       const now = Date.now();
       const reservations = dirtyReservations.map(reservationToRow);
       const machines = dirtyMachines.map((machine) => machineToRow(machine, now));
-      await this.writer.write(reservations, machines, labHosts, events, provisionings);
+      await this.writer.write({ reservations, machines, labHosts, events, provisionings });
       this.onCommit((performance.now() - started) / 1000, false);
       this.failing = null;
       if (provisionings.length > 0) this.committedProvisioningId = provisionings[provisionings.length - 1].id;
@@ -198,11 +199,13 @@ export class Store {
 
 function storeFailed(cause: unknown): DomainError {
   const code = (cause as { code?: unknown }).code;
-  // SQLite's own text names tables and constraints, never values; other errors (a date out of
-  // range) are summed up by their name alone.
-  const what = typeof code === 'string' && code.startsWith('SQLITE_') ? `${code}: ${(cause as Error).message}` : (cause as Error).name;
+  // SQLite's own text names tables and constraints, never values; PostgreSQL's may quote a value, so
+  // only its SQLSTATE code is shown; other errors (a date out of range) are summed up by their name alone.
+  const sqlite = typeof code === 'string' && code.startsWith('SQLITE_');
+  const postgres = typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code);
+  const what = sqlite ? `${code}: ${(cause as Error).message}` : postgres ? `PostgreSQL error ${code}` : (cause as Error).name;
   return new DomainError('store_failed', `the change could not be stored (${what}); nothing was changed, try again`, {
-    ...(typeof code === 'string' ? { sqlite: code } : {}),
+    ...(sqlite ? { sqlite: code } : postgres ? { postgres: code } : {}),
   });
 }
 
@@ -263,8 +266,67 @@ const provisioningColumns = [
   'startedAt',
   'endedAt',
 ] as const;
-/** Drops a machine's provisionings older than its newest `provisioningsKept`. */
+/** Drops a machine's provisionings older than its newest `provisioningsKept` (`?` becomes `$n` on PostgreSQL). */
 const trimProvisionings = `DELETE FROM "provisionings" WHERE "machine" = ? AND "id" <= (SELECT "id" FROM "provisionings" WHERE "machine" = ? ORDER BY "id" DESC LIMIT 1 OFFSET ${provisioningsKept})`;
+
+/** The rows of one commit, by table. */
+interface Rows {
+  reservations: ReservationRow[];
+  machines: MachineRow[];
+  labHosts: LabHostRow[];
+  events: EventRow[];
+  provisionings: ProvisioningRow[];
+}
+
+/** Writes one commit's rows in one transaction on a connection of its own. */
+interface Writer {
+  write(rows: Rows): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** One statement of a commit: its SQL text (`?` placeholders) and its parameters. */
+interface Step {
+  sql: string;
+  params: unknown[];
+}
+
+/** The statements that upsert `rows` and trim the provisionings, as few as `statementSizes` allows. */
+function planCommit(rows: Rows, value: (value: unknown) => unknown): Step[] {
+  return [
+    ...plan('reservations', 'id', reservationColumns, rows.reservations, value),
+    ...plan('machines', 'name', machineColumns, rows.machines, value),
+    ...plan('labHosts', 'name', labHostColumns, rows.labHosts, value),
+    ...plan('events', 'id', eventColumns, rows.events, value),
+    ...plan('provisionings', 'id', provisioningColumns, rows.provisionings, value),
+    ...[...new Set(rows.provisionings.map((row) => row.machine))].map((machine) => ({ sql: trimProvisionings, params: [machine, machine] })),
+  ];
+}
+
+function* plan(table: string, key: string, columns: readonly string[], rows: object[], value: (value: unknown) => unknown): Generator<Step> {
+  let start = 0;
+  for (const size of statementSizes) {
+    for (; rows.length - start >= size; start += size) {
+      const params: unknown[] = [];
+      for (const row of rows.slice(start, start + size)) for (const column of columns) params.push(value((row as Record<string, unknown>)[column]));
+      yield { sql: upsert(table, key, columns, size), params };
+    }
+  }
+}
+
+const upserts = new Map<string, string>();
+/** `INSERT … ON CONFLICT DO UPDATE` of `rows` rows (the same text in SQLite and PostgreSQL), cached. */
+function upsert(table: string, key: string, columns: readonly string[], rows: number): string {
+  const id = `${table}/${rows}`;
+  let sql = upserts.get(id);
+  if (sql === undefined) {
+    const quoted = columns.map((column) => `"${column}"`);
+    const updates = quoted.filter((column) => column !== `"${key}"`).map((column) => `${column}=excluded.${column}`);
+    const row = `(${columns.map(() => '?').join(',')})`;
+    sql = `INSERT INTO "${table}" (${quoted.join(',')}) VALUES ${Array(rows).fill(row).join(',')} ON CONFLICT("${key}") DO UPDATE SET ${updates.join(',')}`;
+    upserts.set(id, sql);
+  }
+  return sql;
+}
 
 const probeIntervalMs = 2000;
 
@@ -282,35 +344,17 @@ interface SqliteConnection {
 
 /**
  * The store's own SQLite connection (opened through Sequelize's connection manager under a key of
- * its own), so no other query can land inside its transactions, with prepared upserts cached per
- * table and row count.
+ * its own), so no other query can land inside its transactions, with prepared statements cached by text.
  */
-class Writer {
+class SqliteWriter implements Writer {
   private connection?: Promise<SqliteConnection>;
   private readonly statements = new Map<string, Promise<SqliteStatement>>();
-
   constructor(private readonly db: Database) {}
 
-  async write(
-    reservations: ReservationRow[],
-    machines: MachineRow[],
-    labHosts: LabHostRow[],
-    events: EventRow[],
-    provisionings: ProvisioningRow[],
-  ): Promise<void> {
+  async write(rows: Rows): Promise<void> {
     const connection = await this.open();
     // Rows become parameters before the transaction starts: a value that cannot be stored fails here.
-    const work = [
-      ...this.plan(connection, 'reservations', 'id', reservationColumns, reservations),
-      ...this.plan(connection, 'machines', 'name', machineColumns, machines),
-      ...this.plan(connection, 'labHosts', 'name', labHostColumns, labHosts),
-      ...this.plan(connection, 'events', 'id', eventColumns, events),
-      ...this.plan(connection, 'provisionings', 'id', provisioningColumns, provisionings),
-      ...[...new Set(provisionings.map((row) => row.machine))].map((machine) => ({
-        statement: this.statement(connection, trimProvisionings),
-        params: [machine, machine],
-      })),
-    ];
+    const work = planCommit(rows, sqliteValue).map(({ sql, params }) => ({ statement: this.statement(connection, sql), params }));
     await call((done) => connection.run('BEGIN IMMEDIATE', done));
     try {
       for (const { statement, params } of work) {
@@ -345,27 +389,6 @@ class Writer {
     return this.connection;
   }
 
-  private *plan(connection: SqliteConnection, table: string, key: string, columns: readonly string[], rows: object[]) {
-    let start = 0;
-    for (const size of statementSizes) {
-      for (; rows.length - start >= size; start += size) {
-        const params: unknown[] = [];
-        for (const row of rows.slice(start, start + size)) for (const column of columns) params.push(sqlValue((row as Record<string, unknown>)[column]));
-        yield { statement: this.prepare(connection, table, key, columns, size), params };
-      }
-    }
-  }
-
-  private prepare(connection: SqliteConnection, table: string, key: string, columns: readonly string[], rows: number): Promise<SqliteStatement> {
-    const quoted = columns.map((column) => `"${column}"`);
-    const updates = quoted.filter((column) => column !== `"${key}"`).map((column) => `${column}=excluded.${column}`);
-    const row = `(${columns.map(() => '?').join(',')})`;
-    return this.statement(
-      connection,
-      `INSERT INTO "${table}" (${quoted.join(',')}) VALUES ${Array(rows).fill(row).join(',')} ON CONFLICT("${key}") DO UPDATE SET ${updates.join(',')}`,
-    );
-  }
-
   /** A prepared statement, cached by its text. */
   private statement(connection: SqliteConnection, sql: string): Promise<SqliteStatement> {
     let statement = this.statements.get(sql);
@@ -380,6 +403,47 @@ class Writer {
   }
 }
 
+/**
+ * The store's PostgreSQL commits, on the session that holds leadership (api/db/session.ts), with
+ * named prepared statements. A commit on a lost session fails, and so does every later one: a
+ * server that lost leadership never writes on a new session.
+ */
+class PostgresWriter implements Writer {
+  private readonly names = new Map<string, string>();
+
+  constructor(private readonly session: PostgresSession) {}
+
+  async write(rows: Rows): Promise<void> {
+    const client = await this.session.connection();
+    const work = planCommit(rows, postgresValue);
+    await client.query('BEGIN');
+    try {
+      for (const { sql, params } of work) await client.query({ name: this.name(sql), text: numbered(sql), values: params });
+      await client.query('COMMIT');
+    } catch (error) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw error;
+    }
+  }
+
+  async close(): Promise<void> {}
+
+  private name(sql: string): string {
+    let name = this.names.get(sql);
+    if (name === undefined) {
+      name = `paddock_store_${this.names.size + 1}`;
+      this.names.set(sql, name);
+    }
+    return name;
+  }
+}
+
+/** `?` placeholders as PostgreSQL's `$1, $2, …` (the statements here hold no `?` of their own). */
+function numbered(sql: string): string {
+  let n = 0;
+  return sql.replace(/\?/g, () => `$${++n}`);
+}
+
 function call(start: (done: (error: Error | null) => void) => void): Promise<void> {
   return new Promise((resolve, reject) => start((error) => (error ? reject(error) : resolve())));
 }
@@ -388,9 +452,24 @@ function call(start: (done: (error: Error | null) => void) => void): Promise<voi
  * Dates in the text form Sequelize itself writes to SQLite, so rows read the same either way; an
  * invalid date or a number SQLite cannot hold fails the batch here, before its transaction.
  */
-function sqlValue(value: unknown): unknown {
+function sqliteValue(value: unknown): unknown {
   if (value === undefined || value === null) return null;
   if (value instanceof Date) return value.toISOString().replace('T', ' ').replace('Z', ' +00:00');
   if (typeof value === 'number' && !Number.isFinite(value)) throw new RangeError(`not a finite number: ${value}`);
+  return value;
+}
+
+/**
+ * Dates as ISO text with their zone (timestamptz columns); PostgreSQL's text cannot hold NUL, so a
+ * NUL (in a machine's stderr, say) is stored as U+FFFD, where SQLite keeps it.
+ */
+function postgresValue(value: unknown): unknown {
+  if (value === undefined || value === null) return null;
+  if (value instanceof Date) {
+    if (Number.isNaN(value.getTime())) throw new RangeError('not a valid date');
+    return value.toISOString();
+  }
+  if (typeof value === 'number' && !Number.isFinite(value)) throw new RangeError(`not a finite number: ${value}`);
+  if (typeof value === 'string' && value.includes('\0')) return value.replaceAll('\0', '\uFFFD');
   return value;
 }

@@ -8,6 +8,7 @@ import { parseConfig, type Config } from '../../api/config.js';
 import { serve, type RunningServer } from '../../cli/serve.js';
 import { tenantOf, type TestSshd } from './sshd.js';
 import { captureLog } from './log.js';
+import { testDatabase } from './postgres.js';
 
 export interface TestApi {
   url: string;
@@ -23,7 +24,9 @@ export interface TestApi {
 /** Builds a config from YAML text (machines, policies) with a fresh data dir and port 0. */
 export function testConfig(yaml: string, dataDir = mkdtempSync(path.join(os.tmpdir(), 'paddock-test-'))): Config {
   const config = parseConfig(yaml);
-  return { ...config, listen: { host: '127.0.0.1', port: 0 }, dataDir };
+  // In the PostgreSQL pass, a database of its own for this data directory (postgres.ts).
+  const database = config.database ?? testDatabase(dataDir);
+  return { ...config, listen: { host: '127.0.0.1', port: 0 }, dataDir, ...(database === undefined ? {} : { database }) };
 }
 
 export async function startApi(config: Config): Promise<TestApi> {
