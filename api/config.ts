@@ -135,6 +135,11 @@ const repositoryDefaults = {
   maxListing: 1024 * 1024,
 };
 /** Which repositories jobs may name and what resolving a ref may cost the API host (README: Jobs and runner hosts). */
+/** A PostgreSQL URL; the message never repeats it (it may hold a password). */
+const databaseSchema = z
+  .string()
+  .refine((url) => /^postgres(ql)?:\/\/[^\s]+$/.test(url) && URL.canParse(url), 'database is a PostgreSQL URL: postgres://user@host:5432/name');
+
 const repositoriesSchema = z.strictObject({
   transports: z.array(z.enum(networkTransports)).default(repositoryDefaults.transports),
   localRoots: z.array(localRoot).default([]),
@@ -171,10 +176,7 @@ export const configSchema = z.strictObject({
     )
     .transform((url) => url.replace(/\/+$/, ''))
     .optional(),
-  database: z
-    .string()
-    .refine((url) => /^postgres(ql)?:\/\/[^\s]+$/.test(url) && URL.canParse(url), 'database is a PostgreSQL URL: postgres://user@host:5432/name')
-    .optional(),
+  database: databaseSchema.optional(),
   lease: z.strictObject({ default: duration.default(1800), max: duration.default(8 * 3600) }).default({ default: 1800, max: 28800 }),
   queue: z
     .strictObject({
@@ -622,6 +624,13 @@ function expandPools(machines: MachineConfig[]): MachineConfig[] | string {
     names.add(machine.name);
   }
   return expanded;
+}
+
+/** A PostgreSQL URL as the database setting takes it (`paddock serve --database`); a ConfigError otherwise. */
+export function parseDatabase(value: string): string {
+  const parsed = databaseSchema.safeParse(value);
+  if (!parsed.success) throw new ConfigError('--database', [parsed.error.issues[0]?.message ?? 'not a PostgreSQL URL']);
+  return parsed.data;
 }
 
 /** `host:port` (or `[v6]:port`) as the listen setting takes it; a ConfigError otherwise. */

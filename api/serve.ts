@@ -8,7 +8,7 @@ import path from 'node:path';
 import { createApp } from './app.js';
 import { ConsoleLogs } from './console-logs.js';
 import { Tokens } from './auth.js';
-import { ConfigError, embeddedConfig, loadConfig, parseConfig, parseListen, type Config } from './config.js';
+import { ConfigError, embeddedConfig, loadConfig, parseConfig, parseDatabase, parseListen, type Config } from './config.js';
 import { isProviderPool, planReload } from './config-reload.js';
 import { databaseName, openDatabase } from './db/index.js';
 import { announceLeader, Follower } from './leader.js';
@@ -30,6 +30,8 @@ export interface ServeOptions {
   /** Override the config's listen address and data directory (`paddock serve --listen --data`). */
   listen?: string;
   dataDir?: string;
+  /** Keep the data in this PostgreSQL database instead of the config's (`paddock serve --database`). */
+  database?: string;
   /** Serve metrics here instead of the config's `metrics.listen` (`paddock serve --metrics-listen`). */
   metricsListen?: string;
   /** A parsed config instead of a file (tests). */
@@ -69,6 +71,7 @@ export type ReloadOutcome =
 function applyOverrides(config: Config, options: ServeOptions): Config {
   if (options.listen !== undefined) config.listen = parseListen(options.listen);
   if (options.dataDir !== undefined) config.dataDir = options.dataDir;
+  if (options.database !== undefined) config.database = parseDatabase(options.database);
   if (options.metricsListen !== undefined) config.metrics = { listen: parseListen(options.metricsListen) };
   if (!options.config) config.dataDir = path.resolve(config.dataDir);
   return config;

@@ -197,16 +197,21 @@ export function program(remoteCommand: string[] = []): Command {
     .option('--config <file>', 'the YAML config (listen address, data directory, machines); without it, two local QEMU VM slots')
     .option('--listen <host:port>', "listen here instead of the config's address (default 127.0.0.1:7300)")
     .option('--data <dir>', "keep data here instead of the config's dataDir (default ./paddock-data)")
+    .option(
+      '--database <url>',
+      "keep the data in this PostgreSQL database instead of the config's (postgres://user@host:5432/name; a password goes in ~/.pgpass)",
+    )
     .addOption(logFormatOption())
     .addOption(logLevelOption())
     .addOption(metricsListenOption())
-    .action(async (options: { config?: string; listen?: string; data?: string; metricsListen?: string } & LogCommandOptions) => {
+    .action(async (options: { config?: string; listen?: string; data?: string; database?: string; metricsListen?: string } & LogCommandOptions) => {
       const { runServer } = await import('./server-process.js');
       // returns once listening; the server keeps the process alive
       await runServer({
         ...(options.config ? { configPath: options.config } : {}),
         ...(options.listen ? { listen: options.listen } : {}),
         ...(options.data ? { dataDir: options.data } : {}),
+        ...(options.database ? { database: options.database } : {}),
         log: await processLog(options, 'api'),
         ...(options.metricsListen ? { metricsListen: options.metricsListen } : {}),
       });

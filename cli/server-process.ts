@@ -13,6 +13,7 @@ export async function runServer(options: {
   configPath?: string;
   listen?: string;
   dataDir?: string;
+  database?: string;
   metricsListen?: string;
   log?: Log;
 }): Promise<RunningServer> {

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what Paddock and its tests need on Debian bookworm with Node 20: the OpenSSH server and
+# Installs what Paddock and its tests need on Debian bookworm with Node 20: PostgreSQL (api/packages.txt:
+# the API's database for several servers; the tests run throwaway clusters of it), the OpenSSH server and
 # client (static hosts in the demo and the tests are real sshd processes), QEMU and the tools the
 # image recipes use (images/recipes/packages.txt), the lab parts boards need and their tests use
 # (boards/packages.txt: pdudaemon, tftpd-hpa, snmpd, socat; iproute2 for the lab in network namespaces; cpio and dropbear-bin for the initrd overlays of images with access overlay; web/packages.txt: chromium for the dashboard's browser tests; clients/python/packages.txt: the Python client's
@@ -18,7 +19,7 @@ command -v git >/dev/null || need+=(git)
 while read -r package; do
   case $package in '' | '#'*) continue ;; esac
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || need+=("$package")
-done < <(cat images/recipes/packages.txt boards/packages.txt web/packages.txt clients/python/packages.txt cli/packages.txt deploy/packages.txt)
+done < <(cat api/packages.txt images/recipes/packages.txt boards/packages.txt web/packages.txt clients/python/packages.txt cli/packages.txt deploy/packages.txt)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then echo "setup: run as root to install ${need[*]}" >&2; exit 1; fi
   apt-get update -qq
@@ -26,8 +27,9 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 mkdir -p /run/sshd 2>/dev/null || true
 # Where installing starts the packaged daemons, stop them: Paddock and its tests run their own
-# tftpd-hpa (on 127.0.0.1:69, for the staging root), pdudaemon, snmpd, nginx and caddy.
-for service in tftpd-hpa pdudaemon snmpd nginx caddy; do
+# tftpd-hpa (on 127.0.0.1:69, for the staging root), pdudaemon, snmpd, nginx and caddy, and PostgreSQL
+# clusters of their own.
+for service in tftpd-hpa pdudaemon snmpd nginx caddy postgresql; do
   if command -v service >/dev/null && service "$service" status >/dev/null 2>&1; then service "$service" stop >/dev/null 2>&1 || true; fi
 done
 

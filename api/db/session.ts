@@ -42,8 +42,9 @@ export class PostgresSession {
       client.on('end', () => gone(new Error('the connection to PostgreSQL ended')));
       await client.connect();
       // The server side of keepalive too: PostgreSQL ends a silent leader's session, and with it the lock.
+      // A commit waits for another session's lock as long as SQLite's busy_timeout, then fails (store_failed).
       await client.query(
-        `SET tcp_keepalives_idle = ${keepalive.idle}; SET tcp_keepalives_interval = ${keepalive.interval}; SET tcp_keepalives_count = ${keepalive.count}`,
+        `SET tcp_keepalives_idle = ${keepalive.idle}; SET tcp_keepalives_interval = ${keepalive.interval}; SET tcp_keepalives_count = ${keepalive.count}; SET lock_timeout = '5s'`,
       );
       return client;
     })();

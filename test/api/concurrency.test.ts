@@ -3,12 +3,11 @@
 // ended: granted then released, or expired from the queue. None may hang (deadlock). How many are
 // granted depends on how busy the machine is, so the test asks only what the scheduler decides: no
 // request expired before its queue timeout, and every machine was handed out.
-import path from 'node:path';
 import test from 'ava';
-import sqlite3 from 'sqlite3';
 import type { ReservationView } from '../../protocol/api.js';
 import { startApi, staticMachinesYaml, testConfig } from '../helpers/api.js';
 import { startSshd } from '../helpers/sshd.js';
+import { openStoredData } from '../helpers/database.js';
 
 const clients = 50;
 const requests = 500;
@@ -38,7 +37,6 @@ ${staticMachinesYaml(
   })),
 )}`;
   const api = await startApi(testConfig(yaml));
-  const dbFile = path.join(api.dataDir, 'paddock.sqlite');
   const specs = ['static-host', 'cpus>=4', 'disk=ssd', 'ram<=4GiB', 'arch=x86_64 cpus>=2'];
   const next = random(7);
   const plans = Array.from({ length: requests }, (_, index) => ({
@@ -89,16 +87,18 @@ ${staticMachinesYaml(
     JSON.stringify(outcomes.filter((state) => state !== 'granted' && state !== 'expired')),
   );
 
-  const db = new sqlite3.Database(dbFile);
-  const all = <T>(sql: string) => new Promise<T[]>((resolve, reject) => db.all(sql, (error, rows) => (error ? reject(error) : resolve(rows as T[]))));
-  const [{ journal_mode: journal }] = await all<{ journal_mode: string }>('PRAGMA journal_mode');
-  t.is(journal, 'wal', 'the database is in WAL mode');
-  const reservations = await all<{ id: string; state: string; createdAt: string }>('SELECT id, state, createdAt FROM reservations');
-  const expiries = await all<{ reservationId: string; at: string }>(`SELECT reservationId, at FROM events WHERE type = 'state' AND "to" = 'expired'`);
+  const db = await openStoredData(api);
+  const all = <T>(sql: string) => db.all<T>(sql);
+  if (db.dialect === 'sqlite') {
+    const [{ journal_mode: journal }] = await all<{ journal_mode: string }>('PRAGMA journal_mode');
+    t.is(journal, 'wal', 'the database is in WAL mode');
+  }
+  const reservations = await all<{ id: string; state: string; createdAt: string | Date }>('SELECT id, state, "createdAt" FROM reservations');
+  const expiries = await all<{ reservationId: string; at: string | Date }>(`SELECT "reservationId", at FROM events WHERE type = 'state' AND "to" = 'expired'`);
   const events = await all<{ id: number; reservationId: string; type: string; to: string; machine: string | null }>(
-    'SELECT id, reservationId, type, "to", machine FROM events ORDER BY id',
+    'SELECT id, "reservationId", type, "to", machine FROM events ORDER BY id',
   );
-  db.close();
+  await db.close();
   t.is(reservations.length, requests);
   t.true(
     reservations.every((reservation) => reservation.state === 'released' || reservation.state === 'expired'),
@@ -128,10 +128,10 @@ ${staticMachinesYaml(
     hosts.map((_, index) => `m${String(index).padStart(2, '0')}`),
   );
   // A request leaves the queue unserved only once its queue timeout (40 s) has passed.
-  const created = new Map(reservations.map((reservation) => [reservation.id, Date.parse(reservation.createdAt)]));
+  const created = new Map(reservations.map((reservation) => [reservation.id, new Date(reservation.createdAt).getTime()]));
   t.is(expiries.length, outcomes.filter((state) => state === 'expired').length);
   for (const expiry of expiries) {
-    const waited = Date.parse(expiry.at) - (created.get(expiry.reservationId) ?? Number.NaN);
+    const waited = new Date(expiry.at).getTime() - (created.get(expiry.reservationId) ?? Number.NaN);
     t.true(waited >= 40_000, `${expiry.reservationId} expired after ${waited} ms in the queue`);
   }
   await api.close();

@@ -3,14 +3,13 @@
 // odd Unicode, wrong types, in every body field, path and query parameter. No answer may be 5xx,
 // and afterwards a normal user's reserve, ready and release work and the database matches the API.
 // The cases come from a seeded generator: a failure prints its seed (PADDOCK_FUZZ_SEED replays it).
-import path from 'node:path';
 import test from 'ava';
 import got from 'got';
-import sqlite3 from 'sqlite3';
 import type { MachineView, ReservationView } from '../../protocol/api.js';
 import { textMarker } from '../../api/fields.js';
 import { startApi, staticMachinesYaml, testConfig } from '../helpers/api.js';
 import { startSshd } from '../helpers/sshd.js';
+import { openStoredData } from '../helpers/database.js';
 
 const seed = Number(process.env.PADDOCK_FUZZ_SEED ?? Date.now() % 1_000_000);
 const rounds = 80;
@@ -227,14 +226,14 @@ test('thousands of hostile requests on every route: no 5xx; then a normal user w
   t.is(((await alice.get(`v1/reservations/${id}`)).body as ReservationView).state, 'released');
 
   // The database holds what the API shows.
-  const db = new sqlite3.Database(path.join(api.dataDir, 'paddock.sqlite'));
-  const all = <T>(sql: string) => new Promise<T[]>((resolve, reject) => db.all(sql, (error, rows) => (error ? reject(error) : resolve(rows as T[]))));
+  const db = await openStoredData(api);
+  const all = <T>(sql: string) => db.all<T>(sql);
   const live = await all<{ id: string; state: string }>(
     "SELECT id, state FROM reservations WHERE state IN ('queued','allocated','provisioning','ready','releasing')",
   );
   const machines = await all<{ name: string; state: string }>('SELECT name, state FROM machines');
   const [row] = await all<{ state: string }>(`SELECT state FROM reservations WHERE id = '${id}'`);
-  await new Promise<void>((resolve) => db.close(() => resolve()));
+  await db.close();
   const listed = (await api.http().get('v1/reservations', { searchParams: { all: 1, limit: 1000 } })).body as ReservationView[];
   t.deepEqual(live.map((each) => `${each.id}:${each.state}`).sort(), listed.map((each) => `${each.id}:${each.state}`).sort());
   const shown = (await api.http().get('v1/machines')).body as MachineView[];

@@ -1,26 +1,19 @@
-// The store no input can stop: a commit SQLite refuses fails that request alone and leaves nothing
+// The store no input can stop, on SQLite and on PostgreSQL: a commit the database refuses fails that request alone and leaves nothing
 // behind in memory; a database that refuses every write turns /healthz to 503 until it takes
 // writes again; a NUL printed by a static host's cleanup is stored like any other text.
 import { readFile, writeFile } from 'node:fs/promises';
-import path from 'node:path';
 import test from 'ava';
-import sqlite3 from 'sqlite3';
 import type { MachineView, ReservationView } from '../../protocol/api.js';
 import { startApi, staticMachinesYaml, testConfig, type TestApi } from '../helpers/api.js';
 import { startSshd } from '../helpers/sshd.js';
+import { openStoredData } from '../helpers/database.js';
 
 /** Static machines no agent ever visits, each a login of its own. */
 const nowhere = (name: string, index: number) =>
   `  - { name: ${name}, kind: static, labels: { type: t }, settings: { address: 127.0.0.${index + 2}, user: ci, adminKey: /nonexistent } }`;
 const labYaml = (names: string[]) => `agent: { enabled: false }\nagents: { heartbeatTimeout: 1d }\nmachines:\n${names.map(nowhere).join('\n')}\n`;
 
-function openDb(api: TestApi) {
-  const db = new sqlite3.Database(path.join(api.dataDir, 'paddock.sqlite'));
-  const run = (sql: string) => new Promise<void>((resolve, reject) => db.run(sql, (error) => (error ? reject(error) : resolve())));
-  const all = <T>(sql: string) => new Promise<T[]>((resolve, reject) => db.all(sql, (error, rows) => (error ? reject(error) : resolve(rows as T[]))));
-  const close = () => new Promise<void>((resolve) => db.close(() => resolve()));
-  return { run, all, close };
-}
+const openDb = (api: TestApi) => openStoredData(api);
 
 async function userToken(api: TestApi, name: string): Promise<string> {
   return ((await api.http().post('v1/tokens', { json: { name } })).body as { token: string }).token;
@@ -28,7 +21,7 @@ async function userToken(api: TestApi, name: string): Promise<string> {
 
 /** What the API shows and what the database holds must agree: live reservations and machine states. */
 async function assertDatabaseMatches(t: import('ava').ExecutionContext, api: TestApi): Promise<void> {
-  const db = openDb(api);
+  const db = await openDb(api);
   try {
     const live = ((await api.http().get('v1/reservations', { searchParams: { all: 1 } })).body as ReservationView[])
       .map((view) => `${view.id}:${view.state}`)
@@ -41,7 +34,7 @@ async function assertDatabaseMatches(t: import('ava').ExecutionContext, api: Tes
       (machine) => `${machine.name}:${machine.state}:${machine.reservationId ?? ''}`,
     );
     const machineRows = await db.all<{ name: string; state: string; reservationId: string | null }>(
-      'SELECT name, state, reservationId FROM machines ORDER BY name',
+      'SELECT name, state, "reservationId" FROM machines ORDER BY name',
     );
     t.deepEqual(
       machineRows.map((row) => `${row.name}:${row.state}:${row.reservationId ?? ''}`),
@@ -53,14 +46,14 @@ async function assertDatabaseMatches(t: import('ava').ExecutionContext, api: Tes
   }
 }
 
-test('a commit SQLite refuses fails that request alone: nothing stays in memory, others keep writing', async (t) => {
+test('a commit the database refuses fails that request alone: nothing stays in memory, others keep writing', async (t) => {
   const api = await startApi(testConfig(labYaml(['m1'])));
   t.teardown(() => api.close());
   const mallory = api.http(await userToken(api, 'mallory'));
   const alice = api.http(await userToken(api, 'alice'));
   // A value the database refuses, for every row of one user: a deterministic failure.
-  const db = openDb(api);
-  await db.run("CREATE TRIGGER refuse_mallory BEFORE INSERT ON reservations WHEN NEW.owner = 'mallory' BEGIN SELECT RAISE(ABORT, 'refused for the test'); END");
+  const db = await openDb(api);
+  await db.refuse('refuse_mallory', 'INSERT', 'reservations', "NEW.owner = 'mallory'");
   await db.close();
 
   for (let round = 0; round < 3; round++) {
@@ -92,15 +85,13 @@ test('a grant undone by a failed commit leaves its request queued, and the next 
   t.is(waiting.state, 'queued');
 
   // The release commits together with the grant it makes: refuse the grant, and both are undone.
-  const db = openDb(api);
-  await db.run(
-    "CREATE TRIGGER refuse_grant BEFORE UPDATE ON reservations WHEN NEW.owner = 'bob' AND NEW.state = 'allocated' BEGIN SELECT RAISE(ABORT, 'refused for the test'); END",
-  );
+  const db = await openDb(api);
+  await db.refuse('refuse_grant', 'UPDATE', 'reservations', "NEW.owner = 'bob' AND NEW.state = 'allocated'");
   const refused = await alice.delete(`v1/reservations/${held.id}`);
   t.is(refused.statusCode, 503, JSON.stringify(refused.body));
   t.is(((await alice.get(`v1/reservations/${held.id}`)).body as ReservationView).state, 'allocated');
   t.is(((await bob.get(`v1/reservations/${waiting.id}`)).body as ReservationView).state, 'queued');
-  await db.run('DROP TRIGGER refuse_grant');
+  await db.allow('refuse_grant', 'reservations');
   await db.close();
 
   t.is((await alice.delete(`v1/reservations/${held.id}`)).statusCode, 200);
@@ -116,8 +107,8 @@ test('while the database refuses every write, /healthz is 503 and requests fail 
   const kept = (await alice.post('v1/reservations', { json: { members: [{ role: 'main', spec: 't' }] } })).body as ReservationView;
 
   // Another process holds the write lock longer than the store waits for it.
-  const locker = openDb(api);
-  await locker.run('BEGIN EXCLUSIVE');
+  const locker = await openDb(api);
+  await locker.lock(['reservations', 'machines', 'events']);
   const refused = await alice.post('v1/reservations', { json: { members: [{ role: 'main', spec: 't' }] } });
   t.is(refused.statusCode, 503, JSON.stringify(refused.body));
   t.is((refused.body as { code: string }).code, 'store_failed');
@@ -127,7 +118,7 @@ test('while the database refuses every write, /healthz is 503 and requests fail 
   const released = await alice.delete(`v1/reservations/${kept.id}`);
   t.is(released.statusCode, 503, 'a release that cannot be stored is refused too');
   t.is(((await alice.get(`v1/reservations/${kept.id}`)).body as ReservationView).state, 'allocated', 'and changed nothing');
-  await locker.run('ROLLBACK');
+  await locker.unlock();
   await locker.close();
 
   const deadline = Date.now() + 180_000;
@@ -167,6 +158,8 @@ test("a NUL in a static host's cleanup output is stored as text; later writes an
   t.teardown(() => api.close());
   const mallory = api.http(await userToken(api, 'mallory'));
   const bob = api.http(await userToken(api, 'bob'));
+  // PostgreSQL's text cannot hold a NUL: it is stored as U+FFFD there (api/scheduler/store.ts).
+  const stored = (text: string) => (api.database === undefined ? text : text.replaceAll('\u0000', '\uFFFD'));
 
   const created = (await mallory.post('v1/reservations', { json: { members: [{ role: 'main', spec: 'slot=1' }] } })).body as ReservationView;
   const ready = (await mallory.get(`v1/reservations/${created.id}`, { searchParams: { wait: 'ready', timeout: 300 } })).body as ReservationView;
@@ -192,23 +185,23 @@ test("a NUL in a static host's cleanup output is stored as text; later writes an
   t.true(machine.reason?.includes('cleanup\u0000failed'), JSON.stringify(machine.reason));
   const events = (await mallory.get(`v1/reservations/${created.id}/events`)).body as { reason?: string }[];
   t.true(
-    events.some((event) => event.reason?.includes('cleanup\u0000failed')),
-    'the event keeps the text whole',
+    events.some((event) => event.reason?.includes(stored('cleanup\u0000failed'))),
+    'the event keeps the text whole (it is read from the database)',
   );
 
   // Other users' writes go on, and the rows hold the NUL.
   const other = (await bob.post('v1/reservations', { json: { members: [{ role: 'main', spec: 'static-host' }] } })).body as ReservationView;
   t.is(((await bob.get(`v1/reservations/${other.id}`, { searchParams: { wait: 'ready', timeout: 300 } })).body as ReservationView).state, 'ready');
-  const db = openDb(api);
+  const db = await openDb(api);
   const [row] = await db.all<{ reason: string }>("SELECT reason FROM machines WHERE name = 'h1'");
   await db.close();
-  t.true(row.reason.includes('cleanup\u0000failed'), 'the database holds the whole text');
+  t.true(row.reason.includes(stored('cleanup\u0000failed')), 'the database holds the whole text');
   t.is((await api.http(null).get('healthz')).statusCode, 200);
 
   // A restart reads it back and keeps writing.
   await api.server.close();
   api = await startApi(config);
-  t.is(((await api.http().get('v1/machines/h1')).body as MachineView).reason, machine.reason);
+  t.is(((await api.http().get('v1/machines/h1')).body as MachineView).reason, stored(machine.reason!));
   t.is((await api.http().delete(`v1/reservations/${other.id}`)).statusCode, 200);
   await assertDatabaseMatches(t, api);
 });

@@ -13,6 +13,8 @@ import { testDatabase } from './postgres.js';
 export interface TestApi {
   url: string;
   dataDir: string;
+  /** Its PostgreSQL database (the PostgreSQL pass); none: the SQLite file in dataDir. */
+  database?: string;
   server: RunningServer;
   adminToken: string;
   /** A JSON client bound to the API with a token (the admin's by default); never throws on 4xx/5xx. */
@@ -37,6 +39,7 @@ export async function startApi(config: Config): Promise<TestApi> {
   return {
     url: server.url,
     dataDir: config.dataDir,
+    ...(config.database === undefined ? {} : { database: config.database }),
     server,
     adminToken,
     http,
