@@ -12,6 +12,7 @@ import { addJobCommands } from './jobs.js';
 import { addTunnelCommands } from './tunnel.js';
 import { addConfigCommands } from './config-check.js';
 import { addBackupCommand } from './backup.js';
+import { addMigrateCommand } from './migrate.js';
 import { openSsh } from './openssh.js';
 import { reservationAndMember, reservationIdOr } from './reservation-id.js';
 import { addRunCommands } from './run.js';
@@ -483,6 +484,7 @@ export function program(remoteCommand: string[] = []): Command {
   addTunnelCommands(cli);
   addConfigCommands(cli, print);
   addBackupCommand(cli, print);
+  addMigrateCommand(cli, print);
   addRunCommands(cli, { client, waitUntilReady, parse: { positiveInteger, integer, seconds, duration: durationText } }, remoteCommand);
 
   cli

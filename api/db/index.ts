@@ -329,7 +329,8 @@ export async function openDatabase(dataDir: string, url?: string): Promise<Datab
   return url === undefined ? openSqlite(dataDir) : openPostgres(url);
 }
 
-async function openPostgres(url: string): Promise<Database> {
+/** The PostgreSQL database at `url`, checked and migrated as `openDatabase` does. */
+export async function openPostgres(url: string): Promise<Database> {
   await parseBigints();
   const setup = postgresSession(url);
   try {

@@ -8,6 +8,7 @@ import type { ReservationView } from '../../protocol/api.js';
 import { startApi, staticMachinesYaml, testConfig } from '../helpers/api.js';
 import { startSshd } from '../helpers/sshd.js';
 import { openStoredData } from '../helpers/database.js';
+import { replayAllocations } from '../helpers/replay.js';
 
 const clients = 50;
 const requests = 500;
@@ -104,27 +105,15 @@ ${staticMachinesYaml(
     reservations.every((reservation) => reservation.state === 'released' || reservation.state === 'expired'),
     'every request ended',
   );
-  // Replay the history in commit order: a machine is taken by an allocation event 'pending' and
-  // given back by 'released'; it must never be taken twice without a release in between.
-  const holder = new Map<string, string>();
-  let grants = 0;
-  for (const event of events) {
-    if (event.type !== 'allocation' || !event.machine) continue;
-    if (event.to === 'pending') {
-      t.is(holder.get(event.machine), undefined, `${event.machine} granted to ${event.reservationId} while ${holder.get(event.machine)} holds it`);
-      holder.set(event.machine, event.reservationId);
-      grants += 1;
-    } else if (event.to === 'released') {
-      t.is(holder.get(event.machine), event.reservationId);
-      holder.delete(event.machine);
-    }
-  }
-  t.is(holder.size, 0, 'no machine is left held');
-  t.true(grants > 0);
+  // Replay the history in commit order (test/helpers/replay.ts).
+  const replay = replayAllocations(events);
+  t.deepEqual(replay.doubles, [], 'no machine in two live reservations');
+  t.deepEqual(replay.strayReleases, []);
+  t.is(replay.held.size, 0, 'no machine is left held');
+  t.true(replay.grants > 0);
   // Every machine matches some spec of every kind of request: a scheduler that works hands each out.
-  const handedOut = new Set(events.filter((event) => event.type === 'allocation' && event.to === 'pending').map((event) => event.machine));
   t.deepEqual(
-    [...handedOut].sort(),
+    [...replay.handedOut].sort(),
     hosts.map((_, index) => `m${String(index).padStart(2, '0')}`),
   );
   // A request leaves the queue unserved only once its queue timeout (40 s) has passed.
