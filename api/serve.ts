@@ -1,7 +1,7 @@
 // The API process: Koa, SQLite, the scheduler, the job service and the image store, listening.
 // `paddock serve` (cli/serve.ts) starts this and, on the embedded default, a lab-host agent beside
 // it that talks to it over loopback HTTP.
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import path from 'node:path';
@@ -113,9 +113,9 @@ export async function startApi(options: ServeOptions): Promise<RunningApi> {
     const follower = new Follower(db.session, log.child({ component: 'leader' }));
     answer = follower.handle;
     upgrade = follower.upgrade;
-    url = await listen().catch(closing(db));
+    url = await listen().catch(closing(db, server));
     log.info({ url, database: databaseName(db.url!) }, 'paddock listening as a follower; waiting to lead');
-    await follower.lead().catch(closing(db));
+    await follower.lead().catch(closing(db, server));
     log.info({ url }, 'leading: loading the state from the database');
   }
   const tokens = new Tokens(db);
@@ -123,7 +123,7 @@ export async function startApi(options: ServeOptions): Promise<RunningApi> {
   log.info({ file: adminTokenFile }, 'admin token written');
   // The embedded agent's own token with the agent role and the agent's name, made anew at every
   // start: the agent needs no more, and it speaks only for that name.
-  const agentToken = config.agent.enabled ? await tokens.rotate(config.agent.name, 'agent').catch(closing(db)) : undefined;
+  const agentToken = config.agent.enabled ? await tokens.rotate(config.agent.name, 'agent').catch(closing(db, server)) : undefined;
   // Provider pools (OpenStack flavors) become machines before the scheduler loads the inventory.
   const pools = await expandProviderPools(config, { dataDir: config.dataDir, log: log.child({ component: 'provisioner' }) });
   const { lease, queue, health, reaper, agents } = config;
@@ -277,9 +277,11 @@ export async function startApi(options: ServeOptions): Promise<RunningApi> {
   };
 }
 
-/** Closes the database before passing a start-up error on, so a refused start leaves nothing open. */
-function closing(db: { close(): Promise<void> }): (error: unknown) => Promise<never> {
+/** Closes the server (listening already as a follower) and the database before passing a start-up error on, so a refused start leaves nothing open. */
+function closing(db: { close(): Promise<void> }, server: Server): (error: unknown) => Promise<never> {
   return async (error) => {
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
     await db.close();
     throw error;
   };
