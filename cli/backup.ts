@@ -17,7 +17,12 @@ export function addBackupCommand(cli: Command, print: (value: unknown) => void):
       let dataDir = options.data ?? 'paddock-data';
       if (options.data === undefined && options.config !== undefined) {
         const { loadConfig } = await import('../api/config.js');
-        dataDir = loadConfig(options.config).dataDir;
+        const config = loadConfig(options.config);
+        dataDir = config.dataDir;
+        if (config.database !== undefined) {
+          const { BackupError } = await import('../api/db/backup.js');
+          throw new BackupError('this server keeps its data in PostgreSQL: back it up with pg_dump (README: Several API servers); paddock backup copies a SQLite file');
+        }
       }
       const result = await backupDatabase(dataDir, file, { force: options.force === true });
       if (options.json) return print(result);
