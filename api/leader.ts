@@ -26,6 +26,9 @@ import type { Log } from '../protocol/log.js';
 /** The advisory lock's number (migrations take another: api/db/index.ts). */
 const leaderLock = 7300_0002;
 
+/** A request target as it may be put after the leader's URL: a path of visible ASCII. */
+const plainTarget = /^\/[\x21-\x7e]*$/;
+
 /** How often a follower tries to lead, and reads who leads. */
 export const followerPollMs = 1000;
 
@@ -77,6 +80,9 @@ export class Follower {
 
   /** The HTTP answer of a follower. */
   handle = (req: IncomingMessage, res: ServerResponse): void => {
+    // Only a plain target goes into a Location header: anything else (bytes a header cannot carry)
+    // is refused here rather than thrown by setHeader.
+    if (!plainTarget.test(req.url ?? '')) return json(res, 400, { code: 'bad_request', message: 'the request target is not a plain path' });
     const path = (req.url ?? '/').split('?')[0];
     if (path === '/healthz') return json(res, 200, { ok: true, version, database: 'postgres', role: 'follower', leader: this.leader });
     if (path === '/healthz/leader') return json(res, 503, { code: 'not_leader', message: 'this server follows; it does not lead' });
@@ -92,8 +98,9 @@ export class Follower {
 
   /** A WebSocket upgrade asked of a follower: the same redirect, as a plain HTTP answer. */
   upgrade = (req: IncomingMessage, socket: Duplex): void => {
-    const head =
-      this.leader === null
+    const head = !plainTarget.test(req.url ?? '')
+      ? 'HTTP/1.1 400 Bad Request\r\n'
+      : this.leader === null
         ? 'HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n'
         : `HTTP/1.1 307 Temporary Redirect\r\nLocation: ${this.leader}${req.url ?? '/'}\r\nPaddock-Leader: ${this.leader}\r\n`;
     socket.end(`${head}Connection: close\r\nContent-Length: 0\r\n\r\n`);

@@ -1,0 +1,97 @@
+// Leadership on PostgreSQL (api/leader.ts): a leader whose database session is cut stops at once
+// (it could not commit again anyway) and the follower leads with everything acknowledged; a
+// follower answers what it is sent, hostile targets included, without ever falling over.
+import type { ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import test from 'ava';
+import { Paddock } from '../../client/index.js';
+import { freePort } from '../helpers/ports.js';
+import { postgresDatabase, postgresSql } from '../helpers/postgres.js';
+import { killHard, startServerProcess } from '../helpers/server.js';
+import { waitFor } from '../helpers/wait.js';
+
+const lab = `agent: { enabled: false }\nagents: { heartbeatTimeout: 1d }\nmachines:\n${['m1', 'm2']
+  .map(
+    (name, index) => `  - { name: ${name}, kind: static, labels: { type: t }, settings: { address: 127.0.0.${index + 2}, user: ci, adminKey: /nonexistent } }`,
+  )
+  .join('\n')}\n`;
+
+/** Two servers on one database, A started first (so it leads). */
+async function twoServers(t: import('ava').ExecutionContext) {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'paddock-leader-'));
+  const database = postgresDatabase(dir);
+  const servers: { url: string; child: ChildProcess; output: () => string }[] = [];
+  for (const name of ['a', 'b']) {
+    const port = await freePort();
+    const file = path.join(dir, `${name}.yaml`);
+    writeFileSync(file, `listen: 127.0.0.1:${port}\ndataDir: ${path.join(dir, 'data')}\ndatabase: ${database}\n${lab}`);
+    let output = '';
+    const url = `http://127.0.0.1:${port}`;
+    const child = await startServerProcess(['--config', file], url, (chunk) => (output += chunk));
+    servers.push({ url, child, output: () => output });
+  }
+  t.teardown(async () => {
+    for (const server of servers) await killHard(server.child);
+    rmSync(dir, { recursive: true, force: true });
+  });
+  await waitFor(async () => /following the leader/.test(servers[1].output()), 60_000, 'b follows a');
+  const token = readFileSync(path.join(dir, 'data', 'admin-token'), 'utf8').trim();
+  return { a: servers[0], b: servers[1], token, database };
+}
+
+const healthOf = async (url: string) => (await (await fetch(`${url}/healthz`)).json()) as { role: string; leader?: string | null; database: string };
+
+test('a leader whose database session is cut stops with status 1; the follower leads with what was acknowledged', async (t) => {
+  t.timeout(300_000);
+  const { a, b, token, database } = await twoServers(t);
+  const paddock = new Paddock({ url: a.url, token });
+  const kept = await paddock.reserve({ members: [{ role: 'main', spec: 't' }] }, { renew: false });
+  t.is(kept.state, 'allocated');
+
+  const exited = new Promise<number | null>((resolve) => a.child.once('exit', (code) => resolve(code)));
+  // The session that holds the advisory lock is the leader's store session: cut it, as a network
+  // partition or a database restart would.
+  const cut = postgresSql(
+    `SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE locktype = 'advisory' AND objid = ${7300_0002} AND granted AND database = (SELECT oid FROM pg_database WHERE datname = '${new URL(database).pathname.slice(1)}')`,
+  );
+  t.is(cut.trim(), '1', 'one session held leadership');
+  t.is(await exited, 1, 'the old leader stops rather than go on without its lock');
+  t.regex(a.output(), /leadership lost/);
+
+  await waitFor(async () => (await healthOf(b.url)).role === 'leader', 120_000, 'b leads');
+  const onB = new Paddock({ url: b.url, token });
+  t.is((await onB.reservation(kept.id)).state, 'allocated', 'the acknowledged reservation is there');
+  t.is((await onB.machine('m1')).reservationId ?? (await onB.machine('m2')).reservationId, kept.id);
+});
+
+test('a follower redirects to the leader, says who leads, and answers hostile targets without falling over', async (t) => {
+  t.timeout(300_000);
+  const { a, b, token } = await twoServers(t);
+  t.like(await healthOf(b.url), { role: 'follower', leader: a.url });
+  t.like(await healthOf(a.url), { role: 'leader' });
+  const redirected = await fetch(`${b.url}/v1/reservations?all=1`, { redirect: 'manual', headers: { authorization: `Bearer ${token}` } });
+  t.is(redirected.status, 307);
+  t.is(redirected.headers.get('location'), `${a.url}/v1/reservations?all=1`);
+  t.is(((await redirected.json()) as { code: string }).code, 'not_leader');
+  t.is((await fetch(`${b.url}/healthz/leader`)).status, 503);
+  t.is((await fetch(`${a.url}/healthz/leader`)).status, 200);
+
+  // Raw requests a client library would never send: bytes no header can carry, an absolute-form
+  // target, a WebSocket upgrade. Each gets an answer; the follower keeps serving.
+  const raw = (request: string) =>
+    new Promise<string>((resolve, reject) => {
+      const socket = net.connect(Number(new URL(b.url).port), '127.0.0.1', () => socket.end(request));
+      let answer = '';
+      socket.on('data', (chunk) => (answer += chunk.toString('latin1')));
+      socket.on('end', () => resolve(answer));
+      socket.on('error', reject);
+    });
+  t.regex(await raw('GET /v1/\xe9t\xe9 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'), /^HTTP\/1\.1 400/);
+  t.regex(await raw('GET http://evil.example/v1/machines HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'), /^HTTP\/1\.1 400/);
+  const upgrade = await raw('GET /v1/reservations/r-1/console/stream HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n');
+  t.regex(upgrade, /^HTTP\/1\.1 307[^]*Location: http:\/\/127\.0\.0\.1:\d+\/v1\/reservations\/r-1\/console\/stream/);
+  t.is((await healthOf(b.url).catch(() => ({ role: b.output().slice(-3000) }))).role, 'follower', 'still up');
+});
