@@ -10,7 +10,8 @@ if (globalThis.process.execArgv.some((flag) => flag === '-e' || flag === '--eval
 // 2-core machine (the concurrency test about 7.5 min alone, the board files 2 to 11 min, down to
 // about 1.5 min). The rest run after, in path order.
 const longestFirst = [
-  // Builds the container images: about 15 min the first time on a machine, a few minutes with its cache.
+  // Builds the container images: about 15 min the first time on a machine, a few minutes with its
+  // cache (CI fills it before the suite: test/deploy/prebuild.ts).
   'test/deploy/container.test.ts',
   'test/api/concurrency.test.ts',
   'test/boards/overlay.test.ts',

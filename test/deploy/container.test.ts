@@ -6,46 +6,16 @@
 //
 // No container registry can be reached from here: the base image is a stand-in for
 // node:20-bookworm-slim built from Debian packages and this machine's Node (test/helpers/node-base-image.sh),
-// kept with the build cache in ${PADDOCK_CONTAINER_CACHE:-~/.cache/paddock/container}. The first
-// run takes about 15 minutes (Debian packages, npm ci with sqlite3 compiled, the build); later runs
-// reuse what did not change.
-import { execFile, spawn } from 'node:child_process';
-import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
-import os from 'node:os';
+// kept with the build cache in ${PADDOCK_CONTAINER_CACHE:-~/.cache/paddock/container} (test/helpers/container.ts). The first
+// build takes about 15 minutes (Debian packages, npm ci with sqlite3 compiled, the build); later ones
+// reuse what did not change, and CI builds the images ahead (test/deploy/prebuild.ts).
+import { spawn } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import test from 'ava';
 import got from 'got';
 import { freePort } from '../helpers/ports.js';
-
-const exec = promisify(execFile);
-const repository = path.resolve(import.meta.dirname, '../..');
-const driver = process.env.PADDOCK_BUILDAH_DRIVER ?? 'overlay';
-const cache = process.env.PADDOCK_CONTAINER_CACHE ?? path.join(os.homedir(), '.cache', 'paddock', 'container');
-const storage = path.join(cache, `storage-${driver}`);
-const images = { api: 'localhost/paddock-api:test', runner: 'localhost/paddock-runner:test' };
-
-const buildah = async (args: string[], timeoutMs = 120_000) =>
-  (
-    await exec('buildah', ['--root', path.join(storage, 'root'), '--runroot', path.join(storage, 'run'), '--storage-driver', driver, ...args], {
-      cwd: repository,
-      timeout: timeoutMs,
-      maxBuffer: 256 * 1024 * 1024,
-    })
-  ).stdout;
-
-/** Builds a Containerfile of deploy/container/ into `tag`, with the cache of earlier builds; the output on failure. */
-async function build(file: string, tag: string): Promise<void> {
-  try {
-    await buildah(
-      ['bud', '--isolation', 'chroot', '--format', 'docker', '--pull=never', '--layers', '-f', `deploy/container/${file}`, '-t', tag, '.'],
-      3_600_000,
-    );
-  } catch (error) {
-    const { stdout = '', stderr = '' } = error as { stdout?: string; stderr?: string };
-    throw new Error(`buildah bud ${file} failed:\n${`${stdout}\n${stderr}`.split('\n').slice(-40).join('\n')}`);
-  }
-}
+import { build, buildah, buildBase, images, storageOptions } from '../helpers/container.js';
 
 /** The pids of `program` (run as itself, or a script run by node) whose command line has `marker`; not buildah's own processes. */
 function processesWith(program: string, marker: string): number[] {
@@ -77,11 +47,7 @@ const imageConfig = async (tag: string) =>
 
 test.before('the stand-in base image', async (t) => {
   t.timeout(1_800_000);
-  mkdirSync(storage, { recursive: true });
-  await exec('bash', [path.join(repository, 'test/helpers/node-base-image.sh'), storage], {
-    timeout: 1_800_000,
-    env: { ...process.env, PADDOCK_BUILDAH_DRIVER: driver },
-  });
+  await buildBase();
 });
 
 test.after.always('the containers go, and the images of earlier builds', async () => {
@@ -112,23 +78,7 @@ test.serial('the API image: a user of its own, port 7300, a health check on /hea
   const port = await freePort();
   const server = spawn(
     'buildah',
-    [
-      '--root',
-      path.join(storage, 'root'),
-      '--runroot',
-      path.join(storage, 'run'),
-      '--storage-driver',
-      driver,
-      'run',
-      '--isolation',
-      'chroot',
-      container,
-      '--',
-      ...config.Entrypoint,
-      ...config.Cmd!,
-      '--listen',
-      `127.0.0.1:${port}`,
-    ],
+    [...storageOptions, 'run', '--isolation', 'chroot', container, '--', ...config.Entrypoint, ...config.Cmd!, '--listen', `127.0.0.1:${port}`],
     { stdio: ['ignore', 'ignore', 'pipe'] },
   );
   let log = '';
