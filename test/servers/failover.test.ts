@@ -71,6 +71,7 @@ test('kill -9 of the leader during a burst from 50 clients: the follower leads, 
     );
     return file;
   };
+  const roleOf = async (url: string) => ((await (await fetch(`${url}/healthz`)).json()) as { role: string }).role;
   let outputA = '';
   let outputB = '';
   let serverA: ChildProcess | undefined;
@@ -86,9 +87,10 @@ test('kill -9 of the leader during a burst from 50 clients: the follower leads, 
   });
 
   serverA = await startServerProcess(['--config', configOf(portA)], urlA, (chunk) => (outputA += chunk));
+  // /healthz answers as soon as a server listens, as a follower first: A leads once it has taken the lock and loaded.
+  await waitFor(async () => (await roleOf(urlA)) === 'leader', 120_000, 'A leads');
   const admin = new Paddock({ url: urls, token: readFileSync(path.join(dir, 'data', 'admin-token'), 'utf8').trim() });
   started.serverB = await startServerProcess(['--config', configOf(portB)], urlB, (chunk) => (outputB += chunk));
-  const roleOf = async (url: string) => ((await (await fetch(`${url}/healthz`)).json()) as { role: string }).role;
   t.is(await roleOf(urlA), 'leader');
   await waitFor(async () => /following the leader/.test(outputB), 60_000, 'B follows');
   t.is(await roleOf(urlB), 'follower');
