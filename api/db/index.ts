@@ -334,7 +334,10 @@ export async function openPostgres(url: string): Promise<Database> {
   await parseBigints();
   const setup = postgresSession(url);
   try {
-    await setup.authenticate();
+    await setup.authenticate().catch((error: unknown) => {
+      // Sequelize's errors keep the connection options (the password) as properties: only the driver's words go on.
+      throw new Error(`cannot open the database ${databaseName(url)}: ${(error as Error).message}`);
+    });
     const unknown = await unknownMigrations(setup);
     if (unknown.length > 0) throw new NewerDatabaseError(databaseName(url), unknown);
     await migrate(setup);

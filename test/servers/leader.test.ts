@@ -1,7 +1,7 @@
 // Leadership on PostgreSQL (api/leader.ts): a leader whose database session is cut stops at once
 // (it could not commit again anyway) and the follower leads with everything acknowledged; a
 // follower answers what it is sent, hostile targets included, without ever falling over.
-import type { ChildProcess } from 'node:child_process';
+import { execFile, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -94,4 +94,29 @@ test('a follower redirects to the leader, says who leads, and answers hostile ta
   const upgrade = await raw('GET /v1/reservations/r-1/console/stream HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n');
   t.regex(upgrade, /^HTTP\/1\.1 307[^]*Location: http:\/\/127\.0\.0\.1:\d+\/v1\/reservations\/r-1\/console\/stream/);
   t.is((await healthOf(b.url).catch(() => ({ role: b.output().slice(-3000) }))).role, 'follower', 'still up');
+});
+
+test('a database that cannot be reached stops the start with a message that names it without its password', async (t) => {
+  const port = await freePort();
+  const result = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
+    const child = execFile(
+      process.execPath,
+      [
+        path.resolve('bin/paddock.js'),
+        'serve',
+        '--listen',
+        `127.0.0.1:${port}`,
+        '--data',
+        mkdtempSync(path.join(os.tmpdir(), 'paddock-nodb-')),
+        '--database',
+        `postgres://paddock:hunter2-secret@127.0.0.1:${port}/paddock`,
+      ],
+      { timeout: 120_000 },
+      (error, _stdout, stderr) => resolve({ code: error ? ((error as { code?: number }).code ?? null) : 0, stderr }),
+    );
+    child.stdin?.end();
+  });
+  t.is(result.code, 1);
+  t.regex(result.stderr, new RegExp(`cannot open the database postgres://paddock@127\\.0\\.0\\.1:${port}/paddock: .*ECONNREFUSED`));
+  t.false(result.stderr.includes('hunter2'), 'the password is never printed');
 });
