@@ -172,7 +172,10 @@ function statusOf(error: unknown): number | undefined {
 /** An HTTP failure in a few words for a log line: the status or the network error's code. */
 export function describeFailure(error: unknown): string {
   const status = statusOf(error);
-  return status ? `HTTP ${status}` : ((error as { code?: string }).code ?? (error as Error).message);
+  const code = (error as { code?: string }).code;
+  // A redirect refused (a follower naming a bad leader) says why after its status.
+  if (status !== undefined && status < 400 && code !== undefined) return `HTTP ${status} (${code})`;
+  return status ? `HTTP ${status}` : (code ?? (error as Error).message);
 }
 
 /** A worker's token cannot be read; the message says what to change. */
