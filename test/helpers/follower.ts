@@ -2,8 +2,9 @@
 // a loopback HTTP server that speaks exactly the protocol a follower and a server in an election
 // will speak (protocol/failover.ts), or that breaks a connection the way a dying server does. It
 // records what it was sent (method, path, whether a token came) so tests can show who got what.
+// And a relay that stands for a second server that answers like the leader, until it is killed.
 import http from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import net, { type AddressInfo, type Socket } from 'node:net';
 
 export interface Seen {
   method: string;
@@ -87,4 +88,34 @@ export async function closedPort(): Promise<string> {
   const { port } = server.address() as AddressInfo;
   await new Promise<void>((resolve) => server.close(() => resolve()));
   return `http://127.0.0.1:${port}`;
+}
+
+/**
+ * A TCP relay to `target` on a loopback port: another API server in front of the same database, as
+ * far as a client can tell; `kill` closes it and cuts what it carries, as a killed server.
+ */
+export async function startRelay(target: string): Promise<{ url: string; connections: () => number; kill(): Promise<void> }> {
+  const { hostname, port } = new URL(target);
+  const sockets = new Set<net.Socket>();
+  let connections = 0;
+  const server = net.createServer((client) => {
+    connections += 1;
+    const upstream = net.connect(Number(port), hostname);
+    for (const socket of [client, upstream]) {
+      sockets.add(socket);
+      socket.on('close', () => sockets.delete(socket));
+      socket.on('error', () => undefined);
+    }
+    client.pipe(upstream).pipe(client);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    connections: () => connections,
+    kill: () =>
+      new Promise<void>((resolve) => {
+        for (const socket of sockets) socket.resetAndDestroy();
+        server.close(() => resolve());
+      }),
+  };
 }

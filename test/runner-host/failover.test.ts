@@ -4,43 +4,17 @@
 // The job script gets the whole list as PADDOCK_URL.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import test from 'ava';
 import { Paddock } from '../../client/index.js';
 import type { RunView } from '../../protocol/api.js';
 import { startApi, testConfig, type TestApi } from '../helpers/api.js';
+import { startRelay } from '../helpers/follower.js';
 import { textSink } from '../helpers/text-sink.js';
+import { waitFor } from '../helpers/wait.js';
 
 const bin = path.resolve(import.meta.dirname, '../../bin/paddock.js');
-
-/** A relay to `target` on a loopback port; `kill` closes it and cuts what it carries, as a killed server. */
-async function startRelay(target: string): Promise<{ url: string; connections: () => number; kill(): Promise<void> }> {
-  const { hostname, port } = new URL(target);
-  const sockets = new Set<net.Socket>();
-  let connections = 0;
-  const server = net.createServer((client) => {
-    connections += 1;
-    const upstream = net.connect(Number(port), hostname);
-    for (const socket of [client, upstream]) {
-      sockets.add(socket);
-      socket.on('close', () => sockets.delete(socket));
-      socket.on('error', () => undefined);
-    }
-    client.pipe(upstream).pipe(client);
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    url: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
-    connections: () => connections,
-    kill: () =>
-      new Promise<void>((resolve) => {
-        for (const socket of sockets) socket.resetAndDestroy();
-        server.close(() => resolve());
-      }),
-  };
-}
 
 let api: TestApi;
 let scratch: string;
@@ -88,6 +62,10 @@ test('a runner host keeps claiming when its first API URL dies, without a restar
     t.regex(await logOf(first.id), new RegExp(`^PADDOCK_URL=${urls}$`, 'm'), 'the script gets the whole list');
 
     await relay.kill();
+    // The claim the relay carried was waiting in this same API: let it see the hang-up before the
+    // next run is made, as a server that really died takes its waiting claims with it.
+    await waitFor(async () => /"msg":"claim failed; retrying"/.test(said), 30_000, 'the claim cut');
+    await new Promise((resolve) => setTimeout(resolve, 1000));
     const second: RunView = await admin.jobs.wait((await admin.jobs.run('where')).id, { timeoutSeconds: 120 });
     t.is(second.state, 'passed', `the run after the first URL died: ${said}`);
     t.is(second.runner, 'runner-fo');
