@@ -372,6 +372,7 @@ export class Http {
   private judge<T>(response: Response<string>): T {
     // 3xx too: a redirect that is not a follower's (no Paddock-Leader) is not followed.
     if (response.statusCode >= 300) throw errorFromBody(response.statusCode, response.body, { secrets: [this.options.token] });
+    if (response.body === '') return '' as T; // 204 No Content: got's json() gives '' too
     try {
       return JSON.parse(response.body) as T;
     } catch {
