@@ -149,7 +149,13 @@ export class Http {
     },
   ): Promise<{ body: T; sha256: string }> {
     // A stream cannot be sent twice: it goes to the leader, found first; a break on the way is an error.
-    const base = await this.leader();
+    let base: string;
+    try {
+      base = await this.leader();
+    } catch (error) {
+      options.body.destroy(); // the file is not read: let it go
+      throw error;
+    }
     const where = shownUrl(base);
     const url = new URL(`${base}/${path}`);
     url.username = '';

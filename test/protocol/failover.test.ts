@@ -2,8 +2,7 @@
 // runner hosts given one: a follower's redirect followed with the worker's token to the leader it
 // names (and nowhere else), the leader kept as the base. The leader is a real API; the followers
 // are stand-ins speaking the protocol a follower will speak (test/helpers/follower.ts).
-import { execFileSync } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import test from 'ava';
@@ -13,6 +12,7 @@ import type { RunTask } from '../../protocol/runner.js';
 import { PullWorker } from '../../protocol/worker.js';
 import { startApi, testConfig, type TestApi } from '../helpers/api.js';
 import { follower, startStandIn, type StandIn } from '../helpers/follower.js';
+import { jobRepository } from '../helpers/lab-config.js';
 import { captureLog } from '../helpers/log.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -74,14 +74,8 @@ const standIns: StandIn[] = [];
 test.before(async () => {
   scratch = mkdtempSync(path.join(os.tmpdir(), 'paddock-worker-failover-'));
   api = await startApi(testConfig(`machines: []\nrepositories: { localRoots: [${JSON.stringify(scratch)}] }\n`));
-  const repo = path.join(scratch, 'jobs.git');
-  mkdirSync(path.join(repo, 'ci'), { recursive: true });
-  writeFileSync(path.join(repo, 'ci', 'noop.sh'), '#!/bin/sh\n');
-  chmodSync(path.join(repo, 'ci', 'noop.sh'), 0o755);
-  execFileSync('git', ['init', '-q', '-b', 'main', repo]);
-  execFileSync('git', ['-C', repo, 'add', '.']);
-  execFileSync('git', ['-C', repo, '-c', 'user.name=ci', '-c', 'user.email=ci@example.com', 'commit', '-q', '-m', 'noop']);
-  await new Paddock({ url: api.url, token: api.adminToken }).jobs.add({ name: 'noop', repository: repo, script: 'ci/noop.sh' });
+  const repo = jobRepository(scratch);
+  await new Paddock({ url: api.url, token: api.adminToken }).jobs.add({ name: 'noop', repository: repo, script: 'ci.sh' });
 });
 
 test.after.always(async () => {

@@ -2,8 +2,8 @@
 // `paddock runner` process, a real API, and in front of it on the first URL a TCP relay that stands
 // for a second API server (until two `paddock serve` share a database here) and is then killed.
 // The job script gets the whole list as PADDOCK_URL.
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import test from 'ava';
@@ -11,6 +11,7 @@ import { Paddock } from '../../client/index.js';
 import type { RunView } from '../../protocol/api.js';
 import { startApi, testConfig, type TestApi } from '../helpers/api.js';
 import { startRelay } from '../helpers/follower.js';
+import { jobRepository } from '../helpers/lab-config.js';
 import { textSink } from '../helpers/text-sink.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -32,14 +33,8 @@ test.after.always(async () => {
 
 test('a runner host keeps claiming when its first API URL dies, without a restart', async (t) => {
   const admin = new Paddock({ url: api.url, token: api.adminToken });
-  const repo = path.join(scratch, 'jobs.git');
-  mkdirSync(path.join(repo, 'ci'), { recursive: true });
-  writeFileSync(path.join(repo, 'ci', 'where.sh'), '#!/bin/sh\necho "PADDOCK_URL=$PADDOCK_URL"\n');
-  chmodSync(path.join(repo, 'ci', 'where.sh'), 0o755);
-  execFileSync('git', ['init', '-q', '-b', 'main', repo]);
-  execFileSync('git', ['-C', repo, 'add', '.']);
-  execFileSync('git', ['-C', repo, '-c', 'user.name=ci', '-c', 'user.email=ci@example.com', 'commit', '-q', '-m', 'where']);
-  await admin.jobs.add({ name: 'where', repository: repo, script: 'ci/where.sh' });
+  const repo = jobRepository(scratch, '#!/bin/sh\necho "PADDOCK_URL=$PADDOCK_URL"\n');
+  await admin.jobs.add({ name: 'where', repository: repo, script: 'ci.sh' });
   const runnerToken = (await admin.createToken('runner-fo', 'runner')).token;
 
   const relay = await startRelay(api.url);
