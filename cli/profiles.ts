@@ -197,6 +197,9 @@ The profiles file (${'$'}XDG_CONFIG_HOME/paddock/config.yaml, else ~/.config/pad
     local:
       url: http://127.0.0.1:7300
       tokenFile: local.token                     # relative to the profiles file
+    ha:
+      url: http://paddock-a:7300,http://paddock-b:7300   # several API servers: the leader is followed
+      tokenFile: ha.token
   default: lab
 
 A call uses --profile NAME, else ${'$'}PADDOCK_PROFILE, else the default. PADDOCK_URL and
