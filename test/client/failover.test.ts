@@ -1,6 +1,7 @@
 // The client library given several API servers: a dead one is passed over, a follower's redirect is
 // followed with the token and its leader kept, an election (503 no_leader) is waited out, a budget
-// that runs out names the servers tried, and only what is safe is sent twice. The leader is a real
+// that runs out names the servers tried, only what is safe is sent twice, and streams, uploads and
+// tunnels reach the leader. The leader is a real
 // API; the followers, the electing and the dying servers are stand-ins (test/helpers/follower.ts)
 // speaking the protocol the API servers will speak, until `paddock serve` runs as a follower.
 import { randomBytes } from 'node:crypto';
@@ -18,6 +19,7 @@ import { startSshd, type TestSshd } from '../helpers/sshd.js';
 
 let api: TestApi;
 let host: TestSshd;
+let tunnelled: TestSshd;
 const standIns: StandIn[] = [];
 
 const standIn = async (...args: Parameters<typeof startStandIn>) => {
@@ -27,11 +29,19 @@ const standIn = async (...args: Parameters<typeof startStandIn>) => {
 };
 
 test.before(async () => {
-  host = await startSshd();
+  [host, tunnelled] = await Promise.all([startSshd(), startSshd()]);
   api = await startApi(
     testConfig(
       `lease: { default: 60, max: 600 }\n${staticMachinesYaml([
         { name: 'fo-host', port: host.port, adminKeyPath: host.adminKey.path, authorizedKeysFile: host.authorizedKeysFile },
+        {
+          name: 'fo-tunnel',
+          port: tunnelled.port,
+          adminKeyPath: tunnelled.adminKey.path,
+          authorizedKeysFile: tunnelled.authorizedKeysFile,
+          access: 'paddock',
+          labels: { type: 'tunnel-host', arch: 'x86_64' },
+        },
       ])}`,
     ),
   );
@@ -41,6 +51,7 @@ test.after.always(async () => {
   await Promise.all(standIns.map((each) => each.close()));
   await api?.close();
   await host?.stop();
+  await tunnelled?.stop();
 });
 
 test('several URLs, the first a dead server: requests go on to the live one, which is kept for the next', async (t) => {
@@ -50,7 +61,7 @@ test('several URLs, the first a dead server: requests go on to the live one, whi
   t.is(paddock.http.servers.current, api.url, 'the live server is the current one now');
   t.deepEqual(
     (await paddock.machines()).map((machine) => machine.name),
-    ['fo-host'],
+    ['fo-host', 'fo-tunnel'],
     'a paginated list too',
   );
   t.is(paddock.http.where, `${dead}, ${api.url}`);
@@ -138,6 +149,29 @@ test.serial('streams through a follower: a download, the event stream of ready()
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test.serial('a tunnel (a WebSocket, which is not redirected) opens at the leader found by /healthz', async (t) => {
+  const admin = new Paddock({ url: api.url, token: api.adminToken });
+  const reservation = await admin.reserve({ members: [{ role: 'main', spec: 'type=tunnel-host' }], lease: 60 }, { renew: false });
+  try {
+    await reservation.ready({ timeout: 120 });
+    const follows = await standIn(follower(api.url));
+    const listed = new Reservation(new Paddock({ url: `${follows.url},${api.url}`, token: api.adminToken }).http, reservation.view, false);
+    const stream = await listed.tunnel('fo-tunnel', 'ssh');
+    const banner = await new Promise<string>((resolve, reject) => {
+      stream.once('data', (chunk: Buffer) => resolve(chunk.toString('utf8')));
+      stream.once('error', reject);
+    });
+    stream.destroy();
+    t.regex(banner, /^SSH-2\.0-/, "the machine's SSH server, through the leader");
+    t.deepEqual(
+      follows.seen.map((each) => `${each.method} ${each.path}`),
+      ['GET /healthz'],
+    );
+  } finally {
+    await reservation.release();
   }
 });
 
