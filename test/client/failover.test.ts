@@ -1,9 +1,9 @@
 // The client library given several API servers: a dead one is passed over, a follower's redirect is
 // followed with the token and its leader kept, an election (503 no_leader) is waited out, a budget
 // that runs out names the servers tried, only what is safe is sent twice, and streams, uploads and
-// tunnels reach the leader. The leader is a real
-// API; the followers, the electing and the dying servers are stand-ins (test/helpers/follower.ts)
-// speaking the protocol the API servers will speak, until `paddock serve` runs as a follower.
+// tunnels reach the leader. The leader is a real API; the followers, the electing and the dying
+// servers are stand-ins (test/helpers/follower.ts) speaking the protocol the API servers will
+// speak, until `paddock serve` runs as a follower in these tests.
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
