@@ -60,7 +60,7 @@ export async function runAgent(options: AgentCommandOptions): Promise<Agent> {
   });
   const metrics = options.metricsListen ? await serveMetrics(agent.metrics.withProcessMetrics(), metricsAddress(options.metricsListen)) : undefined;
   agent.start();
-  log.info({ url, kinds: kinds ?? knownKinds(), dataDir }, 'pulling work');
+  log.info({ url: paddock.http.where, kinds: kinds ?? knownKinds(), dataDir }, 'pulling work'); // no user:password in a log
   if (metrics) log.info({ url: metrics.url }, 'metrics served');
   const stop = (signal: string) => {
     log.info({ signal }, 'stopping');

@@ -42,6 +42,8 @@ const commandsOf = (root: Command): Command[] => [root, ...root.commands.flatMap
 const rootHelp = `
 Where the server and token come from: PADDOCK_URL and PADDOCK_TOKEN, else the profile chosen
 with --profile NAME or PADDOCK_PROFILE, else the default profile (paddock profiles --help).
+PADDOCK_URL may list several API servers of one Paddock, comma-separated (http://a:7300,http://b:7300):
+commands go to the leader and move on when a server stops answering.
 PADDOCK_RESERVATION is the reservation of commands given no ID.
 
 Examples:

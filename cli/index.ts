@@ -492,11 +492,14 @@ export function program(remoteCommand: string[] = []): Command {
     .description('who the token is (name, role), when it expires, and which server and profile are used')
     .option('--json', 'as JSON')
     .action(async (options: { json?: boolean }) => {
-      const me = await client().whoami();
+      const paddock = client();
+      const me = await paddock.whoami();
       const profile = activeProfile();
-      if (options.json) return print({ ...me, url: process.env.PADDOCK_URL, ...(profile ? { profile: profile.name } : {}) });
+      // The servers as the client shows them: every one of a list, none with its user:password.
+      const url = paddock.http.where;
+      if (options.json) return print({ ...me, url, ...(profile ? { profile: profile.name } : {}) });
       print(`${me.name} (${me.role})`);
-      print(`server ${process.env.PADDOCK_URL}${profile ? ` (profile ${profile.name}, from ${profile.from})` : ''}`);
+      print(`server ${url}${profile ? ` (profile ${profile.name}, from ${profile.from})` : ''}`);
       if (me.expiresAt) print(`token expires ${expiryText(me)}`);
     });
 

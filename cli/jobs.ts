@@ -298,7 +298,7 @@ export function addJobCommands(cli: Command, client: () => Paddock, print: (valu
       const isolation = users
         ? `each run as a uid of its own from ${options.runUids}, in a PID namespace of its own`
         : 'SINGLE-USER: scripts run as this user, can read its token and each other, and are not isolated';
-      log.info({ url, slots, isolation }, 'pulling runs');
+      log.info({ url: paddock.http.where, slots, isolation }, 'pulling runs'); // no user:password in a log
       if (metrics) log.info({ url: metrics.url }, 'metrics served');
       const stop = () => {
         log.info('stopping');

@@ -4,6 +4,7 @@
 //   profiles:
 //     lab:     { url: https://paddock.lab.example, tokenFile: ~/.config/paddock/lab.token }
 //     staging: { url: http://127.0.0.1:7300, tokenFile: staging.token }   # relative to this file
+//     ha:      { url: "http://a:7300,http://b:7300", tokenFile: ha.token }  # several API servers
 //   default: lab
 //
 // A call uses the profile named by --profile, else $PADDOCK_PROFILE, else `default`; PADDOCK_URL
@@ -14,6 +15,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { PaddockError } from '../client/errors.js';
+import { parseServerUrls } from '../protocol/failover.js';
 import { print, table } from './output.js';
 
 export interface ProfileEntry {
@@ -25,6 +27,15 @@ export interface ProfileConfig {
   file: string;
   profiles: Record<string, ProfileEntry>;
   default?: string;
+}
+
+/** A URL or a comma-separated list of them, each http(s) (never echoed: it may hold a password). */
+function isServerList(url: string): boolean {
+  try {
+    return parseServerUrls(url).length > 0 && !/\s/.test(url);
+  } catch {
+    return false;
+  }
 }
 
 /** Where the profiles live. */
@@ -90,8 +101,8 @@ export async function readProfiles(file = configFile(), named = true): Promise<P
     const { url, tokenFile, ...extra } = entry as Record<string, unknown>;
     const extraKeys = Object.keys(extra);
     if (extraKeys.length > 0) throw new ProfileError(`${where}: unknown key ${extraKeys.join(', ')} (a profile has url and tokenFile)`);
-    if (url !== undefined && (typeof url !== 'string' || !/^https?:\/\/\S+$/.test(url)))
-      throw new ProfileError(`${where}: url is http://HOST:PORT or https://HOST`);
+    if (url !== undefined && (typeof url !== 'string' || !isServerList(url)))
+      throw new ProfileError(`${where}: url is http://HOST:PORT or https://HOST, or several of them comma-separated`);
     if (tokenFile !== undefined && (typeof tokenFile !== 'string' || tokenFile === '')) throw new ProfileError(`${where}: tokenFile is the path of a file`);
     checked[name] = {
       ...(url !== undefined ? { url: url as string } : {}),
@@ -186,6 +197,9 @@ The profiles file (${'$'}XDG_CONFIG_HOME/paddock/config.yaml, else ~/.config/pad
     local:
       url: http://127.0.0.1:7300
       tokenFile: local.token                     # relative to the profiles file
+    ha:
+      url: http://paddock-a:7300,http://paddock-b:7300   # several API servers: the leader is followed
+      tokenFile: ha.token
   default: lab
 
 A call uses --profile NAME, else ${'$'}PADDOCK_PROFILE, else the default. PADDOCK_URL and

@@ -4,6 +4,12 @@
 // it is never put into a message, and got's own error objects (which hold the request options,
 // headers included) are not kept as causes. got is loaded by the first request, so a process that
 // only imports the library (the CLI on its way to `paddock serve`) does without it.
+//
+// The URL may be a list (`http://a:7300,http://b:7300`): several API servers, one of them the
+// leader. Every request starts at the server believed to lead, follows a follower's redirect itself
+// (with the token), and moves on to the next server while one does not answer (protocol/failover.ts).
+// What may be sent twice is said per request: reads and deletes always, a POST only when it is
+// idempotent; an upload is sent to the leader found first, and only once.
 import { createHash } from 'node:crypto';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
@@ -13,13 +19,16 @@ import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type WebSocket from 'ws';
 import type * as GotModule from 'got';
-import type { Got } from 'got';
+import type { Got, Request as GotStream, Response } from 'got';
+import { FailoverError, Servers, shownUrl, type Answer } from '../protocol/failover.js';
 import { errorFromBody, PaddockConnectionError, PaddockError } from './errors.js';
 
 export interface HttpOptions {
-  /** The server, e.g. `http://127.0.0.1:7300`. */
+  /** The server, e.g. `http://127.0.0.1:7300`, or several, comma-separated: `http://a:7300,http://b:7300`. */
   url: string;
   token: string;
+  /** How long a request keeps trying the servers of a list before PaddockConnectionError (default 60 s). */
+  failoverBudgetMs?: number;
 }
 
 /** One server-sent event: `event:` name, `id:`, and the `data:` lines joined. */
@@ -43,31 +52,29 @@ export class Http {
   /** The server's address as it may appear in messages (no user:password part). */
   readonly where: string;
 
+  /** The servers and which one leads. */
+  readonly servers: Servers;
+
   constructor(private readonly options: HttpOptions) {
-    let base: URL;
     try {
-      base = new URL(options.url);
-    } catch {
-      const shown = options.url.includes('@') ? '' : ` ${JSON.stringify(options.url)}`; // it may hold a password
-      throw new PaddockError(`not a URL:${shown} (PADDOCK_URL is like http://127.0.0.1:7300)`, 'configuration');
+      this.servers = new Servers(options.url, options.failoverBudgetMs);
+    } catch (error) {
+      if (error instanceof FailoverError) throw new PaddockError(error.message, 'configuration');
+      throw error;
     }
-    if (base.protocol !== 'http:' && base.protocol !== 'https:') {
-      throw new PaddockError(`the Paddock URL must be http or https, not ${base.protocol}`, 'configuration');
-    }
-    base.username = '';
-    base.password = '';
-    this.where = base.href.replace(/\/+$/, '');
+    this.where = this.servers.shown;
   }
 
   private client(): Promise<Got> {
     return (this.bound ??= import('got').then((got) => {
       this.got = got;
       return got.default.extend({
-        prefixUrl: this.options.url.replace(/\/+$/, ''),
         headers: { authorization: `Bearer ${this.options.token}`, 'user-agent': 'paddock-client' },
-        // Reads and releases are idempotent, so a dropped connection is retried; creating is not
-        // (a retried POST /v1/reservations is safe only with an idempotencyKey, the caller's choice).
-        retry: { limit: 2, methods: ['GET', 'DELETE'] },
+        // Retries and redirects are this class's (servers.send): got would follow a follower's 307
+        // without the token (another origin) and retry on the same server only.
+        retry: { limit: 0 },
+        followRedirect: false,
+        throwHttpErrors: false,
         timeout: { connect: 10_000, request: requestTimeoutMs },
       });
     }));
@@ -76,7 +83,7 @@ export class Http {
   /** GET; `waitSeconds` is how long the server was asked to hold the answer (long-poll). */
   get<T>(path: string, searchParams?: Record<string, string | number>, waitSeconds = 0): Promise<T> {
     const timeout = { connect: 10_000, request: requestTimeoutMs + waitSeconds * 1000 };
-    return this.call((client) => client.get(path, { searchParams, timeout }).json<T>());
+    return this.send<T>('GET', path, { searchParams, timeout }, true);
   }
 
   /** GET, with the answer's headers. */
@@ -84,8 +91,8 @@ export class Http {
     path: string,
     searchParams?: Record<string, string | number>,
   ): Promise<{ body: T; headers: Record<string, string | string[] | undefined> }> {
-    const response = await this.call((client) => client.get(path, { searchParams, timeout: { connect: 10_000, request: requestTimeoutMs } }));
-    return { body: JSON.parse(response.body) as T, headers: response.headers };
+    const response = await this.request('GET', path, { searchParams }, true);
+    return { body: this.judge<T>(response), headers: response.headers };
   }
 
   /**
@@ -110,12 +117,18 @@ export class Http {
     }
   }
 
-  post<T>(path: string, json: unknown = {}): Promise<T> {
-    return this.call((client) => client.post(path, { json }).json<T>());
+  /**
+   * POST. `replayable`: the request may be sent again when the connection broke after it went out
+   * (the server may have acted on it), because doing it twice does what doing it once does (a
+   * reservation with an idempotencyKey, a read). A request that never reached a server is always
+   * sent to the next one.
+   */
+  post<T>(path: string, json: unknown = {}, options: { replayable?: boolean } = {}): Promise<T> {
+    return this.send<T>('POST', path, { json }, options.replayable ?? false);
   }
 
   delete<T>(path: string): Promise<T> {
-    return this.call((client) => client.delete(path).json<T>());
+    return this.send<T>('DELETE', path, {}, true);
   }
 
   /**
@@ -125,7 +138,7 @@ export class Http {
    * sha256 sent is returned with the answer, for the caller to compare with what was stored.
    * (Node's http, not got: got cannot send trailers.)
    */
-  putWithDigest<T>(
+  async putWithDigest<T>(
     path: string,
     options: {
       body: Readable;
@@ -135,7 +148,16 @@ export class Http {
       onProgress?: (sent: number, total: number) => void;
     },
   ): Promise<{ body: T; sha256: string }> {
-    const url = new URL(`${this.options.url.replace(/\/+$/, '')}/${path}`);
+    // A stream cannot be sent twice: it goes to the leader, found first; a break on the way is an error.
+    let base: string;
+    try {
+      base = await this.leader();
+    } catch (error) {
+      options.body.destroy(); // the file is not read: let it go
+      throw error;
+    }
+    const where = shownUrl(base);
+    const url = new URL(`${base}/${path}`);
     url.username = '';
     url.password = '';
     for (const [key, value] of Object.entries(options.searchParams ?? {})) url.searchParams.set(key, value);
@@ -161,7 +183,7 @@ export class Http {
       request.on('timeout', () => request.destroy(new Error('timed out')));
       request.on('error', (error: NodeJS.ErrnoException) =>
         fail(
-          new PaddockConnectionError(`cannot reach Paddock at ${this.where}: ${error.code ?? error.message}`, 'connection_failed', undefined, {
+          new PaddockConnectionError(`cannot reach Paddock at ${where}: ${error.code ?? error.message}`, 'connection_failed', undefined, {
             reason: error.code ?? error.message,
           }),
         ),
@@ -176,10 +198,10 @@ export class Http {
             body = JSON.parse(text);
           } catch {
             return fail(
-              new PaddockError(`${this.where} answered with something that is not JSON; is it a Paddock server?`, 'invalid_response', response.statusCode),
+              new PaddockError(`${where} answered with something that is not JSON; is it a Paddock server?`, 'invalid_response', response.statusCode),
             );
           }
-          if ((response.statusCode ?? 500) >= 400) return fail(errorFromBody(response.statusCode ?? 500, text, { secrets: [this.options.token] }));
+          if ((response.statusCode ?? 500) >= 300) return fail(errorFromBody(response.statusCode ?? 500, text, { secrets: [this.options.token] }));
           resolve({ body: body as T, sha256 });
         });
       });
@@ -215,7 +237,9 @@ export class Http {
    */
   async webSocket(path: string, searchParams: Record<string, string> = {}): Promise<{ socket: WebSocket; opened: Promise<void> }> {
     const { default: WebSocketClass } = await import('ws');
-    const url = new URL(`${this.options.url.replace(/\/+$/, '')}/${path}`);
+    // The upgrade is not redirected: it goes to the leader, found first.
+    const base = await this.leader();
+    const url = new URL(`${base}/${path}`);
     url.username = '';
     url.password = '';
     url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
@@ -236,7 +260,7 @@ export class Http {
       });
       socket.once('error', (error: NodeJS.ErrnoException) =>
         reject(
-          new PaddockConnectionError(`cannot reach Paddock at ${this.where}: ${error.code ?? error.message}`, 'connection_failed', undefined, {
+          new PaddockConnectionError(`cannot reach Paddock at ${shownUrl(base)}: ${error.code ?? error.message}`, 'connection_failed', undefined, {
             reason: error.code ?? error.message,
           }),
         ),
@@ -251,7 +275,7 @@ export class Http {
     target: Writable,
     options: { range?: string; onProgress?: (received: number, total: number | undefined) => void } = {},
   ): Promise<void> {
-    const stream = (await this.client()).stream.get(path, { headers: options.range ? { range: options.range } : {}, timeout: { connect: 10_000 } });
+    const { stream } = await this.openStream(path, { headers: options.range ? { range: options.range } : {} });
     if (options.onProgress) stream.on('downloadProgress', (progress) => options.onProgress!(progress.transferred, progress.total));
     try {
       await pipeline(stream, target);
@@ -268,18 +292,13 @@ export class Http {
    * one. An error answer is not retried.
    */
   async follow(path: string, query: URLSearchParams, target: Writable, pin?: string): Promise<void> {
-    const client = await this.client();
     let offset = 0;
     for (let failures = 0; ;) {
       if (offset > 0) query.set('offset', String(offset));
-      const stream = client.stream.get(`${path}?${query.toString()}`, { retry: { limit: 0 }, timeout: { connect: 10_000 } });
-      if (pin) {
-        stream.once('response', (response: { headers: Record<string, string | string[] | undefined> }) => {
-          const value = response.headers[`paddock-${pin}`];
-          if (typeof value === 'string' && !query.has(pin)) query.set(pin, value);
-        });
-      }
       try {
+        const { stream, headers } = await this.openStream(`${path}?${query.toString()}`);
+        const value = pin ? headers[`paddock-${pin}`] : undefined;
+        if (pin && typeof value === 'string' && !query.has(pin)) query.set(pin, value);
         for await (const chunk of stream as AsyncIterable<Buffer>) {
           offset += chunk.length;
           failures = 0;
@@ -300,13 +319,14 @@ export class Http {
    */
   async *serverSentEvents(path: string, signal: AbortSignal): AsyncGenerator<ServerSentEvent> {
     if (signal.aborted) return;
-    const client = await this.client();
-    if (signal.aborted) return;
-    const stream = client.stream(path, {
-      headers: { accept: 'text/event-stream' },
-      retry: { limit: 0 },
-      timeout: { connect: 10_000 },
-    });
+    let stream: GotStream;
+    try {
+      ({ stream } = await this.openStream(path, { headers: { accept: 'text/event-stream' } }, signal));
+    } catch (error) {
+      if (signal.aborted) return;
+      throw error;
+    }
+    if (signal.aborted) return stream.destroy();
     const abort = () => stream.destroy();
     signal.addEventListener('abort', abort, { once: true });
     let buffer = '';
@@ -330,15 +350,107 @@ export class Http {
     }
   }
 
-  private async call<T>(request: (client: Got) => Promise<T>): Promise<T> {
+  /** A request with failover (servers.send), answered whatever its status. */
+  private async request(
+    method: 'GET' | 'POST' | 'DELETE',
+    path: string,
+    options: { searchParams?: Record<string, string | number>; json?: unknown; timeout?: { connect: number; request: number } },
+    replayable: boolean,
+  ): Promise<Response<string>> {
     try {
-      return await request(await this.client());
+      const client = await this.client();
+      return await this.servers.send((base) => client(path, { method, prefixUrl: base, ...options }) as Promise<Response<string>>, { replayable });
+    } catch (error) {
+      throw this.translate(error);
+    }
+  }
+
+  private async send<T>(
+    method: 'GET' | 'POST' | 'DELETE',
+    path: string,
+    options: { searchParams?: Record<string, string | number>; json?: unknown; timeout?: { connect: number; request: number } },
+    replayable: boolean,
+  ): Promise<T> {
+    return this.judge<T>(await this.request(method, path, options, replayable));
+  }
+
+  /** An answer's JSON, or the typed error it stands for. */
+  private judge<T>(response: Response<string>): T {
+    // 3xx too: a redirect that is not a follower's (no Paddock-Leader) is not followed.
+    if (response.statusCode >= 300) throw errorFromBody(response.statusCode, response.body, { secrets: [this.options.token] });
+    if (response.body === '') return '' as T; // 204 No Content: got's json() gives '' too
+    try {
+      return JSON.parse(response.body) as T;
+    } catch {
+      const where = response.url ? shownUrl(new URL(response.url).origin) : this.where;
+      throw new PaddockError(`${where} answered with something that is not JSON; is it a Paddock server?`, 'invalid_response', response.statusCode);
+    }
+  }
+
+  /**
+   * A GET whose answer is read as a stream, opened with failover: resolves once a server answered
+   * 2xx (its headers with it); an error answer throws its typed error. A break after that is the
+   * caller's (a follow takes it up again).
+   */
+  private async openStream(
+    path: string,
+    options: { headers?: Record<string, string> } = {},
+    signal?: AbortSignal,
+  ): Promise<{ stream: GotStream; headers: Record<string, string | string[] | undefined> }> {
+    try {
+      const client = await this.client();
+      const answer = await this.servers.send<Answer & { stream?: GotStream }>(
+        async (base) => {
+          const stream = client.stream.get(path, { prefixUrl: base, headers: options.headers ?? {}, timeout: { connect: 10_000 } });
+          const response = await new Promise<{ statusCode: number; headers: Record<string, string | string[] | undefined> }>((resolve, reject) => {
+            stream.once('response', resolve);
+            stream.once('error', reject);
+          });
+          if (response.statusCode < 300) return { statusCode: response.statusCode, headers: response.headers, stream };
+          // An error answer (or a follower's redirect) is small: read it for its code.
+          const chunks: Buffer[] = [];
+          let size = 0;
+          for await (const chunk of stream as AsyncIterable<Buffer>) {
+            chunks.push(chunk);
+            if ((size += chunk.length) > 65_536) break;
+          }
+          stream.destroy();
+          return { statusCode: response.statusCode, headers: response.headers, body: Buffer.concat(chunks).toString('utf8') };
+        },
+        { replayable: true, ...(signal ? { signal } : {}) },
+      );
+      if (!answer.stream) throw errorFromBody(answer.statusCode, answer.body, { secrets: [this.options.token] });
+      return { stream: answer.stream, headers: answer.headers };
+    } catch (error) {
+      throw this.translate(error);
+    }
+  }
+
+  /** The leader of a list (GET /healthz of each), for what cannot be redirected or sent twice; a single server is itself. */
+  private async leader(): Promise<string> {
+    try {
+      const client = await this.client();
+      return await this.servers.findLeader(async (base) => {
+        const response = await client.get('healthz', { prefixUrl: base, timeout: { connect: 5_000, request: 10_000 } });
+        if (response.statusCode >= 300 && response.statusCode !== 503) return 'unhealthy';
+        try {
+          const role = (JSON.parse(response.body) as { role?: unknown }).role;
+          return typeof role === 'string' ? role : response.statusCode === 503 ? 'unhealthy' : undefined;
+        } catch {
+          return 'unhealthy';
+        }
+      });
     } catch (error) {
       throw this.translate(error);
     }
   }
 
   private translate(error: unknown): unknown {
+    if (error instanceof FailoverError) {
+      return error.code === 'connection_failed'
+        ? new PaddockConnectionError(error.message, 'connection_failed', undefined, error.details)
+        : new PaddockError(error.message, error.code);
+    }
     if (!this.got) return error;
     const { HTTPError, ParseError, RequestError } = this.got;
     if (error instanceof HTTPError) {
@@ -349,7 +461,9 @@ export class Http {
     }
     if (error instanceof RequestError) {
       const reason = error.code ?? 'request failed';
-      return new PaddockConnectionError(`cannot reach Paddock at ${this.where}: ${reason}`, 'connection_failed', undefined, { reason });
+      const url = error.options?.url;
+      const where = url ? shownUrl(new URL(url).origin) : this.where;
+      return new PaddockConnectionError(`cannot reach Paddock at ${where}: ${reason}`, 'connection_failed', undefined, { reason });
     }
     return error;
   }

@@ -53,10 +53,16 @@ export type Progress = EventView | ReservationView;
 export const isEvent = (update: Progress): update is EventView => 'type' in update && 'to' in update;
 
 export interface PaddockOptions {
-  /** The server, e.g. `http://127.0.0.1:7300`. Defaults to $PADDOCK_URL. */
+  /**
+   * The server, e.g. `http://127.0.0.1:7300`, or several API servers of one Paddock, comma-separated
+   * (`http://a:7300,http://b:7300`): requests go to the leader and move to another server when one
+   * stops answering. Defaults to $PADDOCK_URL.
+   */
   url?: string;
   /** Defaults to $PADDOCK_TOKEN. */
   token?: string;
+  /** Seconds a request keeps trying the servers of a list before PaddockConnectionError. Default 60. */
+  failoverTimeout?: number;
 }
 
 export interface ReadyOptions {
@@ -79,7 +85,10 @@ export class Paddock {
     const token = options.token ?? process.env.PADDOCK_TOKEN;
     if (!url) throw new PaddockError('no Paddock server: set PADDOCK_URL (e.g. http://127.0.0.1:7300) or pass { url }', 'configuration');
     if (!token) throw new PaddockError('no token: set PADDOCK_TOKEN or pass { token }', 'configuration');
-    this.http = new Http({ url, token });
+    const budget = options.failoverTimeout;
+    if (budget !== undefined && !(Number.isFinite(budget) && budget >= 0))
+      throw new PaddockError('failoverTimeout is a number of seconds, 0 or more', 'configuration');
+    this.http = new Http({ url, token, ...(budget === undefined ? {} : { failoverBudgetMs: budget * 1000 }) });
     this.images = new Images(this.http);
     this.jobs = new Jobs(this.http);
   }
@@ -89,7 +98,8 @@ export class Paddock {
    * Unless `renew: false`, the lease is renewed in the background until `release()`.
    */
   async reserve(request: ReservationRequest, options: { renew?: boolean } = {}): Promise<Reservation> {
-    const view = await this.http.post<ReservationView>('v1/reservations', request);
+    // With an idempotencyKey, a request sent twice (its answer lost to a server that died) makes one reservation.
+    const view = await this.http.post<ReservationView>('v1/reservations', request, { replayable: request.idempotencyKey !== undefined });
     return new Reservation(this.http, view, options.renew ?? true);
   }
 
@@ -138,7 +148,7 @@ export class Paddock {
 
   /** Which machines a spec matches (and why those not free now are not), and the first term every other machine fails. */
   explain(spec: string): Promise<ExplainView> {
-    return this.http.post('v1/explain', { spec });
+    return this.http.post('v1/explain', { spec }, { replayable: true }); // a question: asking twice changes nothing
   }
 
   /** Why a reservation waits: matches per member, why those not free now are not (offline, unreachable, …), and its queue position. */

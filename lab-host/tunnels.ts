@@ -97,7 +97,8 @@ export class TunnelEnd {
   /** The WebSocket to the API for tunnel `id`, as a stream. */
   private async dialApi(id: string): Promise<Duplex> {
     const { default: WebSocket, createWebSocketStream } = await import('ws');
-    const url = new URL(`${this.options.url.replace(/\/+$/, '')}/v1/agent/tunnels/${id}`);
+    // The server the claims go to: the leader as last known (an upgrade is not redirected).
+    const url = new URL(`${this.worker.base}/v1/agent/tunnels/${id}`);
     url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
     const ws = new WebSocket(url, { headers: { authorization: `Bearer ${this.options.token}` }, handshakeTimeout: 15_000, maxPayload: 1024 * 1024 });
     // The stream listens from the start: the owner's first bytes may come right after the opening.

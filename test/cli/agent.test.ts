@@ -1,6 +1,7 @@
 // `paddock agent --name NAME` as a lab admin starts it: its own process, dialling out to an API that
 // runs no embedded agent, with a token of role agent. It provisions a real sshd host and releases
-// it; tokens that are not its own are refused before it takes any work.
+// it, and goes on with its second API URL when the first dies; tokens that are not its own are
+// refused before it takes any work.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -8,6 +9,7 @@ import path from 'node:path';
 import test from 'ava';
 import { Paddock } from '../../client/index.js';
 import { startApi, staticMachinesYaml, testConfig, type TestApi } from '../helpers/api.js';
+import { startRelay } from '../helpers/follower.js';
 import { stopGracefully } from '../helpers/server.js';
 import { startSshd, type TestSshd } from '../helpers/sshd.js';
 import { waitFor } from '../helpers/wait.js';
@@ -102,6 +104,42 @@ test.serial('an agent started on its own provisions and releases its machine; th
     await stopGracefully(agent);
   }
   t.regex(stderr, /"signal":"SIGTERM","msg":"stopping"/);
+});
+
+test.serial('an agent given two API URLs keeps taking work when the first dies, without a restart', async (t) => {
+  // The first URL is a relay to the API standing for a second API server; it is killed midway.
+  const relay = await startRelay(api.url);
+  // lab-1's token: made by the test before, or here when this test runs alone.
+  const token = (await admin.rotateToken('lab-1').catch(() => admin.createToken('lab-1', 'agent'))).token;
+  const env: NodeJS.ProcessEnv = { ...process.env, PADDOCK_URL: `${relay.url},${api.url}`, PADDOCK_TOKEN: token };
+  const agent: ChildProcess = spawn(process.execPath, [bin, 'agent', '--name', 'lab-1', '--data', path.join(dir, 'failover'), '--kinds', 'static'], {
+    env,
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  agent.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const user = new Paddock({ url: api.url, token: (await admin.createToken('gus', 'user')).token });
+  const roundTrip = async () => {
+    const reservation = await user.reserve({ members: [{ role: 'main', spec: 'static-host' }], lease: '10m' }, { renew: false });
+    await reservation.ready({ timeout: 120 });
+    await reservation.release();
+    await waitFor(async () => (await reservation.refresh()).state === 'released', 120_000, 'released');
+    return reservation.view.allocations[0]!.stages.sshReady;
+  };
+  try {
+    t.truthy(await roundTrip(), `provisioned through the first URL: ${stderr}`);
+    t.true(relay.connections() > 0, 'the agent spoke to the first URL');
+    t.regex(stderr, new RegExp(`"url":"${relay.url}, ${api.url}".*"msg":"pulling work"`), 'both servers named in its log');
+    await relay.kill();
+    // The claim the relay carried was waiting in this same API: let it see the hang-up before the
+    // next task is made, as a server that really died takes its waiting claims with it.
+    await waitFor(async () => /"component":"agent".*"msg":"claim failed; retrying"/.test(stderr), 30_000, 'the claim cut');
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    t.truthy(await roundTrip(), `provisioned after the first URL died: ${stderr}`);
+    t.is(agent.exitCode, null, 'the same agent process, not restarted');
+  } finally {
+    await stopGracefully(agent);
+  }
 });
 
 test.serial("tokens that are not the agent's own are refused before any work is taken", async (t) => {

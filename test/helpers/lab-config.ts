@@ -18,12 +18,12 @@ export function localRepositories(folder: string, transports = ['https', 'ssh'])
   return `repositories: { transports: [${transports.join(', ')}], localRoots: [${JSON.stringify(folder)}] }`;
 }
 
-/** A git repository in `folder` whose main branch holds an executable `ci.sh` that exits 0; its path. */
-export function jobRepository(folder: string): string {
+/** A git repository in `folder` whose main branch holds an executable `ci.sh` (by default one that exits 0); its path. */
+export function jobRepository(folder: string, script = '#!/bin/sh\ntrue\n'): string {
   const repo = path.join(folder, 'jobs.git');
   mkdirSync(repo);
   execFileSync('git', ['init', '-q', '-b', 'main', repo]);
-  writeFileSync(path.join(repo, 'ci.sh'), '#!/bin/sh\ntrue\n', { mode: 0o755 });
+  writeFileSync(path.join(repo, 'ci.sh'), script, { mode: 0o755 });
   execFileSync('git', ['-C', repo, 'add', '.']);
   execFileSync('git', ['-C', repo, '-c', 'user.name=t', '-c', 'user.email=t@t', 'commit', '-q', '-m', 'ci']);
   return repo;

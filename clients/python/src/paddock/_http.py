@@ -3,18 +3,28 @@ long-polls and the server-sent event stream.
 
 One requests.Session per thread (the background renewal and the event stream run in threads of
 their own, and a Session is not meant to be shared between threads).
+
+The URL may list several API servers of one Paddock (``http://a:7300,http://b:7300``), one of them
+the leader. A follower answers 307 with ``Paddock-Leader``: the request is sent there with the token
+(requests drops it on a redirect to another host) and the leader is remembered. A server that does
+not answer, a 503 ``no_leader`` or a proxy's 502/504 sends the request to the next server, round
+robin, with a short growing pause, until the failover time runs out. Reads and deletes may be sent
+again after a broken connection; a POST only when it is idempotent (a reservation with an
+idempotency key); a request that never reached a server always.
 """
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
+import time
 from typing import Any, Iterator, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from ._version import __version__
 from .errors import PaddockConnectionError, PaddockError, error_from_body
@@ -26,29 +36,124 @@ REQUEST_TIMEOUT = 60.0
 CONNECT_TIMEOUT = 10.0
 
 
-class Http:
-    def __init__(self, url: str, token: str) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+#: How long a request keeps trying the servers of a list before PaddockConnectionError, by default.
+FAILOVER_TIMEOUT = 60.0
+#: Redirects to the leader followed in a row; more means the followers point at each other.
+MAX_REDIRECTS = 4
+#: With a single URL, a server that does not answer is tried this many times (a blip), as before lists.
+SINGLE_SERVER_ATTEMPTS = 3
+
+
+def _shown(parts: Any) -> str:
+    """A URL as it may appear in a message: no user:password, no trailing slash."""
+    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return str(urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", "")))
+
+
+def parse_server_urls(text: str) -> list[str]:
+    """The servers of a comma-separated list, each an http(s) URL; never echoed when it may hold a password."""
+    urls = [each.strip() for each in text.split(",") if each.strip()]
+    if not urls:
+        raise PaddockError("PADDOCK_URL names no server (it is like http://127.0.0.1:7300, or several: http://a:7300,http://b:7300)", "configuration")
+    for url in urls:
+        try:
+            parts = urlsplit(url)
+            valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+            parts.port  # raises on a port that is no number
+        except ValueError:
+            valid = False
+        if not valid:
             shown = "" if "@" in url else f" {url!r}"  # it may hold a password
-            raise PaddockError(f"not an http(s) URL:{shown} (PADDOCK_URL is like http://127.0.0.1:7300)", "configuration")
-        host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
-        netloc = f"{host}:{parts.port}" if parts.port else host
-        #: The server's address as it may appear in messages (no user:password part).
-        self.where = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
-        self._base = url.rstrip("/")
+            raise PaddockError(f"not an http(s) URL:{shown} (PADDOCK_URL is like http://127.0.0.1:7300, or several: http://a:7300,http://b:7300)", "configuration")
+    return [url.rstrip("/") for url in urls]
+
+
+def _caused_by(error: BaseException, kinds: tuple[type[BaseException], ...]) -> bool:
+    """Whether ``error`` or what it wraps (requests wraps urllib3 wraps the socket's error) is one of ``kinds``."""
+    seen: set[int] = set()
+    pending: list[object] = [error]
+    while pending:
+        item = pending.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, kinds):
+            return True
+        pending.extend([*item.args, getattr(item, "reason", None), item.__cause__, item.__context__])
+    return False
+
+
+def _never_sent(error: requests.RequestException) -> bool:
+    """A failure before the request could reach a server (refused, no route, no such host, connect timeout)."""
+    return isinstance(error, requests.ConnectTimeout) or _caused_by(error, (NewConnectionError, ConnectTimeoutError, ConnectionRefusedError))
+
+
+def _no_leader(response: requests.Response) -> bool:
+    try:
+        body = json.loads(response.content)
+    except (ValueError, requests.RequestException):
+        return False
+    return isinstance(body, dict) and body.get("code") == "no_leader"
+
+
+class Http:
+    def __init__(self, url: str, token: str, failover_timeout: float = FAILOVER_TIMEOUT) -> None:
+        self._urls = parse_server_urls(url)
+        #: The servers as they may appear in messages (no user:password part).
+        self.where = ", ".join(_shown(urlsplit(each)) for each in self._urls)
         self._token = token
+        self._failover_timeout = failover_timeout
         self._local = threading.local()
+        # Which server leads, shared by the threads: the list's current one, or one a follower named.
+        self._lock = threading.Lock()
+        self._index = 0
+        self._leader: str | None = None
+
+    @property
+    def current(self) -> str:
+        """Where the next request goes: the leader as last known, else the current server of the list."""
+        with self._lock:
+            return self._leader or self._urls[self._index]
+
+    def _follow_leader(self, response: requests.Response) -> None:
+        value = response.headers.get("Paddock-Leader", "")
+        try:
+            parts = urlsplit(value)
+            valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+            parts.port
+        except ValueError:
+            valid = False
+        if not valid:
+            shown = "a leader that is not a URL" if "@" in value else repr(value[:200])
+            raise PaddockError(f"a follower named a leader that is not an http(s) URL: {shown}", "invalid_redirect", response.status_code)
+        origin = (parts.scheme, parts.hostname, parts.port)
+        with self._lock:
+            for index, url in enumerate(self._urls):
+                own = urlsplit(url)
+                if (own.scheme, own.hostname, own.port) == origin:
+                    self._index, self._leader = index, None
+                    return
+            self._leader = value.rstrip("/")
+
+    def _failed(self, base: str) -> None:
+        """The server at ``base`` failed: the next one of the list is tried (a leader learnt elsewhere is forgotten)."""
+        with self._lock:
+            if base != (self._leader or self._urls[self._index]):
+                return  # another thread moved on already
+            if self._leader is not None:
+                self._leader = None
+            else:
+                self._index = (self._index + 1) % len(self._urls)
 
     def _session(self) -> requests.Session:
         session: requests.Session | None = getattr(self._local, "session", None)
         if session is None:
             session = requests.Session()
             session.headers.update({"Authorization": f"Bearer {self._token}", "User-Agent": f"paddock-python/{__version__}"})
-            # Reads and releases are idempotent, so a dropped connection is retried; creating is not
-            # (a retried POST /v1/reservations is safe only with an idempotency key, the caller's choice).
-            retry = Retry(total=2, connect=2, read=2, status=0, allowed_methods=frozenset({"GET", "DELETE"}), backoff_factor=0.2, raise_on_status=False)
-            adapter = HTTPAdapter(max_retries=retry)
+            # Retries and redirects are _request's: requests would follow a follower's 307 without
+            # the token (another host) and retry on the same server only.
+            adapter = HTTPAdapter(max_retries=0)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
             self._local.session = session
@@ -82,8 +187,10 @@ class Http:
             if not cursor:
                 return items
 
-    def post(self, path: str, body: Any = None) -> Any:
-        return self._json(self._request("POST", path, json_body={} if body is None else body))
+    def post(self, path: str, body: Any = None, *, replayable: bool = False) -> Any:
+        """POST; ``replayable``: it may be sent again after a connection broke once it was sent, because
+        doing it twice does what doing it once does (a reservation with an idempotency key, a question)."""
+        return self._json(self._request("POST", path, json_body={} if body is None else body, replayable=replayable))
 
     def delete(self, path: str) -> Any:
         return self._json(self._request("DELETE", path))
@@ -128,30 +235,69 @@ class Http:
         wait: float = 0,
         stream: bool = False,
         read_timeout: float | None = None,
+        replayable: bool | None = None,
     ) -> requests.Response:
-        url = f"{self._base}/{path}"
+        if replayable is None:
+            replayable = method in ("GET", "HEAD", "DELETE")
         timeout = (CONNECT_TIMEOUT, read_timeout if read_timeout is not None else REQUEST_TIMEOUT + wait)
-        try:
-            response = self._session().request(
-                method,
-                url,
-                params=dict(params) if params else None,
-                json=json_body,
-                headers=dict(headers) if headers else None,
-                timeout=timeout,
-                stream=stream,
-            )
-        except requests.RequestException as error:
-            # The exception's text names the URL and can hold a password from it: name the kind only.
-            reason = type(error).__name__
-            raise PaddockConnectionError(f"cannot reach Paddock at {self.where}: {reason}", "connection_failed", None, {"reason": reason}) from None
-        if response.status_code >= 400:
+        deadline = time.monotonic() + self._failover_timeout
+        tried: list[str] = []
+        redirects = failures = attempts = 0
+        while True:
+            base = self.current
+            shown = _shown(urlsplit(base))
+            if shown not in tried:
+                tried.append(shown)
+            attempts += 1
             try:
-                body = response.content
-            except requests.RequestException:
-                body = b""
-            raise error_from_body(response.status_code, body, [self._token])
-        return response
+                response = self._session().request(
+                    method,
+                    f"{base}/{path}",
+                    params=dict(params) if params else None,
+                    json=json_body,
+                    headers=dict(headers) if headers else None,
+                    timeout=timeout,
+                    stream=stream,
+                    allow_redirects=False,
+                )
+            except requests.RequestException as error:
+                # The exception's text names the URL and can hold a password from it: name the kind only.
+                reason = type(error).__name__
+                never_sent = _never_sent(error)
+                broken = isinstance(error, (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError))
+                single = len(self._urls) == 1 and self._leader is None
+                if not broken or (not never_sent and not replayable) or (single and (not replayable or attempts >= SINGLE_SERVER_ATTEMPTS)):
+                    raise PaddockConnectionError(f"cannot reach Paddock at {shown}: {reason}", "connection_failed", None, {"reason": reason}) from None
+            else:
+                status = response.status_code
+                if status == 307 and "Paddock-Leader" in response.headers:
+                    response.close()
+                    redirects += 1
+                    if redirects > MAX_REDIRECTS:
+                        raise PaddockError(
+                            f"the Paddock servers redirected {MAX_REDIRECTS} times in a row ({' -> '.join(tried)}): a redirect loop", "invalid_redirect", status
+                        )
+                    self._follow_leader(response)
+                    continue  # the follower did nothing: straight on to the leader
+                if not ((status == 503 and _no_leader(response)) or (status in (502, 504) and replayable)):
+                    if status >= 300:  # a redirect that is not a follower's is not followed
+                        try:
+                            body = response.content
+                        except requests.RequestException:
+                            body = b""
+                        raise error_from_body(status, body, [self._token])
+                    return response
+                reason = "no leader elected (HTTP 503)" if status == 503 else f"HTTP {status}"
+                response.close()
+            redirects = 0
+            self._failed(base)
+            failures += 1
+            pause = min(2.0, 0.2 * 2 ** (failures - 1))
+            if time.monotonic() + pause > deadline:
+                raise PaddockConnectionError(
+                    f"cannot reach Paddock at {', '.join(tried)}: {reason}", "connection_failed", None, {"reason": reason, "tried": tried}
+                )
+            time.sleep(pause)
 
     def _json(self, response: requests.Response) -> Any:
         try:

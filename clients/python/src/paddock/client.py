@@ -66,16 +66,19 @@ class Paddock:
     """A connection to a Paddock server, speaking for one token.
 
     ``url`` defaults to ``$PADDOCK_URL`` (e.g. ``http://127.0.0.1:7300``), ``token`` to ``$PADDOCK_TOKEN``.
+    ``url`` may list several API servers of one Paddock, comma-separated (``http://a:7300,http://b:7300``):
+    requests go to the leader and move to another server when one stops answering, for up to
+    ``failover_timeout`` seconds.
     """
 
-    def __init__(self, url: str | None = None, token: str | None = None) -> None:
+    def __init__(self, url: str | None = None, token: str | None = None, *, failover_timeout: float = 60.0) -> None:
         url = url if url is not None else os.environ.get("PADDOCK_URL")
         token = token if token is not None else os.environ.get("PADDOCK_TOKEN")
         if not url:
             raise PaddockError("no Paddock server: set PADDOCK_URL (e.g. http://127.0.0.1:7300) or pass url=", "configuration")
         if not token:
             raise PaddockError("no token: set PADDOCK_TOKEN or pass token=", "configuration")
-        self.http = Http(url, token)
+        self.http = Http(url, token, failover_timeout)
 
     def __enter__(self) -> Paddock:
         return self
@@ -112,7 +115,8 @@ class Paddock:
             body["queueTimeout"] = queue_timeout
         if idempotency_key is not None:
             body["idempotencyKey"] = idempotency_key
-        view = ReservationView.from_json(self.http.post("v1/reservations", body))
+        # With an idempotency key, a request sent twice (its answer lost to a server that died) makes one reservation.
+        view = ReservationView.from_json(self.http.post("v1/reservations", body, replayable=idempotency_key is not None))
         return Reservation(self.http, view, renew=renew)
 
     def reservation(self, reservation_id: str, *, renew: bool = False) -> Reservation:
@@ -135,7 +139,7 @@ class Paddock:
 
     def explain(self, spec: str) -> ExplainView:
         """Which machines a spec matches (and why those not free now are not), and why the others fail it."""
-        return ExplainView.from_json(self.http.post("v1/explain", {"spec": spec}))
+        return ExplainView.from_json(self.http.post("v1/explain", {"spec": spec}, replayable=True))
 
     def whoami(self) -> Caller:
         data = self.http.get("v1/whoami")

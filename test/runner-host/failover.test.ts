@@ -1,0 +1,76 @@
+// A runner host given two API URLs keeps claiming when the first dies, with no restart: a real
+// `paddock runner` process, a real API, and in front of it on the first URL a TCP relay that stands
+// for a second API server (until two `paddock serve` share a database here) and is then killed.
+// The job script gets the whole list as PADDOCK_URL.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import test from 'ava';
+import { Paddock } from '../../client/index.js';
+import type { RunView } from '../../protocol/api.js';
+import { startApi, testConfig, type TestApi } from '../helpers/api.js';
+import { startRelay } from '../helpers/follower.js';
+import { jobRepository } from '../helpers/lab-config.js';
+import { textSink } from '../helpers/text-sink.js';
+import { waitFor } from '../helpers/wait.js';
+
+const bin = path.resolve(import.meta.dirname, '../../bin/paddock.js');
+
+let api: TestApi;
+let scratch: string;
+
+test.before(async () => {
+  scratch = mkdtempSync(path.join(os.tmpdir(), 'paddock-runner-failover-'));
+  chmodSync(scratch, 0o711); // the run users pass through to their work folders
+  api = await startApi(testConfig(`machines: []\nrunners: { heartbeatTimeout: 20 }\nrepositories: { localRoots: [${JSON.stringify(scratch)}] }\n`));
+});
+
+test.after.always(async () => {
+  await api?.close();
+  if (scratch) rmSync(scratch, { recursive: true, force: true });
+});
+
+test('a runner host keeps claiming when its first API URL dies, without a restart', async (t) => {
+  const admin = new Paddock({ url: api.url, token: api.adminToken });
+  const repo = jobRepository(scratch, '#!/bin/sh\necho "PADDOCK_URL=$PADDOCK_URL"\n');
+  await admin.jobs.add({ name: 'where', repository: repo, script: 'ci.sh' });
+  const runnerToken = (await admin.createToken('runner-fo', 'runner')).token;
+
+  const relay = await startRelay(api.url);
+  const urls = `${relay.url},${api.url}`;
+  let said = '';
+  const runner: ChildProcess = spawn(process.execPath, [bin, 'runner', '--work', path.join(scratch, 'work'), '--heartbeat', '0.5'], {
+    env: { ...process.env, PADDOCK_URL: urls, PADDOCK_TOKEN: runnerToken },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  runner.stderr!.on('data', (chunk: Buffer) => (said += chunk.toString()));
+  try {
+    const logOf = async (id: string) => {
+      const sink = textSink();
+      await admin.jobs.log(id, sink);
+      return sink.text;
+    };
+    const first = await admin.jobs.wait((await admin.jobs.run('where')).id, { timeoutSeconds: 120 });
+    t.is(first.state, 'passed', said);
+    t.true(relay.connections() > 0, 'the runner host spoke to the first URL');
+    t.regex(await logOf(first.id), new RegExp(`^PADDOCK_URL=${urls}$`, 'm'), 'the script gets the whole list');
+
+    await relay.kill();
+    // The claim the relay carried was waiting in this same API: let it see the hang-up before the
+    // next run is made, as a server that really died takes its waiting claims with it.
+    await waitFor(async () => /"msg":"claim failed; retrying"/.test(said), 30_000, 'the claim cut');
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    const second: RunView = await admin.jobs.wait((await admin.jobs.run('where')).id, { timeoutSeconds: 120 });
+    t.is(second.state, 'passed', `the run after the first URL died: ${said}`);
+    t.is(second.runner, 'runner-fo');
+    t.is(runner.exitCode, null, 'the same runner host process, not restarted');
+    t.is(runner.signalCode, null);
+  } finally {
+    if (runner.exitCode === null && runner.signalCode === null) {
+      const exited = new Promise((resolve) => runner.once('exit', resolve));
+      runner.kill('SIGTERM');
+      await exited;
+    }
+  }
+});
