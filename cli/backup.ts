@@ -21,7 +21,9 @@ export function addBackupCommand(cli: Command, print: (value: unknown) => void):
         dataDir = config.dataDir;
         if (config.database !== undefined) {
           const { BackupError } = await import('../api/db/backup.js');
-          throw new BackupError('this server keeps its data in PostgreSQL: back it up with pg_dump (README: Several API servers); paddock backup copies a SQLite file');
+          throw new BackupError(
+            'this server keeps its data in PostgreSQL: back it up with pg_dump (README: Several API servers); paddock backup copies a SQLite file',
+          );
         }
       }
       const result = await backupDatabase(dataDir, file, { force: options.force === true });
