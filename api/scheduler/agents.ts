@@ -14,7 +14,7 @@ import type { Machines } from './machines.js';
 import type { AgentInfo, LabHosts } from './lab-hosts.js';
 import type { Allocation, MachineEntry, Reservation } from './records.js';
 import { isCurrent, type Retries } from './retries.js';
-import type { SchedulerState } from './state.js';
+import type { SchedulerState, Task } from './state.js';
 
 type FailedReport = Extract<AgentReport, { kind: 'failed' }>;
 
@@ -73,9 +73,10 @@ export class AgentTasks {
     }
     const closed = this.labHosts.claimOpened(agent, gone);
     let tasks: AgentTask[];
+    const originals: Task[] = [];
     try {
       tasks = await state.agentPull.claim(
-        () => this.take(agent, kinds),
+        () => this.take(agent, kinds, originals),
         Math.min(waitMs, this.heartbeatTimeoutMs / 2),
         () => !gone(),
       );
@@ -83,6 +84,14 @@ export class AgentTasks {
       closed();
     }
     await state.store.flush();
+    if (tasks.length > 0 && gone()) {
+      // The claim's connection went away while its answer was made (an agent killed, a network cut,
+      // the agent moving to another API server): nobody reads it. Its tasks go back for the next
+      // claim of this lab host, rather than wait for the agent's next start.
+      for (const task of originals)
+        if (!state.tasks.has(task.allocation.id) && state.live.has(task.reservation.id)) state.addTask(task.action, task.reservation, task.allocation);
+      return [];
+    }
     return tasks;
   }
 
@@ -124,13 +133,14 @@ export class AgentTasks {
     return (this.state.policy.agents?.heartbeatTimeout ?? 30) * 1000;
   }
 
-  private take(agent: string, kinds: string[]): AgentTask[] {
+  private take(agent: string, kinds: string[], originals: Task[] = []): AgentTask[] {
     const { state } = this;
     const taken: AgentTask[] = [];
     for (const [id, task] of state.tasks) {
       const machine = state.inventory.get(task.allocation.machine);
       if (!machine || machine.labHost !== agent || !kinds.includes(machine.kind)) continue;
       state.tasks.delete(id);
+      originals.push(task);
       const { reservation, allocation } = task;
       allocation.agent = agent;
       if (task.action !== 'release') this.health.taken(allocation);
