@@ -41,19 +41,19 @@ process.channel.unref();
 /**
  * Starts the built server on a free port with the config `yaml(port)` gives; resolves once /healthz
  * answers, rejects if it ends first (a config it refuses). With `heap`, heapMiB can ask it for its
- * heap (the server's code is unchanged); `imports` are modules it loads first (--import), with `env`;
+ * heap (the server's code is unchanged); `nodeFlags` go to its Node (modules to --import first, --cpu-prof), with `env`;
  * with `logFile`, its log goes to DIR/server.log (as a service's goes to its journal), not to this stderr.
  */
 export async function startServer(
   yaml: (port: number) => string,
-  options: { heap?: boolean; imports?: string[]; env?: Record<string, string>; logFile?: boolean } = {},
+  options: { heap?: boolean; nodeFlags?: string[]; env?: Record<string, string>; logFile?: boolean } = {},
 ): Promise<Server> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'paddock-bench-'));
   const port = await freePort();
   writeFileSync(path.join(dir, 'paddock.yaml'), yaml(port));
   const probe = path.join(dir, 'heap-probe.js');
   if (options.heap) writeFileSync(probe, heapProbe);
-  const flags = [...(options.heap ? ['--expose-gc', `--import=${pathToFileURL(probe).href}`] : []), ...(options.imports ?? []).map((url) => `--import=${url}`)];
+  const flags = [...(options.heap ? ['--expose-gc', `--import=${pathToFileURL(probe).href}`] : []), ...(options.nodeFlags ?? [])];
   const log = options.logFile ? openSync(path.join(dir, 'server.log'), 'w') : 'inherit';
   const child = spawn(process.execPath, [...flags, path.join(buildDir, 'cli/server-process.js'), '--config', path.join(dir, 'paddock.yaml')], {
     stdio: ['ignore', 'ignore', log, ...(options.heap ? (['ipc'] as const) : [])],

@@ -15,6 +15,7 @@
 //
 //   npm run bench:simlab -- [--quick] [--json] [--time-scale 0.05] [--seconds 20] [--clients 64]
 //                           [--jobs 16] [--hosts 100] [--boards 100] [--database URL] [--servers N]
+//                           [--profile DIR]
 //
 // --database: the servers use that database (config `database:`; SQLite in their data directory
 // when left out); both labs are made in it one after the other, so give it an empty one. --servers N
@@ -29,8 +30,10 @@ import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { build as bundle } from 'esbuild';
 import { agent as httpAgent, build, request, rssMiB, startServer, stopServer, type Server } from './server.js';
+import { freePort } from '../test/helpers/ports.js';
 import { startLab } from './simlab/lab.js';
 import { allocationLatency, cycler, job, newTally, percentile, type Client } from './simlab/load.js';
+import { counterDelta, readCounters } from './simlab/metrics.js';
 import { queueTimes, readHistory, replayHistory, type Replay } from './simlab/replay.js';
 
 class UsageError extends Error {}
@@ -51,6 +54,7 @@ function options() {
       'failure-rate': { type: 'string' },
       database: { type: 'string' },
       servers: { type: 'string' },
+      profile: { type: 'string' },
     },
     strict: true,
   });
@@ -83,16 +87,19 @@ function options() {
     failureRate: number('failure-rate', 0.02, 0, 1, false),
     database,
     servers,
+    /** A folder for the servers' CPU profiles (node --cpu-prof), one per server and lab. */
+    profile: values.profile,
   };
 }
 
 type Options = ReturnType<typeof options>;
 
-function configYaml(options: Options, hosts: number, port: number): string {
+function configYaml(options: Options, hosts: number, port: number, metricsPort: number): string {
   const settings = `{ bootSeconds: ${options.bootSeconds}, failureRate: ${options.failureRate}, timeScale: ${options.timeScale} }`;
   return (
     [
       `listen: 127.0.0.1:${port}`,
+      `metrics: { listen: 127.0.0.1:${metricsPort} }`,
       'dataDir: data',
       ...(options.database ? [`database: ${JSON.stringify(options.database)}`] : []),
       // No agent in the server: the lab's agents dial in.
@@ -155,6 +162,10 @@ interface LabResult {
   serverCpuMsPerCycle: number;
   benchCpuShare: number;
   allocationMs: number;
+  commitsPerCycle: number;
+  commitMs: number;
+  /** Requests the servers answered per cycle, by route (the agents' and the jobs' included). */
+  requestsPerCycle: Record<string, number>;
   queueMs: { p50: number; p95: number; count: number };
   readySeconds: { p50: number; p95: number; count: number };
   boots: number;
@@ -170,8 +181,17 @@ async function runLab(options: Options, hosts: number, hook: { url: string; regi
   const servers: Server[] = [];
   let lab: ReturnType<typeof startLab> | undefined;
   try {
+    const metricsPorts: number[] = [];
     for (let index = 0; index < options.servers; index++) {
-      servers.push(await startServer((port) => configYaml(options, hosts, port), { imports: [hook.url], env: { PADDOCK_SIMLAB_REGISTRY: hook.registry }, logFile: true }));
+      const metricsPort = await freePort();
+      metricsPorts.push(metricsPort);
+      servers.push(
+        await startServer((port) => configYaml(options, hosts, port, metricsPort), {
+          nodeFlags: [`--import=${hook.url}`, ...(options.profile ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(options.profile)}`] : [])],
+          env: { PADDOCK_SIMLAB_REGISTRY: hook.registry },
+          logFile: true,
+        }),
+      );
     }
     const first = servers[0];
     const names = Array.from({ length: hosts }, (_, index) => `host-${index + 1}`);
@@ -199,6 +219,7 @@ async function runLab(options: Options, hosts: number, hook: { url: string; regi
     ]);
     const cpuBefore = servers.reduce((sum, server) => sum + cpuSeconds(server.child.pid!), 0);
     const benchBefore = process.cpuUsage();
+    const countersBefore = await readCounters(metricsPorts);
     const started = Date.now();
     const timer = options.cycles > 0 ? undefined : setTimeout(() => (stopping = true), options.seconds * 1000);
     await Promise.all(Array.from({ length: options.clients }, (_, index) => cycler(client(index), `cycle-${hosts}-${index}`, tally, done)));
@@ -207,6 +228,7 @@ async function runLab(options: Options, hosts: number, hook: { url: string; regi
     const serverCpu = servers.reduce((sum, server) => sum + cpuSeconds(server.child.pid!), 0) - cpuBefore;
     const benchCpu = process.cpuUsage(benchBefore);
     const rss = servers.map((server) => rssMiB(server.child.pid!));
+    const counters = counterDelta(countersBefore, await readCounters(metricsPorts));
     const allocationMs = await allocationLatency(client(0), `probe-${hosts}`, options.quick ? 30 : 300);
     stopping = true;
     await Promise.all(jobs);
@@ -230,6 +252,9 @@ async function runLab(options: Options, hosts: number, hook: { url: string; regi
       serverCpuMsPerCycle: (serverCpu * 1000) / tally.cycles,
       benchCpuShare: (benchCpu.user + benchCpu.system) / 1e6 / seconds,
       allocationMs,
+      commitsPerCycle: counters.commits / tally.cycles,
+      commitMs: (counters.commitSeconds * 1000) / counters.commits,
+      requestsPerCycle: Object.fromEntries([...counters.requests].sort((a, b) => b[1] - a[1]).map(([route, count]) => [route, count / tally.cycles])),
       queueMs: { p50: percentile(waited, 0.5), p95: percentile(waited, 0.95), count: waited.length },
       readySeconds: { p50: percentile(tally.readySeconds, 0.5), p95: percentile(tally.readySeconds, 0.95), count: tally.readySeconds.length },
       boots: ours.filter((event) => event.to === 'ready').length,
@@ -253,13 +278,19 @@ async function runLab(options: Options, hosts: number, hook: { url: string; regi
 function table(results: LabResult[]): string[] {
   const fixed = (value: number, digits: number) => (Number.isFinite(value) ? value.toFixed(digits) : '-');
   const rows = [
-    ['machines', 'agents', 'cycles', 'cycles/s', 'server CPU ms/cycle', 'allocation ms (p50)', 'queue ms p50/p95', 'ready s p50/p95', 'boots', 'boot failures', 'quarantined', 'server RSS MiB'],
+    ['machines', 'agents', 'cycles', 'cycles/s', 'server CPU ms/cycle', 'commits/cycle', 'commit ms', 'requests/cycle', 'allocation ms (p50)', 'queue ms p50/p95', 'ready s p50/p95', 'boots', 'boot failures', 'quarantined', 'server RSS MiB'],
     ...results.map((result) => [
       String(result.machines),
       String(result.hosts),
       String(result.cycles),
       fixed(result.cyclesPerSecond, 0),
       fixed(result.serverCpuMsPerCycle, 3),
+      fixed(result.commitsPerCycle, 2),
+      fixed(result.commitMs, 2),
+      fixed(
+        Object.values(result.requestsPerCycle).reduce((sum, count) => sum + count, 0),
+        1,
+      ),
       fixed(result.allocationMs, 2),
       `${fixed(result.queueMs.p50, 0)} / ${fixed(result.queueMs.p95, 0)}`,
       `${fixed(result.readySeconds.p50, 2)} / ${fixed(result.readySeconds.p95, 2)}`,
@@ -308,6 +339,10 @@ async function main(): Promise<void> {
     say(
       `replayed history: ${results.map((result) => `${result.replay.grants} grants, ${result.replay.releases} releases of ${result.machines} machines`).join('; ')}: ${doubles === 0 ? 'no machine was ever in two live reservations' : `${doubles} DOUBLE ALLOCATIONS`}`,
     );
+    for (const result of results) {
+      const routes = Object.entries(result.requestsPerCycle).map(([route, count]) => `${route} ${count.toFixed(2)}`);
+      say(`requests per cycle at ${result.machines} machines: ${routes.join(', ')}`);
+    }
     say(`bench process CPU while measuring: ${results.map((result) => `${(result.benchCpuShare * 100).toFixed(0)} %`).join(', ')} of one core (agents and clients)`);
     if (chosen.json) console.log(JSON.stringify({ options: chosen, labs: results, ratios, doubleAllocations: doubles }));
     if (doubles > 0) {
