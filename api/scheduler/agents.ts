@@ -78,6 +78,7 @@ export class AgentTasks {
         () => this.take(agent, kinds),
         Math.min(waitMs, this.heartbeatTimeoutMs / 2),
         () => !gone(),
+        agent,
       );
     } finally {
       closed();
