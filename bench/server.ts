@@ -42,13 +42,14 @@ process.channel.unref();
  * Starts the built server on a free port with the config `yaml(port)` gives; resolves once /healthz
  * answers, rejects if it ends first (a config it refuses). With `heap`, heapMiB can ask it for its
  * heap (the server's code is unchanged); `nodeFlags` go to its Node (modules to --import first, --cpu-prof), with `env`;
- * with `logFile`, its log goes to DIR/server.log (as a service's goes to its journal), not to this stderr.
+ * with `logFile`, its log goes to DIR/server.log (as a service's goes to its journal), not to this stderr;
+ * its folder DIR (data, log) is made in `baseDir`, the system's temporary folder by default.
  */
 export async function startServer(
   yaml: (port: number) => string,
-  options: { heap?: boolean; nodeFlags?: string[]; env?: Record<string, string>; logFile?: boolean } = {},
+  options: { heap?: boolean; nodeFlags?: string[]; env?: Record<string, string>; logFile?: boolean; baseDir?: string } = {},
 ): Promise<Server> {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'paddock-bench-'));
+  const dir = mkdtempSync(path.join(options.baseDir ?? os.tmpdir(), 'paddock-bench-'));
   const port = await freePort();
   writeFileSync(path.join(dir, 'paddock.yaml'), yaml(port));
   const probe = path.join(dir, 'heap-probe.js');
