@@ -124,7 +124,9 @@ function configYaml(options: Options, hosts: number, port: number, metricsPort: 
 
 /** CPU seconds a process has used (user + system), from /proc. */
 function cpuSeconds(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ');
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    .replace(/^.*\) /, '')
+    .split(' ');
   return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
@@ -135,19 +137,25 @@ async function post(server: Server, pathname: string, body: unknown): Promise<{ 
 }
 
 /** How many machines are in `state`, over every page. */
-async function countMachines(server: Server, state: string): Promise<{ count: number; minHealth: number }> {
+async function countMachines(server: Server, state: string): Promise<{ count: number; minHealth: number; reasons: Map<string, number> }> {
   let count = 0;
   let minHealth = 1;
+  const reasons = new Map<string, number>();
   let cursor: string | undefined;
   do {
     const answer = await request(server.port, server.token, 'GET', `/v1/machines?state=${state}&limit=1000${cursor ? `&cursor=${cursor}` : ''}`);
     if (answer.status !== 200) throw new Error(`machines: HTTP ${answer.status} ${JSON.stringify(answer.body)}`);
-    const machines = answer.body as unknown as { health?: number }[];
+    const machines = answer.body as unknown as { health?: number; reason?: string }[];
     count += machines.length;
-    for (const machine of machines) minHealth = Math.min(minHealth, machine.health ?? 1);
+    for (const machine of machines) {
+      minHealth = Math.min(minHealth, machine.health ?? 1);
+      // The reason without the machine's own words (names, counts), so alike ones add up.
+      const reason = (machine.reason ?? 'no reason').replace(/sim-\d+-\d+/g, 'BOARD').replace(/\d+(\.\d+)?/g, 'N');
+      reasons.set(reason, (reasons.get(reason) ?? 0) + 1);
+    }
     cursor = answer.headers['paddock-next-cursor'] as string | undefined;
   } while (cursor);
-  return { count, minHealth };
+  return { count, minHealth, reasons };
 }
 
 async function waitForMachines(server: Server, total: number, what: string): Promise<void> {
@@ -177,6 +185,8 @@ interface LabResult {
   bootFailures: number;
   jobsFailed: number;
   quarantined: number;
+  /** Why, by reason with the numbers and board names left out. */
+  quarantineReasons: Record<string, number>;
   rssMiB: number[];
   replay: Omit<Replay, 'doubleAllocations' | 'strayReleases'> & { doubleAllocations: number; strayReleases: number };
 }
@@ -267,6 +277,7 @@ async function runLab(options: Options, hosts: number, hook: { url: string; regi
       bootFailures: ours.filter((event) => event.reason?.includes('boot_timeout')).length,
       jobsFailed: tally.jobsFailed,
       quarantined: quarantine.count,
+      quarantineReasons: Object.fromEntries(quarantine.reasons),
       rssMiB: rss,
       replay: { ...replay, doubleAllocations: replay.doubleAllocations.length, strayReleases: replay.strayReleases.length },
     };
@@ -284,7 +295,23 @@ async function runLab(options: Options, hosts: number, hook: { url: string; regi
 function table(results: LabResult[]): string[] {
   const fixed = (value: number, digits: number) => (Number.isFinite(value) ? value.toFixed(digits) : '-');
   const rows = [
-    ['machines', 'agents', 'cycles', 'cycles/s', 'server CPU ms/cycle', 'commits/cycle', 'commit ms', 'requests/cycle', 'allocation ms (p50)', 'queue ms p50/p95', 'ready s p50/p95', 'boots', 'boot failures', 'quarantined', 'server RSS MiB'],
+    [
+      'machines',
+      'agents',
+      'cycles',
+      'cycles/s',
+      'server CPU ms/cycle',
+      'commits/cycle',
+      'commit ms',
+      'requests/cycle',
+      'allocation ms (p50)',
+      'queue ms p50/p95',
+      'ready s p50/p95',
+      'boots',
+      'boot failures',
+      'quarantined',
+      'server RSS MiB',
+    ],
     ...results.map((result) => [
       String(result.machines),
       String(result.hosts),
@@ -326,7 +353,15 @@ async function main(): Promise<void> {
   const work = mkdtempSync(path.join(os.tmpdir(), 'paddock-simlab-'));
   try {
     const hookFile = path.join(work, 'sim-hook.mjs');
-    await bundle({ entryPoints: ['bench/simlab/server-hook.ts'], bundle: true, platform: 'node', format: 'esm', target: 'node20', outfile: hookFile, logLevel: 'warning' });
+    await bundle({
+      entryPoints: ['bench/simlab/server-hook.ts'],
+      bundle: true,
+      platform: 'node',
+      format: 'esm',
+      target: 'node20',
+      outfile: hookFile,
+      logLevel: 'warning',
+    });
     const hook = { url: pathToFileURL(hookFile).href, registry: pathToFileURL(path.resolve('dist/provisioners/registry.js')).href };
     const results: LabResult[] = [];
     for (const hosts of [1, chosen.hosts]) results.push(await runLab(chosen, hosts, hook, say));
@@ -341,7 +376,9 @@ async function main(): Promise<void> {
     say(
       `per-allocation cost, ${large.machines} machines to ${baseline.machines} (baseline, same run): server CPU per cycle ${ratios.cpuPerCycle.toFixed(2)}, allocation latency ${ratios.allocationLatency.toFixed(2)} (aim: at most 2)`,
     );
-    say(`cycles/s, ${large.machines} to ${baseline.machines}: ${ratios.cyclesPerSecond.toFixed(2)}; best ${Math.max(baseline.cyclesPerSecond, large.cyclesPerSecond).toFixed(0)} cycles/s (aim: at least 1,000 on PostgreSQL)`);
+    say(
+      `cycles/s, ${large.machines} to ${baseline.machines}: ${ratios.cyclesPerSecond.toFixed(2)}; best ${Math.max(baseline.cyclesPerSecond, large.cyclesPerSecond).toFixed(0)} cycles/s (aim: at least 1,000 on PostgreSQL)`,
+    );
     say(
       `replayed history: ${results.map((result) => `${result.replay.grants} grants, ${result.replay.releases} releases of ${result.machines} machines`).join('; ')}: ${doubles === 0 ? 'no machine was ever in two live reservations' : `${doubles} DOUBLE ALLOCATIONS`}`,
     );
@@ -349,7 +386,12 @@ async function main(): Promise<void> {
       const routes = Object.entries(result.requestsPerCycle).map(([route, count]) => `${route} ${count.toFixed(2)}`);
       say(`requests per cycle at ${result.machines} machines: ${routes.join(', ')}`);
     }
-    say(`bench process CPU while measuring: ${results.map((result) => `${(result.benchCpuShare * 100).toFixed(0)} %`).join(', ')} of one core (agents and clients)`);
+    for (const result of results) {
+      for (const [reason, count] of Object.entries(result.quarantineReasons)) say(`quarantined at ${result.machines} machines: ${count} × ${reason}`);
+    }
+    say(
+      `bench process CPU while measuring: ${results.map((result) => `${(result.benchCpuShare * 100).toFixed(0)} %`).join(', ')} of one core (agents and clients)`,
+    );
     if (chosen.json) console.log(JSON.stringify({ options: chosen, labs: results, ratios, doubleAllocations: doubles }));
     if (doubles > 0) {
       console.error(`simlab: FAILED: ${doubles} double allocation${doubles === 1 ? '' : 's'} in the stored history`);

@@ -6,7 +6,9 @@
 import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ProvisionError, parseSettings, type ProvisionerFactory, type ProvisionRequest, type Readiness, type StageReporter } from '../../provisioners/types.js';
-import { simKind, type SimSettings } from './kind.js';
+import { simSettingsSchema, type SimSettings } from './settings.js';
+
+const simKind = { kind: 'sim', settingsSchema: simSettingsSchema };
 
 /** A standard normal draw (Box-Muller). */
 function normal(): number {
@@ -20,7 +22,12 @@ export function bootMs(settings: SimSettings): number {
 
 /** A host key line that stays the same for a board across boots, as a real board's does. */
 function hostKey(machine: string): string {
-  const key = Buffer.concat([Buffer.from([0, 0, 0, 11]), Buffer.from('ssh-ed25519'), Buffer.from([0, 0, 0, 32]), createHash('sha256').update(machine).digest()]);
+  const key = Buffer.concat([
+    Buffer.from([0, 0, 0, 11]),
+    Buffer.from('ssh-ed25519'),
+    Buffer.from([0, 0, 0, 32]),
+    createHash('sha256').update(machine).digest(),
+  ]);
   return `ssh-ed25519 ${key.toString('base64')}`;
 }
 

@@ -78,13 +78,14 @@ export function queueTimes(events: Iterable<HistoryEvent>, reservations: Readonl
 /** Every stored event in id order, from the SQLite file or the database at `url`. */
 export async function readHistory(database: { url: string } | { sqliteFile: string }): Promise<HistoryEvent[]> {
   const sequelize =
-    'url' in database
-      ? new Sequelize(database.url, { logging: false })
-      : new Sequelize({ dialect: 'sqlite', storage: database.sqliteFile, logging: false });
+    'url' in database ? new Sequelize(database.url, { logging: false }) : new Sequelize({ dialect: 'sqlite', storage: database.sqliteFile, logging: false });
   try {
-    const rows = await sequelize.query<HistoryEvent>('SELECT "id", "reservationId", "at", "type", "from", "to", "machine", "reason" FROM "events" ORDER BY "id"', {
-      type: QueryTypes.SELECT,
-    });
+    const rows = await sequelize.query<HistoryEvent>(
+      'SELECT "id", "reservationId", "at", "type", "from", "to", "machine", "reason" FROM "events" ORDER BY "id"',
+      {
+        type: QueryTypes.SELECT,
+      },
+    );
     return rows;
   } finally {
     await sequelize.close();

@@ -7,7 +7,8 @@ import { ConfigError, parseConfig } from '../../api/config.js';
 import { machineKinds } from '../../provisioners/registry.js';
 import { ProvisionError, type ProvisionRequest, type StageReporter } from '../../provisioners/types.js';
 import type { Stage } from '../../protocol/agent.js';
-import { simKind, type SimSettings } from '../../bench/simlab/kind.js';
+import { simKind } from '../../bench/simlab/kind.js';
+import type { SimSettings } from '../../bench/simlab/settings.js';
 
 test('a config naming kind sim without the benchmark gets the unknown kind error', (t) => {
   const config = `machines:\n  - { name: sim-1, kind: sim, count: 2, settings: { timeScale: 0.01 } }\n`;

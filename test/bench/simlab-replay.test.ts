@@ -44,7 +44,10 @@ test('a retry moves a member to another machine; the released member that waited
 });
 
 test('a release by a reservation that did not hold the machine is counted apart', (t) => {
-  const replay = replayHistory([event('r-1', 'allocation', 'pending', { machine: 'm1' }), event('r-2', 'allocation', 'released', { machine: 'm1', from: 'releasing' })]);
+  const replay = replayHistory([
+    event('r-1', 'allocation', 'pending', { machine: 'm1' }),
+    event('r-2', 'allocation', 'released', { machine: 'm1', from: 'releasing' }),
+  ]);
   t.like(replay.strayReleases[0], { machine: 'm1', reservationId: 'r-2', holder: 'r-1' });
   t.deepEqual(replay.doubleAllocations, []);
 });

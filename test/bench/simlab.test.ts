@@ -23,7 +23,13 @@ test('the quick simlab replays its history without a double allocation and print
   t.is(run.code, 0, run.stderr.slice(-3000));
   const report = JSON.parse(run.stdout.trim().split('\n').at(-1)!) as {
     doubleAllocations: number;
-    labs: { machines: number; cycles: number; cyclesPerSecond: number; rssMiB: number[]; replay: { grants: number; releases: number; doubleAllocations: number } }[];
+    labs: {
+      machines: number;
+      cycles: number;
+      cyclesPerSecond: number;
+      rssMiB: number[];
+      replay: { grants: number; releases: number; doubleAllocations: number };
+    }[];
     ratios: { cpuPerCycle: number; allocationLatency: number };
   };
   t.is(report.doubleAllocations, 0);
