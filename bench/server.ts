@@ -71,8 +71,11 @@ export async function startServer(
       await request(port, '', 'GET', '/healthz');
       break;
     } catch (error) {
-      if (ended !== undefined) throw new Error(ended);
-      if (attempt > 600) throw error;
+      if (ended !== undefined || attempt > 600) {
+        child.kill('SIGKILL');
+        rmSync(dir, { recursive: true, force: true });
+        throw ended !== undefined ? new Error(ended) : error;
+      }
       await sleep(100);
     }
   }

@@ -397,6 +397,9 @@ async function main(): Promise<void> {
       console.error(`simlab: FAILED: ${doubles} double allocation${doubles === 1 ? '' : 's'} in the stored history`);
       process.exitCode = 1;
     }
+  } catch (error) {
+    console.error(`simlab: ${(error as Error).message}`);
+    process.exitCode = 1;
   } finally {
     rmSync(work, { recursive: true, force: true });
     httpAgent.destroy();
