@@ -130,10 +130,13 @@ function cpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
-async function post(server: Server, pathname: string, body: unknown): Promise<{ token: string }> {
-  const answer = await request(server.port, server.token, 'POST', pathname, body);
-  if (answer.status !== 201 && answer.status !== 200) throw new Error(`${pathname}: HTTP ${answer.status} ${JSON.stringify(answer.body)}`);
-  return answer.body as unknown as { token: string };
+/** A new token named `name`; one left by an earlier lab in the same database (--database) is revoked first. */
+async function freshToken(server: Server, name: string, role: 'user' | 'agent'): Promise<string> {
+  const revoked = await request(server.port, server.token, 'DELETE', `/v1/tokens/${name}`);
+  if (revoked.status !== 204 && revoked.status !== 404) throw new Error(`revoke ${name}: HTTP ${revoked.status} ${JSON.stringify(revoked.body)}`);
+  const answer = await request(server.port, server.token, 'POST', '/v1/tokens', { name, role });
+  if (answer.status !== 201) throw new Error(`token ${name}: HTTP ${answer.status} ${JSON.stringify(answer.body)}`);
+  return answer.body.token;
 }
 
 /** How many machines are in `state`, over every page. */
@@ -212,10 +215,10 @@ async function runLab(options: Options, hosts: number, hook: { url: string; regi
     const first = servers[0];
     const names = Array.from({ length: hosts }, (_, index) => `host-${index + 1}`);
     const agentTokens: string[] = [];
-    for (const name of names) agentTokens.push((await post(first, '/v1/tokens', { name, role: 'agent' })).token);
+    for (const name of names) agentTokens.push(await freshToken(first, name, 'agent'));
     const users = Math.min(8, options.clients + options.jobs);
     const userTokens: string[] = [];
-    for (let index = 0; index < users; index++) userTokens.push((await post(first, '/v1/tokens', { name: `ci-${index}` })).token);
+    for (let index = 0; index < users; index++) userTokens.push(await freshToken(first, `ci-${index}`, 'user'));
     lab = startLab({ url: (index) => `http://127.0.0.1:${servers[index % servers.length].port}`, tokens: agentTokens, names, boards: options.boards });
     await waitForMachines(first, machines, 'once their agents were heard');
     say(`${machines} boards on ${hosts} lab host${hosts === 1 ? '' : 's'} ready to reserve`);
