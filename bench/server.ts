@@ -119,7 +119,9 @@ export function request(
         res.on('data', (chunk: Buffer) => chunks.push(chunk));
         res.on('end', () => {
           const text = Buffer.concat(chunks).toString();
-          resolve({ status: res.statusCode ?? 0, body: text ? JSON.parse(text) : undefined, headers: res.headers });
+          // Not every answer is JSON: a follower's redirect, say.
+          const json = /\bjson\b/.test(res.headers['content-type'] ?? '');
+          resolve({ status: res.statusCode ?? 0, body: text && json ? JSON.parse(text) : undefined, headers: res.headers });
         });
       },
     );

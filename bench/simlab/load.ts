@@ -24,17 +24,30 @@ interface ReservationAnswer {
   allocations: { host?: string; port?: number; user?: string; hostKey?: string }[];
 }
 
+/**
+ * One request of the client to its server. A follower of several servers on one database answers
+ * 307 with the leader's URL (on this host): the request goes there, with the token, as the client
+ * library does.
+ */
+async function send(client: Client, method: string, pathname: string, body?: unknown): ReturnType<typeof request> {
+  const answer = await request(client.server.port, client.token, method, pathname, body);
+  const location = answer.headers.location;
+  if (answer.status !== 307 || !location) return answer;
+  const leader = new URL(location, `http://127.0.0.1:${client.server.port}`);
+  return request(Number(leader.port), client.token, method, `${leader.pathname}${leader.search}`, body);
+}
+
 function fail(what: string, answer: { status: number; body: unknown }): never {
   throw new Error(`${what}: HTTP ${answer.status} ${JSON.stringify(answer.body).slice(0, 500)}`);
 }
 
 async function reserve(client: Client, key: string, again: boolean): Promise<ReservationAnswer> {
   const body = { members: [boardMember], lease: 600, queueTimeout: 600, idempotencyKey: key };
-  const created = await request(client.server.port, client.token, 'POST', '/v1/reservations', body);
+  const created = await send(client, 'POST', '/v1/reservations', body);
   if (created.status !== 201) fail('reserve', created);
   const reservation = created.body as unknown as ReservationAnswer;
   if (again) {
-    const repeated = await request(client.server.port, client.token, 'POST', '/v1/reservations', body);
+    const repeated = await send(client, 'POST', '/v1/reservations', body);
     const same = repeated.body as unknown as ReservationAnswer;
     if (repeated.status !== 200 || same.id !== reservation.id)
       throw new Error(`the same idempotency key made another reservation: ${reservation.id}, then HTTP ${repeated.status} ${same.id}`);
@@ -47,7 +60,7 @@ async function waitFor(client: Client, reservation: ReservationAnswer, wait: 'gr
   const states = wait === 'ready' ? new Set(['ready']) : granted;
   let current = reservation;
   while (!states.has(current.state) && !ended.has(current.state)) {
-    const answer = await request(client.server.port, client.token, 'GET', `/v1/reservations/${current.id}?wait=${wait}&timeout=60`);
+    const answer = await send(client, 'GET', `/v1/reservations/${current.id}?wait=${wait}&timeout=60`);
     if (answer.status !== 200) fail(`wait ${wait}`, answer);
     current = answer.body as unknown as ReservationAnswer;
   }
@@ -55,7 +68,7 @@ async function waitFor(client: Client, reservation: ReservationAnswer, wait: 'gr
 }
 
 async function release(client: Client, id: string): Promise<void> {
-  const released = await request(client.server.port, client.token, 'DELETE', `/v1/reservations/${id}`);
+  const released = await send(client, 'DELETE', `/v1/reservations/${id}`);
   if (released.status !== 200 || !['releasing', 'released'].includes(released.body.state)) fail('release', released);
 }
 
@@ -92,7 +105,7 @@ export async function job(client: Client, name: string, tally: Tally, holdMs: nu
     tally.reservations.add(reservation.id);
     if (reservation.state === 'ready') {
       tally.readySeconds.push(Number(process.hrtime.bigint() - started) / 1e9);
-      const credentials = await request(client.server.port, client.token, 'GET', `/v1/reservations/${reservation.id}/credentials`);
+      const credentials = await send(client, 'GET', `/v1/reservations/${reservation.id}/credentials`);
       const body = credentials.body as unknown as { privateKey?: string; machines?: { hostKey?: string }[] };
       if (credentials.status !== 200 || !body.privateKey?.includes('PRIVATE KEY') || !body.machines?.[0]?.hostKey?.startsWith('ssh-ed25519 '))
         fail('credentials of a ready board', credentials);
