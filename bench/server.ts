@@ -4,7 +4,7 @@
 // server's records hold, without the garbage and the free pages a resident figure goes up and down with).
 import { setTimeout as sleep } from 'node:timers/promises';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
@@ -47,7 +47,7 @@ process.channel.unref();
  */
 export async function startServer(
   yaml: (port: number) => string,
-  options: { heap?: boolean; nodeFlags?: string[]; env?: Record<string, string>; logFile?: boolean; baseDir?: string } = {},
+  options: { heap?: boolean; nodeFlags?: string[]; env?: Record<string, string>; logFile?: boolean; baseDir?: string; adminToken?: string } = {},
 ): Promise<Server> {
   const dir = mkdtempSync(path.join(options.baseDir ?? os.tmpdir(), 'paddock-bench-'));
   const port = await freePort();
@@ -79,7 +79,16 @@ export async function startServer(
       await sleep(100);
     }
   }
-  return { child, port, dir, token: readFileSync(path.join(dir, 'data', 'admin-token'), 'utf8').trim() };
+  // A database that has an admin already (a server before this one on the same PostgreSQL database
+  // made it) gets no new one: the caller knows its token.
+  if (options.adminToken !== undefined) return { child, port, dir, token: options.adminToken };
+  // A server on PostgreSQL writes its admin token once it leads, which may be after it first answers.
+  const tokenFile = path.join(dir, 'data', 'admin-token');
+  for (let attempt = 0; !existsSync(tokenFile); attempt++) {
+    if (ended !== undefined || attempt > 600) throw new Error(ended ?? 'the server wrote no admin token');
+    await sleep(100);
+  }
+  return { child, port, dir, token: readFileSync(tokenFile, 'utf8').trim() };
 }
 
 /** Ends the server (SIGTERM) and resolves once it has; its folder is removed unless `keep` (its database read after). */

@@ -161,6 +161,22 @@ async function countMachines(server: Server, state: string): Promise<{ count: nu
   return { count, minHealth, reasons };
 }
 
+/**
+ * The server that leads (several servers on one PostgreSQL database elect one; /healthz/leader
+ * answers 200 on it): tokens are made and machines counted there. A build without leaders has no
+ * such route: its one server is the leader.
+ */
+async function leaderOf(servers: Server[]): Promise<Server> {
+  for (let attempt = 0; attempt < 600; attempt++) {
+    for (const server of servers) {
+      const answer = await request(server.port, '', 'GET', '/healthz/leader');
+      if (answer.status === 200 || answer.status === 404) return server;
+    }
+    await sleep(100);
+  }
+  throw new Error('no server became the leader within a minute');
+}
+
 async function waitForMachines(server: Server, total: number, what: string): Promise<void> {
   for (let attempt = 0; ; attempt++) {
     if ((await countMachines(server, 'available')).count === total) return;
@@ -194,6 +210,9 @@ interface LabResult {
   replay: Omit<Replay, 'doubleAllocations' | 'strayReleases'> & { doubleAllocations: number; strayReleases: number };
 }
 
+/** The admin token of the database the labs share (--database): written to a file by the first server only. */
+let sharedAdminToken: string | undefined;
+
 async function runLab(options: Options, hosts: number, hook: { url: string; registry: string }, say: (line: string) => void): Promise<LabResult> {
   const machines = hosts * options.boards;
   const servers: Server[] = [];
@@ -209,10 +228,12 @@ async function runLab(options: Options, hosts: number, hook: { url: string; regi
           env: { PADDOCK_SIMLAB_REGISTRY: hook.registry },
           logFile: true,
           ...(options.tmpfs ? { baseDir: '/dev/shm' } : {}),
+          ...(sharedAdminToken === undefined ? {} : { adminToken: sharedAdminToken }),
         }),
       );
+      if (options.database) sharedAdminToken ??= servers[0].token;
     }
-    const first = servers[0];
+    const first = await leaderOf(servers);
     const names = Array.from({ length: hosts }, (_, index) => `host-${index + 1}`);
     const agentTokens: string[] = [];
     for (const name of names) agentTokens.push(await freshToken(first, name, 'agent'));
