@@ -4,7 +4,7 @@
 // server's records hold, without the garbage and the free pages a resident figure goes up and down with).
 import { setTimeout as sleep } from 'node:timers/promises';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
@@ -40,34 +40,66 @@ process.channel.unref();
 
 /**
  * Starts the built server on a free port with the config `yaml(port)` gives; resolves once /healthz
- * answers. With `heap`, heapMiB can ask it for its heap (the server's code is unchanged).
+ * answers, rejects if it ends first (a config it refuses). With `heap`, heapMiB can ask it for its
+ * heap (the server's code is unchanged); `nodeFlags` go to its Node (modules to --import first, --cpu-prof), with `env`;
+ * with `logFile`, its log goes to DIR/server.log (as a service's goes to its journal), not to this stderr;
+ * its folder DIR (data, log) is made in `baseDir`, the system's temporary folder by default.
  */
-export async function startServer(yaml: (port: number) => string, options: { heap?: boolean } = {}): Promise<Server> {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'paddock-bench-'));
+export async function startServer(
+  yaml: (port: number) => string,
+  options: { heap?: boolean; nodeFlags?: string[]; env?: Record<string, string>; logFile?: boolean; baseDir?: string; adminToken?: string } = {},
+): Promise<Server> {
+  const dir = mkdtempSync(path.join(options.baseDir ?? os.tmpdir(), 'paddock-bench-'));
   const port = await freePort();
   writeFileSync(path.join(dir, 'paddock.yaml'), yaml(port));
   const probe = path.join(dir, 'heap-probe.js');
   if (options.heap) writeFileSync(probe, heapProbe);
-  const flags = options.heap ? ['--expose-gc', `--import=${pathToFileURL(probe).href}`] : [];
+  const flags = [...(options.heap ? ['--expose-gc', `--import=${pathToFileURL(probe).href}`] : []), ...(options.nodeFlags ?? [])];
+  const log = options.logFile ? openSync(path.join(dir, 'server.log'), 'w') : 'inherit';
   const child = spawn(process.execPath, [...flags, path.join(buildDir, 'cli/server-process.js'), '--config', path.join(dir, 'paddock.yaml')], {
-    stdio: ['ignore', 'ignore', 'inherit', ...(options.heap ? (['ipc'] as const) : [])],
+    stdio: ['ignore', 'ignore', log, ...(options.heap ? (['ipc'] as const) : [])],
+    env: { ...process.env, ...options.env },
+  });
+  if (typeof log === 'number') closeSync(log);
+  let ended: string | undefined;
+  child.once('exit', (code, signal) => {
+    const said = options.logFile ? `: ${readFileSync(path.join(dir, 'server.log'), 'utf8').trim().split('\n').slice(-5).join('\n')}` : '';
+    ended = `the server ended (${signal ?? `exit ${code}`}) before it answered /healthz${said}`;
   });
   for (let attempt = 0; ; attempt++) {
     try {
       await request(port, '', 'GET', '/healthz');
       break;
     } catch (error) {
-      if (attempt > 600) throw error;
+      if (ended !== undefined || attempt > 600) {
+        child.kill('SIGKILL');
+        rmSync(dir, { recursive: true, force: true });
+        throw ended !== undefined ? new Error(ended) : error;
+      }
       await sleep(100);
     }
   }
-  return { child, port, dir, token: readFileSync(path.join(dir, 'data', 'admin-token'), 'utf8').trim() };
+  // A database that has an admin already (a server before this one on the same PostgreSQL database
+  // made it) gets no new one: the caller knows its token.
+  if (options.adminToken !== undefined) return { child, port, dir, token: options.adminToken };
+  // A server on PostgreSQL writes its admin token once it leads, which may be after it first answers.
+  const tokenFile = path.join(dir, 'data', 'admin-token');
+  for (let attempt = 0; !existsSync(tokenFile); attempt++) {
+    if (ended !== undefined || attempt > 600) throw new Error(ended ?? 'the server wrote no admin token');
+    await sleep(100);
+  }
+  return { child, port, dir, token: readFileSync(tokenFile, 'utf8').trim() };
 }
 
-export async function stopServer(server: Server): Promise<void> {
-  server.child.kill('SIGTERM');
-  await new Promise((resolve) => server.child.once('exit', resolve));
-  rmSync(server.dir, { recursive: true, force: true });
+/** Ends the server (SIGTERM) and resolves once it has; its folder is removed unless `keep` (its database read after). */
+export async function stopServer(server: Server, options: { keep?: boolean } = {}): Promise<void> {
+  const { child } = server;
+  if (child.exitCode === null && child.signalCode === null) {
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    child.kill('SIGTERM');
+    await exited;
+  }
+  if (!options.keep) rmSync(server.dir, { recursive: true, force: true });
 }
 
 /** The fields of the API's answers the benchmarks read. */
@@ -96,7 +128,9 @@ export function request(
         res.on('data', (chunk: Buffer) => chunks.push(chunk));
         res.on('end', () => {
           const text = Buffer.concat(chunks).toString();
-          resolve({ status: res.statusCode ?? 0, body: text ? JSON.parse(text) : undefined, headers: res.headers });
+          // Not every answer is JSON: a follower's redirect, say.
+          const json = /\bjson\b/.test(res.headers['content-type'] ?? '');
+          resolve({ status: res.statusCode ?? 0, body: text && json ? JSON.parse(text) : undefined, headers: res.headers });
         });
       },
     );

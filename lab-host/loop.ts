@@ -250,13 +250,26 @@ export class TaskLoop {
     const signal = AbortSignal.any([controller.signal, AbortSignal.timeout(this.options.provisionTimeoutMs)]);
     let stage: Stage | undefined;
     const started = Date.now();
+    // A report the API refused (4xx): the allocation is no longer this work's (its reservation was
+    // released meanwhile, and the release task may be this agent's already). A failure reported now
+    // would be taken for the release's, and quarantine a healthy machine: the work just stops.
+    let refused = false;
+    const send = async (report: AgentReport) => {
+      try {
+        await this.options.report(task.id, report);
+      } catch (error) {
+        const status = (error as { response?: { statusCode?: number } }).response?.statusCode;
+        if (status !== undefined && status >= 400 && status < 500) refused = true;
+        throw error;
+      }
+    };
     try {
       const record = await this.openRecord(task);
       const reporter: StageReporter = {
         stage: async (next) => {
           stage = next;
           await record.update({ stage: next });
-          await this.options.report(task.id, { kind: 'stage', stage: next });
+          await send({ kind: 'stage', stage: next });
         },
       };
       const readiness = await work(this.request(task, detailOf(record)), reporter, signal);
@@ -267,19 +280,26 @@ export class TaskLoop {
         await reporter.stage('probed');
       }
       if (!readiness) {
-        await this.options.report(task.id, { kind: 'off' });
+        await send({ kind: 'off' });
         this.options.log.info({ reservation: task.reservationId, machine: task.machine.name, allocation: task.id }, 'off');
         return;
       }
       await record.update({ ready: true, readiness, readyAt: new Date().toISOString() });
       this.readyHere.add(task.id);
-      await this.options.report(task.id, { kind: 'ready', ...readiness });
+      await send({ kind: 'ready', ...readiness });
       this.options.log.info(
         { reservation: task.reservationId, machine: task.machine.name, allocation: task.id, seconds: (Date.now() - started) / 1000 },
         'ready',
       );
     } catch (error) {
       if (controller.signal.aborted) return; // a release or a stop took over
+      if (refused) {
+        this.options.log.info(
+          { reservation: task.reservationId, machine: task.machine.name, allocation: task.id, error: (error as Error).message },
+          'the API refused a report: the allocation moved on, the work stops',
+        );
+        return;
+      }
       const timedOut = signal.aborted;
       const failure = error instanceof ProvisionError ? error : undefined;
       const reason = timedOut

@@ -79,6 +79,7 @@ export class AgentTasks {
         () => this.take(agent, kinds, originals),
         Math.min(waitMs, this.heartbeatTimeoutMs / 2),
         () => !gone(),
+        agent,
       );
     } finally {
       closed();
@@ -110,7 +111,7 @@ export class AgentTasks {
     // before the marks this heartbeat carries.
     let back = false;
     if (reasons !== undefined) {
-      for (const machine of this.state.inventory.machines.values())
+      for (const machine of this.state.inventory.ofLabHost(agent))
         if (covers(machine)) back = this.machines.setReach(machine, reasons.get(machine.name)) || back;
     }
     this.hear(agent, info);
@@ -300,7 +301,8 @@ export class AgentTasks {
         if (allocation.state !== 'released') live.set(allocation.machine, [...(live.get(allocation.machine) ?? []), reservation.id]);
       }
     }
-    return [...this.state.inventory.machines.values()]
+    const { inventory } = this.state;
+    return [...(agent === undefined ? inventory.machines.values() : inventory.ofLabHost(agent))]
       .filter((machine) => kinds.includes(machine.kind) && machine.state !== 'retired' && (agent === undefined || machine.labHost === agent))
       .map((machine) => ({
         name: machine.name,
@@ -373,7 +375,7 @@ export class AgentTasks {
     const row = this.labHosts.due(agent);
     if (row) state.store.labHost(row);
     if (!wasSilent) return;
-    for (const machine of state.inventory.machines.values()) if (machine.labHost === agent) this.machines.bringOnline(machine);
+    for (const machine of state.inventory.ofLabHost(agent)) this.machines.bringOnline(machine);
     for (const reservation of state.live.values()) {
       for (const allocation of reservation.allocations) {
         if (allocation.labHostSilentSince !== undefined && state.inventory.get(allocation.machine)?.labHost === agent)

@@ -20,11 +20,22 @@ export class Inventory {
   private readonly grown = new Set<string>();
   /** Whether a machine moved to a shape the inventory did not have, since drainNewShapes was last called. */
   private newShapes = false;
+  /**
+   * Every machine (retired ones too) by lab host, by name: what an agent's claims, heartbeats and
+   * lists are about, so each costs its own lab host's machines, not the whole lab's (100 agents
+   * each going over 10,000 machines). A machine's lab host never changes while the server runs.
+   */
+  private readonly byLabHost = new Map<string, Map<string, MachineEntry>>();
 
   add(entry: Omit<MachineEntry, 'shapeKey'>): MachineEntry {
     const machine: MachineEntry = { ...entry, shapeKey: shapeKey(entry.labels, entry.capacities) };
     if (isFree(machine)) this.grown.add(machine.shapeKey);
+    const replaced = this.machines.get(machine.name);
+    if (replaced) this.byLabHost.get(replaced.labHost)?.delete(replaced.name);
     this.machines.set(machine.name, machine);
+    let ofLabHost = this.byLabHost.get(machine.labHost);
+    if (!ofLabHost) this.byLabHost.set(machine.labHost, (ofLabHost = new Map()));
+    ofLabHost.set(machine.name, machine);
     if (machine.state !== 'retired') {
       insertSorted(this.shape(this.all, machine).machines, machine.name);
       if (isFree(machine)) insertSorted(this.shape(this.free, machine).machines, machine.name);
@@ -62,6 +73,11 @@ export class Inventory {
 
   get(name: string): MachineEntry | undefined {
     return this.machines.get(name);
+  }
+
+  /** The machines of one lab host, retired ones too. */
+  ofLabHost(labHost: string): Iterable<MachineEntry> {
+    return this.byLabHost.get(labHost)?.values() ?? [];
   }
 
   /**

@@ -133,7 +133,8 @@ export class SchedulerState {
 
   addTask(action: Task['action'], reservation: Reservation, allocation: Allocation): void {
     this.tasks.set(allocation.id, { action, reservation, allocation });
-    this.agentPull.wake();
+    // Only the claims of the machine's lab host can take it.
+    this.agentPull.wake(this.inventory.get(allocation.machine)?.labHost);
   }
 
   /** A machine no reservation holds any more: available, or the state an admin set meanwhile. */

@@ -53,3 +53,23 @@ test('stop wakes every waiter, and later claims do not wait', async (t) => {
   t.deepEqual(await pull.claim(() => [], 60_000), []);
   t.is(pull.waiting, 0);
 });
+
+test('a wake for one name wakes the claims waiting for that name and those that named none, not the others', async (t) => {
+  const pull = new LongPoll();
+  const takes = { a: 0, b: 0, any: 0 };
+  const claims = [
+    pull.claim(() => (takes.a++ === 0 ? [] : ['a']), 60_000, undefined, 'host-a'),
+    pull.claim(() => (takes.b++ === 0 ? [] : ['b']), 60_000, undefined, 'host-b'),
+    pull.claim(() => (takes.any++ === 0 ? [] : ['any']), 60_000),
+  ];
+  await new Promise((resolve) => setImmediate(resolve));
+  t.is(pull.waiting, 3);
+  pull.wake('host-a');
+  t.deepEqual(await claims[0], ['a']);
+  t.deepEqual(await claims[2], ['any']);
+  t.is(pull.waiting, 1);
+  t.is(takes.b, 1);
+  pull.wake();
+  t.deepEqual(await claims[1], ['b']);
+  t.is(pull.waiting, 0);
+});

@@ -82,3 +82,22 @@ test('a machine marked unreachable is not free whatever its state, and is free a
   t.deepEqual(free(), ['lab-2']);
   t.is(inventory.allShapes()[0].machines.length, 2, 'marked machines still count for what could ever be granted');
 });
+
+test("a lab host's machines are listed by lab host, retired ones too, whatever their state", (t) => {
+  const inventory = new Inventory();
+  const onHost = (name: string, labHost: string, state: MachineEntry['state'] = 'available') => inventory.add({ ...machine(name, undefined, state), labHost });
+  onHost('a-1', 'host-a');
+  onHost('b-1', 'host-b', 'reserved');
+  const a2 = onHost('a-2', 'host-a', 'retired');
+  onHost('b-2', 'host-b');
+  inventory.setState(a2, 'retired');
+  t.deepEqual(
+    [...inventory.ofLabHost('host-a')].map((entry) => entry.name),
+    ['a-1', 'a-2'],
+  );
+  t.deepEqual(
+    [...inventory.ofLabHost('host-b')].map((entry) => entry.name),
+    ['b-1', 'b-2'],
+  );
+  t.deepEqual([...inventory.ofLabHost('host-c')], []);
+});
