@@ -35,7 +35,6 @@ export const followerPollMs = 1000;
 export class Follower {
   /** The leader's URL while another server leads and serves; null while nobody does (an election). */
   leader: string | null = null;
-  private stopped = false;
 
   constructor(
     private readonly session: PostgresSession,
@@ -49,7 +48,6 @@ export class Follower {
   async lead(): Promise<void> {
     let announced: string | null | undefined;
     for (;;) {
-      if (this.stopped) throw new Error('stopped before it led');
       try {
         const client = await this.session.connection();
         const { rows } = await client.query({ text: 'SELECT pg_try_advisory_lock($1) AS led', values: [leaderLock] });
@@ -72,10 +70,6 @@ export class Follower {
       }
       await sleep(followerPollMs);
     }
-  }
-
-  stop(): void {
-    this.stopped = true;
   }
 
   /** The HTTP answer of a follower. */

@@ -13,6 +13,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import sqlite3 from 'sqlite3';
 import { databaseName, migrationNames, openPostgres } from './index.js';
+import { postgresText } from './session.js';
 
 export class MoveError extends Error {
   override readonly name = 'MoveError';
@@ -121,6 +122,5 @@ async function readAll(file: string): Promise<Record<(typeof tables)[number], Re
 }
 
 function postgresValue(value: unknown): unknown {
-  if (typeof value === 'string' && value.includes('\0')) return value.replaceAll('\0', '\uFFFD');
-  return value ?? null;
+  return typeof value === 'string' ? postgresText(value) : (value ?? null);
 }

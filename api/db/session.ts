@@ -63,3 +63,6 @@ export class PostgresSession {
     await client?.end().catch(() => undefined);
   }
 }
+
+/** PostgreSQL's text cannot hold NUL: one (in a machine's stderr, say) is stored as U+FFFD, where SQLite keeps it. */
+export const postgresText = (value: string): string => (value.includes('\0') ? value.replaceAll('\0', '\uFFFD') : value);

@@ -19,7 +19,7 @@
 //   them again.
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { MachineState } from '../../protocol/api.js';
-import type { PostgresSession } from '../db/session.js';
+import { postgresText, type PostgresSession } from '../db/session.js';
 import type { Database, EventRow, LabHostRow, MachineRow, ProvisioningRow, ReservationRow } from '../db/index.js';
 import { DomainError } from '../domain-error.js';
 import { liveStates } from './lifecycle.js';
@@ -470,6 +470,6 @@ function postgresValue(value: unknown): unknown {
     return value.toISOString();
   }
   if (typeof value === 'number' && !Number.isFinite(value)) throw new RangeError(`not a finite number: ${value}`);
-  if (typeof value === 'string' && value.includes('\0')) return value.replaceAll('\0', '\uFFFD');
+  if (typeof value === 'string') return postgresText(value);
   return value;
 }
