@@ -409,7 +409,8 @@ class SqliteWriter implements Writer {
  * server that lost leadership never writes on a new session.
  */
 class PostgresWriter implements Writer {
-  private readonly names = new Map<string, string>();
+  /** Each statement's name and PostgreSQL text, made once: a commit only looks them up. */
+  private readonly prepared = new Map<string, { name: string; text: string }>();
 
   constructor(private readonly session: PostgresSession) {}
 
@@ -418,7 +419,7 @@ class PostgresWriter implements Writer {
     const work = planCommit(rows, postgresValue);
     await client.query('BEGIN');
     try {
-      for (const { sql, params } of work) await client.query({ name: this.name(sql), text: numbered(sql), values: params });
+      for (const { sql, params } of work) await client.query({ ...this.statement(sql), values: params });
       await client.query('COMMIT');
     } catch (error) {
       await client.query('ROLLBACK').catch(() => undefined);
@@ -428,13 +429,13 @@ class PostgresWriter implements Writer {
 
   async close(): Promise<void> {}
 
-  private name(sql: string): string {
-    let name = this.names.get(sql);
-    if (name === undefined) {
-      name = `paddock_store_${this.names.size + 1}`;
-      this.names.set(sql, name);
+  private statement(sql: string): { name: string; text: string } {
+    let statement = this.prepared.get(sql);
+    if (statement === undefined) {
+      statement = { name: `paddock_store_${this.prepared.size + 1}`, text: numbered(sql) };
+      this.prepared.set(sql, statement);
     }
-    return name;
+    return statement;
   }
 }
 
