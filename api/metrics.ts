@@ -42,6 +42,7 @@ export class ApiMetrics {
   private readonly uploadSeconds: Histogram<'format'>;
   private readonly uploadThroughput: Histogram<'format'>;
   private readonly runs: Counter<'state' | 'fault'>;
+  private readonly leader: Gauge;
 
   constructor() {
     const registers = [this.registry];
@@ -125,6 +126,16 @@ export class ApiMetrics {
       labelNames: ['state', 'fault'],
       registers,
     });
+    this.leader = new Gauge({
+      name: 'paddock_api_leader',
+      help: 'Whether this API server leads (1: it serves the API and runs the scheduler) or follows another on the same PostgreSQL database (0); one server on SQLite always leads',
+      registers,
+    });
+  }
+
+  /** This server leads from now on (it followed until then). */
+  leading(): void {
+    this.leader.set(1);
   }
 
   /** Measures every request by the route it matched; register it before the error middleware, so the status is the one sent. */

@@ -107,15 +107,21 @@ export async function startApi(options: ServeOptions): Promise<RunningApi> {
     const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
     return `http://${host}:${address.port}`;
   };
+  // Metrics from the start, a follower's too (Prometheus scrapes every server; paddock_api_leader
+  // says which leads), and before the API takes its port: an address that cannot be had stops the
+  // start with nothing listening.
+  const metrics = config.metrics.listen ? new ApiMetrics() : undefined;
+  const metricsListener = metrics && config.metrics.listen ? await serveMetrics(metrics.registry, config.metrics.listen).catch(closing(db, server)) : undefined;
+  if (metricsListener) log.info({ url: metricsListener.url }, 'metrics served');
   let url = '';
   if (db.session) {
     // Several servers may share this database: follow until this one leads.
     const follower = new Follower(db.session, log.child({ component: 'leader' }));
     answer = follower.handle;
     upgrade = follower.upgrade;
-    url = await listen().catch(closing(db, server));
+    url = await listen().catch(closing(db, server, metricsListener));
     log.info({ url, database: databaseName(db.url!) }, 'paddock listening as a follower; waiting to lead');
-    await follower.lead().catch(closing(db, server));
+    await follower.lead().catch(closing(db, server, metricsListener));
     log.info({ url }, 'leading: loading the state from the database');
   }
   const tokens = new Tokens(db);
@@ -123,7 +129,7 @@ export async function startApi(options: ServeOptions): Promise<RunningApi> {
   log.info({ file: adminTokenFile }, 'admin token written');
   // The embedded agent's own token with the agent role and the agent's name, made anew at every
   // start: the agent needs no more, and it speaks only for that name.
-  const agentToken = config.agent.enabled ? await tokens.rotate(config.agent.name, 'agent').catch(closing(db, server)) : undefined;
+  const agentToken = config.agent.enabled ? await tokens.rotate(config.agent.name, 'agent').catch(closing(db, server, metricsListener)) : undefined;
   // Provider pools (OpenStack flavors) become machines before the scheduler loads the inventory.
   const pools = await expandProviderPools(config, { dataDir: config.dataDir, log: log.child({ component: 'provisioner' }) });
   const { lease, queue, health, reaper, agents } = config;
@@ -179,7 +185,6 @@ export async function startApi(options: ServeOptions): Promise<RunningApi> {
     return account;
   };
   await jobs.start();
-  const metrics = config.metrics.listen ? new ApiMetrics() : undefined;
   metrics?.watch(scheduler);
   metrics?.watchImages(images);
   metrics?.watchRuns(jobs);
@@ -193,9 +198,6 @@ export async function startApi(options: ServeOptions): Promise<RunningApi> {
     telnetConsoles: config.consoles.telnet,
     ...(metrics ? { requestMetrics: metrics.middleware() } : {}),
   });
-  // Before the API takes its port: an address that cannot be had stops the start with nothing listening.
-  const metricsListener = metrics && config.metrics.listen ? await serveMetrics(metrics.registry, config.metrics.listen) : undefined;
-  if (metricsListener) log.info({ url: metricsListener.url }, 'metrics served');
   const close = once(async () => {
     clearInterval(collector);
     await metricsListener?.close();
@@ -208,6 +210,7 @@ export async function startApi(options: ServeOptions): Promise<RunningApi> {
     await db.close();
   });
   answer = app.callback();
+  metrics?.leading();
   upgrade = streams.upgrade;
   if (!server.listening) url = await listen();
   log.info({ url, machines: config.machines.length, dataDir: config.dataDir }, 'paddock listening');
@@ -277,9 +280,10 @@ export async function startApi(options: ServeOptions): Promise<RunningApi> {
   };
 }
 
-/** Closes the server (listening already as a follower) and the database before passing a start-up error on, so a refused start leaves nothing open. */
-function closing(db: { close(): Promise<void> }, server: Server): (error: unknown) => Promise<never> {
+/** Closes the server (listening already as a follower), its metrics and the database before passing a start-up error on, so a refused start leaves nothing open. */
+function closing(db: { close(): Promise<void> }, server: Server, metrics?: { close(): Promise<void> }): (error: unknown) => Promise<never> {
   return async (error) => {
+    await metrics?.close();
     server.closeAllConnections();
     await new Promise((resolve) => server.close(resolve));
     await db.close();

@@ -61,6 +61,10 @@ export async function startServer(
     env: { ...process.env, ...options.env },
   });
   if (typeof log === 'number') closeSync(log);
+  // A benchmark that ends on an error leaves no server behind (one would hold its database).
+  const orphan = () => child.kill('SIGKILL');
+  process.once('exit', orphan);
+  child.once('exit', () => process.off('exit', orphan));
   let ended: string | undefined;
   child.once('exit', (code, signal) => {
     const said = options.logFile ? `: ${readFileSync(path.join(dir, 'server.log'), 'utf8').trim().split('\n').slice(-5).join('\n')}` : '';

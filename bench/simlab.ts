@@ -250,6 +250,9 @@ async function runLab(options: Options, hosts: number, hook: { url: string; regi
     const done = () => stopping || (options.cycles > 0 && tally.cycles >= options.cycles);
     const holdMs = 60_000 * options.timeScale;
     const jobs = Array.from({ length: options.jobs }, (_, index) => job(client(index), `job-${hosts}-${index}`, tally, holdMs, () => stopping));
+    // Awaited after the cycles; a job that fails before then must not end the process unhandled
+    // while the cycles' own error is reported and the servers stop.
+    for (const running of jobs) running.catch(() => {});
     // A warm-up: the servers' code optimised and the jobs' boards booting before the measurement.
     const warm = newTally();
     let warming = true;

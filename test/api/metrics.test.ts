@@ -59,6 +59,7 @@ test.serial("a reservation's life, a failure and uploads move the counters, with
   t.is(value(before, 'paddock_machine_health_score', { machine: 'good-1' }), 1, 'a health score per machine, 1 with no provisioning');
   t.is(value(before, 'paddock_machine_health_score', { machine: 'broken-1' }), 1);
   t.is(value(before, 'paddock_queue_depth'), 0);
+  t.is(value(before, 'paddock_api_leader'), 1, 'one server leads');
 
   // Ready and released; meanwhile a second request queues, is seen in the queue, and is cancelled.
   const reservation = await user.reserve({ members: [{ role: 'main', spec: 'static-host' }], lease: '10m' }, { renew: false });

@@ -23,15 +23,19 @@ const lab = `agent: { enabled: false }\nagents: { heartbeatTimeout: 1d }\nmachin
 async function twoServers(t: import('ava').ExecutionContext) {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'paddock-leader-'));
   const database = postgresDatabase(dir);
-  const servers: { url: string; child: ChildProcess; output: () => string }[] = [];
+  const servers: { url: string; metrics: string; child: ChildProcess; output: () => string }[] = [];
   for (const name of ['a', 'b']) {
     const port = await freePort();
+    const metricsPort = await freePort();
     const file = path.join(dir, `${name}.yaml`);
-    writeFileSync(file, `listen: 127.0.0.1:${port}\ndataDir: ${path.join(dir, 'data')}\ndatabase: ${database}\n${lab}`);
+    writeFileSync(
+      file,
+      `listen: 127.0.0.1:${port}\nmetrics: { listen: 127.0.0.1:${metricsPort} }\ndataDir: ${path.join(dir, 'data')}\ndatabase: ${database}\n${lab}`,
+    );
     let output = '';
     const url = `http://127.0.0.1:${port}`;
     const child = await startServerProcess(['--config', file], url, (chunk) => (output += chunk));
-    servers.push({ url, child, output: () => output });
+    servers.push({ url, metrics: `http://127.0.0.1:${metricsPort}/metrics`, child, output: () => output });
   }
   t.teardown(async () => {
     for (const server of servers) await killHard(server.child);
@@ -41,6 +45,9 @@ async function twoServers(t: import('ava').ExecutionContext) {
   const token = readFileSync(path.join(dir, 'data', 'admin-token'), 'utf8').trim();
   return { a: servers[0], b: servers[1], token, database };
 }
+
+/** paddock_api_leader from a server's metrics. */
+const leaderGauge = async (url: string) => /^paddock_api_leader (\d)$/m.exec(await (await fetch(url)).text())?.[1];
 
 const healthOf = async (url: string) => (await (await fetch(`${url}/healthz`)).json()) as { role: string; leader?: string | null; database: string };
 
@@ -65,6 +72,7 @@ test('a leader whose database session is cut stops with status 1; the follower l
   const onB = new Paddock({ url: b.url, token });
   t.is((await onB.reservation(kept.id)).state, 'allocated', 'the acknowledged reservation is there');
   t.is((await onB.machine('m1')).reservationId ?? (await onB.machine('m2')).reservationId, kept.id);
+  t.is(await leaderGauge(b.metrics), '1', "b's metrics say it leads now");
 });
 
 test('a follower redirects to the leader, says who leads, and answers hostile targets without falling over', async (t) => {
@@ -78,6 +86,9 @@ test('a follower redirects to the leader, says who leads, and answers hostile ta
   t.is(((await redirected.json()) as { code: string }).code, 'not_leader');
   t.is((await fetch(`${b.url}/healthz/leader`)).status, 503);
   t.is((await fetch(`${a.url}/healthz/leader`)).status, 200);
+  // Prometheus scrapes both: the follower's metrics say it follows.
+  t.is(await leaderGauge(b.metrics), '0');
+  t.is(await leaderGauge(a.metrics), '1');
 
   // Raw requests a client library would never send: bytes no header can carry, an absolute-form
   // target, a WebSocket upgrade. Each gets an answer; the follower keeps serving.
