@@ -410,9 +410,12 @@ export class Reservation {
     }
   }
 
-  /** Extends the lease by its duration, up to the hard cap; LeaseExpiredError once it has ended. */
+  /**
+   * Extends the lease by its duration, up to the hard cap; LeaseExpiredError once it has ended.
+   * Sent again after a broken connection: a renewal counts from its arrival, so two are one.
+   */
   async renew(): Promise<ReservationView> {
-    return this.adopt(await this.http.post<ReservationView>(`${this.path()}/renew`));
+    return this.adopt(await this.http.post<ReservationView>(`${this.path()}/renew`, {}, { replayable: true }));
   }
 
   /** Gives the machines back (a queued request is cancelled). Safe to call more than once. */

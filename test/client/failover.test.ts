@@ -241,6 +241,28 @@ test.serial('a reservation with an idempotency key is sent again after a reset, 
   }
 });
 
+test.serial('a renewal whose connection broke is sent again: it counts from its arrival, so twice is once', async (t) => {
+  const admin = new Paddock({ url: api.url, token: api.adminToken });
+  const held = await admin.reserve({ members: [{ role: 'main', spec: 'static-host' }], lease: 60 }, { renew: false });
+  try {
+    await held.ready();
+    const before = held.view.expiresAt!;
+    // A server that shows the reservation, then dies while the renewal is on its way.
+    const dying = await standIn((request) => (request.method === 'GET' ? { status: 200, body: held.view } : 'reset'));
+    const paddock = new Paddock({ url: `${dying.url},${api.url}`, token: api.adminToken });
+    const reservation = await paddock.reservation(held.id);
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    const renewed = await reservation.renew();
+    t.deepEqual(
+      dying.seen.map((each) => `${each.method} ${each.path}`),
+      [`GET /v1/reservations/${held.id}`, `POST /v1/reservations/${held.id}/renew`],
+    );
+    t.true(Date.parse(renewed.expiresAt!) > Date.parse(before), `the live server renewed it: ${before} then ${renewed.expiresAt}`);
+  } finally {
+    await held.release();
+  }
+});
+
 test('hostile leaders are refused with a clear error: not http(s), not a URL, and redirect loops end', async (t) => {
   for (const named of ['file:///etc/passwd', 'not a url', 'javascript:alert(1)']) {
     const follows = await standIn(follower(api.url, named));

@@ -14,6 +14,8 @@ import os
 import socket
 import struct
 import threading
+import time
+import urllib.request
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Iterator
@@ -167,6 +169,27 @@ def test_only_what_is_safe_is_sent_again_after_a_reset(url: str, client: Paddock
         assert len({view.id for view in client.reservations(ended=True)} - before) == 1
     finally:
         reservation.release()
+
+
+def test_a_renewal_whose_connection_broke_is_sent_again(url: str, client: Paddock, spec: str, stand_ins: Any) -> None:
+    held = client.reserve([MemberRequest("main", spec)], renew=False)
+    try:
+        held.ready()
+        before = held.view.expires_at
+        assert before is not None
+        asked = urllib.request.Request(f"{url.rstrip('/')}/v1/reservations/{held.id}", headers={"Authorization": f"Bearer {token()}"})
+        shown = json.loads(urllib.request.urlopen(asked).read())
+        # A server that shows the reservation, then dies while the renewal is on its way: a renewal
+        # counts from its arrival, so the live server is sent it too.
+        dying = stand_ins(lambda method, path, index: (200, {}, shown) if method == "GET" else "reset")
+        listed = Paddock(f"{dying.url},{url}", token())
+        reservation = listed.reservation(held.id)
+        time.sleep(1.1)
+        renewed = reservation.renew()
+        assert dying.requests() == [f"GET /v1/reservations/{held.id}", f"POST /v1/reservations/{held.id}/renew"]
+        assert renewed.expires_at is not None and renewed.expires_at > before
+    finally:
+        held.release()
 
 
 def test_hostile_leaders_and_redirect_loops_are_refused(url: str, stand_ins: Any) -> None:

@@ -298,7 +298,8 @@ class Reservation:
 
     def renew(self) -> ReservationView:
         """Extends the lease by its duration, up to the hard cap; LeaseExpiredError once it has ended."""
-        return self._adopt(ReservationView.from_json(self._http.post(f"{self._path()}/renew")))
+        # Sent again after a broken connection: a renewal counts from its arrival, so two are one.
+        return self._adopt(ReservationView.from_json(self._http.post(f"{self._path()}/renew", replayable=True)))
 
     def release(self) -> ReservationView:
         """Gives the machines back (a queued request is cancelled). Safe to call more than once."""
