@@ -6,7 +6,7 @@ import type { RepositoryRules } from './repository.js';
 //   POST /v1/runner/claim            { runner, slots, wait }       → { runs: RunTask[] }   (long-poll)
 //   POST /v1/runner/heartbeat        { runner, runs: [ids] }       → { cancel: [ids] }
 //   POST /v1/runner/runs/:id/started { runner }
-//   POST /v1/runner/runs/:id/log     the output, as text/plain, appended in order
+//   POST /v1/runner/runs/:id/log     the output, as text/plain, appended in order (?offset= where it starts in what was sent)
 //   POST /v1/runner/runs/:id/finished RunFinish
 // All with a token of role `runner`.
 

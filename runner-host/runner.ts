@@ -135,7 +135,7 @@ export class Runner {
     const started = performance.now();
     await mkdir(this.options.workRoot, { recursive: true });
     const output = new OutputStream(
-      (chunk) => this.send(task.id, chunk),
+      (chunk, offset) => this.send(task.id, chunk, offset),
       () => controller.abort(new Error('the API no longer takes output for this run')),
     );
     await this.post(`v1/runner/runs/${task.id}/started`, { runner: this.options.name });
@@ -162,9 +162,10 @@ export class Runner {
     this.metrics?.ran(outcome, (performance.now() - started) / 1000);
   }
 
-  private send(id: string, chunk: Buffer): Promise<'ok' | 'gone'> {
+  /** A chunk of output that starts at byte `offset` of what this host has sent for the run: sent again after a broken connection, it is stored once. */
+  private send(id: string, chunk: Buffer, offset: number): Promise<'ok' | 'gone'> {
     return this.worker.post(`v1/runner/runs/${id}/log`, {
-      searchParams: { runner: this.options.name },
+      searchParams: { runner: this.options.name, offset },
       body: chunk,
       headers: { 'content-type': 'text/plain; charset=utf-8' },
       gone: [404, 409],
@@ -203,9 +204,11 @@ class OutputStream {
   private sending: Promise<void> = Promise.resolve();
   private timer?: NodeJS.Timeout;
   private gone = false;
+  /** Bytes handed to `deliver` so far: the next chunk's offset. */
+  private offset = 0;
 
   constructor(
-    private readonly deliver: (chunk: Buffer) => Promise<'ok' | 'gone'>,
+    private readonly deliver: (chunk: Buffer, offset: number) => Promise<'ok' | 'gone'>,
     private readonly onGone: () => void,
   ) {}
 
@@ -224,9 +227,11 @@ class OutputStream {
     const chunk = Buffer.concat(this.pending);
     this.pending = [];
     this.size = 0;
+    const offset = this.offset;
+    this.offset += chunk.length;
     this.sending = this.sending.then(async () => {
       if (this.gone) return;
-      const answer = await this.deliver(chunk).catch(() => 'ok' as const);
+      const answer = await this.deliver(chunk, offset).catch(() => 'ok' as const);
       if (answer === 'gone') {
         this.gone = true;
         this.onGone();

@@ -133,9 +133,10 @@ export class Dispatch {
     }
   }
 
-  async appendLog(runner: string, id: string, chunk: Buffer): Promise<void> {
+  /** A chunk of a run's output; with `offset` (where it starts in what the runner host sent), one sent again is stored once. */
+  async appendLog(runner: string, id: string, chunk: Buffer, offset?: number): Promise<void> {
     if (!this.ownRun(runner, id)) throw new DomainError('run_ended', `run ${id} is not running on ${runner}`);
-    await this.logs.write(id, chunk);
+    await (offset === undefined ? this.logs.write(id, chunk) : this.logs.output(id, offset, chunk));
   }
 
   async finished(runner: string, id: string, finish: RunFinish): Promise<void> {

@@ -105,14 +105,20 @@ export function runnerRoutes(table: RouteTable, dispatch: Dispatch): void {
     {
       method: 'post',
       path: '/v1/runner/runs/:id/log',
-      summary: "Append to a run's output (text/plain body; ?runner=NAME)",
+      summary: "Append to a run's output (text/plain body; ?runner=NAME&offset=BYTES, where the chunk starts in what the runner host sent)",
       roles,
-      query: { runner: 'the runner host' },
+      query: {
+        runner: 'the runner host',
+        offset: 'where the chunk starts in the output the runner host has sent for the run (a chunk sent again is stored once)',
+      },
     },
     async (ctx) => {
       const runner = runnerName.safeParse(ctx.query.runner);
       if (!runner.success) throw new ApiError(400, 'invalid_request', "runner is the runner host's name");
-      await dispatch.appendLog(checkRunner(ctx, runner.data), ctx.params.id, await readRaw(ctx, maxChunk));
+      // Checked by the route (a whole number); left out by a runner host older than offsets, whose chunks are appended as they come.
+      const offset = ctx.query.offset as string | undefined;
+      const chunk = await readRaw(ctx, maxChunk);
+      await dispatch.appendLog(checkRunner(ctx, runner.data), ctx.params.id, chunk, offset === undefined ? undefined : Number(offset));
       ctx.status = 204;
     },
   );

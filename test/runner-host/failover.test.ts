@@ -31,7 +31,7 @@ test.after.always(async () => {
   if (scratch) rmSync(scratch, { recursive: true, force: true });
 });
 
-test('a runner host keeps claiming when its first API URL dies, without a restart', async (t) => {
+test.serial('a runner host keeps claiming when its first API URL dies, without a restart', async (t) => {
   const admin = new Paddock({ url: api.url, token: api.adminToken });
   const repo = jobRepository(scratch, '#!/bin/sh\necho "PADDOCK_URL=$PADDOCK_URL"\n');
   await admin.jobs.add({ name: 'where', repository: repo, script: 'ci.sh' });
@@ -73,4 +73,41 @@ test('a runner host keeps claiming when its first API URL dies, without a restar
       await exited;
     }
   }
+});
+
+test.serial('output sent again after a broken connection is stored once; output that never arrived is marked, not made up', async (t) => {
+  const admin = new Paddock({ url: api.url, token: api.adminToken });
+  const repo = jobRepository(mkdtempSync(path.join(scratch, 'chunks-')));
+  await admin.jobs.add({ name: 'chunks', repository: repo, script: 'ci.sh' });
+  const runnerToken = (await admin.createToken('runner-chunks', 'runner')).token;
+  // This test plays the runner host's side of the protocol: the chunks as a host sends them again.
+  const post = (pathname: string, body: string, type = 'application/json') =>
+    fetch(`${api.url}${pathname}`, { method: 'POST', headers: { authorization: `Bearer ${runnerToken}`, 'content-type': type }, body });
+  const made = await admin.jobs.run('chunks');
+  const claimed = (await (await post('/v1/runner/claim', JSON.stringify({ runner: 'runner-chunks', slots: 1, wait: 10 }))).json()) as {
+    runs: { id: string }[];
+  };
+  t.deepEqual(
+    claimed.runs.map((run) => run.id),
+    [made.id],
+  );
+  t.is((await post(`/v1/runner/runs/${made.id}/started`, JSON.stringify({ runner: 'runner-chunks' }))).status, 204);
+  const chunk = (offset: number | string | undefined, text: string) =>
+    post(`/v1/runner/runs/${made.id}/log?runner=runner-chunks${offset === undefined ? '' : `&offset=${offset}`}`, text, 'text/plain');
+  for (const [offset, text] of [
+    [0, 'one\n'],
+    [0, 'one\n'], // sent again: its answer was lost
+    [4, 'two\nthree\n'],
+    [8, 'three\nfour\n'], // overlaps what is stored: only the new part
+    [30, 'six\n'], // bytes 19 to 29 never arrived
+  ] as const)
+    t.is((await chunk(offset, text)).status, 204, `chunk at ${offset}`);
+  for (const bad of ['-1', '1e3', 'x', '9999999999999999'])
+    t.like(await (await chunk(bad, 'no\n')).json(), { code: 'invalid_parameter' }, `offset ${bad} refused`);
+  t.is((await post(`/v1/runner/runs/${made.id}/finished`, JSON.stringify({ runner: 'runner-chunks', outcome: 'passed', exitCode: 0 }))).status, 204);
+  const sink = textSink();
+  await admin.jobs.log(made.id, sink);
+  // Between the API's own notes: the output as the runner host sent it, once.
+  const output = /^paddock: taken by runner host runner-chunks\n([^]*)paddock: run passed; exit code 0\n$/m.exec(sink.text)?.[1];
+  t.is(output, "one\ntwo\nthree\nfour\n\npaddock: 11 bytes of the runner host's output never arrived here\nsix\n", sink.text);
 });
