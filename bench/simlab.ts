@@ -207,7 +207,7 @@ interface LabResult {
   /** Why, by reason with the numbers and board names left out. */
   quarantineReasons: Record<string, number>;
   rssMiB: number[];
-  replay: Omit<Replay, 'doubleAllocations' | 'strayReleases'> & { doubleAllocations: number; strayReleases: number };
+  replay: Pick<Replay, 'events' | 'grants' | 'releases'> & { doubleAllocations: number; strayReleases: number; held: number };
 }
 
 /** The admin token of the database the labs share (--database): written to a file by the first server only. */
@@ -306,7 +306,14 @@ async function runLab(options: Options, hosts: number, hook: { url: string; regi
       quarantined: quarantine.count,
       quarantineReasons: Object.fromEntries(quarantine.reasons),
       rssMiB: rss,
-      replay: { ...replay, doubleAllocations: replay.doubleAllocations.length, strayReleases: replay.strayReleases.length },
+      replay: {
+        events: replay.events,
+        grants: replay.grants,
+        releases: replay.releases,
+        doubleAllocations: replay.doubleAllocations.length,
+        strayReleases: replay.strayReleases.length,
+        held: replay.held.size,
+      },
     };
     for (const conflict of replay.doubleAllocations.slice(0, 20))
       say(`DOUBLE ALLOCATION: ${conflict.machine} granted to ${conflict.reservationId} (event ${conflict.eventId}) while ${conflict.holder} held it`);

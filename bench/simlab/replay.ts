@@ -1,10 +1,9 @@
-// The stored history played back: every grant and release of every machine, in the order the
-// server stored them (event ids), with the rule a scheduler must never break: a machine is in one
-// live reservation at most. A grant is an allocation event to `pending` naming the machine (first
-// grant, or a retry moved to it); the machine is free again at an allocation event to `released`
-// from any state but `waiting` (a member waiting for a machine holds none).
+// The stored history of a simulated lab: read from its database, played back (test/helpers/replay.ts:
+// a machine is in one live reservation at most), and the time each request waited in the queue.
 import { QueryTypes, Sequelize } from 'sequelize';
+export { replayAllocations as replayHistory, type Replay } from '../../test/helpers/replay.js';
 
+/** An event as stored (the events table). */
 export interface HistoryEvent {
   id: number;
   reservationId: string;
@@ -14,46 +13,6 @@ export interface HistoryEvent {
   to: string;
   machine: string | null;
   reason: string | null;
-}
-
-export interface Conflict {
-  machine: string;
-  eventId: number;
-  /** The reservation the event is of. */
-  reservationId: string;
-  /** The reservation that held the machine then (none: a release of a machine nobody held). */
-  holder?: string;
-}
-
-export interface Replay {
-  events: number;
-  grants: number;
-  releases: number;
-  /** Grants of a machine while a reservation held it. */
-  doubleAllocations: Conflict[];
-  /** Releases of a machine by a reservation that did not hold it. */
-  strayReleases: Conflict[];
-}
-
-export function replayHistory(events: Iterable<HistoryEvent>): Replay {
-  const holders = new Map<string, string>();
-  const replay: Replay = { events: 0, grants: 0, releases: 0, doubleAllocations: [], strayReleases: [] };
-  for (const event of events) {
-    replay.events += 1;
-    if (event.type !== 'allocation' || event.machine === null) continue;
-    const holder = holders.get(event.machine);
-    const conflict = { machine: event.machine, eventId: event.id, reservationId: event.reservationId, ...(holder === undefined ? {} : { holder }) };
-    if (event.to === 'pending') {
-      replay.grants += 1;
-      if (holder !== undefined) replay.doubleAllocations.push(conflict);
-      holders.set(event.machine, event.reservationId);
-    } else if (event.to === 'released' && event.from !== 'waiting') {
-      replay.releases += 1;
-      if (holder !== event.reservationId) replay.strayReleases.push(conflict);
-      else holders.delete(event.machine);
-    }
-  }
-  return replay;
 }
 
 /**

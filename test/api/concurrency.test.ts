@@ -8,7 +8,7 @@ import type { ReservationView } from '../../protocol/api.js';
 import { startApi, staticMachinesYaml, testConfig } from '../helpers/api.js';
 import { startSshd } from '../helpers/sshd.js';
 import { openStoredData } from '../helpers/database.js';
-import { replayAllocations } from '../helpers/replay.js';
+import { replayAllocations, type AllocationEvent } from '../helpers/replay.js';
 
 const clients = 50;
 const requests = 500;
@@ -96,9 +96,7 @@ ${staticMachinesYaml(
   }
   const reservations = await all<{ id: string; state: string; createdAt: string | Date }>('SELECT id, state, "createdAt" FROM reservations');
   const expiries = await all<{ reservationId: string; at: string | Date }>(`SELECT "reservationId", at FROM events WHERE type = 'state' AND "to" = 'expired'`);
-  const events = await all<{ id: number; reservationId: string; type: string; to: string; machine: string | null }>(
-    'SELECT id, "reservationId", type, "to", machine FROM events ORDER BY id',
-  );
+  const events = await all<AllocationEvent>('SELECT id, "reservationId", type, "from", "to", machine FROM events ORDER BY id');
   await db.close();
   t.is(reservations.length, requests);
   t.true(
@@ -107,7 +105,7 @@ ${staticMachinesYaml(
   );
   // Replay the history in commit order (test/helpers/replay.ts).
   const replay = replayAllocations(events);
-  t.deepEqual(replay.doubles, [], 'no machine in two live reservations');
+  t.deepEqual(replay.doubleAllocations, [], 'no machine in two live reservations');
   t.deepEqual(replay.strayReleases, []);
   t.is(replay.held.size, 0, 'no machine is left held');
   t.true(replay.grants > 0);

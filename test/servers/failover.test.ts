@@ -13,7 +13,7 @@ import { Paddock } from '../../client/index.js';
 import type { ReservationView } from '../../protocol/api.js';
 import { staticMachinesYaml } from '../helpers/api.js';
 import { openStoredData } from '../helpers/database.js';
-import { replayAllocations } from '../helpers/replay.js';
+import { replayAllocations, type AllocationEvent } from '../helpers/replay.js';
 import { freePort } from '../helpers/ports.js';
 import { postgresDatabase } from '../helpers/postgres.js';
 import { killHard, startAgentProcess, startServerProcess, stopGracefully, type AgentProcess } from '../helpers/server.js';
@@ -186,9 +186,7 @@ test('kill -9 of the leader during a burst from 50 clients: the follower leads, 
   await waitFor(async () => (await admin.list({ all: true })).length === 0, 300_000, 'every reservation ended');
   const stored = await openStoredData({ dataDir: dir, database });
   const rows = await stored.all<{ id: string; state: string; idempotencyKey: string | null }>('SELECT id, state, "idempotencyKey" FROM reservations');
-  const events = await stored.all<{ reservationId: string; type: string; to: string; machine: string | null }>(
-    'SELECT "reservationId", type, "to", machine FROM events ORDER BY id',
-  );
+  const events = await stored.all<AllocationEvent>('SELECT id, "reservationId", type, "from", "to", machine FROM events ORDER BY id');
   await stored.close();
   const byKey = new Map<string, string[]>();
   for (const row of rows) if (row.idempotencyKey) byKey.set(row.idempotencyKey, [...(byKey.get(row.idempotencyKey) ?? []), row.id]);
@@ -199,7 +197,7 @@ test('kill -9 of the leader during a burst from 50 clients: the follower leads, 
   for (const id of released) t.is(states.get(id), 'released', `${id}: its acknowledged release is stored`);
   // Replay the history in commit order (test/helpers/replay.ts).
   const replay = replayAllocations(events);
-  t.deepEqual(replay.doubles, [], 'no machine in two live reservations');
+  t.deepEqual(replay.doubleAllocations, [], 'no machine in two live reservations');
   t.deepEqual(replay.strayReleases, []);
   t.is(replay.held.size, 0, 'no machine is left held');
   t.true(replay.grants >= acknowledged.size);
