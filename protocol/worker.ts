@@ -139,8 +139,8 @@ export class PullWorker<Task> {
    * A POST retried while the API is away (5xx or no answer), up to `attempts` tries (with several
    * servers, for the failover budget at least, moving on to the next server): a report must not be
    * lost to a blip. What is posted so is the caller's to keep safe to send twice (a stage or state
-   * report restates where a task is; a run's log chunk sent again after a broken connection may show
-   * twice, as it could before lists of servers). A 4xx is
+   * report restates where a task is; a run's log chunk carries its offset, so the API stores it
+   * once). A 4xx is
    * the API's refusal and is not retried; the statuses in `gone` resolve with 'gone' (the task ended
    * meanwhile), any other 4xx rejects. Once the worker stops, a failed try is the last unless
    * `whileStopping` (the report of how a run ended, say).
