@@ -413,6 +413,11 @@ async function main(): Promise<void> {
     say(
       `cycles/s, ${large.machines} to ${baseline.machines}: ${ratios.cyclesPerSecond.toFixed(2)}; best ${Math.max(baseline.cyclesPerSecond, large.cyclesPerSecond).toFixed(0)} cycles/s (aim: at least 1,000 on PostgreSQL)`,
     );
+    // The leader does a cycle's work on one core (Node's one thread): what that core could carry at
+    // most, whatever the benchmark's own clients and agents take of the machine beside it.
+    say(
+      `one server core at the measured CPU per cycle carries at most ${results.map((result) => `${(1000 / result.serverCpuMsPerCycle).toFixed(0)} cycles/s (${result.machines} machines)`).join(', ')}; the benchmark's clients and agents took ${results.map((result) => `${((result.benchCpuShare * 1000) / result.cyclesPerSecond).toFixed(2)} ms`).join(', ')} of CPU per cycle beside it`,
+    );
     say(
       `replayed history: ${results.map((result) => `${result.replay.grants} grants, ${result.replay.releases} releases of ${result.machines} machines`).join('; ')}: ${doubles === 0 ? 'no machine was ever in two live reservations' : `${doubles} DOUBLE ALLOCATIONS`}`,
     );
