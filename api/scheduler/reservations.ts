@@ -14,7 +14,7 @@ import { isEnded, liveStates } from './lifecycle.js';
 import { comesBefore, queueOrder } from './queue.js';
 import { eventView, reservationFromRow, type Reservation } from './records.js';
 import { parseMembers, type ParsedMember, type ReservationRequestInput } from './requests.js';
-import type { SchedulerState } from './state.js';
+import { idempotencySlot, type SchedulerState } from './state.js';
 
 type Created = { reservation: Reservation; created: boolean };
 
@@ -34,7 +34,7 @@ export class Reservations {
   /** The live reservations stored, put in memory (at start; the machines are loaded after them). */
   async loadLive(): Promise<Reservation[]> {
     const rows = plainRows(await this.state.db.reservations.findAll({ where: { state: [...liveStates] }, raw: true }));
-    for (const row of rows) this.state.live.set(row.id, reservationFromRow(row));
+    for (const row of rows) this.state.setLive(reservationFromRow(row));
     return [...this.state.live.values()];
   }
 
@@ -48,7 +48,7 @@ export class Reservations {
     }
     if (request.idempotencyKey === undefined) return this.createNew(caller, request, members, parsed, leaseSeconds);
     // Two retries of one request may arrive together: the second waits for the first.
-    const slot = `${caller.name}\u0000${request.idempotencyKey}`;
+    const slot = idempotencySlot(caller.name, request.idempotencyKey);
     const pending = this.creating.get(slot);
     if (pending) return { reservation: (await pending).reservation, created: false };
     const creating = (async () => {
@@ -112,9 +112,8 @@ export class Reservations {
   }
 
   private async findByIdempotencyKey(owner: string, key: string): Promise<Reservation | undefined> {
-    for (const reservation of this.state.live.values()) {
-      if (reservation.owner === owner && reservation.idempotencyKey === key) return reservation;
-    }
+    const live = this.state.liveWithKey(owner, key);
+    if (live) return live;
     const row = plainRow(await this.state.db.reservations.findOne({ where: { owner, idempotencyKey: key }, raw: true }));
     return row ? reservationFromRow(row) : undefined;
   }

@@ -53,9 +53,16 @@ export interface MachineDefinition {
 /** Work for an agent: provision an allocation's machine, release it, or power or re-deploy it during the lease (lease-actions.ts). */
 export type Task = { action: 'provision' | 'release' | 'power' | 'boot'; reservation: Reservation; allocation: Allocation };
 
+/** One owner's idempotency key, as one string (a NUL cannot be in a name). */
+export function idempotencySlot(owner: string, key: string): string {
+  return `${owner}\u0000${key}`;
+}
+
 export class SchedulerState {
   readonly inventory = new Inventory();
   readonly live = new Map<string, Reservation>();
+  /** Live reservations made with an idempotency key, by owner and key (idempotencySlot): a request sent again finds its own without a pass over every live one. */
+  private readonly liveByKey = new Map<string, Reservation>();
   /** Queued reservations, in no particular order (queue.ts's queueOrder gives the order when it is needed). */
   readonly queue = new Set<Reservation>();
   /** Tasks not yet taken by an agent, by allocation id. */
@@ -105,15 +112,36 @@ export class SchedulerState {
 
   /** A new reservation goes live with the members its request was parsed into. */
   addLive(reservation: Reservation, members: ParsedMember[]): void {
-    this.live.set(reservation.id, reservation);
+    this.setLive(reservation);
     this.parsed.set(reservation.id, members);
+  }
+
+  /** A reservation in memory as live: new, loaded at start, or put back after a failed commit. */
+  setLive(reservation: Reservation): void {
+    this.live.set(reservation.id, reservation);
+    if (reservation.idempotencyKey !== undefined) this.liveByKey.set(idempotencySlot(reservation.owner, reservation.idempotencyKey), reservation);
+  }
+
+  /** The live reservation `owner` made with idempotency key `key`, if there is one. */
+  liveWithKey(owner: string, key: string): Reservation | undefined {
+    const reservation = this.liveByKey.get(idempotencySlot(owner, key));
+    return reservation !== undefined && this.live.get(reservation.id) === reservation ? reservation : undefined;
+  }
+
+  /** A reservation out of memory (ended, or never committed). */
+  private dropLive(id: string): void {
+    const reservation = this.live.get(id);
+    this.live.delete(id);
+    if (reservation?.idempotencyKey === undefined) return;
+    const slot = idempotencySlot(reservation.owner, reservation.idempotencyKey);
+    if (this.liveByKey.get(slot) === reservation) this.liveByKey.delete(slot);
   }
 
   /** An ended reservation leaves memory. */
   forget(reservation: Reservation): void {
     this.heldUntil.delete(reservation.id);
     this.waiting.delete(reservation.id);
-    this.live.delete(reservation.id);
+    this.dropLive(reservation.id);
     this.parsed.delete(reservation.id);
   }
 
@@ -213,11 +241,11 @@ export class SchedulerState {
       machine.pendingState = image.pendingState;
       machine.qualification = image.row.qualification ? JSON.parse(image.row.qualification) : undefined;
     }
-    for (const id of this.live.keys()) if (!this.store.committedReservations.has(id)) this.live.delete(id);
+    for (const id of [...this.live.keys()]) if (!this.store.committedReservations.has(id)) this.dropLive(id);
     for (const row of this.store.committedReservations.values()) {
       const restored = reservationFromRow(row);
       const reservation = this.live.get(row.id);
-      if (!reservation) this.live.set(row.id, restored);
+      if (!reservation) this.setLive(restored);
       else {
         for (const key of Object.keys(reservation)) delete (reservation as unknown as Record<string, unknown>)[key];
         Object.assign(reservation, restored);

@@ -7,6 +7,7 @@ import got from 'got';
 import type { EventView, ReservationView } from '../../protocol/api.js';
 import { startApi, staticMachinesYaml, testConfig, type TestApi } from '../helpers/api.js';
 import { startSshd, type TestSshd } from '../helpers/sshd.js';
+import { waitFor } from '../helpers/wait.js';
 
 let api: TestApi;
 let hosts: TestSshd[];
@@ -249,5 +250,31 @@ test.serial('machines can be put in maintenance and back', async (t) => {
       ['host-1', 'available'],
       ['host-2', 'available'],
     ],
+  );
+});
+
+test.serial("an idempotency key is its owner's, and names its reservation after it ended too", async (t) => {
+  const body = { members: [{ role: 'main', spec: 'static-host' }], idempotencyKey: 'shared-key-1', queueTimeout: 60 };
+  const mine = await reserve(body);
+  t.is(mine.statusCode, 201);
+  const alice = (await api.http().post('v1/tokens', { json: { name: 'alice-keys', role: 'user' } })).body as { token: string };
+  const byAlice = await api.http(alice.token).post('v1/reservations', { json: body });
+  t.is(byAlice.statusCode, 201, "the same key of another owner makes alice's own");
+  const alices = byAlice.body as ReservationView;
+  t.not(alices.id, (mine.body as ReservationView).id);
+  const ended = (await api.http(alice.token).delete(`v1/reservations/${alices.id}`)).body as ReservationView;
+  await release((mine.body as ReservationView).id);
+  // Ended, it is no longer in the scheduler's memory: the key is looked up in the database.
+  await waitFor(
+    async () => ['released', 'cancelled'].includes(((await api.http(alice.token).get(`v1/reservations/${alices.id}`)).body as ReservationView).state),
+    60_000,
+    "alice's reservation ended",
+  );
+  const again = await api.http(alice.token).post('v1/reservations', { json: body });
+  t.is(again.statusCode, 200);
+  t.is((again.body as ReservationView).id, alices.id, 'the same reservation, not a new one');
+  t.true(
+    ['releasing', 'released', 'cancelled'].includes((again.body as ReservationView).state),
+    `${ended.state} then ${(again.body as ReservationView).state}`,
   );
 });
