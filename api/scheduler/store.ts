@@ -266,8 +266,20 @@ const provisioningColumns = [
   'startedAt',
   'endedAt',
 ] as const;
-/** Drops a machine's provisionings older than its newest `provisioningsKept` (`?` becomes `$n` on PostgreSQL). */
-const trimProvisionings = `DELETE FROM "provisionings" WHERE "machine" = ? AND "id" <= (SELECT "id" FROM "provisionings" WHERE "machine" = ? ORDER BY "id" DESC LIMIT 1 OFFSET ${provisioningsKept})`;
+const trims = new Map<number, string>();
+/**
+ * Drops the provisionings of `machines` machines older than each one's newest `provisioningsKept`,
+ * in one statement (`?` becomes `$n` on PostgreSQL), cached by size.
+ */
+function trimProvisionings(machines: number): string {
+  let sql = trims.get(machines);
+  if (sql === undefined) {
+    const ranked = `SELECT "id", ROW_NUMBER() OVER (PARTITION BY "machine" ORDER BY "id" DESC) AS "newer" FROM "provisionings" WHERE "machine" IN (${Array(machines).fill('?').join(',')})`;
+    sql = `DELETE FROM "provisionings" WHERE "id" IN (SELECT "id" FROM (${ranked}) AS "ranked" WHERE "newer" > ${provisioningsKept})`;
+    trims.set(machines, sql);
+  }
+  return sql;
+}
 
 /** The rows of one commit, by table. */
 interface Rows {
@@ -298,18 +310,23 @@ function planCommit(rows: Rows, value: (value: unknown) => unknown): Step[] {
     ...plan('labHosts', 'name', labHostColumns, rows.labHosts, value),
     ...plan('events', 'id', eventColumns, rows.events, value),
     ...plan('provisionings', 'id', provisioningColumns, rows.provisionings, value),
-    ...[...new Set(rows.provisionings.map((row) => row.machine))].map((machine) => ({ sql: trimProvisionings, params: [machine, machine] })),
+    ...chunks([...new Set(rows.provisionings.map((row) => row.machine))]).map((machines) => ({ sql: trimProvisionings(machines.length), params: machines })),
   ];
 }
 
-function* plan(table: string, key: string, columns: readonly string[], rows: object[], value: (value: unknown) => unknown): Generator<Step> {
+/** `items` cut into runs of the statement sizes, largest first. */
+function chunks<T>(items: T[]): T[][] {
+  const runs: T[][] = [];
   let start = 0;
-  for (const size of statementSizes) {
-    for (; rows.length - start >= size; start += size) {
-      const params: unknown[] = [];
-      for (const row of rows.slice(start, start + size)) for (const column of columns) params.push(value((row as Record<string, unknown>)[column]));
-      yield { sql: upsert(table, key, columns, size), params };
-    }
+  for (const size of statementSizes) for (; items.length - start >= size; start += size) runs.push(items.slice(start, start + size));
+  return runs;
+}
+
+function* plan(table: string, key: string, columns: readonly string[], rows: object[], value: (value: unknown) => unknown): Generator<Step> {
+  for (const run of chunks(rows)) {
+    const params: unknown[] = [];
+    for (const row of run) for (const column of columns) params.push(value((row as Record<string, unknown>)[column]));
+    yield { sql: upsert(table, key, columns, run.length), params };
   }
 }
 

@@ -1,15 +1,16 @@
 // The store keeps the newest `provisioningsKept` provisionings of each machine and drops the older
-// ones in the same commit, machine by machine, on a real SQLite file.
+// ones in the same commit, on a real SQLite file (and on PostgreSQL in the second pass).
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import test from 'ava';
 import { openDatabase, plainRows } from '../../api/db/index.js';
 import { provisioningsKept, Store } from '../../api/scheduler/store.js';
+import { testDatabase } from '../helpers/postgres.js';
 
 test('each machine keeps its newest provisionings and no more', async (t) => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'paddock-history-'));
-  const db = await openDatabase(dir);
+  const db = await openDatabase(dir, testDatabase(dir));
   const store = new Store(db);
   t.teardown(async () => {
     await store.close();
@@ -52,4 +53,17 @@ test('each machine keeps its newest provisionings and no more', async (t) => {
     "another machine's history is not touched",
   );
   t.is(store.committedProvisioningId, rows.at(-1)!.id);
+
+  // Several machines past the limit in one commit are trimmed together (one statement for four of them).
+  const many = ['m0', 'm1', 'm2', 'm3', 'm4', 'm5'];
+  for (const machine of many) for (let index = 0; index < provisioningsKept + 3; index++) record(machine, index);
+  await store.flush();
+  const after = plainRows(await db.provisionings.findAll({ raw: true, order: [['id', 'ASC']] }));
+  for (const machine of many) {
+    const kept = after.filter((row) => row.machine === machine).map((row) => row.reservationId);
+    t.is(kept.length, provisioningsKept, machine);
+    t.is(kept[0], 'r-3', `${machine}: its three oldest went`);
+  }
+  t.is(after.filter((row) => row.machine === 'busy').length, provisioningsKept, 'the others are as they were');
+  t.is(after.filter((row) => row.machine === 'quiet').length, 1);
 });
