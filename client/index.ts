@@ -127,9 +127,12 @@ export class Paddock {
     return this.http.get(`v1/machines/${encodeURIComponent(name)}`, options.limit === undefined ? undefined : { limit: options.limit });
   }
 
-  /** Takes a machine out of service (admins); a reserved one leaves when released. */
+  /**
+   * Takes a machine out of service (admins); a reserved one leaves when released. Sent again after a
+   * broken connection: a second time leaves the machine as the first did.
+   */
   maintenance(name: string, reason?: string): Promise<MachineView> {
-    return this.http.post(`v1/machines/${encodeURIComponent(name)}/maintenance`, reason === undefined ? {} : { reason });
+    return this.http.post(`v1/machines/${encodeURIComponent(name)}/maintenance`, reason === undefined ? {} : { reason }, { replayable: true });
   }
 
   activate(name: string): Promise<MachineView> {

@@ -16,6 +16,7 @@ import type { ReservationView } from '../../protocol/api.js';
 import { startApi, staticMachinesYaml, testConfig, type TestApi } from '../helpers/api.js';
 import { closedPort, electing, follower, startStandIn, type StandIn } from '../helpers/follower.js';
 import { startSshd, type TestSshd } from '../helpers/sshd.js';
+import { waitFor } from '../helpers/wait.js';
 
 let api: TestApi;
 let host: TestSshd;
@@ -261,6 +262,28 @@ test.serial('a renewal whose connection broke is sent again: it counts from its 
   } finally {
     await held.release();
   }
+});
+
+test.serial('maintenance whose connection broke is sent again (twice leaves the machine as once); a retirement is not', async (t) => {
+  const dying = await standIn(() => 'reset');
+  const paddock = new Paddock({ url: `${dying.url},${api.url}`, token: api.adminToken });
+  const admin = new Paddock({ url: api.url, token: api.adminToken });
+  // Free of the tests before (a release cleans the host first).
+  await waitFor(async () => (await admin.machine('fo-host')).state === 'available', 60_000, 'fo-host free');
+  try {
+    t.is((await paddock.maintenance('fo-host', 'failover test')).state, 'maintenance');
+    t.deepEqual(
+      dying.seen.map((each) => `${each.method} ${each.path}`),
+      ['POST /v1/machines/fo-host/maintenance'],
+    );
+  } finally {
+    t.is((await admin.activate('fo-host')).state, 'available');
+  }
+  // A retirement sent twice would answer machine_retired for what the first did: not sent again.
+  const again = await standIn(() => 'reset');
+  const retiring = new Paddock({ url: `${again.url},${api.url}`, token: api.adminToken });
+  await t.throwsAsync(retiring.retire('fo-host', 'never'), { instanceOf: PaddockConnectionError });
+  t.is((await admin.machine('fo-host')).state, 'available', 'the live server never saw the retirement');
 });
 
 test('hostile leaders are refused with a clear error: not http(s), not a URL, and redirect loops end', async (t) => {
