@@ -5,7 +5,7 @@
 // counted in it), and how much of it is stored is kept beside the log (ID.received, on the data
 // directory every API server shares), so a chunk sent again after a broken connection, to this
 // server or to the next leader, is stored once.
-import { appendFile, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Log } from '../../protocol/log.js';
 
@@ -59,6 +59,15 @@ export class RunLogs {
       const total = Math.max(received, offset) + fresh.length;
       this.received.set(id, total);
       await writeFile(this.receivedFile(id), `${total}\n`, { mode: 0o600 });
+    });
+  }
+
+  /** The run ended (no more output is taken): what was kept for its writes goes, from memory and beside the log. */
+  ended(id: string): Promise<void> {
+    return this.queue(id, async () => {
+      this.sizes.delete(id);
+      this.received.delete(id);
+      await rm(this.receivedFile(id), { force: true });
     });
   }
 

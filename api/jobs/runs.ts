@@ -211,6 +211,7 @@ export class Runs {
         .filter(Boolean)
         .join('; ');
       await this.logs.write(row.id, `${summary}${released.length > 0 ? `; released ${released.join(', ')}` : ''}\n`);
+      await this.logs.ended(row.id);
       this.log.info(
         { run: row.id, outcome: state, exitCode: row.exitCode ?? undefined, signal: row.signal ?? undefined, reason: row.reason ?? undefined, released },
         'run ended',

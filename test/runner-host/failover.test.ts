@@ -3,7 +3,7 @@
 // for a second API server (until two `paddock serve` share a database here) and is then killed.
 // The job script gets the whole list as PADDOCK_URL.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import test from 'ava';
@@ -102,9 +102,12 @@ test.serial('output sent again after a broken connection is stored once; output 
     [30, 'six\n'], // bytes 19 to 29 never arrived
   ] as const)
     t.is((await chunk(offset, text)).status, 204, `chunk at ${offset}`);
-  for (const bad of ['-1', '1e3', 'x', '9999999999999999'])
+  for (const bad of ['-1', '1e3', 'x', '9999999999999999', '1&offset=2'])
     t.like(await (await chunk(bad, 'no\n')).json(), { code: 'invalid_parameter' }, `offset ${bad} refused`);
+  t.true(existsSync(path.join(api.dataDir, 'runs', `${made.id}.received`)), 'how much arrived is kept beside the log while the run goes on');
   t.is((await post(`/v1/runner/runs/${made.id}/finished`, JSON.stringify({ runner: 'runner-chunks', outcome: 'passed', exitCode: 0 }))).status, 204);
+  t.false(existsSync(path.join(api.dataDir, 'runs', `${made.id}.received`)), 'and goes once the run ended');
+  t.is((await chunk(40, 'late\n')).status, 409, 'an ended run takes no more output');
   const sink = textSink();
   await admin.jobs.log(made.id, sink);
   // Between the API's own notes: the output as the runner host sent it, once.
