@@ -198,6 +198,8 @@ test.serial("a user's maintenance click is refused with a readable message, and 
   await page.click('nav >> text=Machines');
   const row = page.locator(`tr[data-machine="${vm}"]`);
   await row.locator('.badge', { hasText: 'reserved' }).waitFor();
+  // The machines and the reservations are two polls: the holder shows once both have answered.
+  await row.locator('td a', { hasText: 'alice' }).waitFor();
   t.is(await row.locator('td', { hasText: 'alice' }).count(), 1, 'the holder is shown');
   await row.locator('button', { hasText: 'Maintenance' }).click();
   const notice = page.getByRole('alert');

@@ -35,6 +35,7 @@ export function Machines({ caller }: { caller: Caller }) {
               <td>{machine.labHost}</td>
               <td>
                 {machine.reservationId &&
+                  reservations.data &&
                   (owners.has(machine.reservationId) ? (
                     <a href={`#/reservations/${encodeURIComponent(machine.reservationId)}`}>{owners.get(machine.reservationId)}</a>
                   ) : (
