@@ -6,7 +6,8 @@
 // is (NewerDatabaseError), never opened for use, since this build would misread what it cannot know of.
 import { chmodSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { DataTypes, Sequelize, type Model, type ModelStatic } from 'sequelize';
+import { parse as parseConnectionString } from 'pg-connection-string';
+import { DataTypes, Sequelize, type Model, type ModelStatic, type Options, type PoolOptions } from 'sequelize';
 import { version } from '../../protocol/version.js';
 import * as initial from './migrations/0001-initial.js';
 import * as images from './migrations/0002-images.js';
@@ -313,9 +314,31 @@ async function parseBigints(): Promise<void> {
   bigintsParsed = true;
 }
 
+/**
+ * Sequelize's options for the database at `url`, read by the driver's own parser as the leadership
+ * session reads it (api/db/session.ts), so both reach the same server: a socket directory as the host
+ * (`postgres://paddock@%2Fvar%2Frun%2Fpostgresql/paddock` or `…/paddock?host=/var/run/postgresql`),
+ * the port, and `sslmode`. Left out (no user, no password), the driver's defaults apply: PGUSER,
+ * PGPASSWORD, ~/.pgpass.
+ */
+function postgres(url: string, pool: PoolOptions): Options {
+  const parsed = parseConnectionString(url);
+  return {
+    dialect: 'postgres',
+    logging: false,
+    pool,
+    host: parsed.host || undefined,
+    port: parsed.port ? Number(parsed.port) : undefined,
+    database: parsed.database ?? undefined,
+    username: parsed.user || undefined,
+    password: parsed.password || undefined,
+    dialectOptions: parsed.ssl === undefined ? {} : { ssl: parsed.ssl },
+  };
+}
+
 /** Opens `url` with one connection, for the checks and migrations that must share one session. */
 function postgresSession(url: string): Sequelize {
-  return new Sequelize(url, { dialect: 'postgres', logging: false, pool: { max: 1, min: 0, idle: 10_000 } });
+  return new Sequelize(postgres(url, { max: 1, min: 0, idle: 10_000 }));
 }
 
 /**
@@ -344,7 +367,7 @@ export async function openPostgres(url: string): Promise<Database> {
   } finally {
     await setup.close();
   }
-  const sequelize = new Sequelize(url, { dialect: 'postgres', logging: false, pool: { max: 8, min: 0, idle: 30_000 } });
+  const sequelize = new Sequelize(postgres(url, { max: 8, min: 0, idle: 30_000 }));
   return defineModels(sequelize, 'postgres', url);
 }
 

@@ -97,6 +97,15 @@ export function postgresDatabase(key: string = mkdtempSync(path.join(os.tmpdir()
   return `postgres://postgres@127.0.0.1:${cluster.port}/${name}`;
 }
 
+/** `url` (from postgresDatabase) through the cluster's Unix socket: its directory as the host, `encoded` in it or as `?host=`. */
+export function postgresSocketUrl(url: string, form: 'encoded' | 'query'): string {
+  cluster ??= startCluster();
+  const { pathname } = new URL(url);
+  return form === 'encoded'
+    ? `postgres://postgres@${encodeURIComponent(cluster.socketDir)}:${cluster.port}${pathname}`
+    : `postgres://postgres@localhost:${cluster.port}${pathname}?host=${cluster.socketDir}`;
+}
+
 /** True in the PostgreSQL pass of the API tests. */
 export const onPostgres = process.env.PADDOCK_TEST_DATABASE === 'postgres';
 

@@ -9,7 +9,7 @@ import path from 'node:path';
 import test from 'ava';
 import { Paddock } from '../../client/index.js';
 import { freePort } from '../helpers/ports.js';
-import { postgresDatabase, postgresSql } from '../helpers/postgres.js';
+import { postgresDatabase, postgresSocketUrl, postgresSql } from '../helpers/postgres.js';
 import { killHard, startServerProcess } from '../helpers/server.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -19,18 +19,18 @@ const lab = `agent: { enabled: false }\nagents: { heartbeatTimeout: 1d }\nmachin
   )
   .join('\n')}\n`;
 
-/** Two servers on one database, A started first (so it leads). */
-async function twoServers(t: import('ava').ExecutionContext) {
+/** Two servers on one database, A started first (so it leads); `urls` says how each names the database. */
+async function twoServers(t: import('ava').ExecutionContext, urls = (database: string) => [database, database]) {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'paddock-leader-'));
   const database = postgresDatabase(dir);
   const servers: { url: string; metrics: string; child: ChildProcess; output: () => string }[] = [];
-  for (const name of ['a', 'b']) {
+  for (const [index, name] of ['a', 'b'].entries()) {
     const port = await freePort();
     const metricsPort = await freePort();
     const file = path.join(dir, `${name}.yaml`);
     writeFileSync(
       file,
-      `listen: 127.0.0.1:${port}\nmetrics: { listen: 127.0.0.1:${metricsPort} }\ndataDir: ${path.join(dir, 'data')}\ndatabase: ${database}\n${lab}`,
+      `listen: 127.0.0.1:${port}\nmetrics: { listen: 127.0.0.1:${metricsPort} }\ndataDir: ${path.join(dir, 'data')}\ndatabase: '${urls(database)[index]}'\n${lab}`,
     );
     let output = '';
     const url = `http://127.0.0.1:${port}`;
@@ -105,6 +105,24 @@ test('a follower redirects to the leader, says who leads, and answers hostile ta
   const upgrade = await raw('GET /v1/reservations/r-1/console/stream HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n');
   t.regex(upgrade, /^HTTP\/1\.1 307[^]*Location: http:\/\/127\.0\.0\.1:\d+\/v1\/reservations\/r-1\/console\/stream/);
   t.is((await healthOf(b.url).catch(() => ({ role: b.output().slice(-3000) }))).role, 'follower', 'still up');
+});
+
+test('a database named by its Unix socket directory, in the host or as ?host=: one server leads on it, the other follows', async (t) => {
+  const { a, b, token, database } = await twoServers(t, (database) => [postgresSocketUrl(database, 'encoded'), postgresSocketUrl(database, 'query')]);
+  t.is((await healthOf(a.url)).role, 'leader');
+  t.is((await healthOf(b.url)).role, 'follower');
+  const made = await new Paddock({ url: b.url, token }).reserve({ members: [{ role: 'main', spec: 't' }] }, { renew: false });
+  t.is(made.state, 'allocated', 'the follower sent it to the leader, which stored it');
+  t.is((await new Paddock({ url: a.url, token }).reservation(made.id)).state, 'allocated');
+  const name = new URL(database).pathname.slice(1);
+  const [socket, tcp] = postgresSql(
+    `SELECT count(*) FILTER (WHERE client_addr IS NULL), count(*) FILTER (WHERE client_addr IS NOT NULL) FROM pg_stat_activity WHERE datname = '${name}'`,
+  )
+    .trim()
+    .split('|')
+    .map(Number);
+  t.true(socket >= 2, `both servers' sessions came through the socket (${socket})`);
+  t.is(tcp, 0, 'none through TCP');
 });
 
 test('a database that cannot be reached stops the start with a message that names it without its password', async (t) => {
