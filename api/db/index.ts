@@ -6,7 +6,7 @@
 // is (NewerDatabaseError), never opened for use, since this build would misread what it cannot know of.
 import { chmodSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { parse as parseConnectionString } from 'pg-connection-string';
+import { parseIntoClientConfig } from 'pg-connection-string';
 import { DataTypes, Sequelize, type Model, type ModelStatic, type Options, type PoolOptions } from 'sequelize';
 import { version } from '../../protocol/version.js';
 import * as initial from './migrations/0001-initial.js';
@@ -318,21 +318,22 @@ async function parseBigints(): Promise<void> {
  * Sequelize's options for the database at `url`, read by the driver's own parser as the leadership
  * session reads it (api/db/session.ts), so both reach the same server: a socket directory as the host
  * (`postgres://paddock@%2Fvar%2Frun%2Fpostgresql/paddock` or `…/paddock?host=/var/run/postgresql`),
- * the port, and `sslmode`. Left out (no user, no password), the driver's defaults apply: PGUSER,
+ * the port, `sslmode` and the client's other parameters (`application_name`, `options`). Left out (no user, no password), the driver's defaults apply: PGUSER,
  * PGPASSWORD, ~/.pgpass.
  */
 function postgres(url: string, pool: PoolOptions): Options {
-  const parsed = parseConnectionString(url);
+  const config = parseIntoClientConfig(url);
   return {
     dialect: 'postgres',
     logging: false,
     pool,
-    host: parsed.host || undefined,
-    port: parsed.port ? Number(parsed.port) : undefined,
-    database: parsed.database ?? undefined,
-    username: parsed.user || undefined,
-    password: parsed.password || undefined,
-    dialectOptions: parsed.ssl === undefined ? {} : { ssl: parsed.ssl },
+    host: config.host || undefined,
+    port: config.port || undefined,
+    database: config.database || undefined,
+    username: config.user || undefined,
+    password: typeof config.password === 'string' && config.password !== '' ? config.password : undefined,
+    // Sequelize takes the client settings it knows from here (ssl, application_name, options, …).
+    dialectOptions: config,
   };
 }
 

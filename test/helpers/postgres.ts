@@ -97,13 +97,13 @@ export function postgresDatabase(key: string = mkdtempSync(path.join(os.tmpdir()
   return `postgres://postgres@127.0.0.1:${cluster.port}/${name}`;
 }
 
-/** `url` (from postgresDatabase) through the cluster's Unix socket: its directory as the host, `encoded` in it or as `?host=`. */
+/** `url` (from postgresDatabase) through the cluster's Unix socket: its directory as the host, `encoded` in it or as `?host=` (with an application_name). */
 export function postgresSocketUrl(url: string, form: 'encoded' | 'query'): string {
   cluster ??= startCluster();
   const { pathname } = new URL(url);
   return form === 'encoded'
     ? `postgres://postgres@${encodeURIComponent(cluster.socketDir)}:${cluster.port}${pathname}`
-    : `postgres://postgres@localhost:${cluster.port}${pathname}?host=${cluster.socketDir}`;
+    : `postgres://postgres@localhost:${cluster.port}${pathname}?host=${cluster.socketDir}&application_name=paddock-b`;
 }
 
 /** True in the PostgreSQL pass of the API tests. */

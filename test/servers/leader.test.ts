@@ -115,14 +115,15 @@ test('a database named by its Unix socket directory, in the host or as ?host=: o
   t.is(made.state, 'allocated', 'the follower sent it to the leader, which stored it');
   t.is((await new Paddock({ url: a.url, token }).reservation(made.id)).state, 'allocated');
   const name = new URL(database).pathname.slice(1);
-  const [socket, tcp] = postgresSql(
-    `SELECT count(*) FILTER (WHERE client_addr IS NULL), count(*) FILTER (WHERE client_addr IS NOT NULL) FROM pg_stat_activity WHERE datname = '${name}'`,
+  const [socket, tcp, named] = postgresSql(
+    `SELECT count(*) FILTER (WHERE client_addr IS NULL), count(*) FILTER (WHERE client_addr IS NOT NULL), count(*) FILTER (WHERE application_name = 'paddock-b') FROM pg_stat_activity WHERE datname = '${name}'`,
   )
     .trim()
     .split('|')
     .map(Number);
   t.true(socket >= 2, `both servers' sessions came through the socket (${socket})`);
   t.is(tcp, 0, 'none through TCP');
+  t.true(named >= 1, "the URL's other parameters are the client's too (application_name)");
 });
 
 test('a database that cannot be reached stops the start with a message that names it without its password', async (t) => {
