@@ -28,7 +28,7 @@ import { activeProfile, addProfileCommands } from './profiles.js';
 import { addCompletionCommand } from './completion.js';
 import { applyHabits } from './habits.js';
 import { membersFromArguments, MemberSyntaxError, splitRemoteCommand } from '../client/members.js';
-import { isEvent, Paddock, PaddockError, TimeoutError, type Progress, type Reservation } from '../client/index.js';
+import { isEvent, Paddock, PaddockError, TimeoutError, type Progress, type Reservation, type ServerHealth } from '../client/index.js';
 
 const progress = (line: string): void => {
   process.stderr.write(`${line}\n`);
@@ -503,8 +503,50 @@ export function program(remoteCommand: string[] = []): Command {
       if (me.expiresAt) print(`token expires ${expiryText(me)}`);
     });
 
+  cli
+    .command('servers')
+    .description('each API server of PADDOCK_URL on its own: which leads, which follow, which do not answer; exit 1 unless one leads')
+    .option('--json', 'as JSON')
+    .action(async (options: { json?: boolean }) => {
+      // /healthz needs no token: this works before one is set up.
+      const list = await new Paddock({ token: process.env.PADDOCK_TOKEN || 'none' }).servers();
+      const verdict = serversVerdict(list);
+      if (!verdict.ok) process.exitCode = 1;
+      if (options.json) return print({ servers: list, ...verdict });
+      const rows = list.map((server) => [
+        server.url,
+        server.role,
+        server.database ?? '-',
+        server.version ?? '-',
+        server.leader ? `leader ${server.leader}` : (server.reason ?? ''),
+      ]);
+      print(table([['SERVER', 'ROLE', 'DATABASE', 'VERSION', 'NOTE'], ...rows]));
+      print(verdict.message);
+    });
+
   applyHabits(cli);
   return cli;
+}
+
+/**
+ * What a list of servers' answers says as a whole: one leads (or the followers name one not in the
+ * list), none does, or several do, which servers of one database never do.
+ */
+export function serversVerdict(list: ServerHealth[]): { ok: boolean; leader?: string; message: string } {
+  const leaders = list.filter((server) => server.role === 'leader').map((server) => server.url);
+  const named = [...new Set(list.flatMap((server) => (server.role === 'follower' && server.leader ? [server.leader] : [])))];
+  if (leaders.length > 1)
+    return {
+      ok: false,
+      message: `${leaders.length} servers lead (${leaders.join(', ')}): servers on one database never do; the list names separate Paddocks (each with its own SQLite file or database), or one server twice`,
+    };
+  if (leaders.length === 1) {
+    const elsewhere = named.filter((leader) => new URL(leader).origin !== new URL(leaders[0]).origin);
+    return { ok: true, leader: leaders[0], message: `${leaders[0]} leads${elsewhere.length ? ` (the followers know it as ${elsewhere.join(', ')})` : ''}` };
+  }
+  if (named.length === 1) return { ok: true, leader: named[0], message: `no server of the list leads; the followers name ${named[0]}` };
+  if (named.length > 1) return { ok: false, message: `no server of the list leads, and the followers name several leaders: ${named.join(', ')}` };
+  return { ok: false, message: 'no server leads' };
 }
 
 /** The one line for an error; a stack only with PADDOCK_DEBUG=1. */

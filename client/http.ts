@@ -31,6 +31,24 @@ export interface HttpOptions {
   failoverBudgetMs?: number;
 }
 
+/** Words from a server that may not be Paddock, fit for a terminal: no control characters, 200 at most. */
+const printable = (text: string) => text.slice(0, 200).replace(/\p{Cc}/gu, '?');
+
+/** What one API server said it is (Paddock.servers()). */
+export interface ServerHealth {
+  /** As in the list, without user:password. */
+  url: string;
+  /** failing: it answers but its database refuses writes; not_paddock: something else answered. */
+  role: 'leader' | 'follower' | 'failing' | 'unreachable' | 'not_paddock';
+  version?: string;
+  /** sqlite or postgres. */
+  database?: string;
+  /** The leader a follower names (it may be known to it by another address than the list's). */
+  leader?: string;
+  /** Why it is not a leader or a follower. */
+  reason?: string;
+}
+
 /** One server-sent event: `event:` name, `id:`, and the `data:` lines joined. */
 export interface ServerSentEvent {
   event: string;
@@ -424,6 +442,53 @@ export class Http {
     } catch (error) {
       throw this.translate(error);
     }
+  }
+
+  /**
+   * What each server of the list says it is at GET /healthz, asked on its own (no failover, no
+   * redirect followed): its role and what it names, or why it did not say.
+   */
+  async health(): Promise<ServerHealth[]> {
+    const client = await this.client();
+    return Promise.all(
+      this.servers.urls.map(async (base): Promise<ServerHealth> => {
+        const url = shownUrl(base);
+        try {
+          // No token: /healthz needs none, and the list may name a server that is not ours.
+          const response = await client.get('healthz', {
+            prefixUrl: base,
+            headers: { authorization: undefined },
+            timeout: { connect: 5_000, request: 10_000 },
+          });
+          let body: Record<string, unknown>;
+          try {
+            body = JSON.parse(response.body) as Record<string, unknown>;
+          } catch {
+            return { url, role: 'not_paddock', reason: `HTTP ${response.statusCode}, not JSON` };
+          }
+          const text = (key: string) => (typeof body[key] === 'string' ? printable(body[key] as string) : undefined);
+          const role = text('role');
+          const facts = { ...(text('version') ? { version: text('version') } : {}), ...(text('database') ? { database: text('database') } : {}) };
+          if (response.statusCode === 200 && role === 'leader') return { url, role, ...facts };
+          if (response.statusCode === 200 && role === 'follower') {
+            const leader = text('leader');
+            const usable = leader !== undefined && /^https?:\/\//.test(leader) && URL.canParse(leader);
+            return {
+              url,
+              role,
+              ...facts,
+              ...(usable ? { leader: shownUrl(leader) } : leader ? { reason: `names a leader that is not a URL: ${leader}` } : {}),
+            };
+          }
+          const error = body.error as { code?: unknown; message?: unknown } | undefined;
+          const reason = typeof error?.message === 'string' ? `${printable(error.message)} (${printable(String(error.code))})` : `HTTP ${response.statusCode}`;
+          return { url, role: response.statusCode === 503 ? 'failing' : 'not_paddock', ...facts, reason };
+        } catch (error) {
+          const reason = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
+          return { url, role: 'unreachable', reason };
+        }
+      }),
+    );
   }
 
   /** The leader of a list (GET /healthz of each), for what cannot be redirected or sent twice; a single server is itself. */

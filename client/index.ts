@@ -35,13 +35,14 @@ import {
 import type { Duplex, Writable } from 'node:stream';
 import { Images } from './images.js';
 import { Jobs } from './jobs.js';
-import { Http } from './http.js';
+import { Http, type ServerHealth } from './http.js';
 import { openConsole, type ConsoleOptions, type ConsoleSession } from './console.js';
 import type { CommandResult, SshTarget } from './ssh.js';
 
 export * from './errors.js';
 export { ConsoleSession, type ConsoleOptions, type ConsoleMode } from './console.js';
 export type { CommandResult, SshTarget } from './ssh.js';
+export type { ServerHealth } from './http.js';
 export type * from '../protocol/api.js';
 
 const endStates: readonly ReservationState[] = ['released', 'failed', 'expired', 'cancelled'];
@@ -188,6 +189,11 @@ export class Paddock {
   /** The token's name and role, and when it expires if it does. */
   whoami(): Promise<{ name: string; role: Role; expiresAt?: string }> {
     return this.http.get('v1/whoami');
+  }
+
+  /** Each server of the list on its own: which leads, which follow (and whom), which do not answer. Never throws for a server. */
+  servers(): Promise<ServerHealth[]> {
+    return this.http.health();
   }
 }
 

@@ -3,6 +3,7 @@
 // follower answers what it is sent, hostile targets included, without ever falling over.
 import { execFile, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -105,6 +106,52 @@ test('a follower redirects to the leader, says who leads, and answers hostile ta
   const upgrade = await raw('GET /v1/reservations/r-1/console/stream HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n');
   t.regex(upgrade, /^HTTP\/1\.1 307[^]*Location: http:\/\/127\.0\.0\.1:\d+\/v1\/reservations\/r-1\/console\/stream/);
   t.is((await healthOf(b.url).catch(() => ({ role: b.output().slice(-3000) }))).role, 'follower', 'still up');
+});
+
+test('paddock servers shows each server of the list on its own, and exits 1 when the list does not have one leader', async (t) => {
+  t.timeout(300_000);
+  const { a, b } = await twoServers(t);
+  const dead = `http://127.0.0.1:${await freePort()}`;
+  // Something else on a port of the list: it claims to lead, with terminal escapes in its words.
+  let claim: Record<string, unknown> = { ok: true, role: 'follower', leader: 'javascript:alert(1)', version: '\u001b]0;owned\u0007' };
+  const other = http.createServer((_request, response) => response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(claim)));
+  await new Promise<void>((resolve) => other.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => other.close());
+  const impostor = `http://127.0.0.1:${(other.address() as net.AddressInfo).port}`;
+  const run = (list: string[], json = false) => {
+    const env: NodeJS.ProcessEnv = { ...process.env, PADDOCK_URL: list.join(',') };
+    delete env.PADDOCK_TOKEN; // /healthz needs none
+    return new Promise<{ code: number; stdout: string }>((resolve) =>
+      execFile(process.execPath, [path.resolve('bin/paddock.js'), 'servers', ...(json ? ['--json'] : [])], { env, timeout: 120_000 }, (error, stdout) =>
+        resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, stdout }),
+      ),
+    );
+  };
+
+  const shown = await run([b.url, dead, a.url, impostor]);
+  t.is(shown.code, 0, shown.stdout);
+  const line = (url: string) => shown.stdout.split('\n').find((each) => each.startsWith(`${url} `)) ?? '';
+  t.regex(line(b.url), new RegExp(`follower\\s+postgres\\s+\\S+\\s+leader ${a.url}`));
+  t.regex(line(dead), /unreachable\s+-\s+-\s+ECONNREFUSED/);
+  t.regex(line(a.url), /leader\s+postgres/);
+  t.regex(line(impostor), /follower .*names a leader that is not a URL: javascript:alert\(1\)/);
+  t.false(/\p{Cc}/u.test(shown.stdout.replace(/\n/g, '')), 'no control character reaches the terminal');
+  t.regex(shown.stdout, new RegExp(`^${a.url} leads$`, 'm'));
+
+  claim = { ok: true, role: 'leader', database: 'sqlite' };
+  const two = await run([a.url, impostor], true);
+  t.is(two.code, 1, 'two leaders: not one Paddock');
+  const verdict = JSON.parse(two.stdout) as { ok: boolean; message: string; servers: { role: string }[] };
+  t.false(verdict.ok);
+  t.deepEqual(
+    verdict.servers.map((server) => server.role),
+    ['leader', 'leader'],
+  );
+  t.regex(verdict.message, /2 servers lead .*never do/);
+
+  const none = await run([b.url.replace(/:\d+$/, `:${new URL(dead).port}`)]);
+  t.is(none.code, 1);
+  t.regex(none.stdout, /^no server leads$/m);
 });
 
 test('a database named by its Unix socket directory, in the host or as ?host=: one server leads on it, the other follows', async (t) => {
