@@ -9,7 +9,9 @@
 // - the servers' CPU time per cycle, whose ratio 10,000 to 100 is the per-allocation cost ratio;
 //   and, as bench/allocation.ts does, the median latency of one allocation, one at a time;
 // - time in queue (request to grant, p50/p95, from the stored history), the jobs' time to ready,
-//   the boot failures and the boards they quarantined, and the servers' resident memory.
+//   the boot failures and the boards they quarantined, and the servers' resident memory;
+// - the whole machine's CPU per cycle (server, benchmark, database, kernel): the benchmark runs on
+//   the machine it measures, so that bounds the cycles/s it can show there.
 // Afterwards the stored history of each lab is played back (simlab/replay.ts): a machine that was
 // ever in two live reservations fails the benchmark.
 //
@@ -185,6 +187,18 @@ async function waitForMachines(server: Server, total: number, what: string): Pro
   }
 }
 
+/** Seconds of CPU the whole machine spent busy and in all, every core summed (os.cpus()). */
+function machineCpu(): { busy: number; total: number } {
+  let busy = 0;
+  let total = 0;
+  for (const cpu of os.cpus()) {
+    const { user, nice, sys, irq, idle } = cpu.times;
+    busy += user + nice + sys + irq;
+    total += user + nice + sys + irq + idle;
+  }
+  return { busy: busy / 1000, total: total / 1000 };
+}
+
 interface LabResult {
   machines: number;
   hosts: number;
@@ -193,6 +207,9 @@ interface LabResult {
   cyclesPerSecond: number;
   serverCpuMsPerCycle: number;
   benchCpuShare: number;
+  /** CPU time of the whole machine (every process, the kernel's work too) per cycle, and the share of its cores busy. */
+  machineCpuMsPerCycle: number;
+  machineBusyShare: number;
   allocationMs: number;
   commitsPerCycle: number;
   commitMs: number;
@@ -262,6 +279,7 @@ async function runLab(options: Options, hosts: number, hook: { url: string; regi
     ]);
     const cpuBefore = servers.reduce((sum, server) => sum + cpuSeconds(server.child.pid!), 0);
     const benchBefore = process.cpuUsage();
+    const machineBefore = machineCpu();
     const countersBefore = await readCounters(metricsPorts);
     const started = Date.now();
     const timer = options.cycles > 0 ? undefined : setTimeout(() => (stopping = true), options.seconds * 1000);
@@ -270,6 +288,7 @@ async function runLab(options: Options, hosts: number, hook: { url: string; regi
     const seconds = (Date.now() - started) / 1000;
     const serverCpu = servers.reduce((sum, server) => sum + cpuSeconds(server.child.pid!), 0) - cpuBefore;
     const benchCpu = process.cpuUsage(benchBefore);
+    const machineAfter = machineCpu();
     const rss = servers.map((server) => rssMiB(server.child.pid!));
     const counters = counterDelta(countersBefore, await readCounters(metricsPorts));
     const allocationMs = await allocationLatency(client(0), `probe-${hosts}`, options.quick ? 30 : 300);
@@ -294,6 +313,8 @@ async function runLab(options: Options, hosts: number, hook: { url: string; regi
       cyclesPerSecond: tally.cycles / seconds,
       serverCpuMsPerCycle: (serverCpu * 1000) / tally.cycles,
       benchCpuShare: (benchCpu.user + benchCpu.system) / 1e6 / seconds,
+      machineCpuMsPerCycle: ((machineAfter.busy - machineBefore.busy) * 1000) / tally.cycles,
+      machineBusyShare: (machineAfter.busy - machineBefore.busy) / (machineAfter.total - machineBefore.total),
       allocationMs,
       commitsPerCycle: counters.commits / tally.cycles,
       commitMs: (counters.commitSeconds * 1000) / counters.commits,
@@ -417,6 +438,15 @@ async function main(): Promise<void> {
     // most, whatever the benchmark's own clients and agents take of the machine beside it.
     say(
       `one server core at the measured CPU per cycle carries at most ${results.map((result) => `${(1000 / result.serverCpuMsPerCycle).toFixed(0)} cycles/s (${result.machines} machines)`).join(', ')}; the benchmark's clients and agents took ${results.map((result) => `${((result.benchCpuShare * 1000) / result.cyclesPerSecond).toFixed(2)} ms`).join(', ')} of CPU per cycle beside it`,
+    );
+    // The benchmark runs on the machine it measures: what every process took together bounds the figure.
+    say(
+      `the whole machine (${os.cpus().length} cores) while measuring: ${results
+        .map(
+          (result) =>
+            `${(result.machineBusyShare * 100).toFixed(0)} % busy at ${result.machines} machines, ${result.machineCpuMsPerCycle.toFixed(2)} ms of CPU per cycle (server ${result.serverCpuMsPerCycle.toFixed(2)}, benchmark ${((result.benchCpuShare * 1000) / result.cyclesPerSecond).toFixed(2)}, the database and the rest ${Math.max(0, result.machineCpuMsPerCycle - result.serverCpuMsPerCycle - (result.benchCpuShare * 1000) / result.cyclesPerSecond).toFixed(2)}): at most ${((os.cpus().length * 1000) / result.machineCpuMsPerCycle).toFixed(0)} cycles/s here`,
+        )
+        .join('; ')}`,
     );
     say(
       `replayed history: ${results.map((result) => `${result.replay.grants} grants, ${result.replay.releases} releases of ${result.machines} machines`).join('; ')}: ${doubles === 0 ? 'no machine was ever in two live reservations' : `${doubles} DOUBLE ALLOCATIONS`}`,

@@ -28,6 +28,8 @@ test('the quick simlab replays its history without a double allocation and print
       cycles: number;
       cyclesPerSecond: number;
       rssMiB: number[];
+      machineCpuMsPerCycle: number;
+      machineBusyShare: number;
       replay: { grants: number; releases: number; doubleAllocations: number };
     }[];
     ratios: { cpuPerCycle: number; allocationLatency: number };
@@ -47,6 +49,12 @@ test('the quick simlab replays its history without a double allocation and print
   t.regex(run.stderr, /machines +agents +cycles +cycles\/s/);
   t.regex(run.stderr, /per-allocation cost, 10 machines to 5 \(baseline, same run\): server CPU per cycle \d/);
   t.regex(run.stderr, /no machine was ever in two live reservations/);
+  t.regex(
+    run.stderr,
+    /the whole machine \(\d+ cores\) while measuring: \d+ % busy at 5 machines, [\d.]+ ms of CPU per cycle \(server [\d.]+, benchmark [\d.]+, the database and the rest [\d.]+\): at most \d+ cycles\/s here/,
+  );
+  for (const lab of report.labs)
+    t.true(lab.machineCpuMsPerCycle > 0 && lab.machineBusyShare > 0 && lab.machineBusyShare <= 1, 'the whole machine was measured');
 });
 
 test('bad options are refused with a reason before anything starts', async (t) => {
