@@ -38,7 +38,7 @@ const printable = (text: string) => text.slice(0, 200).replace(/\p{Cc}/gu, '?');
 export interface ServerHealth {
   /** As in the list, without user:password. */
   url: string;
-  /** failing: it answers but its database refuses writes; not_paddock: something else answered. */
+  /** failing: it answers 503 (its database refuses writes, or no server leads yet); not_paddock: something else answered. */
   role: 'leader' | 'follower' | 'failing' | 'unreachable' | 'not_paddock';
   version?: string;
   /** sqlite or postgres. */
@@ -480,8 +480,8 @@ export class Http {
               ...(usable ? { leader: shownUrl(leader) } : leader ? { reason: `names a leader that is not a URL: ${leader}` } : {}),
             };
           }
-          const error = body.error as { code?: unknown; message?: unknown } | undefined;
-          const reason = typeof error?.message === 'string' ? `${printable(error.message)} (${printable(String(error.code))})` : `HTTP ${response.statusCode}`;
+          const said = text('message');
+          const reason = said ? `${said} (${text('code') ?? response.statusCode})` : `HTTP ${response.statusCode}`;
           return { url, role: response.statusCode === 503 ? 'failing' : 'not_paddock', ...facts, reason };
         } catch (error) {
           const reason = (error as NodeJS.ErrnoException).code ?? (error as Error).message;

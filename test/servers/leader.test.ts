@@ -114,7 +114,8 @@ test('paddock servers shows each server of the list on its own, and exits 1 when
   const dead = `http://127.0.0.1:${await freePort()}`;
   // Something else on a port of the list: it claims to lead, with terminal escapes in its words.
   let claim: Record<string, unknown> = { ok: true, role: 'follower', leader: 'javascript:alert(1)', version: '\u001b]0;owned\u0007' };
-  const other = http.createServer((_request, response) => response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(claim)));
+  let status = 200;
+  const other = http.createServer((_request, response) => response.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(claim)));
   await new Promise<void>((resolve) => other.listen(0, '127.0.0.1', resolve));
   t.teardown(() => other.close());
   const impostor = `http://127.0.0.1:${(other.address() as net.AddressInfo).port}`;
@@ -148,6 +149,15 @@ test('paddock servers shows each server of the list on its own, and exits 1 when
     ['leader', 'leader'],
   );
   t.regex(verdict.message, /2 servers lead .*never do/);
+
+  status = 503;
+  claim = { code: 'store_failing', message: 'the database refuses writes; changes are refused until a commit succeeds' };
+  const failing = await run([impostor], true);
+  t.is(failing.code, 1);
+  t.like((JSON.parse(failing.stdout) as { servers: unknown[] }).servers[0], {
+    role: 'failing',
+    reason: 'the database refuses writes; changes are refused until a commit succeeds (store_failing)',
+  });
 
   const none = await run([b.url.replace(/:\d+$/, `:${new URL(dead).port}`)]);
   t.is(none.code, 1);
