@@ -530,9 +530,9 @@ export function program(remoteCommand: string[] = []): Command {
 
 /**
  * What a list of servers' answers says as a whole: one leads (or the followers name one not in the
- * list), none does, or several do, which servers of one database never do.
+ * list), none does, or several do, which servers on one database never do.
  */
-export function serversVerdict(list: ServerHealth[]): { ok: boolean; leader?: string; message: string } {
+function serversVerdict(list: ServerHealth[]): { ok: boolean; leader?: string; message: string } {
   const leaders = list.filter((server) => server.role === 'leader').map((server) => server.url);
   const named = [...new Set(list.flatMap((server) => (server.role === 'follower' && server.leader ? [server.leader] : [])))];
   if (leaders.length > 1)
@@ -542,7 +542,8 @@ export function serversVerdict(list: ServerHealth[]): { ok: boolean; leader?: st
     };
   if (leaders.length === 1) {
     const elsewhere = named.filter((leader) => new URL(leader).origin !== new URL(leaders[0]).origin);
-    return { ok: true, leader: leaders[0], message: `${leaders[0]} leads${elsewhere.length ? ` (the followers know it as ${elsewhere.join(', ')})` : ''}` };
+    const also = elsewhere.length ? `; a follower names ${elsewhere.join(', ')} (another address of it, or another Paddock)` : '';
+    return { ok: true, leader: leaders[0], message: `${leaders[0]} leads${also}` };
   }
   if (named.length === 1) return { ok: true, leader: named[0], message: `no server of the list leads; the followers name ${named[0]}` };
   if (named.length > 1) return { ok: false, message: `no server of the list leads, and the followers name several leaders: ${named.join(', ')}` };

@@ -316,10 +316,10 @@ async function parseBigints(): Promise<void> {
 
 /**
  * Sequelize's options for the database at `url`, read by the driver's own parser as the leadership
- * session reads it (api/db/session.ts), so both reach the same server: a socket directory as the host
- * (`postgres://paddock@%2Fvar%2Frun%2Fpostgresql/paddock` or `…/paddock?host=/var/run/postgresql`),
- * the port, `sslmode` and the client's other parameters (`application_name`, `options`). Left out (no user, no password), the driver's defaults apply: PGUSER,
- * PGPASSWORD, ~/.pgpass.
+ * session reads it (api/db/session.ts), so both reach the same server: a socket directory as the
+ * host (`postgres://paddock@%2Fvar%2Frun%2Fpostgresql/paddock` or `…/paddock?host=/var/run/postgresql`),
+ * the port, `sslmode` and the client's other parameters (`application_name`, `options`). Left out
+ * (no user, no password), the driver's defaults apply: PGUSER, PGPASSWORD, ~/.pgpass.
  */
 function postgres(url: string, pool: PoolOptions): Options {
   const config = parseIntoClientConfig(url);

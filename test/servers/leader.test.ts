@@ -139,6 +139,11 @@ test('paddock servers shows each server of the list on its own, and exits 1 when
   t.false(/\p{Cc}/u.test(shown.stdout.replace(/\n/g, '')), 'no control character reaches the terminal');
   t.regex(shown.stdout, new RegExp(`^${a.url} leads$`, 'm'));
 
+  claim = { ok: true, role: 'follower', leader: 'http://paddock-elsewhere:7300/' };
+  const elsewhere = await run([a.url, impostor]);
+  t.is(elsewhere.code, 0, 'one leads');
+  t.regex(elsewhere.stdout, /leads; a follower names http:\/\/paddock-elsewhere:7300 \(another address of it, or another Paddock\)/);
+
   claim = { ok: true, role: 'leader', database: 'sqlite' };
   const two = await run([a.url, impostor], true);
   t.is(two.code, 1, 'two leaders: not one Paddock');
