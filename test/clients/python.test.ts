@@ -110,7 +110,7 @@ test('pip installs the Python client offline; its pytest suite and the example j
   const summary = /^=*\s*(\d+) passed(?:, [^=]+)? in [\d.]+s/m.exec(tests.stdout);
   t.truthy(summary, shown(tests));
   t.is(summary![0].includes('skipped') || summary![0].includes('failed') || summary![0].includes('error'), false, summary![0]);
-  t.is(Number(summary![1]), 18, shown(tests));
+  t.is(Number(summary![1]), 19, shown(tests));
 
   // The example job script, end to end, as a CI job runs it.
   const example = await run(venvPython, ['examples/two-hosts.py'], {

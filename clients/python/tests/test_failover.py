@@ -214,3 +214,23 @@ def test_a_bad_list_is_refused_without_echoing_a_password() -> None:
             Paddock(bad, "pdk_x")
         assert caught.value.code == "configuration"
         assert "hunter2" not in str(caught.value)
+
+
+def test_servers_asks_each_server_on_its_own_without_the_token(url: str, stand_ins: Any) -> None:
+    live = url.rstrip("/")
+    follows = stand_ins(lambda method, path, index: (200, {}, {"ok": True, "role": "follower", "leader": live, "version": "0.1.0"}))
+    lying = stand_ins(lambda method, path, index: (200, {}, {"role": "follower", "leader": "javascript:alert(1)", "version": "\x1b]0;owned\x07"}))
+    failing = stand_ins(lambda method, path, index: (503, {}, {"code": "store_failing", "message": "the database refuses writes"}))
+    dead = closed_port()
+    listed = Paddock(f"{follows.url},{dead},{live},{lying.url},{failing.url}", token())
+    servers = listed.servers()
+    assert [each.role for each in servers] == ["follower", "unreachable", "leader", "follower", "failing"]
+    assert servers[0].leader == live and servers[0].version == "0.1.0"
+    assert servers[1].url == dead and servers[1].reason == "ECONNREFUSED"
+    assert servers[2].url == live and servers[2].database == "sqlite"
+    assert servers[3].leader is None and servers[3].reason == "names a leader that is not a URL: javascript:alert(1)"
+    assert servers[3].version == "?]0;owned?", "no control character comes through"
+    assert servers[4].reason == "the database refuses writes (store_failing)"
+    for stand_in in (follows, lying, failing):
+        assert stand_in.requests() == ["GET /healthz"]
+        assert stand_in.seen[0][2] == "", "no token sent"

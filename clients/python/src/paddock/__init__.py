@@ -46,6 +46,7 @@ from .views import (
     NewToken,
     Progress,
     ReservationView,
+    ServerHealth,
     SshTarget,
 )
 
@@ -84,6 +85,7 @@ __all__ = [
     "Reservation",
     "ReservationFailedError",
     "ReservationView",
+    "ServerHealth",
     "SshError",
     "SshTarget",
     "UnauthorizedError",

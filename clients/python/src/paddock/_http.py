@@ -51,6 +51,20 @@ def _shown(parts: Any) -> str:
     return str(urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", "")))
 
 
+def _printable(text: str) -> str:
+    """Words from a server that may not be Paddock, fit for a terminal: no control characters, 200 at most."""
+    return "".join("?" if ord(char) < 32 or 127 <= ord(char) < 160 else char for char in text[:200])
+
+
+def _reason(error: requests.RequestException) -> str:
+    """Why a server did not answer, in a word where one is known (ECONNREFUSED, a timeout)."""
+    if isinstance(error, requests.Timeout):
+        return "timed out"
+    if _caused_by(error, (ConnectionRefusedError,)):
+        return "ECONNREFUSED"
+    return type(error).__name__
+
+
 def parse_server_urls(text: str) -> list[str]:
     """The servers of a comma-separated list, each an http(s) URL; never echoed when it may hold a password."""
     urls = [each.strip() for each in text.split(",") if each.strip()]
@@ -165,6 +179,48 @@ class Http:
         if session is not None:
             session.close()
             self._local.session = None
+
+    def health(self) -> list[dict[str, str]]:
+        """What each server of the list says it is at GET /healthz, asked on its own: no failover, no
+        redirect followed, no token (it needs none, and the list may name a server that is not ours)."""
+        return [self._health(url) for url in self._urls]
+
+    def _health(self, base: str) -> dict[str, str]:
+        shown = _shown(urlsplit(base))
+        try:
+            response = requests.get(
+                f"{base}/healthz",
+                timeout=(5.0, 10.0),
+                allow_redirects=False,
+                headers={"User-Agent": f"paddock-python/{__version__}"},
+            )
+        except requests.RequestException as error:
+            return {"url": shown, "role": "unreachable", "reason": _reason(error)}
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            return {"url": shown, "role": "not_paddock", "reason": f"HTTP {response.status_code}, not JSON"}
+        said = {key: _printable(body[key]) for key in ("role", "version", "database", "leader", "code", "message") if isinstance(body.get(key), str)}
+        facts = {key: said[key] for key in ("version", "database") if key in said}
+        if response.status_code == 200 and said.get("role") == "leader":
+            return {"url": shown, "role": "leader", **facts}
+        if response.status_code == 200 and said.get("role") == "follower":
+            leader = said.get("leader")
+            if leader is None:
+                return {"url": shown, "role": "follower", **facts}
+            try:
+                parts = urlsplit(leader)
+                usable = parts.scheme in ("http", "https") and bool(parts.hostname)
+                parts.port
+            except ValueError:
+                usable = False
+            if usable:
+                return {"url": shown, "role": "follower", **facts, "leader": _shown(parts)}
+            return {"url": shown, "role": "follower", **facts, "reason": f"names a leader that is not a URL: {leader}"}
+        reason = f"{said['message']} ({said.get('code', response.status_code)})" if "message" in said else f"HTTP {response.status_code}"
+        return {"url": shown, "role": "failing" if response.status_code == 503 else "not_paddock", **facts, "reason": reason}
 
     def get(self, path: str, params: Params | None = None, wait: float = 0) -> Any:
         """GET; ``wait`` is how long the server was asked to hold the answer (a long-poll)."""

@@ -44,6 +44,7 @@ from .views import (
     NewToken,
     Progress,
     ReservationView,
+    ServerHealth,
     SshTarget,
     _time,
     is_over,
@@ -144,6 +145,10 @@ class Paddock:
     def whoami(self) -> Caller:
         data = self.http.get("v1/whoami")
         return Caller(name=data["name"], role=data["role"])
+
+    def servers(self) -> list[ServerHealth]:
+        """Each server of the list on its own: which leads, which follow (and whom), which do not answer. Never raises for a server."""
+        return [ServerHealth(**each) for each in self.http.health()]
 
     def create_token(self, name: str, role: str = "user") -> NewToken:
         """Makes a token (admins). The answer is the only place the token is ever shown."""

@@ -319,6 +319,24 @@ class Caller:
 
 
 @dataclass(frozen=True)
+class ServerHealth:
+    """What one API server of the list said it is at /healthz (``Paddock.servers()``).
+
+    ``role``: leader, follower, failing (it answers 503: its database refuses writes, or no server
+    leads yet), unreachable, or not_paddock (something else answered). ``url`` has no user:password.
+    """
+
+    url: str
+    role: str
+    version: str | None = None
+    database: str | None = None
+    #: The leader a follower names (it may know it by another address than the list's).
+    leader: str | None = None
+    #: Why it is not a leader or a follower.
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
 class NewToken:
     """A token just made: the only time ``token`` is ever shown."""
 
