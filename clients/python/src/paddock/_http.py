@@ -20,7 +20,7 @@ import socket
 import threading
 import time
 from typing import Any, Iterator, Mapping
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -51,6 +51,16 @@ def _shown(parts: Any) -> str:
     return str(urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", "")))
 
 
+def _http_url(text: str) -> SplitResult | None:
+    """``text`` split, when it is an http(s) URL with a host and a port that is a number; else None."""
+    try:
+        parts = urlsplit(text)
+        parts.port  # raises on a port that is no number
+    except ValueError:
+        return None
+    return parts if parts.scheme in ("http", "https") and parts.hostname else None
+
+
 def _printable(text: str) -> str:
     """Words from a server that may not be Paddock, fit for a terminal: no control characters, 200 at most."""
     return "".join("?" if ord(char) < 32 or 127 <= ord(char) < 160 else char for char in text[:200])
@@ -71,13 +81,7 @@ def parse_server_urls(text: str) -> list[str]:
     if not urls:
         raise PaddockError("PADDOCK_URL names no server (it is like http://127.0.0.1:7300, or several: http://a:7300,http://b:7300)", "configuration")
     for url in urls:
-        try:
-            parts = urlsplit(url)
-            valid = parts.scheme in ("http", "https") and bool(parts.hostname)
-            parts.port  # raises on a port that is no number
-        except ValueError:
-            valid = False
-        if not valid:
+        if _http_url(url) is None:
             shown = "" if "@" in url else f" {url!r}"  # it may hold a password
             raise PaddockError(f"not an http(s) URL:{shown} (PADDOCK_URL is like http://127.0.0.1:7300, or several: http://a:7300,http://b:7300)", "configuration")
     return [url.rstrip("/") for url in urls]
@@ -132,13 +136,8 @@ class Http:
 
     def _follow_leader(self, response: requests.Response) -> None:
         value = response.headers.get("Paddock-Leader", "")
-        try:
-            parts = urlsplit(value)
-            valid = parts.scheme in ("http", "https") and bool(parts.hostname)
-            parts.port
-        except ValueError:
-            valid = False
-        if not valid:
+        parts = _http_url(value)
+        if parts is None:
             shown = "a leader that is not a URL" if "@" in value else repr(value[:200])
             raise PaddockError(f"a follower named a leader that is not an http(s) URL: {shown}", "invalid_redirect", response.status_code)
         origin = (parts.scheme, parts.hostname, parts.port)
@@ -210,13 +209,8 @@ class Http:
             leader = said.get("leader")
             if leader is None:
                 return {"url": shown, "role": "follower", **facts}
-            try:
-                parts = urlsplit(leader)
-                usable = parts.scheme in ("http", "https") and bool(parts.hostname)
-                parts.port
-            except ValueError:
-                usable = False
-            if usable:
+            parts = _http_url(leader)
+            if parts is not None:
                 return {"url": shown, "role": "follower", **facts, "leader": _shown(parts)}
             return {"url": shown, "role": "follower", **facts, "reason": f"names a leader that is not a URL: {leader}"}
         reason = f"{said['message']} ({said.get('code', response.status_code)})" if "message" in said else f"HTTP {response.status_code}"
