@@ -449,61 +449,53 @@ export class Http {
    * redirect followed): its role and what it names, or why it did not say.
    */
   async health(): Promise<ServerHealth[]> {
-    const client = await this.client();
-    return Promise.all(
-      this.servers.urls.map(async (base): Promise<ServerHealth> => {
-        const url = shownUrl(base);
-        try {
-          // No token: /healthz needs none, and the list may name a server that is not ours.
-          const response = await client.get('healthz', {
-            prefixUrl: base,
-            headers: { authorization: undefined },
-            timeout: { connect: 5_000, request: 10_000 },
-          });
-          let body: Record<string, unknown>;
-          try {
-            body = JSON.parse(response.body) as Record<string, unknown>;
-          } catch {
-            return { url, role: 'not_paddock', reason: `HTTP ${response.statusCode}, not JSON` };
-          }
-          const text = (key: string) => (typeof body[key] === 'string' ? printable(body[key] as string) : undefined);
-          const role = text('role');
-          const facts = { ...(text('version') ? { version: text('version') } : {}), ...(text('database') ? { database: text('database') } : {}) };
-          if (response.statusCode === 200 && role === 'leader') return { url, role, ...facts };
-          if (response.statusCode === 200 && role === 'follower') {
-            const leader = text('leader');
-            const usable = leader !== undefined && /^https?:\/\//.test(leader) && URL.canParse(leader);
-            return {
-              url,
-              role,
-              ...facts,
-              ...(usable ? { leader: shownUrl(leader) } : leader ? { reason: `names a leader that is not a URL: ${leader}` } : {}),
-            };
-          }
-          const said = text('message');
-          const reason = said ? `${said} (${text('code') ?? response.statusCode})` : `HTTP ${response.statusCode}`;
-          return { url, role: response.statusCode === 503 ? 'failing' : 'not_paddock', ...facts, reason };
-        } catch (error) {
-          const reason = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
-          return { url, role: 'unreachable', reason };
-        }
-      }),
-    );
+    return Promise.all(this.servers.urls.map((base) => this.probe(base)));
+  }
+
+  /** What the server at `base` says it is at GET /healthz; never throws. */
+  private async probe(base: string): Promise<ServerHealth> {
+    const url = shownUrl(base);
+    let response;
+    try {
+      // No token: /healthz needs none, and the list may name a server that is not ours.
+      response = await (
+        await this.client()
+      ).get('healthz', {
+        prefixUrl: base,
+        headers: { authorization: undefined },
+        timeout: { connect: 5_000, request: 10_000 },
+      });
+    } catch (error) {
+      return { url, role: 'unreachable', reason: (error as NodeJS.ErrnoException).code ?? (error as Error).message };
+    }
+    let body: Record<string, unknown>;
+    try {
+      body = JSON.parse(response.body) as Record<string, unknown>;
+    } catch {
+      return { url, role: 'not_paddock', reason: `HTTP ${response.statusCode}, not JSON` };
+    }
+    const text = (key: string) => (typeof body[key] === 'string' ? printable(body[key] as string) : undefined);
+    const role = text('role');
+    const facts = { ...(text('version') ? { version: text('version') } : {}), ...(text('database') ? { database: text('database') } : {}) };
+    // A Paddock from before several servers says `ok` and no role: it is the only one, so it leads.
+    if (response.statusCode === 200 && (role === 'leader' || (role === undefined && body.ok === true))) return { url, role: 'leader', ...facts };
+    if (response.statusCode === 200 && role === 'follower') {
+      const leader = text('leader');
+      const usable = leader !== undefined && /^https?:\/\//.test(leader) && URL.canParse(leader);
+      return { url, role, ...facts, ...(usable ? { leader: shownUrl(leader) } : leader ? { reason: `names a leader that is not a URL: ${leader}` } : {}) };
+    }
+    const said = text('message');
+    const reason = said ? `${said} (${text('code') ?? response.statusCode})` : `HTTP ${response.statusCode}`;
+    return { url, role: response.statusCode === 503 ? 'failing' : 'not_paddock', ...facts, reason };
   }
 
   /** The leader of a list (GET /healthz of each), for what cannot be redirected or sent twice; a single server is itself. */
   private async leader(): Promise<string> {
     try {
-      const client = await this.client();
       return await this.servers.findLeader(async (base) => {
-        const response = await client.get('healthz', { prefixUrl: base, timeout: { connect: 5_000, request: 10_000 } });
-        if (response.statusCode >= 300 && response.statusCode !== 503) return 'unhealthy';
-        try {
-          const role = (JSON.parse(response.body) as { role?: unknown }).role;
-          return typeof role === 'string' ? role : response.statusCode === 503 ? 'unhealthy' : undefined;
-        } catch {
-          return 'unhealthy';
-        }
+        const health = await this.probe(base);
+        if (health.role === 'unreachable') throw Object.assign(new Error(health.reason), { code: health.reason });
+        return health.role === 'leader' || health.role === 'follower' ? health.role : 'unhealthy';
       });
     } catch (error) {
       throw this.translate(error);
