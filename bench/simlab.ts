@@ -199,6 +199,9 @@ function machineCpu(): { busy: number; total: number } {
   return { busy: busy / 1000, total: total / 1000 };
 }
 
+/** The benchmark's own CPU (its clients and agents) per cycle, in ms. */
+const benchMsPerCycle = (result: LabResult) => (result.benchCpuShare * 1000) / result.cyclesPerSecond;
+
 interface LabResult {
   machines: number;
   hosts: number;
@@ -437,14 +440,14 @@ async function main(): Promise<void> {
     // The leader does a cycle's work on one core (Node's one thread): what that core could carry at
     // most, whatever the benchmark's own clients and agents take of the machine beside it.
     say(
-      `one server core at the measured CPU per cycle carries at most ${results.map((result) => `${(1000 / result.serverCpuMsPerCycle).toFixed(0)} cycles/s (${result.machines} machines)`).join(', ')}; the benchmark's clients and agents took ${results.map((result) => `${((result.benchCpuShare * 1000) / result.cyclesPerSecond).toFixed(2)} ms`).join(', ')} of CPU per cycle beside it`,
+      `one server core at the measured CPU per cycle carries at most ${results.map((result) => `${(1000 / result.serverCpuMsPerCycle).toFixed(0)} cycles/s (${result.machines} machines)`).join(', ')}; the benchmark's clients and agents took ${results.map((result) => `${benchMsPerCycle(result).toFixed(2)} ms`).join(', ')} of CPU per cycle beside it`,
     );
     // The benchmark runs on the machine it measures: what every process took together bounds the figure.
     say(
       `the whole machine (${os.cpus().length} cores) while measuring: ${results
         .map(
           (result) =>
-            `${(result.machineBusyShare * 100).toFixed(0)} % busy at ${result.machines} machines, ${result.machineCpuMsPerCycle.toFixed(2)} ms of CPU per cycle (server ${result.serverCpuMsPerCycle.toFixed(2)}, benchmark ${((result.benchCpuShare * 1000) / result.cyclesPerSecond).toFixed(2)}, the database and the rest ${Math.max(0, result.machineCpuMsPerCycle - result.serverCpuMsPerCycle - (result.benchCpuShare * 1000) / result.cyclesPerSecond).toFixed(2)}): at most ${((os.cpus().length * 1000) / result.machineCpuMsPerCycle).toFixed(0)} cycles/s here`,
+            `${(result.machineBusyShare * 100).toFixed(0)} % busy at ${result.machines} machines, ${result.machineCpuMsPerCycle.toFixed(2)} ms of CPU per cycle (server ${result.serverCpuMsPerCycle.toFixed(2)}, benchmark ${benchMsPerCycle(result).toFixed(2)}, the database and the rest ${Math.max(0, result.machineCpuMsPerCycle - result.serverCpuMsPerCycle - benchMsPerCycle(result)).toFixed(2)}): at most ${((os.cpus().length * 1000) / result.machineCpuMsPerCycle).toFixed(0)} cycles/s here`,
         )
         .join('; ')}`,
     );

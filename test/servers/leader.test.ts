@@ -155,6 +155,11 @@ test('paddock servers shows each server of the list on its own, and exits 1 when
   );
   t.regex(verdict.message, /2 servers lead .*never do/);
 
+  claim = { ok: true, version: '0.0.9', database: 'sqlite' }; // a Paddock from before roles: the only server, so it leads
+  const older = await run([impostor], true);
+  t.is(older.code, 0, older.stdout);
+  t.like((JSON.parse(older.stdout) as { servers: unknown[] }).servers[0], { role: 'leader', version: '0.0.9' });
+
   status = 503;
   claim = { code: 'store_failing', message: 'the database refuses writes; changes are refused until a commit succeeds' };
   const failing = await run([impostor], true);

@@ -221,10 +221,12 @@ def test_servers_asks_each_server_on_its_own_without_the_token(url: str, stand_i
     follows = stand_ins(lambda method, path, index: (200, {}, {"ok": True, "role": "follower", "leader": live, "version": "0.1.0"}))
     lying = stand_ins(lambda method, path, index: (200, {}, {"role": "follower", "leader": "javascript:alert(1)", "version": "\x1b]0;owned\x07"}))
     failing = stand_ins(lambda method, path, index: (503, {}, {"code": "store_failing", "message": "the database refuses writes"}))
+    older = stand_ins(lambda method, path, index: (200, {}, {"ok": True, "version": "0.0.9"}))  # before roles: it leads
     dead = closed_port()
-    listed = Paddock(f"{follows.url},{dead},{live},{lying.url},{failing.url}", token())
+    listed = Paddock(f"{follows.url},{dead},{live},{lying.url},{failing.url},{older.url}", token())
     servers = listed.servers()
-    assert [each.role for each in servers] == ["follower", "unreachable", "leader", "follower", "failing"]
+    assert [each.role for each in servers] == ["follower", "unreachable", "leader", "follower", "failing", "leader"]
+    assert servers[5].version == "0.0.9"
     assert servers[0].leader == live and servers[0].version == "0.1.0"
     assert servers[1].url == dead and servers[1].reason == "ECONNREFUSED"
     assert servers[2].url == live and servers[2].database == "sqlite"

@@ -203,7 +203,8 @@ class Http:
             return {"url": shown, "role": "not_paddock", "reason": f"HTTP {response.status_code}, not JSON"}
         said = {key: _printable(body[key]) for key in ("role", "version", "database", "leader", "code", "message") if isinstance(body.get(key), str)}
         facts = {key: said[key] for key in ("version", "database") if key in said}
-        if response.status_code == 200 and said.get("role") == "leader":
+        # A Paddock from before several servers says "ok" and no role: it is the only one, so it leads.
+        if response.status_code == 200 and (said.get("role") == "leader" or ("role" not in body and body.get("ok") is True)):
             return {"url": shown, "role": "leader", **facts}
         if response.status_code == 200 and said.get("role") == "follower":
             leader = said.get("leader")
